@@ -1,0 +1,114 @@
+// Errors the I/O seam raises. Both the Deno and the simulated implementations map their failures
+// onto these classes, so code above the seam handles one set of errors whichever world it runs in.
+
+/** Stable codes for I/O failures, one per error class below. */
+export type IoErrorCode =
+  | "NOT_FOUND"
+  | "ALREADY_EXISTS"
+  | "NO_SPACE"
+  | "IO_FAILURE"
+  | "CONNECTION_REFUSED"
+  | "CONNECTION_RESET"
+  | "BROKEN_PIPE"
+  | "TIMED_OUT"
+  | "ADDRESS_IN_USE"
+  | "CLOSED";
+
+/** Base class of every error the I/O seam raises. */
+export class IoError extends Error {
+  /** The stable code of this failure. */
+  readonly code: IoErrorCode;
+  constructor(code: IoErrorCode, message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.code = code;
+    this.name = "IoError";
+  }
+}
+
+/** A path does not exist. */
+export class NotFound extends IoError {
+  constructor(message: string, options?: ErrorOptions) {
+    super("NOT_FOUND", message, options);
+    this.name = "NotFound";
+  }
+}
+
+/** A path exists where a new one was demanded. */
+export class AlreadyExists extends IoError {
+  constructor(message: string, options?: ErrorOptions) {
+    super("ALREADY_EXISTS", message, options);
+    this.name = "AlreadyExists";
+  }
+}
+
+/** The disk is full. */
+export class NoSpace extends IoError {
+  constructor(message: string, options?: ErrorOptions) {
+    super("NO_SPACE", message, options);
+    this.name = "NoSpace";
+  }
+}
+
+/** A device error: a failed read, write or sync. After a failed sync, dirty data may be lost. */
+export class IoFailure extends IoError {
+  constructor(message: string, options?: ErrorOptions) {
+    super("IO_FAILURE", message, options);
+    this.name = "IoFailure";
+  }
+}
+
+/** Nothing listens at the address. */
+export class ConnectionRefused extends IoError {
+  constructor(message: string, options?: ErrorOptions) {
+    super("CONNECTION_REFUSED", message, options);
+    this.name = "ConnectionRefused";
+  }
+}
+
+/** The peer reset the connection; bytes in flight are lost. */
+export class ConnectionReset extends IoError {
+  constructor(message: string, options?: ErrorOptions) {
+    super("CONNECTION_RESET", message, options);
+    this.name = "ConnectionReset";
+  }
+}
+
+/** Wrote to a connection the peer has closed. */
+export class BrokenPipe extends IoError {
+  constructor(message: string, options?: ErrorOptions) {
+    super("BROKEN_PIPE", message, options);
+    this.name = "BrokenPipe";
+  }
+}
+
+/** No answer within the time allowed. */
+export class TimedOut extends IoError {
+  constructor(message: string, options?: ErrorOptions) {
+    super("TIMED_OUT", message, options);
+    this.name = "TimedOut";
+  }
+}
+
+/** The address is already bound. */
+export class AddressInUse extends IoError {
+  constructor(message: string, options?: ErrorOptions) {
+    super("ADDRESS_IN_USE", message, options);
+    this.name = "AddressInUse";
+  }
+}
+
+/** The handle was used after `close()`. */
+export class Closed extends IoError {
+  constructor(message: string, options?: ErrorOptions) {
+    super("CLOSED", message, options);
+    this.name = "Closed";
+  }
+}
+
+/** The error a `Clock.sleep` rejects with when its signal aborts. */
+export function abortError(signal: AbortSignal): Error {
+  if (signal.reason instanceof Error) return signal.reason;
+  const err = new Error("The operation was aborted");
+  err.name = "AbortError";
+  return err;
+}

@@ -1,0 +1,18 @@
+// The I/O seam's public face: interfaces, errors and helpers. Implementations live in
+// src/io/deno/ (real) and sim/ (simulated).
+
+export type {
+  Addr,
+  Clock,
+  Conn,
+  ConnectOptions,
+  Disk,
+  Env,
+  File,
+  Listener,
+  Network,
+  OpenOptions,
+  Random,
+} from "./types.ts";
+export * from "./errors.ts";
+export * from "./util.ts";

@@ -1,0 +1,154 @@
+// The I/O seam: every clock read, random draw, socket and file the broker touches goes through
+// these interfaces, so the same code runs on Deno (src/io/deno/) or in the simulator (sim/).
+
+/** A network endpoint. `host` is an IP literal or a name the Network resolves. */
+export interface Addr {
+  host: string;
+  port: number;
+}
+
+/**
+ * Time as the code under test sees it. In the simulator it is virtual and may be skewed per node.
+ */
+export interface Clock {
+  /** Monotonic milliseconds since an arbitrary origin; never decreases. Use for timeouts. */
+  now(): number;
+  /** Wall-clock milliseconds since the Unix epoch; may jump. Use only for record timestamps. */
+  wallMs(): number;
+  /**
+   * Resolves after `ms` milliseconds of this clock. Rejects with an `AbortError` (`name` is
+   * "AbortError") if `signal` aborts first. `ms` <= 0 still yields to other tasks.
+   */
+  sleep(ms: number, signal?: AbortSignal): Promise<void>;
+}
+
+/** A deterministic source of randomness when seeded; forks are independent streams. */
+export interface Random {
+  /** A uniformly distributed unsigned 32-bit integer. */
+  u32(): number;
+  /** A uniformly distributed float in [0, 1). */
+  float(): number;
+  /** A uniformly distributed integer in [loInclusive, hiExclusive). Requires lo < hi. */
+  int(loInclusive: number, hiExclusive: number): number;
+  /**
+   * A new independent stream derived from this stream's seed and `label` only, never from how many
+   * values were drawn, so an extra draw in one subsystem does not reshuffle another.
+   */
+  fork(label: string): Random;
+}
+
+/** Options for `Network.connect`. */
+export interface ConnectOptions {
+  /** Give up with a `TimedOut` error after this many milliseconds. Default 5000. */
+  timeoutMs?: number;
+}
+
+/**
+ * A reliable, ordered byte stream, like a TCP connection.
+ *
+ * Contract: `read` may return any chunking of the bytes the peer wrote (one write may arrive as
+ * several reads, several writes as one read); bytes stay in order; `write` may be short and
+ * returns how many bytes it took (use `writeAll`). A pending or later `read` after the local side
+ * called `close()` resolves `null`; after the peer closed and all its bytes were read, `read`
+ * resolves `null` (end of stream). A reset connection rejects reads and writes with
+ * `ConnectionReset`. Writing after the peer is gone may reject with `ConnectionReset` or
+ * `BrokenPipe`.
+ */
+export interface Conn {
+  /** Reads into `buf`; resolves the count (> 0), or `null` at end of stream. */
+  read(buf: Uint8Array): Promise<number | null>;
+  /** Writes a prefix of `bytes`; resolves its length (> 0 unless `bytes` is empty). */
+  write(bytes: Uint8Array): Promise<number>;
+  /** Closes both directions. Idempotent. Bytes already written are still delivered. */
+  close(): void;
+  readonly local: Addr;
+  readonly remote: Addr;
+}
+
+/** A bound server socket. */
+export interface Listener {
+  /** The bound address; the real port when port 0 was asked for. */
+  readonly addr: Addr;
+  /** The next incoming connection, or `null` once the listener is closed. */
+  accept(): Promise<Conn | null>;
+  /** Stops accepting; a pending `accept` resolves `null`. Idempotent. */
+  close(): void;
+}
+
+/** Stream networking. */
+export interface Network {
+  /** Binds `addr` (port 0 picks a free port). Rejects with `AddressInUse` if taken. */
+  listen(addr: Addr): Promise<Listener>;
+  /**
+   * Opens a connection. Rejects with `ConnectionRefused` when nothing listens there, `TimedOut`
+   * when no answer comes within `timeoutMs`.
+   */
+  connect(addr: Addr, opts?: ConnectOptions): Promise<Conn>;
+  /** Resolves a host name to addresses (e.g. a Kubernetes headless service). Optional. */
+  resolve?(name: string): Promise<string[]>;
+}
+
+/** Options for `Disk.open`. A file is always opened for reading and writing. */
+export interface OpenOptions {
+  /** Create the file if it does not exist. */
+  create?: boolean;
+  /** Create the file and fail with `AlreadyExists` if it exists. Implies `create`. */
+  createNew?: boolean;
+}
+
+/**
+ * An open file with positional I/O.
+ *
+ * Contract: `writeAt` changes what `readAt` returns at once, but it is durable only after a
+ * `sync()` that resolved. `close()` is not `sync()`. A `sync()` that rejects may have lost the
+ * dirty data for good; a later `sync()` that resolves does not bring it back.
+ */
+export interface File {
+  /**
+   * Reads from `pos` into `buf`; resolves the count, which is less than `buf.length` only at end of
+   * file (0 at or past it). Rejects with `IoFailure` on a device error.
+   */
+  readAt(pos: number, buf: Uint8Array): Promise<number>;
+  /**
+   * Writes all of `bytes` at `pos`, extending the file (with zeros) as needed; resolves
+   * `bytes.length`. Rejects with `NoSpace` or `IoFailure`; then an unknown prefix may be written.
+   */
+  writeAt(pos: number, bytes: Uint8Array): Promise<number>;
+  /** Makes data and size durable (fdatasync). Rejects with `IoFailure` if it could not. */
+  sync(): Promise<void>;
+  /** The current size in bytes, as readers see it. */
+  size(): Promise<number>;
+  /** Cuts or extends (with zeros) the file to `len` bytes. Durable after `sync()`. */
+  truncate(len: number): Promise<void>;
+  /** Releases the handle. Idempotent. Does not sync. */
+  close(): void;
+}
+
+/**
+ * A filesystem. Paths use "/" separators.
+ *
+ * Contract: creating, renaming or removing a file changes the directory at once for readers, but
+ * the change is durable only after `syncDir` on the directory that holds the entry.
+ */
+export interface Disk {
+  /** Opens (and with `create`, creates) a file. Rejects with `NotFound` or `AlreadyExists`. */
+  open(path: string, opts?: OpenOptions): Promise<File>;
+  /** Atomically replaces `to` with `from` (same filesystem). Rejects with `NotFound`. */
+  rename(from: string, to: string): Promise<void>;
+  /** Removes a file or an empty directory. Rejects with `NotFound`. */
+  remove(path: string): Promise<void>;
+  /** Names of the entries in `dir`, sorted. Rejects with `NotFound`. */
+  list(dir: string): Promise<string[]>;
+  /** Creates `dir` and its missing parents; no error if it exists. */
+  mkdir(dir: string): Promise<void>;
+  /** Makes the entries of `dir` (creations, renames, removals) durable. */
+  syncDir(dir: string): Promise<void>;
+}
+
+/** Everything a node needs from the outside world. */
+export interface Env {
+  clock: Clock;
+  random: Random;
+  net: Network;
+  disk: Disk;
+}
