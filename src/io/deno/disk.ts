@@ -1,0 +1,172 @@
+// The real Disk: files on Deno.open with positional I/O emulated by seek + read/write (Deno has
+// no pread/pwrite), so each handle runs its operations one at a time, in call order.
+
+import { Closed, IoFailure, NoSpace } from "../errors.ts";
+import type { Disk, File, OpenOptions } from "../types.ts";
+import { mapDenoError } from "./_errors.ts";
+
+/** A `Disk` on the host filesystem. */
+export class DenoDisk implements Disk {
+  async open(path: string, opts: OpenOptions = {}): Promise<File> {
+    const createNew = opts.createNew ?? false;
+    try {
+      const file = await Deno.open(path, {
+        read: true,
+        write: true,
+        create: createNew || (opts.create ?? false),
+        createNew,
+      });
+      return new DenoFile(file, path);
+    } catch (err) {
+      throw mapDenoError(err, `Cannot open ${path}`);
+    }
+  }
+
+  async rename(from: string, to: string): Promise<void> {
+    try {
+      await Deno.rename(from, to);
+    } catch (err) {
+      throw mapDenoError(err, `Cannot rename ${from} to ${to}`);
+    }
+  }
+
+  async remove(path: string): Promise<void> {
+    try {
+      await Deno.remove(path);
+    } catch (err) {
+      throw mapDenoError(err, `Cannot remove ${path}`);
+    }
+  }
+
+  async list(dir: string): Promise<string[]> {
+    const names: string[] = [];
+    try {
+      for await (const entry of Deno.readDir(dir)) names.push(entry.name);
+    } catch (err) {
+      throw mapDenoError(err, `Cannot list ${dir}`);
+    }
+    return names.sort();
+  }
+
+  async mkdir(dir: string): Promise<void> {
+    try {
+      await Deno.mkdir(dir, { recursive: true });
+    } catch (err) {
+      throw mapDenoError(err, `Cannot create directory ${dir}`);
+    }
+  }
+
+  /** fsync on the directory itself, which Deno opens read-only on Linux and macOS. */
+  async syncDir(dir: string): Promise<void> {
+    let handle: Deno.FsFile;
+    try {
+      handle = await Deno.open(dir, { read: true });
+    } catch (err) {
+      throw mapDenoError(err, `Cannot sync directory ${dir}`);
+    }
+    try {
+      await handle.sync();
+    } catch (err) {
+      throw mapDenoError(err, `Cannot sync directory ${dir}`);
+    } finally {
+      handle.close();
+    }
+  }
+}
+
+/**
+ * An open file. Operations queue on the handle and run one at a time in call order, because a
+ * seek and the read or write after it must not interleave with another operation's seek.
+ * `close()` waits for operations already queued, then releases the handle; later ones reject
+ * with `Closed`.
+ */
+export class DenoFile implements File {
+  readonly #file: Deno.FsFile;
+  readonly #path: string;
+  #tail: Promise<unknown> = Promise.resolve();
+  #pending = 0;
+  #closed = false;
+  #released = false;
+
+  /** Wraps an open handle for `path` (used in error messages); the wrapper owns it from now on. */
+  constructor(file: Deno.FsFile, path: string) {
+    this.#file = file;
+    this.#path = path;
+  }
+
+  async readAt(pos: number, buf: Uint8Array): Promise<number> {
+    assertPosition(pos, "readAt");
+    return await this.#run(`read ${this.#path} at ${pos}`, async (file) => {
+      await file.seek(pos, Deno.SeekMode.Start);
+      let off = 0;
+      while (off < buf.length) {
+        const n = await file.read(off === 0 ? buf : buf.subarray(off));
+        if (n === null) break;
+        off += n;
+      }
+      return off;
+    });
+  }
+
+  async writeAt(pos: number, bytes: Uint8Array): Promise<number> {
+    assertPosition(pos, "writeAt");
+    return await this.#run(`write ${this.#path} at ${pos}`, async (file) => {
+      await file.seek(pos, Deno.SeekMode.Start);
+      let off = 0;
+      while (off < bytes.length) {
+        off += await file.write(off === 0 ? bytes : bytes.subarray(off));
+      }
+      return bytes.length;
+    });
+  }
+
+  sync(): Promise<void> {
+    // The contract promises IoFailure for any failed sync (ENOSPC included, as on delayed
+    // allocation or NFS): whatever the cause, the dirty data may be gone.
+    return this.#run(`sync ${this.#path}`, (file) => file.syncData()).catch((err) => {
+      throw err instanceof NoSpace ? new IoFailure(err.message, { cause: err.cause }) : err;
+    });
+  }
+
+  size(): Promise<number> {
+    return this.#run(`stat ${this.#path}`, async (file) => (await file.stat()).size);
+  }
+
+  async truncate(len: number): Promise<void> {
+    assertPosition(len, "truncate");
+    return await this.#run(`truncate ${this.#path} to ${len}`, (file) => file.truncate(len));
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (this.#pending === 0) this.#release();
+  }
+
+  #run<T>(op: string, body: (file: Deno.FsFile) => Promise<T>): Promise<T> {
+    if (this.#closed) return Promise.reject(new Closed(`Cannot ${op}: file is closed`));
+    this.#pending++;
+    const result = this.#tail.then(() => body(this.#file));
+    this.#tail = result.then(() => this.#settled(), () => this.#settled());
+    return result.catch((err) => {
+      throw mapDenoError(err, `Cannot ${op}`);
+    });
+  }
+
+  #settled(): void {
+    this.#pending--;
+    if (this.#closed && this.#pending === 0) this.#release();
+  }
+
+  #release(): void {
+    if (this.#released) return;
+    this.#released = true;
+    this.#file.close();
+  }
+}
+
+function assertPosition(pos: number, op: string): void {
+  if (!Number.isSafeInteger(pos) || pos < 0) {
+    throw new RangeError(`File.${op} needs a non-negative safe integer, got ${pos}`);
+  }
+}
