@@ -28,6 +28,7 @@ const FORBIDDEN_GLOBALS: ReadonlyMap<string, string> = new Map([
   ["crypto", RANDOM],
   ["WeakRef", GC],
   ["FinalizationRegistry", GC],
+  ["process", OS],
 ]);
 
 /** Members of otherwise allowed globals that are forbidden: `Math.random`, `AbortSignal.timeout`. */
@@ -49,6 +50,21 @@ const GLOBAL_OBJECTS: ReadonlySet<string> = new Set(["globalThis", "self", "wind
 const FORBIDDEN_MODULES: ReadonlyMap<string, string> = new Map([
   ["crypto", RANDOM],
   ["perf_hooks", CLOCK],
+  ["fs", OS],
+  ["fs/promises", OS],
+  ["net", OS],
+  ["dgram", OS],
+  ["dns", OS],
+  ["dns/promises", OS],
+  ["http", OS],
+  ["https", OS],
+  ["http2", OS],
+  ["tls", OS],
+  ["os", OS],
+  ["child_process", OS],
+  ["worker_threads", OS],
+  ["cluster", OS],
+  ["process", OS],
 ]);
 
 /** Node modules from which only some names are forbidden; `setImmediate` stays allowed. */

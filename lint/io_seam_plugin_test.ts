@@ -82,6 +82,22 @@ const CASES: Case[] = [
     source: `import { performance as p } from "node:perf_hooks";`,
     what: `Importing "node:perf_hooks"`,
   },
+  {
+    label: "node:fs",
+    source: `import { readFileSync } from "node:fs";`,
+    what: `Importing "node:fs"`,
+  },
+  {
+    label: "node:net",
+    source: `import * as net from "node:net";`,
+    what: `Importing "node:net"`,
+  },
+  {
+    label: "node:child_process",
+    source: `import { spawn } from "node:child_process";`,
+    what: `Importing "node:child_process"`,
+  },
+  { label: "process.env", source: `const e = process.env;`, what: "process" },
   { label: "Math.random()", source: `const r = Math.random();`, what: "Math.random" },
   {
     label: "globalThis.Math.random()",
