@@ -1,0 +1,200 @@
+// The simulator's heart: virtual time and one queue of events, fired in (time, random tie-break)
+// order, with every microtask drained between two events so the run is a pure function of the seed.
+
+import { setImmediate } from "node:timers";
+import { SeededRandom } from "../src/io/prng.ts";
+import { TraceHash } from "./trace.ts";
+
+/** Something that owns events: a simulated process. Its events die with its incarnation. */
+export interface EventOwner {
+  readonly id: number;
+  /** Bumped on every crash; events scheduled by an older incarnation are dropped. */
+  readonly incarnation: number;
+  /** While paused, the owner's events are held back and fired after it resumes. */
+  readonly paused: boolean;
+  /** Keeps an event of a paused owner until it resumes. */
+  defer(ev: SimEvent): void;
+}
+
+/** A scheduled event. Treat as opaque outside the simulator. */
+export interface SimEvent {
+  at: number;
+  tie: number;
+  seq: number;
+  fn: () => void;
+  owner: EventOwner | null;
+  incarnation: number;
+  /** A small number naming the kind of event; it feeds the trace hash. */
+  tag: number;
+  cancelled: boolean;
+}
+
+/** A handle to cancel a scheduled event. */
+export interface Timer {
+  cancel(): void;
+}
+
+/** Options for `World.schedule`. */
+export interface ScheduleOptions {
+  owner?: EventOwner | null;
+  tag?: number;
+}
+
+/** Why `World.run` returned. */
+export type RunStop = "idle" | "time" | "stopped" | "events";
+
+/** Options for `World.run`. */
+export interface RunOptions {
+  /** Stop before the first event later than this virtual time (ms). */
+  untilMs?: number;
+  /** Stop after this many events. */
+  eventsMax?: number;
+  /** Checked before every event; stop when it returns true. */
+  stop?: () => boolean;
+}
+
+/** Events queued at once beyond which the world reports runaway scheduling. */
+export const EVENTS_QUEUED_MAX = 1_000_000;
+
+/** Yields one real macrotask so every microtask queued by the last event runs first. */
+function drainMicrotasks(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
+/** Virtual time plus an event queue ordered by (time, random tie-break, insertion order). */
+export class World {
+  #now = 0;
+  #seq = 0;
+  readonly #heap: SimEvent[] = [];
+  readonly #random: SeededRandom;
+  readonly trace: TraceHash = new TraceHash();
+  /** Events fired so far. */
+  eventsFired = 0;
+
+  /** A world whose tie-breaks come from `random` (fork a dedicated "scheduler" stream). */
+  constructor(random: SeededRandom) {
+    this.#random = random;
+  }
+
+  /** Virtual milliseconds since the world began. */
+  get now(): number {
+    return this.#now;
+  }
+
+  /** Events waiting to fire. */
+  get queued(): number {
+    return this.#heap.length;
+  }
+
+  /**
+   * Fires `fn` after `delayMs` of virtual time. Events of a crashed owner incarnation are dropped;
+   * events of a paused owner wait for it.
+   */
+  schedule(delayMs: number, fn: () => void, opts: ScheduleOptions = {}): Timer {
+    const owner = opts.owner ?? null;
+    const ev: SimEvent = {
+      at: this.#now + Math.max(0, delayMs),
+      tie: this.#random.u32(),
+      seq: this.#seq++,
+      fn,
+      owner,
+      incarnation: owner?.incarnation ?? 0,
+      tag: opts.tag ?? 0,
+      cancelled: false,
+    };
+    this.#push(ev);
+    return { cancel: () => (ev.cancelled = true) };
+  }
+
+  /** Puts deferred events of a resumed owner back on the queue, now, in their old order. */
+  requeue(events: SimEvent[]): void {
+    for (const ev of events) {
+      ev.at = this.#now;
+      this.#push(ev);
+    }
+  }
+
+  /**
+   * Runs events until the queue is empty ("idle"), a limit is hit, or `stop` says so. Between two
+   * events it yields a macrotask so all promise continuations of the last event have run.
+   */
+  async run(opts: RunOptions = {}): Promise<RunStop> {
+    const untilMs = opts.untilMs ?? Infinity;
+    const eventsMax = opts.eventsMax ?? Infinity;
+    let fired = 0;
+    await drainMicrotasks();
+    for (;;) {
+      if (opts.stop?.()) return "stopped";
+      if (fired >= eventsMax) return "events";
+      const ev = this.#heap[0];
+      if (ev === undefined) {
+        // Nothing happens until untilMs, but time still passes.
+        if (untilMs !== Infinity) this.#now = Math.max(this.#now, untilMs);
+        return "idle";
+      }
+      if (ev.at > untilMs) {
+        this.#now = Math.max(this.#now, untilMs);
+        return "time";
+      }
+      this.#pop();
+      if (ev.cancelled) continue;
+      const owner = ev.owner;
+      if (owner !== null) {
+        if (owner.incarnation !== ev.incarnation) continue;
+        if (owner.paused) {
+          owner.defer(ev);
+          continue;
+        }
+      }
+      this.#now = ev.at;
+      this.eventsFired++;
+      fired++;
+      this.trace.event(ev.at, ev.tag, owner?.id ?? -1);
+      ev.fn();
+      await drainMicrotasks();
+    }
+  }
+
+  #push(ev: SimEvent): void {
+    if (this.#heap.length >= EVENTS_QUEUED_MAX) {
+      throw new Error(`Simulator queue over ${EVENTS_QUEUED_MAX} events: runaway scheduling`);
+    }
+    const h = this.#heap;
+    h.push(ev);
+    let i = h.length - 1;
+    while (i > 0) {
+      const parent = (i - 1) >> 1;
+      const p = h[parent] as SimEvent;
+      if (!before(ev, p)) break;
+      h[i] = p;
+      i = parent;
+    }
+    h[i] = ev;
+  }
+
+  #pop(): void {
+    const h = this.#heap;
+    const last = h.pop() as SimEvent;
+    if (h.length === 0) return;
+    let i = 0;
+    const n = h.length;
+    for (;;) {
+      const l = 2 * i + 1;
+      if (l >= n) break;
+      const r = l + 1;
+      let c = l;
+      if (r < n && before(h[r] as SimEvent, h[l] as SimEvent)) c = r;
+      const child = h[c] as SimEvent;
+      if (!before(child, last)) break;
+      h[i] = child;
+      i = c;
+    }
+    h[i] = last;
+  }
+}
+
+function before(a: SimEvent, b: SimEvent): boolean {
+  if (a.at !== b.at) return a.at < b.at;
+  if (a.tie !== b.tie) return a.tie < b.tie;
+  return a.seq < b.seq;
+}
