@@ -1,0 +1,83 @@
+// Runs scenarios by name and reports them: every option the seed decided, the outcome, the trace
+// hash, and for a failure the one command line that reproduces it.
+
+import type { FaultPlan } from "./faults.ts";
+import { registerOptions, runRegister } from "./example/register_scenario.ts";
+
+/** What one simulated run did and found. */
+export interface RunResult {
+  scenario: string;
+  seed: number;
+  /** Every option of the run, derived from the seed or given. */
+  options: Record<string, unknown>;
+  plan: FaultPlan;
+  outcome: "pass" | "fail";
+  violations: string[];
+  /** Hash of every fired event and history entry; equal for two runs of the same seed. */
+  traceHash: string;
+  events: number;
+  virtualMs: number;
+  /** Counters: operations, faults injected, fault paths taken. */
+  stats: Record<string, number>;
+}
+
+/** Scenarios `deno task sim` can run. */
+export const SCENARIOS = ["register"] as const;
+/** A scenario's name. */
+export type ScenarioName = typeof SCENARIOS[number];
+
+/** Option overrides a command line may give (strings as typed, parsed by the scenario). */
+export type Overrides = Record<string, string>;
+
+/** Runs `scenario` for `seed` with `overrides` applied to the options derived from the seed. */
+export function runScenario(
+  scenario: ScenarioName,
+  seed: number,
+  overrides: Overrides = {},
+): Promise<RunResult> {
+  switch (scenario) {
+    case "register":
+      return runRegister(registerOptions(seed, parseRegisterOverrides(overrides)));
+  }
+}
+
+function parseRegisterOverrides(o: Overrides): Parameters<typeof registerOptions>[1] {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(o)) {
+    switch (k) {
+      case "replicas":
+      case "writers":
+      case "readers":
+      case "safetyMs":
+      case "livenessMs": {
+        const n = Number(v);
+        if (!Number.isInteger(n) || n < 0) {
+          throw new Error(`--${k} must be a whole number, got ${v}`);
+        }
+        out[k] = n;
+        break;
+      }
+      case "faults":
+        if (v !== "swarm" && v !== "calm") {
+          throw new Error(`--faults must be swarm or calm, got ${v}`);
+        }
+        out[k] = v;
+        break;
+      case "bug":
+        if (v !== "ack-before-sync" && v !== "none") {
+          throw new Error(`--bug must be ack-before-sync or none, got ${v}`);
+        }
+        out[k] = v === "none" ? null : v;
+        break;
+      default:
+        throw new Error(`Unknown option --${k} for scenario register`);
+    }
+  }
+  return out;
+}
+
+/** The command that reruns exactly this run. */
+export function reproLine(scenario: ScenarioName, seed: number, overrides: Overrides): string {
+  const extra = Object.entries(overrides).map(([k, v]) => ` --${k} ${v}`).join("");
+  return `deno task sim --scenario ${scenario} --seed ${seed}${extra}`;
+}
