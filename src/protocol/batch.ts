@@ -1,0 +1,317 @@
+// Record batches, the unit records travel and are stored in. The layout is Kafka's RecordBatch v2
+// (a 61-byte header, CRC-32C over everything after the checksum, records as zigzag varints), so the
+// broker can assign offsets by rewriting the base offset — which the checksum does not cover — and
+// store and serve the very bytes the producer sent.
+
+import { crc32c } from "./crc32c.ts";
+import { type CodecId, codecName, compress, CompressionError, decompress } from "./compression.ts";
+import { ErrorCode, GregorError } from "./errors.ts";
+import { Reader, Writer } from "./wire.ts";
+
+/** Bytes of a batch header before its records. */
+export const BATCH_HEADER_BYTES = 61;
+/** The batch format's magic byte (Kafka's v2). */
+export const BATCH_MAGIC = 2;
+/** Bytes before the batch-length field's end: base offset (8) + batch length (4). */
+export const BATCH_LENGTH_PREFIX_BYTES = 12;
+/** No producer id: the batch is not from an idempotent producer. */
+export const NO_PRODUCER_ID = -1;
+
+const OFF_BATCH_LENGTH = 8;
+const OFF_LEADER_EPOCH = 12;
+const OFF_MAGIC = 16;
+const OFF_CRC = 17;
+const OFF_ATTRIBUTES = 21;
+const OFF_LAST_OFFSET_DELTA = 23;
+const OFF_FIRST_TIMESTAMP = 27;
+const OFF_MAX_TIMESTAMP = 35;
+const OFF_PRODUCER_ID = 43;
+const OFF_PRODUCER_EPOCH = 51;
+const OFF_BASE_SEQUENCE = 53;
+const OFF_RECORD_COUNT = 57;
+const CODEC_MASK = 0x07;
+
+/** A record header. */
+export interface RecordHeader {
+  key: string;
+  value: Uint8Array | null;
+}
+
+/** A record as a producer gives it. */
+export interface RecordInput {
+  key?: Uint8Array | null;
+  value: Uint8Array | null;
+  headers?: RecordHeader[];
+  /** Milliseconds since the epoch (create time). */
+  timestamp: number;
+}
+
+/** A record read from a batch, with the offset the broker assigned. */
+export interface RecordOut {
+  offset: number;
+  timestamp: number;
+  key: Uint8Array | null;
+  value: Uint8Array | null;
+  headers: RecordHeader[];
+}
+
+/** The fields of a batch header. */
+export interface BatchHeader {
+  baseOffset: number;
+  /** Total bytes of the batch, header included. */
+  sizeBytes: number;
+  partitionLeaderEpoch: number;
+  crc: number;
+  attributes: number;
+  codec: CodecId;
+  lastOffsetDelta: number;
+  firstTimestamp: number;
+  maxTimestamp: number;
+  producerId: number;
+  producerEpoch: number;
+  baseSequence: number;
+  recordCount: number;
+}
+
+/** Options for `encodeBatch`. */
+export interface EncodeBatchOptions {
+  codec?: CodecId;
+  baseOffset?: number;
+  producerId?: number;
+  producerEpoch?: number;
+  baseSequence?: number;
+}
+
+/** Thrown for a batch that fails its checksum or is structurally wrong. */
+export class CorruptBatchError extends GregorError {
+  constructor(message: string) {
+    super(ErrorCode.CORRUPT_BATCH, message);
+    this.name = "CorruptBatchError";
+  }
+}
+
+/** Encodes records as one batch (records must be non-empty). */
+export function encodeBatch(
+  records: readonly RecordInput[],
+  opts: EncodeBatchOptions = {},
+): Uint8Array {
+  if (records.length === 0) throw new RangeError("A batch needs at least one record");
+  const first = (records[0] as RecordInput).timestamp;
+  let maxTs = first;
+  const body = new Writer(64 + records.length * 32);
+  records.forEach((r, i) => {
+    if (r.timestamp > maxTs) maxTs = r.timestamp;
+    encodeRecord(body, r, r.timestamp - first, i);
+  });
+  const codec = opts.codec ?? 0;
+  const recordsBytes = codec === 0 ? body.finish() : compress(codec, body.finish());
+  const w = new Writer(BATCH_HEADER_BYTES + recordsBytes.length);
+  w.i64(opts.baseOffset ?? 0)
+    .i32(BATCH_HEADER_BYTES + recordsBytes.length - BATCH_LENGTH_PREFIX_BYTES)
+    .i32(-1)
+    .u8(BATCH_MAGIC)
+    .u32(0)
+    .i16(codec)
+    .i32(records.length - 1)
+    .i64(first)
+    .i64(maxTs)
+    .i64(opts.producerId ?? NO_PRODUCER_ID)
+    .i16(opts.producerEpoch ?? -1)
+    .i32(opts.baseSequence ?? -1)
+    .i32(records.length)
+    .raw(recordsBytes);
+  const out = w.finish();
+  w.patchU32(OFF_CRC, crc32c(out.subarray(OFF_ATTRIBUTES)));
+  return out;
+}
+
+function encodeRecord(
+  w: Writer,
+  r: RecordInput,
+  timestampDelta: number,
+  offsetDelta: number,
+): void {
+  const inner = new Writer(32 + (r.value?.length ?? 0) + (r.key?.length ?? 0));
+  inner.u8(0).varint(timestampDelta).varint(offsetDelta);
+  varBytes(inner, r.key ?? null);
+  varBytes(inner, r.value);
+  const headers = r.headers ?? [];
+  inner.varint(headers.length);
+  for (const h of headers) {
+    const k = new TextEncoder().encode(h.key);
+    inner.varint(k.length).raw(k);
+    varBytes(inner, h.value);
+  }
+  const bytes = inner.finish();
+  w.varint(bytes.length).raw(bytes);
+}
+
+function varBytes(w: Writer, b: Uint8Array | null): void {
+  if (b === null) w.varint(-1);
+  else w.varint(b.length).raw(b);
+}
+
+/**
+ * Reads the header of the batch at `off` without checking its checksum. Throws CorruptBatchError
+ * if the bytes cannot be a batch header or the batch is longer than the bytes given.
+ */
+export function readBatchHeader(bytes: Uint8Array, off = 0): BatchHeader {
+  if (bytes.length - off < BATCH_HEADER_BYTES) {
+    throw new CorruptBatchError(`Batch of ${bytes.length - off} bytes is shorter than its header`);
+  }
+  const dv = new DataView(bytes.buffer, bytes.byteOffset + off, BATCH_HEADER_BYTES);
+  const batchLength = dv.getInt32(OFF_BATCH_LENGTH);
+  const sizeBytes = batchLength + BATCH_LENGTH_PREFIX_BYTES;
+  if (sizeBytes < BATCH_HEADER_BYTES || sizeBytes > bytes.length - off) {
+    throw new CorruptBatchError(
+      `Batch length ${batchLength} does not fit the ${bytes.length - off} bytes given`,
+    );
+  }
+  const magic = dv.getInt8(OFF_MAGIC);
+  if (magic !== BATCH_MAGIC) {
+    throw new CorruptBatchError(`Batch magic ${magic} is not ${BATCH_MAGIC}`);
+  }
+  const attributes = dv.getInt16(OFF_ATTRIBUTES);
+  const codec = attributes & CODEC_MASK;
+  if (codecName(codec) === null) throw new CorruptBatchError(`Unknown compression codec ${codec}`);
+  const i64 = (at: number, what: string): number => {
+    const v = dv.getInt32(at) * 0x1_0000_0000 + dv.getUint32(at + 4);
+    if (!Number.isSafeInteger(v)) throw new CorruptBatchError(`Batch ${what} ${v} is out of range`);
+    return v;
+  };
+  return {
+    baseOffset: i64(0, "base offset"),
+    sizeBytes,
+    partitionLeaderEpoch: dv.getInt32(OFF_LEADER_EPOCH),
+    crc: dv.getUint32(OFF_CRC),
+    attributes,
+    codec: codec as CodecId,
+    lastOffsetDelta: dv.getInt32(OFF_LAST_OFFSET_DELTA),
+    firstTimestamp: i64(OFF_FIRST_TIMESTAMP, "first timestamp"),
+    maxTimestamp: i64(OFF_MAX_TIMESTAMP, "max timestamp"),
+    producerId: i64(OFF_PRODUCER_ID, "producer id"),
+    producerEpoch: dv.getInt16(OFF_PRODUCER_EPOCH),
+    baseSequence: dv.getInt32(OFF_BASE_SEQUENCE),
+    recordCount: dv.getInt32(OFF_RECORD_COUNT),
+  };
+}
+
+/** Limits for `validateBatch` and `decodeBatch`. */
+export interface BatchLimits {
+  /** Largest size of the records section once decompressed. */
+  recordsBytesMax: number;
+}
+
+/**
+ * Checks a whole batch as a broker must before storing it: header, checksum, and every record
+ * (decompressing if needed) with offset deltas 0..n-1. Returns the header. The bytes must hold
+ * exactly one batch.
+ */
+export function validateBatch(bytes: Uint8Array, limits: BatchLimits): BatchHeader {
+  const h = readBatchHeader(bytes);
+  if (h.sizeBytes !== bytes.length) {
+    throw new CorruptBatchError(`Batch says ${h.sizeBytes} bytes but ${bytes.length} were sent`);
+  }
+  decodeBatchRecords(bytes, h, limits);
+  return h;
+}
+
+/** Writes the offset the broker assigned into the batch, in place. The checksum stays valid. */
+export function setBaseOffset(bytes: Uint8Array, off: number, baseOffset: number): void {
+  const w = new DataView(bytes.buffer, bytes.byteOffset + off, 8);
+  w.setInt32(0, Math.floor(baseOffset / 0x1_0000_0000));
+  w.setUint32(4, baseOffset >>> 0);
+}
+
+/** Decodes every record of the batch at `off` (checking its checksum). */
+export function decodeBatch(bytes: Uint8Array, off: number, limits: BatchLimits): RecordOut[] {
+  const h = readBatchHeader(bytes, off);
+  return decodeBatchRecords(bytes.subarray(off, off + h.sizeBytes), h, limits);
+}
+
+function decodeBatchRecords(batch: Uint8Array, h: BatchHeader, limits: BatchLimits): RecordOut[] {
+  if (crc32c(batch.subarray(OFF_ATTRIBUTES, h.sizeBytes)) !== h.crc) {
+    throw new CorruptBatchError(`Batch at offset ${h.baseOffset} failed its CRC-32C check`);
+  }
+  if (h.recordCount < 1 || h.lastOffsetDelta !== h.recordCount - 1) {
+    throw new CorruptBatchError(
+      `Batch claims ${h.recordCount} records with last offset delta ${h.lastOffsetDelta}`,
+    );
+  }
+  let body = batch.subarray(BATCH_HEADER_BYTES, h.sizeBytes);
+  if (h.codec !== 0) {
+    try {
+      body = decompress(h.codec, body, limits.recordsBytesMax);
+    } catch (err) {
+      if (err instanceof CompressionError) throw new CorruptBatchError(err.message);
+      throw err;
+    }
+  } else if (body.length > limits.recordsBytesMax) {
+    throw new CorruptBatchError(
+      `Records of ${body.length} bytes are over ${limits.recordsBytesMax}`,
+    );
+  }
+  const records: RecordOut[] = [];
+  const r = new Reader(body);
+  try {
+    for (let i = 0; i < h.recordCount; i++) {
+      const len = r.varint("record length");
+      if (len < 0 || len > r.remaining) {
+        throw new CorruptBatchError(`Record ${i} length ${len} is wrong`);
+      }
+      const end = r.pos + len;
+      const rr = new Reader(body, r.pos, end);
+      r.raw(len);
+      rr.u8("record attributes");
+      const timestamp = h.firstTimestamp + rr.varint("timestamp delta");
+      const delta = rr.varint("offset delta");
+      if (delta !== i) throw new CorruptBatchError(`Record ${i} has offset delta ${delta}`);
+      const key = readVarBytes(rr, "key");
+      const value = readVarBytes(rr, "value");
+      const headerCount = rr.varint("header count");
+      if (headerCount < 0 || headerCount > rr.remaining) {
+        throw new CorruptBatchError(`Record ${i} header count ${headerCount} is wrong`);
+      }
+      const headers: RecordHeader[] = [];
+      for (let k = 0; k < headerCount; k++) {
+        const keyBytes = readVarBytes(rr, "header key");
+        if (keyBytes === null) throw new CorruptBatchError(`Record ${i} has a null header key`);
+        headers.push({ key: utf8(keyBytes), value: readVarBytes(rr, "header value") });
+      }
+      rr.end(`record ${i}`);
+      records.push({ offset: h.baseOffset + i, timestamp, key, value, headers });
+    }
+    r.end("the batch's records");
+  } catch (err) {
+    if (err instanceof CorruptBatchError) throw err;
+    throw new CorruptBatchError(`Batch at offset ${h.baseOffset}: ${(err as Error).message}`);
+  }
+  return records;
+}
+
+function readVarBytes(r: Reader, what: string): Uint8Array | null {
+  const n = r.varint(`${what} length`);
+  if (n === -1) return null;
+  return r.raw(n, what);
+}
+
+// ignoreBOM: a leading U+FEFF is part of the key, not a marker to strip.
+const strictUtf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+
+function utf8(b: Uint8Array): string {
+  try {
+    return strictUtf8.decode(b);
+  } catch {
+    throw new CorruptBatchError("A header key is not valid UTF-8");
+  }
+}
+
+/** Iterates the batches stored back to back in `bytes` (as a fetch or delivery carries them). */
+export function* batchesIn(bytes: Uint8Array): Generator<{ off: number; header: BatchHeader }> {
+  let off = 0;
+  while (off < bytes.length) {
+    const header = readBatchHeader(bytes, off);
+    yield { off, header };
+    off += header.sizeBytes;
+  }
+}

@@ -1,0 +1,213 @@
+// Frames: a fixed 20-byte header (magic, version, flags, opcode, correlation id, payload length,
+// header checksum) and a payload. FrameParser is a resumable state machine that accepts any
+// chunking of the byte stream and rejects an oversized frame before buffering its payload.
+
+import { crc32c } from "./crc32c.ts";
+import { ErrorCode } from "./errors.ts";
+
+/** "GM": the first two bytes of every frame. */
+export const MAGIC = 0x474d;
+/** The protocol version this code speaks. */
+export const PROTOCOL_VERSION = 1;
+/** Header bytes before the payload. */
+export const HEADER_BYTES = 20;
+/** Bytes of the header covered by its checksum (everything before the checksum). */
+const HEADER_CHECKED_BYTES = 16;
+/** Default largest payload, in bytes; the handshake may lower it. */
+export const FRAME_PAYLOAD_BYTES_MAX_DEFAULT = 16 * 1024 * 1024;
+
+/** Header flags. */
+export const Flag = {
+  /** The frame answers the request with the same correlation id. */
+  RESPONSE: 0x01,
+  /** The response payload is an error: u16 code + string message. */
+  ERROR: 0x02,
+  /** Sent by the broker without a request (a delivery); correlation id 0. */
+  PUSH: 0x04,
+} as const;
+
+/** A decoded frame header. */
+export interface FrameHeader {
+  version: number;
+  flags: number;
+  opcode: number;
+  correlationId: number;
+  payloadLength: number;
+}
+
+/** A whole frame. */
+export interface Frame extends FrameHeader {
+  payload: Uint8Array;
+}
+
+/** Encodes a frame. The payload is copied once, after the header. */
+export function encodeFrame(
+  opcode: number,
+  correlationId: number,
+  payload: Uint8Array,
+  flags = 0,
+): Uint8Array {
+  const out = new Uint8Array(HEADER_BYTES + payload.length);
+  writeHeader(out, {
+    version: PROTOCOL_VERSION,
+    flags,
+    opcode,
+    correlationId,
+    payloadLength: payload.length,
+  });
+  out.set(payload, HEADER_BYTES);
+  return out;
+}
+
+/** Writes a header for a payload of `h.payloadLength` bytes into the first 20 bytes of `out`. */
+export function writeHeader(out: Uint8Array, h: FrameHeader): void {
+  const dv = new DataView(out.buffer, out.byteOffset, HEADER_BYTES);
+  dv.setUint16(0, MAGIC);
+  dv.setUint8(2, h.version);
+  dv.setUint8(3, h.flags);
+  dv.setUint16(4, h.opcode);
+  dv.setUint16(6, 0);
+  dv.setUint32(8, h.correlationId);
+  dv.setUint32(12, h.payloadLength);
+  dv.setUint32(16, crc32c(out.subarray(0, HEADER_CHECKED_BYTES)));
+}
+
+/** What `FrameParser.next` found. */
+export type ParseResult =
+  | { kind: "frame"; frame: Frame }
+  | { kind: "need" }
+  | { kind: "error"; code: number; message: string; correlationId: number };
+
+/** Options for a FrameParser. */
+export interface FrameParserOptions {
+  /** Largest payload accepted; a bigger frame is an error before its payload is read. */
+  payloadBytesMax: number;
+}
+
+/**
+ * Reassembles frames from chunks of a byte stream. `push` takes ownership of each chunk (frames may
+ * be views into it), so a caller must not reuse a buffer it pushed. After an error the parser
+ * stays failed: the stream cannot be trusted past a bad header.
+ */
+export class FrameParser {
+  readonly #payloadBytesMax: number;
+  #chunks: Uint8Array[] = [];
+  #buffered = 0;
+  #header: FrameHeader | null = null;
+  #failed: ParseResult | null = null;
+
+  constructor(opts: FrameParserOptions) {
+    this.#payloadBytesMax = opts.payloadBytesMax;
+  }
+
+  /** Bytes held and not yet returned as frames. */
+  get buffered(): number {
+    return this.#buffered;
+  }
+
+  /** Adds bytes read from the stream. */
+  push(chunk: Uint8Array): void {
+    if (chunk.length === 0) return;
+    this.#chunks.push(chunk);
+    this.#buffered += chunk.length;
+  }
+
+  /** The next frame, "need" if more bytes are required, or a (sticky) error. */
+  next(): ParseResult {
+    if (this.#failed !== null) return this.#failed;
+    if (this.#header === null) {
+      if (this.#buffered < HEADER_BYTES) return NEED;
+      const raw = this.#take(HEADER_BYTES);
+      const h = this.#decodeHeader(raw);
+      if (h.kind === "error") return (this.#failed = h);
+      this.#header = h.header;
+    }
+    const header = this.#header;
+    if (this.#buffered < header.payloadLength) return NEED;
+    this.#header = null;
+    return { kind: "frame", frame: { ...header, payload: this.#take(header.payloadLength) } };
+  }
+
+  #decodeHeader(
+    raw: Uint8Array,
+  ): { kind: "ok"; header: FrameHeader } | {
+    kind: "error";
+    code: number;
+    message: string;
+    correlationId: number;
+  } {
+    const dv = new DataView(raw.buffer, raw.byteOffset, HEADER_BYTES);
+    const magic = dv.getUint16(0);
+    if (magic !== MAGIC) {
+      return bad(
+        ErrorCode.MALFORMED_FRAME,
+        `Bad magic 0x${magic.toString(16).padStart(4, "0")}`,
+        0,
+      );
+    }
+    if (dv.getUint32(16) !== crc32c(raw.subarray(0, HEADER_CHECKED_BYTES))) {
+      return bad(ErrorCode.MALFORMED_FRAME, "Frame header checksum mismatch", 0);
+    }
+    const header: FrameHeader = {
+      version: dv.getUint8(2),
+      flags: dv.getUint8(3),
+      opcode: dv.getUint16(4),
+      correlationId: dv.getUint32(8),
+      payloadLength: dv.getUint32(12),
+    };
+    if (header.version !== PROTOCOL_VERSION) {
+      return bad(
+        ErrorCode.UNSUPPORTED_VERSION,
+        `Protocol version ${header.version} is not supported (this broker speaks ${PROTOCOL_VERSION})`,
+        header.correlationId,
+      );
+    }
+    if (dv.getUint16(6) !== 0) {
+      return bad(
+        ErrorCode.MALFORMED_FRAME,
+        "Reserved header bytes are not zero",
+        header.correlationId,
+      );
+    }
+    if (header.payloadLength > this.#payloadBytesMax) {
+      return bad(
+        ErrorCode.FRAME_TOO_LARGE,
+        `Frame payload of ${header.payloadLength} bytes is over the limit of ${this.#payloadBytesMax}`,
+        header.correlationId,
+      );
+    }
+    return { kind: "ok", header };
+  }
+
+  /** Removes and returns the first `n` buffered bytes; a view when they sit in one chunk. */
+  #take(n: number): Uint8Array {
+    this.#buffered -= n;
+    const first = this.#chunks[0];
+    if (first !== undefined && first.length >= n) {
+      if (first.length === n) this.#chunks.shift();
+      else this.#chunks[0] = first.subarray(n);
+      return first.subarray(0, n);
+    }
+    const out = new Uint8Array(n);
+    let off = 0;
+    while (off < n) {
+      const c = this.#chunks[0] as Uint8Array;
+      const k = Math.min(c.length, n - off);
+      out.set(c.subarray(0, k), off);
+      off += k;
+      if (k === c.length) this.#chunks.shift();
+      else this.#chunks[0] = c.subarray(k);
+    }
+    return out;
+  }
+}
+
+const NEED: ParseResult = { kind: "need" };
+
+function bad(
+  code: number,
+  message: string,
+  correlationId: number,
+): { kind: "error"; code: number; message: string; correlationId: number } {
+  return { kind: "error", code, message, correlationId };
+}

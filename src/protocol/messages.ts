@@ -1,0 +1,340 @@
+// Opcodes and the payload of every request, response and push, described once as field schemas
+// that drive one encoder and one strict decoder. docs/protocol.md is the prose twin of this file.
+
+import { MalformedError } from "./errors.ts";
+import { Reader, Writer } from "./wire.ts";
+
+/** Opcodes, in bands by resource: 0x00 session, 0x01 produce, 0x02 consume, 0x03 admin. */
+export const Op = {
+  HELLO: 0x0001,
+  PING: 0x0002,
+  PRODUCE: 0x0101,
+  SUBSCRIBE: 0x0201,
+  DELIVER: 0x0202,
+  CREDIT: 0x0203,
+  ACK: 0x0204,
+  UNSUBSCRIBE: 0x0205,
+  FETCH: 0x0206,
+  CREATE_TOPIC: 0x0301,
+  DELETE_TOPIC: 0x0302,
+  LIST_TOPICS: 0x0303,
+  DESCRIBE_TOPIC: 0x0304,
+} as const;
+
+/** An opcode's name. */
+export type OpName = keyof typeof Op;
+
+const OP_NAMES = new Map<number, OpName>(
+  (Object.entries(Op) as [OpName, number][]).map(([name, code]) => [code, name]),
+);
+
+/** The name of an opcode, or null if unknown. */
+export function opName(code: number): OpName | null {
+  return OP_NAMES.get(code) ?? null;
+}
+
+/** Produce acknowledgement levels. */
+export const Acks = { none: 0, leader: 1, quorum: 2 } as const;
+/** Where a subscription starts. */
+export const Start = { earliest: 0, latest: 1, offset: 2, timestamp: 3 } as const;
+
+/** A field type in a payload schema. */
+export type FieldType =
+  | "u8"
+  | "u16"
+  | "u32"
+  | "i64"
+  | "string"
+  | "bytes"
+  | { list: Schema }
+  | { map: true };
+/** A payload schema: its fields in wire order. */
+export type Schema = readonly (readonly [string, FieldType])[];
+
+/** Largest element count of a list or map in a payload. */
+export const LIST_ITEMS_MAX = 100_000;
+
+const TOPIC_PARTITION: Schema = [["topic", "string"], ["partition", "u32"]];
+
+/** Payload schemas by opcode: request, response, and for DELIVER the push. */
+export const SCHEMAS = {
+  HELLO: {
+    request: [["versionMin", "u8"], ["versionMax", "u8"], ["clientId", "string"], [
+      "credential",
+      "bytes",
+    ]],
+    response: [["version", "u8"], ["brokerId", "string"], ["payloadBytesMax", "u32"], [
+      "codecs",
+      "u32",
+    ]],
+  },
+  PING: { request: [], response: [] },
+  PRODUCE: {
+    request: [...TOPIC_PARTITION, ["acks", "u8"], ["timeoutMs", "u32"], ["batch", "bytes"]],
+    response: [["baseOffset", "i64"], ["logStartOffset", "i64"]],
+  },
+  SUBSCRIBE: {
+    request: [
+      ["subscriptionId", "u32"],
+      ...TOPIC_PARTITION,
+      ["start", "u8"],
+      ["startValue", "i64"],
+      ["durableName", "string"],
+      ["ackTimeoutMs", "u32"],
+      ["creditMessages", "u32"],
+      ["creditBytes", "u32"],
+    ],
+    response: [["startOffset", "i64"], ["logStartOffset", "i64"], ["highWatermark", "i64"]],
+  },
+  DELIVER: {
+    request: [["subscriptionId", "u32"], ["firstOffset", "i64"], ["redelivery", "u8"], [
+      "records",
+      "bytes",
+    ]],
+    response: [],
+  },
+  CREDIT: {
+    request: [["subscriptionId", "u32"], ["messages", "u32"], ["bytes", "u32"]],
+    response: [],
+  },
+  ACK: { request: [["subscriptionId", "u32"], ["offset", "i64"]], response: [] },
+  UNSUBSCRIBE: { request: [["subscriptionId", "u32"]], response: [] },
+  FETCH: {
+    request: [...TOPIC_PARTITION, ["offset", "i64"], ["maxBytes", "u32"]],
+    response: [["logStartOffset", "i64"], ["highWatermark", "i64"], ["records", "bytes"]],
+  },
+  CREATE_TOPIC: {
+    request: [["name", "string"], ["partitions", "u32"], ["configs", { map: true }]],
+    response: [],
+  },
+  DELETE_TOPIC: { request: [["name", "string"]], response: [] },
+  LIST_TOPICS: {
+    request: [],
+    response: [["topics", { list: [["name", "string"], ["partitions", "u32"]] }]],
+  },
+  DESCRIBE_TOPIC: {
+    request: [["name", "string"]],
+    response: [
+      ["name", "string"],
+      ["configs", { map: true }],
+      ["partitions", {
+        list: [
+          ["partition", "u32"],
+          ["logStartOffset", "i64"],
+          ["highWatermark", "i64"],
+          ["sizeBytes", "i64"],
+          ["subscribers", "u32"],
+        ],
+      }],
+    ],
+  },
+} as const satisfies Record<OpName, { request: Schema; response: Schema }>;
+
+/** The error payload: a code and a message. */
+export const ERROR_SCHEMA: Schema = [["code", "u16"], ["message", "string"]];
+
+// The TypeScript shapes of the payloads above.
+
+export interface HelloRequest {
+  versionMin: number;
+  versionMax: number;
+  clientId: string;
+  credential: Uint8Array | null;
+}
+export interface HelloResponse {
+  version: number;
+  brokerId: string;
+  payloadBytesMax: number;
+  /** Bit i set = compression codec i is supported. */
+  codecs: number;
+}
+export interface ProduceRequest {
+  topic: string;
+  partition: number;
+  acks: number;
+  timeoutMs: number;
+  batch: Uint8Array | null;
+}
+export interface ProduceResponse {
+  baseOffset: number;
+  logStartOffset: number;
+}
+export interface SubscribeRequest {
+  subscriptionId: number;
+  topic: string;
+  partition: number;
+  start: number;
+  startValue: number;
+  durableName: string;
+  ackTimeoutMs: number;
+  creditMessages: number;
+  creditBytes: number;
+}
+export interface SubscribeResponse {
+  startOffset: number;
+  logStartOffset: number;
+  highWatermark: number;
+}
+export interface DeliverPush {
+  subscriptionId: number;
+  /** Records before this offset in the first batch were delivered before; skip them. */
+  firstOffset: number;
+  redelivery: number;
+  records: Uint8Array | null;
+}
+export interface CreditRequest {
+  subscriptionId: number;
+  messages: number;
+  bytes: number;
+}
+export interface AckRequest {
+  subscriptionId: number;
+  offset: number;
+}
+export interface UnsubscribeRequest {
+  subscriptionId: number;
+}
+export interface FetchRequest {
+  topic: string;
+  partition: number;
+  offset: number;
+  maxBytes: number;
+}
+export interface FetchResponse {
+  logStartOffset: number;
+  highWatermark: number;
+  records: Uint8Array | null;
+}
+export interface CreateTopicRequest {
+  name: string;
+  partitions: number;
+  configs: Record<string, string>;
+}
+export interface NameRequest {
+  name: string;
+}
+export interface TopicSummary {
+  name: string;
+  partitions: number;
+}
+export interface ListTopicsResponse {
+  topics: TopicSummary[];
+}
+export interface PartitionInfo {
+  partition: number;
+  logStartOffset: number;
+  highWatermark: number;
+  sizeBytes: number;
+  subscribers: number;
+}
+export interface DescribeTopicResponse {
+  name: string;
+  configs: Record<string, string>;
+  partitions: PartitionInfo[];
+}
+export interface ErrorPayload {
+  code: number;
+  message: string;
+}
+export type Empty = Record<string, never>;
+
+/** Encodes `value` by `schema`. */
+export function encode(schema: Schema, value: object): Uint8Array {
+  const w = new Writer();
+  write(w, schema, value as Record<string, unknown>);
+  return w.finish();
+}
+
+function write(w: Writer, schema: Schema, v: Record<string, unknown>): void {
+  for (const [name, type] of schema) {
+    const x = v[name];
+    switch (type) {
+      case "u8":
+        w.u8(x as number);
+        break;
+      case "u16":
+        w.u16(x as number);
+        break;
+      case "u32":
+        w.u32(x as number);
+        break;
+      case "i64":
+        w.i64(x as number);
+        break;
+      case "string":
+        w.string(x as string);
+        break;
+      case "bytes":
+        w.bytes((x ?? null) as Uint8Array | null);
+        break;
+      default:
+        if ("list" in type) {
+          const items = x as Record<string, unknown>[];
+          w.u32(items.length);
+          for (const item of items) write(w, type.list, item);
+        } else {
+          const entries = Object.entries(x as Record<string, string>);
+          w.u32(entries.length);
+          for (const [k, val] of entries) w.string(k).string(val);
+        }
+    }
+  }
+}
+
+/** Decodes a whole payload by `schema`; throws MalformedError on any mismatch or leftover byte. */
+export function decode<T>(schema: Schema, payload: Uint8Array, what: string): T {
+  const r = new Reader(payload);
+  const out = read(r, schema, what);
+  r.end(what);
+  return out as T;
+}
+
+function read(r: Reader, schema: Schema, what: string): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [name, type] of schema) {
+    const label = `${what}.${name}`;
+    switch (type) {
+      case "u8":
+        out[name] = r.u8(label);
+        break;
+      case "u16":
+        out[name] = r.u16(label);
+        break;
+      case "u32":
+        out[name] = r.u32(label);
+        break;
+      case "i64":
+        out[name] = r.i64(label);
+        break;
+      case "string":
+        out[name] = r.string(label);
+        break;
+      case "bytes":
+        out[name] = r.bytes(label);
+        break;
+      default: {
+        const n = r.u32(`${label} count`);
+        if (n > LIST_ITEMS_MAX) {
+          throw new MalformedError(`${label} has ${n} items, over ${LIST_ITEMS_MAX}`);
+        }
+        if ("list" in type) {
+          const items: Record<string, unknown>[] = [];
+          for (let i = 0; i < n; i++) items.push(read(r, type.list, `${label}[${i}]`));
+          out[name] = items;
+        } else {
+          const map: Record<string, string> = {};
+          for (let i = 0; i < n; i++) {
+            const k = r.string(`${label} key`);
+            if (Object.hasOwn(map, k)) throw new MalformedError(`${label} repeats key ${k}`);
+            if (k === "__proto__") {
+              throw new MalformedError(`${label} key __proto__ is not allowed`);
+            }
+            map[k] = r.string(`${label} value`);
+          }
+          out[name] = map;
+        }
+      }
+    }
+  }
+  return out;
+}
