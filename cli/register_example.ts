@@ -1,6 +1,6 @@
-// `deno task start`: the GregorMQ node entry point. The broker itself lands with issue [B]; until
-// then this serves the simulator's example (one replica of the replicated register store) on real
-// TCP and real files, the same code the simulator runs under faults.
+// Serves the simulator's example workload (one replica of the replicated register store) on real
+// TCP and real files: the same code the simulator runs under faults. Used by
+// tests/register_process_test.ts; not part of the broker.
 
 import { parseArgs } from "node:util";
 import { denoEnv } from "../src/io/deno/mod.ts";
@@ -10,7 +10,7 @@ const DEFAULT_PORT = 7000;
 const DEFAULT_DATA_DIR = "./data";
 
 function usage(): string {
-  return `usage: deno task start [--host 127.0.0.1] [--port ${DEFAULT_PORT}] [--data-dir ${DEFAULT_DATA_DIR}]`;
+  return `usage: deno run -A cli/register_example.ts [--host 127.0.0.1] [--port ${DEFAULT_PORT}] [--data-dir ${DEFAULT_DATA_DIR}]`;
 }
 
 function main(): Promise<void> | number {
@@ -54,7 +54,7 @@ function main(): Promise<void> | number {
     onListening(addr) {
       console.log(JSON.stringify({
         level: "info",
-        msg: "GregorMQ foundation: serving the register example (the broker lands with issue [B])",
+        msg: "serving the register example",
         listen: `${addr.host}:${addr.port}`,
         dataDir,
       }));

@@ -7,7 +7,7 @@ import { RegisterClient } from "../sim/example/register_client.ts";
 import { denoEnv } from "../src/io/deno/mod.ts";
 import type { Addr } from "../src/io/types.ts";
 
-const BROKER = new URL("../cli/broker.ts", import.meta.url).pathname;
+const BROKER = new URL("../cli/register_example.ts", import.meta.url).pathname;
 
 interface Replica {
   child: Deno.ChildProcess;

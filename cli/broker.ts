@@ -1,0 +1,81 @@
+// `deno task start`: a zero-config GregorMQ node on 127.0.0.1:7070. Flags override the defaults;
+// SIGINT or SIGTERM shuts it down gracefully (connections closed, then exit 0).
+
+import { parseArgs } from "node:util";
+import { denoEnv } from "../src/io/deno/mod.ts";
+import { DEFAULT_CLIENT_PORT, startNode } from "../src/node.ts";
+
+const USAGE = `usage: deno task start [options]
+  --host HOST            address to listen on (default 127.0.0.1)
+  --port PORT            client port, 0 for any free port (default ${DEFAULT_CLIENT_PORT})
+  --broker-id ID         name told to clients (default gregormq-0)
+  --no-auto-create       refuse publishes to topics that do not exist
+  --partitions N         partitions of auto-created topics (default 1)
+  -h, --help             this text`;
+
+function log(level: string, msg: string, fields: Record<string, unknown> = {}): void {
+  console.log(JSON.stringify({ time: new Date().toISOString(), level, msg, ...fields }));
+}
+
+function fail(message: string): never {
+  console.error(`${message}\n${USAGE}`);
+  Deno.exit(2);
+}
+
+function whole(name: string, value: string, min: number, max: number): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < min || n > max) {
+    fail(`--${name} must be a whole number from ${min} to ${max}, got ${JSON.stringify(value)}`);
+  }
+  return n;
+}
+
+let values;
+try {
+  ({ values } = parseArgs({
+    args: Deno.args,
+    options: {
+      host: { type: "string", default: "127.0.0.1" },
+      port: { type: "string", default: String(DEFAULT_CLIENT_PORT) },
+      "broker-id": { type: "string", default: "gregormq-0" },
+      "no-auto-create": { type: "boolean", default: false },
+      partitions: { type: "string", default: "1" },
+      help: { type: "boolean", short: "h", default: false },
+    },
+  }));
+} catch (err) {
+  fail((err as Error).message);
+}
+if (values.help) {
+  console.log(USAGE);
+  Deno.exit(0);
+}
+
+const node = await startNode(denoEnv(), {
+  host: values.host,
+  port: whole("port", values.port, 0, 65535),
+  broker: {
+    brokerId: values["broker-id"],
+    autoCreateTopics: !values["no-auto-create"],
+    defaultPartitions: whole("partitions", values.partitions, 1, 1024),
+  },
+}).catch((err) => {
+  log("fatal", `Cannot start: ${(err as Error).message}`);
+  Deno.exit(1);
+});
+log("info", "GregorMQ broker listening", {
+  listen: `${node.addr.host}:${node.addr.port}`,
+  brokerId: node.broker.opts.brokerId,
+});
+
+let stopping = false;
+async function shutdown(signal: string): Promise<void> {
+  if (stopping) return;
+  stopping = true;
+  log("info", "Shutting down", { signal, connections: node.broker.connectionCount });
+  await node.close();
+  Deno.exit(0);
+}
+Deno.addSignalListener("SIGINT", () => void shutdown("SIGINT"));
+Deno.addSignalListener("SIGTERM", () => void shutdown("SIGTERM"));
+await node.done;

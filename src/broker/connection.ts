@@ -1,0 +1,413 @@
+// One client connection: reads frames, enforces the handshake, dispatches requests (pipelined,
+// answered by correlation id), and writes responses and pushes through one bounded queue. A broken
+// or hostile peer costs only its own connection.
+
+import type { Conn } from "../io/types.ts";
+import { writeAll } from "../io/util.ts";
+import { CODEC_NAMES } from "../protocol/compression.ts";
+import { ErrorCode, FATAL_CODES, GregorError } from "../protocol/errors.ts";
+import { encodeFrame, Flag, type Frame, FrameParser, PROTOCOL_VERSION } from "../protocol/frame.ts";
+import {
+  type AckRequest,
+  Acks,
+  type CreateTopicRequest,
+  type CreditRequest,
+  decode,
+  encode,
+  ERROR_SCHEMA,
+  type FetchRequest,
+  type HelloRequest,
+  type NameRequest,
+  Op,
+  type OpName,
+  opName,
+  type ProduceRequest,
+  SCHEMAS,
+  type SubscribeRequest,
+  type UnsubscribeRequest,
+} from "../protocol/messages.ts";
+import type { Broker } from "./broker.ts";
+import type { DeliverySink, Subscription } from "./subscription.ts";
+
+/** Bytes asked of the socket per read. */
+const READ_BYTES = 64 * 1024;
+/** Time a closing connection gets to send what is queued (a fatal error) before it is cut. */
+const CLOSE_FLUSH_MS = 1000;
+/** Requests that need no response unless they fail. */
+const ONE_WAY: ReadonlySet<number> = new Set([Op.CREDIT, Op.ACK]);
+const CODECS_MASK = (1 << CODEC_NAMES.length) - 1;
+
+type Handler = (c: Connection, payload: Uint8Array) => Promise<object | null> | object | null;
+
+/** A client connection to the broker. */
+export class Connection implements DeliverySink {
+  readonly id: number;
+  readonly #broker: Broker;
+  readonly #conn: Conn;
+  readonly #parser: FrameParser;
+  readonly #subs = new Map<number, Subscription>();
+  #clientId = "";
+  #handshaken = false;
+  #closed = false;
+  #inFlight = 0;
+  #outbound: Uint8Array[] = [];
+  #outboundBytes = 0;
+  #writing = false;
+  /** Resolves when the read loop may go on (queues drained below their limits). */
+  #resume: (() => void) | null = null;
+
+  constructor(broker: Broker, conn: Conn, id: number) {
+    this.#broker = broker;
+    this.#conn = conn;
+    this.id = id;
+    this.#parser = new FrameParser({ payloadBytesMax: broker.opts.payloadBytesMax });
+  }
+
+  get open(): boolean {
+    return !this.#closed;
+  }
+
+  /** The broker this connection talks to. */
+  get broker(): Broker {
+    return this.#broker;
+  }
+
+  /** The client id from the handshake. */
+  get clientId(): string {
+    return this.#clientId;
+  }
+
+  /** Answers a connection the broker cannot take with an error, then closes it. */
+  refuse(err: GregorError): void {
+    this.#fail(0, err.code, err.message);
+  }
+
+  /** Reads and serves requests until the peer goes or a fatal error. */
+  async run(): Promise<void> {
+    try {
+      while (!this.#closed) {
+        if (
+          this.#inFlight >= this.#broker.opts.requestsInFlightMax ||
+          this.#outboundBytes >= this.#broker.opts.outboundBytesMax
+        ) {
+          await new Promise<void>((r) => (this.#resume = r));
+          continue;
+        }
+        // A fresh buffer each read: the parser keeps views into what it was given.
+        const buf = new Uint8Array(READ_BYTES);
+        const n = await this.#conn.read(buf);
+        if (n === null) break;
+        this.#parser.push(buf.subarray(0, n));
+        if (!this.#drainFrames()) break;
+      }
+    } catch {
+      // The peer reset or vanished; nothing to answer.
+    }
+    await this.#closeAfterFlush();
+  }
+
+  /** Gives queued frames (a fatal error, say) a bounded time to go out, then closes. */
+  async #closeAfterFlush(): Promise<void> {
+    const timer = new AbortController();
+    await Promise.race([
+      this.#flushed(),
+      this.#broker.env.clock.sleep(CLOSE_FLUSH_MS, timer.signal).catch(() => {}),
+    ]);
+    timer.abort();
+    this.close();
+  }
+
+  /** Handles every whole frame buffered; false once the connection must close. */
+  #drainFrames(): boolean {
+    for (;;) {
+      const r = this.#parser.next();
+      if (r.kind === "need") return true;
+      if (r.kind === "error") {
+        this.#fail(r.correlationId, r.code, r.message);
+        return false;
+      }
+      if (!this.#dispatch(r.frame)) return false;
+    }
+  }
+
+  #dispatch(f: Frame): boolean {
+    if ((f.flags & (Flag.RESPONSE | Flag.PUSH | Flag.ERROR)) !== 0) {
+      this.#fail(f.correlationId, ErrorCode.MALFORMED_FRAME, "Clients send requests only");
+      return false;
+    }
+    const name = opName(f.opcode);
+    const handler = name === null ? undefined : HANDLERS[name];
+    if (name === null || handler === undefined) {
+      this.#fail(
+        f.correlationId,
+        ErrorCode.UNKNOWN_OPCODE,
+        `Unknown opcode 0x${f.opcode.toString(16).padStart(4, "0")}`,
+      );
+      return false;
+    }
+    if (!this.#handshaken && f.opcode !== Op.HELLO) {
+      this.#fail(f.correlationId, ErrorCode.HANDSHAKE_REQUIRED, `${name} before HELLO`);
+      return false;
+    }
+    this.#inFlight++;
+    let result: Promise<object | null> | object | null;
+    try {
+      result = handler(this, f.payload);
+    } catch (err) {
+      this.#finish(f, name, null, err);
+      return !this.#closed;
+    }
+    if (result instanceof Promise) {
+      result.then((v) => this.#finish(f, name, v, null), (err) => this.#finish(f, name, null, err));
+    } else {
+      this.#finish(f, name, result, null);
+    }
+    return !this.#closed;
+  }
+
+  #finish(f: Frame, name: OpName, value: object | null, err: unknown): void {
+    this.#inFlight--;
+    this.#wake();
+    if (this.#closed) return;
+    if (err !== null) {
+      const e = toGregorError(err);
+      if (FATAL_CODES.has(e.code)) this.#fail(f.correlationId, e.code, e.message);
+      else this.#sendError(f.correlationId, e.code, e.message);
+      return;
+    }
+    if (value === null || ONE_WAY.has(f.opcode)) return;
+    const schema = SCHEMAS[name].response;
+    this.#send(encodeFrame(f.opcode, f.correlationId, encode(schema, value), Flag.RESPONSE));
+  }
+
+  /** Queues an error that ends the connection; reading stops, the socket closes once it is sent. */
+  #fail(correlationId: number, code: number, message: string): void {
+    this.#sendError(correlationId, code, message);
+    this.#closed = true;
+    this.#cleanup();
+    this.#wake();
+    void this.#closeAfterFlush();
+  }
+
+  #sendError(correlationId: number, code: number, message: string): void {
+    const payload = encode(ERROR_SCHEMA, { code, message: message.slice(0, 1000) });
+    this.#send(encodeFrame(0, correlationId, payload, Flag.RESPONSE | Flag.ERROR));
+  }
+
+  // --- Handlers' helpers ---------------------------------------------------------------------
+
+  hello(req: HelloRequest): object {
+    if (this.#handshaken) {
+      throw new GregorError(ErrorCode.INVALID_REQUEST, "HELLO was already sent");
+    }
+    if (req.versionMin > PROTOCOL_VERSION || req.versionMax < PROTOCOL_VERSION) {
+      throw new GregorError(
+        ErrorCode.UNSUPPORTED_VERSION,
+        `Client speaks versions ${req.versionMin}..${req.versionMax}; this broker speaks ${PROTOCOL_VERSION}`,
+      );
+    }
+    const creds = this.#broker.opts.credentials;
+    if (creds.length > 0) {
+      const given = req.credential === null ? null : new TextDecoder().decode(req.credential);
+      if (given === null || !creds.includes(given)) {
+        throw new GregorError(ErrorCode.AUTHENTICATION_FAILED, "The credential was not accepted");
+      }
+    }
+    this.#handshaken = true;
+    this.#clientId = req.clientId;
+    return {
+      version: PROTOCOL_VERSION,
+      brokerId: this.#broker.opts.brokerId,
+      payloadBytesMax: this.#broker.opts.payloadBytesMax,
+      codecs: CODECS_MASK,
+    };
+  }
+
+  async subscribe(req: SubscribeRequest): Promise<object> {
+    if (this.#subs.has(req.subscriptionId)) {
+      throw new GregorError(
+        ErrorCode.SUBSCRIPTION_EXISTS,
+        `Subscription id ${req.subscriptionId} is in use`,
+      );
+    }
+    if (this.#subs.size >= this.#broker.opts.subscriptionsPerConnectionMax) {
+      throw new GregorError(
+        ErrorCode.LIMIT_EXCEEDED,
+        `Subscription limit of ${this.#broker.opts.subscriptionsPerConnectionMax} per connection reached`,
+      );
+    }
+    // Reserve the id while the start offset is looked up, so a duplicate cannot slip in.
+    this.#subs.set(req.subscriptionId, PENDING);
+    let sub: Subscription;
+    try {
+      sub = await this.#broker.subscribe(this, req);
+    } catch (err) {
+      this.#subs.delete(req.subscriptionId);
+      throw err;
+    }
+    if (this.#closed) {
+      this.#broker.unsubscribe(sub);
+      return {};
+    }
+    this.#subs.set(req.subscriptionId, sub);
+    const log = sub.partition.log;
+    const response = {
+      startOffset: sub.nextOffset,
+      logStartOffset: log.logStartOffset,
+      highWatermark: log.nextOffset,
+    };
+    // Deliveries must follow the SUBSCRIBE response, which #finish queues after this returns.
+    queueMicrotask(() => sub.pump());
+    return response;
+  }
+
+  subscription(id: number): Subscription {
+    const s = this.#subs.get(id);
+    if (s === undefined || s === PENDING) {
+      throw new GregorError(
+        ErrorCode.UNKNOWN_SUBSCRIPTION,
+        `No subscription ${id} on this connection`,
+      );
+    }
+    return s;
+  }
+
+  unsubscribe(id: number): void {
+    const s = this.subscription(id);
+    this.#subs.delete(id);
+    this.#broker.unsubscribe(s);
+  }
+
+  // --- DeliverySink --------------------------------------------------------------------------
+
+  deliver(sub: Subscription, records: Uint8Array, firstOffset: number, redelivery: boolean): void {
+    const payload = encode(SCHEMAS.DELIVER.request, {
+      subscriptionId: sub.id,
+      firstOffset,
+      redelivery: redelivery ? 1 : 0,
+      records,
+    });
+    this.#send(encodeFrame(Op.DELIVER, 0, payload, Flag.PUSH));
+  }
+
+  // --- Output --------------------------------------------------------------------------------
+
+  #send(frame: Uint8Array): void {
+    this.#outbound.push(frame);
+    this.#outboundBytes += frame.length;
+    if (!this.#writing) void this.#writeLoop();
+  }
+
+  async #writeLoop(): Promise<void> {
+    this.#writing = true;
+    try {
+      while (this.#outbound.length > 0) {
+        const frames = this.#outbound;
+        this.#outbound = [];
+        const bytes = frames.length === 1 ? frames[0] as Uint8Array : concat(frames);
+        await writeAll(this.#conn, bytes);
+        this.#outboundBytes -= bytes.length;
+        this.#wake();
+      }
+    } catch {
+      this.close();
+    } finally {
+      this.#writing = false;
+      this.#wake();
+    }
+  }
+
+  /** Resolves once everything queued so far is written (or the write failed). */
+  async #flushed(): Promise<void> {
+    while (this.#writing || this.#outbound.length > 0) {
+      await new Promise<void>((r) => (this.#resume = chain(this.#resume, r)));
+    }
+  }
+
+  #wake(): void {
+    const r = this.#resume;
+    this.#resume = null;
+    r?.();
+  }
+
+  /** Closes the socket and ends every subscription. Idempotent. */
+  close(): void {
+    this.#closed = true;
+    this.#cleanup();
+    this.#conn.close();
+    this.#wake();
+  }
+
+  #cleanup(): void {
+    for (const s of this.#subs.values()) if (s !== PENDING) this.#broker.unsubscribe(s);
+    this.#subs.clear();
+  }
+}
+
+/** Placeholder for a subscription id whose SUBSCRIBE is still being served. */
+const PENDING = {} as Subscription;
+
+function chain(a: (() => void) | null, b: () => void): () => void {
+  return a === null ? b : () => {
+    a();
+    b();
+  };
+}
+
+function concat(frames: Uint8Array[]): Uint8Array {
+  let n = 0;
+  for (const f of frames) n += f.length;
+  const out = new Uint8Array(n);
+  let off = 0;
+  for (const f of frames) {
+    out.set(f, off);
+    off += f.length;
+  }
+  return out;
+}
+
+function toGregorError(err: unknown): GregorError {
+  if (err instanceof GregorError) return err;
+  if (err instanceof RangeError) return new GregorError(ErrorCode.INVALID_REQUEST, err.message);
+  return new GregorError(
+    ErrorCode.INTERNAL,
+    `Internal error: ${(err as Error)?.message ?? String(err)}`,
+  );
+}
+
+function req<T>(op: OpName, payload: Uint8Array): T {
+  return decode<T>(SCHEMAS[op].request, payload, op);
+}
+
+/** One handler per opcode; DELIVER is broker-to-client only. */
+const HANDLERS: Partial<Record<OpName, Handler>> = {
+  HELLO: (c, p) => c.hello(req<HelloRequest>("HELLO", p)),
+  PING: (_c, p) => (req("PING", p), {}),
+  PRODUCE: (c, p) => {
+    const r = req<ProduceRequest>("PRODUCE", p);
+    const done = c.broker.produce(r);
+    return r.acks === Acks.none ? done.then(() => null) : done;
+  },
+  SUBSCRIBE: (c, p) => c.subscribe(req<SubscribeRequest>("SUBSCRIBE", p)),
+  CREDIT: (c, p) => {
+    const r = req<CreditRequest>("CREDIT", p);
+    c.subscription(r.subscriptionId).grant(r.messages, r.bytes);
+    return null;
+  },
+  ACK: (c, p) => {
+    const r = req<AckRequest>("ACK", p);
+    const problem = c.subscription(r.subscriptionId).ack(r.offset);
+    if (problem !== null) throw new GregorError(ErrorCode.INVALID_REQUEST, problem);
+    return null;
+  },
+  UNSUBSCRIBE: (
+    c,
+    p,
+  ) => (c.unsubscribe(req<UnsubscribeRequest>("UNSUBSCRIBE", p).subscriptionId), {}),
+  FETCH: (c, p) => c.broker.fetch(req<FetchRequest>("FETCH", p)),
+  CREATE_TOPIC: (c, p) => (c.broker.createTopic(req<CreateTopicRequest>("CREATE_TOPIC", p)), {}),
+  DELETE_TOPIC: (c, p) =>
+    c.broker.deleteTopic(req<NameRequest>("DELETE_TOPIC", p).name).then(() => ({})),
+  LIST_TOPICS: (c, p) => (req("LIST_TOPICS", p), c.broker.listTopics()),
+  DESCRIBE_TOPIC: (c, p) => c.broker.describeTopic(req<NameRequest>("DESCRIBE_TOPIC", p).name),
+};

@@ -1,0 +1,189 @@
+// A partition's log: the Log interface every storage backend implements, and MemoryLog, the
+// memory-only twin (the segmented file log comes with persistence). A log stores record batches as
+// the bytes that travel on the wire, with the broker-assigned base offset written in.
+
+import { type BatchHeader, setBaseOffset } from "../protocol/batch.ts";
+
+/** Where an appended batch landed. */
+export interface AppendResult {
+  baseOffset: number;
+  lastOffset: number;
+}
+
+/** Batches read from a log. */
+export interface ReadResult {
+  /** Whole batches back to back; the first may start before the offset asked for. */
+  bytes: Uint8Array;
+  /** The offset after the last record returned (the next one to ask for). */
+  nextOffset: number;
+  /** Records in the returned batches at or after the offset asked for. */
+  records: number;
+}
+
+/** How much one read may return. */
+export interface ReadLimits {
+  bytesMax: number;
+  recordsMax: number;
+}
+
+/** The storage of one partition. */
+export interface Log {
+  /** The first offset still stored. */
+  readonly logStartOffset: number;
+  /** The offset the next record will get; one past the last stored. */
+  readonly nextOffset: number;
+  /** Bytes stored. */
+  readonly sizeBytes: number;
+  /**
+   * Stores a validated batch, writing its base offset into `batch` (in place) first. Resolves once
+   * the batch is as durable as the log promises.
+   */
+  append(batch: Uint8Array, header: BatchHeader): Promise<AppendResult>;
+  /**
+   * Whole batches holding offsets from `offset` on, stopping before a batch that would pass either
+   * limit (but always at least one batch if any exists, so a big batch never blocks progress).
+   * Empty at `nextOffset`. Throws OffsetOutOfRange outside [logStartOffset, nextOffset].
+   */
+  read(offset: number, limits: ReadLimits): Promise<ReadResult>;
+  /** The first offset whose batch has a timestamp at or after `timestampMs`, or `nextOffset`. */
+  offsetForTimestamp(timestampMs: number): Promise<number>;
+  /** Releases the log's resources. */
+  close(): Promise<void>;
+}
+
+/** An offset outside the log's range was asked for. */
+export class OffsetOutOfRange extends RangeError {
+  constructor(offset: number, start: number, next: number) {
+    super(`Offset ${offset} is outside the log's range [${start}, ${next}]`);
+    this.name = "OffsetOutOfRange";
+  }
+}
+
+interface StoredBatch {
+  baseOffset: number;
+  lastOffset: number;
+  maxTimestamp: number;
+  bytes: Uint8Array;
+}
+
+/** Options for a MemoryLog. */
+export interface MemoryLogOptions {
+  /** Oldest batches are dropped once the log holds more than this many bytes. */
+  retentionBytes: number;
+}
+
+/** A log held in memory, bounded by size: the oldest batches are dropped first. */
+export class MemoryLog implements Log {
+  readonly #batches: StoredBatch[] = [];
+  /** Index of the first live batch in #batches (dropped ones are compacted lazily). */
+  #head = 0;
+  #start = 0;
+  #next = 0;
+  #size = 0;
+  readonly #retentionBytes: number;
+
+  constructor(opts: MemoryLogOptions) {
+    this.#retentionBytes = opts.retentionBytes;
+  }
+
+  get logStartOffset(): number {
+    return this.#start;
+  }
+
+  get nextOffset(): number {
+    return this.#next;
+  }
+
+  get sizeBytes(): number {
+    return this.#size;
+  }
+
+  append(batch: Uint8Array, header: BatchHeader): Promise<AppendResult> {
+    const baseOffset = this.#next;
+    const lastOffset = baseOffset + header.recordCount - 1;
+    setBaseOffset(batch, 0, baseOffset);
+    this.#batches.push({ baseOffset, lastOffset, maxTimestamp: header.maxTimestamp, bytes: batch });
+    this.#next = lastOffset + 1;
+    this.#size += batch.length;
+    this.#retain();
+    return Promise.resolve({ baseOffset, lastOffset });
+  }
+
+  #retain(): void {
+    // Keep at least the newest batch, whatever its size.
+    while (this.#size > this.#retentionBytes && this.#batches.length - this.#head > 1) {
+      const dropped = this.#batches[this.#head++] as StoredBatch;
+      this.#size -= dropped.bytes.length;
+      this.#start = dropped.lastOffset + 1;
+    }
+    if (this.#head > 1024 && this.#head * 2 > this.#batches.length) {
+      this.#batches.splice(0, this.#head);
+      this.#head = 0;
+    }
+  }
+
+  read(offset: number, limits: ReadLimits): Promise<ReadResult> {
+    if (offset < this.#start || offset > this.#next) {
+      return Promise.reject(new OffsetOutOfRange(offset, this.#start, this.#next));
+    }
+    if (offset === this.#next) {
+      return Promise.resolve({ bytes: new Uint8Array(0), nextOffset: offset, records: 0 });
+    }
+    let i = this.#find(offset);
+    const parts: Uint8Array[] = [];
+    let bytes = 0;
+    let records = 0;
+    let nextOffset = offset;
+    while (i < this.#batches.length) {
+      const b = this.#batches[i] as StoredBatch;
+      const n = b.lastOffset + 1 - Math.max(b.baseOffset, offset);
+      if (
+        parts.length > 0 &&
+        (bytes + b.bytes.length > limits.bytesMax || records + n > limits.recordsMax)
+      ) {
+        break;
+      }
+      parts.push(b.bytes);
+      bytes += b.bytes.length;
+      records += n;
+      nextOffset = b.lastOffset + 1;
+      i++;
+    }
+    return Promise.resolve({ bytes: concat(parts, bytes), nextOffset, records });
+  }
+
+  /** Index of the batch holding `offset` (which must be stored). */
+  #find(offset: number): number {
+    let lo = this.#head;
+    let hi = this.#batches.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if ((this.#batches[mid] as StoredBatch).lastOffset < offset) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  offsetForTimestamp(timestampMs: number): Promise<number> {
+    for (let i = this.#head; i < this.#batches.length; i++) {
+      const b = this.#batches[i] as StoredBatch;
+      if (b.maxTimestamp >= timestampMs) return Promise.resolve(b.baseOffset);
+    }
+    return Promise.resolve(this.#next);
+  }
+
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+function concat(parts: Uint8Array[], total: number): Uint8Array {
+  if (parts.length === 1) return parts[0] as Uint8Array;
+  const out = new Uint8Array(total);
+  let off = 0;
+  for (const p of parts) {
+    out.set(p, off);
+    off += p.length;
+  }
+  return out;
+}

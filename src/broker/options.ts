@@ -1,0 +1,66 @@
+// The broker's tunables with their defaults. Every queue and buffer the broker keeps has a named
+// limit here; docs/operations.md lists them.
+
+/** Broker options; all have defaults (`DEFAULT_BROKER_OPTIONS`). */
+export interface BrokerOptions {
+  /** This broker's name in handshakes. */
+  brokerId: string;
+  /** Create a topic on its first publish (or subscribe). */
+  autoCreateTopics: boolean;
+  /** Partitions of an auto-created topic. */
+  defaultPartitions: number;
+  /** Bytes a memory partition keeps before dropping its oldest batches. */
+  retentionBytes: number;
+  /** Largest frame payload accepted, in bytes (told to clients in the handshake). */
+  payloadBytesMax: number;
+  /** Largest record batch a producer may send, in bytes as sent (compressed). */
+  batchBytesMax: number;
+  /** Largest records section of a batch once decompressed, in bytes. */
+  recordsBytesMax: number;
+  /** Topics at most. */
+  topicsMax: number;
+  /** Partitions per topic at most. */
+  partitionsMax: number;
+  /** Client connections at most; more are refused with LIMIT_EXCEEDED. */
+  connectionsMax: number;
+  /** Subscriptions per connection at most. */
+  subscriptionsPerConnectionMax: number;
+  /** Requests one connection may have in progress before the broker stops reading from it. */
+  requestsInFlightMax: number;
+  /** Bytes queued for one connection before the broker stops reading its requests. */
+  outboundBytesMax: number;
+  /** Largest DELIVER frame's records, in bytes (one bigger batch still goes alone). */
+  deliverBytesMax: number;
+  /** Credit a subscription may hold at most, in messages and bytes; grants above are clipped. */
+  creditMessagesMax: number;
+  creditBytesMax: number;
+  /** Largest ack timeout a subscriber may ask for, ms. */
+  ackTimeoutMsMax: number;
+  /** How often unacknowledged deliveries are checked for redelivery, ms. */
+  redeliveryTickMs: number;
+  /** Credentials accepted in HELLO; empty: no authentication. */
+  credentials: readonly string[];
+}
+
+/** The defaults: a zero-config single node. */
+export const DEFAULT_BROKER_OPTIONS: Readonly<BrokerOptions> = Object.freeze({
+  brokerId: "gregormq-0",
+  autoCreateTopics: true,
+  defaultPartitions: 1,
+  retentionBytes: 256 * 1024 * 1024,
+  payloadBytesMax: 16 * 1024 * 1024,
+  batchBytesMax: 8 * 1024 * 1024,
+  recordsBytesMax: 32 * 1024 * 1024,
+  topicsMax: 10_000,
+  partitionsMax: 1024,
+  connectionsMax: 10_000,
+  subscriptionsPerConnectionMax: 1_000,
+  requestsInFlightMax: 1_024,
+  outboundBytesMax: 32 * 1024 * 1024,
+  deliverBytesMax: 1024 * 1024,
+  creditMessagesMax: 1_000_000,
+  creditBytesMax: 64 * 1024 * 1024,
+  ackTimeoutMsMax: 60 * 60 * 1000,
+  redeliveryTickMs: 100,
+  credentials: [],
+});

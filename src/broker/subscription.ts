@@ -1,0 +1,190 @@
+// One subscriber's view of one partition: where it is, what it may still be sent (credit), what it
+// has acknowledged, and when unacknowledged deliveries are due again. Deliveries are pushed as
+// whole stored batches, never re-encoded.
+
+import type { Clock } from "../io/types.ts";
+import type { Partition } from "./topic.ts";
+
+/** Where a durable subscription's progress lives between connections. */
+export interface DurableState {
+  readonly key: string;
+  /** Last acknowledged offset; -1 before the first ack. */
+  ackedOffset: number;
+  /** The live subscription using it, if any. */
+  owner: Subscription | null;
+}
+
+/** What a subscription needs from its connection. */
+export interface DeliverySink {
+  /** Queues a DELIVER push; `records` are whole batches, `firstOffset` the first to hand out. */
+  deliver(sub: Subscription, records: Uint8Array, firstOffset: number, redelivery: boolean): void;
+  /** False once the connection is gone or is shutting down. */
+  readonly open: boolean;
+}
+
+/** Options for a new subscription. */
+export interface SubscriptionOptions {
+  id: number;
+  partition: Partition;
+  startOffset: number;
+  /** 0: deliveries count as acknowledged when sent. */
+  ackTimeoutMs: number;
+  creditMessages: number;
+  creditBytes: number;
+  creditMessagesMax: number;
+  creditBytesMax: number;
+  deliverBytesMax: number;
+  durable: DurableState | null;
+}
+
+interface Delivered {
+  lastOffset: number;
+  atMs: number;
+}
+
+/** Deliveries remembered for redelivery per subscription, at most (older ones are merged). */
+const DELIVERIES_TRACKED_MAX = 4096;
+
+/** A subscription of one connection to one partition. */
+export class Subscription {
+  readonly id: number;
+  readonly partition: Partition;
+  readonly durable: DurableState | null;
+  /** Next offset to send. */
+  nextOffset: number;
+  /** Last acknowledged offset (cumulative); -1 for none. */
+  ackedOffset: number;
+  creditMessages: number;
+  creditBytes: number;
+  /** Counters for describe and metrics. */
+  deliveredRecords = 0;
+  redeliveries = 0;
+  readonly #sink: DeliverySink;
+  readonly #clock: Clock;
+  readonly #ackTimeoutMs: number;
+  readonly #creditMessagesMax: number;
+  readonly #creditBytesMax: number;
+  readonly #deliverBytesMax: number;
+  readonly #delivered: Delivered[] = [];
+  #pumping = false;
+  #again = false;
+  #redeliver = false;
+  #closed = false;
+
+  constructor(sink: DeliverySink, clock: Clock, opts: SubscriptionOptions) {
+    this.#sink = sink;
+    this.#clock = clock;
+    this.id = opts.id;
+    this.partition = opts.partition;
+    this.durable = opts.durable;
+    this.nextOffset = opts.startOffset;
+    this.ackedOffset = opts.startOffset - 1;
+    this.#ackTimeoutMs = opts.ackTimeoutMs;
+    this.#creditMessagesMax = opts.creditMessagesMax;
+    this.#creditBytesMax = opts.creditBytesMax;
+    this.#deliverBytesMax = opts.deliverBytesMax;
+    this.creditMessages = Math.min(opts.creditMessages, opts.creditMessagesMax);
+    this.creditBytes = Math.min(opts.creditBytes, opts.creditBytesMax);
+  }
+
+  /** Adds credit (clipped to the broker's maximum) and sends what it allows. */
+  grant(messages: number, bytes: number): void {
+    this.creditMessages = Math.min(this.creditMessages + messages, this.#creditMessagesMax);
+    this.creditBytes = Math.min(this.creditBytes + bytes, this.#creditBytesMax);
+    this.pump();
+  }
+
+  /**
+   * Records a cumulative acknowledgement of every offset up to `offset`. Returns an error message
+   * if `offset` was never delivered; an ack at or below an earlier one is ignored.
+   */
+  ack(offset: number): string | null {
+    if (offset >= this.nextOffset) {
+      return `Cannot acknowledge offset ${offset}: only offsets below ${this.nextOffset} were delivered`;
+    }
+    if (offset <= this.ackedOffset) return null;
+    this.ackedOffset = offset;
+    if (this.durable !== null) {
+      this.durable.ackedOffset = Math.max(this.durable.ackedOffset, offset);
+    }
+    while (this.#delivered.length > 0 && (this.#delivered[0] as Delivered).lastOffset <= offset) {
+      this.#delivered.shift();
+    }
+    return null;
+  }
+
+  /** If the oldest unacknowledged delivery is overdue, rewinds to the first unacked offset. */
+  checkRedelivery(): void {
+    if (this.#ackTimeoutMs === 0 || this.#closed) return;
+    const oldest = this.#delivered[0];
+    if (oldest === undefined || this.#clock.now() - oldest.atMs < this.#ackTimeoutMs) return;
+    this.#delivered.length = 0;
+    this.nextOffset = Math.max(this.ackedOffset + 1, this.partition.log.logStartOffset);
+    this.#redeliver = true;
+    this.redeliveries++;
+    this.pump();
+  }
+
+  /** Stops all delivery. */
+  close(): void {
+    this.#closed = true;
+    if (this.durable?.owner === this) this.durable.owner = null;
+  }
+
+  /** Sends whatever the log has and the credit allows. Safe to call at any time, any number of times. */
+  pump(): void {
+    if (this.#pumping) {
+      this.#again = true;
+      return;
+    }
+    this.#pumping = true;
+    void this.#pumpLoop();
+  }
+
+  async #pumpLoop(): Promise<void> {
+    // The flag drops in the same task the loop ends in, so a pump() after the last check can't be lost.
+    try {
+      await this.#deliverAll();
+    } finally {
+      this.#pumping = false;
+    }
+  }
+
+  async #deliverAll(): Promise<void> {
+    do {
+      this.#again = false;
+      while (!this.#closed && this.#sink.open && this.creditMessages > 0 && this.creditBytes > 0) {
+        const log = this.partition.log;
+        if (this.nextOffset < log.logStartOffset) this.nextOffset = log.logStartOffset;
+        if (this.nextOffset >= log.nextOffset) break;
+        const from = this.nextOffset;
+        const got = await log.read(from, {
+          bytesMax: Math.min(this.creditBytes, this.#deliverBytesMax),
+          recordsMax: this.creditMessages,
+        });
+        if (this.#closed || got.records === 0 || this.nextOffset !== from) break;
+        this.nextOffset = got.nextOffset;
+        this.creditMessages -= got.records;
+        this.creditBytes -= got.bytes.length;
+        this.deliveredRecords += got.records;
+        this.#sink.deliver(this, got.bytes, from, this.#redeliver);
+        this.#redeliver = false;
+        if (this.#ackTimeoutMs === 0) {
+          this.ack(got.nextOffset - 1);
+        } else {
+          this.#track(got.nextOffset - 1);
+        }
+      }
+    } while (this.#again && !this.#closed);
+  }
+
+  #track(lastOffset: number): void {
+    if (this.#delivered.length >= DELIVERIES_TRACKED_MAX) {
+      // Merge the two newest: the merged entry keeps the older time, so timeouts only get earlier.
+      const last = this.#delivered.pop() as Delivered;
+      const prev = this.#delivered[this.#delivered.length - 1] as Delivered;
+      prev.lastOffset = last.lastOffset;
+    }
+    this.#delivered.push({ lastOffset, atMs: this.#clock.now() });
+  }
+}

@@ -1,0 +1,116 @@
+// The client's front door: `connect()` and the Client it returns, which makes producers,
+// subscriptions and the admin API share one connection.
+
+import { denoEnv } from "../io/deno/mod.ts";
+import { Admin } from "./admin.ts";
+import { ClientConnection, type ConnectOptions, DEFAULT_PORT } from "./connection.ts";
+import { Consumer, type SubscribeOptions } from "./consumer.ts";
+import { type Message, Producer, type ProducerOptions } from "./producer.ts";
+
+/**
+ * Connects to a GregorMQ broker and completes the handshake.
+ *
+ * @param opts Where and how to connect; everything has a default (127.0.0.1:7070).
+ * @returns A connected client.
+ * @throws {ConnectionError} if no broker answers within `connectTimeoutMs`.
+ * @throws {GregorError} if the broker refuses the handshake (UNSUPPORTED_VERSION, AUTHENTICATION_FAILED).
+ *
+ * @example Publish and subscribe
+ * ```ts
+ * import { connect } from "@gregormq/gregormq";
+ *
+ * const client = await connect({ port: 7070 });
+ * const orders = await client.subscribe("orders", { from: "earliest" });
+ * const offset = await client.publish("orders", { key: "o-1", value: "one pizza" });
+ * for await (const msg of orders) {
+ *   console.log(msg.offset, msg.text());
+ *   msg.ack();
+ *   if (msg.offset === offset) break;
+ * }
+ * await client.close();
+ * ```
+ */
+export async function connect(opts: ConnectOptions = {}): Promise<Client> {
+  const client = new Client(opts);
+  try {
+    await client.connection.connect();
+  } catch (err) {
+    client.close();
+    throw err;
+  }
+  return client;
+}
+
+/** A connection to one broker. */
+export class Client {
+  /** Topic administration. */
+  readonly admin: Admin;
+  /** @internal The underlying connection. */
+  readonly connection: ClientConnection;
+  #producer: Producer | null = null;
+  #nextSubscriptionId = 1;
+  readonly #consumers = new Set<Consumer>();
+  readonly #producers = new Set<Producer>();
+
+  /** @internal Use `connect()`. */
+  constructor(opts: ConnectOptions) {
+    this.connection = new ClientConnection({
+      host: opts.host ?? "127.0.0.1",
+      port: opts.port ?? DEFAULT_PORT,
+      clientId: opts.clientId ?? "gregormq-ts",
+      credential: opts.credential ?? null,
+      requestTimeoutMs: opts.requestTimeoutMs ?? 30_000,
+      reconnectBackoffMsMin: opts.reconnectBackoffMsMin ?? 50,
+      reconnectBackoffMsMax: opts.reconnectBackoffMsMax ?? 5_000,
+      connectTimeoutMs: opts.connectTimeoutMs ?? 30_000,
+      requestsInFlightMax: opts.requestsInFlightMax ?? 4096,
+      env: opts.env ?? denoEnv(),
+    });
+    this.admin = new Admin(this.connection);
+  }
+
+  /**
+   * A producer with its own batching settings.
+   *
+   * @example
+   * ```ts
+   * const producer = client.producer({ lingerMs: 5, compression: "lz4" });
+   * await Promise.all([1, 2, 3].map((i) => producer.send("events", { value: `event ${i}` })));
+   * await producer.close();
+   * ```
+   */
+  producer(opts: ProducerOptions = {}): Producer {
+    const p = new Producer(this.connection, this.connection.opts.env.clock, opts);
+    this.#producers.add(p);
+    return p;
+  }
+
+  /**
+   * Publishes one message with the client's default producer; resolves with its offset.
+   * @throws {GregorError} if the broker rejects it.
+   */
+  publish(topic: string, message: Message): Promise<number> {
+    this.#producer ??= this.producer();
+    return this.#producer.send(topic, message);
+  }
+
+  /**
+   * Subscribes to one partition of a topic. Iterate the result with `for await`.
+   *
+   * @throws {GregorError} UNKNOWN_TOPIC (if the broker does not auto-create), OFFSET_OUT_OF_RANGE,
+   *   SUBSCRIPTION_IN_USE (a durable name held by another live subscriber).
+   */
+  async subscribe(topic: string, opts: SubscribeOptions = {}): Promise<Consumer> {
+    const c = new Consumer(this.connection, this.#nextSubscriptionId++, topic, opts);
+    await c.start();
+    this.#consumers.add(c);
+    return c;
+  }
+
+  /** Flushes producers, ends subscriptions and closes the connection. */
+  async close(): Promise<void> {
+    for (const p of this.#producers) await p.close().catch(() => {});
+    for (const c of this.#consumers) await c.close();
+    this.connection.close();
+  }
+}

@@ -1,0 +1,427 @@
+// The client's connection to a broker: handshake, pipelined requests matched by correlation id,
+// pushes routed to subscriptions, request timeouts, and reconnection with jittered exponential
+// backoff. Everything above it (producer, consumer, admin) just calls `request`.
+
+import type { Conn, Env } from "../io/types.ts";
+import { writeAll } from "../io/util.ts";
+import { ErrorCode, GregorError } from "../protocol/errors.ts";
+import {
+  encodeFrame,
+  Flag,
+  FRAME_PAYLOAD_BYTES_MAX_DEFAULT,
+  FrameParser,
+  PROTOCOL_VERSION,
+} from "../protocol/frame.ts";
+import {
+  decode,
+  type DeliverPush,
+  encode,
+  ERROR_SCHEMA,
+  type ErrorPayload,
+  type HelloResponse,
+  Op,
+  type OpName,
+  SCHEMAS,
+} from "../protocol/messages.ts";
+
+/** The broker's default client port. */
+export const DEFAULT_PORT = 7070;
+
+/** The connection is down or was closed; the request may be retried once it is back. */
+export class ConnectionError extends Error {
+  /** Always true: the same request may succeed after reconnecting. */
+  readonly retriable = true;
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "ConnectionError";
+  }
+}
+
+/** Options for connecting to a broker. */
+export interface ConnectOptions {
+  /** Broker host. Default "127.0.0.1". */
+  host?: string;
+  /** Broker port. Default 7070. */
+  port?: number;
+  /** Sent in the handshake; shows in broker logs. Default "gregormq-ts". */
+  clientId?: string;
+  /** Optional credential for brokers that require one. */
+  credential?: string;
+  /** A request without an answer this long fails with TIMEOUT. Default 30 000 ms. */
+  requestTimeoutMs?: number;
+  /** Wait between reconnection attempts: doubles from min to max, with jitter. */
+  reconnectBackoffMsMin?: number;
+  reconnectBackoffMsMax?: number;
+  /** Give up connecting (first connect and reconnects) after this long. Default 30 000 ms. */
+  connectTimeoutMs?: number;
+  /** Requests in flight at most; more wait. Default 4096. */
+  requestsInFlightMax?: number;
+  /** The I/O environment; default the real one. Tests pass a simulated one. */
+  env?: Env;
+}
+
+/** Resolved options. */
+export type ConnectionOptions = Required<Omit<ConnectOptions, "credential" | "env">> & {
+  credential: string | null;
+  env: Env;
+};
+
+interface Queued {
+  op: OpName;
+  body: object;
+  oneWay: boolean;
+  resolve: (payload: Uint8Array) => void;
+  reject: (err: Error) => void;
+  deadline: number;
+}
+
+const EMPTY = new Uint8Array(0);
+
+interface Pending {
+  op: OpName;
+  resolve: (payload: Uint8Array) => void;
+  reject: (err: Error) => void;
+  deadline: number;
+}
+
+/** Something that receives pushes and hears about reconnects. */
+export interface PushListener {
+  onDeliver(push: DeliverPush): void;
+  /** The connection came back; re-establish server-side state. */
+  onReconnect(): void;
+  /** Reconnecting gave up; the listener will hear nothing more. */
+  onLost(err: unknown): void;
+}
+
+const READ_BYTES = 64 * 1024;
+const TIMEOUT_SWEEP_MS = 100;
+
+/** A self-healing connection to one broker. */
+export class ClientConnection {
+  readonly opts: ConnectionOptions;
+  /** What the broker said in the handshake. */
+  hello: HelloResponse | null = null;
+  /** Errors that answered one-way requests (CREDIT, ACK), which have no caller to tell. */
+  unmatchedErrors = 0;
+  readonly #pending = new Map<number, Pending>();
+  readonly #listeners = new Map<number, PushListener>();
+  #conn: Conn | null = null;
+  /** True once the current connection's HELLO was answered; queued requests wait for it. */
+  #handshaken = false;
+  #ready: Promise<Conn> | null = null;
+  #nextId = 1;
+  #closed = false;
+  readonly #stop = new AbortController();
+  #queue: Queued[] = [];
+  #outbound: Uint8Array[] = [];
+  #writing = false;
+
+  constructor(opts: ConnectionOptions) {
+    this.opts = opts;
+    void this.#sweepTimeouts();
+  }
+
+  get #env(): Env {
+    return this.opts.env;
+  }
+
+  /** Connects (with retries up to `connectTimeoutMs`) and handshakes. */
+  connect(): Promise<Conn> {
+    if (this.#closed) return Promise.reject(new ConnectionError("The client is closed"));
+    if (this.#conn !== null && this.#handshaken) return Promise.resolve(this.#conn);
+    if (this.#ready === null) {
+      this.#ready = this.#dial().finally(() => (this.#ready = null));
+    }
+    return this.#ready;
+  }
+
+  async #dial(): Promise<Conn> {
+    const { host, port } = this.opts;
+    const deadline = this.#env.clock.now() + this.opts.connectTimeoutMs;
+    let backoff = this.opts.reconnectBackoffMsMin;
+    let lastErr: unknown = null;
+    while (!this.#closed && this.#env.clock.now() < deadline) {
+      try {
+        const conn = await this.#env.net.connect({ host, port }, {
+          timeoutMs: Math.max(1, deadline - this.#env.clock.now()),
+        });
+        this.#conn = conn;
+        void this.#readLoop(conn);
+        try {
+          const answer = await this.#call(conn, "HELLO", {
+            versionMin: PROTOCOL_VERSION,
+            versionMax: PROTOCOL_VERSION,
+            clientId: this.opts.clientId,
+            credential: this.opts.credential === null
+              ? null
+              : new TextEncoder().encode(this.opts.credential),
+          });
+          this.hello = decode<HelloResponse>(SCHEMAS.HELLO.response, answer, "HELLO response");
+          this.#handshaken = true;
+        } catch (err) {
+          this.#lose(conn, err);
+          if (err instanceof GregorError && !err.retriable) throw err;
+          throw new ConnectionError(`Handshake with ${host}:${port} failed`, { cause: err });
+        }
+        return conn;
+      } catch (err) {
+        if (err instanceof GregorError && !err.retriable) throw err;
+        lastErr = err;
+        const wait = Math.min(backoff, Math.max(0, deadline - this.#env.clock.now()));
+        await this.#env.clock.sleep(wait * (0.5 + this.#env.random.float() / 2), this.#stop.signal)
+          .catch(() => {});
+        backoff = Math.min(backoff * 2, this.opts.reconnectBackoffMsMax);
+      }
+    }
+    throw new ConnectionError(
+      this.#closed
+        ? "The client is closed"
+        : `Cannot connect to ${host}:${port} within ${this.opts.connectTimeoutMs} ms`,
+      { cause: lastErr },
+    );
+  }
+
+  /**
+   * Sends a request and resolves its decoded response. Requests go out in call order, across
+   * reconnects, so pipelined produces to one partition keep their order.
+   */
+  request<T>(op: OpName, body: object): Promise<T> {
+    return new Promise<Uint8Array>((resolve, reject) => {
+      this.#enqueue({ op, body, oneWay: false, resolve, reject, deadline: this.#deadline() });
+    }).then((payload) => decode<T>(SCHEMAS[op].response, payload, `${op} response`));
+  }
+
+  /** Sends a request that has no response (CREDIT, ACK, produce with acks none). */
+  send(op: OpName, body: object): Promise<void> {
+    return new Promise<Uint8Array>((resolve, reject) => {
+      this.#enqueue({ op, body, oneWay: true, resolve, reject, deadline: this.#deadline() });
+    }).then(() => {});
+  }
+
+  #deadline(): number {
+    return this.#env.clock.now() + this.opts.requestTimeoutMs;
+  }
+
+  #enqueue(q: Queued): void {
+    if (this.#closed) {
+      q.reject(new ConnectionError("The client is closed"));
+      return;
+    }
+    this.#queue.push(q);
+    this.#pump();
+  }
+
+  /** Moves queued requests onto the wire while connected and slots are free. */
+  #pump(): void {
+    const conn = this.#conn;
+    if (conn === null || !this.#handshaken) {
+      if (this.#queue.length > 0) {
+        this.connect().then(() => this.#pump(), (err) => this.#failQueue(err));
+      }
+      return;
+    }
+    while (this.#queue.length > 0 && this.#pending.size < this.opts.requestsInFlightMax) {
+      const q = this.#queue.shift() as Queued;
+      this.#issue(conn, q);
+    }
+  }
+
+  #issue(conn: Conn, q: Queued): void {
+    const id = this.#id();
+    const frame = encodeFrame(Op[q.op], id, encode(SCHEMAS[q.op].request, q.body));
+    if (q.oneWay) q.resolve(EMPTY);
+    else {this.#pending.set(id, {
+        op: q.op,
+        resolve: q.resolve,
+        reject: q.reject,
+        deadline: q.deadline,
+      });}
+    this.#write(conn, frame);
+  }
+
+  #failQueue(err: unknown): void {
+    for (const q of this.#queue.splice(0)) {
+      q.reject(err instanceof Error ? err : new ConnectionError(String(err)));
+    }
+  }
+
+  /** The handshake, which must go first on a fresh connection, ahead of any queued request. */
+  #call(conn: Conn, op: OpName, body: object): Promise<Uint8Array> {
+    return new Promise((resolve, reject) => {
+      this.#issue(conn, { op, body, oneWay: false, resolve, reject, deadline: this.#deadline() });
+    });
+  }
+
+  #id(): number {
+    const id = this.#nextId;
+    this.#nextId = this.#nextId >= 0xffffffff ? 1 : this.#nextId + 1;
+    return id;
+  }
+
+  #write(conn: Conn, frame: Uint8Array): void {
+    this.#outbound.push(frame);
+    if (!this.#writing) void this.#writeLoop(conn);
+  }
+
+  async #writeLoop(conn: Conn): Promise<void> {
+    this.#writing = true;
+    try {
+      while (this.#outbound.length > 0 && this.#conn === conn) {
+        const frames = this.#outbound;
+        this.#outbound = [];
+        await writeAll(conn, frames.length === 1 ? frames[0] as Uint8Array : concat(frames));
+      }
+    } catch (err) {
+      this.#lose(conn, err);
+    } finally {
+      this.#writing = false;
+    }
+  }
+
+  /** Routes pushes for `subscriptionId` to `listener`. */
+  listen(subscriptionId: number, listener: PushListener): void {
+    this.#listeners.set(subscriptionId, listener);
+  }
+
+  /** Stops routing pushes for `subscriptionId`. */
+  unlisten(subscriptionId: number): void {
+    this.#listeners.delete(subscriptionId);
+  }
+
+  async #readLoop(conn: Conn): Promise<void> {
+    const parser = new FrameParser({ payloadBytesMax: FRAME_PAYLOAD_BYTES_MAX_DEFAULT * 2 });
+    try {
+      for (;;) {
+        const buf = new Uint8Array(READ_BYTES);
+        const n = await conn.read(buf);
+        if (n === null) break;
+        parser.push(buf.subarray(0, n));
+        for (let r = parser.next(); r.kind !== "need"; r = parser.next()) {
+          if (r.kind === "error") {
+            throw new GregorError(r.code, `Broker sent a bad frame: ${r.message}`);
+          }
+          this.#onFrame(r.frame.opcode, r.frame.flags, r.frame.correlationId, r.frame.payload);
+        }
+      }
+      this.#lose(conn, new ConnectionError("The broker closed the connection"));
+    } catch (err) {
+      this.#lose(conn, err);
+    }
+  }
+
+  #onFrame(opcode: number, flags: number, correlationId: number, payload: Uint8Array): void {
+    if ((flags & Flag.PUSH) !== 0) {
+      if (opcode !== Op.DELIVER) return;
+      const push = decode<DeliverPush>(SCHEMAS.DELIVER.request, payload, "DELIVER");
+      this.#listeners.get(push.subscriptionId)?.onDeliver(push);
+      return;
+    }
+    const p = this.#pending.get(correlationId);
+    if ((flags & Flag.ERROR) !== 0) {
+      const e = decode<ErrorPayload>(ERROR_SCHEMA, payload, "error");
+      const err = new GregorError(e.code, e.message);
+      if (p !== undefined) {
+        this.#settle(correlationId);
+        p.reject(err);
+      } else {
+        // An error answering a one-way request (CREDIT or ACK on a subscription that just ended).
+        this.unmatchedErrors++;
+      }
+      return;
+    }
+    if (p === undefined) return;
+    this.#settle(correlationId);
+    p.resolve(payload);
+  }
+
+  #settle(id: number): void {
+    this.#pending.delete(id);
+    if (this.#queue.length > 0) this.#pump();
+  }
+
+  /** The connection broke: fail what was in flight, then reconnect for those who listen. */
+  #lose(conn: Conn, err: unknown): void {
+    if (this.#conn !== conn) return;
+    this.#conn = null;
+    this.#handshaken = false;
+    this.#outbound = [];
+    conn.close();
+    const reason = err instanceof Error ? err.message : String(err);
+    for (const [id, p] of this.#pending) {
+      this.#settle(id);
+      p.reject(
+        err instanceof GregorError && err.code !== ErrorCode.INTERNAL
+          ? err
+          : new ConnectionError(`Connection lost during ${p.op}: ${reason}`, { cause: err }),
+      );
+    }
+    if (!this.#closed && this.#listeners.size > 0) void this.#reconnect();
+  }
+
+  async #reconnect(): Promise<void> {
+    try {
+      await this.connect();
+    } catch (err) {
+      for (const l of [...this.#listeners.values()]) l.onLost(err);
+      this.#listeners.clear();
+      return;
+    }
+    for (const l of [...this.#listeners.values()]) l.onReconnect();
+  }
+
+  async #sweepTimeouts(): Promise<void> {
+    while (!this.#closed) {
+      try {
+        await this.#env.clock.sleep(TIMEOUT_SWEEP_MS, this.#stop.signal);
+      } catch {
+        return;
+      }
+      const now = this.#env.clock.now();
+      const expired = this.#queue.filter((q) => q.deadline <= now);
+      if (expired.length > 0) {
+        this.#queue = this.#queue.filter((q) => q.deadline > now);
+        for (const q of expired) q.reject(this.#timeout(q.op));
+      }
+      for (const [id, p] of this.#pending) {
+        if (p.deadline > now) continue;
+        this.#settle(id);
+        p.reject(this.#timeout(p.op));
+      }
+    }
+  }
+
+  #timeout(op: OpName): GregorError {
+    return new GregorError(
+      ErrorCode.TIMEOUT,
+      `${op} got no answer within ${this.opts.requestTimeoutMs} ms`,
+    );
+  }
+
+  /** Closes the connection for good; pending requests fail with ConnectionError. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#stop.abort();
+    this.#listeners.clear();
+    const conn = this.#conn;
+    if (conn !== null) this.#lose(conn, new ConnectionError("The client was closed"));
+    this.#failQueue(new ConnectionError("The client was closed"));
+  }
+
+  /** True until `close()`. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+}
+
+function concat(frames: Uint8Array[]): Uint8Array {
+  let n = 0;
+  for (const f of frames) n += f.length;
+  const out = new Uint8Array(n);
+  let off = 0;
+  for (const f of frames) {
+    out.set(f, off);
+    off += f.length;
+  }
+  return out;
+}

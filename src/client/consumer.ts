@@ -1,0 +1,271 @@
+// The consumer: one subscription to one partition, read as an async iterator. It grants the broker
+// credit as the application consumes (so its buffer is bounded), acknowledges cumulatively, skips
+// what it already saw, and resubscribes after a reconnect from its last acknowledged offset.
+
+import { batchesIn, decodeBatch } from "../protocol/batch.ts";
+import { ErrorCode, GregorError } from "../protocol/errors.ts";
+import { type DeliverPush, Start, type SubscribeResponse } from "../protocol/messages.ts";
+import type { ClientConnection, PushListener } from "./connection.ts";
+
+/** Where a subscription starts. */
+export type From = "earliest" | "latest" | { offset: number } | { timestamp: number };
+
+/** Subscription options. */
+export interface SubscribeOptions {
+  /** Partition to read. Default 0. */
+  partition?: number;
+  /** Where to start when there is no durable progress. Default "latest". */
+  from?: From;
+  /** A durable name: the broker remembers the acknowledged offset and resumes after it. */
+  durable?: string;
+  /** Count messages as acknowledged when delivered (at-most-once). Default false. */
+  autoAck?: boolean;
+  /** Unacknowledged messages are redelivered after this long, ms. Default 30 000. */
+  ackTimeoutMs?: number;
+  /** Messages the broker may send ahead of the application. Default 1000. */
+  windowMessages?: number;
+  /** Bytes the broker may send ahead of the application. Default 4 MiB. */
+  windowBytes?: number;
+}
+
+/** A message received from a subscription. */
+export interface ReceivedMessage {
+  topic: string;
+  partition: number;
+  offset: number;
+  /** Milliseconds since the epoch. */
+  timestamp: number;
+  key: Uint8Array | null;
+  value: Uint8Array | null;
+  headers: Record<string, Uint8Array | null>;
+  /** True if this offset was delivered before (after an ack timeout or a reconnect). */
+  redelivered: boolean;
+  /** The value decoded as UTF-8 ("" for null). */
+  text(): string;
+  /** Acknowledges this message and every earlier one of the subscription. */
+  ack(): void;
+}
+
+const decoder = new TextDecoder();
+
+/** A subscription. Iterate it with `for await`. Create one with `client.subscribe()`. */
+export class Consumer implements AsyncIterable<ReceivedMessage>, PushListener {
+  readonly topic: string;
+  readonly partition: number;
+  readonly #conn: ClientConnection;
+  readonly #id: number;
+  readonly #opts: Required<Omit<SubscribeOptions, "durable" | "partition">> & { durable: string };
+  readonly #queue: { m: ReceivedMessage; bytes: number }[] = [];
+  #queueHead = 0;
+  #waiter: (() => void) | null = null;
+  #failure: unknown = null;
+  #closed = false;
+  /** Next offset we expect from the broker; lower ones are duplicates. */
+  #nextOffset = -1;
+  /** Highest offset acknowledged (sent to the broker). */
+  #acked = -1;
+  #ackToSend = -1;
+  #consumedMessages = 0;
+  #consumedBytes = 0;
+  /** Highest offset ever handed to the application: anything at or below it is a redelivery. */
+  #handedOut = -1;
+
+  /** @internal Use `client.subscribe()`. */
+  constructor(conn: ClientConnection, id: number, topic: string, opts: SubscribeOptions) {
+    this.#conn = conn;
+    this.#id = id;
+    this.topic = topic;
+    this.partition = opts.partition ?? 0;
+    this.#opts = {
+      from: opts.from ?? "latest",
+      durable: opts.durable ?? "",
+      autoAck: opts.autoAck ?? false,
+      ackTimeoutMs: opts.ackTimeoutMs ?? 30_000,
+      windowMessages: opts.windowMessages ?? 1000,
+      windowBytes: opts.windowBytes ?? 4 * 1024 * 1024,
+    };
+  }
+
+  /** @internal Sends SUBSCRIBE; resolves with the offset delivery starts at. */
+  async start(): Promise<number> {
+    this.#conn.listen(this.#id, this);
+    try {
+      return await this.#subscribe(this.#opts.from);
+    } catch (err) {
+      this.#conn.unlisten(this.#id);
+      throw err;
+    }
+  }
+
+  async #subscribe(from: From): Promise<number> {
+    const [start, startValue] = typeof from === "string"
+      ? [Start[from], 0]
+      : "offset" in from
+      ? [Start.offset, from.offset]
+      : [Start.timestamp, from.timestamp];
+    const r = await this.#conn.request<SubscribeResponse>("SUBSCRIBE", {
+      subscriptionId: this.#id,
+      topic: this.topic,
+      partition: this.partition,
+      start,
+      startValue,
+      durableName: this.#opts.durable,
+      ackTimeoutMs: this.#opts.autoAck ? 0 : this.#opts.ackTimeoutMs,
+      creditMessages: this.#opts.windowMessages,
+      creditBytes: this.#opts.windowBytes,
+    });
+    this.#nextOffset = r.startOffset;
+    this.#acked = Math.max(this.#acked, r.startOffset - 1);
+    return r.startOffset;
+  }
+
+  onDeliver(push: DeliverPush): void {
+    if (this.#closed || push.records === null) return;
+    if (push.redelivery === 1) {
+      // The broker rewound to its first unacknowledged offset: forget what we hold from there on.
+      this.#dropQueuedFrom(push.firstOffset);
+      this.#nextOffset = Math.min(this.#nextOffset, push.firstOffset);
+    }
+    const fresh: ReceivedMessage[] = [];
+    try {
+      for (const { off } of batchesIn(push.records)) {
+        for (const r of decodeBatch(push.records, off, { recordsBytesMax: 64 * 1024 * 1024 })) {
+          if (r.offset < push.firstOffset || r.offset < this.#nextOffset) continue;
+          const headers: Record<string, Uint8Array | null> = {};
+          for (const h of r.headers) headers[h.key] = h.value;
+          const value = r.value;
+          const offset = r.offset;
+          fresh.push({
+            topic: this.topic,
+            partition: this.partition,
+            offset,
+            timestamp: r.timestamp,
+            key: r.key,
+            value,
+            headers,
+            redelivered: offset <= this.#handedOut,
+            text: () => (value === null ? "" : decoder.decode(value)),
+            ack: () => this.ack(offset),
+          });
+          this.#nextOffset = offset + 1;
+        }
+      }
+    } catch (err) {
+      this.#fail(err);
+      return;
+    }
+    const bytes = fresh.length === 0 ? 0 : push.records.length / fresh.length;
+    for (const m of fresh) this.#queue.push({ m, bytes });
+    this.#wake();
+  }
+
+  onReconnect(): void {
+    if (this.#closed) return;
+    // Resume after the last acknowledgement: what was delivered but not acknowledged comes again.
+    const from = this.#opts.autoAck ? this.#nextOffset : this.#acked + 1;
+    this.#dropQueuedFrom(from);
+    this.#subscribe({ offset: from }).catch((err) => {
+      if (err instanceof GregorError && err.code === ErrorCode.OFFSET_OUT_OF_RANGE) {
+        return this.#subscribe("earliest");
+      }
+      throw err;
+    }).catch((err) => this.#fail(err));
+  }
+
+  onLost(err: unknown): void {
+    this.#fail(err);
+  }
+
+  #dropQueuedFrom(offset: number): void {
+    let keep = this.#queueHead;
+    while (keep < this.#queue.length && this.#queue[keep]!.m.offset < offset) keep++;
+    this.#queue.length = keep;
+  }
+
+  /**
+   * Acknowledges `offset` and everything before it. Acks are coalesced: many calls in one task
+   * send one ACK.
+   */
+  ack(offset: number): void {
+    if (this.#opts.autoAck || offset <= this.#ackToSend || this.#closed) return;
+    const schedule = this.#ackToSend <= this.#acked;
+    this.#ackToSend = offset;
+    if (schedule) queueMicrotask(() => this.#sendAck());
+  }
+
+  #sendAck(): void {
+    const offset = this.#ackToSend;
+    if (offset <= this.#acked || this.#closed) return;
+    this.#acked = offset;
+    this.#conn.send("ACK", { subscriptionId: this.#id, offset }).catch(() => {
+      // Lost with the connection; the resubscription resumes from the last ack that got through.
+    });
+  }
+
+  /** The next message; waits for one. Resolves null once the consumer is closed. */
+  async next(): Promise<ReceivedMessage | null> {
+    for (;;) {
+      if (this.#failure !== null) throw this.#failure;
+      if (this.#closed) return null;
+      if (this.#queueHead < this.#queue.length) {
+        const { m, bytes } = this.#queue[this.#queueHead++]!;
+        if (this.#queueHead > 1024 && this.#queueHead * 2 > this.#queue.length) {
+          this.#queue.splice(0, this.#queueHead);
+          this.#queueHead = 0;
+        }
+        this.#handedOut = Math.max(this.#handedOut, m.offset);
+        this.#consumed(bytes);
+        return m;
+      }
+      await new Promise<void>((r) => (this.#waiter = r));
+    }
+  }
+
+  /** Gives the broker credit back as messages are consumed, half a window at a time. */
+  #consumed(bytes: number): void {
+    this.#consumedMessages++;
+    this.#consumedBytes += bytes;
+    if (
+      this.#consumedMessages * 2 >= this.#opts.windowMessages ||
+      this.#consumedBytes * 2 >= this.#opts.windowBytes
+    ) {
+      const messages = this.#consumedMessages;
+      const grantBytes = Math.ceil(this.#consumedBytes);
+      this.#consumedMessages = 0;
+      this.#consumedBytes = 0;
+      this.#conn.send("CREDIT", { subscriptionId: this.#id, messages, bytes: grantBytes }).catch(
+        () => {},
+      );
+    }
+  }
+
+  async *[Symbol.asyncIterator](): AsyncIterator<ReceivedMessage> {
+    for (;;) {
+      const m = await this.next();
+      if (m === null) return;
+      yield m;
+    }
+  }
+
+  #wake(): void {
+    const w = this.#waiter;
+    this.#waiter = null;
+    w?.();
+  }
+
+  #fail(err: unknown): void {
+    if (this.#failure === null) this.#failure = err;
+    this.#conn.unlisten(this.#id);
+    this.#wake();
+  }
+
+  /** Ends the subscription. Pending acknowledgements are sent first. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#sendAck();
+    this.#closed = true;
+    this.#conn.unlisten(this.#id);
+    this.#wake();
+    await this.#conn.request("UNSUBSCRIBE", { subscriptionId: this.#id }).catch(() => {});
+  }
+}

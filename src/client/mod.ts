@@ -1,0 +1,9 @@
+// The TypeScript client's public face.
+
+export { Client, connect } from "./client.ts";
+export { Admin, type CreateTopicOptions, type TopicDescription } from "./admin.ts";
+export { ConnectionError, type ConnectOptions, DEFAULT_PORT } from "./connection.ts";
+export { Consumer, type From, type ReceivedMessage, type SubscribeOptions } from "./consumer.ts";
+export { type Message, Producer, type ProducerOptions } from "./producer.ts";
+export { ErrorCode, GregorError } from "../protocol/errors.ts";
+export type { CodecName } from "../protocol/compression.ts";

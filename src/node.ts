@@ -1,0 +1,49 @@
+// The composition root: builds a broker node from an Env (real or simulated) and its settings, and
+// starts serving. cli/broker.ts calls it with the real Env; simulated scenarios with theirs.
+
+import type { Addr, Env } from "./io/types.ts";
+import { Broker } from "./broker/broker.ts";
+import type { BrokerOptions } from "./broker/options.ts";
+
+/** The broker's default client port. */
+export const DEFAULT_CLIENT_PORT = 7070;
+
+/** How to run a node. */
+export interface NodeConfig {
+  /** Address clients connect to. Default 127.0.0.1. */
+  host?: string;
+  /** Client port; 0 picks a free one. Default 7070. */
+  port?: number;
+  /** Broker tunables; defaults in DEFAULT_BROKER_OPTIONS. */
+  broker?: Partial<BrokerOptions>;
+}
+
+/** A running node. */
+export interface RunningNode {
+  readonly broker: Broker;
+  /** The address it listens on (the real port if 0 was asked for). */
+  readonly addr: Addr;
+  /** Resolves when the node stops serving (after `close`). */
+  readonly done: Promise<void>;
+  /** Stops listening and closes every connection. */
+  close(): Promise<void>;
+}
+
+/** Starts a node: binds the client port and serves until closed. */
+export async function startNode(env: Env, config: NodeConfig = {}): Promise<RunningNode> {
+  const broker = new Broker(env, config.broker);
+  const listener = await env.net.listen({
+    host: config.host ?? "127.0.0.1",
+    port: config.port ?? DEFAULT_CLIENT_PORT,
+  });
+  const done = broker.serve(listener);
+  return {
+    broker,
+    addr: listener.addr,
+    done,
+    async close() {
+      await broker.close();
+      await done;
+    },
+  };
+}

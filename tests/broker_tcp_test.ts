@@ -1,0 +1,253 @@
+// The broker and the TypeScript client over real loopback TCP: publish, subscribe, acknowledgements,
+// redelivery, durable subscriptions, fan-out, flow control, compression and admin.
+
+import assert from "node:assert/strict";
+import {
+  type Client,
+  connect,
+  type Consumer,
+  GregorError,
+  type ReceivedMessage,
+} from "../src/client/mod.ts";
+import type { BrokerOptions } from "../src/broker/options.ts";
+import { denoEnv } from "../src/io/deno/mod.ts";
+import { CODEC_NAMES } from "../src/protocol/compression.ts";
+import { type RunningNode, startNode } from "../src/node.ts";
+
+async function withBroker(
+  body: (node: RunningNode, client: Client) => Promise<void>,
+  broker: Partial<BrokerOptions> = {},
+): Promise<void> {
+  const node = await startNode(denoEnv(), { port: 0, broker });
+  const client = await connect({ port: node.addr.port });
+  try {
+    await body(node, client);
+  } finally {
+    await client.close();
+    await node.close();
+  }
+}
+
+/** Takes `n` messages from a consumer, acknowledging each if `ack`. */
+async function take(c: Consumer, n: number, ack = true): Promise<ReceivedMessage[]> {
+  const out: ReceivedMessage[] = [];
+  while (out.length < n) {
+    const m = await c.next();
+    if (m === null) break;
+    if (ack) m.ack();
+    out.push(m);
+  }
+  return out;
+}
+
+/** Resolves the next message, or null if none comes within `ms`. */
+async function nextWithin(c: Consumer, ms: number): Promise<ReceivedMessage | null> {
+  const timer = new AbortController();
+  const timeout = denoEnv().clock.sleep(ms, timer.signal).then(() => null, () => null);
+  const m = await Promise.race([c.next(), timeout]);
+  timer.abort();
+  return m;
+}
+
+Deno.test("publish then subscribe from earliest: every message, in order, with key, value and headers", async () => {
+  await withBroker(async (_node, client) => {
+    const offsets: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      offsets.push(
+        await client.publish("orders", {
+          key: `k${i}`,
+          value: `order ${i}`,
+          headers: { source: "test" },
+        }),
+      );
+    }
+    assert.deepEqual(offsets, [0, 1, 2, 3, 4]);
+    const sub = await client.subscribe("orders", { from: "earliest" });
+    const got = await take(sub, 5);
+    assert.deepEqual(got.map((m) => m.offset), offsets);
+    assert.deepEqual(got.map((m) => m.text()), [
+      "order 0",
+      "order 1",
+      "order 2",
+      "order 3",
+      "order 4",
+    ]);
+    assert.equal(new TextDecoder().decode(got[3]!.key!), "k3");
+    assert.equal(new TextDecoder().decode(got[0]!.headers.source!), "test");
+  });
+});
+
+Deno.test("subscribe from latest, an offset, or a timestamp starts where asked", async () => {
+  await withBroker(async (_node, client) => {
+    const t0 = Date.now();
+    for (let i = 0; i < 4; i++) {
+      await client.publish("t", { value: `${i}`, timestamp: t0 + i * 1000 });
+    }
+    const latest = await client.subscribe("t", { from: "latest" });
+    const fromOffset = await client.subscribe("t", { from: { offset: 2 } });
+    const fromTime = await client.subscribe("t", { from: { timestamp: t0 + 3000 } });
+    await client.publish("t", { value: "4", timestamp: t0 + 4000 });
+    assert.deepEqual((await take(latest, 1)).map((m) => m.text()), ["4"]);
+    assert.deepEqual((await take(fromOffset, 3)).map((m) => m.offset), [2, 3, 4]);
+    assert.deepEqual((await take(fromTime, 2)).map((m) => m.offset), [3, 4]);
+    await assert.rejects(
+      client.subscribe("t", { from: { offset: 99 } }),
+      (e: GregorError) => e.codeName === "OFFSET_OUT_OF_RANGE",
+    );
+  });
+});
+
+Deno.test("acknowledged messages are not redelivered; unacknowledged ones are, after the ack timeout", async () => {
+  await withBroker(async (_node, client) => {
+    for (let i = 0; i < 3; i++) await client.publish("jobs", { value: `job ${i}` });
+    const acked = await client.subscribe("jobs", { from: "earliest", ackTimeoutMs: 150 });
+    await take(acked, 3, true);
+    assert.equal(await nextWithin(acked, 600), null, "acked messages must not come back");
+
+    const lazy = await client.subscribe("jobs", { from: "earliest", ackTimeoutMs: 150 });
+    const first = await take(lazy, 3, false);
+    assert.ok(first.every((m) => !m.redelivered));
+    first[0]!.ack(); // only offset 0
+    const again = await take(lazy, 2, true);
+    assert.deepEqual(again.map((m) => m.offset), [1, 2]);
+    assert.ok(again.every((m) => m.redelivered));
+    assert.equal(await nextWithin(lazy, 600), null);
+  }, { redeliveryTickMs: 20 });
+});
+
+Deno.test("a durable subscription resumes after its last acknowledged offset", async () => {
+  await withBroker(async (node, client) => {
+    for (let i = 0; i < 6; i++) await client.publish("audit", { value: `${i}` });
+    const first = await client.subscribe("audit", { from: "earliest", durable: "auditor" });
+    const got = await take(first, 4, false);
+    got[2]!.ack(); // offsets 0..2 done, 3 seen but not acked
+    await first.close();
+    const other = await connect({ port: node.addr.port });
+    try {
+      const resumed = await other.subscribe("audit", { from: "latest", durable: "auditor" });
+      assert.deepEqual((await take(resumed, 3)).map((m) => m.offset), [3, 4, 5]);
+      await assert.rejects(
+        other.subscribe("audit", { durable: "auditor" }),
+        (e: GregorError) => e.codeName === "SUBSCRIPTION_IN_USE",
+      );
+    } finally {
+      await other.close();
+    }
+  });
+});
+
+Deno.test("100 subscribers each get every message in order", async () => {
+  await withBroker(async (_node, client) => {
+    const subs = await Promise.all(
+      Array.from(
+        { length: 100 },
+        () => client.subscribe("fanout", { from: "earliest", autoAck: true }),
+      ),
+    );
+    const producer = client.producer({ lingerMs: 2 });
+    const sent = await Promise.all(
+      Array.from({ length: 200 }, (_, i) => producer.send("fanout", { value: `m${i}` })),
+    );
+    assert.deepEqual(sent, Array.from({ length: 200 }, (_, i) => i));
+    const results = await Promise.all(subs.map((s) => take(s, 200)));
+    for (const got of results) assert.deepEqual(got.map((m) => m.text()), sent.map((i) => `m${i}`));
+    assert.equal((await client.admin.describeTopic("fanout")).partitions[0]!.subscribers, 100);
+  });
+});
+
+Deno.test("a slow consumer stalls only itself, and the broker holds no more than its credit for it", async () => {
+  await withBroker(async (node, client) => {
+    const stalled = await client.subscribe("firehose", {
+      from: "earliest",
+      windowMessages: 50,
+      autoAck: true,
+    });
+    const fast = await client.subscribe("firehose", {
+      from: "earliest",
+      windowMessages: 50,
+      autoAck: true,
+    });
+    const producer = client.producer({ lingerMs: 1, batchRecordsMax: 10 });
+    const total = 5000;
+    const sends = Array.from(
+      { length: total },
+      (_, i) => producer.send("firehose", { value: `${i}` }),
+    );
+    const got = await take(fast, total);
+    assert.equal(got.length, total);
+    await Promise.all(sends);
+    // The stalled subscription was sent at most its window plus one batch, and nothing more.
+    const subs = [...node.broker.topic("firehose", false).partition(0).subscriptions];
+    const delivered = subs.map((s) => s.deliveredRecords).sort((a, b) => a - b);
+    assert.equal(delivered[1], total);
+    assert.ok(
+      delivered[0]! <= 50 + 10,
+      `the stalled subscription was sent ${delivered[0]} records`,
+    );
+    const first = await take(stalled, 1);
+    assert.equal(first[0]!.offset, 0);
+  });
+});
+
+for (const codec of CODEC_NAMES) {
+  Deno.test(`batches compressed with ${codec} round-trip through the broker`, async () => {
+    await withBroker(async (_node, client) => {
+      const producer = client.producer({ compression: codec, lingerMs: 5 });
+      const values = Array.from({ length: 300 }, (_, i) => `value ${i} `.repeat(i % 7 + 1));
+      await Promise.all(values.map((v, i) => producer.send("z", { value: v, key: `${i}` })));
+      const sub = await client.subscribe("z", { from: "earliest" });
+      const got = await take(sub, values.length);
+      assert.deepEqual(got.map((m) => m.text()), values);
+    });
+  });
+}
+
+Deno.test("admin: create, list, describe, delete topics, with clear errors", async () => {
+  await withBroker(async (_node, client) => {
+    await client.admin.createTopic("payments", {
+      partitions: 3,
+      configs: { "retention.bytes": "1048576" },
+    });
+    await client.admin.createTopic("audit");
+    assert.deepEqual(await client.admin.listTopics(), [
+      { name: "audit", partitions: 1 },
+      { name: "payments", partitions: 3 },
+    ]);
+    const d = await client.admin.describeTopic("payments");
+    assert.deepEqual(d.configs, { "retention.bytes": "1048576" });
+    assert.deepEqual(d.partitions.map((p) => p.partition), [0, 1, 2]);
+    const code = (p: Promise<unknown>, name: string) =>
+      assert.rejects(p, (e: GregorError) => e.codeName === name);
+    await code(client.admin.createTopic("payments"), "TOPIC_EXISTS");
+    await code(client.admin.createTopic("bad name!"), "INVALID_TOPIC");
+    await code(
+      client.admin.createTopic("x", { configs: { "retention.bogus": "1" } }),
+      "INVALID_REQUEST",
+    );
+    await code(client.admin.describeTopic("nope"), "UNKNOWN_TOPIC");
+    await code(client.publish("payments", { value: "v", partition: 7 }), "UNKNOWN_PARTITION");
+    await client.admin.deleteTopic("payments");
+    assert.deepEqual((await client.admin.listTopics()).map((t) => t.name), ["audit"]);
+    await code(client.admin.deleteTopic("payments"), "UNKNOWN_TOPIC");
+  });
+});
+
+Deno.test("with auto-create off, publishing to a missing topic fails with UNKNOWN_TOPIC", async () => {
+  await withBroker(async (_node, client) => {
+    await assert.rejects(
+      client.publish("ghost", { value: "boo" }),
+      (e: GregorError) => e.codeName === "UNKNOWN_TOPIC",
+    );
+  }, { autoCreateTopics: false });
+});
+
+Deno.test("a memory topic keeps only retention.bytes; subscribers from earliest start at the oldest kept", async () => {
+  await withBroker(async (_node, client) => {
+    await client.admin.createTopic("small", { configs: { "retention.bytes": "2000" } });
+    for (let i = 0; i < 50; i++) await client.publish("small", { value: "x".repeat(100) });
+    const d = (await client.admin.describeTopic("small")).partitions[0]!;
+    assert.ok(d.logStartOffset > 0 && d.sizeBytes <= 2000 + 200, JSON.stringify(d));
+    const sub = await client.subscribe("small", { from: "earliest" });
+    assert.equal((await take(sub, 1))[0]!.offset, d.logStartOffset);
+  });
+});
