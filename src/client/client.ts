@@ -1,41 +1,22 @@
 // The client's front door: `connect()` and the Client it returns, which makes producers,
 // subscriptions and the admin API share one connection.
 
-import { denoEnv } from "../io/deno/mod.ts";
+import type { Env } from "../io/types.ts";
 import { Admin } from "./admin.ts";
 import { ClientConnection, type ConnectOptions, DEFAULT_PORT } from "./connection.ts";
 import { Consumer, type SubscribeOptions } from "./consumer.ts";
 import { type Message, Producer, type ProducerOptions } from "./producer.ts";
 
 /**
- * Connects to a GregorMQ broker and completes the handshake.
- *
- * @param opts Where and how to connect; everything has a default (127.0.0.1:7070).
- * @returns A connected client.
- * @throws {ConnectionError} if no broker answers within `connectTimeoutMs`.
- * @throws {GregorError} if the broker refuses the handshake (UNSUPPORTED_VERSION, AUTHENTICATION_FAILED).
- *
- * @example Publish and subscribe
- * ```ts
- * import { connect } from "@gregormq/gregormq";
- *
- * const client = await connect({ port: 7070 });
- * const orders = await client.subscribe("orders", { from: "earliest" });
- * const offset = await client.publish("orders", { key: "o-1", value: "one pizza" });
- * for await (const msg of orders) {
- *   console.log(msg.offset, msg.text());
- *   msg.ack();
- *   if (msg.offset === offset) break;
- * }
- * await client.close();
- * ```
+ * Connects to a broker through the given I/O environment (real or simulated) and completes the
+ * handshake. Applications use `connect()` from the package root, which supplies the real one.
  */
-export async function connect(opts: ConnectOptions = {}): Promise<Client> {
-  const client = new Client(opts);
+export async function connectWith(env: Env, opts: ConnectOptions = {}): Promise<Client> {
+  const client = new Client(env, opts);
   try {
     await client.connection.connect();
   } catch (err) {
-    client.close();
+    await client.close();
     throw err;
   }
   return client;
@@ -53,7 +34,7 @@ export class Client {
   readonly #producers = new Set<Producer>();
 
   /** @internal Use `connect()`. */
-  constructor(opts: ConnectOptions) {
+  constructor(env: Env, opts: ConnectOptions) {
     this.connection = new ClientConnection({
       host: opts.host ?? "127.0.0.1",
       port: opts.port ?? DEFAULT_PORT,
@@ -64,7 +45,7 @@ export class Client {
       reconnectBackoffMsMax: opts.reconnectBackoffMsMax ?? 5_000,
       connectTimeoutMs: opts.connectTimeoutMs ?? 30_000,
       requestsInFlightMax: opts.requestsInFlightMax ?? 4096,
-      env: opts.env ?? denoEnv(),
+      env,
     });
     this.admin = new Admin(this.connection);
   }

@@ -56,12 +56,10 @@ export interface ConnectOptions {
   connectTimeoutMs?: number;
   /** Requests in flight at most; more wait. Default 4096. */
   requestsInFlightMax?: number;
-  /** The I/O environment; default the real one. Tests pass a simulated one. */
-  env?: Env;
 }
 
 /** Resolved options. */
-export type ConnectionOptions = Required<Omit<ConnectOptions, "credential" | "env">> & {
+export type ConnectionOptions = Required<Omit<ConnectOptions, "credential">> & {
   credential: string | null;
   env: Env;
 };

@@ -1,6 +1,7 @@
 // The TypeScript client's public face.
 
-export { Client, connect } from "./client.ts";
+export { Client, connectWith } from "./client.ts";
+export { connect } from "./connect.ts";
 export { Admin, type CreateTopicOptions, type TopicDescription } from "./admin.ts";
 export { ConnectionError, type ConnectOptions, DEFAULT_PORT } from "./connection.ts";
 export { Consumer, type From, type ReceivedMessage, type SubscribeOptions } from "./consumer.ts";
