@@ -1,16 +1,27 @@
 // The simulated disk: a page cache in front of durable storage. Writes are visible at once and
 // durable only after sync; directory changes only after syncDir. A power loss keeps, drops, tears
 // (at 512-byte sectors) or corrupts each unsynced write; reads can flip bits or fail; a failed sync
-// loses the dirty data; the disk can fill up; operations take (sometimes long) virtual time.
+// loses the dirty data; the disk can fill up (and a write that runs out of space may leave a
+// prefix); operations take (sometimes long) virtual time.
 
 import type { Disk, File, OpenOptions } from "../src/io/types.ts";
 import { AlreadyExists, Closed, IoFailure, NoSpace, NotFound } from "../src/io/errors.ts";
 import type { SeededRandom } from "../src/io/prng.ts";
 import type { World } from "./world.ts";
-import type { SimNode } from "./node.ts";
+import { never, type SimNode } from "./node.ts";
 
 /** The sector size: the unit a torn write keeps or loses. */
 export const SECTOR_BYTES = 512;
+/**
+ * Unsynced data operations an inode keeps; past it the oldest is written back (made durable), as
+ * a kernel's background writeback would, so code that never syncs cannot grow it without bound.
+ */
+export const INODE_PENDING_OPS_MAX = 1024;
+/**
+ * Unsynced changes a directory's journal keeps; past it the oldest is committed, as a journaling
+ * filesystem's periodic commit would, so code that never calls syncDir cannot grow it unbounded.
+ */
+export const DIR_JOURNAL_OPS_MAX = 1024;
 
 /** What happens to one unsynced write at a power loss, as relative weights. */
 export interface CrashWeights {
@@ -77,11 +88,22 @@ export interface DiskStats {
 }
 
 type Entry = { kind: "dir" } | { kind: "file"; inode: Inode };
+/**
+ * One journaled directory change. `seq` orders all changes of the disk; `dirs` are the journals
+ * holding it: one, or two for a rename between directories, which commits as one transaction.
+ */
 type DirOp =
+  & (
+    | { op: "link"; path: string; entry: Entry }
+    | { op: "unlink"; path: string }
+    | { op: "rename"; from: string; path: string; entry: Entry }
+  )
+  & { seq: number; dirs: string[] };
+type DataOp = { op: "write"; pos: number; bytes: Uint8Array } | { op: "truncate"; len: number };
+type DirOpBody =
   | { op: "link"; path: string; entry: Entry }
   | { op: "unlink"; path: string }
   | { op: "rename"; from: string; path: string; entry: Entry };
-type DataOp = { op: "write"; pos: number; bytes: Uint8Array } | { op: "truncate"; len: number };
 
 /** File contents that grow as needed; bytes past `size` are always zero. */
 class Bytes {
@@ -121,8 +143,12 @@ class Bytes {
 class Inode {
   live = new Bytes();
   durable = new Bytes();
-  /** Data operations since the last successful sync, in order. */
+  /** Data operations since the last successful sync, in order; at most INODE_PENDING_OPS_MAX. */
   pending: DataOp[] = [];
+  /** Names in the live namespace. */
+  links = 0;
+  /** Open handles. The inode's bytes count as used while it has a name or a handle. */
+  handles = 0;
 }
 
 const TAG_DISK = 20;
@@ -157,8 +183,12 @@ export class SimDisk {
   readonly #random: SeededRandom;
   #live = new Map<string, Entry>([["", { kind: "dir" }]]);
   #durable = new Map<string, Entry>([["", { kind: "dir" }]]);
+  /** Unsynced changes per directory, in `seq` order; at most DIR_JOURNAL_OPS_MAX each. */
   #journal = new Map<string, DirOp[]>();
+  #opSeq = 0;
   #usedBytes = 0;
+  /** Handles the running process holds open; the kernel closes them when it ends. */
+  readonly #open = new Set<SimFile>();
 
   constructor(world: World, random: SeededRandom, faults: DiskFaults) {
     this.#world = world;
@@ -166,38 +196,64 @@ export class SimDisk {
     this.faults = faults;
   }
 
-  /** The Disk a node's code sees; every operation completes in an event of that node. */
-  viewFor(node: SimNode): Disk {
+  /**
+   * The Disk one incarnation of `node` sees (default: the running one). Every operation completes
+   * in an event of that incarnation; once it is gone, its operations never settle.
+   */
+  viewFor(node: SimNode, incarnation: number = node.incarnation): Disk {
+    const op = <T>(fn: () => T, base?: number) => this.#op(node, incarnation, fn, base);
     return {
-      open: (path, opts) => this.#op(node, () => this.#open(node, path, opts)),
-      rename: (from, to) => this.#op(node, () => this.#rename(from, to)),
-      remove: (path) => this.#op(node, () => this.#remove(path)),
-      list: (dir) => this.#op(node, () => this.#list(dir)),
-      mkdir: (dir) => this.#op(node, () => this.#mkdir(dir)),
-      syncDir: (dir) => this.#op(node, () => this.#syncDir(dir), this.faults.syncLatencyMs),
+      open: (path, opts) => op(() => this.#openFile(node, incarnation, path, opts)),
+      rename: (from, to) => op(() => this.#rename(from, to)),
+      remove: (path) => op(() => this.#remove(path)),
+      list: (dir) => op(() => this.#list(dir)),
+      mkdir: (dir) => op(() => this.#mkdir(dir)),
+      syncDir: (dir) => op(() => this.#syncDir(dir), this.faults.syncLatencyMs),
     };
   }
 
+  /** Bytes charged against capacity: every inode that still has a name or an open handle. */
+  get usedBytes(): number {
+    return this.#usedBytes;
+  }
+
+  /** The process ended: the kernel closes its handles (files unlinked while open are freed). */
+  processDown(): void {
+    for (const f of this.#open) this.#closeHandle(f);
+  }
+
   /**
-   * A power loss: each directory keeps a random prefix of its unsynced changes; each unsynced
-   * data write is kept, dropped, torn or corrupted by the crash weights; the page cache is gone.
+   * A power loss: each directory keeps a random prefix of its unsynced changes (a rename between
+   * directories survives in both or neither); each unsynced data write is kept, dropped, torn or
+   * corrupted by the crash weights; the page cache is gone.
    */
   crash(): void {
     this.stats.crashes++;
-    for (const ops of this.#journal.values()) {
+    this.processDown();
+    for (const dir of [...this.#journal.keys()]) {
+      const ops = this.#journal.get(dir);
+      if (ops === undefined) continue;
       const kept = this.#random.int(0, ops.length + 1);
-      this.stats.dirOpsLost += ops.length - kept;
-      for (const op of ops.slice(0, kept)) applyDirOp(this.#durable, op);
+      if (kept > 0) this.#commitThrough(dir, (ops[kept - 1] as DirOp).seq);
     }
+    const lost = new Set<DirOp>();
+    for (const ops of this.#journal.values()) for (const op of ops) lost.add(op);
+    this.stats.dirOpsLost += lost.size;
     this.#journal.clear();
     pruneOrphans(this.#durable);
     let pending = 0;
     const seen = new Set<Inode>();
     for (const entry of this.#durable.values()) {
-      if (entry.kind !== "file" || seen.has(entry.inode)) continue;
+      if (entry.kind !== "file") continue;
+      if (seen.has(entry.inode)) {
+        entry.inode.links++;
+        continue;
+      }
       seen.add(entry.inode);
       pending += entry.inode.pending.length;
       this.#settleAtCrash(entry.inode);
+      entry.inode.links = 1;
+      entry.inode.handles = 0;
     }
     if (pending > 0) this.stats.crashesWithPending++;
     this.#live = new Map(this.#durable);
@@ -205,10 +261,18 @@ export class SimDisk {
     for (const inode of seen) this.#usedBytes += inode.live.size;
   }
 
-  /** The durable bytes of a file (what a power loss now would leave if syncs are all done). */
+  /** A copy of a file's durable bytes: what a power loss now would leave, unsynced writes aside. */
   durableBytes(path: string): Uint8Array | null {
+    return this.durableView(path)?.slice() ?? null;
+  }
+
+  /**
+   * `durableBytes` without the copy, for checkers that look often: read-only, and valid only until
+   * the simulation runs again.
+   */
+  durableView(path: string): Uint8Array | null {
     const e = this.#durable.get(normalizePath(path));
-    return e?.kind === "file" ? e.inode.durable.buf.slice(0, e.inode.durable.size) : null;
+    return e?.kind === "file" ? e.inode.durable.buf.subarray(0, e.inode.durable.size) : null;
   }
 
   /** Flips one stored bit, both cached and durable: corruption at rest. */
@@ -271,8 +335,14 @@ export class SimDisk {
     return base + (this.#random.chance(f.slowProb) ? this.#random.float() * f.slowMs : 0);
   }
 
-  /** Runs `fn` after the operation's latency, in an event of `node`. */
-  #op<T>(node: SimNode, fn: () => T, base = this.faults.opLatencyMs): Promise<T> {
+  /** Runs `fn` after the operation's latency, in an event of `node`'s `incarnation`. */
+  #op<T>(
+    node: SimNode,
+    incarnation: number,
+    fn: () => T,
+    base = this.faults.opLatencyMs,
+  ): Promise<T> {
+    if (!node.isCurrent(incarnation)) return never();
     return new Promise((resolve, reject) => {
       this.#world.schedule(this.#latency(base), () => {
         try {
@@ -280,15 +350,44 @@ export class SimDisk {
         } catch (err) {
           reject(err);
         }
-      }, { owner: node, tag: TAG_DISK });
+      }, { owner: node, incarnation, tag: TAG_DISK });
     });
   }
 
-  #journalOp(op: DirOp): void {
-    const dir = parentOf(op.path);
-    let ops = this.#journal.get(dir);
-    if (ops === undefined) this.#journal.set(dir, ops = []);
-    ops.push(op);
+  /** Journals a change in its directory, or in both directories of a rename between two. */
+  #journalOp(change: DirOpBody): void {
+    const dirs = [parentOf(change.path)];
+    if (change.op === "rename" && parentOf(change.from) !== dirs[0]) {
+      dirs.push(parentOf(change.from));
+    }
+    const op = { ...change, seq: this.#opSeq++, dirs } as DirOp;
+    for (const dir of dirs) {
+      let ops = this.#journal.get(dir);
+      if (ops === undefined) this.#journal.set(dir, ops = []);
+      ops.push(op);
+      if (ops.length > DIR_JOURNAL_OPS_MAX) this.#commitThrough(dir, (ops[0] as DirOp).seq);
+    }
+  }
+
+  /**
+   * Makes durable, in order, the changes journaled for `dir` up to sequence number `seqMax`. A
+   * rename between directories is one transaction: before it, the other directory's earlier
+   * changes are committed too; then it is applied once and leaves both journals.
+   */
+  #commitThrough(dir: string, seqMax: number): void {
+    const ops = this.#journal.get(dir);
+    if (ops === undefined) return;
+    while (ops.length > 0 && (ops[0] as DirOp).seq <= seqMax) {
+      const op = ops[0] as DirOp;
+      for (const other of op.dirs) if (other !== dir) this.#commitThrough(other, op.seq - 1);
+      applyDirOp(this.#durable, op);
+      for (const d of op.dirs) {
+        const list = this.#journal.get(d) as DirOp[];
+        if (list[0] !== op) throw new Error(`Journal of ${d || "/"} out of order at #${op.seq}`);
+        list.shift();
+        if (list.length === 0) this.#journal.delete(d);
+      }
+    }
   }
 
   #dirMustExist(dir: string, what: string): void {
@@ -297,20 +396,44 @@ export class SimDisk {
     }
   }
 
-  #open(node: SimNode, rawPath: string, opts: OpenOptions = {}): File {
+  #openFile(node: SimNode, incarnation: number, rawPath: string, opts: OpenOptions = {}): File {
     const path = normalizePath(rawPath);
     const e = this.#live.get(path);
     if (e?.kind === "dir") throw new IoFailure(`Cannot open ${rawPath}: is a directory`);
+    let inode: Inode;
     if (e !== undefined) {
       if (opts.createNew) throw new AlreadyExists(`Cannot create ${rawPath}: already exists`);
-      return new SimFile(this, node, e.inode, rawPath);
+      inode = e.inode;
+    } else {
+      if (!opts.create && !opts.createNew) throw new NotFound(`Cannot open ${rawPath}: not found`);
+      this.#dirMustExist(parentOf(path), `create ${rawPath}`);
+      const entry: Entry = { kind: "file", inode: new Inode() };
+      entry.inode.links = 1;
+      this.#live.set(path, entry);
+      this.#journalOp({ op: "link", path, entry });
+      inode = entry.inode;
     }
-    if (!opts.create && !opts.createNew) throw new NotFound(`Cannot open ${rawPath}: not found`);
-    this.#dirMustExist(parentOf(path), `create ${rawPath}`);
-    const entry: Entry = { kind: "file", inode: new Inode() };
-    this.#live.set(path, entry);
-    this.#journalOp({ op: "link", path, entry });
-    return new SimFile(this, node, entry.inode, rawPath);
+    const file = new SimFile(this, { node, incarnation, inode, path: rawPath });
+    inode.handles++;
+    this.#open.add(file);
+    return file;
+  }
+
+  /** Releases a handle; the inode's space is freed once it has no name and no handle left. */
+  #closeHandle(file: SimFile): void {
+    if (!this.#open.delete(file)) return;
+    file.closed = true;
+    file.inode.handles--;
+    this.#freeIfUnused(file.inode);
+  }
+
+  #unlinkLive(inode: Inode): void {
+    inode.links--;
+    this.#freeIfUnused(inode);
+  }
+
+  #freeIfUnused(inode: Inode): void {
+    if (inode.links === 0 && inode.handles === 0) this.#usedBytes -= inode.live.size;
   }
 
   #rename(rawFrom: string, rawTo: string): void {
@@ -325,10 +448,10 @@ export class SimDisk {
     }
     if (from === to) return;
     const replaced = this.#live.get(to);
-    if (replaced?.kind === "file") this.#usedBytes -= sharedSize(this.#live, replaced.inode, to);
     this.#live.delete(from);
     this.#live.set(to, e);
-    // One journal record, in the target's directory: a rename is atomic across a crash.
+    if (replaced?.kind === "file") this.#unlinkLive(replaced.inode);
+    // One journal record (shared by both directories' journals): atomic across a crash.
     this.#journalOp({ op: "rename", from, path: to, entry: e });
   }
 
@@ -341,10 +464,9 @@ export class SimDisk {
       for (const p of this.#live.keys()) {
         if (p.startsWith(prefix)) throw new IoFailure(`Cannot remove ${rawPath}: not empty`);
       }
-    } else {
-      this.#usedBytes -= sharedSize(this.#live, e.inode, path);
     }
     this.#live.delete(path);
+    if (e.kind === "file") this.#unlinkLive(e.inode);
     this.#journalOp({ op: "unlink", path });
   }
 
@@ -376,19 +498,22 @@ export class SimDisk {
   #syncDir(rawDir: string): void {
     const dir = normalizePath(rawDir);
     this.#dirMustExist(dir, `sync ${rawDir}`);
-    const ops = this.#journal.get(dir);
-    if (ops === undefined) return;
-    for (const op of ops) applyDirOp(this.#durable, op);
-    this.#journal.delete(dir);
+    this.#commitThrough(dir, Infinity);
   }
 
-  /** Called by SimFile in its operation's event. */
+  /** Called by SimFile: runs `fn` in its operation's event, if the handle is still open then. */
   fileOp<T>(file: SimFile, fn: (inode: Inode) => T, base = this.faults.opLatencyMs): Promise<T> {
+    if (!file.node.isCurrent(file.incarnation)) return never();
     if (file.closed) return Promise.reject(new Closed(`Cannot use ${file.path}: file is closed`));
-    return this.#op(file.node, () => {
+    return this.#op(file.node, file.incarnation, () => {
       if (file.closed) throw new Closed(`Cannot use ${file.path}: file is closed`);
       return fn(file.inode);
     }, base);
+  }
+
+  /** Called by SimFile.close. */
+  closeFile(file: SimFile): void {
+    this.#closeHandle(file);
   }
 
   /** Reads with the read fault model applied. */
@@ -407,19 +532,39 @@ export class SimDisk {
     return n;
   }
 
-  /** Applies a write or truncate to the page cache and remembers it until the next sync. */
+  /**
+   * Applies a write or truncate to the page cache and remembers it until the next sync. A write
+   * that needs more space than is left writes the prefix that fits, then fails with NoSpace.
+   */
   mutate(inode: Inode, path: string, op: DataOp): void {
-    const newSize = op.op === "write"
-      ? Math.max(inode.live.size, op.pos + op.bytes.length)
-      : op.len;
-    const growth = newSize - inode.live.size;
+    const size = inode.live.size;
+    const newSize = op.op === "write" ? Math.max(size, op.pos + op.bytes.length) : op.len;
+    const growth = newSize - size;
     if (growth > 0 && (this.faults.full || this.#usedBytes + growth > this.faults.capacityBytes)) {
       this.stats.noSpace++;
+      if (op.op === "write") {
+        // The space runs out part way: some free bytes remained (a random few, when "full").
+        const free = this.faults.full
+          ? this.#random.int(0, growth)
+          : Math.max(0, this.faults.capacityBytes - this.#usedBytes);
+        const fits = Math.min(op.bytes.length, Math.max(0, size + free - op.pos));
+        if (fits > 0) {
+          this.#apply(inode, { op: "write", pos: op.pos, bytes: op.bytes.slice(0, fits) });
+        }
+      }
       throw new NoSpace(`Cannot write ${path}: no space left on device`);
     }
-    this.#usedBytes += growth;
+    this.#apply(inode, op);
+  }
+
+  #apply(inode: Inode, op: DataOp): void {
+    const before = inode.live.size;
     inode.live.apply(op);
+    this.#usedBytes += inode.live.size - before;
     inode.pending.push(op);
+    if (inode.pending.length > INODE_PENDING_OPS_MAX) {
+      inode.durable.apply(inode.pending.shift() as DataOp);
+    }
   }
 
   /** fdatasync: pending operations become durable, or on failure are lost for good. */
@@ -434,18 +579,13 @@ export class SimDisk {
   }
 }
 
-/** Bytes to free when a name goes away: only if no other name links the same inode. */
-function sharedSize(ns: Map<string, Entry>, inode: Inode, except: string): number {
-  for (const [p, e] of ns) if (p !== except && e.kind === "file" && e.inode === inode) return 0;
-  return inode.live.size;
-}
-
+/** Replays one change on a namespace. A rename removes `from` only if it still names the entry. */
 function applyDirOp(ns: Map<string, Entry>, op: DirOp): void {
   if (op.op === "unlink") {
     ns.delete(op.path);
     return;
   }
-  if (op.op === "rename") ns.delete(op.from);
+  if (op.op === "rename" && ns.get(op.from) === op.entry) ns.delete(op.from);
   ns.set(op.path, op.entry);
 }
 
@@ -457,19 +597,24 @@ function pruneOrphans(ns: Map<string, Entry>): void {
   }
 }
 
-/** A handle on a simulated file. */
+/** A handle on a simulated file, owned by the incarnation that opened it. */
 export class SimFile implements File {
   readonly node: SimNode;
+  readonly incarnation: number;
   readonly inode: Inode;
   readonly path: string;
   closed = false;
   readonly #disk: SimDisk;
 
-  constructor(disk: SimDisk, node: SimNode, inode: Inode, path: string) {
+  constructor(
+    disk: SimDisk,
+    opts: { node: SimNode; incarnation: number; inode: Inode; path: string },
+  ) {
     this.#disk = disk;
-    this.node = node;
-    this.inode = inode;
-    this.path = path;
+    this.node = opts.node;
+    this.incarnation = opts.incarnation;
+    this.inode = opts.inode;
+    this.path = opts.path;
   }
 
   readAt(pos: number, buf: Uint8Array): Promise<number> {
@@ -501,6 +646,9 @@ export class SimFile implements File {
   }
 
   close(): void {
+    // A dead incarnation's handles were closed by its kernel.
+    if (!this.node.isCurrent(this.incarnation)) return;
     this.closed = true;
+    this.#disk.closeFile(this);
   }
 }

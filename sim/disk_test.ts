@@ -1,8 +1,14 @@
 import assert from "node:assert/strict";
 import { IoFailure, NoSpace } from "../src/io/errors.ts";
-import type { Disk } from "../src/io/types.ts";
 import { readFile, writeFileAtomic } from "../src/io/util.ts";
-import { calmDisk, type CrashWeights, type DiskFaults, SECTOR_BYTES } from "./disk.ts";
+import {
+  calmDisk,
+  type CrashWeights,
+  DIR_JOURNAL_OPS_MAX,
+  type DiskFaults,
+  INODE_PENDING_OPS_MAX,
+  SECTOR_BYTES,
+} from "./disk.ts";
 import { runOnNode } from "./harness.ts";
 import type { SimNode } from "./node.ts";
 import { Simulation } from "./simulation.ts";
@@ -163,19 +169,21 @@ Deno.test("SimDisk: writeFileAtomic leaves the old or the new content after any 
   const outcomes = new Set<string>();
   for (let seed = 1; seed <= 40; seed++) {
     const sim = new Simulation(seed, { disk: diskWith({ keep: 1, drop: 1, torn: 1, corrupt: 1 }) });
-    let node: SimNode | null = null;
     const enc = new TextEncoder();
-    await runOnNode(sim, "n", async (env, n) => {
-      node = n;
-      await writeFileAtomic(env.disk, "meta", enc.encode("old"));
-    });
-    const n = node as unknown as SimNode;
-    // Start the replacement and crash after a seed-chosen number of events.
-    const steps = seed % 9;
+    let replacing = false;
     let done = false;
-    const disk: Disk = n.disk.viewFor(n);
-    void writeFileAtomic(disk, "meta", enc.encode("new")).then(() => (done = true));
-    await sim.world.run({ eventsMax: steps });
+    const n = sim.addNode({
+      name: "n",
+      main: async (env) => {
+        await writeFileAtomic(env.disk, "meta", enc.encode("old"));
+        replacing = true;
+        await writeFileAtomic(env.disk, "meta", enc.encode("new"));
+        done = true;
+      },
+    });
+    await sim.world.run({ stop: () => replacing });
+    // Crash the replacement after a seed-chosen number of events.
+    await sim.world.run({ eventsMax: seed % 9 });
     n.crash("power");
     const text = new TextDecoder().decode(n.disk.durableBytes("meta") ?? new Uint8Array());
     assert.ok(text === "old" || text === "new", `seed ${seed}: got ${JSON.stringify(text)}`);
@@ -215,8 +223,13 @@ Deno.test("SimDisk fails reads with IoFailure and growing writes with NoSpace wh
     await f.writeAt(0, new Uint8Array([9])); // overwriting in place needs no space
     n.disk.faults.full = false;
     n.disk.faults.capacityBytes = 100;
-    await assert.rejects(f.writeAt(0, new Uint8Array(101)), NoSpace);
-    assert.equal(await f.size(), 10);
+    // A write that runs out of space part way leaves the prefix that fit, as the contract warns.
+    await assert.rejects(f.writeAt(0, new Uint8Array(101).fill(5)), NoSpace);
+    assert.equal(await f.size(), 100);
+    const buf = new Uint8Array(100);
+    assert.equal(await f.readAt(0, buf), 100);
+    assert.ok(buf.every((b) => b === 5));
+    assert.equal(n.disk.usedBytes, 100);
   });
 });
 
@@ -242,6 +255,178 @@ Deno.test("SimDisk keeps unsynced writes across a process crash but not a power 
     await sim.world.run();
     assert.deepEqual(seen, kind === "process" ? [[4, 2]] : [[]], kind);
   }
+});
+
+Deno.test("SimDisk: a rename between directories does not let syncDir of the target delete a newer source file", async () => {
+  const sim = new Simulation(1);
+  const te = new TextEncoder();
+  let node: SimNode | null = null;
+  await runOnNode(sim, "n", async (env, n) => {
+    node = n;
+    const d = env.disk;
+    await d.mkdir("a");
+    await d.mkdir("b");
+    await d.syncDir(".");
+    let f = await d.open("a/x", { create: true });
+    await f.writeAt(0, te.encode("OLD"));
+    await f.sync();
+    f.close();
+    await d.syncDir("a");
+    await d.rename("a/x", "b/y");
+    f = await d.open("a/x", { create: true });
+    await f.writeAt(0, te.encode("NEW"));
+    await f.sync();
+    f.close();
+    await d.syncDir("a");
+    await d.syncDir("b");
+  });
+  const n = node as unknown as SimNode;
+  n.crash("power");
+  assert.deepEqual(n.disk.durableBytes("a/x"), te.encode("NEW"));
+  assert.deepEqual(n.disk.durableBytes("b/y"), te.encode("OLD"));
+});
+
+Deno.test("SimDisk: a rename between directories survives a power loss in both directories or in neither", async () => {
+  const te = new TextEncoder();
+  const outcomes = new Set<string>();
+  for (let seed = 1; seed <= 40; seed++) {
+    const sim = new Simulation(seed);
+    let node: SimNode | null = null;
+    await runOnNode(sim, "n", async (env, n) => {
+      node = n;
+      const d = env.disk;
+      await d.mkdir("tmp");
+      await d.mkdir("data");
+      await d.syncDir(".");
+      const f = await d.open("tmp/seg", { create: true });
+      await f.writeAt(0, te.encode("PRECIOUS"));
+      await f.sync();
+      f.close();
+      await d.rename("tmp/seg", "data/seg");
+      // Only the even seeds make the rename durable; tmp/ itself is never synced.
+      if (seed % 2 === 0) await d.syncDir("data");
+    });
+    const n = node as unknown as SimNode;
+    n.crash("power");
+    const tmp = n.disk.durableBytes("tmp/seg");
+    const data = n.disk.durableBytes("data/seg");
+    assert.ok(tmp === null || data === null, `seed ${seed}: two names for one file`);
+    if (seed % 2 === 0) assert.deepEqual(data, te.encode("PRECIOUS"), `seed ${seed}: lost`);
+    outcomes.add(data !== null ? "renamed" : tmp !== null ? "not renamed" : "not created");
+  }
+  assert.ok(outcomes.has("renamed") && outcomes.size > 1, [...outcomes].join());
+});
+
+Deno.test("SimDisk: a synced, dir-synced file moved between directories survives reuse of its old name after a crash", async () => {
+  const te = new TextEncoder();
+  for (let seed = 1; seed <= 20; seed++) {
+    const sim = new Simulation(seed);
+    let result = "";
+    const n = sim.addNode({
+      name: "n",
+      main: async (env, ctl) => {
+        const d = env.disk;
+        if (ctl.incarnation === 0) {
+          await d.mkdir("tmp");
+          await d.mkdir("data");
+          await d.syncDir(".");
+          const f = await d.open("tmp/seg", { create: true });
+          await f.writeAt(0, te.encode("PRECIOUS"));
+          await f.sync();
+          f.close();
+          await d.rename("tmp/seg", "data/seg");
+          await d.syncDir("data");
+          return;
+        }
+        const t = await d.open("tmp/seg", { create: true });
+        await t.truncate(0);
+        await t.sync();
+        t.close();
+        result = new TextDecoder().decode(await readFile(d, "data/seg"));
+      },
+    });
+    await sim.world.run();
+    n.crash("power");
+    n.start();
+    await sim.world.run();
+    assert.equal(result, "PRECIOUS", `seed ${seed}`);
+  }
+});
+
+Deno.test("SimDisk charges a removed but open file until its last handle closes, and frees it once", async () => {
+  const sim = new Simulation(1, { disk: { ...calmDisk(), capacityBytes: 10_000 } });
+  await runOnNode(sim, "n", async (env, n) => {
+    const d = env.disk;
+    const a = await d.open("a", { create: true });
+    await a.writeAt(0, new Uint8Array(10_000));
+    const b = await d.open("b", { create: true });
+    await assert.rejects(b.writeAt(0, new Uint8Array(1)), NoSpace);
+    await d.remove("a");
+    assert.equal(n.disk.usedBytes, 10_000, "the open handle still holds the space");
+    await assert.rejects(b.writeAt(0, new Uint8Array(1)), NoSpace);
+    await a.truncate(0);
+    assert.equal(n.disk.usedBytes, 0);
+    await assert.rejects(b.writeAt(0, new Uint8Array(19_000)), NoSpace, "10 KB disk");
+    await b.truncate(0);
+    const c = await d.open("c", { create: true });
+    await d.remove("c");
+    await c.writeAt(0, new Uint8Array(9_000));
+    c.close();
+    assert.equal(n.disk.usedBytes, 0, "the last close of an unlinked file frees it");
+    await b.writeAt(0, new Uint8Array(5_000));
+    assert.equal(n.disk.usedBytes, 5_000);
+  });
+});
+
+Deno.test("SimDisk recomputes used space at a power loss from what survived", async () => {
+  const sim = new Simulation(1);
+  let node: SimNode | null = null;
+  await runOnNode(sim, "n", async (env, n) => {
+    node = n;
+    const f = await env.disk.open("kept", { create: true });
+    await f.writeAt(0, new Uint8Array(300));
+    await f.sync();
+    await env.disk.syncDir(".");
+    const g = await env.disk.open("open-unlinked", { create: true });
+    await g.writeAt(0, new Uint8Array(700));
+    await env.disk.remove("open-unlinked");
+    assert.equal(n.disk.usedBytes, 1000);
+  });
+  const n = node as unknown as SimNode;
+  n.crash("power");
+  assert.equal(n.disk.usedBytes, 300);
+});
+
+Deno.test("SimDisk writes back the oldest unsynced writes past INODE_PENDING_OPS_MAX", async () => {
+  const sim = new Simulation(1, { disk: diskWith({ keep: 0, drop: 1, torn: 0, corrupt: 0 }) });
+  let node: SimNode | null = null;
+  const extra = 5;
+  await runOnNode(sim, "n", async (env, n) => {
+    node = n;
+    const f = await env.disk.open("f", { create: true });
+    await env.disk.syncDir(".");
+    for (let i = 0; i < INODE_PENDING_OPS_MAX + extra; i++) await f.writeAt(i, new Uint8Array([1]));
+  });
+  const n = node as unknown as SimNode;
+  assert.equal(n.disk.durableBytes("f")?.length, extra, "the oldest writes became durable");
+  n.crash("power");
+  assert.equal(n.disk.durableBytes("f")?.length, extra, "and a crash dropped the rest");
+});
+
+Deno.test("SimDisk commits the oldest directory changes past DIR_JOURNAL_OPS_MAX", async () => {
+  const sim = new Simulation(1);
+  let node: SimNode | null = null;
+  const extra = 5;
+  await runOnNode(sim, "n", async (env, n) => {
+    node = n;
+    for (let i = 0; i < DIR_JOURNAL_OPS_MAX + extra; i++) {
+      (await env.disk.open(`f${i}`, { create: true })).close();
+    }
+  });
+  const n = node as unknown as SimNode;
+  // Durable without any syncDir, whatever a crash would keep of the rest.
+  for (let i = 0; i < extra; i++) assert.ok(n.disk.durableBytes(`f${i}`) !== null, `f${i}`);
+  assert.equal(n.disk.durableBytes(`f${extra}`), null);
 });
 
 function popcount(x: number): number {

@@ -4,7 +4,7 @@
 
 import type { SeededRandom } from "../src/io/prng.ts";
 import { calmNet, type NetFaults } from "./net.ts";
-import { calmDisk, type DiskFaults } from "./disk.ts";
+import { calmDisk, type DiskFaults, type SimDisk } from "./disk.ts";
 import type { SimNode } from "./node.ts";
 import type { Simulation } from "./simulation.ts";
 
@@ -144,6 +144,9 @@ export class Nemesis {
   readonly #random: SeededRandom;
   readonly #targets: SimNode[];
   #running = false;
+  /** The disk-full spell in force per disk; its end timer ends only its own spell. */
+  readonly #fullSpell = new Map<SimDisk, number>();
+  #spells = 0;
 
   /** A nemesis acting on `targets` (the nodes it may crash, pause and cut off). */
   constructor(sim: Simulation, plan: FaultPlan, targets: SimNode[]) {
@@ -243,11 +246,14 @@ export class Nemesis {
     if (this.#downCount() >= this.#plan.downNodesMax) return;
     const node = this.#random.pick(this.#targets);
     if (!node.up || node.paused) return;
-    node.pause();
+    const token = node.pause();
     this.stats.pauses++;
-    this.#sim.world.schedule(this.#random.float() * this.#plan.pauseMsMax, () => node.resume(), {
-      tag: TAG_NEMESIS,
-    });
+    // Ends this pause only: not one a later crash, restart and pause started.
+    this.#sim.world.schedule(
+      this.#random.float() * this.#plan.pauseMsMax,
+      () => node.resume(token),
+      { tag: TAG_NEMESIS },
+    );
   }
 
   #reset(): void {
@@ -259,16 +265,20 @@ export class Nemesis {
 
   #wallJump(): void {
     const node = this.#random.pick(this.#targets);
-    node.clock.skew.wallOffsetMs += (this.#random.float() - 0.5) * 120_000;
+    node.clock.wallOffsetMs += (this.#random.float() - 0.5) * 120_000;
     this.stats.wallJumps++;
   }
 
   #diskFull(): void {
-    const node = this.#random.pick(this.#targets);
-    node.disk.faults.full = true;
+    const disk = this.#random.pick(this.#targets).disk;
+    const spell = ++this.#spells;
+    disk.faults.full = true;
+    this.#fullSpell.set(disk, spell);
     this.stats.diskFulls++;
     this.#sim.world.schedule(this.#random.float() * this.#plan.downMsMax, () => {
-      node.disk.faults.full = false;
+      if (this.#fullSpell.get(disk) !== spell) return;
+      this.#fullSpell.delete(disk);
+      disk.faults.full = false;
     }, { tag: TAG_NEMESIS });
   }
 }

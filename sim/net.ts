@@ -1,6 +1,7 @@
 // The simulated network: TCP-like byte streams between simulated nodes, with latency, chunk
 // splitting and merging, short writes, flow control, resets, and symmetric or one-way partitions
-// that hold traffic until they heal.
+// that hold traffic until they heal. Nothing is known at a distance: a peer learns of a close, a
+// crash or a reset only from a segment (FIN or RST) that crossed the network to it.
 
 import type { Addr, Conn, ConnectOptions, Listener, Network } from "../src/io/types.ts";
 import {
@@ -13,7 +14,7 @@ import {
 } from "../src/io/errors.ts";
 import type { SeededRandom } from "../src/io/prng.ts";
 import type { World } from "./world.ts";
-import type { SimNode } from "./node.ts";
+import { never, type SimNode } from "./node.ts";
 
 /** Network fault knobs; mutable so the runner can calm the network for the liveness phase. */
 export interface NetFaults {
@@ -38,28 +39,41 @@ export function calmNet(): NetFaults {
 export const PIPE_BYTES_MAX = 256 * 1024;
 /** Connections waiting to be accepted per listener; more are refused. */
 export const ACCEPT_BACKLOG_MAX = 128;
+/** `connect` gives up after this long unless told otherwise, ms. */
+export const CONNECT_TIMEOUT_MS_DEFAULT = 5000;
 /** Segments a single write may be cut into. */
 const SPLIT_SEGMENTS_MAX = 4;
 /** First port handed out for port 0 and for the local side of connections. */
 const EPHEMERAL_PORT_MIN = 40_000;
+/** The address loopback listeners report and loopback connections use. */
+const LOOPBACK = "127.0.0.1";
 
 const TAG_DELIVER = 10;
 const TAG_CONNECT = 11;
 const TAG_WAKE = 12;
-const TAG_RESET = 13;
+const TAG_SYN = 14;
+
+type SegmentKind = "data" | "fin" | "rst";
 
 interface Segment {
-  bytes: Uint8Array | null; // null = FIN
+  kind: SegmentKind;
+  /** The bytes of a "data" segment; null for FIN and RST. */
+  bytes: Uint8Array | null;
   at: number;
+  /** The sender's power-loss count when sent: a power loss loses what its kernel still held. */
+  boot: number;
+  /** Already counted in `heldSegments`. */
+  counted: boolean;
 }
 
 type Waiter<T> = { resolve: (v: T) => void; reject: (e: unknown) => void };
 
-/** One direction of a connection: what `from` wrote, on its way to and waiting at `to`. */
+/** One direction of a connection: what `src` wrote, on its way to and waiting at `dst`. */
 class Pipe {
-  readonly from: SimNode;
-  readonly to: SimNode;
+  src!: SimConn;
+  dst!: SimConn;
   readonly inflight: Segment[] = [];
+  /** Data bytes in `inflight`. */
   inflightBytes = 0;
   readonly unread: Uint8Array[] = [];
   unreadBytes = 0;
@@ -67,36 +81,64 @@ class Pipe {
   scheduled = false;
   held = false;
   finDelivered = false;
-  /** The receiver closed its end: arriving bytes are discarded. */
-  readerClosed = false;
-  /** The sender learnt that the receiver is gone: further writes fail. */
-  broken = false;
-  reset = false;
   reader: Waiter<number | null> & { buf: Uint8Array } | null = null;
   writer: { bytes: Uint8Array } & Waiter<number> | null = null;
-
-  constructor(from: SimNode, to: SimNode) {
-    this.from = from;
-    this.to = to;
-  }
 
   get space(): number {
     return PIPE_BYTES_MAX - this.inflightBytes - this.unreadBytes;
   }
+
+  /** Forgets every segment not yet delivered. */
+  dropInflight(): void {
+    this.inflight.length = 0;
+    this.inflightBytes = 0;
+  }
+
+  dropUnread(): void {
+    this.unread.length = 0;
+    this.unreadBytes = 0;
+  }
+}
+
+/** Counters for reports and "sometimes" checks. */
+export interface NetStats {
+  connects: number;
+  refused: number;
+  connectTimeouts: number;
+  /** Connections the nemesis (or a test) reset. */
+  resets: number;
+  /** RST segments sent by a kernel: to a closed or dead end, or as an abort. */
+  rstSent: number;
+  /** RSTs that reached a live end which still had unread or undelivered bytes: those are lost. */
+  resetsLosingBytes: number;
+  segments: number;
+  /** Segments held by a partition, each counted once. */
+  heldSegments: number;
 }
 
 /** The shared fabric all simulated nodes' networks plug into. */
 export class SimNetwork {
   readonly faults: NetFaults;
+  readonly stats: NetStats = {
+    connects: 0,
+    refused: 0,
+    connectTimeouts: 0,
+    resets: 0,
+    rstSent: 0,
+    resetsLosingBytes: 0,
+    segments: 0,
+    heldSegments: 0,
+  };
   readonly #world: World;
   readonly #random: SeededRandom;
+  readonly #hosts = new Map<string, SimNode>();
   readonly #listeners = new Map<string, SimListener>();
   readonly #blocked = new Set<string>();
+  /** Pipes whose head cannot be delivered: blocked by a partition or the receiver has no power. */
   readonly #held = new Set<Pipe>();
+  /** Open ends of running processes (not closed, not reset). */
   readonly #conns = new Set<SimConn>();
   readonly #nextPort = new Map<string, number>();
-  /** Counters for reports and "sometimes" checks. */
-  readonly stats = { connects: 0, refused: 0, resets: 0, segments: 0, heldSegments: 0 };
 
   constructor(world: World, random: SeededRandom, faults: NetFaults) {
     this.#world = world;
@@ -104,12 +146,18 @@ export class SimNetwork {
     this.faults = faults;
   }
 
-  /** The Network a node's code sees. */
-  viewFor(node: SimNode): Network {
+  /** Plugs a node's machine into the network under its host name. */
+  attach(node: SimNode): void {
+    if (this.#hosts.has(node.host)) throw new Error(`Host ${node.host} is already attached`);
+    this.#hosts.set(node.host, node);
+  }
+
+  /** The Network one incarnation of a node sees; it goes silent when that incarnation ends. */
+  viewFor(node: SimNode, incarnation: number): Network {
     return {
-      listen: (addr) => this.#listen(node, addr),
-      connect: (addr, opts) => this.#connect(node, addr, opts),
-      resolve: (name) => Promise.resolve([name]),
+      listen: (addr) => this.#listen(node, incarnation, addr),
+      connect: (addr, opts) => this.#connect(node, incarnation, addr, opts),
+      resolve: (name) => node.isCurrent(incarnation) ? Promise.resolve([name]) : never(),
     };
   }
 
@@ -131,11 +179,7 @@ export class SimNetwork {
   /** Ends every partition; held traffic resumes in order. */
   heal(): void {
     this.#blocked.clear();
-    for (const pipe of this.#held) {
-      pipe.held = false;
-      this.#scheduleDelivery(pipe);
-    }
-    this.#held.clear();
+    this.#release(() => true);
   }
 
   /** True if traffic from `from` to `to` is blocked. */
@@ -148,50 +192,49 @@ export class SimNetwork {
     return [...this.#conns];
   }
 
-  /** Resets a connection: both ends fail their pending and later reads and writes. */
+  /**
+   * Resets a connection as its local kernel would abort it: that end fails its pending and later
+   * reads and writes at once, and a RST travels to the peer, which fails when it arrives.
+   */
   resetConn(conn: SimConn): void {
+    if (!this.#conns.has(conn)) return;
     this.stats.resets++;
-    this.#world.schedule(0, () => this.#resetEnd(conn), { owner: conn.node, tag: TAG_RESET });
-    const peer = conn.peer;
-    if (peer !== null) {
-      this.#world.schedule(this.#delay(), () => this.#resetEnd(peer), {
-        owner: peer.node,
-        tag: TAG_RESET,
-      });
-    }
+    this.#abort(conn);
+    this.#runOn(conn, () => this.#failWaiters(conn));
   }
 
   /**
-   * A node died. Its listeners vanish and its code's pending reads and writes are abandoned (never
-   * settled). After a process crash the kernel closes its sockets: peers see end of stream, or a
-   * reset where unread bytes were thrown away. After a power loss peers see a reset, a network
-   * delay later (as the first packet to the rebooted host would bring).
+   * A node's process ended. Its listeners vanish and its code's pending reads and writes are
+   * abandoned (never settled). After a process crash or exit the kernel closes its sockets: a FIN
+   * after the data already written, or a RST (unsent data discarded) where unread bytes were
+   * thrown away; un-accepted connections are reset. A power loss sends nothing at all.
    */
-  crashNode(node: SimNode, kind: "power" | "process"): void {
+  processDown(node: SimNode, kind: "power" | "process"): void {
     for (const [key, l] of this.#listeners) {
-      if (l.node === node) {
-        this.#listeners.delete(key);
-        l.closed = true;
+      if (l.node !== node) continue;
+      this.#listeners.delete(key);
+      for (const c of l.drop()) {
+        this.#conns.delete(c);
+        c.closed = true;
+        if (kind === "process") this.#abort(c);
       }
     }
-    for (const conn of [...this.#conns]) {
-      if (conn.node !== node) continue;
-      conn.inbound.reader = null;
-      conn.outbound.writer = null;
-      if (kind === "process" && conn.inbound.unreadBytes === 0) {
-        conn.close();
-        continue;
-      }
-      this.#conns.delete(conn);
-      conn.closed = true;
-      const peer = conn.peer;
-      if (peer !== null && peer.node !== node) {
-        this.#world.schedule(this.#delay(), () => this.#resetEnd(peer), {
-          owner: peer.node,
-          tag: TAG_RESET,
-        });
-      }
+    for (const end of [...this.#conns]) {
+      if (end.node !== node) continue;
+      this.#conns.delete(end);
+      end.inbound.reader = null;
+      end.outbound.writer = null;
+      if (kind === "power") continue;
+      end.closed = true;
+      if (end.inbound.unreadBytes > 0) this.#abort(end);
+      else this.#send(end.outbound, "fin", null);
+      end.inbound.dropUnread();
     }
+  }
+
+  /** A node's machine is powered again: traffic that waited for it is delivered (and reset). */
+  hostStarted(node: SimNode): void {
+    this.#release((pipe) => pipe.dst.node === node);
   }
 
   #delay(): number {
@@ -205,64 +248,113 @@ export class SimNetwork {
     return p;
   }
 
-  #listen(node: SimNode, addr: Addr): Promise<Listener> {
-    const host = addr.host === "0.0.0.0" || addr.host === "127.0.0.1" ? node.host : addr.host;
-    if (host !== node.host) {
-      return Promise.reject(new AddressInUse(`Cannot listen on ${host}: not this node's address`));
+  #listen(node: SimNode, incarnation: number, addr: Addr): Promise<Listener> {
+    if (!node.isCurrent(incarnation)) return never();
+    const loopbackOnly = addr.host === LOOPBACK || addr.host === "localhost";
+    if (!loopbackOnly && addr.host !== "0.0.0.0" && addr.host !== node.host) {
+      return Promise.reject(
+        new AddressInUse(`Cannot listen on ${addr.host}: not this node's address`),
+      );
     }
     let port = addr.port;
     if (port === 0) {
-      do port = this.#port(host); while (this.#listeners.has(`${host}:${port}`));
+      do port = this.#port(node.host); while (this.#listeners.has(`${node.host}:${port}`));
     }
-    const key = `${host}:${port}`;
+    const key = `${node.host}:${port}`;
     if (this.#listeners.has(key)) {
       return Promise.reject(new AddressInUse(`Cannot listen on ${key}: address in use`));
     }
-    const l = new SimListener(node, { host, port }, () => this.#listeners.delete(key));
+    const bound = { host: loopbackOnly ? LOOPBACK : addr.host, port };
+    const l = new SimListener(this, node, incarnation, bound, {
+      loopbackOnly,
+      onClose: () => this.#listeners.delete(key),
+    });
     this.#listeners.set(key, l);
     return Promise.resolve(l);
   }
 
-  #connect(node: SimNode, addr: Addr, opts?: ConnectOptions): Promise<Conn> {
-    const host = addr.host === "127.0.0.1" || addr.host === "localhost" ? node.host : addr.host;
-    const key = `${host}:${addr.port}`;
-    const timeoutMs = opts?.timeoutMs ?? 5000;
+  #connect(node: SimNode, incarnation: number, addr: Addr, opts?: ConnectOptions): Promise<Conn> {
+    if (!node.isCurrent(incarnation)) return never();
+    const loop = addr.host === LOOPBACK || addr.host === "localhost" || addr.host === "0.0.0.0";
+    const host = loop ? node.host : addr.host;
+    const dialed: Addr = { host: loop ? LOOPBACK : host, port: addr.port };
+    const timeoutMs = opts?.timeoutMs ?? CONNECT_TIMEOUT_MS_DEFAULT;
+    const owned = { owner: node, incarnation, tag: TAG_CONNECT };
     this.stats.connects++;
     return new Promise((resolve, reject) => {
-      const cut = this.isBlocked(node.host, host) || this.isBlocked(host, node.host);
-      if (cut) {
-        // The SYN is lost; the caller hears nothing until its timeout.
-        this.#world.schedule(timeoutMs, () => {
-          reject(new TimedOut(`Cannot connect to ${key}: timed out after ${timeoutMs} ms`));
-        }, { owner: node, tag: TAG_CONNECT });
-        return;
-      }
-      const rtt = this.#delay() + this.#delay();
-      this.#world.schedule(rtt, () => {
-        const l = this.#listeners.get(key);
-        if (l === undefined || l.closed || l.backlog.length >= ACCEPT_BACKLOG_MAX) {
+      let settled = false;
+      const settle = (fn: () => void): boolean => {
+        if (settled) return false;
+        settled = true;
+        timer.cancel();
+        fn();
+        return true;
+      };
+      // A SYN that gets no answer (host down, partition) is retried until the caller gives up.
+      const timer = this.#world.schedule(timeoutMs, () => {
+        if (settled) return;
+        settled = true;
+        this.stats.connectTimeouts++;
+        reject(
+          new TimedOut(`Cannot connect to ${host}:${addr.port}: timed out after ${timeoutMs} ms`),
+        );
+      }, owned);
+      this.#world.schedule(this.#delay(), () => {
+        if (settled || !node.isCurrent(incarnation)) return;
+        const dst = this.#hosts.get(host);
+        if (dst === undefined || !dst.hostUp) return;
+        if (this.isBlocked(node.host, host) || this.isBlocked(host, node.host)) return;
+        const l = this.#listeners.get(`${host}:${addr.port}`);
+        if (
+          l === undefined || (l.loopbackOnly && node.host !== host) ||
+          l.backlog.length >= ACCEPT_BACKLOG_MAX
+        ) {
+          // The kernel there answers with a RST.
           this.stats.refused++;
-          reject(new ConnectionRefused(`Cannot connect to ${key}: connection refused`));
+          this.#world.schedule(this.#delay(), () => {
+            this.#runOn({ node, incarnation }, () =>
+              settle(() => {
+                reject(new ConnectionRefused(`Cannot connect to ${host}:${addr.port}: refused`));
+              }));
+          }, { tag: TAG_SYN });
           return;
         }
-        const local = { host: node.host, port: this.#port(node.host) };
-        const out = new Pipe(node, l.node);
-        const back = new Pipe(l.node, node);
-        const mine = new SimConn(this, node, local, l.addr, out, back);
-        const theirs = new SimConn(this, l.node, l.addr, local, back, out);
+        const local = { host: loop ? LOOPBACK : node.host, port: this.#port(node.host) };
+        const out = new Pipe();
+        const back = new Pipe();
+        const mine = new SimConn(this, node, incarnation, { local, remote: dialed, out, back });
+        const theirs = new SimConn(this, l.node, l.incarnation, {
+          local: dialed,
+          remote: local,
+          out: back,
+          back: out,
+        });
+        out.src = back.dst = mine;
+        out.dst = back.src = theirs;
         mine.peer = theirs;
         theirs.peer = mine;
-        this.#conns.add(mine);
+        // The connection waits in the backlog from now on, whether or not the listener runs.
         this.#conns.add(theirs);
-        // The server side appears in its accept queue at once; hand it over in its own event.
-        this.#world.schedule(0, () => l.offer(theirs), { owner: l.node, tag: TAG_CONNECT });
-        resolve(mine);
-      }, { owner: node, tag: TAG_CONNECT });
+        l.backlog.push(theirs);
+        this.#runOn(theirs, () => l.handOver());
+        this.#world.schedule(this.#delay(), () => {
+          const established = node.isCurrent(incarnation) && !settled;
+          if (!established) {
+            // Nobody waits for this connection any more; its kernel answers with a RST.
+            this.#forget(mine);
+            return;
+          }
+          this.#runOn(mine, () => {
+            if (settle(() => resolve(mine))) this.#conns.add(mine);
+            else this.#forget(mine);
+          });
+        }, { tag: TAG_SYN });
+      }, { tag: TAG_SYN });
     });
   }
 
-  /** Called by a SimConn write: queues bytes on `pipe`, maybe split into several segments. */
-  send(pipe: Pipe, bytes: Uint8Array | null): void {
+  /** Queues a segment on `pipe`; a data write may be cut into several segments. */
+  #send(pipe: Pipe, kind: SegmentKind, bytes: Uint8Array | null): void {
     const now = this.#world.now;
     const parts: (Uint8Array | null)[] = [];
     if (bytes !== null && bytes.length > 1 && this.#random.chance(this.faults.splitProb)) {
@@ -277,10 +369,11 @@ export class SimNetwork {
     } else {
       parts.push(bytes);
     }
+    const boot = pipe.src.node.powerLosses;
     for (const part of parts) {
       const at = Math.max(pipe.lastAt, now + this.#delay());
       pipe.lastAt = at;
-      pipe.inflight.push({ bytes: part, at });
+      pipe.inflight.push({ kind, bytes: part, at, boot, counted: false });
       if (part !== null) pipe.inflightBytes += part.length;
       this.stats.segments++;
     }
@@ -289,56 +382,147 @@ export class SimNetwork {
 
   #scheduleDelivery(pipe: Pipe): void {
     const head = pipe.inflight[0];
-    if (head === undefined || pipe.reset) return;
+    if (head === undefined) return;
     pipe.scheduled = true;
     this.#world.schedule(head.at - this.#world.now, () => this.#deliver(pipe), {
-      owner: pipe.to,
       tag: TAG_DELIVER,
     });
   }
 
+  /** A network event: the segments due on `pipe` reach the receiving machine. */
   #deliver(pipe: Pipe): void {
     pipe.scheduled = false;
-    if (pipe.reset) return;
-    if (this.isBlocked(pipe.from.host, pipe.to.host)) {
-      pipe.held = true;
-      this.#held.add(pipe);
-      this.stats.heldSegments += pipe.inflight.length;
+    const now = this.#world.now;
+    for (;;) {
+      const seg = pipe.inflight[0];
+      if (seg === undefined || seg.at > now) break;
+      if (seg.boot === pipe.src.node.powerLosses) {
+        const partitioned = this.isBlocked(pipe.src.node.host, pipe.dst.node.host);
+        if (partitioned || !pipe.dst.node.hostUp) {
+          this.#hold(pipe, partitioned);
+          return;
+        }
+      }
+      pipe.inflight.shift();
+      if (seg.bytes !== null) pipe.inflightBytes -= seg.bytes.length;
+      // Whatever the sender's kernel still held when it lost power never arrives.
+      if (seg.boot === pipe.src.node.powerLosses) this.#arrive(pipe, seg);
+    }
+    if (pipe.inflight.length > 0 && !pipe.scheduled) this.#scheduleDelivery(pipe);
+  }
+
+  #hold(pipe: Pipe, partitioned: boolean): void {
+    pipe.held = true;
+    this.#held.add(pipe);
+    if (!partitioned) return;
+    for (const seg of pipe.inflight) {
+      if (seg.counted) continue;
+      seg.counted = true;
+      this.stats.heldSegments++;
+    }
+  }
+
+  #release(which: (pipe: Pipe) => boolean): void {
+    for (const pipe of [...this.#held]) {
+      if (!which(pipe)) continue;
+      this.#held.delete(pipe);
+      pipe.held = false;
+      if (!pipe.scheduled) this.#scheduleDelivery(pipe);
+    }
+  }
+
+  /** One segment reaches the receiving end's machine, which has power. */
+  #arrive(pipe: Pipe, seg: Segment): void {
+    const end = pipe.dst;
+    const open = end.node.isCurrent(end.incarnation) && !end.closed && !end.reset;
+    if (seg.kind === "rst") {
+      if (open) this.#resetByPeer(end);
       return;
     }
-    const now = this.#world.now;
-    while (pipe.inflight.length > 0 && (pipe.inflight[0] as Segment).at <= now) {
-      const seg = pipe.inflight.shift() as Segment;
-      if (seg.bytes === null) {
-        pipe.finDelivered = true;
-        continue;
-      }
-      pipe.inflightBytes -= seg.bytes.length;
-      if (pipe.readerClosed) continue;
-      pipe.unread.push(seg.bytes);
-      pipe.unreadBytes += seg.bytes.length;
+    if (!open) {
+      // No socket takes these bytes: the kernel answers with a RST. A FIN needs no answer.
+      if (seg.kind === "data") this.#sendRst(end);
+      return;
     }
-    this.#serveReader(pipe);
-    if (pipe.inflight.length > 0) this.#scheduleDelivery(pipe);
+    if (seg.kind === "fin") pipe.finDelivered = true;
+    else {
+      pipe.unread.push(seg.bytes as Uint8Array);
+      pipe.unreadBytes += (seg.bytes as Uint8Array).length;
+    }
+    this.#runOn(end, () => this.#serveReader(pipe));
   }
 
-  /** The receiver closed; after a network delay the sender learns it and its writes fail. */
-  #breakFor(pipe: Pipe): void {
-    pipe.broken = true;
-    this.#world.schedule(this.#delay(), () => this.#wakeWriter(pipe), {
-      owner: pipe.from,
-      tag: TAG_WAKE,
-    });
+  /** The kernel of `end`'s machine answers for a socket that is gone or closed. */
+  #sendRst(end: SimConn): void {
+    const boot = end.node.powerLosses;
+    if (end.rstBoot === boot) return;
+    end.rstBoot = boot;
+    this.stats.rstSent++;
+    this.#send(end.outbound, "rst", null);
   }
 
-  /** Hands buffered bytes to a waiting reader, if any. Runs on the reader's node. */
+  /** Aborts `end` locally: unsent data is discarded, a RST goes out, the end is reset. */
+  #abort(end: SimConn): void {
+    this.#conns.delete(end);
+    end.reset = true;
+    end.outbound.dropInflight();
+    end.inbound.dropUnread();
+    this.#sendRst(end);
+  }
+
+  /** Makes a half-made connection end disappear (nobody will ever use it). */
+  #forget(end: SimConn): void {
+    end.closed = true;
+    if (end.node.hostUp) this.#sendRst(end);
+  }
+
+  /** A RST from the peer reached a live end: bytes it had not read or not delivered are lost. */
+  #resetByPeer(end: SimConn): void {
+    this.#conns.delete(end);
+    end.reset = true;
+    if (end.inbound.unreadBytes + end.outbound.inflightBytes > 0) this.stats.resetsLosingBytes++;
+    end.inbound.dropUnread();
+    end.outbound.dropInflight();
+    this.#held.delete(end.outbound);
+    end.outbound.held = false;
+    this.#runOn(end, () => this.#failWaiters(end));
+  }
+
+  /** Fails `end`'s pending read and write after a reset. Runs on `end`'s node. */
+  #failWaiters(end: SimConn): void {
+    const r = end.inbound.reader;
+    if (r !== null) {
+      end.inbound.reader = null;
+      r.reject(new ConnectionReset("Cannot read: connection reset by peer"));
+    }
+    const w = end.outbound.writer;
+    if (w !== null) {
+      end.outbound.writer = null;
+      w.reject(new ConnectionReset("Cannot write: connection reset by peer"));
+    }
+  }
+
+  /**
+   * Runs `fn`, which settles promises of `end`'s incarnation, from a network event: at once if that
+   * process runs, later in an event of its own if it is paused, never if it is gone.
+   */
+  #runOn(end: { node: SimNode; incarnation: number }, fn: () => void): void {
+    if (!end.node.isCurrent(end.incarnation)) return;
+    if (!end.node.paused) {
+      fn();
+      return;
+    }
+    this.#world.schedule(0, fn, { owner: end.node, incarnation: end.incarnation, tag: TAG_WAKE });
+  }
+
+  /** Hands buffered bytes or the end of stream to a waiting reader, if any. */
   #serveReader(pipe: Pipe): void {
     const r = pipe.reader;
     if (r === null) return;
     if (pipe.unreadBytes > 0) {
       pipe.reader = null;
       r.resolve(this.take(pipe, r.buf));
-    } else if (pipe.finDelivered && pipe.inflight.length === 0) {
+    } else if (pipe.finDelivered) {
       pipe.reader = null;
       r.resolve(null);
     }
@@ -361,7 +545,13 @@ export class SimNetwork {
     }
     pipe.unreadBytes -= n;
     if (pipe.writer !== null) {
-      this.#world.schedule(0, () => this.#wakeWriter(pipe), { owner: pipe.from, tag: TAG_WAKE });
+      // The window update reaches the writer's process in an event of its own.
+      const src = pipe.src;
+      this.#world.schedule(0, () => this.#wakeWriter(pipe), {
+        owner: src.node,
+        incarnation: src.incarnation,
+        tag: TAG_WAKE,
+      });
     }
     return n;
   }
@@ -369,70 +559,43 @@ export class SimNetwork {
   /** Retries a writer blocked on a full window. Runs on the writer's node. */
   #wakeWriter(pipe: Pipe): void {
     const w = pipe.writer;
-    if (w === null) return;
-    if (pipe.reset) {
-      pipe.writer = null;
-      w.reject(new ConnectionReset("Cannot write: connection reset by peer"));
-    } else if (pipe.broken) {
-      pipe.writer = null;
-      w.reject(new BrokenPipe("Cannot write: the peer closed the connection"));
-    } else if (pipe.space > 0) {
-      pipe.writer = null;
-      w.resolve(this.accept(pipe, w.bytes));
-    }
+    if (w === null || pipe.space <= 0) return;
+    pipe.writer = null;
+    w.resolve(this.accept(pipe, w.bytes));
   }
 
   /** Takes as much of `bytes` as the window allows (maybe less), copies and sends it. */
   accept(pipe: Pipe, bytes: Uint8Array): number {
     let n = Math.min(bytes.length, pipe.space);
     if (n > 1 && this.#random.chance(this.faults.shortWriteProb)) n = this.#random.int(1, n);
-    this.send(pipe, bytes.slice(0, n));
+    this.#send(pipe, "data", bytes.slice(0, n));
     return n;
   }
 
-  #resetEnd(conn: SimConn): void {
-    this.#conns.delete(conn);
-    for (const pipe of [conn.inbound, conn.outbound]) {
-      pipe.reset = true;
-      pipe.inflight.length = 0;
-      pipe.inflightBytes = 0;
-      pipe.unread.length = 0;
-      pipe.unreadBytes = 0;
-      this.#held.delete(pipe);
-    }
-    const r = conn.inbound.reader;
-    if (r !== null) {
-      conn.inbound.reader = null;
-      if (conn.closed) r.resolve(null);
-      else r.reject(new ConnectionReset("Cannot read: connection reset by peer"));
-    }
-    const w = conn.outbound.writer;
-    if (w !== null) {
-      conn.outbound.writer = null;
-      w.reject(new ConnectionReset("Cannot write: connection reset by peer"));
-    }
-  }
-
-  /** Local close: FIN goes out after the written bytes; incoming bytes are dropped from now on. */
+  /**
+   * Local close: a FIN goes out after the written bytes; unread bytes are dropped, and bytes that
+   * arrive later are answered with a RST. The peer learns of the close only from those segments.
+   */
   closeEnd(conn: SimConn): void {
     this.#conns.delete(conn);
-    const out = conn.outbound;
-    if (!out.reset) this.send(out, null);
+    if (!conn.reset) this.#send(conn.outbound, "fin", null);
     const inbound = conn.inbound;
-    inbound.readerClosed = true;
-    inbound.unread.length = 0;
-    inbound.unreadBytes = 0;
+    inbound.dropUnread();
     const r = inbound.reader;
     if (r !== null) {
       inbound.reader = null;
       r.resolve(null);
     }
-    const w = out.writer;
+    const w = conn.outbound.writer;
     if (w !== null) {
-      out.writer = null;
+      conn.outbound.writer = null;
       w.reject(new BrokenPipe("Cannot write: the connection was closed locally"));
     }
-    if (!inbound.broken && !inbound.reset) this.#breakFor(inbound);
+  }
+
+  /** A listener was closed by its code: connections not yet accepted are reset. */
+  closeListener(l: SimListener): void {
+    for (const c of l.drop()) this.#abort(c);
   }
 
   /** Parks a reader until bytes, end of stream or reset. */
@@ -452,86 +615,117 @@ export class SimNetwork {
   }
 }
 
-/** One end of a simulated connection. */
+/** One end of a simulated connection, owned by the incarnation that opened or accepted it. */
 export class SimConn implements Conn {
   readonly node: SimNode;
+  readonly incarnation: number;
   readonly local: Addr;
   readonly remote: Addr;
   readonly outbound: Pipe;
   readonly inbound: Pipe;
   peer: SimConn | null = null;
+  /** Closed by its code, or by the kernel when its process ended. */
   closed = false;
+  /** A RST arrived, or the end was aborted. */
+  reset = false;
+  /** The power-loss count at which this end's kernel last sent a RST: one per boot is enough. */
+  rstBoot = -1;
   readonly #net: SimNetwork;
 
-  constructor(net: SimNetwork, node: SimNode, local: Addr, remote: Addr, out: Pipe, back: Pipe) {
+  constructor(
+    net: SimNetwork,
+    node: SimNode,
+    incarnation: number,
+    opts: { local: Addr; remote: Addr; out: Pipe; back: Pipe },
+  ) {
     this.#net = net;
     this.node = node;
-    this.local = local;
-    this.remote = remote;
-    this.outbound = out;
-    this.inbound = back;
+    this.incarnation = incarnation;
+    this.local = opts.local;
+    this.remote = opts.remote;
+    this.outbound = opts.out;
+    this.inbound = opts.back;
   }
 
   read(buf: Uint8Array): Promise<number | null> {
+    if (!this.node.isCurrent(this.incarnation)) return never();
+    if (buf.length === 0) {
+      return Promise.reject(new RangeError("Conn.read needs a non-empty buffer"));
+    }
     const pipe = this.inbound;
     if (this.closed) return Promise.resolve(null);
-    if (pipe.reset) return Promise.reject(new ConnectionReset("Cannot read: connection reset"));
-    if (buf.length === 0) return Promise.resolve(0);
+    if (this.reset) return Promise.reject(new ConnectionReset("Cannot read: connection reset"));
     if (pipe.unreadBytes > 0) return Promise.resolve(this.#net.take(pipe, buf));
-    if (pipe.finDelivered && pipe.inflight.length === 0) return Promise.resolve(null);
+    if (pipe.finDelivered) return Promise.resolve(null);
     return this.#net.waitRead(pipe, buf);
   }
 
   write(bytes: Uint8Array): Promise<number> {
+    if (!this.node.isCurrent(this.incarnation)) return never();
     const pipe = this.outbound;
     if (this.closed) return Promise.reject(new Closed("Cannot write: connection closed"));
-    if (pipe.reset) return Promise.reject(new ConnectionReset("Cannot write: connection reset"));
-    if (pipe.broken) {
-      return Promise.reject(new BrokenPipe("Cannot write: the peer closed the connection"));
-    }
+    if (this.reset) return Promise.reject(new ConnectionReset("Cannot write: connection reset"));
     if (bytes.length === 0) return Promise.resolve(0);
     if (pipe.space > 0) return Promise.resolve(this.#net.accept(pipe, bytes));
     return this.#net.waitWrite(pipe, bytes);
   }
 
   close(): void {
-    if (this.closed) return;
+    // A dead incarnation's sockets were already dealt with by its kernel.
+    if (this.closed || !this.node.isCurrent(this.incarnation)) return;
     this.closed = true;
     this.#net.closeEnd(this);
   }
 }
 
-/** A simulated server socket. */
+/** A simulated server socket, owned by the incarnation that bound it. */
 export class SimListener implements Listener {
   readonly node: SimNode;
+  readonly incarnation: number;
   readonly addr: Addr;
+  /** Bound to 127.0.0.1: only connections from its own host reach it. */
+  readonly loopbackOnly: boolean;
+  /** Connections made but not yet accepted; at most ACCEPT_BACKLOG_MAX. */
   readonly backlog: SimConn[] = [];
   closed = false;
   #waiter: ((c: Conn | null) => void) | null = null;
+  readonly #net: SimNetwork;
   readonly #onClose: () => void;
 
-  constructor(node: SimNode, addr: Addr, onClose: () => void) {
+  constructor(
+    net: SimNetwork,
+    node: SimNode,
+    incarnation: number,
+    addr: Addr,
+    opts: { loopbackOnly: boolean; onClose: () => void },
+  ) {
+    this.#net = net;
     this.node = node;
+    this.incarnation = incarnation;
     this.addr = addr;
-    this.#onClose = onClose;
+    this.loopbackOnly = opts.loopbackOnly;
+    this.#onClose = opts.onClose;
   }
 
-  /** A new connection arrives (called on the listener's node). */
-  offer(conn: SimConn): void {
-    if (this.closed) {
-      conn.close();
-      return;
-    }
+  /** Gives the oldest waiting connection to a pending `accept` (runs on the listener's node). */
+  handOver(): void {
     const w = this.#waiter;
-    if (w !== null) {
-      this.#waiter = null;
-      w(conn);
-    } else {
-      this.backlog.push(conn);
-    }
+    if (w === null || this.closed) return;
+    const c = this.backlog.shift();
+    if (c === undefined) return;
+    this.#waiter = null;
+    w(c);
+  }
+
+  /** Marks the listener closed and empties its backlog (returned); a pending accept is dropped. */
+  drop(): SimConn[] {
+    this.closed = true;
+    this.#waiter = null;
+    return this.backlog.splice(0);
   }
 
   accept(): Promise<Conn | null> {
+    if (!this.node.isCurrent(this.incarnation)) return never();
     if (this.closed) return Promise.resolve(null);
     const c = this.backlog.shift();
     if (c !== undefined) return Promise.resolve(c);
@@ -542,12 +736,10 @@ export class SimListener implements Listener {
   }
 
   close(): void {
-    if (this.closed) return;
-    this.closed = true;
-    this.#onClose();
-    for (const c of this.backlog.splice(0)) c.close();
+    if (this.closed || !this.node.isCurrent(this.incarnation)) return;
     const w = this.#waiter;
-    this.#waiter = null;
+    this.#onClose();
+    this.#net.closeListener(this);
     w?.(null);
   }
 }

@@ -8,8 +8,10 @@ import { TraceHash } from "./trace.ts";
 /** Something that owns events: a simulated process. Its events die with its incarnation. */
 export interface EventOwner {
   readonly id: number;
-  /** Bumped on every crash; events scheduled by an older incarnation are dropped. */
+  /** Bumped on every start; events scheduled for another incarnation are dropped. */
   readonly incarnation: number;
+  /** False while the process is down: its events are dropped, not kept for the next start. */
+  readonly up: boolean;
   /** While paused, the owner's events are held back and fired after it resumes. */
   readonly paused: boolean;
   /** Keeps an event of a paused owner until it resumes. */
@@ -37,6 +39,11 @@ export interface Timer {
 /** Options for `World.schedule`. */
 export interface ScheduleOptions {
   owner?: EventOwner | null;
+  /**
+   * The owner's incarnation the event belongs to; default the owner's current one. Code of an
+   * incarnation passes its own number, so its events die with it even if it outlives its crash.
+   */
+  incarnation?: number;
   tag?: number;
 }
 
@@ -87,18 +94,19 @@ export class World {
   }
 
   /**
-   * Fires `fn` after `delayMs` of virtual time. Events of a crashed owner incarnation are dropped;
-   * events of a paused owner wait for it.
+   * Fires `fn` after `delayMs` of virtual time (a negative or non-finite delay counts as 0, as
+   * `setTimeout` treats it). Events of an owner that is down, or of another incarnation than the
+   * one they were scheduled for, are dropped; events of a paused owner wait for it.
    */
   schedule(delayMs: number, fn: () => void, opts: ScheduleOptions = {}): Timer {
     const owner = opts.owner ?? null;
     const ev: SimEvent = {
-      at: this.#now + Math.max(0, delayMs),
+      at: this.#now + (Number.isFinite(delayMs) ? Math.max(0, delayMs) : 0),
       tie: this.#random.u32(),
       seq: this.#seq++,
       fn,
       owner,
-      incarnation: owner?.incarnation ?? 0,
+      incarnation: opts.incarnation ?? owner?.incarnation ?? 0,
       tag: opts.tag ?? 0,
       cancelled: false,
     };
@@ -106,10 +114,16 @@ export class World {
     return { cancel: () => (ev.cancelled = true) };
   }
 
-  /** Puts deferred events of a resumed owner back on the queue, now, in their old order. */
+  /**
+   * Puts deferred events of a resumed owner back on the queue, now, in the order they were held:
+   * tie-break 0 and fresh increasing sequence numbers, so they fire before anything else due now
+   * and in exactly their old order.
+   */
   requeue(events: SimEvent[]): void {
     for (const ev of events) {
       ev.at = this.#now;
+      ev.tie = 0;
+      ev.seq = this.#seq++;
       this.#push(ev);
     }
   }
@@ -140,7 +154,7 @@ export class World {
       if (ev.cancelled) continue;
       const owner = ev.owner;
       if (owner !== null) {
-        if (owner.incarnation !== ev.incarnation) continue;
+        if (!owner.up || owner.incarnation !== ev.incarnation) continue;
         if (owner.paused) {
           owner.defer(ev);
           continue;

@@ -2,8 +2,12 @@
 // checker catches a planted bug. The seed ranges are fixed so a failure names its seed.
 
 import assert from "node:assert/strict";
+import { RegisterClient } from "../sim/example/register_client.ts";
+import { runReplica } from "../sim/example/register_replica.ts";
 import { registerOptions, runRegister } from "../sim/example/register_scenario.ts";
+import { runOnNode } from "../sim/harness.ts";
 import { reproLine } from "../sim/runner.ts";
+import { Simulation } from "../sim/simulation.ts";
 
 const CI_SEEDS = 200;
 
@@ -26,13 +30,17 @@ Deno.test(`register example: ${CI_SEEDS} swarm seeds, no violation, every fault 
       "putsOk",
       "putsUnknown",
       "getsOk",
+      "verifiedKeys",
       "partitions",
       "oneWays",
+      "heals",
       "powerCrashes",
       "processCrashes",
       "pauses",
+      "pausesHeldEvents",
       "resets",
       "wallJumps",
+      "diskFulls",
       "crashesWithPending",
       "writesKept",
       "writesDropped",
@@ -43,6 +51,9 @@ Deno.test(`register example: ${CI_SEEDS} swarm seeds, no violation, every fault 
       "readErrors",
       "noSpace",
       "netHeldSegments",
+      "netRstSent",
+      "netResetsLosingBytes",
+      "netConnectTimeouts",
       "fatalExits",
     ]
   ) {
@@ -81,4 +92,38 @@ Deno.test("register example: with faults off every write is acknowledged and the
   assert.ok(r.stats.putsOk! > 100);
   assert.equal(r.stats.putsUnknown, 0);
   assert.equal(r.stats.fatalExits, 0);
+});
+
+Deno.test("register client: a replica that lost power for long is used again once it is back", async () => {
+  const sim = new Simulation(5, { restartAfterExitMs: 50 });
+  const names = ["replica-0", "replica-1", "replica-2"];
+  for (const name of names) {
+    sim.addNode({
+      name,
+      main: (env, ctl) => runReplica(env, ctl, { host: "0.0.0.0", port: 7000, dataDir: "data" }),
+    });
+  }
+  const acked = await runOnNode(sim, "client", async (env) => {
+    const client = new RegisterClient(env, {
+      replicas: names.map((host) => ({ host, port: 7000 })),
+      opTimeoutMs: 500,
+    });
+    await env.clock.sleep(50);
+    // A power loss sends nothing: the client hears nothing from replica-0 for 10 s.
+    sim.crash(sim.node("replica-0"), "power", 10_000);
+    let version = 0;
+    const until = env.clock.now() + 12_000;
+    while (env.clock.now() < until) {
+      await client.put({ key: "k", version: ++version, value: `v${version}` });
+      await env.clock.sleep(5);
+    }
+    // With replica-1 gone for good, a majority needs replica-0 again.
+    sim.crash(sim.node("replica-1"), "power");
+    let ok = 0;
+    for (let i = 0; i < 10; i++) {
+      if (await client.put({ key: "k", version: ++version, value: `v${version}` }) === "ok") ok++;
+    }
+    return ok;
+  });
+  assert.ok(acked > 0, "no put was acknowledged by replica-0 and replica-2");
 });

@@ -16,76 +16,144 @@ import {
 
 /** Requests waiting for a reply on one link, at most. */
 const LINK_INFLIGHT_MAX = 256;
+/** How long a connection attempt may take, ms. */
+const CONNECT_TIMEOUT_MS = 300;
+
+/** A request waiting for its reply. */
+interface Waiting {
+  resolve: (f: Frame | null) => void;
+  sentAtMs: number;
+  /** `framesHeard` of its session when it was sent. */
+  heardBefore: number;
+}
+
+/** One connection of a link and the requests waiting on it. */
+interface Session {
+  conn: Conn;
+  /** Requests waiting for a reply, by id, oldest first; at most LINK_INFLIGHT_MAX. */
+  waiting: Map<number, Waiting>;
+  sending: Promise<void>;
+  /** Frames received so far: a request that times out with none since it went out drops the link. */
+  framesHeard: number;
+  /** A timer is armed for the oldest waiting request. */
+  watching: boolean;
+  failed: boolean;
+}
 
 /** One connection to one replica, reconnected on demand, with requests matched by id. */
 class ReplicaLink {
   readonly #env: Env;
   readonly #addr: Addr;
-  #conn: Conn | null = null;
-  #connecting: Promise<Conn> | null = null;
+  readonly #requestTimeoutMs: number;
+  #session: Session | null = null;
+  #connecting: Promise<Session> | null = null;
   #nextId = 1;
-  readonly #waiting = new Map<number, (f: Frame | null) => void>();
-  #sending: Promise<void> = Promise.resolve();
 
-  constructor(env: Env, addr: Addr) {
+  constructor(env: Env, addr: Addr, requestTimeoutMs: number) {
     this.#env = env;
     this.#addr = addr;
+    this.#requestTimeoutMs = requestTimeoutMs;
   }
 
-  /** Sends a request; resolves its reply, or null if the link failed first. */
+  /** Sends a request; resolves its reply, or null if the link failed or it timed out first. */
   async call(op: number, body: Versioned): Promise<Frame | null> {
-    if (this.#waiting.size >= LINK_INFLIGHT_MAX) return null;
-    let conn: Conn;
+    if ((this.#session?.waiting.size ?? 0) >= LINK_INFLIGHT_MAX) return null;
+    let s: Session;
     try {
-      conn = await this.#open();
+      s = await this.#open();
     } catch {
       return null;
     }
+    // The connection may have failed, or filled up, while this call waited for it.
+    if (s.failed || s.waiting.size >= LINK_INFLIGHT_MAX) return null;
     const id = this.#nextId++;
-    const answer = new Promise<Frame | null>((resolve) => this.#waiting.set(id, resolve));
+    const answer = new Promise<Frame | null>((resolve) => {
+      s.waiting.set(id, {
+        resolve,
+        sentAtMs: this.#env.clock.now(),
+        heardBefore: s.framesHeard,
+      });
+    });
+    this.#watch(s);
     const frame = encodeFrame(op, id, body);
-    this.#sending = this.#sending.then(() => writeAll(conn, frame)).catch(() => this.#fail(conn));
+    s.sending = s.sending.then(() => writeAll(s.conn, frame)).catch(() => this.#fail(s));
     return answer;
   }
 
-  #open(): Promise<Conn> {
-    if (this.#conn !== null) return Promise.resolve(this.#conn);
+  /** One timer per connection, for its oldest request: expires what is overdue, then re-arms. */
+  #watch(s: Session): void {
+    if (s.watching || s.failed) return;
+    const oldest = s.waiting.values().next().value;
+    if (oldest === undefined) return;
+    s.watching = true;
+    const dueMs = oldest.sentAtMs + this.#requestTimeoutMs - this.#env.clock.now();
+    void this.#env.clock.sleep(dueMs).then(() => {
+      s.watching = false;
+      if (s.failed) return;
+      const now = this.#env.clock.now();
+      let silent = false;
+      for (const [id, w] of s.waiting) {
+        if (w.sentAtMs + this.#requestTimeoutMs > now) break;
+        s.waiting.delete(id);
+        w.resolve(null);
+        if (s.framesHeard === w.heardBefore) silent = true;
+      }
+      // Not a word since an expired request went out: the replica may be gone without a FIN or
+      // RST (a power loss sends nothing), so drop the connection and reconnect on the next call.
+      if (silent) this.#fail(s);
+      else this.#watch(s);
+    });
+  }
+
+  #open(): Promise<Session> {
+    if (this.#session !== null) return Promise.resolve(this.#session);
     if (this.#connecting === null) {
-      this.#connecting = this.#env.net.connect(this.#addr, { timeoutMs: 300 }).then((conn) => {
-        this.#conn = conn;
-        void this.#readLoop(conn);
-        return conn;
+      const connect = this.#env.net.connect(this.#addr, { timeoutMs: CONNECT_TIMEOUT_MS });
+      this.#connecting = connect.then((conn) => {
+        const s: Session = {
+          conn,
+          waiting: new Map(),
+          sending: Promise.resolve(),
+          framesHeard: 0,
+          watching: false,
+          failed: false,
+        };
+        this.#session = s;
+        void this.#readLoop(s);
+        return s;
       }).finally(() => (this.#connecting = null));
     }
     return this.#connecting;
   }
 
-  async #readLoop(conn: Conn): Promise<void> {
+  async #readLoop(s: Session): Promise<void> {
     const frames = new FrameReader();
     const buf = new Uint8Array(4096);
     try {
       for (;;) {
-        const n = await conn.read(buf);
+        const n = await s.conn.read(buf);
         if (n === null) break;
         frames.push(buf.subarray(0, n));
         for (let f = frames.next(); f !== null; f = frames.next()) {
-          const resolve = this.#waiting.get(f.id);
-          this.#waiting.delete(f.id);
-          resolve?.(f);
+          s.framesHeard++;
+          const w = s.waiting.get(f.id);
+          s.waiting.delete(f.id);
+          w?.resolve(f);
         }
       }
     } catch {
       // Reset or garbage: fail everything in flight below and reconnect on the next call.
     }
-    this.#fail(conn);
+    this.#fail(s);
   }
 
-  #fail(conn: Conn): void {
-    if (this.#conn !== conn) return;
-    this.#conn = null;
-    conn.close();
-    for (const resolve of this.#waiting.values()) resolve(null);
-    this.#waiting.clear();
+  #fail(s: Session): void {
+    if (s.failed) return;
+    s.failed = true;
+    if (this.#session === s) this.#session = null;
+    s.conn.close();
+    for (const w of s.waiting.values()) w.resolve(null);
+    s.waiting.clear();
   }
 }
 
@@ -94,6 +162,11 @@ export interface RegisterClientOptions {
   replicas: Addr[];
   /** Give up on an operation after this long (its outcome may then be unknown). */
   opTimeoutMs: number;
+  /**
+   * Give up on one replica's reply after this long; a connection that stays silent that long is
+   * dropped and reopened. Default `opTimeoutMs`.
+   */
+  requestTimeoutMs?: number;
 }
 
 /** Outcome of a replicated put: acked by a majority, or unknown. */
@@ -108,7 +181,8 @@ export class RegisterClient {
   constructor(env: Env, opts: RegisterClientOptions) {
     this.#env = env;
     this.#opts = opts;
-    this.#links = opts.replicas.map((a) => new ReplicaLink(env, a));
+    const requestTimeoutMs = opts.requestTimeoutMs ?? opts.opTimeoutMs;
+    this.#links = opts.replicas.map((a) => new ReplicaLink(env, a, requestTimeoutMs));
   }
 
   get #majority(): number {

@@ -66,6 +66,13 @@ export async function runReplica(
       try {
         await file.writeAt(walEnd, bytes);
       } catch (err) {
+        // A failed write may have left a prefix of the batch; cut it off, or the next batch
+        // would land after garbage, or leave a tail of records nobody acknowledged.
+        try {
+          await file.truncate(walEnd);
+        } catch {
+          ctl.fatal("cannot truncate the WAL after a failed write");
+        }
         for (const p of batch) p.reject(err);
         continue;
       }
@@ -74,7 +81,6 @@ export async function runReplica(
       } catch {
         // The dirty pages may be gone for good; the only honest answer is to die and recover.
         ctl.fatal("fsync of the WAL failed");
-        return;
       }
       walEnd += bytes.length;
       for (const p of batch) p.resolve();
@@ -85,7 +91,8 @@ export async function runReplica(
   function append(record: Uint8Array): Promise<void> {
     return new Promise((resolve, reject) => {
       queue.push({ record, resolve, reject });
-      if (!committing) void commitLoop();
+      // The loop only ever ends in error through ctl.fatal, which has ended the process already.
+      if (!committing) commitLoop().catch(() => {});
     });
   }
 
@@ -182,10 +189,7 @@ async function recover(
     // A checksum failure may be a bit flipped on the way from disk; read again to tell.
     if (parsed.end === bytes.length) break;
   }
-  if (!readOk) {
-    ctl.fatal(`cannot read ${wal}`);
-    throw new Error(`Cannot read ${wal}: the disk keeps failing`);
-  }
+  if (!readOk) ctl.fatal(`cannot read ${wal}: the disk keeps failing`);
   const tmp = `${wal}.new`;
   const file = await env.disk.open(tmp, { create: true });
   await file.truncate(0);

@@ -1,8 +1,10 @@
 // EXAMPLE scenario: three replicas of the register store and one client node, under a swarm
-// fault plan, then healed. Its checker holds the example to its promises: an acknowledged write
-// is never lost and never read past, reads return only values somebody wrote, and the system
-// makes progress once healed.
+// fault plan, then healed, then every replica loses power at once and a fresh client reads every
+// key back. Its checker holds the example to its promises: an acknowledged write is never lost and
+// never read past, reads return only values somebody wrote, and the system makes progress once
+// healed.
 
+import { Buffer } from "node:buffer";
 import { SeededRandom } from "../../src/io/prng.ts";
 import type { Env } from "../../src/io/types.ts";
 import { calm, calmPlan, type FaultPlan, Nemesis, rollPlan } from "../faults.ts";
@@ -12,7 +14,7 @@ import { EXIT_CLEAN } from "../node.ts";
 import type { RunResult } from "../runner.ts";
 import { RegisterClient } from "./register_client.ts";
 import { parseWal, type ReplicaBug, runReplica } from "./register_replica.ts";
-import type { Versioned } from "./register_wire.ts";
+import { encodeRecord, type Versioned } from "./register_wire.ts";
 
 /** Everything that decides a run. All of it derives from the seed unless overridden. */
 export interface RegisterOptions {
@@ -33,6 +35,12 @@ const PORT = 7000;
 /** The client starts after the replicas had time to recover and listen. */
 const CLIENT_START_DELAY_MS = 50;
 const DATA_DIR = "data";
+/** Client operations give up after this long, ms. */
+const OP_TIMEOUT_MS = 500;
+/** Virtual time the verifier gets to read every key back after the final power loss, ms. */
+const VERIFY_MS = 30_000;
+/** The verifier's pause between two failed reads of a key, ms. */
+const VERIFY_RETRY_MS = 50;
 
 /** Derives the options for `seed`, then applies `overrides`. */
 export function registerOptions(
@@ -69,22 +77,32 @@ export async function runRegister(opts: RegisterOptions): Promise<RunResult> {
     sim.addNode({
       name,
       skew: { drift, wallOffsetMs: 0 },
-      main: (env, ctl) => runReplica(env, ctl, { port: PORT, dataDir: DATA_DIR, bug: opts.bug }),
+      main: (env, ctl) =>
+        runReplica(env, ctl, { host: "0.0.0.0", port: PORT, dataDir: DATA_DIR, bug: opts.bug }),
     });
   }
   const phase = { liveness: false };
   let clientDone = false;
+  const violations: string[] = [];
+  // The moment a put is acknowledged, a majority must hold it durably: nothing later can help.
+  const onAck = (v: Versioned, index: number) => {
+    const n = durableCopies(sim, names, v);
+    if (n < majority(names.length)) {
+      violations.push(
+        `lost write: ${v.key}@${v.version} was acknowledged while durable on ${n} of ${names.length} replicas (history #${index})`,
+      );
+    }
+  };
   sim.addNode({
     name: "client",
     main: async (env) => {
-      await runClient(env, sim, opts, names, phase);
+      await runClient(env, sim, { opts, names, phase, onAck });
       clientDone = true;
     },
   });
 
   const nemesis = new Nemesis(sim, plan, sim.nodes.filter((n) => n.name !== "client"));
   nemesis.start();
-  const violations: string[] = [];
   await sim.world.run({ untilMs: opts.safetyMs });
   calm(sim, nemesis);
   phase.liveness = true;
@@ -97,9 +115,36 @@ export async function runRegister(opts: RegisterOptions): Promise<RunResult> {
         : `liveness: the client did not finish within ${opts.livenessMs} ms after healing`,
     );
   }
-  violations.push(...checkHistory(sim.history.entries));
+  // Judge the disks before the final power loss, whose luck could make an unsynced write durable.
   violations.push(...checkDurable(sim, names, sim.history.entries));
+  const keys = Array.from({ length: opts.writers }, (_, i) => `k${i}`);
+  const verified = { keys: 0 };
+  if (clientDone) {
+    // Every replica loses power at once and comes back: what they recover must still hold every
+    // acknowledged write, as a fresh client on a new node sees it.
+    for (const name of names) {
+      const node = sim.node(name);
+      node.crash("power");
+      node.start();
+    }
+    let verifierDone = false;
+    sim.addNode({
+      name: "verifier",
+      main: async (env) => {
+        await runVerifier(env, sim, { names, keys, verified });
+        verifierDone = true;
+      },
+    });
+    await sim.world.run({ untilMs: sim.world.now + VERIFY_MS, stop: () => verifierDone });
+    if (!verifierDone) {
+      violations.push(
+        `liveness: after every replica lost power, the verifier read ${verified.keys} of ${keys.length} keys within ${VERIFY_MS} ms`,
+      );
+    }
+  }
+  violations.push(...checkHistory(sim.history.entries));
   const disk = sumStats(sim.nodes.map((n) => n.disk.stats));
+  const net = sim.net.stats;
   return {
     scenario: "register",
     seed: opts.seed,
@@ -117,24 +162,36 @@ export async function runRegister(opts: RegisterOptions): Promise<RunResult> {
       gets: sim.history.count("invoke", "get"),
       getsOk: sim.history.count("ok", "get"),
       fatalExits: sim.exits.filter((e) => e.reason !== EXIT_CLEAN).length,
+      verifiedKeys: verified.keys,
       ...nemesis.stats,
+      pausesHeldEvents: sim.nodes.reduce((n, node) => n + node.pausesWithHeldEvents, 0),
       ...disk,
-      netResets: sim.net.stats.resets,
-      netHeldSegments: sim.net.stats.heldSegments,
+      netResets: net.resets,
+      netRstSent: net.rstSent,
+      netResetsLosingBytes: net.resetsLosingBytes,
+      netConnectTimeouts: net.connectTimeouts,
+      netHeldSegments: net.heldSegments,
     },
   };
+}
+
+/** What the client process needs from the scenario. */
+interface ClientSetup {
+  opts: RegisterOptions;
+  names: string[];
+  phase: { liveness: boolean };
+  /** Called the moment a put is acknowledged, with its history index. */
+  onAck: (v: Versioned, index: number) => void;
 }
 
 async function runClient(
   env: Env,
   sim: Simulation,
-  opts: RegisterOptions,
-  names: string[],
-  phase: { liveness: boolean },
+  { opts, names, phase, onAck }: ClientSetup,
 ): Promise<void> {
   const client = new RegisterClient(env, {
     replicas: names.map((host) => ({ host, port: PORT })),
-    opTimeoutMs: 500,
+    opTimeoutMs: OP_TIMEOUT_MS,
   });
   const h = sim.history;
   await env.clock.sleep(CLIENT_START_DELAY_MS);
@@ -149,7 +206,8 @@ async function runClient(
       const v: Versioned = { key, version, value: `${key}@${version}#${env.random.u32()}` };
       h.add(proc, "invoke", "put", v);
       const outcome = await client.put(v);
-      h.add(proc, outcome === "ok" ? "ok" : "info", "put", v);
+      const e = h.add(proc, outcome === "ok" ? "ok" : "info", "put", v);
+      if (outcome === "ok") onAck(v, e.index);
       if (finalRound && outcome === "ok") return;
       await env.clock.sleep(env.random.float() * 20);
     }
@@ -175,6 +233,36 @@ async function runClient(
   const procs: Promise<void>[] = keys.map((k, i) => writer(k, `writer-${i}`));
   for (let i = 0; i < opts.readers; i++) procs.push(reader(`reader-${i}`));
   await Promise.all(procs);
+}
+
+/**
+ * Reads every key through a fresh client until a majority answers, recording the reads in the
+ * history so `checkHistory` holds them to every acknowledged write. Counts keys read in
+ * `verified`.
+ */
+async function runVerifier(
+  env: Env,
+  sim: Simulation,
+  { names, keys, verified }: { names: string[]; keys: string[]; verified: { keys: number } },
+): Promise<void> {
+  const client = new RegisterClient(env, {
+    replicas: names.map((host) => ({ host, port: PORT })),
+    opTimeoutMs: OP_TIMEOUT_MS,
+  });
+  const h = sim.history;
+  for (const key of keys) {
+    for (;;) {
+      h.add("verifier", "invoke", "get", { key });
+      const got = await client.get(key);
+      if (got !== null) {
+        h.add("verifier", "ok", "get", got);
+        break;
+      }
+      h.add("verifier", "fail", "get", { key });
+      await env.clock.sleep(VERIFY_RETRY_MS);
+    }
+    verified.keys++;
+  }
 }
 
 /**
@@ -231,7 +319,7 @@ function checkDurable(
     for (const r of parseWal(bytes).records) seen.add(`${r.key}@${r.version}#${r.value}`);
     for (const id of seen) copies.set(id, (copies.get(id) ?? 0) + 1);
   }
-  const need = Math.floor(names.length / 2) + 1;
+  const need = majority(names.length);
   const violations: string[] = [];
   for (const e of entries) {
     if (e.op !== "put" || e.kind !== "ok") continue;
@@ -244,6 +332,27 @@ function checkDurable(
     }
   }
   return violations;
+}
+
+function majority(n: number): number {
+  return Math.floor(n / 2) + 1;
+}
+
+/** On how many replicas' durable WAL the record of `v` is, byte for byte; stops at a majority. */
+function durableCopies(sim: Simulation, names: string[], v: Versioned): number {
+  const record = encodeRecord(v);
+  let n = 0;
+  for (const name of names) {
+    const wal = sim.node(name).disk.durableView(`${DATA_DIR}/wal.log`);
+    // Buffer's native search, from the end where an appended record usually is.
+    if (
+      wal !== null && Buffer.from(wal.buffer, wal.byteOffset, wal.length).lastIndexOf(record) >= 0
+    ) {
+      n++;
+    }
+    if (n >= majority(names.length)) break;
+  }
+  return n;
 }
 
 function sumStats<T extends object>(all: T[]): T {
