@@ -4,6 +4,7 @@
 import { parseArgs } from "node:util";
 import { denoEnv } from "../src/io/deno/mod.ts";
 import { DEFAULT_CLIENT_PORT, startNode } from "../src/node.ts";
+import { parseFsyncPolicy } from "../src/storage/file_log.ts";
 
 const USAGE = `usage: deno task start [options]
   --host HOST            address to listen on (default 127.0.0.1)
@@ -11,6 +12,9 @@ const USAGE = `usage: deno task start [options]
   --broker-id ID         name told to clients (default gregormq-0)
   --no-auto-create       refuse publishes to topics that do not exist
   --partitions N         partitions of auto-created topics (default 1)
+  --data-dir DIR         where disk topics and subscription offsets live (default ./data)
+  --persistence P        of topics created without a config: disk or memory (default disk)
+  --fsync POLICY         of disk topics without a config: always, never, interval:<ms> (default always)
   -h, --help             this text`;
 
 function log(level: string, msg: string, fields: Record<string, unknown> = {}): void {
@@ -40,6 +44,9 @@ try {
       "broker-id": { type: "string", default: "gregormq-0" },
       "no-auto-create": { type: "boolean", default: false },
       partitions: { type: "string", default: "1" },
+      "data-dir": { type: "string", default: "./data" },
+      persistence: { type: "string", default: "disk" },
+      fsync: { type: "string", default: "always" },
       help: { type: "boolean", short: "h", default: false },
     },
   }));
@@ -51,6 +58,17 @@ if (values.help) {
   Deno.exit(0);
 }
 
+if (values.persistence !== "disk" && values.persistence !== "memory") {
+  fail(`--persistence must be disk or memory, got ${JSON.stringify(values.persistence)}`);
+}
+if (parseFsyncPolicy(values.fsync) === null) {
+  fail(
+    `--fsync must be always, never or interval:<ms> (1..3600000), got ${
+      JSON.stringify(values.fsync)
+    }`,
+  );
+}
+
 const node = await startNode(denoEnv(), {
   host: values.host,
   port: whole("port", values.port, 0, 65535),
@@ -58,6 +76,18 @@ const node = await startNode(denoEnv(), {
     brokerId: values["broker-id"],
     autoCreateTopics: !values["no-auto-create"],
     defaultPartitions: whole("partitions", values.partitions, 1, 1024),
+    dataDir: values["data-dir"],
+    defaultPersistence: values.persistence,
+    defaultFsync: values.fsync,
+  },
+  hooks: {
+    onFatal(reason) {
+      log("fatal", `Storage failed; stopping so a restart can recover: ${reason}`);
+      Deno.exit(1);
+    },
+    onReport(msg) {
+      log("warn", msg);
+    },
   },
 }).catch((err) => {
   log("fatal", `Cannot start: ${(err as Error).message}`);
@@ -66,6 +96,7 @@ const node = await startNode(denoEnv(), {
 log("info", "GregorMQ broker listening", {
   listen: `${node.addr.host}:${node.addr.port}`,
   brokerId: node.broker.opts.brokerId,
+  dataDir: node.broker.opts.dataDir,
 });
 
 let stopping = false;

@@ -2,7 +2,7 @@
 // starts serving. cli/broker.ts calls it with the real Env; simulated scenarios with theirs.
 
 import type { Addr, Env } from "./io/types.ts";
-import { Broker } from "./broker/broker.ts";
+import { Broker, type BrokerHooks } from "./broker/broker.ts";
 import type { BrokerOptions } from "./broker/options.ts";
 
 /** The broker's default client port. */
@@ -16,6 +16,8 @@ export interface NodeConfig {
   port?: number;
   /** Broker tunables; defaults in DEFAULT_BROKER_OPTIONS. */
   broker?: Partial<BrokerOptions>;
+  /** What to do on a fatal storage error and with loud reports (default: nothing). */
+  hooks?: Partial<BrokerHooks>;
 }
 
 /** A running node. */
@@ -29,9 +31,9 @@ export interface RunningNode {
   close(): Promise<void>;
 }
 
-/** Starts a node: binds the client port and serves until closed. */
+/** Starts a node: recovers its storage, binds the client port and serves until closed. */
 export async function startNode(env: Env, config: NodeConfig = {}): Promise<RunningNode> {
-  const broker = new Broker(env, config.broker);
+  const broker = await Broker.open(env, config.broker, config.hooks);
   const listener = await env.net.listen({
     host: config.host ?? "127.0.0.1",
     port: config.port ?? DEFAULT_CLIENT_PORT,

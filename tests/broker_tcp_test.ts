@@ -18,13 +18,15 @@ async function withBroker(
   body: (node: RunningNode, client: Client) => Promise<void>,
   broker: Partial<BrokerOptions> = {},
 ): Promise<void> {
-  const node = await startNode(denoEnv(), { port: 0, broker });
+  const dataDir = await Deno.makeTempDir({ prefix: "gregormq-tcp-" });
+  const node = await startNode(denoEnv(), { port: 0, broker: { dataDir, ...broker } });
   const client = await connect({ port: node.addr.port });
   try {
     await body(node, client);
   } finally {
     await client.close();
     await node.close();
+    await Deno.remove(dataDir, { recursive: true });
   }
 }
 
@@ -177,7 +179,7 @@ Deno.test("a slow consumer stalls only itself, and the broker holds no more than
     assert.equal(got.length, total);
     await Promise.all(sends);
     // The stalled subscription was sent at most its window plus one batch, and nothing more.
-    const subs = [...node.broker.topic("firehose", false).partition(0).subscriptions];
+    const subs = [...(await node.broker.topic("firehose", false)).partition(0).subscriptions];
     const delivered = subs.map((s) => s.deliveredRecords).sort((a, b) => a - b);
     assert.equal(delivered[1], total);
     assert.ok(
@@ -214,7 +216,9 @@ Deno.test("admin: create, list, describe, delete topics, with clear errors", asy
       { name: "payments", partitions: 3 },
     ]);
     const d = await client.admin.describeTopic("payments");
-    assert.deepEqual(d.configs, { "retention.bytes": "1048576" });
+    assert.equal(d.configs["retention.bytes"], "1048576");
+    assert.equal(d.configs["persistence"], "disk", "topics are persistent by default");
+    assert.equal(d.configs["fsync"], "always");
     assert.deepEqual(d.partitions.map((p) => p.partition), [0, 1, 2]);
     const code = (p: Promise<unknown>, name: string) =>
       assert.rejects(p, (e: GregorError) => e.codeName === name);
@@ -243,7 +247,9 @@ Deno.test("with auto-create off, publishing to a missing topic fails with UNKNOW
 
 Deno.test("a memory topic keeps only retention.bytes; subscribers from earliest start at the oldest kept", async () => {
   await withBroker(async (_node, client) => {
-    await client.admin.createTopic("small", { configs: { "retention.bytes": "2000" } });
+    await client.admin.createTopic("small", {
+      configs: { "persistence": "memory", "retention.bytes": "2000" },
+    });
     for (let i = 0; i < 50; i++) await client.publish("small", { value: "x".repeat(100) });
     const d = (await client.admin.describeTopic("small")).partitions[0]!;
     assert.ok(d.logStartOffset > 0 && d.sizeBytes <= 2000 + 200, JSON.stringify(d));

@@ -28,8 +28,9 @@ Deno.test("README's quick-start snippet is examples/quickstart.ts, verbatim", as
 });
 
 Deno.test("the quick-start snippet publishes and receives against the default broker", async () => {
+  const dataDir = await Deno.makeTempDir({ prefix: "gregormq-readme-" });
   const broker = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "cli/broker.ts"],
+    args: ["run", "-A", "cli/broker.ts", "--data-dir", dataDir],
     cwd: root,
     stdout: "piped",
     stderr: "piped",
@@ -61,5 +62,6 @@ Deno.test("the quick-start snippet publishes and receives against the default br
     await broker.stdout.cancel().catch(() => {});
     await broker.stderr.cancel().catch(() => {});
     assert.equal(status.code, 0, "SIGTERM shuts the broker down cleanly");
+    await Deno.remove(dataDir, { recursive: true });
   }
 });

@@ -2,6 +2,8 @@
 // knows nothing of sockets or frames (connection.ts does) and reaches the world only through Env.
 
 import type { Env, Listener } from "../io/types.ts";
+import { NotFound } from "../io/errors.ts";
+import { readFile, writeFileAtomic } from "../io/util.ts";
 import { type BatchHeader, validateBatch } from "../protocol/batch.ts";
 import { ErrorCode, GregorError } from "../protocol/errors.ts";
 import {
@@ -16,17 +18,27 @@ import {
   type SubscribeRequest,
 } from "../protocol/messages.ts";
 import { Connection } from "./connection.ts";
-import { MemoryLog, OffsetOutOfRange } from "./log.ts";
+import { OffsetOutOfRange } from "./log.ts";
 import { type BrokerOptions, DEFAULT_BROKER_OPTIONS } from "./options.ts";
 import { type DeliverySink, type DurableState, Subscription } from "./subscription.ts";
-import { checkTopicName, Partition, Topic } from "./topic.ts";
+import { checkTopicName, type Partition, type Topic } from "./topic.ts";
+import { TopicStore } from "./topic_store.ts";
+import { FileLog } from "../storage/file_log.ts";
 
-/** Topic configuration keys understood today, with a check for each value. */
-const TOPIC_CONFIGS: Record<string, (v: string) => string | null> = {
-  "retention.bytes": (v) =>
-    /^\d+$/.test(v) && Number(v) > 0 && Number.isSafeInteger(Number(v))
-      ? null
-      : "a positive whole number of bytes",
+/** Where durable subscription offsets are written, under the data directory. */
+const OFFSETS_FILE = "subscriptions.json";
+
+/** What the broker needs from the process it runs in. */
+export interface BrokerHooks {
+  /** Storage can no longer be trusted (a failed fsync): stop the process; restart recovers. */
+  onFatal(reason: string): void;
+  /** Something an operator must see: corruption found, a torn tail truncated. */
+  onReport(msg: string): void;
+}
+
+const DEFAULT_HOOKS: BrokerHooks = {
+  onFatal: () => {},
+  onReport: () => {},
 };
 
 /** Durable subscriptions remembered at most. */
@@ -43,10 +55,37 @@ export class Broker {
   #listeners: Listener[] = [];
   #nextConnectionId = 1;
 
-  constructor(env: Env, opts: Partial<BrokerOptions> = {}) {
+  readonly #store: TopicStore;
+  readonly #hooks: BrokerHooks;
+  readonly #creating = new Map<string, Promise<Topic>>();
+  #offsetsDirty = false;
+
+  private constructor(env: Env, opts: Readonly<BrokerOptions>, hooks: BrokerHooks) {
     this.env = env;
-    this.opts = { ...DEFAULT_BROKER_OPTIONS, ...opts };
-    void this.#redeliveryLoop();
+    this.opts = opts;
+    this.#hooks = hooks;
+    this.#store = new TopicStore(env, opts, hooks);
+  }
+
+  /**
+   * Starts a broker: recovers every disk topic (logs checked, torn tails truncated) and the durable
+   * subscription offsets, then runs its background loops (redelivery, retention, offset flushes).
+   */
+  static async open(
+    env: Env,
+    opts: Partial<BrokerOptions> = {},
+    hooks: Partial<BrokerHooks> = {},
+  ): Promise<Broker> {
+    const b = new Broker(env, { ...DEFAULT_BROKER_OPTIONS, ...opts }, {
+      ...DEFAULT_HOOKS,
+      ...hooks,
+    });
+    for (const t of await b.#store.loadAll()) b.#topics.set(t.name, t);
+    await b.#loadOffsets();
+    void b.#every(b.opts.redeliveryTickMs, () => b.#checkRedeliveries());
+    void b.#every(b.opts.retentionCheckMs, () => b.enforceRetention());
+    void b.#every(b.opts.offsetsFlushMs, () => b.#flushOffsets());
+    return b;
   }
 
   /** True until `close()`. */
@@ -86,31 +125,93 @@ export class Broker {
     this.#stop.abort();
     for (const l of this.#listeners) l.close();
     for (const c of this.#connections) c.close();
+    await this.#flushOffsets().catch((err) =>
+      this.#hooks.onReport(`Cannot save subscription offsets: ${err}`)
+    );
     for (const t of this.#topics.values()) {
       for (const p of t.partitions) await p.log.close();
     }
   }
 
-  async #redeliveryLoop(): Promise<void> {
+  /** Runs `fn` every `ms` until the broker closes; a failing run is reported, not fatal. */
+  async #every(ms: number, fn: () => Promise<unknown> | void): Promise<void> {
     const signal = this.#stop.signal;
     while (!signal.aborted) {
       try {
-        await this.env.clock.sleep(this.opts.redeliveryTickMs, signal);
+        await this.env.clock.sleep(ms, signal);
       } catch {
         return;
       }
-      for (const t of this.#topics.values()) {
-        for (const p of t.partitions) for (const s of p.subscriptions) s.checkRedelivery();
+      try {
+        await fn();
+      } catch (err) {
+        this.#hooks.onReport(`Background task failed: ${(err as Error).message}`);
       }
+    }
+  }
+
+  #checkRedeliveries(): void {
+    for (const t of this.#topics.values()) {
+      for (const p of t.partitions) for (const s of p.subscriptions) s.checkRedelivery();
+    }
+  }
+
+  /** Deletes old segments of every disk partition past its retention; returns how many. */
+  async enforceRetention(): Promise<number> {
+    let deleted = 0;
+    for (const t of [...this.#topics.values()]) {
+      for (const p of t.partitions) {
+        if (p.log instanceof FileLog) deleted += await p.log.enforceRetention();
+      }
+    }
+    return deleted;
+  }
+
+  async #loadOffsets(): Promise<void> {
+    let saved: Record<string, number>;
+    try {
+      const bytes = await readFile(this.env.disk, `${this.opts.dataDir}/${OFFSETS_FILE}`);
+      saved = JSON.parse(new TextDecoder().decode(bytes));
+    } catch (err) {
+      if (err instanceof NotFound) return;
+      throw new Error(`Cannot load ${OFFSETS_FILE}: ${(err as Error).message}`, { cause: err });
+    }
+    for (const [key, ackedOffset] of Object.entries(saved)) {
+      const topic = key.split("\u0000")[0] as string;
+      if (!this.#topics.has(topic)) continue;
+      this.#durable.set(key, this.#durableState(key, ackedOffset));
+    }
+  }
+
+  #durableState(key: string, ackedOffset: number): DurableState {
+    return { key, ackedOffset, owner: null, onChange: () => (this.#offsetsDirty = true) };
+  }
+
+  /** Writes durable subscription offsets if any moved (atomic replace). */
+  async #flushOffsets(): Promise<void> {
+    if (!this.#offsetsDirty) return;
+    this.#offsetsDirty = false;
+    const all: Record<string, number> = {};
+    for (const [key, d] of this.#durable) if (d.ackedOffset >= 0) all[key] = d.ackedOffset;
+    try {
+      await this.env.disk.mkdir(this.opts.dataDir);
+      await writeFileAtomic(
+        this.env.disk,
+        `${this.opts.dataDir}/${OFFSETS_FILE}`,
+        new TextEncoder().encode(JSON.stringify(all)),
+      );
+    } catch (err) {
+      this.#offsetsDirty = true;
+      throw err;
     }
   }
 
   // --- Topics -----------------------------------------------------------------------------
 
-  /** Creates a topic. */
-  createTopic(req: CreateTopicRequest): Topic {
+  /** Creates a topic (for a disk topic, its metadata is durable before this resolves). */
+  createTopic(req: CreateTopicRequest): Promise<Topic> {
     checkTopicName(req.name);
-    if (this.#topics.has(req.name)) {
+    if (this.#topics.has(req.name) || this.#creating.has(req.name)) {
       throw new GregorError(ErrorCode.TOPIC_EXISTS, `Topic ${req.name} already exists`);
     }
     if (
@@ -122,61 +223,54 @@ export class Broker {
         `A topic needs 1 to ${this.opts.partitionsMax} partitions, got ${req.partitions}`,
       );
     }
-    if (this.#topics.size >= this.opts.topicsMax) {
+    if (this.#topics.size + this.#creating.size >= this.opts.topicsMax) {
       throw new GregorError(
         ErrorCode.LIMIT_EXCEEDED,
         `Topic limit of ${this.opts.topicsMax} reached`,
       );
     }
-    for (const [k, v] of Object.entries(req.configs)) {
-      const check = TOPIC_CONFIGS[k];
-      if (check === undefined) {
-        throw new GregorError(
-          ErrorCode.INVALID_REQUEST,
-          `Unknown topic config ${k}; known: ${Object.keys(TOPIC_CONFIGS).join(", ")}`,
-        );
-      }
-      const wanted = check(v);
-      if (wanted !== null) {
-        throw new GregorError(
-          ErrorCode.INVALID_REQUEST,
-          `Topic config ${k}=${v} is invalid: use ${wanted}`,
-        );
-      }
-    }
-    const retentionBytes = Number(req.configs["retention.bytes"] ?? this.opts.retentionBytes);
-    const partitions = Array.from(
-      { length: req.partitions },
-      (_, i) => new Partition(req.name, i, new MemoryLog({ retentionBytes })),
-    );
-    const topic = new Topic(req.name, { ...req.configs }, partitions);
-    this.#topics.set(req.name, topic);
-    return topic;
+    const creating = this.#store.create(req.name, req.partitions, req.configs).then((topic) => {
+      this.#topics.set(req.name, topic);
+      return topic;
+    }).finally(() => this.#creating.delete(req.name));
+    this.#creating.set(req.name, creating);
+    return creating;
   }
 
   /** Deletes a topic; its subscribers' subscriptions end. */
   async deleteTopic(name: string): Promise<void> {
-    const topic = this.topic(name, false);
+    const topic = this.#existing(name);
     this.#topics.delete(name);
     for (const p of topic.partitions) {
       for (const s of p.subscriptions) s.close();
       p.subscriptions.clear();
       await p.log.close();
     }
+    if (topic.configs["persistence"] === "disk") await this.#store.removeFiles(name);
+    this.#offsetsDirty = true;
     for (const key of this.#durable.keys()) {
       if (key.startsWith(`${name}\u0000`)) this.#durable.delete(key);
     }
   }
 
-  /** The topic `name`; auto-created if allowed and `create` is true. */
-  topic(name: string, create: boolean): Topic {
+  /** The topic `name` if it exists, else UNKNOWN_TOPIC (or INVALID_TOPIC for a bad name). */
+  #existing(name: string): Topic {
     const t = this.#topics.get(name);
     if (t !== undefined) return t;
+    checkTopicName(name);
+    throw new GregorError(ErrorCode.UNKNOWN_TOPIC, `Topic ${name} does not exist`);
+  }
+
+  /** The topic `name`, created with the defaults if it does not exist and auto-creation is on. */
+  topic(name: string, create: boolean): Topic | Promise<Topic> {
+    const t = this.#topics.get(name);
+    if (t !== undefined) return t;
+    const pending = this.#creating.get(name);
+    if (pending !== undefined) return pending;
     if (create && this.opts.autoCreateTopics) {
       return this.createTopic({ name, partitions: this.opts.defaultPartitions, configs: {} });
     }
-    checkTopicName(name);
-    throw new GregorError(ErrorCode.UNKNOWN_TOPIC, `Topic ${name} does not exist`);
+    return this.#existing(name);
   }
 
   listTopics(): ListTopicsResponse {
@@ -187,7 +281,7 @@ export class Broker {
   }
 
   describeTopic(name: string): DescribeTopicResponse {
-    const t = this.topic(name, false);
+    const t = this.#existing(name);
     return {
       name: t.name,
       configs: { ...t.configs },
@@ -218,19 +312,24 @@ export class Broker {
         `Batch of ${batch.length} bytes is over the limit of ${this.opts.batchBytesMax}`,
       );
     }
-    const partition = this.topic(req.topic, true).partition(req.partition);
     const header: BatchHeader = validateBatch(batch, {
       recordsBytesMax: this.opts.recordsBytesMax,
     });
-    return partition.log.append(batch, header).then((r) => {
-      partition.notify();
-      return { baseOffset: r.baseOffset, logStartOffset: partition.log.logStartOffset };
-    });
+    const t = this.topic(req.topic, true);
+    const append = (topic: Topic) => {
+      const partition = topic.partition(req.partition);
+      return partition.log.append(batch, header).then((r) => {
+        partition.notify();
+        return { baseOffset: r.baseOffset, logStartOffset: partition.log.logStartOffset };
+      });
+    };
+    // An existing topic appends now, in call order; one being created appends once it exists.
+    return t instanceof Promise ? t.then(append) : append(t);
   }
 
   /** Reads batches from an offset (a pull, for tools and catch-up). */
   async fetch(req: FetchRequest): Promise<FetchResponse> {
-    const log = this.topic(req.topic, false).partition(req.partition).log;
+    const log = this.#existing(req.topic).partition(req.partition).log;
     const bytesMax = Math.min(req.maxBytes, this.opts.deliverBytesMax);
     const got = await this.#read(() => log.read(req.offset, { bytesMax, recordsMax: Infinity }));
     return {
@@ -255,7 +354,7 @@ export class Broker {
 
   /** Starts a subscription that pushes to `sink`. */
   async subscribe(sink: DeliverySink, req: SubscribeRequest): Promise<Subscription> {
-    const partition = this.topic(req.topic, true).partition(req.partition);
+    const partition = (await this.topic(req.topic, true)).partition(req.partition);
     const log = partition.log;
     if (req.ackTimeoutMs > this.opts.ackTimeoutMsMax) {
       throw new GregorError(
@@ -277,7 +376,7 @@ export class Broker {
         if (this.#durable.size >= DURABLE_SUBSCRIPTIONS_MAX) {
           throw new GregorError(ErrorCode.LIMIT_EXCEEDED, `Durable subscription limit reached`);
         }
-        durable = { key, ackedOffset: -1, owner: null };
+        durable = this.#durableState(key, -1);
       }
     }
     let start: number;

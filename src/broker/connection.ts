@@ -405,7 +405,8 @@ const HANDLERS: Partial<Record<OpName, Handler>> = {
     p,
   ) => (c.unsubscribe(req<UnsubscribeRequest>("UNSUBSCRIBE", p).subscriptionId), {}),
   FETCH: (c, p) => c.broker.fetch(req<FetchRequest>("FETCH", p)),
-  CREATE_TOPIC: (c, p) => (c.broker.createTopic(req<CreateTopicRequest>("CREATE_TOPIC", p)), {}),
+  CREATE_TOPIC: (c, p) =>
+    c.broker.createTopic(req<CreateTopicRequest>("CREATE_TOPIC", p)).then(() => ({})),
   DELETE_TOPIC: (c, p) =>
     c.broker.deleteTopic(req<NameRequest>("DELETE_TOPIC", p).name).then(() => ({})),
   LIST_TOPICS: (c, p) => (req("LIST_TOPICS", p), c.broker.listTopics()),

@@ -40,6 +40,26 @@ export interface BrokerOptions {
   redeliveryTickMs: number;
   /** Credentials accepted in HELLO; empty: no authentication. */
   credentials: readonly string[];
+  /** Where persistent topics and durable subscription offsets live. */
+  dataDir: string;
+  /** Persistence of topics created without a "persistence" config: "disk" or "memory". */
+  defaultPersistence: "disk" | "memory";
+  /** Fsync policy of disk topics without an "fsync" config: always, never or interval:<ms>. */
+  defaultFsync: string;
+  /** Segment size of disk topics without "segment.bytes". */
+  segmentBytes: number;
+  /** Segment age of disk topics without "segment.ms". */
+  segmentMs: number;
+  /** Bytes between offset index entries. */
+  indexIntervalBytes: number;
+  /** Retention by age of disk topics without "retention.ms" (ms; -1: keep forever). */
+  retentionMs: number;
+  /** Retention by size of disk topics without "retention.bytes" (-1: no limit). */
+  diskRetentionBytes: number;
+  /** How often retention is enforced, ms. */
+  retentionCheckMs: number;
+  /** How often changed durable subscription offsets are written, ms. */
+  offsetsFlushMs: number;
 }
 
 /** The defaults: a zero-config single node. */
@@ -63,4 +83,14 @@ export const DEFAULT_BROKER_OPTIONS: Readonly<BrokerOptions> = Object.freeze({
   ackTimeoutMsMax: 60 * 60 * 1000,
   redeliveryTickMs: 100,
   credentials: [],
+  dataDir: "./data",
+  defaultPersistence: "disk",
+  defaultFsync: "always",
+  segmentBytes: 64 * 1024 * 1024,
+  segmentMs: 7 * 24 * 60 * 60 * 1000,
+  indexIntervalBytes: 4096,
+  retentionMs: 7 * 24 * 60 * 60 * 1000,
+  diskRetentionBytes: -1,
+  retentionCheckMs: 30_000,
+  offsetsFlushMs: 200,
 });

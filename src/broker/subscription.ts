@@ -3,6 +3,7 @@
 // whole stored batches, never re-encoded.
 
 import type { Clock } from "../io/types.ts";
+import { OffsetOutOfRange } from "./log.ts";
 import type { Partition } from "./topic.ts";
 
 /** Where a durable subscription's progress lives between connections. */
@@ -12,6 +13,8 @@ export interface DurableState {
   ackedOffset: number;
   /** The live subscription using it, if any. */
   owner: Subscription | null;
+  /** Called when `ackedOffset` moved, so it gets written down. */
+  onChange(): void;
 }
 
 /** What a subscription needs from its connection. */
@@ -42,6 +45,9 @@ interface Delivered {
   atMs: number;
 }
 
+/** Wait before reading again after storage refused a read, ms. */
+const READ_RETRY_MS = 1000;
+
 /** Deliveries remembered for redelivery per subscription, at most (older ones are merged). */
 const DELIVERIES_TRACKED_MAX = 4096;
 
@@ -59,6 +65,8 @@ export class Subscription {
   /** Counters for describe and metrics. */
   deliveredRecords = 0;
   redeliveries = 0;
+  /** Reads that failed (and were retried). */
+  readErrors = 0;
   readonly #sink: DeliverySink;
   readonly #clock: Clock;
   readonly #ackTimeoutMs: number;
@@ -69,6 +77,7 @@ export class Subscription {
   #pumping = false;
   #again = false;
   #redeliver = false;
+  #retrying = false;
   #closed = false;
 
   constructor(sink: DeliverySink, clock: Clock, opts: SubscriptionOptions) {
@@ -145,9 +154,25 @@ export class Subscription {
     // The flag drops in the same task the loop ends in, so a pump() after the last check can't be lost.
     try {
       await this.#deliverAll();
+    } catch (err) {
+      // Retention moved the start, or storage refused a batch (corruption): try again later
+      // rather than serve anything wrong. The log has already reported a corruption loudly.
+      this.readErrors++;
+      if (!(err instanceof OffsetOutOfRange)) this.#retryLater();
+      else this.#again = true;
     } finally {
       this.#pumping = false;
     }
+    if (this.#again && !this.#closed) this.pump();
+  }
+
+  #retryLater(): void {
+    if (this.#retrying || this.#closed) return;
+    this.#retrying = true;
+    void this.#clock.sleep(READ_RETRY_MS).then(() => {
+      this.#retrying = false;
+      this.pump();
+    });
   }
 
   async #deliverAll(): Promise<void> {

@@ -153,16 +153,22 @@ function varBytes(w: Writer, b: Uint8Array | null): void {
 
 /**
  * Reads the header of the batch at `off` without checking its checksum. Throws CorruptBatchError
- * if the bytes cannot be a batch header or the batch is longer than the bytes given.
+ * if the bytes cannot be a batch header or (unless `headerOnly`) the batch is longer than the bytes
+ * given.
  */
-export function readBatchHeader(bytes: Uint8Array, off = 0): BatchHeader {
+export function readBatchHeader(
+  bytes: Uint8Array,
+  off = 0,
+  opts: { headerOnly?: boolean } = {},
+): BatchHeader {
   if (bytes.length - off < BATCH_HEADER_BYTES) {
     throw new CorruptBatchError(`Batch of ${bytes.length - off} bytes is shorter than its header`);
   }
   const dv = new DataView(bytes.buffer, bytes.byteOffset + off, BATCH_HEADER_BYTES);
   const batchLength = dv.getInt32(OFF_BATCH_LENGTH);
   const sizeBytes = batchLength + BATCH_LENGTH_PREFIX_BYTES;
-  if (sizeBytes < BATCH_HEADER_BYTES || sizeBytes > bytes.length - off) {
+  const available = opts.headerOnly ? Infinity : bytes.length - off;
+  if (sizeBytes < BATCH_HEADER_BYTES || sizeBytes > available) {
     throw new CorruptBatchError(
       `Batch length ${batchLength} does not fit the ${bytes.length - off} bytes given`,
     );

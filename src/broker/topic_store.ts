@@ -1,0 +1,198 @@
+// Topic configuration and where topics live: every config key with its check and default, the
+// log each partition gets (memory or segmented files), the topic's metadata file (replaced
+// atomically), loading topics back at start and removing a deleted topic's files.
+
+import type { Env } from "../io/types.ts";
+import { NotFound } from "../io/errors.ts";
+import { readFile, writeFileAtomic } from "../io/util.ts";
+import { ErrorCode, GregorError } from "../protocol/errors.ts";
+import { FileLog, parseFsyncPolicy } from "../storage/file_log.ts";
+import { type Log, MemoryLog } from "./log.ts";
+import type { BrokerOptions } from "./options.ts";
+import { Partition, Topic } from "./topic.ts";
+
+type Check = (v: string) => string | null;
+
+const wholeNumber = (min: number): Check => (v) =>
+  /^-?\d+$/.test(v) && Number.isSafeInteger(Number(v)) && Number(v) >= min
+    ? null
+    : `a whole number >= ${min}`;
+
+/** Topic configuration keys, each with a check returning what is allowed if the value is not. */
+export const TOPIC_CONFIGS: Readonly<Record<string, Check>> = {
+  "persistence": (v) => (v === "disk" || v === "memory" ? null : `"disk" or "memory"`),
+  "fsync": (
+    v,
+  ) => (parseFsyncPolicy(v) !== null ? null : `"always", "never" or "interval:<ms>" (1..3600000)`),
+  "retention.bytes": wholeNumber(-1),
+  "retention.ms": wholeNumber(-1),
+  "segment.bytes": wholeNumber(1024),
+  "segment.ms": wholeNumber(1),
+};
+
+/** Checks `configs` and fills in every default: the topic's effective configuration. */
+export function effectiveConfigs(
+  configs: Record<string, string>,
+  opts: Readonly<BrokerOptions>,
+): Record<string, string> {
+  for (const [k, v] of Object.entries(configs)) {
+    const check = TOPIC_CONFIGS[k];
+    if (check === undefined) {
+      throw new GregorError(
+        ErrorCode.INVALID_REQUEST,
+        `Unknown topic config ${k}; known: ${Object.keys(TOPIC_CONFIGS).join(", ")}`,
+      );
+    }
+    const allowed = check(v);
+    if (allowed !== null) {
+      throw new GregorError(
+        ErrorCode.INVALID_REQUEST,
+        `Topic config ${k}=${JSON.stringify(v)} is invalid: use ${allowed}`,
+      );
+    }
+  }
+  const persistence = configs["persistence"] ?? opts.defaultPersistence;
+  const out: Record<string, string> = { persistence };
+  if (persistence === "memory") {
+    out["retention.bytes"] = configs["retention.bytes"] ?? String(opts.retentionBytes);
+    return out;
+  }
+  out["fsync"] = configs["fsync"] ?? opts.defaultFsync;
+  out["retention.bytes"] = configs["retention.bytes"] ?? String(opts.diskRetentionBytes);
+  out["retention.ms"] = configs["retention.ms"] ?? String(opts.retentionMs);
+  out["segment.bytes"] = configs["segment.bytes"] ?? String(opts.segmentBytes);
+  out["segment.ms"] = configs["segment.ms"] ?? String(opts.segmentMs);
+  return out;
+}
+
+/** The file a disk topic's metadata lives in. */
+const META_FILE = "topic.json";
+
+/** Hooks the logs need from the node. */
+export interface StoreHooks {
+  onFatal(reason: string): void;
+  onReport(msg: string): void;
+}
+
+/** Creates, loads and removes topics' storage. */
+export class TopicStore {
+  readonly #env: Env;
+  readonly #opts: Readonly<BrokerOptions>;
+  readonly #hooks: StoreHooks;
+
+  constructor(env: Env, opts: Readonly<BrokerOptions>, hooks: StoreHooks) {
+    this.#env = env;
+    this.#opts = opts;
+    this.#hooks = hooks;
+  }
+
+  get #topicsDir(): string {
+    return `${this.#opts.dataDir}/topics`;
+  }
+
+  /** Builds a topic's partitions and, for a disk topic, records its metadata durably. */
+  async create(name: string, partitions: number, configs: Record<string, string>): Promise<Topic> {
+    const effective = effectiveConfigs(configs, this.#opts);
+    if (effective["persistence"] === "disk") {
+      const dir = `${this.#topicsDir}/${name}`;
+      await this.#env.disk.mkdir(dir);
+      await this.#env.disk.syncDir(this.#topicsDir);
+      await this.#env.disk.syncDir(this.#opts.dataDir);
+      const meta = JSON.stringify({ name, partitions, configs: effective });
+      await writeFileAtomic(this.#env.disk, `${dir}/${META_FILE}`, new TextEncoder().encode(meta));
+    }
+    return await this.#open(name, partitions, effective);
+  }
+
+  async #open(name: string, partitions: number, configs: Record<string, string>): Promise<Topic> {
+    const parts: Partition[] = [];
+    for (let i = 0; i < partitions; i++) {
+      parts.push(new Partition(name, i, await this.#log(name, i, configs)));
+    }
+    return new Topic(name, configs, parts);
+  }
+
+  #log(name: string, partition: number, c: Record<string, string>): Promise<Log> {
+    if (c["persistence"] === "memory") {
+      const limit = Number(c["retention.bytes"]);
+      return Promise.resolve(new MemoryLog({ retentionBytes: limit < 0 ? Infinity : limit }));
+    }
+    return FileLog.open(this.#env, {
+      dir: `${this.#topicsDir}/${name}/${partition}`,
+      fsync: parseFsyncPolicy(c["fsync"] as string) ?? { kind: "always" },
+      segmentBytes: Number(c["segment.bytes"]),
+      segmentMs: Number(c["segment.ms"]),
+      indexIntervalBytes: this.#opts.indexIntervalBytes,
+      retentionBytes: Number(c["retention.bytes"]),
+      retentionMs: Number(c["retention.ms"]),
+      onFatal: (reason) => this.#hooks.onFatal(reason),
+      onReport: (msg) => this.#hooks.onReport(msg),
+    });
+  }
+
+  /** Opens every disk topic found under the data directory. */
+  async loadAll(): Promise<Topic[]> {
+    let names: string[];
+    try {
+      names = await this.#env.disk.list(this.#topicsDir);
+    } catch (err) {
+      if (err instanceof NotFound) return [];
+      throw err;
+    }
+    const topics: Topic[] = [];
+    for (const name of names) {
+      let meta: { name: string; partitions: number; configs: Record<string, string> };
+      try {
+        meta = JSON.parse(
+          new TextDecoder().decode(
+            await readFile(this.#env.disk, `${this.#topicsDir}/${name}/${META_FILE}`),
+          ),
+        );
+      } catch (err) {
+        // A topic whose creation never completed (no metadata) is removed; anything else is loud.
+        if (err instanceof NotFound) {
+          this.#hooks.onReport(`Removing ${this.#topicsDir}/${name}: its creation never completed`);
+          await this.removeFiles(name);
+          continue;
+        }
+        throw new Error(`Cannot load topic ${name}: ${(err as Error).message}`, { cause: err });
+      }
+      topics.push(await this.#open(meta.name, meta.partitions, meta.configs));
+    }
+    return topics;
+  }
+
+  /** Removes a disk topic's files (metadata first, so a crash midway leaves no half topic). */
+  async removeFiles(name: string): Promise<void> {
+    const dir = `${this.#topicsDir}/${name}`;
+    await this.#env.disk.remove(`${dir}/${META_FILE}`).catch(ignoreNotFound);
+    await this.#env.disk.syncDir(dir).catch(ignoreNotFound);
+    await this.#removeTree(dir);
+    await this.#env.disk.syncDir(this.#topicsDir).catch(ignoreNotFound);
+  }
+
+  /** Removes a topic directory: partition directories (of segment files), then the rest. */
+  async #removeTree(dir: string): Promise<void> {
+    let names: string[];
+    try {
+      names = await this.#env.disk.list(dir);
+    } catch (err) {
+      if (err instanceof NotFound) return;
+      throw err;
+    }
+    for (const n of names) {
+      const path = `${dir}/${n}`;
+      if (/^\d+$/.test(n)) {
+        for (const f of await this.#env.disk.list(path)) {
+          await this.#env.disk.remove(`${path}/${f}`);
+        }
+      }
+      await this.#env.disk.remove(path).catch(ignoreNotFound);
+    }
+    await this.#env.disk.remove(dir).catch(ignoreNotFound);
+  }
+}
+
+function ignoreNotFound(err: unknown): void {
+  if (!(err instanceof NotFound)) throw err;
+}

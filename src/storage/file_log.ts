@@ -1,0 +1,603 @@
+// The file-backed Log: a directory of segments, appended by one writer with group commit (every
+// batch waiting when a write starts shares one write and, under fsync "always", one sync), read
+// through sparse indexes with every batch's checksum verified before it is served, recovered on
+// open (torn tail truncated, indexes rebuilt), and trimmed by time and size retention.
+
+import type { Env } from "../io/types.ts";
+import { NotFound } from "../io/errors.ts";
+import { readFile, writeFileAtomic } from "../io/util.ts";
+import { crc32c } from "../protocol/crc32c.ts";
+import {
+  BATCH_HEADER_BYTES,
+  type BatchHeader,
+  readBatchHeader,
+  setBaseOffset,
+} from "../protocol/batch.ts";
+import { ErrorCode, GregorError } from "../protocol/errors.ts";
+import {
+  type AppendResult,
+  type Log,
+  OffsetOutOfRange,
+  type ReadLimits,
+  type ReadResult,
+} from "../broker/log.ts";
+import {
+  parseSegmentName,
+  scanSegment,
+  type Segment,
+  SegmentIndex,
+  segmentName,
+} from "./segment.ts";
+
+/** When an append counts as done. */
+export type FsyncPolicy =
+  | { kind: "always" }
+  | { kind: "interval"; ms: number }
+  | { kind: "never" };
+
+/** Parses "always", "never" or "interval:<ms>"; null if it is none of them. */
+export function parseFsyncPolicy(s: string): FsyncPolicy | null {
+  if (s === "always" || s === "never") return { kind: s };
+  const m = /^interval:(\d+)$/.exec(s);
+  if (m === null) return null;
+  const ms = Number(m[1]);
+  return ms >= 1 && ms <= 3_600_000 ? { kind: "interval", ms } : null;
+}
+
+/** Options of a file log. */
+export interface FileLogOptions {
+  /** The partition's directory. */
+  dir: string;
+  fsync: FsyncPolicy;
+  /** Roll to a new segment past this size. */
+  segmentBytes: number;
+  /** Roll to a new segment once the active one is this old (ms). */
+  segmentMs: number;
+  /** Bytes between two offset index entries. */
+  indexIntervalBytes: number;
+  /** Keep at most this many bytes (whole segments are deleted); -1: no limit. */
+  retentionBytes: number;
+  /** Keep batches at most this old (ms, by their max timestamp); -1: no limit. */
+  retentionMs: number;
+  /** Storage can no longer be trusted (a failed fsync): the process must stop. */
+  onFatal(reason: string): void;
+  /** Loud reports: corruption found, tails truncated. */
+  onReport?(msg: string): void;
+}
+
+/** Counters of a file log, for metrics and benchmarks. */
+export interface FileLogStats {
+  syncs: number;
+  /** Batches made durable by those syncs (batches per sync = group commit at work). */
+  batchesSynced: number;
+  writes: number;
+  segmentsRolled: number;
+  segmentsDeleted: number;
+  /** Bytes cut off torn tails during recovery. */
+  bytesTruncated: number;
+  /** Batches that failed their checksum on read and were refused. */
+  corruptReads: number;
+}
+
+/** Bytes written by one write at most; more waiting batches go in the next. */
+const WRITE_GROUP_BYTES_MAX = 8 * 1024 * 1024;
+/** Reads of a batch that fails its checksum before it counts as corrupt. */
+const REREADS = 2;
+/** How long a deleted segment's file stays open for readers already using it. */
+const DELETED_SEGMENT_GRACE_MS = 10_000;
+
+interface Pending {
+  batch: Uint8Array;
+  header: BatchHeader;
+  resolve: (r: AppendResult) => void;
+  reject: (err: unknown) => void;
+}
+
+/** A partition log on disk. Create with `FileLog.open`. */
+export class FileLog implements Log {
+  readonly stats: FileLogStats = {
+    syncs: 0,
+    batchesSynced: 0,
+    writes: 0,
+    segmentsRolled: 0,
+    segmentsDeleted: 0,
+    bytesTruncated: 0,
+    corruptReads: 0,
+  };
+  readonly #env: Env;
+  readonly #opts: FileLogOptions;
+  readonly #segments: Segment[];
+  #queue: Pending[] = [];
+  #writing = false;
+  /** One past the last offset readers may see (synced under "always", written otherwise). */
+  #visible: number;
+  /** Bytes of the active segment readers may see. */
+  #visibleBytes: number;
+  #unsyncedBatches = 0;
+  #syncDue = false;
+  #failed: string | null = null;
+  readonly #stop = new AbortController();
+
+  private constructor(env: Env, opts: FileLogOptions, segments: Segment[]) {
+    this.#env = env;
+    this.#opts = opts;
+    this.#segments = segments;
+    const active = this.#active;
+    this.#visible = active.nextOffset;
+    this.#visibleBytes = active.sizeBytes;
+    if (opts.fsync.kind === "interval") void this.#syncEvery(opts.fsync.ms);
+  }
+
+  /**
+   * Opens (or creates) the log in `opts.dir` and recovers it: sealed segments keep their indexes
+   * if those check out (else they are rebuilt); the active segment is scanned, every batch's
+   * checksum verified, and a torn tail truncated.
+   */
+  static async open(env: Env, opts: FileLogOptions): Promise<FileLog> {
+    await env.disk.mkdir(opts.dir);
+    const bases: number[] = [];
+    for (const name of await env.disk.list(opts.dir)) {
+      const base = parseSegmentName(name, "log");
+      if (base !== null) bases.push(base);
+      else if (name.endsWith(".tmp")) await env.disk.remove(`${opts.dir}/${name}`);
+    }
+    bases.sort((a, b) => a - b);
+    const segments: Segment[] = [];
+    for (let i = 0; i < bases.length; i++) {
+      const base = bases[i] as number;
+      const next = bases[i + 1];
+      segments.push(
+        next === undefined
+          ? await recoverActive(env, opts, base)
+          : await openSealed(env, opts, base, next),
+      );
+    }
+    if (segments.length === 0) segments.push(await createSegment(env, opts, 0));
+    return new FileLog(env, opts, segments);
+  }
+
+  get #active(): Segment {
+    return this.#segments[this.#segments.length - 1] as Segment;
+  }
+
+  get logStartOffset(): number {
+    return (this.#segments[0] as Segment).baseOffset;
+  }
+
+  get nextOffset(): number {
+    return this.#visible;
+  }
+
+  get sizeBytes(): number {
+    let n = 0;
+    for (const s of this.#segments) n += s.sizeBytes;
+    return n;
+  }
+
+  /** Segments on disk. */
+  get segmentCount(): number {
+    return this.#segments.length;
+  }
+
+  append(batch: Uint8Array, header: BatchHeader): Promise<AppendResult> {
+    if (this.#failed !== null) {
+      return Promise.reject(
+        new GregorError(ErrorCode.STORAGE_ERROR, `Log ${this.#opts.dir} failed: ${this.#failed}`),
+      );
+    }
+    return new Promise((resolve, reject) => {
+      this.#queue.push({ batch, header, resolve, reject });
+      if (!this.#writing) void this.#writeLoop();
+    });
+  }
+
+  async #writeLoop(): Promise<void> {
+    this.#writing = true;
+    try {
+      while (this.#queue.length > 0 && this.#failed === null) await this.#writeGroup();
+    } finally {
+      this.#writing = false;
+    }
+  }
+
+  /** Writes the batches waiting now as one write (and, under "always", one sync). */
+  async #writeGroup(): Promise<void> {
+    const first = this.#queue[0] as Pending;
+    if (this.#shouldRoll(first.batch.length)) await this.#roll();
+    if (this.#failed !== null) return;
+    const seg = this.#active;
+    const group: Pending[] = [];
+    let bytes = 0;
+    while (this.#queue.length > 0 && bytes < WRITE_GROUP_BYTES_MAX) {
+      const p = this.#queue[0] as Pending;
+      if (group.length > 0 && seg.sizeBytes + bytes + p.batch.length > this.#opts.segmentBytes) {
+        break;
+      }
+      group.push(this.#queue.shift() as Pending);
+      bytes += p.batch.length;
+    }
+    // Offsets are assigned here, in queue order, so a failed write leaves no gap.
+    const buf = new Uint8Array(bytes);
+    let off = 0;
+    let next = seg.nextOffset;
+    const results: AppendResult[] = [];
+    for (const p of group) {
+      setBaseOffset(p.batch, 0, next);
+      buf.set(p.batch, off);
+      off += p.batch.length;
+      results.push({ baseOffset: next, lastOffset: next + p.header.recordCount - 1 });
+      next += p.header.recordCount;
+    }
+    const pos = seg.sizeBytes;
+    try {
+      await seg.file.writeAt(pos, buf);
+      this.stats.writes++;
+    } catch (err) {
+      // A failed write may have left a prefix; cut it off so it can never be read as data.
+      await seg.file.truncate(pos).catch((e) =>
+        this.#fail(`cannot truncate after a failed write: ${e}`)
+      );
+      const e = new GregorError(
+        ErrorCode.STORAGE_ERROR,
+        `Cannot append to ${this.#opts.dir}: ${(err as Error).message}`,
+      );
+      for (const p of group) p.reject(e);
+      return;
+    }
+    let at = pos;
+    for (const [i, p] of group.entries()) {
+      const rel = (results[i] as AppendResult).baseOffset - seg.baseOffset;
+      seg.index.add(rel, at, p.batch.length, p.header.maxTimestamp);
+      seg.maxTimestamp = Math.max(seg.maxTimestamp, p.header.maxTimestamp);
+      at += p.batch.length;
+    }
+    seg.sizeBytes += bytes;
+    seg.nextOffset = next;
+    this.#unsyncedBatches += group.length;
+    if (this.#opts.fsync.kind === "always") {
+      if (!(await this.#sync(seg))) {
+        const e = new GregorError(
+          ErrorCode.STORAGE_ERROR,
+          `Cannot sync ${this.#opts.dir}: ${this.#failed}`,
+        );
+        for (const p of group) p.reject(e);
+        return;
+      }
+    }
+    this.#visible = next;
+    this.#visibleBytes = seg.sizeBytes;
+    group.forEach((p, i) => p.resolve(results[i] as AppendResult));
+    if (this.#syncDue) {
+      this.#syncDue = false;
+      await this.#sync(seg);
+    }
+  }
+
+  /** fsync; a failure is fatal, since the dirty data may be gone for good. */
+  async #sync(seg: Segment): Promise<boolean> {
+    const batches = this.#unsyncedBatches;
+    try {
+      await seg.file.sync();
+    } catch (err) {
+      this.#fail(`fsync failed: ${(err as Error).message}`);
+      return false;
+    }
+    this.stats.syncs++;
+    this.stats.batchesSynced += batches;
+    this.#unsyncedBatches -= batches;
+    return true;
+  }
+
+  #fail(reason: string): void {
+    if (this.#failed !== null) return;
+    this.#failed = reason;
+    const e = new GregorError(ErrorCode.STORAGE_ERROR, `Log ${this.#opts.dir} failed: ${reason}`);
+    for (const p of this.#queue.splice(0)) p.reject(e);
+    this.#opts.onFatal(`${this.#opts.dir}: ${reason}`);
+  }
+
+  async #syncEvery(ms: number): Promise<void> {
+    while (this.#failed === null) {
+      try {
+        await this.#env.clock.sleep(ms, this.#stop.signal);
+      } catch {
+        return;
+      }
+      if (this.#unsyncedBatches === 0) continue;
+      // A writer in progress does the sync when its group is written.
+      if (this.#writing) this.#syncDue = true;
+      else await this.#sync(this.#active);
+    }
+  }
+
+  #shouldRoll(incomingBytes: number): boolean {
+    const seg = this.#active;
+    if (seg.sizeBytes === 0) return false;
+    return seg.sizeBytes + incomingBytes > this.#opts.segmentBytes ||
+      this.#env.clock.wallMs() - seg.createdAtMs >= this.#opts.segmentMs;
+  }
+
+  /** Seals the active segment (synced, indexes written) and starts a new one. */
+  async #roll(): Promise<void> {
+    const old = this.#active;
+    if (!(await this.#sync(old))) return;
+    try {
+      await writeFileAtomic(
+        this.#env.disk,
+        this.#path(old.baseOffset, "index"),
+        old.index.encodeOffsets(),
+      );
+      await writeFileAtomic(
+        this.#env.disk,
+        this.#path(old.baseOffset, "timeindex"),
+        old.index.encodeTimes(),
+      );
+      this.#segments.push(await createSegment(this.#env, this.#opts, old.nextOffset));
+    } catch (err) {
+      this.#fail(`cannot roll to a new segment: ${(err as Error).message}`);
+      return;
+    }
+    old.sealed = true;
+    this.stats.segmentsRolled++;
+    this.#visibleBytes = 0;
+  }
+
+  #path(base: number, ext: string): string {
+    return `${this.#opts.dir}/${segmentName(base, ext)}`;
+  }
+
+  async read(offset: number, limits: ReadLimits): Promise<ReadResult> {
+    if (offset < this.logStartOffset || offset > this.#visible) {
+      throw new OffsetOutOfRange(offset, this.logStartOffset, this.#visible);
+    }
+    if (offset === this.#visible) {
+      return { bytes: new Uint8Array(0), nextOffset: offset, records: 0 };
+    }
+    const seg = this.#segmentFor(offset);
+    const end = seg === this.#active ? this.#visibleBytes : seg.sizeBytes;
+    let pos = seg.index.positionFor(offset - seg.baseOffset);
+    // Skip batches before `offset` (the index is sparse), then gather up to the limits.
+    let startPos = -1;
+    let records = 0;
+    let nextOffset = offset;
+    const headers: { pos: number; size: number; base: number }[] = [];
+    let total = 0;
+    while (pos < end) {
+      const h = await this.#header(seg, pos);
+      const last = h.baseOffset + h.recordCount - 1;
+      if (last < offset) {
+        pos += h.sizeBytes;
+        continue;
+      }
+      const n = last + 1 - Math.max(h.baseOffset, offset);
+      if (
+        headers.length > 0 &&
+        (total + h.sizeBytes > limits.bytesMax || records + n > limits.recordsMax)
+      ) break;
+      if (startPos < 0) startPos = pos;
+      headers.push({ pos, size: h.sizeBytes, base: h.baseOffset });
+      total += h.sizeBytes;
+      records += n;
+      nextOffset = last + 1;
+      pos += h.sizeBytes;
+    }
+    if (headers.length === 0) {
+      throw new GregorError(
+        ErrorCode.STORAGE_ERROR,
+        `Offset ${offset} lies in a damaged part of ${
+          this.#path(seg.baseOffset, "log")
+        }: refusing to serve it`,
+      );
+    }
+    const bytes = new Uint8Array(total);
+    await seg.file.readAt(startPos, bytes);
+    for (const h of headers) {
+      const rel = h.pos - startPos;
+      if (!checksumOk(bytes, rel, h.size)) await this.#reread(seg, bytes, rel, h);
+    }
+    return { bytes, nextOffset, records };
+  }
+
+  /** A batch failed its checksum: read it again; if it stays bad, refuse to serve it. */
+  async #reread(
+    seg: Segment,
+    into: Uint8Array,
+    rel: number,
+    h: { pos: number; size: number; base: number },
+  ): Promise<void> {
+    for (let i = 0; i < REREADS; i++) {
+      const again = new Uint8Array(h.size);
+      await seg.file.readAt(h.pos, again);
+      if (checksumOk(again, 0, h.size)) {
+        into.set(again, rel);
+        return;
+      }
+    }
+    this.stats.corruptReads++;
+    const msg = `Corrupt batch at offset ${h.base} in ${
+      this.#path(seg.baseOffset, "log")
+    } (byte ${h.pos}): refusing to serve it`;
+    this.#opts.onReport?.(msg);
+    throw new GregorError(ErrorCode.STORAGE_ERROR, msg);
+  }
+
+  async #header(seg: Segment, pos: number): Promise<BatchHeader> {
+    for (let attempt = 0;; attempt++) {
+      const head = new Uint8Array(BATCH_HEADER_BYTES);
+      await seg.file.readAt(pos, head);
+      try {
+        // The header's length is checked against what follows when the batch is verified.
+        return readBatchHeader(head, 0, { headerOnly: true });
+      } catch (err) {
+        if (attempt >= REREADS) {
+          this.stats.corruptReads++;
+          throw new GregorError(
+            ErrorCode.STORAGE_ERROR,
+            `Corrupt batch header at byte ${pos} of ${this.#path(seg.baseOffset, "log")}: ${
+              (err as Error).message
+            }`,
+          );
+        }
+      }
+    }
+  }
+
+  #segmentFor(offset: number): Segment {
+    let lo = 0;
+    let hi = this.#segments.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >>> 1;
+      if ((this.#segments[mid] as Segment).baseOffset <= offset) lo = mid;
+      else hi = mid - 1;
+    }
+    return this.#segments[lo] as Segment;
+  }
+
+  offsetForTimestamp(timestampMs: number): Promise<number> {
+    for (const seg of this.#segments) {
+      if (seg.maxTimestamp < timestampMs) continue;
+      const rel = seg.index.offsetForTime(timestampMs);
+      if (rel !== null) return Promise.resolve(Math.min(seg.baseOffset + rel, this.#visible));
+    }
+    return Promise.resolve(this.#visible);
+  }
+
+  /** Deletes whole old segments past the retention limits (never the active one). */
+  async enforceRetention(): Promise<number> {
+    let deleted = 0;
+    const now = this.#env.clock.wallMs();
+    while (this.#segments.length > 1) {
+      const oldest = this.#segments[0] as Segment;
+      const tooBig = this.#opts.retentionBytes >= 0 && this.sizeBytes > this.#opts.retentionBytes;
+      const tooOld = this.#opts.retentionMs >= 0 &&
+        oldest.maxTimestamp < now - this.#opts.retentionMs;
+      if (!tooBig && !tooOld) break;
+      this.#segments.shift();
+      for (const ext of ["log", "index", "timeindex"]) {
+        await this.#env.disk.remove(this.#path(oldest.baseOffset, ext)).catch((err) => {
+          if (!(err instanceof NotFound)) throw err;
+        });
+      }
+      deleted++;
+      this.stats.segmentsDeleted++;
+      // Readers already inside the old file keep their handle a while.
+      void this.#env.clock.sleep(DELETED_SEGMENT_GRACE_MS, this.#stop.signal).then(
+        () => oldest.file.close(),
+        () => oldest.file.close(),
+      );
+    }
+    if (deleted > 0) await this.#env.disk.syncDir(this.#opts.dir);
+    return deleted;
+  }
+
+  async close(): Promise<void> {
+    this.#stop.abort();
+    while (this.#writing) await this.#env.clock.sleep(1);
+    if (this.#failed === null && this.#unsyncedBatches > 0) await this.#sync(this.#active);
+    for (const s of this.#segments) s.file.close();
+  }
+}
+
+function checksumOk(bytes: Uint8Array, off: number, size: number): boolean {
+  const crc = new DataView(bytes.buffer, bytes.byteOffset + off + 17, 4).getUint32(0);
+  return crc32c(bytes.subarray(off + 21, off + size)) === crc;
+}
+
+async function createSegment(env: Env, opts: FileLogOptions, base: number): Promise<Segment> {
+  const file = await env.disk.open(`${opts.dir}/${segmentName(base, "log")}`, { createNew: true });
+  await env.disk.syncDir(opts.dir);
+  return {
+    baseOffset: base,
+    nextOffset: base,
+    sizeBytes: 0,
+    maxTimestamp: -1,
+    createdAtMs: env.clock.wallMs(),
+    file,
+    index: new SegmentIndex(opts.indexIntervalBytes),
+    sealed: false,
+  };
+}
+
+/** A sealed segment: its indexes if they check out, else rebuilt by a scan. */
+async function openSealed(
+  env: Env,
+  opts: FileLogOptions,
+  base: number,
+  next: number,
+): Promise<Segment> {
+  const file = await env.disk.open(`${opts.dir}/${segmentName(base, "log")}`);
+  const size = await file.size();
+  let index: SegmentIndex | null = null;
+  try {
+    index = SegmentIndex.decode(
+      await readFile(env.disk, `${opts.dir}/${segmentName(base, "index")}`),
+      await readFile(env.disk, `${opts.dir}/${segmentName(base, "timeindex")}`),
+      opts.indexIntervalBytes,
+      size,
+    );
+  } catch {
+    index = null;
+  }
+  let maxTimestamp = index?.times[index.times.length - 1] ?? -1;
+  let sizeBytes = size;
+  if (index === null) {
+    const scan = await scanSegment(file, base, opts.indexIntervalBytes, REREADS);
+    index = scan.index;
+    maxTimestamp = scan.maxTimestamp;
+    if (scan.stoppedBecause !== null || scan.nextOffset !== next) {
+      opts.onReport?.(
+        `Sealed segment ${segmentName(base, "log")} in ${opts.dir} is damaged (${
+          scan.stoppedBecause ?? `ends at offset ${scan.nextOffset}, not ${next}`
+        }); offsets from ${scan.nextOffset} are refused`,
+      );
+      sizeBytes = scan.validBytes;
+    }
+    opts.onReport?.(`Rebuilt the indexes of ${segmentName(base, "log")} in ${opts.dir}`);
+    await writeFileAtomic(
+      env.disk,
+      `${opts.dir}/${segmentName(base, "index")}`,
+      index.encodeOffsets(),
+    );
+    await writeFileAtomic(
+      env.disk,
+      `${opts.dir}/${segmentName(base, "timeindex")}`,
+      index.encodeTimes(),
+    );
+  }
+  return {
+    baseOffset: base,
+    nextOffset: next,
+    sizeBytes,
+    maxTimestamp,
+    createdAtMs: 0,
+    file,
+    index,
+    sealed: true,
+  };
+}
+
+/** The active segment: scanned, torn tail truncated and synced. */
+async function recoverActive(env: Env, opts: FileLogOptions, base: number): Promise<Segment> {
+  const file = await env.disk.open(`${opts.dir}/${segmentName(base, "log")}`);
+  const size = await file.size();
+  const scan = await scanSegment(file, base, opts.indexIntervalBytes, REREADS);
+  if (scan.validBytes < size) {
+    opts.onReport?.(
+      `Truncated ${size - scan.validBytes} bytes from ${
+        segmentName(base, "log")
+      } in ${opts.dir}: ${scan.stoppedBecause}`,
+    );
+    await file.truncate(scan.validBytes);
+  }
+  await file.sync();
+  return {
+    baseOffset: base,
+    nextOffset: scan.nextOffset,
+    sizeBytes: scan.validBytes,
+    maxTimestamp: scan.maxTimestamp,
+    createdAtMs: scan.firstTimestamp ?? env.clock.wallMs(),
+    file,
+    index: scan.index,
+    sealed: false,
+  };
+}
