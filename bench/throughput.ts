@@ -1,0 +1,950 @@
+// Throughput of GregorMQ against core NATS (nats-server) measured in the same run, so the numbers
+// that matter are the ratios (STYLE.md rule 7). `deno task bench:throughput [--quick] [--json F]`.
+//
+// Both brokers run as separate processes on 127.0.0.1; both clients run in this process, one
+// scenario at a time, GregorMQ and NATS alternating. "Confirmed" means acknowledged with an offset
+// for a GregorMQ produce, processed by the server (a flush round trip) for a NATS publish, and
+// received by the subscriber in the produce→consume scenarios. Senders keep at most
+// `windowMessages` unconfirmed messages. MB/s counts payload bytes only, 1 MB = 10^6 bytes.
+
+import { parseArgs } from "node:util";
+import type { NatsConnection } from "nats";
+import { type Client, connect as connectGregor } from "../src/client/mod.ts";
+
+const USAGE = `usage: deno run -A bench/throughput.ts [options]
+  --quick                 a fast smoke run (small counts, short time limits, one run)
+  --json FILE             also write the results and machine info as JSON to FILE
+  --runs N                measured runs per scenario and system; the median is reported (default 3)
+  --consumer-window N     GregorMQ consumer windowMessages (default 10000; the client's is 1000)
+  --only TEXT             run only scenarios whose name contains TEXT
+  --persistence P         GregorMQ topic storage: memory (default; core NATS stores nothing) or disk
+  --fsync POLICY          GregorMQ --fsync for disk topics (default: the broker's)
+  --no-nats               skip the NATS baseline
+  --broker-cpu-prof DIR   run the GregorMQ broker with --cpu-prof, writing the profile into DIR
+  -h, --help              this text`;
+
+const HOST = "127.0.0.1";
+const REPO_DIR = new URL("..", import.meta.url).pathname;
+/** Where nats-server may be when it is not on PATH (Debian puts it in /usr/sbin). */
+const NATS_SERVER_PATHS = ["nats-server", "/usr/sbin/nats-server", "/usr/local/sbin/nats-server"];
+/** A child that has not said it is listening by then has failed to start. */
+const STARTUP_MS_MAX = 20_000;
+/** A stopped child gets this long to exit after SIGTERM before SIGKILL. */
+const STOP_MS_MAX = 5_000;
+/** Lines of a child's output kept to explain a failure. */
+const OUTPUT_LINES_KEPT_MAX = 40;
+/**
+ * The clock is read once per this many messages (and when a receiver has caught up, which the last
+ * message always does); reading it per message costs measurably.
+ */
+const CLOCK_EVERY_MESSAGES = 256;
+/** A NATS publisher flushes (a PING round trip confirming what went before) every so many messages. */
+const NATS_FLUSH_EVERY_MESSAGES = 1_000;
+
+/** How the GregorMQ broker stores topics. */
+interface Storage {
+  /** "memory" (the default here: core NATS stores nothing either) or "disk". */
+  persistence: "memory" | "disk";
+  /** The broker's --fsync policy for disk topics; null leaves its default. */
+  fsync: string | null;
+}
+
+interface Settings {
+  /** Messages per measured run at most. */
+  messagesMax: number;
+  /** The sender stops starting new messages after this long. */
+  sendMsMax: number;
+  /**
+   * A sender waits this long at most for room in its window, and a finished run this long for the
+   * last confirmations; a run cut short so reports what was confirmed, marked as incomplete.
+   */
+  drainMsMax: number;
+  /** Unconfirmed messages at most; the sender waits for half of them to be confirmed. */
+  windowMessages: number;
+  /** GregorMQ producer linger. */
+  lingerMs: number;
+  /** GregorMQ consumer credit window (`windowMessages`). */
+  consumerWindowMessages: number;
+  /** Measured runs per scenario and system. */
+  runs: number;
+  /** Messages of the unmeasured warm-up per system (JIT, connection set-up). */
+  warmupMessages: number;
+}
+
+const FULL: Settings = {
+  messagesMax: 1_000_000,
+  sendMsMax: 3_000,
+  drainMsMax: 15_000,
+  windowMessages: 10_000,
+  lingerMs: 2,
+  // Above the client's default of 1000: a 256 KiB batch of 100 B records holds 2260, so a window
+  // smaller than two batches stops delivery after every batch to wait for credit.
+  consumerWindowMessages: 10_000,
+  runs: 3,
+  warmupMessages: 100_000,
+};
+
+const QUICK: Settings = {
+  ...FULL,
+  messagesMax: 20_000,
+  sendMsMax: 500,
+  drainMsMax: 10_000,
+  runs: 1,
+  warmupMessages: 5_000,
+};
+
+type Mode = "produce" | "e2e";
+
+interface Scenario {
+  name: string;
+  mode: Mode;
+  payloadBytes: number;
+}
+
+const SCENARIOS: readonly Scenario[] = [
+  { name: "produce 100 B", mode: "produce", payloadBytes: 100 },
+  { name: "produce 1 KiB", mode: "produce", payloadBytes: 1024 },
+  { name: "produce→consume 100 B", mode: "e2e", payloadBytes: 100 },
+  { name: "produce→consume 1 KiB", mode: "e2e", payloadBytes: 1024 },
+];
+
+/** One measured run. */
+interface Run {
+  /** Messages sent. */
+  messages: number;
+  /** Messages confirmed (acknowledged, flushed or received); equals `messages` in a clean run. */
+  confirmed: number;
+  seconds: number;
+  msgPerSec: number;
+  mbPerSec: number;
+}
+
+/** The median run of one system in one scenario, with every run for reference. */
+interface SystemResult {
+  msgPerSec: number;
+  mbPerSec: number;
+  runs: Run[];
+}
+
+interface ScenarioResult {
+  scenario: string;
+  mode: Mode;
+  payloadBytes: number;
+  gregormq: SystemResult;
+  nats: SystemResult | null;
+  /** GregorMQ msg/s divided by NATS msg/s; null without NATS. */
+  ratio: number | null;
+}
+
+interface Target {
+  /** Runs one measurement; `id` makes its topic or subject unique. */
+  measure(scenario: Scenario, id: string): Promise<Run>;
+}
+
+// --- Child processes ---------------------------------------------------------------------------
+
+/** A child process whose output is read line by line: first to find its address, then drained. */
+class Child {
+  readonly name: string;
+  readonly #process: Deno.ChildProcess;
+  readonly #lines: string[] = [];
+  readonly #status: Promise<Deno.CommandStatus>;
+  #exited = false;
+
+  constructor(name: string, command: string, args: string[]) {
+    this.name = name;
+    this.#process = new Deno.Command(command, {
+      args,
+      cwd: REPO_DIR,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    this.#status = this.#process.status.then((s) => {
+      this.#exited = true;
+      return s;
+    });
+  }
+
+  get pid(): number {
+    return this.#process.pid;
+  }
+
+  /**
+   * Resolves with the first non-null `find(line)` over both output streams, which keep being drained
+   * afterwards so a chatty child never blocks on a full pipe.
+   */
+  async ready<T>(find: (line: string) => T | null): Promise<T> {
+    let found: ((v: T) => void) | null = null;
+    const result = new Promise<T>((r) => (found = r));
+    const onLine = (line: string): void => {
+      this.#lines.push(line);
+      if (this.#lines.length > OUTPUT_LINES_KEPT_MAX) this.#lines.shift();
+      if (found === null) return;
+      const v = find(line);
+      if (v !== null) {
+        found(v);
+        found = null;
+      }
+    };
+    void readLines(this.#process.stdout, onLine);
+    void readLines(this.#process.stderr, onLine);
+    const timer = new AbortController();
+    try {
+      return await Promise.race([
+        result,
+        this.#status.then((s) => {
+          throw new Error(
+            `${this.name} exited with code ${s.code} before listening${this.#tail()}`,
+          );
+        }),
+        sleep(STARTUP_MS_MAX, timer.signal).then(() => {
+          throw new Error(`${this.name} did not listen within ${STARTUP_MS_MAX} ms${this.#tail()}`);
+        }),
+      ]);
+    } finally {
+      timer.abort();
+    }
+  }
+
+  #tail(): string {
+    return this.#lines.length === 0 ? "" : `; its last output:\n${this.#lines.join("\n")}`;
+  }
+
+  /** SIGTERM, then SIGKILL if it has not exited within STOP_MS_MAX. Never throws. */
+  async stop(): Promise<void> {
+    if (this.#exited) return;
+    kill(this.#process, "SIGTERM");
+    const timer = new AbortController();
+    const exited = await Promise.race([
+      this.#status.then(() => true, () => true),
+      sleep(STOP_MS_MAX, timer.signal).then(() => false, () => false),
+    ]);
+    timer.abort();
+    if (!exited) {
+      kill(this.#process, "SIGKILL");
+      await this.#status.catch(() => {});
+    }
+  }
+}
+
+function kill(p: Deno.ChildProcess, signal: Deno.Signal): void {
+  try {
+    p.kill(signal);
+  } catch {
+    // Already gone.
+  }
+}
+
+async function readLines(stream: ReadableStream<Uint8Array>, onLine: (l: string) => void) {
+  let rest = "";
+  try {
+    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+      const parts = (rest + chunk).split("\n");
+      rest = parts.pop() ?? "";
+      for (const p of parts) onLine(p);
+    }
+  } catch {
+    // The child went away; nothing more to read.
+  }
+  if (rest !== "") onLine(rest);
+}
+
+const children = new Set<Child>();
+/** Broker data directories, removed once the children are stopped. */
+const tempDirs = new Set<string>();
+
+async function startChild(
+  name: string,
+  command: string,
+  opts: { args: string[]; find: (line: string) => number | null },
+): Promise<{ child: Child; port: number }> {
+  const child = new Child(name, command, opts.args);
+  children.add(child);
+  const port = await child.ready(opts.find);
+  return { child, port };
+}
+
+/** Stops every child, then removes the temporary directories. Never throws. */
+async function cleanUp(): Promise<void> {
+  await Promise.all([...children].map((c) => c.stop()));
+  children.clear();
+  for (const dir of tempDirs) await Deno.remove(dir, { recursive: true }).catch(() => {});
+  tempDirs.clear();
+}
+
+/**
+ * The broker's storage flags for `storage`, limited to those its `--help` lists (so the harness
+ * also runs against a broker from before persistence, which keeps everything in memory).
+ */
+async function brokerStorageFlags(storage: Storage, dataDir: string): Promise<string[]> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "cli/broker.ts", "--help"],
+    cwd: REPO_DIR,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  let usage: string;
+  try {
+    usage = new TextDecoder().decode((await withTimeout(child.output(), STARTUP_MS_MAX)).stdout);
+  } catch (err) {
+    kill(child, "SIGKILL");
+    await child.status.catch(() => {});
+    throw new Error(`cli/broker.ts --help failed: ${(err as Error).message}`);
+  }
+  const flags: string[] = [];
+  if (usage.includes("--data-dir")) flags.push("--data-dir", dataDir);
+  if (usage.includes("--persistence")) flags.push("--persistence", storage.persistence);
+  else if (storage.persistence !== "memory") {
+    throw new Error("This broker has no --persistence flag: it keeps topics in memory only");
+  }
+  if (storage.fsync !== null) {
+    if (!usage.includes("--fsync")) throw new Error("This broker has no --fsync flag");
+    flags.push("--fsync", storage.fsync);
+  }
+  return flags;
+}
+
+function startGregor(
+  flags: string[],
+  cpuProfDir: string | null,
+): Promise<{ child: Child; port: number }> {
+  const prof = cpuProfDir === null ? [] : ["--cpu-prof", `--cpu-prof-dir=${cpuProfDir}`];
+  return startChild("GregorMQ broker", Deno.execPath(), {
+    args: ["run", "-A", ...prof, "cli/broker.ts", "--host", HOST, "--port", "0", ...flags],
+    find: (line) => {
+      if (!line.startsWith("{") || !line.includes('"listen"')) return null;
+      const listen = (JSON.parse(line) as { listen?: string }).listen ?? "";
+      const port = Number(listen.slice(listen.lastIndexOf(":") + 1));
+      return Number.isInteger(port) && port > 0 ? port : null;
+    },
+  });
+}
+
+/** The nats-server binary and its version, or null (with why) when it cannot be run. */
+async function findNatsServer(): Promise<{ path: string; version: string } | { missing: string }> {
+  for (const path of NATS_SERVER_PATHS) {
+    try {
+      const out = await new Deno.Command(path, { args: ["--version"], stdin: "null" }).output();
+      if (out.success) return { path, version: new TextDecoder().decode(out.stdout).trim() };
+    } catch {
+      // Not there; try the next place.
+    }
+  }
+  return {
+    missing: `nats-server not found (looked for ${NATS_SERVER_PATHS.join(", ")}); install it ` +
+      "with `apt-get install -y nats-server` to get the NATS baseline",
+  };
+}
+
+function startNats(path: string): Promise<{ child: Child; port: number }> {
+  // -p -1 lets the server pick a free port, which it logs.
+  return startChild("nats-server", path, {
+    args: ["-a", HOST, "-p", "-1"],
+    find: (line) => {
+      const m = /Listening for client connections on [^\s]*:(\d+)/.exec(line);
+      return m === null ? null : Number(m[1]);
+    },
+  });
+}
+
+// --- Flow control ------------------------------------------------------------------------------
+
+/**
+ * Messages sent and not yet confirmed, at most `messagesMax`. A full window makes the sender wait
+ * until half of it is confirmed, so it wakes once per half window rather than per message.
+ */
+class Window {
+  readonly messagesMax: number;
+  outstanding = 0;
+  confirmed = 0;
+  failure: unknown = null;
+  #waiter: (() => void) | null = null;
+  /** The waiter wakes once `outstanding` is down to this. */
+  #wakeAtMessages = 0;
+
+  constructor(messagesMax: number) {
+    this.messagesMax = messagesMax;
+  }
+
+  get full(): boolean {
+    return this.outstanding >= this.messagesMax;
+  }
+
+  sent(): void {
+    this.outstanding++;
+  }
+
+  confirm(messages: number): void {
+    this.outstanding -= messages;
+    this.confirmed += messages;
+    if (this.#waiter !== null && this.outstanding <= this.#wakeAtMessages) this.#wake();
+  }
+
+  fail(err: unknown): void {
+    this.failure ??= err;
+    this.#wake();
+  }
+
+  /**
+   * Waits until the window is half empty. False if nothing was confirmed for `stallMsMax` (the
+   * sender then stops and the run reports what was confirmed); throws if a send failed.
+   */
+  async room(stallMsMax: number): Promise<boolean> {
+    while (this.full && this.failure === null) {
+      const before = this.confirmed;
+      this.#wakeAtMessages = Math.floor(this.messagesMax / 2);
+      const timer = new AbortController();
+      await Promise.race([
+        new Promise<void>((r) => (this.#waiter = r)),
+        sleep(stallMsMax, timer.signal).catch(() => {}),
+      ]);
+      timer.abort();
+      this.#waiter = null;
+      if (this.confirmed === before && this.failure === null) return false;
+    }
+    if (this.failure !== null) throw this.failure;
+    return true;
+  }
+
+  /** Waits until every message sent is confirmed, for at most `msMax`; false if time ran out. */
+  async drained(msMax: number): Promise<boolean> {
+    const deadline = performance.now() + msMax;
+    while (this.outstanding > 0 && this.failure === null) {
+      const leftMs = deadline - performance.now();
+      if (leftMs <= 0) return false;
+      this.#wakeAtMessages = 0;
+      const timer = new AbortController();
+      await Promise.race([
+        new Promise<void>((r) => (this.#waiter = r)),
+        sleep(Math.min(leftMs, 50), timer.signal).catch(() => {}),
+      ]);
+      timer.abort();
+      this.#waiter = null;
+    }
+    if (this.failure !== null) throw this.failure;
+    return true;
+  }
+
+  #wake(): void {
+    const w = this.#waiter;
+    this.#waiter = null;
+    w?.();
+  }
+}
+
+/**
+ * Sends until `messagesMax` or `sendMsMax`, whichever comes first, without awaiting single sends:
+ * `send` starts one message, and the loop only yields when a window is full.
+ */
+async function sendLoop(
+  settings: Settings,
+  io: { windows: Window[]; send: () => void },
+): Promise<number> {
+  const start = performance.now();
+  let sent = 0;
+  while (sent < settings.messagesMax) {
+    if (sent % CLOCK_EVERY_MESSAGES === 0 && performance.now() - start >= settings.sendMsMax) break;
+    for (const w of io.windows) {
+      if (w.full && !await w.room(settings.drainMsMax)) return sent;
+    }
+    io.send();
+    sent++;
+  }
+  return sent;
+}
+
+function runOf(
+  scenario: Scenario,
+  { messages, confirmed, seconds }: { messages: number; confirmed: number; seconds: number },
+): Run {
+  if (confirmed === 0 || !(seconds > 0)) {
+    throw new Error(`${scenario.name}: none of ${messages} messages was confirmed`);
+  }
+  const msgPerSec = confirmed / seconds;
+  return {
+    messages,
+    confirmed,
+    seconds,
+    msgPerSec,
+    mbPerSec: msgPerSec * scenario.payloadBytes / 1e6,
+  };
+}
+
+function payload(bytes: number): Uint8Array {
+  const p = new Uint8Array(bytes);
+  for (let i = 0; i < bytes; i++) p[i] = 97 + (i % 26);
+  return p;
+}
+
+// --- GregorMQ ----------------------------------------------------------------------------------
+
+function gregorTarget(port: number, settings: Settings): Target {
+  // Every request is bounded, so a hung broker fails the run instead of hanging it.
+  const options = {
+    host: HOST,
+    port,
+    requestTimeoutMs: settings.drainMsMax,
+    connectTimeoutMs: STARTUP_MS_MAX,
+  };
+  return {
+    async measure(scenario, id) {
+      const topic = `bench-${id}`;
+      const producing = await connectGregor({ ...options, clientId: "bench-producer" });
+      let consuming: Client | null = null;
+      try {
+        await producing.admin.createTopic(topic);
+        if (scenario.mode === "produce") {
+          return await gregorProduce(producing, scenario, { settings, topic });
+        }
+        consuming = await connectGregor({ ...options, clientId: "bench-consumer" });
+        return await gregorEndToEnd(producing, consuming, { scenario, settings, topic });
+      } finally {
+        // The broker keeps a topic in memory up to its retention: delete it so runs don't add up.
+        await producing.admin.deleteTopic(topic).catch(() => {});
+        await withTimeout(Promise.all([producing.close(), consuming?.close()]), settings.drainMsMax)
+          .catch(() => {});
+      }
+    },
+  };
+}
+
+async function gregorProduce(
+  client: Client,
+  scenario: Scenario,
+  opts: { settings: Settings; topic: string },
+): Promise<Run> {
+  const { settings, topic } = opts;
+  const producer = client.producer({ lingerMs: settings.lingerMs });
+  const acks = new Window(settings.windowMessages);
+  const message = { value: payload(scenario.payloadBytes) };
+  const acked = (): void => acks.confirm(1);
+  const failed = (err: unknown): void => acks.fail(err);
+  const start = performance.now();
+  const sent = await sendLoop(settings, {
+    windows: [acks],
+    send: () => {
+      acks.sent();
+      producer.send(topic, message).then(acked, failed);
+    },
+  });
+  await acks.drained(settings.drainMsMax);
+  return runOf(scenario, {
+    messages: sent,
+    confirmed: acks.confirmed,
+    seconds: (performance.now() - start) / 1000,
+  });
+}
+
+async function gregorEndToEnd(
+  producing: Client,
+  consuming: Client,
+  opts: { scenario: Scenario; settings: Settings; topic: string },
+): Promise<Run> {
+  const { scenario, settings, topic } = opts;
+  const consumer = await consuming.subscribe(topic, {
+    from: "latest",
+    autoAck: true,
+    windowMessages: settings.consumerWindowMessages,
+  });
+  const producer = producing.producer({ lingerMs: settings.lingerMs });
+  const acks = new Window(settings.windowMessages);
+  const received = new Window(settings.windowMessages);
+  let lastAt = 0;
+  const receiving = (async () => {
+    for (let n = 0; n < settings.messagesMax; n++) {
+      const m = await consumer.next();
+      if (m === null) return;
+      received.confirm(1);
+      if (received.outstanding === 0 || n % CLOCK_EVERY_MESSAGES === 0) lastAt = performance.now();
+    }
+  })().catch((err) => received.fail(err));
+  const message = { value: payload(scenario.payloadBytes) };
+  const acked = (): void => acks.confirm(1);
+  const failed = (err: unknown): void => acks.fail(err);
+  const start = performance.now();
+  let sent = 0;
+  try {
+    sent = await sendLoop(settings, {
+      windows: [acks, received],
+      send: () => {
+        acks.sent();
+        received.sent();
+        producer.send(topic, message).then(acked, failed);
+      },
+    });
+    await received.drained(settings.drainMsMax);
+    await acks.drained(settings.drainMsMax);
+  } finally {
+    // Ends the receive loop (next() resolves null) if messages went missing.
+    await consumer.close();
+    await receiving;
+  }
+  return runOf(scenario, {
+    messages: sent,
+    confirmed: received.confirmed,
+    seconds: (lastAt - start) / 1000,
+  });
+}
+
+// --- NATS --------------------------------------------------------------------------------------
+
+type NatsConnect = (opts: { servers: string; name: string }) => Promise<NatsConnection>;
+
+function natsTarget(connect: NatsConnect, port: number, settings: Settings): Target {
+  const servers = `${HOST}:${port}`;
+  return {
+    async measure(scenario, id) {
+      const subject = `bench.${id}`;
+      const pub = await connect({ servers, name: "bench-publisher" });
+      let sub: NatsConnection | null = null;
+      try {
+        if (scenario.mode === "produce") {
+          return await natsProduce(pub, scenario, { settings, subject });
+        }
+        sub = await connect({ servers, name: "bench-subscriber" });
+        return await natsEndToEnd(pub, sub, { scenario, settings, subject });
+      } finally {
+        await withTimeout(Promise.all([pub.close(), sub?.close()]), settings.drainMsMax)
+          .catch(() => {});
+      }
+    },
+  };
+}
+
+async function natsProduce(
+  nc: NatsConnection,
+  scenario: Scenario,
+  opts: { settings: Settings; subject: string },
+): Promise<Run> {
+  const { settings, subject } = opts;
+  const flushed = new Window(settings.windowMessages);
+  const value = payload(scenario.payloadBytes);
+  const confirmChunk = (): void => flushed.confirm(NATS_FLUSH_EVERY_MESSAGES);
+  const failed = (err: unknown): void => flushed.fail(err);
+  let unflushed = 0;
+  const start = performance.now();
+  const sent = await sendLoop(settings, {
+    windows: [flushed],
+    send: () => {
+      nc.publish(subject, value);
+      flushed.sent();
+      if (++unflushed === NATS_FLUSH_EVERY_MESSAGES) {
+        unflushed = 0;
+        nc.flush().then(confirmChunk, failed);
+      }
+    },
+  });
+  // The last flush answers after everything published before it, whatever chunk it is in.
+  await withTimeout(nc.flush(), settings.drainMsMax);
+  return runOf(scenario, {
+    messages: sent,
+    confirmed: sent,
+    seconds: (performance.now() - start) / 1000,
+  });
+}
+
+async function natsEndToEnd(
+  pub: NatsConnection,
+  subNc: NatsConnection,
+  opts: { scenario: Scenario; settings: Settings; subject: string },
+): Promise<Run> {
+  const { scenario, settings, subject } = opts;
+  const sub = subNc.subscribe(subject);
+  // The server must know of the subscription before the first publish, like "latest" above.
+  await subNc.flush();
+  const received = new Window(settings.windowMessages);
+  let lastAt = 0;
+  const receiving = (async () => {
+    let n = 0;
+    for await (const _ of sub) {
+      received.confirm(1);
+      if (received.outstanding === 0 || n % CLOCK_EVERY_MESSAGES === 0) lastAt = performance.now();
+      if (++n >= settings.messagesMax) break;
+    }
+  })().catch((err) => received.fail(err));
+  const value = payload(scenario.payloadBytes);
+  const start = performance.now();
+  let sent = 0;
+  try {
+    sent = await sendLoop(settings, {
+      windows: [received],
+      send: () => {
+        pub.publish(subject, value);
+        received.sent();
+      },
+    });
+    await withTimeout(pub.flush(), settings.drainMsMax);
+    await received.drained(settings.drainMsMax);
+  } finally {
+    sub.unsubscribe();
+    await receiving;
+  }
+  return runOf(scenario, {
+    messages: sent,
+    confirmed: received.confirmed,
+    seconds: (lastAt - start) / 1000,
+  });
+}
+
+// --- Running and reporting ---------------------------------------------------------------------
+
+function median(runs: Run[]): SystemResult {
+  const sorted = [...runs].sort((a, b) => a.msgPerSec - b.msgPerSec);
+  const mid = sorted[Math.floor(sorted.length / 2)] as Run;
+  return { msgPerSec: mid.msgPerSec, mbPerSec: mid.mbPerSec, runs };
+}
+
+/** One measured run; a run that left messages unconfirmed gets a note. */
+async function measureOnce(
+  target: Target,
+  scenario: Scenario,
+  opts: { run: number; label: string; notes: string[] },
+): Promise<Run> {
+  const run = await target.measure(
+    scenario,
+    `${scenario.mode}-${scenario.payloadBytes}-${opts.run}`,
+  );
+  if (run.confirmed < run.messages) {
+    opts.notes.push(
+      `${opts.label} ${scenario.name} run ${opts.run + 1}: only ${run.confirmed} of ` +
+        `${run.messages} messages confirmed (nothing moved for the drain time); marked * in the ` +
+        "table, the rate counts confirmed ones",
+    );
+  }
+  return run;
+}
+
+/** The machine, for reading the numbers; load averages tell whether something else competed. */
+async function machineInfo(
+  nats: string | null,
+  loadAverageAtStart: number[],
+): Promise<Record<string, unknown>> {
+  let cpuModel = "unknown";
+  try {
+    const cpuinfo = await Deno.readTextFile("/proc/cpuinfo");
+    cpuModel = /^model name\s*:\s*(.*)$/m.exec(cpuinfo)?.[1]?.trim() ?? cpuModel;
+  } catch {
+    // Not Linux; the model stays unknown.
+  }
+  return {
+    cpuModel,
+    cores: navigator.hardwareConcurrency,
+    os: `${Deno.build.os} ${Deno.osRelease()} ${Deno.build.arch}`,
+    loadAverageAtStart,
+    loadAverageAtEnd: Deno.loadavg(),
+    memoryBytes: Deno.systemMemoryInfo().total,
+    deno: Deno.version.deno,
+    v8: Deno.version.v8,
+    natsServer: nats,
+  };
+}
+
+function table(results: ScenarioResult[]): string {
+  const header = [
+    "scenario",
+    "GregorMQ msg/s",
+    "GregorMQ MB/s",
+    "NATS msg/s",
+    "NATS MB/s",
+    "GregorMQ/NATS",
+  ];
+  const rows = results.map((r) => [
+    r.scenario,
+    fmtInt(r.gregormq.msgPerSec) + (incomplete(r.gregormq) ? "*" : ""),
+    r.gregormq.mbPerSec.toFixed(1),
+    r.nats === null ? "-" : fmtInt(r.nats.msgPerSec) + (incomplete(r.nats) ? "*" : ""),
+    r.nats === null ? "-" : r.nats.mbPerSec.toFixed(1),
+    r.ratio === null ? "-" : r.ratio.toFixed(3),
+  ]);
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const line = (cells: string[]) =>
+    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  ");
+  return [line(header), widths.map((w) => "-".repeat(w)).join("  "), ...rows.map(line)].join("\n");
+}
+
+function incomplete(r: SystemResult): boolean {
+  return r.runs.some((run) => run.confirmed < run.messages);
+}
+
+function fmtInt(n: number): string {
+  return Math.round(n).toLocaleString("en-US");
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(resolve, ms);
+    signal.addEventListener("abort", () => {
+      clearTimeout(timer);
+      reject(signal.reason);
+    }, { once: true });
+  });
+}
+
+async function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+  const timer = new AbortController();
+  try {
+    return await Promise.race([
+      p,
+      sleep(ms, timer.signal).then(() => {
+        throw new Error(`No answer within ${ms} ms`);
+      }),
+    ]);
+  } finally {
+    timer.abort();
+  }
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: {
+      quick: { type: "boolean", default: false },
+      json: { type: "string" },
+      runs: { type: "string" },
+      "consumer-window": { type: "string" },
+      persistence: { type: "string", default: "memory" },
+      fsync: { type: "string" },
+      only: { type: "string" },
+      "no-nats": { type: "boolean", default: false },
+      "broker-cpu-prof": { type: "string" },
+      help: { type: "boolean", short: "h", default: false },
+    },
+  });
+  if (values.help) {
+    console.log(USAGE);
+    return;
+  }
+  const startedAt = new Date().toISOString();
+  const loadAverageAtStart = Deno.loadavg();
+  const settings: Settings = { ...(values.quick ? QUICK : FULL) };
+  if (values.runs !== undefined) {
+    const runs = Number(values.runs);
+    if (!Number.isInteger(runs) || runs < 1 || runs > 100) {
+      throw new RangeError(`--runs must be a whole number from 1 to 100, got ${values.runs}`);
+    }
+    settings.runs = runs;
+  }
+  if (values["consumer-window"] !== undefined) {
+    const w = Number(values["consumer-window"]);
+    if (!Number.isInteger(w) || w < 1 || w > 1_000_000) {
+      throw new RangeError(
+        `--consumer-window must be 1 to 1000000, got ${values["consumer-window"]}`,
+      );
+    }
+    settings.consumerWindowMessages = w;
+  }
+  const persistence = values.persistence;
+  if (persistence !== "memory" && persistence !== "disk") {
+    throw new RangeError(`--persistence must be memory or disk, got ${persistence}`);
+  }
+  const storage: Storage = { persistence, fsync: values.fsync ?? null };
+  const scenarios = SCENARIOS.filter((s) =>
+    values.only === undefined || s.name.includes(values.only)
+  );
+  if (scenarios.length === 0) throw new RangeError(`No scenario matches --only ${values.only}`);
+  const notes: string[] = [];
+
+  let natsServer: { path: string; version: string } | null = null;
+  let natsConnect: NatsConnect | null = null;
+  if (values["no-nats"]) {
+    notes.push("NATS baseline skipped (--no-nats): no ratios");
+  } else {
+    const found = await findNatsServer();
+    if ("missing" in found) {
+      notes.push(`NATS baseline skipped: ${found.missing}`);
+    } else {
+      try {
+        natsConnect = (await import("nats")).connect as NatsConnect;
+        natsServer = found;
+      } catch (err) {
+        notes.push(`NATS baseline skipped: cannot load the nats client: ${(err as Error).message}`);
+      }
+    }
+  }
+
+  const dataDir = await Deno.makeTempDir({ prefix: "gregormq-bench-" });
+  tempDirs.add(dataDir);
+  const flags = await brokerStorageFlags(storage, dataDir);
+  const gregor = await startGregor(flags, values["broker-cpu-prof"] ?? null);
+  const nats = natsServer === null ? null : await startNats(natsServer.path);
+  console.error(
+    `GregorMQ broker pid ${gregor.child.pid} on ${HOST}:${gregor.port}` +
+      (nats === null ? "" : `; nats-server pid ${nats.child.pid} on ${HOST}:${nats.port}`),
+  );
+  const gregorT = gregorTarget(gregor.port, settings);
+  const natsT = nats === null || natsConnect === null
+    ? null
+    : natsTarget(natsConnect, nats.port, settings);
+
+  const warmup: Scenario = { name: "warm-up", mode: "e2e", payloadBytes: 100 };
+  const warm = { ...settings, messagesMax: settings.warmupMessages };
+  await gregorTarget(gregor.port, warm).measure(warmup, "warmup");
+  if (natsConnect !== null && nats !== null) {
+    await natsTarget(natsConnect, nats.port, warm).measure(warmup, "warmup");
+  }
+
+  const results: ScenarioResult[] = [];
+  for (const scenario of scenarios) {
+    // Alternate the systems run by run, so a drift in machine load hits both alike.
+    const gRuns: Run[] = [];
+    const nRuns: Run[] = [];
+    for (let run = 0; run < settings.runs; run++) {
+      gRuns.push(await measureOnce(gregorT, scenario, { run, label: "GregorMQ", notes }));
+      if (natsT !== null) {
+        nRuns.push(await measureOnce(natsT, scenario, { run, label: "NATS", notes }));
+      }
+    }
+    const g = median(gRuns);
+    const n = natsT === null ? null : median(nRuns);
+    results.push({
+      scenario: scenario.name,
+      mode: scenario.mode,
+      payloadBytes: scenario.payloadBytes,
+      gregormq: g,
+      nats: n,
+      ratio: n === null ? null : g.msgPerSec / n.msgPerSec,
+    });
+    console.error(
+      `${scenario.name}: GregorMQ ${fmtInt(g.msgPerSec)} msg/s` +
+        (n === null ? "" : `, NATS ${fmtInt(n.msgPerSec)} msg/s`),
+    );
+  }
+
+  console.log(table(results));
+  for (const n of notes) console.log(`note: ${n}`);
+  if (values.json !== undefined) {
+    const report = {
+      benchmark: "throughput",
+      startedAt,
+      quick: values.quick,
+      settings,
+      storage,
+      brokerFlags: flags.map((f) => (f === dataDir ? "<temporary directory>" : f)),
+      machine: await machineInfo(natsServer?.version ?? null, loadAverageAtStart),
+      results,
+      notes,
+    };
+    await Deno.writeTextFile(values.json, JSON.stringify(report, null, 2) + "\n");
+    console.error(`wrote ${values.json}`);
+  }
+}
+
+// Ctrl-C or a kill of the harness must not leave brokers behind.
+for (const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143]] as const) {
+  Deno.addSignalListener(signal, () => {
+    cleanUp().finally(() => Deno.exit(code));
+  });
+}
+
+let code = 0;
+try {
+  await main();
+} catch (err) {
+  console.error(`throughput: ${(err as Error)?.stack ?? err}`);
+  code = 1;
+} finally {
+  await cleanUp();
+}
+Deno.exit(code);
