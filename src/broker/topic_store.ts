@@ -4,7 +4,7 @@
 
 import type { Env } from "../io/types.ts";
 import { NotFound } from "../io/errors.ts";
-import { readFile, writeFileAtomic } from "../io/util.ts";
+import { dirname, readFile, writeFileAtomic } from "../io/util.ts";
 import { ErrorCode, GregorError } from "../protocol/errors.ts";
 import { FileLog, parseFsyncPolicy } from "../storage/file_log.ts";
 import { type Log, MemoryLog } from "./log.ts";
@@ -96,8 +96,10 @@ export class TopicStore {
     if (effective["persistence"] === "disk") {
       const dir = `${this.#topicsDir}/${name}`;
       await this.#env.disk.mkdir(dir);
-      await this.#env.disk.syncDir(this.#topicsDir);
+      // Each new directory is durable only once the directory holding it is synced.
+      await this.#env.disk.syncDir(dirname(this.#opts.dataDir));
       await this.#env.disk.syncDir(this.#opts.dataDir);
+      await this.#env.disk.syncDir(this.#topicsDir);
       const meta = JSON.stringify({ name, partitions, configs: effective });
       await writeFileAtomic(this.#env.disk, `${dir}/${META_FILE}`, new TextEncoder().encode(meta));
     }

@@ -45,6 +45,7 @@ export class Client {
       reconnectBackoffMsMax: opts.reconnectBackoffMsMax ?? 5_000,
       connectTimeoutMs: opts.connectTimeoutMs ?? 30_000,
       requestsInFlightMax: opts.requestsInFlightMax ?? 4096,
+      heartbeatMs: opts.heartbeatMs ?? 5_000,
       env,
     });
     this.admin = new Admin(this.connection);

@@ -56,6 +56,8 @@ export interface ConnectOptions {
   connectTimeoutMs?: number;
   /** Requests in flight at most; more wait. Default 4096. */
   requestsInFlightMax?: number;
+  /** Ping a broker silent this long, and drop the connection if it stays silent as long again. Default 5000 ms; 0: never. */
+  heartbeatMs?: number;
 }
 
 /** Resolved options. */
@@ -106,6 +108,8 @@ export class ClientConnection {
   #conn: Conn | null = null;
   /** True once the current connection's HELLO was answered; queued requests wait for it. */
   #handshaken = false;
+  #lastHeardMs = 0;
+  #pinging = false;
   #ready: Promise<Conn> | null = null;
   #nextId = 1;
   #closed = false;
@@ -156,6 +160,8 @@ export class ClientConnection {
           });
           this.hello = decode<HelloResponse>(SCHEMAS.HELLO.response, answer, "HELLO response");
           this.#handshaken = true;
+          this.#lastHeardMs = this.#env.clock.now();
+          this.#pinging = false;
         } catch (err) {
           this.#lose(conn, err);
           if (err instanceof GregorError && !err.retriable) throw err;
@@ -308,6 +314,7 @@ export class ClientConnection {
   }
 
   #onFrame(opcode: number, flags: number, correlationId: number, payload: Uint8Array): void {
+    this.#lastHeardMs = this.#env.clock.now();
     if ((flags & Flag.PUSH) !== 0) {
       if (opcode !== Op.DELIVER) return;
       const push = decode<DeliverPush>(SCHEMAS.DELIVER.request, payload, "DELIVER");
@@ -385,7 +392,32 @@ export class ClientConnection {
         this.#settle(id);
         p.reject(this.#timeout(p.op));
       }
+      this.#heartbeat(now);
     }
+  }
+
+  /**
+   * A connection that has been silent for `heartbeatMs` gets a PING; if that goes unanswered for
+   * another `heartbeatMs`, the broker is taken for gone (a machine that lost power sends nothing)
+   * and the connection is dropped, so subscriptions reconnect instead of waiting forever.
+   */
+  #heartbeat(now: number): void {
+    const conn = this.#conn;
+    const every = this.opts.heartbeatMs;
+    if (every <= 0 || conn === null || !this.#handshaken || this.#pinging) return;
+    if (now - this.#lastHeardMs < every) return;
+    this.#pinging = true;
+    const id = this.#id();
+    this.#pending.set(id, {
+      op: "PING",
+      resolve: () => (this.#pinging = false),
+      reject: () => {
+        this.#pinging = false;
+        this.#lose(conn, new ConnectionError(`No answer from the broker for ${2 * every} ms`));
+      },
+      deadline: now + every,
+    });
+    this.#write(conn, encodeFrame(Op.PING, id, new Uint8Array(0)));
   }
 
   #timeout(op: OpName): GregorError {

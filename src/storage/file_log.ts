@@ -5,10 +5,11 @@
 
 import type { Env } from "../io/types.ts";
 import { NotFound } from "../io/errors.ts";
-import { readFile, writeFileAtomic } from "../io/util.ts";
+import { dirname, readFile, writeFileAtomic } from "../io/util.ts";
 import { crc32c } from "../protocol/crc32c.ts";
 import {
   BATCH_HEADER_BYTES,
+  BATCH_MAGIC,
   type BatchHeader,
   readBatchHeader,
   setBaseOffset,
@@ -23,6 +24,7 @@ import {
 } from "../broker/log.ts";
 import {
   parseSegmentName,
+  readVerifiedBatch,
   scanSegment,
   type Segment,
   SegmentIndex,
@@ -83,6 +85,10 @@ export interface FileLogStats {
 const WRITE_GROUP_BYTES_MAX = 8 * 1024 * 1024;
 /** Reads of a batch that fails its checksum before it counts as corrupt. */
 const REREADS = 2;
+/** Written by a clean close after the last sync: the next open may trust the page cache. */
+const CLEAN_MARKER = "clean-shutdown";
+/** Bytes copied per step when recovery rewrites the active segment. */
+const RECOVERY_COPY_BYTES = 1024 * 1024;
 /** How long a deleted segment's file stays open for readers already using it. */
 const DELETED_SEGMENT_GRACE_MS = 10_000;
 
@@ -135,6 +141,7 @@ export class FileLog implements Log {
    */
   static async open(env: Env, opts: FileLogOptions): Promise<FileLog> {
     await env.disk.mkdir(opts.dir);
+    await env.disk.syncDir(dirname(opts.dir));
     const bases: number[] = [];
     for (const name of await env.disk.list(opts.dir)) {
       const base = parseSegmentName(name, "log");
@@ -355,16 +362,20 @@ export class FileLog implements Log {
     }
     const seg = this.#segmentFor(offset);
     const end = seg === this.#active ? this.#visibleBytes : seg.sizeBytes;
-    let pos = seg.index.positionFor(offset - seg.baseOffset);
-    // Skip batches before `offset` (the index is sparse), then gather up to the limits.
+    const start = seg.index.lookup(offset - seg.baseOffset);
+    let pos = start.position;
+    // Base offsets are outside the checksum, so the chain of bases is checked instead: each batch
+    // must start where the one before it ended.
+    let expected = seg.baseOffset + start.rel;
     let startPos = -1;
     let records = 0;
     let nextOffset = offset;
-    const headers: { pos: number; size: number; base: number }[] = [];
+    const headers: Walked[] = [];
     let total = 0;
     while (pos < end) {
-      const h = await this.#header(seg, pos);
+      const h = await this.#header(seg, pos, expected);
       const last = h.baseOffset + h.recordCount - 1;
+      expected = last + 1;
       if (last < offset) {
         pos += h.sizeBytes;
         continue;
@@ -375,7 +386,7 @@ export class FileLog implements Log {
         (total + h.sizeBytes > limits.bytesMax || records + n > limits.recordsMax)
       ) break;
       if (startPos < 0) startPos = pos;
-      headers.push({ pos, size: h.sizeBytes, base: h.baseOffset });
+      headers.push({ pos, size: h.sizeBytes, base: h.baseOffset, head: h.raw });
       total += h.sizeBytes;
       records += n;
       nextOffset = last + 1;
@@ -393,7 +404,14 @@ export class FileLog implements Log {
     await seg.file.readAt(startPos, bytes);
     for (const h of headers) {
       const rel = h.pos - startPos;
-      if (!checksumOk(bytes, rel, h.size)) await this.#reread(seg, bytes, rel, h);
+      if (!batchOk(bytes, rel, h)) await this.#reread(seg, bytes, rel, h);
+    }
+    // Count from the verified bytes, not from the header reads, which no checksum covered.
+    records = 0;
+    for (const h of headers) {
+      const count = new DataView(bytes.buffer, h.pos - startPos + 57, 4).getInt32(0);
+      records += h.base + count - Math.max(h.base, offset);
+      nextOffset = h.base + count;
     }
     return { bytes, nextOffset, records };
   }
@@ -403,12 +421,12 @@ export class FileLog implements Log {
     seg: Segment,
     into: Uint8Array,
     rel: number,
-    h: { pos: number; size: number; base: number },
+    h: Walked,
   ): Promise<void> {
     for (let i = 0; i < REREADS; i++) {
       const again = new Uint8Array(h.size);
       await seg.file.readAt(h.pos, again);
-      if (checksumOk(again, 0, h.size)) {
+      if (batchOk(again, 0, h)) {
         into.set(again, rel);
         return;
       }
@@ -421,25 +439,31 @@ export class FileLog implements Log {
     throw new GregorError(ErrorCode.STORAGE_ERROR, msg);
   }
 
-  async #header(seg: Segment, pos: number): Promise<BatchHeader> {
-    for (let attempt = 0;; attempt++) {
+  /** The header at `pos`, which must carry base offset `expected`; re-read if it does not. */
+  async #header(
+    seg: Segment,
+    pos: number,
+    expected: number,
+  ): Promise<BatchHeader & { raw: Uint8Array }> {
+    let why = "";
+    for (let attempt = 0; attempt <= REREADS; attempt++) {
       const head = new Uint8Array(BATCH_HEADER_BYTES);
       await seg.file.readAt(pos, head);
       try {
-        // The header's length is checked against what follows when the batch is verified.
-        return readBatchHeader(head, 0, { headerOnly: true });
+        // The length is checked against what follows when the whole batch is verified.
+        const h = readBatchHeader(head, 0, { headerOnly: true });
+        if (h.baseOffset === expected && head[16] === BATCH_MAGIC) return { ...h, raw: head };
+        why = `base offset ${h.baseOffset}, expected ${expected}`;
       } catch (err) {
-        if (attempt >= REREADS) {
-          this.stats.corruptReads++;
-          throw new GregorError(
-            ErrorCode.STORAGE_ERROR,
-            `Corrupt batch header at byte ${pos} of ${this.#path(seg.baseOffset, "log")}: ${
-              (err as Error).message
-            }`,
-          );
-        }
+        why = (err as Error).message;
       }
     }
+    this.stats.corruptReads++;
+    const msg = `Corrupt batch header at byte ${pos} of ${
+      this.#path(seg.baseOffset, "log")
+    }: ${why}`;
+    this.#opts.onReport?.(msg);
+    throw new GregorError(ErrorCode.STORAGE_ERROR, msg);
   }
 
   #segmentFor(offset: number): Segment {
@@ -493,14 +517,42 @@ export class FileLog implements Log {
   async close(): Promise<void> {
     this.#stop.abort();
     while (this.#writing) await this.#env.clock.sleep(1);
-    if (this.#failed === null && this.#unsyncedBatches > 0) await this.#sync(this.#active);
+    if (this.#failed === null && (await this.#sync(this.#active))) {
+      // Everything is on disk: tell the next open it need not rewrite the active segment.
+      const marker = await this.#env.disk.open(`${this.#opts.dir}/${CLEAN_MARKER}`, {
+        create: true,
+      });
+      marker.close();
+      await this.#env.disk.syncDir(this.#opts.dir);
+    }
     for (const s of this.#segments) s.file.close();
   }
 }
 
-function checksumOk(bytes: Uint8Array, off: number, size: number): boolean {
-  const crc = new DataView(bytes.buffer, bytes.byteOffset + off + 17, 4).getUint32(0);
-  return crc32c(bytes.subarray(off + 21, off + size)) === crc;
+/** The batch at `off` has the base offset and size its header walk found, and a good checksum. */
+/** A batch found by the header walk: where it is, its size and base, and its header as read. */
+interface Walked {
+  pos: number;
+  size: number;
+  base: number;
+  head: Uint8Array;
+}
+
+/** The bytes of the header that its checksum does not cover: offset, length, epoch, magic. */
+const UNCHECKED_HEADER_BYTES = 21;
+
+/**
+ * The batch at `off` is whole and intact: its checksum holds, and the bytes the checksum does not
+ * cover match the header walk's own, separate read of them (a flipped bit shows as a difference).
+ */
+function batchOk(bytes: Uint8Array, off: number, h: Walked): boolean {
+  for (let i = 0; i < UNCHECKED_HEADER_BYTES; i++) {
+    if (bytes[off + i] !== h.head[i]) return false;
+  }
+  const dv = new DataView(bytes.buffer, bytes.byteOffset + off, BATCH_HEADER_BYTES);
+  const base = dv.getInt32(0) * 0x1_0000_0000 + dv.getUint32(4);
+  if (base !== h.base || dv.getInt32(8) + 12 !== h.size) return false;
+  return crc32c(bytes.subarray(off + 21, off + h.size)) === dv.getUint32(17);
 }
 
 async function createSegment(env: Env, opts: FileLogOptions, base: number): Promise<Segment> {
@@ -578,7 +630,8 @@ async function openSealed(
 
 /** The active segment: scanned, torn tail truncated and synced. */
 async function recoverActive(env: Env, opts: FileLogOptions, base: number): Promise<Segment> {
-  const file = await env.disk.open(`${opts.dir}/${segmentName(base, "log")}`);
+  const path = `${opts.dir}/${segmentName(base, "log")}`;
+  let file = await env.disk.open(path);
   const size = await file.size();
   const scan = await scanSegment(file, base, opts.indexIntervalBytes, REREADS);
   if (scan.validBytes < size) {
@@ -587,9 +640,50 @@ async function recoverActive(env: Env, opts: FileLogOptions, base: number): Prom
         segmentName(base, "log")
       } in ${opts.dir}: ${scan.stoppedBecause}`,
     );
-    await file.truncate(scan.validBytes);
   }
-  await file.sync();
+  const clean = `${opts.dir}/${CLEAN_MARKER}`;
+  if (await exists(env, clean)) {
+    // The last run closed cleanly after a successful sync: what the file shows is on disk.
+    await env.disk.remove(clean);
+    await env.disk.syncDir(opts.dir);
+    if (scan.validBytes < size) await file.truncate(scan.validBytes);
+    await file.sync();
+  } else {
+    // After a crash the page cache may show bytes whose fsync failed and which the disk never
+    // got; a later sync would not write them again. Copy what recovery accepted into a fresh
+    // file and sync that, so all of it is durable before anything new is acknowledged.
+    // Each batch is verified again as it is copied: a bit flipped on this read must not be
+    // written down as the truth.
+    const tmp = `${path}.tmp`;
+    const copy = await env.disk.open(tmp, { create: true });
+    await copy.truncate(0);
+    let chunk: Uint8Array[] = [];
+    let chunkBytes = 0;
+    let written = 0;
+    const flush = async () => {
+      const buf = new Uint8Array(chunkBytes);
+      let off = 0;
+      for (const b of chunk) {
+        buf.set(b, off);
+        off += b.length;
+      }
+      await copy.writeAt(written, buf);
+      written += chunkBytes;
+      chunk = [];
+      chunkBytes = 0;
+    };
+    for (const b of scan.batches) {
+      chunk.push(await readVerifiedBatch(file, b, REREADS));
+      chunkBytes += b.size;
+      if (chunkBytes >= RECOVERY_COPY_BYTES) await flush();
+    }
+    if (chunkBytes > 0) await flush();
+    await copy.sync();
+    await env.disk.rename(tmp, path);
+    await env.disk.syncDir(opts.dir);
+    file.close();
+    file = copy;
+  }
   return {
     baseOffset: base,
     nextOffset: scan.nextOffset,
@@ -600,4 +694,14 @@ async function recoverActive(env: Env, opts: FileLogOptions, base: number): Prom
     index: scan.index,
     sealed: false,
   };
+}
+
+async function exists(env: Env, path: string): Promise<boolean> {
+  try {
+    (await env.disk.open(path)).close();
+    return true;
+  } catch (err) {
+    if (err instanceof NotFound) return false;
+    throw err;
+  }
 }

@@ -68,15 +68,18 @@ export class SegmentIndex {
     }
   }
 
-  /** The position of the last indexed batch at or before `relOffset` (0 if none). */
-  positionFor(relOffset: number): number {
+  /**
+   * The last indexed batch at or before `relOffset`: its relative base offset and position
+   * ({ rel: 0, position: 0 }, the segment's first batch, if none).
+   */
+  lookup(relOffset: number): { rel: number; position: number } {
     let lo = 0;
     let hi = this.offsets.length - 1;
-    let best = 0;
+    let best = { rel: 0, position: 0 };
     while (lo <= hi) {
       const mid = (lo + hi) >>> 1;
       if ((this.offsets[mid] as number) <= relOffset) {
-        best = this.positions[mid] as number;
+        best = { rel: this.offsets[mid] as number, position: this.positions[mid] as number };
         lo = mid + 1;
       } else {
         hi = mid - 1;
@@ -206,6 +209,8 @@ export interface ScanResult {
   index: SegmentIndex;
   /** Why the scan stopped before the end, or null if every byte was valid. */
   stoppedBecause: string | null;
+  /** Every valid batch: its position, size and base offset. */
+  batches: { pos: number; size: number; base: number }[];
 }
 
 /** Bytes read per step while scanning. */
@@ -229,6 +234,7 @@ export async function scanSegment(
   let maxTs = -1;
   let firstTs: number | null = null;
   let stoppedBecause: string | null = null;
+  const batches: { pos: number; size: number; base: number }[] = [];
   while (pos < size) {
     const problem = await checkBatchAt(file, pos, size, next, rereads);
     if (typeof problem === "string") {
@@ -236,6 +242,7 @@ export async function scanSegment(
       break;
     }
     const h = problem;
+    batches.push({ pos, size: h.sizeBytes, base: h.baseOffset });
     index.add(h.baseOffset - baseOffset, pos, h.sizeBytes, h.maxTimestamp);
     firstTs ??= h.firstTimestamp;
     maxTs = Math.max(maxTs, h.maxTimestamp);
@@ -249,7 +256,46 @@ export async function scanSegment(
     firstTimestamp: firstTs,
     index,
     stoppedBecause,
+    batches,
   };
+}
+
+/**
+ * Reads the batch at `pos` of `size` bytes with base offset `base`, verified (checksum, base
+ * offset, length); re-reads up to `rereads` times. Throws if it never reads back whole.
+ */
+export async function readVerifiedBatch(
+  file: File,
+  b: { pos: number; size: number; base: number },
+  rereads: number,
+): Promise<Uint8Array> {
+  for (let attempt = 0;; attempt++) {
+    const bytes = new Uint8Array(b.size);
+    if (await readOrRetry(file, b.pos, bytes, attempt < rereads)) {
+      const dv = new DataView(bytes.buffer);
+      const base = dv.getInt32(0) * 0x1_0000_0000 + dv.getUint32(4);
+      const ok = base === b.base && dv.getInt32(8) + BATCH_LENGTH_PREFIX_BYTES === b.size &&
+        crc32c(bytes.subarray(21)) === dv.getUint32(17);
+      if (ok) return bytes;
+    }
+    if (attempt >= rereads) throw new Error(`Batch at byte ${b.pos} does not read back intact`);
+  }
+}
+
+/** Reads; on an I/O error returns false if another attempt is allowed, else throws. */
+async function readOrRetry(
+  file: File,
+  pos: number,
+  buf: Uint8Array,
+  mayRetry: boolean,
+): Promise<boolean> {
+  try {
+    await file.readAt(pos, buf);
+    return true;
+  } catch (err) {
+    if (mayRetry) return false;
+    throw err;
+  }
 }
 
 /** The header of a whole, valid batch at `pos` with base offset `expected`, or why not. */
@@ -263,7 +309,7 @@ async function checkBatchAt(
   let why = "";
   for (let attempt = 0; attempt <= rereads; attempt++) {
     const head = new Uint8Array(Math.min(BATCH_HEADER_BYTES, size - pos));
-    await file.readAt(pos, head);
+    if (!(await readOrRetry(file, pos, head, attempt < rereads))) continue;
     if (head.length < BATCH_HEADER_BYTES) return `a partial batch header at byte ${pos}`;
     const length = new DataView(head.buffer).getInt32(8) + BATCH_LENGTH_PREFIX_BYTES;
     if (head[16] !== BATCH_MAGIC || length < BATCH_HEADER_BYTES || length > SCAN_CHUNK_BYTES * 64) {
@@ -275,7 +321,7 @@ async function checkBatchAt(
       continue;
     }
     const bytes = new Uint8Array(length);
-    await file.readAt(pos, bytes);
+    if (!(await readOrRetry(file, pos, bytes, attempt < rereads))) continue;
     try {
       const h = readBatchHeader(bytes);
       if (crc32c(bytes.subarray(21)) !== h.crc) throw new CorruptBatchError("checksum mismatch");
