@@ -94,6 +94,7 @@ function report(r: RunResult, realMs: number): string {
     `trace      ${r.traceHash}`,
     `outcome    ${r.outcome.toUpperCase()}`,
   ];
+  for (const n of (r.notes ?? []).slice(0, 50)) lines.push(`note       ${n}`);
   for (const v of shown(r.violations)) lines.push(`violation  ${v}`);
   return lines.join("\n");
 }

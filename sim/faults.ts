@@ -125,9 +125,13 @@ export interface NemesisStats {
 }
 
 const TAG_NEMESIS = 30;
+/** Actions remembered for a run's notes, at most. */
+const NEMESIS_LOG_MAX = 500;
 
 /** Injects the plan's faults into a simulation at random times until stopped. */
 export class Nemesis {
+  /** What the nemesis did and when, for a failing run's report. */
+  readonly log: string[] = [];
   readonly stats: NemesisStats = {
     partitions: 0,
     oneWays: 0,
@@ -213,6 +217,7 @@ export class Nemesis {
     if (a.length === 0 || b.length === 0) return;
     this.#sim.net.partition([a, b]);
     this.stats.partitions++;
+    this.#note(`partition ${JSON.stringify([a, b])}`);
   }
 
   #oneWay(): void {
@@ -222,11 +227,20 @@ export class Nemesis {
     if (from === to) return;
     this.#sim.net.block(from, to);
     this.stats.oneWays++;
+    this.#note(`one-way ${from} -/-> ${to}`);
   }
 
   #heal(): void {
     this.#sim.net.heal();
     this.stats.heals++;
+    this.#note("heal");
+  }
+
+  /** Remembers an action for the run's notes (bounded). */
+  #note(what: string): void {
+    if (this.log.length < NEMESIS_LOG_MAX) {
+      this.log.push(`${this.#sim.world.now.toFixed(1)} ms: nemesis ${what}`);
+    }
   }
 
   #downCount(): number {
@@ -237,9 +251,11 @@ export class Nemesis {
     if (this.#downCount() >= this.#plan.downNodesMax) return;
     const node = this.#random.pick(this.#targets);
     if (!node.up) return;
-    this.#sim.crash(node, kind, this.#random.float() * this.#plan.downMsMax);
+    const downMs = this.#random.float() * this.#plan.downMsMax;
+    this.#sim.crash(node, kind, downMs);
     if (kind === "power") this.stats.powerCrashes++;
     else this.stats.processCrashes++;
+    this.#note(`${kind} crash of ${node.name} for ${downMs.toFixed(0)} ms`);
   }
 
   #pause(): void {
@@ -248,6 +264,7 @@ export class Nemesis {
     if (!node.up || node.paused) return;
     const token = node.pause();
     this.stats.pauses++;
+    this.#note(`pause of ${node.name}`);
     // Ends this pause only: not one a later crash, restart and pause started.
     this.#sim.world.schedule(
       this.#random.float() * this.#plan.pauseMsMax,
@@ -275,6 +292,7 @@ export class Nemesis {
     disk.faults.full = true;
     this.#fullSpell.set(disk, spell);
     this.stats.diskFulls++;
+    this.#note("disk full");
     this.#sim.world.schedule(this.#random.float() * this.#plan.downMsMax, () => {
       if (this.#fullSpell.get(disk) !== spell) return;
       this.#fullSpell.delete(disk);

@@ -3,6 +3,7 @@
 
 import type { FaultPlan } from "./faults.ts";
 import { registerOptions, runRegister } from "./example/register_scenario.ts";
+import { pubsubOptions, runPubSub } from "./pubsub_scenario.ts";
 
 /** What one simulated run did and found. */
 export interface RunResult {
@@ -19,10 +20,12 @@ export interface RunResult {
   virtualMs: number;
   /** Counters: operations, faults injected, fault paths taken. */
   stats: Record<string, number>;
+  /** What the nodes reported and how they exited, in order: printed for a single seed. */
+  notes?: string[];
 }
 
 /** Scenarios `deno task sim` can run. */
-export const SCENARIOS = ["register"] as const;
+export const SCENARIOS = ["register", "pubsub"] as const;
 /** A scenario's name. */
 export type ScenarioName = typeof SCENARIOS[number];
 
@@ -38,6 +41,8 @@ export function runScenario(
   switch (scenario) {
     case "register":
       return runRegister(registerOptions(seed, parseRegisterOverrides(overrides)));
+    case "pubsub":
+      return runPubSub(pubsubOptions(seed, parseNumbers("pubsub", overrides, PUBSUB_NUMBERS)));
   }
 }
 
@@ -71,6 +76,39 @@ function parseRegisterOverrides(o: Overrides): Parameters<typeof registerOptions
         break;
       default:
         throw new Error(`Unknown option --${k} for scenario register`);
+    }
+  }
+  return out;
+}
+
+const PUBSUB_NUMBERS = [
+  "subscribers",
+  "messages",
+  "inFlight",
+  "safetyMs",
+  "livenessMs",
+  "segmentBytes",
+];
+
+/** Parses whole-number options (and --faults) shared by the broker scenarios. */
+function parseNumbers(
+  scenario: string,
+  o: Overrides,
+  numeric: readonly string[],
+): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(o)) {
+    if (k === "faults") {
+      if (v !== "swarm" && v !== "calm") {
+        throw new Error(`--faults must be swarm or calm, got ${v}`);
+      }
+      out[k] = v;
+    } else if (numeric.includes(k)) {
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < 0) throw new Error(`--${k} must be a whole number, got ${v}`);
+      out[k] = n;
+    } else {
+      throw new Error(`Unknown option --${k} for scenario ${scenario}`);
     }
   }
   return out;

@@ -1,0 +1,352 @@
+// The broker under network faults: one broker, one publisher, several subscribers, all using the
+// real broker and client code on the simulated network. The checker demands that every
+// acknowledged publish reaches every subscriber, that each subscriber sees offsets in order with
+// no gap, and that nothing is delivered that was not published.
+
+import { SeededRandom } from "../src/io/prng.ts";
+import type { Env } from "../src/io/types.ts";
+import { connectWith } from "../src/client/client.ts";
+import type { Client } from "../src/client/client.ts";
+import { ErrorCode, GregorError } from "../src/protocol/errors.ts";
+import { startNode } from "../src/node.ts";
+import { calm, calmPlan, type FaultPlan, Nemesis, rollPlan } from "./faults.ts";
+import type { RunResult } from "./runner.ts";
+import { Simulation } from "./simulation.ts";
+
+/** Everything that decides a pub/sub run. */
+export interface PubSubOptions {
+  seed: number;
+  subscribers: number;
+  messages: number;
+  /** Publishes the publisher keeps in flight at most. */
+  inFlight: number;
+  /** Virtual time of the safety phase (faults on), ms. */
+  safetyMs: number;
+  /** Virtual time the healed system gets to deliver everything, ms. */
+  livenessMs: number;
+  faults: "swarm" | "calm";
+  /** The broker's segment size: small, so segments roll and recovery crosses them. */
+  segmentBytes: number;
+}
+
+const PORT = 7070;
+const TOPIC = "events";
+
+/** Derives the options for `seed`, then applies `overrides`. */
+export function pubsubOptions(seed: number, overrides: Partial<PubSubOptions> = {}): PubSubOptions {
+  const r = new SeededRandom(seed, "pubsub-options");
+  return {
+    seed,
+    subscribers: r.int(1, 5),
+    messages: r.int(50, 400),
+    inFlight: r.int(1, 50),
+    safetyMs: r.int(1_000, 6_000),
+    livenessMs: 60_000,
+    faults: "swarm",
+    segmentBytes: r.int(2_000, 64_000),
+    ...overrides,
+  };
+}
+
+interface Delivery {
+  offset: number;
+  value: string;
+}
+
+/** Runs the pub/sub scenario and checks it. */
+export async function runPubSub(opts: PubSubOptions): Promise<RunResult> {
+  const planRandom = new SeededRandom(opts.seed, "pubsub-faults");
+  const plan: FaultPlan = opts.faults === "swarm" ? rollPlan(planRandom, 1) : calmPlan();
+  const sim = new Simulation(opts.seed, {
+    net: { ...plan.net },
+    disk: plan.disk,
+    restartAfterExitMs: 100,
+  });
+
+  // The broker keeps its topic on disk with fsync "always": it may crash (power or process), lose
+  // unsynced writes, fail fsyncs and read flipped bits, and must still keep every acknowledgement.
+  const broker = sim.addNode({
+    name: "broker",
+    main: async (env, ctl) => {
+      const node = await startNode(env, {
+        host: "0.0.0.0",
+        port: PORT,
+        broker: { dataDir: "data", segmentBytes: opts.segmentBytes },
+        hooks: {
+          onFatal(reason) {
+            try {
+              ctl.fatal(reason);
+            } catch {
+              // fatal() ends this incarnation by throwing; the log's own code stops here.
+            }
+          },
+          onReport: (msg) => reports.push({ t: sim.world.now, msg }),
+        },
+      });
+      await node.done;
+    },
+  });
+  const reports: { t: number; msg: string }[] = [];
+
+  const published = new Map<string, number | null>(); // value -> acked offset, or null if unknown
+  const acked: number[] = [];
+  let publisherDone = false;
+  sim.addNode({
+    name: "publisher",
+    main: async (env) => {
+      await publish(env, sim, opts, published, acked);
+      publisherDone = true;
+    },
+  });
+
+  const deliveries: Delivery[][] = [];
+  const corrupt: string[] = [];
+  for (let i = 0; i < opts.subscribers; i++) {
+    const got: Delivery[] = [];
+    deliveries.push(got);
+    sim.addNode({
+      name: `subscriber-${i}`,
+      main: (env) => subscribe(env, sim, `subscriber-${i}`, got, corrupt),
+    });
+  }
+
+  // Crashes and pauses hit the broker; partitions, resets and latency hit every link.
+  const nemesis = new Nemesis(sim, plan, [broker]);
+  nemesis.start();
+  await sim.world.run({ untilMs: opts.safetyMs });
+  calm(sim, nemesis);
+  const everyoneHasAll = () =>
+    publisherDone &&
+    deliveries.every((got) => {
+      const seen = new Set(got.map((d) => d.offset));
+      return acked.every((o) => seen.has(o));
+    });
+  const stop = await sim.world.run({
+    untilMs: sim.world.now + opts.livenessMs,
+    stop: everyoneHasAll,
+  });
+
+  const violations: string[] = [];
+  if (!everyoneHasAll()) {
+    violations.push(
+      stop === "idle"
+        ? "deadlock: no event left while subscribers still wait"
+        : `liveness: within ${opts.livenessMs} ms of healing, ${
+          publisherDone
+            ? "not every subscriber received every acknowledged publish"
+            : "the publisher did not finish"
+        }`,
+    );
+  }
+  // After everything was delivered: the broker loses power, restarts, and a fresh subscriber
+  // reads the whole topic from the start. Every acknowledged publish must be there, once, at its
+  // acknowledged offset.
+  const verified: Delivery[] = [];
+  if (violations.length === 0) {
+    sim.crash(broker, "power", 10);
+    const ackedCount = acked.length;
+    const enough = () =>
+      new Set(verified.map((d) => d.offset)).size >=
+        (ackedCount === 0 ? 0 : Math.max(...acked) + 1);
+    sim.addNode({
+      name: "verifier",
+      main: (env) => subscribe(env, sim, "verifier", verified, corrupt, enough),
+    });
+    await sim.world.run({ untilMs: sim.world.now + opts.livenessMs, stop: enough });
+    if (!enough()) {
+      violations.push(
+        "after a final power loss and restart, the verifier could not read every acknowledged publish",
+      );
+    }
+    violations.push(...checkOnce(published, verified));
+  }
+  violations.push(...corrupt.slice(0, 10));
+  violations.push(...checkDeliveries(published, [...deliveries, verified]));
+  return {
+    scenario: "pubsub",
+    seed: opts.seed,
+    options: { ...opts },
+    plan,
+    outcome: violations.length === 0 ? "pass" : "fail",
+    violations,
+    traceHash: sim.world.trace.hex(),
+    events: sim.world.eventsFired,
+    virtualMs: sim.world.now,
+    stats: {
+      publishes: published.size,
+      publishesAcked: acked.length,
+      publishesUnknown: [...published.values()].filter((o) => o === null).length,
+      deliveries: deliveries.reduce((n, d) => n + d.length, 0),
+      redeliveries: deliveries.reduce(
+        (n, d) => n + (d.length - new Set(d.map((x) => x.offset)).size),
+        0,
+      ),
+      ...nemesis.stats,
+      netResets: sim.net.stats.resets,
+      netHeldSegments: sim.net.stats.heldSegments,
+      brokerCrashes: broker.crashes,
+      brokerFatalExits:
+        sim.exits.filter((e) => e.node === "broker" && e.reason !== "exited").length,
+      crashesMidWrite: broker.disk.stats.crashesWithPending,
+      writesTorn: broker.disk.stats.writesTorn,
+      writesCorrupted: broker.disk.stats.writesCorrupted,
+      syncFailures: broker.disk.stats.syncFailures,
+      readFlips: broker.disk.stats.readFlips,
+      storageReports: reports.length,
+      verifiedOffsets: new Set(verified.map((d) => d.offset)).size,
+    },
+    notes: [
+      ...sim.exits.map((e) => ({
+        t: e.timeMs,
+        s: `${e.timeMs.toFixed(1)} ms: ${e.node} ${e.reason}`,
+      })),
+      ...nemesis.log.map((s) => ({ t: Number(s.split(" ")[0]), s })),
+      ...reports.map((r) => ({ t: r.t, s: `${r.t.toFixed(1)} ms: report: ${r.msg}` })),
+    ].sort((a, b) => a.t - b.t).map((n) => n.s),
+  };
+}
+
+async function connectRetrying(env: Env, sim: Simulation): Promise<Client> {
+  for (;;) {
+    try {
+      return await connectWith(env, {
+        host: "broker",
+        port: PORT,
+        requestTimeoutMs: 2_000,
+        connectTimeoutMs: 5_000,
+      });
+    } catch {
+      await env.clock.sleep(100 + env.random.float() * 400);
+    }
+    if (sim.world.now > 10_000_000) throw new Error("gave up connecting");
+  }
+}
+
+async function publish(
+  env: Env,
+  sim: Simulation,
+  opts: PubSubOptions,
+  published: Map<string, number | null>,
+  acked: number[],
+): Promise<void> {
+  const client = await connectRetrying(env, sim);
+  const producer = client.producer({ lingerMs: env.random.float() * 5 });
+  const inFlight = new Set<Promise<void>>();
+  for (let i = 0; i < opts.messages; i++) {
+    const value = `m${i}#${env.random.u32()}`;
+    published.set(value, null);
+    sim.history.add("publisher", "invoke", "publish", { value });
+    const p: Promise<void> = producer.send(TOPIC, { value }).then(
+      (offset) => {
+        published.set(value, offset);
+        acked.push(offset);
+        sim.history.add("publisher", "ok", "publish", { value, offset });
+      },
+      (err) => void sim.history.add("publisher", "info", "publish", { value, error: String(err) }),
+    ).finally(() => inFlight.delete(p));
+    inFlight.add(p);
+    if (inFlight.size >= opts.inFlight) await Promise.race(inFlight);
+    // Spread the publishes over the safety phase, so faults land while messages flow.
+    await env.clock.sleep(env.random.float() * 2 * opts.safetyMs / opts.messages);
+  }
+  await Promise.allSettled([...inFlight]);
+  await client.close();
+}
+
+/** Subscribes from the start and keeps going through reconnects; records every delivery. */
+async function subscribe(
+  env: Env,
+  sim: Simulation,
+  name: string,
+  got: Delivery[],
+  corrupt: string[],
+  until: () => boolean = () => false,
+): Promise<void> {
+  let next = 0;
+  while (!until()) {
+    const client = await connectRetrying(env, sim);
+    try {
+      const sub = await client.subscribe(TOPIC, { from: { offset: next }, ackTimeoutMs: 1_000 });
+      for await (const m of sub) {
+        got.push({ offset: m.offset, value: m.text() });
+        sim.history.add(name, "ok", "deliver", { offset: m.offset });
+        m.ack();
+        next = Math.max(next, m.offset + 1);
+        if (until()) break;
+      }
+    } catch (err) {
+      // The client checks every batch's checksum: a corrupt batch means the broker served one.
+      if (err instanceof GregorError && err.code === ErrorCode.CORRUPT_BATCH) {
+        corrupt.push(`${name} was served a corrupt batch: ${err.message}`);
+      }
+      // Otherwise the connection gave up (a long partition): start again where we got to.
+    }
+    await client.close();
+    await env.clock.sleep(100);
+  }
+}
+
+/** Each acknowledged publish appears at exactly one offset: its own. */
+export function checkOnce(
+  published: ReadonlyMap<string, number | null>,
+  got: readonly Delivery[],
+): string[] {
+  const offsetsOf = new Map<string, Set<number>>();
+  for (const d of got) {
+    let set = offsetsOf.get(d.value);
+    if (set === undefined) offsetsOf.set(d.value, set = new Set());
+    set.add(d.offset);
+  }
+  const violations: string[] = [];
+  for (const [value, offset] of published) {
+    const at = offsetsOf.get(value);
+    if (at !== undefined && at.size > 1) {
+      violations.push(`${value} is stored ${at.size} times, at offsets ${[...at].join(", ")}`);
+    }
+    if (offset !== null && (at === undefined || !at.has(offset))) {
+      violations.push(
+        `${value} was acknowledged at offset ${offset} but is not there after a restart`,
+      );
+    }
+  }
+  return violations.slice(0, 20);
+}
+
+/** The delivery invariants; see the file comment. */
+export function checkDeliveries(
+  published: ReadonlyMap<string, number | null>,
+  deliveries: readonly Delivery[][],
+): string[] {
+  const violations: string[] = [];
+  const valueAt = new Map<number, string>();
+  deliveries.forEach((got, i) => {
+    let max = -1;
+    for (const d of got) {
+      if (!published.has(d.value)) {
+        violations.push(
+          `subscriber-${i} got ${
+            JSON.stringify(d.value)
+          } at offset ${d.offset}, which nobody published`,
+        );
+      }
+      const ackedAt = published.get(d.value);
+      if (ackedAt !== undefined && ackedAt !== null && ackedAt !== d.offset) {
+        violations.push(
+          `subscriber-${i} got ${d.value} at offset ${d.offset}, acknowledged at ${ackedAt}`,
+        );
+      }
+      const known = valueAt.get(d.offset);
+      if (known === undefined) valueAt.set(d.offset, d.value);
+      else if (known !== d.value) {
+        violations.push(`offset ${d.offset} carried both ${known} and ${d.value}`);
+      }
+      if (d.offset > max) {
+        if (d.offset !== max + 1) {
+          violations.push(`subscriber-${i} jumped from offset ${max} to ${d.offset} (a gap)`);
+        }
+        max = d.offset;
+      }
+    }
+  });
+  return violations.slice(0, 50);
+}
