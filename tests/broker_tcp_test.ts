@@ -257,3 +257,25 @@ Deno.test("a memory topic keeps only retention.bytes; subscribers from earliest 
     assert.equal((await take(sub, 1))[0]!.offset, d.logStartOffset);
   });
 });
+
+Deno.test("a connection silent past idleTimeoutMs is closed; a client's heartbeats keep it open", async () => {
+  const dataDir = await Deno.makeTempDir({ prefix: "gregormq-idle-" });
+  const node = await startNode(denoEnv(), { port: 0, broker: { dataDir, idleTimeoutMs: 400 } });
+  const client = await connect({ port: node.addr.port, heartbeatMs: 100 });
+  const raw = await Deno.connect({ hostname: "127.0.0.1", port: node.addr.port });
+  try {
+    await raw.write(new Uint8Array([0x47, 0x4d, 1])); // half a frame header, then nothing
+    const buf = new Uint8Array(64);
+    const started = Date.now();
+    assert.equal(await raw.read(buf), null, "the broker closes the silent connection");
+    assert.ok(Date.now() - started >= 300, "not before the idle timeout");
+    await new Promise((r) => setTimeout(r, 600));
+    await client.admin.ping(); // the heartbeating client survived
+    assert.equal(node.broker.idleClosed, 1);
+  } finally {
+    raw.close();
+    await client.close();
+    await node.close();
+    await Deno.remove(dataDir, { recursive: true });
+  }
+});

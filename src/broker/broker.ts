@@ -51,6 +51,8 @@ export class Broker {
   readonly #topics = new Map<string, Topic>();
   readonly #durable = new Map<string, DurableState>();
   readonly #connections = new Set<Connection>();
+  /** Connections closed for being silent past idleTimeoutMs. */
+  idleClosed = 0;
   readonly #stop = new AbortController();
   #listeners: Listener[] = [];
   #nextConnectionId = 1;
@@ -83,6 +85,7 @@ export class Broker {
     for (const t of await b.#store.loadAll()) b.#topics.set(t.name, t);
     await b.#loadOffsets();
     void b.#every(b.opts.redeliveryTickMs, () => b.#checkRedeliveries());
+    void b.#every(Math.max(100, b.opts.idleTimeoutMs / 4), () => b.#closeIdle());
     void b.#every(b.opts.retentionCheckMs, () => b.enforceRetention());
     void b.#every(b.opts.offsetsFlushMs, () => b.#flushOffsets());
     return b;
@@ -147,6 +150,13 @@ export class Broker {
       } catch (err) {
         this.#hooks.onReport(`Background task failed: ${(err as Error).message}`);
       }
+    }
+  }
+
+  #closeIdle(): void {
+    const now = this.env.clock.now();
+    for (const c of this.#connections) {
+      if (c.closeIfIdle(now, this.opts.idleTimeoutMs)) this.idleClosed++;
     }
   }
 

@@ -61,11 +61,25 @@ export class Connection implements DeliverySink {
     this.#conn = conn;
     this.id = id;
     this.#parser = new FrameParser({ payloadBytesMax: broker.opts.payloadBytesMax });
+    this.lastReadMs = broker.env.clock.now();
+  }
+
+  /**
+   * Closes a connection silent for `idleMs`: a peer that is gone without a FIN (its machine lost
+   * power) or one holding a half-sent frame. Live clients ping a silent broker well within it.
+   */
+  closeIfIdle(nowMs: number, idleMs: number): boolean {
+    if (this.#closed || nowMs - this.lastReadMs < idleMs) return false;
+    this.close();
+    return true;
   }
 
   get open(): boolean {
     return !this.#closed;
   }
+
+  /** When bytes last arrived from the client (monotonic ms); idle connections are closed. */
+  lastReadMs: number;
 
   /** The broker this connection talks to. */
   get broker(): Broker {
@@ -97,6 +111,7 @@ export class Connection implements DeliverySink {
         const buf = new Uint8Array(READ_BYTES);
         const n = await this.#conn.read(buf);
         if (n === null) break;
+        this.lastReadMs = this.#broker.env.clock.now();
         this.#parser.push(buf.subarray(0, n));
         if (!this.#drainFrames()) break;
       }

@@ -60,6 +60,8 @@ export interface BrokerOptions {
   retentionCheckMs: number;
   /** How often changed durable subscription offsets are written, ms. */
   offsetsFlushMs: number;
+  /** A connection silent this long is closed (clients ping every 5 s when the broker is quiet), ms. */
+  idleTimeoutMs: number;
 }
 
 /** The defaults: a zero-config single node. */
@@ -93,4 +95,5 @@ export const DEFAULT_BROKER_OPTIONS: Readonly<BrokerOptions> = Object.freeze({
   diskRetentionBytes: -1,
   retentionCheckMs: 30_000,
   offsetsFlushMs: 200,
+  idleTimeoutMs: 30_000,
 });
