@@ -119,7 +119,11 @@ export class FileLog implements Log {
   #visible: number;
   /** Bytes of the active segment readers may see. */
   #visibleBytes: number;
-  #unsyncedBatches = 0;
+  /** Batches written and batches known durable, counted since open. */
+  #writtenBatches = 0;
+  #syncedBatches = 0;
+  /** The last sync started; the next one waits for it. */
+  #syncing: Promise<boolean> = Promise.resolve(true);
   #syncDue = false;
   #failed: string | null = null;
   readonly #stop = new AbortController();
@@ -141,7 +145,13 @@ export class FileLog implements Log {
    */
   static async open(env: Env, opts: FileLogOptions): Promise<FileLog> {
     await env.disk.mkdir(opts.dir);
-    await env.disk.syncDir(dirname(opts.dir));
+    // mkdir may have made several levels; each is durable only once its parent is synced.
+    for (let d = opts.dir;;) {
+      const parent = dirname(d);
+      await env.disk.syncDir(parent);
+      if (parent === d || parent === "." || parent === "/") break;
+      d = parent;
+    }
     const bases: number[] = [];
     for (const name of await env.disk.list(opts.dir)) {
       const base = parseSegmentName(name, "log");
@@ -150,17 +160,20 @@ export class FileLog implements Log {
     }
     bases.sort((a, b) => a - b);
     const segments: Segment[] = [];
+    const truncated = { bytes: 0 };
     for (let i = 0; i < bases.length; i++) {
       const base = bases[i] as number;
       const next = bases[i + 1];
       segments.push(
         next === undefined
-          ? await recoverActive(env, opts, base)
+          ? await recoverActive(env, opts, base, truncated)
           : await openSealed(env, opts, base, next),
       );
     }
     if (segments.length === 0) segments.push(await createSegment(env, opts, 0));
-    return new FileLog(env, opts, segments);
+    const log = new FileLog(env, opts, segments);
+    log.stats.bytesTruncated = truncated.bytes;
+    return log;
   }
 
   get #active(): Segment {
@@ -210,8 +223,17 @@ export class FileLog implements Log {
   /** Writes the batches waiting now as one write (and, under "always", one sync). */
   async #writeGroup(): Promise<void> {
     const first = this.#queue[0] as Pending;
-    if (this.#shouldRoll(first.batch.length)) await this.#roll();
-    if (this.#failed !== null) return;
+    if (this.#shouldRoll(first.batch.length)) {
+      const why = await this.#roll();
+      if (this.#failed !== null) return;
+      if (why !== null) {
+        this.#queue.shift();
+        first.reject(
+          new GregorError(ErrorCode.STORAGE_ERROR, `Cannot append to ${this.#opts.dir}: ${why}`),
+        );
+        return;
+      }
+    }
     const seg = this.#active;
     const group: Pending[] = [];
     let bytes = 0;
@@ -260,7 +282,7 @@ export class FileLog implements Log {
     }
     seg.sizeBytes += bytes;
     seg.nextOffset = next;
-    this.#unsyncedBatches += group.length;
+    this.#writtenBatches += group.length;
     if (this.#opts.fsync.kind === "always") {
       if (!(await this.#sync(seg))) {
         const e = new GregorError(
@@ -280,19 +302,34 @@ export class FileLog implements Log {
     }
   }
 
-  /** fsync; a failure is fatal, since the dirty data may be gone for good. */
-  async #sync(seg: Segment): Promise<boolean> {
-    const batches = this.#unsyncedBatches;
-    try {
-      await seg.file.sync();
-    } catch (err) {
-      this.#fail(`fsync failed: ${(err as Error).message}`);
-      return false;
-    }
-    this.stats.syncs++;
-    this.stats.batchesSynced += batches;
-    this.#unsyncedBatches -= batches;
-    return true;
+  /**
+   * fsync of `seg`, making every batch written so far durable; a failure is fatal, since the dirty
+   * data may be gone for good. Syncs run one at a time, so two never count the same batches.
+   */
+  #sync(seg: Segment): Promise<boolean> {
+    const run = async (): Promise<boolean> => {
+      const target = this.#writtenBatches;
+      if (this.#failed !== null) return false;
+      try {
+        await seg.file.sync();
+      } catch (err) {
+        this.#fail(`fsync failed: ${(err as Error).message}`);
+        return false;
+      }
+      this.stats.syncs++;
+      if (target > this.#syncedBatches) {
+        this.stats.batchesSynced += target - this.#syncedBatches;
+        this.#syncedBatches = target;
+      }
+      return true;
+    };
+    const next = this.#syncing.then(run);
+    this.#syncing = next;
+    return next;
+  }
+
+  get #unsyncedBatches(): number {
+    return this.#writtenBatches - this.#syncedBatches;
   }
 
   #fail(reason: string): void {
@@ -324,10 +361,13 @@ export class FileLog implements Log {
       this.#env.clock.wallMs() - seg.createdAtMs >= this.#opts.segmentMs;
   }
 
-  /** Seals the active segment (synced, indexes written) and starts a new one. */
-  async #roll(): Promise<void> {
+  /**
+   * Seals the active segment (synced, indexes written) and starts a new one. Returns why it could
+   * not (a full disk, say: the append waiting for the roll fails, the log goes on), or null.
+   */
+  async #roll(): Promise<string | null> {
     const old = this.#active;
-    if (!(await this.#sync(old))) return;
+    if (!(await this.#sync(old))) return this.#failed;
     try {
       await writeFileAtomic(
         this.#env.disk,
@@ -341,12 +381,12 @@ export class FileLog implements Log {
       );
       this.#segments.push(await createSegment(this.#env, this.#opts, old.nextOffset));
     } catch (err) {
-      this.#fail(`cannot roll to a new segment: ${(err as Error).message}`);
-      return;
+      return `cannot roll to a new segment: ${(err as Error).message}`;
     }
     old.sealed = true;
     this.stats.segmentsRolled++;
     this.#visibleBytes = 0;
+    return null;
   }
 
   #path(base: number, ext: string): string {
@@ -361,6 +401,24 @@ export class FileLog implements Log {
       return { bytes: new Uint8Array(0), nextOffset: offset, records: 0 };
     }
     const seg = this.#segmentFor(offset);
+    // A bit flipped on one read of an unchecksummed header field can misplace everything after it,
+    // so a read that does not check out is done again from the start before it counts as corrupt.
+    let why = "";
+    for (let attempt = 0; attempt <= REREADS; attempt++) {
+      const got = await this.#readOnce(seg, offset, limits);
+      if (typeof got !== "string") return got;
+      why = got;
+    }
+    this.stats.corruptReads++;
+    const msg = `Corrupt batch at offset ${offset} in ${
+      this.#path(seg.baseOffset, "log")
+    }: ${why}; refusing to serve it`;
+    this.#opts.onReport?.(msg);
+    throw new GregorError(ErrorCode.STORAGE_ERROR, msg);
+  }
+
+  /** One attempt at a read: the batches, or why they did not check out. */
+  async #readOnce(seg: Segment, offset: number, limits: ReadLimits): Promise<ReadResult | string> {
     const end = seg === this.#active ? this.#visibleBytes : seg.sizeBytes;
     const start = seg.index.lookup(offset - seg.baseOffset);
     let pos = start.position;
@@ -369,11 +427,15 @@ export class FileLog implements Log {
     let expected = seg.baseOffset + start.rel;
     let startPos = -1;
     let records = 0;
-    let nextOffset = offset;
     const headers: Walked[] = [];
     let total = 0;
     while (pos < end) {
       const h = await this.#header(seg, pos, expected);
+      if (typeof h === "string") {
+        // Damage after batches already found does not keep those from being served.
+        if (headers.length > 0) break;
+        return h;
+      }
       const last = h.baseOffset + h.recordCount - 1;
       expected = last + 1;
       if (last < offset) {
@@ -389,81 +451,47 @@ export class FileLog implements Log {
       headers.push({ pos, size: h.sizeBytes, base: h.baseOffset, head: h.raw });
       total += h.sizeBytes;
       records += n;
-      nextOffset = last + 1;
       pos += h.sizeBytes;
     }
-    if (headers.length === 0) {
-      throw new GregorError(
-        ErrorCode.STORAGE_ERROR,
-        `Offset ${offset} lies in a damaged part of ${
-          this.#path(seg.baseOffset, "log")
-        }: refusing to serve it`,
-      );
-    }
+    if (headers.length === 0) return `no batch holds offset ${offset} below byte ${end}`;
     const bytes = new Uint8Array(total);
     await seg.file.readAt(startPos, bytes);
     for (const h of headers) {
-      const rel = h.pos - startPos;
-      if (!batchOk(bytes, rel, h)) await this.#reread(seg, bytes, rel, h);
+      if (!batchOk(bytes, h.pos - startPos, h)) {
+        return `the batch at byte ${h.pos} fails its checks`;
+      }
     }
-    // Count from the verified bytes, not from the header reads, which no checksum covered.
+    // Count from the verified bytes, not from the header reads the walk decided on (their counts
+    // were not checksummed when read): the batches must hold `offset` and follow one another.
     records = 0;
+    let nextOffset = -1;
     for (const h of headers) {
       const count = new DataView(bytes.buffer, h.pos - startPos + 57, 4).getInt32(0);
+      if (nextOffset >= 0 ? h.base !== nextOffset : h.base + count <= offset) {
+        return `the batches read do not follow on from offset ${offset}`;
+      }
       records += h.base + count - Math.max(h.base, offset);
       nextOffset = h.base + count;
     }
     return { bytes, nextOffset, records };
   }
 
-  /** A batch failed its checksum: read it again; if it stays bad, refuse to serve it. */
-  async #reread(
-    seg: Segment,
-    into: Uint8Array,
-    rel: number,
-    h: Walked,
-  ): Promise<void> {
-    for (let i = 0; i < REREADS; i++) {
-      const again = new Uint8Array(h.size);
-      await seg.file.readAt(h.pos, again);
-      if (batchOk(again, 0, h)) {
-        into.set(again, rel);
-        return;
-      }
-    }
-    this.stats.corruptReads++;
-    const msg = `Corrupt batch at offset ${h.base} in ${
-      this.#path(seg.baseOffset, "log")
-    } (byte ${h.pos}): refusing to serve it`;
-    this.#opts.onReport?.(msg);
-    throw new GregorError(ErrorCode.STORAGE_ERROR, msg);
-  }
-
-  /** The header at `pos`, which must carry base offset `expected`; re-read if it does not. */
+  /** The header at `pos`, which must carry base offset `expected`, or why it does not. */
   async #header(
     seg: Segment,
     pos: number,
     expected: number,
-  ): Promise<BatchHeader & { raw: Uint8Array }> {
-    let why = "";
-    for (let attempt = 0; attempt <= REREADS; attempt++) {
-      const head = new Uint8Array(BATCH_HEADER_BYTES);
-      await seg.file.readAt(pos, head);
-      try {
-        // The length is checked against what follows when the whole batch is verified.
-        const h = readBatchHeader(head, 0, { headerOnly: true });
-        if (h.baseOffset === expected && head[16] === BATCH_MAGIC) return { ...h, raw: head };
-        why = `base offset ${h.baseOffset}, expected ${expected}`;
-      } catch (err) {
-        why = (err as Error).message;
-      }
+  ): Promise<(BatchHeader & { raw: Uint8Array }) | string> {
+    const head = new Uint8Array(BATCH_HEADER_BYTES);
+    await seg.file.readAt(pos, head);
+    try {
+      // The length is checked against what follows when the whole batch is verified.
+      const h = readBatchHeader(head, 0, { headerOnly: true });
+      if (h.baseOffset === expected && head[16] === BATCH_MAGIC) return { ...h, raw: head };
+      return `the batch header at byte ${pos} has base offset ${h.baseOffset}, expected ${expected}`;
+    } catch (err) {
+      return `the batch header at byte ${pos} is damaged (${(err as Error).message})`;
     }
-    this.stats.corruptReads++;
-    const msg = `Corrupt batch header at byte ${pos} of ${
-      this.#path(seg.baseOffset, "log")
-    }: ${why}`;
-    this.#opts.onReport?.(msg);
-    throw new GregorError(ErrorCode.STORAGE_ERROR, msg);
   }
 
   #segmentFor(offset: number): Segment {
@@ -517,6 +545,7 @@ export class FileLog implements Log {
   async close(): Promise<void> {
     this.#stop.abort();
     while (this.#writing) await this.#env.clock.sleep(1);
+    await this.#syncing;
     if (this.#failed === null && (await this.#sync(this.#active))) {
       // Everything is on disk: tell the next open it need not rewrite the active segment.
       const marker = await this.#env.disk.open(`${this.#opts.dir}/${CLEAN_MARKER}`, {
@@ -556,7 +585,9 @@ function batchOk(bytes: Uint8Array, off: number, h: Walked): boolean {
 }
 
 async function createSegment(env: Env, opts: FileLogOptions, base: number): Promise<Segment> {
-  const file = await env.disk.open(`${opts.dir}/${segmentName(base, "log")}`, { createNew: true });
+  // An earlier roll that failed half way may have left this (empty) file behind: reuse it.
+  const file = await env.disk.open(`${opts.dir}/${segmentName(base, "log")}`, { create: true });
+  await file.truncate(0);
   await env.disk.syncDir(opts.dir);
   return {
     baseOffset: base,
@@ -629,12 +660,18 @@ async function openSealed(
 }
 
 /** The active segment: scanned, torn tail truncated and synced. */
-async function recoverActive(env: Env, opts: FileLogOptions, base: number): Promise<Segment> {
+async function recoverActive(
+  env: Env,
+  opts: FileLogOptions,
+  base: number,
+  truncated: { bytes: number },
+): Promise<Segment> {
   const path = `${opts.dir}/${segmentName(base, "log")}`;
   let file = await env.disk.open(path);
   const size = await file.size();
   const scan = await scanSegment(file, base, opts.indexIntervalBytes, REREADS);
   if (scan.validBytes < size) {
+    truncated.bytes += size - scan.validBytes;
     opts.onReport?.(
       `Truncated ${size - scan.validBytes} bytes from ${
         segmentName(base, "log")
