@@ -6,7 +6,7 @@
 import { crc32c } from "./crc32c.ts";
 import { type CodecId, codecName, compress, CompressionError, decompress } from "./compression.ts";
 import { ErrorCode, GregorError } from "./errors.ts";
-import { Reader, Writer } from "./wire.ts";
+import { Reader, varintBytes, Writer } from "./wire.ts";
 
 /** Bytes of a batch header before its records. */
 export const BATCH_HEADER_BYTES = 61;
@@ -98,7 +98,9 @@ export function encodeBatch(
   if (records.length === 0) throw new RangeError("A batch needs at least one record");
   const first = (records[0] as RecordInput).timestamp;
   let maxTs = first;
-  const body = new Writer(64 + records.length * 32);
+  let bodyBytes = 64;
+  for (const r of records) bodyBytes += 32 + (r.key?.length ?? 0) + (r.value?.length ?? 0);
+  const body = new Writer(bodyBytes);
   records.forEach((r, i) => {
     if (r.timestamp > maxTs) maxTs = r.timestamp;
     encodeRecord(body, r, r.timestamp - first, i);
@@ -125,25 +127,37 @@ export function encodeBatch(
   return out;
 }
 
+const keyEncoder = new TextEncoder();
+
+/** Writes one record straight into `w`: its length is worked out first, so nothing is copied twice. */
 function encodeRecord(
   w: Writer,
   r: RecordInput,
   timestampDelta: number,
   offsetDelta: number,
 ): void {
-  const inner = new Writer(32 + (r.value?.length ?? 0) + (r.key?.length ?? 0));
-  inner.u8(0).varint(timestampDelta).varint(offsetDelta);
-  varBytes(inner, r.key ?? null);
-  varBytes(inner, r.value);
+  const key = r.key ?? null;
   const headers = r.headers ?? [];
-  inner.varint(headers.length);
-  for (const h of headers) {
-    const k = new TextEncoder().encode(h.key);
-    inner.varint(k.length).raw(k);
-    varBytes(inner, h.value);
-  }
-  const bytes = inner.finish();
-  w.varint(bytes.length).raw(bytes);
+  const headerKeys = headers.map((h) => keyEncoder.encode(h.key));
+  let len = 1 + varintBytes(timestampDelta) + varintBytes(offsetDelta) + varBytesLength(key) +
+    varBytesLength(r.value) + varintBytes(headers.length);
+  headers.forEach((h, i) => {
+    const k = headerKeys[i] as Uint8Array;
+    len += varintBytes(k.length) + k.length + varBytesLength(h.value);
+  });
+  w.varint(len).u8(0).varint(timestampDelta).varint(offsetDelta);
+  varBytes(w, key);
+  varBytes(w, r.value);
+  w.varint(headers.length);
+  headers.forEach((h, i) => {
+    const k = headerKeys[i] as Uint8Array;
+    w.varint(k.length).raw(k);
+    varBytes(w, h.value);
+  });
+}
+
+function varBytesLength(b: Uint8Array | null): number {
+  return b === null ? 1 : varintBytes(b.length) + b.length;
 }
 
 function varBytes(w: Writer, b: Uint8Array | null): void {
@@ -218,7 +232,7 @@ export function validateBatch(bytes: Uint8Array, limits: BatchLimits): BatchHead
   if (h.sizeBytes !== bytes.length) {
     throw new CorruptBatchError(`Batch says ${h.sizeBytes} bytes but ${bytes.length} were sent`);
   }
-  decodeBatchRecords(bytes, h, limits);
+  decodeBatchRecords(bytes, h, limits, false);
   return h;
 }
 
@@ -232,10 +246,16 @@ export function setBaseOffset(bytes: Uint8Array, off: number, baseOffset: number
 /** Decodes every record of the batch at `off` (checking its checksum). */
 export function decodeBatch(bytes: Uint8Array, off: number, limits: BatchLimits): RecordOut[] {
   const h = readBatchHeader(bytes, off);
-  return decodeBatchRecords(bytes.subarray(off, off + h.sizeBytes), h, limits);
+  return decodeBatchRecords(bytes.subarray(off, off + h.sizeBytes), h, limits, true);
 }
 
-function decodeBatchRecords(batch: Uint8Array, h: BatchHeader, limits: BatchLimits): RecordOut[] {
+/** Checks (and with `collect`, returns) every record; validation alone allocates no records. */
+function decodeBatchRecords(
+  batch: Uint8Array,
+  h: BatchHeader,
+  limits: BatchLimits,
+  collect: boolean,
+): RecordOut[] {
   if (crc32c(batch.subarray(OFF_ATTRIBUTES, h.sizeBytes)) !== h.crc) {
     throw new CorruptBatchError(`Batch at offset ${h.baseOffset} failed its CRC-32C check`);
   }
@@ -258,6 +278,7 @@ function decodeBatchRecords(batch: Uint8Array, h: BatchHeader, limits: BatchLimi
     );
   }
   const records: RecordOut[] = [];
+  // One reader walks every record; a record whose fields overrun its length is caught at its end.
   const r = new Reader(body);
   try {
     for (let i = 0; i < h.recordCount; i++) {
@@ -266,26 +287,30 @@ function decodeBatchRecords(batch: Uint8Array, h: BatchHeader, limits: BatchLimi
         throw new CorruptBatchError(`Record ${i} length ${len} is wrong`);
       }
       const end = r.pos + len;
-      const rr = new Reader(body, r.pos, end);
-      r.raw(len);
-      rr.u8("record attributes");
-      const timestamp = h.firstTimestamp + rr.varint("timestamp delta");
-      const delta = rr.varint("offset delta");
+      r.u8("record attributes");
+      const timestamp = h.firstTimestamp + r.varint("timestamp delta");
+      const delta = r.varint("offset delta");
       if (delta !== i) throw new CorruptBatchError(`Record ${i} has offset delta ${delta}`);
-      const key = readVarBytes(rr, "key");
-      const value = readVarBytes(rr, "value");
-      const headerCount = rr.varint("header count");
-      if (headerCount < 0 || headerCount > rr.remaining) {
+      const key = readVarBytes(r, "key");
+      const value = readVarBytes(r, "value");
+      const headerCount = r.varint("header count");
+      if (headerCount < 0 || headerCount > end - r.pos) {
         throw new CorruptBatchError(`Record ${i} header count ${headerCount} is wrong`);
       }
       const headers: RecordHeader[] = [];
       for (let k = 0; k < headerCount; k++) {
-        const keyBytes = readVarBytes(rr, "header key");
+        const keyBytes = readVarBytes(r, "header key");
         if (keyBytes === null) throw new CorruptBatchError(`Record ${i} has a null header key`);
-        headers.push({ key: utf8(keyBytes), value: readVarBytes(rr, "header value") });
+        const headerValue = readVarBytes(r, "header value");
+        const headerKey = utf8(keyBytes);
+        if (collect) headers.push({ key: headerKey, value: headerValue });
       }
-      rr.end(`record ${i}`);
-      records.push({ offset: h.baseOffset + i, timestamp, key, value, headers });
+      if (r.pos !== end) {
+        throw new CorruptBatchError(
+          `Record ${i} is ${len} bytes long but its fields take ${r.pos - end + len}`,
+        );
+      }
+      if (collect) records.push({ offset: h.baseOffset + i, timestamp, key, value, headers });
     }
     r.end("the batch's records");
   } catch (err) {

@@ -12,6 +12,14 @@ const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 /** Longest string a u16 length prefix can carry, in UTF-8 bytes. */
 export const STRING_BYTES_MAX = 0xffff;
 
+/** Bytes `Writer.varint(v)` takes for `v` (a safe integer). */
+export function varintBytes(v: number): number {
+  const m = v < 0 ? -v - 1 : v;
+  let n = 1;
+  for (let rest = Math.floor(m / 0x40); rest > 0; rest = Math.floor(rest / 0x80)) n++;
+  return n;
+}
+
 /** A growable big-endian byte writer. */
 export class Writer {
   #buf: Uint8Array;

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { MalformedError } from "./errors.ts";
-import { Reader, STRING_BYTES_MAX, Writer } from "./wire.ts";
+import { Reader, STRING_BYTES_MAX, varintBytes, Writer } from "./wire.ts";
 
 const SAFE_MAX = Number.MAX_SAFE_INTEGER;
 const SAFE_EDGES = [
@@ -285,4 +285,14 @@ Deno.test("Reader.string() keeps a leading U+FEFF instead of stripping it as a b
   for (const s of ["\uFEFF", "\uFEFForders", "\uFEFF\uFEFF"]) {
     assert.equal(new Reader(new Writer().string(s).finish()).string(), s);
   }
+});
+
+Deno.test("varintBytes() predicts exactly how many bytes Writer.varint() writes", () => {
+  fc.assert(
+    fc.property(fc.maxSafeInteger(), (v) => {
+      assert.equal(varintBytes(v), new Writer().varint(v).finish().length);
+      assert.equal(varintBytes(-v), new Writer().varint(-v).finish().length);
+    }),
+    { numRuns: 2000 },
+  );
 });
