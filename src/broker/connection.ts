@@ -3,7 +3,7 @@
 // or hostile peer costs only its own connection.
 
 import type { Conn } from "../io/types.ts";
-import { writeAll } from "../io/util.ts";
+import { writeAllOf } from "../io/util.ts";
 import { CODEC_NAMES } from "../protocol/compression.ts";
 import { ErrorCode, FATAL_CODES, GregorError } from "../protocol/errors.ts";
 import {
@@ -55,6 +55,7 @@ export class Connection implements DeliverySink {
   readonly #broker: Broker;
   readonly #conn: Conn;
   readonly #parser: FrameParser;
+  readonly #readBuf = new Uint8Array(READ_BYTES);
   readonly #subs = new Map<number, Subscription>();
   #clientId = "";
   #handshaken = false;
@@ -117,12 +118,12 @@ export class Connection implements DeliverySink {
           await new Promise<void>((r) => (this.#resume = r));
           continue;
         }
-        // A fresh buffer each read: the parser keeps views into what it was given.
-        const buf = new Uint8Array(READ_BYTES);
-        const n = await this.#conn.read(buf);
+        const n = await this.#conn.read(this.#readBuf);
         if (n === null) break;
         this.lastReadMs = this.#broker.env.clock.now();
-        this.#parser.push(buf.subarray(0, n));
+        // The parser keeps views into what it is given, so it gets a copy of just the bytes read:
+        // cheaper than a fresh zeroed buffer per read when reads are small.
+        this.#parser.push(this.#readBuf.slice(0, n));
         if (!this.#drainFrames()) break;
       }
     } catch {
@@ -341,9 +342,7 @@ export class Connection implements DeliverySink {
       while (this.#outbound.length > 0) {
         const frames = this.#outbound;
         this.#outbound = [];
-        const bytes = frames.length === 1 ? frames[0] as Uint8Array : concat(frames);
-        await writeAll(this.#conn, bytes);
-        this.#outboundBytes -= bytes.length;
+        this.#outboundBytes -= await writeAllOf(this.#conn, frames);
         this.#wake();
       }
     } catch {
@@ -389,18 +388,6 @@ function chain(a: (() => void) | null, b: () => void): () => void {
     a();
     b();
   };
-}
-
-function concat(frames: Uint8Array[]): Uint8Array {
-  let n = 0;
-  for (const f of frames) n += f.length;
-  const out = new Uint8Array(n);
-  let off = 0;
-  for (const f of frames) {
-    out.set(f, off);
-    off += f.length;
-  }
-  return out;
 }
 
 function toGregorError(err: unknown): GregorError {

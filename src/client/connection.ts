@@ -3,7 +3,7 @@
 // backoff. Everything above it (producer, consumer, admin) just calls `request`.
 
 import type { Conn, Env } from "../io/types.ts";
-import { writeAll } from "../io/util.ts";
+import { writeAllOf } from "../io/util.ts";
 import { ErrorCode, GregorError } from "../protocol/errors.ts";
 import {
   encodeFrame,
@@ -273,7 +273,7 @@ export class ClientConnection {
       while (this.#outbound.length > 0 && this.#conn === conn) {
         const frames = this.#outbound;
         this.#outbound = [];
-        await writeAll(conn, frames.length === 1 ? frames[0] as Uint8Array : concat(frames));
+        await writeAllOf(conn, frames);
       }
     } catch (err) {
       this.#lose(conn, err);
@@ -294,12 +294,13 @@ export class ClientConnection {
 
   async #readLoop(conn: Conn): Promise<void> {
     const parser = new FrameParser({ payloadBytesMax: FRAME_PAYLOAD_BYTES_MAX_DEFAULT * 2 });
+    const buf = new Uint8Array(READ_BYTES);
     try {
       for (;;) {
-        const buf = new Uint8Array(READ_BYTES);
         const n = await conn.read(buf);
         if (n === null) break;
-        parser.push(buf.subarray(0, n));
+        // The parser keeps views into what it is given: hand it a copy of the bytes read.
+        parser.push(buf.slice(0, n));
         for (let r = parser.next(); r.kind !== "need"; r = parser.next()) {
           if (r.kind === "error") {
             throw new GregorError(r.code, `Broker sent a bad frame: ${r.message}`);
@@ -442,16 +443,4 @@ export class ClientConnection {
   get closed(): boolean {
     return this.#closed;
   }
-}
-
-function concat(frames: Uint8Array[]): Uint8Array {
-  let n = 0;
-  for (const f of frames) n += f.length;
-  const out = new Uint8Array(n);
-  let off = 0;
-  for (const f of frames) {
-    out.set(f, off);
-    off += f.length;
-  }
-  return out;
 }
