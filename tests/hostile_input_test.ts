@@ -106,8 +106,13 @@ const sent = {
 
 // --- Opcodes and error codes -----------------------------------------------------------------
 
-/** Opcodes a client may send; DELIVER is broker-to-client only, so from a client it is unknown. */
-const REQUEST_OPS: readonly OpName[] = (Object.keys(Op) as OpName[]).filter((n) => n !== "DELIVER");
+/**
+ * Opcodes a client may send; DELIVER is broker-to-client only, and the gossip band (0x06) is
+ * node-to-node on the cluster port, so from a client on the client port both are unknown.
+ */
+const REQUEST_OPS: readonly OpName[] = (Object.keys(Op) as OpName[]).filter((n) =>
+  n !== "DELIVER" && Op[n] >> 8 !== 0x06
+);
 const REQUEST_OPCODES: ReadonlySet<number> = new Set(REQUEST_OPS.map((n) => Op[n]));
 
 /** What a request whose payload decodes may fail with; never INTERNAL, never a fatal code. */

@@ -4,7 +4,10 @@
 import { MalformedError } from "./errors.ts";
 import { Reader, Writer } from "./wire.ts";
 
-/** Opcodes, in bands by resource: 0x00 session, 0x01 produce, 0x02 consume, 0x03 admin. */
+/**
+ * Opcodes, in bands by resource: 0x00 session, 0x01 produce, 0x02 consume, 0x03 admin, 0x06 gossip
+ * (node to node, on the cluster port only).
+ */
 export const Op = {
   HELLO: 0x0001,
   PING: 0x0002,
@@ -19,6 +22,9 @@ export const Op = {
   DELETE_TOPIC: 0x0302,
   LIST_TOPICS: 0x0303,
   DESCRIBE_TOPIC: 0x0304,
+  CLUSTER_MEMBERS: 0x0501,
+  GOSSIP_SYN: 0x0601,
+  GOSSIP_ACK2: 0x0602,
 } as const;
 
 /** An opcode's name. */
@@ -55,6 +61,14 @@ export type Schema = readonly (readonly [string, FieldType])[];
 export const LIST_ITEMS_MAX = 100_000;
 
 const TOPIC_PARTITION: Schema = [["topic", "string"], ["partition", "u32"]];
+/** One node in a gossip digest: what the sender holds of it. */
+const GOSSIP_DIGEST: Schema = [["id", "string"], ["incarnation", "i64"], ["maxVersion", "i64"]];
+/** Versioned entries of one node's state, at one incarnation. */
+const GOSSIP_DELTA: Schema = [
+  ["id", "string"],
+  ["incarnation", "i64"],
+  ["entries", { list: [["key", "string"], ["value", "string"], ["version", "i64"]] }],
+];
 
 /** Payload schemas by opcode: request, response, and for DELIVER the push. */
 export const SCHEMAS = {
@@ -112,6 +126,23 @@ export const SCHEMAS = {
     request: [],
     response: [["topics", { list: [["name", "string"], ["partitions", "u32"]] }]],
   },
+  CLUSTER_MEMBERS: {
+    request: [],
+    response: [
+      ["self", "string"],
+      ["members", {
+        list: [
+          ["id", "string"],
+          ["host", "string"],
+          ["clusterPort", "u32"],
+          ["clientPort", "u32"],
+          ["state", "string"],
+          ["incarnation", "i64"],
+          ["heartbeat", "i64"],
+        ],
+      }],
+    ],
+  },
   DESCRIBE_TOPIC: {
     request: [["name", "string"]],
     response: [
@@ -127,6 +158,14 @@ export const SCHEMAS = {
         ],
       }],
     ],
+  },
+  GOSSIP_SYN: {
+    request: [["fromId", "string"], ["digest", { list: GOSSIP_DIGEST }]],
+    response: [["digest", { list: GOSSIP_DIGEST }], ["deltas", { list: GOSSIP_DELTA }]],
+  },
+  GOSSIP_ACK2: {
+    request: [["fromId", "string"], ["deltas", { list: GOSSIP_DELTA }]],
+    response: [],
   },
 } as const satisfies Record<OpName, { request: Schema; response: Schema }>;
 
@@ -231,6 +270,55 @@ export interface DescribeTopicResponse {
   name: string;
   configs: Record<string, string>;
   partitions: PartitionInfo[];
+}
+/** What a gossip message's sender holds of one node. */
+export interface GossipDigestEntry {
+  id: string;
+  incarnation: number;
+  /** Highest version of the node's entries the sender holds at that incarnation. */
+  maxVersion: number;
+}
+/** One versioned key/value entry of a node's gossiped state. */
+export interface GossipDeltaEntry {
+  key: string;
+  value: string;
+  version: number;
+}
+/** Entries of one node's state at one incarnation. */
+export interface GossipDelta {
+  id: string;
+  incarnation: number;
+  entries: GossipDeltaEntry[];
+}
+/** GOSSIP_SYN: the initiator's digest. */
+export interface GossipSynRequest {
+  fromId: string;
+  digest: GossipDigestEntry[];
+}
+/** The answer to GOSSIP_SYN: the responder's digest and the deltas the initiator lacks. */
+export interface GossipSynResponse {
+  digest: GossipDigestEntry[];
+  deltas: GossipDelta[];
+}
+/** GOSSIP_ACK2 (one-way): the deltas the responder lacks. */
+export interface GossipAck2Request {
+  fromId: string;
+  deltas: GossipDelta[];
+}
+export interface ClusterMemberInfo {
+  id: string;
+  host: string;
+  clusterPort: number;
+  clientPort: number;
+  /** "alive", "suspect", "dead" or "left". */
+  state: string;
+  incarnation: number;
+  heartbeat: number;
+}
+export interface ClusterMembersResponse {
+  /** The id of the node that answered ("" if it is not in a cluster). */
+  self: string;
+  members: ClusterMemberInfo[];
 }
 export interface ErrorPayload {
   code: number;

@@ -229,6 +229,8 @@ Deno.test("Op codes sit in their bands, are unique, and each has a schema", () =
     0x01: ["PRODUCE"],
     0x02: ["SUBSCRIBE", "DELIVER", "CREDIT", "ACK", "UNSUBSCRIBE", "FETCH"],
     0x03: ["CREATE_TOPIC", "DELETE_TOPIC", "LIST_TOPICS", "DESCRIBE_TOPIC"],
+    0x05: ["CLUSTER_MEMBERS"],
+    0x06: ["GOSSIP_SYN", "GOSSIP_ACK2"],
   };
   for (const [band, names] of Object.entries(bands)) {
     for (const name of names) assert.equal(Op[name] >> 8, Number(band), name);
@@ -240,7 +242,7 @@ Deno.test("Op codes sit in their bands, are unique, and each has a schema", () =
 
 Deno.test("opName() names every opcode and returns null for unknown ones", () => {
   for (const name of OPS) assert.equal(opName(Op[name]), name);
-  for (const code of [0, 0x0003, 0x0100, 0x0401, 0x0501, 0x0601, 0xffff]) {
+  for (const code of [0, 0x0003, 0x0100, 0x0401, 0x0502, 0x0603, 0xffff]) {
     assert.equal(opName(code), null);
   }
 });

@@ -1,0 +1,60 @@
+// A node's stable identity: created once, kept in its data directory, the same across restarts.
+
+import { NotFound } from "../../io/errors.ts";
+import type { Env } from "../../io/types.ts";
+import { dirname, joinPath, readFile, writeFileAtomic } from "../../io/util.ts";
+import { isNodeId } from "./limits.ts";
+
+/** The file in the data directory that holds the node id. */
+export const NODE_ID_FILE = "node-id";
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder("utf-8", { fatal: true });
+
+/**
+ * Reads the node id from `${dataDir}/node-id`, creating it (16 random hex characters from
+ * `env.random`, written atomically and synced) if absent. An operator may write an id of their own
+ * there (1 to 64 characters of [A-Za-z0-9_-]; surrounding whitespace is ignored).
+ *
+ * @throws Error if the file exists but does not hold a valid id: a node must not silently take a
+ * new identity.
+ */
+export async function loadOrCreateNodeId(env: Env, dataDir: string): Promise<string> {
+  const path = joinPath(dataDir, NODE_ID_FILE);
+  let bytes: Uint8Array;
+  try {
+    bytes = await readFile(env.disk, path);
+  } catch (err) {
+    if (!(err instanceof NotFound)) throw err;
+    const random = env.random.fork("node-id");
+    const id = hex8(random.u32()) + hex8(random.u32());
+    await env.disk.mkdir(dataDir);
+    // mkdir may have made several levels; each is durable only once its parent is synced.
+    for (let d = dataDir;;) {
+      const parent = dirname(d);
+      await env.disk.syncDir(parent);
+      if (parent === d || parent === "." || parent === "/") break;
+      d = parent;
+    }
+    await writeFileAtomic(env.disk, path, encoder.encode(`${id}\n`));
+    return id;
+  }
+  let text: string;
+  try {
+    text = decoder.decode(bytes).trim();
+  } catch {
+    throw new Error(`Cannot use the node id in ${path}: it is not UTF-8 text`);
+  }
+  if (!isNodeId(text)) {
+    throw new Error(
+      `Cannot use the node id in ${path}: ${
+        JSON.stringify(text.slice(0, 80))
+      } is not 1 to 64 characters of [A-Za-z0-9_-]`,
+    );
+  }
+  return text;
+}
+
+function hex8(n: number): string {
+  return n.toString(16).padStart(8, "0");
+}

@@ -1,0 +1,522 @@
+// The network shell of gossip membership: a listener that answers exchanges, a loop that starts
+// them, seed resolution, and event delivery. What to send and what it means is decided by the pure
+// state table (state.ts); this file only moves frames, with a deadline on every exchange.
+
+import type { Addr, Conn, Env, Listener, Random } from "../../io/types.ts";
+import { writeAll } from "../../io/util.ts";
+import { ErrorCode, GregorError, MalformedError } from "../../protocol/errors.ts";
+import { encodeFrame, Flag, type Frame, FrameParser } from "../../protocol/frame.ts";
+import { decode, encode, ERROR_SCHEMA, type ErrorPayload, Op } from "../../protocol/messages.ts";
+import {
+  decodeAck2,
+  decodeSyn,
+  decodeSynResponse,
+  encodeAck2,
+  encodeSyn,
+  encodeSynResponse,
+} from "./codec.ts";
+import {
+  GOSSIP_PAYLOAD_BYTES_MAX,
+  INCARNATION_MAX,
+  isHost,
+  isNodeId,
+  isPort,
+  MESSAGE_BYTES_MAX,
+  MESSAGE_BYTES_MIN,
+} from "./limits.ts";
+import { addrKey, choosePeers, isIpLiteral, parseSeed, sample, SEEDS_MAX } from "./peers.ts";
+import { GossipState } from "./state.ts";
+import type { GossipOptions, GossipStats, Member, MembershipEvent } from "./types.ts";
+
+/** Defaults of the optional `GossipOptions`. */
+export const GOSSIP_DEFAULTS = {
+  intervalMs: 200,
+  phiSuspect: 8,
+  phiDead: 12,
+  deadForgetMs: 60_000,
+  messageBytesMax: 64 * 1024,
+  resolveSeedsEveryMs: 30_000,
+  exchangeTimeoutMs: 1_000,
+} as const;
+
+/** Exchanges this node runs as initiator at once; a round that finds them all busy skips. */
+export const OUTBOUND_EXCHANGES_MAX = 4;
+/** Exchanges this node answers at once; more connections are closed at once. */
+export const INBOUND_EXCHANGES_MAX = 32;
+/** Rounds a leaving node spends telling others, and peers it tells per round. */
+export const LEAVE_ROUNDS = 3;
+export const LEAVE_FANOUT = 3;
+/** A seed name that does not resolve within this long keeps its previous addresses, ms. */
+export const RESOLVE_TIMEOUT_MS = 5_000;
+/** Each round starts after the interval times a factor in [1 - this, 1 + this). */
+const INTERVAL_JITTER = 0.1;
+const READ_BYTES = 16 * 1024;
+
+type Resolved = Required<GossipOptions>;
+
+/**
+ * Scuttlebutt gossip membership with phi-accrual failure detection, on the Env's network.
+ *
+ * @example
+ * ```ts ignore
+ * const gossip = await Gossip.start(env, {
+ *   nodeId: await loadOrCreateNodeId(env, "data"),
+ *   host: "10.0.0.5",
+ *   bindHost: "0.0.0.0",
+ *   clusterPort: 7071,
+ *   clientPort: 7070,
+ *   seeds: ["gregormq-headless.default.svc:7071"],
+ * });
+ * gossip.onEvent((e) => console.log(e.kind, e.member.id, e.member.state));
+ * ```
+ */
+export class Gossip {
+  /** This node's id. */
+  readonly id: string;
+  /** The bound cluster address (its port is the one advertised). */
+  readonly addr: Addr;
+  readonly #env: Env;
+  readonly #random: Random;
+  readonly #opts: Resolved;
+  readonly #listener: Listener;
+  readonly #state: GossipState;
+  readonly #self: Addr[];
+  readonly #seedSpecs: Addr[];
+  #seeds: Addr[];
+  #resolveAtMs: number;
+  #resolving = false;
+  readonly #subscribers = new Set<{ fn: (e: MembershipEvent) => void }>();
+  readonly #counters = {
+    rounds: 0,
+    exchanges: 0,
+    failedExchanges: 0,
+    bytesSent: 0,
+    bytesReceived: 0,
+    malformed: 0,
+  };
+  readonly #stop = new AbortController();
+  readonly #conns = new Set<Conn>();
+  readonly #tasks = new Set<Promise<unknown>>();
+  #outbound = 0;
+  #inbound = 0;
+  #closed = false;
+
+  /**
+   * Binds the cluster listener and starts gossip rounds (the first at once).
+   *
+   * @param env The I/O seam every socket, clock read and random draw goes through.
+   * @param opts Identity, addresses, seeds and tuning; see `GossipOptions`.
+   * @returns The running gossip instance.
+   * @throws RangeError for an invalid option; the listener's error if the port cannot be bound.
+   */
+  static async start(env: Env, opts: GossipOptions): Promise<Gossip> {
+    const o = resolveOptions(opts);
+    const listener = await env.net.listen({ host: o.bindHost, port: o.clusterPort });
+    return new Gossip(env, o, listener);
+  }
+
+  private constructor(env: Env, opts: Resolved, listener: Listener) {
+    this.#env = env;
+    this.#opts = opts;
+    this.#listener = listener;
+    this.#random = env.random.fork(`gossip-${opts.nodeId}`);
+    this.id = opts.nodeId;
+    this.addr = listener.addr;
+    const now = env.clock.now();
+    this.#state = new GossipState({
+      selfId: opts.nodeId,
+      // The wall clock at start: later runs of the same id start higher. If it went back, the
+      // old incarnation still circulating is refuted, which lifts this one above it.
+      incarnation: Math.min(INCARNATION_MAX - 1, Math.max(1, Math.floor(env.clock.wallMs()))),
+      host: opts.host,
+      clusterPort: listener.addr.port,
+      clientPort: opts.clientPort,
+      nowMs: now,
+      intervalMs: opts.intervalMs,
+      phiSuspect: opts.phiSuspect,
+      phiDead: opts.phiDead,
+      deadForgetMs: opts.deadForgetMs,
+    });
+    this.#self = [{ host: opts.host, port: listener.addr.port }, listener.addr];
+    this.#seedSpecs = opts.seeds.map(parseSeed);
+    this.#seeds = this.#seedSpecs;
+    this.#resolveAtMs = now;
+    this.#track(this.#acceptLoop());
+    this.#track(this.#roundLoop());
+  }
+
+  /** Counters since start. */
+  get stats(): GossipStats {
+    return { ...this.#counters, refutations: this.#state.refutations };
+  }
+
+  /** Every member this node knows, itself included, sorted by id; dead and left ones until forgotten. */
+  members(): Member[] {
+    return this.#state.members();
+  }
+
+  /** The member with `id`, or null if it is unknown (or forgotten). */
+  member(id: string): Member | null {
+    return this.#state.member(id);
+  }
+
+  /**
+   * Calls `fn` for every membership event from now on (see `MembershipEvent`), synchronously as
+   * gossip learns of it. An exception thrown by `fn` is rethrown from a microtask: it is a bug.
+   *
+   * @returns A function that unsubscribes `fn`.
+   */
+  onEvent(fn: (e: MembershipEvent) => void): () => void {
+    const entry = { fn };
+    this.#subscribers.add(entry);
+    return () => void this.#subscribers.delete(entry);
+  }
+
+  /**
+   * Sets a key of this node's gossiped state (e.g. "role", "load") under a new version.
+   *
+   * @throws RangeError for a reserved key (host, clusterPort, clientPort, heartbeat, left), a key
+   * that is not a letter plus up to 63 of [A-Za-z0-9_.:-], a value over 1024 UTF-8 bytes, or a
+   * 65th key.
+   */
+  setLocal(key: string, value: string): void {
+    this.#state.setLocal(key, value);
+  }
+
+  /**
+   * Announces that this node leaves: it shows as "left" everywhere (not dead). Tells a few peers
+   * directly for LEAVE_ROUNDS rounds, then stops as `close` does.
+   */
+  async leave(): Promise<void> {
+    if (this.#closed) return;
+    this.#state.leave();
+    for (let round = 0; round < LEAVE_ROUNDS && !this.#closed; round++) {
+      const { alive } = this.#state.peers();
+      const peers = alive.length > 0 ? sample(this.#random, alive, LEAVE_FANOUT) : sample(
+        this.#random,
+        this.#seeds.filter((s) => !this.#isSelf(s)),
+        1,
+      );
+      await Promise.all(peers.map((p) => this.#track(this.#exchange(p))));
+      try {
+        await this.#env.clock.sleep(this.#opts.intervalMs, this.#stop.signal);
+      } catch {
+        break;
+      }
+    }
+    await this.close();
+  }
+
+  /** Stops rounds and the listener and drops open exchanges, without telling anyone. */
+  async close(): Promise<void> {
+    if (!this.#closed) {
+      this.#closed = true;
+      this.#stop.abort();
+      this.#listener.close();
+      for (const c of this.#conns) c.close();
+    }
+    while (this.#tasks.size > 0) await Promise.allSettled([...this.#tasks]);
+  }
+
+  #track<T>(p: Promise<T>): Promise<T> {
+    this.#tasks.add(p);
+    void p.finally(() => this.#tasks.delete(p)).catch(() => {});
+    return p;
+  }
+
+  #isSelf(a: Addr): boolean {
+    const key = addrKey(a);
+    return this.#self.some((s) => addrKey(s) === key);
+  }
+
+  #emit(events: readonly MembershipEvent[]): void {
+    for (const e of events) {
+      for (const s of [...this.#subscribers]) {
+        try {
+          s.fn(e);
+        } catch (err) {
+          queueMicrotask(() => {
+            throw err;
+          });
+        }
+      }
+    }
+  }
+
+  async #roundLoop(): Promise<void> {
+    while (!this.#closed) {
+      this.#round();
+      const jitter = 1 - INTERVAL_JITTER + 2 * INTERVAL_JITTER * this.#random.float();
+      try {
+        await this.#env.clock.sleep(this.#opts.intervalMs * jitter, this.#stop.signal);
+      } catch {
+        return;
+      }
+    }
+  }
+
+  #round(): void {
+    this.#counters.rounds++;
+    const now = this.#env.clock.now();
+    this.#state.beat();
+    this.#emit(this.#state.tick(now));
+    if (now >= this.#resolveAtMs && !this.#resolving) {
+      this.#resolveAtMs = now + this.#opts.resolveSeedsEveryMs;
+      this.#track(this.#resolveSeeds());
+    }
+    const { alive, unreachable } = this.#state.peers();
+    const peers = choosePeers(this.#random, {
+      alive,
+      unreachable,
+      seeds: this.#seeds,
+      self: this.#self,
+    });
+    for (const peer of peers) {
+      if (this.#outbound >= OUTBOUND_EXCHANGES_MAX) break;
+      this.#track(this.#exchange(peer));
+    }
+  }
+
+  /** Resolves seeds given by name; a name that fails keeps its previous addresses. */
+  async #resolveSeeds(): Promise<void> {
+    const resolve = this.#env.net.resolve?.bind(this.#env.net);
+    if (resolve === undefined || this.#seedSpecs.every((s) => isIpLiteral(s.host))) return;
+    this.#resolving = true;
+    const timeout = new AbortController();
+    const signal = AbortSignal.any([this.#stop.signal, timeout.signal]);
+    try {
+      const out: Addr[] = [];
+      for (const spec of this.#seedSpecs) {
+        if (isIpLiteral(spec.host)) {
+          out.push(spec);
+          continue;
+        }
+        const previous = this.#seeds.filter((s) => s.port === spec.port);
+        try {
+          const hosts = await Promise.race([
+            resolve(spec.host),
+            this.#env.clock.sleep(RESOLVE_TIMEOUT_MS, signal).then((): string[] => {
+              throw new Error(`Resolving ${spec.host} timed out`);
+            }),
+          ]);
+          const usable = hosts.filter(isHost).slice(0, SEEDS_MAX);
+          out.push(
+            ...(usable.length > 0 ? usable.map((host) => ({ host, port: spec.port })) : [spec]),
+          );
+        } catch {
+          if (this.#stop.signal.aborted) return;
+          out.push(...(previous.length > 0 ? previous : [spec]));
+        }
+      }
+      const unique = new Map(out.map((a) => [addrKey(a), a]));
+      this.#seeds = [...unique.values()].slice(0, SEEDS_MAX);
+    } finally {
+      timeout.abort();
+      this.#resolving = false;
+    }
+  }
+
+  /** Closes `conn` once `ms` have passed, unless `signal` aborts first. */
+  #closeAfter(conn: Conn, ms: number, signal: AbortSignal): void {
+    this.#env.clock.sleep(Math.max(0, ms), signal).then(() => conn.close(), () => {});
+  }
+
+  async #send(conn: Conn, frame: Uint8Array): Promise<void> {
+    await writeAll(conn, frame);
+    this.#counters.bytesSent += frame.length;
+  }
+
+  /** The next frame, or null at end of stream. Throws MalformedError for a bad frame. */
+  async #readFrame(conn: Conn, parser: FrameParser): Promise<Frame | null> {
+    for (;;) {
+      const r = parser.next();
+      if (r.kind === "frame") return r.frame;
+      if (r.kind === "error") throw new MalformedError(r.message);
+      const buf = new Uint8Array(READ_BYTES);
+      const n = await conn.read(buf);
+      if (n === null) return null;
+      this.#counters.bytesReceived += n;
+      parser.push(buf.subarray(0, n));
+    }
+  }
+
+  /** One exchange as initiator: SYN, the answer's deltas applied, ACK2 with what the peer lacks. */
+  async #exchange(peer: Addr): Promise<void> {
+    this.#outbound++;
+    const deadlineMs = this.#env.clock.now() + this.#opts.exchangeTimeoutMs;
+    const guard = new AbortController();
+    let conn: Conn | null = null;
+    try {
+      conn = await this.#env.net.connect(peer, { timeoutMs: this.#opts.exchangeTimeoutMs });
+      this.#conns.add(conn);
+      if (this.#closed) throw new Error("Gossip is closed");
+      this.#closeAfter(conn, deadlineMs - this.#env.clock.now(), guard.signal);
+      const correlationId = this.#random.u32();
+      const syn = encodeSyn({ fromId: this.id, digest: this.#state.digest() });
+      await this.#send(conn, encodeFrame(Op.GOSSIP_SYN, correlationId, syn));
+      const parser = new FrameParser({ payloadBytesMax: GOSSIP_PAYLOAD_BYTES_MAX });
+      const f = await this.#readFrame(conn, parser);
+      if (f === null) throw new Error(`${addrKey(peer)} closed without answering GOSSIP_SYN`);
+      if (f.flags === (Flag.RESPONSE | Flag.ERROR) && f.correlationId === correlationId) {
+        const e = decode<ErrorPayload>(ERROR_SCHEMA, f.payload, "error");
+        throw new GregorError(e.code, `${addrKey(peer)} refused GOSSIP_SYN: ${e.message}`);
+      }
+      if (
+        f.opcode !== Op.GOSSIP_SYN || f.flags !== Flag.RESPONSE ||
+        f.correlationId !== correlationId
+      ) {
+        throw new MalformedError(`${addrKey(peer)} answered GOSSIP_SYN with an unexpected frame`);
+      }
+      const answer = decodeSynResponse(f.payload);
+      this.#state.observeDigest(answer.digest);
+      this.#emit(this.#state.apply(answer.deltas, this.#env.clock.now()));
+      const ack2 = encodeAck2({
+        fromId: this.id,
+        deltas: this.#state.deltasFor(answer.digest, this.#opts.messageBytesMax),
+      });
+      await this.#send(conn, encodeFrame(Op.GOSSIP_ACK2, correlationId, ack2));
+      this.#counters.exchanges++;
+    } catch (err) {
+      if (err instanceof MalformedError) this.#counters.malformed++;
+      this.#counters.failedExchanges++;
+    } finally {
+      guard.abort();
+      if (conn !== null) {
+        conn.close();
+        this.#conns.delete(conn);
+      }
+      this.#outbound--;
+    }
+  }
+
+  async #acceptLoop(): Promise<void> {
+    while (!this.#closed) {
+      let conn: Conn | null;
+      try {
+        conn = await this.#listener.accept();
+      } catch {
+        // An accept error (e.g. out of file descriptors) must not spin: wait a round.
+        try {
+          await this.#env.clock.sleep(this.#opts.intervalMs, this.#stop.signal);
+        } catch {
+          return;
+        }
+        continue;
+      }
+      if (conn === null) return;
+      if (this.#closed || this.#inbound >= INBOUND_EXCHANGES_MAX) {
+        conn.close();
+        continue;
+      }
+      this.#track(this.#serve(conn));
+    }
+  }
+
+  /** One exchange as responder: SYN, the answer, ACK2. A malformed frame closes the connection. */
+  async #serve(conn: Conn): Promise<void> {
+    this.#inbound++;
+    this.#conns.add(conn);
+    const guard = new AbortController();
+    this.#closeAfter(conn, this.#opts.exchangeTimeoutMs, guard.signal);
+    let correlationId = 0;
+    try {
+      const parser = new FrameParser({ payloadBytesMax: GOSSIP_PAYLOAD_BYTES_MAX });
+      const f = await this.#readFrame(conn, parser);
+      if (f === null) return;
+      correlationId = f.correlationId;
+      if (f.opcode !== Op.GOSSIP_SYN || f.flags !== 0) {
+        throw new MalformedError(
+          `Expected GOSSIP_SYN, got opcode 0x${f.opcode.toString(16)} flags ${f.flags}`,
+        );
+      }
+      const syn = decodeSyn(f.payload);
+      // A seed list that names this node (e.g. a DNS name resolving to every node) dials itself.
+      if (syn.fromId === this.id) return;
+      this.#state.observeDigest(syn.digest);
+      const answer = encodeSynResponse({
+        digest: this.#state.digest(),
+        deltas: this.#state.deltasFor(syn.digest, this.#opts.messageBytesMax),
+      });
+      await this.#send(conn, encodeFrame(Op.GOSSIP_SYN, correlationId, answer, Flag.RESPONSE));
+      const ack = await this.#readFrame(conn, parser);
+      if (ack === null) return;
+      if (
+        ack.opcode !== Op.GOSSIP_ACK2 || ack.flags !== 0 || ack.correlationId !== correlationId
+      ) {
+        throw new MalformedError(`Expected GOSSIP_ACK2 #${correlationId}`);
+      }
+      const m = decodeAck2(ack.payload);
+      if (m.fromId !== syn.fromId) {
+        throw new MalformedError(`GOSSIP_ACK2 from ${m.fromId} in an exchange with ${syn.fromId}`);
+      }
+      this.#emit(this.#state.apply(m.deltas, this.#env.clock.now()));
+    } catch (err) {
+      if (err instanceof MalformedError) {
+        this.#counters.malformed++;
+        const payload = encode(ERROR_SCHEMA, {
+          code: ErrorCode.MALFORMED_REQUEST,
+          message: err.message.slice(0, 1000),
+        });
+        await this.#send(
+          conn,
+          encodeFrame(0, correlationId, payload, Flag.RESPONSE | Flag.ERROR),
+        ).catch(() => {});
+      }
+    } finally {
+      guard.abort();
+      conn.close();
+      this.#conns.delete(conn);
+      this.#inbound--;
+    }
+  }
+}
+
+function resolveOptions(opts: GossipOptions): Resolved {
+  const o: Resolved = {
+    ...GOSSIP_DEFAULTS,
+    bindHost: opts.host,
+    ...withoutUndefined(opts),
+  } as Resolved;
+  const bad = (what: string): never => {
+    throw new RangeError(`Invalid gossip option ${what}`);
+  };
+  if (!isNodeId(o.nodeId)) bad(`nodeId ${JSON.stringify(o.nodeId)}: not 1 to 64 of [A-Za-z0-9_-]`);
+  if (!isHost(o.host)) bad(`host ${JSON.stringify(o.host)}: not a host name or address`);
+  if (!isHost(o.bindHost)) bad(`bindHost ${JSON.stringify(o.bindHost)}: not an address`);
+  if (!(Number.isInteger(o.clusterPort) && o.clusterPort >= 0 && o.clusterPort <= 65535)) {
+    bad(`clusterPort ${o.clusterPort}: not 0..65535`);
+  }
+  if (!isPort(o.clientPort)) bad(`clientPort ${o.clientPort}: not 1..65535`);
+  if (!Array.isArray(o.seeds) || o.seeds.length > SEEDS_MAX) bad(`seeds: at most ${SEEDS_MAX}`);
+  for (const s of o.seeds) {
+    try {
+      parseSeed(s);
+    } catch (err) {
+      bad(`seeds: ${(err as Error).message}`);
+    }
+  }
+  const positive = (name: keyof Resolved, v: number): void => {
+    if (!(Number.isFinite(v) && v > 0)) bad(`${name} ${v}: must be a number > 0`);
+  };
+  positive("intervalMs", o.intervalMs);
+  positive("phiSuspect", o.phiSuspect);
+  positive("resolveSeedsEveryMs", o.resolveSeedsEveryMs);
+  positive("exchangeTimeoutMs", o.exchangeTimeoutMs);
+  if (!(Number.isFinite(o.phiDead) && o.phiDead > o.phiSuspect)) {
+    bad(`phiDead ${o.phiDead}: must be above phiSuspect (${o.phiSuspect})`);
+  }
+  if (!(Number.isFinite(o.deadForgetMs) && o.deadForgetMs >= 0)) {
+    bad(`deadForgetMs ${o.deadForgetMs}: must be >= 0`);
+  }
+  if (
+    !(Number.isInteger(o.messageBytesMax) && o.messageBytesMax >= MESSAGE_BYTES_MIN &&
+      o.messageBytesMax <= MESSAGE_BYTES_MAX)
+  ) {
+    bad(`messageBytesMax ${o.messageBytesMax}: must be ${MESSAGE_BYTES_MIN}..${MESSAGE_BYTES_MAX}`);
+  }
+  return o;
+}
+
+function withoutUndefined<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
