@@ -15,6 +15,10 @@ const USAGE = `usage: deno task start [options]
   --data-dir DIR         where disk topics and subscription offsets live (default ./data)
   --persistence P        of topics created without a config: disk or memory (default disk)
   --fsync POLICY         of disk topics without a config: always, never, interval:<ms> (default always)
+  --cluster-port PORT    join a cluster: gossip on this port (0: any free port); off by default
+  --seeds LIST           comma-separated cluster addresses host:port of other nodes, or a DNS
+                         name:port (default: $GREGOR_SEEDS); giving seeds turns clustering on
+  --advertise-host HOST  the address other nodes reach this one at (default: --host)
   -h, --help             this text`;
 
 function log(level: string, msg: string, fields: Record<string, unknown> = {}): void {
@@ -47,6 +51,9 @@ try {
       "data-dir": { type: "string", default: "./data" },
       persistence: { type: "string", default: "disk" },
       fsync: { type: "string", default: "always" },
+      "cluster-port": { type: "string" },
+      seeds: { type: "string" },
+      "advertise-host": { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
   }));
@@ -69,6 +76,22 @@ if (parseFsyncPolicy(values.fsync) === null) {
   );
 }
 
+const seedList = (values.seeds ?? Deno.env.get("GREGOR_SEEDS") ?? "")
+  .split(",").map((x) => x.trim()).filter((x) => x !== "");
+for (const seed of seedList) {
+  if (!/^[^:\s]+:\d{1,5}$/.test(seed)) {
+    fail(`--seeds takes host:port entries, got ${JSON.stringify(seed)}`);
+  }
+}
+const clustered = values["cluster-port"] !== undefined || seedList.length > 0;
+const cluster = clustered
+  ? {
+    port: whole("cluster-port", values["cluster-port"] ?? "7072", 0, 65535),
+    seeds: seedList,
+    advertiseHost: values["advertise-host"],
+  }
+  : undefined;
+
 const node = await startNode(denoEnv(), {
   host: values.host,
   port: whole("port", values.port, 0, 65535),
@@ -80,6 +103,7 @@ const node = await startNode(denoEnv(), {
     defaultPersistence: values.persistence,
     defaultFsync: values.fsync,
   },
+  cluster,
   hooks: {
     onFatal(reason) {
       log("fatal", `Storage failed; stopping so a restart can recover: ${reason}`);
@@ -97,7 +121,19 @@ log("info", "GregorMQ broker listening", {
   listen: `${node.addr.host}:${node.addr.port}`,
   brokerId: node.broker.opts.brokerId,
   dataDir: node.broker.opts.dataDir,
+  ...(node.gossip === null ? {} : {
+    nodeId: node.gossip.id,
+    cluster: `${node.gossip.addr.host}:${node.gossip.addr.port}`,
+    seeds: seedList,
+  }),
 });
+node.gossip?.onEvent((e) =>
+  log("info", `Cluster member ${e.kind === "state" ? e.member.state : e.kind}`, {
+    member: e.member.id,
+    addr: `${e.member.host}:${e.member.clusterPort}`,
+    previous: e.previous,
+  })
+);
 
 let stopping = false;
 async function shutdown(signal: string): Promise<void> {

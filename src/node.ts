@@ -3,6 +3,7 @@
 
 import type { Addr, Env } from "./io/types.ts";
 import { Broker, type BrokerHooks } from "./broker/broker.ts";
+import { Gossip, loadOrCreateNodeId } from "./cluster/gossip/mod.ts";
 import type { BrokerOptions } from "./broker/options.ts";
 
 /** The broker's default client port. */
@@ -18,11 +19,27 @@ export interface NodeConfig {
   broker?: Partial<BrokerOptions>;
   /** What to do on a fatal storage error and with loud reports (default: nothing). */
   hooks?: Partial<BrokerHooks>;
+  /** Join a cluster by gossip; omitted: a single node, no cluster port. */
+  cluster?: ClusterConfig;
+}
+
+/** How a node takes part in a cluster. */
+export interface ClusterConfig {
+  /** Gossip port; 0 picks a free one. */
+  port: number;
+  /** Address other nodes reach this one at. Default: the node's host. */
+  advertiseHost?: string;
+  /** Other nodes' cluster addresses ("host:port"), or a DNS name that resolves to them. */
+  seeds: string[];
+  /** Gossip round period, ms. Default 200. */
+  intervalMs?: number;
 }
 
 /** A running node. */
 export interface RunningNode {
   readonly broker: Broker;
+  /** Cluster membership, if the node joined a cluster. */
+  readonly gossip: Gossip | null;
   /** The address it listens on (the real port if 0 was asked for). */
   readonly addr: Addr;
   /** Resolves when the node stops serving (after `close`). */
@@ -38,12 +55,30 @@ export async function startNode(env: Env, config: NodeConfig = {}): Promise<Runn
     host: config.host ?? "127.0.0.1",
     port: config.port ?? DEFAULT_CLIENT_PORT,
   });
+  let gossip: Gossip | null = null;
+  if (config.cluster !== undefined) {
+    const host = config.host ?? "127.0.0.1";
+    broker.nodeId = await loadOrCreateNodeId(env, broker.opts.dataDir);
+    gossip = await Gossip.start(env, {
+      nodeId: broker.nodeId,
+      host: config.cluster.advertiseHost ?? host,
+      bindHost: host,
+      clusterPort: config.cluster.port,
+      clientPort: listener.addr.port,
+      seeds: config.cluster.seeds,
+      intervalMs: config.cluster.intervalMs,
+    });
+    broker.membership = () => (gossip as Gossip).members();
+  }
   const done = broker.serve(listener);
   return {
     broker,
+    gossip,
     addr: listener.addr,
     done,
     async close() {
+      // Tell the cluster first, so peers see "left" rather than wait to suspect a failure.
+      if (gossip !== null) await gossip.leave();
       await broker.close();
       await done;
     },

@@ -6,7 +6,9 @@ import { NotFound } from "../io/errors.ts";
 import { readFile, writeFileAtomic } from "../io/util.ts";
 import { type BatchHeader, validateBatch } from "../protocol/batch.ts";
 import { ErrorCode, GregorError } from "../protocol/errors.ts";
+import type { Member } from "../cluster/gossip/mod.ts";
 import {
+  type ClusterMembersResponse,
   type CreateTopicRequest,
   type DescribeTopicResponse,
   type FetchRequest,
@@ -53,6 +55,10 @@ export class Broker {
   readonly #connections = new Set<Connection>();
   /** Connections closed for being silent past idleTimeoutMs. */
   idleClosed = 0;
+  /** The cluster view, once the node has joined one by gossip. */
+  membership: (() => Member[]) | null = null;
+  /** This node's cluster id, once it has one. */
+  nodeId = "";
   readonly #stop = new AbortController();
   #listeners: Listener[] = [];
   #nextConnectionId = 1;
@@ -281,6 +287,23 @@ export class Broker {
       return this.createTopic({ name, partitions: this.opts.defaultPartitions, configs: {} });
     }
     return this.#existing(name);
+  }
+
+  /** The cluster as this node sees it (empty when it is a single node outside any cluster). */
+  clusterMembers(): ClusterMembersResponse {
+    const members = this.membership?.() ?? [];
+    return {
+      self: this.nodeId,
+      members: members.map((m) => ({
+        id: m.id,
+        host: m.host,
+        clusterPort: m.clusterPort,
+        clientPort: m.clientPort,
+        state: m.state,
+        incarnation: m.incarnation,
+        heartbeat: m.heartbeat,
+      })),
+    };
   }
 
   listTopics(): ListTopicsResponse {

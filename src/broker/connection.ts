@@ -435,4 +435,5 @@ const HANDLERS: Partial<Record<OpName, Handler>> = {
     c.broker.deleteTopic(req<NameRequest>("DELETE_TOPIC", p).name).then(() => ({})),
   LIST_TOPICS: (c, p) => (req("LIST_TOPICS", p), c.broker.listTopics()),
   DESCRIBE_TOPIC: (c, p) => c.broker.describeTopic(req<NameRequest>("DESCRIBE_TOPIC", p).name),
+  CLUSTER_MEMBERS: (c, p) => (req("CLUSTER_MEMBERS", p), c.broker.clusterMembers()),
 };

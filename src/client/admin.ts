@@ -1,6 +1,7 @@
 // Topic administration: create, delete, list, describe.
 
 import type {
+  ClusterMembersResponse,
   DescribeTopicResponse,
   ListTopicsResponse,
   PartitionInfo,
@@ -63,6 +64,14 @@ export class Admin {
    */
   async describeTopic(name: string): Promise<TopicDescription> {
     return await this.#conn.request<DescribeTopicResponse>("DESCRIBE_TOPIC", { name });
+  }
+
+  /**
+   * The cluster as the connected node sees it: its own id and every member it knows, with state
+   * ("alive", "suspect", "dead", "left") and addresses. Empty for a node outside any cluster.
+   */
+  async clusterMembers(): Promise<ClusterMembersResponse> {
+    return await this.#conn.request<ClusterMembersResponse>("CLUSTER_MEMBERS", {});
   }
 
   /** Round trip to the broker; resolves when it answered. */
