@@ -3,7 +3,7 @@
 
 import type { Addr, Env } from "./io/types.ts";
 import { Broker, type BrokerHooks } from "./broker/broker.ts";
-import { Gossip, loadOrCreateNodeId } from "./cluster/gossip/mod.ts";
+import { Gossip, loadOrCreateNodeId, nextIncarnation } from "./cluster/gossip/mod.ts";
 import type { BrokerOptions } from "./broker/options.ts";
 
 /** The broker's default client port. */
@@ -61,6 +61,7 @@ export async function startNode(env: Env, config: NodeConfig = {}): Promise<Runn
     broker.nodeId = await loadOrCreateNodeId(env, broker.opts.dataDir);
     gossip = await Gossip.start(env, {
       nodeId: broker.nodeId,
+      incarnation: await nextIncarnation(env, broker.opts.dataDir),
       host: config.cluster.advertiseHost ?? host,
       bindHost: host,
       clusterPort: config.cluster.port,

@@ -40,6 +40,20 @@ export function joinPath(...parts: string[]): string {
   return parts.filter((p) => p !== "").join("/").replace(/\/+/g, "/");
 }
 
+/**
+ * Creates `dir` and its missing parents durably: mkdir may make several levels, and each is
+ * durable only once the directory holding it is synced.
+ */
+export async function mkdirDurable(disk: Disk, dir: string): Promise<void> {
+  await disk.mkdir(dir);
+  for (let d = dir;;) {
+    const parent = dirname(d);
+    await disk.syncDir(parent);
+    if (parent === d || parent === "." || parent === "/") break;
+    d = parent;
+  }
+}
+
 /** Reads a whole file. */
 export async function readFile(disk: Disk, path: string): Promise<Uint8Array> {
   const file = await disk.open(path);

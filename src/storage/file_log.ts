@@ -5,7 +5,7 @@
 
 import type { Env } from "../io/types.ts";
 import { NotFound } from "../io/errors.ts";
-import { dirname, readFile, writeFileAtomic } from "../io/util.ts";
+import { mkdirDurable, readFile, writeFileAtomic } from "../io/util.ts";
 import { crc32c } from "../protocol/crc32c.ts";
 import {
   BATCH_HEADER_BYTES,
@@ -144,14 +144,7 @@ export class FileLog implements Log {
    * checksum verified, and a torn tail truncated.
    */
   static async open(env: Env, opts: FileLogOptions): Promise<FileLog> {
-    await env.disk.mkdir(opts.dir);
-    // mkdir may have made several levels; each is durable only once its parent is synced.
-    for (let d = opts.dir;;) {
-      const parent = dirname(d);
-      await env.disk.syncDir(parent);
-      if (parent === d || parent === "." || parent === "/") break;
-      d = parent;
-    }
+    await mkdirDurable(env.disk, opts.dir);
     const bases: number[] = [];
     for (const name of await env.disk.list(opts.dir)) {
       const base = parseSegmentName(name, "log");

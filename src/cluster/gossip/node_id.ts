@@ -2,8 +2,8 @@
 
 import { NotFound } from "../../io/errors.ts";
 import type { Env } from "../../io/types.ts";
-import { dirname, joinPath, readFile, writeFileAtomic } from "../../io/util.ts";
-import { isNodeId } from "./limits.ts";
+import { joinPath, mkdirDurable, readFile, writeFileAtomic } from "../../io/util.ts";
+import { INCARNATION_MAX, isNodeId } from "./limits.ts";
 
 /** The file in the data directory that holds the node id. */
 export const NODE_ID_FILE = "node-id";
@@ -28,14 +28,7 @@ export async function loadOrCreateNodeId(env: Env, dataDir: string): Promise<str
     if (!(err instanceof NotFound)) throw err;
     const random = env.random.fork("node-id");
     const id = hex8(random.u32()) + hex8(random.u32());
-    await env.disk.mkdir(dataDir);
-    // mkdir may have made several levels; each is durable only once its parent is synced.
-    for (let d = dataDir;;) {
-      const parent = dirname(d);
-      await env.disk.syncDir(parent);
-      if (parent === d || parent === "." || parent === "/") break;
-      d = parent;
-    }
+    await mkdirDurable(env.disk, dataDir);
     await writeFileAtomic(env.disk, path, encoder.encode(`${id}\n`));
     return id;
   }
@@ -53,6 +46,32 @@ export async function loadOrCreateNodeId(env: Env, dataDir: string): Promise<str
     );
   }
   return text;
+}
+
+/** The file in the data directory that holds the last incarnation this node started with. */
+export const INCARNATION_FILE = "node-incarnation";
+
+/**
+ * The incarnation for this start: above every earlier start of this node (kept in
+ * `${dataDir}/node-incarnation`, replaced atomically before it is used) and at least the wall clock
+ * in ms — so a restart outranks its predecessor even if the wall clock went back.
+ */
+export async function nextIncarnation(env: Env, dataDir: string): Promise<number> {
+  const path = joinPath(dataDir, INCARNATION_FILE);
+  let previous = 0;
+  try {
+    const n = Number(decoder.decode(await readFile(env.disk, path)).trim());
+    if (Number.isSafeInteger(n) && n >= 0) previous = n;
+  } catch (err) {
+    if (!(err instanceof NotFound)) throw err;
+    await mkdirDurable(env.disk, dataDir);
+  }
+  const next = Math.min(
+    INCARNATION_MAX - 1,
+    Math.max(previous + 1, Math.floor(env.clock.wallMs())),
+  );
+  await writeFileAtomic(env.disk, path, encoder.encode(`${next}\n`));
+  return next;
 }
 
 function hex8(n: number): string {

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { runOnNode } from "../../../sim/harness.ts";
 import { Simulation } from "../../../sim/simulation.ts";
 import { readFile, writeFileAtomic } from "../../io/util.ts";
-import { loadOrCreateNodeId, NODE_ID_FILE } from "./node_id.ts";
+import { loadOrCreateNodeId, nextIncarnation, NODE_ID_FILE } from "./node_id.ts";
 
 Deno.test("loadOrCreateNodeId() creates 16 hex characters once and reads them back after", async () => {
   const sim = new Simulation(1);
@@ -52,4 +52,17 @@ Deno.test("loadOrCreateNodeId() takes an operator's id and refuses a file that h
   assert.equal(results.mine, "broker-7");
   assert.match(results.bad, /Cannot use the node id in d\/node-id: "not valid!" is not 1 to 64/);
   assert.match(results.binary, /not UTF-8/);
+});
+
+Deno.test("nextIncarnation() always rises, even when the wall clock went back", async () => {
+  const sim = new Simulation(3);
+  const seen = await runOnNode(sim, "n1", async (env, node) => {
+    const out: number[] = [];
+    out.push(await nextIncarnation(env, "data"));
+    node.clock.wallOffsetMs -= 3_600_000; // an hour back
+    out.push(await nextIncarnation(env, "data"));
+    out.push(await nextIncarnation(env, "data"));
+    return out;
+  });
+  assert.ok(seen[1]! > seen[0]! && seen[2]! > seen[1]!, `incarnations ${seen}`);
 });

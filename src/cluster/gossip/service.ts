@@ -52,7 +52,7 @@ export const RESOLVE_TIMEOUT_MS = 5_000;
 const INTERVAL_JITTER = 0.1;
 const READ_BYTES = 16 * 1024;
 
-type Resolved = Required<GossipOptions>;
+type Resolved = Required<Omit<GossipOptions, "incarnation">> & { incarnation?: number };
 
 /**
  * Scuttlebutt gossip membership with phi-accrual failure detection, on the Env's network.
@@ -125,9 +125,10 @@ export class Gossip {
     const now = env.clock.now();
     this.#state = new GossipState({
       selfId: opts.nodeId,
-      // The wall clock at start: later runs of the same id start higher. If it went back, the
-      // old incarnation still circulating is refuted, which lifts this one above it.
-      incarnation: Math.min(INCARNATION_MAX - 1, Math.max(1, Math.floor(env.clock.wallMs()))),
+      // A persisted incarnation outranks every earlier start even if the wall clock went back;
+      // without one, the wall clock, and a predecessor still circulating is refuted.
+      incarnation: opts.incarnation ??
+        Math.min(INCARNATION_MAX - 1, Math.max(1, Math.floor(env.clock.wallMs()))),
       host: opts.host,
       clusterPort: listener.addr.port,
       clientPort: opts.clientPort,

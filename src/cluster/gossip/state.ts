@@ -29,6 +29,8 @@ import type { Member, MembershipEvent, MemberState } from "./types.ts";
 export const TOMBSTONES_MAX = MEMBERS_MAX;
 /** A gap between two ticks over this many intervals means this node was paused, not its peers. */
 export const PAUSE_INTERVALS = 5;
+/** How far above its own incarnation a claim on this node's id may be and still be outbid. */
+export const REFUTE_STEP_MAX = 2 ** 32;
 /** Until measured, a member's heartbeat is expected every this many gossip intervals. */
 export const BOOTSTRAP_INTERVALS = 2;
 
@@ -204,8 +206,8 @@ export class GossipState {
   /**
    * The entries a peer with digest `peer` lacks, oldest versions first, at most `bytesMax` encoded
    * bytes. Per node they always form a prefix by version, so the peer's digest stays truthful and
-   * the rest follows next round. A node the peer does not know is not introduced to it once this
-   * node thinks it dead or left: that news only matters to those who knew it.
+   * the rest follows next round. A node the peer does not know is introduced to it only while this
+   * node thinks it alive: a suspect, dead or left node only matters to those who knew it.
    */
   deltasFor(peer: readonly GossipDigestEntry[], bytesMax: number): GossipDelta[] {
     const known = new Map<string, GossipDigestEntry>();
@@ -215,7 +217,7 @@ export class GossipState {
       const theirs = known.get(r.id);
       let from: number;
       if (theirs === undefined) {
-        if (r !== this.#self && (r.state === "dead" || r.state === "left")) continue;
+        if (r !== this.#self && r.state !== "alive") continue;
         from = 0;
       } else if (theirs.incarnation > r.incarnation) {
         continue;
@@ -387,8 +389,9 @@ export class GossipState {
     const self = this.#self;
     const newer = incarnation > self.incarnation ||
       (incarnation === self.incarnation && maxVersion > self.maxVersion);
-    // A claim at INCARNATION_MAX cannot be outbid; only a forger sends one.
-    if (!newer || incarnation >= INCARNATION_MAX) return;
+    // Outbid claims only within a bounded step: one forged huge number must not push this node
+    // near INCARNATION_MAX, or after its next restart nobody could ever take it back.
+    if (!newer || incarnation > self.incarnation + REFUTE_STEP_MAX) return;
     self.incarnation = incarnation + 1;
     this.#refutations++;
   }
@@ -423,9 +426,12 @@ export class GossipState {
     const heartbeat = parseCount(r.entries.get(KEY_HEARTBEAT)?.value ?? "0") ?? 0;
     if (heartbeat > r.heartbeat) {
       r.heartbeat = heartbeat;
-      // An interval that spans a suspicion is an outage, not the member's usual rhythm.
-      if (r.state === "alive") r.window.record(nowMs);
-      else r.window.restart(nowMs);
+      // An interval that spans a suspicion, or a silence many rounds long (a partition, a pause),
+      // is an outage, not the member's usual rhythm: it must not teach the detector patience.
+      const gapMs = nowMs - r.window.lastMs;
+      if (r.state === "alive" && gapMs <= PAUSE_INTERVALS * this.#intervalMs) {
+        r.window.record(nowMs);
+      } else r.window.restart(nowMs);
       if (r.state === "suspect" || r.state === "dead") this.#enter(r, "alive", nowMs);
     }
     if (r.entries.has(KEY_LEFT) && r.state !== "left") this.#enter(r, "left", nowMs);

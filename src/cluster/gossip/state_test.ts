@@ -564,3 +564,28 @@ Deno.test("GossipState: any history of updates and exchanges converges once ever
     { numRuns: 100 },
   );
 });
+
+Deno.test("A forged digest claiming this node's id far above its incarnation is not outbid", () => {
+  const a = node("a");
+  const before = a.member("a")!.incarnation;
+  a.observeDigest([{ id: "a", incarnation: 2 ** 52 - 1, maxVersion: 1 }]);
+  assert.equal(a.member("a")!.incarnation, before, "one forged number must not push it to the top");
+  a.observeDigest([{ id: "a", incarnation: before + 5, maxVersion: 1 }]);
+  assert.equal(a.member("a")!.incarnation, before + 6, "a plausible claim is still refuted");
+});
+
+Deno.test("A member this node suspects is not introduced to a newcomer", () => {
+  const a = node("a");
+  const b = node("b");
+  exchange(a, b, 0);
+  // b goes silent: a comes to suspect it (a keeps ticking; b never gossips again).
+  let t = 0;
+  while (a.member("b")!.state === "alive" && t < 60_000) {
+    t += INTERVAL_MS;
+    a.tick(t);
+  }
+  assert.equal(a.member("b")!.state, "suspect");
+  const c = node("c");
+  exchange(c, a, t);
+  assert.equal(c.member("b"), null, "c hears of b only once b is alive again");
+});

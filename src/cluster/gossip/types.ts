@@ -32,6 +32,11 @@ export interface GossipOptions {
   resolveSeedsEveryMs?: number;
   /** One exchange (connect, SYN, answer, ACK2) gives up after this long, ms. Default 1000. */
   exchangeTimeoutMs?: number;
+  /**
+   * This start's incarnation; it must exceed every earlier start of the node (use
+   * `nextIncarnation`, which persists it). Default: the wall clock in ms.
+   */
+  incarnation?: number;
 }
 
 /**
