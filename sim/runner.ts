@@ -4,6 +4,7 @@
 import type { FaultPlan } from "./faults.ts";
 import { registerOptions, runRegister } from "./example/register_scenario.ts";
 import { pubsubOptions, runPubSub } from "./pubsub_scenario.ts";
+import { gossipOptions, runGossip } from "./gossip_scenario.ts";
 
 /** What one simulated run did and found. */
 export interface RunResult {
@@ -25,7 +26,7 @@ export interface RunResult {
 }
 
 /** Scenarios `deno task sim` can run. */
-export const SCENARIOS = ["register", "pubsub"] as const;
+export const SCENARIOS = ["register", "pubsub", "gossip"] as const;
 /** A scenario's name. */
 export type ScenarioName = typeof SCENARIOS[number];
 
@@ -43,6 +44,8 @@ export function runScenario(
       return runRegister(registerOptions(seed, parseRegisterOverrides(overrides)));
     case "pubsub":
       return runPubSub(pubsubOptions(seed, parseNumbers("pubsub", overrides, PUBSUB_NUMBERS)));
+    case "gossip":
+      return runGossip(gossipOptions(seed, parseNumbers("gossip", overrides, GOSSIP_NUMBERS)));
   }
 }
 
@@ -88,6 +91,16 @@ const PUBSUB_NUMBERS = [
   "safetyMs",
   "livenessMs",
   "segmentBytes",
+];
+
+const GOSSIP_NUMBERS = [
+  "nodes",
+  "intervalMs",
+  "safetyMs",
+  "livenessMs",
+  "lateJoiners",
+  "keepDown",
+  "wallJumps",
 ];
 
 /** Parses whole-number options (and --faults) shared by the broker scenarios. */
