@@ -14,9 +14,15 @@ import {
   SCENARIOS,
 } from "../sim/runner.ts";
 
-const USAGE = `usage: deno task sim [--scenario register] (--seed N | --seeds A..B) [--json]
-         [--faults swarm|calm] [--bug ack-before-sync|none] [--replicas N] [--writers N]
-         [--readers N] [--safetyMs N] [--livenessMs N]`;
+const USAGE =
+  `usage: deno task sim [--scenario register|pubsub|gossip] (--seed N | --seeds A..B) [--json]
+         [--faults swarm|calm]
+  register: [--bug ack-before-sync|none] [--replicas N] [--writers N] [--readers N]
+            [--safetyMs N] [--livenessMs N]
+  pubsub:   [--subscribers N] [--messages N] [--inFlight N] [--safetyMs N] [--livenessMs N]
+            [--segmentBytes N]
+  gossip:   [--nodes N] [--intervalMs N] [--safetyMs N] [--livenessMs N] [--lateJoiners N]
+            [--keepDown 0|1] [--wallJumps 0|1]`;
 
 interface Args {
   scenario: ScenarioName;
