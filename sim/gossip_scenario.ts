@@ -16,7 +16,7 @@ import {
 import { calmDisk } from "./disk.ts";
 import { calm, calmPlan, type FaultPlan, Nemesis, rollPlan } from "./faults.ts";
 import { type ClockSkew, never, type SimNode } from "./node.ts";
-import type { RunResult } from "./runner.ts";
+import { type RunResult, runResult } from "./result.ts";
 import { Simulation } from "./simulation.ts";
 
 /** Everything that decides a gossip run. */
@@ -783,16 +783,12 @@ export async function runGossip(opts: GossipScenarioOptions): Promise<RunResult>
     }
   }
   const violations = cluster.violations;
-  return {
+  return runResult(sim, {
     scenario: "gossip",
     seed: opts.seed,
-    options: { ...opts },
+    options: opts,
     plan,
-    outcome: violations.length === 0 ? "pass" : "fail",
     violations,
-    traceHash: sim.world.trace.hex(),
-    events: sim.world.eventsFired,
-    virtualMs: sim.world.now,
     stats: {
       nodes: n,
       convergeRounds: convergeRounds ?? -1,
@@ -835,5 +831,5 @@ export async function runGossip(opts: GossipScenarioOptions): Promise<RunResult>
       },
       ...cluster.notes,
     ].sort((a, b) => a.t - b.t).map((x) => x.s),
-  };
+  });
 }

@@ -10,7 +10,7 @@ import type { Client } from "../src/client/client.ts";
 import { ErrorCode, GregorError } from "../src/protocol/errors.ts";
 import { startNode } from "../src/node.ts";
 import { calm, calmPlan, type FaultPlan, Nemesis, rollPlan } from "./faults.ts";
-import type { RunResult } from "./runner.ts";
+import { type RunResult, runResult } from "./result.ts";
 import { Simulation } from "./simulation.ts";
 
 /** Everything that decides a pub/sub run. */
@@ -162,16 +162,12 @@ export async function runPubSub(opts: PubSubOptions): Promise<RunResult> {
   }
   violations.push(...corrupt.slice(0, 10));
   violations.push(...checkDeliveries(published, [...deliveries, verified]));
-  return {
+  return runResult(sim, {
     scenario: "pubsub",
     seed: opts.seed,
-    options: { ...opts },
+    options: opts,
     plan,
-    outcome: violations.length === 0 ? "pass" : "fail",
     violations,
-    traceHash: sim.world.trace.hex(),
-    events: sim.world.eventsFired,
-    virtualMs: sim.world.now,
     stats: {
       publishes: published.size,
       publishesAcked: acked.length,
@@ -185,8 +181,9 @@ export async function runPubSub(opts: PubSubOptions): Promise<RunResult> {
       netResets: sim.net.stats.resets,
       netHeldSegments: sim.net.stats.heldSegments,
       brokerCrashes: broker.crashes,
-      brokerFatalExits:
-        sim.exits.filter((e) => e.node === "broker" && e.reason !== "exited").length,
+      brokerFatalExits: sim.exits.filter((e) =>
+        e.node === "broker" && e.reason !== "exited"
+      ).length,
       crashesMidWrite: broker.disk.stats.crashesWithPending,
       writesTorn: broker.disk.stats.writesTorn,
       writesCorrupted: broker.disk.stats.writesCorrupted,
@@ -203,7 +200,7 @@ export async function runPubSub(opts: PubSubOptions): Promise<RunResult> {
       ...nemesis.log.map((s) => ({ t: Number(s.split(" ")[0]), s })),
       ...reports.map((r) => ({ t: r.t, s: `${r.t.toFixed(1)} ms: report: ${r.msg}` })),
     ].sort((a, b) => a.t - b.t).map((n) => n.s),
-  };
+  });
 }
 
 async function connectRetrying(env: Env, sim: Simulation): Promise<Client> {

@@ -1,29 +1,11 @@
 // Runs scenarios by name and reports them: every option the seed decided, the outcome, the trace
 // hash, and for a failure the one command line that reproduces it.
 
-import type { FaultPlan } from "./faults.ts";
 import { registerOptions, runRegister } from "./example/register_scenario.ts";
 import { pubsubOptions, runPubSub } from "./pubsub_scenario.ts";
+export type { RunResult } from "./result.ts";
+import type { RunResult } from "./result.ts";
 import { gossipOptions, runGossip } from "./gossip_scenario.ts";
-
-/** What one simulated run did and found. */
-export interface RunResult {
-  scenario: string;
-  seed: number;
-  /** Every option of the run, derived from the seed or given. */
-  options: Record<string, unknown>;
-  plan: FaultPlan;
-  outcome: "pass" | "fail";
-  violations: string[];
-  /** Hash of every fired event and history entry; equal for two runs of the same seed. */
-  traceHash: string;
-  events: number;
-  virtualMs: number;
-  /** Counters: operations, faults injected, fault paths taken. */
-  stats: Record<string, number>;
-  /** What the nodes reported and how they exited, in order: printed for a single seed. */
-  notes?: string[];
-}
 
 /** Scenarios `deno task sim` can run. */
 export const SCENARIOS = ["register", "pubsub", "gossip"] as const;

@@ -11,7 +11,7 @@ import { calm, calmPlan, type FaultPlan, Nemesis, rollPlan } from "../faults.ts"
 import type { HistoryEntry } from "../history.ts";
 import { Simulation } from "../simulation.ts";
 import { EXIT_CLEAN } from "../node.ts";
-import type { RunResult } from "../runner.ts";
+import { type RunResult, runResult } from "../result.ts";
 import { RegisterClient } from "./register_client.ts";
 import { parseWal, type ReplicaBug, runReplica } from "./register_replica.ts";
 import { encodeRecord, type Versioned } from "./register_wire.ts";
@@ -145,16 +145,12 @@ export async function runRegister(opts: RegisterOptions): Promise<RunResult> {
   violations.push(...checkHistory(sim.history.entries));
   const disk = sumStats(sim.nodes.map((n) => n.disk.stats));
   const net = sim.net.stats;
-  return {
+  return runResult(sim, {
     scenario: "register",
     seed: opts.seed,
-    options: { ...opts },
+    options: opts,
     plan,
-    outcome: violations.length === 0 ? "pass" : "fail",
     violations,
-    traceHash: sim.world.trace.hex(),
-    events: sim.world.eventsFired,
-    virtualMs: sim.world.now,
     stats: {
       puts: sim.history.count("invoke", "put"),
       putsOk: sim.history.count("ok", "put"),
@@ -172,7 +168,7 @@ export async function runRegister(opts: RegisterOptions): Promise<RunResult> {
       netConnectTimeouts: net.connectTimeouts,
       netHeldSegments: net.heldSegments,
     },
-  };
+  });
 }
 
 /** What the client process needs from the scenario. */
