@@ -5,6 +5,7 @@ import type { Addr, Env } from "./io/types.ts";
 import { Broker, type BrokerHooks } from "./broker/broker.ts";
 import { Gossip, loadOrCreateNodeId, nextIncarnation } from "./cluster/gossip/mod.ts";
 import type { BrokerOptions } from "./broker/options.ts";
+import { BrokerMetrics, HttpServer } from "./metrics/mod.ts";
 
 /** The broker's default client port. */
 export const DEFAULT_CLIENT_PORT = 7070;
@@ -21,6 +22,16 @@ export interface NodeConfig {
   hooks?: Partial<BrokerHooks>;
   /** Join a cluster by gossip; omitted: a single node, no cluster port. */
   cluster?: ClusterConfig;
+  /** Serve `/metrics`, `/healthz` and `/readyz` over HTTP; omitted: no metrics port. */
+  metrics?: MetricsConfig;
+}
+
+/** Where a node serves its metrics and health endpoints. */
+export interface MetricsConfig {
+  /** Address to listen on. Default: the node's host. */
+  host?: string;
+  /** Metrics port (DEFAULT_METRICS_PORT, 7071, by convention); 0 picks a free one. */
+  port: number;
 }
 
 /** How a node takes part in a cluster. */
@@ -42,6 +53,8 @@ export interface RunningNode {
   readonly gossip: Gossip | null;
   /** The address it listens on (the real port if 0 was asked for). */
   readonly addr: Addr;
+  /** Where `/metrics` and the health endpoints are served, if they are. */
+  readonly metricsAddr: Addr | null;
   /** Resolves when the node stops serving (after `close`). */
   readonly done: Promise<void>;
   /** Stops listening and closes every connection. */
@@ -50,7 +63,37 @@ export interface RunningNode {
 
 /** Starts a node: recovers its storage, binds the client port and serves until closed. */
 export async function startNode(env: Env, config: NodeConfig = {}): Promise<RunningNode> {
+  // The metrics port opens first, so /healthz answers (and /readyz says 503) during recovery.
+  let ready = false;
+  const metrics = new BrokerMetrics();
+  const http = config.metrics === undefined ? null : await HttpServer.start(env, {
+    host: config.metrics.host ?? config.host ?? "127.0.0.1",
+    port: config.metrics.port,
+  }, {
+    ready: () => ready,
+    metrics: async () => ({
+      status: 200,
+      contentType: metrics.contentType,
+      body: await metrics.scrape(),
+    }),
+  });
+  try {
+    return await startServing(env, config, metrics, http, (r) => (ready = r));
+  } catch (err) {
+    await http?.close();
+    throw err;
+  }
+}
+
+async function startServing(
+  env: Env,
+  config: NodeConfig,
+  metrics: BrokerMetrics,
+  http: HttpServer | null,
+  setReady: (ready: boolean) => void,
+): Promise<RunningNode> {
   const broker = await Broker.open(env, config.broker, config.hooks);
+  metrics.attach(broker);
   const listener = await env.net.listen({
     host: config.host ?? "127.0.0.1",
     port: config.port ?? DEFAULT_CLIENT_PORT,
@@ -72,16 +115,20 @@ export async function startNode(env: Env, config: NodeConfig = {}): Promise<Runn
     broker.membership = () => (gossip as Gossip).members();
   }
   const done = broker.serve(listener);
+  setReady(true);
   return {
     broker,
     gossip,
     addr: listener.addr,
+    metricsAddr: http?.addr ?? null,
     done,
     async close() {
+      setReady(false);
       // Tell the cluster first, so peers see "left" rather than wait to suspect a failure.
       if (gossip !== null) await gossip.leave();
       await broker.close();
       await done;
+      await http?.close();
     },
   };
 }

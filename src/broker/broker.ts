@@ -8,6 +8,7 @@ import { type BatchHeader, validateBatch } from "../protocol/batch.ts";
 import { ErrorCode, GregorError } from "../protocol/errors.ts";
 import type { Member } from "../cluster/gossip/mod.ts";
 import {
+  type AlterTopicRequest,
   type ClusterMembersResponse,
   type CreateTopicRequest,
   type DescribeTopicResponse,
@@ -20,11 +21,12 @@ import {
   type SubscribeRequest,
 } from "../protocol/messages.ts";
 import { Connection } from "./connection.ts";
-import { OffsetOutOfRange } from "./log.ts";
+import { MemoryLog, OffsetOutOfRange } from "./log.ts";
+import { type BrokerObserver, NO_OBSERVER } from "./observer.ts";
 import { type BrokerOptions, DEFAULT_BROKER_OPTIONS } from "./options.ts";
 import { type DeliverySink, type DurableState, Subscription } from "./subscription.ts";
 import { checkTopicName, type Partition, type Topic } from "./topic.ts";
-import { TopicStore } from "./topic_store.ts";
+import { effectiveConfigs, TopicStore } from "./topic_store.ts";
 import { FileLog } from "../storage/file_log.ts";
 
 /** Where durable subscription offsets are written, under the data directory. */
@@ -43,6 +45,9 @@ const DEFAULT_HOOKS: BrokerHooks = {
   onReport: () => {},
 };
 
+/** Topic configs `alterTopic` may change; the others are fixed when the topic is created. */
+export const ALTERABLE_TOPIC_CONFIGS: readonly string[] = ["retention.bytes", "retention.ms"];
+
 /** Durable subscriptions remembered at most. */
 export const DURABLE_SUBSCRIPTIONS_MAX = 100_000;
 
@@ -57,6 +62,8 @@ export class Broker {
   idleClosed = 0;
   /** The cluster view, once the node has joined one by gossip. */
   membership: (() => Member[]) | null = null;
+  /** Told about requests, records in and out, and fsyncs (metrics); ignores them by default. */
+  observer: BrokerObserver = NO_OBSERVER;
   /** This node's cluster id, once it has one. */
   nodeId = "";
   readonly #stop = new AbortController();
@@ -72,7 +79,10 @@ export class Broker {
     this.env = env;
     this.opts = opts;
     this.#hooks = hooks;
-    this.#store = new TopicStore(env, opts, hooks);
+    this.#store = new TopicStore(env, opts, {
+      ...hooks,
+      onSync: (seconds, batches) => this.observer.synced(seconds, batches),
+    });
   }
 
   /**
@@ -306,6 +316,11 @@ export class Broker {
     };
   }
 
+  /** Every topic, in no particular order (for metrics). */
+  topics(): Topic[] {
+    return [...this.#topics.values()];
+  }
+
   listTopics(): ListTopicsResponse {
     const topics = [...this.#topics.values()]
       .map((t) => ({ name: t.name, partitions: t.partitions.length }))
@@ -328,6 +343,39 @@ export class Broker {
     };
   }
 
+  /**
+   * Changes a topic's retention configs (for a disk topic, its metadata is durable before this
+   * resolves) and applies the new limits at once.
+   */
+  async alterTopic(req: AlterTopicRequest): Promise<void> {
+    const topic = this.#existing(req.name);
+    const next = effectiveConfigs({ ...topic.configs, ...req.configs }, this.opts);
+    for (const key of Object.keys(req.configs)) {
+      if (!ALTERABLE_TOPIC_CONFIGS.includes(key) || !(key in topic.configs)) {
+        throw new GregorError(
+          ErrorCode.INVALID_REQUEST,
+          `Topic config ${key} of ${topic.configs["persistence"]} topic ${req.name} cannot be ` +
+            `changed; alterable: ${
+              ALTERABLE_TOPIC_CONFIGS.filter((k) => k in topic.configs).join(", ")
+            }`,
+        );
+      }
+    }
+    if (topic.configs["persistence"] === "disk") {
+      await this.#store.writeMeta(req.name, topic.partitions.length, next);
+    }
+    Object.assign(topic.configs, next);
+    const bytes = Number(next["retention.bytes"]);
+    for (const p of topic.partitions) {
+      if (p.log instanceof FileLog) {
+        p.log.setRetention({ bytes, ms: Number(next["retention.ms"]) });
+        await p.log.enforceRetention();
+      } else if (p.log instanceof MemoryLog) {
+        p.log.setRetention({ bytes: bytes < 0 ? Infinity : bytes });
+      }
+    }
+  }
+
   // --- Produce and fetch ------------------------------------------------------------------
 
   /**
@@ -348,11 +396,14 @@ export class Broker {
     const header: BatchHeader = validateBatch(batch, {
       recordsBytesMax: this.opts.recordsBytesMax,
     });
+    const startMs = this.env.clock.now();
     const t = this.topic(req.topic, true);
     const append = (topic: Topic) => {
       const partition = topic.partition(req.partition);
       return partition.log.append(batch, header).then((r) => {
         partition.notify();
+        const seconds = (this.env.clock.now() - startMs) / 1000;
+        this.observer.produced(req.topic, header.recordCount, batch.length, seconds);
         return { baseOffset: r.baseOffset, logStartOffset: partition.log.logStartOffset };
       });
     };
@@ -439,6 +490,7 @@ export class Broker {
       creditBytesMax: this.opts.creditBytesMax,
       deliverBytesMax: this.opts.deliverBytesMax,
       durable,
+      onDelivered: (records, bytes) => this.observer.delivered(req.topic, records, bytes),
     });
     if (durable !== null) durable.owner = sub;
     partition.subscriptions.add(sub);

@@ -5,7 +5,7 @@
 import type { Conn } from "../io/types.ts";
 import { writeAllOf } from "../io/util.ts";
 import { CODEC_NAMES } from "../protocol/compression.ts";
-import { ErrorCode, FATAL_CODES, GregorError } from "../protocol/errors.ts";
+import { ErrorCode, errorName, FATAL_CODES, GregorError } from "../protocol/errors.ts";
 import {
   encodeFrame,
   Flag,
@@ -18,6 +18,7 @@ import {
 import {
   type AckRequest,
   Acks,
+  type AlterTopicRequest,
   type CreateTopicRequest,
   type CreditRequest,
   decode,
@@ -164,6 +165,7 @@ export class Connection implements DeliverySink {
     const name = opName(f.opcode);
     const handler = name === null ? undefined : HANDLERS[name];
     if (name === null || handler === undefined) {
+      this.#broker.observer.request(name ?? "UNKNOWN", "UNKNOWN_OPCODE");
       this.#fail(
         f.correlationId,
         ErrorCode.UNKNOWN_OPCODE,
@@ -172,6 +174,7 @@ export class Connection implements DeliverySink {
       return false;
     }
     if (!this.#handshaken && f.opcode !== Op.HELLO) {
+      this.#broker.observer.request(name, "HANDSHAKE_REQUIRED");
       this.#fail(f.correlationId, ErrorCode.HANDSHAKE_REQUIRED, `${name} before HELLO`);
       return false;
     }
@@ -194,9 +197,10 @@ export class Connection implements DeliverySink {
   #finish(f: Frame, name: OpName, value: object | null, err: unknown): void {
     this.#inFlight--;
     this.#wake();
+    const e = err === null ? null : toGregorError(err);
+    this.#broker.observer.request(name, e === null ? "OK" : errorName(e.code) ?? String(e.code));
     if (this.#closed) return;
-    if (err !== null) {
-      const e = toGregorError(err);
+    if (e !== null) {
       if (FATAL_CODES.has(e.code)) this.#fail(f.correlationId, e.code, e.message);
       else this.#sendError(f.correlationId, e.code, e.message);
       return;
@@ -435,5 +439,7 @@ const HANDLERS: Partial<Record<OpName, Handler>> = {
     c.broker.deleteTopic(req<NameRequest>("DELETE_TOPIC", p).name).then(() => ({})),
   LIST_TOPICS: (c, p) => (req("LIST_TOPICS", p), c.broker.listTopics()),
   DESCRIBE_TOPIC: (c, p) => c.broker.describeTopic(req<NameRequest>("DESCRIBE_TOPIC", p).name),
+  ALTER_TOPIC: (c, p) =>
+    c.broker.alterTopic(req<AlterTopicRequest>("ALTER_TOPIC", p)).then(() => ({})),
   CLUSTER_MEMBERS: (c, p) => (req("CLUSTER_MEMBERS", p), c.broker.clusterMembers()),
 };

@@ -80,7 +80,7 @@ export class MemoryLog implements Log {
   #start = 0;
   #next = 0;
   #size = 0;
-  readonly #retentionBytes: number;
+  #retentionBytes: number;
 
   constructor(opts: MemoryLogOptions) {
     this.#retentionBytes = opts.retentionBytes;
@@ -107,6 +107,12 @@ export class MemoryLog implements Log {
     this.#size += batch.length;
     this.#retain();
     return Promise.resolve({ baseOffset, lastOffset });
+  }
+
+  /** Changes the size limit and drops what is now over it. */
+  setRetention(limits: { bytes: number }): void {
+    this.#retentionBytes = limits.bytes;
+    this.#retain();
   }
 
   #retain(): void {

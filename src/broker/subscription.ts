@@ -38,6 +38,8 @@ export interface SubscriptionOptions {
   creditBytesMax: number;
   deliverBytesMax: number;
   durable: DurableState | null;
+  /** Called after each push with its records and bytes (for metrics). */
+  onDelivered?(records: number, bytes: number): void;
 }
 
 interface Delivered {
@@ -74,6 +76,7 @@ export class Subscription {
   readonly #creditBytesMax: number;
   readonly #deliverBytesMax: number;
   readonly #delivered: Delivered[] = [];
+  readonly #onDelivered: (records: number, bytes: number) => void;
   #pumping = false;
   #again = false;
   #redeliver = false;
@@ -92,6 +95,7 @@ export class Subscription {
     this.#creditMessagesMax = opts.creditMessagesMax;
     this.#creditBytesMax = opts.creditBytesMax;
     this.#deliverBytesMax = opts.deliverBytesMax;
+    this.#onDelivered = opts.onDelivered ?? (() => {});
     this.creditMessages = Math.min(opts.creditMessages, opts.creditMessagesMax);
     this.creditBytes = Math.min(opts.creditBytes, opts.creditBytesMax);
   }
@@ -193,6 +197,7 @@ export class Subscription {
         this.creditBytes -= got.bytes.length;
         this.deliveredRecords += got.records;
         this.#sink.deliver(this, got.bytes, from, this.#redeliver);
+        this.#onDelivered(got.records, got.bytes.length);
         this.#redeliver = false;
         if (this.#ackTimeoutMs === 0) {
           this.ack(got.nextOffset - 1);

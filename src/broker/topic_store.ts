@@ -72,6 +72,8 @@ const META_FILE = "topic.json";
 export interface StoreHooks {
   onFatal(reason: string): void;
   onReport(msg: string): void;
+  /** After each fsync of a disk partition (for metrics). */
+  onSync?(seconds: number, batches: number): void;
 }
 
 /** Creates, loads and removes topics' storage. */
@@ -100,10 +102,23 @@ export class TopicStore {
       await this.#env.disk.syncDir(dirname(this.#opts.dataDir));
       await this.#env.disk.syncDir(this.#opts.dataDir);
       await this.#env.disk.syncDir(this.#topicsDir);
-      const meta = JSON.stringify({ name, partitions, configs: effective });
-      await writeFileAtomic(this.#env.disk, `${dir}/${META_FILE}`, new TextEncoder().encode(meta));
+      await this.writeMeta(name, partitions, effective);
     }
     return await this.#open(name, partitions, effective);
+  }
+
+  /** Replaces a disk topic's metadata file atomically (after a create or a config change). */
+  async writeMeta(
+    name: string,
+    partitions: number,
+    configs: Record<string, string>,
+  ): Promise<void> {
+    const meta = JSON.stringify({ name, partitions, configs });
+    await writeFileAtomic(
+      this.#env.disk,
+      `${this.#topicsDir}/${name}/${META_FILE}`,
+      new TextEncoder().encode(meta),
+    );
   }
 
   async #open(name: string, partitions: number, configs: Record<string, string>): Promise<Topic> {
@@ -129,6 +144,7 @@ export class TopicStore {
       retentionMs: Number(c["retention.ms"]),
       onFatal: (reason) => this.#hooks.onFatal(reason),
       onReport: (msg) => this.#hooks.onReport(msg),
+      onSync: (seconds, batches) => this.#hooks.onSync?.(seconds, batches),
     });
   }
 

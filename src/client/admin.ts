@@ -1,4 +1,4 @@
-// Topic administration: create, delete, list, describe.
+// Topic administration: create, alter, delete, list, describe.
 
 import type {
   ClusterMembersResponse,
@@ -51,6 +51,22 @@ export class Admin {
    */
   async deleteTopic(name: string): Promise<void> {
     await this.#conn.request("DELETE_TOPIC", { name });
+  }
+
+  /**
+   * Changes a topic's configs. Only retention (`retention.ms`, `retention.bytes`) can change after
+   * creation; the broker applies the new limits at once.
+   *
+   * @param name The topic.
+   * @param configs The configs to change; the others keep their values.
+   * @throws {GregorError} UNKNOWN_TOPIC, or INVALID_REQUEST (a bad value or a fixed config).
+   * @example
+   * ```ts
+   * await client.admin.alterTopic("clicks", { "retention.ms": "3600000" });
+   * ```
+   */
+  async alterTopic(name: string, configs: Record<string, string>): Promise<void> {
+    await this.#conn.request("ALTER_TOPIC", { name, configs });
   }
 
   /** Lists topics, sorted by name. */

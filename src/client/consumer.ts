@@ -69,6 +69,7 @@ export class Consumer implements AsyncIterable<ReceivedMessage>, PushListener {
   #consumedBytes = 0;
   /** Highest offset ever handed to the application: anything at or below it is a redelivery. */
   #handedOut = -1;
+  #startOffset = -1;
 
   /** @internal Use `client.subscribe()`. */
   constructor(conn: ClientConnection, id: number, topic: string, opts: SubscribeOptions) {
@@ -86,11 +87,20 @@ export class Consumer implements AsyncIterable<ReceivedMessage>, PushListener {
     };
   }
 
+  /**
+   * The offset the broker started delivery at: where `from` (or the durable name's progress)
+   * resolved to. Messages below it are not delivered; at the high watermark, none are yet.
+   */
+  get startOffset(): number {
+    return this.#startOffset;
+  }
+
   /** @internal Sends SUBSCRIBE; resolves with the offset delivery starts at. */
   async start(): Promise<number> {
     this.#conn.listen(this.#id, this);
     try {
-      return await this.#subscribe(this.#opts.from);
+      this.#startOffset = await this.#subscribe(this.#opts.from);
+      return this.#startOffset;
     } catch (err) {
       this.#conn.unlisten(this.#id);
       throw err;

@@ -22,6 +22,7 @@ export const Op = {
   DELETE_TOPIC: 0x0302,
   LIST_TOPICS: 0x0303,
   DESCRIBE_TOPIC: 0x0304,
+  ALTER_TOPIC: 0x0305,
   CLUSTER_MEMBERS: 0x0501,
   GOSSIP_SYN: 0x0601,
   GOSSIP_ACK2: 0x0602,
@@ -125,6 +126,10 @@ export const SCHEMAS = {
   LIST_TOPICS: {
     request: [],
     response: [["topics", { list: [["name", "string"], ["partitions", "u32"]] }]],
+  },
+  ALTER_TOPIC: {
+    request: [["name", "string"], ["configs", { map: true }]],
+    response: [],
   },
   CLUSTER_MEMBERS: {
     request: [],
@@ -247,6 +252,11 @@ export interface FetchResponse {
 export interface CreateTopicRequest {
   name: string;
   partitions: number;
+  configs: Record<string, string>;
+}
+/** ALTER_TOPIC: the configs to change (the others keep their values). */
+export interface AlterTopicRequest {
+  name: string;
   configs: Record<string, string>;
 }
 export interface NameRequest {

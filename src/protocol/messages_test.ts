@@ -228,7 +228,7 @@ Deno.test("Op codes sit in their bands, are unique, and each has a schema", () =
     0x00: ["HELLO", "PING"],
     0x01: ["PRODUCE"],
     0x02: ["SUBSCRIBE", "DELIVER", "CREDIT", "ACK", "UNSUBSCRIBE", "FETCH"],
-    0x03: ["CREATE_TOPIC", "DELETE_TOPIC", "LIST_TOPICS", "DESCRIBE_TOPIC"],
+    0x03: ["CREATE_TOPIC", "DELETE_TOPIC", "LIST_TOPICS", "DESCRIBE_TOPIC", "ALTER_TOPIC"],
     0x05: ["CLUSTER_MEMBERS"],
     0x06: ["GOSSIP_SYN", "GOSSIP_ACK2"],
   };

@@ -65,6 +65,8 @@ export interface FileLogOptions {
   onFatal(reason: string): void;
   /** Loud reports: corruption found, tails truncated. */
   onReport?(msg: string): void;
+  /** After each successful fsync: how long it took and how many batches it made durable. */
+  onSync?(seconds: number, batches: number): void;
 }
 
 /** Counters of a file log, for metrics and benchmarks. */
@@ -303,6 +305,7 @@ export class FileLog implements Log {
     const run = async (): Promise<boolean> => {
       const target = this.#writtenBatches;
       if (this.#failed !== null) return false;
+      const startMs = this.#env.clock.now();
       try {
         await seg.file.sync();
       } catch (err) {
@@ -310,10 +313,12 @@ export class FileLog implements Log {
         return false;
       }
       this.stats.syncs++;
+      const batches = Math.max(0, target - this.#syncedBatches);
       if (target > this.#syncedBatches) {
-        this.stats.batchesSynced += target - this.#syncedBatches;
+        this.stats.batchesSynced += batches;
         this.#syncedBatches = target;
       }
+      this.#opts.onSync?.((this.#env.clock.now() - startMs) / 1000, batches);
       return true;
     };
     const next = this.#syncing.then(run);
@@ -505,6 +510,12 @@ export class FileLog implements Log {
       if (rel !== null) return Promise.resolve(Math.min(seg.baseOffset + rel, this.#visible));
     }
     return Promise.resolve(this.#visible);
+  }
+
+  /** Changes the retention limits (-1: no limit); the next `enforceRetention()` applies them. */
+  setRetention(limits: { bytes: number; ms: number }): void {
+    this.#opts.retentionBytes = limits.bytes;
+    this.#opts.retentionMs = limits.ms;
   }
 
   /** Deletes whole old segments past the retention limits (never the active one). */
