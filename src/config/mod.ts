@@ -1,0 +1,27 @@
+// Node configuration: the schema of every key, and loading it from defaults, a YAML or JSON file,
+// GREGOR_* environment variables and flags, with one-line errors naming key, value and what is allowed.
+
+export {
+  CONFIG_SCHEMA,
+  configHelp,
+  configTable,
+  defaultText,
+  envName,
+  flagName,
+  KEY_GROUPS,
+  type KeyKind,
+  type KeySpec,
+} from "./schema.ts";
+export {
+  ConfigError,
+  type ConfigErrorOptions,
+  configFileArg,
+  type ConfigInput,
+  type ConfigSource,
+  DEFAULT_CLUSTER_PORT,
+  loadConfig,
+  type LoadedConfig,
+  metricsConfig,
+  type NodeSettings,
+  toNodeConfig,
+} from "./load.ts";
