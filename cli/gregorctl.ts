@@ -1,0 +1,589 @@
+// `deno task gregorctl`: the operator CLI. Topics, produce, consume, cluster view and metrics
+// against a running broker; human tables by default, `--json` for scripts. See docs/gregorctl.md.
+
+import { parseArgs } from "node:util";
+import {
+  type Client,
+  type CodecName,
+  connect,
+  ConnectionError,
+  type From,
+  GregorError,
+  type Message,
+  type ReceivedMessage,
+} from "../src/client/mod.ts";
+
+/** Exit codes: stable, documented in USAGE and docs/gregorctl.md. */
+const Exit = { ok: 0, refused: 1, usage: 2, unreachable: 3 } as const;
+
+const BROKER_DEFAULT = "127.0.0.1:7070";
+const TIMEOUT_MS_DEFAULT = 5_000;
+const METRICS_PORT = 7071;
+/** Offsets printed one by one at most; a bigger load prints a count and a rate instead. */
+const OFFSETS_PRINTED_MAX = 100;
+/** Lines read from stdin or --file past which a progress line is shown on a terminal. */
+const PROGRESS_LINES_MIN = 1000;
+const PROGRESS_INTERVAL_MS = 200;
+/** Produces in flight at most before the CLI waits for their acknowledgements. */
+const PRODUCES_IN_FLIGHT_MAX = 10_000;
+/** Metric lines the `metrics` summary shows at most. */
+const METRIC_LINES_MAX = 20;
+
+const USAGE = `usage: deno task gregorctl [global options] <command> [options]
+
+commands:
+  topic create NAME [--partitions N] [--config key=value]...
+  topic list
+  topic describe NAME
+  topic alter NAME --config key=value...     only retention.ms and retention.bytes can change
+  topic delete NAME
+  produce TOPIC [VALUE...] [--key K] [--header k=v]... [--partition N]
+          [--acks none|leader|quorum] [--compression none|gzip|snappy|lz4|zstd]
+          [--file PATH] [--rate N]           no VALUE: one message per line of --file or stdin
+  consume TOPIC [--from earliest|latest|OFFSET|@TIMESTAMP_MS] [--partition N] [--count N]
+          [--follow] [--durable NAME] [--format text|json]
+                                             default --from earliest; without --follow it stops
+                                             at the end of what the partition held at start
+  cluster members
+  cluster status
+  metrics [--metrics-url URL]                default http://HOST:${METRICS_PORT}/metrics
+  group ...                                  consumer groups arrive with issue [F]
+
+global options:
+  --broker HOST:PORT   the broker (default $GREGOR_BROKER, else ${BROKER_DEFAULT})
+  --json               machine-readable output
+  --timeout MS         connect and request timeout (default ${TIMEOUT_MS_DEFAULT})
+  -h, --help           this text
+
+exit codes:
+  0  ok
+  1  the broker refused the request (prints "error: CODE_NAME: message")
+  2  usage error
+  3  the broker (or its metrics endpoint) is unreachable`;
+
+/** A mistake in the command line: exit 2 with the message and the usage. */
+class UsageError extends Error {}
+
+/** A broker or metrics endpoint that cannot be reached: exit 3. */
+class UnreachableError extends Error {}
+
+const OPTIONS = {
+  broker: { type: "string" },
+  json: { type: "boolean", default: false },
+  timeout: { type: "string" },
+  partitions: { type: "string" },
+  config: { type: "string", multiple: true },
+  key: { type: "string" },
+  header: { type: "string", multiple: true },
+  partition: { type: "string" },
+  acks: { type: "string" },
+  compression: { type: "string" },
+  file: { type: "string" },
+  rate: { type: "string" },
+  from: { type: "string" },
+  count: { type: "string" },
+  follow: { type: "boolean", default: false },
+  durable: { type: "string" },
+  format: { type: "string" },
+  "metrics-url": { type: "string" },
+  help: { type: "boolean", short: "h", default: false },
+} as const;
+
+type Values = ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true }>>[
+  "values"
+];
+
+interface Ctx {
+  values: Values;
+  args: string[];
+  host: string;
+  port: number;
+  timeoutMs: number;
+  json: boolean;
+}
+
+function whole(name: string, value: string | undefined, min: number): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (!/^\d+$/.test(value) || !Number.isSafeInteger(n) || n < min) {
+    throw new UsageError(
+      `--${name} must be a whole number >= ${min}, got ${JSON.stringify(value)}`,
+    );
+  }
+  return n;
+}
+
+function pairs(name: string, items: string[] | undefined): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const item of items ?? []) {
+    const eq = item.indexOf("=");
+    if (eq <= 0) throw new UsageError(`--${name} takes key=value, got ${JSON.stringify(item)}`);
+    out[item.slice(0, eq)] = item.slice(eq + 1);
+  }
+  return out;
+}
+
+function oneOf<T extends string>(name: string, value: string | undefined, allowed: readonly T[]) {
+  if (value === undefined) return undefined;
+  if (!(allowed as readonly string[]).includes(value)) {
+    throw new UsageError(`--${name} must be one of ${allowed.join(", ")}, got ${value}`);
+  }
+  return value as T;
+}
+
+function positional(ctx: Ctx, i: number, what: string): string {
+  const v = ctx.args[i];
+  if (v === undefined) throw new UsageError(`missing ${what}`);
+  return v;
+}
+
+/** Aligned columns, a header row first. */
+function table(header: string[], rows: (string | number)[][]): string {
+  const all = [header, ...rows.map((r) => r.map(String))];
+  const widths = header.map((_, i) => Math.max(...all.map((r) => (r[i] ?? "").length)));
+  return all.map((r) => r.map((c, i) => c.padEnd(widths[i] ?? 0)).join("  ").trimEnd())
+    .join("\n");
+}
+
+function print(ctx: Ctx, json: unknown, human: string): void {
+  console.log(ctx.json ? JSON.stringify(json) : human);
+}
+
+async function withClient<T>(ctx: Ctx, fn: (client: Client) => Promise<T>): Promise<T> {
+  let client: Client;
+  try {
+    client = await connect({
+      host: ctx.host,
+      port: ctx.port,
+      clientId: "gregorctl",
+      connectTimeoutMs: ctx.timeoutMs,
+      requestTimeoutMs: ctx.timeoutMs,
+    });
+  } catch (err) {
+    if (err instanceof ConnectionError) {
+      throw new UnreachableError(
+        `cannot reach a broker at ${ctx.host}:${ctx.port} — is it running? ` +
+          "start one with `deno task start`",
+      );
+    }
+    throw err;
+  }
+  try {
+    return await fn(client);
+  } finally {
+    await client.close();
+  }
+}
+
+// --- topic -------------------------------------------------------------------------------
+
+async function topic(ctx: Ctx): Promise<void> {
+  const sub = positional(ctx, 1, "topic subcommand (create, list, describe, alter, delete)");
+  const v = ctx.values;
+  switch (sub) {
+    case "create": {
+      const name = positional(ctx, 2, "topic name");
+      const partitions = whole("partitions", v.partitions, 1) ?? 1;
+      const configs = pairs("config", v.config);
+      await withClient(ctx, (c) => c.admin.createTopic(name, { partitions, configs }));
+      print(ctx, { name, partitions }, `created topic ${name} (${partitions} partitions)`);
+      return;
+    }
+    case "list": {
+      const topics = await withClient(ctx, (c) => c.admin.listTopics());
+      print(
+        ctx,
+        topics,
+        topics.length === 0
+          ? "no topics"
+          : table(["NAME", "PARTITIONS"], topics.map((t) => [t.name, t.partitions])),
+      );
+      return;
+    }
+    case "describe": {
+      const name = positional(ctx, 2, "topic name");
+      const d = await withClient(ctx, (c) => c.admin.describeTopic(name));
+      const configs = Object.entries(d.configs).sort(([a], [b]) => (a < b ? -1 : 1));
+      print(
+        ctx,
+        d,
+        `topic ${d.name}\n\n` + table(["CONFIG", "VALUE"], configs) + "\n\n" +
+          table(
+            ["PARTITION", "LOG-START", "HIGH-WATERMARK", "SIZE-BYTES", "SUBSCRIBERS"],
+            d.partitions.map((p) => [
+              p.partition,
+              p.logStartOffset,
+              p.highWatermark,
+              p.sizeBytes,
+              p.subscribers,
+            ]),
+          ),
+      );
+      return;
+    }
+    case "alter": {
+      const name = positional(ctx, 2, "topic name");
+      const configs = pairs("config", v.config);
+      if (Object.keys(configs).length === 0) {
+        throw new UsageError("topic alter needs at least one --config key=value");
+      }
+      await withClient(ctx, (c) => c.admin.alterTopic(name, configs));
+      const changed = Object.entries(configs).map(([k, x]) => `${k}=${x}`).join(" ");
+      print(ctx, { name, configs }, `altered topic ${name}: ${changed}`);
+      return;
+    }
+    case "delete": {
+      const name = positional(ctx, 2, "topic name");
+      await withClient(ctx, (c) => c.admin.deleteTopic(name));
+      print(ctx, { name, deleted: true }, `deleted topic ${name}`);
+      return;
+    }
+    default:
+      throw new UsageError(`unknown topic subcommand ${JSON.stringify(sub)}`);
+  }
+}
+
+// --- produce -----------------------------------------------------------------------------
+
+/** Lines of a byte stream, without their line ends; empty lines are skipped. */
+async function* lines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
+  let rest = "";
+  for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+    rest += chunk;
+    let nl: number;
+    while ((nl = rest.indexOf("\n")) >= 0) {
+      const line = rest.slice(0, nl).replace(/\r$/, "");
+      rest = rest.slice(nl + 1);
+      if (line !== "") yield line;
+    }
+  }
+  const last = rest.replace(/\r$/, "");
+  if (last !== "") yield last;
+}
+
+async function* fromArray(values: string[]): AsyncGenerator<string> {
+  for (const v of values) yield v;
+}
+
+async function produce(ctx: Ctx): Promise<void> {
+  const v = ctx.values;
+  const topicName = positional(ctx, 1, "topic name");
+  const given = ctx.args.slice(2);
+  const partition = whole("partition", v.partition, 0) ?? 0;
+  const rate = whole("rate", v.rate, 1);
+  const acks = oneOf("acks", v.acks, ["none", "leader", "quorum"] as const);
+  const compression = oneOf(
+    "compression",
+    v.compression,
+    ["none", "gzip", "snappy", "lz4", "zstd"] as const satisfies readonly CodecName[],
+  );
+  const headers = pairs("header", v.header);
+  if (given.length > 0 && v.file !== undefined) {
+    throw new UsageError("give values as arguments or --file, not both");
+  }
+  let source: AsyncGenerator<string>;
+  let bulk = false;
+  if (given.length > 0) {
+    source = fromArray(given);
+  } else {
+    bulk = true;
+    let stream: ReadableStream<Uint8Array>;
+    if (v.file !== undefined) {
+      try {
+        stream = (await Deno.open(v.file)).readable;
+      } catch (err) {
+        throw new UsageError(`cannot open --file ${v.file}: ${(err as Error).message}`);
+      }
+    } else {
+      stream = Deno.stdin.readable;
+    }
+    source = lines(stream);
+  }
+
+  await withClient(ctx, async (client) => {
+    const producer = client.producer({ acks, compression, lingerMs: bulk ? 5 : 0 });
+    const offsets: number[] = [];
+    let inFlight: Promise<unknown>[] = [];
+    let sent = 0;
+    const startMs = performance.now();
+    let progressMs = 0;
+    const progress = bulk && Deno.stderr.isTerminal();
+    for await (const value of source) {
+      if (rate !== undefined) {
+        const dueMs = startMs + (sent * 1000) / rate;
+        const waitMs = dueMs - performance.now();
+        if (waitMs > 0) await new Promise((r) => setTimeout(r, waitMs));
+      }
+      const msg: Message = { value, partition, headers };
+      if (v.key !== undefined) msg.key = v.key;
+      const i = sent++;
+      inFlight.push(
+        producer.send(topicName, msg).then((offset) => {
+          if (i < OFFSETS_PRINTED_MAX) offsets[i] = offset;
+        }),
+      );
+      if (inFlight.length >= PRODUCES_IN_FLIGHT_MAX) {
+        await Promise.all(inFlight);
+        inFlight = [];
+      }
+      const now = performance.now();
+      if (progress && sent > PROGRESS_LINES_MIN && now - progressMs >= PROGRESS_INTERVAL_MS) {
+        progressMs = now;
+        const perS = Math.round(sent / ((now - startMs) / 1000));
+        Deno.stderr.writeSync(new TextEncoder().encode(`\rproduced ${sent} (${perS} msg/s)`));
+      }
+    }
+    await Promise.all(inFlight);
+    await producer.close();
+    if (progressMs > 0) Deno.stderr.writeSync(new TextEncoder().encode("\r\x1b[K"));
+    const seconds = (performance.now() - startMs) / 1000;
+    const perS = Math.round(sent / Math.max(seconds, 0.001));
+    if (sent <= OFFSETS_PRINTED_MAX) {
+      print(ctx, { topic: topicName, partition, offsets }, offsets.join("\n"));
+    } else {
+      print(
+        ctx,
+        { topic: topicName, partition, count: sent, seconds, messagesPerS: perS },
+        `produced ${sent} messages to ${topicName}/${partition} in ${
+          seconds.toFixed(2)
+        } s (${perS} msg/s)`,
+      );
+    }
+  });
+}
+
+// --- consume -----------------------------------------------------------------------------
+
+function parseFrom(value: string | undefined): From {
+  if (value === undefined || value === "earliest" || value === "latest") {
+    return value ?? "earliest";
+  }
+  if (/^\d+$/.test(value)) return { offset: Number(value) };
+  if (/^@\d+$/.test(value)) return { timestamp: Number(value.slice(1)) };
+  throw new UsageError(
+    `--from must be earliest, latest, an offset or @timestamp_ms, got ${JSON.stringify(value)}`,
+  );
+}
+
+const decoder = new TextDecoder();
+const text = (b: Uint8Array | null): string => (b === null ? "" : decoder.decode(b));
+
+function formatMessage(m: ReceivedMessage, format: "text" | "json"): string {
+  if (format === "text") return `${m.offset}\t${text(m.key)}\t${m.text()}`;
+  return JSON.stringify({
+    topic: m.topic,
+    partition: m.partition,
+    offset: m.offset,
+    timestamp: m.timestamp,
+    key: m.key === null ? null : text(m.key),
+    value: m.value === null ? null : text(m.value),
+    headers: Object.fromEntries(Object.entries(m.headers).map(([k, x]) => [k, text(x)])),
+  });
+}
+
+async function consume(ctx: Ctx): Promise<void> {
+  const v = ctx.values;
+  const topicName = positional(ctx, 1, "topic name");
+  const partition = whole("partition", v.partition, 0) ?? 0;
+  const count = whole("count", v.count, 1);
+  const from = parseFrom(v.from);
+  const format = oneOf("format", v.format, ["text", "json"] as const) ??
+    (ctx.json ? "json" : "text");
+  await withClient(ctx, async (client) => {
+    // Without --follow, stop at the end of what the partition held when we started.
+    let endOffset = Infinity;
+    if (!v.follow) {
+      const d = await client.admin.describeTopic(topicName);
+      // A missing partition is refused by the subscribe below (UNKNOWN_PARTITION).
+      endOffset = d.partitions[partition]?.highWatermark ?? 0;
+    }
+    const consumer = await client.subscribe(topicName, {
+      partition,
+      from,
+      ...(v.durable === undefined ? {} : { durable: v.durable }),
+    });
+    let printed = 0;
+    if (consumer.startOffset >= endOffset) return;
+    for await (const m of consumer) {
+      console.log(formatMessage(m, format));
+      m.ack();
+      printed++;
+      if (count !== undefined && printed >= count) break;
+      if (m.offset >= endOffset - 1) break;
+    }
+  });
+}
+
+// --- cluster -----------------------------------------------------------------------------
+
+async function cluster(ctx: Ctx): Promise<void> {
+  const sub = positional(ctx, 1, "cluster subcommand (members, status)");
+  switch (sub) {
+    case "members": {
+      const r = await withClient(ctx, (c) => c.admin.clusterMembers());
+      const human = r.members.length === 0
+        ? "this broker is a single node, not in a cluster"
+        : `self ${r.self}\n\n` + table(
+          ["ID", "HOST", "CLUSTER-PORT", "CLIENT-PORT", "STATE", "INCARNATION", "HEARTBEAT"],
+          r.members.map((m) => [
+            m.id,
+            m.host,
+            m.clusterPort,
+            m.clientPort,
+            m.state,
+            m.incarnation,
+            m.heartbeat,
+          ]),
+        );
+      print(ctx, r, human);
+      return;
+    }
+    case "status": {
+      const status = await withClient(ctx, async (c) => {
+        const t0 = performance.now();
+        await c.admin.ping();
+        const pingMs = Math.round((performance.now() - t0) * 100) / 100;
+        const members = await c.admin.clusterMembers();
+        const topics = await c.admin.listTopics();
+        const alive = members.members.filter((m) => m.state === "alive").length;
+        return {
+          broker: `${ctx.host}:${ctx.port}`,
+          brokerId: c.connection.hello?.brokerId ?? "",
+          protocolVersion: c.connection.hello?.version ?? 0,
+          pingMs,
+          nodeId: members.self,
+          members: members.members.length,
+          membersAlive: alive,
+          topics: topics.length,
+        };
+      });
+      print(ctx, status, table(["FIELD", "VALUE"], Object.entries(status)));
+      return;
+    }
+    default:
+      throw new UsageError(`unknown cluster subcommand ${JSON.stringify(sub)}`);
+  }
+}
+
+// --- metrics -----------------------------------------------------------------------------
+
+const INTERESTING_METRIC = /request|bytes|connection/i;
+
+async function metrics(ctx: Ctx): Promise<void> {
+  const url = ctx.values["metrics-url"] ?? `http://${ctx.host}:${METRICS_PORT}/metrics`;
+  let body: string;
+  try {
+    const res = await fetch(url, { signal: AbortSignal.timeout(ctx.timeoutMs) });
+    body = await res.text();
+    if (!res.ok) throw new Error(`HTTP ${res.status}`);
+  } catch (err) {
+    throw new UnreachableError(
+      `metrics are unreachable at ${url} (${(err as Error).message}); ` +
+        "is the broker running with metrics on? use --metrics-url to point elsewhere",
+    );
+  }
+  // Sum each metric over its labels: the operator's first look, not a dashboard.
+  const totals = new Map<string, number>();
+  for (const line of body.split("\n")) {
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)/.exec(line.trim());
+    if (m === null || !INTERESTING_METRIC.test(m[1] as string)) continue;
+    const value = Number(m[3]);
+    if (Number.isFinite(value)) {
+      totals.set(m[1] as string, (totals.get(m[1] as string) ?? 0) + value);
+    }
+  }
+  const rows = [...totals].slice(0, METRIC_LINES_MAX);
+  print(
+    ctx,
+    { url, metrics: Object.fromEntries(totals) },
+    rows.length === 0
+      ? `no request, byte or connection metrics at ${url}`
+      : table(["METRIC", "VALUE"], rows),
+  );
+}
+
+// --- main --------------------------------------------------------------------------------
+
+function parseBroker(value: string): { host: string; port: number } {
+  const m = /^([^:\s]+):(\d{1,5})$/.exec(value);
+  const port = Number(m?.[2]);
+  if (m === null || port < 1 || port > 65535) {
+    throw new UsageError(`--broker takes host:port, got ${JSON.stringify(value)}`);
+  }
+  return { host: m[1] as string, port };
+}
+
+async function run(argv: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  const { values, positionals } = parsed;
+  if (values.help || positionals.length === 0) {
+    console.log(USAGE);
+    return values.help ? Exit.ok : Exit.usage;
+  }
+  const { host, port } = parseBroker(
+    values.broker ?? Deno.env.get("GREGOR_BROKER") ?? BROKER_DEFAULT,
+  );
+  const ctx: Ctx = {
+    values,
+    args: positionals,
+    host,
+    port,
+    timeoutMs: whole("timeout", values.timeout, 1) ?? TIMEOUT_MS_DEFAULT,
+    json: values.json,
+  };
+  switch (positionals[0]) {
+    case "topic":
+      await topic(ctx);
+      break;
+    case "produce":
+      await produce(ctx);
+      break;
+    case "consume":
+      await consume(ctx);
+      break;
+    case "cluster":
+      await cluster(ctx);
+      break;
+    case "metrics":
+      await metrics(ctx);
+      break;
+    case "group":
+    case "groups":
+      console.error("error: consumer groups arrive with issue [F]; see docs/roadmap.md");
+      return Exit.usage;
+    default:
+      throw new UsageError(`unknown command ${JSON.stringify(positionals[0])}`);
+  }
+  return Exit.ok;
+}
+
+async function main(): Promise<number> {
+  try {
+    return await run(Deno.args);
+  } catch (err) {
+    if (err instanceof UsageError) {
+      console.error(`error: ${err.message}\n\n${USAGE}`);
+      return Exit.usage;
+    }
+    if (err instanceof GregorError) {
+      console.error(`error: ${err.codeName}: ${err.message}`);
+      return Exit.refused;
+    }
+    if (err instanceof UnreachableError) {
+      console.error(err.message);
+      return Exit.unreachable;
+    }
+    if (err instanceof ConnectionError) {
+      console.error(`error: lost the broker: ${err.message}`);
+      return Exit.unreachable;
+    }
+    throw err;
+  }
+}
+
+Deno.exit(await main());
