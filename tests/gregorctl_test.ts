@@ -17,15 +17,15 @@ interface Run {
 /** Starts a broker on a free port in a fresh data directory; resolves with its address. */
 async function startBroker(
   dataDir: string,
-): Promise<{ child: Deno.ChildProcess; addr: string; drained: Promise<void> }> {
+): Promise<{ child: Deno.ChildProcess; addr: string; metrics: string; drained: Promise<void> }> {
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", BROKER, "--port", "0", "--data-dir", dataDir],
     stdin: "null",
     stdout: "piped",
     stderr: "null",
   }).spawn();
-  let found: (addr: string) => void = () => {};
-  const listening = new Promise<string>((r) => (found = r));
+  let found: (line: { listen: string; metrics: string }) => void = () => {};
+  const listening = new Promise<{ listen: string; metrics: string }>((r) => (found = r));
   const drained = (async () => {
     let rest = "";
     for await (const chunk of child.stdout.pipeThrough(new TextDecoderStream())) {
@@ -33,18 +33,18 @@ async function startBroker(
       for (let nl = rest.indexOf("\n"); nl >= 0; nl = rest.indexOf("\n")) {
         const line = rest.slice(0, nl);
         rest = rest.slice(nl + 1);
-        if (line.includes('"listen"')) found(JSON.parse(line).listen);
+        if (line.includes('"listen"')) found(JSON.parse(line));
       }
     }
   })();
   let timer: ReturnType<typeof setTimeout> | undefined;
-  const addr = await Promise.race([
+  const started = await Promise.race([
     listening,
     new Promise<never>((_, reject) => {
       timer = setTimeout(() => reject(new Error("The broker did not start")), STARTUP_MS_MAX);
     }),
   ]).finally(() => clearTimeout(timer));
-  return { child, addr, drained };
+  return { child, addr: started.listen, metrics: started.metrics, drained };
 }
 
 async function gregorctl(args: string[], opts: { stdin?: string } = {}): Promise<Run> {
@@ -168,6 +168,19 @@ Deno.test("gregorctl drives a real broker: topics, produce, consume, cluster, er
       const groups = await ctl(["group", "list"]);
       assert.equal(groups.code, 2);
       assert.match(groups.stderr, /consumer groups arrive with issue \[F\]; see docs\/roadmap\.md/);
+    });
+
+    await t.step("metrics summarises the broker's live endpoint", async () => {
+      const url = `http://${broker.metrics}/metrics`;
+      const json = await ctl(["metrics", "--metrics-url", url, "--json"]);
+      assert.equal(json.code, 0, json.stderr);
+      const parsed = JSON.parse(json.stdout);
+      assert.ok(parsed.metrics["gregormq_requests_total"] > 0, json.stdout);
+      assert.ok(parsed.metrics["gregormq_bytes_in_total"] > 0, "the produce steps stored bytes");
+      const human = await ctl(["metrics", "--metrics-url", url]);
+      assert.equal(human.code, 0);
+      assert.match(human.stdout, /^METRIC\s+VALUE\n/);
+      assert.match(human.stdout, /gregormq_connections_open\s+\d/);
     });
 
     await t.step("a metrics endpoint that is not there is reported, exit 3", async () => {
