@@ -9,6 +9,14 @@ import { connect } from "../src/client/mod.ts";
 import { denoEnv } from "../src/io/deno/mod.ts";
 import { encodeBatch, readBatchHeader } from "../src/protocol/batch.ts";
 import { FileLog, type FsyncPolicy, parseFsyncPolicy } from "../src/storage/file_log.ts";
+import {
+  fmtInt,
+  payload,
+  readLines,
+  runHarness,
+  stopChild,
+  withTimeout,
+} from "./_harness.ts";
 
 const USAGE = `usage: deno run -A bench/storage.ts [options]
   --quick        a fast smoke run (short time limits, one run per cell)
@@ -134,12 +142,6 @@ interface BrokerResult {
 }
 
 // --- Log cells ---------------------------------------------------------------------------------
-
-function payload(bytes: number): Uint8Array {
-  const p = new Uint8Array(bytes);
-  for (let i = 0; i < bytes; i++) p[i] = 97 + (i % 26);
-  return p;
-}
 
 function makeBatch(records: number): Uint8Array {
   const value = payload(RECORD_BYTES);
@@ -442,35 +444,13 @@ class BrokerProcess {
   /** SIGTERM, then SIGKILL after STOP_MS_MAX. Never throws. */
   async stop(): Promise<void> {
     if (!this.#exited) {
-      signal(this.#process, "SIGTERM");
+      stopChild(this.#process, "SIGTERM");
       const exited = await withTimeout(this.#status, STOP_MS_MAX).then(() => true, () => false);
-      if (!exited) signal(this.#process, "SIGKILL");
+      if (!exited) stopChild(this.#process, "SIGKILL");
     }
     await this.#status.catch(() => {});
     await this.#drained;
   }
-}
-
-function signal(p: Deno.ChildProcess, sig: Deno.Signal): void {
-  try {
-    p.kill(sig);
-  } catch {
-    // Already gone.
-  }
-}
-
-async function readLines(stream: ReadableStream<Uint8Array>, onLine: (l: string) => void) {
-  let rest = "";
-  try {
-    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
-      const parts = (rest + chunk).split("\n");
-      rest = parts.pop() ?? "";
-      for (const p of parts) onLine(p);
-    }
-  } catch {
-    // The broker went away; nothing more to read.
-  }
-  if (rest !== "") onLine(rest);
 }
 
 const brokers = new Set<BrokerProcess>();
@@ -638,10 +618,6 @@ function render(header: string[], rows: string[][], textColumns: number): string
   return [line(header), widths.map((w) => "-".repeat(w)).join("  "), ...rows.map(line)].join("\n");
 }
 
-function fmtInt(n: number): string {
-  return Math.round(n).toLocaleString("en-US");
-}
-
 /** The machine and the filesystem the logs were written to. */
 async function machineInfo(dir: string, loadAverageAtStart: number[]): Promise<object> {
   let cpuModel = "unknown";
@@ -670,30 +646,6 @@ async function machineInfo(dir: string, loadAverageAtStart: number[]): Promise<o
     loadAverageAtEnd: Deno.loadavg(),
     deno: Deno.version.deno,
   };
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(resolve, ms);
-    signal.addEventListener("abort", () => {
-      clearTimeout(timer);
-      reject(signal.reason);
-    }, { once: true });
-  });
-}
-
-async function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
-  const timer = new AbortController();
-  try {
-    return await Promise.race([
-      p,
-      sleep(ms, timer.signal).then(() => {
-        throw new Error(`No answer within ${ms} ms`);
-      }),
-    ]);
-  } finally {
-    timer.abort();
-  }
 }
 
 let root: string | null = null;
@@ -748,20 +700,4 @@ async function main(): Promise<void> {
   }
 }
 
-// Ctrl-C or a kill of the harness must not leave brokers or files behind.
-for (const [sig, code] of [["SIGINT", 130], ["SIGTERM", 143]] as const) {
-  Deno.addSignalListener(sig, () => {
-    cleanUp().finally(() => Deno.exit(code));
-  });
-}
-
-let code = 0;
-try {
-  await main();
-} catch (err) {
-  console.error(`storage: ${(err as Error)?.stack ?? err}`);
-  code = 1;
-} finally {
-  await cleanUp();
-}
-Deno.exit(code);
+await runHarness("storage", main, cleanUp);

@@ -10,6 +10,15 @@
 import { parseArgs } from "node:util";
 import type { NatsConnection } from "nats";
 import { type Client, connect as connectGregor } from "../src/client/mod.ts";
+import {
+  fmtInt,
+  payload,
+  readLines,
+  runHarness,
+  sleep,
+  stopChild,
+  withTimeout,
+} from "./_harness.ts";
 
 const USAGE = `usage: deno run -A bench/throughput.ts [options]
   --quick                 a fast smoke run (small counts, short time limits, one run)
@@ -214,7 +223,7 @@ class Child {
   /** SIGTERM, then SIGKILL if it has not exited within STOP_MS_MAX. Never throws. */
   async stop(): Promise<void> {
     if (this.#exited) return;
-    kill(this.#process, "SIGTERM");
+    stopChild(this.#process, "SIGTERM");
     const timer = new AbortController();
     const exited = await Promise.race([
       this.#status.then(() => true, () => true),
@@ -222,32 +231,10 @@ class Child {
     ]);
     timer.abort();
     if (!exited) {
-      kill(this.#process, "SIGKILL");
+      stopChild(this.#process, "SIGKILL");
       await this.#status.catch(() => {});
     }
   }
-}
-
-function kill(p: Deno.ChildProcess, signal: Deno.Signal): void {
-  try {
-    p.kill(signal);
-  } catch {
-    // Already gone.
-  }
-}
-
-async function readLines(stream: ReadableStream<Uint8Array>, onLine: (l: string) => void) {
-  let rest = "";
-  try {
-    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
-      const parts = (rest + chunk).split("\n");
-      rest = parts.pop() ?? "";
-      for (const p of parts) onLine(p);
-    }
-  } catch {
-    // The child went away; nothing more to read.
-  }
-  if (rest !== "") onLine(rest);
 }
 
 const children = new Set<Child>();
@@ -289,7 +276,7 @@ async function brokerStorageFlags(storage: Storage, dataDir: string): Promise<st
   try {
     usage = new TextDecoder().decode((await withTimeout(child.output(), STARTUP_MS_MAX)).stdout);
   } catch (err) {
-    kill(child, "SIGKILL");
+    stopChild(child, "SIGKILL");
     await child.status.catch(() => {});
     throw new Error(`cli/broker.ts --help failed: ${(err as Error).message}`);
   }
@@ -470,12 +457,6 @@ function runOf(
     msgPerSec,
     mbPerSec: msgPerSec * scenario.payloadBytes / 1e6,
   };
-}
-
-function payload(bytes: number): Uint8Array {
-  const p = new Uint8Array(bytes);
-  for (let i = 0; i < bytes; i++) p[i] = 97 + (i % 26);
-  return p;
 }
 
 // --- GregorMQ ----------------------------------------------------------------------------------
@@ -768,34 +749,6 @@ function incomplete(r: SystemResult): boolean {
   return r.runs.some((run) => run.confirmed < run.messages);
 }
 
-function fmtInt(n: number): string {
-  return Math.round(n).toLocaleString("en-US");
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(resolve, ms);
-    signal.addEventListener("abort", () => {
-      clearTimeout(timer);
-      reject(signal.reason);
-    }, { once: true });
-  });
-}
-
-async function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
-  const timer = new AbortController();
-  try {
-    return await Promise.race([
-      p,
-      sleep(ms, timer.signal).then(() => {
-        throw new Error(`No answer within ${ms} ms`);
-      }),
-    ]);
-  } finally {
-    timer.abort();
-  }
-}
-
 async function main(): Promise<void> {
   const { values } = parseArgs({
     args: Deno.args,
@@ -931,20 +884,4 @@ async function main(): Promise<void> {
   }
 }
 
-// Ctrl-C or a kill of the harness must not leave brokers behind.
-for (const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143]] as const) {
-  Deno.addSignalListener(signal, () => {
-    cleanUp().finally(() => Deno.exit(code));
-  });
-}
-
-let code = 0;
-try {
-  await main();
-} catch (err) {
-  console.error(`throughput: ${(err as Error)?.stack ?? err}`);
-  code = 1;
-} finally {
-  await cleanUp();
-}
-Deno.exit(code);
+await runHarness("throughput", main, cleanUp);
