@@ -9,14 +9,7 @@ import { connect } from "../src/client/mod.ts";
 import { denoEnv } from "../src/io/deno/mod.ts";
 import { encodeBatch, readBatchHeader } from "../src/protocol/batch.ts";
 import { FileLog, type FsyncPolicy, parseFsyncPolicy } from "../src/storage/file_log.ts";
-import {
-  fmtInt,
-  payload,
-  readLines,
-  runHarness,
-  stopChild,
-  withTimeout,
-} from "./_harness.ts";
+import { fmtInt, payload, readLines, runHarness, stopChild, withTimeout } from "./_harness.ts";
 
 const USAGE = `usage: deno run -A bench/storage.ts [options]
   --quick        a fast smoke run (short time limits, one run per cell)
