@@ -9,7 +9,7 @@ import { connect } from "../src/client/mod.ts";
 import { denoEnv } from "../src/io/deno/mod.ts";
 import { encodeBatch, readBatchHeader } from "../src/protocol/batch.ts";
 import { FileLog, type FsyncPolicy, parseFsyncPolicy } from "../src/storage/file_log.ts";
-import { fmtInt, payload, readLines, runHarness, stopChild, withTimeout } from "./_harness.ts";
+import { Child, fmtInt, payload, runHarness, STARTUP_MS_MAX, withTimeout } from "./_harness.ts";
 
 const USAGE = `usage: deno run -A bench/storage.ts [options]
   --quick        a fast smoke run (short time limits, one run per cell)
@@ -18,15 +18,8 @@ const USAGE = `usage: deno run -A bench/storage.ts [options]
   -h, --help     this text`;
 
 const HOST = "127.0.0.1";
-const REPO_DIR = new URL("..", import.meta.url).pathname;
 /** Payload bytes per record. */
 const RECORD_BYTES = 100;
-/** A broker that has not said it is listening by then has failed to start. */
-const STARTUP_MS_MAX = 20_000;
-/** A stopped broker gets this long to exit after SIGTERM before SIGKILL. */
-const STOP_MS_MAX = 5_000;
-/** Output lines kept of a broker, to explain a failure. */
-const OUTPUT_LINES_KEPT_MAX = 40;
 /** FileLog settings as the broker's defaults have them. */
 const SEGMENT_BYTES = 64 * 1024 * 1024;
 const INDEX_INTERVAL_BYTES = 4096;
@@ -376,77 +369,14 @@ function describeCell(c: Cell): string {
 
 // --- Broker process ----------------------------------------------------------------------------
 
-/** A broker process whose output is drained line by line (kept briefly to explain a failure). */
-class BrokerProcess {
-  readonly #process: Deno.ChildProcess;
-  readonly #status: Promise<Deno.CommandStatus>;
-  readonly #lines: string[] = [];
-  readonly #drained: Promise<unknown>;
-  #exited = false;
-  #onLine: ((line: string) => void) | null = null;
-
-  constructor(args: string[]) {
-    this.#process = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", "cli/broker.ts", "--host", HOST, "--port", "0", ...args],
-      cwd: REPO_DIR,
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    this.#status = this.#process.status.then((s) => {
-      this.#exited = true;
-      return s;
-    });
-    const onLine = (line: string): void => {
-      this.#lines.push(line);
-      if (this.#lines.length > OUTPUT_LINES_KEPT_MAX) this.#lines.shift();
-      this.#onLine?.(line);
-    };
-    this.#drained = Promise.all([
-      readLines(this.#process.stdout, onLine),
-      readLines(this.#process.stderr, onLine),
-    ]);
-  }
-
-  /** The port from the broker's "listen" line. */
-  async port(): Promise<number> {
-    const found = new Promise<number>((resolve) => {
-      this.#onLine = (line) => {
-        if (!line.startsWith("{") || !line.includes('"listen"')) return;
-        const listen = (JSON.parse(line) as { listen?: string }).listen ?? "";
-        resolve(Number(listen.slice(listen.lastIndexOf(":") + 1)));
-      };
-    });
-    return await withTimeout(
-      Promise.race([
-        found,
-        this.#status.then((s) => {
-          throw new Error(`The broker exited with code ${s.code} before listening${this.#tail()}`);
-        }),
-      ]),
-      STARTUP_MS_MAX,
-    ).catch((err) => {
-      throw new Error(`${(err as Error).message}${this.#tail()}`);
-    });
-  }
-
-  #tail(): string {
-    return this.#lines.length === 0 ? "" : `; its last output:\n${this.#lines.join("\n")}`;
-  }
-
-  /** SIGTERM, then SIGKILL after STOP_MS_MAX. Never throws. */
-  async stop(): Promise<void> {
-    if (!this.#exited) {
-      stopChild(this.#process, "SIGTERM");
-      const exited = await withTimeout(this.#status, STOP_MS_MAX).then(() => true, () => false);
-      if (!exited) stopChild(this.#process, "SIGKILL");
-    }
-    await this.#status.catch(() => {});
-    await this.#drained;
-  }
+/** The port from a broker's JSON "listen" log line, or null for any other line. */
+function listenPort(line: string): number | null {
+  if (!line.startsWith("{") || !line.includes('"listen"')) return null;
+  const listen = (JSON.parse(line) as { listen?: string }).listen ?? "";
+  return Number(listen.slice(listen.lastIndexOf(":") + 1));
 }
 
-const brokers = new Set<BrokerProcess>();
+const brokers = new Set<Child>();
 
 /**
  * Produce-only through a broker process on `storage` flags: 100 B messages, acks from the broker,
@@ -457,10 +387,21 @@ async function measureBroker(
   opts: { dataDir: string; settings: Settings },
 ): Promise<BrokerRun> {
   const { settings } = opts;
-  const broker = new BrokerProcess(["--data-dir", opts.dataDir, ...flags]);
+  const broker = new Child("broker", Deno.execPath(), [
+    "run",
+    "-A",
+    "cli/broker.ts",
+    "--host",
+    HOST,
+    "--port",
+    "0",
+    "--data-dir",
+    opts.dataDir,
+    ...flags,
+  ]);
   brokers.add(broker);
   try {
-    const port = await broker.port();
+    const port = await broker.ready(listenPort);
     const client = await connect({
       host: HOST,
       port,

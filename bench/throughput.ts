@@ -11,11 +11,13 @@ import { parseArgs } from "node:util";
 import type { NatsConnection } from "nats";
 import { type Client, connect as connectGregor } from "../src/client/mod.ts";
 import {
+  Child,
   fmtInt,
   payload,
-  readLines,
+  REPO_DIR,
   runHarness,
   sleep,
+  STARTUP_MS_MAX,
   stopChild,
   withTimeout,
 } from "./_harness.ts";
@@ -33,15 +35,8 @@ const USAGE = `usage: deno run -A bench/throughput.ts [options]
   -h, --help              this text`;
 
 const HOST = "127.0.0.1";
-const REPO_DIR = new URL("..", import.meta.url).pathname;
 /** Where nats-server may be when it is not on PATH (Debian puts it in /usr/sbin). */
 const NATS_SERVER_PATHS = ["nats-server", "/usr/sbin/nats-server", "/usr/local/sbin/nats-server"];
-/** A child that has not said it is listening by then has failed to start. */
-const STARTUP_MS_MAX = 20_000;
-/** A stopped child gets this long to exit after SIGTERM before SIGKILL. */
-const STOP_MS_MAX = 5_000;
-/** Lines of a child's output kept to explain a failure. */
-const OUTPUT_LINES_KEPT_MAX = 40;
 /**
  * The clock is read once per this many messages (and when a receiver has caught up, which the last
  * message always does); reading it per message costs measurably.
@@ -151,91 +146,6 @@ interface Target {
 }
 
 // --- Child processes ---------------------------------------------------------------------------
-
-/** A child process whose output is read line by line: first to find its address, then drained. */
-class Child {
-  readonly name: string;
-  readonly #process: Deno.ChildProcess;
-  readonly #lines: string[] = [];
-  readonly #status: Promise<Deno.CommandStatus>;
-  #exited = false;
-
-  constructor(name: string, command: string, args: string[]) {
-    this.name = name;
-    this.#process = new Deno.Command(command, {
-      args,
-      cwd: REPO_DIR,
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    this.#status = this.#process.status.then((s) => {
-      this.#exited = true;
-      return s;
-    });
-  }
-
-  get pid(): number {
-    return this.#process.pid;
-  }
-
-  /**
-   * Resolves with the first non-null `find(line)` over both output streams, which keep being drained
-   * afterwards so a chatty child never blocks on a full pipe.
-   */
-  async ready<T>(find: (line: string) => T | null): Promise<T> {
-    let found: ((v: T) => void) | null = null;
-    const result = new Promise<T>((r) => (found = r));
-    const onLine = (line: string): void => {
-      this.#lines.push(line);
-      if (this.#lines.length > OUTPUT_LINES_KEPT_MAX) this.#lines.shift();
-      if (found === null) return;
-      const v = find(line);
-      if (v !== null) {
-        found(v);
-        found = null;
-      }
-    };
-    void readLines(this.#process.stdout, onLine);
-    void readLines(this.#process.stderr, onLine);
-    const timer = new AbortController();
-    try {
-      return await Promise.race([
-        result,
-        this.#status.then((s) => {
-          throw new Error(
-            `${this.name} exited with code ${s.code} before listening${this.#tail()}`,
-          );
-        }),
-        sleep(STARTUP_MS_MAX, timer.signal).then(() => {
-          throw new Error(`${this.name} did not listen within ${STARTUP_MS_MAX} ms${this.#tail()}`);
-        }),
-      ]);
-    } finally {
-      timer.abort();
-    }
-  }
-
-  #tail(): string {
-    return this.#lines.length === 0 ? "" : `; its last output:\n${this.#lines.join("\n")}`;
-  }
-
-  /** SIGTERM, then SIGKILL if it has not exited within STOP_MS_MAX. Never throws. */
-  async stop(): Promise<void> {
-    if (this.#exited) return;
-    stopChild(this.#process, "SIGTERM");
-    const timer = new AbortController();
-    const exited = await Promise.race([
-      this.#status.then(() => true, () => true),
-      sleep(STOP_MS_MAX, timer.signal).then(() => false, () => false),
-    ]);
-    timer.abort();
-    if (!exited) {
-      stopChild(this.#process, "SIGKILL");
-      await this.#status.catch(() => {});
-    }
-  }
-}
 
 const children = new Set<Child>();
 /** Broker data directories, removed once the children are stopped. */
