@@ -1,0 +1,8 @@
+// Raft consensus (DESIGN.md §7): a pure state machine per group, its in-memory storage twin and
+// its message codec. The shell around it owns timers, disk and sockets.
+
+export { RaftNode, type RaftNodeOptions } from "./node.ts";
+export { MemoryStorage } from "./memory_storage.ts";
+export { decodeMessage, decodeVoters, encodeMessage, encodeVoters } from "./codec.ts";
+export { RAFT_DEFAULTS, VOTERS_MAX } from "./limits.ts";
+export type * from "./types.ts";

@@ -1,0 +1,967 @@
+// A Raft consensus state machine with no I/O: time comes in through `tick`, messages through
+// `receive`, and everything it wants done (persist, send, apply) goes out through Ready batches.
+// Pre-vote, leader stickiness, check-quorum, fast log back-off, flow control, snapshots,
+// single-server membership changes and leadership transfer, after the Raft dissertation.
+
+import type { Random } from "../../io/types.ts";
+import { encodeVoters, votersProblem } from "./codec.ts";
+import { entryBytes, OUTBOX_MESSAGES_MAX, RAFT_DEFAULTS, VOTERS_MAX } from "./limits.ts";
+import { RaftLog } from "./log.ts";
+import { Progress } from "./progress.ts";
+import type {
+  AppendEntries,
+  AppendEntriesResp,
+  Entry,
+  EntryKind,
+  HardState,
+  InstallSnapshot,
+  InstallSnapshotResp,
+  Message,
+  PersistentState,
+  PreVote,
+  PreVoteResp,
+  ProposeResult,
+  Ready,
+  RefusalReason,
+  RequestVote,
+  RequestVoteResp,
+  Role,
+  Snapshot,
+  TimeoutNow,
+} from "./types.ts";
+
+/** Options for a RaftNode. */
+export interface RaftNodeOptions {
+  /** This node's id. */
+  id: string;
+  /** What the shell made durable (from `MemoryStorage.state()` or the file store). */
+  state: PersistentState;
+  /** Randomness for election timeouts; a seeded stream in the simulator. */
+  random: Pick<Random, "float">;
+  /** The node's monotonic clock at creation, ms. */
+  nowMs: number;
+  /** Index through which the state machine already holds the entries; default the snapshot's. */
+  applied?: number;
+  electionTimeoutMs?: number;
+  heartbeatIntervalMs?: number;
+  appendEntriesMax?: number;
+  appendBytesMax?: number;
+  inflightMax?: number;
+  uncommittedBytesMax?: number;
+  applyBytesMax?: number;
+  /**
+   * Deliberate protocol bugs, for proving that tests catch them. Never set outside tests.
+   * `commitPriorTermByCount`: a leader commits entries of earlier terms by counting replicas
+   * (the unsafe rule of the Raft paper's Figure 8). `voteWithoutLogCheck`: votes and pre-votes
+   * ignore whether the candidate's log is up to date.
+   */
+  plantedBugs?: { commitPriorTermByCount?: boolean; voteWithoutLogCheck?: boolean };
+}
+
+type Tunables = Required<Omit<RaftNodeOptions, "id" | "state" | "random" | "nowMs" | "applied">>;
+
+/** The Ready handed out and not yet advanced, with the messages it holds back. */
+interface PendingReady {
+  readonly ready: Ready;
+  readonly messages: Message[];
+}
+
+interface Transfer {
+  readonly target: string;
+  readonly deadlineMs: number;
+  /** TimeoutNow went out; proposals stay refused until the term changes or the deadline. */
+  sent: boolean;
+}
+
+const EMPTY = new Uint8Array(0);
+
+/**
+ * One member of a Raft group, as a deterministic state machine.
+ *
+ * The shell's loop: feed `tick(now)`, `receive(msg)`, `propose(data)`; whenever `hasReady()`, take
+ * `ready()`, make its snapshot, entries and hard state durable, apply its committed entries, then
+ * send the messages `advance(ready)` returns. A crash before `advance` loses that Ready, which is
+ * safe: nothing that depended on it has left the node.
+ */
+export class RaftNode {
+  /** This node's id. */
+  readonly id: string;
+  readonly #o: Tunables;
+  readonly #random: Pick<Random, "float">;
+  readonly #log: RaftLog;
+
+  #term: number;
+  #vote: string | null;
+  #commit: number;
+  #role: Role = "follower";
+  #leaderId: string | null = null;
+  /** Highest index known durable in this node's own storage. */
+  #stable: number;
+  /** Highest index handed to the state machine (through advanced Readys). */
+  #applied: number;
+  #persisted: HardState;
+  #pendingSnapshot: Snapshot | null = null;
+  #pending: PendingReady | null = null;
+  #outbox: Message[] = [];
+  #droppedMessages = 0;
+
+  #voters: ReadonlySet<string>;
+  #configIndex: number;
+  readonly #progress = new Map<string, Progress>();
+  /** Votes (or pre-votes) received in the current campaign. */
+  readonly #votes = new Map<string, boolean>();
+  #transfer: Transfer | null = null;
+  #uncommittedBytes = 0;
+
+  #nowMs: number;
+  #electionDeadlineMs = 0;
+  #heartbeatDueMs = 0;
+  #quorumCheckDueMs = 0;
+  #leaderContactMs = -Infinity;
+
+  /** A node restarting from `opts.state`, as a follower with no known leader. */
+  constructor(opts: RaftNodeOptions) {
+    this.id = opts.id;
+    this.#o = { ...RAFT_DEFAULTS, plantedBugs: {}, ...definedOnly(opts) } as Tunables;
+    checkTunables(this.#o);
+    this.#random = opts.random;
+    this.#nowMs = opts.nowMs;
+    const { hardState, snapshot, entries } = opts.state;
+    this.#log = new RaftLog(snapshot, entries);
+    if (hardState.commit > this.#log.lastIndex || hardState.commit < snapshot.index) {
+      throw new RangeError(
+        `Persisted commit ${hardState.commit} is outside the log ${snapshot.index}..${this.#log.lastIndex}`,
+      );
+    }
+    this.#term = hardState.term;
+    this.#vote = hardState.vote;
+    this.#commit = hardState.commit;
+    this.#persisted = hardState;
+    this.#stable = this.#log.lastIndex;
+    this.#applied = Math.max(snapshot.index, Math.min(opts.applied ?? 0, this.#commit));
+    const config = this.#log.configAt(this.#log.lastIndex);
+    this.#voters = new Set(config.voters);
+    this.#configIndex = config.index;
+    this.#resetElectionTimer();
+  }
+
+  // ---- getters -------------------------------------------------------------------------------
+
+  get term(): number {
+    return this.#term;
+  }
+
+  /** Whom this node voted for in the current term. */
+  get vote(): string | null {
+    return this.#vote;
+  }
+
+  get role(): Role {
+    return this.#role;
+  }
+
+  /** The leader of the current term as far as this node knows, or null. */
+  get leaderId(): string | null {
+    return this.#leaderId;
+  }
+
+  get commitIndex(): number {
+    return this.#commit;
+  }
+
+  /** Highest index handed to the state machine through an advanced Ready. */
+  get appliedIndex(): number {
+    return this.#applied;
+  }
+
+  get lastIndex(): number {
+    return this.#log.lastIndex;
+  }
+
+  /** The first index still held as an entry; below it is the snapshot. */
+  get firstIndex(): number {
+    return this.#log.firstIndex;
+  }
+
+  /** The latest snapshot (index 0 before any compaction). */
+  get snapshot(): Snapshot {
+    return this.#log.snapshot;
+  }
+
+  /** The voter set in force (the latest config in the log, committed or not), sorted. */
+  get voters(): string[] {
+    return [...this.#voters].sort();
+  }
+
+  /** Messages dropped because the outbox was full. */
+  get droppedMessages(): number {
+    return this.#droppedMessages;
+  }
+
+  /** The term of the entry at `index`, or null if compacted away or past the end. */
+  termAt(index: number): number | null {
+    return this.#log.term(index);
+  }
+
+  /** The entry at `index`, or null if compacted away or past the end. */
+  entryAt(index: number): Entry | null {
+    return this.#log.entry(index);
+  }
+
+  // ---- inputs --------------------------------------------------------------------------------
+
+  /** Advances the node's clock to `nowMs` (monotonic) and fires any due timeout. */
+  tick(nowMs: number): void {
+    if (nowMs < this.#nowMs) throw new RangeError(`tick(${nowMs}) is before ${this.#nowMs}`);
+    this.#nowMs = nowMs;
+    if (this.#role === "leader") {
+      this.#tickLeader();
+    } else if (nowMs >= this.#electionDeadlineMs) {
+      if (this.#voters.has(this.id)) this.#preCampaign();
+      else this.#resetElectionTimer();
+    }
+  }
+
+  /** Handles a message from a peer. Messages addressed to another node are ignored. */
+  receive(m: Message): void {
+    if (m.to !== this.id || m.from === this.id) return;
+    if (m.term > this.#term) {
+      if (!this.#acceptHigherTerm(m)) return;
+    } else if (m.term < this.#term) {
+      this.#answerStale(m);
+      return;
+    }
+    this.#dispatch(m);
+  }
+
+  /**
+   * Appends `data` as a new entry if this node leads.
+   * @returns the entry's index and term, or why it was refused (with a leader hint).
+   */
+  propose(data: Uint8Array): ProposeResult {
+    const refusal = this.#proposeRefusal(data.length);
+    if (refusal !== null) return refusal;
+    return this.#proposeEntry("normal", data.slice());
+  }
+
+  /** Proposes adding voter `id` (one change at a time; in force once appended). */
+  addServer(id: string): ProposeResult {
+    if (this.#voters.has(id)) return this.#refuse("invalid");
+    return this.#proposeConfig([...this.#voters, id]);
+  }
+
+  /** Proposes removing voter `id`; a leader that removes itself steps down once it commits. */
+  removeServer(id: string): ProposeResult {
+    if (!this.#voters.has(id) || this.#voters.size === 1) return this.#refuse("invalid");
+    return this.#proposeConfig([...this.#voters].filter((v) => v !== id));
+  }
+
+  /**
+   * Hands leadership to voter `target`: once its log matches, it is told to campaign at once.
+   * Proposals are refused meanwhile; the attempt lapses after one election timeout.
+   * @returns false if this node does not lead or `target` is not another voter.
+   */
+  transferLeadership(target: string): boolean {
+    if (this.#role !== "leader" || target === this.id || !this.#voters.has(target)) return false;
+    this.#transfer = { target, deadlineMs: this.#nowMs + this.#o.electionTimeoutMs, sent: false };
+    this.#maybeSendTimeoutNow(target);
+    return true;
+  }
+
+  /**
+   * Compacts the log through `throughIndex` (at most the applied index) into a snapshot whose
+   * image is `data`. The shell persists the returned snapshot (e.g. `MemoryStorage.compact`).
+   */
+  compact(throughIndex: number, data: Uint8Array): Snapshot {
+    if (throughIndex > this.#applied || throughIndex <= this.#log.snapshot.index) {
+      throw new RangeError(
+        `Cannot compact through ${throughIndex}: snapshot is at ${this.#log.snapshot.index}, ` +
+          `applied at ${this.#applied}`,
+      );
+    }
+    const snapshot: Snapshot = {
+      index: throughIndex,
+      term: this.#log.term(throughIndex) as number,
+      voters: [...this.#log.configAt(throughIndex).voters],
+      data: data.slice(),
+    };
+    this.#log.compact(snapshot);
+    return snapshot;
+  }
+
+  // ---- Ready ---------------------------------------------------------------------------------
+
+  /** True if a Ready has work in it and none is outstanding. */
+  hasReady(): boolean {
+    if (this.#pending !== null) return false;
+    return this.#outbox.length > 0 || this.#hardStateChanged() || this.#pendingSnapshot !== null ||
+      this.#stable < this.#log.lastIndex || this.#applyLimit() > this.#applied;
+  }
+
+  /**
+   * The next batch of work, or null if there is none or one is outstanding. Its messages are
+   * released by `advance(ready)` after the shell made its state durable.
+   */
+  ready(): Ready | null {
+    if (!this.hasReady()) return null;
+    const hs = this.#hardState();
+    const lo = Math.max(this.#stable + 1, this.#log.firstIndex);
+    const applyLimit = this.#applyLimit();
+    const ready: Ready = {
+      hardState: this.#hardStateChanged() ? hs : null,
+      snapshot: this.#pendingSnapshot,
+      entries: this.#log.slice(lo, this.#log.lastIndex),
+      committedEntries: applyLimit > this.#applied
+        ? this.#log.slice(this.#applied + 1, applyLimit, Infinity, this.#o.applyBytesMax)
+        : [],
+    };
+    this.#pending = { ready, messages: this.#outbox };
+    this.#outbox = [];
+    return ready;
+  }
+
+  /**
+   * Acknowledges that everything in `ready` is durable and its committed entries applied.
+   * @returns the messages to send now.
+   * @throws Error if `ready` is not the outstanding Ready.
+   */
+  advance(ready: Ready): Message[] {
+    const pending = this.#pending;
+    if (pending === null || pending.ready !== ready) {
+      throw new Error("advance() got a Ready that is not the outstanding one");
+    }
+    this.#pending = null;
+    if (ready.hardState !== null) this.#persisted = ready.hardState;
+    if (ready.snapshot !== null) {
+      if (this.#pendingSnapshot === ready.snapshot) this.#pendingSnapshot = null;
+      this.#applied = Math.max(this.#applied, ready.snapshot.index);
+    }
+    this.#markStable(ready.entries);
+    const lastApplied = ready.committedEntries.at(-1);
+    if (lastApplied !== undefined) this.#applied = Math.max(this.#applied, lastApplied.index);
+    if (this.#role === "leader") this.#maybeCommit();
+    return pending.messages;
+  }
+
+  #markStable(entries: readonly Entry[]): void {
+    for (let i = entries.length - 1; i >= 0; i--) {
+      const e = entries[i] as Entry;
+      if (this.#log.term(e.index) === e.term) {
+        this.#stable = Math.max(this.#stable, e.index);
+        return;
+      }
+    }
+  }
+
+  /** Committed entries up to here are durable locally and may be applied. */
+  #applyLimit(): number {
+    if (this.#pendingSnapshot !== null) return this.#applied;
+    return Math.min(this.#commit, this.#stable);
+  }
+
+  #hardState(): HardState {
+    return { term: this.#term, vote: this.#vote, commit: this.#commit };
+  }
+
+  #hardStateChanged(): boolean {
+    const p = this.#persisted;
+    return p.term !== this.#term || p.vote !== this.#vote || p.commit !== this.#commit;
+  }
+
+  // ---- timers --------------------------------------------------------------------------------
+
+  #resetElectionTimer(): void {
+    const t = this.#o.electionTimeoutMs;
+    this.#electionDeadlineMs = this.#nowMs + t + Math.floor(this.#random.float() * t);
+  }
+
+  #tickLeader(): void {
+    const now = this.#nowMs;
+    if (this.#transfer !== null && now >= this.#transfer.deadlineMs) this.#transfer = null;
+    if (now >= this.#quorumCheckDueMs) {
+      this.#quorumCheckDueMs = now + this.#o.electionTimeoutMs;
+      if (!this.#checkQuorum()) {
+        this.#becomeFollower(this.#term, null);
+        return;
+      }
+    }
+    if (now >= this.#heartbeatDueMs) {
+      this.#heartbeatDueMs = now + this.#o.heartbeatIntervalMs;
+      for (const [peer, pr] of this.#progress) this.#heartbeat(peer, pr);
+    }
+  }
+
+  /** True if a majority of voters was heard from since the last check; resets the marks. */
+  #checkQuorum(): boolean {
+    let active = this.#voters.has(this.id) ? 1 : 0;
+    for (const [peer, pr] of this.#progress) {
+      if (pr.recentActive && this.#voters.has(peer)) active++;
+      pr.recentActive = false;
+    }
+    return active >= quorum(this.#voters.size);
+  }
+
+  /** A heartbeat, plus the housekeeping that unsticks a follower whose messages were lost. */
+  #heartbeat(peer: string, pr: Progress): void {
+    const now = this.#nowMs;
+    const stuckMs = this.#o.electionTimeoutMs;
+    if (pr.state === "snapshot" && now - pr.sentMs >= stuckMs) pr.becomeProbe(pr.match + 1);
+    if (pr.state === "replicate" && pr.inflight > 0 && now - pr.progressMs >= stuckMs) {
+      pr.becomeProbe(pr.match + 1);
+    }
+    if (pr.state === "probe") pr.paused = false;
+    // Anchored at the known match, so a heartbeat never trips over entries still in flight.
+    const prevTerm = this.#log.term(pr.match);
+    const prevIndex = prevTerm === null ? 0 : pr.match;
+    this.#send({
+      type: "AppendEntries",
+      from: this.id,
+      to: peer,
+      term: this.#term,
+      prevIndex,
+      prevTerm: prevTerm ?? 0,
+      entries: [],
+      commit: Math.min(this.#commit, prevIndex),
+    });
+    if (pr.match < this.#log.lastIndex) this.#sendAppend(peer, pr, false);
+  }
+
+  // ---- roles ---------------------------------------------------------------------------------
+
+  #becomeFollower(term: number, leader: string | null): void {
+    if (term > this.#term) {
+      this.#term = term;
+      this.#vote = null;
+    }
+    this.#role = "follower";
+    this.#leaderId = leader;
+    if (leader !== null) this.#leaderContactMs = this.#nowMs;
+    this.#progress.clear();
+    this.#votes.clear();
+    this.#transfer = null;
+    this.#resetElectionTimer();
+  }
+
+  /** Asks for pre-votes for the next term; the term moves only once a majority would vote. */
+  #preCampaign(): void {
+    this.#role = "precandidate";
+    this.#leaderId = null;
+    this.#votes.clear();
+    this.#votes.set(this.id, true);
+    this.#resetElectionTimer();
+    if (this.#tally() === "won") {
+      this.#campaign(false);
+      return;
+    }
+    for (const peer of this.#voters) {
+      if (peer === this.id) continue;
+      this.#send({
+        type: "PreVote",
+        from: this.id,
+        to: peer,
+        term: this.#term + 1,
+        lastIndex: this.#log.lastIndex,
+        lastTerm: this.#log.lastTerm,
+      });
+    }
+  }
+
+  #campaign(transfer: boolean): void {
+    this.#term += 1;
+    this.#vote = this.id;
+    this.#role = "candidate";
+    this.#leaderId = null;
+    this.#votes.clear();
+    this.#votes.set(this.id, true);
+    this.#resetElectionTimer();
+    if (this.#tally() === "won") {
+      this.#becomeLeader();
+      return;
+    }
+    for (const peer of this.#voters) {
+      if (peer === this.id) continue;
+      this.#send({
+        type: "RequestVote",
+        from: this.id,
+        to: peer,
+        term: this.#term,
+        lastIndex: this.#log.lastIndex,
+        lastTerm: this.#log.lastTerm,
+        transfer,
+      });
+    }
+  }
+
+  #tally(): "won" | "lost" | "open" {
+    let granted = 0;
+    let rejected = 0;
+    for (const [id, yes] of this.#votes) {
+      if (!this.#voters.has(id)) continue;
+      if (yes) granted++;
+      else rejected++;
+    }
+    const q = quorum(this.#voters.size);
+    if (granted >= q) return "won";
+    return this.#voters.size - rejected < q ? "lost" : "open";
+  }
+
+  #becomeLeader(): void {
+    this.#role = "leader";
+    this.#leaderId = this.id;
+    this.#votes.clear();
+    this.#transfer = null;
+    this.#progress.clear();
+    this.#syncProgress();
+    this.#uncommittedBytes = 0;
+    for (let i = this.#commit + 1; i <= this.#log.lastIndex; i++) {
+      this.#uncommittedBytes += entryBytes(this.#log.entry(i) as Entry);
+    }
+    this.#quorumCheckDueMs = this.#nowMs + this.#o.electionTimeoutMs;
+    this.#heartbeatDueMs = this.#nowMs + this.#o.heartbeatIntervalMs;
+    this.#appendLocal("noop", EMPTY);
+    this.#broadcastAppend(true);
+  }
+
+  /** Matches the leader's follower table to the voter set in force. */
+  #syncProgress(): void {
+    for (const peer of this.#progress.keys()) {
+      if (!this.#voters.has(peer)) this.#progress.delete(peer);
+    }
+    for (const peer of this.#voters) {
+      if (peer === this.id || this.#progress.has(peer)) continue;
+      this.#progress.set(
+        peer,
+        new Progress(this.#log.lastIndex + 1, this.#nowMs, this.#o.inflightMax),
+      );
+    }
+  }
+
+  // ---- message dispatch ----------------------------------------------------------------------
+
+  /**
+   * Decides whether a message from a higher term is processed, moving to that term if it must.
+   * Votes are ignored while a live leader is known (stickiness), unless a transfer asks for them.
+   */
+  #acceptHigherTerm(m: Message): boolean {
+    const isVote = m.type === "PreVote" || (m.type === "RequestVote" && !m.transfer);
+    if (isVote && this.#inLease()) return false;
+    if (m.type === "PreVote") return true;
+    if (m.type === "PreVoteResp" && m.granted) return true;
+    const fromLeader = m.type === "AppendEntries" || m.type === "InstallSnapshot" ||
+      m.type === "TimeoutNow";
+    this.#becomeFollower(m.term, fromLeader ? m.from : null);
+    return true;
+  }
+
+  /** A stale leader learns the newer term from the answer; a stale pre-candidate likewise. */
+  #answerStale(m: Message): void {
+    if (m.type === "AppendEntries" || m.type === "InstallSnapshot") {
+      this.#send({
+        type: "AppendEntriesResp",
+        from: this.id,
+        to: m.from,
+        term: this.#term,
+        success: false,
+        index: 0,
+        hintTerm: 0,
+        hintIndex: 0,
+      });
+    } else if (m.type === "PreVote") {
+      this.#send({
+        type: "PreVoteResp",
+        from: this.id,
+        to: m.from,
+        term: this.#term,
+        granted: false,
+      });
+    }
+  }
+
+  #inLease(): boolean {
+    if (this.#role === "leader") return true;
+    return this.#leaderId !== null &&
+      this.#nowMs - this.#leaderContactMs < this.#o.electionTimeoutMs;
+  }
+
+  #dispatch(m: Message): void {
+    switch (m.type) {
+      case "PreVote":
+        return this.#onPreVote(m);
+      case "RequestVote":
+        return this.#onRequestVote(m);
+      case "PreVoteResp":
+        return this.#onPreVoteResp(m);
+      case "RequestVoteResp":
+        return this.#onRequestVoteResp(m);
+      case "AppendEntries":
+        return this.#onAppendEntries(m);
+      case "AppendEntriesResp":
+        return this.#onAppendEntriesResp(m);
+      case "InstallSnapshot":
+        return this.#onInstallSnapshot(m);
+      case "InstallSnapshotResp":
+        return this.#onInstallSnapshotResp(m);
+      case "TimeoutNow":
+        return this.#onTimeoutNow(m);
+    }
+  }
+
+  #upToDate(m: PreVote | RequestVote): boolean {
+    if (this.#o.plantedBugs.voteWithoutLogCheck === true) return true;
+    return this.#log.isUpToDate(m.lastIndex, m.lastTerm);
+  }
+
+  #onPreVote(m: PreVote): void {
+    const granted = m.term > this.#term && this.#upToDate(m);
+    const term = granted ? m.term : this.#term;
+    this.#send({ type: "PreVoteResp", from: this.id, to: m.from, term, granted });
+  }
+
+  #onRequestVote(m: RequestVote): void {
+    const canVote = this.#vote === m.from || (this.#vote === null && this.#leaderId === null);
+    const granted = canVote && this.#upToDate(m);
+    if (granted) {
+      this.#vote = m.from;
+      this.#resetElectionTimer();
+    }
+    this.#send({ type: "RequestVoteResp", from: this.id, to: m.from, term: this.#term, granted });
+  }
+
+  #onPreVoteResp(m: PreVoteResp): void {
+    if (this.#role !== "precandidate") return;
+    if (m.granted ? m.term !== this.#term + 1 : m.term !== this.#term) return;
+    this.#votes.set(m.from, m.granted);
+    const outcome = this.#tally();
+    if (outcome === "won") this.#campaign(false);
+    else if (outcome === "lost") this.#becomeFollower(this.#term, null);
+  }
+
+  #onRequestVoteResp(m: RequestVoteResp): void {
+    if (this.#role !== "candidate") return;
+    this.#votes.set(m.from, m.granted);
+    const outcome = this.#tally();
+    if (outcome === "won") this.#becomeLeader();
+    else if (outcome === "lost") this.#becomeFollower(this.#term, null);
+  }
+
+  /** Common to AppendEntries and InstallSnapshot: the sender leads this term. */
+  #followLeader(from: string): void {
+    if (this.#role === "leader") {
+      throw new Error(`Node ${this.id} leads term ${this.#term} but ${from} claims it too`);
+    }
+    if (this.#role !== "follower") this.#becomeFollower(this.#term, from);
+    this.#leaderId = from;
+    this.#leaderContactMs = this.#nowMs;
+    this.#resetElectionTimer();
+  }
+
+  #onAppendEntries(m: AppendEntries): void {
+    this.#followLeader(m.from);
+    const reply = (success: boolean, index: number, hintTerm = 0, hintIndex = 0) =>
+      this.#send({
+        type: "AppendEntriesResp",
+        from: this.id,
+        to: m.from,
+        term: this.#term,
+        success,
+        index,
+        hintTerm,
+        hintIndex,
+      });
+    if (m.prevIndex < this.#commit) {
+      // Everything through our commit matches the leader's log; resume from there.
+      reply(true, this.#commit);
+      return;
+    }
+    if (this.#log.term(m.prevIndex) !== m.prevTerm) {
+      const hint = this.#log.conflictHint(m.prevIndex, this.#commit);
+      reply(false, m.prevIndex, hint.hintTerm, hint.hintIndex);
+      return;
+    }
+    this.#appendFromLeader(m.entries);
+    const lastNew = m.prevIndex + m.entries.length;
+    this.#commitTo(Math.min(m.commit, lastNew));
+    reply(true, lastNew);
+  }
+
+  /** Appends what the leader sent after a matching prefix, truncating a conflicting suffix. */
+  #appendFromLeader(entries: readonly Entry[]): void {
+    const conflict = this.#log.findConflict(entries);
+    if (conflict === 0) return;
+    if (conflict <= this.#commit) {
+      throw new Error(`Entry ${conflict} conflicts with the leader but is committed`);
+    }
+    const first = entries[0] as Entry;
+    this.#log.truncateAndAppend(entries.slice(conflict - first.index));
+    this.#stable = Math.min(this.#stable, conflict - 1);
+    if (conflict <= this.#configIndex || entries.some((e) => e.kind === "config")) {
+      this.#reloadConfig();
+    }
+  }
+
+  #onInstallSnapshot(m: InstallSnapshot): void {
+    this.#followLeader(m.from);
+    const s = m.snapshot;
+    let index = s.index;
+    if (s.index <= this.#commit) {
+      index = this.#commit;
+    } else if (this.#log.term(s.index) === s.term) {
+      // We hold the snapshot's last entry, so its prefix too: just commit through it.
+      this.#commitTo(s.index);
+    } else {
+      this.#log.restore(s);
+      this.#pendingSnapshot = s;
+      this.#commit = s.index;
+      this.#stable = s.index;
+      this.#reloadConfig();
+    }
+    this.#send({ type: "InstallSnapshotResp", from: this.id, to: m.from, term: this.#term, index });
+  }
+
+  #onTimeoutNow(_m: TimeoutNow): void {
+    if (this.#role === "leader" || !this.#voters.has(this.id)) return;
+    this.#campaign(true);
+  }
+
+  #commitTo(index: number): void {
+    if (index > this.#commit) this.#commit = index;
+  }
+
+  #reloadConfig(): void {
+    const config = this.#log.configAt(this.#log.lastIndex);
+    this.#voters = new Set(config.voters);
+    this.#configIndex = config.index;
+  }
+
+  // ---- leader: replication -------------------------------------------------------------------
+
+  #onAppendEntriesResp(m: AppendEntriesResp): void {
+    if (this.#role !== "leader") return;
+    const pr = this.#progress.get(m.from);
+    if (pr === undefined) return;
+    pr.recentActive = true;
+    if (m.success) {
+      this.#onAck(m.from, pr, m.index);
+      return;
+    }
+    // A reject at or below the known match is stale (reordered or duplicated).
+    if (m.index <= pr.match || pr.state === "snapshot") return;
+    if (pr.state === "probe" && m.index !== pr.next - 1) return;
+    pr.becomeProbe(Math.min(this.#nextAfterReject(m), m.index));
+    this.#sendAppend(m.from, pr, false);
+  }
+
+  /** Where to resume after a reject, skipping a whole conflicting term at once. */
+  #nextAfterReject(m: AppendEntriesResp): number {
+    if (m.hintTerm === 0) return m.hintIndex;
+    const at = this.#log.lastIndexAtOrBelowTerm(m.index - 1, m.hintTerm);
+    return at === null ? m.hintIndex : at + 1;
+  }
+
+  #onAck(peer: string, pr: Progress, index: number): void {
+    if (index > this.#log.lastIndex) {
+      throw new Error(
+        `Follower ${peer} acked ${index}, past the leader's last ${this.#log.lastIndex}`,
+      );
+    }
+    const moved = pr.acknowledge(index, this.#nowMs);
+    if (pr.state === "probe" || (pr.state === "snapshot" && pr.match >= pr.pendingSnapshot)) {
+      pr.becomeReplicate(this.#nowMs);
+    }
+    if (moved) this.#maybeCommit();
+    if (this.#role !== "leader") return;
+    this.#maybeSendTimeoutNow(peer);
+    this.#sendAppend(peer, pr, false);
+  }
+
+  #onInstallSnapshotResp(m: InstallSnapshotResp): void {
+    if (this.#role !== "leader") return;
+    const pr = this.#progress.get(m.from);
+    if (pr === undefined) return;
+    pr.recentActive = true;
+    if (m.index > this.#log.lastIndex) return;
+    const moved = pr.acknowledge(m.index, this.#nowMs);
+    pr.becomeProbe(pr.match + 1);
+    if (moved) this.#maybeCommit();
+    if (this.#role === "leader") this.#sendAppend(m.from, pr, false);
+  }
+
+  /** Sends the next entries (or, with `allowEmpty`, at least the commit index) if flow allows. */
+  #sendAppend(peer: string, pr: Progress, allowEmpty: boolean): void {
+    if (!pr.canSend()) return;
+    if (pr.next > this.#log.lastIndex && !allowEmpty) return;
+    const prevIndex = pr.next - 1;
+    const prevTerm = this.#log.term(prevIndex);
+    if (prevTerm === null) {
+      this.#sendSnapshot(peer, pr);
+      return;
+    }
+    const entries = this.#log.slice(
+      pr.next,
+      this.#log.lastIndex,
+      this.#o.appendEntriesMax,
+      this.#o.appendBytesMax,
+    );
+    this.#send({
+      type: "AppendEntries",
+      from: this.id,
+      to: peer,
+      term: this.#term,
+      prevIndex,
+      prevTerm,
+      entries,
+      commit: this.#commit,
+    });
+    pr.sent(entries.at(-1)?.index ?? prevIndex, this.#nowMs);
+  }
+
+  #sendSnapshot(peer: string, pr: Progress): void {
+    const snapshot = this.#log.snapshot;
+    pr.becomeSnapshot(snapshot.index, this.#nowMs);
+    this.#send({ type: "InstallSnapshot", from: this.id, to: peer, term: this.#term, snapshot });
+  }
+
+  #broadcastAppend(allowEmpty: boolean): void {
+    for (const [peer, pr] of this.#progress) this.#sendAppend(peer, pr, allowEmpty);
+  }
+
+  /** Commits the highest index a majority of voters holds, if it is of the current term. */
+  #maybeCommit(): void {
+    const matches: number[] = [];
+    for (const v of this.#voters) {
+      matches.push(v === this.id ? this.#stable : (this.#progress.get(v)?.match ?? 0));
+    }
+    matches.sort((a, b) => b - a);
+    const n = matches[quorum(matches.length) - 1] ?? 0;
+    if (n <= this.#commit) return;
+    const countable = this.#log.term(n) === this.#term ||
+      this.#o.plantedBugs.commitPriorTermByCount === true;
+    if (!countable) return;
+    for (let i = this.#commit + 1; i <= n; i++) {
+      this.#uncommittedBytes -= entryBytes(this.#log.entry(i) as Entry);
+    }
+    this.#commit = n;
+    if (!this.#voters.has(this.id) && this.#commit >= this.#configIndex) {
+      this.#stepDownRemoved();
+      return;
+    }
+    this.#broadcastAppend(true);
+  }
+
+  /** A leader whose removal committed hands over to the most caught-up voter and steps down. */
+  #stepDownRemoved(): void {
+    let best: string | null = null;
+    let bestMatch = -1;
+    for (const [peer, pr] of this.#progress) {
+      if (pr.match > bestMatch) [best, bestMatch] = [peer, pr.match];
+    }
+    this.#broadcastAppend(true);
+    if (best !== null && bestMatch === this.#log.lastIndex) {
+      this.#send({ type: "TimeoutNow", from: this.id, to: best, term: this.#term });
+    }
+    this.#becomeFollower(this.#term, null);
+  }
+
+  #maybeSendTimeoutNow(peer: string): void {
+    const t = this.#transfer;
+    if (t === null || t.target !== peer || t.sent) return;
+    if (this.#progress.get(peer)?.match !== this.#log.lastIndex) {
+      const pr = this.#progress.get(peer);
+      if (pr !== undefined) this.#sendAppend(peer, pr, false);
+      return;
+    }
+    this.#send({ type: "TimeoutNow", from: this.id, to: peer, term: this.#term });
+    t.sent = true;
+  }
+
+  // ---- leader: proposals ---------------------------------------------------------------------
+
+  #refuse(reason: RefusalReason): ProposeResult {
+    return { ok: false, reason, leaderHint: this.#leaderId === this.id ? null : this.#leaderId };
+  }
+
+  #proposeRefusal(dataBytes: number): ProposeResult | null {
+    if (this.#role !== "leader") return this.#refuse("not-leader");
+    if (this.#transfer !== null) return this.#refuse("transferring");
+    const bytes = dataBytes + entryBytes({ data: EMPTY });
+    if (this.#uncommittedBytes + bytes > this.#o.uncommittedBytesMax) return this.#refuse("busy");
+    return null;
+  }
+
+  #proposeConfig(voters: string[]): ProposeResult {
+    const refusal = this.#proposeRefusal(0);
+    if (refusal !== null) return refusal;
+    // One change at a time, and not before this term committed its first entry (the fix to
+    // single-server changes in Ongaro's errata).
+    if (this.#configIndex > this.#commit || this.#log.term(this.#commit) !== this.#term) {
+      return this.#refuse("config-pending");
+    }
+    voters.sort();
+    if (voters.length > VOTERS_MAX || votersProblem(voters) !== null) {
+      return this.#refuse("invalid");
+    }
+    return this.#proposeEntry("config", encodeVoters(voters));
+  }
+
+  #proposeEntry(kind: EntryKind, data: Uint8Array): ProposeResult {
+    const e = this.#appendLocal(kind, data);
+    this.#broadcastAppend(false);
+    return { ok: true, index: e.index, term: e.term };
+  }
+
+  #appendLocal(kind: EntryKind, data: Uint8Array): Entry {
+    const e: Entry = { index: this.#log.lastIndex + 1, term: this.#term, kind, data };
+    this.#log.append([e]);
+    this.#uncommittedBytes += entryBytes(e);
+    if (kind === "config") {
+      this.#reloadConfig();
+      this.#syncProgress();
+      if (this.#transfer !== null && !this.#voters.has(this.#transfer.target)) {
+        this.#transfer = null;
+      }
+    }
+    return e;
+  }
+
+  #send(m: Message): void {
+    if (this.#outbox.length >= OUTBOX_MESSAGES_MAX) {
+      this.#droppedMessages++;
+      return;
+    }
+    this.#outbox.push(m);
+  }
+}
+
+/** Votes or replicas that make a majority of `n` voters. */
+export function quorum(n: number): number {
+  return Math.floor(n / 2) + 1;
+}
+
+function definedOnly(opts: RaftNodeOptions): Partial<Tunables> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(opts)) {
+    if (v !== undefined && k !== "id" && k !== "state" && k !== "random" && k !== "nowMs") {
+      out[k] = v;
+    }
+  }
+  return out as Partial<Tunables>;
+}
+
+function checkTunables(o: Tunables): void {
+  const positive: (keyof Tunables)[] = [
+    "electionTimeoutMs",
+    "heartbeatIntervalMs",
+    "appendEntriesMax",
+    "appendBytesMax",
+    "inflightMax",
+    "uncommittedBytesMax",
+    "applyBytesMax",
+  ];
+  for (const k of positive) {
+    const v = o[k];
+    if (typeof v !== "number" || !(v > 0)) throw new RangeError(`RaftNode option ${k} must be > 0`);
+  }
+  if (o.heartbeatIntervalMs >= o.electionTimeoutMs) {
+    throw new RangeError("RaftNode heartbeatIntervalMs must be below electionTimeoutMs");
+  }
+}
