@@ -222,10 +222,13 @@ export class FileLog implements Log {
       const why = await this.#roll();
       if (this.#failed !== null) return;
       if (why !== null) {
-        this.#queue.shift();
-        first.reject(
-          new GregorError(ErrorCode.STORAGE_ERROR, `Cannot append to ${this.#opts.dir}: ${why}`),
+        // Everything queued behind it fails too: a later batch stored after an earlier one failed
+        // would break a producer's order (and its idempotent sequence).
+        const e = new GregorError(
+          ErrorCode.STORAGE_ERROR,
+          `Cannot append to ${this.#opts.dir}: ${why}`,
         );
+        for (const p of this.#queue.splice(0)) p.reject(e);
         return;
       }
     }
@@ -265,7 +268,8 @@ export class FileLog implements Log {
         ErrorCode.STORAGE_ERROR,
         `Cannot append to ${this.#opts.dir}: ${(err as Error).message}`,
       );
-      for (const p of group) p.reject(e);
+      // So do the batches queued behind them, for the same reason as a failed roll.
+      for (const p of [...group, ...this.#queue.splice(0)]) p.reject(e);
       return;
     }
     let at = pos;

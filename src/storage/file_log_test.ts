@@ -972,6 +972,31 @@ Deno.test("A full disk rejects the append with STORAGE_ERROR, and the log goes o
   }
 });
 
+Deno.test("A failed write also rejects the batches queued behind it, so none is stored after it", async () => {
+  await onSim(3, async (env, node) => {
+    const s = sink();
+    const model = new Model();
+    const log = await FileLog.open(env, options(s, { fsync: { kind: "always" } }));
+    await appendChecked(log, model, { padBytes: 300 });
+    // Two appends in flight: the first write fails on a full disk; room comes back before the
+    // second would be written. Storing the second would put it after a batch that is missing.
+    node.disk.faults.full = true;
+    const first = append(log, model.batch({ padBytes: 300 })).catch((e) => e);
+    const second = append(log, model.batch({ padBytes: 300 })).catch((e) => e);
+    const firstErr = await first;
+    node.disk.faults.full = false;
+    const secondErr = await second;
+    model.dropLast();
+    model.dropLast();
+    assert.ok(isStorageError(firstErr), `${firstErr}`);
+    assert.ok(isStorageError(secondErr), `the queued batch was stored: ${secondErr}`);
+    assert.equal(log.nextOffset, 1);
+    await appendChecked(log, model, { padBytes: 300 });
+    await readAll(log, model);
+    await log.close();
+  });
+});
+
 Deno.test({
   name: "A full disk when a segment is due to roll rejects the append but is not fatal",
   // Regression test for a bug found by this suite and since fixed: file_log.ts #roll() treats any error while writing the sealed segment's index files

@@ -275,11 +275,34 @@ export async function readVerifiedBatch(
       const dv = new DataView(bytes.buffer);
       const base = dv.getInt32(0) * 0x1_0000_0000 + dv.getUint32(4);
       const ok = base === b.base && dv.getInt32(8) + BATCH_LENGTH_PREFIX_BYTES === b.size &&
-        crc32c(bytes.subarray(21)) === dv.getUint32(17);
-      if (ok) return bytes;
+        bytes[MAGIC_AT] === BATCH_MAGIC && crc32c(bytes.subarray(21)) === dv.getUint32(17);
+      // The leader-epoch bytes sit outside the CRC: a second read must agree on them, or a bit
+      // flipped on this read would be copied (recovery) or served as if stored.
+      if (ok && await sameBytesAgain(file, b.pos, bytes, EPOCH_AT, MAGIC_AT)) return bytes;
     }
     if (attempt >= rereads) throw new Error(`Batch at byte ${b.pos} does not read back intact`);
   }
+}
+
+/** Where the unchecksummed partition-leader-epoch field and the magic byte sit in a batch. */
+const EPOCH_AT = 12;
+const MAGIC_AT = 16;
+
+/** True if bytes [from, to) of `bytes` read back the same from the file (an I/O error: false). */
+async function sameBytesAgain(
+  file: File,
+  pos: number,
+  bytes: Uint8Array,
+  from: number,
+  to: number,
+): Promise<boolean> {
+  const again = new Uint8Array(to - from);
+  try {
+    await file.readAt(pos + from, again);
+  } catch {
+    return false;
+  }
+  return again.every((x, i) => x === bytes[from + i]);
 }
 
 /** Reads; on an I/O error returns false if another attempt is allowed, else throws. */

@@ -306,7 +306,7 @@ Deno.test("readVerifiedBatch() returns the stored bytes through transient flips"
   let flips = 0;
   for (let seed = 1; seed <= 20; seed++) {
     const got = await withSegmentFile(seed, layout.bytes, async (f, disk) => {
-      const bytes = await readVerifiedBatch(f, b, 4);
+      const bytes = await readVerifiedBatch(f, b, 12);
       flips += disk.stats.readFlips;
       return bytes;
     }, { readFlipProb: 0.3 });
@@ -321,6 +321,12 @@ Deno.test("readVerifiedBatch() refuses a batch corrupted at rest, or stored at a
   await withSegmentFile(1, layout.bytes, async (f, disk) => {
     await assert.rejects(readVerifiedBatch(f, { ...b, base: b.base + 1 }, 2), /read back intact/);
     disk.corruptAtRest("seg.log", b.pos + b.size - 1);
+    await assert.rejects(readVerifiedBatch(f, b, 2), /read back intact/);
+  });
+  // The magic byte lies outside the CRC: a damaged one must be refused too (recovery once copied
+  // such a batch into the new segment, and the next scan then truncated acknowledged data).
+  await withSegmentFile(2, layout.bytes, async (f, disk) => {
+    disk.corruptAtRest("seg.log", b.pos + 16);
     await assert.rejects(readVerifiedBatch(f, b, 2), /read back intact/);
   });
 });
