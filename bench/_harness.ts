@@ -101,6 +101,14 @@ export async function runHarness(
   Deno.exit(code);
 }
 
+/** The port from a broker's JSON "listen" log line, or null for any other line. */
+export function listenPort(line: string): number | null {
+  if (!line.startsWith("{") || !line.includes('"listen"')) return null;
+  const listen = (JSON.parse(line) as { listen?: string }).listen ?? "";
+  const port = Number(listen.slice(listen.lastIndexOf(":") + 1));
+  return Number.isInteger(port) && port > 0 ? port : null;
+}
+
 /** A child process whose output is read line by line: first to find its address, then drained. */
 export class Child {
   readonly name: string;

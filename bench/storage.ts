@@ -9,7 +9,15 @@ import { connect } from "../src/client/mod.ts";
 import { denoEnv } from "../src/io/deno/mod.ts";
 import { encodeBatch, readBatchHeader } from "../src/protocol/batch.ts";
 import { FileLog, type FsyncPolicy, parseFsyncPolicy } from "../src/storage/file_log.ts";
-import { Child, fmtInt, payload, runHarness, STARTUP_MS_MAX, withTimeout } from "./_harness.ts";
+import {
+  Child,
+  fmtInt,
+  listenPort,
+  payload,
+  runHarness,
+  STARTUP_MS_MAX,
+  withTimeout,
+} from "./_harness.ts";
 
 const USAGE = `usage: deno run -A bench/storage.ts [options]
   --quick        a fast smoke run (short time limits, one run per cell)
@@ -368,13 +376,6 @@ function describeCell(c: Cell): string {
 }
 
 // --- Broker process ----------------------------------------------------------------------------
-
-/** The port from a broker's JSON "listen" log line, or null for any other line. */
-function listenPort(line: string): number | null {
-  if (!line.startsWith("{") || !line.includes('"listen"')) return null;
-  const listen = (JSON.parse(line) as { listen?: string }).listen ?? "";
-  return Number(listen.slice(listen.lastIndexOf(":") + 1));
-}
 
 const brokers = new Set<Child>();
 

@@ -13,6 +13,7 @@ import { type Client, connect as connectGregor } from "../src/client/mod.ts";
 import {
   Child,
   fmtInt,
+  listenPort,
   payload,
   REPO_DIR,
   runHarness,
@@ -210,12 +211,7 @@ function startGregor(
   const prof = cpuProfDir === null ? [] : ["--cpu-prof", `--cpu-prof-dir=${cpuProfDir}`];
   return startChild("GregorMQ broker", Deno.execPath(), {
     args: ["run", "-A", ...prof, "cli/broker.ts", "--host", HOST, "--port", "0", ...flags],
-    find: (line) => {
-      if (!line.startsWith("{") || !line.includes('"listen"')) return null;
-      const listen = (JSON.parse(line) as { listen?: string }).listen ?? "";
-      const port = Number(listen.slice(listen.lastIndexOf(":") + 1));
-      return Number.isInteger(port) && port > 0 ? port : null;
-    },
+    find: listenPort,
   });
 }
 

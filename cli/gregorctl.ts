@@ -1,5 +1,6 @@
-// `deno task gregorctl`: the operator CLI. Topics, produce, consume, cluster view and metrics
-// against a running broker; human tables by default, `--json` for scripts. See docs/gregorctl.md.
+// `deno task gregorctl`: the operator CLI. Topics, produce, consume, consumer groups, cluster view
+// and metrics against a running broker; human tables by default, `--json` for scripts. See
+// docs/gregorctl.md.
 
 import { parseArgs } from "node:util";
 import {
@@ -7,10 +8,14 @@ import {
   type CodecName,
   connect,
   ConnectionError,
+  ErrorCode,
   type From,
   GregorError,
+  type GroupConsumer,
+  type GroupOffset,
   type Message,
   type ReceivedMessage,
+  type TopicPartition,
 } from "../src/client/mod.ts";
 
 /** Exit codes: stable, documented in USAGE and docs/gregorctl.md. */
@@ -28,6 +33,11 @@ const PROGRESS_INTERVAL_MS = 200;
 const PRODUCES_IN_FLIGHT_MAX = 10_000;
 /** Metric lines the `metrics` summary shows at most. */
 const METRIC_LINES_MAX = 20;
+/** How often `consume --group` commits what it has printed, and checks whether it is done. */
+const GROUP_COMMIT_INTERVAL_MS = 1000;
+const GROUP_POLL_MS = 100;
+/** Partitions `group reset-offsets --partitions` names at most. */
+const RESET_PARTITIONS_MAX = 10_000;
 
 const USAGE = `usage: deno task gregorctl [global options] <command> [options]
 
@@ -35,7 +45,9 @@ commands:
   topic create NAME [--partitions N] [--config key=value]...
   topic list
   topic describe NAME
-  topic alter NAME --config key=value...     only retention.ms and retention.bytes can change
+  topic alter NAME [--config key=value]... [--partitions N]
+                                             only retention.ms and retention.bytes can change;
+                                             partitions only grow
   topic delete NAME
   produce TOPIC [VALUE...] [--key K] [--header k=v]... [--partition N]
           [--acks none|leader|quorum] [--compression none|gzip|snappy|lz4|zstd]
@@ -44,10 +56,18 @@ commands:
           [--follow] [--durable NAME] [--format text|json]
                                              default --from earliest; without --follow it stops
                                              at the end of what the partition held at start
+  consume TOPIC --group NAME [--from earliest|latest] [--count N] [--follow]
+          [--format text|json]               as a member of consumer group NAME; --from is where
+                                             a partition without a committed offset starts;
+                                             commits what it printed on exit (and each second)
+  group list
+  group describe NAME
+  group reset-offsets NAME --topic T (--to-earliest | --to-latest | --to-offset N |
+          --to-datetime ISO | --to-timestamp MS) [--partitions 0,1,...] [--dry-run]
+                                             only while the group has no live members
   cluster members
   cluster status
   metrics [--metrics-url URL]                default http://HOST:${METRICS_PORT}/metrics
-  group ...                                  consumer groups arrive with issue [F]
 
 global options:
   --broker HOST:PORT   the broker (default $GREGOR_BROKER, else ${BROKER_DEFAULT})
@@ -85,6 +105,14 @@ const OPTIONS = {
   follow: { type: "boolean", default: false },
   durable: { type: "string" },
   format: { type: "string" },
+  group: { type: "string" },
+  topic: { type: "string" },
+  "to-earliest": { type: "boolean", default: false },
+  "to-latest": { type: "boolean", default: false },
+  "to-offset": { type: "string" },
+  "to-datetime": { type: "string" },
+  "to-timestamp": { type: "string" },
+  "dry-run": { type: "boolean", default: false },
   "metrics-url": { type: "string" },
   help: { type: "boolean", short: "h", default: false },
 } as const;
@@ -224,12 +252,24 @@ async function topic(ctx: Ctx): Promise<void> {
     case "alter": {
       const name = positional(ctx, 2, "topic name");
       const configs = pairs("config", v.config);
-      if (Object.keys(configs).length === 0) {
-        throw new UsageError("topic alter needs at least one --config key=value");
+      const partitions = whole("partitions", v.partitions, 1);
+      if (Object.keys(configs).length === 0 && partitions === undefined) {
+        throw new UsageError("topic alter needs --partitions N or at least one --config key=value");
       }
-      await withClient(ctx, (c) => c.admin.alterTopic(name, configs));
-      const changed = Object.entries(configs).map(([k, x]) => `${k}=${x}`).join(" ");
-      print(ctx, { name, configs }, `altered topic ${name}: ${changed}`);
+      // Two requests: partitions first, as growing is the change more likely to be refused.
+      await withClient(ctx, async (c) => {
+        if (partitions !== undefined) await c.admin.createPartitions(name, partitions);
+        if (Object.keys(configs).length > 0) await c.admin.alterTopic(name, configs);
+      });
+      const changed = [
+        ...(partitions === undefined ? [] : [`partitions=${partitions}`]),
+        ...Object.entries(configs).map(([k, x]) => `${k}=${x}`),
+      ].join(" ");
+      print(
+        ctx,
+        { name, configs, ...(partitions === undefined ? {} : { partitions }) },
+        `altered topic ${name}: ${changed}`,
+      );
       return;
     }
     case "delete": {
@@ -384,11 +424,14 @@ function formatMessage(m: ReceivedMessage, format: "text" | "json"): string {
 async function consume(ctx: Ctx): Promise<void> {
   const v = ctx.values;
   const topicName = positional(ctx, 1, "topic name");
-  const partition = whole("partition", v.partition, 0) ?? 0;
   const count = whole("count", v.count, 1);
-  const from = parseFrom(v.from);
   const format = oneOf("format", v.format, ["text", "json"] as const) ??
     (ctx.json ? "json" : "text");
+  if (v.group !== undefined) {
+    return await consumeGroup(ctx, { topic: topicName, group: v.group, count, format });
+  }
+  const partition = whole("partition", v.partition, 0) ?? 0;
+  const from = parseFrom(v.from);
   await withClient(ctx, async (client) => {
     // Without --follow, stop at the end of what the partition held when we started.
     let endOffset = Infinity;
@@ -412,6 +455,303 @@ async function consume(ctx: Ctx): Promise<void> {
       if (m.offset >= endOffset - 1) break;
     }
   });
+}
+
+const tpKey = (tp: TopicPartition): string => `${tp.topic}\u0000${tp.partition}`;
+
+/** Resolves after `ms`, or at once when `signal` aborts; clears its timer either way. */
+function pause(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done);
+  });
+}
+
+const TICK = Symbol("tick");
+
+/** Aborts on SIGINT (and SIGTERM where there is one) until the returned function is called. */
+function onInterrupt(stop: AbortController): () => void {
+  const abort = () => stop.abort();
+  const signals: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM"];
+  for (const s of signals) Deno.addSignalListener(s, abort);
+  return () => signals.forEach((s) => Deno.removeSignalListener(s, abort));
+}
+
+/**
+ * `consume TOPIC --group NAME`: one member of the group. It commits by hand what it printed, not
+ * what it fetched: with auto-commit, closing while a fetched message waits unprinted would
+ * commit past it, and the group would never see it.
+ */
+async function consumeGroup(
+  ctx: Ctx,
+  opts: { topic: string; group: string; count: number | undefined; format: "text" | "json" },
+): Promise<void> {
+  const v = ctx.values;
+  if (v.partition !== undefined || v.durable !== undefined) {
+    throw new UsageError("--group assigns the partitions; it takes no --partition or --durable");
+  }
+  const reset = v.from ?? "earliest";
+  if (reset !== "earliest" && reset !== "latest") {
+    throw new UsageError(
+      "--from with --group takes earliest or latest (where a partition without a committed " +
+        "offset starts); to move the group's offsets use `group reset-offsets`",
+    );
+  }
+  const { topic, group, count, format } = opts;
+  const stop = new AbortController();
+  const stopListening = onInterrupt(stop);
+  try {
+    await withClient(ctx, async (client) => {
+      // Without --follow, a partition is done at the end of what it held when we started.
+      const d = await client.admin.describeTopic(topic);
+      const ends = new Map(d.partitions.map((p) => [tpKey({ topic, partition: p.partition }), p]));
+      /** Per partition: the next offset to print (what a commit stores). */
+      const positions = new Map<string, TopicPartition & { offset: number }>();
+      const dirty = new Set<string>();
+      const onAssigned = async (tps: TopicPartition[]) => {
+        for (const o of await client.admin.groupOffsets(group, tps)) {
+          const p = ends.get(tpKey(o));
+          const logStart = p?.logStartOffset ?? 0;
+          const start = o.offset >= logStart
+            ? o.offset
+            : reset === "earliest"
+            ? logStart
+            : p?.highWatermark ?? 0;
+          positions.set(tpKey(o), { topic: o.topic, partition: o.partition, offset: start });
+        }
+      };
+      let member: GroupConsumer | null = null;
+      const commitPrinted = async (keys: string[]) => {
+        const offsets = keys.flatMap((k) => positions.get(k) ?? []);
+        for (const k of keys) dirty.delete(k);
+        if (offsets.length > 0) await member?.commit(offsets);
+      };
+      member = await client.groupConsumer(group, [topic], {
+        reset,
+        autoCommit: false,
+        onAssigned,
+        // Not awaited: this runs inside a heartbeat, and a commit refused as stale would wait
+        // for that very heartbeat. Sent now, it still reaches the broker before the release.
+        onRevoked: (tps) =>
+          void commitPrinted(tps.map(tpKey).filter((k) => dirty.has(k))).catch(() => {}),
+      });
+      const g = member;
+      const caughtUp = () =>
+        g.assignment().every((tp) =>
+          (positions.get(tpKey(tp))?.offset ?? 0) >= (ends.get(tpKey(tp))?.highWatermark ?? 0)
+        );
+      let pending: Promise<ReceivedMessage | null> | null = null;
+      let tick: Promise<typeof TICK> | null = null;
+      try {
+        let printed = 0;
+        let committedMs = performance.now();
+        for (;;) {
+          if (stop.signal.aborted || (!v.follow && caughtUp())) break;
+          if (performance.now() - committedMs >= GROUP_COMMIT_INTERVAL_MS) {
+            committedMs = performance.now();
+            await commitPrinted([...dirty]);
+          }
+          pending ??= g.next();
+          // One poll timer at a time, however fast messages come.
+          tick ??= pause(GROUP_POLL_MS, stop.signal).then(() => {
+            tick = null;
+            return TICK;
+          });
+          const m = await Promise.race([pending, tick]);
+          if (m === TICK) continue;
+          pending = null;
+          if (m === null) break;
+          // A message fetched but left unprinted at exit stays uncommitted: it comes again.
+          console.log(formatMessage(m, format));
+          positions.set(tpKey(m), { topic: m.topic, partition: m.partition, offset: m.offset + 1 });
+          dirty.add(tpKey(m));
+          printed++;
+          if (count !== undefined && printed >= count) break;
+        }
+        await commitPrinted([...dirty]);
+      } finally {
+        // A fetch still waiting when we stopped ends with the member; its outcome is moot.
+        pending?.catch(() => {});
+        await g.close();
+      }
+    });
+  } finally {
+    stopListening();
+  }
+}
+
+// --- group -------------------------------------------------------------------------------
+
+const dash = (n: number): string | number => (n < 0 ? "-" : n);
+
+/** Lag of a committed offset; null without a commit or a known end. */
+function lagOf(o: GroupOffset): number | null {
+  return o.offset < 0 || o.highWatermark < 0 ? null : Math.max(0, o.highWatermark - o.offset);
+}
+
+function offsetsTable(offsets: GroupOffset[], offsetHeader: string): string {
+  return table(
+    ["TOPIC", "PARTITION", offsetHeader, "END", "LAG"],
+    offsets.map((o) => {
+      const lag = lagOf(o) ?? "-";
+      return [o.topic, o.partition, dash(o.offset), dash(o.highWatermark), lag];
+    }),
+  );
+}
+
+/** `topic:0,1;other:2` — a member's partitions, grouped by topic. */
+function partitionList(tps: TopicPartition[]): string {
+  if (tps.length === 0) return "-";
+  const byTopic = new Map<string, number[]>();
+  for (const tp of tps) byTopic.set(tp.topic, [...(byTopic.get(tp.topic) ?? []), tp.partition]);
+  return [...byTopic].map(([t, ps]) => `${t}:${ps.sort((a, b) => a - b).join(",")}`).join(";");
+}
+
+function partitionIds(value: string | undefined): number[] | undefined {
+  if (value === undefined) return undefined;
+  const items = value.split(",");
+  if (items.length > RESET_PARTITIONS_MAX || !items.every((x) => /^\d{1,9}$/.test(x.trim()))) {
+    throw new UsageError(
+      `--partitions takes partition numbers separated by commas, e.g. 0,1, got ${
+        JSON.stringify(value)
+      }`,
+    );
+  }
+  return [...new Set(items.map((x) => Number(x.trim())))].sort((a, b) => a - b);
+}
+
+/** An ISO 8601 date and time with a zone, so it means the same instant on every machine. */
+const ISO_DATETIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,3})?)?(Z|[+-]\d{2}:\d{2})$/;
+
+type ResetTo = "earliest" | "latest" | { offset: number } | { timestamp: number };
+
+function resetTarget(v: Values): ResetTo {
+  const given = [
+    v["to-earliest"] ? "--to-earliest" : null,
+    v["to-latest"] ? "--to-latest" : null,
+    v["to-offset"] === undefined ? null : "--to-offset",
+    v["to-datetime"] === undefined ? null : "--to-datetime",
+    v["to-timestamp"] === undefined ? null : "--to-timestamp",
+  ].filter((x) => x !== null);
+  if (given.length !== 1) {
+    throw new UsageError(
+      "group reset-offsets needs exactly one of --to-earliest, --to-latest, --to-offset N, " +
+        `--to-datetime ISO, --to-timestamp MS${
+          given.length > 1 ? `; got ${given.join(", ")}` : ""
+        }`,
+    );
+  }
+  if (v["to-earliest"]) return "earliest";
+  if (v["to-latest"]) return "latest";
+  const offset = whole("to-offset", v["to-offset"], 0);
+  if (offset !== undefined) return { offset };
+  const timestamp = whole("to-timestamp", v["to-timestamp"], 0);
+  if (timestamp !== undefined) return { timestamp };
+  const iso = v["to-datetime"] as string;
+  const ms = Date.parse(iso);
+  if (!ISO_DATETIME.test(iso) || Number.isNaN(ms) || ms < 0) {
+    throw new UsageError(
+      "--to-datetime takes an ISO 8601 date and time with a zone, e.g. 2024-05-01T12:00:00Z, " +
+        `got ${JSON.stringify(iso)}`,
+    );
+  }
+  return { timestamp: ms };
+}
+
+function describeTarget(to: ResetTo): string {
+  if (typeof to === "string") return to;
+  if ("offset" in to) return `offset ${to.offset}`;
+  return `${new Date(to.timestamp).toISOString()} (${to.timestamp})`;
+}
+
+async function group(ctx: Ctx): Promise<void> {
+  const sub = positional(ctx, 1, "group subcommand (list, describe, reset-offsets)");
+  const v = ctx.values;
+  switch (sub) {
+    case "list": {
+      const groups = await withClient(ctx, (c) => c.admin.listGroups());
+      print(
+        ctx,
+        groups,
+        groups.length === 0 ? "no groups" : table(
+          ["GROUP", "STATE", "MEMBERS", "GENERATION"],
+          groups.map((g) => [g.group, g.state, g.members, g.generation]),
+        ),
+      );
+      return;
+    }
+    case "describe": {
+      const name = positional(ctx, 2, "group name");
+      const d = await withClient(ctx, (c) => c.admin.describeGroup(name));
+      const offsets = d.offsets.map((o) => ({ ...o, lag: lagOf(o) }));
+      const members = d.members.length === 0 ? "no live members" : table(
+        ["MEMBER-ID", "INSTANCE", "CLIENT", "PARTITIONS"],
+        d.members.map((m) => [
+          m.memberId,
+          m.instanceId === "" ? "-" : m.instanceId,
+          m.clientId === "" ? "-" : m.clientId,
+          partitionList(m.assigned),
+        ]),
+      );
+      print(
+        ctx,
+        { ...d, offsets },
+        `group ${d.group}\n\n` +
+          table(["STATE", "GENERATION", "ASSIGNOR"], [[
+            d.state,
+            d.generation,
+            d.assignor === "" ? "-" : d.assignor,
+          ]]) + "\n\n" + members + "\n\n" +
+          (offsets.length === 0 ? "no committed offsets" : offsetsTable(d.offsets, "COMMITTED")),
+      );
+      return;
+    }
+    case "reset-offsets": {
+      const name = positional(ctx, 2, "group name");
+      const topicName = v.topic;
+      if (topicName === undefined) throw new UsageError("group reset-offsets needs --topic T");
+      const to = resetTarget(v);
+      const partitions = partitionIds(v.partitions);
+      const dryRun = v["dry-run"];
+      const offsets = await withClient(ctx, async (c) => {
+        try {
+          return await c.admin.resetOffsets(name, topicName, to, {
+            dryRun,
+            ...(partitions === undefined ? {} : { partitions }),
+          });
+        } catch (err) {
+          if (err instanceof GregorError && err.code === ErrorCode.GROUP_NOT_EMPTY) {
+            throw new GregorError(
+              err.code,
+              `${err.message} (\`gregorctl group describe ${name}\` lists them)`,
+            );
+          }
+          throw err;
+        }
+      });
+      const what = `${dryRun ? "would reset" : "reset"} group ${name} on ${topicName} to ` +
+        describeTarget(to) + (dryRun ? " (dry run: nothing changed)" : "");
+      print(
+        ctx,
+        {
+          group: name,
+          topic: topicName,
+          dryRun,
+          offsets: offsets.map((o) => ({ ...o, lag: lagOf(o) })),
+        },
+        `${what}\n\n${offsetsTable(offsets, "NEW-OFFSET")}`,
+      );
+      return;
+    }
+    default:
+      throw new UsageError(`unknown group subcommand ${JSON.stringify(sub)}`);
+  }
 }
 
 // --- cluster -----------------------------------------------------------------------------
@@ -554,8 +894,8 @@ async function run(argv: string[]): Promise<number> {
       break;
     case "group":
     case "groups":
-      console.error("error: consumer groups arrive with issue [F]; see docs/roadmap.md");
-      return Exit.usage;
+      await group(ctx);
+      break;
     default:
       throw new UsageError(`unknown command ${JSON.stringify(positionals[0])}`);
   }

@@ -6,9 +6,10 @@ import { pubsubOptions, runPubSub } from "./pubsub_scenario.ts";
 export type { RunResult } from "./result.ts";
 import type { RunResult } from "./result.ts";
 import { gossipOptions, runGossip } from "./gossip_scenario.ts";
+import { groupOptions, runGroups } from "./group_scenario.ts";
 
 /** Scenarios `deno task sim` can run. */
-export const SCENARIOS = ["register", "pubsub", "gossip"] as const;
+export const SCENARIOS = ["register", "pubsub", "gossip", "groups"] as const;
 /** A scenario's name. */
 export type ScenarioName = typeof SCENARIOS[number];
 
@@ -28,6 +29,8 @@ export function runScenario(
       return runPubSub(pubsubOptions(seed, parseNumbers("pubsub", overrides, PUBSUB_NUMBERS)));
     case "gossip":
       return runGossip(gossipOptions(seed, parseNumbers("gossip", overrides, GOSSIP_NUMBERS)));
+    case "groups":
+      return runGroups(groupOptions(seed, parseNumbers("groups", overrides, GROUP_NUMBERS)));
   }
 }
 
@@ -83,6 +86,17 @@ const GOSSIP_NUMBERS = [
   "lateJoiners",
   "keepDown",
   "wallJumps",
+];
+
+const GROUP_NUMBERS = [
+  "members",
+  "staticMembers",
+  "partitions",
+  "messages",
+  "sessionTimeoutMs",
+  "safetyMs",
+  "livenessMs",
+  "bugNoFence",
 ];
 
 /** Parses whole-number options (and --faults) shared by the broker scenarios. */

@@ -7,6 +7,8 @@ const BROKER = new URL("../cli/broker.ts", import.meta.url).pathname;
 const GREGORCTL = new URL("../cli/gregorctl.ts", import.meta.url).pathname;
 /** A broker that has not said it is listening by then has failed to start. */
 const STARTUP_MS_MAX = 10_000;
+/** How long a background gregorctl may take to reach a state the test waits for. */
+const WAIT_MS_MAX = 10_000;
 
 interface Run {
   code: number;
@@ -64,16 +66,51 @@ async function gregorctl(args: string[], opts: { stdin?: string } = {}): Promise
   return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
 }
 
-Deno.test("gregorctl drives a real broker: topics, produce, consume, cluster, errors", async (t) => {
-  const dataDir = await Deno.makeTempDir({ prefix: "gregorctl_test_" });
-  const broker = await startBroker(dataDir);
+/** gregorctl against one broker: `ctl` returns what happened, `ok` asserts exit 0 (stdout). */
+function against(addr: string) {
   const ctl = (args: string[], opts?: { stdin?: string }) =>
-    gregorctl(["--broker", broker.addr, ...args], opts);
+    gregorctl(["--broker", addr, ...args], opts);
   const ok = async (args: string[], opts?: { stdin?: string }): Promise<string> => {
     const r = await ctl(args, opts);
     assert.equal(r.code, 0, `gregorctl ${args.join(" ")} failed: ${r.stderr}`);
     return r.stdout;
   };
+  return { ctl, ok };
+}
+
+/** A long-running gregorctl (e.g. `consume --follow`), its stdout collected as it comes. */
+function spawnGregorctl(args: string[]) {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-net", "--allow-read", "--allow-env", GREGORCTL, ...args],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const out = { stdout: "", stderr: "" };
+  const drained = Promise.all([
+    (async () => {
+      for await (const s of child.stdout.pipeThrough(new TextDecoderStream())) out.stdout += s;
+    })(),
+    (async () => {
+      for await (const s of child.stderr.pipeThrough(new TextDecoderStream())) out.stderr += s;
+    })(),
+  ]);
+  return { child, out, drained };
+}
+
+/** Polls `cond` every 50 ms until it holds; fails after WAIT_MS_MAX naming `what`. */
+async function until(cond: () => boolean | Promise<boolean>, what: string): Promise<void> {
+  const end = Date.now() + WAIT_MS_MAX;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error(`Timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+Deno.test("gregorctl drives a real broker: topics, produce, consume, cluster, errors", async (t) => {
+  const dataDir = await Deno.makeTempDir({ prefix: "gregorctl_test_" });
+  const broker = await startBroker(dataDir);
+  const { ctl, ok } = against(broker.addr);
   try {
     await t.step("topic create, list and describe, as tables and as --json", async () => {
       assert.match(await ok(["topic", "create", "orders", "--partitions", "2"]), /created/);
@@ -104,7 +141,8 @@ Deno.test("gregorctl drives a real broker: topics, produce, consume, cluster, er
       assert.equal(d.configs["retention.bytes"], "1048576");
       assert.equal(d.configs["retention.ms"], "60000");
       const metaPath = `${dataDir}/topics/scratch/topic.json`;
-      const meta = JSON.parse(await Deno.readTextFile(metaPath));
+      // The file is JSON followed by a checksum line.
+      const meta = JSON.parse((await Deno.readTextFile(metaPath)).split("\n#crc32c:")[0]!);
       assert.equal(meta.configs["retention.bytes"], "1048576", "topic.json was rewritten");
       const refused = await ctl(["topic", "alter", "scratch", "--config", "segment.bytes=4096"]);
       assert.equal(refused.code, 1);
@@ -159,15 +197,30 @@ Deno.test("gregorctl drives a real broker: topics, produce, consume, cluster, er
       assert.match(r.stderr, /^error: UNKNOWN_TOPIC: /);
     });
 
-    await t.step("bad usage and consumer groups exit 2", async () => {
-      for (const args of [["bogus"], ["topic", "create"], ["consume", "orders", "--count", "x"]]) {
+    await t.step("bad usage exits 2 with the usage", async () => {
+      for (
+        const args of [
+          ["bogus"],
+          ["topic", "create"],
+          ["topic", "alter", "orders"],
+          ["topic", "alter", "orders", "--partitions", "0"],
+          ["consume", "orders", "--count", "x"],
+          ["consume", "orders", "--group", "g", "--partition", "1"],
+          ["consume", "orders", "--group", "g", "--from", "3"],
+          ["group", "bogus"],
+          ["group", "describe"],
+          ["group", "reset-offsets", "g", "--to-earliest"],
+          ["group", "reset-offsets", "g", "--topic", "orders"],
+          ["group", "reset-offsets", "g", "--topic", "orders", "--to-earliest", "--to-offset", "1"],
+          ["group", "reset-offsets", "g", "--topic", "orders", "--to-offset", "-1"],
+          ["group", "reset-offsets", "g", "--topic", "orders", "--to-datetime", "2024-05-01"],
+          ["group", "reset-offsets", "g", "--topic", "orders", "--to-latest", "--partitions", "a"],
+        ]
+      ) {
         const r = await ctl(args);
-        assert.equal(r.code, 2, args.join(" "));
+        assert.equal(r.code, 2, `${args.join(" ")}: ${r.stderr}`);
         assert.match(r.stderr, /^error: .*\n[^]*usage: /);
       }
-      const groups = await ctl(["group", "list"]);
-      assert.equal(groups.code, 2);
-      assert.match(groups.stderr, /consumer groups arrive with issue \[F\]; see docs\/roadmap\.md/);
     });
 
     await t.step("metrics summarises the broker's live endpoint", async () => {
@@ -203,4 +256,243 @@ Deno.test("gregorctl says how to start a broker when none answers, exit 3", asyn
     r.stderr.trim(),
     "cannot reach a broker at 127.0.0.1:1 — is it running? start one with `deno task start`",
   );
+});
+
+Deno.test("gregorctl manages consumer groups and grows partitions on a real broker", async (t) => {
+  const dataDir = await Deno.makeTempDir({ prefix: "gregorctl_group_test_" });
+  const broker = await startBroker(dataDir);
+  const { ctl, ok } = against(broker.addr);
+  const describe = async (group: string) =>
+    JSON.parse(await ok(["group", "describe", group, "--json"]));
+  /** [partition, committed, end, lag] per partition of the group's offsets. */
+  const offsets = async (group: string) =>
+    (await describe(group)).offsets.map((
+      o: { partition: number; offset: number; highWatermark: number; lag: number | null },
+    ) => [o.partition, o.offset, o.highWatermark, o.lag]);
+  /** [partition, offset, value] of `consume --format json` output, in partition order. */
+  const read = (stdout: string) =>
+    stdout.trim().split("\n").filter((l) => l !== "").map((l) => JSON.parse(l))
+      .map((m) => [m.partition, m.offset, m.value])
+      .sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+  let follower: ReturnType<typeof spawnGregorctl> | null = null;
+  try {
+    await t.step("no groups yet; describing an unknown group is refused, exit 1", async () => {
+      assert.equal(await ok(["group", "list"]), "no groups\n");
+      assert.deepEqual(JSON.parse(await ok(["group", "list", "--json"])), []);
+      const r = await ctl(["group", "describe", "nobody"]);
+      assert.equal(r.code, 1);
+      assert.equal(r.stderr, "error: INVALID_REQUEST: Group nobody does not exist\n");
+    });
+
+    await t.step("consume --group reads every partition and commits on exit", async () => {
+      await ok(["topic", "create", "clicks", "--partitions", "2"]);
+      await ok(["produce", "clicks", "a", "b", "c"]);
+      await ok(["produce", "clicks", "x", "y", "--partition", "1"]);
+      assert.deepEqual(read(await ok(["consume", "clicks", "--group", "readers", "--json"])), [
+        [0, 0, "a"],
+        [0, 1, "b"],
+        [0, 2, "c"],
+        [1, 0, "x"],
+        [1, 1, "y"],
+      ]);
+      assert.equal(
+        await ok(["consume", "clicks", "--group", "readers"]),
+        "",
+        "a second run starts at the committed offsets, where nothing is left",
+      );
+    });
+
+    await t.step(
+      "group describe shows committed offsets and lag, as tables and --json",
+      async () => {
+        await ok(["produce", "clicks", "d", "e"]);
+        const human = await ok(["group", "describe", "readers"]);
+        // Without members the coordinator may have forgotten the assignor: "-" then.
+        assert.match(
+          human,
+          /^group readers\n\nSTATE\s+GENERATION\s+ASSIGNOR\nempty\s+\d+\s+(sticky|-)\n/,
+        );
+        assert.match(human, /^no live members$/m);
+        assert.match(human, /^TOPIC\s+PARTITION\s+COMMITTED\s+END\s+LAG$/m);
+        assert.match(human, /^clicks\s+0\s+3\s+5\s+2$/m);
+        assert.match(human, /^clicks\s+1\s+2\s+2\s+0$/m);
+        const d = await describe("readers");
+        assert.equal(d.group, "readers");
+        assert.equal(d.state, "empty");
+        assert.deepEqual(d.members, []);
+        assert.deepEqual(await offsets("readers"), [[0, 3, 5, 2], [1, 2, 2, 0]]);
+        assert.equal(
+          await ok(["consume", "clicks", "--group", "readers", "--count", "1"]),
+          "3\t\td\n",
+        );
+        assert.deepEqual(await offsets("readers"), [[0, 4, 5, 1], [1, 2, 2, 0]], "--count commits");
+      },
+    );
+
+    await t.step("group list shows the group, as a table and --json", async () => {
+      const rows = (await ok(["group", "list"])).trimEnd().split("\n");
+      assert.match(rows[0] ?? "", /^GROUP\s+STATE\s+MEMBERS\s+GENERATION$/);
+      assert.match(rows[1] ?? "", /^readers\s+empty\s+0\s+\d+$/);
+      assert.equal(rows.length, 2);
+      const [g] = JSON.parse(await ok(["group", "list", "--json"]));
+      assert.deepEqual([g.group, g.state, g.members], ["readers", "empty", 0]);
+    });
+
+    await t.step("reset-offsets --dry-run shows the plan and changes nothing", async () => {
+      const human = await ok([
+        "group",
+        "reset-offsets",
+        "readers",
+        "--topic",
+        "clicks",
+        "--to-earliest",
+        "--dry-run",
+      ]);
+      assert.match(human, /^would reset group readers on clicks to earliest \(dry run/);
+      assert.match(human, /^TOPIC\s+PARTITION\s+NEW-OFFSET\s+END\s+LAG$/m);
+      assert.match(human, /^clicks\s+0\s+0\s+5\s+5$/m);
+      const plan = JSON.parse(
+        await ok([
+          "group",
+          "reset-offsets",
+          "readers",
+          "--topic",
+          "clicks",
+          "--to-offset",
+          "1",
+          "--partitions",
+          "0",
+          "--dry-run",
+          "--json",
+        ]),
+      );
+      assert.equal(plan.dryRun, true);
+      assert.deepEqual(plan.offsets, [
+        { topic: "clicks", partition: 0, offset: 1, highWatermark: 5, lag: 4 },
+      ]);
+      const byTime = JSON.parse(
+        await ok([
+          "group",
+          "reset-offsets",
+          "readers",
+          "--topic",
+          "clicks",
+          "--to-datetime",
+          "2000-01-01T00:00:00Z",
+          "--dry-run",
+          "--json",
+        ]),
+      );
+      assert.deepEqual(byTime.offsets.map((o: { offset: number }) => o.offset), [0, 0]);
+      assert.deepEqual(await offsets("readers"), [[0, 4, 5, 1], [1, 2, 2, 0]], "unchanged");
+    });
+
+    await t.step("reset to earliest, then consume --group reads again from 0", async () => {
+      const human = await ok([
+        "group",
+        "reset-offsets",
+        "readers",
+        "--topic",
+        "clicks",
+        "--to-earliest",
+      ]);
+      assert.match(human, /^reset group readers on clicks to earliest\n/);
+      assert.match(human, /^clicks\s+1\s+0\s+2\s+2$/m);
+      assert.deepEqual(await offsets("readers"), [[0, 0, 5, 5], [1, 0, 2, 2]]);
+      assert.deepEqual(read(await ok(["consume", "clicks", "--group", "readers", "--json"])), [
+        [0, 0, "a"],
+        [0, 1, "b"],
+        [0, 2, "c"],
+        [0, 3, "d"],
+        [0, 4, "e"],
+        [1, 0, "x"],
+        [1, 1, "y"],
+      ]);
+      assert.deepEqual(await offsets("readers"), [[0, 5, 5, 0], [1, 2, 2, 0]]);
+    });
+
+    await t.step(
+      "reset while a member is live is refused, exit 1; the member commits on SIGINT",
+      async () => {
+        const f = spawnGregorctl([
+          "--broker",
+          broker.addr,
+          "consume",
+          "clicks",
+          "--group",
+          "readers",
+          "--follow",
+        ]);
+        follower = f;
+        await until(async () => {
+          const d = await describe("readers");
+          return d.members.length === 1 && d.members[0].assigned.length === 2;
+        }, "the follower to own both partitions");
+        const human = await ok(["group", "describe", "readers"]);
+        assert.match(human, /^stable\s+\d+\s+sticky$/m);
+        assert.match(human, /^MEMBER-ID\s+INSTANCE\s+CLIENT\s+PARTITIONS$/m);
+        assert.match(human, /^\S+\s+-\s+gregorctl\s+clicks:0,1$/m);
+        const r = await ctl([
+          "group",
+          "reset-offsets",
+          "readers",
+          "--topic",
+          "clicks",
+          "--to-earliest",
+        ]);
+        assert.equal(r.code, 1);
+        assert.equal(
+          r.stderr,
+          "error: GROUP_NOT_EMPTY: Group readers has live members; stop them before resetting " +
+            "its offsets (`gregorctl group describe readers` lists them)\n",
+        );
+        await ok(["produce", "clicks", "late", "--partition", "1"]);
+        await until(() => f.out.stdout.includes("2\t\tlate\n"), "the follower to print it");
+        f.child.kill("SIGINT");
+        const status = await f.child.status;
+        await f.drained;
+        follower = null;
+        assert.equal(status.code, 0, f.out.stderr);
+        assert.equal(f.out.stdout, "2\t\tlate\n");
+        const d = await describe("readers");
+        assert.deepEqual([d.state, d.members], ["empty", []], "it left the group");
+        assert.deepEqual(await offsets("readers"), [[0, 5, 5, 0], [1, 3, 3, 0]]);
+      },
+    );
+
+    await t.step(
+      "topic alter --partitions grows the topic; shrinking is refused, exit 1",
+      async () => {
+        assert.equal(
+          await ok(["topic", "alter", "clicks", "--partitions", "3"]),
+          "altered topic clicks: partitions=3\n",
+        );
+        assert.match(await ok(["topic", "describe", "clicks"]), /^2\s+0\s+0\s+0\s+0$/m);
+        const d = JSON.parse(await ok(["topic", "describe", "clicks", "--json"]));
+        assert.deepEqual(d.partitions.map((p: { partition: number }) => p.partition), [0, 1, 2]);
+        assert.deepEqual(JSON.parse(await ok(["topic", "list", "--json"])), [
+          { name: "clicks", partitions: 3 },
+        ]);
+        const r = await ctl(["topic", "alter", "clicks", "--partitions", "2"]);
+        assert.equal(r.code, 1);
+        assert.match(
+          r.stderr,
+          /^error: INVALID_REQUEST: Topic clicks has 3 partitions; .*\(partitions are never removed\)$/m,
+        );
+        await ok(["produce", "clicks", "fresh", "--partition", "2"]);
+        assert.equal(await ok(["consume", "clicks", "--group", "readers"]), "0\t\tfresh\n");
+      },
+    );
+  } finally {
+    const f = follower as ReturnType<typeof spawnGregorctl> | null;
+    if (f !== null) {
+      f.child.kill("SIGKILL");
+      await f.child.status;
+      await f.drained;
+    }
+    broker.child.kill("SIGTERM");
+    await broker.child.status;
+    await broker.drained;
+    await Deno.remove(dataDir, { recursive: true });
+  }
 });

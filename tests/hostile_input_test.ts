@@ -129,6 +129,15 @@ const REQUEST_FAILURES: ReadonlySet<number> = new Set([
   ErrorCode.SUBSCRIPTION_EXISTS,
   ErrorCode.LIMIT_EXCEEDED,
   ErrorCode.SUBSCRIPTION_IN_USE,
+  // Consumer groups: a random member id is unknown, a random generation stale.
+  ErrorCode.UNKNOWN_MEMBER,
+  ErrorCode.STALE_GENERATION,
+  ErrorCode.GROUP_NOT_EMPTY,
+  ErrorCode.INVALID_OFFSET,
+  // Idempotent produce: random producer ids, epochs and sequences.
+  ErrorCode.OUT_OF_ORDER_SEQUENCE,
+  ErrorCode.PRODUCER_FENCED,
+  ErrorCode.DUPLICATE_SEQUENCE,
 ]);
 const NO_CODES: ReadonlySet<number> = new Set();
 

@@ -100,6 +100,28 @@ Deno.test("a broker under load exports sane metrics that promtool accepts, and a
       total(samples, "gregormq_consumer_lag_messages", { topic: "orders", partition: "0" }),
       published - acked,
     );
+    // A consumer group that processed and committed 30 of the 50.
+    const group = await client.groupConsumer("billing", ["orders"], {
+      reset: "earliest",
+      autoCommit: false,
+    });
+    for (let i = 0; i < 30; i++) assert.ok((await group.next()) !== null);
+    await group.commit();
+    text = await (await fetch(`${base}/metrics`)).text();
+    samples = parseSamples(text);
+    const groupChecked = await promtool(["check", "metrics"], text);
+    assert.equal(groupChecked.code, 0, `promtool check metrics failed:\n${groupChecked.out}`);
+    assert.equal(
+      total(samples, "gregormq_group_lag_messages", {
+        group: "billing",
+        topic: "orders",
+        partition: "0",
+      }),
+      published - 30,
+    );
+    assert.equal(total(samples, "gregormq_group_members", { group: "billing" }), 1);
+    assert.ok(total(samples, "gregormq_group_generation", { group: "billing" }) >= 1);
+    await group.close();
     assert.equal(
       samples.filter((s) => s.name === "gregormq_cluster_members").length,
       0,

@@ -3,18 +3,23 @@
 
 import type { Env, Listener } from "../io/types.ts";
 import { NotFound } from "../io/errors.ts";
-import { readFile, writeFileAtomic } from "../io/util.ts";
+import { readChecked, writeChecked } from "../storage/checked_file.ts";
 import { type BatchHeader, validateBatch } from "../protocol/batch.ts";
 import { ErrorCode, GregorError } from "../protocol/errors.ts";
 import type { Member } from "../cluster/gossip/mod.ts";
 import {
   type AlterTopicRequest,
   type ClusterMembersResponse,
+  type CreatePartitionsRequest,
   type CreateTopicRequest,
   type DescribeTopicResponse,
   type FetchRequest,
   type FetchResponse,
+  type InitProducerIdResponse,
   type ListTopicsResponse,
+  type MetadataRequest,
+  type MetadataResponse,
+  type MetadataTopic,
   type ProduceRequest,
   type ProduceResponse,
   Start,
@@ -28,6 +33,9 @@ import { type DeliverySink, type DurableState, Subscription } from "./subscripti
 import { checkTopicName, type Partition, type Topic } from "./topic.ts";
 import { effectiveConfigs, TopicStore } from "./topic_store.ts";
 import { FileLog } from "../storage/file_log.ts";
+import { ProducerIds } from "./producer_ids.ts";
+import { PartitionProducers, rebuildProducers } from "./producer_state.ts";
+import { Groups } from "./groups/groups.ts";
 
 /** Where durable subscription offsets are written, under the data directory. */
 const OFFSETS_FILE = "subscriptions.json";
@@ -66,6 +74,8 @@ export class Broker {
   observer: BrokerObserver = NO_OBSERVER;
   /** This node's cluster id, once it has one. */
   nodeId = "";
+  /** Consumer groups: membership, assignment and committed offsets. */
+  readonly groups: Groups;
   readonly #stop = new AbortController();
   #listeners: Listener[] = [];
   #nextConnectionId = 1;
@@ -74,14 +84,22 @@ export class Broker {
   readonly #hooks: BrokerHooks;
   readonly #creating = new Map<string, Promise<Topic>>();
   #offsetsDirty = false;
+  /** Idempotent producers' state per partition (a deleted topic's goes with its partitions). */
+  readonly #producerStates = new WeakMap<Partition, PartitionProducers>();
+  readonly #producerIds: ProducerIds;
 
   private constructor(env: Env, opts: Readonly<BrokerOptions>, hooks: BrokerHooks) {
     this.env = env;
     this.opts = opts;
     this.#hooks = hooks;
+    this.#producerIds = new ProducerIds(env.disk, opts.dataDir);
     this.#store = new TopicStore(env, opts, {
       ...hooks,
       onSync: (seconds, batches) => this.observer.synced(seconds, batches),
+    });
+    this.groups = new Groups(env, opts.dataDir, {
+      partitionsOf: (topic) => this.#topics.get(topic)?.partitions.length ?? 0,
+      log: (topic, partition) => this.#topics.get(topic)?.partitions[partition]?.log ?? null,
     });
   }
 
@@ -99,7 +117,12 @@ export class Broker {
       ...hooks,
     });
     for (const t of await b.#store.loadAll()) b.#topics.set(t.name, t);
+    for (const t of b.#topics.values()) {
+      for (const p of t.partitions) await rebuildProducers(p.log, b.#producers(p));
+    }
     await b.#loadOffsets();
+    await b.groups.load();
+    void b.#every(b.opts.groupsTickMs, () => void b.groups.expire());
     void b.#every(b.opts.redeliveryTickMs, () => b.#checkRedeliveries());
     void b.#every(Math.max(100, b.opts.idleTimeoutMs / 4), () => b.#closeIdle());
     void b.#every(b.opts.retentionCheckMs, () => b.enforceRetention());
@@ -196,8 +219,7 @@ export class Broker {
   async #loadOffsets(): Promise<void> {
     let saved: Record<string, number>;
     try {
-      const bytes = await readFile(this.env.disk, `${this.opts.dataDir}/${OFFSETS_FILE}`);
-      saved = JSON.parse(new TextDecoder().decode(bytes));
+      saved = JSON.parse(await readChecked(this.env.disk, `${this.opts.dataDir}/${OFFSETS_FILE}`));
     } catch (err) {
       if (err instanceof NotFound) return;
       throw new Error(`Cannot load ${OFFSETS_FILE}: ${(err as Error).message}`, { cause: err });
@@ -221,10 +243,10 @@ export class Broker {
     for (const [key, d] of this.#durable) if (d.ackedOffset >= 0) all[key] = d.ackedOffset;
     try {
       await this.env.disk.mkdir(this.opts.dataDir);
-      await writeFileAtomic(
+      await writeChecked(
         this.env.disk,
         `${this.opts.dataDir}/${OFFSETS_FILE}`,
-        new TextEncoder().encode(JSON.stringify(all)),
+        JSON.stringify(all),
       );
     } catch (err) {
       this.#offsetsDirty = true;
@@ -273,6 +295,7 @@ export class Broker {
       await p.log.close();
     }
     if (topic.configs["persistence"] === "disk") await this.#store.removeFiles(name);
+    await this.groups.forgetTopic(name);
     this.#offsetsDirty = true;
     for (const key of this.#durable.keys()) {
       if (key.startsWith(`${name}\u0000`)) this.#durable.delete(key);
@@ -314,6 +337,59 @@ export class Broker {
         heartbeat: m.heartbeat,
       })),
     };
+  }
+
+  /**
+   * Where each partition of the named topics (all if none are named) lives: on a single node,
+   * every partition is led by this node.
+   */
+  async metadata(req: MetadataRequest): Promise<MetadataResponse> {
+    const self = this.nodeId;
+    const names = req.topics.length > 0
+      ? req.topics.map((t) => t.name)
+      : [...this.#topics.keys()].sort();
+    const topics: MetadataTopic[] = [];
+    for (const name of names) {
+      try {
+        const t = await this.topic(name, req.autoCreate === 1);
+        topics.push({
+          name,
+          error: 0,
+          partitions: t.partitions.map((p) => ({
+            partition: p.id,
+            leader: self,
+            replicas: [{ id: self }],
+          })),
+        });
+      } catch (err) {
+        if (!(err instanceof GregorError)) throw err;
+        topics.push({ name, error: err.code, partitions: [] });
+      }
+    }
+    const me = this.membership?.().find((m) => m.id === self);
+    const nodes = me === undefined
+      ? [{ id: self, host: "", clientPort: 0 }]
+      : [{ id: self, host: me.host, clientPort: me.clientPort }];
+    return { nodes, topics };
+  }
+
+  /**
+   * Grows a topic to `count` partitions. Partitions are never removed: a key's partition would
+   * change under its consumers. Existing partitions and their data are untouched.
+   */
+  async createPartitions(req: CreatePartitionsRequest): Promise<void> {
+    const topic = this.#existing(req.name);
+    const have = topic.partitions.length;
+    if (!Number.isInteger(req.count) || req.count <= have || req.count > this.opts.partitionsMax) {
+      throw new GregorError(
+        ErrorCode.INVALID_REQUEST,
+        `Topic ${req.name} has ${have} partitions; it can grow to ${
+          have + 1
+        }..${this.opts.partitionsMax}, ` +
+          `not ${req.count} (partitions are never removed)`,
+      );
+    }
+    await this.#store.addPartitions(topic, req.count);
   }
 
   /** Every topic, in no particular order (for metrics). */
@@ -398,17 +474,43 @@ export class Broker {
     });
     const startMs = this.env.clock.now();
     const t = this.topic(req.topic, true);
-    const append = (topic: Topic) => {
+    const append = (topic: Topic): Promise<ProduceResponse> => {
       const partition = topic.partition(req.partition);
-      return partition.log.append(batch, header).then((r) => {
-        partition.notify();
-        const seconds = (this.env.clock.now() - startMs) / 1000;
-        this.observer.produced(req.topic, header.recordCount, batch.length, seconds);
-        return { baseOffset: r.baseOffset, logStartOffset: partition.log.logStartOffset };
+      const store = () => partition.log.append(batch, header).then((r) => r.baseOffset);
+      // An idempotent batch is judged and remembered here, as its offset is assigned (§8.1).
+      const admitted = header.producerId < 0
+        ? { duplicate: false, baseOffset: store() }
+        : this.#producers(partition).admit(header, store);
+      return admitted.baseOffset.then((baseOffset) => {
+        if (!admitted.duplicate) {
+          partition.notify();
+          const seconds = (this.env.clock.now() - startMs) / 1000;
+          this.observer.produced(req.topic, header.recordCount, batch.length, seconds);
+        }
+        return { baseOffset, logStartOffset: partition.log.logStartOffset };
       });
     };
     // An existing topic appends now, in call order; one being created appends once it exists.
     return t instanceof Promise ? t.then(append) : append(t);
+  }
+
+  /** The idempotent-producer state of `partition`. */
+  #producers(partition: Partition): PartitionProducers {
+    let s = this.#producerStates.get(partition);
+    if (s === undefined) {
+      s = new PartitionProducers();
+      this.#producerStates.set(partition, s);
+    }
+    return s;
+  }
+
+  /**
+   * A new producer id for an idempotent producer, unique across restarts of this broker, with
+   * epoch 0.
+   * @throws {GregorError} STORAGE_ERROR if the id block cannot be reserved durably.
+   */
+  async initProducerId(): Promise<InitProducerIdResponse> {
+    return { producerId: await this.#producerIds.next(), producerEpoch: 0 };
   }
 
   /** Reads batches from an offset (a pull, for tools and catch-up). */

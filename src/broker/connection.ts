@@ -19,18 +19,25 @@ import {
   type AckRequest,
   Acks,
   type AlterTopicRequest,
+  type CreatePartitionsRequest,
   type CreateTopicRequest,
   type CreditRequest,
   decode,
   encode,
   ERROR_SCHEMA,
   type FetchRequest,
+  type GroupHeartbeatRequest,
+  type GroupLeaveRequest,
   type HelloRequest,
+  type MetadataRequest,
   type NameRequest,
+  type OffsetCommitRequest,
+  type OffsetFetchRequest,
   Op,
   type OpName,
   opName,
   type ProduceRequest,
+  type ResetOffsetsRequest,
   SCHEMAS,
   type SubscribeRequest,
   type UnsubscribeRequest,
@@ -416,6 +423,7 @@ const HANDLERS: Partial<Record<OpName, Handler>> = {
     const done = c.broker.produce(r);
     return r.acks === Acks.none ? done.then(() => null) : done;
   },
+  INIT_PRODUCER_ID: (c, p) => (req("INIT_PRODUCER_ID", p), c.broker.initProducerId()),
   SUBSCRIBE: (c, p) => c.subscribe(req<SubscribeRequest>("SUBSCRIBE", p)),
   CREDIT: (c, p) => {
     const r = req<CreditRequest>("CREDIT", p);
@@ -441,5 +449,20 @@ const HANDLERS: Partial<Record<OpName, Handler>> = {
   DESCRIBE_TOPIC: (c, p) => c.broker.describeTopic(req<NameRequest>("DESCRIBE_TOPIC", p).name),
   ALTER_TOPIC: (c, p) =>
     c.broker.alterTopic(req<AlterTopicRequest>("ALTER_TOPIC", p)).then(() => ({})),
+  CREATE_PARTITIONS: (c, p) =>
+    c.broker.createPartitions(req<CreatePartitionsRequest>("CREATE_PARTITIONS", p)).then(
+      () => ({}),
+    ),
+  GROUP_HEARTBEAT: (c, p) =>
+    c.broker.groups.heartbeat(req<GroupHeartbeatRequest>("GROUP_HEARTBEAT", p), c.clientId),
+  GROUP_LEAVE: (c, p) => (c.broker.groups.leave(req<GroupLeaveRequest>("GROUP_LEAVE", p)), {}),
+  OFFSET_COMMIT: (c, p) =>
+    c.broker.groups.commit(req<OffsetCommitRequest>("OFFSET_COMMIT", p)).then(() => ({})),
+  OFFSET_FETCH: (c, p) => c.broker.groups.fetch(req<OffsetFetchRequest>("OFFSET_FETCH", p)),
+  LIST_GROUPS: (c, p) => (req("LIST_GROUPS", p), c.broker.groups.list()),
+  DESCRIBE_GROUP: (c, p) =>
+    c.broker.groups.describe(req<{ group: string }>("DESCRIBE_GROUP", p).group),
+  RESET_OFFSETS: (c, p) => c.broker.groups.reset(req<ResetOffsetsRequest>("RESET_OFFSETS", p)),
   CLUSTER_MEMBERS: (c, p) => (req("CLUSTER_MEMBERS", p), c.broker.clusterMembers()),
+  METADATA: (c, p) => c.broker.metadata(req<MetadataRequest>("METADATA", p)),
 };

@@ -62,6 +62,8 @@ export interface BrokerOptions {
   offsetsFlushMs: number;
   /** A connection silent this long is closed (clients ping every 5 s when the broker is quiet), ms. */
   idleTimeoutMs: number;
+  /** How often consumer-group sessions are checked for expiry, ms. */
+  groupsTickMs: number;
 }
 
 /** The defaults: a zero-config single node. */
@@ -96,4 +98,5 @@ export const DEFAULT_BROKER_OPTIONS: Readonly<BrokerOptions> = Object.freeze({
   retentionCheckMs: 30_000,
   offsetsFlushMs: 200,
   idleTimeoutMs: 30_000,
+  groupsTickMs: 250,
 });

@@ -4,7 +4,8 @@
 
 import type { Env } from "../io/types.ts";
 import { NotFound } from "../io/errors.ts";
-import { dirname, readFile, writeFileAtomic } from "../io/util.ts";
+import { dirname } from "../io/util.ts";
+import { readChecked, writeChecked } from "../storage/checked_file.ts";
 import { ErrorCode, GregorError } from "../protocol/errors.ts";
 import { FileLog, parseFsyncPolicy } from "../storage/file_log.ts";
 import { type Log, MemoryLog } from "./log.ts";
@@ -114,11 +115,27 @@ export class TopicStore {
     configs: Record<string, string>,
   ): Promise<void> {
     const meta = JSON.stringify({ name, partitions, configs });
-    await writeFileAtomic(
-      this.#env.disk,
-      `${this.#topicsDir}/${name}/${META_FILE}`,
-      new TextEncoder().encode(meta),
-    );
+    await writeChecked(this.#env.disk, `${this.#topicsDir}/${name}/${META_FILE}`, meta);
+  }
+
+  /**
+   * Grows `topic` to `count` partitions: the new logs open first, then the metadata naming them is
+   * replaced, so a crash between the two leaves the old count (and empty directories reused later).
+   */
+  async addPartitions(topic: Topic, count: number): Promise<void> {
+    const added: Partition[] = [];
+    for (let i = topic.partitions.length; i < count; i++) {
+      added.push(new Partition(topic.name, i, await this.#log(topic.name, i, topic.configs)));
+    }
+    try {
+      if (topic.configs["persistence"] === "disk") {
+        await this.writeMeta(topic.name, count, topic.configs);
+      }
+    } catch (err) {
+      for (const p of added) await p.log.close();
+      throw err;
+    }
+    topic.partitions.push(...added);
   }
 
   async #open(name: string, partitions: number, configs: Record<string, string>): Promise<Topic> {
@@ -162,9 +179,7 @@ export class TopicStore {
       let meta: { name: string; partitions: number; configs: Record<string, string> };
       try {
         meta = JSON.parse(
-          new TextDecoder().decode(
-            await readFile(this.#env.disk, `${this.#topicsDir}/${name}/${META_FILE}`),
-          ),
+          await readChecked(this.#env.disk, `${this.#topicsDir}/${name}/${META_FILE}`),
         );
       } catch (err) {
         // A topic whose creation never completed (no metadata) is removed; anything else is loud.

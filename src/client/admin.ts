@@ -1,11 +1,21 @@
-// Topic administration: create, alter, delete, list, describe.
+// Administration: topics (create, alter, delete, list, describe), consumer groups (list, describe,
+// offsets, reset) and the cluster view.
 
-import type {
-  ClusterMembersResponse,
-  DescribeTopicResponse,
-  ListTopicsResponse,
-  PartitionInfo,
-  TopicSummary,
+import {
+  type ClusterMembersResponse,
+  type DescribeGroupResponse,
+  type DescribeTopicResponse,
+  type GroupOffset,
+  type GroupSummary,
+  type ListGroupsResponse,
+  type ListTopicsResponse,
+  type MetadataResponse,
+  type OffsetFetchResponse,
+  type PartitionInfo,
+  type ResetOffsetsResponse,
+  Start,
+  type TopicPartition,
+  type TopicSummary,
 } from "../protocol/messages.ts";
 import type { ClientConnection } from "./connection.ts";
 
@@ -88,6 +98,82 @@ export class Admin {
    */
   async clusterMembers(): Promise<ClusterMembersResponse> {
     return await this.#conn.request<ClusterMembersResponse>("CLUSTER_MEMBERS", {});
+  }
+
+  /** Consumer groups with live members or committed offsets, sorted by name. */
+  async listGroups(): Promise<GroupSummary[]> {
+    return (await this.#conn.request<ListGroupsResponse>("LIST_GROUPS", {})).groups;
+  }
+
+  /**
+   * Describes a group: state, generation, members with what each consumes, and the committed
+   * offset of every partition with the partition's end (lag = highWatermark - offset).
+   * @throws {GregorError} INVALID_REQUEST if the group does not exist.
+   */
+  async describeGroup(group: string): Promise<DescribeGroupResponse> {
+    return await this.#conn.request<DescribeGroupResponse>("DESCRIBE_GROUP", { group });
+  }
+
+  /** A group's committed offsets (all of them, or of the given partitions; -1: none). */
+  async groupOffsets(group: string, partitions: TopicPartition[] = []): Promise<GroupOffset[]> {
+    const r = await this.#conn.request<OffsetFetchResponse>("OFFSET_FETCH", { group, partitions });
+    return r.offsets;
+  }
+
+  /**
+   * Moves an empty group's committed offsets on a topic to the earliest or latest offset, an
+   * explicit offset (clipped to what the log holds) or the first at or after a timestamp.
+   *
+   * @param to Where to.
+   * @param opts `partitions` (default all of the topic's), `dryRun` to only see the result.
+   * @returns The offsets set (or that would be set).
+   * @throws {GregorError} GROUP_NOT_EMPTY while members are live, UNKNOWN_TOPIC.
+   */
+  async resetOffsets(
+    group: string,
+    topic: string,
+    to: "earliest" | "latest" | { offset: number } | { timestamp: number },
+    opts: { partitions?: number[]; dryRun?: boolean } = {},
+  ): Promise<GroupOffset[]> {
+    const [code, value] = typeof to === "string"
+      ? [Start[to], 0]
+      : "offset" in to
+      ? [Start.offset, to.offset]
+      : [Start.timestamp, to.timestamp];
+    const r = await this.#conn.request<ResetOffsetsResponse>("RESET_OFFSETS", {
+      group,
+      topic,
+      partitions: (opts.partitions ?? []).map((partition) => ({ partition })),
+      to: code,
+      value,
+      dryRun: opts.dryRun ? 1 : 0,
+    });
+    return r.offsets;
+  }
+
+  /**
+   * Grows a topic to `count` partitions. Partitions are never removed, and keyed messages sent
+   * afterwards may map to other partitions than before (the producer learns the new count within
+   * a minute).
+   * @throws {GregorError} UNKNOWN_TOPIC, or INVALID_REQUEST if `count` is not more than now.
+   */
+  async createPartitions(topic: string, count: number): Promise<void> {
+    await this.#conn.request("CREATE_PARTITIONS", { name: topic, count });
+  }
+
+  /**
+   * Where the partitions of the named topics (all if none are named) live, and the nodes leading
+   * them. A topic that cannot be described carries its error code instead of partitions.
+   * @param opts `autoCreate`: create missing topics with the broker's defaults.
+   */
+  async metadata(
+    topics: string[] = [],
+    opts: { autoCreate?: boolean } = {},
+  ): Promise<MetadataResponse> {
+    return await this.#conn.request<MetadataResponse>("METADATA", {
+      topics: topics.map((name) => ({ name })),
+      autoCreate: opts.autoCreate ? 1 : 0,
+    });
   }
 
   /** Round trip to the broker; resolves when it answered. */

@@ -5,6 +5,7 @@ import type { Env } from "../io/types.ts";
 import { Admin } from "./admin.ts";
 import { ClientConnection, type ConnectOptions, DEFAULT_PORT } from "./connection.ts";
 import { Consumer, type SubscribeOptions } from "./consumer.ts";
+import { GroupConsumer, type GroupConsumerOptions } from "./group_consumer.ts";
 import { type Message, Producer, type ProducerOptions } from "./producer.ts";
 
 /**
@@ -32,6 +33,7 @@ export class Client {
   #nextSubscriptionId = 1;
   readonly #consumers = new Set<Consumer>();
   readonly #producers = new Set<Producer>();
+  readonly #groups = new Set<GroupConsumer>();
 
   /** @internal Use `connect()`. */
   constructor(env: Env, opts: ConnectOptions) {
@@ -89,8 +91,44 @@ export class Client {
     return c;
   }
 
+  /**
+   * Joins a consumer group: the group's members share the topics' partitions, each partition
+   * consumed by one member at a time. Resolves once the member has joined. Iterate the result
+   * with `for await`; asking for the next message marks the previous one processed.
+   *
+   * @example
+   * ```ts
+   * const orders = await client.groupConsumer("billing", ["orders"], { reset: "earliest" });
+   * for await (const m of orders) console.log(m.partition, m.offset, m.text());
+   * ```
+   * @throws {GregorError} INVALID_REQUEST (bad group name or options), LIMIT_EXCEEDED.
+   */
+  async groupConsumer(
+    group: string,
+    topics: readonly string[],
+    opts: GroupConsumerOptions = {},
+  ): Promise<GroupConsumer> {
+    const g = new GroupConsumer(
+      this.connection,
+      {
+        subscribe: (topic, o) => this.subscribe(topic, o),
+        unsubscribe: async (c) => {
+          this.#consumers.delete(c);
+          await c.close();
+        },
+      },
+      group,
+      topics,
+      opts,
+    );
+    await g.start();
+    this.#groups.add(g);
+    return g;
+  }
+
   /** Flushes producers, ends subscriptions and closes the connection. */
   async close(): Promise<void> {
+    for (const g of this.#groups) await g.close().catch(() => {});
     for (const p of this.#producers) await p.close().catch(() => {});
     for (const c of this.#consumers) await c.close();
     this.connection.close();

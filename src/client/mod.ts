@@ -6,5 +6,12 @@ export { Admin, type CreateTopicOptions, type TopicDescription } from "./admin.t
 export { ConnectionError, type ConnectOptions, DEFAULT_PORT } from "./connection.ts";
 export { Consumer, type From, type ReceivedMessage, type SubscribeOptions } from "./consumer.ts";
 export { type Message, Producer, type ProducerOptions } from "./producer.ts";
+export { GroupConsumer, type GroupConsumerOptions } from "./group_consumer.ts";
+export type {
+  DescribeGroupResponse as GroupDescription,
+  GroupOffset,
+  GroupSummary,
+  TopicPartition,
+} from "../protocol/messages.ts";
 export { ErrorCode, GregorError } from "../protocol/errors.ts";
 export type { CodecName } from "../protocol/compression.ts";

@@ -1,11 +1,17 @@
-// The producer: batches messages per partition (by linger time and batch size), compresses each
-// batch, pipelines PRODUCE requests, and resolves one promise per message with its offset.
+// The producer: picks each message's partition (Kafka's: by key, else sticky), batches messages per
+// partition (by linger time and batch size), compresses each batch, pipelines PRODUCE requests, and
+// resolves one promise per message with its offset. Idempotent by default: every batch carries a
+// producer id and per-partition sequence numbers, and a batch whose outcome is unknown (a lost
+// connection, a retriable error) is sent again with the same numbers, so the broker stores it once.
 
-import type { Clock } from "../io/types.ts";
+import type { Clock, Random } from "../io/types.ts";
 import { encodeBatch, type RecordHeader, type RecordInput } from "../protocol/batch.ts";
 import { Codec, type CodecName } from "../protocol/compression.ts";
-import { Acks, type ProduceResponse } from "../protocol/messages.ts";
-import type { ClientConnection } from "./connection.ts";
+import { ErrorCode, GregorError } from "../protocol/errors.ts";
+import { Acks, type InitProducerIdResponse, type ProduceResponse } from "../protocol/messages.ts";
+import { type ClientConnection, ConnectionError } from "./connection.ts";
+import { PartitionCounts } from "./metadata.ts";
+import { partitionForKey, StickyPartitions } from "./partitioner.ts";
 
 /** A message to publish. Strings are sent as UTF-8. */
 export interface Message {
@@ -14,7 +20,10 @@ export interface Message {
   headers?: Record<string, Uint8Array | string | null>;
   /** Milliseconds since the epoch; default now. */
   timestamp?: number;
-  /** Partition to publish to. Default 0. */
+  /**
+   * Partition to publish to. Default: with a key, Kafka's `murmur2(key) % partitions`; without,
+   * one partition per topic that changes each time a batch for it is sent.
+   */
   partition?: number;
 }
 
@@ -34,7 +43,42 @@ export interface ProducerOptions {
   bufferBytesMax?: number;
   /** The broker's time limit for a produce, ms. Default 30 000. */
   timeoutMs?: number;
+  /**
+   * Retry batches whose outcome is unknown without storing them twice (producer id and sequence
+   * numbers, §8.1 of the protocol). Default true; always off with acks "none". Off: a lost
+   * connection fails the messages in flight with ConnectionError.
+   */
+  idempotent?: boolean;
+  /** An idempotent producer retries a message until this long after `send`, then fails it, ms. Default 120 000. */
+  deliveryTimeoutMs?: number;
+  /** Wait before the first retry, ms; it doubles (with jitter) up to `retryBackoffMsMax`. Default 100. */
+  retryBackoffMs?: number;
+  /** Longest wait between retries, ms. Default 1000. */
+  retryBackoffMsMax?: number;
 }
+
+/**
+ * Batches of one partition an idempotent producer has in flight at most: the broker remembers the
+ * last 5 batches of each producer, so a retry always finds its original.
+ */
+export const BATCHES_IN_FLIGHT_PER_PARTITION_MAX = 5;
+/** Partitions whose sequence numbers a producer tracks; past it, idle ones are forgotten. */
+export const PRODUCER_PARTITIONS_MAX = 100_000;
+const SEQUENCES = 0x8000_0000;
+/**
+ * Errors the broker answers a PRODUCE with before it judges the batch's sequence (§8.1), so the
+ * sequence was not taken. Any other failure may have stored the batch.
+ */
+const REFUSED_BEFORE_SEQUENCE: ReadonlySet<number> = new Set([
+  ErrorCode.MALFORMED_REQUEST,
+  ErrorCode.INVALID_REQUEST,
+  ErrorCode.UNKNOWN_TOPIC,
+  ErrorCode.INVALID_TOPIC,
+  ErrorCode.UNKNOWN_PARTITION,
+  ErrorCode.CORRUPT_BATCH,
+  ErrorCode.BATCH_TOO_LARGE,
+  ErrorCode.UNSUPPORTED_CODEC,
+]);
 
 interface Pending {
   record: RecordInput;
@@ -51,6 +95,49 @@ interface Accumulator {
   timer: AbortController | null;
 }
 
+interface ProducerId {
+  producerId: number;
+  producerEpoch: number;
+}
+
+/** A batch of an idempotent producer, from its first send until it is acknowledged or failed. */
+interface Batch {
+  pending: Pending[];
+  bytes: number;
+  baseSequence: number;
+  /** Encoded once a producer id stamps it; re-encoded only if renumbered. */
+  encoded: Uint8Array | null;
+  deadline: number;
+  /** Sent at least once: the broker may have stored it. */
+  sent: boolean;
+  inFlight: boolean;
+  /** Failed for good (a non-retriable answer); dropped when the lane next settles. */
+  rejected: boolean;
+  /** The last answer said the broker did not store it (OUT_OF_ORDER_SEQUENCE). */
+  refused: boolean;
+  settled: () => void;
+}
+
+/** One partition's sequence numbers and unacknowledged batches. */
+interface Lane {
+  topic: string;
+  partition: number;
+  pid: ProducerId | null;
+  /** The next producer id must be a new one: sequences start again at 0. */
+  freshPid: boolean;
+  acquiring: boolean;
+  nextSeq: number;
+  /** Unacknowledged batches in sequence order; bounded by the producer's buffer. */
+  unacked: Batch[];
+  inFlight: number;
+  /** A batch failed: nothing is sent until the batches in flight settle and the lane retries. */
+  recovering: boolean;
+  /** The broker wants a sequence before the first unacknowledged batch's. */
+  stateLost: boolean;
+  backoff: boolean;
+  backoffMs: number;
+}
+
 const encoder = new TextEncoder();
 
 function toBytes(v: Uint8Array | string): Uint8Array {
@@ -61,6 +148,7 @@ function toBytes(v: Uint8Array | string): Uint8Array {
 export class Producer {
   readonly #conn: ClientConnection;
   readonly #clock: Clock;
+  readonly #random: Random;
   readonly #lingerMs: number;
   readonly #batchBytesMax: number;
   readonly #batchRecordsMax: number;
@@ -68,7 +156,19 @@ export class Producer {
   readonly #acks: number;
   readonly #bufferBytesMax: number;
   readonly #timeoutMs: number;
+  readonly #idempotent: boolean;
+  readonly #deliveryTimeoutMs: number;
+  readonly #retryBackoffMs: number;
+  readonly #retryBackoffMsMax: number;
+  readonly #counts: PartitionCounts;
+  readonly #sticky: StickyPartitions;
   readonly #batches = new Map<string, Accumulator>();
+  readonly #lanes = new Map<string, Lane>();
+  #lanesForgotten = false;
+  #sharedPid: Promise<ProducerId> | null = null;
+  /** Sends waiting for their topic's partition count, per topic: later ones queue behind. */
+  readonly #topicTails = new Map<string, Promise<void>>();
+  readonly #resolving = new Set<Promise<void>>();
   readonly #inFlight = new Set<Promise<void>>();
   #bufferedBytes = 0;
   #roomWaiters: (() => void)[] = [];
@@ -78,6 +178,7 @@ export class Producer {
   constructor(conn: ClientConnection, clock: Clock, opts: ProducerOptions = {}) {
     this.#conn = conn;
     this.#clock = clock;
+    this.#random = conn.opts.env.random;
     this.#lingerMs = opts.lingerMs ?? 0;
     this.#batchBytesMax = opts.batchBytesMax ?? 256 * 1024;
     this.#batchRecordsMax = opts.batchRecordsMax ?? 10_000;
@@ -85,49 +186,93 @@ export class Producer {
     this.#acks = Acks[opts.acks ?? "leader"];
     this.#bufferBytesMax = opts.bufferBytesMax ?? 64 * 1024 * 1024;
     this.#timeoutMs = opts.timeoutMs ?? 30_000;
+    this.#idempotent = (opts.idempotent ?? true) && this.#acks !== Acks.none;
+    this.#deliveryTimeoutMs = opts.deliveryTimeoutMs ?? 120_000;
+    this.#retryBackoffMs = opts.retryBackoffMs ?? 100;
+    this.#retryBackoffMsMax = opts.retryBackoffMsMax ?? 1000;
+    this.#counts = new PartitionCounts(conn, clock);
+    this.#sticky = new StickyPartitions(this.#random);
     if (this.#codec === undefined) throw new RangeError(`Unknown compression ${opts.compression}`);
     if (this.#acks === undefined) throw new RangeError(`Unknown acks ${opts.acks}`);
   }
 
   /**
    * Publishes one message; resolves with its offset once the broker acknowledged it (-1 with acks
-   * "none"). Messages to one partition keep the order of the `send` calls.
+   * "none", or when the broker knows an idempotent batch was stored long ago but no longer where).
+   * Messages to one partition keep the order of the `send` calls.
    *
    * @param topic The topic (auto-created by a default broker).
    * @param message The message; `value` is required (null for a tombstone).
    * @returns The offset the broker assigned.
-   * @throws {GregorError} if the broker rejects the batch (e.g. BATCH_TOO_LARGE, INVALID_TOPIC).
-   * @throws {ConnectionError} if the connection was lost before the acknowledgement.
+   * @throws {GregorError} if the broker rejects the batch (e.g. BATCH_TOO_LARGE, INVALID_TOPIC),
+   *   or TIMEOUT if an idempotent producer could not deliver it within `deliveryTimeoutMs`.
+   * @throws {ConnectionError} if a non-idempotent producer lost the connection before the
+   *   acknowledgement.
    */
   async send(topic: string, message: Message): Promise<number> {
     if (this.#closed) throw new Error("The producer is closed");
+    const key = message.key === undefined || message.key === null ? null : toBytes(message.key);
     const record: RecordInput = {
       value: message.value === null ? null : toBytes(message.value),
-      key: message.key === undefined || message.key === null ? null : toBytes(message.key),
+      key,
       headers: headersOf(message.headers),
       timestamp: message.timestamp ?? Math.floor(this.#clock.wallMs()),
     };
-    const bytes = (record.value?.length ?? 0) + (record.key?.length ?? 0) + 16;
+    const bytes = (record.value?.length ?? 0) + (key?.length ?? 0) + 16;
     while (this.#bufferedBytes + bytes > this.#bufferBytesMax && this.#bufferedBytes > 0) {
       await new Promise<void>((r) => this.#roomWaiters.push(r));
     }
-    const partition = message.partition ?? 0;
+    this.#bufferedBytes += bytes;
+    let partition: number;
+    try {
+      const chosen = this.#partitionOf(topic, message.partition, key);
+      const tail = this.#topicTails.get(topic);
+      if (typeof chosen === "number" && tail === undefined) {
+        partition = chosen;
+      } else {
+        // Wait behind earlier sends to this topic that wait too, so the order of sends holds.
+        const waiting = (tail ?? Promise.resolve()).then(() => chosen);
+        const mine = waiting.then(() => {}, () => {});
+        this.#topicTails.set(topic, mine);
+        this.#resolving.add(mine);
+        try {
+          partition = await waiting;
+        } finally {
+          this.#resolving.delete(mine);
+          if (this.#topicTails.get(topic) === mine) this.#topicTails.delete(topic);
+        }
+      }
+    } catch (err) {
+      this.#release(bytes);
+      throw err;
+    }
     return new Promise<number>((resolve, reject) => {
-      const key = `${partition}\u0000${topic}`;
-      let acc = this.#batches.get(key);
+      const accKey = `${partition}\u0000${topic}`;
+      let acc = this.#batches.get(accKey);
       if (acc === undefined) {
         acc = { topic, partition, pending: [], bytes: 0, timer: null };
-        this.#batches.set(key, acc);
+        this.#batches.set(accKey, acc);
       }
       acc.pending.push({ record, bytes, resolve, reject });
       acc.bytes += bytes;
-      this.#bufferedBytes += bytes;
       if (acc.bytes >= this.#batchBytesMax || acc.pending.length >= this.#batchRecordsMax) {
-        this.#sendBatch(key, acc);
+        this.#sendBatch(accKey, acc);
       } else if (acc.pending.length === 1) {
-        this.#arm(key, acc);
+        this.#arm(accKey, acc);
       }
     });
+  }
+
+  #partitionOf(
+    topic: string,
+    explicit: number | undefined,
+    key: Uint8Array | null,
+  ): number | Promise<number> {
+    if (explicit !== undefined) return explicit;
+    const pick = (n: number) =>
+      key !== null ? partitionForKey(key, n) : this.#sticky.partition(topic, n);
+    const n = this.#counts.partitions(topic);
+    return typeof n === "number" ? pick(n) : n.then(pick);
   }
 
   #arm(key: string, acc: Accumulator): void {
@@ -144,6 +289,13 @@ export class Producer {
     if (this.#batches.get(key) !== acc || acc.pending.length === 0) return;
     this.#batches.delete(key);
     acc.timer?.abort();
+    this.#sticky.batchSent(acc.topic, acc.partition);
+    if (this.#idempotent) this.#enqueue(acc);
+    else this.#sendOnce(acc);
+  }
+
+  /** Without idempotence: one attempt; a lost connection fails the batch. */
+  #sendOnce(acc: Accumulator): void {
     const pending = acc.pending;
     let batch: Uint8Array;
     try {
@@ -166,13 +318,316 @@ export class Producer {
         : this.#conn.request<ProduceResponse>("PRODUCE", body))
         .then(
           (r) => pending.forEach((p, i) => p.resolve(r.baseOffset < 0 ? -1 : r.baseOffset + i)),
-          (err) => pending.forEach((p) => p.reject(err)),
+          (err) => {
+            if (err instanceof GregorError && err.code === ErrorCode.UNKNOWN_PARTITION) {
+              this.#counts.invalidate(acc.topic);
+            }
+            pending.forEach((p) => p.reject(err));
+          },
         )
         .finally(() => {
           this.#release(acc.bytes);
           this.#inFlight.delete(sent);
         });
     this.#inFlight.add(sent);
+  }
+
+  // --- Idempotent delivery --------------------------------------------------------------------
+
+  #lane(topic: string, partition: number): Lane {
+    const key = `${partition}\u0000${topic}`;
+    let lane = this.#lanes.get(key);
+    if (lane === undefined) {
+      lane = {
+        topic,
+        partition,
+        pid: null,
+        // A forgotten lane's sequence is lost: come back under a new producer id.
+        freshPid: this.#lanesForgotten,
+        acquiring: false,
+        nextSeq: 0,
+        unacked: [],
+        inFlight: 0,
+        recovering: false,
+        stateLost: false,
+        backoff: false,
+        backoffMs: this.#retryBackoffMs,
+      };
+      this.#lanes.set(key, lane);
+      if (this.#lanes.size > PRODUCER_PARTITIONS_MAX) this.#forgetIdleLane();
+    }
+    return lane;
+  }
+
+  #forgetIdleLane(): void {
+    for (const [key, lane] of this.#lanes) {
+      if (lane.unacked.length === 0 && !lane.acquiring) {
+        this.#lanes.delete(key);
+        this.#lanesForgotten = true;
+        return;
+      }
+    }
+  }
+
+  /** Numbers the accumulated messages as the partition's next batch and sends it when it may. */
+  #enqueue(acc: Accumulator): void {
+    const lane = this.#lane(acc.topic, acc.partition);
+    let settled!: () => void;
+    const done = new Promise<void>((r) => (settled = r));
+    const batch: Batch = {
+      pending: acc.pending,
+      bytes: acc.bytes,
+      baseSequence: lane.nextSeq,
+      encoded: null,
+      deadline: this.#clock.now() + this.#deliveryTimeoutMs,
+      sent: false,
+      inFlight: false,
+      rejected: false,
+      refused: false,
+      settled,
+    };
+    lane.nextSeq = (lane.nextSeq + acc.pending.length) % SEQUENCES;
+    lane.unacked.push(batch);
+    this.#inFlight.add(done);
+    void done.then(() => this.#inFlight.delete(done));
+    this.#drain(lane);
+  }
+
+  /** Sends the lane's waiting batches, in sequence order, up to the in-flight limit. */
+  #drain(lane: Lane): void {
+    if (lane.recovering || lane.acquiring) return;
+    if (lane.pid === null) {
+      if (lane.unacked.length > 0) void this.#acquire(lane);
+      return;
+    }
+    for (const b of lane.unacked) {
+      if (lane.inFlight >= BATCHES_IN_FLIGHT_PER_PARTITION_MAX) return;
+      if (!b.inFlight && !b.rejected) this.#transmit(lane, lane.pid, b);
+      if (lane.recovering) return;
+    }
+  }
+
+  #transmit(lane: Lane, pid: ProducerId, b: Batch): void {
+    if (b.encoded === null) {
+      try {
+        b.encoded = encodeBatch(b.pending.map((p) => p.record), {
+          codec: this.#codec as 0,
+          producerId: pid.producerId,
+          producerEpoch: pid.producerEpoch,
+          baseSequence: b.baseSequence,
+        });
+      } catch (err) {
+        this.#reject(b, err);
+        lane.recovering = true;
+        this.#settleLane(lane);
+        return;
+      }
+    }
+    b.inFlight = true;
+    b.sent = true;
+    lane.inFlight++;
+    this.#conn.request<ProduceResponse>("PRODUCE", {
+      topic: lane.topic,
+      partition: lane.partition,
+      acks: this.#acks,
+      timeoutMs: this.#timeoutMs,
+      batch: b.encoded,
+    }).then((r) => this.#acked(lane, b, r.baseOffset), (err) => this.#failed(lane, b, err));
+  }
+
+  #acked(lane: Lane, b: Batch, baseOffset: number): void {
+    lane.inFlight--;
+    b.inFlight = false;
+    if (b.rejected) {
+      // Failed already when the lane gave up on its sequence; the answer comes too late.
+      if (lane.recovering) this.#settleLane(lane);
+      else this.#drain(lane);
+      return;
+    }
+    lane.unacked.splice(lane.unacked.indexOf(b), 1);
+    b.pending.forEach((p, i) => p.resolve(baseOffset < 0 ? -1 : baseOffset + i));
+    this.#release(b.bytes);
+    b.settled();
+    if (!lane.recovering) lane.backoffMs = this.#retryBackoffMs;
+    if (lane.recovering) this.#settleLane(lane);
+    else this.#drain(lane);
+  }
+
+  #failed(lane: Lane, b: Batch, err: unknown): void {
+    lane.inFlight--;
+    b.inFlight = false;
+    if (b.rejected) {
+      if (lane.recovering) this.#settleLane(lane);
+      else this.#drain(lane);
+      return;
+    }
+    if (err instanceof GregorError && err.code === ErrorCode.DUPLICATE_SEQUENCE) {
+      // Stored long ago: delivered, at an offset the broker no longer remembers.
+      lane.inFlight++;
+      this.#acked(lane, b, -1);
+      return;
+    }
+    lane.recovering = true;
+    const outOfOrder = err instanceof GregorError && err.code === ErrorCode.OUT_OF_ORDER_SEQUENCE;
+    b.refused = outOfOrder;
+    if (outOfOrder && lane.unacked[0] === b) {
+      // Every earlier batch was acknowledged, yet the broker wants an earlier sequence: it lost
+      // them or stored them out of order (an append that failed while a later one succeeded).
+      // Waiting cannot fix that; the lane starts over under a new producer id.
+      lane.stateLost = true;
+    } else if (this.#retriable(err)) {
+      lane.backoff = true;
+    } else if (err instanceof GregorError && REFUSED_BEFORE_SEQUENCE.has(err.code)) {
+      // The broker refused it before taking its sequence: later batches move down to close the gap.
+      if (err.code === ErrorCode.UNKNOWN_PARTITION) this.#counts.invalidate(lane.topic);
+      this.#reject(b, err);
+    } else {
+      // The broker may have stored it (the failure came from elsewhere: a fatal error on the
+      // connection, a closed client) or will refuse its sequence for good (fenced): give up on
+      // everything it may have stored and start the sequence again under a new producer id.
+      this.#reset(lane, err, (x) => x === b || x.sent);
+    }
+    this.#settleLane(lane);
+  }
+
+  #retriable(err: unknown): boolean {
+    if (this.#conn.closed) return false;
+    return err instanceof ConnectionError || (err instanceof GregorError && err.retriable);
+  }
+
+  #reject(b: Batch, err: unknown): void {
+    if (b.rejected) return;
+    b.rejected = true;
+    for (const p of b.pending) p.reject(err);
+    this.#release(b.bytes);
+    b.settled();
+  }
+
+  /**
+   * Once nothing of a recovering lane is in flight: drops failed batches and renumbers the rest
+   * to close the gaps, expires what is past its delivery timeout, then sends again in order.
+   */
+  #settleLane(lane: Lane): void {
+    if (lane.inFlight > 0 || !lane.recovering) return;
+    if (lane.stateLost) {
+      lane.stateLost = false;
+      this.#reset(
+        lane,
+        new GregorError(
+          ErrorCode.OUT_OF_ORDER_SEQUENCE,
+          "The broker lost this producer's sequence",
+        ),
+        (b) => b.sent && !b.refused,
+      );
+    }
+    const now = this.#clock.now();
+    if (lane.unacked.some((b) => !b.rejected && b.deadline <= now)) {
+      this.#reset(
+        lane,
+        new GregorError(
+          ErrorCode.TIMEOUT,
+          `Not acknowledged within deliveryTimeoutMs (${this.#deliveryTimeoutMs} ms)`,
+        ),
+        (b) => b.sent || b.deadline <= now,
+      );
+    }
+    // Batches after a refused one move down by its count; acknowledged ones keep their place.
+    let shift = 0;
+    const kept: Batch[] = [];
+    for (const b of lane.unacked) {
+      if (b.rejected) {
+        shift += b.pending.length;
+        continue;
+      }
+      if (shift > 0) {
+        b.baseSequence = (b.baseSequence - shift % SEQUENCES + SEQUENCES) % SEQUENCES;
+        b.encoded = null;
+      }
+      kept.push(b);
+    }
+    lane.unacked = kept;
+    lane.nextSeq = (lane.nextSeq - shift % SEQUENCES + SEQUENCES) % SEQUENCES;
+    if (!lane.backoff || kept.length === 0) {
+      lane.recovering = false;
+      lane.backoff = false;
+      this.#drain(lane);
+      return;
+    }
+    const wait = lane.backoffMs * (0.5 + this.#random.float() / 2);
+    lane.backoffMs = Math.min(lane.backoffMs * 2, this.#retryBackoffMsMax);
+    void this.#clock.sleep(wait).then(() => {
+      lane.recovering = false;
+      lane.backoff = false;
+      this.#drain(lane);
+    });
+  }
+
+  /**
+   * Gives up on the lane's sequence: fails the batches `doomed` picks (any the broker may have
+   * stored must be among them), and numbers the rest from 0 under a new producer id.
+   */
+  #reset(lane: Lane, err: unknown, doomed: (b: Batch) => boolean): void {
+    for (const b of lane.unacked) if (!b.rejected && doomed(b)) this.#reject(b, err);
+    const kept = lane.unacked.filter((b) => !b.rejected);
+    let seq = 0;
+    for (const b of kept) {
+      b.baseSequence = seq;
+      b.encoded = null;
+      b.sent = false;
+      b.refused = false;
+      b.sent = false;
+      seq = (seq + b.pending.length) % SEQUENCES;
+    }
+    lane.unacked = kept;
+    lane.nextSeq = seq;
+    lane.pid = null;
+    lane.freshPid = true;
+  }
+
+  /** Gets the lane a producer id (retrying while retriable), then sends. */
+  async #acquire(lane: Lane): Promise<void> {
+    lane.acquiring = true;
+    let backoffMs = this.#retryBackoffMs;
+    try {
+      for (;;) {
+        try {
+          lane.pid = lane.freshPid ? await this.#initProducerId() : await this.#producerId();
+          lane.freshPid = false;
+          return;
+        } catch (err) {
+          const head = lane.unacked[0];
+          if (head === undefined) return;
+          if (!this.#retriable(err) || this.#clock.now() >= head.deadline) {
+            const failed = lane.unacked.splice(0);
+            for (const b of failed) this.#reject(b, err);
+            lane.nextSeq = failed[0]?.baseSequence ?? lane.nextSeq;
+            return;
+          }
+          await this.#clock.sleep(backoffMs * (0.5 + this.#random.float() / 2));
+          backoffMs = Math.min(backoffMs * 2, this.#retryBackoffMsMax);
+        }
+      }
+    } finally {
+      lane.acquiring = false;
+      this.#drain(lane);
+    }
+  }
+
+  /** The producer id lanes share (fetched once). */
+  #producerId(): Promise<ProducerId> {
+    if (this.#sharedPid === null) {
+      const asked = this.#initProducerId();
+      this.#sharedPid = asked;
+      asked.catch(() => {
+        if (this.#sharedPid === asked) this.#sharedPid = null;
+      });
+    }
+    return this.#sharedPid;
+  }
+
+  async #initProducerId(): Promise<ProducerId> {
+    const r = await this.#conn.request<InitProducerIdResponse>("INIT_PRODUCER_ID", {});
+    return { producerId: r.producerId, producerEpoch: r.producerEpoch };
   }
 
   #release(bytes: number): void {
@@ -182,6 +637,7 @@ export class Producer {
 
   /** Sends every waiting batch now and resolves when all sent so far are acknowledged (or failed). */
   async flush(): Promise<void> {
+    while (this.#resolving.size > 0) await Promise.allSettled([...this.#resolving]);
     for (const [key, acc] of [...this.#batches]) this.#sendBatch(key, acc);
     while (this.#inFlight.size > 0) await Promise.allSettled([...this.#inFlight]);
   }

@@ -268,6 +268,7 @@ function assemble(v: ReadonlyMap<string, Value>): NodeSettings {
       retentionCheckMs: num("retentionCheckMs"),
       offsetsFlushMs: num("offsetsFlushMs"),
       idleTimeoutMs: num("idleTimeoutMs"),
+      groupsTickMs: num("groupsTickMs"),
       payloadBytesMax: num("payloadBytesMax"),
       batchBytesMax: num("batchBytesMax"),
       recordsBytesMax: num("recordsBytesMax"),

@@ -213,6 +213,14 @@ export const CONFIG_SCHEMA: readonly KeySpec[] = [
     description: "a connection silent this long is closed, ms",
   },
   {
+    key: "groupsTickMs",
+    kind: "int",
+    min: 10,
+    max: 60_000,
+    default: D.groupsTickMs,
+    description: "how often consumer-group sessions are checked for expiry, ms",
+  },
+  {
     key: "payloadBytesMax",
     kind: "int",
     min: 1024,

@@ -49,6 +49,9 @@ export const METRIC_NAMES = {
   consumerLag: "gregormq_consumer_lag_messages",
   subscriptions: "gregormq_subscriptions",
   clusterMembers: "gregormq_cluster_members",
+  groupLag: "gregormq_group_lag_messages",
+  groupMembers: "gregormq_group_members",
+  groupGeneration: "gregormq_group_generation",
 } as const;
 
 /** A broker's metrics. Attach it with `broker.observer = metrics.observer`. */
@@ -178,6 +181,50 @@ export class BrokerMetrics {
         if (all === undefined) return;
         for (const state of MEMBER_STATES) this.set({ state }, 0);
         for (const m of all) this.inc({ state: m.state });
+      },
+    });
+    this.#groupGauges(registers, broker);
+  }
+
+  #groupGauges(registers: Registry[], broker: () => Broker | null): void {
+    new Gauge({
+      name: METRIC_NAMES.groupLag,
+      help: "Records after a consumer group's committed offset, per partition it committed.",
+      labelNames: ["group", "topic", "partition"] as const,
+      registers,
+      collect(this: Gauge<"group" | "topic" | "partition">) {
+        this.reset();
+        for (const o of broker()?.groups.allOffsets() ?? []) {
+          if (o.highWatermark < 0) continue;
+          this.set(
+            { group: o.group, topic: o.topic, partition: String(o.partition) },
+            Math.max(0, o.highWatermark - o.offset),
+          );
+        }
+      },
+    });
+    new Gauge({
+      name: METRIC_NAMES.groupMembers,
+      help: "Live members of each consumer group.",
+      labelNames: ["group"] as const,
+      registers,
+      collect(this: Gauge<"group">) {
+        this.reset();
+        for (const g of broker()?.groups.list().groups ?? []) {
+          this.set({ group: g.group }, g.members);
+        }
+      },
+    });
+    new Gauge({
+      name: METRIC_NAMES.groupGeneration,
+      help: "Each live consumer group's generation; it rises with every rebalance.",
+      labelNames: ["group"] as const,
+      registers,
+      collect(this: Gauge<"group">) {
+        this.reset();
+        for (const g of broker()?.groups.list().groups ?? []) {
+          if (g.members > 0) this.set({ group: g.group }, g.generation);
+        }
       },
     });
   }

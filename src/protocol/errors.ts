@@ -53,6 +53,23 @@ export const ErrorCode = {
   SUBSCRIPTION_IN_USE: 24,
   /** The broker is shutting down. */
   SHUTTING_DOWN: 25,
+  /** The group does not know the member id (it left, or its session timed out); join again. */
+  UNKNOWN_MEMBER: 26,
+  /** The request names a generation the group has left behind, or a partition the member no
+   * longer owns; heartbeat to learn the current generation and assignment. */
+  STALE_GENERATION: 27,
+  /** Another process joined with this static instance id; this one is fenced off. */
+  FENCED_INSTANCE: 28,
+  /** The group has live members; the operation needs an empty group. */
+  GROUP_NOT_EMPTY: 29,
+  /** An idempotent batch's sequence is past the next expected one: an earlier batch is missing. */
+  OUT_OF_ORDER_SEQUENCE: 30,
+  /** A newer epoch of this producer id exists; this producer is fenced off. */
+  PRODUCER_FENCED: 31,
+  /** A committed offset would move backwards, or lies outside the partition. */
+  INVALID_OFFSET: 32,
+  /** An idempotent batch was stored before, longer ago than the broker remembers its offset. */
+  DUPLICATE_SEQUENCE: 33,
 } as const;
 
 /** The name of a protocol error code. */
@@ -86,6 +103,7 @@ export const RETRIABLE_CODES: ReadonlySet<number> = new Set([
   ErrorCode.NOT_LEADER,
   ErrorCode.LIMIT_EXCEEDED,
   ErrorCode.SHUTTING_DOWN,
+  ErrorCode.OUT_OF_ORDER_SEQUENCE,
 ]);
 
 /** An error with a protocol error code; what the broker sends and what the client throws. */

@@ -5,13 +5,14 @@ import { MalformedError } from "./errors.ts";
 import { Reader, Writer } from "./wire.ts";
 
 /**
- * Opcodes, in bands by resource: 0x00 session, 0x01 produce, 0x02 consume, 0x03 admin, 0x06 gossip
- * (node to node, on the cluster port only).
+ * Opcodes, in bands by resource: 0x00 session, 0x01 produce, 0x02 consume, 0x03 admin, 0x04
+ * consumer groups, 0x05 cluster metadata, 0x06 gossip (node to node, on the cluster port only).
  */
 export const Op = {
   HELLO: 0x0001,
   PING: 0x0002,
   PRODUCE: 0x0101,
+  INIT_PRODUCER_ID: 0x0102,
   SUBSCRIBE: 0x0201,
   DELIVER: 0x0202,
   CREDIT: 0x0203,
@@ -23,7 +24,16 @@ export const Op = {
   LIST_TOPICS: 0x0303,
   DESCRIBE_TOPIC: 0x0304,
   ALTER_TOPIC: 0x0305,
+  CREATE_PARTITIONS: 0x0306,
+  GROUP_HEARTBEAT: 0x0401,
+  GROUP_LEAVE: 0x0402,
+  OFFSET_COMMIT: 0x0403,
+  OFFSET_FETCH: 0x0404,
+  LIST_GROUPS: 0x0405,
+  DESCRIBE_GROUP: 0x0406,
+  RESET_OFFSETS: 0x0407,
   CLUSTER_MEMBERS: 0x0501,
+  METADATA: 0x0502,
   GOSSIP_SYN: 0x0601,
   GOSSIP_ACK2: 0x0602,
 } as const;
@@ -42,7 +52,7 @@ export function opName(code: number): OpName | null {
 
 /** Produce acknowledgement levels. */
 export const Acks = { none: 0, leader: 1, quorum: 2 } as const;
-/** Where a subscription starts. */
+/** Where a subscription starts, and where RESET_OFFSETS moves a group's offsets. */
 export const Start = { earliest: 0, latest: 1, offset: 2, timestamp: 3 } as const;
 
 /** A field type in a payload schema. */
@@ -62,6 +72,14 @@ export type Schema = readonly (readonly [string, FieldType])[];
 export const LIST_ITEMS_MAX = 100_000;
 
 const TOPIC_PARTITION: Schema = [["topic", "string"], ["partition", "u32"]];
+/** A list of (topic, partition) pairs. */
+const PARTITION_LIST: FieldType = { list: TOPIC_PARTITION };
+/** A committed offset of one partition, with the partition's end for lag. */
+const GROUP_OFFSET: Schema = [
+  ...TOPIC_PARTITION,
+  ["offset", "i64"],
+  ["highWatermark", "i64"],
+];
 /** One node in a gossip digest: what the sender holds of it. */
 const GOSSIP_DIGEST: Schema = [["id", "string"], ["incarnation", "i64"], ["maxVersion", "i64"]];
 /** Versioned entries of one node's state, at one incarnation. */
@@ -87,6 +105,10 @@ export const SCHEMAS = {
   PRODUCE: {
     request: [...TOPIC_PARTITION, ["acks", "u8"], ["timeoutMs", "u32"], ["batch", "bytes"]],
     response: [["baseOffset", "i64"], ["logStartOffset", "i64"]],
+  },
+  INIT_PRODUCER_ID: {
+    request: [],
+    response: [["producerId", "i64"], ["producerEpoch", "u16"]],
   },
   SUBSCRIBE: {
     request: [
@@ -130,6 +152,102 @@ export const SCHEMAS = {
   ALTER_TOPIC: {
     request: [["name", "string"], ["configs", { map: true }]],
     response: [],
+  },
+  CREATE_PARTITIONS: {
+    request: [["name", "string"], ["count", "u32"]],
+    response: [],
+  },
+  GROUP_HEARTBEAT: {
+    request: [
+      ["group", "string"],
+      ["memberId", "string"],
+      ["instanceId", "string"],
+      ["generation", "i64"],
+      ["sessionTimeoutMs", "u32"],
+      ["assignor", "string"],
+      ["topics", { list: [["name", "string"]] }],
+      ["owned", PARTITION_LIST],
+    ],
+    response: [
+      ["memberId", "string"],
+      ["generation", "i64"],
+      ["heartbeatIntervalMs", "u32"],
+      ["assigned", PARTITION_LIST],
+      ["pending", "u32"],
+    ],
+  },
+  GROUP_LEAVE: {
+    request: [["group", "string"], ["memberId", "string"]],
+    response: [],
+  },
+  OFFSET_COMMIT: {
+    request: [
+      ["group", "string"],
+      ["memberId", "string"],
+      ["generation", "i64"],
+      ["offsets", { list: [...TOPIC_PARTITION, ["offset", "i64"]] }],
+    ],
+    response: [],
+  },
+  OFFSET_FETCH: {
+    request: [["group", "string"], ["partitions", PARTITION_LIST]],
+    response: [["offsets", { list: GROUP_OFFSET }]],
+  },
+  LIST_GROUPS: {
+    request: [],
+    response: [["groups", {
+      list: [["group", "string"], ["state", "string"], ["members", "u32"], ["generation", "i64"]],
+    }]],
+  },
+  DESCRIBE_GROUP: {
+    request: [["group", "string"]],
+    response: [
+      ["group", "string"],
+      ["state", "string"],
+      ["generation", "i64"],
+      ["assignor", "string"],
+      ["members", {
+        list: [
+          ["memberId", "string"],
+          ["instanceId", "string"],
+          ["clientId", "string"],
+          ["generation", "i64"],
+          ["assigned", PARTITION_LIST],
+        ],
+      }],
+      ["offsets", { list: GROUP_OFFSET }],
+    ],
+  },
+  RESET_OFFSETS: {
+    request: [
+      ["group", "string"],
+      ["topic", "string"],
+      ["partitions", { list: [["partition", "u32"]] }],
+      ["to", "u8"],
+      ["value", "i64"],
+      ["dryRun", "u8"],
+    ],
+    response: [["offsets", { list: GROUP_OFFSET }]],
+  },
+  METADATA: {
+    request: [["topics", { list: [["name", "string"]] }], ["autoCreate", "u8"]],
+    response: [
+      ["nodes", {
+        list: [["id", "string"], ["host", "string"], ["clientPort", "u32"]],
+      }],
+      ["topics", {
+        list: [
+          ["name", "string"],
+          ["error", "u16"],
+          ["partitions", {
+            list: [["partition", "u32"], ["leader", "string"], [
+              "replicas",
+              { list: [["id", "string"]] },
+            ]],
+          }],
+        ],
+      }],
+    ],
   },
   CLUSTER_MEMBERS: {
     request: [],
@@ -329,6 +447,137 @@ export interface ClusterMembersResponse {
   /** The id of the node that answered ("" if it is not in a cluster). */
   self: string;
   members: ClusterMemberInfo[];
+}
+export interface InitProducerIdResponse {
+  producerId: number;
+  producerEpoch: number;
+}
+/** CREATE_PARTITIONS: grow topic `name` to `count` partitions (never fewer). */
+export interface CreatePartitionsRequest {
+  name: string;
+  count: number;
+}
+export interface TopicPartition {
+  topic: string;
+  partition: number;
+}
+/**
+ * GROUP_HEARTBEAT: joins (empty `memberId`, generation -1), stays in, and reconciles. `owned` is
+ * what the member consumes now; the answer is what it may own.
+ */
+export interface GroupHeartbeatRequest {
+  group: string;
+  memberId: string;
+  /** Static membership: a stable id that survives restarts without a rebalance ("" for none). */
+  instanceId: string;
+  generation: number;
+  sessionTimeoutMs: number;
+  /** "range", "roundrobin" or "sticky"; the group uses the one its first member named. */
+  assignor: string;
+  topics: { name: string }[];
+  owned: TopicPartition[];
+}
+export interface GroupHeartbeatResponse {
+  memberId: string;
+  generation: number;
+  heartbeatIntervalMs: number;
+  /** The partitions this member may consume now (a subset of its target while others revoke). */
+  assigned: TopicPartition[];
+  /** Partitions the member will get once their previous owners let go. */
+  pending: number;
+}
+export interface GroupLeaveRequest {
+  group: string;
+  memberId: string;
+}
+export interface CommitOffset extends TopicPartition {
+  /** The next offset to consume (Kafka's convention). */
+  offset: number;
+}
+export interface OffsetCommitRequest {
+  group: string;
+  memberId: string;
+  generation: number;
+  offsets: CommitOffset[];
+}
+export interface OffsetFetchRequest {
+  group: string;
+  /** Empty: every partition the group has an offset for. */
+  partitions: TopicPartition[];
+}
+export interface GroupOffset extends TopicPartition {
+  /** The committed next offset, or -1 if none. */
+  offset: number;
+  highWatermark: number;
+}
+export interface OffsetFetchResponse {
+  offsets: GroupOffset[];
+}
+export interface GroupSummary {
+  group: string;
+  /** "empty", "stable" or "reconciling". */
+  state: string;
+  members: number;
+  generation: number;
+}
+export interface ListGroupsResponse {
+  groups: GroupSummary[];
+}
+export interface GroupMemberInfo {
+  memberId: string;
+  instanceId: string;
+  clientId: string;
+  generation: number;
+  assigned: TopicPartition[];
+}
+export interface DescribeGroupResponse {
+  group: string;
+  state: string;
+  generation: number;
+  assignor: string;
+  members: GroupMemberInfo[];
+  offsets: GroupOffset[];
+}
+export interface ResetOffsetsRequest {
+  group: string;
+  topic: string;
+  /** Empty: every partition of the topic. */
+  partitions: { partition: number }[];
+  /** A `Start` value: earliest, latest, offset or timestamp. */
+  to: number;
+  value: number;
+  /** 1: answer with the offsets it would set, change nothing. */
+  dryRun: number;
+}
+export interface ResetOffsetsResponse {
+  offsets: GroupOffset[];
+}
+export interface MetadataRequest {
+  /** Empty: every topic. */
+  topics: { name: string }[];
+  /** 1: create missing topics with the defaults (if the broker auto-creates). */
+  autoCreate: number;
+}
+export interface MetadataNode {
+  id: string;
+  host: string;
+  clientPort: number;
+}
+export interface MetadataPartition {
+  partition: number;
+  /** The id of the node leading it ("" if none is known). */
+  leader: string;
+  replicas: { id: string }[];
+}
+export interface MetadataTopic {
+  name: string;
+  /** 0, or the error code that prevented describing it (e.g. UNKNOWN_TOPIC). */
+  error: number;
+  partitions: MetadataPartition[];
+}
+export interface MetadataResponse {
+  nodes: MetadataNode[];
+  topics: MetadataTopic[];
 }
 export interface ErrorPayload {
   code: number;

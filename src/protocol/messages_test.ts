@@ -226,10 +226,26 @@ Deno.test("decode() names the field that failed", () => {
 Deno.test("Op codes sit in their bands, are unique, and each has a schema", () => {
   const bands: Record<number, OpName[]> = {
     0x00: ["HELLO", "PING"],
-    0x01: ["PRODUCE"],
+    0x01: ["PRODUCE", "INIT_PRODUCER_ID"],
     0x02: ["SUBSCRIBE", "DELIVER", "CREDIT", "ACK", "UNSUBSCRIBE", "FETCH"],
-    0x03: ["CREATE_TOPIC", "DELETE_TOPIC", "LIST_TOPICS", "DESCRIBE_TOPIC", "ALTER_TOPIC"],
-    0x05: ["CLUSTER_MEMBERS"],
+    0x03: [
+      "CREATE_TOPIC",
+      "DELETE_TOPIC",
+      "LIST_TOPICS",
+      "DESCRIBE_TOPIC",
+      "ALTER_TOPIC",
+      "CREATE_PARTITIONS",
+    ],
+    0x04: [
+      "GROUP_HEARTBEAT",
+      "GROUP_LEAVE",
+      "OFFSET_COMMIT",
+      "OFFSET_FETCH",
+      "LIST_GROUPS",
+      "DESCRIBE_GROUP",
+      "RESET_OFFSETS",
+    ],
+    0x05: ["CLUSTER_MEMBERS", "METADATA"],
     0x06: ["GOSSIP_SYN", "GOSSIP_ACK2"],
   };
   for (const [band, names] of Object.entries(bands)) {
@@ -242,7 +258,7 @@ Deno.test("Op codes sit in their bands, are unique, and each has a schema", () =
 
 Deno.test("opName() names every opcode and returns null for unknown ones", () => {
   for (const name of OPS) assert.equal(opName(Op[name]), name);
-  for (const code of [0, 0x0003, 0x0100, 0x0401, 0x0502, 0x0603, 0xffff]) {
+  for (const code of [0, 0x0003, 0x0100, 0x0408, 0x0503, 0x0603, 0xffff]) {
     assert.equal(opName(code), null);
   }
 });

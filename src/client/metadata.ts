@@ -1,0 +1,84 @@
+// The client's cache of topics' partition counts, learnt from METADATA (creating topics on the way
+// when the broker auto-creates), so the producer can pick a partition by key.
+
+import type { Clock } from "../io/types.ts";
+import { ErrorCode, errorName, GregorError } from "../protocol/errors.ts";
+import type { MetadataResponse } from "../protocol/messages.ts";
+import type { ClientConnection } from "./connection.ts";
+
+/** How long a topic's partition count is used before it is asked again (in the background), ms. */
+export const METADATA_MAX_AGE_MS = 60_000;
+/** Topics cached at most; the least recently asked for is forgotten first. */
+export const METADATA_TOPICS_MAX = 10_000;
+
+interface Entry {
+  partitions: number;
+  fetchedMs: number;
+}
+
+/** Partition counts by topic. */
+export class PartitionCounts {
+  readonly #conn: ClientConnection;
+  readonly #clock: Clock;
+  readonly #entries = new Map<string, Entry>();
+  readonly #fetching = new Map<string, Promise<number>>();
+
+  constructor(conn: ClientConnection, clock: Clock) {
+    this.#conn = conn;
+    this.#clock = clock;
+  }
+
+  /**
+   * `topic`'s partition count: at once if cached (a stale count is still used while it is asked
+   * again), else once the broker answered.
+   * @throws {GregorError} the topic's error (e.g. UNKNOWN_TOPIC, INVALID_TOPIC).
+   */
+  partitions(topic: string): number | Promise<number> {
+    const e = this.#entries.get(topic);
+    if (e === undefined) return this.#fetch(topic);
+    this.#entries.delete(topic);
+    this.#entries.set(topic, e);
+    if (this.#clock.now() - e.fetchedMs >= METADATA_MAX_AGE_MS) {
+      this.#fetch(topic).catch(() => {});
+    }
+    return e.partitions;
+  }
+
+  /** The count being fetched for `topic` when it is not cached yet, else null. */
+  pending(topic: string): Promise<number> | null {
+    return this.#entries.has(topic) ? null : this.#fetching.get(topic) ?? null;
+  }
+
+  /** Forgets `topic`'s count (e.g. after UNKNOWN_PARTITION), so the next use asks again. */
+  invalidate(topic: string): void {
+    this.#entries.delete(topic);
+  }
+
+  #fetch(topic: string): Promise<number> {
+    const running = this.#fetching.get(topic);
+    if (running !== undefined) return running;
+    const fetched = this.#conn.request<MetadataResponse>("METADATA", {
+      topics: [{ name: topic }],
+      autoCreate: 1,
+    }).then((r) => {
+      const t = r.topics.find((x) => x.name === topic);
+      if (t === undefined || (t.error === 0 && t.partitions.length === 0)) {
+        throw new GregorError(
+          ErrorCode.UNKNOWN_TOPIC,
+          `The broker names no partitions of ${topic}`,
+        );
+      }
+      if (t.error !== 0) {
+        throw new GregorError(t.error, `Topic ${topic} is unavailable: ${errorName(t.error)}`);
+      }
+      this.#entries.delete(topic);
+      this.#entries.set(topic, { partitions: t.partitions.length, fetchedMs: this.#clock.now() });
+      if (this.#entries.size > METADATA_TOPICS_MAX) {
+        this.#entries.delete(this.#entries.keys().next().value as string);
+      }
+      return t.partitions.length;
+    }).finally(() => this.#fetching.delete(topic));
+    this.#fetching.set(topic, fetched);
+    return fetched;
+  }
+}
