@@ -6,7 +6,8 @@ import { Reader, Writer } from "./wire.ts";
 
 /**
  * Opcodes, in bands by resource: 0x00 session, 0x01 produce, 0x02 consume, 0x03 admin, 0x04
- * consumer groups, 0x05 cluster metadata, 0x06 gossip (node to node, on the cluster port only).
+ * consumer groups, 0x05 cluster metadata, 0x06 node to node (gossip and Raft, on the cluster port
+ * only).
  */
 export const Op = {
   HELLO: 0x0001,
@@ -36,6 +37,7 @@ export const Op = {
   METADATA: 0x0502,
   GOSSIP_SYN: 0x0601,
   GOSSIP_ACK2: 0x0602,
+  RAFT: 0x0603,
 } as const;
 
 /** An opcode's name. */
@@ -88,6 +90,9 @@ const GOSSIP_DELTA: Schema = [
   ["incarnation", "i64"],
   ["entries", { list: [["key", "string"], ["value", "string"], ["version", "i64"]] }],
 ];
+
+/** One Raft message in a RAFT frame: the group it belongs to and its opaque bytes. */
+const RAFT_ENVELOPE: Schema = [["group", "string"], ["data", "bytes"]];
 
 /** Payload schemas by opcode: request, response, and for DELIVER the push. */
 export const SCHEMAS = {
@@ -290,6 +295,10 @@ export const SCHEMAS = {
     request: [["fromId", "string"], ["deltas", { list: GOSSIP_DELTA }]],
     response: [],
   },
+  RAFT: {
+    request: [["fromId", "string"], ["messages", { list: RAFT_ENVELOPE }]],
+    response: [],
+  },
 } as const satisfies Record<OpName, { request: Schema; response: Schema }>;
 
 /** The error payload: a code and a message. */
@@ -432,6 +441,16 @@ export interface GossipSynResponse {
 export interface GossipAck2Request {
   fromId: string;
   deltas: GossipDelta[];
+}
+/** One Raft message for one group, opaque to the transport. */
+export interface RaftEnvelope {
+  group: string;
+  data: Uint8Array | null;
+}
+/** RAFT (one-way): Raft messages from node `fromId`, in the order it sent them. */
+export interface RaftRequest {
+  fromId: string;
+  messages: RaftEnvelope[];
 }
 export interface ClusterMemberInfo {
   id: string;

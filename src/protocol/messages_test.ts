@@ -246,7 +246,7 @@ Deno.test("Op codes sit in their bands, are unique, and each has a schema", () =
       "RESET_OFFSETS",
     ],
     0x05: ["CLUSTER_MEMBERS", "METADATA"],
-    0x06: ["GOSSIP_SYN", "GOSSIP_ACK2"],
+    0x06: ["GOSSIP_SYN", "GOSSIP_ACK2", "RAFT"],
   };
   for (const [band, names] of Object.entries(bands)) {
     for (const name of names) assert.equal(Op[name] >> 8, Number(band), name);
@@ -258,7 +258,7 @@ Deno.test("Op codes sit in their bands, are unique, and each has a schema", () =
 
 Deno.test("opName() names every opcode and returns null for unknown ones", () => {
   for (const name of OPS) assert.equal(opName(Op[name]), name);
-  for (const code of [0, 0x0003, 0x0100, 0x0408, 0x0503, 0x0603, 0xffff]) {
+  for (const code of [0, 0x0003, 0x0100, 0x0408, 0x0503, 0x0604, 0xffff]) {
     assert.equal(opName(code), null);
   }
 });

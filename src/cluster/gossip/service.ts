@@ -52,6 +52,23 @@ export const RESOLVE_TIMEOUT_MS = 5_000;
 const INTERVAL_JITTER = 0.1;
 const READ_BYTES = 16 * 1024;
 
+/**
+ * Takes over a cluster-port connection whose first frame (`first`, already read by `parser`) has an
+ * opcode it registered with `Gossip.handle`. It reads on with `parser`, which may hold further
+ * bytes, and resolves once it is done with the connection; it must not throw.
+ */
+export type ClusterConnHandler = (
+  conn: Conn,
+  first: Frame,
+  parser: FrameParser,
+) => Promise<void>;
+
+/** Options for `Gossip.handle`. */
+export interface ClusterHandlerOptions {
+  /** Largest frame payload the handler accepts on its connections, bytes. */
+  payloadBytesMax: number;
+}
+
 type Resolved = Required<Omit<GossipOptions, "incarnation">> & { incarnation?: number };
 
 /**
@@ -97,6 +114,9 @@ export class Gossip {
   readonly #stop = new AbortController();
   readonly #conns = new Set<Conn>();
   readonly #tasks = new Set<Promise<unknown>>();
+  readonly #handlers = new Map<number, ClusterConnHandler>();
+  /** Largest payload a first frame may have: gossip's, or a bigger one a handler registered. */
+  #payloadBytesMax: number = GOSSIP_PAYLOAD_BYTES_MAX;
   #outbound = 0;
   #inbound = 0;
   #closed = false;
@@ -171,6 +191,28 @@ export class Gossip {
     const entry = { fn };
     this.#subscribers.add(entry);
     return () => void this.#subscribers.delete(entry);
+  }
+
+  /**
+   * Shares the cluster port: a connection whose first frame has `opcode` is handed to `handler`
+   * instead of being answered as gossip. It then no longer counts against INBOUND_EXCHANGES_MAX nor
+   * the exchange deadline, so the handler bounds its own connections; `close` closes them too.
+   *
+   * @throws RangeError for a gossip opcode, an opcode already handled, or a bad payloadBytesMax.
+   */
+  handle(opcode: number, handler: ClusterConnHandler, opts: ClusterHandlerOptions): void {
+    if (opcode === Op.GOSSIP_SYN || opcode === Op.GOSSIP_ACK2 || this.#handlers.has(opcode)) {
+      throw new RangeError(
+        `Cannot handle opcode 0x${opcode.toString(16)}: the cluster port already answers it`,
+      );
+    }
+    if (!(Number.isInteger(opts.payloadBytesMax) && opts.payloadBytesMax > 0)) {
+      throw new RangeError(
+        `Invalid payloadBytesMax ${opts.payloadBytesMax}: must be an integer > 0`,
+      );
+    }
+    this.#handlers.set(opcode, handler);
+    this.#payloadBytesMax = Math.max(this.#payloadBytesMax, opts.payloadBytesMax);
   }
 
   /**
@@ -413,18 +455,33 @@ export class Gossip {
     }
   }
 
-  /** One exchange as responder: SYN, the answer, ACK2. A malformed frame closes the connection. */
+  /**
+   * One exchange as responder: SYN, the answer, ACK2. A malformed frame closes the connection. A
+   * first frame with a handled opcode hands the connection to its handler instead.
+   */
   async #serve(conn: Conn): Promise<void> {
     this.#inbound++;
+    let inbound = true;
     this.#conns.add(conn);
     const guard = new AbortController();
     this.#closeAfter(conn, this.#opts.exchangeTimeoutMs, guard.signal);
     let correlationId = 0;
     try {
-      const parser = new FrameParser({ payloadBytesMax: GOSSIP_PAYLOAD_BYTES_MAX });
+      const parser = new FrameParser({ payloadBytesMax: this.#payloadBytesMax });
       const f = await this.#readFrame(conn, parser);
       if (f === null) return;
       correlationId = f.correlationId;
+      const handler = this.#handlers.get(f.opcode);
+      if (handler !== undefined) {
+        guard.abort();
+        this.#inbound--;
+        inbound = false;
+        await handler(conn, f, parser);
+        return;
+      }
+      if (f.payload.length > GOSSIP_PAYLOAD_BYTES_MAX) {
+        throw new MalformedError(`Gossip frame of ${f.payload.length} bytes is over the limit`);
+      }
       if (f.opcode !== Op.GOSSIP_SYN || f.flags !== 0) {
         throw new MalformedError(
           `Expected GOSSIP_SYN, got opcode 0x${f.opcode.toString(16)} flags ${f.flags}`,
@@ -442,7 +499,8 @@ export class Gossip {
       const ack = await this.#readFrame(conn, parser);
       if (ack === null) return;
       if (
-        ack.opcode !== Op.GOSSIP_ACK2 || ack.flags !== 0 || ack.correlationId !== correlationId
+        ack.opcode !== Op.GOSSIP_ACK2 || ack.flags !== 0 || ack.correlationId !== correlationId ||
+        ack.payload.length > GOSSIP_PAYLOAD_BYTES_MAX
       ) {
         throw new MalformedError(`Expected GOSSIP_ACK2 #${correlationId}`);
       }
@@ -467,7 +525,7 @@ export class Gossip {
       guard.abort();
       conn.close();
       this.#conns.delete(conn);
-      this.#inbound--;
+      if (inbound) this.#inbound--;
     }
   }
 }

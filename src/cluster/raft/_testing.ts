@@ -13,6 +13,14 @@ export const HEARTBEAT_MS = 20;
 /** Rounds `Group.settle` runs at most before it gives up. */
 const SETTLE_ROUNDS_MAX = 10_000;
 
+/** Who else is in a Group besides its bootstrap voters. */
+export interface GroupMembers {
+  /** Bootstrapped as learners: every node's initial config lists them. */
+  learners?: readonly string[];
+  /** Nodes that start knowing nothing (an empty config), to be added later. */
+  joiners?: readonly string[];
+}
+
 /** Options a Group passes to every node it builds. */
 export type GroupNodeOptions = Partial<Omit<RaftNodeOptions, "id" | "state" | "random" | "nowMs">>;
 
@@ -33,18 +41,17 @@ export class Group {
   /** Where in [T, 2T) each node's election timeouts fall: 0 is soonest. */
   readonly #timeoutBias = new Map<string, number>();
 
-  /** A group of `ids`, all bootstrapped as voters (`joiners` start with an empty config). */
-  constructor(
-    ids: readonly string[],
-    opts: GroupNodeOptions = {},
-    joiners: readonly string[] = [],
-  ) {
+  /** A group bootstrapped with voters `ids` and `members.learners`, plus `members.joiners`. */
+  constructor(ids: readonly string[], opts: GroupNodeOptions = {}, members: GroupMembers = {}) {
     this.#opts = opts;
-    for (const id of ids) this.storage.set(id, new MemoryStorage(ids));
+    const learners = members.learners ?? [];
+    const joiners = members.joiners ?? [];
+    for (const id of [...ids, ...learners]) this.storage.set(id, new MemoryStorage(ids, learners));
     for (const id of joiners) this.storage.set(id, new MemoryStorage([]));
+    const all = [...ids, ...learners, ...joiners];
     // Staggered, so the first node's timer fires first until `elect` says otherwise.
-    for (const [i, id] of [...ids, ...joiners].entries()) this.#timeoutBias.set(id, i / 10);
-    for (const id of [...ids, ...joiners]) this.restart(id);
+    for (const [i, id] of all.entries()) this.#timeoutBias.set(id, i / 10);
+    for (const id of all) this.restart(id);
   }
 
   /** The node `id`; throws if unknown. */

@@ -1,6 +1,6 @@
-// Randomized cluster tests: 3 and 5 RaftNodes on a seeded, faulty, in-test network (drops,
-// duplicates, delays, reordering, partitions, crashes that lose the un-persisted Ready), checked
-// for Raft's safety properties on every step and for liveness once the faults heal.
+// Randomized cluster tests: 3 and 5 RaftNodes (some of them learners) on a seeded, faulty, in-test
+// network (drops, duplicates, delays, reordering, partitions, crashes that lose the un-persisted
+// Ready), checked for Raft's safety properties on every step and for liveness once the faults heal.
 
 import assert from "node:assert/strict";
 import { SeededRandom } from "../../io/prng.ts";
@@ -33,6 +33,11 @@ interface Faults {
 interface SimOptions {
   seed: number;
   nodes: number;
+  /**
+   * The last this many nodes start as learners that have never heard from the group (the voters'
+   * bootstrap config lists them); membership changes then promote, demote, add and remove.
+   */
+  learners?: number;
   /** Events in the faulty phase. */
   events: number;
   membership: boolean;
@@ -151,7 +156,16 @@ class Sim {
   /** State-machine hash after applying through each index. */
   readonly hashAt = new Map<number, number>();
   proposals = 0;
-  stats = { elections: 0, crashes: 0, snapshots: 0, configChanges: 0 };
+  stats = {
+    elections: 0,
+    crashes: 0,
+    snapshots: 0,
+    configChanges: 0,
+    promotions: 0,
+    demotions: 0,
+    /** Entries applied by a node that was a learner as it applied them. */
+    learnerApplied: 0,
+  };
 
   constructor(opts: SimOptions) {
     this.opts = opts;
@@ -171,10 +185,12 @@ class Sim {
       fsyncMaxMs: swarm.pick([0, 3, 15]),
     };
     this.hashAt.set(0, 0);
+    const voters = this.ids.slice(0, opts.nodes - (opts.learners ?? 0));
+    const learners = this.ids.slice(voters.length);
     for (const id of this.ids) {
       const n: SimNode = {
         id,
-        storage: new MemoryStorage(this.ids),
+        storage: voters.includes(id) ? new MemoryStorage(voters, learners) : new MemoryStorage([]),
         raft: null,
         life: 0,
         pending: false,
@@ -194,8 +210,9 @@ class Sim {
   fail(what: string): never {
     const p = this.opts;
     assert.fail(
-      `${what}\n  reproduce: seed=${p.seed} nodes=${p.nodes} events=${p.events} ` +
-        `membership=${p.membership} plantedBug=${p.plantedBug ?? "none"} (t=${this.now}ms)`,
+      `${what}\n  reproduce: seed=${p.seed} nodes=${p.nodes} learners=${p.learners ?? 0} ` +
+        `events=${p.events} membership=${p.membership} plantedBug=${p.plantedBug ?? "none"} ` +
+        `(t=${this.now}ms)`,
     );
   }
 
@@ -283,6 +300,7 @@ class Sim {
     }
     n.appliedIndex = e.index;
     n.hash = fnv(n.hash, e);
+    if (n.raft?.learners.includes(n.id)) this.stats.learnerApplied++;
     const h = this.hashAt.get(e.index);
     if (h === undefined) this.hashAt.set(e.index, n.hash);
     else if (h !== n.hash) this.fail(`${n.id} state after ${e.index} differs from another node's`);
@@ -343,12 +361,35 @@ class Sim {
   }
 
   changeMembership(raft: RaftNode): void {
+    if ((this.opts.learners ?? 0) > 0) {
+      this.changeRoles(raft);
+      return;
+    }
     const voters = raft.voters;
     const missing = this.ids.filter((id) => !voters.includes(id));
     const r = missing.length > 0
       ? raft.addServer(this.work.pick(missing))
       : raft.removeServer(this.work.pick(voters));
     if (r.ok) this.stats.configChanges++;
+  }
+
+  /** Adds a learner, promotes a learner, demotes a voter or removes a member, at random. */
+  changeRoles(raft: RaftNode): void {
+    const { voters, learners } = raft;
+    // A node that was never added knows no config, and leads nothing to change.
+    if (voters.length === 0) return;
+    const outside = this.ids.filter((id) => !voters.includes(id) && !learners.includes(id));
+    const w = this.work;
+    const roll = w.float();
+    if (outside.length > 0 && roll < 0.3) {
+      if (raft.addLearner(w.pick(outside)).ok) this.stats.configChanges++;
+    } else if (learners.length > 0 && roll < 0.6) {
+      if (raft.addServer(w.pick(learners)).ok) this.stats.promotions++;
+    } else if (roll < 0.85) {
+      if (raft.addLearner(w.pick(voters)).ok) this.stats.demotions++;
+    } else if (raft.removeServer(w.pick([...voters, ...learners])).ok) {
+      this.stats.configChanges++;
+    }
   }
 
   step(s: Scheduled): void {
@@ -420,6 +461,11 @@ class Sim {
     const raft = n.raft;
     if (raft === null) return;
     const role = raft.role;
+    const campaigning = role === "precandidate" || role === "candidate" ||
+      (role === "leader" && n.lastRole !== "leader");
+    if (campaigning && !raft.voters.includes(n.id)) {
+      this.fail(`${n.id} is ${role} in term ${raft.term} but not a voter (${raft.voters})`);
+    }
     if (role === "leader") {
       const other = this.leaders.get(raft.term);
       if (other !== undefined && other !== n.id) {
@@ -498,12 +544,12 @@ class Sim {
     const r = leader.propose(u32Bytes(0xffffffff));
     if (!r.ok) this.fail(`Healed leader ${leader.id} refused a proposal: ${r.reason}`);
     this.pump(this.nodes.get(leader.id) as SimNode);
-    const voters = leader.voters;
+    const members = [...leader.voters, ...leader.learners];
     const ok = this.runUntil(
       deadline,
-      () => voters.every((id) => (this.nodes.get(id) as SimNode).appliedIndex >= r.index),
+      () => members.every((id) => (this.nodes.get(id) as SimNode).appliedIndex >= r.index),
     );
-    if (!ok) this.fail(`Liveness: index ${r.index} not applied on all of ${voters} in time`);
+    if (!ok) this.fail(`Liveness: index ${r.index} not applied on all of ${members} in time`);
     this.checkLogs();
   }
 
@@ -559,6 +605,23 @@ Deno.test("Raft cluster of 3 keeps every safety property under faults, then make
 Deno.test("Raft cluster of 5 with membership changes keeps every safety property", () => {
   const sims = runSeeds(200, 1001, (seed) => ({ seed, nodes: 5, events: 8000, membership: true }));
   assert.ok(total(sims, (s) => s.stats.configChanges) > 20);
+  assert.ok(total(sims, (s) => s.stats.crashes) > 50);
+});
+
+Deno.test("Raft cluster of 3 voters and 2 learners, promoted and demoted, keeps every safety property", () => {
+  // One seed in four keeps its bootstrap config: learners that stay learners all along.
+  const sims = runSeeds(160, 2001, (seed) => ({
+    seed,
+    nodes: 5,
+    learners: 2,
+    events: 8000,
+    membership: seed % 4 !== 0,
+  }));
+  assert.ok(total(sims, (s) => s.stats.promotions) > 20);
+  assert.ok(total(sims, (s) => s.stats.demotions) > 20);
+  assert.ok(total(sims, (s) => s.stats.configChanges) > 20);
+  assert.ok(total(sims, (s) => s.stats.learnerApplied) > 1000);
+  assert.ok(total(sims, (s) => s.stats.snapshots) > 10);
   assert.ok(total(sims, (s) => s.stats.crashes) > 50);
 });
 

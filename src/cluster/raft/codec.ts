@@ -1,4 +1,4 @@
-// The binary encoding of Raft messages and of config entries' voter sets, big-endian on the
+// The binary encoding of Raft messages and of config entries' configurations, big-endian on the
 // protocol's Writer/Reader. Decoders are strict: every id, count, range and ordering a correct peer
 // would send is checked, and anything else throws MalformedError before it reaches a RaftNode.
 
@@ -9,11 +9,12 @@ import {
   APPEND_ENTRIES_MAX,
   ENTRY_DATA_BYTES_MAX,
   INDEX_MAX,
+  LEARNERS_MAX,
   SNAPSHOT_DATA_BYTES_MAX,
   TERM_MAX,
   VOTERS_MAX,
 } from "./limits.ts";
-import type { Entry, EntryKind, Message, MessageType, Snapshot } from "./types.ts";
+import type { Configuration, Entry, EntryKind, Message, MessageType, Snapshot } from "./types.ts";
 
 /** Version byte in front of every encoded message. */
 export const RAFT_CODEC_VERSION = 1;
@@ -35,22 +36,24 @@ const TYPES_BY_CODE: ReadonlyMap<number, MessageType> = new Map(
 const KIND_CODES: Readonly<Record<EntryKind, number>> = { normal: 0, config: 1, noop: 2 };
 const KINDS_BY_CODE: readonly EntryKind[] = ["normal", "config", "noop"];
 
-/** Encodes a voter set as a config entry's data; throws RangeError on an invalid set. */
-export function encodeVoters(voters: readonly string[]): Uint8Array {
-  const problem = votersProblem(voters);
-  if (problem !== null) throw new RangeError(`Cannot encode voters: ${problem}`);
-  const w = new Writer(16 * voters.length + 2);
-  w.u16(voters.length);
-  for (const id of voters) w.string(id);
+/**
+ * Encodes a configuration as a config entry's data: voter count u16, voters, learner count u16,
+ * learners (each id u16 length + UTF-8). Throws RangeError on an invalid configuration.
+ */
+export function encodeConfig(config: Configuration): Uint8Array {
+  const problem = configProblem(config);
+  if (problem !== null) throw new RangeError(`Cannot encode config: ${problem}`);
+  const w = new Writer(16 * (config.voters.length + config.learners.length) + 4);
+  writeConfig(w, config);
   return w.finish();
 }
 
-/** Decodes a config entry's voter set (sorted, unique, 1..VOTERS_MAX); throws MalformedError. */
-export function decodeVoters(data: Uint8Array): string[] {
+/** Decodes a config entry's configuration, checked as `configProblem` does; throws MalformedError. */
+export function decodeConfig(data: Uint8Array): Configuration {
   const r = new Reader(data);
-  const voters = readVoters(r, "config voters");
-  r.end("config voters");
-  return voters;
+  const config = readConfig(r, "config");
+  r.end("config");
+  return config;
 }
 
 /** Why `voters` is not a valid voter set (1..VOTERS_MAX distinct valid ids, sorted), or null. */
@@ -58,12 +61,60 @@ export function votersProblem(voters: readonly string[]): string | null {
   if (voters.length < 1 || voters.length > VOTERS_MAX) {
     return `${voters.length} voters is not in 1..${VOTERS_MAX}`;
   }
-  for (const [i, id] of voters.entries()) {
-    if (!isNodeId(id)) return `voter ${JSON.stringify(id)} is not 1 to 64 of [A-Za-z0-9_-]`;
-    const prev = voters[i - 1];
-    if (prev !== undefined && prev >= id) return `voters are not sorted and distinct at ${id}`;
+  return idsProblem(voters, "voter");
+}
+
+/**
+ * Why `config` is not a valid configuration, or null: a valid voter set, and 0..LEARNERS_MAX
+ * distinct valid learner ids, sorted, none of them a voter.
+ */
+export function configProblem(config: Configuration): string | null {
+  const voters = votersProblem(config.voters);
+  if (voters !== null) return voters;
+  const { learners } = config;
+  if (learners.length > LEARNERS_MAX) {
+    return `${learners.length} learners is over ${LEARNERS_MAX}`;
+  }
+  const problem = idsProblem(learners, "learner");
+  if (problem !== null) return problem;
+  const voterSet = new Set(config.voters);
+  const both = learners.find((id) => voterSet.has(id));
+  return both === undefined ? null : `${both} is both a voter and a learner`;
+}
+
+function idsProblem(ids: readonly string[], what: string): string | null {
+  for (const [i, id] of ids.entries()) {
+    if (!isNodeId(id)) return `${what} ${JSON.stringify(id)} is not 1 to 64 of [A-Za-z0-9_-]`;
+    const prev = ids[i - 1];
+    if (prev !== undefined && prev >= id) return `${what}s are not sorted and distinct at ${id}`;
   }
   return null;
+}
+
+function writeConfig(w: Writer, config: Configuration): void {
+  w.u16(config.voters.length);
+  for (const id of config.voters) w.string(id);
+  w.u16(config.learners.length);
+  for (const id of config.learners) w.string(id);
+}
+
+function readConfig(r: Reader, what: string): Configuration {
+  const nv = r.u16(`${what} voter count`);
+  if (nv < 1 || nv > VOTERS_MAX) {
+    throw new MalformedError(`${what}: ${nv} voters is not in 1..${VOTERS_MAX}`);
+  }
+  const voters: string[] = [];
+  for (let i = 0; i < nv; i++) voters.push(r.string(`${what}.voters[${i}]`));
+  const nl = r.u16(`${what} learner count`);
+  if (nl > LEARNERS_MAX) {
+    throw new MalformedError(`${what}: ${nl} learners is over ${LEARNERS_MAX}`);
+  }
+  const learners: string[] = [];
+  for (let i = 0; i < nl; i++) learners.push(r.string(`${what}.learners[${i}]`));
+  const config = { voters, learners };
+  const problem = configProblem(config);
+  if (problem !== null) throw new MalformedError(`${what}: ${problem}`);
+  return config;
 }
 
 /** Encodes a message; throws RangeError if a field cannot be represented. */
@@ -209,7 +260,7 @@ function readEntry(r: Reader, what: string): Entry {
   const kind = KINDS_BY_CODE[code];
   if (kind === undefined) throw new MalformedError(`${what}.kind ${code} is unknown`);
   const data = readData(r, ENTRY_DATA_BYTES_MAX, `${what}.data`);
-  if (kind === "config") decodeVoters(data);
+  if (kind === "config") decodeConfig(data);
   if (kind === "noop" && data.length !== 0) {
     throw new MalformedError(`${what} is a no-op with data`);
   }
@@ -217,8 +268,8 @@ function readEntry(r: Reader, what: string): Entry {
 }
 
 function writeSnapshot(w: Writer, s: Snapshot): void {
-  w.i64(s.index).i64(s.term).u16(s.voters.length);
-  for (const id of s.voters) w.string(id);
+  w.i64(s.index).i64(s.term);
+  writeConfig(w, s);
   w.bytes(s.data);
 }
 
@@ -228,21 +279,9 @@ function readSnapshot(r: Reader): Snapshot {
   if ((index === 0) !== (term === 0)) {
     throw new MalformedError(`snapshot at index ${index} has term ${term}`);
   }
-  const voters = readVoters(r, "snapshot.voters");
+  const { voters, learners } = readConfig(r, "snapshot");
   const data = readData(r, SNAPSHOT_DATA_BYTES_MAX, "snapshot.data");
-  return { index, term, voters, data };
-}
-
-function readVoters(r: Reader, what: string): string[] {
-  const n = r.u16(`${what} count`);
-  if (n < 1 || n > VOTERS_MAX) {
-    throw new MalformedError(`${what}: ${n} voters is not in 1..${VOTERS_MAX}`);
-  }
-  const voters: string[] = [];
-  for (let i = 0; i < n; i++) voters.push(r.string(`${what}[${i}]`));
-  const problem = votersProblem(voters);
-  if (problem !== null) throw new MalformedError(`${what}: ${problem}`);
-  return voters;
+  return { index, term, voters, learners, data };
 }
 
 function readLogPosition(r: Reader, term: number, what: string): [number, number] {

@@ -2,6 +2,8 @@
 
 /** Voters in one group at most. */
 export const VOTERS_MAX = 64;
+/** Learners (non-voting members) in one group at most. */
+export const LEARNERS_MAX = 1024;
 /** Entries one AppendEntries carries at most (also what the decoder accepts). */
 export const APPEND_ENTRIES_MAX = 4096;
 /** Largest single entry's data, bytes. */

@@ -1,14 +1,13 @@
 // A node's in-memory Raft log: a snapshot that stands for the compacted prefix, then contiguous
 // entries. It answers the questions the protocol asks (term at an index, conflicts, up-to-dateness,
-// the voter set in force) and enforces contiguity on every change.
+// the configuration in force) and enforces contiguity on every change.
 
-import { decodeVoters } from "./codec.ts";
+import { decodeConfig } from "./codec.ts";
 import { entryBytes } from "./limits.ts";
-import type { Entry, Snapshot } from "./types.ts";
+import type { Configuration, Entry, Snapshot } from "./types.ts";
 
-/** The voter set in force and the index of the entry (or snapshot) that set it. */
-export interface ConfigAt {
-  readonly voters: readonly string[];
+/** The configuration in force and the index of the entry (or snapshot) that set it. */
+export interface ConfigAt extends Configuration {
   readonly index: number;
 }
 
@@ -138,13 +137,17 @@ export class RaftLog {
     return lastTerm > this.lastTerm || (lastTerm === this.lastTerm && lastIndex >= this.lastIndex);
   }
 
-  /** The voter set in force at `index` (at least the snapshot's index): the last config at or below. */
+  /**
+   * The configuration in force at `index` (at least the snapshot's index): the last config entry at
+   * or below it, else the snapshot's.
+   */
   configAt(index: number): ConfigAt {
     for (let i = Math.min(index, this.lastIndex); i > this.#snapshot.index; i--) {
       const e = this.entry(i) as Entry;
-      if (e.kind === "config") return { voters: decodeVoters(e.data), index: i };
+      if (e.kind === "config") return { ...decodeConfig(e.data), index: i };
     }
-    return { voters: this.#snapshot.voters, index: this.#snapshot.index };
+    const s = this.#snapshot;
+    return { voters: s.voters, learners: s.learners, index: s.index };
   }
 
   /** Drops the entries the snapshot covers; requires them to be in the log with the same term. */

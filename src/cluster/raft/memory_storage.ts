@@ -1,7 +1,7 @@
 // An in-memory stand-in for a node's durable Raft state: hard state, latest snapshot and the log
 // after it. Tests and the simulator persist Readys into it and restart nodes from `state()`.
 
-import { votersProblem } from "./codec.ts";
+import { configProblem } from "./codec.ts";
 import type { Entry, HardState, PersistentState, Ready, Snapshot } from "./types.ts";
 
 const EMPTY = new Uint8Array(0);
@@ -12,13 +12,16 @@ export class MemoryStorage {
   #snapshot: Snapshot;
   #entries: Entry[] = [];
 
-  /** Storage for a node bootstrapping a group with `voters` (empty for a node that will join). */
-  constructor(voters: readonly string[]) {
-    const sorted = [...voters].sort();
-    if (sorted.length > 0 && votersProblem(sorted) !== null) {
-      throw new RangeError(`Invalid bootstrap voters: ${votersProblem(sorted)}`);
-    }
-    this.#snapshot = { index: 0, term: 0, voters: sorted, data: EMPTY };
+  /**
+   * Storage for a node bootstrapping a group with `voters` and `learners` (both empty for a node
+   * that will be added later).
+   */
+  constructor(voters: readonly string[], learners: readonly string[] = []) {
+    const config = { voters: [...voters].sort(), learners: [...learners].sort() };
+    const empty = config.voters.length === 0 && config.learners.length === 0;
+    const problem = empty ? null : configProblem(config);
+    if (problem !== null) throw new RangeError(`Invalid bootstrap config: ${problem}`);
+    this.#snapshot = { index: 0, term: 0, ...config, data: EMPTY };
   }
 
   /** Persists one Ready, in the order its contract gives: snapshot, entries, hard state. */

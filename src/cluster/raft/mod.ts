@@ -3,6 +3,6 @@
 
 export { RaftNode, type RaftNodeOptions } from "./node.ts";
 export { MemoryStorage } from "./memory_storage.ts";
-export { decodeMessage, decodeVoters, encodeMessage, encodeVoters } from "./codec.ts";
-export { RAFT_DEFAULTS, VOTERS_MAX } from "./limits.ts";
+export { decodeConfig, decodeMessage, encodeConfig, encodeMessage } from "./codec.ts";
+export { LEARNERS_MAX, RAFT_DEFAULTS, VOTERS_MAX } from "./limits.ts";
 export type * from "./types.ts";

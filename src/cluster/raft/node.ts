@@ -1,16 +1,18 @@
 // A Raft consensus state machine with no I/O: time comes in through `tick`, messages through
 // `receive`, and everything it wants done (persist, send, apply) goes out through Ready batches.
 // Pre-vote, leader stickiness, check-quorum, fast log back-off, flow control, snapshots,
-// single-server membership changes and leadership transfer, after the Raft dissertation.
+// single-server membership changes, learners (members that receive the log but never vote) and
+// leadership transfer, after the Raft dissertation.
 
 import type { Random } from "../../io/types.ts";
-import { encodeVoters, votersProblem } from "./codec.ts";
-import { entryBytes, OUTBOX_MESSAGES_MAX, RAFT_DEFAULTS, VOTERS_MAX } from "./limits.ts";
+import { configProblem, encodeConfig } from "./codec.ts";
+import { entryBytes, OUTBOX_MESSAGES_MAX, RAFT_DEFAULTS } from "./limits.ts";
 import { RaftLog } from "./log.ts";
 import { Progress } from "./progress.ts";
 import type {
   AppendEntries,
   AppendEntriesResp,
+  Configuration,
   Entry,
   EntryKind,
   HardState,
@@ -106,6 +108,7 @@ export class RaftNode {
   #droppedMessages = 0;
 
   #voters: ReadonlySet<string>;
+  #learners: ReadonlySet<string>;
   #configIndex: number;
   readonly #progress = new Map<string, Progress>();
   /** Votes (or pre-votes) received in the current campaign. */
@@ -141,6 +144,7 @@ export class RaftNode {
     this.#applied = Math.max(snapshot.index, Math.min(opts.applied ?? 0, this.#commit));
     const config = this.#log.configAt(this.#log.lastIndex);
     this.#voters = new Set(config.voters);
+    this.#learners = new Set(config.learners);
     this.#configIndex = config.index;
     this.#resetElectionTimer();
   }
@@ -191,6 +195,11 @@ export class RaftNode {
   /** The voter set in force (the latest config in the log, committed or not), sorted. */
   get voters(): string[] {
     return [...this.#voters].sort();
+  }
+
+  /** The learners in force (the latest config in the log, committed or not), sorted. */
+  get learners(): string[] {
+    return [...this.#learners].sort();
   }
 
   /** Messages dropped because the outbox was full. */
@@ -244,16 +253,44 @@ export class RaftNode {
     return this.#proposeEntry("normal", data.slice());
   }
 
-  /** Proposes adding voter `id` (one change at a time; in force once appended). */
+  /**
+   * Proposes making `id` a voter: promotes it if it is a learner, else adds it as a new voter. One
+   * membership change at a time; in force once appended. Refused as "invalid" if it is a voter.
+   */
   addServer(id: string): ProposeResult {
     if (this.#voters.has(id)) return this.#refuse("invalid");
-    return this.#proposeConfig([...this.#voters, id]);
+    return this.#proposeConfig({
+      voters: [...this.#voters, id],
+      learners: [...this.#learners].filter((l) => l !== id),
+    });
   }
 
-  /** Proposes removing voter `id`; a leader that removes itself steps down once it commits. */
+  /**
+   * Proposes making `id` a learner: adds it as a new learner, or demotes it if it is a voter (a
+   * leader that demotes itself steps down once that commits). One membership change at a time.
+   * Refused as "invalid" if it is a learner already or the last voter.
+   */
+  addLearner(id: string): ProposeResult {
+    if (this.#learners.has(id)) return this.#refuse("invalid");
+    if (this.#voters.has(id) && this.#voters.size === 1) return this.#refuse("invalid");
+    return this.#proposeConfig({
+      voters: [...this.#voters].filter((v) => v !== id),
+      learners: [...this.#learners, id],
+    });
+  }
+
+  /**
+   * Proposes removing voter or learner `id`; a leader that removes itself steps down once that
+   * commits. Refused as "invalid" if `id` is no member or the last voter.
+   */
   removeServer(id: string): ProposeResult {
-    if (!this.#voters.has(id) || this.#voters.size === 1) return this.#refuse("invalid");
-    return this.#proposeConfig([...this.#voters].filter((v) => v !== id));
+    const isVoter = this.#voters.has(id);
+    if (!isVoter && !this.#learners.has(id)) return this.#refuse("invalid");
+    if (isVoter && this.#voters.size === 1) return this.#refuse("invalid");
+    return this.#proposeConfig({
+      voters: [...this.#voters].filter((v) => v !== id),
+      learners: [...this.#learners].filter((l) => l !== id),
+    });
   }
 
   /**
@@ -279,10 +316,12 @@ export class RaftNode {
           `applied at ${this.#applied}`,
       );
     }
+    const config = this.#log.configAt(throughIndex);
     const snapshot: Snapshot = {
       index: throughIndex,
       term: this.#log.term(throughIndex) as number,
-      voters: [...this.#log.configAt(throughIndex).voters],
+      voters: [...config.voters],
+      learners: [...config.learners],
       data: data.slice(),
     };
     this.#log.compact(snapshot);
@@ -522,12 +561,15 @@ export class RaftNode {
     this.#broadcastAppend(true);
   }
 
-  /** Matches the leader's follower table to the voter set in force. */
+  /**
+   * Matches the leader's follower table to the members in force: learners are replicated to like
+   * voters, and a promoted or demoted member keeps its progress.
+   */
   #syncProgress(): void {
     for (const peer of this.#progress.keys()) {
-      if (!this.#voters.has(peer)) this.#progress.delete(peer);
+      if (!this.#voters.has(peer) && !this.#learners.has(peer)) this.#progress.delete(peer);
     }
-    for (const peer of this.#voters) {
+    for (const peer of [...this.#voters, ...this.#learners]) {
       if (peer === this.id || this.#progress.has(peer)) continue;
       this.#progress.set(
         peer,
@@ -610,6 +652,11 @@ export class RaftNode {
     if (this.#o.plantedBugs.voteWithoutLogCheck === true) return true;
     return this.#log.isUpToDate(m.lastIndex, m.lastTerm);
   }
+
+  // Learners answer votes like voters: a candidate asks and counts only the voters of its own
+  // config, which may be newer than ours. A learner whose promotion it has not yet received must
+  // still vote, or a group that lost one old voter right after the promotion committed could never
+  // elect a leader again.
 
   #onPreVote(m: PreVote): void {
     const granted = m.term > this.#term && this.#upToDate(m);
@@ -730,6 +777,7 @@ export class RaftNode {
   #reloadConfig(): void {
     const config = this.#log.configAt(this.#log.lastIndex);
     this.#voters = new Set(config.voters);
+    this.#learners = new Set(config.learners);
     this.#configIndex = config.index;
   }
 
@@ -848,12 +896,15 @@ export class RaftNode {
     this.#broadcastAppend(true);
   }
 
-  /** A leader whose removal committed hands over to the most caught-up voter and steps down. */
+  /**
+   * A leader whose removal (or demotion) committed hands over to the most caught-up voter and
+   * steps down.
+   */
   #stepDownRemoved(): void {
     let best: string | null = null;
     let bestMatch = -1;
     for (const [peer, pr] of this.#progress) {
-      if (pr.match > bestMatch) [best, bestMatch] = [peer, pr.match];
+      if (this.#voters.has(peer) && pr.match > bestMatch) [best, bestMatch] = [peer, pr.match];
     }
     this.#broadcastAppend(true);
     if (best !== null && bestMatch === this.#log.lastIndex) {
@@ -888,7 +939,7 @@ export class RaftNode {
     return null;
   }
 
-  #proposeConfig(voters: string[]): ProposeResult {
+  #proposeConfig(config: { voters: string[]; learners: string[] }): ProposeResult {
     const refusal = this.#proposeRefusal(0);
     if (refusal !== null) return refusal;
     // One change at a time, and not before this term committed its first entry (the fix to
@@ -896,11 +947,12 @@ export class RaftNode {
     if (this.#configIndex > this.#commit || this.#log.term(this.#commit) !== this.#term) {
       return this.#refuse("config-pending");
     }
-    voters.sort();
-    if (voters.length > VOTERS_MAX || votersProblem(voters) !== null) {
-      return this.#refuse("invalid");
-    }
-    return this.#proposeEntry("config", encodeVoters(voters));
+    const sorted: Configuration = {
+      voters: config.voters.sort(),
+      learners: config.learners.sort(),
+    };
+    if (configProblem(sorted) !== null) return this.#refuse("invalid");
+    return this.#proposeEntry("config", encodeConfig(sorted));
   }
 
   #proposeEntry(kind: EntryKind, data: Uint8Array): ProposeResult {

@@ -8,10 +8,10 @@ import type { AppendEntries, Message, RequestVote } from "./types.ts";
 const IDS3 = ["a", "b", "c"];
 const IDS5 = ["s1", "s2", "s3", "s4", "s5"];
 
-function lone(id: string, voters: string[]): RaftNode {
+function lone(id: string, voters: string[], learners: string[] = []): RaftNode {
   return new RaftNode({
     id,
-    state: new MemoryStorage(voters).state(),
+    state: new MemoryStorage(voters, learners).state(),
     random: new SeededRandom(7),
     nowMs: 0,
     electionTimeoutMs: ELECTION_MS,
@@ -297,7 +297,7 @@ Deno.test("RaftNode installs a snapshot when the leader has compacted what a fol
 });
 
 Deno.test("RaftNode adds and removes voters one at a time", () => {
-  const g = new Group(IDS3, {}, ["d"]);
+  const g = new Group(IDS3, {}, { joiners: ["d"] });
   const a = g.elect("a");
   g.run(HEARTBEAT_MS);
   const add = a.addServer("d");
@@ -410,4 +410,208 @@ Deno.test("RaftNode rejects a clock that runs backwards and bad options", () => 
       }),
     /heartbeatIntervalMs/,
   );
+});
+
+// ---- learners --------------------------------------------------------------------------------
+
+const LEARNERS = ["d", "e"];
+
+Deno.test("RaftNode learner receives, commits and applies entries and knows the leader", () => {
+  const g = new Group(IDS3, {}, { learners: LEARNERS });
+  const a = g.elect("a");
+  assert.deepEqual(a.voters, IDS3);
+  assert.deepEqual(a.learners, LEARNERS);
+  const p = a.propose(bytes("x"));
+  g.run(HEARTBEAT_MS * 2);
+  for (const id of LEARNERS) {
+    const n = g.node(id);
+    assert.equal(n.role, "follower");
+    assert.equal(n.leaderId, "a");
+    assert.ok(p.ok && n.commitIndex >= p.index);
+    assert.deepEqual(g.appliedText(id), ["x"]);
+    assert.deepEqual(n.learners, LEARNERS);
+    assert.deepEqual(n.propose(bytes("y")), { ok: false, reason: "not-leader", leaderHint: "a" });
+  }
+});
+
+Deno.test("RaftNode learner never campaigns, however long the leader is silent", () => {
+  const g = new Group(IDS3, {}, { learners: ["d"] });
+  g.elect("a");
+  g.run(HEARTBEAT_MS * 2);
+  const fromD: Message[] = [];
+  g.drop = (m) => {
+    if (m.from === "d") fromD.push(m);
+    return false;
+  };
+  for (const id of IDS3) g.crash(id);
+  g.run(ELECTION_MS * 20);
+  const d = g.node("d");
+  assert.equal(d.role, "follower");
+  assert.equal(d.term, 1);
+  assert.deepEqual(fromD, [], "not even a pre-vote");
+  // Not even when told to campaign at once.
+  g.campaign("d");
+  assert.equal(d.role, "follower");
+  assert.equal(d.term, 1);
+});
+
+Deno.test("RaftNode leader commits only with a majority of voters, however many learners hold it", () => {
+  for (const voters of [["a", "b"], IDS3]) {
+    const g = new Group(voters, {}, { learners: LEARNERS });
+    const a = g.elect("a");
+    g.run(HEARTBEAT_MS * 2);
+    const before = a.commitIndex;
+    for (const v of voters.slice(1)) g.crash(v);
+    const p = a.propose(bytes("x"));
+    assert.ok(p.ok);
+    g.run(HEARTBEAT_MS * 3);
+    for (const id of LEARNERS) assert.equal(g.node(id).lastIndex, p.index, `${id} holds it`);
+    assert.equal(a.commitIndex, before, `${voters}: most nodes hold it, but not most voters`);
+    assert.deepEqual(g.appliedText("d"), []);
+    // Check-quorum counts voters only too: the learners' acks do not keep it in office.
+    g.run(ELECTION_MS * 2);
+    assert.notEqual(a.role, "leader");
+    // One voter back makes a majority with a, and the entry commits under a new term.
+    g.restart("b");
+    g.elect("a");
+    g.run(HEARTBEAT_MS * 3);
+    assert.ok(a.commitIndex >= p.index);
+    assert.deepEqual(g.appliedText("d"), ["x"]);
+  }
+});
+
+Deno.test("RaftNode candidate counts no pre-votes or votes from learners", () => {
+  const n = lone("a", IDS3, LEARNERS);
+  n.tick(3 * ELECTION_MS);
+  assert.equal(n.role, "precandidate");
+  assert.deepEqual(advance(n).map((m) => m.to).sort(), ["b", "c"], "asks only voters");
+  for (const from of LEARNERS) {
+    n.receive({ type: "PreVoteResp", from, to: "a", term: 1, granted: true });
+  }
+  assert.equal(n.role, "precandidate");
+  n.receive({ type: "PreVoteResp", from: "b", to: "a", term: 1, granted: true });
+  assert.equal(n.role, "candidate");
+  advance(n);
+  for (const from of LEARNERS) {
+    n.receive({ type: "RequestVoteResp", from, to: "a", term: 1, granted: true });
+  }
+  assert.equal(n.role, "candidate");
+  n.receive({ type: "RequestVoteResp", from: "c", to: "a", term: 1, granted: true });
+  assert.equal(n.role, "leader");
+});
+
+Deno.test("RaftNode promotes a learner to a voter that counts and can lead", () => {
+  const g = new Group(IDS3, {}, { learners: ["d"] });
+  const a = g.elect("a");
+  g.run(HEARTBEAT_MS);
+  assert.equal(a.addServer("d").ok, true);
+  assert.deepEqual(a.voters, ["a", "b", "c", "d"], "in force once appended");
+  assert.deepEqual(a.learners, []);
+  assert.deepEqual(a.addLearner("e"), { ok: false, reason: "config-pending", leaderHint: null });
+  g.run(HEARTBEAT_MS * 3);
+  const d = g.node("d");
+  assert.deepEqual(d.voters, ["a", "b", "c", "d"]);
+  assert.deepEqual(d.learners, []);
+  // Four voters need three: with c down, d's ack is what commits.
+  g.crash("c");
+  g.campaign("d");
+  assert.equal(d.role, "leader");
+  const p = d.propose(bytes("x"));
+  g.run(HEARTBEAT_MS * 3);
+  assert.ok(p.ok && d.commitIndex >= p.index);
+  assert.deepEqual(g.appliedText("b"), ["x"]);
+});
+
+Deno.test("RaftNode learner that has not heard of its promotion still votes", () => {
+  const g = new Group(IDS3, {}, { learners: ["d"] });
+  const a = g.elect("a");
+  g.run(HEARTBEAT_MS);
+  g.cut.add("a>d");
+  const p = a.addServer("d");
+  g.run(HEARTBEAT_MS * 3);
+  assert.ok(p.ok && a.commitIndex >= p.index, "a, b and c made the promotion commit");
+  assert.deepEqual(g.node("d").voters, IDS3, "d has not heard of it");
+  // a is gone for good: b and c need d's vote to make three of the four voters.
+  g.crash("a");
+  g.cut.clear();
+  const b = g.elect("b");
+  g.run(HEARTBEAT_MS * 2);
+  assert.deepEqual(g.node("d").voters, ["a", "b", "c", "d"]);
+  assert.equal(g.node("d").leaderId, "b");
+  assert.equal(b.removeServer("a").ok, true);
+});
+
+Deno.test("RaftNode removes a learner, and the leader stops replicating to it", () => {
+  const g = new Group(IDS3, {}, { learners: LEARNERS });
+  const a = g.elect("a");
+  g.run(HEARTBEAT_MS);
+  assert.equal(a.removeServer("d").ok, true);
+  assert.deepEqual(a.learners, ["e"]);
+  g.run(HEARTBEAT_MS * 3);
+  assert.deepEqual(g.node("e").learners, ["e"]);
+  assert.deepEqual(a.removeServer("d"), { ok: false, reason: "invalid", leaderHint: null });
+  const toD: Message[] = [];
+  g.drop = (m) => {
+    if (m.to === "d") toD.push(m);
+    return false;
+  };
+  a.propose(bytes("after"));
+  g.run(HEARTBEAT_MS * 3);
+  assert.deepEqual(toD, []);
+  assert.deepEqual(g.appliedText("e"), ["after"]);
+  assert.deepEqual(g.appliedText("d"), []);
+});
+
+Deno.test("RaftNode demotes a voter to learner; a demoted leader steps down and follows", () => {
+  const g = new Group(IDS3);
+  const a = g.elect("a");
+  g.run(HEARTBEAT_MS);
+  assert.equal(a.addLearner("a").ok, true);
+  assert.deepEqual(a.voters, ["b", "c"]);
+  assert.deepEqual(a.learners, ["a"]);
+  assert.equal(a.role, "leader", "it keeps leading until the change commits");
+  g.settle();
+  g.run(HEARTBEAT_MS * 2);
+  assert.equal(a.role, "follower");
+  const leader = ["b", "c"].map((id) => g.node(id)).find((n) => n.role === "leader");
+  assert.ok(leader !== undefined, "a handed over to a caught-up voter");
+  assert.deepEqual(leader.addLearner("a"), { ok: false, reason: "invalid", leaderHint: null });
+  leader.propose(bytes("x"));
+  g.run(ELECTION_MS * 5);
+  assert.equal(a.role, "follower");
+  assert.equal(a.leaderId, leader.id);
+  assert.deepEqual(g.appliedText("a"), ["x"]);
+  // The last voter cannot be demoted or removed.
+  assert.equal(leader.removeServer(leader.id === "b" ? "c" : "b").ok, true);
+  g.run(HEARTBEAT_MS * 3);
+  assert.deepEqual(leader.voters, [leader.id]);
+  assert.deepEqual(leader.addLearner(leader.id), {
+    ok: false,
+    reason: "invalid",
+    leaderHint: null,
+  });
+});
+
+Deno.test("RaftNode that was never added waits, then follows once added as a learner", () => {
+  const g = new Group(IDS3, {}, { joiners: ["d"] });
+  const a = g.elect("a");
+  a.propose(bytes("x"));
+  g.run(ELECTION_MS * 5);
+  const d = g.node("d");
+  assert.equal(d.role, "follower");
+  assert.equal(d.term, 0);
+  assert.equal(d.leaderId, null);
+  // It needs what a compacted: it gets a snapshot, then the config entry that names it.
+  g.storage.get("a")?.compact(a.compact(a.appliedIndex, bytes("image")));
+  assert.equal(a.addLearner("d").ok, true);
+  g.run(HEARTBEAT_MS * 4);
+  assert.equal(d.leaderId, "a");
+  assert.equal(d.snapshot.index, 2);
+  assert.deepEqual(d.voters, IDS3);
+  assert.deepEqual(d.learners, ["d"]);
+  assert.equal(d.commitIndex, a.commitIndex);
+  a.propose(bytes("y"));
+  g.run(HEARTBEAT_MS * 2);
+  assert.deepEqual(g.appliedText("d"), ["y"]);
+  assert.equal(d.role, "follower");
 });

@@ -1,7 +1,9 @@
 // The shapes a Raft node shares with its shell: log entries, snapshots, hard state, the messages
 // peers exchange, and the Ready batch the shell persists before it may send anything.
 
-/** What an entry carries: application data, a new voter set, or the no-op a new leader appends. */
+/**
+ * What an entry carries: application data, a new configuration, or the no-op a new leader appends.
+ */
 export type EntryKind = "normal" | "config" | "noop";
 
 /** One log entry. `data` is owned by the log once appended: never mutate it. */
@@ -9,7 +11,7 @@ export interface Entry {
   readonly index: number;
   readonly term: number;
   readonly kind: EntryKind;
-  /** Application bytes ("normal"), an encoded voter set ("config"), or empty ("noop"). */
+  /** Application bytes ("normal"), an encoded Configuration ("config"), or empty ("noop"). */
   readonly data: Uint8Array;
 }
 
@@ -21,12 +23,23 @@ export interface HardState {
   readonly commit: number;
 }
 
-/** A compacted prefix of the log: everything through `index`, and the voters in force there. */
+/**
+ * A group's members: voters elect the leader and make up every quorum; learners receive the log
+ * and apply it, but never vote, campaign or count towards a quorum. Disjoint, each sorted.
+ */
+export interface Configuration {
+  readonly voters: readonly string[];
+  readonly learners: readonly string[];
+}
+
+/** A compacted prefix of the log: everything through `index`, and the members in force there. */
 export interface Snapshot {
   readonly index: number;
   readonly term: number;
-  /** Voter ids as of `index`, sorted. */
+  /** Voter ids as of `index`, sorted (empty only for a node that was never a member). */
   readonly voters: readonly string[];
+  /** Learner ids as of `index`, sorted, disjoint from `voters`. */
+  readonly learners: readonly string[];
   /** The application state machine's image through `index`. */
   readonly data: Uint8Array;
 }
@@ -161,10 +174,13 @@ export type RefusalReason =
   | "transferring"
   /** A membership change is still uncommitted, or this term has committed nothing yet. */
   | "config-pending"
-  /** The change makes no sense: adding a voter, removing a non-voter or the last voter. */
+  /**
+   * The change makes no sense: adding a voter or learner that already is one, removing a
+   * non-member, removing or demoting the last voter, or going over VOTERS_MAX or LEARNERS_MAX.
+   */
   | "invalid";
 
-/** The outcome of `propose`, `addServer` or `removeServer`. */
+/** The outcome of `propose`, `addServer`, `addLearner` or `removeServer`. */
 export type ProposeResult =
   | { readonly ok: true; readonly index: number; readonly term: number }
   | { readonly ok: false; readonly reason: RefusalReason; readonly leaderHint: string | null };

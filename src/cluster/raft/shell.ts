@@ -1,0 +1,304 @@
+// The async shell around one RaftNode: it ticks the node's clock, makes each Ready durable through
+// a store before releasing its messages, applies committed entries to the group's state machine
+// in order, and turns proposals into promises that settle with what applying them produced.
+// The node stays a pure state machine (node.ts); everything that waits lives here.
+
+import type { Clock, Random } from "../../io/types.ts";
+import { ErrorCode, GregorError } from "../../protocol/errors.ts";
+import { decodeMessage, encodeMessage } from "./codec.ts";
+import { RaftNode, type RaftNodeOptions } from "./node.ts";
+import type { Entry, PersistentState, ProposeResult, Ready, Role, Snapshot } from "./types.ts";
+
+/** Where a group's durable state lives (the WAL, or memory in tests). */
+export interface RaftStore {
+  state(): PersistentState;
+  /** Makes a Ready's snapshot, entries and hard state durable; resolves once they are. */
+  save(ready: Ready): Promise<void>;
+}
+
+/** The replicated state machine of a group. */
+export interface StateMachine {
+  /** Applies one committed "normal" entry; the result settles the proposal that made it. */
+  apply(entry: Entry): Promise<unknown> | unknown;
+  /** Replaces the state with a snapshot's image (a follower far behind the leader). */
+  restore(snapshot: Snapshot): Promise<void> | void;
+}
+
+/** Options of a RaftGroup. */
+export interface RaftGroupOptions {
+  /** The group's name on the wire (e.g. "__meta" or "topic/3"). */
+  group: string;
+  nodeId: string;
+  store: RaftStore;
+  machine: StateMachine;
+  /** Sends an encoded message to a peer (best effort: Raft tolerates loss). */
+  send(to: string, bytes: Uint8Array): void;
+  clock: Clock;
+  random: Pick<Random, "float">;
+  /** How often the node's clock advances, ms. */
+  tickMs?: number;
+  electionTimeoutMs?: number;
+  heartbeatIntervalMs?: number;
+  /** Index through which the state machine already holds the entries (after a restart). */
+  applied?: number;
+  /** The store failed: the group can no longer keep its promises. */
+  onFatal(reason: string): void;
+  /** After any change of leader or term. */
+  onLeaderChange?(leader: string | null, term: number): void;
+  /** A proposal this node took could not be vouched for any more (leadership moved). */
+  onProposalLost?(): void;
+  /** Deliberate protocol bugs, to prove the checkers catch them. Never set outside tests. */
+  plantedBugs?: RaftNodeOptions["plantedBugs"];
+}
+
+/** Proposals waiting to be applied, per group, at most. */
+export const PROPOSALS_PENDING_MAX = 100_000;
+/** Default tick, ms. */
+export const RAFT_TICK_MS = 20;
+
+interface Pending {
+  term: number;
+  resolve(v: unknown): void;
+  reject(err: unknown): void;
+}
+
+/** One Raft group on this node. */
+export class RaftGroup {
+  readonly group: string;
+  readonly node: RaftNode;
+  readonly #o: RaftGroupOptions;
+  readonly #pending = new Map<number, Pending>();
+  readonly #stop = new AbortController();
+  #looping = false;
+  #again = false;
+  #failed: string | null = null;
+  #leader: string | null = null;
+  #term = 0;
+  #loop: Promise<void> = Promise.resolve();
+
+  constructor(opts: RaftGroupOptions) {
+    this.#o = opts;
+    this.group = opts.group;
+    this.node = new RaftNode({
+      id: opts.nodeId,
+      state: opts.store.state(),
+      random: opts.random,
+      nowMs: opts.clock.now(),
+      ...(opts.applied === undefined ? {} : { applied: opts.applied }),
+      ...(opts.electionTimeoutMs === undefined
+        ? {}
+        : { electionTimeoutMs: opts.electionTimeoutMs }),
+      ...(opts.heartbeatIntervalMs === undefined
+        ? {}
+        : { heartbeatIntervalMs: opts.heartbeatIntervalMs }),
+      ...(opts.plantedBugs === undefined ? {} : { plantedBugs: opts.plantedBugs }),
+    });
+    void this.#tickLoop();
+    this.#kick();
+  }
+
+  get leaderId(): string | null {
+    return this.node.leaderId;
+  }
+
+  get term(): number {
+    return this.node.term;
+  }
+
+  get role(): Role {
+    return this.node.role;
+  }
+
+  get isLeader(): boolean {
+    return this.node.role === "leader" && this.#failed === null;
+  }
+
+  /** True once the store failed or the group was stopped. */
+  get stopped(): boolean {
+    return this.#failed !== null || this.#stop.signal.aborted;
+  }
+
+  /** Feeds an encoded message from a peer. Malformed or misaddressed ones are dropped. */
+  receive(bytes: Uint8Array): void {
+    if (this.stopped) return;
+    let m;
+    try {
+      m = decodeMessage(bytes);
+    } catch {
+      return;
+    }
+    if (m.to !== this.#o.nodeId) return;
+    this.#guard(() => this.node.receive(m));
+    this.#kick();
+  }
+
+  /**
+   * Proposes `data`; resolves with what applying it returned, once it is committed and applied
+   * here. Rejects with NOT_LEADER (naming the leader if known) when this node does not lead, and
+   * with NOT_LEADER too when leadership is lost before it applied — its outcome is then unknown:
+   * it may still commit under the next leader (retry idempotently).
+   */
+  propose(data: Uint8Array): Promise<unknown> {
+    return this.#await(this.node.propose(data));
+  }
+
+  /** Proposes adding a voter, or promoting a learner (one change at a time). */
+  addServer(id: string): Promise<unknown> {
+    return this.#await(this.node.addServer(id));
+  }
+
+  /** Proposes adding a learner (it receives the log, never votes in a quorum). */
+  addLearner(id: string): Promise<unknown> {
+    return this.#await(this.node.addLearner(id));
+  }
+
+  /** Proposes removing a voter or a learner. */
+  removeServer(id: string): Promise<unknown> {
+    return this.#await(this.node.removeServer(id));
+  }
+
+  #await(r: ProposeResult): Promise<unknown> {
+    if (this.#failed !== null) {
+      return Promise.reject(new GregorError(ErrorCode.STORAGE_ERROR, this.#failed));
+    }
+    if (!r.ok) {
+      const hint = r.leaderHint === null ? "" : `; the leader is ${r.leaderHint}`;
+      return Promise.reject(
+        new GregorError(
+          r.reason === "not-leader" ? ErrorCode.NOT_LEADER : ErrorCode.LIMIT_EXCEEDED,
+          `Group ${this.group}: this node cannot take the proposal (${r.reason})${hint}`,
+        ),
+      );
+    }
+    if (this.#pending.size >= PROPOSALS_PENDING_MAX) {
+      return Promise.reject(
+        new GregorError(ErrorCode.LIMIT_EXCEEDED, `Group ${this.group} has too many proposals`),
+      );
+    }
+    this.#kick();
+    return new Promise((resolve, reject) => {
+      this.#pending.set(r.index, { term: r.term, resolve, reject });
+    });
+  }
+
+  /** Stops ticking and processing; pending proposals fail. */
+  async stop(): Promise<void> {
+    this.#stop.abort();
+    this.#failAll(new GregorError(ErrorCode.SHUTTING_DOWN, `Group ${this.group} stopped`));
+    await this.#loop;
+  }
+
+  async #tickLoop(): Promise<void> {
+    const tickMs = this.#o.tickMs ?? RAFT_TICK_MS;
+    while (!this.stopped) {
+      try {
+        await this.#o.clock.sleep(tickMs, this.#stop.signal);
+      } catch {
+        return;
+      }
+      this.#guard(() => this.node.tick(this.#o.clock.now()));
+      this.#kick();
+    }
+  }
+
+  /**
+   * Runs a step of the node. The node throws only when one of its own invariants broke (a bug, or
+   * a peer that broke the protocol): the group stops rather than go on with state it cannot trust.
+   */
+  #guard(step: () => void): void {
+    try {
+      step();
+    } catch (err) {
+      this.#fail(`Raft invariant broken in ${this.group}: ${(err as Error).message}`);
+    }
+  }
+
+  /** Runs the Ready loop unless it is running; then it runs once more. */
+  #kick(): void {
+    if (this.stopped) return;
+    if (this.#looping) {
+      this.#again = true;
+      return;
+    }
+    this.#looping = true;
+    this.#loop = this.#drain().finally(() => (this.#looping = false));
+  }
+
+  async #drain(): Promise<void> {
+    do {
+      this.#again = false;
+      while (!this.stopped && this.node.hasReady()) {
+        const ready = this.node.ready();
+        if (ready === null) break;
+        try {
+          await this.#o.store.save(ready);
+        } catch (err) {
+          this.#fail(`cannot persist Raft state of ${this.group}: ${(err as Error).message}`);
+          return;
+        }
+        if (ready.snapshot !== null) await this.#o.machine.restore(ready.snapshot);
+        for (const e of ready.committedEntries) await this.#apply(e);
+        for (const m of this.node.advance(ready)) this.#o.send(m.to, encodeMessage(m));
+        this.#noticeLeader();
+      }
+      this.#noticeLeader();
+    } while (this.#again && !this.stopped);
+  }
+
+  async #apply(e: Entry): Promise<void> {
+    let result: unknown = undefined;
+    let error: unknown = null;
+    if (e.kind === "normal") {
+      try {
+        result = await this.#o.machine.apply(e);
+      } catch (err) {
+        error = err;
+      }
+    }
+    const p = this.#pending.get(e.index);
+    if (p === undefined) return;
+    this.#pending.delete(e.index);
+    if (p.term !== e.term) {
+      p.reject(this.#lost(`its entry ${e.index} was replaced by another leader's`));
+    } else if (error !== null) p.reject(error);
+    else p.resolve(result);
+  }
+
+  #lost(why: string): GregorError {
+    this.#o.onProposalLost?.();
+    return new GregorError(
+      ErrorCode.NOT_LEADER,
+      `Group ${this.group}: leadership changed before the proposal applied (${why}); ` +
+        `its outcome is unknown`,
+    );
+  }
+
+  #noticeLeader(): void {
+    const leader = this.node.leaderId;
+    const term = this.node.term;
+    if (leader === this.#leader && term === this.#term) return;
+    this.#leader = leader;
+    this.#term = term;
+    // A node that no longer leads can no longer vouch for the proposals it took: they may still
+    // commit under the next leader, or not. Their callers learn the outcome is unknown.
+    if (this.node.role !== "leader") {
+      for (const [index, p] of this.#pending) {
+        this.#pending.delete(index);
+        p.reject(this.#lost(`term ${term}, leader ${leader ?? "unknown"}`));
+      }
+    }
+    this.#o.onLeaderChange?.(leader, term);
+  }
+
+  #fail(reason: string): void {
+    if (this.#failed !== null) return;
+    this.#failed = reason;
+    this.#failAll(new GregorError(ErrorCode.STORAGE_ERROR, reason));
+    this.#o.onFatal(reason);
+  }
+
+  #failAll(err: unknown): void {
+    for (const p of this.#pending.values()) p.reject(err);
+    this.#pending.clear();
+  }
+}
