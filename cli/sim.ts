@@ -15,7 +15,7 @@ import {
 } from "../sim/runner.ts";
 
 const USAGE =
-  `usage: deno task sim [--scenario register|pubsub|gossip] (--seed N | --seeds A..B) [--json]
+  `usage: deno task sim [--scenario register|pubsub|gossip|groups|cluster] (--seed N | --seeds A..B) [--json]
          [--faults swarm|calm]
   register: [--bug ack-before-sync|none] [--replicas N] [--writers N] [--readers N]
             [--safetyMs N] [--livenessMs N]

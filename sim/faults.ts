@@ -2,11 +2,11 @@
 // so some runs are calm and some brutal. The nemesis acts on the simulation during the safety
 // phase; `calm` ends it all for the liveness phase.
 
-import type { SeededRandom } from "../src/io/prng.ts";
+import { SeededRandom } from "../src/io/prng.ts";
 import { calmNet, type NetFaults } from "./net.ts";
 import { calmDisk, type DiskFaults, type SimDisk } from "./disk.ts";
-import type { SimNode } from "./node.ts";
-import type { Simulation } from "./simulation.ts";
+import type { ProcessControl, SimNode } from "./node.ts";
+import { Simulation } from "./simulation.ts";
 
 /** Relative weights of the nemesis' actions; 0 turns one off. */
 export interface NemesisWeights {
@@ -320,4 +320,43 @@ export function calm(sim: Simulation, nemesis: Nemesis): void {
     node.resume();
     if (!node.up) node.start();
   }
+}
+
+/**
+ * A simulation for a broker scenario: a swarm fault plan rolled from the seed (`label` keeps the
+ * scenarios' rolls apart), or every fault off; nodes that fail are restarted 100 ms later.
+ */
+export function brokerSimulation(
+  seed: number,
+  label: string,
+  faults: "swarm" | "calm",
+  downNodesMax: number,
+): { sim: Simulation; plan: FaultPlan } {
+  const plan = faults === "swarm"
+    ? rollPlan(new SeededRandom(seed, label), downNodesMax)
+    : calmPlan();
+  const sim = new Simulation(seed, {
+    net: { ...plan.net },
+    disk: plan.disk,
+    restartAfterExitMs: 100,
+  });
+  return { sim, plan };
+}
+
+/** Broker hooks for a simulated node: a fatal storage error ends the incarnation (as a process
+ * exit would), reports go to `onReport`. */
+export function brokerHooks(
+  ctl: ProcessControl,
+  onReport: (msg: string) => void,
+): { onFatal(reason: string): void; onReport(msg: string): void } {
+  return {
+    onFatal(reason) {
+      try {
+        ctl.fatal(reason);
+      } catch {
+        // fatal() ends this incarnation by throwing; the caller's own code stops here.
+      }
+    },
+    onReport,
+  };
 }

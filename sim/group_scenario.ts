@@ -20,9 +20,9 @@ import type { ReceivedMessage } from "../src/client/consumer.ts";
 import type { OffsetCommitRequest } from "../src/protocol/messages.ts";
 import { ErrorCode, GregorError } from "../src/protocol/errors.ts";
 import { startNode } from "../src/node.ts";
-import { calm, calmPlan, type FaultPlan, Nemesis, rollPlan } from "./faults.ts";
+import { brokerHooks, brokerSimulation, calm, Nemesis } from "./faults.ts";
 import { type RunResult, runResult } from "./result.ts";
-import { Simulation } from "./simulation.ts";
+import type { Simulation } from "./simulation.ts";
 import { connectRetrying } from "./pubsub_scenario.ts";
 import type { SimNode } from "./node.ts";
 
@@ -82,14 +82,7 @@ interface Mirror {
 
 /** Runs the group scenario and checks it. */
 export async function runGroups(opts: GroupOptions): Promise<RunResult> {
-  const plan: FaultPlan = opts.faults === "swarm"
-    ? rollPlan(new SeededRandom(opts.seed, "group-faults"), 2)
-    : calmPlan();
-  const sim = new Simulation(opts.seed, {
-    net: { ...plan.net },
-    disk: plan.disk,
-    restartAfterExitMs: 100,
-  });
+  const { sim, plan } = brokerSimulation(opts.seed, "group-faults", opts.faults, 2);
   const violations: string[] = [];
   const stats = {
     generations: 0,
@@ -114,16 +107,7 @@ export async function runGroups(opts: GroupOptions): Promise<RunResult> {
         host: "0.0.0.0",
         port: PORT,
         broker: { dataDir: "data", segmentBytes: 16_000, groupsTickMs: 100 },
-        hooks: {
-          onFatal(reason) {
-            try {
-              ctl.fatal(reason);
-            } catch {
-              // fatal() ends this incarnation by throwing.
-            }
-          },
-          onReport: (msg) => void reports.push(msg),
-        },
+        hooks: brokerHooks(ctl, (msg) => void reports.push(msg)),
       });
       brokerIncarnation++;
       const m: Mirror = { generation: 0, owner: new Map(), grants: new Map() };

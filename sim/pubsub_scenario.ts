@@ -9,9 +9,9 @@ import { connectWith } from "../src/client/client.ts";
 import type { Client } from "../src/client/client.ts";
 import { ErrorCode, GregorError } from "../src/protocol/errors.ts";
 import { startNode } from "../src/node.ts";
-import { calm, calmPlan, type FaultPlan, Nemesis, rollPlan } from "./faults.ts";
+import { brokerHooks, brokerSimulation, calm, Nemesis } from "./faults.ts";
 import { type RunResult, runResult } from "./result.ts";
-import { Simulation } from "./simulation.ts";
+import type { Simulation } from "./simulation.ts";
 
 /** Everything that decides a pub/sub run. */
 export interface PubSubOptions {
@@ -55,13 +55,7 @@ interface Delivery {
 
 /** Runs the pub/sub scenario and checks it. */
 export async function runPubSub(opts: PubSubOptions): Promise<RunResult> {
-  const planRandom = new SeededRandom(opts.seed, "pubsub-faults");
-  const plan: FaultPlan = opts.faults === "swarm" ? rollPlan(planRandom, 1) : calmPlan();
-  const sim = new Simulation(opts.seed, {
-    net: { ...plan.net },
-    disk: plan.disk,
-    restartAfterExitMs: 100,
-  });
+  const { sim, plan } = brokerSimulation(opts.seed, "pubsub-faults", opts.faults, 1);
 
   // The broker keeps its topic on disk with fsync "always": it may crash (power or process), lose
   // unsynced writes, fail fsyncs and read flipped bits, and must still keep every acknowledgement.
@@ -72,16 +66,7 @@ export async function runPubSub(opts: PubSubOptions): Promise<RunResult> {
         host: "0.0.0.0",
         port: PORT,
         broker: { dataDir: "data", segmentBytes: opts.segmentBytes },
-        hooks: {
-          onFatal(reason) {
-            try {
-              ctl.fatal(reason);
-            } catch {
-              // fatal() ends this incarnation by throwing; the log's own code stops here.
-            }
-          },
-          onReport: (msg) => reports.push({ t: sim.world.now, msg }),
-        },
+        hooks: brokerHooks(ctl, (msg) => reports.push({ t: sim.world.now, msg })),
       });
       await node.done;
     },

@@ -7,9 +7,10 @@ export type { RunResult } from "./result.ts";
 import type { RunResult } from "./result.ts";
 import { gossipOptions, runGossip } from "./gossip_scenario.ts";
 import { groupOptions, runGroups } from "./group_scenario.ts";
+import { clusterOptions, runCluster } from "./cluster_scenario.ts";
 
 /** Scenarios `deno task sim` can run. */
-export const SCENARIOS = ["register", "pubsub", "gossip", "groups"] as const;
+export const SCENARIOS = ["register", "pubsub", "gossip", "groups", "cluster"] as const;
 /** A scenario's name. */
 export type ScenarioName = typeof SCENARIOS[number];
 
@@ -31,6 +32,8 @@ export function runScenario(
       return runGossip(gossipOptions(seed, parseNumbers("gossip", overrides, GOSSIP_NUMBERS)));
     case "groups":
       return runGroups(groupOptions(seed, parseNumbers("groups", overrides, GROUP_NUMBERS)));
+    case "cluster":
+      return runCluster(clusterOptions(seed, parseNumbers("cluster", overrides, CLUSTER_NUMBERS)));
   }
 }
 
@@ -86,6 +89,16 @@ const GOSSIP_NUMBERS = [
   "lateJoiners",
   "keepDown",
   "wallJumps",
+];
+
+const CLUSTER_NUMBERS = [
+  "nodes",
+  "partitions",
+  "messages",
+  "safetyMs",
+  "livenessMs",
+  "bugVoteWithoutLogCheck",
+  "bugAckBeforeCommit",
 ];
 
 const GROUP_NUMBERS = [

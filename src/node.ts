@@ -4,6 +4,12 @@
 import type { Addr, Env } from "./io/types.ts";
 import { Broker, type BrokerHooks } from "./broker/broker.ts";
 import { Gossip, loadOrCreateNodeId, nextIncarnation } from "./cluster/gossip/mod.ts";
+import { ClusterNode } from "./cluster/cluster.ts";
+import { ClusterBridge } from "./cluster/bridge.ts";
+import { RAFT_FRAME_PAYLOAD_BYTES_MAX, Transport } from "./cluster/transport.ts";
+import { RaftWal } from "./cluster/raft/wal.ts";
+import { NotFound } from "./io/errors.ts";
+import { Op } from "./protocol/messages.ts";
 import type { BrokerOptions } from "./broker/options.ts";
 import { BrokerMetrics, HttpServer } from "./metrics/mod.ts";
 
@@ -44,6 +50,25 @@ export interface ClusterConfig {
   seeds: string[];
   /** Gossip round period, ms. Default 200. */
   intervalMs?: number;
+  /** Replicate topics with Raft (metadata and one group per partition). Default false for now. */
+  replicate?: boolean;
+  /**
+   * Nodes that must be alive before a fresh cluster founds its metadata group. Default: 1 for a
+   * node without seeds (the first node), otherwise wait for an existing cluster to add it.
+   */
+  bootstrapExpect?: number;
+  /** Replicas per partition, capped at the live nodes. Default 3. */
+  replicationFactor?: number;
+  /** Raft timings (tests and the simulator shorten them). */
+  raft?: {
+    tickMs?: number;
+    electionTimeoutMs?: number;
+    heartbeatIntervalMs?: number;
+    /** Deliberate protocol bugs, for the simulator's planted-bug tests only. */
+    plantedBugs?: { commitPriorTermByCount?: boolean; voteWithoutLogCheck?: boolean };
+    /** A deliberate bug: acknowledge produces before they commit (planted-bug tests only). */
+    plantedAckBeforeCommit?: boolean;
+  };
 }
 
 /** A running node. */
@@ -51,6 +76,8 @@ export interface RunningNode {
   readonly broker: Broker;
   /** Cluster membership, if the node joined a cluster. */
   readonly gossip: Gossip | null;
+  /** This node's Raft groups, if it replicates. */
+  readonly cluster: ClusterNode | null;
   /** The address it listens on (the real port if 0 was asked for). */
   readonly addr: Addr;
   /** Where `/metrics` and the health endpoints are served, if they are. */
@@ -114,11 +141,17 @@ async function startServing(
     });
     broker.membership = () => (gossip as Gossip).members();
   }
+  let cluster: ClusterNode | null = null;
+  let bridge: ClusterBridge | null = null;
+  if (config.cluster?.replicate === true && gossip !== null) {
+    ({ cluster, bridge } = startReplication(env, config, broker, gossip));
+  }
   const done = broker.serve(listener);
   setReady(true);
   return {
     broker,
     gossip,
+    cluster,
     addr: listener.addr,
     metricsAddr: http?.addr ?? null,
     done,
@@ -126,9 +159,59 @@ async function startServing(
       setReady(false);
       // Tell the cluster first, so peers see "left" rather than wait to suspect a failure.
       if (gossip !== null) await gossip.leave();
+      await cluster?.stop();
+      await bridge?.close();
       await broker.close();
       await done;
       await http?.close();
     },
   };
+}
+
+/** Starts Raft replication on a gossiping node: transport, metadata group, partition groups. */
+function startReplication(
+  env: Env,
+  config: NodeConfig,
+  broker: Broker,
+  gossip: Gossip,
+): { cluster: ClusterNode; bridge: ClusterBridge } {
+  const c = config.cluster!;
+  const transport = new Transport(env, {
+    nodeId: broker.nodeId,
+    resolve: (id) => {
+      const m = gossip.member(id);
+      return m === null ? null : { host: m.host, port: m.clusterPort };
+    },
+  });
+  gossip.handle(Op.RAFT, (conn, first, parser) => transport.serve(conn, first, parser), {
+    payloadBytesMax: RAFT_FRAME_PAYLOAD_BYTES_MAX,
+  });
+  const hooks = { onFatal: () => {}, onReport: () => {}, ...config.hooks };
+  const cluster = ClusterNode.start(
+    env,
+    {
+      nodeId: broker.nodeId,
+      dataDir: broker.opts.dataDir,
+      bootstrapExpect: c.bootstrapExpect ?? (c.seeds.length === 0 ? 1 : Infinity),
+      replicationFactor: c.replicationFactor ?? 3,
+      ...c.raft,
+      openStore: (dir, voters) =>
+        RaftWal.open(env.disk, dir, voters, { onReport: (m: string) => hooks.onReport(m) }),
+      storeExists: async (dir) => {
+        try {
+          return (await env.disk.list(dir)).length > 0;
+        } catch (err) {
+          if (err instanceof NotFound) return false;
+          throw err;
+        }
+      },
+      onFatal: (reason) => hooks.onFatal(reason),
+    },
+    gossip,
+    transport,
+    broker,
+  );
+  const bridge = new ClusterBridge(env, cluster, gossip);
+  broker.cluster = bridge;
+  return { cluster, bridge };
 }

@@ -36,6 +36,7 @@ import { FileLog } from "../storage/file_log.ts";
 import { ProducerIds } from "./producer_ids.ts";
 import { PartitionProducers, rebuildProducers } from "./producer_state.ts";
 import { Groups } from "./groups/groups.ts";
+import type { BrokerCluster } from "./cluster_hooks.ts";
 
 /** Where durable subscription offsets are written, under the data directory. */
 const OFFSETS_FILE = "subscriptions.json";
@@ -56,6 +57,9 @@ const DEFAULT_HOOKS: BrokerHooks = {
 /** Topic configs `alterTopic` may change; the others are fixed when the topic is created. */
 export const ALTERABLE_TOPIC_CONFIGS: readonly string[] = ["retention.bytes", "retention.ms"];
 
+/** How long a clustered broker waits to learn of a topic it just created, ms. */
+const CLUSTER_APPLY_WAIT_MS = 10_000;
+
 /** Durable subscriptions remembered at most. */
 export const DURABLE_SUBSCRIPTIONS_MAX = 100_000;
 
@@ -74,6 +78,8 @@ export class Broker {
   observer: BrokerObserver = NO_OBSERVER;
   /** This node's cluster id, once it has one. */
   nodeId = "";
+  /** The replicated cluster this broker serves in, or null for a single node. */
+  cluster: BrokerCluster | null = null;
   /** Consumer groups: membership, assignment and committed offsets. */
   readonly groups: Groups;
   readonly #stop = new AbortController();
@@ -257,20 +263,13 @@ export class Broker {
   // --- Topics -----------------------------------------------------------------------------
 
   /** Creates a topic (for a disk topic, its metadata is durable before this resolves). */
-  createTopic(req: CreateTopicRequest): Promise<Topic> {
+  createTopic(req: CreateTopicRequest, forwarded = false): Promise<Topic> {
     checkTopicName(req.name);
+    if (this.cluster !== null) return this.#createInCluster(this.cluster, req, forwarded);
     if (this.#topics.has(req.name) || this.#creating.has(req.name)) {
       throw new GregorError(ErrorCode.TOPIC_EXISTS, `Topic ${req.name} already exists`);
     }
-    if (
-      !Number.isInteger(req.partitions) || req.partitions < 1 ||
-      req.partitions > this.opts.partitionsMax
-    ) {
-      throw new GregorError(
-        ErrorCode.INVALID_REQUEST,
-        `A topic needs 1 to ${this.opts.partitionsMax} partitions, got ${req.partitions}`,
-      );
-    }
+    this.#checkPartitionCount(req.partitions);
     if (this.#topics.size + this.#creating.size >= this.opts.topicsMax) {
       throw new GregorError(
         ErrorCode.LIMIT_EXCEEDED,
@@ -285,8 +284,65 @@ export class Broker {
     return creating;
   }
 
+  #checkPartitionCount(n: number): void {
+    if (!Number.isInteger(n) || n < 1 || n > this.opts.partitionsMax) {
+      throw new GregorError(
+        ErrorCode.INVALID_REQUEST,
+        `A topic needs 1 to ${this.opts.partitionsMax} partitions, got ${n}`,
+      );
+    }
+  }
+
+  /** In a cluster: through the metadata group; resolves once this node knows the topic. */
+  async #createInCluster(
+    cluster: BrokerCluster,
+    req: CreateTopicRequest,
+    forwarded: boolean,
+  ): Promise<Topic> {
+    this.#checkPartitionCount(req.partitions);
+    await cluster.createTopic(
+      { ...req, configs: effectiveConfigs(req.configs, this.opts) },
+      forwarded,
+    );
+    for (let waited = 0; waited < CLUSTER_APPLY_WAIT_MS; waited += 10) {
+      const t = this.#topics.get(req.name);
+      if (t !== undefined) return t;
+      await this.env.clock.sleep(10);
+    }
+    throw new GregorError(
+      ErrorCode.TIMEOUT,
+      `Topic ${req.name} was created but this node has not learnt of it yet; retry`,
+    );
+  }
+
+  /** A topic the cluster's metadata names (with the partitions this node holds). */
+  adoptTopic(topic: Topic): void {
+    this.#topics.set(topic.name, topic);
+  }
+
+  /** Forgets a topic the cluster deleted: its subscriptions end. */
+  dropTopic(name: string): void {
+    const topic = this.#topics.get(name);
+    if (topic === undefined) return;
+    this.#topics.delete(name);
+    for (const p of topic.partitions) {
+      for (const s of p.subscriptions) s.close();
+      p.subscriptions.clear();
+    }
+  }
+
+  /** The topic `name` if this broker knows it. */
+  knownTopic(name: string): Topic | undefined {
+    return this.#topics.get(name);
+  }
+
   /** Deletes a topic; its subscribers' subscriptions end. */
-  async deleteTopic(name: string): Promise<void> {
+  async deleteTopic(name: string, forwarded = false): Promise<void> {
+    if (this.cluster !== null) {
+      checkTopicName(name);
+      await this.cluster.deleteTopic(name, forwarded);
+      return;
+    }
     const topic = this.#existing(name);
     this.#topics.delete(name);
     for (const p of topic.partitions) {
@@ -344,6 +400,16 @@ export class Broker {
    * every partition is led by this node.
    */
   async metadata(req: MetadataRequest): Promise<MetadataResponse> {
+    if (this.cluster !== null) {
+      if (req.autoCreate === 1 && this.opts.autoCreateTopics) {
+        for (const { name } of req.topics) {
+          if (!this.#topics.has(name)) {
+            await (this.topic(name, true) as Promise<Topic>).catch(() => {});
+          }
+        }
+      }
+      return this.cluster.metadata(req);
+    }
     const self = this.nodeId;
     const names = req.topics.length > 0
       ? req.topics.map((t) => t.name)
@@ -377,7 +443,17 @@ export class Broker {
    * Grows a topic to `count` partitions. Partitions are never removed: a key's partition would
    * change under its consumers. Existing partitions and their data are untouched.
    */
-  async createPartitions(req: CreatePartitionsRequest): Promise<void> {
+  async createPartitions(req: CreatePartitionsRequest, forwarded = false): Promise<void> {
+    if (this.cluster !== null) {
+      if (!Number.isInteger(req.count) || req.count > this.opts.partitionsMax) {
+        throw new GregorError(
+          ErrorCode.INVALID_REQUEST,
+          `A topic has at most ${this.opts.partitionsMax} partitions, not ${req.count}`,
+        );
+      }
+      await this.cluster.createPartitions(req, forwarded);
+      return;
+    }
     const topic = this.#existing(req.name);
     const have = topic.partitions.length;
     if (!Number.isInteger(req.count) || req.count <= have || req.count > this.opts.partitionsMax) {
@@ -423,8 +499,18 @@ export class Broker {
    * Changes a topic's retention configs (for a disk topic, its metadata is durable before this
    * resolves) and applies the new limits at once.
    */
-  async alterTopic(req: AlterTopicRequest): Promise<void> {
+  async alterTopic(req: AlterTopicRequest, forwarded = false): Promise<void> {
     const topic = this.#existing(req.name);
+    if (this.cluster !== null) {
+      for (const key of Object.keys(req.configs)) {
+        if (!ALTERABLE_TOPIC_CONFIGS.includes(key)) {
+          throw new GregorError(ErrorCode.INVALID_REQUEST, `Topic config ${key} cannot be changed`);
+        }
+      }
+      effectiveConfigs({ ...topic.configs, ...req.configs }, this.opts);
+      await this.cluster.alterTopic(req, forwarded);
+      return;
+    }
     const next = effectiveConfigs({ ...topic.configs, ...req.configs }, this.opts);
     for (const key of Object.keys(req.configs)) {
       if (!ALTERABLE_TOPIC_CONFIGS.includes(key) || !(key in topic.configs)) {
@@ -458,7 +544,7 @@ export class Broker {
    * Validates and appends one batch. Offsets are assigned in call order per partition, before the
    * first await, so pipelined produces on one connection keep their order.
    */
-  produce(req: ProduceRequest): Promise<ProduceResponse> {
+  produce(req: ProduceRequest, forwarded = false): Promise<ProduceResponse> {
     const batch = req.batch;
     if (batch === null || batch.length === 0) {
       throw new GregorError(ErrorCode.INVALID_REQUEST, "PRODUCE needs a record batch");
@@ -473,6 +559,14 @@ export class Broker {
       recordsBytesMax: this.opts.recordsBytesMax,
     });
     const startMs = this.env.clock.now();
+    const cluster = this.cluster;
+    if (cluster !== null) {
+      return cluster.produce(req, header, forwarded).then((r) => {
+        const seconds = (this.env.clock.now() - startMs) / 1000;
+        this.observer.produced(req.topic, header.recordCount, batch.length, seconds);
+        return r;
+      });
+    }
     const t = this.topic(req.topic, true);
     const append = (topic: Topic): Promise<ProduceResponse> => {
       const partition = topic.partition(req.partition);
@@ -509,12 +603,14 @@ export class Broker {
    * epoch 0.
    * @throws {GregorError} STORAGE_ERROR if the id block cannot be reserved durably.
    */
-  async initProducerId(): Promise<InitProducerIdResponse> {
+  async initProducerId(forwarded = false): Promise<InitProducerIdResponse> {
+    if (this.cluster !== null) return await this.cluster.initProducerId(forwarded);
     return { producerId: await this.#producerIds.next(), producerEpoch: 0 };
   }
 
   /** Reads batches from an offset (a pull, for tools and catch-up). */
   async fetch(req: FetchRequest): Promise<FetchResponse> {
+    this.#checkHeld(req.topic, req.partition);
     const log = this.#existing(req.topic).partition(req.partition).log;
     const bytesMax = Math.min(req.maxBytes, this.opts.deliverBytesMax);
     const got = await this.#read(() => log.read(req.offset, { bytesMax, recordsMax: Infinity }));
@@ -523,6 +619,19 @@ export class Broker {
       highWatermark: log.nextOffset,
       records: got.bytes,
     };
+  }
+
+  /** In a cluster, only nodes holding a replica serve a partition's reads. */
+  #checkHeld(topic: string, partition: number): void {
+    const c = this.cluster;
+    if (c === null || c.holds(topic, partition)) return;
+    const replicas = c.metadata({ topics: [{ name: topic }], autoCreate: 0 }).topics[0]
+      ?.partitions[partition]?.replicas.map((r) => r.id);
+    if (replicas === undefined) return; // unknown topic or partition: the usual errors follow
+    throw new GregorError(
+      ErrorCode.NOT_LEADER,
+      `This node holds no replica of ${topic}/${partition}; ask one of ${replicas.join(", ")}`,
+    );
   }
 
   async #read<T>(fn: () => Promise<T>): Promise<T> {
@@ -540,6 +649,8 @@ export class Broker {
 
   /** Starts a subscription that pushes to `sink`. */
   async subscribe(sink: DeliverySink, req: SubscribeRequest): Promise<Subscription> {
+    if (this.cluster !== null && !this.#topics.has(req.topic)) await this.topic(req.topic, true);
+    this.#checkHeld(req.topic, req.partition);
     const partition = (await this.topic(req.topic, true)).partition(req.partition);
     const log = partition.log;
     if (req.ackTimeoutMs > this.opts.ackTimeoutMsMax) {

@@ -43,6 +43,7 @@ import {
   type UnsubscribeRequest,
 } from "../protocol/messages.ts";
 import type { Broker } from "./broker.ts";
+import { FORWARD_CLIENT_ID } from "./cluster_hooks.ts";
 import type { DeliverySink, Subscription } from "./subscription.ts";
 
 /** Bytes asked of the socket per read. */
@@ -415,15 +416,23 @@ function req<T>(op: OpName, payload: Uint8Array): T {
 }
 
 /** One handler per opcode; DELIVER is broker-to-client only. */
+/** True for a connection another node of the cluster opened to forward a request. */
+function forwarded(c: Connection): boolean {
+  return c.clientId === FORWARD_CLIENT_ID;
+}
+
 const HANDLERS: Partial<Record<OpName, Handler>> = {
   HELLO: (c, p) => c.hello(req<HelloRequest>("HELLO", p)),
   PING: (_c, p) => (req("PING", p), {}),
   PRODUCE: (c, p) => {
     const r = req<ProduceRequest>("PRODUCE", p);
-    const done = c.broker.produce(r);
+    const done = c.broker.produce(r, forwarded(c));
     return r.acks === Acks.none ? done.then(() => null) : done;
   },
-  INIT_PRODUCER_ID: (c, p) => (req("INIT_PRODUCER_ID", p), c.broker.initProducerId()),
+  INIT_PRODUCER_ID: (
+    c,
+    p,
+  ) => (req("INIT_PRODUCER_ID", p), c.broker.initProducerId(forwarded(c))),
   SUBSCRIBE: (c, p) => c.subscribe(req<SubscribeRequest>("SUBSCRIBE", p)),
   CREDIT: (c, p) => {
     const r = req<CreditRequest>("CREDIT", p);
@@ -442,17 +451,18 @@ const HANDLERS: Partial<Record<OpName, Handler>> = {
   ) => (c.unsubscribe(req<UnsubscribeRequest>("UNSUBSCRIBE", p).subscriptionId), {}),
   FETCH: (c, p) => c.broker.fetch(req<FetchRequest>("FETCH", p)),
   CREATE_TOPIC: (c, p) =>
-    c.broker.createTopic(req<CreateTopicRequest>("CREATE_TOPIC", p)).then(() => ({})),
+    c.broker.createTopic(req<CreateTopicRequest>("CREATE_TOPIC", p), forwarded(c)).then(() => ({})),
   DELETE_TOPIC: (c, p) =>
-    c.broker.deleteTopic(req<NameRequest>("DELETE_TOPIC", p).name).then(() => ({})),
+    c.broker.deleteTopic(req<NameRequest>("DELETE_TOPIC", p).name, forwarded(c)).then(() => ({})),
   LIST_TOPICS: (c, p) => (req("LIST_TOPICS", p), c.broker.listTopics()),
   DESCRIBE_TOPIC: (c, p) => c.broker.describeTopic(req<NameRequest>("DESCRIBE_TOPIC", p).name),
   ALTER_TOPIC: (c, p) =>
-    c.broker.alterTopic(req<AlterTopicRequest>("ALTER_TOPIC", p)).then(() => ({})),
+    c.broker.alterTopic(req<AlterTopicRequest>("ALTER_TOPIC", p), forwarded(c)).then(() => ({})),
   CREATE_PARTITIONS: (c, p) =>
-    c.broker.createPartitions(req<CreatePartitionsRequest>("CREATE_PARTITIONS", p)).then(
-      () => ({}),
-    ),
+    c.broker.createPartitions(req<CreatePartitionsRequest>("CREATE_PARTITIONS", p), forwarded(c))
+      .then(
+        () => ({}),
+      ),
   GROUP_HEARTBEAT: (c, p) =>
     c.broker.groups.heartbeat(req<GroupHeartbeatRequest>("GROUP_HEARTBEAT", p), c.clientId),
   GROUP_LEAVE: (c, p) => (c.broker.groups.leave(req<GroupLeaveRequest>("GROUP_LEAVE", p)), {}),

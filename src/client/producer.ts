@@ -110,6 +110,8 @@ interface Batch {
   deadline: number;
   /** Sent at least once: the broker may have stored it. */
   sent: boolean;
+  /** True while an attempt is in flight that is not the batch's first. */
+  sentBefore: boolean;
   inFlight: boolean;
   /** Failed for good (a non-retriable answer); dropped when the lane next settles. */
   rejected: boolean;
@@ -381,6 +383,7 @@ export class Producer {
       encoded: null,
       deadline: this.#clock.now() + this.#deliveryTimeoutMs,
       sent: false,
+      sentBefore: false,
       inFlight: false,
       rejected: false,
       refused: false,
@@ -424,6 +427,7 @@ export class Producer {
       }
     }
     b.inFlight = true;
+    b.sentBefore = b.sent;
     b.sent = true;
     lane.inFlight++;
     this.#conn.request<ProduceResponse>("PRODUCE", {
@@ -477,7 +481,9 @@ export class Producer {
       lane.stateLost = true;
     } else if (this.#retriable(err)) {
       lane.backoff = true;
-    } else if (err instanceof GregorError && REFUSED_BEFORE_SEQUENCE.has(err.code)) {
+    } else if (
+      err instanceof GregorError && REFUSED_BEFORE_SEQUENCE.has(err.code) && !b.sentBefore
+    ) {
       // The broker refused it before taking its sequence: later batches move down to close the gap.
       if (err.code === ErrorCode.UNKNOWN_PARTITION) this.#counts.invalidate(lane.topic);
       this.#reject(b, err);

@@ -86,7 +86,14 @@ Deno.test("loadConfig() reads JSON files, by extension or by content, with dotte
   for (const name of ["gregor.json", "gregor.conf"]) {
     const { config } = load({ file: { name, text } });
     assert.equal(config.brokerId, "b-7");
-    assert.deepEqual(config.cluster, { port: 7172, seeds: [], advertiseHost: "127.0.0.1" });
+    assert.deepEqual(config.cluster, {
+      port: 7172,
+      seeds: [],
+      advertiseHost: "127.0.0.1",
+      replicate: false,
+      bootstrapExpect: 0,
+      replicationFactor: 3,
+    });
     assert.equal(config.metrics.enabled, false);
     assert.equal(config.broker.autoCreateTopics, false);
   }
@@ -121,6 +128,9 @@ Deno.test("loadConfig() keeps every flag cli/broker.ts accepted before, with the
     port: 7172,
     seeds: ["10.0.0.1:7072"],
     advertiseHost: "10.0.0.9",
+    replicate: false,
+    bootstrapExpect: 0,
+    replicationFactor: 3,
   });
   assert.equal(load({ args: ["--seeds", "x:7072"] }).config.cluster?.port, 7072);
   assert.equal(
@@ -246,7 +256,13 @@ Deno.test("toNodeConfig() carries every setting startNode uses", () => {
   assert.equal(node.port, 0);
   assert.equal(node.broker?.topicsMax, 7);
   assert.equal(node.broker?.dataDir, "./data");
-  assert.deepEqual(node.cluster, { port: 0, seeds: [], advertiseHost: "127.0.0.1" });
+  assert.deepEqual(node.cluster, {
+    port: 0,
+    seeds: [],
+    advertiseHost: "127.0.0.1",
+    replicate: false,
+    replicationFactor: 3,
+  });
   assert.deepEqual(node.metrics, { host: "0.0.0.0", port: 0 });
   assert.equal(toNodeConfig(load({ args: ["--no-metrics-enabled"] }).config).metrics, undefined);
 });
@@ -263,7 +279,7 @@ Deno.test("every schema key can be set from a file, a variable and a flag", () =
     const raw = spec.kind === "int"
       ? String(Math.max(spec.min!, 1) + 1)
       : spec.kind === "bool"
-      ? "false"
+      ? String(!(spec.default as boolean))
       : spec.kind === "enum"
       ? spec.values!.at(-1)!
       : spec.kind === "fsync"
@@ -271,9 +287,12 @@ Deno.test("every schema key can be set from a file, a variable and a flag", () =
       : spec.kind === "list"
       ? "h:1"
       : "x";
-    const typed = spec.kind === "int" ? Number(raw) : spec.kind === "bool" ? false : raw;
-    // The advertised host only matters in a cluster.
-    const base = spec.key === "cluster.advertiseHost" ? { "cluster.port": 5 } : {};
+    const typed = spec.kind === "int" ? Number(raw) : spec.kind === "bool" ? raw === "true" : raw;
+    // The cluster's settings (other than how to join one) only matter in a cluster.
+    const base = spec.key.startsWith("cluster.") && spec.key !== "cluster.port" &&
+        spec.key !== "cluster.seeds"
+      ? { "cluster.port": 5 }
+      : {};
     const baseFile = { name: "base.json", text: JSON.stringify(base) };
     const file = load({
       file: { name: "g.json", text: JSON.stringify({ ...base, [spec.key]: typed }) },

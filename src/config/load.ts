@@ -56,7 +56,15 @@ export interface NodeSettings {
   brokerId: string;
   metrics: { enabled: boolean; host: string; port: number };
   /** `null`: a single node (no cluster port and no seeds). */
-  cluster: { port: number; seeds: string[]; advertiseHost: string } | null;
+  cluster: {
+    port: number;
+    seeds: string[];
+    advertiseHost: string;
+    replicate: boolean;
+    /** 0: automatic (see ClusterConfig.bootstrapExpect). */
+    bootstrapExpect: number;
+    replicationFactor: number;
+  } | null;
   log: { format: "json" | "text" };
   /** The broker tunables other than dataDir and brokerId (credentials are not configured here). */
   broker: Omit<BrokerOptions, "credentials" | "dataDir" | "brokerId">;
@@ -202,6 +210,11 @@ export function toNodeConfig(
       port: settings.cluster.port,
       seeds: [...settings.cluster.seeds],
       advertiseHost: settings.cluster.advertiseHost,
+      replicate: settings.cluster.replicate,
+      replicationFactor: settings.cluster.replicationFactor,
+      ...(settings.cluster.bootstrapExpect > 0
+        ? { bootstrapExpect: settings.cluster.bootstrapExpect }
+        : {}),
     };
   }
   return {
@@ -251,6 +264,9 @@ function assemble(v: ReadonlyMap<string, Value>): NodeSettings {
         port: clusterPort ?? DEFAULT_CLUSTER_PORT,
         seeds,
         advertiseHost: (v.get("cluster.advertiseHost") as string | null) ?? host,
+        replicate: v.get("cluster.replicate") as boolean,
+        bootstrapExpect: num("cluster.bootstrapExpect"),
+        replicationFactor: num("cluster.replicationFactor"),
       }
       : null,
     log: { format: str("log.format") as "json" | "text" },

@@ -1,0 +1,408 @@
+// A replicated cluster under faults: 3 or 5 real broker nodes (gossip, the metadata Raft group,
+// one Raft group per partition replica, the WAL on the simulated disks) while an idempotent
+// producer sends with quorum acks through whichever node it reaches. The nemesis crashes nodes
+// (losing, tearing or corrupting unsynced writes), partitions them one way or both, pauses them,
+// skews their clocks, flips bits on reads and fails fsyncs; then the network heals and the
+// cluster must converge.
+//
+// Checkers (DESIGN.md §9): 1 every acknowledged write is at its offset after everything heals;
+// 2 one message per offset and replicas' committed logs are prefixes of each other; 3 nothing
+// unsent is stored and offsets a reader sees only grow; 4 (idempotence) no message is stored twice;
+// 5 at most one leader per term and group; 6 a replica's high-water mark, as served, never goes
+// back (also across restarts); 9 after healing every group has a leader and every unknown outcome
+// is resolved (the message is either stored once or not at all).
+
+import { SeededRandom } from "../src/io/prng.ts";
+import type { Log } from "../src/broker/log.ts";
+import { batchesIn, decodeBatch } from "../src/protocol/batch.ts";
+import type { Env } from "../src/io/types.ts";
+import { type Client, connectWith } from "../src/client/client.ts";
+import { ErrorCode, GregorError } from "../src/protocol/errors.ts";
+import { type RunningNode, startNode } from "../src/node.ts";
+import type { ClusterNode } from "../src/cluster/cluster.ts";
+import { brokerHooks, brokerSimulation, calm, Nemesis } from "./faults.ts";
+import type { SimNode } from "./node.ts";
+import { type RunResult, runResult } from "./result.ts";
+
+/** Everything that decides a cluster run. */
+export interface ClusterOptions {
+  seed: number;
+  nodes: number;
+  partitions: number;
+  messages: number;
+  safetyMs: number;
+  livenessMs: number;
+  faults: "swarm" | "calm";
+  /** 1: Raft votes ignore whether the candidate's log is up to date (a planted bug). */
+  bugVoteWithoutLogCheck: number;
+  /** 1: produces are acknowledged before they commit (a planted bug). */
+  bugAckBeforeCommit: number;
+}
+
+const CLIENT_PORT = 7070;
+const CLUSTER_PORT = 7946;
+const TOPIC = "orders";
+const RAFT = { tickMs: 20, electionTimeoutMs: 400, heartbeatIntervalMs: 80 };
+
+/** Derives the options for `seed`, then applies `overrides`. */
+export function clusterOptions(
+  seed: number,
+  overrides: Partial<ClusterOptions> = {},
+): ClusterOptions {
+  const r = new SeededRandom(seed, "cluster-options");
+  return {
+    seed,
+    nodes: r.float() < 0.7 ? 3 : 5,
+    partitions: r.int(1, 4),
+    messages: r.int(40, 200),
+    safetyMs: r.int(3_000, 10_000),
+    livenessMs: 60_000,
+    faults: "swarm",
+    bugVoteWithoutLogCheck: 0,
+    bugAckBeforeCommit: 0,
+    ...overrides,
+  };
+}
+
+interface Sent {
+  value: string;
+  partition: number;
+  /** The acknowledged offset, null while unknown (failed or never answered). */
+  offset: number | null;
+}
+
+/** Runs the cluster scenario and checks it. */
+export async function runCluster(opts: ClusterOptions): Promise<RunResult> {
+  const { sim, plan } = brokerSimulation(
+    opts.seed,
+    "cluster-faults",
+    opts.faults,
+    Math.floor((opts.nodes - 1) / 2),
+  );
+  const violations: string[] = [];
+  const stats = {
+    leaderTerms: 0,
+    proposalsLost: 0,
+    storageReports: 0,
+    walRepairs: 0,
+    retriedSends: 0,
+    unknownOutcomes: 0,
+    followerCatchUps: 0,
+  };
+  const running = new Map<string, RunningNode>();
+  /** Every incarnation's cluster role, for counters summed over the run. */
+  const clusterNodes: ClusterNode[] = [];
+  const names = Array.from({ length: opts.nodes }, (_, i) => `n${i}`);
+  const nodes: SimNode[] = names.map((name, i) =>
+    sim.addNode({
+      name,
+      main: async (env, ctl) => {
+        const node = await startNode(env, {
+          host: "0.0.0.0",
+          port: CLIENT_PORT,
+          broker: { dataDir: "data", groupsTickMs: 100 },
+          cluster: {
+            port: CLUSTER_PORT,
+            advertiseHost: name,
+            seeds: i === 0 ? [] : [`n0:${CLUSTER_PORT}`],
+            intervalMs: 100,
+            replicate: true,
+            raft: {
+              ...RAFT,
+              ...(opts.bugVoteWithoutLogCheck === 1
+                ? { plantedBugs: { voteWithoutLogCheck: true } }
+                : {}),
+              ...(opts.bugAckBeforeCommit === 1 ? { plantedAckBeforeCommit: true } : {}),
+            },
+          },
+          hooks: brokerHooks(ctl, (msg) => {
+            stats.storageReports++;
+            if (/truncat/i.test(msg)) stats.walRepairs++;
+          }),
+        });
+        running.set(name, node);
+        if (node.cluster !== null) clusterNodes.push(node.cluster);
+        await node.done;
+      },
+    })
+  );
+
+  // Leaders per (group, term), and high-water marks as each replica serves them.
+  const leaders = new Map<string, string>();
+  const served = new Map<string, number>();
+  const behind = new Set<string>();
+  const watch = () => {
+    for (const [name, node] of running) {
+      const sn = nodes[names.indexOf(name)]!;
+      if (!sn.up) continue;
+      const c = node.cluster;
+      if (c === null) continue;
+      const groups = [...(c.metaGroup === null ? [] : [c.metaGroup])];
+      for (let p = 0; p < opts.partitions; p++) {
+        const g = c.replica(TOPIC, p);
+        if (g !== null) groups.push(g);
+      }
+      for (const g of groups) {
+        if (g.role !== "leader") continue;
+        const key = `${g.group}@${g.term}`;
+        const known = leaders.get(key);
+        if (known === undefined) {
+          leaders.set(key, name);
+          stats.leaderTerms++;
+        } else if (known !== name) {
+          violations.push(`${g.group} had two leaders in term ${g.term}: ${known} and ${name}`);
+        }
+      }
+      for (let p = 0; p < opts.partitions; p++) {
+        if (!c.holds(TOPIC, p)) continue;
+        const t = node.broker.knownTopic(TOPIC);
+        const hw = t?.partitions[p]?.log.nextOffset;
+        if (hw === undefined) continue;
+        const key = `${name}:${p}`;
+        const before = served.get(key) ?? 0;
+        if (hw < before) {
+          violations.push(
+            `${name} served ${TOPIC}/${p} up to ${hw} after ${before} (it went back)`,
+          );
+        }
+        served.set(key, Math.max(before, hw));
+        // A follower well behind its leader that later catches up: the catch-up path ran.
+        const g = c.replica(TOPIC, p);
+        const lead = g?.leaderId === null || g === null
+          ? null
+          : running.get(names.find((n) => running.get(n)?.cluster?.nodeId === g.leaderId) ?? "");
+        const leadHw = lead?.broker.knownTopic(TOPIC)?.partitions[p]?.log.nextOffset;
+        if (leadHw !== undefined && g !== null && !g.isLeader) {
+          if (leadHw - hw >= 10) behind.add(key);
+          else if (behind.delete(key)) stats.followerCatchUps++;
+        }
+      }
+    }
+  };
+  const watcher = () => {
+    watch();
+    if (violations.length < 20) sim.world.schedule(20, watcher, { tag: 40 });
+  };
+  sim.world.schedule(20, watcher, { tag: 40 });
+
+  const sent: Sent[] = [];
+  let producerDone = false;
+  sim.addNode({
+    name: "producer",
+    main: async (env) => {
+      if (producerDone) return;
+      await produce(env, opts, names, sent, stats);
+      producerDone = true;
+    },
+  });
+
+  const nemesis = new Nemesis(sim, plan, nodes);
+  nemesis.start();
+  await sim.world.run({ untilMs: opts.safetyMs });
+  calm(sim, nemesis);
+  const settled = () =>
+    producerDone && [...Array(opts.partitions).keys()].every((p) => {
+      // Every replica of the partition has applied the same, full log.
+      let end = -1;
+      for (const [name, node] of running) {
+        if (!nodes[names.indexOf(name)]!.up) return false;
+        if (node.cluster === null) return false;
+        const g = node.cluster.replica(TOPIC, p);
+        if (g === null) continue;
+        if (g.node.appliedIndex < g.node.commitIndex) return false;
+        const hw = node.broker.knownTopic(TOPIC)?.partitions[p]?.log.nextOffset ?? -1;
+        if (end === -1) end = hw;
+        else if (hw !== end) return false;
+      }
+      return end >= 0 && leaderOf(running, p) !== null;
+    });
+  const stop = await sim.world.run({ untilMs: sim.world.now + opts.livenessMs, stop: settled });
+  if (!settled()) {
+    violations.push(
+      stop === "idle"
+        ? "deadlock: no event left before the cluster converged"
+        : `liveness: within ${opts.livenessMs} ms of healing the cluster did not converge (${
+          producerDone
+            ? "replicas differ or a partition has no leader"
+            : "the producer did not finish"
+        })`,
+    );
+  } else {
+    // A final power loss of every node; the cluster must come back with everything acknowledged.
+    for (const n of nodes) sim.crash(n, "power", 10);
+    await sim.world.run({ untilMs: sim.world.now + opts.livenessMs, stop: settled });
+    if (!settled()) violations.push("after a power loss of every node the cluster did not recover");
+    else violations.push(...await verify(running, names, opts, sent));
+  }
+  watch();
+  for (const e of sim.exits) {
+    if (e.reason.includes("Raft invariant broken")) violations.push(`${e.node}: ${e.reason}`);
+  }
+  const acked = sent.filter((s) => s.offset !== null).length;
+  stats.unknownOutcomes = sent.length - acked;
+  stats.proposalsLost = clusterNodes.reduce((n, c) => n + c.stats.proposalsLost, 0);
+  return runResult(sim, {
+    scenario: "cluster",
+    seed: opts.seed,
+    options: opts,
+    plan,
+    violations: [...new Set(violations)].slice(0, 30),
+    stats: {
+      ...stats,
+      sent: sent.length,
+      acked,
+      nodeCrashes: nodes.reduce((n, x) => n + x.crashes, 0),
+      ...nemesis.stats,
+      netResets: sim.net.stats.resets,
+      syncFailures: nodes.reduce((n, x) => n + x.disk.stats.syncFailures, 0),
+      writesTorn: nodes.reduce((n, x) => n + x.disk.stats.writesTorn, 0),
+      readFlips: nodes.reduce((n, x) => n + x.disk.stats.readFlips, 0),
+    },
+    notes: [
+      ...sim.exits.map((e) => `${e.timeMs.toFixed(1)} ms: ${e.node} ${e.reason}`),
+      ...nemesis.log,
+    ],
+  });
+}
+
+function leaderOf(running: Map<string, RunningNode>, p: number): string | null {
+  for (const node of running.values()) {
+    const g = node.cluster?.replica(TOPIC, p);
+    if (g?.isLeader) return node.cluster!.nodeId;
+  }
+  return null;
+}
+
+async function connectTo(env: Env, host: string): Promise<Client | null> {
+  try {
+    return await connectWith(env, {
+      host,
+      port: CLIENT_PORT,
+      clientId: "producer",
+      requestTimeoutMs: 3_000,
+      connectTimeoutMs: 2_000,
+    });
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Creates the topic, then sends every message through one idempotent producer with quorum acks,
+ * connected to one node (which forwards to leaders): its own retries must never duplicate.
+ */
+async function produce(
+  env: Env,
+  opts: ClusterOptions,
+  names: string[],
+  sent: Sent[],
+  stats: { retriedSends: number },
+): Promise<void> {
+  const host = names[env.random.int(0, names.length)]!;
+  let client: Client | null = null;
+  while (client === null) {
+    client = await connectTo(env, host);
+    if (client === null) await env.clock.sleep(200);
+  }
+  for (;;) {
+    try {
+      await client.admin.createTopic(TOPIC, { partitions: opts.partitions });
+      break;
+    } catch (err) {
+      if (err instanceof GregorError && err.code === ErrorCode.TOPIC_EXISTS) break;
+      stats.retriedSends++;
+      await env.clock.sleep(200);
+    }
+  }
+  const producer = client.producer({ acks: "quorum", deliveryTimeoutMs: 40_000 });
+  const inFlight = new Set<Promise<void>>();
+  for (let i = 0; i < opts.messages; i++) {
+    const s: Sent = { value: `m${i}`, partition: env.random.int(0, opts.partitions), offset: null };
+    sent.push(s);
+    const p: Promise<void> = producer.send(TOPIC, { value: s.value, partition: s.partition })
+      .then((offset) => void (s.offset = offset < 0 ? null : offset), () => {})
+      .finally(() => inFlight.delete(p));
+    inFlight.add(p);
+    if (inFlight.size >= 10) await Promise.race(inFlight);
+    await env.clock.sleep(env.random.float() * 2 * opts.safetyMs / opts.messages);
+  }
+  await Promise.allSettled([...inFlight]);
+  await client.close().catch(() => {});
+}
+
+/** Reads every replica's log of every partition and checks it against what was sent. */
+async function verify(
+  running: Map<string, RunningNode>,
+  names: string[],
+  opts: ClusterOptions,
+  sent: Sent[],
+): Promise<string[]> {
+  const out: string[] = [];
+  const sentValues = new Set(sent.map((s) => s.value));
+  for (let p = 0; p < opts.partitions; p++) {
+    let reference: string[] | null = null;
+    for (const name of names) {
+      const node = running.get(name);
+      if (node?.cluster?.holds(TOPIC, p) !== true) continue;
+      const log = node.broker.knownTopic(TOPIC)!.partitions[p]!.log;
+      const values = await readValues(log);
+      if (reference === null) reference = values;
+      const n = Math.min(reference.length, values.length);
+      for (let i = 0; i < n; i++) {
+        if (reference[i] !== values[i]) {
+          out.push(
+            `replicas of ${TOPIC}/${p} differ at offset ${i}: ${reference[i]} vs ${values[i]}`,
+          );
+          break;
+        }
+      }
+      if (values.length > reference.length) reference = values;
+    }
+    const values = reference ?? [];
+    const seen = new Map<string, number>();
+    values.forEach((v, offset) => {
+      if (!sentValues.has(v)) {
+        out.push(`${TOPIC}/${p} holds ${v} at ${offset}, which was never sent`);
+      }
+      if (seen.has(v)) {
+        out.push(`${v} is stored twice in ${TOPIC}/${p}: ${seen.get(v)} and ${offset}`);
+      }
+      seen.set(v, offset);
+    });
+    for (const s of sent) {
+      if (s.partition !== p || s.offset === null) continue;
+      if (values[s.offset] !== s.value) {
+        out.push(
+          `${s.value} was acknowledged at ${TOPIC}/${p}:${s.offset} but ${
+            values[s.offset] ?? "nothing"
+          } is there`,
+        );
+      }
+    }
+    for (const s of sent) {
+      if (s.partition === p && s.offset === null && seen.has(s.value)) {
+        s.offset = seen.get(s.value)!;
+      }
+    }
+  }
+  return out;
+}
+
+/** The values of a replica's log, in offset order. */
+async function readValues(log: Log): Promise<string[]> {
+  const values: string[] = [];
+  let offset = log.logStartOffset;
+  while (offset < log.nextOffset) {
+    const got = await log.read(offset, { bytesMax: 1 << 20, recordsMax: Infinity });
+    for (const { off } of batchesIn(got.bytes)) {
+      for (const r of decodeBatch(got.bytes, off, { recordsBytesMax: 1 << 24 })) {
+        values[r.offset] = r.value === null ? "" : decoder.decode(r.value);
+      }
+    }
+    if (got.nextOffset <= offset) break;
+    offset = got.nextOffset;
+  }
+  return values;
+}
+
+const decoder = new TextDecoder();

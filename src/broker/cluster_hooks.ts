@@ -1,0 +1,37 @@
+// What a broker asks of the cluster it is part of, when it is part of one: topic changes go
+// through the replicated metadata, produces through the partition's Raft group, and requests this
+// node cannot serve are forwarded or refused. The broker imports only this interface; the
+// cluster (src/cluster/) implements it.
+
+import type { BatchHeader } from "../protocol/batch.ts";
+import type {
+  AlterTopicRequest,
+  CreatePartitionsRequest,
+  CreateTopicRequest,
+  InitProducerIdResponse,
+  MetadataRequest,
+  MetadataResponse,
+  ProduceRequest,
+  ProduceResponse,
+} from "../protocol/messages.ts";
+
+/**
+ * The cluster side of a clustered broker. `forwarded` is true for a request another node
+ * forwarded here: it is served locally or refused, never forwarded again.
+ */
+export interface BrokerCluster {
+  createTopic(req: CreateTopicRequest, forwarded: boolean): Promise<void>;
+  deleteTopic(name: string, forwarded: boolean): Promise<void>;
+  createPartitions(req: CreatePartitionsRequest, forwarded: boolean): Promise<void>;
+  alterTopic(req: AlterTopicRequest, forwarded: boolean): Promise<void>;
+  /** Appends a validated batch through the partition's Raft group, wherever it leads. */
+  produce(req: ProduceRequest, header: BatchHeader, forwarded: boolean): Promise<ProduceResponse>;
+  /** A producer id unique in the whole cluster. */
+  initProducerId(forwarded: boolean): Promise<InitProducerIdResponse>;
+  metadata(req: MetadataRequest): MetadataResponse;
+  /** True if this node holds a replica of the partition (and so may serve reads of it). */
+  holds(topic: string, partition: number): boolean;
+}
+
+/** The client id a node uses when it forwards a request to another node. */
+export const FORWARD_CLIENT_ID = "gregormq-forward";

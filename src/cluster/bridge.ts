@@ -1,0 +1,225 @@
+// The broker's view of the cluster (BrokerCluster): requests that must run where a Raft group
+// leads are served here when this node leads, and otherwise forwarded over an ordinary client
+// connection to the node that does. A forwarded request is never forwarded again, so a stale view
+// costs one NOT_LEADER answer, not a loop; clients retry it (idempotently).
+
+import type { Env } from "../io/types.ts";
+import { ErrorCode, GregorError } from "../protocol/errors.ts";
+import type { BatchHeader } from "../protocol/batch.ts";
+import type {
+  AlterTopicRequest,
+  CreatePartitionsRequest,
+  CreateTopicRequest,
+  InitProducerIdResponse,
+  MetadataRequest,
+  MetadataResponse,
+  OpName,
+  ProduceRequest,
+  ProduceResponse,
+} from "../protocol/messages.ts";
+import { type BrokerCluster, FORWARD_CLIENT_ID } from "../broker/cluster_hooks.ts";
+import { type Client, connectWith } from "../client/client.ts";
+import type { Gossip } from "./gossip/mod.ts";
+import type { ClusterNode } from "./cluster.ts";
+
+/** Producer ids a controller reserves at a time. */
+export const PRODUCER_ID_BLOCK = 1000;
+/** How long a forwarded request may take, ms. */
+const FORWARD_TIMEOUT_MS = 10_000;
+
+/** BrokerCluster over a ClusterNode. */
+export class ClusterBridge implements BrokerCluster {
+  readonly #env: Env;
+  readonly #node: ClusterNode;
+  readonly #gossip: Gossip;
+  readonly #clients = new Map<string, { key: string; client: Promise<Client> }>();
+  #ids: { next: number; end: number; term: number } | null = null;
+  #allocating: Promise<number> | null = null;
+
+  constructor(env: Env, node: ClusterNode, gossip: Gossip) {
+    this.#env = env;
+    this.#node = node;
+    this.#gossip = gossip;
+  }
+
+  createTopic(req: CreateTopicRequest, forwarded: boolean): Promise<void> {
+    return this.#atController(
+      () => this.#node.createTopic(req.name, req.partitions, req.configs),
+      "CREATE_TOPIC",
+      req,
+      forwarded,
+    );
+  }
+
+  deleteTopic(name: string, forwarded: boolean): Promise<void> {
+    return this.#atController(
+      () => this.#node.deleteTopic(name),
+      "DELETE_TOPIC",
+      { name },
+      forwarded,
+    );
+  }
+
+  createPartitions(req: CreatePartitionsRequest, forwarded: boolean): Promise<void> {
+    return this.#atController(
+      async () => {
+        const t = this.#node.meta.topics.get(req.name);
+        if (t !== undefined && req.count <= t.replicas.length) {
+          throw new GregorError(
+            ErrorCode.INVALID_REQUEST,
+            `Topic ${req.name} has ${t.replicas.length} partitions; it can only grow, not to ${req.count}`,
+          );
+        }
+        await this.#node.addPartitions(req.name, req.count);
+      },
+      "CREATE_PARTITIONS",
+      req,
+      forwarded,
+    );
+  }
+
+  alterTopic(req: AlterTopicRequest, forwarded: boolean): Promise<void> {
+    return this.#atController(
+      async () => void await this.#node.propose({ op: "alterTopic", ...req }),
+      "ALTER_TOPIC",
+      req,
+      forwarded,
+    );
+  }
+
+  async initProducerId(forwarded: boolean): Promise<InitProducerIdResponse> {
+    const g = this.#node.metaGroup;
+    if (g !== null && g.isLeader) {
+      return { producerId: await this.#nextProducerId(g.term), producerEpoch: 0 };
+    }
+    return await this.#forward(this.#node.controller, "INIT_PRODUCER_ID", {}, forwarded);
+  }
+
+  /** Hands out ids from a block the metadata group reserved for this leader's term. */
+  async #nextProducerId(term: number): Promise<number> {
+    for (;;) {
+      const ids = this.#ids;
+      if (ids !== null && ids.term === term && ids.next < ids.end) return ids.next++;
+      this.#allocating ??= this.#node.allocateProducerIds(PRODUCER_ID_BLOCK).finally(() =>
+        this.#allocating = null
+      );
+      const first = await this.#allocating;
+      if (this.#ids === null || this.#ids.next >= this.#ids.end || this.#ids.term !== term) {
+        this.#ids = { next: first, end: first + PRODUCER_ID_BLOCK, term };
+      }
+    }
+  }
+
+  async produce(
+    req: ProduceRequest,
+    header: BatchHeader,
+    forwarded: boolean,
+  ): Promise<ProduceResponse> {
+    const group = this.#node.replica(req.topic, req.partition);
+    if (group !== null && group.isLeader) {
+      return await this.#node.produce(req.topic, req.partition, req.batch!, header);
+    }
+    const leader = group?.leaderId ?? this.#leaderFromMetadata(req.topic, req.partition);
+    return await this.#forward(leader, "PRODUCE", req, forwarded);
+  }
+
+  #leaderFromMetadata(topic: string, partition: number): string | null {
+    const t = this.#node.metadata({ topics: [{ name: topic }], autoCreate: 0 }).topics[0];
+    if (t === undefined || t.error !== 0) {
+      // Only the controller knows for sure; this node may not have caught up with it yet.
+      const g = this.#node.metaGroup;
+      if (g === null || !g.isLeader) {
+        throw new GregorError(
+          ErrorCode.NOT_LEADER,
+          `This node does not know topic ${topic} (yet); ask again or ask the controller`,
+        );
+      }
+      throw new GregorError(t?.error ?? ErrorCode.UNKNOWN_TOPIC, `Topic ${topic} does not exist`);
+    }
+    const p = t.partitions[partition];
+    if (p === undefined) {
+      throw new GregorError(
+        ErrorCode.UNKNOWN_PARTITION,
+        `Topic ${topic} has no partition ${partition} (it has ${t.partitions.length})`,
+      );
+    }
+    return p.leader === "" ? null : p.leader;
+  }
+
+  metadata(req: MetadataRequest): MetadataResponse {
+    return this.#node.metadata(req);
+  }
+
+  holds(topic: string, partition: number): boolean {
+    return this.#node.holds(topic, partition);
+  }
+
+  async #atController<T extends object>(
+    local: () => Promise<void>,
+    op: OpName,
+    body: T,
+    forwarded: boolean,
+  ): Promise<void> {
+    const g = this.#node.metaGroup;
+    if (g !== null && g.isLeader) return await local();
+    await this.#forward(this.#node.controller, op, body, forwarded);
+  }
+
+  /** Sends `body` as `op` to node `to` and returns its answer (or its error). */
+  async #forward<T>(to: string | null, op: OpName, body: object, forwarded: boolean): Promise<T> {
+    if (forwarded || to === null || to === this.#node.nodeId) {
+      throw new GregorError(
+        ErrorCode.NOT_LEADER,
+        to === null || to === this.#node.nodeId
+          ? `No leader is known for this request yet (${op}); retry`
+          : `This node does not lead the request (${op}); its leader is ${to}`,
+      );
+    }
+    const client = await this.#client(to);
+    try {
+      return await client.connection.request<T>(op, body);
+    } catch (err) {
+      if (err instanceof GregorError) throw err;
+      throw new GregorError(
+        ErrorCode.TIMEOUT,
+        `Forwarding ${op} to ${to} failed (${(err as Error).message}); its outcome is unknown`,
+      );
+    }
+  }
+
+  async #client(nodeId: string): Promise<Client> {
+    const m = this.#gossip.member(nodeId);
+    if (m === null) {
+      throw new GregorError(ErrorCode.NOT_LEADER, `The leader ${nodeId} is not a known member`);
+    }
+    const key = `${m.host}:${m.clientPort}`;
+    const cached = this.#clients.get(nodeId);
+    if (cached !== undefined && cached.key === key) return await cached.client;
+    if (cached !== undefined) void cached.client.then((c) => c.close()).catch(() => {});
+    const client = connectWith(this.#env, {
+      host: m.host,
+      port: m.clientPort,
+      clientId: FORWARD_CLIENT_ID,
+      requestTimeoutMs: FORWARD_TIMEOUT_MS,
+      connectTimeoutMs: 2_000,
+    });
+    this.#clients.set(nodeId, { key, client });
+    client.catch(() => this.#clients.delete(nodeId));
+    try {
+      return await client;
+    } catch (err) {
+      throw new GregorError(
+        ErrorCode.TIMEOUT,
+        `Cannot reach ${nodeId} to forward a request: ${(err as Error).message}`,
+      );
+    }
+  }
+
+  /** Closes the forwarding connections. */
+  async close(): Promise<void> {
+    for (const { client } of this.#clients.values()) {
+      await client.then((c) => c.close()).catch(() => {});
+    }
+    this.#clients.clear();
+  }
+}

@@ -1,0 +1,519 @@
+// A node's part in a replicated cluster: the metadata Raft group (topics and replica placement),
+// one Raft group per partition replica it holds, the transport between nodes, and the rules that
+// make a cluster assemble itself from gossip membership (bootstrap, adding and replacing voters).
+
+import type { Env } from "../io/types.ts";
+import { ErrorCode, GregorError } from "../protocol/errors.ts";
+import type { BatchHeader } from "../protocol/batch.ts";
+import type {
+  MetadataRequest,
+  MetadataResponse,
+  MetadataTopic,
+  ProduceResponse,
+} from "../protocol/messages.ts";
+import { MemoryLog } from "../broker/log.ts";
+import { Partition, Topic } from "../broker/topic.ts";
+import type { Gossip } from "./gossip/mod.ts";
+import { encodeCommand, type MetaCommand, MetaState, placeReplicas } from "./controller.ts";
+import { type AppliedBatch, PartitionMachine } from "./replica.ts";
+import {
+  RaftGroup,
+  type RaftGroupOptions,
+  type RaftStore,
+  type StateMachine,
+} from "./raft/shell.ts";
+
+/** The metadata group's name on the wire. */
+export const META_GROUP = "__meta";
+/** Gossip key under which a node running the metadata group names the cluster's founder. */
+export const GOSSIP_META_KEY = "meta";
+/** Metadata voters a cluster aims for. */
+export const META_VOTERS_TARGET = 3;
+/** How often the controller leader reviews voters, ms. */
+const VOTER_REVIEW_MS = 500;
+/** How long a voter must look dead before it is replaced, ms. */
+export const VOTER_REPLACE_AFTER_MS = 30_000;
+
+/** What the cluster needs from the broker it serves. */
+export interface ClusterBroker {
+  /** Makes a topic known to the broker (with the partitions this node holds). */
+  adoptTopic(topic: Topic): void;
+  /** Forgets a topic (deleted from the cluster). */
+  dropTopic(name: string): void;
+  /** The broker's topic, if known. */
+  knownTopic(name: string): Topic | undefined;
+}
+
+/** Opens a group's durable store (the WAL) in `dir`, for a group founded with `voters`. */
+export type OpenStore = (dir: string, voters: readonly string[]) => Promise<RaftStore>;
+
+/** What moves messages between nodes. */
+export interface ClusterTransport {
+  send(to: string, group: string, data: Uint8Array): void;
+  onMessage: (from: string, group: string, data: Uint8Array) => void;
+}
+
+/** Options of a cluster node. */
+export interface ClusterOptions {
+  nodeId: string;
+  dataDir: string;
+  /** Nodes that must be alive before a fresh cluster founds its metadata group. */
+  bootstrapExpect: number;
+  /** Replicas per partition (capped at the number of live nodes). */
+  replicationFactor: number;
+  tickMs?: number;
+  electionTimeoutMs?: number;
+  heartbeatIntervalMs?: number;
+  openStore: OpenStore;
+  /** Deliberate Raft bugs, to prove the simulator's checkers catch them. Never set outside tests. */
+  plantedBugs?: RaftGroupOptions["plantedBugs"];
+  /** A deliberate bug: produces are acknowledged before they commit. Never set outside tests. */
+  plantedAckBeforeCommit?: boolean;
+  /** The store's durable state is absent (a node that never ran the group). */
+  storeExists(dir: string): Promise<boolean>;
+  onFatal(reason: string): void;
+}
+
+interface Replica {
+  group: RaftGroup;
+  partition: Partition;
+  /**
+   * The commit index persisted before this start: the log is served only once it is applied
+   * again, so a restarted replica never shows a shorter log than it showed before.
+   */
+  servesFrom: number;
+  /** Records proposed and not yet applied (only the planted ack-before-commit bug uses it). */
+  unapplied: number;
+}
+
+/** This node's share of the cluster. */
+export class ClusterNode {
+  readonly meta = new MetaState();
+  /** Proposals whose leader lost leadership before they applied (outcome unknown to it). */
+  readonly stats = { proposalsLost: 0 };
+  readonly #env: Env;
+  readonly #o: ClusterOptions;
+  readonly #gossip: Gossip;
+  readonly #transport: ClusterTransport;
+  readonly #broker: ClusterBroker;
+  readonly #replicas = new Map<string, Replica>();
+  readonly #deadSince = new Map<string, number>();
+  readonly #stop = new AbortController();
+  #metaGroup: RaftGroup | null = null;
+  /** Work run one at a time: reconciling replicas after metadata changes. */
+  #chain: Promise<void> = Promise.resolve();
+
+  private constructor(
+    env: Env,
+    opts: ClusterOptions,
+    gossip: Gossip,
+    transport: ClusterTransport,
+    broker: ClusterBroker,
+  ) {
+    this.#env = env;
+    this.#o = opts;
+    this.#gossip = gossip;
+    this.#transport = transport;
+    this.#broker = broker;
+    transport.onMessage = (_from, group, data) => this.#receive(group, data);
+    this.meta.onChange = (c) => this.#changed(c);
+  }
+
+  /** Starts the node's cluster role; the metadata group starts once it can (bootstrap rules). */
+  static start(
+    env: Env,
+    opts: ClusterOptions,
+    gossip: Gossip,
+    transport: ClusterTransport,
+    broker: ClusterBroker,
+  ): ClusterNode {
+    const c = new ClusterNode(env, opts, gossip, transport, broker);
+    void c.#startMeta().catch((err) => opts.onFatal(`Cannot start the metadata group: ${err}`));
+    return c;
+  }
+
+  get nodeId(): string {
+    return this.#o.nodeId;
+  }
+
+  /** The metadata group's leader, if known. */
+  get controller(): string | null {
+    return this.#metaGroup?.leaderId ?? null;
+  }
+
+  get metaGroup(): RaftGroup | null {
+    return this.#metaGroup;
+  }
+
+  /** The Raft group of a partition replica on this node, if it holds one. */
+  replica(topic: string, partition: number): RaftGroup | null {
+    return this.#replicas.get(partitionGroup(topic, partition))?.group ?? null;
+  }
+
+  async stop(): Promise<void> {
+    this.#stop.abort();
+    await this.#metaGroup?.stop();
+    for (const r of this.#replicas.values()) await r.group.stop();
+  }
+
+  // --- Requests -----------------------------------------------------------------------------
+
+  /** Proposes a metadata change; this node must lead the metadata group. */
+  async propose(c: MetaCommand): Promise<unknown> {
+    const g = this.#metaGroup;
+    if (g === null) {
+      throw new GregorError(ErrorCode.NOT_LEADER, "The cluster has no metadata group yet");
+    }
+    return await g.propose(encodeCommand(c));
+  }
+
+  /** Reserves `count` producer ids unique in the cluster; returns the first. */
+  async allocateProducerIds(count: number): Promise<number> {
+    return await this.propose({ op: "allocateProducerIds", count }) as number;
+  }
+
+  /** Creates a topic, placing its replicas on live nodes. */
+  async createTopic(name: string, partitions: number, configs: Record<string, string>) {
+    const nodes = this.#liveNodes();
+    const start = hashString(name) % Math.max(1, nodes.length);
+    await this.propose({
+      op: "createTopic",
+      topic: {
+        name,
+        configs,
+        replicas: placeReplicas(nodes, partitions, this.#o.replicationFactor, start),
+      },
+    });
+    await this.#chain;
+  }
+
+  async deleteTopic(name: string): Promise<void> {
+    await this.propose({ op: "deleteTopic", name });
+    await this.#chain;
+  }
+
+  async addPartitions(name: string, count: number): Promise<void> {
+    const t = this.meta.topics.get(name);
+    if (t === undefined) {
+      throw new GregorError(ErrorCode.UNKNOWN_TOPIC, `Topic ${name} does not exist`);
+    }
+    const nodes = this.#liveNodes();
+    const placed = placeReplicas(
+      nodes,
+      count,
+      this.#o.replicationFactor,
+      hashString(name) % Math.max(1, nodes.length),
+    ).slice(t.replicas.length);
+    await this.propose({ op: "addPartitions", name, replicas: placed });
+    await this.#chain;
+  }
+
+  /**
+   * Appends a validated batch through the partition's Raft group: resolves once it is committed
+   * (on a quorum of replicas) and applied here, with its offset.
+   */
+  async produce(
+    topic: string,
+    partition: number,
+    batch: Uint8Array,
+    header: BatchHeader,
+  ): Promise<ProduceResponse> {
+    const r = this.#replicas.get(partitionGroup(topic, partition));
+    if (r === undefined) {
+      const t = this.meta.topics.get(topic);
+      const replicas = t?.replicas[partition];
+      if (replicas === undefined) {
+        throw new GregorError(
+          t === undefined ? ErrorCode.UNKNOWN_TOPIC : ErrorCode.UNKNOWN_PARTITION,
+          `${topic}/${partition} does not exist`,
+        );
+      }
+      throw new GregorError(
+        ErrorCode.NOT_LEADER,
+        `This node holds no replica of ${topic}/${partition}; its replicas are ${
+          replicas.join(", ")
+        }`,
+      );
+    }
+    if (this.#o.plantedAckBeforeCommit === true) {
+      // The planted bug: answer with the offset the batch would get, before any replica has it.
+      const guess = r.partition.log.nextOffset + r.unapplied;
+      r.unapplied += header.recordCount;
+      void r.group.propose(batch).catch(() => {}).finally(() => r.unapplied -= header.recordCount);
+      return { baseOffset: guess, logStartOffset: r.partition.log.logStartOffset };
+    }
+    const applied = await r.group.propose(batch) as AppliedBatch;
+    return { baseOffset: applied.baseOffset, logStartOffset: r.partition.log.logStartOffset };
+  }
+
+  /** True if this node may serve reads of the partition (it holds a replica). */
+  holds(topic: string, partition: number): boolean {
+    const r = this.#replicas.get(partitionGroup(topic, partition));
+    return r !== undefined && r.group.node.appliedIndex >= r.servesFrom;
+  }
+
+  /** Where partitions live and who leads them, as far as this node knows. */
+  metadata(req: MetadataRequest): MetadataResponse {
+    const names = req.topics.length > 0
+      ? req.topics.map((t) => t.name)
+      : [...this.meta.topics.keys()].sort();
+    const topics: MetadataTopic[] = names.map((name) => {
+      const t = this.meta.topics.get(name);
+      if (t === undefined) return { name, error: ErrorCode.UNKNOWN_TOPIC, partitions: [] };
+      return {
+        name,
+        error: 0,
+        partitions: t.replicas.map((replicas, partition) => ({
+          partition,
+          leader: this.#leaderOf(name, partition),
+          replicas: replicas.map((id) => ({ id })),
+        })),
+      };
+    });
+    const nodes = this.#gossip.members().filter((m) => m.state === "alive").map((m) => ({
+      id: m.id,
+      host: m.host,
+      clientPort: m.clientPort,
+    }));
+    return { nodes, topics };
+  }
+
+  #leaderOf(topic: string, partition: number): string {
+    const local = this.#replicas.get(partitionGroup(topic, partition))?.group.leaderId;
+    if (local !== undefined && local !== null) return local;
+    // Other nodes publish the partitions they lead.
+    const key = partitionGroup(topic, partition);
+    for (const m of this.#gossip.members()) {
+      if (m.state !== "alive") continue;
+      if ((m.kv["leads"] ?? "").split(" ").includes(key)) return m.id;
+    }
+    return "";
+  }
+
+  // --- Metadata group -------------------------------------------------------------------------
+
+  async #startMeta(): Promise<void> {
+    const dir = `${this.#o.dataDir}/raft/${META_GROUP}`;
+    let voters: string[];
+    if (await this.#o.storeExists(dir)) {
+      voters = [this.#o.nodeId]; // ignored: the stored state names the voters
+    } else {
+      voters = await this.#bootstrapVoters();
+    }
+    if (this.#stop.signal.aborted) return;
+    const store = await this.#o.openStore(dir, voters);
+    this.#metaGroup = this.#group(META_GROUP, store, this.meta);
+    this.#gossip.setLocal(GOSSIP_META_KEY, voters[0] ?? this.#o.nodeId);
+    void this.#reviewVoters();
+  }
+
+  /**
+   * The founding voters for a node that never ran the metadata group: the founder an existing
+   * cluster names in gossip (this node then waits to be added as a voter), or — once
+   * `bootstrapExpect` nodes are alive and none has founded a cluster — the lowest node id alone.
+   */
+  async #bootstrapVoters(): Promise<string[]> {
+    while (!this.#stop.signal.aborted) {
+      const alive = this.#gossip.members().filter((m) => m.state === "alive");
+      const founded = alive.map((m) => m.kv[GOSSIP_META_KEY]).find((v) => v !== undefined);
+      if (founded !== undefined) return [founded];
+      // A node without seeds (bootstrapExpect 1) founds the cluster itself; with a larger
+      // bootstrapExpect, the lowest id among that many live nodes does.
+      if (this.#o.bootstrapExpect <= 1) return [this.#o.nodeId];
+      const ids = alive.map((m) => m.id).sort();
+      if (ids.length >= this.#o.bootstrapExpect && ids[0] === this.#o.nodeId) {
+        return [this.#o.nodeId];
+      }
+      try {
+        await this.#env.clock.sleep(100, this.#stop.signal);
+      } catch {
+        break;
+      }
+    }
+    return [this.#o.nodeId];
+  }
+
+  /**
+   * The metadata leader keeps META_VOTERS_TARGET voters: it adds live nodes that run the group,
+   * and replaces a voter dead for VOTER_REPLACE_AFTER_MS, one change at a time.
+   */
+  async #reviewVoters(): Promise<void> {
+    while (!this.#stop.signal.aborted) {
+      try {
+        await this.#env.clock.sleep(VOTER_REVIEW_MS, this.#stop.signal);
+      } catch {
+        return;
+      }
+      const g = this.#metaGroup;
+      if (g === null || !g.isLeader) continue;
+      try {
+        await this.#reviewOnce(g);
+      } catch {
+        // Leadership moved or the change did not commit: the next review tries again.
+      }
+    }
+  }
+
+  /**
+   * One membership change, if one is due: a node running the metadata group joins as a learner
+   * (so it receives the metadata); a learner is promoted while fewer than META_VOTERS_TARGET
+   * voters are alive; a member dead for VOTER_REPLACE_AFTER_MS is removed.
+   */
+  async #reviewOnce(g: RaftGroup): Promise<void> {
+    const now = this.#env.clock.now();
+    const members = this.#gossip.members();
+    const state = new Map(members.map((m) => [m.id, m]));
+    const voters = g.node.voters;
+    const learners = g.node.learners;
+    const isAlive = (id: string) => {
+      const m = state.get(id);
+      return id === this.#o.nodeId || m?.state === "alive" || m?.state === "suspect";
+    };
+    for (const id of [...voters, ...learners]) {
+      if (isAlive(id)) this.#deadSince.delete(id);
+      else if (!this.#deadSince.has(id)) this.#deadSince.set(id, now);
+    }
+    const newcomer = members.find((m) =>
+      m.state === "alive" && !voters.includes(m.id) && !learners.includes(m.id) &&
+      m.kv[GOSSIP_META_KEY] !== undefined
+    );
+    if (newcomer !== undefined) {
+      await g.addLearner(newcomer.id);
+      return;
+    }
+    const liveVoters = voters.filter((v) => !this.#deadSince.has(v));
+    const promotable = learners.filter((l) => !this.#deadSince.has(l)).sort();
+    if (liveVoters.length < META_VOTERS_TARGET && promotable.length > 0) {
+      await g.addServer(promotable[0]!);
+      return;
+    }
+    for (const id of [...voters, ...learners]) {
+      const since = this.#deadSince.get(id);
+      if (since === undefined || now - since < VOTER_REPLACE_AFTER_MS) continue;
+      if (voters.includes(id) && voters.length <= 1) continue;
+      await g.removeServer(id);
+      this.#deadSince.delete(id);
+      return;
+    }
+  }
+
+  #group(name: string, store: RaftStore, machine: StateMachine): RaftGroup {
+    return new RaftGroup({
+      group: name,
+      nodeId: this.#o.nodeId,
+      store,
+      machine,
+      send: (to, bytes) => this.#transport.send(to, name, bytes),
+      clock: this.#env.clock,
+      random: this.#env.random.fork(`raft-${name}`),
+      ...(this.#o.tickMs === undefined ? {} : { tickMs: this.#o.tickMs }),
+      ...(this.#o.electionTimeoutMs === undefined
+        ? {}
+        : { electionTimeoutMs: this.#o.electionTimeoutMs }),
+      ...(this.#o.heartbeatIntervalMs === undefined
+        ? {}
+        : { heartbeatIntervalMs: this.#o.heartbeatIntervalMs }),
+      onFatal: (reason) => this.#o.onFatal(reason),
+      onLeaderChange: () => this.#publishLeads(),
+      onProposalLost: () => void this.stats.proposalsLost++,
+      ...(this.#o.plantedBugs === undefined ? {} : { plantedBugs: this.#o.plantedBugs }),
+    });
+  }
+
+  #receive(group: string, data: Uint8Array): void {
+    if (group === META_GROUP) {
+      this.#metaGroup?.receive(data);
+      return;
+    }
+    this.#replicas.get(group)?.group.receive(data);
+  }
+
+  /** Publishes in gossip which partitions this node leads (clients route by it). */
+  #publishLeads(): void {
+    const leads: string[] = [];
+    for (const [key, r] of this.#replicas) if (r.group.isLeader) leads.push(key);
+    let value = leads.sort().join(" ");
+    // Gossip values are small; past that, clients learn leaders from NOT_LEADER answers.
+    if (value.length > 1000) value = value.slice(0, value.lastIndexOf(" ", 1000));
+    try {
+      this.#gossip.setLocal("leads", value);
+    } catch {
+      // The gossip service is stopping.
+    }
+  }
+
+  // --- Replicas ---------------------------------------------------------------------------
+
+  #changed(c: MetaCommand): void {
+    if (c.op === "allocateProducerIds") return;
+    const name = c.op === "createTopic" ? c.topic.name : c.name;
+    this.#chain = this.#chain.then(() => this.#reconcile(name)).catch((err) =>
+      this.#o.onFatal(`Cannot open the replicas of ${name}: ${(err as Error).message}`)
+    );
+  }
+
+  /** Opens the replicas of `name` this node should hold, or drops the topic. */
+  async #reconcile(name: string): Promise<void> {
+    const t = this.meta.topics.get(name);
+    if (t === undefined) {
+      for (const [key, r] of [...this.#replicas]) {
+        if (key.startsWith(`${name}/`)) {
+          await r.group.stop();
+          this.#replicas.delete(key);
+        }
+      }
+      this.#broker.dropTopic(name);
+      this.#publishLeads();
+      return;
+    }
+    const partitions: Partition[] = [];
+    for (const [p, replicas] of t.replicas.entries()) {
+      const key = partitionGroup(name, p);
+      let r = this.#replicas.get(key);
+      if (r === undefined && replicas.includes(this.#o.nodeId)) {
+        r = await this.#openReplica(name, p, replicas);
+      }
+      // A partition held elsewhere gets an empty stand-in; requests for it are refused.
+      partitions.push(r?.partition ?? new Partition(name, p, new MemoryLog({ retentionBytes: 0 })));
+    }
+    const existing = this.#broker.knownTopic(name);
+    if (existing === undefined) {
+      this.#broker.adoptTopic(new Topic(name, { ...t.configs }, partitions));
+    } else {
+      for (let i = existing.partitions.length; i < partitions.length; i++) {
+        existing.partitions.push(partitions[i]!);
+      }
+      Object.assign(existing.configs, t.configs);
+    }
+  }
+
+  async #openReplica(topic: string, p: number, replicas: string[]): Promise<Replica> {
+    const key = partitionGroup(topic, p);
+    const store = await this.#o.openStore(`${this.#o.dataDir}/raft/p/${topic}/${p}`, replicas);
+    const servesFrom = store.state().hardState.commit;
+    const partition = new Partition(topic, p, new MemoryLog({ retentionBytes: Infinity }));
+    const machine = new PartitionMachine(partition.log, () => partition.notify());
+    const group = this.#group(key, store, machine);
+    const r = { group, partition, servesFrom, unapplied: 0 };
+    this.#replicas.set(key, r);
+    return r;
+  }
+
+  #liveNodes(): string[] {
+    return this.#gossip.members().filter((m) => m.state === "alive").map((m) => m.id).sort();
+  }
+}
+
+/** A partition group's name: "topic/partition". */
+export function partitionGroup(topic: string, partition: number): string {
+  return `${topic}/${partition}`;
+}
+
+function hashString(s: string): number {
+  let h = 2166136261;
+  for (let i = 0; i < s.length; i++) {
+    h ^= s.charCodeAt(i);
+    h = Math.imul(h, 16777619) >>> 0;
+  }
+  return h;
+}

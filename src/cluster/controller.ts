@@ -1,0 +1,119 @@
+// The cluster's metadata, replicated by the metadata Raft group ("the controller"): which topics
+// exist, their configs, and for each partition the nodes holding its replicas. Every node applies
+// the same commands in the same order, so every node agrees on where each partition lives.
+
+import { ErrorCode, GregorError } from "../protocol/errors.ts";
+import type { Entry, Snapshot } from "./raft/types.ts";
+import type { StateMachine } from "./raft/shell.ts";
+
+/** One topic as the cluster knows it. */
+export interface TopicMeta {
+  name: string;
+  configs: Record<string, string>;
+  /** Per partition, the ids of the nodes holding a replica; the first is the preferred leader. */
+  replicas: string[][];
+}
+
+/** A change to the metadata. */
+export type MetaCommand =
+  | { op: "createTopic"; topic: TopicMeta }
+  | { op: "deleteTopic"; name: string }
+  | { op: "addPartitions"; name: string; replicas: string[][] }
+  | { op: "alterTopic"; name: string; configs: Record<string, string> }
+  | { op: "allocateProducerIds"; count: number };
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** Encodes a command as an entry's data. */
+export function encodeCommand(c: MetaCommand): Uint8Array {
+  return encoder.encode(JSON.stringify(c));
+}
+
+/** The metadata state machine. */
+export class MetaState implements StateMachine {
+  readonly topics = new Map<string, TopicMeta>();
+  /** The first producer id not yet handed out in a block. */
+  nextProducerId = 0;
+  /** Told of every applied command, after it changed the state. */
+  onChange: (c: MetaCommand) => void = () => {};
+
+  /** Applies a command; an allocation returns the first id of its block. */
+  apply(entry: Entry): number | void {
+    const c = JSON.parse(decoder.decode(entry.data)) as MetaCommand;
+    switch (c.op) {
+      case "allocateProducerIds": {
+        const first = this.nextProducerId;
+        this.nextProducerId += c.count;
+        return first;
+      }
+      case "createTopic":
+        if (this.topics.has(c.topic.name)) {
+          throw new GregorError(ErrorCode.TOPIC_EXISTS, `Topic ${c.topic.name} already exists`);
+        }
+        this.topics.set(c.topic.name, structuredClone(c.topic));
+        break;
+      case "deleteTopic":
+        this.#topic(c.name);
+        this.topics.delete(c.name);
+        break;
+      case "addPartitions":
+        this.#topic(c.name).replicas.push(...c.replicas);
+        break;
+      case "alterTopic":
+        Object.assign(this.#topic(c.name).configs, c.configs);
+        break;
+      default:
+        throw new GregorError(ErrorCode.INTERNAL, `Unknown metadata command`);
+    }
+    this.onChange(c);
+  }
+
+  #topic(name: string): TopicMeta {
+    const t = this.topics.get(name);
+    if (t === undefined) {
+      throw new GregorError(ErrorCode.UNKNOWN_TOPIC, `Topic ${name} does not exist`);
+    }
+    return t;
+  }
+
+  /** The whole state, for a snapshot. */
+  image(): Uint8Array {
+    return encoder.encode(
+      JSON.stringify({ topics: [...this.topics.values()], nextProducerId: this.nextProducerId }),
+    );
+  }
+
+  restore(snapshot: Snapshot): void {
+    this.topics.clear();
+    this.nextProducerId = 0;
+    if (snapshot.data.length === 0) return;
+    const image = JSON.parse(decoder.decode(snapshot.data)) as {
+      topics: TopicMeta[];
+      nextProducerId: number;
+    };
+    for (const t of image.topics) this.topics.set(t.name, t);
+    this.nextProducerId = image.nextProducerId;
+  }
+}
+
+/**
+ * Places `count` partitions' replicas on `nodes` (sorted ids of live nodes): `factor` distinct
+ * nodes each, spread round-robin from `start` so leaders (the first replica) spread too.
+ */
+export function placeReplicas(
+  nodes: readonly string[],
+  count: number,
+  factor: number,
+  start: number,
+): string[][] {
+  const sorted = [...nodes].sort();
+  const rf = Math.min(factor, sorted.length);
+  const out: string[][] = [];
+  for (let p = 0; p < count; p++) {
+    const replicas: string[] = [];
+    for (let r = 0; r < rf; r++) replicas.push(sorted[(start + p + r) % sorted.length]!);
+    out.push(replicas);
+  }
+  return out;
+}

@@ -1,0 +1,245 @@
+// Replication with real processes: three brokers on 127.0.0.1 replicate a topic with Raft. A
+// producer sends with quorum acks while the test SIGKILLs the partition's leader (three times,
+// restarting it each time on the same ports and data directory). Every acknowledged message must
+// be there afterwards, once, at its acknowledged offset, in order. The failover time — from the
+// kill until a surviving node names a new leader, and until a produce is acknowledged again — is
+// measured and printed.
+
+import assert from "node:assert/strict";
+import { type Client, connect, type Producer } from "../src/client/mod.ts";
+
+const BROKER = new URL("../cli/broker.ts", import.meta.url).pathname;
+const TOPIC = "orders";
+const KILLS = 3;
+
+interface Proc {
+  child: Deno.ChildProcess;
+  clientPort: number;
+  clusterPort: number;
+  nodeId: string;
+}
+
+function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}
+
+async function start(
+  dataDir: string,
+  ports: { client: number; cluster: number },
+  seeds: string[],
+): Promise<Proc> {
+  const args = [
+    "run",
+    "-A",
+    BROKER,
+    "--port",
+    String(ports.client),
+    "--data-dir",
+    dataDir,
+    "--cluster-port",
+    String(ports.cluster),
+    "--cluster-replicate",
+    "--no-metrics-enabled",
+  ];
+  if (seeds.length > 0) args.push("--seeds", seeds.join(","));
+  const child = new Deno.Command(Deno.execPath(), { args, stdout: "piped", stderr: "inherit" })
+    .spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let text = "";
+  while (!text.includes("\n")) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error("A broker exited before listening");
+    text += value;
+  }
+  void (async () => {
+    while (!(await reader.read().catch(() => ({ done: true }))).done) { /* discard */ }
+  })();
+  const line = JSON.parse(text.split("\n")[0]!);
+  return { child, clientPort: ports.client, clusterPort: ports.cluster, nodeId: line.nodeId };
+}
+
+async function sleep(ms: number): Promise<void> {
+  await new Promise((r) => setTimeout(r, ms));
+}
+
+/** The leader of TOPIC/0 as `client`'s node sees it ("" if none), or null if it cannot answer. */
+async function leaderSeenBy(client: Client): Promise<string | null> {
+  try {
+    const m = await client.admin.metadata([TOPIC]);
+    return m.topics[0]?.partitions[0]?.leader ?? "";
+  } catch {
+    return null;
+  }
+}
+
+Deno.test({
+  name: "3 replicating brokers: SIGKILLing the leader 3 times loses no quorum-acknowledged message",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const root = await Deno.makeTempDir({ prefix: "gregormq-raft-" });
+    const ports = [0, 1, 2].map(() => ({ client: freePort(), cluster: freePort() }));
+    const seeds = [`127.0.0.1:${ports[0]!.cluster}`];
+    const procs: Proc[] = [];
+    const clients: Client[] = [];
+    try {
+      procs.push(await start(`${root}/n0`, ports[0]!, []));
+      procs.push(await start(`${root}/n1`, ports[1]!, seeds));
+      procs.push(await start(`${root}/n2`, ports[2]!, seeds));
+      for (const p of procs) clients.push(await connect({ port: p.clientPort }));
+      // The cluster assembles itself; the topic is created once the metadata group has a leader.
+      const deadline = Date.now() + 30_000;
+      for (;;) {
+        try {
+          await clients[0]!.admin.createTopic(TOPIC, { partitions: 1 });
+          break;
+        } catch (err) {
+          if (Date.now() > deadline) throw err;
+          await sleep(200);
+        }
+      }
+      const sent: { value: string; offset: number | null; via: Producer }[] = [];
+      let producing = true;
+      // The producer talks to every node in turn (each forwards to the leader); it never talks to
+      // a node while that node is down, as a client with several bootstrap addresses would.
+      const producers: Producer[] = clients.map((c) =>
+        c.producer({ acks: "quorum", deliveryTimeoutMs: 60_000 })
+      );
+      const down = new Set<number>();
+      const producer = (async () => {
+        let i = 0;
+        const inFlight = new Set<Promise<void>>();
+        while (producing) {
+          const via = [0, 1, 2].find((k) => !down.has((i + k) % 3));
+          if (via === undefined) {
+            await sleep(20);
+            continue;
+          }
+          const s = {
+            value: `m${i}`,
+            offset: null as number | null,
+            via: producers[(i + via) % 3]!,
+          };
+          sent.push(s);
+          const p: Promise<void> = s.via.send(TOPIC, {
+            value: s.value,
+            partition: 0,
+          }).then((o) => void (s.offset = o), () => {}).finally(() => inFlight.delete(p));
+          inFlight.add(p);
+          i++;
+          if (inFlight.size >= 50) await Promise.race(inFlight);
+          await sleep(2);
+        }
+        await Promise.allSettled([...inFlight]);
+      })();
+
+      const failovers: { leaderMs: number; produceMs: number }[] = [];
+      for (let kill = 0; kill < KILLS; kill++) {
+        await sleep(1500);
+        let leader = "";
+        for (let tries = 0; tries < 100 && leader === ""; tries++) {
+          leader = (await leaderSeenBy(clients[(kill + 1) % 3]!)) ?? "";
+          if (leader === "") await sleep(100);
+        }
+        const victim = procs.findIndex((p) => p.nodeId === leader);
+        assert.ok(victim >= 0, `no leader found before kill ${kill + 1}`);
+        const ackedBefore = sent.filter((s) => s.offset !== null).length;
+        down.add(victim);
+        const killedAt = Date.now();
+        procs[victim]!.child.kill("SIGKILL");
+        await procs[victim]!.child.status;
+        // Failover: a surviving node names another leader; a produce is acknowledged again.
+        const survivor = clients[(victim + 1) % 3]!;
+        let leaderMs = -1;
+        let produceMs = -1;
+        while (Date.now() - killedAt < 30_000 && (leaderMs < 0 || produceMs < 0)) {
+          const now = await leaderSeenBy(survivor);
+          if (leaderMs < 0 && now !== null && now !== "" && now !== leader) {
+            leaderMs = Date.now() - killedAt;
+          }
+          const acked = sent.filter((s) => s.offset !== null).length;
+          if (produceMs < 0 && acked > ackedBefore + 5) produceMs = Date.now() - killedAt;
+          await sleep(10);
+        }
+        assert.ok(leaderMs >= 0 && produceMs >= 0, `no failover within 30 s of kill ${kill + 1}`);
+        failovers.push({ leaderMs, produceMs });
+        // The killed node comes back on the same ports and data directory.
+        clients[victim]!.close();
+        procs[victim] = await start(
+          `${root}/n${victim}`,
+          ports[victim]!,
+          victim === 0 ? [] : seeds,
+        );
+        clients[victim] = await connect({ port: procs[victim]!.clientPort });
+        producers[victim] = clients[victim]!.producer({
+          acks: "quorum",
+          deliveryTimeoutMs: 60_000,
+        });
+        down.delete(victim);
+      }
+      await sleep(1000);
+      producing = false;
+      await producer;
+      const acked = sent.filter((s) => s.offset !== null);
+      assert.ok(acked.length > 100, `only ${acked.length} messages were acknowledged`);
+
+      // Read the partition back from the current leader's node, from the start.
+      let reader: Client | null = null;
+      for (let tries = 0; tries < 100 && reader === null; tries++) {
+        const leader = await leaderSeenBy(clients[0]!);
+        const at = procs.findIndex((p) => p.nodeId === leader);
+        if (at >= 0) reader = clients[at]!;
+        else await sleep(100);
+      }
+      assert.ok(reader !== null, "no leader to read from");
+      const end = (await reader.admin.describeTopic(TOPIC)).partitions[0]!.highWatermark;
+      const sub = await reader.subscribe(TOPIC, { from: "earliest" });
+      const values: string[] = [];
+      let last = -1;
+      for await (const m of sub) {
+        assert.ok(m.offset > last, `offsets go back: ${m.offset} after ${last}`);
+        last = m.offset;
+        values[m.offset] = m.text();
+        m.ack();
+        if (m.offset + 1 >= end) break;
+      }
+      await sub.close();
+      for (const s of acked) {
+        assert.equal(values[s.offset!], s.value, `${s.value} acknowledged at ${s.offset}`);
+      }
+      const counts = new Map<string, number>();
+      for (const v of values) counts.set(v, (counts.get(v) ?? 0) + 1);
+      const twice = [...counts].filter(([, n]) => n > 1).map(([v]) => v);
+      assert.deepEqual(twice, [], "a message is stored twice");
+      // In order: each producer's acknowledged messages are stored in the order it sent them.
+      for (const via of new Set(sent.map((s) => s.via))) {
+        const mine = acked.filter((s) => s.via === via).map((s) => s.offset!);
+        assert.deepEqual(
+          mine,
+          [...mine].sort((a, b) => a - b),
+          "a producer's messages out of order",
+        );
+      }
+      console.log(
+        `${sent.length} sent, ${acked.length} acknowledged with quorum acks, ${values.length} ` +
+          `stored; failovers (kill → new leader named, → produce acknowledged again): ${
+            failovers.map((f) => `${f.leaderMs} ms / ${f.produceMs} ms`).join(", ")
+          }`,
+      );
+    } finally {
+      for (const c of clients) c.close();
+      for (const p of procs) {
+        try {
+          p.child.kill("SIGKILL");
+        } catch {
+          // Already gone.
+        }
+        await p.child.status.catch(() => {});
+      }
+      await Deno.remove(root, { recursive: true }).catch(() => {});
+    }
+  },
+});
