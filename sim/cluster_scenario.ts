@@ -29,6 +29,8 @@ export interface ClusterOptions {
   seed: number;
   nodes: number;
   partitions: number;
+  /** The topic's replication.factor. */
+  replicationFactor: number;
   messages: number;
   safetyMs: number;
   livenessMs: number;
@@ -42,7 +44,9 @@ export interface ClusterOptions {
 const CLIENT_PORT = 7070;
 const CLUSTER_PORT = 7946;
 const TOPIC = "orders";
-const RAFT = { tickMs: 20, electionTimeoutMs: 400, heartbeatIntervalMs: 80 };
+/** Short Raft timings, and metadata snapshots every few entries so compaction and snapshot
+ * installs happen in every run. */
+const RAFT = { tickMs: 20, electionTimeoutMs: 400, heartbeatIntervalMs: 80, metaCompactEvery: 3 };
 
 /** Derives the options for `seed`, then applies `overrides`. */
 export function clusterOptions(
@@ -54,6 +58,7 @@ export function clusterOptions(
     seed,
     nodes: r.float() < 0.7 ? 3 : 5,
     partitions: r.int(1, 4),
+    replicationFactor: r.int(2, 4),
     messages: r.int(40, 200),
     safetyMs: r.int(3_000, 10_000),
     livenessMs: 60_000,
@@ -83,6 +88,10 @@ export async function runCluster(opts: ClusterOptions): Promise<RunResult> {
   const stats = {
     leaderTerms: 0,
     proposalsLost: 0,
+    /** Partitions created while fewer nodes had joined than their replication factor. */
+    reducedFactor: 0,
+    metaCompactions: 0,
+    metaRestores: 0,
     storageReports: 0,
     walRepairs: 0,
     retriedSends: 0,
@@ -232,7 +241,7 @@ export async function runCluster(opts: ClusterOptions): Promise<RunResult> {
     for (const n of nodes) sim.crash(n, "power", 10);
     await sim.world.run({ untilMs: sim.world.now + opts.livenessMs, stop: settled });
     if (!settled()) violations.push("after a power loss of every node the cluster did not recover");
-    else violations.push(...await verify(running, names, opts, sent));
+    else violations.push(...await verify(running, names, opts, sent, stats));
   }
   watch();
   for (const e of sim.exits) {
@@ -241,6 +250,8 @@ export async function runCluster(opts: ClusterOptions): Promise<RunResult> {
   const acked = sent.filter((s) => s.offset !== null).length;
   stats.unknownOutcomes = sent.length - acked;
   stats.proposalsLost = clusterNodes.reduce((n, c) => n + c.stats.proposalsLost, 0);
+  stats.metaCompactions = clusterNodes.reduce((n, c) => n + c.stats.metaCompactions, 0);
+  stats.metaRestores = clusterNodes.reduce((n, c) => n + c.stats.metaRestores, 0);
   return runResult(sim, {
     scenario: "cluster",
     seed: opts.seed,
@@ -304,9 +315,19 @@ async function produce(
     client = await connectTo(env, host);
     if (client === null) await env.clock.sleep(200);
   }
+  // Like an operator, wait until every node has joined before creating the topic (the replication
+  // factor is capped at the cluster's size when the topic is created).
+  for (;;) {
+    const m = await client.admin.metadata([]).catch(() => null);
+    if (m !== null && m.nodes.length >= opts.nodes) break;
+    await env.clock.sleep(200);
+  }
   for (;;) {
     try {
-      await client.admin.createTopic(TOPIC, { partitions: opts.partitions });
+      await client.admin.createTopic(TOPIC, {
+        partitions: opts.partitions,
+        configs: { "replication.factor": String(opts.replicationFactor) },
+      });
       break;
     } catch (err) {
       if (err instanceof GregorError && err.code === ErrorCode.TOPIC_EXISTS) break;
@@ -336,10 +357,23 @@ async function verify(
   names: string[],
   opts: ClusterOptions,
   sent: Sent[],
+  stats: { reducedFactor: number },
 ): Promise<string[]> {
   const out: string[] = [];
   const sentValues = new Set(sent.map((s) => s.value));
   for (let p = 0; p < opts.partitions; p++) {
+    // Every node the metadata names holds the partition, and no other. (The factor is capped at
+    // the cluster's size when the topic is created, which may be before every node joined.)
+    const holders = names.filter((n) => running.get(n)?.cluster?.holds(TOPIC, p) === true)
+      .map((n) => running.get(n)!.cluster!.nodeId).sort();
+    const named = [...(running.get(names[0]!)?.cluster?.meta.topics.get(TOPIC)?.replicas[p] ?? [])]
+      .sort();
+    if (holders.join() !== named.join()) {
+      out.push(
+        `${TOPIC}/${p} is held by ${holders.join(", ")}, but its replicas are ${named.join(", ")}`,
+      );
+    }
+    if (named.length < Math.min(opts.replicationFactor, opts.nodes)) stats.reducedFactor++;
     let reference: string[] | null = null;
     for (const name of names) {
       const node = running.get(name);

@@ -94,6 +94,7 @@ const GOSSIP_NUMBERS = [
 const CLUSTER_NUMBERS = [
   "nodes",
   "partitions",
+  "replicationFactor",
   "messages",
   "safetyMs",
   "livenessMs",

@@ -68,6 +68,8 @@ export interface ClusterConfig {
     plantedBugs?: { commitPriorTermByCount?: boolean; voteWithoutLogCheck?: boolean };
     /** A deliberate bug: acknowledge produces before they commit (planted-bug tests only). */
     plantedAckBeforeCommit?: boolean;
+    /** Metadata entries between snapshots of the metadata log. */
+    metaCompactEvery?: number;
   };
 }
 

@@ -34,6 +34,8 @@ Deno.test(`cluster: ${CI_SEEDS} swarm seeds keep every acknowledged write, one l
       "proposalsLost", // a leader lost leadership with produces in flight
       "followerCatchUps", // a follower far behind caught up after a partition or crash
       "walRepairs", // a torn WAL tail truncated, then refilled from a replica
+      "metaCompactions", // the metadata log compacted into a snapshot
+      "metaRestores", // a node restored the metadata from a snapshot (restart or install)
       "nodeCrashes",
       "partitions",
       "oneWays",

@@ -29,6 +29,7 @@ export const TOPIC_CONFIGS: Readonly<Record<string, Check>> = {
   "retention.ms": wholeNumber(-1),
   "segment.bytes": wholeNumber(1024),
   "segment.ms": wholeNumber(1),
+  "replication.factor": (v) => (/^[1-7]$/.test(v) ? null : "a whole number from 1 to 7"),
 };
 
 /** Checks `configs` and fills in every default: the topic's effective configuration. */
@@ -54,6 +55,10 @@ export function effectiveConfigs(
   }
   const persistence = configs["persistence"] ?? opts.defaultPersistence;
   const out: Record<string, string> = { persistence };
+  // Replicas per partition: only a replicating cluster uses it.
+  if (configs["replication.factor"] !== undefined) {
+    out["replication.factor"] = configs["replication.factor"];
+  }
   if (persistence === "memory") {
     out["retention.bytes"] = configs["retention.bytes"] ?? String(opts.retentionBytes);
     return out;

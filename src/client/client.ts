@@ -7,6 +7,7 @@ import { ClientConnection, type ConnectOptions, DEFAULT_PORT } from "./connectio
 import { Consumer, type SubscribeOptions } from "./consumer.ts";
 import { GroupConsumer, type GroupConsumerOptions } from "./group_consumer.ts";
 import { type Message, Producer, type ProducerOptions } from "./producer.ts";
+import { ConnectionPool } from "./pool.ts";
 
 /**
  * Connects to a broker through the given I/O environment (real or simulated) and completes the
@@ -34,6 +35,8 @@ export class Client {
   readonly #consumers = new Set<Consumer>();
   readonly #producers = new Set<Producer>();
   readonly #groups = new Set<GroupConsumer>();
+  /** Connections to other nodes of a cluster, where partition leaders live. */
+  readonly #pool: ConnectionPool;
 
   /** @internal Use `connect()`. */
   constructor(env: Env, opts: ConnectOptions) {
@@ -51,6 +54,7 @@ export class Client {
       env,
     });
     this.admin = new Admin(this.connection);
+    this.#pool = new ConnectionPool(this.connection);
   }
 
   /**
@@ -64,7 +68,7 @@ export class Client {
    * ```
    */
   producer(opts: ProducerOptions = {}): Producer {
-    const p = new Producer(this.connection, this.connection.opts.env.clock, opts);
+    const p = new Producer(this.connection, this.connection.opts.env.clock, opts, this.#pool);
     this.#producers.add(p);
     return p;
   }
@@ -130,6 +134,7 @@ export class Client {
   async close(): Promise<void> {
     for (const g of this.#groups) await g.close().catch(() => {});
     for (const p of this.#producers) await p.close().catch(() => {});
+    this.#pool.close();
     for (const c of this.#consumers) await c.close();
     this.connection.close();
   }

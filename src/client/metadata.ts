@@ -5,6 +5,7 @@ import type { Clock } from "../io/types.ts";
 import { ErrorCode, errorName, GregorError } from "../protocol/errors.ts";
 import type { MetadataResponse } from "../protocol/messages.ts";
 import type { ClientConnection } from "./connection.ts";
+import type { NodeAddr } from "./pool.ts";
 
 /** How long a topic's partition count is used before it is asked again (in the background), ms. */
 export const METADATA_MAX_AGE_MS = 60_000;
@@ -13,6 +14,8 @@ export const METADATA_TOPICS_MAX = 10_000;
 
 interface Entry {
   partitions: number;
+  /** Per partition, where its leader takes requests (null: unknown, ask the bootstrap node). */
+  leaders: (NodeAddr | null)[];
   fetchedMs: number;
 }
 
@@ -49,6 +52,11 @@ export class PartitionCounts {
     return this.#entries.has(topic) ? null : this.#fetching.get(topic) ?? null;
   }
 
+  /** Where `topic`/`partition`'s leader takes requests, if the cache knows; else null. */
+  leader(topic: string, partition: number): NodeAddr | null {
+    return this.#entries.get(topic)?.leaders[partition] ?? null;
+  }
+
   /** Forgets `topic`'s count (e.g. after UNKNOWN_PARTITION), so the next use asks again. */
   invalidate(topic: string): void {
     this.#entries.delete(topic);
@@ -72,7 +80,16 @@ export class PartitionCounts {
         throw new GregorError(t.error, `Topic ${topic} is unavailable: ${errorName(t.error)}`);
       }
       this.#entries.delete(topic);
-      this.#entries.set(topic, { partitions: t.partitions.length, fetchedMs: this.#clock.now() });
+      const nodes = new Map(r.nodes.map((n) => [n.id, n]));
+      const leaders = t.partitions.map((p) => {
+        const n = p.leader === "" ? undefined : nodes.get(p.leader);
+        return n === undefined ? null : { host: n.host, clientPort: n.clientPort };
+      });
+      this.#entries.set(topic, {
+        partitions: t.partitions.length,
+        leaders,
+        fetchedMs: this.#clock.now(),
+      });
       if (this.#entries.size > METADATA_TOPICS_MAX) {
         this.#entries.delete(this.#entries.keys().next().value as string);
       }

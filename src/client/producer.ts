@@ -11,6 +11,7 @@ import { ErrorCode, GregorError } from "../protocol/errors.ts";
 import { Acks, type InitProducerIdResponse, type ProduceResponse } from "../protocol/messages.ts";
 import { type ClientConnection, ConnectionError } from "./connection.ts";
 import { PartitionCounts } from "./metadata.ts";
+import type { ConnectionPool } from "./pool.ts";
 import { partitionForKey, StickyPartitions } from "./partitioner.ts";
 
 /** A message to publish. Strings are sent as UTF-8. */
@@ -149,6 +150,8 @@ function toBytes(v: Uint8Array | string): Uint8Array {
 /** Publishes messages to topics. Create one with `client.producer()`. */
 export class Producer {
   readonly #conn: ClientConnection;
+  /** Connections to partition leaders in a cluster (null: everything goes through `#conn`). */
+  readonly #pool: ConnectionPool | null;
   readonly #clock: Clock;
   readonly #random: Random;
   readonly #lingerMs: number;
@@ -177,8 +180,14 @@ export class Producer {
   #closed = false;
 
   /** @internal Use `client.producer()`. */
-  constructor(conn: ClientConnection, clock: Clock, opts: ProducerOptions = {}) {
+  constructor(
+    conn: ClientConnection,
+    clock: Clock,
+    opts: ProducerOptions = {},
+    pool: ConnectionPool | null = null,
+  ) {
     this.#conn = conn;
+    this.#pool = pool;
     this.#clock = clock;
     this.#random = conn.opts.env.random;
     this.#lingerMs = opts.lingerMs ?? 0;
@@ -297,6 +306,15 @@ export class Producer {
   }
 
   /** Without idempotence: one attempt; a lost connection fails the batch. */
+  /**
+   * Where a partition's produces go: its leader's node when the metadata names one (in a cluster),
+   * else the bootstrap connection (which forwards to the leader if it is not the leader itself).
+   */
+  #route(topic: string, partition: number): ClientConnection {
+    if (this.#pool === null) return this.#conn;
+    return this.#pool.to(this.#counts.leader(topic, partition));
+  }
+
   #sendOnce(acc: Accumulator): void {
     const pending = acc.pending;
     let batch: Uint8Array;
@@ -316,8 +334,11 @@ export class Producer {
     };
     const sent: Promise<void> =
       (this.#acks === Acks.none
-        ? this.#conn.send("PRODUCE", body).then(() => ({ baseOffset: -1, logStartOffset: -1 }))
-        : this.#conn.request<ProduceResponse>("PRODUCE", body))
+        ? this.#route(acc.topic, acc.partition).send("PRODUCE", body).then(() => ({
+          baseOffset: -1,
+          logStartOffset: -1,
+        }))
+        : this.#route(acc.topic, acc.partition).request<ProduceResponse>("PRODUCE", body))
         .then(
           (r) => pending.forEach((p, i) => p.resolve(r.baseOffset < 0 ? -1 : r.baseOffset + i)),
           (err) => {
@@ -430,7 +451,7 @@ export class Producer {
     b.sentBefore = b.sent;
     b.sent = true;
     lane.inFlight++;
-    this.#conn.request<ProduceResponse>("PRODUCE", {
+    this.#route(lane.topic, lane.partition).request<ProduceResponse>("PRODUCE", {
       topic: lane.topic,
       partition: lane.partition,
       acks: this.#acks,
@@ -480,6 +501,14 @@ export class Producer {
       // Waiting cannot fix that; the lane starts over under a new producer id.
       lane.stateLost = true;
     } else if (this.#retriable(err)) {
+      if (
+        err instanceof ConnectionError ||
+        (err instanceof GregorError && err.code === ErrorCode.NOT_LEADER)
+      ) {
+        // The leader moved or its node is gone: learn where it is now before the retry.
+        this.#counts.invalidate(lane.topic);
+        void Promise.resolve(this.#counts.partitions(lane.topic)).catch(() => {});
+      }
       lane.backoff = true;
     } else if (
       err instanceof GregorError && REFUSED_BEFORE_SEQUENCE.has(err.code) && !b.sentBefore

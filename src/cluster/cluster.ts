@@ -29,6 +29,8 @@ export const META_GROUP = "__meta";
 export const GOSSIP_META_KEY = "meta";
 /** Metadata voters a cluster aims for. */
 export const META_VOTERS_TARGET = 3;
+/** Metadata entries applied after the last snapshot that trigger a compaction. */
+export const META_COMPACT_EVERY = 1000;
 /** How often the controller leader reviews voters, ms. */
 const VOTER_REVIEW_MS = 500;
 /** How long a voter must look dead before it is replaced, ms. */
@@ -65,6 +67,8 @@ export interface ClusterOptions {
   electionTimeoutMs?: number;
   heartbeatIntervalMs?: number;
   openStore: OpenStore;
+  /** Metadata entries between snapshots (default META_COMPACT_EVERY; tests use a few). */
+  metaCompactEvery?: number;
   /** Deliberate Raft bugs, to prove the simulator's checkers catch them. Never set outside tests. */
   plantedBugs?: RaftGroupOptions["plantedBugs"];
   /** A deliberate bug: produces are acknowledged before they commit. Never set outside tests. */
@@ -90,7 +94,7 @@ interface Replica {
 export class ClusterNode {
   readonly meta = new MetaState();
   /** Proposals whose leader lost leadership before they applied (outcome unknown to it). */
-  readonly stats = { proposalsLost: 0 };
+  readonly stats = { proposalsLost: 0, metaCompactions: 0, metaRestores: 0 };
   readonly #env: Env;
   readonly #o: ClusterOptions;
   readonly #gossip: Gossip;
@@ -117,6 +121,10 @@ export class ClusterNode {
     this.#broker = broker;
     transport.onMessage = (_from, group, data) => this.#receive(group, data);
     this.meta.onChange = (c) => this.#changed(c);
+    this.meta.onRestore = () => {
+      this.stats.metaRestores++;
+      this.#restored();
+    };
   }
 
   /** Starts the node's cluster role; the metadata group starts once it can (bootstrap rules). */
@@ -174,14 +182,14 @@ export class ClusterNode {
 
   /** Creates a topic, placing its replicas on live nodes. */
   async createTopic(name: string, partitions: number, configs: Record<string, string>) {
-    const nodes = this.#liveNodes();
+    const nodes = this.#placeable(this.#factor(configs));
     const start = hashString(name) % Math.max(1, nodes.length);
     await this.propose({
       op: "createTopic",
       topic: {
         name,
         configs,
-        replicas: placeReplicas(nodes, partitions, this.#o.replicationFactor, start),
+        replicas: placeReplicas(nodes, partitions, this.#factor(configs), start),
       },
     });
     await this.#chain;
@@ -197,11 +205,11 @@ export class ClusterNode {
     if (t === undefined) {
       throw new GregorError(ErrorCode.UNKNOWN_TOPIC, `Topic ${name} does not exist`);
     }
-    const nodes = this.#liveNodes();
+    const nodes = this.#placeable(this.#factor(t.configs));
     const placed = placeReplicas(
       nodes,
       count,
-      this.#o.replicationFactor,
+      this.#factor(t.configs),
       hashString(name) % Math.max(1, nodes.length),
     ).slice(t.replicas.length);
     await this.propose({ op: "addPartitions", name, replicas: placed });
@@ -302,7 +310,12 @@ export class ClusterNode {
     }
     if (this.#stop.signal.aborted) return;
     const store = await this.#o.openStore(dir, voters);
-    this.#metaGroup = this.#group(META_GROUP, store, this.meta);
+    this.#metaGroup = this.#group(
+      META_GROUP,
+      store,
+      this.meta,
+      this.#o.metaCompactEvery ?? META_COMPACT_EVERY,
+    );
     this.#gossip.setLocal(GOSSIP_META_KEY, voters[0] ?? this.#o.nodeId);
     void this.#reviewVoters();
   }
@@ -397,8 +410,14 @@ export class ClusterNode {
     }
   }
 
-  #group(name: string, store: RaftStore, machine: StateMachine): RaftGroup {
+  #group(
+    name: string,
+    store: RaftStore,
+    machine: StateMachine,
+    compactEvery?: number,
+  ): RaftGroup {
     return new RaftGroup({
+      ...(compactEvery === undefined ? {} : { compactEvery }),
       group: name,
       nodeId: this.#o.nodeId,
       store,
@@ -416,6 +435,7 @@ export class ClusterNode {
       onFatal: (reason) => this.#o.onFatal(reason),
       onLeaderChange: () => this.#publishLeads(),
       onProposalLost: () => void this.stats.proposalsLost++,
+      onCompacted: () => void (name === META_GROUP && this.stats.metaCompactions++),
       ...(this.#o.plantedBugs === undefined ? {} : { plantedBugs: this.#o.plantedBugs }),
     });
   }
@@ -450,6 +470,17 @@ export class ClusterNode {
     this.#chain = this.#chain.then(() => this.#reconcile(name)).catch((err) =>
       this.#o.onFatal(`Cannot open the replicas of ${name}: ${(err as Error).message}`)
     );
+  }
+
+  /** After a snapshot replaced the metadata: every topic known before or now is reconciled. */
+  #restored(): void {
+    const names = new Set([...this.meta.topics.keys()]);
+    for (const key of this.#replicas.keys()) names.add(key.slice(0, key.lastIndexOf("/")));
+    for (const name of names) {
+      this.#chain = this.#chain.then(() => this.#reconcile(name)).catch((err) =>
+        this.#o.onFatal(`Cannot open the replicas of ${name}: ${(err as Error).message}`)
+      );
+    }
   }
 
   /** Opens the replicas of `name` this node should hold, or drops the topic. */
@@ -497,6 +528,38 @@ export class ClusterNode {
     const r = { group, partition, servesFrom, unapplied: 0 };
     this.#replicas.set(key, r);
     return r;
+  }
+
+  /** A topic's replication factor: its `replication.factor` config, else the cluster's. */
+  #factor(configs: Record<string, string>): number {
+    const rf = Number(configs["replication.factor"]);
+    return Number.isInteger(rf) && rf > 0 ? rf : this.#o.replicationFactor;
+  }
+
+  /**
+   * The live nodes to place `factor` replicas on. The factor is capped at the cluster's size (the
+   * metadata group's members), but never silently at the live ones: with too few alive, placing
+   * fewer replicas would lose the redundancy asked for, so the request fails and may be retried.
+   */
+  #placeable(factor: number): string[] {
+    // The cluster's members are those of the metadata group (durable, unlike a gossip view that
+    // starts empty after a restart); the live ones among them take replicas.
+    // Nodes that announced they run the metadata group but are not in it yet count too.
+    const g = this.#metaGroup;
+    const members = new Set(g === null ? [this.#o.nodeId] : [...g.node.voters, ...g.node.learners]);
+    for (const m of this.#gossip.members()) {
+      if (m.state !== "left" && m.kv[GOSSIP_META_KEY] !== undefined) members.add(m.id);
+    }
+    const known = members.size;
+    const live = this.#liveNodes().filter((id) => members.has(id));
+    const need = Math.min(factor, known);
+    if (live.length < need) {
+      throw new GregorError(
+        ErrorCode.TIMEOUT,
+        `${need} replicas are wanted but only ${live.length} of ${known} nodes are alive; retry`,
+      );
+    }
+    return live;
   }
 
   #liveNodes(): string[] {

@@ -35,6 +35,8 @@ export class MetaState implements StateMachine {
   readonly topics = new Map<string, TopicMeta>();
   /** The first producer id not yet handed out in a block. */
   nextProducerId = 0;
+  /** Told after the state was replaced by a snapshot's image. */
+  onRestore: () => void = () => {};
   /** Told of every applied command, after it changed the state. */
   onChange: (c: MetaCommand) => void = () => {};
 
@@ -87,13 +89,17 @@ export class MetaState implements StateMachine {
   restore(snapshot: Snapshot): void {
     this.topics.clear();
     this.nextProducerId = 0;
-    if (snapshot.data.length === 0) return;
+    if (snapshot.data.length === 0) {
+      this.onRestore();
+      return;
+    }
     const image = JSON.parse(decoder.decode(snapshot.data)) as {
       topics: TopicMeta[];
       nextProducerId: number;
     };
     for (const t of image.topics) this.topics.set(t.name, t);
     this.nextProducerId = image.nextProducerId;
+    this.onRestore();
   }
 }
 

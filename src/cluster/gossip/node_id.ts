@@ -23,7 +23,7 @@ export async function loadOrCreateNodeId(env: Env, dataDir: string): Promise<str
   const path = joinPath(dataDir, NODE_ID_FILE);
   let bytes: Uint8Array;
   try {
-    bytes = await readFile(env.disk, path);
+    bytes = await readStable(env.disk, path);
   } catch (err) {
     if (!(err instanceof NotFound)) throw err;
     const random = env.random.fork("node-id");
@@ -48,6 +48,23 @@ export async function loadOrCreateNodeId(env: Env, dataDir: string): Promise<str
   return text;
 }
 
+/** Reads of a small identity file at most, looking for two that agree. */
+const STABLE_READS_MAX = 8;
+
+/**
+ * Reads a small file until two reads in a row agree: these files are plain text an operator may
+ * write (no checksum), and a bit flipped on one read must not give the node another identity.
+ */
+async function readStable(disk: Env["disk"], path: string): Promise<Uint8Array> {
+  let last = await readFile(disk, path);
+  for (let i = 1; i < STABLE_READS_MAX; i++) {
+    const again = await readFile(disk, path);
+    if (again.length === last.length && again.every((b, k) => b === last[k])) return again;
+    last = again;
+  }
+  throw new Error(`${path} reads back differently every time; the disk cannot be trusted`);
+}
+
 /** The file in the data directory that holds the last incarnation this node started with. */
 export const INCARNATION_FILE = "node-incarnation";
 
@@ -60,7 +77,7 @@ export async function nextIncarnation(env: Env, dataDir: string): Promise<number
   const path = joinPath(dataDir, INCARNATION_FILE);
   let previous = 0;
   try {
-    const n = Number(decoder.decode(await readFile(env.disk, path)).trim());
+    const n = Number(decoder.decode(await readStable(env.disk, path)).trim());
     if (Number.isSafeInteger(n) && n >= 0) previous = n;
   } catch (err) {
     if (!(err instanceof NotFound)) throw err;

@@ -14,6 +14,8 @@ export interface RaftStore {
   state(): PersistentState;
   /** Makes a Ready's snapshot, entries and hard state durable; resolves once they are. */
   save(ready: Ready): Promise<void>;
+  /** Replaces the log through `snapshot.index` with the snapshot, durably. */
+  compact?(snapshot: Snapshot): Promise<void>;
 }
 
 /** The replicated state machine of a group. */
@@ -22,6 +24,8 @@ export interface StateMachine {
   apply(entry: Entry): Promise<unknown> | unknown;
   /** Replaces the state with a snapshot's image (a follower far behind the leader). */
   restore(snapshot: Snapshot): Promise<void> | void;
+  /** The state's image through the last applied entry, for compaction (none: never compacted). */
+  image?(): Uint8Array;
 }
 
 /** Options of a RaftGroup. */
@@ -47,6 +51,10 @@ export interface RaftGroupOptions {
   onLeaderChange?(leader: string | null, term: number): void;
   /** A proposal this node took could not be vouched for any more (leadership moved). */
   onProposalLost?(): void;
+  /** Compact the log once this many applied entries follow the snapshot (needs `image`). */
+  compactEvery?: number;
+  /** After each compaction. */
+  onCompacted?(snapshot: Snapshot): void;
   /** Deliberate protocol bugs, to prove the checkers catch them. Never set outside tests. */
   plantedBugs?: RaftNodeOptions["plantedBugs"];
 }
@@ -75,13 +83,20 @@ export class RaftGroup {
   #leader: string | null = null;
   #term = 0;
   #loop: Promise<void> = Promise.resolve();
+  /** Settles once the machine holds the stored snapshot's image. */
+  readonly #ready: Promise<void>;
 
   constructor(opts: RaftGroupOptions) {
     this.#o = opts;
     this.group = opts.group;
+    const state = opts.store.state();
+    // A compacted log starts from its snapshot: the machine takes the image before any entry.
+    this.#ready = state.snapshot.index > 0
+      ? Promise.resolve(opts.machine.restore(state.snapshot))
+      : Promise.resolve();
     this.node = new RaftNode({
       id: opts.nodeId,
-      state: opts.store.state(),
+      state,
       random: opts.random,
       nowMs: opts.clock.now(),
       ...(opts.applied === undefined ? {} : { applied: opts.applied }),
@@ -225,6 +240,12 @@ export class RaftGroup {
   }
 
   async #drain(): Promise<void> {
+    try {
+      await this.#ready;
+    } catch (err) {
+      this.#fail(`cannot restore ${this.group} from its snapshot: ${(err as Error).message}`);
+      return;
+    }
     do {
       this.#again = false;
       while (!this.stopped && this.node.hasReady()) {
@@ -240,9 +261,30 @@ export class RaftGroup {
         for (const e of ready.committedEntries) await this.#apply(e);
         for (const m of this.node.advance(ready)) this.#o.send(m.to, encodeMessage(m));
         this.#noticeLeader();
+        // Here the machine holds exactly the entries through appliedIndex: a faithful image.
+        if (!(await this.#maybeCompact())) return;
       }
       this.#noticeLeader();
     } while (this.#again && !this.stopped);
+  }
+
+  /** Compacts when due; false if the store failed (the group has stopped). */
+  async #maybeCompact(): Promise<boolean> {
+    const every = this.#o.compactEvery;
+    const image = this.#o.machine.image;
+    const compact = this.#o.store.compact;
+    if (every === undefined || image === undefined || compact === undefined) return true;
+    const applied = this.node.appliedIndex;
+    if (applied - this.node.snapshot.index < every) return true;
+    const snapshot = this.node.compact(applied, image.call(this.#o.machine));
+    try {
+      await compact.call(this.#o.store, snapshot);
+      this.#o.onCompacted?.(snapshot);
+      return true;
+    } catch (err) {
+      this.#fail(`cannot compact the Raft log of ${this.group}: ${(err as Error).message}`);
+      return false;
+    }
   }
 
   async #apply(e: Entry): Promise<void> {
