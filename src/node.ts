@@ -147,6 +147,7 @@ async function startServing(
   let bridge: ClusterBridge | null = null;
   if (config.cluster?.replicate === true && gossip !== null) {
     ({ cluster, bridge } = startReplication(env, config, broker, gossip));
+    metrics.attachCluster(cluster);
   }
   const done = broker.serve(listener);
   setReady(true);

@@ -153,3 +153,45 @@ Deno.test("a broker under load exports sane metrics that promtool accepts, and a
     await Deno.remove(dataDir, { recursive: true });
   }
 });
+
+Deno.test("a replicating node exports Raft gauges that promtool accepts", async () => {
+  const dataDir = await Deno.makeTempDir({ prefix: "gregormq-metrics-raft-" });
+  const node = await startNode(denoEnv(), {
+    port: 0,
+    metrics: { port: 0 },
+    broker: { dataDir },
+    cluster: { port: 0, seeds: [], replicate: true },
+  });
+  const client = await connect({ port: node.addr.port });
+  try {
+    // A one-node cluster founds its metadata group at once; the topic waits for its leader.
+    for (let tries = 0;; tries++) {
+      try {
+        await client.admin.createTopic("replicated", { partitions: 2 });
+        break;
+      } catch (err) {
+        if (tries > 100) throw err;
+        await denoEnv().clock.sleep(50);
+      }
+    }
+    for (let i = 0; i < 10; i++) {
+      await client.publish("replicated", { value: `v${i}`, partition: i % 2 });
+    }
+    const text = await (await fetch(`http://127.0.0.1:${node.metricsAddr!.port}/metrics`)).text();
+    const checked = await promtool(["check", "metrics"], text);
+    assert.equal(checked.code, 0, `promtool check metrics failed:\n${checked.out}`);
+    const samples = parseSamples(text);
+    for (const group of ["__meta", "replicated/0", "replicated/1"]) {
+      assert.equal(total(samples, "gregormq_raft_leader", { group }), 1, group);
+      assert.ok(total(samples, "gregormq_raft_term", { group }) >= 1, group);
+    }
+    // Five records per partition, each in its own entry after the new leader's no-op.
+    assert.ok(total(samples, "gregormq_raft_applied_index", { group: "replicated/0" }) >= 6);
+    assert.ok(total(samples, "gregormq_raft_leader_changes_total") >= 3);
+    assert.equal(total(samples, "gregormq_under_replicated_partitions"), 0);
+  } finally {
+    await client.close();
+    await node.close();
+    await Deno.remove(dataDir, { recursive: true });
+  }
+});

@@ -94,7 +94,7 @@ interface Replica {
 export class ClusterNode {
   readonly meta = new MetaState();
   /** Proposals whose leader lost leadership before they applied (outcome unknown to it). */
-  readonly stats = { proposalsLost: 0, metaCompactions: 0, metaRestores: 0 };
+  readonly stats = { proposalsLost: 0, metaCompactions: 0, metaRestores: 0, leaderChanges: 0 };
   readonly #env: Env;
   readonly #o: ClusterOptions;
   readonly #gossip: Gossip;
@@ -151,6 +151,28 @@ export class ClusterNode {
 
   get metaGroup(): RaftGroup | null {
     return this.#metaGroup;
+  }
+
+  /** Every Raft group on this node: the metadata group (once started) and each replica's. */
+  groups(): RaftGroup[] {
+    const all = [...this.#replicas.values()].map((r) => r.group);
+    return this.#metaGroup === null ? all : [this.#metaGroup, ...all];
+  }
+
+  /**
+   * Partitions this node leads that lack a replica: a voter of the group gossip does not show
+   * alive (a quorum may still commit, but one more failure would stop it).
+   */
+  underReplicated(): number {
+    const alive = new Set(
+      this.#gossip.members().filter((m) => m.state === "alive").map((m) => m.id),
+    );
+    alive.add(this.#o.nodeId);
+    let n = 0;
+    for (const r of this.#replicas.values()) {
+      if (r.group.isLeader && r.group.node.voters.some((v) => !alive.has(v))) n++;
+    }
+    return n;
   }
 
   /** The Raft group of a partition replica on this node, if it holds one. */
@@ -433,7 +455,10 @@ export class ClusterNode {
         ? {}
         : { heartbeatIntervalMs: this.#o.heartbeatIntervalMs }),
       onFatal: (reason) => this.#o.onFatal(reason),
-      onLeaderChange: () => this.#publishLeads(),
+      onLeaderChange: () => {
+        this.stats.leaderChanges++;
+        this.#publishLeads();
+      },
       onProposalLost: () => void this.stats.proposalsLost++,
       onCompacted: () => void (name === META_GROUP && this.stats.metaCompactions++),
       ...(this.#o.plantedBugs === undefined ? {} : { plantedBugs: this.#o.plantedBugs }),

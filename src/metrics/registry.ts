@@ -7,6 +7,8 @@ import type { Broker } from "../broker/broker.ts";
 import type { BrokerObserver } from "../broker/observer.ts";
 import type { Partition } from "../broker/topic.ts";
 import type { MemberState } from "../cluster/gossip/mod.ts";
+import type { ClusterNode } from "../cluster/cluster.ts";
+import type { RaftGroup } from "../cluster/raft/shell.ts";
 import { FileLog } from "../storage/file_log.ts";
 
 /** Latency buckets, seconds: 100 µs to 10 s. */
@@ -52,6 +54,12 @@ export const METRIC_NAMES = {
   groupLag: "gregormq_group_lag_messages",
   groupMembers: "gregormq_group_members",
   groupGeneration: "gregormq_group_generation",
+  raftTerm: "gregormq_raft_term",
+  raftLeader: "gregormq_raft_leader",
+  raftCommitIndex: "gregormq_raft_commit_index",
+  raftAppliedIndex: "gregormq_raft_applied_index",
+  raftLeaderChanges: "gregormq_raft_leader_changes_total",
+  underReplicated: "gregormq_under_replicated_partitions",
 } as const;
 
 /** A broker's metrics. Attach it with `broker.observer = metrics.observer`. */
@@ -61,6 +69,7 @@ export class BrokerMetrics {
   /** Feeds the counters and histograms; give it to `Broker.observer`. */
   readonly observer: BrokerObserver;
   #broker: Broker | null = null;
+  #cluster: ClusterNode | null = null;
 
   constructor() {
     const registers = [this.registry];
@@ -184,6 +193,7 @@ export class BrokerMetrics {
       },
     });
     this.#groupGauges(registers, broker);
+    this.#raftGauges(registers);
   }
 
   #groupGauges(registers: Registry[], broker: () => Broker | null): void {
@@ -225,6 +235,62 @@ export class BrokerMetrics {
         for (const g of broker()?.groups.list().groups ?? []) {
           if (g.members > 0) this.set({ group: g.group }, g.generation);
         }
+      },
+    });
+  }
+
+  /** Lets scrapes read the Raft gauges of a replicating node. */
+  attachCluster(cluster: ClusterNode): void {
+    this.#cluster = cluster;
+  }
+
+  #raftGauges(registers: Registry[]): void {
+    const cluster = (): ClusterNode | null => this.#cluster;
+    const perGroup = (name: string, help: string, value: (g: RaftGroup) => number) =>
+      new Gauge({
+        name,
+        help,
+        labelNames: ["group"] as const,
+        registers,
+        collect(this: Gauge<"group">) {
+          this.reset();
+          for (const g of cluster()?.groups() ?? []) this.set({ group: g.group }, value(g));
+        },
+      });
+    perGroup(METRIC_NAMES.raftTerm, "Each Raft group's current term on this node.", (g) => g.term);
+    perGroup(
+      METRIC_NAMES.raftLeader,
+      "1 if this node leads the Raft group, else 0.",
+      (g) => (g.isLeader ? 1 : 0),
+    );
+    perGroup(
+      METRIC_NAMES.raftCommitIndex,
+      "The Raft group's commit index as this node knows it.",
+      (g) => g.node.commitIndex,
+    );
+    perGroup(
+      METRIC_NAMES.raftAppliedIndex,
+      "The index through which this node applied the Raft group's entries.",
+      (g) => g.node.appliedIndex,
+    );
+    let counted = 0;
+    new Counter({
+      name: METRIC_NAMES.raftLeaderChanges,
+      help: "Changes of leader or term seen by this node's Raft groups.",
+      registers,
+      collect(this: Counter) {
+        const now = cluster()?.stats.leaderChanges ?? counted;
+        if (now > counted) this.inc(now - counted);
+        counted = now;
+      },
+    });
+    new Gauge({
+      name: METRIC_NAMES.underReplicated,
+      help: "Partitions this node leads with a replica that is not alive.",
+      registers,
+      collect(this: Gauge) {
+        const c = cluster();
+        if (c !== null) this.set(c.underReplicated());
       },
     });
   }
