@@ -88,6 +88,7 @@ export async function runCluster(opts: ClusterOptions): Promise<RunResult> {
   const stats = {
     leaderTerms: 0,
     proposalsLost: 0,
+    consumerReads: 0,
     /** Partitions created while fewer nodes had joined than their replication factor. */
     reducedFactor: 0,
     metaCompactions: 0,
@@ -205,6 +206,16 @@ export async function runCluster(opts: ClusterOptions): Promise<RunResult> {
     },
   });
 
+  // A consumer reads every partition through whichever node it reaches, across failures: what it
+  // sees must be committed data (still there, at the same offset, at the end), in offset order.
+  const reads: { partition: number; offset: number; value: string }[] = [];
+  for (let p = 0; p < opts.partitions; p++) {
+    sim.addNode({
+      name: `consumer-${p}`,
+      main: (env) => consume(env, names, p, reads, violations),
+    });
+  }
+
   const nemesis = new Nemesis(sim, plan, nodes);
   nemesis.start();
   await sim.world.run({ untilMs: opts.safetyMs });
@@ -241,7 +252,7 @@ export async function runCluster(opts: ClusterOptions): Promise<RunResult> {
     for (const n of nodes) sim.crash(n, "power", 10);
     await sim.world.run({ untilMs: sim.world.now + opts.livenessMs, stop: settled });
     if (!settled()) violations.push("after a power loss of every node the cluster did not recover");
-    else violations.push(...await verify(running, names, opts, sent, stats));
+    else violations.push(...await verify(running, names, opts, sent, stats, reads));
   }
   watch();
   for (const e of sim.exits) {
@@ -250,6 +261,7 @@ export async function runCluster(opts: ClusterOptions): Promise<RunResult> {
   const acked = sent.filter((s) => s.offset !== null).length;
   stats.unknownOutcomes = sent.length - acked;
   stats.proposalsLost = clusterNodes.reduce((n, c) => n + c.stats.proposalsLost, 0);
+  stats.consumerReads = reads.length;
   stats.metaCompactions = clusterNodes.reduce((n, c) => n + c.stats.metaCompactions, 0);
   stats.metaRestores = clusterNodes.reduce((n, c) => n + c.stats.metaRestores, 0);
   return runResult(sim, {
@@ -351,6 +363,53 @@ async function produce(
   await client.close().catch(() => {});
 }
 
+/**
+ * Reads one partition from the earliest offset, through whichever node answers, again after every
+ * failure from where it got to; offsets must only grow within a subscription.
+ */
+async function consume(
+  env: Env,
+  names: string[],
+  partition: number,
+  reads: { partition: number; offset: number; value: string }[],
+  violations: string[],
+): Promise<void> {
+  let next = 0;
+  for (;;) {
+    const client = await connectTo(env, names[env.random.int(0, names.length)]!);
+    if (client !== null) {
+      try {
+        // Subscribing would create the topic (with the defaults) if it does not exist yet.
+        const t = (await client.admin.metadata([TOPIC])).topics[0];
+        if (t === undefined || t.error !== 0 || t.partitions.length <= partition) {
+          throw new Error("not there yet");
+        }
+        const sub = await client.subscribe(TOPIC, {
+          partition,
+          from: { offset: next },
+          ackTimeoutMs: 1_000,
+        });
+        let last = next - 1;
+        for await (const m of sub) {
+          if (m.offset <= last && !m.redelivered) {
+            violations.push(
+              `a consumer of ${TOPIC}/${partition} went back from ${last} to ${m.offset}`,
+            );
+          }
+          last = Math.max(last, m.offset);
+          reads.push({ partition, offset: m.offset, value: m.text() });
+          m.ack();
+          next = Math.max(next, m.offset + 1);
+        }
+      } catch {
+        // The node died, does not know the topic yet, or was cut off: try another.
+      }
+      await client.close().catch(() => {});
+    }
+    await env.clock.sleep(200 + env.random.int(0, 300));
+  }
+}
+
 /** Reads every replica's log of every partition and checks it against what was sent. */
 async function verify(
   running: Map<string, RunningNode>,
@@ -358,6 +417,7 @@ async function verify(
   opts: ClusterOptions,
   sent: Sent[],
   stats: { reducedFactor: number },
+  reads: { partition: number; offset: number; value: string }[],
 ): Promise<string[]> {
   const out: string[] = [];
   const sentValues = new Set(sent.map((s) => s.value));
@@ -416,6 +476,16 @@ async function verify(
     for (const s of sent) {
       if (s.partition === p && s.offset === null && seen.has(s.value)) {
         s.offset = seen.get(s.value)!;
+      }
+    }
+    for (const r of reads.filter((r) => r.partition === p)) {
+      if (values[r.offset] !== r.value) {
+        out.push(
+          `a consumer read ${r.value} at ${TOPIC}/${p}:${r.offset}, but ${
+            values[r.offset] ?? "nothing"
+          } is there in the end (it read data that was not committed)`,
+        );
+        break;
       }
     }
   }

@@ -31,6 +31,7 @@ Deno.test(`cluster: ${CI_SEEDS} swarm seeds keep every acknowledged write, one l
   for (
     const k of [
       "acked",
+      "consumerReads", // live consumers read (committed data only) while faults went on
       "proposalsLost", // a leader lost leadership with produces in flight
       "followerCatchUps", // a follower far behind caught up after a partition or crash
       "walRepairs", // a torn WAL tail truncated, then refilled from a replica

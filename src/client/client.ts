@@ -8,6 +8,8 @@ import { Consumer, type SubscribeOptions } from "./consumer.ts";
 import { GroupConsumer, type GroupConsumerOptions } from "./group_consumer.ts";
 import { type Message, Producer, type ProducerOptions } from "./producer.ts";
 import { ConnectionPool } from "./pool.ts";
+import { PartitionCounts } from "./metadata.ts";
+import { ErrorCode, GregorError } from "../protocol/errors.ts";
 
 /**
  * Connects to a broker through the given I/O environment (real or simulated) and completes the
@@ -37,6 +39,8 @@ export class Client {
   readonly #groups = new Set<GroupConsumer>();
   /** Connections to other nodes of a cluster, where partition leaders live. */
   readonly #pool: ConnectionPool;
+  /** Where partitions lead, for subscriptions that must move to another node. */
+  readonly #metadata: PartitionCounts;
 
   /** @internal Use `connect()`. */
   constructor(env: Env, opts: ConnectOptions) {
@@ -55,6 +59,7 @@ export class Client {
     });
     this.admin = new Admin(this.connection);
     this.#pool = new ConnectionPool(this.connection);
+    this.#metadata = new PartitionCounts(this.connection, env.clock);
   }
 
   /**
@@ -89,8 +94,20 @@ export class Client {
    *   SUBSCRIPTION_IN_USE (a durable name held by another live subscriber).
    */
   async subscribe(topic: string, opts: SubscribeOptions = {}): Promise<Consumer> {
-    const c = new Consumer(this.connection, this.#nextSubscriptionId++, topic, opts);
-    await c.start();
+    let c = new Consumer(this.connection, this.#nextSubscriptionId++, topic, opts);
+    try {
+      await c.start();
+    } catch (err) {
+      // In a cluster, a node without a replica of the partition says NOT_LEADER: subscribe at the
+      // partition's leader instead.
+      if (!(err instanceof GregorError && err.code === ErrorCode.NOT_LEADER)) throw err;
+      this.#metadata.invalidate(topic);
+      await this.#metadata.partitions(topic);
+      const leader = this.#metadata.leader(topic, opts.partition ?? 0);
+      if (leader === null) throw err;
+      c = new Consumer(this.#pool.to(leader), this.#nextSubscriptionId++, topic, opts);
+      await c.start();
+    }
     this.#consumers.add(c);
     return c;
   }
