@@ -9,6 +9,7 @@ import { ClusterBridge } from "./cluster/bridge.ts";
 import { RAFT_FRAME_PAYLOAD_BYTES_MAX, Transport } from "./cluster/transport.ts";
 import { RaftWal } from "./cluster/raft/wal.ts";
 import { NotFound } from "./io/errors.ts";
+import { readChecked, writeChecked } from "./storage/checked_file.ts";
 import { Op } from "./protocol/messages.ts";
 import type { BrokerOptions } from "./broker/options.ts";
 import { BrokerMetrics, HttpServer } from "./metrics/mod.ts";
@@ -200,13 +201,25 @@ function startReplication(
       ...c.raft,
       openStore: (dir, voters) =>
         RaftWal.open(env.disk, dir, voters, { onReport: (m: string) => hooks.onReport(m) }),
-      storeExists: async (dir) => {
+      readFounder: async (dir) => {
         try {
-          return (await env.disk.list(dir)).length > 0;
+          return (await readChecked(env.disk, `${dir}.founder`)).trim();
         } catch (err) {
-          if (err instanceof NotFound) return false;
+          if (err instanceof NotFound) return null;
           throw err;
         }
+      },
+      writeFounder: (dir, founder) => writeChecked(env.disk, `${dir}.founder`, founder),
+      resetStore: async (dir) => {
+        let names: string[];
+        try {
+          names = await env.disk.list(dir);
+        } catch (err) {
+          if (err instanceof NotFound) return;
+          throw err;
+        }
+        for (const n of names) await env.disk.remove(`${dir}/${n}`);
+        await env.disk.syncDir(dir);
       },
       onFatal: (reason) => hooks.onFatal(reason),
     },

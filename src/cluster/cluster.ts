@@ -73,8 +73,12 @@ export interface ClusterOptions {
   plantedBugs?: RaftGroupOptions["plantedBugs"];
   /** A deliberate bug: produces are acknowledged before they commit. Never set outside tests. */
   plantedAckBeforeCommit?: boolean;
-  /** The store's durable state is absent (a node that never ran the group). */
-  storeExists(dir: string): Promise<boolean>;
+  /** The founder recorded once the group's store in `dir` first opened, or null if none was. */
+  readFounder(dir: string): Promise<string | null>;
+  /** Records the founder, durably, after the store first opened. */
+  writeFounder(dir: string, founder: string): Promise<void>;
+  /** Removes what an interrupted first start left in the store's directory. */
+  resetStore(dir: string): Promise<void>;
   onFatal(reason: string): void;
 }
 
@@ -324,14 +328,21 @@ export class ClusterNode {
 
   async #startMeta(): Promise<void> {
     const dir = `${this.#o.dataDir}/raft/${META_GROUP}`;
+    // The founder is recorded (durably) only after the group's store first opened, so a record
+    // means the store holds state; without one, whatever a crash left in the directory is wiped
+    // and the bootstrap rules decide again. (Taking a half-created store for a founded one made a
+    // joining node found a second cluster: cluster seed 1622.)
+    const founder = await this.#o.readFounder(dir);
     let voters: string[];
-    if (await this.#o.storeExists(dir)) {
-      voters = [this.#o.nodeId]; // ignored: the stored state names the voters
+    if (founder !== null) {
+      voters = [founder]; // the store's state names the real voters; this is only the origin
     } else {
+      await this.#o.resetStore(dir);
       voters = await this.#bootstrapVoters();
     }
     if (this.#stop.signal.aborted) return;
     const store = await this.#o.openStore(dir, voters);
+    if (founder === null) await this.#o.writeFounder(dir, voters[0]!);
     this.#metaGroup = this.#group(
       META_GROUP,
       store,
