@@ -6,10 +6,17 @@
 // for a GregorMQ produce, processed by the server (a flush round trip) for a NATS publish, and
 // received by the subscriber in the produce→consume scenarios. Senders keep at most
 // `windowMessages` unconfirmed messages. MB/s counts payload bytes only, 1 MB = 10^6 bytes.
+// bench/suite.ts imports the machinery below (targets, flow control, child processes).
 
 import { parseArgs } from "node:util";
 import type { NatsConnection } from "nats";
-import { type Client, connect as connectGregor } from "../src/client/mod.ts";
+import {
+  type Client,
+  connect as connectGregor,
+  type Consumer,
+  type Producer,
+  type ProducerOptions,
+} from "../src/client/mod.ts";
 import {
   Child,
   fmtInt,
@@ -35,14 +42,19 @@ const USAGE = `usage: deno run -A bench/throughput.ts [options]
   --broker-cpu-prof DIR   run the GregorMQ broker with --cpu-prof, writing the profile into DIR
   -h, --help              this text`;
 
-const HOST = "127.0.0.1";
+/** Every broker and server listens here. */
+export const HOST = "127.0.0.1";
 /** Where nats-server may be when it is not on PATH (Debian puts it in /usr/sbin). */
-const NATS_SERVER_PATHS = ["nats-server", "/usr/sbin/nats-server", "/usr/local/sbin/nats-server"];
+export const NATS_SERVER_PATHS = [
+  "nats-server",
+  "/usr/sbin/nats-server",
+  "/usr/local/sbin/nats-server",
+];
 /**
  * The clock is read once per this many messages (and when a receiver has caught up, which the last
  * message always does); reading it per message costs measurably.
  */
-const CLOCK_EVERY_MESSAGES = 256;
+export const CLOCK_EVERY_MESSAGES = 256;
 /** A NATS publisher flushes (a PING round trip confirming what went before) every so many messages. */
 const NATS_FLUSH_EVERY_MESSAGES = 1_000;
 
@@ -54,7 +66,8 @@ interface Storage {
   fsync: string | null;
 }
 
-interface Settings {
+/** Counts and time limits of a throughput run. */
+export interface Settings {
   /** Messages per measured run at most. */
   messagesMax: number;
   /** The sender stops starting new messages after this long. */
@@ -76,7 +89,8 @@ interface Settings {
   warmupMessages: number;
 }
 
-const FULL: Settings = {
+/** The settings of a full run. */
+export const FULL: Settings = {
   messagesMax: 1_000_000,
   sendMsMax: 3_000,
   drainMsMax: 15_000,
@@ -89,7 +103,8 @@ const FULL: Settings = {
   warmupMessages: 100_000,
 };
 
-const QUICK: Settings = {
+/** The settings of a `--quick` run. */
+export const QUICK: Settings = {
   ...FULL,
   messagesMax: 20_000,
   sendMsMax: 500,
@@ -98,12 +113,26 @@ const QUICK: Settings = {
   warmupMessages: 5_000,
 };
 
-type Mode = "produce" | "e2e";
+/** "produce": confirmed by the broker; "e2e": confirmed by receipt at every consumer. */
+export type Mode = "produce" | "e2e";
 
-interface Scenario {
+/** What one throughput measurement does; the optional fields default to 1, 1, on, "none". */
+export interface Scenario {
   name: string;
   mode: Mode;
   payloadBytes: number;
+  /** Sending connections; messages go to them in turn. */
+  producers?: number;
+  /** Receiving connections, each of which gets every message (fan-out). */
+  consumers?: number;
+  /** False: GregorMQ sends every message as its own batch (lingerMs 0, batchRecordsMax 1). */
+  batching?: boolean;
+  /** GregorMQ batch compression; NATS core has none. */
+  compression?: ProducerOptions["compression"];
+  /** GregorMQ topic configs, e.g. `{ persistence: "disk", fsync: "always" }`; default the broker's. */
+  topicConfigs?: Record<string, string>;
+  /** GregorMQ producer acks; default the client's. */
+  acks?: ProducerOptions["acks"];
 }
 
 const SCENARIOS: readonly Scenario[] = [
@@ -114,7 +143,7 @@ const SCENARIOS: readonly Scenario[] = [
 ];
 
 /** One measured run. */
-interface Run {
+export interface Run {
   /** Messages sent. */
   messages: number;
   /** Messages confirmed (acknowledged, flushed or received); equals `messages` in a clean run. */
@@ -125,7 +154,7 @@ interface Run {
 }
 
 /** The median run of one system in one scenario, with every run for reference. */
-interface SystemResult {
+export interface SystemResult {
   msgPerSec: number;
   mbPerSec: number;
   runs: Run[];
@@ -141,18 +170,21 @@ interface ScenarioResult {
   ratio: number | null;
 }
 
-interface Target {
+/** A system under test. */
+export interface Target {
   /** Runs one measurement; `id` makes its topic or subject unique. */
   measure(scenario: Scenario, id: string): Promise<Run>;
 }
 
 // --- Child processes ---------------------------------------------------------------------------
 
-const children = new Set<Child>();
+/** Every child started here, stopped by `cleanUp`. */
+export const children: Set<Child> = new Set<Child>();
 /** Broker data directories, removed once the children are stopped. */
-const tempDirs = new Set<string>();
+export const tempDirs: Set<string> = new Set<string>();
 
-async function startChild(
+/** Starts a child, registers it for `cleanUp`, and waits for `find` to see its port. */
+export async function startChild(
   name: string,
   command: string,
   opts: { args: string[]; find: (line: string) => number | null },
@@ -164,7 +196,7 @@ async function startChild(
 }
 
 /** Stops every child, then removes the temporary directories. Never throws. */
-async function cleanUp(): Promise<void> {
+export async function cleanUp(): Promise<void> {
   await Promise.all([...children].map((c) => c.stop()));
   children.clear();
   for (const dir of tempDirs) await Deno.remove(dir, { recursive: true }).catch(() => {});
@@ -175,7 +207,7 @@ async function cleanUp(): Promise<void> {
  * The broker's storage flags for `storage`, limited to those its `--help` lists (so the harness
  * also runs against a broker from before persistence, which keeps everything in memory).
  */
-async function brokerStorageFlags(storage: Storage, dataDir: string): Promise<string[]> {
+export async function brokerStorageFlags(storage: Storage, dataDir: string): Promise<string[]> {
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", "cli/broker.ts", "--help"],
     cwd: REPO_DIR,
@@ -204,7 +236,7 @@ async function brokerStorageFlags(storage: Storage, dataDir: string): Promise<st
   return flags;
 }
 
-function startGregor(
+export function startGregor(
   flags: string[],
   cpuProfDir: string | null,
 ): Promise<{ child: Child; port: number }> {
@@ -216,7 +248,9 @@ function startGregor(
 }
 
 /** The nats-server binary and its version, or null (with why) when it cannot be run. */
-async function findNatsServer(): Promise<{ path: string; version: string } | { missing: string }> {
+export async function findNatsServer(): Promise<
+  { path: string; version: string } | { missing: string }
+> {
   for (const path of NATS_SERVER_PATHS) {
     try {
       const out = await new Deno.Command(path, { args: ["--version"], stdin: "null" }).output();
@@ -231,7 +265,7 @@ async function findNatsServer(): Promise<{ path: string; version: string } | { m
   };
 }
 
-function startNats(path: string): Promise<{ child: Child; port: number }> {
+export function startNats(path: string): Promise<{ child: Child; port: number }> {
   // -p -1 lets the server pick a free port, which it logs.
   return startChild("nats-server", path, {
     args: ["-a", HOST, "-p", "-1"],
@@ -248,7 +282,7 @@ function startNats(path: string): Promise<{ child: Child; port: number }> {
  * Messages sent and not yet confirmed, at most `messagesMax`. A full window makes the sender wait
  * until half of it is confirmed, so it wakes once per half window rather than per message.
  */
-class Window {
+export class Window {
   readonly messagesMax: number;
   outstanding = 0;
   confirmed = 0;
@@ -265,8 +299,8 @@ class Window {
     return this.outstanding >= this.messagesMax;
   }
 
-  sent(): void {
-    this.outstanding++;
+  sent(messages = 1): void {
+    this.outstanding += messages;
   }
 
   confirm(messages: number): void {
@@ -331,7 +365,7 @@ class Window {
  * Sends until `messagesMax` or `sendMsMax`, whichever comes first, without awaiting single sends:
  * `send` starts one message, and the loop only yields when a window is full.
  */
-async function sendLoop(
+export async function sendLoop(
   settings: Settings,
   io: { windows: Window[]; send: () => void },
 ): Promise<number> {
@@ -348,7 +382,7 @@ async function sendLoop(
   return sent;
 }
 
-function runOf(
+export function runOf(
   scenario: Scenario,
   { messages, confirmed, seconds }: { messages: number; confirmed: number; seconds: number },
 ): Run {
@@ -367,7 +401,8 @@ function runOf(
 
 // --- GregorMQ ----------------------------------------------------------------------------------
 
-function gregorTarget(port: number, settings: Settings): Target {
+/** GregorMQ on `port`: a topic per measurement, deleted afterwards. */
+export function gregorTarget(port: number, settings: Settings): Target {
   // Every request is bounded, so a hung broker fails the run instead of hanging it.
   const options = {
     host: HOST,
@@ -378,41 +413,62 @@ function gregorTarget(port: number, settings: Settings): Target {
   return {
     async measure(scenario, id) {
       const topic = `bench-${id}`;
-      const producing = await connectGregor({ ...options, clientId: "bench-producer" });
-      let consuming: Client | null = null;
+      const producing: Client[] = [];
+      const consuming: Client[] = [];
       try {
-        await producing.admin.createTopic(topic);
-        if (scenario.mode === "produce") {
-          return await gregorProduce(producing, scenario, { settings, topic });
+        for (let i = 0; i < (scenario.producers ?? 1); i++) {
+          producing.push(await connectGregor({ ...options, clientId: `bench-producer-${i}` }));
         }
-        consuming = await connectGregor({ ...options, clientId: "bench-consumer" });
-        return await gregorEndToEnd(producing, consuming, { scenario, settings, topic });
+        const admin = producing[0]!.admin;
+        await admin.createTopic(topic, { configs: scenario.topicConfigs ?? {} });
+        const producers = producing.map((c) => c.producer(producerOptions(scenario, settings)));
+        if (scenario.mode === "produce") {
+          return await gregorProduce(producers, scenario, { settings, topic });
+        }
+        for (let i = 0; i < (scenario.consumers ?? 1); i++) {
+          consuming.push(await connectGregor({ ...options, clientId: `bench-consumer-${i}` }));
+        }
+        return await gregorEndToEnd(producers, consuming, { scenario, settings, topic });
       } finally {
         // The broker keeps a topic in memory up to its retention: delete it so runs don't add up.
-        await producing.admin.deleteTopic(topic).catch(() => {});
-        await withTimeout(Promise.all([producing.close(), consuming?.close()]), settings.drainMsMax)
-          .catch(() => {});
+        await producing[0]?.admin.deleteTopic(topic).catch(() => {});
+        await withTimeout(
+          Promise.all([...producing, ...consuming].map((c) => c.close())),
+          settings.drainMsMax,
+        ).catch(() => {});
       }
     },
   };
 }
 
+/** The producer options a scenario asks for. */
+export function producerOptions(scenario: Scenario, settings: Settings): ProducerOptions {
+  const opts: ProducerOptions = scenario.batching === false
+    ? { lingerMs: 0, batchRecordsMax: 1 }
+    : { lingerMs: settings.lingerMs };
+  if (scenario.compression !== undefined) opts.compression = scenario.compression;
+  if (scenario.acks !== undefined) opts.acks = scenario.acks;
+  return opts;
+}
+
 async function gregorProduce(
-  client: Client,
+  producers: Producer[],
   scenario: Scenario,
   opts: { settings: Settings; topic: string },
 ): Promise<Run> {
   const { settings, topic } = opts;
-  const producer = client.producer({ lingerMs: settings.lingerMs });
   const acks = new Window(settings.windowMessages);
   const message = { value: payload(scenario.payloadBytes) };
   const acked = (): void => acks.confirm(1);
   const failed = (err: unknown): void => acks.fail(err);
+  let next = 0;
   const start = performance.now();
   const sent = await sendLoop(settings, {
     windows: [acks],
     send: () => {
       acks.sent();
+      const producer = producers[next]!;
+      next = (next + 1) % producers.length;
       producer.send(topic, message).then(acked, failed);
     },
   });
@@ -425,31 +481,41 @@ async function gregorProduce(
 }
 
 async function gregorEndToEnd(
-  producing: Client,
-  consuming: Client,
+  producers: Producer[],
+  consuming: Client[],
   opts: { scenario: Scenario; settings: Settings; topic: string },
 ): Promise<Run> {
   const { scenario, settings, topic } = opts;
-  const consumer = await consuming.subscribe(topic, {
-    from: "latest",
-    autoAck: true,
-    windowMessages: settings.consumerWindowMessages,
-  });
-  const producer = producing.producer({ lingerMs: settings.lingerMs });
+  const consumers: Consumer[] = [];
+  for (const c of consuming) {
+    consumers.push(
+      await c.subscribe(topic, {
+        from: "latest",
+        autoAck: true,
+        windowMessages: settings.consumerWindowMessages,
+      }),
+    );
+  }
   const acks = new Window(settings.windowMessages);
-  const received = new Window(settings.windowMessages);
+  // Every consumer may be a producer window behind.
+  const received = new Window(settings.windowMessages * consumers.length);
   let lastAt = 0;
-  const receiving = (async () => {
-    for (let n = 0; n < settings.messagesMax; n++) {
-      const m = await consumer.next();
-      if (m === null) return;
-      received.confirm(1);
-      if (received.outstanding === 0 || n % CLOCK_EVERY_MESSAGES === 0) lastAt = performance.now();
-    }
-  })().catch((err) => received.fail(err));
+  const receiving = consumers.map((consumer) =>
+    (async () => {
+      for (let n = 0; n < settings.messagesMax; n++) {
+        const m = await consumer.next();
+        if (m === null) return;
+        received.confirm(1);
+        if (received.outstanding === 0 || n % CLOCK_EVERY_MESSAGES === 0) {
+          lastAt = performance.now();
+        }
+      }
+    })().catch((err) => received.fail(err))
+  );
   const message = { value: payload(scenario.payloadBytes) };
   const acked = (): void => acks.confirm(1);
   const failed = (err: unknown): void => acks.fail(err);
+  let next = 0;
   const start = performance.now();
   let sent = 0;
   try {
@@ -457,19 +523,21 @@ async function gregorEndToEnd(
       windows: [acks, received],
       send: () => {
         acks.sent();
-        received.sent();
+        received.sent(consumers.length);
+        const producer = producers[next]!;
+        next = (next + 1) % producers.length;
         producer.send(topic, message).then(acked, failed);
       },
     });
     await received.drained(settings.drainMsMax);
     await acks.drained(settings.drainMsMax);
   } finally {
-    // Ends the receive loop (next() resolves null) if messages went missing.
-    await consumer.close();
-    await receiving;
+    // Ends the receive loops (next() resolves null) if messages went missing.
+    await Promise.all(consumers.map((c) => c.close()));
+    await Promise.all(receiving);
   }
   return runOf(scenario, {
-    messages: sent,
+    messages: sent * consumers.length,
     confirmed: received.confirmed,
     seconds: (lastAt - start) / 1000,
   });
@@ -477,31 +545,40 @@ async function gregorEndToEnd(
 
 // --- NATS --------------------------------------------------------------------------------------
 
-type NatsConnect = (opts: { servers: string; name: string }) => Promise<NatsConnection>;
+/** `connect` of npm:nats, loaded only when nats-server is there. */
+export type NatsConnect = (opts: { servers: string; name: string }) => Promise<NatsConnection>;
 
-function natsTarget(connect: NatsConnect, port: number, settings: Settings): Target {
+/** Core NATS on `port`: a subject per measurement. */
+export function natsTarget(connect: NatsConnect, port: number, settings: Settings): Target {
   const servers = `${HOST}:${port}`;
   return {
     async measure(scenario, id) {
       const subject = `bench.${id}`;
-      const pub = await connect({ servers, name: "bench-publisher" });
-      let sub: NatsConnection | null = null;
+      const pubs: NatsConnection[] = [];
+      const subs: NatsConnection[] = [];
       try {
-        if (scenario.mode === "produce") {
-          return await natsProduce(pub, scenario, { settings, subject });
+        for (let i = 0; i < (scenario.producers ?? 1); i++) {
+          pubs.push(await connect({ servers, name: `bench-publisher-${i}` }));
         }
-        sub = await connect({ servers, name: "bench-subscriber" });
-        return await natsEndToEnd(pub, sub, { scenario, settings, subject });
+        if (scenario.mode === "produce") {
+          return await natsProduce(pubs, scenario, { settings, subject });
+        }
+        for (let i = 0; i < (scenario.consumers ?? 1); i++) {
+          subs.push(await connect({ servers, name: `bench-subscriber-${i}` }));
+        }
+        return await natsEndToEnd(pubs, subs, { scenario, settings, subject });
       } finally {
-        await withTimeout(Promise.all([pub.close(), sub?.close()]), settings.drainMsMax)
-          .catch(() => {});
+        await withTimeout(
+          Promise.all([...pubs, ...subs].map((nc) => nc.close())),
+          settings.drainMsMax,
+        ).catch(() => {});
       }
     },
   };
 }
 
 async function natsProduce(
-  nc: NatsConnection,
+  pubs: NatsConnection[],
   scenario: Scenario,
   opts: { settings: Settings; subject: string },
 ): Promise<Run> {
@@ -510,21 +587,24 @@ async function natsProduce(
   const value = payload(scenario.payloadBytes);
   const confirmChunk = (): void => flushed.confirm(NATS_FLUSH_EVERY_MESSAGES);
   const failed = (err: unknown): void => flushed.fail(err);
-  let unflushed = 0;
+  const unflushed = pubs.map(() => 0);
+  let next = 0;
   const start = performance.now();
   const sent = await sendLoop(settings, {
     windows: [flushed],
     send: () => {
-      nc.publish(subject, value);
+      const i = next;
+      next = (next + 1) % pubs.length;
+      pubs[i]!.publish(subject, value);
       flushed.sent();
-      if (++unflushed === NATS_FLUSH_EVERY_MESSAGES) {
-        unflushed = 0;
-        nc.flush().then(confirmChunk, failed);
+      if (++unflushed[i]! === NATS_FLUSH_EVERY_MESSAGES) {
+        unflushed[i] = 0;
+        pubs[i]!.flush().then(confirmChunk, failed);
       }
     },
   });
   // The last flush answers after everything published before it, whatever chunk it is in.
-  await withTimeout(nc.flush(), settings.drainMsMax);
+  await withTimeout(Promise.all(pubs.map((nc) => nc.flush())), settings.drainMsMax);
   return runOf(scenario, {
     messages: sent,
     confirmed: sent,
@@ -533,43 +613,49 @@ async function natsProduce(
 }
 
 async function natsEndToEnd(
-  pub: NatsConnection,
-  subNc: NatsConnection,
+  pubs: NatsConnection[],
+  subNcs: NatsConnection[],
   opts: { scenario: Scenario; settings: Settings; subject: string },
 ): Promise<Run> {
   const { scenario, settings, subject } = opts;
-  const sub = subNc.subscribe(subject);
-  // The server must know of the subscription before the first publish, like "latest" above.
-  await subNc.flush();
-  const received = new Window(settings.windowMessages);
+  const subs = subNcs.map((nc) => nc.subscribe(subject));
+  // The servers must know of the subscriptions before the first publish, like "latest" above.
+  await Promise.all(subNcs.map((nc) => nc.flush()));
+  const received = new Window(settings.windowMessages * subs.length);
   let lastAt = 0;
-  const receiving = (async () => {
-    let n = 0;
-    for await (const _ of sub) {
-      received.confirm(1);
-      if (received.outstanding === 0 || n % CLOCK_EVERY_MESSAGES === 0) lastAt = performance.now();
-      if (++n >= settings.messagesMax) break;
-    }
-  })().catch((err) => received.fail(err));
+  const receiving = subs.map((sub) =>
+    (async () => {
+      let n = 0;
+      for await (const _ of sub) {
+        received.confirm(1);
+        if (received.outstanding === 0 || n % CLOCK_EVERY_MESSAGES === 0) {
+          lastAt = performance.now();
+        }
+        if (++n >= settings.messagesMax) break;
+      }
+    })().catch((err) => received.fail(err))
+  );
   const value = payload(scenario.payloadBytes);
+  let next = 0;
   const start = performance.now();
   let sent = 0;
   try {
     sent = await sendLoop(settings, {
       windows: [received],
       send: () => {
-        pub.publish(subject, value);
-        received.sent();
+        pubs[next]!.publish(subject, value);
+        next = (next + 1) % pubs.length;
+        received.sent(subs.length);
       },
     });
-    await withTimeout(pub.flush(), settings.drainMsMax);
+    await withTimeout(Promise.all(pubs.map((nc) => nc.flush())), settings.drainMsMax);
     await received.drained(settings.drainMsMax);
   } finally {
-    sub.unsubscribe();
-    await receiving;
+    for (const sub of subs) sub.unsubscribe();
+    await Promise.all(receiving);
   }
   return runOf(scenario, {
-    messages: sent,
+    messages: sent * subs.length,
     confirmed: received.confirmed,
     seconds: (lastAt - start) / 1000,
   });
@@ -577,22 +663,24 @@ async function natsEndToEnd(
 
 // --- Running and reporting ---------------------------------------------------------------------
 
-function median(runs: Run[]): SystemResult {
+/** The run with the median rate, with all of them. */
+export function median(runs: Run[]): SystemResult {
   const sorted = [...runs].sort((a, b) => a.msgPerSec - b.msgPerSec);
   const mid = sorted[Math.floor(sorted.length / 2)] as Run;
   return { msgPerSec: mid.msgPerSec, mbPerSec: mid.mbPerSec, runs };
 }
 
+/** Measurements so far in this process, which makes topic and subject names unique. */
+let measurements = 0;
+
 /** One measured run; a run that left messages unconfirmed gets a note. */
-async function measureOnce(
+export async function measureOnce(
   target: Target,
   scenario: Scenario,
   opts: { run: number; label: string; notes: string[] },
 ): Promise<Run> {
-  const run = await target.measure(
-    scenario,
-    `${scenario.mode}-${scenario.payloadBytes}-${opts.run}`,
-  );
+  // Unique per measurement: a topic is deleted after its run, but a name is never reused.
+  const run = await target.measure(scenario, `${scenario.mode}-${++measurements}-${opts.run}`);
   if (run.confirmed < run.messages) {
     opts.notes.push(
       `${opts.label} ${scenario.name} run ${opts.run + 1}: only ${run.confirmed} of ` +
@@ -604,7 +692,7 @@ async function measureOnce(
 }
 
 /** The machine, for reading the numbers; load averages tell whether something else competed. */
-async function machineInfo(
+export async function machineInfo(
   nats: string | null,
   loadAverageAtStart: number[],
 ): Promise<Record<string, unknown>> {
@@ -790,4 +878,4 @@ async function main(): Promise<void> {
   }
 }
 
-await runHarness("throughput", main, cleanUp);
+if (import.meta.main) await runHarness("throughput", main, cleanUp);

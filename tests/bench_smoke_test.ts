@@ -1,0 +1,86 @@
+// The smoke version of the benchmark suite (bench/suite.ts --quick), so the benchmarks never rot:
+// it must finish, exit 0 and report a number for every scenario. It asserts nothing about speed.
+// Without nats-server (as in CI) the NATS figures are skipped, and the test says so.
+
+import assert from "node:assert/strict";
+
+const SUITE = new URL("../bench/suite.ts", import.meta.url).pathname;
+const REPO = new URL("..", import.meta.url).pathname;
+/** The quick suite takes about half a minute on 2 cores; this leaves room for a slow machine. */
+const RUN_MS_MAX = 110_000;
+
+/** Rows the quick suite reports per section (see bench/suite.ts). */
+const ROWS_PER_SECTION: Record<string, number> = {
+  "1 throughput": 13,
+  "2 persistence": 4,
+  "3 latency": 6,
+  "4 cluster": 1,
+  "5 memory": 2,
+  "6 start-up": 2,
+};
+
+interface Row {
+  section: string;
+  scenario: string;
+  unit: string;
+  gregormq: number | null;
+  nats: number | null;
+  peer: string;
+  notes: string[];
+}
+
+Deno.test({
+  name: "bench/suite.ts --quick reports a GregorMQ figure for every scenario and exits 0",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "gregormq-bench-smoke-" });
+    try {
+      const json = `${dir}/suite.json`;
+      const out = await new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", SUITE, "--quick", "--json", json],
+        cwd: REPO,
+        stdin: "null",
+        stdout: "piped",
+        stderr: "piped",
+        signal: AbortSignal.timeout(RUN_MS_MAX),
+      }).output();
+      const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+      assert.equal(out.code, 0, `bench/suite.ts --quick exited with ${out.code}:\n${text}`);
+
+      const report = JSON.parse(await Deno.readTextFile(json)) as {
+        machine: { natsServer: string | null };
+        rows: Row[];
+        failures: string[];
+      };
+      assert.deepEqual(report.failures, []);
+      const counts: Record<string, number> = {};
+      for (const r of report.rows) counts[r.section] = (counts[r.section] ?? 0) + 1;
+      assert.deepEqual(counts, ROWS_PER_SECTION);
+      assert.equal(new Set(report.rows.map((r) => r.scenario)).size, report.rows.length);
+
+      const natsThere = report.machine.natsServer !== null;
+      for (const r of report.rows) {
+        assert.ok(
+          typeof r.gregormq === "number" && Number.isFinite(r.gregormq) && r.gregormq >= 0,
+          `${r.scenario}: GregorMQ figure ${r.gregormq}`,
+        );
+        if (r.peer === "no peer") continue;
+        if (natsThere) {
+          assert.ok(
+            typeof r.nats === "number" && Number.isFinite(r.nats) && r.nats >= 0,
+            `${r.scenario}: NATS figure ${r.nats} (${r.notes.join("; ")})`,
+          );
+        } else {
+          assert.equal(r.nats, null);
+          assert.ok(r.notes.some((n) => n.includes("NATS skipped")), r.scenario);
+        }
+      }
+      if (!natsThere) {
+        console.log("nats-server is not installed: the NATS figures were skipped, GregorMQ's ran");
+      }
+    } finally {
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    }
+  },
+});
