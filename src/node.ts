@@ -197,6 +197,7 @@ function startReplication(
       nodeId: broker.nodeId,
       dataDir: broker.opts.dataDir,
       bootstrapExpect: c.bootstrapExpect ?? (c.seeds.length === 0 ? 1 : Infinity),
+      seedless: c.seeds.length === 0,
       replicationFactor: c.replicationFactor ?? 3,
       ...c.raft,
       openStore: (dir, voters) =>

@@ -243,3 +243,82 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "3 replicating brokers: a topic deleted and created again starts empty on every replica",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const root = await Deno.makeTempDir({ prefix: "gregormq-raft-" });
+    const ports = [0, 1, 2].map(() => ({ client: freePort(), cluster: freePort() }));
+    const seeds = [`127.0.0.1:${ports[0]!.cluster}`];
+    const procs: Proc[] = [];
+    const clients: Client[] = [];
+    const retry = async <T>(what: string, fn: () => Promise<T>): Promise<T> => {
+      const deadline = Date.now() + 30_000;
+      for (;;) {
+        try {
+          return await fn();
+        } catch (err) {
+          if (Date.now() > deadline) throw new Error(`${what}: ${(err as Error).message}`);
+          await sleep(100);
+        }
+      }
+    };
+    const readAll = async (client: Client): Promise<string[]> => {
+      const end = (await client.admin.describeTopic("again")).partitions[0]!.highWatermark;
+      if (end === 0) return [];
+      const sub = await client.subscribe("again", { from: "earliest" });
+      const values: string[] = [];
+      for await (const m of sub) {
+        values[m.offset] = m.text();
+        m.ack();
+        if (m.offset + 1 >= end) break;
+      }
+      await sub.close();
+      return values;
+    };
+    try {
+      procs.push(await start(`${root}/n0`, ports[0]!, []));
+      procs.push(await start(`${root}/n1`, ports[1]!, seeds));
+      procs.push(await start(`${root}/n2`, ports[2]!, seeds));
+      for (const p of procs) clients.push(await connect({ port: p.clientPort }));
+      // Once every node is a member, the topic gets three replicas.
+      await retry("the cluster forms", async () => {
+        const m = await clients[0]!.admin.metadata([]);
+        if (m.nodes.length < 3) throw new Error(`${m.nodes.length} nodes`);
+      });
+      await sleep(2000);
+      const c = clients[1]!; // not the founder: admin requests are forwarded to the controller
+      await retry("create", () => c.admin.createTopic("again", { partitions: 1 }));
+      for (let i = 0; i < 10; i++) {
+        await retry("publish", () => c.publish("again", { value: `old-${i}`, partition: 0 }));
+      }
+      await retry("delete", () => c.admin.deleteTopic("again"));
+      await retry("create again", () => c.admin.createTopic("again", { partitions: 1 }));
+      const offsets: number[] = [];
+      for (let i = 0; i < 5; i++) {
+        offsets.push(
+          await retry("publish", () => c.publish("again", { value: `new-${i}`, partition: 0 })),
+        );
+      }
+      assert.deepEqual(offsets, [0, 1, 2, 3, 4]);
+      for (const reader of clients) {
+        await retry("a replica serves the new topic", async () => {
+          assert.deepEqual(await readAll(reader), ["new-0", "new-1", "new-2", "new-3", "new-4"]);
+        });
+      }
+    } finally {
+      for (const cl of clients) cl.close();
+      for (const p of procs) {
+        try {
+          p.child.kill("SIGKILL");
+        } catch {
+          // Already gone.
+        }
+        await p.child.status.catch(() => {});
+      }
+      await Deno.remove(root, { recursive: true }).catch(() => {});
+    }
+  },
+});

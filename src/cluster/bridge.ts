@@ -35,6 +35,7 @@ export class ClusterBridge implements BrokerCluster {
   readonly #clients = new Map<string, { key: string; client: Promise<Client> }>();
   #ids: { next: number; end: number; term: number } | null = null;
   #allocating: Promise<number> | null = null;
+  #lastBlock = -1;
 
   constructor(env: Env, node: ClusterNode, gossip: Gossip) {
     this.#env = env;
@@ -104,7 +105,10 @@ export class ClusterBridge implements BrokerCluster {
         this.#allocating = null
       );
       const first = await this.#allocating;
-      if (this.#ids === null || this.#ids.next >= this.#ids.end || this.#ids.term !== term) {
+      // Each block is installed once, whoever awaited its allocation: a block installed twice
+      // would hand its ids out twice.
+      if (first !== this.#lastBlock) {
+        this.#lastBlock = first;
         this.#ids = { next: first, end: first + PRODUCER_ID_BLOCK, term };
       }
     }

@@ -31,6 +31,8 @@ export const GOSSIP_META_KEY = "meta";
 export const META_VOTERS_TARGET = 3;
 /** Metadata entries applied after the last snapshot that trigger a compaction. */
 export const META_COMPACT_EVERY = 1000;
+/** Checks (100 ms apart) a node must stay the lowest live id before it founds a cluster. */
+const FOUND_STABLE_CHECKS = 20;
 /** How often the controller leader reviews voters, ms. */
 const VOTER_REVIEW_MS = 500;
 /** How long a voter must look dead before it is replaced, ms. */
@@ -61,6 +63,8 @@ export interface ClusterOptions {
   dataDir: string;
   /** Nodes that must be alive before a fresh cluster founds its metadata group. */
   bootstrapExpect: number;
+  /** True for a node started without seeds: with bootstrapExpect 1 it founds a cluster at once. */
+  seedless: boolean;
   /** Replicas per partition (capped at the number of live nodes). */
   replicationFactor: number;
   tickMs?: number;
@@ -83,6 +87,10 @@ export interface ClusterOptions {
 }
 
 interface Replica {
+  /** The topic's incarnation the replica belongs to, and its group's name on the wire. */
+  incarnation: number;
+  wire: string;
+  dir: string;
   group: RaftGroup;
   partition: Partition;
   /**
@@ -106,6 +114,9 @@ export class ClusterNode {
   readonly #broker: ClusterBroker;
   readonly #replicas = new Map<string, Replica>();
   readonly #deadSince = new Map<string, number>();
+  #leadingSince: number | null = null;
+  /** The incarnation of each topic the broker was given. */
+  readonly #adopted = new Map<string, number>();
   readonly #stop = new AbortController();
   #metaGroup: RaftGroup | null = null;
   /** Work run one at a time: reconciling replicas after metadata changes. */
@@ -359,17 +370,21 @@ export class ClusterNode {
    * `bootstrapExpect` nodes are alive and none has founded a cluster — the lowest node id alone.
    */
   async #bootstrapVoters(): Promise<string[]> {
+    let lowestFor = 0;
     while (!this.#stop.signal.aborted) {
       const alive = this.#gossip.members().filter((m) => m.state === "alive");
       const founded = alive.map((m) => m.kv[GOSSIP_META_KEY]).find((v) => v !== undefined);
       if (founded !== undefined) return [founded];
-      // A node without seeds (bootstrapExpect 1) founds the cluster itself; with a larger
-      // bootstrapExpect, the lowest id among that many live nodes does.
-      if (this.#o.bootstrapExpect <= 1) return [this.#o.nodeId];
+      // A node without seeds founds the cluster itself (bootstrapExpect 1). Otherwise the lowest
+      // id among at least bootstrapExpect live nodes does — and only once that has held for
+      // FOUND_STABLE_CHECKS checks in a row, so a partial gossip view at start does not found a
+      // second cluster.
+      if (this.#o.seedless && this.#o.bootstrapExpect <= 1) return [this.#o.nodeId];
       const ids = alive.map((m) => m.id).sort();
-      if (ids.length >= this.#o.bootstrapExpect && ids[0] === this.#o.nodeId) {
-        return [this.#o.nodeId];
-      }
+      const need = Math.max(2, this.#o.bootstrapExpect);
+      if (ids.length >= need && ids[0] === this.#o.nodeId) {
+        if (++lowestFor >= FOUND_STABLE_CHECKS) return [this.#o.nodeId];
+      } else lowestFor = 0;
       try {
         await this.#env.clock.sleep(100, this.#stop.signal);
       } catch {
@@ -391,7 +406,16 @@ export class ClusterNode {
         return;
       }
       const g = this.#metaGroup;
-      if (g === null || !g.isLeader) continue;
+      if (g === null || !g.isLeader) {
+        this.#leadingSince = null;
+        continue;
+      }
+      // A leader judges deaths only from what it saw itself while leading, and only once its
+      // gossip view had time to form (it may just have restarted with an empty one).
+      if (this.#leadingSince === null) {
+        this.#leadingSince = this.#env.clock.now();
+        this.#deadSince.clear();
+      }
       try {
         await this.#reviewOnce(g);
       } catch {
@@ -436,7 +460,13 @@ export class ClusterNode {
     for (const id of [...voters, ...learners]) {
       const since = this.#deadSince.get(id);
       if (since === undefined || now - since < VOTER_REPLACE_AFTER_MS) continue;
-      if (voters.includes(id) && voters.length <= 1) continue;
+      if (voters.includes(id)) {
+        // The new configuration takes effect when appended: remove a voter only if the voters
+        // left that look alive are a majority of it, or the group could wedge on a wrong view.
+        const rest = voters.filter((v) => v !== id);
+        const aliveRest = rest.filter((v) => !this.#deadSince.has(v)).length;
+        if (rest.length === 0 || aliveRest < Math.floor(rest.length / 2) + 1) continue;
+      }
       await g.removeServer(id);
       this.#deadSince.delete(id);
       return;
@@ -481,7 +511,10 @@ export class ClusterNode {
       this.#metaGroup?.receive(data);
       return;
     }
-    this.#replicas.get(group)?.group.receive(data);
+    // A partition group's wire name is "topic/partition@incarnation": messages for an earlier or
+    // later creation of the topic never reach this one.
+    const r = this.#replicas.get(group.slice(0, group.lastIndexOf("@")));
+    if (r !== undefined && r.wire === group) r.group.receive(data);
   }
 
   /** Publishes in gossip which partitions this node leads (clients route by it). */
@@ -522,23 +555,29 @@ export class ClusterNode {
   /** Opens the replicas of `name` this node should hold, or drops the topic. */
   async #reconcile(name: string): Promise<void> {
     const t = this.meta.topics.get(name);
-    if (t === undefined) {
-      for (const [key, r] of [...this.#replicas]) {
-        if (key.startsWith(`${name}/`)) {
-          await r.group.stop();
-          this.#replicas.delete(key);
-        }
-      }
-      this.#broker.dropTopic(name);
-      this.#publishLeads();
-      return;
+    const incarnation = t?.incarnation ?? -1;
+    // Replicas of a deleted topic, or of an earlier creation of the name, go with their logs.
+    let dropped = false;
+    for (const [key, r] of [...this.#replicas]) {
+      if (!key.startsWith(`${name}/`) || r.incarnation === incarnation) continue;
+      this.#replicas.delete(key);
+      await r.group.stop();
+      await this.#o.resetStore(r.dir).catch(() => {});
+      dropped = true;
     }
+    if (t === undefined || this.#adopted.get(name) !== incarnation) {
+      this.#broker.dropTopic(name);
+      this.#adopted.delete(name);
+      dropped = true;
+    }
+    if (dropped) this.#publishLeads();
+    if (t === undefined) return;
     const partitions: Partition[] = [];
     for (const [p, replicas] of t.replicas.entries()) {
       const key = partitionGroup(name, p);
       let r = this.#replicas.get(key);
       if (r === undefined && replicas.includes(this.#o.nodeId)) {
-        r = await this.#openReplica(name, p, replicas);
+        r = await this.#openReplica(name, p, replicas, incarnation);
       }
       // A partition held elsewhere gets an empty stand-in; requests for it are refused.
       partitions.push(r?.partition ?? new Partition(name, p, new MemoryLog({ retentionBytes: 0 })));
@@ -546,6 +585,7 @@ export class ClusterNode {
     const existing = this.#broker.knownTopic(name);
     if (existing === undefined) {
       this.#broker.adoptTopic(new Topic(name, { ...t.configs }, partitions));
+      this.#adopted.set(name, incarnation);
     } else {
       for (let i = existing.partitions.length; i < partitions.length; i++) {
         existing.partitions.push(partitions[i]!);
@@ -554,14 +594,21 @@ export class ClusterNode {
     }
   }
 
-  async #openReplica(topic: string, p: number, replicas: string[]): Promise<Replica> {
+  async #openReplica(
+    topic: string,
+    p: number,
+    replicas: string[],
+    incarnation: number,
+  ): Promise<Replica> {
     const key = partitionGroup(topic, p);
-    const store = await this.#o.openStore(`${this.#o.dataDir}/raft/p/${topic}/${p}`, replicas);
+    const wire = `${key}@${incarnation}`;
+    const dir = `${this.#o.dataDir}/raft/p/${topic}@${incarnation}/${p}`;
+    const store = await this.#o.openStore(dir, replicas);
     const servesFrom = store.state().hardState.commit;
     const partition = new Partition(topic, p, new MemoryLog({ retentionBytes: Infinity }));
     const machine = new PartitionMachine(partition.log, () => partition.notify());
-    const group = this.#group(key, store, machine);
-    const r = { group, partition, servesFrom, unapplied: 0 };
+    const group = this.#group(wire, store, machine);
+    const r = { incarnation, wire, dir, group, partition, servesFrom, unapplied: 0 };
     this.#replicas.set(key, r);
     return r;
   }

@@ -12,6 +12,11 @@ export interface TopicMeta {
   configs: Record<string, string>;
   /** Per partition, the ids of the nodes holding a replica; the first is the preferred leader. */
   replicas: string[][];
+  /**
+   * Which creation of the name this is: the index of its createTopic entry (set when applied).
+   * A topic deleted and created again is another topic, with other Raft groups and logs.
+   */
+  incarnation?: number;
 }
 
 /** A change to the metadata. */
@@ -53,7 +58,7 @@ export class MetaState implements StateMachine {
         if (this.topics.has(c.topic.name)) {
           throw new GregorError(ErrorCode.TOPIC_EXISTS, `Topic ${c.topic.name} already exists`);
         }
-        this.topics.set(c.topic.name, structuredClone(c.topic));
+        this.topics.set(c.topic.name, { ...structuredClone(c.topic), incarnation: entry.index });
         break;
       case "deleteTopic":
         this.#topic(c.name);

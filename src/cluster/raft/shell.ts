@@ -7,7 +7,15 @@ import type { Clock, Random } from "../../io/types.ts";
 import { ErrorCode, GregorError } from "../../protocol/errors.ts";
 import { decodeMessage, encodeMessage } from "./codec.ts";
 import { RaftNode, type RaftNodeOptions } from "./node.ts";
-import type { Entry, PersistentState, ProposeResult, Ready, Role, Snapshot } from "./types.ts";
+import type {
+  Entry,
+  Message,
+  PersistentState,
+  ProposeResult,
+  Ready,
+  Role,
+  Snapshot,
+} from "./types.ts";
 
 /** Where a group's durable state lives (the WAL, or memory in tests). */
 export interface RaftStore {
@@ -125,7 +133,7 @@ export class RaftGroup {
   }
 
   get isLeader(): boolean {
-    return this.node.role === "leader" && this.#failed === null;
+    return this.node.role === "leader" && !this.stopped;
   }
 
   /** True once the store failed or the group was stopped. */
@@ -175,6 +183,11 @@ export class RaftGroup {
   #await(r: ProposeResult): Promise<unknown> {
     if (this.#failed !== null) {
       return Promise.reject(new GregorError(ErrorCode.STORAGE_ERROR, this.#failed));
+    }
+    if (this.#stop.signal.aborted) {
+      return Promise.reject(
+        new GregorError(ErrorCode.SHUTTING_DOWN, `Group ${this.group} stopped`),
+      );
     }
     if (!r.ok) {
       const hint = r.leaderHint === null ? "" : `; the leader is ${r.leaderHint}`;
@@ -236,7 +249,9 @@ export class RaftGroup {
       return;
     }
     this.#looping = true;
-    this.#loop = this.#drain().finally(() => (this.#looping = false));
+    this.#loop = this.#drain()
+      .catch((err) => this.#fail(`Raft group ${this.group} failed: ${(err as Error).message}`))
+      .finally(() => (this.#looping = false));
   }
 
   async #drain(): Promise<void> {
@@ -259,7 +274,7 @@ export class RaftGroup {
         }
         if (ready.snapshot !== null) await this.#o.machine.restore(ready.snapshot);
         for (const e of ready.committedEntries) await this.#apply(e);
-        for (const m of this.node.advance(ready)) this.#o.send(m.to, encodeMessage(m));
+        for (const m of this.node.advance(ready)) this.#sendOne(m);
         this.#noticeLeader();
         // Here the machine holds exactly the entries through appliedIndex: a faithful image.
         if (!(await this.#maybeCompact())) return;
@@ -267,6 +282,21 @@ export class RaftGroup {
       this.#noticeLeader();
     } while (this.#again && !this.stopped);
   }
+
+  /**
+   * Sends one message. One the transport refuses (e.g. a snapshot over its size limit) is dropped
+   * like a lost one — Raft retries — rather than stopping the group.
+   */
+  #sendOne(m: Message): void {
+    try {
+      this.#o.send(m.to, encodeMessage(m));
+    } catch {
+      this.sendFailures++;
+    }
+  }
+
+  /** Messages the transport refused (dropped). */
+  sendFailures = 0;
 
   /** Compacts when due; false if the store failed (the group has stopped). */
   async #maybeCompact(): Promise<boolean> {
@@ -276,8 +306,8 @@ export class RaftGroup {
     if (every === undefined || image === undefined || compact === undefined) return true;
     const applied = this.node.appliedIndex;
     if (applied - this.node.snapshot.index < every) return true;
-    const snapshot = this.node.compact(applied, image.call(this.#o.machine));
     try {
+      const snapshot = this.node.compact(applied, image.call(this.#o.machine));
       await compact.call(this.#o.store, snapshot);
       this.#o.onCompacted?.(snapshot);
       return true;
