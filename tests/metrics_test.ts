@@ -181,12 +181,17 @@ Deno.test("a replicating node exports Raft gauges that promtool accepts", async 
     const checked = await promtool(["check", "metrics"], text);
     assert.equal(checked.code, 0, `promtool check metrics failed:\n${checked.out}`);
     const samples = parseSamples(text);
-    for (const group of ["__meta", "replicated/0", "replicated/1"]) {
+    // Partition groups are named "topic/partition@incarnation".
+    const groupOf = (prefix: string) =>
+      samples.find((x) => x.name === "gregormq_raft_leader" && x.labels.group?.startsWith(prefix))
+        ?.labels.group ?? prefix;
+    for (const group of ["__meta", groupOf("replicated/0@"), groupOf("replicated/1@")]) {
       assert.equal(total(samples, "gregormq_raft_leader", { group }), 1, group);
       assert.ok(total(samples, "gregormq_raft_term", { group }) >= 1, group);
     }
     // Five records per partition, each in its own entry after the new leader's no-op.
-    assert.ok(total(samples, "gregormq_raft_applied_index", { group: "replicated/0" }) >= 6);
+    const p0 = groupOf("replicated/0@");
+    assert.ok(total(samples, "gregormq_raft_applied_index", { group: p0 }) >= 6);
     assert.ok(total(samples, "gregormq_raft_leader_changes_total") >= 3);
     assert.equal(total(samples, "gregormq_under_replicated_partitions"), 0);
   } finally {

@@ -14,6 +14,8 @@ const KILLS = 3;
 
 interface Proc {
   child: Deno.ChildProcess;
+  /** The broker's last log lines, for a failure's message. */
+  lines: string[];
   clientPort: number;
   clusterPort: number;
   nodeId: string;
@@ -54,11 +56,36 @@ async function start(
     if (done) throw new Error("A broker exited before listening");
     text += value;
   }
+  // Keep draining its log (the last lines are kept, to explain a broker that died).
+  const lines = text.split("\n");
   void (async () => {
-    while (!(await reader.read().catch(() => ({ done: true }))).done) { /* discard */ }
+    for (;;) {
+      const r = await reader.read().catch(() => ({ done: true, value: undefined }));
+      if (r.done) return;
+      lines.push(...String(r.value).split("\n"));
+      if (lines.length > 50) lines.splice(0, lines.length - 50);
+    }
   })();
   const line = JSON.parse(text.split("\n")[0]!);
-  return { child, clientPort: ports.client, clusterPort: ports.cluster, nodeId: line.nodeId };
+  return {
+    child,
+    lines,
+    clientPort: ports.client,
+    clusterPort: ports.cluster,
+    nodeId: line.nodeId,
+  };
+}
+
+/** Connects to a broker; if it cannot, fails with the broker's last log lines. */
+async function connectTo(p: Proc): Promise<Client> {
+  try {
+    return await connect({ port: p.clientPort, connectTimeoutMs: 20_000 });
+  } catch (err) {
+    throw new Error(
+      `Cannot connect to the broker on ${p.clientPort}: ${(err as Error).message}; its last ` +
+        `log lines:\n${p.lines.join("\n")}`,
+    );
+  }
 }
 
 async function sleep(ms: number): Promise<void> {
@@ -89,7 +116,7 @@ Deno.test({
       procs.push(await start(`${root}/n0`, ports[0]!, []));
       procs.push(await start(`${root}/n1`, ports[1]!, seeds));
       procs.push(await start(`${root}/n2`, ports[2]!, seeds));
-      for (const p of procs) clients.push(await connect({ port: p.clientPort }));
+      for (const p of procs) clients.push(await connectTo(p));
       // The cluster assembles itself; the topic is created once the metadata group has a leader.
       const deadline = Date.now() + 30_000;
       for (;;) {
@@ -173,7 +200,7 @@ Deno.test({
           ports[victim]!,
           victim === 0 ? [] : seeds,
         );
-        clients[victim] = await connect({ port: procs[victim]!.clientPort });
+        clients[victim] = await connectTo(procs[victim]!);
         producers[victim] = clients[victim]!.producer({
           acks: "quorum",
           deliveryTimeoutMs: 60_000,
@@ -282,7 +309,7 @@ Deno.test({
       procs.push(await start(`${root}/n0`, ports[0]!, []));
       procs.push(await start(`${root}/n1`, ports[1]!, seeds));
       procs.push(await start(`${root}/n2`, ports[2]!, seeds));
-      for (const p of procs) clients.push(await connect({ port: p.clientPort }));
+      for (const p of procs) clients.push(await connectTo(p));
       // Once every node is a member, the topic gets three replicas.
       await retry("the cluster forms", async () => {
         const m = await clients[0]!.admin.metadata([]);
