@@ -452,7 +452,12 @@ export class ClusterNode {
       return;
     }
     const liveVoters = voters.filter((v) => !this.#deadSince.has(v));
-    const promotable = learners.filter((l) => !this.#deadSince.has(l)).sort();
+    // Only a learner that has caught up: promoting one with an empty log makes the leader depend
+    // on a voter that cannot vote for it yet (cluster seed 7969 wedged that way).
+    const commit = g.node.commitIndex;
+    const promotable = learners.filter((l) =>
+      !this.#deadSince.has(l) && (g.node.matchOf(l) ?? -1) >= commit
+    ).sort();
     if (liveVoters.length < META_VOTERS_TARGET && promotable.length > 0) {
       await g.addServer(promotable[0]!);
       return;

@@ -208,6 +208,12 @@ export class RaftNode {
   }
 
   /** The term of the entry at `index`, or null if compacted away or past the end. */
+  /** On a leader, the highest index known to match `peer`'s log; else null. */
+  matchOf(peer: string): number | null {
+    if (this.#role !== "leader") return null;
+    return this.#progress.get(peer)?.match ?? null;
+  }
+
   termAt(index: number): number | null {
     return this.#log.term(index);
   }
