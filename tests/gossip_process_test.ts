@@ -4,8 +4,7 @@
 
 import assert from "node:assert/strict";
 import { type Client, connect } from "../src/client/mod.ts";
-
-const BROKER = new URL("../cli/broker.ts", import.meta.url).pathname;
+import { spawnBroker } from "./_broker_process.ts";
 
 interface Proc {
   child: Deno.ChildProcess;
@@ -15,27 +14,14 @@ interface Proc {
 }
 
 async function start(dataDir: string, seeds: string[]): Promise<Proc> {
-  const args = ["run", "-A", BROKER, "--port", "0", "--data-dir", dataDir, "--cluster-port", "0"];
+  const args = ["--port", "0", "--data-dir", dataDir, "--cluster-port", "0"];
   if (seeds.length > 0) args.push("--seeds", seeds.join(","));
-  const child = new Deno.Command(Deno.execPath(), { args, stdout: "piped", stderr: "inherit" })
-    .spawn();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let text = "";
-  while (!text.includes("\n")) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error("A broker exited before listening");
-    text += value;
-  }
-  // Keep draining its log so the pipe never fills up.
-  void (async () => {
-    while (!(await reader.read().catch(() => ({ done: true }))).done) { /* discard */ }
-  })();
-  const line = JSON.parse(text.split("\n")[0]!);
+  const { child, listen } = await spawnBroker(args);
   return {
     child,
-    clientPort: Number(String(line.listen).split(":")[1]),
-    cluster: line.cluster,
-    nodeId: line.nodeId,
+    clientPort: Number(listen.listen.split(":")[1]),
+    cluster: listen.cluster!,
+    nodeId: listen.nodeId!,
   };
 }
 

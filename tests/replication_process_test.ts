@@ -7,8 +7,8 @@
 
 import assert from "node:assert/strict";
 import { type Client, connect, type Producer } from "../src/client/mod.ts";
+import { killAll, spawnBroker } from "./_broker_process.ts";
 
-const BROKER = new URL("../cli/broker.ts", import.meta.url).pathname;
 const TOPIC = "orders";
 const KILLS = 3;
 
@@ -34,9 +34,6 @@ async function start(
   seeds: string[],
 ): Promise<Proc> {
   const args = [
-    "run",
-    "-A",
-    BROKER,
     "--port",
     String(ports.client),
     "--data-dir",
@@ -47,33 +44,64 @@ async function start(
     "--no-metrics-enabled",
   ];
   if (seeds.length > 0) args.push("--seeds", seeds.join(","));
-  const child = new Deno.Command(Deno.execPath(), { args, stdout: "piped", stderr: "inherit" })
-    .spawn();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let text = "";
-  while (!text.includes("\n")) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error("A broker exited before listening");
-    text += value;
-  }
-  // Keep draining its log (the last lines are kept, to explain a broker that died).
-  const lines = text.split("\n");
-  void (async () => {
-    for (;;) {
-      const r = await reader.read().catch(() => ({ done: true, value: undefined }));
-      if (r.done) return;
-      lines.push(...String(r.value).split("\n"));
-      if (lines.length > 50) lines.splice(0, lines.length - 50);
-    }
-  })();
-  const line = JSON.parse(text.split("\n")[0]!);
+  const { child, listen, lines } = await spawnBroker(args);
   return {
     child,
     lines,
     clientPort: ports.client,
     clusterPort: ports.cluster,
-    nodeId: line.nodeId,
+    nodeId: listen.nodeId!,
   };
+}
+
+/** Three replicating brokers on fresh ports: the first founds the cluster, the others join it. */
+async function startCluster(root: string): Promise<{
+  procs: Proc[];
+  ports: { client: number; cluster: number }[];
+  seeds: string[];
+}> {
+  const ports = [0, 1, 2].map(() => ({ client: freePort(), cluster: freePort() }));
+  const seeds = [`127.0.0.1:${ports[0]!.cluster}`];
+  const procs: Proc[] = [];
+  procs.push(await start(`${root}/n0`, ports[0]!, []));
+  procs.push(await start(`${root}/n1`, ports[1]!, seeds));
+  procs.push(await start(`${root}/n2`, ports[2]!, seeds));
+  return { procs, ports, seeds };
+}
+
+/** Closes the clients, kills the brokers, removes their data. */
+async function cleanUp(root: string, procs: Proc[], clients: Client[]): Promise<void> {
+  for (const c of clients) c.close();
+  await killAll(procs);
+  await Deno.remove(root, { recursive: true }).catch(() => {});
+}
+
+/** Retries `fn` for up to 30 s; then fails naming `what`. */
+async function retry<T>(what: string, fn: () => Promise<T>): Promise<T> {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    try {
+      return await fn();
+    } catch (err) {
+      if (Date.now() > deadline) throw new Error(`${what}: ${(err as Error).message}`);
+      await sleep(100);
+    }
+  }
+}
+
+/** Every value of `topic`'s partition 0, by offset, up to its current end. */
+async function readAll(client: Client, topic: string): Promise<string[]> {
+  const end = (await client.admin.describeTopic(topic)).partitions[0]!.highWatermark;
+  if (end === 0) return [];
+  const sub = await client.subscribe(topic, { from: "earliest" });
+  const values: string[] = [];
+  for await (const m of sub) {
+    values[m.offset] = m.text();
+    m.ack();
+    if (m.offset + 1 >= end) break;
+  }
+  await sub.close();
+  return values;
 }
 
 /** Connects to a broker; if it cannot, fails with the broker's last log lines. */
@@ -108,14 +136,9 @@ Deno.test({
   sanitizeResources: false,
   async fn() {
     const root = await Deno.makeTempDir({ prefix: "gregormq-raft-" });
-    const ports = [0, 1, 2].map(() => ({ client: freePort(), cluster: freePort() }));
-    const seeds = [`127.0.0.1:${ports[0]!.cluster}`];
-    const procs: Proc[] = [];
+    const { procs, ports, seeds } = await startCluster(root);
     const clients: Client[] = [];
     try {
-      procs.push(await start(`${root}/n0`, ports[0]!, []));
-      procs.push(await start(`${root}/n1`, ports[1]!, seeds));
-      procs.push(await start(`${root}/n2`, ports[2]!, seeds));
       for (const p of procs) clients.push(await connectTo(p));
       // The cluster assembles itself; the topic is created once the metadata group has a leader.
       const deadline = Date.now() + 30_000;
@@ -257,16 +280,7 @@ Deno.test({
           }`,
       );
     } finally {
-      for (const c of clients) c.close();
-      for (const p of procs) {
-        try {
-          p.child.kill("SIGKILL");
-        } catch {
-          // Already gone.
-        }
-        await p.child.status.catch(() => {});
-      }
-      await Deno.remove(root, { recursive: true }).catch(() => {});
+      await cleanUp(root, procs, clients);
     }
   },
 });
@@ -277,38 +291,9 @@ Deno.test({
   sanitizeResources: false,
   async fn() {
     const root = await Deno.makeTempDir({ prefix: "gregormq-raft-" });
-    const ports = [0, 1, 2].map(() => ({ client: freePort(), cluster: freePort() }));
-    const seeds = [`127.0.0.1:${ports[0]!.cluster}`];
-    const procs: Proc[] = [];
+    const { procs } = await startCluster(root);
     const clients: Client[] = [];
-    const retry = async <T>(what: string, fn: () => Promise<T>): Promise<T> => {
-      const deadline = Date.now() + 30_000;
-      for (;;) {
-        try {
-          return await fn();
-        } catch (err) {
-          if (Date.now() > deadline) throw new Error(`${what}: ${(err as Error).message}`);
-          await sleep(100);
-        }
-      }
-    };
-    const readAll = async (client: Client): Promise<string[]> => {
-      const end = (await client.admin.describeTopic("again")).partitions[0]!.highWatermark;
-      if (end === 0) return [];
-      const sub = await client.subscribe("again", { from: "earliest" });
-      const values: string[] = [];
-      for await (const m of sub) {
-        values[m.offset] = m.text();
-        m.ack();
-        if (m.offset + 1 >= end) break;
-      }
-      await sub.close();
-      return values;
-    };
     try {
-      procs.push(await start(`${root}/n0`, ports[0]!, []));
-      procs.push(await start(`${root}/n1`, ports[1]!, seeds));
-      procs.push(await start(`${root}/n2`, ports[2]!, seeds));
       for (const p of procs) clients.push(await connectTo(p));
       // Once every node is a member, the topic gets three replicas.
       await retry("the cluster forms", async () => {
@@ -332,20 +317,17 @@ Deno.test({
       assert.deepEqual(offsets, [0, 1, 2, 3, 4]);
       for (const reader of clients) {
         await retry("a replica serves the new topic", async () => {
-          assert.deepEqual(await readAll(reader), ["new-0", "new-1", "new-2", "new-3", "new-4"]);
+          assert.deepEqual(await readAll(reader, "again"), [
+            "new-0",
+            "new-1",
+            "new-2",
+            "new-3",
+            "new-4",
+          ]);
         });
       }
     } finally {
-      for (const cl of clients) cl.close();
-      for (const p of procs) {
-        try {
-          p.child.kill("SIGKILL");
-        } catch {
-          // Already gone.
-        }
-        await p.child.status.catch(() => {});
-      }
-      await Deno.remove(root, { recursive: true }).catch(() => {});
+      await cleanUp(root, procs, clients);
     }
   },
 });

@@ -39,7 +39,7 @@ export class Client {
   readonly #groups = new Set<GroupConsumer>();
   /** Connections to other nodes of a cluster, where partition leaders live. */
   readonly #pool: ConnectionPool;
-  /** Where partitions lead, for subscriptions that must move to another node. */
+  /** Partition counts and leaders, shared by the client's producers and subscriptions. */
   readonly #metadata: PartitionCounts;
 
   /** @internal Use `connect()`. */
@@ -73,7 +73,13 @@ export class Client {
    * ```
    */
   producer(opts: ProducerOptions = {}): Producer {
-    const p = new Producer(this.connection, this.connection.opts.env.clock, opts, this.#pool);
+    const p = new Producer(
+      this.connection,
+      this.connection.opts.env.clock,
+      opts,
+      this.#pool,
+      this.#metadata,
+    );
     this.#producers.add(p);
     return p;
   }

@@ -185,6 +185,7 @@ export class Producer {
     clock: Clock,
     opts: ProducerOptions = {},
     pool: ConnectionPool | null = null,
+    counts: PartitionCounts | null = null,
   ) {
     this.#conn = conn;
     this.#pool = pool;
@@ -201,7 +202,8 @@ export class Producer {
     this.#deliveryTimeoutMs = opts.deliveryTimeoutMs ?? 120_000;
     this.#retryBackoffMs = opts.retryBackoffMs ?? 100;
     this.#retryBackoffMsMax = opts.retryBackoffMsMax ?? 1000;
-    this.#counts = new PartitionCounts(conn, clock);
+    // The client's cache when it has one: its producers and subscriptions share what they learn.
+    this.#counts = counts ?? new PartitionCounts(conn, clock);
     this.#sticky = new StickyPartitions(this.#random);
     if (this.#codec === undefined) throw new RangeError(`Unknown compression ${opts.compression}`);
     if (this.#acks === undefined) throw new RangeError(`Unknown acks ${opts.acks}`);
