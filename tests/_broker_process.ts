@@ -1,6 +1,8 @@
 // A broker as a real child process, for the multi-process tests: spawn `cli/broker.ts` with the
 // given flags, wait for its JSON listen line, keep draining (and remembering the end of) its log.
 
+import { type Client, connect } from "../src/client/mod.ts";
+
 const BROKER = new URL("../cli/broker.ts", import.meta.url).pathname;
 /** Log lines kept per broker, to explain one that died. */
 const LINES_KEPT = 50;
@@ -51,4 +53,119 @@ export async function killAll(procs: readonly { child: Deno.ChildProcess }[]): P
     }
     await p.child.status.catch(() => {});
   }
+}
+
+/** A replicating broker process of a test cluster. */
+export interface ClusterProc {
+  child: Deno.ChildProcess;
+  /** The broker's last log lines, for a failure's message. */
+  lines: string[];
+  clientPort: number;
+  clusterPort: number;
+  nodeId: string;
+}
+
+/** A port free on 127.0.0.1 at the moment of asking. */
+export function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}
+
+/** Starts a replicating broker on `ports`, joining the cluster through `seeds` (none: founds it). */
+export async function startClusterNode(
+  dataDir: string,
+  ports: { client: number; cluster: number },
+  seeds: string[],
+): Promise<ClusterProc> {
+  const args = [
+    "--port",
+    String(ports.client),
+    "--data-dir",
+    dataDir,
+    "--cluster-port",
+    String(ports.cluster),
+    "--cluster-replicate",
+    "--no-metrics-enabled",
+  ];
+  if (seeds.length > 0) args.push("--seeds", seeds.join(","));
+  const { child, listen, lines } = await spawnBroker(args);
+  return {
+    child,
+    lines,
+    clientPort: ports.client,
+    clusterPort: ports.cluster,
+    nodeId: listen.nodeId!,
+  };
+}
+
+/** Three replicating brokers on fresh ports: the first founds the cluster, the others join it. */
+export async function startCluster(root: string): Promise<{
+  procs: ClusterProc[];
+  ports: { client: number; cluster: number }[];
+  seeds: string[];
+}> {
+  const ports = [0, 1, 2].map(() => ({ client: freePort(), cluster: freePort() }));
+  const seeds = [`127.0.0.1:${ports[0]!.cluster}`];
+  const procs: ClusterProc[] = [];
+  procs.push(await startClusterNode(`${root}/n0`, ports[0]!, []));
+  procs.push(await startClusterNode(`${root}/n1`, ports[1]!, seeds));
+  procs.push(await startClusterNode(`${root}/n2`, ports[2]!, seeds));
+  return { procs, ports, seeds };
+}
+
+/** Closes the clients, kills the brokers, removes their data. */
+export async function cleanUp(
+  root: string,
+  procs: ClusterProc[],
+  clients: Client[],
+): Promise<void> {
+  for (const c of clients) c.close();
+  await killAll(procs);
+  await Deno.remove(root, { recursive: true }).catch(() => {});
+}
+
+/** Retries `fn` for up to 30 s; then fails naming `what`. */
+export async function retry<T>(what: string, fn: () => Promise<T>): Promise<T> {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    try {
+      return await fn();
+    } catch (err) {
+      if (Date.now() > deadline) throw new Error(`${what}: ${(err as Error).message}`);
+      await sleep(100);
+    }
+  }
+}
+
+/** Every value of `topic`'s partition 0, by offset, up to its current end. */
+export async function readAll(client: Client, topic: string): Promise<string[]> {
+  const end = (await client.admin.describeTopic(topic)).partitions[0]!.highWatermark;
+  if (end === 0) return [];
+  const sub = await client.subscribe(topic, { from: "earliest" });
+  const values: string[] = [];
+  for await (const m of sub) {
+    values[m.offset] = m.text();
+    m.ack();
+    if (m.offset + 1 >= end) break;
+  }
+  await sub.close();
+  return values;
+}
+
+/** Connects to a broker; if it cannot, fails with the broker's last log lines. */
+export async function connectTo(p: ClusterProc): Promise<Client> {
+  try {
+    return await connect({ port: p.clientPort, connectTimeoutMs: 20_000 });
+  } catch (err) {
+    throw new Error(
+      `Cannot connect to the broker on ${p.clientPort}: ${(err as Error).message}; its last ` +
+        `log lines:\n${p.lines.join("\n")}`,
+    );
+  }
+}
+
+export async function sleep(ms: number): Promise<void> {
+  await new Promise((r) => setTimeout(r, ms));
 }

@@ -6,119 +6,19 @@
 // measured and printed.
 
 import assert from "node:assert/strict";
-import { type Client, connect, type Producer } from "../src/client/mod.ts";
-import { killAll, spawnBroker } from "./_broker_process.ts";
+import type { Client, Producer } from "../src/client/mod.ts";
+import {
+  cleanUp,
+  connectTo,
+  readAll,
+  retry,
+  sleep,
+  startCluster,
+  startClusterNode,
+} from "./_broker_process.ts";
 
 const TOPIC = "orders";
 const KILLS = 3;
-
-interface Proc {
-  child: Deno.ChildProcess;
-  /** The broker's last log lines, for a failure's message. */
-  lines: string[];
-  clientPort: number;
-  clusterPort: number;
-  nodeId: string;
-}
-
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
-}
-
-async function start(
-  dataDir: string,
-  ports: { client: number; cluster: number },
-  seeds: string[],
-): Promise<Proc> {
-  const args = [
-    "--port",
-    String(ports.client),
-    "--data-dir",
-    dataDir,
-    "--cluster-port",
-    String(ports.cluster),
-    "--cluster-replicate",
-    "--no-metrics-enabled",
-  ];
-  if (seeds.length > 0) args.push("--seeds", seeds.join(","));
-  const { child, listen, lines } = await spawnBroker(args);
-  return {
-    child,
-    lines,
-    clientPort: ports.client,
-    clusterPort: ports.cluster,
-    nodeId: listen.nodeId!,
-  };
-}
-
-/** Three replicating brokers on fresh ports: the first founds the cluster, the others join it. */
-async function startCluster(root: string): Promise<{
-  procs: Proc[];
-  ports: { client: number; cluster: number }[];
-  seeds: string[];
-}> {
-  const ports = [0, 1, 2].map(() => ({ client: freePort(), cluster: freePort() }));
-  const seeds = [`127.0.0.1:${ports[0]!.cluster}`];
-  const procs: Proc[] = [];
-  procs.push(await start(`${root}/n0`, ports[0]!, []));
-  procs.push(await start(`${root}/n1`, ports[1]!, seeds));
-  procs.push(await start(`${root}/n2`, ports[2]!, seeds));
-  return { procs, ports, seeds };
-}
-
-/** Closes the clients, kills the brokers, removes their data. */
-async function cleanUp(root: string, procs: Proc[], clients: Client[]): Promise<void> {
-  for (const c of clients) c.close();
-  await killAll(procs);
-  await Deno.remove(root, { recursive: true }).catch(() => {});
-}
-
-/** Retries `fn` for up to 30 s; then fails naming `what`. */
-async function retry<T>(what: string, fn: () => Promise<T>): Promise<T> {
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    try {
-      return await fn();
-    } catch (err) {
-      if (Date.now() > deadline) throw new Error(`${what}: ${(err as Error).message}`);
-      await sleep(100);
-    }
-  }
-}
-
-/** Every value of `topic`'s partition 0, by offset, up to its current end. */
-async function readAll(client: Client, topic: string): Promise<string[]> {
-  const end = (await client.admin.describeTopic(topic)).partitions[0]!.highWatermark;
-  if (end === 0) return [];
-  const sub = await client.subscribe(topic, { from: "earliest" });
-  const values: string[] = [];
-  for await (const m of sub) {
-    values[m.offset] = m.text();
-    m.ack();
-    if (m.offset + 1 >= end) break;
-  }
-  await sub.close();
-  return values;
-}
-
-/** Connects to a broker; if it cannot, fails with the broker's last log lines. */
-async function connectTo(p: Proc): Promise<Client> {
-  try {
-    return await connect({ port: p.clientPort, connectTimeoutMs: 20_000 });
-  } catch (err) {
-    throw new Error(
-      `Cannot connect to the broker on ${p.clientPort}: ${(err as Error).message}; its last ` +
-        `log lines:\n${p.lines.join("\n")}`,
-    );
-  }
-}
-
-async function sleep(ms: number): Promise<void> {
-  await new Promise((r) => setTimeout(r, ms));
-}
 
 /** The leader of TOPIC/0 as `client`'s node sees it ("" if none), or null if it cannot answer. */
 async function leaderSeenBy(client: Client): Promise<string | null> {
@@ -218,7 +118,7 @@ Deno.test({
         failovers.push({ leaderMs, produceMs });
         // The killed node comes back on the same ports and data directory.
         clients[victim]!.close();
-        procs[victim] = await start(
+        procs[victim] = await startClusterNode(
           `${root}/n${victim}`,
           ports[victim]!,
           victim === 0 ? [] : seeds,
