@@ -6,6 +6,7 @@ import { Broker, type BrokerHooks } from "./broker/broker.ts";
 import { Gossip, loadOrCreateNodeId, nextIncarnation } from "./cluster/gossip/mod.ts";
 import { ClusterNode } from "./cluster/cluster.ts";
 import { ClusterBridge } from "./cluster/bridge.ts";
+import { attachGroups } from "./cluster/group_offsets.ts";
 import { RAFT_FRAME_PAYLOAD_BYTES_MAX, Transport } from "./cluster/transport.ts";
 import { RaftWal } from "./cluster/raft/wal.ts";
 import { NotFound } from "./io/errors.ts";
@@ -230,5 +231,6 @@ function startReplication(
   );
   const bridge = new ClusterBridge(env, cluster, gossip);
   broker.cluster = bridge;
+  attachGroups(broker.groups, cluster);
   return { cluster, bridge };
 }

@@ -20,6 +20,7 @@ import {
   type MetadataRequest,
   type MetadataResponse,
   type MetadataTopic,
+  type OpName,
   type ProduceRequest,
   type ProduceResponse,
   Start,
@@ -105,7 +106,13 @@ export class Broker {
     });
     this.groups = new Groups(env, opts.dataDir, {
       partitionsOf: (topic) => this.#topics.get(topic)?.partitions.length ?? 0,
-      log: (topic, partition) => this.#topics.get(topic)?.partitions[partition]?.log ?? null,
+      log: (topic, partition) => {
+        const held = this.cluster === null || this.cluster.holds(topic, partition);
+        return held ? this.#topics.get(topic)?.partitions[partition]?.log ?? null : null;
+      },
+      remote: (topic, partition) =>
+        this.cluster !== null && !this.cluster.holds(topic, partition) &&
+        this.#topics.get(topic)?.partitions[partition] !== undefined,
     });
   }
 
@@ -336,6 +343,20 @@ export class Broker {
     return this.#topics.get(name);
   }
 
+  /**
+   * Runs a consumer-group request where groups are coordinated: here on a single node; in a
+   * cluster on the metadata group's leader, forwarding it there (once) from any other node.
+   */
+  groupRequest<R>(
+    op: OpName,
+    body: object,
+    forwarded: boolean,
+    local: () => R | Promise<R>,
+  ): Promise<R> {
+    if (this.cluster === null) return Promise.resolve().then(local);
+    return this.cluster.atCoordinator(op, body, forwarded, local);
+  }
+
   /** Deletes a topic; its subscribers' subscriptions end. */
   async deleteTopic(name: string, forwarded = false): Promise<void> {
     if (this.cluster !== null) {
@@ -436,7 +457,7 @@ export class Broker {
     const nodes = me === undefined
       ? [{ id: self, host: "", clientPort: 0 }]
       : [{ id: self, host: me.host, clientPort: me.clientPort }];
-    return { nodes, topics };
+    return { nodes, topics, controller: "" };
   }
 
   /**

@@ -11,6 +11,7 @@ import type {
   InitProducerIdResponse,
   MetadataRequest,
   MetadataResponse,
+  OpName,
   ProduceRequest,
   ProduceResponse,
 } from "../protocol/messages.ts";
@@ -29,6 +30,16 @@ export interface BrokerCluster {
   /** A producer id unique in the whole cluster. */
   initProducerId(forwarded: boolean): Promise<InitProducerIdResponse>;
   metadata(req: MetadataRequest): MetadataResponse;
+  /**
+   * Runs a consumer-group request on the group coordinator: `local` if this node coordinates,
+   * else the request (`op` with `body`) is forwarded to the coordinator and its answer returned.
+   */
+  atCoordinator<R>(
+    op: OpName,
+    body: object,
+    forwarded: boolean,
+    local: () => R | Promise<R>,
+  ): Promise<R>;
   /** True if this node holds a replica of the partition (and so may serve reads of it). */
   holds(topic: string, partition: number): boolean;
 }

@@ -44,6 +44,7 @@ import {
 } from "../protocol/messages.ts";
 import type { Broker } from "./broker.ts";
 import { FORWARD_CLIENT_ID } from "./cluster_hooks.ts";
+import type { Groups } from "./groups/groups.ts";
 import type { DeliverySink, Subscription } from "./subscription.ts";
 
 /** Bytes asked of the socket per read. */
@@ -421,6 +422,15 @@ function forwarded(c: Connection): boolean {
   return c.clientId === FORWARD_CLIENT_ID;
 }
 
+function atCoordinator<R>(
+  c: Connection,
+  op: OpName,
+  body: object,
+  local: (groups: Groups) => R | Promise<R>,
+): Promise<R> {
+  return c.broker.groupRequest(op, body, forwarded(c), () => local(c.broker.groups));
+}
+
 const HANDLERS: Partial<Record<OpName, Handler>> = {
   HELLO: (c, p) => c.hello(req<HelloRequest>("HELLO", p)),
   PING: (_c, p) => (req("PING", p), {}),
@@ -463,16 +473,32 @@ const HANDLERS: Partial<Record<OpName, Handler>> = {
       .then(
         () => ({}),
       ),
-  GROUP_HEARTBEAT: (c, p) =>
-    c.broker.groups.heartbeat(req<GroupHeartbeatRequest>("GROUP_HEARTBEAT", p), c.clientId),
-  GROUP_LEAVE: (c, p) => (c.broker.groups.leave(req<GroupLeaveRequest>("GROUP_LEAVE", p)), {}),
-  OFFSET_COMMIT: (c, p) =>
-    c.broker.groups.commit(req<OffsetCommitRequest>("OFFSET_COMMIT", p)).then(() => ({})),
-  OFFSET_FETCH: (c, p) => c.broker.groups.fetch(req<OffsetFetchRequest>("OFFSET_FETCH", p)),
-  LIST_GROUPS: (c, p) => (req("LIST_GROUPS", p), c.broker.groups.list()),
-  DESCRIBE_GROUP: (c, p) =>
-    c.broker.groups.describe(req<{ group: string }>("DESCRIBE_GROUP", p).group),
-  RESET_OFFSETS: (c, p) => c.broker.groups.reset(req<ResetOffsetsRequest>("RESET_OFFSETS", p)),
+  // Group requests run on the group coordinator (in a cluster, the metadata group's leader).
+  GROUP_HEARTBEAT: (c, p) => {
+    const r = req<GroupHeartbeatRequest>("GROUP_HEARTBEAT", p);
+    return atCoordinator(c, "GROUP_HEARTBEAT", r, (g) => g.heartbeat(r, c.clientId));
+  },
+  GROUP_LEAVE: (c, p) => {
+    const r = req<GroupLeaveRequest>("GROUP_LEAVE", p);
+    return atCoordinator(c, "GROUP_LEAVE", r, (g) => (g.leave(r), {}));
+  },
+  OFFSET_COMMIT: (c, p) => {
+    const r = req<OffsetCommitRequest>("OFFSET_COMMIT", p);
+    return atCoordinator(c, "OFFSET_COMMIT", r, (g) => g.commit(r).then(() => ({})));
+  },
+  OFFSET_FETCH: (c, p) => {
+    const r = req<OffsetFetchRequest>("OFFSET_FETCH", p);
+    return atCoordinator(c, "OFFSET_FETCH", r, (g) => g.fetch(r));
+  },
+  LIST_GROUPS: (c, p) => atCoordinator(c, "LIST_GROUPS", req("LIST_GROUPS", p), (g) => g.list()),
+  DESCRIBE_GROUP: (c, p) => {
+    const r = req<{ group: string }>("DESCRIBE_GROUP", p);
+    return atCoordinator(c, "DESCRIBE_GROUP", r, (g) => g.describe(r.group));
+  },
+  RESET_OFFSETS: (c, p) => {
+    const r = req<ResetOffsetsRequest>("RESET_OFFSETS", p);
+    return atCoordinator(c, "RESET_OFFSETS", r, (g) => g.reset(r));
+  },
   CLUSTER_MEMBERS: (c, p) => (req("CLUSTER_MEMBERS", p), c.broker.clusterMembers()),
   METADATA: (c, p) => c.broker.metadata(req<MetadataRequest>("METADATA", p)),
 };

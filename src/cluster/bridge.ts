@@ -158,6 +158,28 @@ export class ClusterBridge implements BrokerCluster {
     return this.#node.holds(topic, partition);
   }
 
+  async atCoordinator<R>(
+    op: OpName,
+    body: object,
+    forwarded: boolean,
+    local: () => R | Promise<R>,
+  ): Promise<R> {
+    // The metadata group's leader coordinates every group: it applies their commits, and it
+    // answers only once it has applied everything its predecessors committed (a read from a
+    // leader elected a moment ago could otherwise show an offset older than one acknowledged).
+    const g = this.#node.metaGroup;
+    if (g !== null && g.isLeader) {
+      if (!g.readable) {
+        throw new GregorError(
+          ErrorCode.NOT_LEADER,
+          `The group coordinator was just elected and is catching up (${op}); retry`,
+        );
+      }
+      return await local();
+    }
+    return await this.#forward<R>(this.#node.controller, op, body, forwarded);
+  }
+
   async #atController<T extends object>(
     local: () => Promise<void>,
     op: OpName,

@@ -119,6 +119,12 @@ export class ClusterNode {
   readonly #adopted = new Map<string, number>();
   readonly #stop = new AbortController();
   #metaGroup: RaftGroup | null = null;
+  /**
+   * Told when this node starts or stops leading the metadata group (and so coordinating every
+   * consumer group): the term it leads in, or null.
+   */
+  onCoordinating: (term: number | null) => void = () => {};
+  #coordinatingTerm: number | null = null;
   /** Work run one at a time: reconciling replicas after metadata changes. */
   #chain: Promise<void> = Promise.resolve();
 
@@ -210,6 +216,11 @@ export class ClusterNode {
       throw new GregorError(ErrorCode.NOT_LEADER, "The cluster has no metadata group yet");
     }
     return await g.propose(encodeCommand(c));
+  }
+
+  /** Commits (or resets) a consumer group's offsets through the metadata group. */
+  async commitOffsets(group: string, offsets: [string, number][], reset: boolean): Promise<void> {
+    await this.propose({ op: "commitOffsets", group, offsets, ...(reset ? { reset } : {}) });
   }
 
   /** Reserves `count` producer ids unique in the cluster; returns the first. */
@@ -320,7 +331,7 @@ export class ClusterNode {
       host: m.host,
       clientPort: m.clientPort,
     }));
-    return { nodes, topics };
+    return { nodes, topics, controller: this.controller ?? "" };
   }
 
   #leaderOf(topic: string, partition: number): string {
@@ -504,6 +515,7 @@ export class ClusterNode {
       onLeaderChange: () => {
         this.stats.leaderChanges++;
         this.#publishLeads();
+        if (name === META_GROUP) this.#coordinatingChanged();
       },
       onProposalLost: () => void this.stats.proposalsLost++,
       onCompacted: () => void (name === META_GROUP && this.stats.metaCompactions++),
@@ -520,6 +532,14 @@ export class ClusterNode {
     // later creation of the topic never reach this one.
     const r = this.#replicas.get(group.slice(0, group.lastIndexOf("@")));
     if (r !== undefined && r.wire === group) r.group.receive(data);
+  }
+
+  #coordinatingChanged(): void {
+    const g = this.#metaGroup;
+    const term = g !== null && g.isLeader ? g.term : null;
+    if (term === this.#coordinatingTerm) return;
+    this.#coordinatingTerm = term;
+    this.onCoordinating(term);
   }
 
   /** Publishes in gossip which partitions this node leads (clients route by it). */
@@ -539,7 +559,7 @@ export class ClusterNode {
   // --- Replicas ---------------------------------------------------------------------------
 
   #changed(c: MetaCommand): void {
-    if (c.op === "allocateProducerIds") return;
+    if (c.op === "allocateProducerIds" || c.op === "commitOffsets") return;
     const name = c.op === "createTopic" ? c.topic.name : c.name;
     this.#chain = this.#chain.then(() => this.#reconcile(name)).catch((err) =>
       this.#o.onFatal(`Cannot open the replicas of ${name}: ${(err as Error).message}`)

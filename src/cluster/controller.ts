@@ -25,7 +25,20 @@ export type MetaCommand =
   | { op: "deleteTopic"; name: string }
   | { op: "addPartitions"; name: string; replicas: string[][] }
   | { op: "alterTopic"; name: string; configs: Record<string, string> }
-  | { op: "allocateProducerIds"; count: number };
+  | { op: "allocateProducerIds"; count: number }
+  | {
+    op: "commitOffsets";
+    group: string;
+    /** [topic-partition key, offset] pairs. */
+    offsets: [string, number][];
+    /** A reset sets offsets as given; a commit never moves one backwards. */
+    reset?: boolean;
+  };
+
+/** Offsets one group may hold at most in the replicated metadata. */
+export const META_OFFSETS_PER_GROUP_MAX = 100_000;
+/** Committed offsets the whole metadata may hold (they travel in every snapshot). */
+export const META_OFFSETS_MAX = 1_000_000;
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -40,6 +53,9 @@ export class MetaState implements StateMachine {
   readonly topics = new Map<string, TopicMeta>();
   /** The first producer id not yet handed out in a block. */
   nextProducerId = 0;
+  /** Consumer groups' committed offsets: group → topic-partition key → offset. */
+  readonly offsets = new Map<string, Map<string, number>>();
+  #offsetCount = 0;
   /** Told after the state was replaced by a snapshot's image. */
   onRestore: () => void = () => {};
   /** Told of every applied command, after it changed the state. */
@@ -63,12 +79,16 @@ export class MetaState implements StateMachine {
       case "deleteTopic":
         this.#topic(c.name);
         this.topics.delete(c.name);
+        this.#forgetOffsets(c.name);
         break;
       case "addPartitions":
         this.#topic(c.name).replicas.push(...c.replicas);
         break;
       case "alterTopic":
         Object.assign(this.#topic(c.name).configs, c.configs);
+        break;
+      case "commitOffsets":
+        this.#commitOffsets(c.group, c.offsets, c.reset === true);
         break;
       default:
         throw new GregorError(ErrorCode.INTERNAL, `Unknown metadata command`);
@@ -84,16 +104,59 @@ export class MetaState implements StateMachine {
     return t;
   }
 
+  /**
+   * Applies a group's commit. The same entry applies identically everywhere: limits are checked
+   * against the replicated state, and a commit keeps the larger of the stored and the new offset
+   * (a commit that raced a newer one, e.g. from a coordinator that lost its leadership, loses).
+   */
+  #commitOffsets(group: string, offsets: [string, number][], reset: boolean): void {
+    const stored = this.offsets.get(group) ?? new Map<string, number>();
+    const added = new Set(offsets.map(([k]) => k).filter((k) => !stored.has(k))).size;
+    if (
+      stored.size + added > META_OFFSETS_PER_GROUP_MAX ||
+      this.#offsetCount + added > META_OFFSETS_MAX
+    ) {
+      throw new GregorError(
+        ErrorCode.LIMIT_EXCEEDED,
+        `Group ${group} would hold ${stored.size + added} offsets (at most ` +
+          `${META_OFFSETS_PER_GROUP_MAX}; the cluster holds ${this.#offsetCount} of ${META_OFFSETS_MAX})`,
+      );
+    }
+    for (const [key, offset] of offsets) {
+      const before = stored.get(key);
+      stored.set(key, reset || before === undefined ? offset : Math.max(before, offset));
+    }
+    this.#offsetCount += added;
+    if (stored.size > 0) this.offsets.set(group, stored);
+  }
+
+  /** Drops a deleted topic's offsets from every group. */
+  #forgetOffsets(topic: string): void {
+    const prefix = `${topic}\u0000`;
+    for (const [group, stored] of this.offsets) {
+      for (const key of [...stored.keys()]) {
+        if (!key.startsWith(prefix)) continue;
+        stored.delete(key);
+        this.#offsetCount--;
+      }
+      if (stored.size === 0) this.offsets.delete(group);
+    }
+  }
+
   /** The whole state, for a snapshot. */
   image(): Uint8Array {
-    return encoder.encode(
-      JSON.stringify({ topics: [...this.topics.values()], nextProducerId: this.nextProducerId }),
-    );
+    return encoder.encode(JSON.stringify({
+      topics: [...this.topics.values()],
+      nextProducerId: this.nextProducerId,
+      offsets: [...this.offsets].map(([group, stored]) => [group, [...stored]]),
+    }));
   }
 
   restore(snapshot: Snapshot): void {
     this.topics.clear();
     this.nextProducerId = 0;
+    this.offsets.clear();
+    this.#offsetCount = 0;
     if (snapshot.data.length === 0) {
       this.onRestore();
       return;
@@ -101,9 +164,15 @@ export class MetaState implements StateMachine {
     const image = JSON.parse(decoder.decode(snapshot.data)) as {
       topics: TopicMeta[];
       nextProducerId: number;
+      /** Absent in images written before groups were replicated. */
+      offsets?: [string, [string, number][]][];
     };
     for (const t of image.topics) this.topics.set(t.name, t);
     this.nextProducerId = image.nextProducerId;
+    for (const [group, stored] of image.offsets ?? []) {
+      this.offsets.set(group, new Map(stored));
+      this.#offsetCount += stored.length;
+    }
     this.onRestore();
   }
 }

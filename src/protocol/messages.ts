@@ -252,6 +252,7 @@ export const SCHEMAS = {
           }],
         ],
       }],
+      ["controller", "string"],
     ],
   },
   CLUSTER_MEMBERS: {
@@ -597,6 +598,11 @@ export interface MetadataTopic {
 export interface MetadataResponse {
   nodes: MetadataNode[];
   topics: MetadataTopic[];
+  /**
+   * The node leading the metadata group, which also coordinates every consumer group; `""` if
+   * none is known (or outside a cluster, where the node asked does both).
+   */
+  controller: string;
 }
 export interface ErrorPayload {
   code: number;

@@ -105,6 +105,8 @@ export class GroupCoordinator {
   readonly #fenced = new Map<string, string>();
   /** The last generation of groups that emptied and were forgotten. */
   readonly #lastGeneration = new Map<string, number>();
+  /** Generations of groups created from now on start here (see `restart`). */
+  #generationBase = 0;
   events: CoordinatorEvents = NO_EVENTS;
 
   constructor(
@@ -169,6 +171,19 @@ export class GroupCoordinator {
     const group = this.#groups.get(groupName);
     this.#member(group, groupName, memberId);
     this.#remove(group as Group, memberId, "left");
+  }
+
+  /**
+   * Forgets every member, as a coordinator that just took over (or gave up) the role. Groups
+   * created afterwards number their generations from `generationBase`, which the caller makes
+   * larger than any generation an earlier coordinator could have handed out, so a generation
+   * names one coordinator's view of a group and no other.
+   */
+  restart(generationBase: number): void {
+    this.#groups.clear();
+    this.#fenced.clear();
+    this.#lastGeneration.clear();
+    this.#generationBase = generationBase;
   }
 
   /** Removes members silent for longer than their session timeout; returns how many. */
@@ -301,7 +316,7 @@ export class GroupCoordinator {
   #newGroup(name: string, assignor: string): Group {
     const g: Group = {
       name,
-      generation: this.#lastGeneration.get(name) ?? 0,
+      generation: this.#lastGeneration.get(name) ?? this.#generationBase,
       assignor: assignor === "" ? DEFAULT_ASSIGNOR : assignor,
       members: new Map(),
       target: new Map(),

@@ -20,14 +20,19 @@ import {
 import type { Log } from "../log.ts";
 import { parseTpKey, tpKey } from "./assignors.ts";
 import { checkGroupName, type CoordinatorOptions, GroupCoordinator } from "./coordinator.ts";
-import { OffsetStore } from "./offset_store.ts";
+import { type OffsetBackend, OffsetStore } from "./offset_store.ts";
 
 /** What groups need to know of the broker's topics. */
 export interface GroupTopics {
   /** Partitions of `topic`, 0 if it does not exist. */
   partitionsOf(topic: string): number;
-  /** The log of one partition, or null if there is none. */
+  /** The log of one partition, or null if there is none here. */
   log(topic: string, partition: number): Log | null;
+  /**
+   * True if the partition exists but its log lives on other nodes (in a cluster): commits to it
+   * are not checked against its end, and its end is reported as -1 (unknown here).
+   */
+  remote?(topic: string, partition: number): boolean;
 }
 
 /** Commit entries one request may carry at most. */
@@ -36,7 +41,7 @@ export const COMMIT_OFFSETS_MAX = 10_000;
 /** The broker's consumer groups. */
 export class Groups {
   readonly coordinator: GroupCoordinator;
-  readonly #store: OffsetStore;
+  #store: OffsetBackend;
   readonly #topics: GroupTopics;
   readonly #env: Env;
   /** Told of each commit that passed the ownership fence, before it is written (for checkers). */
@@ -67,6 +72,14 @@ export class Groups {
   /** Loads committed offsets (at start). */
   load(): Promise<void> {
     return this.#store.load();
+  }
+
+  /**
+   * Keeps offsets in `backend` from now on (a clustered broker's replicated metadata). Offsets
+   * this node committed on its own disk before are left there, unread.
+   */
+  useBackend(backend: OffsetBackend): void {
+    this.#store = backend;
   }
 
   heartbeat(req: GroupHeartbeatRequest, clientId: string): GroupHeartbeatResponse {
@@ -104,13 +117,15 @@ export class Groups {
     for (const o of req.offsets) {
       const key = tpKey(o.topic, o.partition);
       const log = this.#topics.log(o.topic, o.partition);
-      if (log === null) {
+      const remote = log === null && this.#topics.remote?.(o.topic, o.partition) === true;
+      if (log === null && !remote) {
         throw new GregorError(
           ErrorCode.UNKNOWN_PARTITION,
           `Topic ${o.topic} has no partition ${o.partition}`,
         );
       }
-      const end = log.nextOffset;
+      // A partition held on other nodes: its end is not known here, only that offsets are >= 0.
+      const end = log?.nextOffset ?? Number.MAX_SAFE_INTEGER;
       const before = this.#store.latest(req.group, key) ?? -1;
       if (!Number.isSafeInteger(o.offset) || o.offset < 0 || o.offset > end) {
         throw new GregorError(
@@ -128,7 +143,7 @@ export class Groups {
       entries.push([key, o.offset]);
     }
     this.onCommit(req);
-    await this.#durably(() => this.#store.commit(req.group, entries));
+    await this.#durably(() => this.#store.commit(req.group, entries, false));
   }
 
   /** Committed offsets with each partition's end (lag = end - offset). */
@@ -208,6 +223,10 @@ export class Groups {
     const offsets: GroupOffset[] = [];
     for (const partition of ids) {
       const log = this.#topics.log(req.topic, partition);
+      if (log === null && this.#topics.remote?.(req.topic, partition) === true) {
+        offsets.push({ topic: req.topic, partition, ...remoteResetTarget(req, partition) });
+        continue;
+      }
       if (log === null) {
         throw new GregorError(
           ErrorCode.UNKNOWN_PARTITION,
@@ -232,7 +251,7 @@ export class Groups {
       const entries = offsets.map((o) =>
         [tpKey(o.topic, o.partition), o.offset] as [string, number]
       );
-      await this.#durably(() => this.#store.commit(req.group, entries));
+      await this.#durably(() => this.#store.commit(req.group, entries, true));
     }
     return { offsets };
   }
@@ -254,6 +273,25 @@ export class Groups {
       );
     }
   }
+}
+
+/**
+ * Where RESET_OFFSETS puts a partition whose log is on other nodes: only an explicit offset can be
+ * set without reading the log (a consumer starting past the end reads from the end).
+ */
+function remoteResetTarget(
+  req: ResetOffsetsRequest,
+  partition: number,
+): { offset: number; highWatermark: number } {
+  if (req.to !== Start.offset) {
+    throw new GregorError(
+      ErrorCode.INVALID_REQUEST,
+      `Partition ${req.topic}/${partition} has no replica on the group coordinator, which would ` +
+        `need its log to reset to the earliest, latest or a timestamp; reset it to an explicit ` +
+        `offset instead`,
+    );
+  }
+  return { offset: Math.max(0, req.value), highWatermark: -1 };
 }
 
 /** Where RESET_OFFSETS puts one partition: offsets are clipped to the log's range. */

@@ -20,8 +20,29 @@ interface GroupOffsets {
   writing: boolean;
 }
 
+/** Where a broker's groups keep committed offsets: on its own disk, or replicated in a cluster. */
+export interface OffsetBackend {
+  /** Reads the offsets back (at start). */
+  load(): Promise<void>;
+  /** The committed offset of a partition ("topic\0partition") that readers may see, if any. */
+  get(group: string, key: string): number | undefined;
+  /** The latest offset, committed or still being committed (for ordering checks). */
+  latest(group: string, key: string): number | undefined;
+  /** Every committed offset of a group that readers may see. */
+  entries(group: string): [string, number][];
+  /** Groups that have committed offsets. */
+  groups(): string[];
+  /**
+   * Sets offsets and resolves once they are durable (throws if that fails). A reset may move
+   * offsets backwards; a commit has been checked by the caller not to.
+   */
+  commit(group: string, offsets: readonly [string, number][], reset: boolean): Promise<void>;
+  /** Drops a deleted topic's offsets from every group. */
+  forgetTopic(topic: string): Promise<void>;
+}
+
 /** Where groups' committed offsets live: `<dataDir>/groups/<group>.json`. */
-export class OffsetStore {
+export class OffsetStore implements OffsetBackend {
   readonly #env: Env;
   readonly #dir: string;
   readonly #groups = new Map<string, GroupOffsets>();
@@ -78,7 +99,7 @@ export class OffsetStore {
   }
 
   /** Sets offsets and resolves once they are durable (throws if the write fails). */
-  commit(group: string, offsets: readonly [string, number][]): Promise<void> {
+  commit(group: string, offsets: readonly [string, number][], _reset = false): Promise<void> {
     const g = this.#group(group);
     const added = offsets.filter(([key]) => !g.offsets.has(key)).length;
     if (g.offsets.size + added > OFFSETS_PER_GROUP_MAX) {

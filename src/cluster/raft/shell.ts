@@ -85,6 +85,8 @@ export class RaftGroup {
   readonly #o: RaftGroupOptions;
   readonly #pending = new Map<number, Pending>();
   readonly #stop = new AbortController();
+  /** The term of the last entry applied. */
+  #appliedTerm = 0;
   #looping = false;
   #again = false;
   #failed: string | null = null;
@@ -134,6 +136,15 @@ export class RaftGroup {
 
   get isLeader(): boolean {
     return this.node.role === "leader" && !this.stopped;
+  }
+
+  /**
+   * True while this node leads and has applied an entry of its own term (the no-op a new leader
+   * appends): everything committed before its election is then applied here too, so its state
+   * machine may answer reads without going back on what an earlier leader acknowledged.
+   */
+  get readable(): boolean {
+    return this.isLeader && this.#appliedTerm === this.node.term;
   }
 
   /** True once the store failed or the group was stopped. */
@@ -318,6 +329,7 @@ export class RaftGroup {
   }
 
   async #apply(e: Entry): Promise<void> {
+    this.#appliedTerm = e.term;
     let result: unknown = undefined;
     let error: unknown = null;
     if (e.kind === "normal") {
