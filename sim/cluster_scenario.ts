@@ -39,6 +39,12 @@ export interface ClusterOptions {
   bugVoteWithoutLogCheck: number;
   /** 1: produces are acknowledged before they commit (a planted bug). */
   bugAckBeforeCommit: number;
+  /**
+   * Bytes each partition replica keeps (-1: the default, more than a run writes). Small values
+   * make retention drop old batches, the partitions' Raft logs compact, and replicas far behind or
+   * restarting restore from a partition snapshot.
+   */
+  replicaRetentionBytes: number;
 }
 
 const CLIENT_PORT = 7070;
@@ -65,6 +71,7 @@ export function clusterOptions(
     faults: "swarm",
     bugVoteWithoutLogCheck: 0,
     bugAckBeforeCommit: 0,
+    replicaRetentionBytes: r.float() < 0.5 ? r.int(600, 4_000) : -1,
     ...overrides,
   };
 }
@@ -93,6 +100,10 @@ export async function runCluster(opts: ClusterOptions): Promise<RunResult> {
     reducedFactor: 0,
     metaCompactions: 0,
     metaRestores: 0,
+    replicaCompactions: 0,
+    replicaRestores: 0,
+    replicaSnapshotStarts: 0,
+    retentionDropped: 0,
     storageReports: 0,
     walRepairs: 0,
     retriedSends: 0,
@@ -123,6 +134,9 @@ export async function runCluster(opts: ClusterOptions): Promise<RunResult> {
                 ? { plantedBugs: { voteWithoutLogCheck: true } }
                 : {}),
               ...(opts.bugAckBeforeCommit === 1 ? { plantedAckBeforeCommit: true } : {}),
+              ...(opts.replicaRetentionBytes >= 0
+                ? { replicaRetentionBytes: opts.replicaRetentionBytes }
+                : {}),
             },
           },
           hooks: brokerHooks(ctl, (msg) => {
@@ -264,6 +278,12 @@ export async function runCluster(opts: ClusterOptions): Promise<RunResult> {
   stats.consumerReads = reads.length;
   stats.metaCompactions = clusterNodes.reduce((n, c) => n + c.stats.metaCompactions, 0);
   stats.metaRestores = clusterNodes.reduce((n, c) => n + c.stats.metaRestores, 0);
+  stats.replicaCompactions = clusterNodes.reduce((n, c) => n + c.stats.replicaCompactions, 0);
+  stats.replicaRestores = clusterNodes.reduce((n, c) => n + c.stats.replicaRestores, 0);
+  stats.replicaSnapshotStarts = clusterNodes.reduce(
+    (n, c) => n + c.stats.replicaSnapshotStarts,
+    0,
+  );
   return runResult(sim, {
     scenario: "cluster",
     seed: opts.seed,
@@ -416,7 +436,7 @@ async function verify(
   names: string[],
   opts: ClusterOptions,
   sent: Sent[],
-  stats: { reducedFactor: number },
+  stats: { reducedFactor: number; retentionDropped: number },
   reads: { partition: number; offset: number; value: string }[],
 ): Promise<string[]> {
   const out: string[] = [];
@@ -434,25 +454,30 @@ async function verify(
       );
     }
     if (named.length < Math.min(opts.replicationFactor, opts.nodes)) stats.reducedFactor++;
+    // Retention may have dropped a replica's oldest batches: replicas must agree wherever both
+    // still hold an offset, and the union of what they hold is the partition.
     let reference: string[] | null = null;
+    /** The lowest offset any replica still holds: below it, retention dropped the data. */
+    let retainedFrom = Infinity;
     for (const name of names) {
       const node = running.get(name);
       if (node?.cluster?.holds(TOPIC, p) !== true) continue;
       const log = node.broker.knownTopic(TOPIC)!.partitions[p]!.log;
+      retainedFrom = Math.min(retainedFrom, log.logStartOffset);
       const values = await readValues(log);
-      if (reference === null) reference = values;
-      const n = Math.min(reference.length, values.length);
-      for (let i = 0; i < n; i++) {
-        if (reference[i] !== values[i]) {
+      if (reference === null) reference = [];
+      for (let i = log.logStartOffset; i < values.length; i++) {
+        if (reference[i] !== undefined && reference[i] !== values[i]) {
           out.push(
             `replicas of ${TOPIC}/${p} differ at offset ${i}: ${reference[i]} vs ${values[i]}`,
           );
           break;
         }
+        reference[i] = values[i]!;
       }
-      if (values.length > reference.length) reference = values;
     }
     const values = reference ?? [];
+    const dropped = (offset: number) => values[offset] === undefined && offset < retainedFrom;
     const seen = new Map<string, number>();
     values.forEach((v, offset) => {
       if (!sentValues.has(v)) {
@@ -465,6 +490,10 @@ async function verify(
     });
     for (const s of sent) {
       if (s.partition !== p || s.offset === null) continue;
+      if (dropped(s.offset)) {
+        stats.retentionDropped++;
+        continue;
+      }
       if (values[s.offset] !== s.value) {
         out.push(
           `${s.value} was acknowledged at ${TOPIC}/${p}:${s.offset} but ${
@@ -479,6 +508,7 @@ async function verify(
       }
     }
     for (const r of reads.filter((r) => r.partition === p)) {
+      if (dropped(r.offset)) continue;
       if (values[r.offset] !== r.value) {
         out.push(
           `a consumer read ${r.value} at ${TOPIC}/${p}:${r.offset}, but ${

@@ -70,6 +70,8 @@ export interface ClusterConfig {
     plantedBugs?: { commitPriorTermByCount?: boolean; voteWithoutLogCheck?: boolean };
     /** A deliberate bug: acknowledge produces before they commit (planted-bug tests only). */
     plantedAckBeforeCommit?: boolean;
+    /** Bytes a partition replica keeps when its topic sets no retention.bytes (default 256 MiB). */
+    replicaRetentionBytes?: number;
     /** Metadata entries between snapshots of the metadata log. */
     metaCompactEvery?: number;
   };

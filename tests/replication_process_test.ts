@@ -40,17 +40,18 @@ Deno.test({
     const clients: Client[] = [];
     try {
       for (const p of procs) clients.push(await connectTo(p));
-      // The cluster assembles itself; the topic is created once the metadata group has a leader.
-      const deadline = Date.now() + 30_000;
-      for (;;) {
-        try {
-          await clients[0]!.admin.createTopic(TOPIC, { partitions: 1 });
-          break;
-        } catch (err) {
-          if (Date.now() > deadline) throw err;
-          await sleep(200);
+      // The cluster assembles itself; the topic is created once every node is a member (a topic
+      // created before a node joined would get fewer replicas) and the metadata group leads.
+      await retry("the cluster forms", async () => {
+        const m = await clients[0]!.admin.metadata([]);
+        if (m.nodes.length < 3 || m.controller === "") {
+          throw new Error(`${m.nodes.length} nodes, controller "${m.controller}"`);
         }
-      }
+      });
+      await retry("create", () => clients[0]!.admin.createTopic(TOPIC, { partitions: 1 }));
+      const replicas = (await clients[0]!.admin.metadata([TOPIC])).topics[0]!.partitions[0]!
+        .replicas;
+      assert.equal(replicas.length, 3, "the topic has a replica on every node");
       const sent: { value: string; offset: number | null; via: Producer }[] = [];
       let producing = true;
       // The producer talks to every node in turn (each forwards to the leader); it never talks to
@@ -114,7 +115,14 @@ Deno.test({
           if (produceMs < 0 && acked > ackedBefore + 5) produceMs = Date.now() - killedAt;
           await sleep(10);
         }
-        assert.ok(leaderMs >= 0 && produceMs >= 0, `no failover within 30 s of kill ${kill + 1}`);
+        const survivors = procs.filter((_, k) => k !== victim);
+        assert.ok(
+          leaderMs >= 0 && produceMs >= 0,
+          `no failover within 30 s of kill ${kill + 1} of ${leader}: new leader named after ` +
+            `${leaderMs} ms, produce acknowledged after ${produceMs} ms (-1: never); the ` +
+            `survivors' last log lines:\n` +
+            survivors.map((p) => p.lines.slice(-8).join("\n")).join("\n--\n"),
+        );
         failovers.push({ leaderMs, produceMs });
         // The killed node comes back on the same ports and data directory.
         clients[victim]!.close();
@@ -226,6 +234,97 @@ Deno.test({
           ]);
         });
       }
+    } finally {
+      await cleanUp(root, procs, clients);
+    }
+  },
+});
+
+/** Bytes of every file under `dir`. */
+async function bytesUnder(dir: string): Promise<number> {
+  let total = 0;
+  for await (const e of Deno.readDir(dir)) {
+    const path = `${dir}/${e.name}`;
+    total += e.isDirectory ? await bytesUnder(path) : (await Deno.stat(path)).size;
+  }
+  return total;
+}
+
+Deno.test({
+  name:
+    "3 replicating brokers: a partition keeps its retention, and the Raft logs behind it stay bounded",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const root = await Deno.makeTempDir({ prefix: "gregormq-raft-" });
+    const { procs, ports, seeds } = await startCluster(root);
+    const clients: Client[] = [];
+    const RETENTION = 64 * 1024;
+    const COUNT = 8 * 1024; // 1 KiB each: 8 MiB written, 128 times the retention
+    try {
+      for (const p of procs) clients.push(await connectTo(p));
+      await retry("the cluster forms", async () => {
+        const m = await clients[0]!.admin.metadata([]);
+        if (m.nodes.length < 3) throw new Error(`${m.nodes.length} nodes`);
+      });
+      const c = clients[1]!;
+      await retry("create", () =>
+        c.admin.createTopic("bounded", {
+          partitions: 1,
+          configs: { "retention.bytes": String(RETENTION) },
+        }));
+      // Batches of at most 16 KiB: a log keeps its newest batch whatever its size.
+      const producer = c.producer({
+        acks: "quorum",
+        deliveryTimeoutMs: 60_000,
+        batchRecordsMax: 16,
+      });
+      const pad = "x".repeat(1000);
+      const inFlight = new Set<Promise<unknown>>();
+      for (let i = 0; i < COUNT; i++) {
+        const p = producer.send("bounded", { value: `b${i}-${pad}`, partition: 0 });
+        inFlight.add(p);
+        void p.finally(() => inFlight.delete(p));
+        if (inFlight.size >= 500) await Promise.race(inFlight);
+      }
+      await Promise.all(inFlight);
+      // Every replica applies the topic's retention; the WAL behind it was compacted to match.
+      const walBytes: number[] = [];
+      for (let k = 0; k < 3; k++) {
+        await retry(`node ${k} holds the tail`, async () => {
+          const d = (await clients[k]!.admin.describeTopic("bounded")).partitions[0]!;
+          assert.equal(d.highWatermark, COUNT);
+          assert.ok(d.logStartOffset > 0, "retention dropped the oldest batches");
+          assert.ok(d.sizeBytes <= RETENTION + 17 * 1024, `${d.sizeBytes} bytes kept`);
+        });
+        walBytes.push(await bytesUnder(`${root}/n${k}/raft/p`));
+      }
+      for (const b of walBytes) {
+        assert.ok(b < 1024 * 1024, `a node's partition WALs hold ${b} bytes`);
+      }
+
+      // A replica restarted on its compacted log starts from the snapshot and serves the tail.
+      procs[2]!.child.kill("SIGKILL");
+      await procs[2]!.child.status;
+      clients[2]!.close();
+      procs[2] = await startClusterNode(`${root}/n2`, ports[2]!, seeds);
+      clients[2] = await connectTo(procs[2]!);
+      const back = clients[2]!;
+      await retry("the restarted replica serves the tail", async () => {
+        const d = (await back.admin.describeTopic("bounded")).partitions[0]!;
+        assert.equal(d.highWatermark, COUNT);
+        const sub = await back.subscribe("bounded", { partition: 0, from: { offset: COUNT - 1 } });
+        for await (const m of sub) {
+          assert.equal(m.text(), `b${COUNT - 1}-${pad}`);
+          break;
+        }
+        await sub.close();
+      });
+      console.log(
+        `${COUNT} messages of 1 KiB through a 64 KiB retention: partition WALs per node ${
+          walBytes.map((b) => `${(b / 1024).toFixed(0)} KiB`).join(", ")
+        }`,
+      );
     } finally {
       await cleanUp(root, procs, clients);
     }

@@ -109,6 +109,18 @@ export class MemoryLog implements Log {
     return Promise.resolve({ baseOffset, lastOffset });
   }
 
+  /**
+   * Drops every batch; the next one appended gets offset `offset`. A replica restored from a
+   * snapshot starts over where the snapshot ends.
+   */
+  resetTo(offset: number): void {
+    this.#batches.length = 0;
+    this.#head = 0;
+    this.#start = offset;
+    this.#next = offset;
+    this.#size = 0;
+  }
+
   /** Changes the size limit and drops what is now over it. */
   setRetention(limits: { bytes: number }): void {
     this.#retentionBytes = limits.bytes;

@@ -48,6 +48,8 @@ interface CachedBatch {
   lastSeq: number;
   /** The base offset the log gave the batch; pending until its append completes. */
   baseOffset: Promise<number>;
+  /** The same offset once the append completed, -1 before. */
+  settled: number;
   /** False once the append failed (the batch was not stored). */
   stored: boolean;
 }
@@ -59,6 +61,17 @@ interface ProducerEntry {
   /** Newest last, at most PRODUCER_BATCHES_CACHED. */
   batches: CachedBatch[];
 }
+
+/**
+ * The idempotent producers of a partition as plain data: per producer its epoch, last sequence and
+ * cached batches as [first sequence, last sequence, base offset, stored 1/0].
+ */
+export type ProducersImage = {
+  id: number;
+  epoch: number;
+  lastSeq: number;
+  batches: [number, number, number, number][];
+}[];
 
 /** What `admit` decided. */
 export interface Admission {
@@ -112,7 +125,14 @@ export class PartitionProducers {
       this.#producers.set(h.producerId, entry);
       this.#evict();
     }
-    const cached: CachedBatch = { firstSeq, lastSeq, baseOffset: append(), stored: true };
+    const cached: CachedBatch = {
+      firstSeq,
+      lastSeq,
+      baseOffset: append(),
+      settled: -1,
+      stored: true,
+    };
+    cached.baseOffset.then((o) => (cached.settled = o), () => {});
     entry.lastSeq = lastSeq;
     entry.batches.push(cached);
     if (entry.batches.length > PRODUCER_BATCHES_CACHED) entry.batches.shift();
@@ -203,9 +223,47 @@ export class PartitionProducers {
       firstSeq: h.baseSequence,
       lastSeq,
       baseOffset: Promise.resolve(baseOffset),
+      settled: baseOffset,
       stored: true,
     });
     if (e.batches.length > PRODUCER_BATCHES_CACHED) e.batches.shift();
+  }
+
+  /**
+   * The whole state, least recently used producer first, for a replica's snapshot. Every append
+   * must have completed (a replica applies one batch at a time, so at a snapshot they have).
+   */
+  image(): ProducersImage {
+    return [...this.#producers].map(([id, e]) => ({
+      id,
+      epoch: e.epoch,
+      lastSeq: e.lastSeq,
+      batches: e.batches.map((b) => {
+        if (b.settled < 0 && b.stored) {
+          throw new RangeError(`Producer ${id}'s batch ${b.firstSeq} is still being appended`);
+        }
+        return [b.firstSeq, b.lastSeq, b.settled, b.stored ? 1 : 0];
+      }),
+    }));
+  }
+
+  /** Replaces the state with an image taken by `image()`. */
+  loadImage(image: ProducersImage): void {
+    this.#producers.clear();
+    for (const p of image) {
+      this.#producers.set(p.id, {
+        epoch: p.epoch,
+        lastSeq: p.lastSeq,
+        batches: p.batches.map(([firstSeq, lastSeq, settled, stored]) => ({
+          firstSeq,
+          lastSeq,
+          baseOffset: Promise.resolve(settled),
+          settled,
+          stored: stored === 1,
+        })),
+      });
+    }
+    this.#evict();
   }
 
   #evict(): void {

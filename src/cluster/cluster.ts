@@ -29,6 +29,18 @@ export const META_GROUP = "__meta";
 export const GOSSIP_META_KEY = "meta";
 /** Metadata voters a cluster aims for. */
 export const META_VOTERS_TARGET = 3;
+/** What a partition replica keeps when neither its topic nor the node say otherwise. */
+export const REPLICA_RETENTION_BYTES_DEFAULT = 256 * 1024 * 1024;
+/**
+ * What a partition replica keeps at most, whatever its topic asks: the replica's log lives in
+ * memory, and the Raft log behind it is rewritten whole at each compaction and each start.
+ */
+export const REPLICA_RETENTION_BYTES_MAX = 512 * 1024 * 1024;
+/** A replica checkpoints after this share of its retention was applied (so about 4 per fill). */
+const CHECKPOINTS_PER_RETENTION = 4;
+/** Smallest checkpoint interval, bytes. */
+const CHECKPOINT_BYTES_MIN = 256;
+
 /** Metadata entries applied after the last snapshot that trigger a compaction. */
 export const META_COMPACT_EVERY = 1000;
 /** Checks (100 ms apart) a node must stay the lowest live id before it founds a cluster. */
@@ -71,6 +83,11 @@ export interface ClusterOptions {
   electionTimeoutMs?: number;
   heartbeatIntervalMs?: number;
   openStore: OpenStore;
+  /**
+   * Bytes a partition replica keeps when its topic sets no `retention.bytes` (default
+   * REPLICA_RETENTION_BYTES_DEFAULT); the Raft log behind it is compacted to match.
+   */
+  replicaRetentionBytes?: number;
   /** Metadata entries between snapshots (default META_COMPACT_EVERY; tests use a few). */
   metaCompactEvery?: number;
   /** Deliberate Raft bugs, to prove the simulator's checkers catch them. Never set outside tests. */
@@ -93,6 +110,7 @@ interface Replica {
   dir: string;
   group: RaftGroup;
   partition: Partition;
+  machine: PartitionMachine;
   /**
    * The commit index persisted before this start: the log is served only once it is applied
    * again, so a restarted replica never shows a shorter log than it showed before.
@@ -106,7 +124,17 @@ interface Replica {
 export class ClusterNode {
   readonly meta = new MetaState();
   /** Proposals whose leader lost leadership before they applied (outcome unknown to it). */
-  readonly stats = { proposalsLost: 0, metaCompactions: 0, metaRestores: 0, leaderChanges: 0 };
+  readonly stats = {
+    proposalsLost: 0,
+    metaCompactions: 0,
+    metaRestores: 0,
+    leaderChanges: 0,
+    /** Partition Raft logs compacted, and replicas restored from a partition snapshot. */
+    replicaCompactions: 0,
+    replicaRestores: 0,
+    /** Replicas opened from a compacted log (their snapshot, then the entries after it). */
+    replicaSnapshotStarts: 0,
+  };
   readonly #env: Env;
   readonly #o: ClusterOptions;
   readonly #gossip: Gossip;
@@ -518,7 +546,10 @@ export class ClusterNode {
         if (name === META_GROUP) this.#coordinatingChanged();
       },
       onProposalLost: () => void this.stats.proposalsLost++,
-      onCompacted: () => void (name === META_GROUP && this.stats.metaCompactions++),
+      onCompacted: () => {
+        if (name === META_GROUP) this.stats.metaCompactions++;
+        else this.stats.replicaCompactions++;
+      },
       ...(this.#o.plantedBugs === undefined ? {} : { plantedBugs: this.#o.plantedBugs }),
     });
   }
@@ -616,6 +647,10 @@ export class ClusterNode {
         existing.partitions.push(partitions[i]!);
       }
       Object.assign(existing.configs, t.configs);
+      const retentionBytes = this.#retentionBytes(t.configs);
+      for (const [key, r] of this.#replicas) {
+        if (key.startsWith(`${name}/`)) r.machine.log.setRetention({ bytes: retentionBytes });
+      }
     }
   }
 
@@ -630,12 +665,29 @@ export class ClusterNode {
     const dir = `${this.#o.dataDir}/raft/p/${topic}@${incarnation}/${p}`;
     const store = await this.#o.openStore(dir, replicas);
     const servesFrom = store.state().hardState.commit;
-    const partition = new Partition(topic, p, new MemoryLog({ retentionBytes: Infinity }));
-    const machine = new PartitionMachine(partition.log, () => partition.notify());
+    if (store.state().snapshot.index > 0) this.stats.replicaSnapshotStarts++;
+    const configs = this.meta.topics.get(topic)?.configs ?? {};
+    const retentionBytes = this.#retentionBytes(configs);
+    const log = new MemoryLog({ retentionBytes });
+    const partition = new Partition(topic, p, log);
+    const machine = new PartitionMachine(log, () => partition.notify(), {
+      checkpointBytes: checkpointBytes(retentionBytes),
+    });
     const group = this.#group(wire, store, machine);
-    const r = { incarnation, wire, dir, group, partition, servesFrom, unapplied: 0 };
+    // Counted from here: a replica whose log was compacted starts from its snapshot, no catch-up.
+    machine.onRestore = () => void this.stats.replicaRestores++;
+    const r = { incarnation, wire, dir, group, partition, machine, servesFrom, unapplied: 0 };
     this.#replicas.set(key, r);
     return r;
+  }
+
+  /** What a replica of a topic with `configs` keeps: its `retention.bytes`, else the node's. */
+  #retentionBytes(configs: Record<string, string>): number {
+    const bytes = Number(configs["retention.bytes"] ?? -1);
+    const wanted = Number.isSafeInteger(bytes) && bytes >= 0
+      ? bytes
+      : this.#o.replicaRetentionBytes ?? REPLICA_RETENTION_BYTES_DEFAULT;
+    return Math.min(wanted, REPLICA_RETENTION_BYTES_MAX);
   }
 
   /** A topic's replication factor: its `replication.factor` config, else the cluster's. */
@@ -678,6 +730,11 @@ export class ClusterNode {
 /** A partition group's name: "topic/partition". */
 export function partitionGroup(topic: string, partition: number): string {
   return `${topic}/${partition}`;
+}
+
+/** How often a replica keeping `retentionBytes` checkpoints. */
+function checkpointBytes(retentionBytes: number): number {
+  return Math.max(CHECKPOINT_BYTES_MIN, Math.floor(retentionBytes / CHECKPOINTS_PER_RETENTION));
 }
 
 function hashString(s: string): number {

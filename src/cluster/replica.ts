@@ -5,8 +5,8 @@
 
 import { readBatchHeader } from "../protocol/batch.ts";
 import { ErrorCode, GregorError } from "../protocol/errors.ts";
-import type { Log } from "../broker/log.ts";
-import { PartitionProducers } from "../broker/producer_state.ts";
+import type { MemoryLog } from "../broker/log.ts";
+import { PartitionProducers, type ProducersImage } from "../broker/producer_state.ts";
 import type { Entry, Snapshot } from "./raft/types.ts";
 import type { StateMachine } from "./raft/shell.ts";
 
@@ -17,19 +17,67 @@ export interface AppliedBatch {
   duplicate: boolean;
 }
 
-/** A partition replica's state machine. */
+/** How a replica keeps its log bounded. */
+export interface ReplicaLimits {
+  /**
+   * Take a checkpoint (the state's image at an entry) after this many bytes of batches applied
+   * since the last one.
+   */
+  checkpointBytes: number;
+}
+
+/** Checkpoints kept at most while retention has not yet passed them. */
+const CHECKPOINTS_MAX = 8;
+
+/** A checkpoint: the state as of one applied entry. */
+interface Checkpoint {
+  index: number;
+  /** The log's next offset right after that entry: the entries through it hold offsets below. */
+  nextOffset: number;
+  image: Uint8Array;
+}
+
+/** The image of a replica's state: where its log continues and its producers. */
+interface ReplicaImage {
+  nextOffset: number;
+  producers: ProducersImage;
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/**
+ * A partition replica's state machine. Its log is bounded by the topic's retention; the Raft log
+ * behind it is compacted through a checkpoint once retention dropped every offset the entries
+ * before it held, so neither grows past the retention plus a few checkpoints. A replica that
+ * receives that snapshot (far behind, or restarting) starts its log over at the checkpoint's
+ * offset with the checkpoint's producers: everything before it is gone everywhere by then.
+ */
 export class PartitionMachine implements StateMachine {
-  readonly log: Log;
+  readonly log: MemoryLog;
   readonly #producers = new PartitionProducers();
   /** Called after each applied batch (to wake subscriptions). */
   readonly #onAppend: () => void;
+  readonly #limits: ReplicaLimits;
+  readonly #checkpoints: Checkpoint[] = [];
+  #bytesSinceCheckpoint = 0;
+  /** Told after each snapshot restored (a replica far behind, or starting from one). */
+  onRestore: () => void = () => {};
 
-  constructor(log: Log, onAppend: () => void) {
+  constructor(log: MemoryLog, onAppend: () => void, limits: ReplicaLimits) {
     this.log = log;
     this.#onAppend = onAppend;
+    this.#limits = limits;
   }
 
   async apply(entry: Entry): Promise<AppliedBatch> {
+    const applied = await this.#append(entry);
+    this.#bytesSinceCheckpoint += entry.data.length;
+    if (this.#bytesSinceCheckpoint >= this.#limits.checkpointBytes) this.#checkpoint(entry.index);
+    return applied;
+  }
+
+  async #append(entry: Entry): Promise<AppliedBatch> {
     // The leader validated the batch before proposing it; the entry's CRC-checked bytes are the
     // same on every replica, so a failure here is the same everywhere and stores nothing.
     const header = readBatchHeader(entry.data);
@@ -45,13 +93,46 @@ export class PartitionMachine implements StateMachine {
     return { baseOffset, duplicate: admitted.duplicate };
   }
 
+  #checkpoint(index: number): void {
+    this.#bytesSinceCheckpoint = 0;
+    const image: ReplicaImage = {
+      nextOffset: this.log.nextOffset,
+      producers: this.#producers.image(),
+    };
+    // When full, the newest gives way: the oldest are the next retention passes, and dropping
+    // them would leave nothing to compact to.
+    if (this.#checkpoints.length >= CHECKPOINTS_MAX) this.#checkpoints.pop();
+    this.#checkpoints.push({
+      index,
+      nextOffset: image.nextOffset,
+      image: encoder.encode(JSON.stringify(image)),
+    });
+  }
+
+  /** The newest checkpoint whose offsets retention has dropped: the log may forget up to it. */
+  compactionPoint(): { index: number; image: Uint8Array } | null {
+    let found: Checkpoint | null = null;
+    while (
+      this.#checkpoints.length > 0 && this.#checkpoints[0]!.nextOffset <= this.log.logStartOffset
+    ) {
+      found = this.#checkpoints.shift()!;
+    }
+    return found === null ? null : { index: found.index, image: found.image };
+  }
+
   restore(snapshot: Snapshot): void {
-    // Partition groups are not compacted yet, so no snapshot beyond the empty first one exists.
-    if (snapshot.index > 0) {
+    this.#checkpoints.length = 0;
+    this.#bytesSinceCheckpoint = 0;
+    if (snapshot.data.length === 0) return; // the empty first snapshot of a new group
+    const image = JSON.parse(decoder.decode(snapshot.data)) as ReplicaImage;
+    if (!Number.isSafeInteger(image.nextOffset) || image.nextOffset < 0) {
       throw new GregorError(
         ErrorCode.INTERNAL,
-        `Partition snapshots are not supported yet (got one through index ${snapshot.index})`,
+        `A replica snapshot names offset ${image.nextOffset}`,
       );
     }
+    this.log.resetTo(image.nextOffset);
+    this.#producers.loadImage(image.producers);
+    this.onRestore();
   }
 }

@@ -34,6 +34,12 @@ export interface StateMachine {
   restore(snapshot: Snapshot): Promise<void> | void;
   /** The state's image through the last applied entry, for compaction (none: never compacted). */
   image?(): Uint8Array;
+  /**
+   * Instead of `image` with `compactEvery`: the newest point the machine lets the log be compacted
+   * through, with the image of its state as of that entry, or null while there is none. The
+   * machine chooses (e.g. once what the entries before it hold is no longer kept anyway).
+   */
+  compactionPoint?(): { index: number; image: Uint8Array } | null;
 }
 
 /** Options of a RaftGroup. */
@@ -311,14 +317,12 @@ export class RaftGroup {
 
   /** Compacts when due; false if the store failed (the group has stopped). */
   async #maybeCompact(): Promise<boolean> {
-    const every = this.#o.compactEvery;
-    const image = this.#o.machine.image;
     const compact = this.#o.store.compact;
-    if (every === undefined || image === undefined || compact === undefined) return true;
-    const applied = this.node.appliedIndex;
-    if (applied - this.node.snapshot.index < every) return true;
+    if (compact === undefined) return true;
+    const point = this.#compactionPoint();
+    if (point === null) return true;
     try {
-      const snapshot = this.node.compact(applied, image.call(this.#o.machine));
+      const snapshot = this.node.compact(point.index, point.image);
       await compact.call(this.#o.store, snapshot);
       this.#o.onCompacted?.(snapshot);
       return true;
@@ -326,6 +330,22 @@ export class RaftGroup {
       this.#fail(`cannot compact the Raft log of ${this.group}: ${(err as Error).message}`);
       return false;
     }
+  }
+
+  /** Where to compact through now, if anywhere. */
+  #compactionPoint(): { index: number; image: Uint8Array } | null {
+    const m = this.#o.machine;
+    const applied = this.node.appliedIndex;
+    if (m.compactionPoint !== undefined) {
+      const point = m.compactionPoint();
+      return point !== null && point.index > this.node.snapshot.index && point.index <= applied
+        ? point
+        : null;
+    }
+    const every = this.#o.compactEvery;
+    if (every === undefined || m.image === undefined) return null;
+    if (applied - this.node.snapshot.index < every) return null;
+    return { index: applied, image: m.image() };
   }
 
   async #apply(e: Entry): Promise<void> {
