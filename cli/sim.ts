@@ -5,6 +5,7 @@
 //   deno task sim --seeds 1..500             many seeds, one line each, a summary at the end
 //   deno task sim --seed 42 --bug ack-before-sync   plant the example's bug
 //   deno task sim --seed 42 --json           the full result as JSON
+//   deno task sim --scenario groups --nodes 3 --seed 42   consumer groups on a 3-broker cluster
 
 import {
   reproLine,
@@ -22,7 +23,10 @@ const USAGE =
   pubsub:   [--subscribers N] [--messages N] [--inFlight N] [--safetyMs N] [--livenessMs N]
             [--segmentBytes N]
   gossip:   [--nodes N] [--intervalMs N] [--safetyMs N] [--livenessMs N] [--lateJoiners N]
-            [--keepDown 0|1] [--wallJumps 0|1]`;
+            [--keepDown 0|1] [--wallJumps 0|1]
+  groups:   [--nodes 1|3] [--members N] [--staticMembers N] [--partitions N] [--messages N]
+            [--sessionTimeoutMs N] [--safetyMs N] [--livenessMs N] [--bugNoFence 0|1]
+            [--bugReuseGenerations 0|1]`;
 
 interface Args {
   scenario: ScenarioName;

@@ -111,6 +111,8 @@ const GROUP_NUMBERS = [
   "safetyMs",
   "livenessMs",
   "bugNoFence",
+  "bugReuseGenerations",
+  "nodes",
 ];
 
 /** Parses whole-number options (and --faults) shared by the broker scenarios. */
