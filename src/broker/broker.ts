@@ -4,7 +4,8 @@
 import type { Env, Listener } from "../io/types.ts";
 import { NotFound } from "../io/errors.ts";
 import { readChecked, writeChecked } from "../storage/checked_file.ts";
-import { type BatchHeader, validateBatch } from "../protocol/batch.ts";
+import { batchCodec, type BatchHeader, validateBatch } from "../protocol/batch.ts";
+import { codecsLoaded, loadCodecs } from "../protocol/codecs.ts";
 import { ErrorCode, GregorError } from "../protocol/errors.ts";
 import type { Member } from "../cluster/gossip/mod.ts";
 import {
@@ -94,6 +95,8 @@ export class Broker {
   /** Idempotent producers' state per partition (a deleted topic's goes with its partitions). */
   readonly #producerStates = new WeakMap<Partition, PartitionProducers>();
   readonly #producerIds: ProducerIds;
+  /** Produces waiting for the codec libraries to load; later ones queue behind them. */
+  #producesAwaitingCodecs = 0;
 
   private constructor(env: Env, opts: Readonly<BrokerOptions>, hooks: BrokerHooks) {
     this.env = env;
@@ -506,13 +509,25 @@ export class Broker {
     return {
       name: t.name,
       configs: { ...t.configs },
-      partitions: t.partitions.map((p) => ({
-        partition: p.id,
-        logStartOffset: p.log.logStartOffset,
-        highWatermark: p.log.nextOffset,
-        sizeBytes: p.log.sizeBytes,
-        subscribers: p.subscriptions.size,
-      })),
+      // In a cluster, a partition this node holds no (caught-up) replica of is not known here:
+      // its offsets and size are -1 rather than an empty stand-in's zeros.
+      partitions: t.partitions.map((p) =>
+        this.cluster !== null && !this.cluster.holds(t.name, p.id)
+          ? {
+            partition: p.id,
+            logStartOffset: -1,
+            highWatermark: -1,
+            sizeBytes: -1,
+            subscribers: 0,
+          }
+          : {
+            partition: p.id,
+            logStartOffset: p.log.logStartOffset,
+            highWatermark: p.log.nextOffset,
+            sizeBytes: p.log.sizeBytes,
+            subscribers: p.subscriptions.size,
+          }
+      ),
     };
   }
 
@@ -566,6 +581,23 @@ export class Broker {
    * first await, so pipelined produces on one connection keep their order.
    */
   produce(req: ProduceRequest, forwarded = false): Promise<ProduceResponse> {
+    const codec = req.batch === null ? 0 : batchCodec(req.batch);
+    if (this.#producesAwaitingCodecs > 0 || (codec !== 0 && !codecsLoaded())) {
+      // The codec libraries load on the first compressed batch; produces wait for them in call
+      // order, so offsets are still assigned in the order the requests came.
+      this.#producesAwaitingCodecs++;
+      return loadCodecs().then(() => {
+        this.#producesAwaitingCodecs--;
+        return this.#produce(req, forwarded);
+      }, (err) => {
+        this.#producesAwaitingCodecs--;
+        throw err;
+      });
+    }
+    return this.#produce(req, forwarded);
+  }
+
+  #produce(req: ProduceRequest, forwarded: boolean): Promise<ProduceResponse> {
     const batch = req.batch;
     if (batch === null || batch.length === 0) {
       throw new GregorError(ErrorCode.INVALID_REQUEST, "PRODUCE needs a record batch");

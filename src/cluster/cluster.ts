@@ -27,6 +27,12 @@ import {
 export const META_GROUP = "__meta";
 /** Gossip key under which a node running the metadata group names the cluster's founder. */
 export const GOSSIP_META_KEY = "meta";
+/**
+ * Gossip key a replicating node sets as it starts, before it joins the metadata group: placement
+ * counts it as a member at once, so a topic created while it is still joining is not silently
+ * given fewer replicas than asked.
+ */
+export const GOSSIP_REPLICATES_KEY = "replicates";
 /** Metadata voters a cluster aims for. */
 export const META_VOTERS_TARGET = 3;
 /** What a partition replica keeps when neither its topic nor the node say otherwise. */
@@ -185,6 +191,7 @@ export class ClusterNode {
     broker: ClusterBroker,
   ): ClusterNode {
     const c = new ClusterNode(env, opts, gossip, transport, broker);
+    gossip.setLocal(GOSSIP_REPLICATES_KEY, "1");
     void c.#startMeta().catch((err) => opts.onFatal(`Cannot start the metadata group: ${err}`));
     return c;
   }
@@ -704,11 +711,14 @@ export class ClusterNode {
   #placeable(factor: number): string[] {
     // The cluster's members are those of the metadata group (durable, unlike a gossip view that
     // starts empty after a restart); the live ones among them take replicas.
-    // Nodes that announced they run the metadata group but are not in it yet count too.
+    // Nodes that announced they replicate (or run the metadata group) but are not in it yet
+    // count too.
     const g = this.#metaGroup;
     const members = new Set(g === null ? [this.#o.nodeId] : [...g.node.voters, ...g.node.learners]);
     for (const m of this.#gossip.members()) {
-      if (m.state !== "left" && m.kv[GOSSIP_META_KEY] !== undefined) members.add(m.id);
+      const replicates = m.kv[GOSSIP_META_KEY] !== undefined ||
+        m.kv[GOSSIP_REPLICATES_KEY] !== undefined;
+      if (m.state !== "left" && replicates) members.add(m.id);
     }
     const known = members.size;
     const live = this.#liveNodes().filter((id) => members.has(id));
