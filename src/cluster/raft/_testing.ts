@@ -108,11 +108,13 @@ export class Group {
   flush(): void {
     for (const [id, node] of this.nodes) {
       for (let r = node.ready(); r !== null; r = node.ready()) {
+        const queue = (m: Message) => {
+          if (!this.cut.has(`${m.from}>${m.to}`) && !this.drop(m)) this.inbox.push(roundTrip(m));
+        };
+        for (const m of r.sendNow ?? []) queue(m);
         (this.storage.get(id) as MemoryStorage).save(r);
         (this.applied.get(id) as Entry[]).push(...r.committedEntries);
-        for (const m of node.advance(r)) {
-          if (!this.cut.has(`${m.from}>${m.to}`) && !this.drop(m)) this.inbox.push(roundTrip(m));
-        }
+        for (const m of node.advance(r)) queue(m);
       }
     }
   }

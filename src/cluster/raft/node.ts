@@ -232,9 +232,24 @@ export class RaftNode {
     if (this.#role === "leader") {
       this.#tickLeader();
     } else if (nowMs >= this.#electionDeadlineMs) {
-      if (this.#voters.has(this.id)) this.#preCampaign();
+      if (this.#mayCampaign()) this.#preCampaign();
       else this.#resetElectionTimer();
     }
+  }
+
+  /**
+   * A voter of its latest configuration campaigns. So does a node that an uncommitted
+   * configuration entry removed while the committed configuration still counts it a voter: the
+   * entry may have reached it but none of the voters left (the leader that appended it stopped
+   * before sending it on), and as its log is then the most up to date, no one else can win an
+   * election. Like anyone, it wins only with a majority of its latest configuration (its own vote
+   * does not count there), so this changes liveness, not safety; once leader it commits that
+   * configuration and steps down.
+   */
+  #mayCampaign(): boolean {
+    if (this.#voters.has(this.id)) return true;
+    if (this.#configIndex <= this.#commit) return false;
+    return this.#log.configAt(this.#commit).voters.includes(this.id);
   }
 
   /** Handles a message from a peer. Messages addressed to another node are ignored. */
@@ -352,6 +367,16 @@ export class RaftNode {
     const hs = this.#hardState();
     const lo = Math.max(this.#stable + 1, this.#log.firstIndex);
     const applyLimit = this.#applyLimit();
+    // A leader's appends go out while it writes its own log (Raft thesis §10.2.1): they promise
+    // nothing about its disk, and it counts itself towards a commit only once `advance` says its
+    // entries are durable. Everything else waits for the Ready to be durable.
+    const sendNow: Message[] = [];
+    const later: Message[] = [];
+    for (const m of this.#outbox) {
+      const early = this.#role === "leader" && m.term === this.#term &&
+        (m.type === "AppendEntries" || m.type === "InstallSnapshot");
+      (early ? sendNow : later).push(m);
+    }
     const ready: Ready = {
       hardState: this.#hardStateChanged() ? hs : null,
       snapshot: this.#pendingSnapshot,
@@ -359,8 +384,9 @@ export class RaftNode {
       committedEntries: applyLimit > this.#applied
         ? this.#log.slice(this.#applied + 1, applyLimit, Infinity, this.#o.applyBytesMax)
         : [],
+      sendNow,
     };
-    this.#pending = { ready, messages: this.#outbox };
+    this.#pending = { ready, messages: later };
     this.#outbox = [];
     return ready;
   }

@@ -19,10 +19,11 @@ function lone(id: string, voters: string[], learners: string[] = []): RaftNode {
   });
 }
 
-/** Persists nothing: takes the Ready and returns what advancing it releases. */
+/** Persists nothing: takes the Ready and returns what it sends at once and what advancing it
+ * releases. */
 function advance(node: RaftNode): Message[] {
   const r = node.ready();
-  return r === null ? [] : node.advance(r);
+  return r === null ? [] : [...(r.sendNow ?? []), ...node.advance(r)];
 }
 
 function vote(from: string, to: string, term: number, lastIndex = 0, lastTerm = 0): RequestVote {
@@ -333,6 +334,28 @@ Deno.test("RaftNode leader removed from the config steps down once the removal c
   assert.deepEqual(leader.voters, ["b", "c"]);
   g.run(ELECTION_MS * 5);
   assert.equal(a.role, "follower", "a removed node never campaigns");
+});
+
+Deno.test("RaftNode removed by an entry only it holds campaigns, so the voters left are not stuck", () => {
+  // Two voters: a leads and appends its own removal, which never reaches b; then a restarts. Its
+  // log (with the removal) is ahead of b's, so it refuses b's votes; b's log does not name the
+  // removal, so b needs a's vote. Only a can break the tie: it may campaign, as the committed
+  // configuration still counts it a voter, and it wins with b's vote alone (its latest one).
+  const g = new Group(["a", "b"]);
+  const a = g.elect("a");
+  g.run(HEARTBEAT_MS);
+  g.cut.add("a>b");
+  assert.equal(a.removeServer("a").ok, true);
+  g.run(HEARTBEAT_MS * 2);
+  assert.deepEqual(g.node("b").voters, ["a", "b"], "b never got the removal");
+  g.restart("a");
+  g.cut.delete("a>b");
+  g.run(ELECTION_MS * 10);
+  const b = g.node("b");
+  assert.equal(b.role, "leader", "b leads once a committed the removal and stepped down");
+  assert.deepEqual(b.voters, ["b"]);
+  assert.deepEqual(g.node("a").voters, ["b"]);
+  assert.equal(g.node("a").role, "follower");
 });
 
 Deno.test("RaftNode transfers leadership to a caught-up voter", () => {

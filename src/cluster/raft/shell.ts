@@ -283,6 +283,7 @@ export class RaftGroup {
       while (!this.stopped && this.node.hasReady()) {
         const ready = this.node.ready();
         if (ready === null) break;
+        for (const m of ready.sendNow ?? []) this.#sendOne(m);
         try {
           await this.#o.store.save(ready);
         } catch (err) {

@@ -148,10 +148,11 @@ export type Message =
 export type MessageType = Message["type"];
 
 /**
- * A batch of work for the shell. Persist `snapshot` (if any), then `entries` (truncating the stored
- * log from `entries[0].index`), then `hardState` (if any), all durably; apply `committedEntries`;
- * then call `RaftNode.advance(ready)`, which returns the messages to send. Messages are withheld
- * until then because vote grants and acks promise that the state is on disk.
+ * A batch of work for the shell. Send `sendNow`; persist `snapshot` (if any), then `entries`
+ * (truncating the stored log from `entries[0].index`), then `hardState` (if any), all durably;
+ * apply `committedEntries`; then call `RaftNode.advance(ready)`, which returns the other messages
+ * to send. Those are withheld until then because vote grants and acks promise that the state is on
+ * disk.
  */
 export interface Ready {
   /** The hard state to persist, or null when it has not changed since the last Ready. */
@@ -162,6 +163,12 @@ export interface Ready {
   readonly entries: readonly Entry[];
   /** Durable, committed entries to apply to the state machine, in order. */
   readonly committedEntries: readonly Entry[];
+  /**
+   * Messages the shell may send at once, before it persists this Ready: a leader's appends, which
+   * promise nothing about its own disk (it counts itself towards a commit only once `advance`
+   * says its entries are durable), so its write and its followers' run side by side.
+   */
+  readonly sendNow?: readonly Message[];
 }
 
 /** Why a proposal or membership change was refused. */
