@@ -118,6 +118,8 @@ export async function runCluster(opts: ClusterOptions): Promise<RunResult> {
     sim.addNode({
       name,
       main: async (env, ctl) => {
+        // Until this incarnation's node runs, the previous one's (frozen) state must not count.
+        running.delete(name);
         const node = await startNode(env, {
           host: "0.0.0.0",
           port: CLIENT_PORT,
@@ -236,11 +238,16 @@ export async function runCluster(opts: ClusterOptions): Promise<RunResult> {
   calm(sim, nemesis);
   const settled = () =>
     producerDone && [...Array(opts.partitions).keys()].every((p) => {
-      // Every replica of the partition has applied the same, full log.
+      // Every node runs, and every replica the metadata names has opened the partition and
+      // applied the same, full log.
       let end = -1;
-      for (const [name, node] of running) {
-        if (!nodes[names.indexOf(name)]!.up) return false;
+      for (const name of names) {
+        const node = running.get(name);
+        if (node === undefined || !nodes[names.indexOf(name)]!.up) return false;
         if (node.cluster === null) return false;
+        const named = node.cluster.meta.topics.get(TOPIC)?.replicas[p];
+        if (named === undefined) return false;
+        if (named.includes(node.cluster.nodeId) && !node.cluster.holds(TOPIC, p)) return false;
         const g = node.cluster.replica(TOPIC, p);
         if (g === null) continue;
         if (g.node.appliedIndex < g.node.commitIndex) return false;
@@ -297,6 +304,7 @@ export async function runCluster(opts: ClusterOptions): Promise<RunResult> {
       nodeCrashes: nodes.reduce((n, x) => n + x.crashes, 0),
       ...nemesis.stats,
       netResets: sim.net.stats.resets,
+      synRetries: sim.net.stats.synRetries,
       syncFailures: nodes.reduce((n, x) => n + x.disk.stats.syncFailures, 0),
       writesTorn: nodes.reduce((n, x) => n + x.disk.stats.writesTorn, 0),
       readFlips: nodes.reduce((n, x) => n + x.disk.stats.readFlips, 0),

@@ -41,6 +41,13 @@ export const PIPE_BYTES_MAX = 256 * 1024;
 export const ACCEPT_BACKLOG_MAX = 128;
 /** `connect` gives up after this long unless told otherwise, ms. */
 export const CONNECT_TIMEOUT_MS_DEFAULT = 5000;
+/**
+ * A connecting kernel sends its SYN again after this long without an answer, ms, then after twice
+ * as long each time (Linux: an initial retransmission timeout of 1 s).
+ */
+export const SYN_RTO_MS_FIRST = 1000;
+/** SYNs sent again at most per connection attempt (Linux's `tcp_syn_retries` default). */
+export const SYN_RETRIES_MAX = 6;
 /** Segments a single write may be cut into. */
 const SPLIT_SEGMENTS_MAX = 4;
 /** First port handed out for port 0 and for the local side of connections. */
@@ -105,6 +112,8 @@ export interface NetStats {
   connects: number;
   refused: number;
   connectTimeouts: number;
+  /** SYNs sent again after one got no answer (host down or partition). */
+  synRetries: number;
   /** Connections the nemesis (or a test) reset. */
   resets: number;
   /** RST segments sent by a kernel: to a closed or dead end, or as an abort. */
@@ -123,6 +132,7 @@ export class SimNetwork {
     connects: 0,
     refused: 0,
     connectTimeouts: 0,
+    synRetries: 0,
     resets: 0,
     rstSent: 0,
     resetsLosingBytes: 0,
@@ -290,7 +300,7 @@ export class SimNetwork {
         fn();
         return true;
       };
-      // A SYN that gets no answer (host down, partition) is retried until the caller gives up.
+      // The caller gives up after timeoutMs, however many SYNs went unanswered until then.
       const timer = this.#world.schedule(timeoutMs, () => {
         if (settled) return;
         settled = true;
@@ -299,11 +309,32 @@ export class SimNetwork {
           new TimedOut(`Cannot connect to ${host}:${addr.port}: timed out after ${timeoutMs} ms`),
         );
       }, owned);
-      this.#world.schedule(this.#delay(), () => {
+      const sendSyn = (rtoMs: number, retries: number): void => {
+        const sentAt = this.#world.now;
+        this.#world.schedule(this.#delay(), () => synArrives(sentAt, rtoMs, retries), {
+          tag: TAG_SYN,
+        });
+      };
+      // A lost SYN is sent again on the connecting kernel's schedule, so an attempt that outlives
+      // the partition (or the host's downtime) still connects.
+      const lost = (sentAt: number, rtoMs: number, retries: number): void => {
+        if (retries >= SYN_RETRIES_MAX) return;
+        this.#world.schedule(sentAt + rtoMs - this.#world.now, () => {
+          if (settled || !node.isCurrent(incarnation)) return;
+          this.stats.synRetries++;
+          sendSyn(rtoMs * 2, retries + 1);
+        }, { tag: TAG_SYN });
+      };
+      const synArrives = (sentAt: number, rtoMs: number, retries: number): void => {
         if (settled || !node.isCurrent(incarnation)) return;
         const dst = this.#hosts.get(host);
-        if (dst === undefined || !dst.hostUp) return;
-        if (this.isBlocked(node.host, host) || this.isBlocked(host, node.host)) return;
+        if (
+          dst === undefined || !dst.hostUp || this.isBlocked(node.host, host) ||
+          this.isBlocked(host, node.host)
+        ) {
+          lost(sentAt, rtoMs, retries);
+          return;
+        }
         const l = this.#listeners.get(`${host}:${addr.port}`);
         if (
           l === undefined || (l.loopbackOnly && node.host !== host) ||
@@ -349,7 +380,8 @@ export class SimNetwork {
             else this.#forget(mine);
           });
         }, { tag: TAG_SYN });
-      }, { tag: TAG_SYN });
+      };
+      sendSyn(SYN_RTO_MS_FIRST, 0);
     });
   }
 

@@ -3,7 +3,7 @@ import { ConnectionRefused, ConnectionReset, TimedOut } from "../src/io/errors.t
 import type { Conn, Env, Listener } from "../src/io/types.ts";
 import { readExactly, writeAll } from "../src/io/util.ts";
 import { runOnNode } from "./harness.ts";
-import { ACCEPT_BACKLOG_MAX, type NetFaults, PIPE_BYTES_MAX } from "./net.ts";
+import { ACCEPT_BACKLOG_MAX, type NetFaults, PIPE_BYTES_MAX, SYN_RTO_MS_FIRST } from "./net.ts";
 import { Simulation } from "./simulation.ts";
 
 const PORT = 9000;
@@ -125,6 +125,25 @@ Deno.test("SimNetwork: connecting across a partition times out; without a listen
     await assert.rejects(env.net.connect({ host: "server", port: PORT + 1 }), {
       code: "CONNECTION_REFUSED",
     });
+  });
+});
+
+Deno.test("SimNetwork: a SYN lost to a partition is sent again, so a connect outliving the partition succeeds", async () => {
+  const sim = new Simulation(4);
+  server(sim, async (c) => void (await drain(c)));
+  await runOnNode(sim, "client", async (env) => {
+    await env.clock.sleep(1);
+    sim.net.block("client", "server");
+    const t0 = env.clock.now();
+    const connecting = env.net.connect({ host: "server", port: PORT }, { timeoutMs: 3_000 });
+    await env.clock.sleep(200);
+    sim.net.heal();
+    const c = await connecting;
+    const tookMs = env.clock.now() - t0;
+    assert.ok(tookMs >= SYN_RTO_MS_FIRST, `no answer before the retransmission: ${tookMs} ms`);
+    assert.ok(tookMs < SYN_RTO_MS_FIRST + 100, `the retransmitted SYN got through: ${tookMs} ms`);
+    assert.equal(sim.net.stats.synRetries, 1);
+    c.close();
   });
 });
 

@@ -286,6 +286,22 @@ Deno.test("Transport: across a partition messages are held or dropped, and deliv
   assert.ok(s.connects >= 2, "the blocked connection was replaced");
 });
 
+Deno.test("Transport: a dial begun during a one-way partition connects once it heals, before the connect timeout", async () => {
+  // Cluster seed 7969: the leader's dial to a follower started while the partition dropped its
+  // SYN, so after the heal the follower heard nothing for the whole connect timeout and backoff.
+  const c = new Cluster(17);
+  await c.start(["n1", "n2"]);
+  c.sim.net.block("n1", "n2");
+  const t0 = c.sim.world.now;
+  c.t("n1").send("n2", "g", message(1));
+  await c.runFor(300);
+  c.sim.net.heal();
+  await c.until("the message arrives", 5_000, () => c.seqs("n2", "n1").length === 1);
+  const tookMs = c.sim.world.now - t0;
+  assert.ok(tookMs < 1_500, `delivered ${tookMs} ms after sending; the connect timeout is 2000 ms`);
+  assert.equal(c.t("n1").stats.connects, 1);
+});
+
 Deno.test("Transport: a reset connection is replaced and messages flow again", async () => {
   const c = new Cluster(15);
   await c.start(["n1", "n2"]);
