@@ -786,6 +786,8 @@ async function cluster(ctx: Ctx): Promise<void> {
         const members = await c.admin.clusterMembers();
         const topics = await c.admin.listTopics();
         const alive = members.members.filter((m) => m.state === "alive").length;
+        // The metadata leader, which also coordinates consumer groups ("" outside a cluster).
+        const controller = (await c.admin.metadata([])).controller;
         return {
           broker: `${ctx.host}:${ctx.port}`,
           brokerId: c.connection.hello?.brokerId ?? "",
@@ -794,6 +796,7 @@ async function cluster(ctx: Ctx): Promise<void> {
           nodeId: members.self,
           members: members.members.length,
           membersAlive: alive,
+          controller,
           topics: topics.length,
         };
       });

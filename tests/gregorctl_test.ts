@@ -189,6 +189,7 @@ Deno.test("gregorctl drives a real broker: topics, produce, consume, cluster, er
       const status = JSON.parse(await ok(["cluster", "status", "--json"]));
       assert.equal(status.brokerId, "gregormq-0");
       assert.equal(status.topics, 1);
+      assert.equal(status.controller, "", "a single node has no controller");
     });
 
     await t.step("a refused request exits 1 with the error code's name", async () => {
