@@ -47,6 +47,7 @@ export class Client {
     this.connection = new ClientConnection({
       host: opts.host ?? "127.0.0.1",
       port: opts.port ?? DEFAULT_PORT,
+      servers: opts.servers ?? [],
       clientId: opts.clientId ?? "gregormq-ts",
       credential: opts.credential ?? null,
       requestTimeoutMs: opts.requestTimeoutMs ?? 30_000,

@@ -43,6 +43,13 @@ export interface ConnectOptions {
   host?: string;
   /** Broker port. Default 7070. */
   port?: number;
+  /**
+   * Several brokers of a cluster, as "host:port" (any of them will do: each forwards what it
+   * does not lead). The client connects to the first that answers and, after a connection is
+   * lost, tries the next one first, so it carries on while a node is down. Overrides `host` and
+   * `port`.
+   */
+  servers?: string[];
   /** Sent in the handshake; shows in broker logs. Default "gregormq-ts". */
   clientId?: string;
   /** Optional credential for brokers that require one. */
@@ -137,12 +144,22 @@ export class ClientConnection {
     return this.#ready;
   }
 
+  /** Where to connect, in order of preference: `servers`, or `host` and `port`. */
+  get addresses(): { host: string; port: number }[] {
+    if (this.opts.servers.length === 0) return [{ host: this.opts.host, port: this.opts.port }];
+    return this.opts.servers.map(parseServer);
+  }
+
+  /** Which of `addresses` to try next. */
+  #nextAddress = 0;
+
   async #dial(): Promise<Conn> {
-    const { host, port } = this.opts;
+    const addresses = this.addresses;
     const deadline = this.#env.clock.now() + this.opts.connectTimeoutMs;
     let backoff = this.opts.reconnectBackoffMsMin;
     let lastErr: unknown = null;
     while (!this.#closed && this.#env.clock.now() < deadline) {
+      const { host, port } = addresses[this.#nextAddress % addresses.length]!;
       try {
         const conn = await this.#env.net.connect({ host, port }, {
           timeoutMs: Math.max(1, deadline - this.#env.clock.now()),
@@ -171,6 +188,9 @@ export class ClientConnection {
       } catch (err) {
         if (err instanceof GregorError && !err.retriable) throw err;
         lastErr = err;
+        this.#nextAddress++;
+        // A whole round of the addresses failed before the client waits; not each of them.
+        if (this.#nextAddress % addresses.length !== 0) continue;
         const wait = Math.min(backoff, Math.max(0, deadline - this.#env.clock.now()));
         await this.#env.clock.sleep(wait * (0.5 + this.#env.random.float() / 2), this.#stop.signal)
           .catch(() => {});
@@ -180,7 +200,9 @@ export class ClientConnection {
     throw new ConnectionError(
       this.#closed
         ? "The client is closed"
-        : `Cannot connect to ${host}:${port} within ${this.opts.connectTimeoutMs} ms`,
+        : `Cannot connect to ${
+          addresses.map((a) => `${a.host}:${a.port}`).join(" or ")
+        } within ${this.opts.connectTimeoutMs} ms`,
       { cause: lastErr },
     );
   }
@@ -349,6 +371,8 @@ export class ClientConnection {
   #lose(conn: Conn, err: unknown): void {
     if (this.#conn !== conn) return;
     this.#conn = null;
+    // The node may be down: the reconnection tries the next address first.
+    this.#nextAddress++;
     this.#handshaken = false;
     this.#outbound = [];
     conn.close();
@@ -443,4 +467,18 @@ export class ClientConnection {
   get closed(): boolean {
     return this.#closed;
   }
+}
+
+/** Parses "host:port" (an IPv6 host in brackets: "[::1]:7070"). */
+export function parseServer(s: string): { host: string; port: number } {
+  const colon = s.lastIndexOf(":");
+  const host = s.slice(0, colon).replace(/^\[(.*)\]$/, "$1");
+  const port = Number(s.slice(colon + 1));
+  if (colon <= 0 || host === "" || !Number.isInteger(port) || port < 1 || port > 65535) {
+    throw new GregorError(
+      ErrorCode.INVALID_REQUEST,
+      `A server address must be "host:port", not ${JSON.stringify(s)}`,
+    );
+  }
+  return { host, port };
 }

@@ -45,6 +45,7 @@ export class ConnectionPool {
       ...o,
       host: addr.host,
       port: addr.clientPort,
+      servers: [], // this one node, not the bootstrap list
       connectTimeoutMs: Math.min(o.connectTimeoutMs, POOL_CONNECT_TIMEOUT_MS),
     });
     this.#others.set(key, c);

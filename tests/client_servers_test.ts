@@ -1,0 +1,64 @@
+// A client given several brokers (`servers`) over real loopback TCP: it skips one that does not
+// answer, and when the broker it talks to goes away it carries on with the next one.
+
+import assert from "node:assert/strict";
+import { connect, ErrorCode, GregorError } from "../src/client/mod.ts";
+import { denoEnv } from "../src/io/deno/mod.ts";
+import { type RunningNode, startNode } from "../src/node.ts";
+import { freePort } from "./_broker_process.ts";
+
+const env = denoEnv();
+
+async function broker(): Promise<{ node: RunningNode; dir: string }> {
+  const dir = await Deno.makeTempDir({ prefix: "gregormq-servers-" });
+  return { node: await startNode(env, { port: 0, broker: { dataDir: dir } }), dir };
+}
+
+async function stop(b: { node: RunningNode; dir: string }): Promise<void> {
+  await b.node.close().catch(() => {});
+  await Deno.remove(b.dir, { recursive: true }).catch(() => {});
+}
+
+Deno.test("a client with several servers skips a dead one and fails over to the next", async () => {
+  const a = await broker();
+  const b = await broker();
+  const dead = freePort(); // nothing listens there
+  const servers = [dead, a.node.addr.port, b.node.addr.port].map((p) => `127.0.0.1:${p}`);
+  const client = await connect({ servers, connectTimeoutMs: 10_000 });
+  try {
+    // B alone has this topic: listing it tells which broker the client talks to.
+    const onB = await connect({ port: b.node.addr.port });
+    await onB.admin.createTopic("on-b", { partitions: 1 });
+    await onB.close();
+    await client.admin.createTopic("on-a", { partitions: 1 });
+    assert.deepEqual((await client.admin.listTopics()).map((t) => t.name), ["on-a"]);
+
+    await a.node.close();
+    const deadline = Date.now() + 10_000;
+    let names: string[] = [];
+    while (Date.now() < deadline) {
+      try {
+        names = (await client.admin.listTopics()).map((t) => t.name);
+        break;
+      } catch {
+        await new Promise((r) => setTimeout(r, 50)); // the request in flight when A went
+      }
+    }
+    assert.deepEqual(names, ["on-b"], "after A went away the client talks to B");
+    assert.ok((await client.publish("on-b", { value: "x" })) >= 0);
+  } finally {
+    await client.close();
+    await stop(a);
+    await stop(b);
+  }
+});
+
+Deno.test("a server address that is not host:port is refused with INVALID_REQUEST", async () => {
+  for (const bad of ["localhost", ":7070", "127.0.0.1:0", "127.0.0.1:x", "127.0.0.1:70000"]) {
+    await assert.rejects(
+      connect({ servers: [bad], connectTimeoutMs: 1_000 }),
+      (err: unknown) => err instanceof GregorError && err.code === ErrorCode.INVALID_REQUEST,
+      bad,
+    );
+  }
+});
