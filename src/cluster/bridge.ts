@@ -24,6 +24,8 @@ import type { ClusterNode } from "./cluster.ts";
 
 /** Producer ids a controller reserves at a time. */
 export const PRODUCER_ID_BLOCK = 1000;
+/** Group requests that answer with committed offsets. */
+const READS_OFFSETS: ReadonlySet<OpName> = new Set(["OFFSET_FETCH", "DESCRIBE_GROUP"]);
 /** How long a forwarded request may take, ms. */
 const FORWARD_TIMEOUT_MS = 10_000;
 
@@ -175,6 +177,10 @@ export class ClusterBridge implements BrokerCluster {
           `The group coordinator was just elected and is catching up (${op}); retry`,
         );
       }
+      // A leader cut off from the others may not know yet that another leads now and has
+      // taken newer commits: a read of offsets first commits a barrier, which only a leader
+      // still in office can. (Heartbeats and commits need none: commits go through the log.)
+      if (READS_OFFSETS.has(op)) await this.#node.propose({ op: "barrier" });
       return await local();
     }
     return await this.#forward<R>(this.#node.controller, op, body, forwarded);

@@ -597,7 +597,7 @@ export class ClusterNode {
   // --- Replicas ---------------------------------------------------------------------------
 
   #changed(c: MetaCommand): void {
-    if (c.op === "allocateProducerIds" || c.op === "commitOffsets") return;
+    if (c.op === "allocateProducerIds" || c.op === "commitOffsets" || c.op === "barrier") return;
     const name = c.op === "createTopic" ? c.topic.name : c.name;
     this.#chain = this.#chain.then(() => this.#reconcile(name)).catch((err) =>
       this.#o.onFatal(`Cannot open the replicas of ${name}: ${(err as Error).message}`)

@@ -26,6 +26,8 @@ export type MetaCommand =
   | { op: "addPartitions"; name: string; replicas: string[][] }
   | { op: "alterTopic"; name: string; configs: Record<string, string> }
   | { op: "allocateProducerIds"; count: number }
+  /** Changes nothing: once it applies, the leader that proposed it still led (a read barrier). */
+  | { op: "barrier" }
   | {
     op: "commitOffsets";
     group: string;
@@ -90,6 +92,8 @@ export class MetaState implements StateMachine {
       case "commitOffsets":
         this.#commitOffsets(c.group, c.offsets, c.reset === true);
         break;
+      case "barrier":
+        return;
       default:
         throw new GregorError(ErrorCode.INTERNAL, `Unknown metadata command`);
     }

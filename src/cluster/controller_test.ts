@@ -67,3 +67,14 @@ Deno.test("MetaState: a group is refused past its offset limit, with nothing app
   apply(s, { op: "commitOffsets", group: "g", offsets: [[tpKey("t", 0), 5]] });
   assert.equal(s.offsets.get("g")!.get(tpKey("t", 0)), 5);
 });
+
+Deno.test("MetaState: a barrier changes nothing and tells no one", () => {
+  const s = new MetaState();
+  apply(s, { op: "commitOffsets", group: "g", offsets: [[A0, 3]] });
+  const before = new TextDecoder().decode(s.image());
+  let told = 0;
+  s.onChange = () => void told++;
+  assert.equal(apply(s, { op: "barrier" }), undefined);
+  assert.equal(new TextDecoder().decode(s.image()), before);
+  assert.equal(told, 0);
+});
