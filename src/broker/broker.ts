@@ -4,7 +4,8 @@
 import type { Env, Listener } from "../io/types.ts";
 import { NotFound } from "../io/errors.ts";
 import { readChecked, writeChecked } from "../storage/checked_file.ts";
-import { type BatchHeader, validateBatch } from "../protocol/batch.ts";
+import { batchCodec, type BatchHeader, validateBatch } from "../protocol/batch.ts";
+import { codecsLoaded, loadCodecs } from "../protocol/codecs.ts";
 import { ErrorCode, GregorError } from "../protocol/errors.ts";
 import type { Member } from "../cluster/gossip/mod.ts";
 import {
@@ -94,6 +95,8 @@ export class Broker {
   /** Idempotent producers' state per partition (a deleted topic's goes with its partitions). */
   readonly #producerStates = new WeakMap<Partition, PartitionProducers>();
   readonly #producerIds: ProducerIds;
+  /** Produces waiting for the codec libraries to load; later ones queue behind them. */
+  #producesAwaitingCodecs = 0;
 
   private constructor(env: Env, opts: Readonly<BrokerOptions>, hooks: BrokerHooks) {
     this.env = env;
@@ -578,6 +581,23 @@ export class Broker {
    * first await, so pipelined produces on one connection keep their order.
    */
   produce(req: ProduceRequest, forwarded = false): Promise<ProduceResponse> {
+    const codec = req.batch === null ? 0 : batchCodec(req.batch);
+    if (this.#producesAwaitingCodecs > 0 || (codec !== 0 && !codecsLoaded())) {
+      // The codec libraries load on the first compressed batch; produces wait for them in call
+      // order, so offsets are still assigned in the order the requests came.
+      this.#producesAwaitingCodecs++;
+      return loadCodecs().then(() => {
+        this.#producesAwaitingCodecs--;
+        return this.#produce(req, forwarded);
+      }, (err) => {
+        this.#producesAwaitingCodecs--;
+        throw err;
+      });
+    }
+    return this.#produce(req, forwarded);
+  }
+
+  #produce(req: ProduceRequest, forwarded: boolean): Promise<ProduceResponse> {
     const batch = req.batch;
     if (batch === null || batch.length === 0) {
       throw new GregorError(ErrorCode.INVALID_REQUEST, "PRODUCE needs a record batch");

@@ -4,10 +4,9 @@
 
 import type { Conn } from "../io/types.ts";
 import { writeAllOf } from "../io/util.ts";
-import { CODEC_NAMES } from "../protocol/compression.ts";
+import { CODEC_NAMES } from "../protocol/codecs.ts";
 import { ErrorCode, errorName, FATAL_CODES, GregorError } from "../protocol/errors.ts";
 import {
-  encodeFrame,
   Flag,
   type Frame,
   FrameParser,
@@ -23,7 +22,7 @@ import {
   type CreateTopicRequest,
   type CreditRequest,
   decode,
-  encode,
+  encodeFramed,
   ERROR_SCHEMA,
   type FetchRequest,
   type GroupHeartbeatRequest,
@@ -128,12 +127,18 @@ export class Connection implements DeliverySink {
           await new Promise<void>((r) => (this.#resume = r));
           continue;
         }
-        const n = await this.#conn.read(this.#readBuf);
+        // A big payload is read straight into its own buffer; other bytes into the read buffer.
+        const target = this.#parser.readTarget();
+        const n = await this.#conn.read(target ?? this.#readBuf);
         if (n === null) break;
         this.lastReadMs = this.#broker.env.clock.now();
-        // The parser keeps views into what it is given, so it gets a copy of just the bytes read:
-        // cheaper than a fresh zeroed buffer per read when reads are small.
-        this.#parser.push(this.#readBuf.slice(0, n));
+        if (target !== null) {
+          this.#parser.filled(n);
+        } else {
+          // The parser keeps views into what it is given, so it gets a copy of just the bytes
+          // read: cheaper than a fresh zeroed buffer per read when reads are small.
+          this.#parser.push(this.#readBuf.slice(0, n));
+        }
         if (!this.#drainFrames()) break;
       }
     } catch {
@@ -216,7 +221,13 @@ export class Connection implements DeliverySink {
     }
     if (value === null || ONE_WAY.has(f.opcode)) return;
     const schema = SCHEMAS[name].response;
-    this.#send(encodeFrame(f.opcode, f.correlationId, encode(schema, value), Flag.RESPONSE));
+    this.#send(
+      encodeFramed(schema, value, {
+        opcode: f.opcode,
+        correlationId: f.correlationId,
+        flags: Flag.RESPONSE,
+      }),
+    );
   }
 
   /** Queues an error that ends the connection; reading stops, the socket closes once it is sent. */
@@ -229,8 +240,13 @@ export class Connection implements DeliverySink {
   }
 
   #sendError(correlationId: number, code: number, message: string): void {
-    const payload = encode(ERROR_SCHEMA, { code, message: message.slice(0, 1000) });
-    this.#send(encodeFrame(0, correlationId, payload, Flag.RESPONSE | Flag.ERROR));
+    this.#send(
+      encodeFramed(ERROR_SCHEMA, { code, message: message.slice(0, 1000) }, {
+        opcode: 0,
+        correlationId,
+        flags: Flag.RESPONSE | Flag.ERROR,
+      }),
+    );
   }
 
   // --- Handlers' helpers ---------------------------------------------------------------------
@@ -319,11 +335,28 @@ export class Connection implements DeliverySink {
 
   // --- DeliverySink --------------------------------------------------------------------------
 
-  deliver(sub: Subscription, records: Uint8Array, firstOffset: number, redelivery: boolean): void {
-    // The hot path: header, DELIVER fields and the stored batches go into one buffer, copied once
-    // (the same layout SCHEMAS.DELIVER describes: u32 id, i64 first offset, u8 flag, bytes).
+  /** Header and DELIVER fields in front of a push's records. */
+  readonly deliverHeadroomBytes: number = HEADER_BYTES + DELIVER_FIELDS_BYTES;
+
+  deliver(
+    sub: Subscription,
+    records: Uint8Array,
+    firstOffset: number,
+    redelivery: boolean,
+    headroomBytes: number,
+  ): void {
+    // The hot path: header, DELIVER fields and the stored batches in one buffer (the layout
+    // SCHEMAS.DELIVER describes: u32 id, i64 first offset, u8 flag, bytes). When the log left room
+    // in front of the batches they are not copied at all; else they are copied once.
+    const prefix = this.deliverHeadroomBytes;
     const payloadBytes = DELIVER_FIELDS_BYTES + records.length;
-    const frame = new Uint8Array(HEADER_BYTES + payloadBytes);
+    let frame: Uint8Array;
+    if (headroomBytes >= prefix) {
+      frame = new Uint8Array(records.buffer, records.byteOffset - prefix, prefix + records.length);
+    } else {
+      frame = new Uint8Array(prefix + records.length);
+      frame.set(records, prefix);
+    }
     writeHeader(frame, {
       version: PROTOCOL_VERSION,
       flags: Flag.PUSH,
@@ -331,13 +364,12 @@ export class Connection implements DeliverySink {
       correlationId: 0,
       payloadLength: payloadBytes,
     });
-    const dv = new DataView(frame.buffer, HEADER_BYTES, DELIVER_FIELDS_BYTES);
+    const dv = new DataView(frame.buffer, frame.byteOffset + HEADER_BYTES, DELIVER_FIELDS_BYTES);
     dv.setUint32(0, sub.id);
     dv.setInt32(4, Math.floor(firstOffset / 0x1_0000_0000));
     dv.setUint32(8, firstOffset >>> 0);
     dv.setUint8(12, redelivery ? 1 : 0);
     dv.setUint32(13, records.length);
-    frame.set(records, HEADER_BYTES + DELIVER_FIELDS_BYTES);
     this.#send(frame);
   }
 

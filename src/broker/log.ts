@@ -18,12 +18,22 @@ export interface ReadResult {
   nextOffset: number;
   /** Records in the returned batches at or after the offset asked for. */
   records: number;
+  /**
+   * Bytes just before `bytes` in its buffer that belong to this result alone (0 or absent: none),
+   * at most the `headroomBytes` asked for: the caller may write a frame header there.
+   */
+  headroomBytes?: number;
 }
 
 /** How much one read may return. */
 export interface ReadLimits {
   bytesMax: number;
   recordsMax: number;
+  /**
+   * Free bytes wanted before the batches, so a delivery's frame header can go in front of them
+   * without copying them. A log gives them when it copies the batches anyway.
+   */
+  headroomBytes?: number;
 }
 
 /** The storage of one partition. */
@@ -167,7 +177,12 @@ export class MemoryLog implements Log {
       nextOffset = b.lastOffset + 1;
       i++;
     }
-    return Promise.resolve({ bytes: concat(parts, bytes), nextOffset, records });
+    if (parts.length === 1) {
+      return Promise.resolve({ bytes: parts[0] as Uint8Array, nextOffset, records });
+    }
+    const headroomBytes = limits.headroomBytes ?? 0;
+    const joined = concat(parts, bytes, headroomBytes);
+    return Promise.resolve({ bytes: joined, nextOffset, records, headroomBytes });
   }
 
   /** Index of the batch holding `offset` (which must be stored). */
@@ -195,9 +210,9 @@ export class MemoryLog implements Log {
   }
 }
 
-function concat(parts: Uint8Array[], total: number): Uint8Array {
-  if (parts.length === 1) return parts[0] as Uint8Array;
-  const out = new Uint8Array(total);
+/** `parts` joined, after `headroomBytes` free bytes of the same buffer. */
+function concat(parts: Uint8Array[], total: number, headroomBytes: number): Uint8Array {
+  const out = new Uint8Array(headroomBytes + total).subarray(headroomBytes);
   let off = 0;
   for (const p of parts) {
     out.set(p, off);

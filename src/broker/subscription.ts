@@ -19,8 +19,19 @@ export interface DurableState {
 
 /** What a subscription needs from its connection. */
 export interface DeliverySink {
-  /** Queues a DELIVER push; `records` are whole batches, `firstOffset` the first to hand out. */
-  deliver(sub: Subscription, records: Uint8Array, firstOffset: number, redelivery: boolean): void;
+  /**
+   * Queues a DELIVER push; `records` are whole batches, `firstOffset` the first to hand out. The
+   * `headroomBytes` before `records` in its buffer are the sink's to overwrite (a frame header).
+   */
+  deliver(
+    sub: Subscription,
+    records: Uint8Array,
+    firstOffset: number,
+    redelivery: boolean,
+    headroomBytes: number,
+  ): void;
+  /** Bytes the sink puts in front of the records of a push, asked of the log as headroom. */
+  readonly deliverHeadroomBytes: number;
   /** False once the connection is gone or is shutting down. */
   readonly open: boolean;
 }
@@ -190,13 +201,14 @@ export class Subscription {
         const got = await log.read(from, {
           bytesMax: Math.min(this.creditBytes, this.#deliverBytesMax),
           recordsMax: this.creditMessages,
+          headroomBytes: this.#sink.deliverHeadroomBytes,
         });
         if (this.#closed || got.records === 0 || this.nextOffset !== from) break;
         this.nextOffset = got.nextOffset;
         this.creditMessages -= got.records;
         this.creditBytes -= got.bytes.length;
         this.deliveredRecords += got.records;
-        this.#sink.deliver(this, got.bytes, from, this.#redeliver);
+        this.#sink.deliver(this, got.bytes, from, this.#redeliver, got.headroomBytes ?? 0);
         this.#onDelivered(got.records, got.bytes.length);
         this.#redeliver = false;
         if (this.#ackTimeoutMs === 0) {

@@ -15,7 +15,7 @@ import {
 import {
   decode,
   type DeliverPush,
-  encode,
+  encodeFramed,
   ERROR_SCHEMA,
   type ErrorPayload,
   type HelloResponse,
@@ -254,7 +254,10 @@ export class ClientConnection {
 
   #issue(conn: Conn, q: Queued): void {
     const id = this.#id();
-    const frame = encodeFrame(Op[q.op], id, encode(SCHEMAS[q.op].request, q.body));
+    const frame = encodeFramed(SCHEMAS[q.op].request, q.body, {
+      opcode: Op[q.op],
+      correlationId: id,
+    });
     if (q.oneWay) q.resolve(EMPTY);
     else {this.#pending.set(id, {
         op: q.op,
@@ -319,10 +322,13 @@ export class ClientConnection {
     const buf = new Uint8Array(READ_BYTES);
     try {
       for (;;) {
-        const n = await conn.read(buf);
+        // A big payload (a delivery) is read straight into its own buffer.
+        const target = parser.readTarget();
+        const n = await conn.read(target ?? buf);
         if (n === null) break;
         // The parser keeps views into what it is given: hand it a copy of the bytes read.
-        parser.push(buf.slice(0, n));
+        if (target !== null) parser.filled(n);
+        else parser.push(buf.slice(0, n));
         for (let r = parser.next(); r.kind !== "need"; r = parser.next()) {
           if (r.kind === "error") {
             throw new GregorError(r.code, `Broker sent a bad frame: ${r.message}`);

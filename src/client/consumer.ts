@@ -2,7 +2,8 @@
 // credit as the application consumes (so its buffer is bounded), acknowledges cumulatively, skips
 // what it already saw, and resubscribes after a reconnect from its last acknowledged offset.
 
-import { batchesIn, decodeBatch } from "../protocol/batch.ts";
+import { batchCodec, readBatchHeader, type RecordHeader, visitBatch } from "../protocol/batch.ts";
+import { codecsLoaded, loadCodecs } from "../protocol/codecs.ts";
 import { ErrorCode, GregorError } from "../protocol/errors.ts";
 import { type DeliverPush, Start, type SubscribeResponse } from "../protocol/messages.ts";
 import type { ClientConnection, PushListener } from "./connection.ts";
@@ -47,6 +48,81 @@ export interface ReceivedMessage {
 }
 
 const decoder = new TextDecoder();
+/** Largest records section a consumer decompresses from one batch. */
+const RECORDS_BYTES_MAX = 64 * 1024 * 1024;
+
+/**
+ * A received message. A class rather than an object literal with closures: one allocation per
+ * message on the consumer's hot path instead of three.
+ */
+class Received implements ReceivedMessage {
+  readonly topic: string;
+  readonly partition: number;
+  readonly offset: number;
+  readonly timestamp: number;
+  readonly key: Uint8Array | null;
+  readonly value: Uint8Array | null;
+  readonly redelivered: boolean;
+  /** This message's share of its push's bytes, given back as credit once it is consumed. */
+  creditBytes = 0;
+  readonly #consumer: Consumer;
+  readonly #recordHeaders: readonly RecordHeader[];
+  #headers: Record<string, Uint8Array | null> | null = null;
+
+  constructor(
+    consumer: Consumer,
+    record: {
+      offset: number;
+      timestamp: number;
+      key: Uint8Array | null;
+      value: Uint8Array | null;
+      headers: readonly RecordHeader[];
+      redelivered: boolean;
+    },
+  ) {
+    this.#consumer = consumer;
+    this.topic = consumer.topic;
+    this.partition = consumer.partition;
+    this.offset = record.offset;
+    this.timestamp = record.timestamp;
+    this.key = record.key;
+    this.value = record.value;
+    this.#recordHeaders = record.headers;
+    this.redelivered = record.redelivered;
+  }
+
+  /** The record's headers by key, built on first use (most messages are never asked). */
+  get headers(): Record<string, Uint8Array | null> {
+    this.#headers ??= headerRecord(this.#recordHeaders);
+    return this.#headers;
+  }
+
+  text(): string {
+    return this.value === null ? "" : decoder.decode(this.value);
+  }
+
+  ack(): void {
+    this.#consumer.ack(this.offset);
+  }
+}
+
+/** True if a batch in `records` is compressed (a malformed push is left for decoding to refuse). */
+function compressed(records: Uint8Array): boolean {
+  try {
+    for (let off = 0; off < records.length; off += readBatchHeader(records, off).sizeBytes) {
+      if (batchCodec(records.subarray(off)) !== 0) return true;
+    }
+  } catch {
+    return false;
+  }
+  return false;
+}
+
+function headerRecord(headers: readonly RecordHeader[]): Record<string, Uint8Array | null> {
+  const out: Record<string, Uint8Array | null> = {};
+  for (const h of headers) out[h.key] = h.value;
+  return out;
+}
 
 /** A subscription. Iterate it with `for await`. Create one with `client.subscribe()`. */
 export class Consumer implements AsyncIterable<ReceivedMessage>, PushListener {
@@ -55,8 +131,10 @@ export class Consumer implements AsyncIterable<ReceivedMessage>, PushListener {
   readonly #conn: ClientConnection;
   readonly #id: number;
   readonly #opts: Required<Omit<SubscribeOptions, "durable" | "partition">> & { durable: string };
-  readonly #queue: { m: ReceivedMessage; bytes: number }[] = [];
+  readonly #queue: Received[] = [];
   #queueHead = 0;
+  /** Pushes held until the codec libraries are loaded. */
+  readonly #awaitingCodecs: DeliverPush[] = [];
   #waiter: (() => void) | null = null;
   #failure: unknown = null;
   #closed = false;
@@ -131,41 +209,66 @@ export class Consumer implements AsyncIterable<ReceivedMessage>, PushListener {
 
   onDeliver(push: DeliverPush): void {
     if (this.#closed || push.records === null) return;
+    if (this.#awaitingCodecs.length > 0 || (!codecsLoaded() && compressed(push.records))) {
+      // The codec libraries load on the first compressed batch; pushes wait for them in order
+      // (at most the credit window's worth).
+      this.#awaitingCodecs.push(push);
+      if (this.#awaitingCodecs.length === 1) {
+        loadCodecs().then(() => {
+          for (const held of this.#awaitingCodecs.splice(0)) this.#take(held);
+        }, (err) => {
+          this.#awaitingCodecs.length = 0;
+          this.#fail(err);
+        });
+      }
+      return;
+    }
+    this.#take(push);
+  }
+
+  #take(push: DeliverPush): void {
+    if (this.#closed || push.records === null) return;
     if (push.redelivery === 1) {
       // The broker rewound to its first unacknowledged offset: forget what we hold from there on.
       this.#dropQueuedFrom(push.firstOffset);
       this.#nextOffset = Math.min(this.#nextOffset, push.firstOffset);
     }
-    const fresh: ReceivedMessage[] = [];
+    const records = push.records;
+    const fresh: Received[] = [];
+    const visit = (
+      offset: number,
+      timestamp: number,
+      key: Uint8Array | null,
+      value: Uint8Array | null,
+      headers: readonly RecordHeader[],
+    ): void => {
+      if (offset < push.firstOffset || offset < this.#nextOffset) return;
+      fresh.push(
+        new Received(this, {
+          offset,
+          timestamp,
+          key,
+          value,
+          headers,
+          redelivered: offset <= this.#handedOut,
+        }),
+      );
+      this.#nextOffset = offset + 1;
+    };
     try {
-      for (const { off } of batchesIn(push.records)) {
-        for (const r of decodeBatch(push.records, off, { recordsBytesMax: 64 * 1024 * 1024 })) {
-          if (r.offset < push.firstOffset || r.offset < this.#nextOffset) continue;
-          const headers: Record<string, Uint8Array | null> = {};
-          for (const h of r.headers) headers[h.key] = h.value;
-          const value = r.value;
-          const offset = r.offset;
-          fresh.push({
-            topic: this.topic,
-            partition: this.partition,
-            offset,
-            timestamp: r.timestamp,
-            key: r.key,
-            value,
-            headers,
-            redelivered: offset <= this.#handedOut,
-            text: () => (value === null ? "" : decoder.decode(value)),
-            ack: () => this.ack(offset),
-          });
-          this.#nextOffset = offset + 1;
-        }
+      for (let off = 0; off < records.length;) {
+        off += visitBatch(records, off, { recordsBytesMax: RECORDS_BYTES_MAX }, visit).sizeBytes;
       }
     } catch (err) {
       this.#fail(err);
       return;
     }
-    const bytes = fresh.length === 0 ? 0 : push.records.length / fresh.length;
-    for (const m of fresh) this.#queue.push({ m, bytes });
+    // Each message's share of the push's bytes: the credit given back once it is consumed.
+    const creditBytes = fresh.length === 0 ? 0 : records.length / fresh.length;
+    for (const m of fresh) {
+      m.creditBytes = creditBytes;
+      this.#queue.push(m);
+    }
     this.#wake();
   }
 
@@ -188,7 +291,7 @@ export class Consumer implements AsyncIterable<ReceivedMessage>, PushListener {
 
   #dropQueuedFrom(offset: number): void {
     let keep = this.#queueHead;
-    while (keep < this.#queue.length && this.#queue[keep]!.m.offset < offset) keep++;
+    while (keep < this.#queue.length && this.#queue[keep]!.offset < offset) keep++;
     this.#queue.length = keep;
   }
 
@@ -218,13 +321,13 @@ export class Consumer implements AsyncIterable<ReceivedMessage>, PushListener {
       if (this.#failure !== null) throw this.#failure;
       if (this.#closed) return null;
       if (this.#queueHead < this.#queue.length) {
-        const { m, bytes } = this.#queue[this.#queueHead++]!;
+        const m = this.#queue[this.#queueHead++]!;
         if (this.#queueHead > 1024 && this.#queueHead * 2 > this.#queue.length) {
           this.#queue.splice(0, this.#queueHead);
           this.#queueHead = 0;
         }
         this.#handedOut = Math.max(this.#handedOut, m.offset);
-        this.#consumed(bytes);
+        this.#consumed(m.creditBytes);
         return m;
       }
       await new Promise<void>((r) => (this.#waiter = r));

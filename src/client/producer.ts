@@ -6,7 +6,7 @@
 
 import type { Clock, Random } from "../io/types.ts";
 import { encodeBatch, type RecordHeader, type RecordInput } from "../protocol/batch.ts";
-import { Codec, type CodecName } from "../protocol/compression.ts";
+import { Codec, type CodecName, codecsLoaded, loadCodecs } from "../protocol/codecs.ts";
 import { ErrorCode, GregorError } from "../protocol/errors.ts";
 import { Acks, type InitProducerIdResponse, type ProduceResponse } from "../protocol/messages.ts";
 import { type ClientConnection, ConnectionError } from "./connection.ts";
@@ -63,6 +63,11 @@ export interface ProducerOptions {
  * last 5 batches of each producer, so a retry always finds its original.
  */
 export const BATCHES_IN_FLIGHT_PER_PARTITION_MAX = 5;
+/**
+ * A message may join a waiting batch created at most this share of `deliveryTimeoutMs` ago (its
+ * timeout then counts from the batch's creation).
+ */
+const JOIN_AGE_SHARE_MAX = 0.01;
 /** Partitions whose sequence numbers a producer tracks; past it, idle ones are forgotten. */
 export const PRODUCER_PARTITIONS_MAX = 100_000;
 const SEQUENCES = 0x8000_0000;
@@ -167,7 +172,10 @@ export class Producer {
   readonly #retryBackoffMsMax: number;
   readonly #counts: PartitionCounts;
   readonly #sticky: StickyPartitions;
-  readonly #batches = new Map<string, Accumulator>();
+  /** Batches being filled, by topic and partition. */
+  readonly #batches = new Map<string, Map<number, Accumulator>>();
+  /** Partition counts looked up in the current task; cleared at its end. */
+  readonly #countsThisTask = new Map<string, number>();
   readonly #lanes = new Map<string, Lane>();
   #lanesForgotten = false;
   #sharedPid: Promise<ProducerId> | null = null;
@@ -176,6 +184,8 @@ export class Producer {
   readonly #resolving = new Set<Promise<void>>();
   readonly #inFlight = new Set<Promise<void>>();
   #bufferedBytes = 0;
+  /** Sends waiting for the codec libraries to load; later sends queue behind them. */
+  #sendsAwaitingCodecs = 0;
   #roomWaiters: (() => void)[] = [];
   #closed = false;
 
@@ -222,56 +232,143 @@ export class Producer {
    * @throws {ConnectionError} if a non-idempotent producer lost the connection before the
    *   acknowledgement.
    */
-  async send(topic: string, message: Message): Promise<number> {
-    if (this.#closed) throw new Error("The producer is closed");
-    const key = message.key === undefined || message.key === null ? null : toBytes(message.key);
-    const record: RecordInput = {
-      value: message.value === null ? null : toBytes(message.value),
-      key,
-      headers: headersOf(message.headers),
-      timestamp: message.timestamp ?? Math.floor(this.#clock.wallMs()),
-    };
-    const bytes = (record.value?.length ?? 0) + (key?.length ?? 0) + 16;
+  send(topic: string, message: Message): Promise<number> {
+    if (this.#codec !== 0 && (this.#sendsAwaitingCodecs > 0 || !codecsLoaded())) {
+      // The codec libraries load on first use; sends wait for them in call order.
+      // `flush` waits until they are placed in a batch.
+      this.#sendsAwaitingCodecs++;
+      let placed!: () => void;
+      const gate = new Promise<void>((r) => (placed = r));
+      this.#resolving.add(gate);
+      const done = () => {
+        this.#sendsAwaitingCodecs--;
+        this.#resolving.delete(gate);
+        placed();
+      };
+      return loadCodecs().then(
+        () => {
+          try {
+            return this.#send(topic, message);
+          } finally {
+            done();
+          }
+        },
+        (err) => {
+          done();
+          throw err;
+        },
+      );
+    }
+    return this.#send(topic, message);
+  }
+
+  #send(topic: string, message: Message): Promise<number> {
+    // The common case runs without an await: room in the buffer and the partition known now.
+    let record: RecordInput;
+    let bytes: number;
+    try {
+      if (this.#closed) throw new Error("The producer is closed");
+      const key = message.key === undefined || message.key === null ? null : toBytes(message.key);
+      record = {
+        value: message.value === null ? null : toBytes(message.value),
+        key,
+        headers: headersOf(message.headers),
+        timestamp: message.timestamp ?? Math.floor(this.#clock.wallMs()),
+      };
+      bytes = (record.value?.length ?? 0) + (key?.length ?? 0) + 16;
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    if (this.#bufferedBytes + bytes > this.#bufferBytesMax && this.#bufferedBytes > 0) {
+      return this.#sendWhenRoom(topic, message.partition, record, bytes);
+    }
+    this.#bufferedBytes += bytes;
+    return this.#place(topic, message.partition, record, bytes);
+  }
+
+  async #sendWhenRoom(
+    topic: string,
+    explicit: number | undefined,
+    record: RecordInput,
+    bytes: number,
+  ): Promise<number> {
     while (this.#bufferedBytes + bytes > this.#bufferBytesMax && this.#bufferedBytes > 0) {
       await new Promise<void>((r) => this.#roomWaiters.push(r));
     }
     this.#bufferedBytes += bytes;
+    return await this.#place(topic, explicit, record, bytes);
+  }
+
+  /** Picks the message's partition (waiting if it must) and adds it to that partition's batch. */
+  #place(
+    topic: string,
+    explicit: number | undefined,
+    record: RecordInput,
+    bytes: number,
+  ): Promise<number> {
+    let chosen: number | Promise<number>;
+    try {
+      chosen = this.#partitionOf(topic, explicit, record.key ?? null);
+    } catch (err) {
+      this.#release(bytes);
+      return Promise.reject(err);
+    }
+    if (typeof chosen === "number" && !this.#topicTails.has(topic)) {
+      return this.#accumulate(topic, chosen, record, bytes);
+    }
+    return this.#placeLater(topic, chosen, record, bytes);
+  }
+
+  async #placeLater(
+    topic: string,
+    chosen: number | Promise<number>,
+    record: RecordInput,
+    bytes: number,
+  ): Promise<number> {
     let partition: number;
     try {
-      const chosen = this.#partitionOf(topic, message.partition, key);
+      // Wait behind earlier sends to this topic that wait too, so the order of sends holds.
       const tail = this.#topicTails.get(topic);
-      if (typeof chosen === "number" && tail === undefined) {
-        partition = chosen;
-      } else {
-        // Wait behind earlier sends to this topic that wait too, so the order of sends holds.
-        const waiting = (tail ?? Promise.resolve()).then(() => chosen);
-        const mine = waiting.then(() => {}, () => {});
-        this.#topicTails.set(topic, mine);
-        this.#resolving.add(mine);
-        try {
-          partition = await waiting;
-        } finally {
-          this.#resolving.delete(mine);
-          if (this.#topicTails.get(topic) === mine) this.#topicTails.delete(topic);
-        }
+      const waiting = (tail ?? Promise.resolve()).then(() => chosen);
+      const mine = waiting.then(() => {}, () => {});
+      this.#topicTails.set(topic, mine);
+      this.#resolving.add(mine);
+      try {
+        partition = await waiting;
+      } finally {
+        this.#resolving.delete(mine);
+        if (this.#topicTails.get(topic) === mine) this.#topicTails.delete(topic);
       }
     } catch (err) {
       this.#release(bytes);
       throw err;
     }
+    return await this.#accumulate(topic, partition, record, bytes);
+  }
+
+  #accumulate(
+    topic: string,
+    partition: number,
+    record: RecordInput,
+    bytes: number,
+  ): Promise<number> {
     return new Promise<number>((resolve, reject) => {
-      const accKey = `${partition}\u0000${topic}`;
-      let acc = this.#batches.get(accKey);
+      let byPartition = this.#batches.get(topic);
+      if (byPartition === undefined) {
+        byPartition = new Map();
+        this.#batches.set(topic, byPartition);
+      }
+      let acc = byPartition.get(partition);
       if (acc === undefined) {
         acc = { topic, partition, pending: [], bytes: 0, timer: null };
-        this.#batches.set(accKey, acc);
+        byPartition.set(partition, acc);
       }
       acc.pending.push({ record, bytes, resolve, reject });
       acc.bytes += bytes;
       if (acc.bytes >= this.#batchBytesMax || acc.pending.length >= this.#batchRecordsMax) {
-        this.#sendBatch(accKey, acc);
+        this.#sendBatch(acc);
       } else if (acc.pending.length === 1) {
-        this.#arm(accKey, acc);
+        this.#arm(acc);
       }
     });
   }
@@ -282,26 +379,53 @@ export class Producer {
     key: Uint8Array | null,
   ): number | Promise<number> {
     if (explicit !== undefined) return explicit;
-    const pick = (n: number) =>
-      key !== null ? partitionForKey(key, n) : this.#sticky.partition(topic, n);
-    const n = this.#counts.partitions(topic);
-    return typeof n === "number" ? pick(n) : n.then(pick);
+    const n = this.#partitionCount(topic);
+    if (typeof n === "number") {
+      return key !== null ? partitionForKey(key, n) : this.#sticky.partition(topic, n);
+    }
+    return n.then((count) =>
+      key !== null ? partitionForKey(key, count) : this.#sticky.partition(topic, count)
+    );
   }
 
-  #arm(key: string, acc: Accumulator): void {
+  /**
+   * The topic's partition count, asked of the cache once per task: a burst of sends in one task
+   * needs it once, not per message (the cache's lookup reads the clock).
+   */
+  #partitionCount(topic: string): number | Promise<number> {
+    const known = this.#countsThisTask.get(topic);
+    if (known !== undefined) return known;
+    const n = this.#counts.partitions(topic);
+    if (typeof n === "number") {
+      if (this.#countsThisTask.size === 0) queueMicrotask(() => this.#countsThisTask.clear());
+      this.#countsThisTask.set(topic, n);
+    }
+    return n;
+  }
+
+  /** Forgets `topic`'s partition count, so the next send asks the broker again. */
+  #invalidate(topic: string): void {
+    this.#counts.invalidate(topic);
+    this.#countsThisTask.delete(topic);
+  }
+
+  #arm(acc: Accumulator): void {
     if (this.#lingerMs <= 0) {
-      queueMicrotask(() => this.#sendBatch(key, acc));
+      queueMicrotask(() => this.#sendBatch(acc));
       return;
     }
     const timer = new AbortController();
     acc.timer = timer;
-    this.#clock.sleep(this.#lingerMs, timer.signal).then(() => this.#sendBatch(key, acc), () => {});
+    this.#clock.sleep(this.#lingerMs, timer.signal).then(() => this.#sendBatch(acc), () => {});
   }
 
-  #sendBatch(key: string, acc: Accumulator): void {
-    if (this.#batches.get(key) !== acc || acc.pending.length === 0) return;
-    this.#batches.delete(key);
-    acc.timer?.abort();
+  #sendBatch(acc: Accumulator): void {
+    const byPartition = this.#batches.get(acc.topic);
+    if (byPartition?.get(acc.partition) !== acc || acc.pending.length === 0) return;
+    byPartition.delete(acc.partition);
+    if (byPartition.size === 0) this.#batches.delete(acc.topic);
+    // A reason given, so the abort does not build a DOMException (and its stack) per batch.
+    acc.timer?.abort(LINGER_CUT);
     this.#sticky.batchSent(acc.topic, acc.partition);
     if (this.#idempotent) this.#enqueue(acc);
     else this.#sendOnce(acc);
@@ -345,7 +469,7 @@ export class Producer {
           (r) => pending.forEach((p, i) => p.resolve(r.baseOffset < 0 ? -1 : r.baseOffset + i)),
           (err) => {
             if (err instanceof GregorError && err.code === ErrorCode.UNKNOWN_PARTITION) {
-              this.#counts.invalidate(acc.topic);
+              this.#invalidate(acc.topic);
             }
             pending.forEach((p) => p.reject(err));
           },
@@ -397,6 +521,8 @@ export class Producer {
   /** Numbers the accumulated messages as the partition's next batch and sends it when it may. */
   #enqueue(acc: Accumulator): void {
     const lane = this.#lane(acc.topic, acc.partition);
+    const now = this.#clock.now();
+    if (this.#joinWaitingBatch(lane, acc, now)) return;
     let settled!: () => void;
     const done = new Promise<void>((r) => (settled = r));
     const batch: Batch = {
@@ -404,7 +530,7 @@ export class Producer {
       bytes: acc.bytes,
       baseSequence: lane.nextSeq,
       encoded: null,
-      deadline: this.#clock.now() + this.#deliveryTimeoutMs,
+      deadline: now + this.#deliveryTimeoutMs,
       sent: false,
       sentBefore: false,
       inFlight: false,
@@ -417,6 +543,34 @@ export class Producer {
     this.#inFlight.add(done);
     void done.then(() => this.#inFlight.delete(done));
     this.#drain(lane);
+  }
+
+  /**
+   * While the lane has its most batches in flight, new messages join the newest batch still
+   * waiting (as Kafka's accumulator keeps a batch open until it can be sent), within the batch
+   * limits: a slow acknowledgement (an fsync) then means fewer, bigger batches rather than a queue
+   * of small ones, each waiting its turn. A joined message's delivery timeout counts from that
+   * batch's creation, at most 1 % of `deliveryTimeoutMs` before its own send. False if it cannot
+   * join.
+   */
+  #joinWaitingBatch(lane: Lane, acc: Accumulator, now: number): boolean {
+    const last = lane.unacked[lane.unacked.length - 1];
+    if (
+      last === undefined || lane.inFlight < BATCHES_IN_FLIGHT_PER_PARTITION_MAX ||
+      lane.recovering || lane.acquiring || lane.pid === null ||
+      last.sent || last.inFlight || last.rejected || last.encoded !== null ||
+      last.pending.length + acc.pending.length > this.#batchRecordsMax ||
+      last.bytes + acc.bytes > this.#batchBytesMax ||
+      now + this.#deliveryTimeoutMs - last.deadline > this.#deliveryTimeoutMs * JOIN_AGE_SHARE_MAX
+    ) {
+      return false;
+    }
+    // Sequence numbers stay contiguous: the joined messages take the ones after the batch's own.
+    if ((last.baseSequence + last.pending.length) % SEQUENCES !== lane.nextSeq) return false;
+    for (const p of acc.pending) last.pending.push(p);
+    last.bytes += acc.bytes;
+    lane.nextSeq = (lane.nextSeq + acc.pending.length) % SEQUENCES;
+    return true;
   }
 
   /** Sends the lane's waiting batches, in sequence order, up to the in-flight limit. */
@@ -508,7 +662,7 @@ export class Producer {
         (err instanceof GregorError && err.code === ErrorCode.NOT_LEADER)
       ) {
         // The leader moved or its node is gone: learn where it is now before the retry.
-        this.#counts.invalidate(lane.topic);
+        this.#invalidate(lane.topic);
         void Promise.resolve(this.#counts.partitions(lane.topic)).catch(() => {});
       }
       lane.backoff = true;
@@ -516,7 +670,7 @@ export class Producer {
       err instanceof GregorError && REFUSED_BEFORE_SEQUENCE.has(err.code) && !b.sentBefore
     ) {
       // The broker refused it before taking its sequence: later batches move down to close the gap.
-      if (err.code === ErrorCode.UNKNOWN_PARTITION) this.#counts.invalidate(lane.topic);
+      if (err.code === ErrorCode.UNKNOWN_PARTITION) this.#invalidate(lane.topic);
       this.#reject(b, err);
     } else {
       // The broker may have stored it (the failure came from elsewhere: a fatal error on the
@@ -675,7 +829,9 @@ export class Producer {
   /** Sends every waiting batch now and resolves when all sent so far are acknowledged (or failed). */
   async flush(): Promise<void> {
     while (this.#resolving.size > 0) await Promise.allSettled([...this.#resolving]);
-    for (const [key, acc] of [...this.#batches]) this.#sendBatch(key, acc);
+    for (const byPartition of [...this.#batches.values()]) {
+      for (const acc of [...byPartition.values()]) this.#sendBatch(acc);
+    }
     while (this.#inFlight.size > 0) await Promise.allSettled([...this.#inFlight]);
   }
 
@@ -686,7 +842,12 @@ export class Producer {
   }
 }
 
+/** What a message without headers carries: one shared empty list, never changed. */
+const NO_HEADERS: RecordHeader[] = Object.freeze([]) as unknown as RecordHeader[];
+/** Why a linger timer is stopped early (its batch was sent): not an error anyone sees. */
+const LINGER_CUT = new Error("The batch was sent before its linger time ran out");
+
 function headersOf(h: Message["headers"]): RecordHeader[] {
-  if (h === undefined) return [];
+  if (h === undefined) return NO_HEADERS;
   return Object.entries(h).map(([key, v]) => ({ key, value: v === null ? null : toBytes(v) }));
 }

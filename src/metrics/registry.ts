@@ -1,8 +1,10 @@
 // The broker's Prometheus metrics: one prom-client Registry per broker (never the global default
-// one: many brokers share an isolate in tests and the simulator). Counters and histograms are fed by
-// the broker as it works (BrokerObserver); gauges are read from the broker at scrape time.
+// one: many brokers share an isolate in tests and the simulator). The broker's events (requests,
+// records in and out, fsyncs) are tallied in plain counters as it works, which costs a map lookup
+// and an add; prom-client itself is loaded on the first scrape (it is the biggest module a broker
+// would otherwise load at start-up), and its metrics read the tallies and the broker at scrape time.
 
-import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import type { Counter, Gauge, Registry } from "prom-client";
 import type { Broker } from "../broker/broker.ts";
 import type { BrokerObserver } from "../broker/observer.ts";
 import type { Partition } from "../broker/topic.ts";
@@ -10,6 +12,9 @@ import type { MemberState } from "../cluster/gossip/mod.ts";
 import type { ClusterNode } from "../cluster/cluster.ts";
 import type { RaftGroup } from "../cluster/raft/shell.ts";
 import { FileLog } from "../storage/file_log.ts";
+
+/** The Content-Type of the Prometheus text format that `Registry.metrics()` writes. */
+const PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
 
 /** Latency buckets, seconds: 100 µs to 10 s. */
 const LATENCY_BUCKETS_SECONDS = [
@@ -62,82 +67,196 @@ export const METRIC_NAMES = {
   underReplicated: "gregormq_under_replicated_partitions",
 } as const;
 
-/** A broker's metrics. Attach it with `broker.observer = metrics.observer`. */
+/** Counts by topic. */
+interface TopicTally {
+  messagesIn: number;
+  bytesIn: number;
+  messagesOut: number;
+  bytesOut: number;
+}
+
+/** A histogram's observations: per bucket (not cumulative; the last is +Inf), sum and count. */
+class HistogramTally {
+  readonly bounds: readonly number[];
+  readonly counts: Float64Array;
+  sum = 0;
+  count = 0;
+
+  constructor(bounds: readonly number[]) {
+    this.bounds = bounds;
+    this.counts = new Float64Array(bounds.length + 1);
+  }
+
+  observe(v: number): void {
+    let i = 0;
+    while (i < this.bounds.length && v > (this.bounds[i] as number)) i++;
+    this.counts[i]! += 1;
+    this.sum += v;
+    this.count++;
+  }
+}
+
+/** A metric object as prom-client's Registry reads it (`registerMetric`, then `get()`). */
+interface CollectedMetric {
+  name: string;
+  help: string;
+  type: "counter" | "histogram";
+  aggregator: "sum";
+  values: { value: number; labels: Record<string, string | number>; metricName?: string }[];
+}
+
+/** A broker's metrics. Attach it with `metrics.attach(broker)`. */
 export class BrokerMetrics {
-  /** The registry `/metrics` serves. */
-  readonly registry: Registry = new Registry();
-  /** Feeds the counters and histograms; give it to `Broker.observer`. */
+  /** Feeds the tallies; `attach` gives it to `Broker.observer`. */
   readonly observer: BrokerObserver;
   #broker: Broker | null = null;
   #cluster: ClusterNode | null = null;
+  /** Requests answered, by opcode name and then result. */
+  readonly #requests = new Map<string, Map<string, number>>();
+  readonly #topics = new Map<string, TopicTally>();
+  readonly #produceDuration = new HistogramTally(LATENCY_BUCKETS_SECONDS);
+  readonly #fsyncDuration = new HistogramTally(LATENCY_BUCKETS_SECONDS);
+  readonly #fsyncBatches = new HistogramTally(BATCHES_BUCKETS);
+  #registry: Promise<Registry> | null = null;
 
   constructor() {
-    const registers = [this.registry];
-    const requests = new Counter({
-      name: METRIC_NAMES.requests,
-      help: "Requests answered, by opcode name and result (OK or the error code's name).",
-      labelNames: ["op", "code"] as const,
-      registers,
-    });
-    const messagesIn = new Counter({
-      name: METRIC_NAMES.messagesIn,
-      help: "Records stored by produce requests, by topic.",
-      labelNames: ["topic"] as const,
-      registers,
-    });
-    const bytesIn = new Counter({
-      name: METRIC_NAMES.bytesIn,
-      help: "Record batch bytes stored by produce requests, by topic.",
-      labelNames: ["topic"] as const,
-      registers,
-    });
-    const messagesOut = new Counter({
-      name: METRIC_NAMES.messagesOut,
-      help: "Records pushed to subscribers (redeliveries included), by topic.",
-      labelNames: ["topic"] as const,
-      registers,
-    });
-    const bytesOut = new Counter({
-      name: METRIC_NAMES.bytesOut,
-      help: "Record batch bytes pushed to subscribers (redeliveries included), by topic.",
-      labelNames: ["topic"] as const,
-      registers,
-    });
-    const produceDuration = new Histogram({
-      name: METRIC_NAMES.produceDuration,
-      help: "Time from a produce request's arrival until its batch is stored as its fsync " +
-        "policy requires.",
-      buckets: LATENCY_BUCKETS_SECONDS,
-      registers,
-    });
-    const fsyncDuration = new Histogram({
-      name: METRIC_NAMES.fsyncDuration,
-      help: "Duration of one fsync of a partition's active segment.",
-      buckets: LATENCY_BUCKETS_SECONDS,
-      registers,
-    });
-    const fsyncBatches = new Histogram({
-      name: METRIC_NAMES.fsyncBatches,
-      help: "Record batches made durable by one fsync (group commit).",
-      buckets: BATCHES_BUCKETS,
-      registers,
-    });
+    const topic = (name: string): TopicTally => {
+      let t = this.#topics.get(name);
+      if (t === undefined) {
+        t = { messagesIn: 0, bytesIn: 0, messagesOut: 0, bytesOut: 0 };
+        this.#topics.set(name, t);
+      }
+      return t;
+    };
     this.observer = {
-      request: (op, code) => requests.inc({ op, code }),
-      produced: (topic, records, bytes, seconds) => {
-        messagesIn.inc({ topic }, records);
-        bytesIn.inc({ topic }, bytes);
-        produceDuration.observe(seconds);
+      request: (op, code) => {
+        let byCode = this.#requests.get(op);
+        if (byCode === undefined) {
+          byCode = new Map();
+          this.#requests.set(op, byCode);
+        }
+        byCode.set(code, (byCode.get(code) ?? 0) + 1);
       },
-      delivered: (topic, records, bytes) => {
-        messagesOut.inc({ topic }, records);
-        bytesOut.inc({ topic }, bytes);
+      produced: (name, records, bytes, seconds) => {
+        const t = topic(name);
+        t.messagesIn += records;
+        t.bytesIn += bytes;
+        this.#produceDuration.observe(seconds);
+      },
+      delivered: (name, records, bytes) => {
+        const t = topic(name);
+        t.messagesOut += records;
+        t.bytesOut += bytes;
       },
       synced: (seconds, batches) => {
-        fsyncDuration.observe(seconds);
-        fsyncBatches.observe(batches);
+        this.#fsyncDuration.observe(seconds);
+        this.#fsyncBatches.observe(batches);
       },
     };
+  }
+
+  /** The registry `/metrics` serves, built (and prom-client loaded) on first use. */
+  registry(): Promise<Registry> {
+    this.#registry ??= import("prom-client").then((prom) => this.#build(prom));
+    return this.#registry;
+  }
+
+  #build(prom: typeof import("prom-client")): Registry {
+    const { Gauge } = prom;
+    const registry = new prom.Registry();
+    const registers = [registry];
+    const counter = (
+      name: string,
+      help: string,
+      values: () => CollectedMetric["values"],
+    ): void => {
+      const metric = {
+        name,
+        help,
+        get: (): CollectedMetric => ({
+          name,
+          help,
+          type: "counter",
+          aggregator: "sum",
+          values: values(),
+        }),
+      };
+      registry.registerMetric(metric as unknown as Counter);
+    };
+    const histogram = (name: string, help: string, tally: HistogramTally): void => {
+      const metric = {
+        name,
+        help,
+        get: (): CollectedMetric => {
+          const values: CollectedMetric["values"] = [];
+          let cumulative = 0;
+          tally.bounds.forEach((le, i) => {
+            cumulative += tally.counts[i] as number;
+            values.push({ value: cumulative, labels: { le }, metricName: `${name}_bucket` });
+          });
+          values.push(
+            { value: tally.count, labels: { le: "+Inf" }, metricName: `${name}_bucket` },
+            { value: tally.sum, labels: {}, metricName: `${name}_sum` },
+            { value: tally.count, labels: {}, metricName: `${name}_count` },
+          );
+          return { name, help, type: "histogram", aggregator: "sum", values };
+        },
+      };
+      registry.registerMetric(metric as unknown as Counter);
+    };
+    counter(
+      METRIC_NAMES.requests,
+      "Requests answered, by opcode name and result (OK or the error code's name).",
+      () => {
+        const values: CollectedMetric["values"] = [];
+        for (const [op, byCode] of this.#requests) {
+          for (const [code, value] of byCode) values.push({ value, labels: { op, code } });
+        }
+        return values;
+      },
+    );
+    const perTopic = (name: string, help: string, field: keyof TopicTally): void =>
+      counter(name, help, () => {
+        const values: CollectedMetric["values"] = [];
+        for (const [topic, t] of this.#topics) values.push({ value: t[field], labels: { topic } });
+        return values;
+      });
+    perTopic(
+      METRIC_NAMES.messagesIn,
+      "Records stored by produce requests, by topic.",
+      "messagesIn",
+    );
+    perTopic(
+      METRIC_NAMES.bytesIn,
+      "Record batch bytes stored by produce requests, by topic.",
+      "bytesIn",
+    );
+    perTopic(
+      METRIC_NAMES.messagesOut,
+      "Records pushed to subscribers (redeliveries included), by topic.",
+      "messagesOut",
+    );
+    perTopic(
+      METRIC_NAMES.bytesOut,
+      "Record batch bytes pushed to subscribers (redeliveries included), by topic.",
+      "bytesOut",
+    );
+    histogram(
+      METRIC_NAMES.produceDuration,
+      "Time from a produce request's arrival until its batch is stored as its fsync " +
+        "policy requires.",
+      this.#produceDuration,
+    );
+    histogram(
+      METRIC_NAMES.fsyncDuration,
+      "Duration of one fsync of a partition's active segment.",
+      this.#fsyncDuration,
+    );
+    histogram(
+      METRIC_NAMES.fsyncBatches,
+      "Record batches made durable by one fsync (group commit).",
+      this.#fsyncBatches,
+    );
 
     const broker = (): Broker | null => this.#broker;
     new Gauge({
@@ -149,26 +268,36 @@ export class BrokerMetrics {
       },
     });
     this.#partitionGauge(
+      prom,
+      registry,
       METRIC_NAMES.logSize,
       "Bytes stored in a partition's log.",
       (p) => p.log.sizeBytes,
     );
     this.#partitionGauge(
+      prom,
+      registry,
       METRIC_NAMES.logSegments,
       "Segment files of a disk partition.",
       (p) => (p.log instanceof FileLog ? p.log.segmentCount : null),
     );
     this.#partitionGauge(
+      prom,
+      registry,
       METRIC_NAMES.logEndOffset,
       "The offset the partition's next record will get (high-water mark).",
       (p) => p.log.nextOffset,
     );
     this.#partitionGauge(
+      prom,
+      registry,
       METRIC_NAMES.subscriptions,
       "Live subscriptions on a partition.",
       (p) => p.subscriptions.size,
     );
     this.#partitionGauge(
+      prom,
+      registry,
       METRIC_NAMES.consumerLag,
       "Records not yet acknowledged, summed over the partition's live subscriptions.",
       (p) => {
@@ -192,11 +321,16 @@ export class BrokerMetrics {
         for (const m of all) this.inc({ state: m.state });
       },
     });
-    this.#groupGauges(registers, broker);
-    this.#raftGauges(registers);
+    this.#groupGauges(prom, registers, broker);
+    this.#raftGauges(prom, registers);
+    return registry;
   }
 
-  #groupGauges(registers: Registry[], broker: () => Broker | null): void {
+  #groupGauges(
+    { Gauge }: typeof import("prom-client"),
+    registers: Registry[],
+    broker: () => Broker | null,
+  ): void {
     new Gauge({
       name: METRIC_NAMES.groupLag,
       help: "Records after a consumer group's committed offset, per partition it committed.",
@@ -244,7 +378,7 @@ export class BrokerMetrics {
     this.#cluster = cluster;
   }
 
-  #raftGauges(registers: Registry[]): void {
+  #raftGauges({ Counter, Gauge }: typeof import("prom-client"), registers: Registry[]): void {
     const cluster = (): ClusterNode | null => this.#cluster;
     const perGroup = (name: string, help: string, value: (g: RaftGroup) => number) =>
       new Gauge({
@@ -302,16 +436,22 @@ export class BrokerMetrics {
   }
 
   /** The exposition text for `/metrics`. */
-  scrape(): Promise<string> {
-    return this.registry.metrics();
+  async scrape(): Promise<string> {
+    const registry = await this.registry();
+    if (registry.contentType !== PROMETHEUS_CONTENT_TYPE) {
+      throw new Error(`prom-client writes ${registry.contentType}, not ${PROMETHEUS_CONTENT_TYPE}`);
+    }
+    return await registry.metrics();
   }
 
-  /** The Content-Type of `scrape()`'s text. */
+  /** The Content-Type of `scrape()`'s text (known before prom-client is loaded). */
   get contentType(): string {
-    return this.registry.contentType;
+    return PROMETHEUS_CONTENT_TYPE;
   }
 
   #partitionGauge(
+    { Gauge }: typeof import("prom-client"),
+    registry: Registry,
     name: string,
     help: string,
     value: (p: Partition) => number | null,
@@ -321,7 +461,7 @@ export class BrokerMetrics {
       name,
       help,
       labelNames: ["topic", "partition"] as const,
-      registers: [this.registry],
+      registers: [registry],
       collect(this: Gauge<"topic" | "partition">) {
         this.reset();
         for (const t of broker()?.topics() ?? []) {

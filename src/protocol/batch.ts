@@ -4,7 +4,13 @@
 // store and serve the very bytes the producer sent.
 
 import { crc32c } from "./crc32c.ts";
-import { type CodecId, codecName, compress, CompressionError, decompress } from "./compression.ts";
+import {
+  type CodecId,
+  codecName,
+  compressBytes,
+  CompressionError,
+  decompressBytes,
+} from "./codecs.ts";
 import { ErrorCode, GregorError } from "./errors.ts";
 import { Reader, varintBytes, Writer } from "./wire.ts";
 
@@ -100,34 +106,50 @@ export function encodeBatch(
   let maxTs = first;
   let bodyBytes = 64;
   for (const r of records) bodyBytes += 32 + (r.key?.length ?? 0) + (r.value?.length ?? 0);
-  const body = new Writer(bodyBytes);
-  records.forEach((r, i) => {
+  const codec = opts.codec ?? 0;
+  // Uncompressed records are written straight after room for the header, so the batch is built
+  // in one buffer; compressed ones are written alone, compressed, then put behind a header.
+  const body = new Writer(codec === 0 ? BATCH_HEADER_BYTES + bodyBytes : bodyBytes);
+  if (codec === 0) body.skip(BATCH_HEADER_BYTES);
+  for (let i = 0; i < records.length; i++) {
+    const r = records[i] as RecordInput;
     if (r.timestamp > maxTs) maxTs = r.timestamp;
     encodeRecord(body, r, r.timestamp - first, i);
-  });
-  const codec = opts.codec ?? 0;
-  const recordsBytes = codec === 0 ? body.finish() : compress(codec, body.finish());
-  const w = new Writer(BATCH_HEADER_BYTES + recordsBytes.length);
-  w.i64(opts.baseOffset ?? 0)
-    .i32(BATCH_HEADER_BYTES + recordsBytes.length - BATCH_LENGTH_PREFIX_BYTES)
-    .i32(-1)
-    .u8(BATCH_MAGIC)
-    .u32(0)
-    .i16(codec)
-    .i32(records.length - 1)
-    .i64(first)
-    .i64(maxTs)
-    .i64(opts.producerId ?? NO_PRODUCER_ID)
-    .i16(opts.producerEpoch ?? -1)
-    .i32(opts.baseSequence ?? -1)
-    .i32(records.length)
-    .raw(recordsBytes);
-  const out = w.finish();
-  w.patchU32(OFF_CRC, crc32c(out.subarray(OFF_ATTRIBUTES)));
+  }
+  let out: Uint8Array;
+  if (codec === 0) {
+    out = body.finish();
+  } else {
+    const packed = compressBytes(codec, body.finish());
+    out = new Uint8Array(BATCH_HEADER_BYTES + packed.length);
+    out.set(packed, BATCH_HEADER_BYTES);
+  }
+  const dv = new DataView(out.buffer, out.byteOffset, BATCH_HEADER_BYTES);
+  setI64(dv, 0, opts.baseOffset ?? 0);
+  dv.setInt32(OFF_BATCH_LENGTH, out.length - BATCH_LENGTH_PREFIX_BYTES);
+  dv.setInt32(OFF_LEADER_EPOCH, -1);
+  dv.setInt8(OFF_MAGIC, BATCH_MAGIC);
+  dv.setInt16(OFF_ATTRIBUTES, codec);
+  dv.setInt32(OFF_LAST_OFFSET_DELTA, records.length - 1);
+  setI64(dv, OFF_FIRST_TIMESTAMP, first);
+  setI64(dv, OFF_MAX_TIMESTAMP, maxTs);
+  setI64(dv, OFF_PRODUCER_ID, opts.producerId ?? NO_PRODUCER_ID);
+  dv.setInt16(OFF_PRODUCER_EPOCH, opts.producerEpoch ?? -1);
+  dv.setInt32(OFF_BASE_SEQUENCE, opts.baseSequence ?? -1);
+  dv.setInt32(OFF_RECORD_COUNT, records.length);
+  dv.setUint32(OFF_CRC, crc32c(out.subarray(OFF_ATTRIBUTES)));
   return out;
 }
 
+/** Writes a safe integer as a big-endian signed 64-bit integer at `at`. */
+function setI64(dv: DataView, at: number, v: number): void {
+  if (!Number.isSafeInteger(v)) throw new RangeError(`Cannot encode ${v} as a 64-bit integer`);
+  dv.setInt32(at, Math.floor(v / 0x1_0000_0000));
+  dv.setUint32(at + 4, v >>> 0);
+}
+
 const keyEncoder = new TextEncoder();
+const NO_HEADERS: readonly RecordHeader[] = Object.freeze([]);
 
 /** Writes one record straight into `w`: its length is worked out first, so nothing is copied twice. */
 function encodeRecord(
@@ -137,7 +159,18 @@ function encodeRecord(
   offsetDelta: number,
 ): void {
   const key = r.key ?? null;
-  const headers = r.headers ?? [];
+  const headers = r.headers ?? NO_HEADERS;
+  if (headers.length === 0) {
+    // The common case, without the header bookkeeping below.
+    w.varint(
+      2 + varintBytes(timestampDelta) + varintBytes(offsetDelta) + varBytesLength(key) +
+        varBytesLength(r.value),
+    ).u8(0).varint(timestampDelta).varint(offsetDelta);
+    varBytes(w, key);
+    varBytes(w, r.value);
+    w.u8(0);
+    return;
+  }
   const headerKeys = headers.map((h) => keyEncoder.encode(h.key));
   let len = 1 + varintBytes(timestampDelta) + varintBytes(offsetDelta) + varBytesLength(key) +
     varBytesLength(r.value) + varintBytes(headers.length);
@@ -232,8 +265,16 @@ export function validateBatch(bytes: Uint8Array, limits: BatchLimits): BatchHead
   if (h.sizeBytes !== bytes.length) {
     throw new CorruptBatchError(`Batch says ${h.sizeBytes} bytes but ${bytes.length} were sent`);
   }
-  decodeBatchRecords(bytes, h, limits, false);
+  decodeBatchRecords(bytes, h, limits, null);
   return h;
+}
+
+/**
+ * The compression codec id in a batch's attributes, without checking anything else (0 for bytes
+ * too short to be a batch; validation rejects those).
+ */
+export function batchCodec(bytes: Uint8Array): number {
+  return bytes.length < BATCH_HEADER_BYTES ? 0 : bytes[OFF_ATTRIBUTES + 1]! & CODEC_MASK;
 }
 
 /** Writes the offset the broker assigned into the batch, in place. The checksum stays valid. */
@@ -245,17 +286,49 @@ export function setBaseOffset(bytes: Uint8Array, off: number, baseOffset: number
 
 /** Decodes every record of the batch at `off` (checking its checksum). */
 export function decodeBatch(bytes: Uint8Array, off: number, limits: BatchLimits): RecordOut[] {
-  const h = readBatchHeader(bytes, off);
-  return decodeBatchRecords(bytes.subarray(off, off + h.sizeBytes), h, limits, true);
+  const records: RecordOut[] = [];
+  visitBatch(bytes, off, limits, (offset, timestamp, key, value, headers) => {
+    // A record with headers got its own array; one without gets a fresh empty one to keep.
+    const own = headers.length === 0 ? [] : headers as RecordHeader[];
+    records.push({ offset, timestamp, key, value, headers: own });
+  });
+  return records;
 }
 
-/** Checks (and with `collect`, returns) every record; validation alone allocates no records. */
+/**
+ * Called once per record of a batch, in offset order. `headers` is a shared empty array when the
+ * record has none: copy it before keeping it.
+ */
+export type RecordVisitor = (
+  offset: number,
+  timestamp: number,
+  key: Uint8Array | null,
+  value: Uint8Array | null,
+  headers: readonly RecordHeader[],
+) => void;
+
+/**
+ * Checks the batch at `off` as `decodeBatch` does and hands each record to `visit` without
+ * building a list of them (a consumer's hot path). Returns the batch's header.
+ */
+export function visitBatch(
+  bytes: Uint8Array,
+  off: number,
+  limits: BatchLimits,
+  visit: RecordVisitor,
+): BatchHeader {
+  const h = readBatchHeader(bytes, off);
+  decodeBatchRecords(bytes.subarray(off, off + h.sizeBytes), h, limits, visit);
+  return h;
+}
+
+/** Checks every record, handing each to `visit` if given; validation alone allocates no records. */
 function decodeBatchRecords(
   batch: Uint8Array,
   h: BatchHeader,
   limits: BatchLimits,
-  collect: boolean,
-): RecordOut[] {
+  visit: RecordVisitor | null,
+): void {
   if (crc32c(batch.subarray(OFF_ATTRIBUTES, h.sizeBytes)) !== h.crc) {
     throw new CorruptBatchError(`Batch at offset ${h.baseOffset} failed its CRC-32C check`);
   }
@@ -267,7 +340,7 @@ function decodeBatchRecords(
   let body = batch.subarray(BATCH_HEADER_BYTES, h.sizeBytes);
   if (h.codec !== 0) {
     try {
-      body = decompress(h.codec, body, limits.recordsBytesMax);
+      body = decompressBytes(h.codec, body, limits.recordsBytesMax);
     } catch (err) {
       if (err instanceof CompressionError) throw new CorruptBatchError(err.message);
       throw err;
@@ -277,7 +350,6 @@ function decodeBatchRecords(
       `Records of ${body.length} bytes are over ${limits.recordsBytesMax}`,
     );
   }
-  const records: RecordOut[] = [];
   // One reader walks every record; a record whose fields overrun its length is caught at its end.
   const r = new Reader(body);
   try {
@@ -297,27 +369,27 @@ function decodeBatchRecords(
       if (headerCount < 0 || headerCount > end - r.pos) {
         throw new CorruptBatchError(`Record ${i} header count ${headerCount} is wrong`);
       }
-      const headers: RecordHeader[] = [];
+      let headers: RecordHeader[] = NO_HEADERS as RecordHeader[];
+      if (headerCount > 0 && visit !== null) headers = [];
       for (let k = 0; k < headerCount; k++) {
         const keyBytes = readVarBytes(r, "header key");
         if (keyBytes === null) throw new CorruptBatchError(`Record ${i} has a null header key`);
         const headerValue = readVarBytes(r, "header value");
         const headerKey = utf8(keyBytes);
-        if (collect) headers.push({ key: headerKey, value: headerValue });
+        if (visit !== null) headers.push({ key: headerKey, value: headerValue });
       }
       if (r.pos !== end) {
         throw new CorruptBatchError(
           `Record ${i} is ${len} bytes long but its fields take ${r.pos - end + len}`,
         );
       }
-      if (collect) records.push({ offset: h.baseOffset + i, timestamp, key, value, headers });
+      if (visit !== null) visit(h.baseOffset + i, timestamp, key, value, headers);
     }
     r.end("the batch's records");
   } catch (err) {
     if (err instanceof CorruptBatchError) throw err;
     throw new CorruptBatchError(`Batch at offset ${h.baseOffset}: ${(err as Error).message}`);
   }
-  return records;
 }
 
 function readVarBytes(r: Reader, what: string): Uint8Array | null {

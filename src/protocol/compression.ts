@@ -1,39 +1,30 @@
 // Per-batch compression codecs for record batches. Every decompressor is bounded by the caller's
-// output limit before it allocates, so a small hostile batch cannot inflate without limit.
+// output limit before it allocates, so a small hostile batch cannot inflate without limit. The
+// codec libraries are big to load, so record batches reach them through codecs.ts, which loads
+// this module on first need; importing it installs the codecs there.
 
 import { gunzipSync, gzipSync, zstdCompressSync, zstdDecompressSync } from "node:zlib";
 import * as snappyjs from "snappyjs";
 import * as lz4wasm from "lz4-wasm";
+import {
+  Codec,
+  type CodecId,
+  type CodecName,
+  codecName,
+  CompressionError,
+  DECOMPRESSED_BYTES_CEILING,
+  installCodecs,
+} from "./codecs.ts";
 
-/** Codec ids as stored in bits 0-2 of a record batch's attributes (Kafka's numbering). */
-export const Codec = { none: 0, gzip: 1, snappy: 2, lz4: 3, zstd: 4 } as const;
-/** The name of a codec. */
-export type CodecName = keyof typeof Codec;
-/** A codec id. */
-export type CodecId = typeof Codec[CodecName];
-
-/** Every codec name, in id order. */
-export const CODEC_NAMES: readonly CodecName[] = Object.freeze(
-  (Object.keys(Codec) as CodecName[]).sort((a, b) => Codec[a] - Codec[b]),
-);
-
-/**
- * The ceiling on any decompressed output, whatever limit the caller passes: a batch's own length
- * is an int32, and snappyjs reads a declared length of 2 GiB or more as a negative number.
- */
-export const DECOMPRESSED_BYTES_CEILING = 0x7fff_ffff;
-
-/** Thrown by `decompress` for corrupt input or output over the limit. */
-export class CompressionError extends Error {
-  /** The codec that failed. */
-  readonly codec: CodecName;
-
-  constructor(codec: CodecName, message: string, options?: ErrorOptions) {
-    super(message, options);
-    this.codec = codec;
-    this.name = "CompressionError";
-  }
-}
+export {
+  Codec,
+  CODEC_NAMES,
+  type CodecId,
+  type CodecName,
+  codecName,
+  CompressionError,
+  DECOMPRESSED_BYTES_CEILING,
+} from "./codecs.ts";
 
 /** The subset of snappyjs we call; the package ships no types. */
 interface SnappyJs {
@@ -41,20 +32,6 @@ interface SnappyJs {
   uncompress(bytes: Uint8Array, lengthMax: number): Uint8Array;
 }
 const snappy = snappyjs as unknown as SnappyJs;
-
-/**
- * The name of a codec id, or null if the id is not a known codec.
- *
- * @example
- * ```ts
- * import { codecName } from "./compression.ts";
- * codecName(3); // "lz4"
- * codecName(7); // null
- * ```
- */
-export function codecName(id: number): CodecName | null {
-  return CODEC_NAMES[id] ?? null;
-}
 
 /**
  * Compresses `bytes` with codec `id`. `none` returns the input unchanged.
@@ -412,3 +389,5 @@ function plain(bytes: Uint8Array): Uint8Array {
   }
   return new Uint8Array(bytes);
 }
+
+installCodecs({ compress, decompress });

@@ -84,10 +84,20 @@ export interface FrameParserOptions {
   payloadBytesMax: number;
 }
 
+/** A payload at least this big is read straight into its own buffer (see `readTarget`). */
+export const DIRECT_PAYLOAD_BYTES_MIN = 64 * 1024;
+/** The first size of a payload buffer read into directly; it doubles as bytes arrive. */
+const DIRECT_BUFFER_BYTES_INITIAL = 256 * 1024;
+
 /**
  * Reassembles frames from chunks of a byte stream. `push` takes ownership of each chunk (frames may
  * be views into it), so a caller must not reuse a buffer it pushed. After an error the parser
  * stays failed: the stream cannot be trusted past a bad header.
+ *
+ * A reader may instead ask `readTarget()` for where the next bytes should go: for a big payload
+ * whose header has arrived that is the rest of the payload's own buffer, so its bytes are read in
+ * place (no copy of each read, no reassembly); the buffer grows as bytes arrive, so a peer that
+ * announces a big frame and sends little costs no more memory than it sent (times two).
  */
 export class FrameParser {
   readonly #payloadBytesMax: number;
@@ -95,6 +105,9 @@ export class FrameParser {
   #buffered = 0;
   #header: FrameHeader | null = null;
   #failed: ParseResult | null = null;
+  /** The payload being read in place, and how much of it has arrived. */
+  #direct: Uint8Array | null = null;
+  #directFilled = 0;
 
   constructor(opts: FrameParserOptions) {
     this.#payloadBytesMax = opts.payloadBytesMax;
@@ -102,19 +115,64 @@ export class FrameParser {
 
   /** Bytes held and not yet returned as frames. */
   get buffered(): number {
-    return this.#buffered;
+    return this.#buffered + this.#directFilled;
   }
 
   /** Adds bytes read from the stream. */
   push(chunk: Uint8Array): void {
     if (chunk.length === 0) return;
+    if (this.#direct !== null) {
+      throw new RangeError("push() while a payload is read in place: read into readTarget()");
+    }
     this.#chunks.push(chunk);
     this.#buffered += chunk.length;
+  }
+
+  /**
+   * Where the caller should read the next bytes into, then report them with `filled`: a view of
+   * the current big payload's buffer (at most the bytes it still lacks), or null to read into
+   * its own buffer and `push` as usual.
+   */
+  readTarget(): Uint8Array | null {
+    const header = this.#header;
+    if (this.#failed !== null || header === null) return null;
+    const length = header.payloadLength;
+    if (this.#direct === null) {
+      if (length < DIRECT_PAYLOAD_BYTES_MIN || this.#buffered >= length) return null;
+      const have = this.#buffered;
+      this.#direct = new Uint8Array(Math.min(length, Math.max(DIRECT_BUFFER_BYTES_INITIAL, have)));
+      this.#directFilled = have;
+      if (have > 0) this.#direct.set(this.#take(have));
+    }
+    if (this.#directFilled === this.#direct.length && this.#direct.length < length) {
+      const grown = new Uint8Array(Math.min(length, this.#direct.length * 2));
+      grown.set(this.#direct);
+      this.#direct = grown;
+    }
+    return this.#direct.subarray(this.#directFilled, Math.min(this.#direct.length, length));
+  }
+
+  /** Reports `n` bytes read into the view `readTarget` returned. */
+  filled(n: number): void {
+    const target = this.#direct;
+    if (target === null || n < 0 || this.#directFilled + n > target.length) {
+      throw new RangeError(`filled(${n}) does not match the read target`);
+    }
+    this.#directFilled += n;
   }
 
   /** The next frame, "need" if more bytes are required, or a (sticky) error. */
   next(): ParseResult {
     if (this.#failed !== null) return this.#failed;
+    if (this.#direct !== null) {
+      const header = this.#header as FrameHeader;
+      if (this.#directFilled < header.payloadLength) return NEED;
+      const payload = this.#direct;
+      this.#direct = null;
+      this.#directFilled = 0;
+      this.#header = null;
+      return { kind: "frame", frame: { ...header, payload } };
+    }
     if (this.#header === null) {
       if (this.#buffered < HEADER_BYTES) return NEED;
       const raw = this.#take(HEADER_BYTES);

@@ -2,6 +2,7 @@
 // that drive one encoder and one strict decoder. docs/protocol.md is the prose twin of this file.
 
 import { MalformedError } from "./errors.ts";
+import { HEADER_BYTES, PROTOCOL_VERSION, writeHeader } from "./frame.ts";
 import { Reader, Writer } from "./wire.ts";
 
 /**
@@ -615,6 +616,33 @@ export function encode(schema: Schema, value: object): Uint8Array {
   const w = new Writer();
   write(w, schema, value as Record<string, unknown>);
   return w.finish();
+}
+
+/** What `encodeFramed` writes in the frame header. */
+export interface FramedOptions {
+  opcode: number;
+  correlationId: number;
+  flags?: number;
+}
+
+/**
+ * Encodes `value` by `schema` as the payload of a whole frame, header included: the same bytes as
+ * `encodeFrame(opcode, correlationId, encode(schema, value), flags)`, built in one buffer, so a
+ * record batch in the payload is copied once rather than twice.
+ */
+export function encodeFramed(schema: Schema, value: object, opts: FramedOptions): Uint8Array {
+  const w = new Writer();
+  w.skip(HEADER_BYTES);
+  write(w, schema, value as Record<string, unknown>);
+  const frame = w.finish();
+  writeHeader(frame, {
+    version: PROTOCOL_VERSION,
+    flags: opts.flags ?? 0,
+    opcode: opts.opcode,
+    correlationId: opts.correlationId,
+    payloadLength: frame.length - HEADER_BYTES,
+  });
+  return frame;
 }
 
 function write(w: Writer, schema: Schema, v: Record<string, unknown>): void {

@@ -1,9 +1,11 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { MalformedError } from "./errors.ts";
+import { encodeFrame, Flag } from "./frame.ts";
 import {
   decode,
   encode,
+  encodeFramed,
   ERROR_SCHEMA,
   type FieldType,
   LIST_ITEMS_MAX,
@@ -260,5 +262,20 @@ Deno.test("opName() names every opcode and returns null for unknown ones", () =>
   for (const name of OPS) assert.equal(opName(Op[name]), name);
   for (const code of [0, 0x0003, 0x0100, 0x0408, 0x0503, 0x0604, 0xffff]) {
     assert.equal(opName(code), null);
+  }
+});
+
+Deno.test("encodeFramed() writes the same bytes as encodeFrame() of encode()", () => {
+  const batch = new Uint8Array(70_000).map((_, i) => i * 31);
+  const cases: [OpName, object][] = [
+    ["PRODUCE", { topic: "t", partition: 3, acks: 1, timeoutMs: 500, batch }],
+    ["PING", {}],
+  ];
+  for (const [op, body] of cases) {
+    const schema = SCHEMAS[op].request;
+    assert.deepEqual(
+      encodeFramed(schema, body, { opcode: Op[op], correlationId: 77, flags: Flag.RESPONSE }),
+      encodeFrame(Op[op], 77, encode(schema, body), Flag.RESPONSE),
+    );
   }
 });

@@ -14,6 +14,8 @@ export const STRING_BYTES_MAX = 0xffff;
 
 /** Bytes `Writer.varint(v)` takes for `v` (a safe integer). */
 export function varintBytes(v: number): number {
+  if (v >= -0x40 && v < 0x40) return 1;
+  if (v >= -0x2000 && v < 0x2000) return 2;
   const m = v < 0 ? -v - 1 : v;
   let n = 1;
   for (let rest = Math.floor(m / 0x40); rest > 0; rest = Math.floor(rest / 0x80)) n++;
@@ -115,6 +117,18 @@ export class Writer {
 
   /** A zigzag varint (Kafka's record encoding), for values in the safe integer range. */
   varint(v: number): this {
+    if (v >= 0 && v < 0x2000 && (v | 0) === v) {
+      // The common case (lengths and deltas below 8192): one or two bytes of zigzag 2v.
+      const z = v << 1;
+      this.#room(2);
+      if (z < 0x80) {
+        this.#buf[this.#pos++] = z;
+      } else {
+        this.#buf[this.#pos++] = (z & 0x7f) | 0x80;
+        this.#buf[this.#pos++] = z >>> 7;
+      }
+      return this;
+    }
     if (!Number.isSafeInteger(v)) throw new RangeError(`Cannot encode ${v} as a varint`);
     // The zigzag value 2|v| - sign reaches 2^54 - 3, past exact doubles, so it is never formed:
     // the first byte takes the sign and the low 6 bits of m = |v| - sign, later bytes m >> 6.
@@ -129,6 +143,14 @@ export class Writer {
       rest = Math.floor(rest / 0x80);
     }
     this.#buf[this.#pos++] = b;
+    return this;
+  }
+
+  /** Leaves `n` zero bytes to be patched later (a header written once its fields are known). */
+  skip(n: number): this {
+    this.#room(n);
+    this.#buf.fill(0, this.#pos, this.#pos + n);
+    this.#pos += n;
     return this;
   }
 
@@ -252,6 +274,14 @@ export class Reader {
 
   /** A zigzag varint of at most 10 bytes, in the safe integer range. */
   varint(what = "varint"): number {
+    if (this.#pos < this.#end) {
+      // The common case, a one-byte varint: zigzag z = b, value z >> 1 with its sign in bit 0.
+      const b = this.#buf[this.#pos] as number;
+      if (b < 0x80) {
+        this.#pos++;
+        return (b & 1) === 1 ? -(b >>> 1) - 1 : b >>> 1;
+      }
+    }
     // Decodes m = (z >> 1) rather than z, which for safe results can exceed 2^53 (see Writer).
     // The terms are non-negative, so m's sum is exact below 2^53 and at least 2^53 above it.
     let b = this.u8(what);

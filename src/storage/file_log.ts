@@ -85,6 +85,8 @@ export interface FileLogStats {
 
 /** Bytes written by one write at most; more waiting batches go in the next. */
 const WRITE_GROUP_BYTES_MAX = 8 * 1024 * 1024;
+/** Read end points remembered for readers that go on from them (about one per subscriber). */
+const RESUME_POINTS_MAX = 256;
 /** Reads of a batch that fails its checksum before it counts as corrupt. */
 const REREADS = 2;
 /** Written by a clean close after the last sync: the next open may trust the page cache. */
@@ -129,6 +131,13 @@ export class FileLog implements Log {
   #syncDue = false;
   #failed: string | null = null;
   readonly #stop = new AbortController();
+  /**
+   * Where the last reads ended, by the offset that comes next: a subscriber's next read starts
+   * there, and finds its batch without walking headers from a sparse index entry (each header a
+   * file operation queued behind the log's writes and fsyncs). The walk still checks the batch's
+   * base offset, so a stale entry costs a refused attempt at worst, never wrong data.
+   */
+  readonly #resumeAt = new Map<number, { seg: Segment; pos: number }>();
 
   private constructor(env: Env, opts: FileLogOptions, segments: Segment[]) {
     this.#env = env;
@@ -410,6 +419,8 @@ export class FileLog implements Log {
       const got = await this.#readOnce(seg, offset, limits);
       if (typeof got !== "string") return got;
       why = got;
+      // Again from the index: a remembered starting point is only a shortcut.
+      this.#resumeAt.delete(offset);
     }
     this.stats.corruptReads++;
     const msg = `Corrupt batch at offset ${offset} in ${
@@ -422,6 +433,12 @@ export class FileLog implements Log {
   /** One attempt at a read: the batches, or why they did not check out. */
   async #readOnce(seg: Segment, offset: number, limits: ReadLimits): Promise<ReadResult | string> {
     const end = seg === this.#active ? this.#visibleBytes : seg.sizeBytes;
+    const resume = this.#resumeAt.get(offset);
+    if (resume !== undefined && resume.seg === seg && resume.pos < end) {
+      return await this.#readResumed(seg, offset, resume.pos, end, limits);
+    }
+    // Others walk from the sparse index entry at or before the offset, a header read per batch
+    // passed on the way, then read the batches to serve.
     const start = seg.index.lookup(offset - seg.baseOffset);
     let pos = start.position;
     // Base offsets are outside the checksum, so the chain of bases is checked instead: each batch
@@ -456,7 +473,8 @@ export class FileLog implements Log {
       pos += h.sizeBytes;
     }
     if (headers.length === 0) return `no batch holds offset ${offset} below byte ${end}`;
-    const bytes = new Uint8Array(total);
+    const headroomBytes = limits.headroomBytes ?? 0;
+    const bytes = new Uint8Array(headroomBytes + total).subarray(headroomBytes);
     await seg.file.readAt(startPos, bytes);
     for (const h of headers) {
       if (!batchOk(bytes, h.pos - startPos, h)) {
@@ -468,14 +486,16 @@ export class FileLog implements Log {
     records = 0;
     let nextOffset = -1;
     for (const h of headers) {
-      const count = new DataView(bytes.buffer, h.pos - startPos + 57, 4).getInt32(0);
+      const count = new DataView(bytes.buffer, bytes.byteOffset + h.pos - startPos + 57, 4)
+        .getInt32(0);
       if (nextOffset >= 0 ? h.base !== nextOffset : h.base + count <= offset) {
         return `the batches read do not follow on from offset ${offset}`;
       }
       records += h.base + count - Math.max(h.base, offset);
       nextOffset = h.base + count;
     }
-    return { bytes, nextOffset, records };
+    this.#remember(nextOffset, seg, startPos + total);
+    return { bytes, nextOffset, records, headroomBytes };
   }
 
   /** The header at `pos`, which must carry base offset `expected`, or why it does not. */
@@ -493,6 +513,72 @@ export class FileLog implements Log {
       return `the batch header at byte ${pos} has base offset ${h.baseOffset}, expected ${expected}`;
     } catch (err) {
       return `the batch header at byte ${pos} is damaged (${(err as Error).message})`;
+    }
+  }
+
+  /**
+   * A read going on from where an earlier one ended: the batch holding `offset` starts at `pos`,
+   * so one file read fetches the batches to serve (a subscriber's reads, each otherwise a header
+   * read per batch, queued behind the log's writes and fsyncs, fell behind an fsync-always
+   * topic). Each batch must carry the base offset the one before it leads to (the first: `offset`)
+   * and pass its checksum, which covers everything after the first 21 bytes; a flipped length
+   * misplaces the next batch or the checksum's range, and fails.
+   */
+  async #readResumed(
+    seg: Segment,
+    offset: number,
+    pos: number,
+    end: number,
+    limits: ReadLimits,
+  ): Promise<ReadResult | string> {
+    const headroomBytes = limits.headroomBytes ?? 0;
+    const room = (n: number) => new Uint8Array(headroomBytes + n).subarray(headroomBytes);
+    let bytes = room(Math.min(end - pos, Math.max(limits.bytesMax, BATCH_HEADER_BYTES)));
+    await seg.file.readAt(pos, bytes);
+    let off = 0;
+    let expected = offset;
+    let records = 0;
+    while (off + BATCH_HEADER_BYTES <= bytes.length) {
+      let h: BatchHeader;
+      try {
+        h = readBatchHeader(bytes, off, { headerOnly: true });
+      } catch (err) {
+        if (off > 0) break;
+        return `the batch header at byte ${pos} is damaged (${(err as Error).message})`;
+      }
+      if (h.baseOffset !== expected) {
+        if (off > 0) break;
+        return `the batch header at byte ${pos} has base offset ${h.baseOffset}, expected ${expected}`;
+      }
+      if (off + h.sizeBytes > bytes.length) {
+        if (off > 0) break;
+        // The first batch is bigger than the limit: it is served whole all the same.
+        if (pos + h.sizeBytes > end) return `the batch at byte ${pos} runs past byte ${end}`;
+        const whole = room(h.sizeBytes);
+        whole.set(bytes);
+        await seg.file.readAt(pos + bytes.length, whole.subarray(bytes.length));
+        bytes = whole;
+      }
+      if (off > 0 && records + h.recordCount > limits.recordsMax) break;
+      const crc = crc32c(bytes.subarray(off + 21, off + h.sizeBytes));
+      if (bytes[off + 16] !== BATCH_MAGIC || crc !== h.crc || h.recordCount < 1) {
+        return `the batch at byte ${pos + off} fails its checks`;
+      }
+      records += h.recordCount;
+      expected = h.baseOffset + h.recordCount;
+      off += h.sizeBytes;
+    }
+    if (off === 0) return `no whole batch at byte ${pos} below byte ${end}`;
+    this.#remember(expected, seg, pos + off);
+    return { bytes: bytes.subarray(0, off), nextOffset: expected, records, headroomBytes };
+  }
+
+  /** Notes that the batch holding `offset` (its first offset) starts at `pos` of `seg`. */
+  #remember(offset: number, seg: Segment, pos: number): void {
+    this.#resumeAt.delete(offset);
+    this.#resumeAt.set(offset, { seg, pos });
+    if (this.#resumeAt.size > RESUME_POINTS_MAX) {
+      this.#resumeAt.delete(this.#resumeAt.keys().next().value as number);
     }
   }
 
@@ -533,6 +619,9 @@ export class FileLog implements Log {
         oldest.maxTimestamp < now - this.#opts.retentionMs;
       if (!tooBig && !tooOld) break;
       this.#segments.shift();
+      for (const [offset, at] of this.#resumeAt) {
+        if (at.seg === oldest) this.#resumeAt.delete(offset);
+      }
       for (const ext of ["log", "index", "timeindex"]) {
         await this.#env.disk.remove(this.#path(oldest.baseOffset, ext)).catch((err) => {
           if (!(err instanceof NotFound)) throw err;

@@ -84,6 +84,8 @@ export class DenoFile implements File {
   readonly #file: Deno.FsFile;
   readonly #path: string;
   #tail: Promise<unknown> = Promise.resolve();
+  /** Where the handle's cursor is, if known (null after a failure or before the first seek). */
+  #position: number | null = null;
   #pending = 0;
   #closed = false;
   #released = false;
@@ -97,13 +99,14 @@ export class DenoFile implements File {
   async readAt(pos: number, buf: Uint8Array): Promise<number> {
     assertPosition(pos, "readAt");
     return await this.#run(`read ${this.#path} at ${pos}`, async (file) => {
-      await file.seek(pos, Deno.SeekMode.Start);
+      await this.#seek(file, pos);
       let off = 0;
       while (off < buf.length) {
         const n = await file.read(off === 0 ? buf : buf.subarray(off));
         if (n === null) break;
         off += n;
       }
+      this.#position = pos + off;
       return off;
     });
   }
@@ -111,11 +114,12 @@ export class DenoFile implements File {
   async writeAt(pos: number, bytes: Uint8Array): Promise<number> {
     assertPosition(pos, "writeAt");
     return await this.#run(`write ${this.#path} at ${pos}`, async (file) => {
-      await file.seek(pos, Deno.SeekMode.Start);
+      await this.#seek(file, pos);
       let off = 0;
       while (off < bytes.length) {
         off += await file.write(off === 0 ? bytes : bytes.subarray(off));
       }
+      this.#position = pos + off;
       return bytes.length;
     });
   }
@@ -143,10 +147,25 @@ export class DenoFile implements File {
     if (this.#pending === 0) this.#release();
   }
 
+  /**
+   * Moves the handle's cursor to `pos` unless it is there already: appends and reads that follow
+   * on from the last operation (the common case for a log) save a syscall each.
+   */
+  async #seek(file: Deno.FsFile, pos: number): Promise<void> {
+    if (this.#position === pos) return;
+    this.#position = null;
+    await file.seek(pos, Deno.SeekMode.Start);
+    this.#position = pos;
+  }
+
   #run<T>(op: string, body: (file: Deno.FsFile) => Promise<T>): Promise<T> {
     if (this.#closed) return Promise.reject(new Closed(`Cannot ${op}: file is closed`));
     this.#pending++;
-    const result = this.#tail.then(() => body(this.#file));
+    // After a failed operation the cursor could be anywhere: the next one seeks.
+    const result = this.#tail.then(() => body(this.#file)).catch((err) => {
+      this.#position = null;
+      throw err;
+    });
     this.#tail = result.then(() => this.#settled(), () => this.#settled());
     return result.catch((err) => {
       throw mapDenoError(err, `Cannot ${op}`);

@@ -78,3 +78,41 @@ async function withTempDir(body: (dir: string) => Promise<void>): Promise<void> 
     await Deno.remove(dir, { recursive: true });
   }
 }
+
+Deno.test("DenoFile reads and writes at the positions asked, whether or not they follow on", async () => {
+  const dir = await Deno.makeTempDir();
+  const file = await new DenoDisk().open(`${dir}/f`, { create: true });
+  try {
+    const model = new Uint8Array(4096);
+    let seed = 7;
+    const next = () => (seed = (seed * 1103515245 + 12345) % 0x8000_0000);
+    for (let i = 0; i < 300; i++) {
+      // Half the operations follow on from the previous one (no seek needed), half jump.
+      const pos = i % 2 === 0 ? next() % 4000 : (i * 13) % 4000;
+      const len = 1 + (next() % 90);
+      if (next() % 3 === 0) {
+        const got = new Uint8Array(len);
+        const n = await file.readAt(pos, got);
+        const size = await file.size();
+        assert.equal(n, Math.max(0, Math.min(len, size - pos)));
+        assert.deepEqual(got.subarray(0, n), model.subarray(pos, pos + n));
+      } else {
+        const bytes = new Uint8Array(len).map(() => next() & 0xff);
+        await file.writeAt(pos, bytes);
+        model.set(bytes, pos);
+        const after = new Uint8Array(len);
+        await file.writeAt(pos + len, after.subarray(0, 0));
+        assert.equal(await file.readAt(pos, after), len);
+        assert.deepEqual(after, bytes);
+      }
+    }
+    await file.truncate(100);
+    await file.writeAt(100, new Uint8Array([9]));
+    const tail = new Uint8Array(2);
+    assert.equal(await file.readAt(99, tail), 2);
+    assert.deepEqual([...tail], [model[99], 9]);
+  } finally {
+    file.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
