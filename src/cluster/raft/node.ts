@@ -369,11 +369,15 @@ export class RaftNode {
     const applyLimit = this.#applyLimit();
     // A leader's appends go out while it writes its own log (Raft thesis §10.2.1): they promise
     // nothing about its disk, and it counts itself towards a commit only once `advance` says its
-    // entries are durable. Everything else waits for the Ready to be durable.
+    // entries are durable. But only once its term is durable: a lone voter wins its election at
+    // once, and if it crashed before persisting that term it could lead the same term again with
+    // other entries at the same indexes, which a learner that got the first ones would keep.
+    // Everything else waits for the Ready to be durable.
+    const termDurable = this.#persisted.term === this.#term;
     const sendNow: Message[] = [];
     const later: Message[] = [];
     for (const m of this.#outbox) {
-      const early = this.#role === "leader" && m.term === this.#term &&
+      const early = termDurable && this.#role === "leader" && m.term === this.#term &&
         (m.type === "AppendEntries" || m.type === "InstallSnapshot");
       (early ? sendNow : later).push(m);
     }

@@ -358,6 +358,32 @@ Deno.test("RaftNode removed by an entry only it holds campaigns, so the voters l
   assert.equal(g.node("a").role, "follower");
 });
 
+Deno.test("RaftNode sends a leader's appends before its Ready is durable, but never before its term is", () => {
+  // A lone voter wins at once, in memory. Its first Ready holds the new term; appends sent before
+  // that is durable could reach a learner, and after a crash the voter could lead the same term
+  // again with other entries at the same indexes.
+  const a = lone("a", ["a"], ["l"]);
+  a.tick(3 * ELECTION_MS);
+  assert.equal(a.role, "leader");
+  assert.equal(a.propose(bytes("P1")).ok, true);
+  a.tick(3 * ELECTION_MS + HEARTBEAT_MS);
+  const first = a.ready()!;
+  assert.equal(first.hardState?.term, 1, "the term is in this Ready, not yet durable");
+  assert.deepEqual(first.sendNow, [], "nothing leaves before the term is durable");
+  const released = a.advance(first);
+  assert.ok(released.some((m) => m.type === "AppendEntries"), "they leave after it");
+  // The learner takes them and answers; with the term durable, the next appends go out while
+  // the leader's entries are being written.
+  const l = lone("l", ["a"], ["l"]);
+  for (const m of released) if (m.to === "l") l.receive(m);
+  for (const m of advance(l)) a.receive(m);
+  assert.equal(a.matchOf("l"), a.lastIndex);
+  assert.equal(a.propose(bytes("P2")).ok, true);
+  const second = a.ready()!;
+  assert.ok(second.entries.length > 0);
+  assert.ok((second.sendNow ?? []).some((m) => m.type === "AppendEntries"));
+});
+
 Deno.test("RaftNode transfers leadership to a caught-up voter", () => {
   const g = new Group(IDS3);
   const a = g.elect("a");
