@@ -116,6 +116,7 @@ export class Broker {
       remote: (topic, partition) =>
         this.cluster !== null && !this.cluster.holds(topic, partition) &&
         this.#topics.get(topic)?.partitions[partition] !== undefined,
+      endsExact: () => this.cluster === null,
     });
   }
 

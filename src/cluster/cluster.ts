@@ -656,7 +656,9 @@ export class ClusterNode {
       Object.assign(existing.configs, t.configs);
       const retentionBytes = this.#retentionBytes(t.configs);
       for (const [key, r] of this.#replicas) {
-        if (key.startsWith(`${name}/`)) r.machine.log.setRetention({ bytes: retentionBytes });
+        if (!key.startsWith(`${name}/`)) continue;
+        r.machine.log.setRetention({ bytes: retentionBytes });
+        r.machine.setLimits({ checkpointBytes: checkpointBytes(retentionBytes) });
       }
     }
   }

@@ -15,17 +15,29 @@ import type { ClusterNode } from "./cluster.ts";
  */
 export const GENERATIONS_PER_TERM = 2 ** 20;
 
-/** One group's commits on their way into the metadata log. */
+/** A commit (or reset) waiting for the metadata log. */
+interface Waiter {
+  offsets: readonly [string, number][];
+  reset: boolean;
+  resolve: () => void;
+  reject: (err: unknown) => void;
+}
+
+/** One group's commits on their way into the metadata log, in the order they were taken. */
 interface Pending {
-  /** Offsets waiting for the next proposal, and those in the one under way. */
-  offsets: Map<string, number>;
-  waiting: { resolve: () => void; reject: (err: unknown) => void }[];
+  /** Not yet proposed. */
+  waiting: Waiter[];
+  /** In the proposal under way. */
+  inFlight: Waiter[];
   proposing: boolean;
 }
 
 /**
- * Offsets kept in the replicated metadata. Commits to one group arriving while its proposal is
- * under way ride in the next one, so a busy group costs one metadata entry per round trip.
+ * Offsets kept in the replicated metadata. A group's commits go into the metadata log in the
+ * order they were taken; those arriving while a proposal is under way ride together in the next
+ * one, so a busy group costs one metadata entry per round trip. A waiter is answered by the
+ * proposal that carried its offsets, and only by it. A reset is proposed on its own, after the
+ * commits taken before it and before those taken after.
  */
 export class ReplicatedOffsets implements OffsetBackend {
   readonly #node: ClusterNode;
@@ -44,10 +56,15 @@ export class ReplicatedOffsets implements OffsetBackend {
   }
 
   latest(group: string, key: string): number | undefined {
-    const committed = this.get(group, key);
-    const pending = this.#pending.get(group)?.offsets.get(key);
-    if (pending === undefined) return committed;
-    return committed === undefined ? pending : Math.max(committed, pending);
+    let latest = this.get(group, key);
+    const p = this.#pending.get(group);
+    for (const w of [...(p?.inFlight ?? []), ...(p?.waiting ?? [])]) {
+      for (const [k, offset] of w.offsets) {
+        // A reset may move an offset back: the last word is the latest one taken.
+        if (k === key) latest = w.reset || latest === undefined ? offset : Math.max(latest, offset);
+      }
+    }
+    return latest;
   }
 
   entries(group: string): [string, number][] {
@@ -59,15 +76,15 @@ export class ReplicatedOffsets implements OffsetBackend {
   }
 
   commit(group: string, offsets: readonly [string, number][], reset: boolean): Promise<void> {
-    // A reset (rare, on an empty group) is its own entry: it may move offsets backwards.
-    if (reset) return this.#node.commitOffsets(group, [...offsets], true);
     let p = this.#pending.get(group);
     if (p === undefined) {
-      p = { offsets: new Map(), waiting: [], proposing: false };
+      p = { waiting: [], inFlight: [], proposing: false };
       this.#pending.set(group, p);
     }
-    for (const [key, offset] of offsets) p.offsets.set(key, offset);
-    const done = new Promise<void>((resolve, reject) => p.waiting.push({ resolve, reject }));
+    const pending = p;
+    const done = new Promise<void>((resolve, reject) =>
+      pending.waiting.push({ offsets: [...offsets], reset, resolve, reject })
+    );
     if (!p.proposing) void this.#propose(group, p);
     return done;
   }
@@ -81,22 +98,29 @@ export class ReplicatedOffsets implements OffsetBackend {
     p.proposing = true;
     try {
       while (p.waiting.length > 0) {
-        const batch = p.waiting.splice(0);
-        const offsets = [...p.offsets];
+        // A reset goes alone; otherwise every commit up to the next reset rides together.
+        const next = p.waiting.findIndex((w, i) =>
+          w.reset !== p.waiting[0]!.reset || (w.reset && i > 0)
+        );
+        p.inFlight = p.waiting.splice(0, next < 0 ? p.waiting.length : next);
+        const reset = p.inFlight[0]!.reset;
+        const merged = new Map<string, number>();
+        for (const w of p.inFlight) {
+          for (const [key, offset] of w.offsets) {
+            merged.set(key, Math.max(merged.get(key) ?? offset, offset));
+          }
+        }
         try {
-          await this.#node.commitOffsets(group, offsets, false);
-          for (const w of batch) w.resolve();
+          await this.#node.commitOffsets(group, [...merged], reset);
+          for (const w of p.inFlight) w.resolve();
         } catch (err) {
-          for (const w of batch) w.reject(err);
+          for (const w of p.inFlight) w.reject(err);
         }
-        // What this proposal carried is now in the metadata (or failed); later commits stay.
-        for (const [key, offset] of offsets) {
-          if (p.offsets.get(key) === offset) p.offsets.delete(key);
-        }
+        p.inFlight = [];
       }
     } finally {
       p.proposing = false;
-      if (p.offsets.size === 0) this.#pending.delete(group);
+      if (p.waiting.length === 0) this.#pending.delete(group);
     }
   }
 }
@@ -108,6 +132,6 @@ export class ReplicatedOffsets implements OffsetBackend {
 export function attachGroups(groups: Groups, node: ClusterNode): void {
   groups.useBackend(new ReplicatedOffsets(node));
   node.onCoordinating = (term) => {
-    groups.coordinator.restart(term === null ? 0 : term * GENERATIONS_PER_TERM);
+    groups.restartCoordinator(term === null ? 0 : term * GENERATIONS_PER_TERM);
   };
 }

@@ -58,7 +58,7 @@ export class PartitionMachine implements StateMachine {
   readonly #producers = new PartitionProducers();
   /** Called after each applied batch (to wake subscriptions). */
   readonly #onAppend: () => void;
-  readonly #limits: ReplicaLimits;
+  #limits: ReplicaLimits;
   readonly #checkpoints: Checkpoint[] = [];
   #bytesSinceCheckpoint = 0;
   /** Told after each snapshot restored (a replica far behind, or starting from one). */
@@ -99,14 +99,21 @@ export class PartitionMachine implements StateMachine {
       nextOffset: this.log.nextOffset,
       producers: this.#producers.image(),
     };
-    // When full, the newest gives way: the oldest are the next retention passes, and dropping
-    // them would leave nothing to compact to.
-    if (this.#checkpoints.length >= CHECKPOINTS_MAX) this.#checkpoints.pop();
+    // When full, every other one goes: the oldest stay (retention passes them next; dropping them
+    // would leave nothing to compact to) and the rest stay spread out.
+    if (this.#checkpoints.length >= CHECKPOINTS_MAX) {
+      for (let i = this.#checkpoints.length - 1; i > 0; i -= 2) this.#checkpoints.splice(i, 1);
+    }
     this.#checkpoints.push({
       index,
       nextOffset: image.nextOffset,
       image: encoder.encode(JSON.stringify(image)),
     });
+  }
+
+  /** New limits (the topic's retention changed): checkpoints are spaced by them from now on. */
+  setLimits(limits: ReplicaLimits): void {
+    this.#limits = limits;
   }
 
   /** The newest checkpoint whose offsets retention has dropped: the log may forget up to it. */

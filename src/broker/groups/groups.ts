@@ -33,7 +33,19 @@ export interface GroupTopics {
    * are not checked against its end, and its end is reported as -1 (unknown here).
    */
   remote?(topic: string, partition: number): boolean;
+  /**
+   * False when a local log may lag the partition (a follower replica in a cluster): a commit is
+   * then not checked against its end, which a consumer reading from the leader may be past.
+   */
+  endsExact?(): boolean;
 }
+
+/**
+ * How long a coordinator that just took over refuses resets, ms: it has forgotten the members,
+ * and one still consuming may not have heard of it yet. The clients' default session timeout: a
+ * member silent that long is gone for any coordinator.
+ */
+export const RESET_SETTLE_MS = 10_000;
 
 /** Commit entries one request may carry at most. */
 export const COMMIT_OFFSETS_MAX = 10_000;
@@ -67,6 +79,18 @@ export class Groups {
         return `${clientId === "" ? "member" : clientId}-${(++next).toString(36)}-${tag}`;
       },
     );
+  }
+
+  /** When this node took over as coordinator (in a cluster), or null. */
+  #inOfficeSinceMs: number | null = null;
+
+  /**
+   * This node takes over (or gives up) coordinating, in a cluster: every member is forgotten, and
+   * generations start at `generationBase` (see GroupCoordinator.restart).
+   */
+  restartCoordinator(generationBase: number): void {
+    this.coordinator.restart(generationBase);
+    this.#inOfficeSinceMs = this.#env.clock.now();
   }
 
   /** Loads committed offsets (at start). */
@@ -124,8 +148,10 @@ export class Groups {
           `Topic ${o.topic} has no partition ${o.partition}`,
         );
       }
-      // A partition held on other nodes: its end is not known here, only that offsets are >= 0.
-      const end = log?.nextOffset ?? Number.MAX_SAFE_INTEGER;
+      // A partition held on other nodes, or a replica that may lag its leader: its end is not
+      // known here, only that offsets are >= 0.
+      const exact = log !== null && (this.#topics.endsExact?.() ?? true);
+      const end = exact ? log.nextOffset : Number.MAX_SAFE_INTEGER;
       const before = this.#store.latest(req.group, key) ?? -1;
       if (!Number.isSafeInteger(o.offset) || o.offset < 0 || o.offset > end) {
         throw new GregorError(
@@ -207,6 +233,16 @@ export class Groups {
   /** Moves an empty group's offsets on a topic (all partitions, or the named ones). */
   async reset(req: ResetOffsetsRequest): Promise<ResetOffsetsResponse> {
     checkGroupName(req.group);
+    const inOfficeMs = this.#env.clock.now() - (this.#inOfficeSinceMs ?? -Infinity);
+    if (inOfficeMs < RESET_SETTLE_MS) {
+      throw new GregorError(
+        ErrorCode.GROUP_NOT_EMPTY,
+        `The group coordinator took over ${Math.round(inOfficeMs)} ms ago and cannot yet tell ` +
+          `whether group ${req.group} has live members; retry in ${
+            Math.ceil((RESET_SETTLE_MS - inOfficeMs) / 1000)
+          } s`,
+      );
+    }
     if (!this.coordinator.isEmpty(req.group)) {
       throw new GregorError(
         ErrorCode.GROUP_NOT_EMPTY,

@@ -12,7 +12,7 @@ import { calmDisk } from "../../../sim/disk.ts";
 import { runOnNode } from "../../../sim/harness.ts";
 import type { SimNode } from "../../../sim/node.ts";
 import { Simulation } from "../../../sim/simulation.ts";
-import { COMMIT_OFFSETS_MAX, Groups, type GroupTopics } from "./groups.ts";
+import { COMMIT_OFFSETS_MAX, Groups, type GroupTopics, RESET_SETTLE_MS } from "./groups.ts";
 
 const G = "billing";
 
@@ -51,6 +51,7 @@ class RangeLog implements Log {
 
 class Topics implements GroupTopics {
   readonly logs = new Map<string, RangeLog[]>();
+  endsExact = () => true;
 
   add(topic: string, ranges: [number, number][]): void {
     this.logs.set(topic, ranges.map(([s, n]) => new RangeLog(s, n)));
@@ -169,6 +170,27 @@ Deno.test("Groups.commit() never moves an offset back nor past the partition's e
       groups.fetch({ group: G, partitions: [] }).offsets.map((o) => [o.partition, o.offset]),
       [[0, 100]],
     );
+  });
+});
+
+Deno.test("Groups in a cluster: commits past a lagging replica's end are taken; resets wait for a new coordinator to settle", async () => {
+  await onSim(3, async (env) => {
+    const { groups, topics, m } = await setUp(env);
+    // The coordinator's replica may lag the leader a consumer read from.
+    topics.endsExact = () => false;
+    await groups.commit({
+      group: G,
+      memberId: m.memberId,
+      generation: m.generation,
+      offsets: [{ topic: "t", partition: 0, offset: 130 }],
+    });
+    assert.equal(groups.fetch({ group: G, partitions: [] }).offsets[0]!.offset, 130);
+    // Taking over as coordinator forgets the members; one may still be consuming unheard of.
+    groups.restartCoordinator(1 << 20);
+    await rejectsWith(groups.reset(reset({})), ErrorCode.GROUP_NOT_EMPTY, /took over/);
+    await env.clock.sleep(RESET_SETTLE_MS);
+    await groups.reset(reset({ to: Start.offset, value: 20 }));
+    assert.equal(groups.fetch({ group: G, partitions: [] }).offsets[0]!.offset, 20);
   });
 });
 
