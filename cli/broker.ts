@@ -10,6 +10,7 @@ import {
   configHelp,
   loadConfig,
   type LoadedConfig,
+  loadYaml,
   toNodeConfig,
 } from "../src/config/mod.ts";
 
@@ -40,6 +41,7 @@ try {
   const env = Object.fromEntries(
     Object.entries(Deno.env.toObject()).filter(([name]) => name.startsWith("GREGOR_")),
   );
+  if (file !== undefined) await loadYaml();
   loaded = loadConfig({ file, env, args: Deno.args });
 } catch (err) {
   if (!(err instanceof ConfigError) && !(err as Error).message.startsWith("Invalid config:")) {

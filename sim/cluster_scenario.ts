@@ -18,7 +18,7 @@ import { batchesIn, decodeBatch } from "../src/protocol/batch.ts";
 import type { Env } from "../src/io/types.ts";
 import { type Client, connectWith } from "../src/client/client.ts";
 import { ErrorCode, GregorError } from "../src/protocol/errors.ts";
-import { type RunningNode, startNode } from "../src/node.ts";
+import { loadClusterModules, type RunningNode, startNode } from "../src/node.ts";
 import type { ClusterNode } from "../src/cluster/cluster.ts";
 import { brokerHooks, brokerSimulation, calm, Nemesis } from "./faults.ts";
 import type { SimNode } from "./node.ts";
@@ -85,6 +85,8 @@ interface Sent {
 
 /** Runs the cluster scenario and checks it. */
 export async function runCluster(opts: ClusterOptions): Promise<RunResult> {
+  // Loaded before the simulation starts: the host's module loader is outside its replay.
+  await loadClusterModules();
   const { sim, plan } = brokerSimulation(
     opts.seed,
     "cluster-faults",

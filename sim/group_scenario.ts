@@ -26,7 +26,7 @@ import type { GroupConsumer } from "../src/client/group_consumer.ts";
 import type { ReceivedMessage } from "../src/client/consumer.ts";
 import type { OffsetCommitRequest } from "../src/protocol/messages.ts";
 import { ErrorCode, GregorError } from "../src/protocol/errors.ts";
-import { type RunningNode, startNode } from "../src/node.ts";
+import { loadClusterModules, type RunningNode, startNode } from "../src/node.ts";
 import { GENERATIONS_PER_TERM } from "../src/cluster/group_offsets.ts";
 import type { ClusterNode } from "../src/cluster/cluster.ts";
 import { brokerHooks, brokerSimulation, calm, Nemesis } from "./faults.ts";
@@ -124,6 +124,8 @@ export async function runGroups(opts: GroupOptions): Promise<RunResult> {
   if (opts.nodes !== 1 && opts.nodes !== 3) {
     throw new Error(`--nodes must be 1 or 3 for scenario groups, got ${opts.nodes}`);
   }
+  // Loaded before the simulation starts: the host's module loader is outside its replay.
+  if (opts.nodes > 1) await loadClusterModules();
   const clustered = opts.nodes > 1;
   const { sim, plan } = brokerSimulation(opts.seed, "group-faults", opts.faults, 2);
   const violations: string[] = [];

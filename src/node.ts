@@ -3,12 +3,10 @@
 
 import type { Addr, Env } from "./io/types.ts";
 import { Broker, type BrokerHooks } from "./broker/broker.ts";
-import { Gossip, loadOrCreateNodeId, nextIncarnation } from "./cluster/gossip/mod.ts";
-import { ClusterNode } from "./cluster/cluster.ts";
-import { ClusterBridge } from "./cluster/bridge.ts";
-import { attachGroups } from "./cluster/group_offsets.ts";
-import { RAFT_FRAME_PAYLOAD_BYTES_MAX, Transport } from "./cluster/transport.ts";
-import { RaftWal } from "./cluster/raft/wal.ts";
+// The cluster modules are loaded only by a node that joins a cluster (start-up time).
+import type { Gossip } from "./cluster/gossip/mod.ts";
+import type { ClusterNode } from "./cluster/cluster.ts";
+import type { ClusterBridge } from "./cluster/bridge.ts";
 import { NotFound } from "./io/errors.ts";
 import { readChecked, writeChecked } from "./storage/checked_file.ts";
 import { Op } from "./protocol/messages.ts";
@@ -133,6 +131,7 @@ async function startServing(
   });
   let gossip: Gossip | null = null;
   if (config.cluster !== undefined) {
+    const { Gossip, loadOrCreateNodeId, nextIncarnation } = (await loadClusterModules()).gossip;
     const host = config.host ?? "127.0.0.1";
     broker.nodeId = await loadOrCreateNodeId(env, broker.opts.dataDir);
     gossip = await Gossip.start(env, {
@@ -150,7 +149,7 @@ async function startServing(
   let cluster: ClusterNode | null = null;
   let bridge: ClusterBridge | null = null;
   if (config.cluster?.replicate === true && gossip !== null) {
-    ({ cluster, bridge } = startReplication(env, config, broker, gossip));
+    ({ cluster, bridge } = await startReplication(env, config, broker, gossip));
     metrics.attachCluster(cluster);
   }
   const done = broker.serve(listener);
@@ -176,12 +175,18 @@ async function startServing(
 }
 
 /** Starts Raft replication on a gossiping node: transport, metadata group, partition groups. */
-function startReplication(
+async function startReplication(
   env: Env,
   config: NodeConfig,
   broker: Broker,
   gossip: Gossip,
-): { cluster: ClusterNode; bridge: ClusterBridge } {
+): Promise<{ cluster: ClusterNode; bridge: ClusterBridge }> {
+  const modules = await loadClusterModules();
+  const { ClusterNode } = modules.cluster;
+  const { ClusterBridge } = modules.bridge;
+  const { attachGroups } = modules.groupOffsets;
+  const { RAFT_FRAME_PAYLOAD_BYTES_MAX, Transport } = modules.transport;
+  const { RaftWal } = modules.wal;
   const c = config.cluster!;
   const transport = new Transport(env, {
     nodeId: broker.nodeId,
@@ -235,4 +240,27 @@ function startReplication(
   broker.cluster = bridge;
   attachGroups(broker.groups, cluster);
   return { cluster, bridge };
+}
+
+/** The cluster's modules, loaded once, on first use: a node outside a cluster never loads them. */
+let clusterModules: ReturnType<typeof importClusterModules> | null = null;
+
+/**
+ * Loads the cluster's modules (once). The simulator awaits this before a run, so a node starting
+ * in it never waits on the host's module loader, whose timing the simulation cannot replay.
+ */
+export function loadClusterModules(): ReturnType<typeof importClusterModules> {
+  return clusterModules ??= importClusterModules();
+}
+
+async function importClusterModules() {
+  const [gossip, cluster, bridge, groupOffsets, transport, wal] = await Promise.all([
+    import("./cluster/gossip/mod.ts"),
+    import("./cluster/cluster.ts"),
+    import("./cluster/bridge.ts"),
+    import("./cluster/group_offsets.ts"),
+    import("./cluster/transport.ts"),
+    import("./cluster/raft/wal.ts"),
+  ]);
+  return { gossip, cluster, bridge, groupOffsets, transport, wal };
 }

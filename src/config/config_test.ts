@@ -8,8 +8,11 @@ import {
   envName,
   flagName,
   loadConfig,
+  loadYaml,
   toNodeConfig,
 } from "./mod.ts";
+
+await loadYaml();
 
 const YAML = `
 port: 7100

@@ -1,7 +1,6 @@
 // Loads a node's settings from defaults, a YAML or JSON file, GREGOR_* environment variables and
 // flags (later sources win), checking every value against CONFIG_SCHEMA. Pure: the caller reads.
 
-import { parse as parseYaml } from "yaml";
 import type { BrokerOptions } from "../broker/options.ts";
 import { type ClusterConfig, DEFAULT_CLIENT_PORT, type NodeConfig } from "../node.ts";
 import { DEFAULT_METRICS_PORT } from "../metrics/mod.ts";
@@ -104,6 +103,17 @@ const FLAG_NAMES: ReadonlyMap<string, KeySpec> = new Map(
 const GROUPS: ReadonlySet<string> = new Set(
   CONFIG_SCHEMA.filter((s) => s.key.includes(".")).map((s) => s.key.split(".")[0]!),
 );
+
+/**
+ * The YAML parser, loaded by `loadYaml()`: only a node given a YAML file pays for loading it (a
+ * few tens of ms of start-up). A cache of a pure function: the same for every caller.
+ */
+let parseYaml: ((text: string) => unknown) | null = null;
+
+/** Loads the YAML parser; call it before `loadConfig` with a YAML file. */
+export async function loadYaml(): Promise<void> {
+  parseYaml ??= (await import("yaml")).parse;
+}
 
 /** The `--config FILE` argument, if given. */
 export function configFileArg(args: readonly string[]): string | undefined {
@@ -421,7 +431,10 @@ function flattenFile(file: { name: string; text: string }, origin: string): [str
     (!/\.ya?ml$/i.test(file.name) && file.text.trimStart().startsWith("{"));
   let doc: unknown;
   try {
-    doc = json ? JSON.parse(file.text) : parseYaml(file.text);
+    if (!json && parseYaml === null) {
+      throw new Error("the YAML parser is not loaded (await loadYaml() before loadConfig())");
+    }
+    doc = json ? JSON.parse(file.text) : parseYaml!(file.text);
   } catch (err) {
     const reason = (err as Error).message.split("\n")[0];
     throw new ConfigError({

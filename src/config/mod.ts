@@ -21,6 +21,7 @@ export {
   DEFAULT_CLUSTER_PORT,
   loadConfig,
   type LoadedConfig,
+  loadYaml,
   metricsConfig,
   type NodeSettings,
   toNodeConfig,
