@@ -614,6 +614,26 @@ async function verify(sim: Simulation, ctx: VerifyContext): Promise<number> {
   return read.stored.length;
 }
 
+/** Reads the group's committed offsets, and every partition up to `ends[p]`, through `client`. */
+async function readGroupAndTopic(
+  client: Client,
+  ends: readonly number[],
+  stored: Stored[],
+  offsets: Map<number, number>,
+): Promise<void> {
+  for (const o of await client.admin.groupOffsets(GROUP)) offsets.set(o.partition, o.offset);
+  for (const [p, end] of ends.entries()) {
+    if (end <= 0) continue;
+    const sub = await client.subscribe(TOPIC, { partition: p, from: "earliest" });
+    for await (const m of sub) {
+      stored.push({ partition: p, offset: m.offset, value: m.text() });
+      m.ack();
+      if (m.offset + 1 >= end) break;
+    }
+    await sub.close();
+  }
+}
+
 /** Reads the topic and the group's offsets back from the single broker's next incarnation. */
 async function readBack(
   sim: Simulation,
@@ -627,18 +647,8 @@ async function readBack(
     name: "verifier",
     main: async (env) => {
       const client = await connectRetrying(env, "verifier");
-      for (const o of await client.admin.groupOffsets(GROUP)) offsets.set(o.partition, o.offset);
-      for (let p = 0; p < ctx.opts.partitions; p++) {
-        const end = (await client.admin.describeTopic(TOPIC)).partitions[p]!.highWatermark;
-        if (end === 0) continue;
-        const sub = await client.subscribe(TOPIC, { partition: p, from: "earliest" });
-        for await (const m of sub) {
-          stored.push({ partition: p, offset: m.offset, value: m.text() });
-          m.ack();
-          if (m.offset + 1 >= end) break;
-        }
-        await sub.close();
-      }
+      const ends = (await client.admin.describeTopic(TOPIC)).partitions.map((p) => p.highWatermark);
+      await readGroupAndTopic(client, ends, stored, offsets);
       await client.close();
       done = true;
     },
@@ -717,20 +727,7 @@ async function readBackCluster(
         try {
           stored = [];
           offsets.clear();
-          for (const o of await client.admin.groupOffsets(GROUP)) {
-            offsets.set(o.partition, o.offset);
-          }
-          for (let p = 0; p < opts.partitions; p++) {
-            const end = ends[p]!;
-            if (end === 0) continue;
-            const sub = await client.subscribe(TOPIC, { partition: p, from: "earliest" });
-            for await (const m of sub) {
-              stored.push({ partition: p, offset: m.offset, value: m.text() });
-              m.ack();
-              if (m.offset + 1 >= end) break;
-            }
-            await sub.close();
-          }
+          await readGroupAndTopic(client, ends, stored, offsets);
           done = true;
           return;
         } catch {

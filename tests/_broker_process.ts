@@ -169,3 +169,37 @@ export async function connectTo(p: ClusterProc): Promise<Client> {
 export async function sleep(ms: number): Promise<void> {
   await new Promise((r) => setTimeout(r, ms));
 }
+
+/** A running three-node test cluster, each node with a connected client. */
+export interface TestCluster {
+  /** The nodes' data directories are `${root}/n0` to `${root}/n2`. */
+  root: string;
+  procs: ClusterProc[];
+  ports: { client: number; cluster: number }[];
+  /** The first node's cluster address, to restart the others with. */
+  seeds: string[];
+  clients: Client[];
+}
+
+/**
+ * Registers a test on three replicating broker processes: starts them, connects a client to each,
+ * runs `body`, and then kills them and removes their data, whether it passed or not.
+ */
+export function clusterTest(name: string, body: (c: TestCluster) => Promise<void>): void {
+  Deno.test({
+    name,
+    sanitizeOps: false,
+    sanitizeResources: false,
+    async fn() {
+      const root = await Deno.makeTempDir({ prefix: "gregormq-cluster-" });
+      const { procs, ports, seeds } = await startCluster(root);
+      const clients: Client[] = [];
+      try {
+        for (const p of procs) clients.push(await connectTo(p));
+        await body({ root, procs, ports, seeds, clients });
+      } finally {
+        await cleanUp(root, procs, clients);
+      }
+    },
+  });
+}

@@ -5,16 +5,9 @@
 // must still be there afterwards (they are replicated metadata, not the dead node's files).
 
 import assert from "node:assert/strict";
-import type { Client, GroupConsumer } from "../src/client/mod.ts";
+import type { GroupConsumer } from "../src/client/mod.ts";
 import type { DescribeGroupResponse } from "../src/protocol/messages.ts";
-import {
-  cleanUp,
-  connectTo,
-  retry,
-  sleep,
-  startCluster,
-  startClusterNode,
-} from "./_broker_process.ts";
+import { clusterTest, connectTo, retry, sleep, startClusterNode } from "./_broker_process.ts";
 
 const TOPIC = "jobs";
 const GROUP = "workers";
@@ -36,17 +29,11 @@ function committed(d: DescribeGroupResponse): number[] {
   return out;
 }
 
-Deno.test({
-  name: "3 replicating brokers: a group survives SIGKILL of its coordinator; commits are kept",
-  sanitizeOps: false,
-  sanitizeResources: false,
-  async fn() {
-    const root = await Deno.makeTempDir({ prefix: "gregormq-groups-" });
-    const { procs, ports, seeds } = await startCluster(root);
-    const clients: Client[] = [];
+clusterTest(
+  "3 replicating brokers: a group survives SIGKILL of its coordinator; commits are kept",
+  async ({ root, procs, ports, seeds, clients }) => {
     let stopping = false;
     try {
-      for (const p of procs) clients.push(await connectTo(p));
       await retry("the cluster forms", async () => {
         const m = await clients[0]!.admin.metadata([]);
         if (m.nodes.length < 3 || m.controller === "") {
@@ -64,8 +51,11 @@ Deno.test({
       const producer = c.producer({ acks: "quorum", deliveryTimeoutMs: 60_000 });
       const produce = (from: number) =>
         Promise.all(
-          Array.from({ length: PER_ROUND }, (_, k) =>
-            producer.send(TOPIC, { value: `j${from + k}`, partition: (from + k) % PARTITIONS })),
+          Array.from(
+            { length: PER_ROUND },
+            (_, k) =>
+              producer.send(TOPIC, { value: `j${from + k}`, partition: (from + k) % PARTITIONS }),
+          ),
         );
       await retry("produce", () => produce(0));
 
@@ -147,8 +137,7 @@ Deno.test({
       for (const g of groups) await g.close().catch(() => {});
       await Promise.all(drained);
     } finally {
-      stopping = true;
-      await cleanUp(root, procs, clients);
+      stopping = true; // the drain loops end; the cluster is cleaned up by clusterTest
     }
   },
-});
+);

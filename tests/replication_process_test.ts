@@ -8,12 +8,11 @@
 import assert from "node:assert/strict";
 import type { Client, Producer } from "../src/client/mod.ts";
 import {
-  cleanUp,
+  clusterTest,
   connectTo,
   readAll,
   retry,
   sleep,
-  startCluster,
   startClusterNode,
 } from "./_broker_process.ts";
 
@@ -30,215 +29,195 @@ async function leaderSeenBy(client: Client): Promise<string | null> {
   }
 }
 
-Deno.test({
-  name: "3 replicating brokers: SIGKILLing the leader 3 times loses no quorum-acknowledged message",
-  sanitizeOps: false,
-  sanitizeResources: false,
-  async fn() {
-    const root = await Deno.makeTempDir({ prefix: "gregormq-raft-" });
-    const { procs, ports, seeds } = await startCluster(root);
-    const clients: Client[] = [];
-    try {
-      for (const p of procs) clients.push(await connectTo(p));
-      // The cluster assembles itself; the topic is created once every node is a member (a topic
-      // created before a node joined would get fewer replicas) and the metadata group leads.
-      await retry("the cluster forms", async () => {
-        const m = await clients[0]!.admin.metadata([]);
-        if (m.nodes.length < 3 || m.controller === "") {
-          throw new Error(`${m.nodes.length} nodes, controller "${m.controller}"`);
+clusterTest(
+  "3 replicating brokers: SIGKILLing the leader 3 times loses no quorum-acknowledged message",
+  async ({ root, procs, ports, seeds, clients }) => {
+    // The cluster assembles itself; the topic is created once every node is a member (a topic
+    // created before a node joined would get fewer replicas) and the metadata group leads.
+    await retry("the cluster forms", async () => {
+      const m = await clients[0]!.admin.metadata([]);
+      if (m.nodes.length < 3 || m.controller === "") {
+        throw new Error(`${m.nodes.length} nodes, controller "${m.controller}"`);
+      }
+    });
+    await retry("create", () => clients[0]!.admin.createTopic(TOPIC, { partitions: 1 }));
+    const replicas = (await clients[0]!.admin.metadata([TOPIC])).topics[0]!.partitions[0]!
+      .replicas;
+    assert.equal(replicas.length, 3, "the topic has a replica on every node");
+    const sent: { value: string; offset: number | null; via: Producer }[] = [];
+    let producing = true;
+    // The producer talks to every node in turn (each forwards to the leader); it never talks to
+    // a node while that node is down, as a client with several bootstrap addresses would.
+    const producers: Producer[] = clients.map((c) =>
+      c.producer({ acks: "quorum", deliveryTimeoutMs: 60_000 })
+    );
+    const down = new Set<number>();
+    const producer = (async () => {
+      let i = 0;
+      const inFlight = new Set<Promise<void>>();
+      while (producing) {
+        const via = [0, 1, 2].find((k) => !down.has((i + k) % 3));
+        if (via === undefined) {
+          await sleep(20);
+          continue;
         }
+        const s = {
+          value: `m${i}`,
+          offset: null as number | null,
+          via: producers[(i + via) % 3]!,
+        };
+        sent.push(s);
+        const p: Promise<void> = s.via.send(TOPIC, {
+          value: s.value,
+          partition: 0,
+        }).then((o) => void (s.offset = o), () => {}).finally(() => inFlight.delete(p));
+        inFlight.add(p);
+        i++;
+        if (inFlight.size >= 50) await Promise.race(inFlight);
+        await sleep(2);
+      }
+      await Promise.allSettled([...inFlight]);
+    })();
+
+    const failovers: { leaderMs: number; produceMs: number }[] = [];
+    for (let kill = 0; kill < KILLS; kill++) {
+      await sleep(1500);
+      let leader = "";
+      for (let tries = 0; tries < 100 && leader === ""; tries++) {
+        leader = (await leaderSeenBy(clients[(kill + 1) % 3]!)) ?? "";
+        if (leader === "") await sleep(100);
+      }
+      const victim = procs.findIndex((p) => p.nodeId === leader);
+      assert.ok(victim >= 0, `no leader found before kill ${kill + 1}`);
+      const ackedBefore = sent.filter((s) => s.offset !== null).length;
+      down.add(victim);
+      const killedAt = Date.now();
+      procs[victim]!.child.kill("SIGKILL");
+      await procs[victim]!.child.status;
+      // Failover: a surviving node names another leader; a produce is acknowledged again.
+      const survivor = clients[(victim + 1) % 3]!;
+      let leaderMs = -1;
+      let produceMs = -1;
+      while (Date.now() - killedAt < 30_000 && (leaderMs < 0 || produceMs < 0)) {
+        const now = await leaderSeenBy(survivor);
+        if (leaderMs < 0 && now !== null && now !== "" && now !== leader) {
+          leaderMs = Date.now() - killedAt;
+        }
+        const acked = sent.filter((s) => s.offset !== null).length;
+        if (produceMs < 0 && acked > ackedBefore + 5) produceMs = Date.now() - killedAt;
+        await sleep(10);
+      }
+      const survivors = procs.filter((_, k) => k !== victim);
+      assert.ok(
+        leaderMs >= 0 && produceMs >= 0,
+        `no failover within 30 s of kill ${kill + 1} of ${leader}: new leader named after ` +
+          `${leaderMs} ms, produce acknowledged after ${produceMs} ms (-1: never); the ` +
+          `survivors' last log lines:\n` +
+          survivors.map((p) => p.lines.slice(-8).join("\n")).join("\n--\n"),
+      );
+      failovers.push({ leaderMs, produceMs });
+      // The killed node comes back on the same ports and data directory.
+      clients[victim]!.close();
+      procs[victim] = await startClusterNode(
+        `${root}/n${victim}`,
+        ports[victim]!,
+        victim === 0 ? [] : seeds,
+      );
+      clients[victim] = await connectTo(procs[victim]!);
+      producers[victim] = clients[victim]!.producer({
+        acks: "quorum",
+        deliveryTimeoutMs: 60_000,
       });
-      await retry("create", () => clients[0]!.admin.createTopic(TOPIC, { partitions: 1 }));
-      const replicas = (await clients[0]!.admin.metadata([TOPIC])).topics[0]!.partitions[0]!
-        .replicas;
-      assert.equal(replicas.length, 3, "the topic has a replica on every node");
-      const sent: { value: string; offset: number | null; via: Producer }[] = [];
-      let producing = true;
-      // The producer talks to every node in turn (each forwards to the leader); it never talks to
-      // a node while that node is down, as a client with several bootstrap addresses would.
-      const producers: Producer[] = clients.map((c) =>
-        c.producer({ acks: "quorum", deliveryTimeoutMs: 60_000 })
-      );
-      const down = new Set<number>();
-      const producer = (async () => {
-        let i = 0;
-        const inFlight = new Set<Promise<void>>();
-        while (producing) {
-          const via = [0, 1, 2].find((k) => !down.has((i + k) % 3));
-          if (via === undefined) {
-            await sleep(20);
-            continue;
-          }
-          const s = {
-            value: `m${i}`,
-            offset: null as number | null,
-            via: producers[(i + via) % 3]!,
-          };
-          sent.push(s);
-          const p: Promise<void> = s.via.send(TOPIC, {
-            value: s.value,
-            partition: 0,
-          }).then((o) => void (s.offset = o), () => {}).finally(() => inFlight.delete(p));
-          inFlight.add(p);
-          i++;
-          if (inFlight.size >= 50) await Promise.race(inFlight);
-          await sleep(2);
-        }
-        await Promise.allSettled([...inFlight]);
-      })();
+      down.delete(victim);
+    }
+    await sleep(1000);
+    producing = false;
+    await producer;
+    const acked = sent.filter((s) => s.offset !== null);
+    assert.ok(acked.length > 100, `only ${acked.length} messages were acknowledged`);
 
-      const failovers: { leaderMs: number; produceMs: number }[] = [];
-      for (let kill = 0; kill < KILLS; kill++) {
-        await sleep(1500);
-        let leader = "";
-        for (let tries = 0; tries < 100 && leader === ""; tries++) {
-          leader = (await leaderSeenBy(clients[(kill + 1) % 3]!)) ?? "";
-          if (leader === "") await sleep(100);
-        }
-        const victim = procs.findIndex((p) => p.nodeId === leader);
-        assert.ok(victim >= 0, `no leader found before kill ${kill + 1}`);
-        const ackedBefore = sent.filter((s) => s.offset !== null).length;
-        down.add(victim);
-        const killedAt = Date.now();
-        procs[victim]!.child.kill("SIGKILL");
-        await procs[victim]!.child.status;
-        // Failover: a surviving node names another leader; a produce is acknowledged again.
-        const survivor = clients[(victim + 1) % 3]!;
-        let leaderMs = -1;
-        let produceMs = -1;
-        while (Date.now() - killedAt < 30_000 && (leaderMs < 0 || produceMs < 0)) {
-          const now = await leaderSeenBy(survivor);
-          if (leaderMs < 0 && now !== null && now !== "" && now !== leader) {
-            leaderMs = Date.now() - killedAt;
-          }
-          const acked = sent.filter((s) => s.offset !== null).length;
-          if (produceMs < 0 && acked > ackedBefore + 5) produceMs = Date.now() - killedAt;
-          await sleep(10);
-        }
-        const survivors = procs.filter((_, k) => k !== victim);
-        assert.ok(
-          leaderMs >= 0 && produceMs >= 0,
-          `no failover within 30 s of kill ${kill + 1} of ${leader}: new leader named after ` +
-            `${leaderMs} ms, produce acknowledged after ${produceMs} ms (-1: never); the ` +
-            `survivors' last log lines:\n` +
-            survivors.map((p) => p.lines.slice(-8).join("\n")).join("\n--\n"),
-        );
-        failovers.push({ leaderMs, produceMs });
-        // The killed node comes back on the same ports and data directory.
-        clients[victim]!.close();
-        procs[victim] = await startClusterNode(
-          `${root}/n${victim}`,
-          ports[victim]!,
-          victim === 0 ? [] : seeds,
-        );
-        clients[victim] = await connectTo(procs[victim]!);
-        producers[victim] = clients[victim]!.producer({
-          acks: "quorum",
-          deliveryTimeoutMs: 60_000,
-        });
-        down.delete(victim);
-      }
-      await sleep(1000);
-      producing = false;
-      await producer;
-      const acked = sent.filter((s) => s.offset !== null);
-      assert.ok(acked.length > 100, `only ${acked.length} messages were acknowledged`);
-
-      // Read the partition back from the current leader's node, from the start.
-      let reader: Client | null = null;
-      for (let tries = 0; tries < 100 && reader === null; tries++) {
-        const leader = await leaderSeenBy(clients[0]!);
-        const at = procs.findIndex((p) => p.nodeId === leader);
-        if (at >= 0) reader = clients[at]!;
-        else await sleep(100);
-      }
-      assert.ok(reader !== null, "no leader to read from");
-      const end = (await reader.admin.describeTopic(TOPIC)).partitions[0]!.highWatermark;
-      const sub = await reader.subscribe(TOPIC, { from: "earliest" });
-      const values: string[] = [];
-      let last = -1;
-      for await (const m of sub) {
-        assert.ok(m.offset > last, `offsets go back: ${m.offset} after ${last}`);
-        last = m.offset;
-        values[m.offset] = m.text();
-        m.ack();
-        if (m.offset + 1 >= end) break;
-      }
-      await sub.close();
-      for (const s of acked) {
-        assert.equal(values[s.offset!], s.value, `${s.value} acknowledged at ${s.offset}`);
-      }
-      const counts = new Map<string, number>();
-      for (const v of values) counts.set(v, (counts.get(v) ?? 0) + 1);
-      const twice = [...counts].filter(([, n]) => n > 1).map(([v]) => v);
-      assert.deepEqual(twice, [], "a message is stored twice");
-      // In order: each producer's acknowledged messages are stored in the order it sent them.
-      for (const via of new Set(sent.map((s) => s.via))) {
-        const mine = acked.filter((s) => s.via === via).map((s) => s.offset!);
-        assert.deepEqual(
-          mine,
-          [...mine].sort((a, b) => a - b),
-          "a producer's messages out of order",
-        );
-      }
-      console.log(
-        `${sent.length} sent, ${acked.length} acknowledged with quorum acks, ${values.length} ` +
-          `stored; failovers (kill → new leader named, → produce acknowledged again): ${
-            failovers.map((f) => `${f.leaderMs} ms / ${f.produceMs} ms`).join(", ")
-          }`,
+    // Read the partition back from the current leader's node, from the start.
+    let reader: Client | null = null;
+    for (let tries = 0; tries < 100 && reader === null; tries++) {
+      const leader = await leaderSeenBy(clients[0]!);
+      const at = procs.findIndex((p) => p.nodeId === leader);
+      if (at >= 0) reader = clients[at]!;
+      else await sleep(100);
+    }
+    assert.ok(reader !== null, "no leader to read from");
+    const end = (await reader.admin.describeTopic(TOPIC)).partitions[0]!.highWatermark;
+    const sub = await reader.subscribe(TOPIC, { from: "earliest" });
+    const values: string[] = [];
+    let last = -1;
+    for await (const m of sub) {
+      assert.ok(m.offset > last, `offsets go back: ${m.offset} after ${last}`);
+      last = m.offset;
+      values[m.offset] = m.text();
+      m.ack();
+      if (m.offset + 1 >= end) break;
+    }
+    await sub.close();
+    for (const s of acked) {
+      assert.equal(values[s.offset!], s.value, `${s.value} acknowledged at ${s.offset}`);
+    }
+    const counts = new Map<string, number>();
+    for (const v of values) counts.set(v, (counts.get(v) ?? 0) + 1);
+    const twice = [...counts].filter(([, n]) => n > 1).map(([v]) => v);
+    assert.deepEqual(twice, [], "a message is stored twice");
+    // In order: each producer's acknowledged messages are stored in the order it sent them.
+    for (const via of new Set(sent.map((s) => s.via))) {
+      const mine = acked.filter((s) => s.via === via).map((s) => s.offset!);
+      assert.deepEqual(
+        mine,
+        [...mine].sort((a, b) => a - b),
+        "a producer's messages out of order",
       );
-    } finally {
-      await cleanUp(root, procs, clients);
+    }
+    console.log(
+      `${sent.length} sent, ${acked.length} acknowledged with quorum acks, ${values.length} ` +
+        `stored; failovers (kill → new leader named, → produce acknowledged again): ${
+          failovers.map((f) => `${f.leaderMs} ms / ${f.produceMs} ms`).join(", ")
+        }`,
+    );
+  },
+);
+
+clusterTest(
+  "3 replicating brokers: a topic deleted and created again starts empty on every replica",
+  async ({ clients }) => {
+    // Once every node is a member, the topic gets three replicas.
+    await retry("the cluster forms", async () => {
+      const m = await clients[0]!.admin.metadata([]);
+      if (m.nodes.length < 3) throw new Error(`${m.nodes.length} nodes`);
+    });
+    await sleep(2000);
+    const c = clients[1]!; // not the founder: admin requests are forwarded to the controller
+    await retry("create", () => c.admin.createTopic("again", { partitions: 1 }));
+    for (let i = 0; i < 10; i++) {
+      await retry("publish", () => c.publish("again", { value: `old-${i}`, partition: 0 }));
+    }
+    await retry("delete", () => c.admin.deleteTopic("again"));
+    await retry("create again", () => c.admin.createTopic("again", { partitions: 1 }));
+    const offsets: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      offsets.push(
+        await retry("publish", () => c.publish("again", { value: `new-${i}`, partition: 0 })),
+      );
+    }
+    assert.deepEqual(offsets, [0, 1, 2, 3, 4]);
+    for (const reader of clients) {
+      await retry("a replica serves the new topic", async () => {
+        assert.deepEqual(await readAll(reader, "again"), [
+          "new-0",
+          "new-1",
+          "new-2",
+          "new-3",
+          "new-4",
+        ]);
+      });
     }
   },
-});
-
-Deno.test({
-  name: "3 replicating brokers: a topic deleted and created again starts empty on every replica",
-  sanitizeOps: false,
-  sanitizeResources: false,
-  async fn() {
-    const root = await Deno.makeTempDir({ prefix: "gregormq-raft-" });
-    const { procs } = await startCluster(root);
-    const clients: Client[] = [];
-    try {
-      for (const p of procs) clients.push(await connectTo(p));
-      // Once every node is a member, the topic gets three replicas.
-      await retry("the cluster forms", async () => {
-        const m = await clients[0]!.admin.metadata([]);
-        if (m.nodes.length < 3) throw new Error(`${m.nodes.length} nodes`);
-      });
-      await sleep(2000);
-      const c = clients[1]!; // not the founder: admin requests are forwarded to the controller
-      await retry("create", () => c.admin.createTopic("again", { partitions: 1 }));
-      for (let i = 0; i < 10; i++) {
-        await retry("publish", () => c.publish("again", { value: `old-${i}`, partition: 0 }));
-      }
-      await retry("delete", () => c.admin.deleteTopic("again"));
-      await retry("create again", () => c.admin.createTopic("again", { partitions: 1 }));
-      const offsets: number[] = [];
-      for (let i = 0; i < 5; i++) {
-        offsets.push(
-          await retry("publish", () => c.publish("again", { value: `new-${i}`, partition: 0 })),
-        );
-      }
-      assert.deepEqual(offsets, [0, 1, 2, 3, 4]);
-      for (const reader of clients) {
-        await retry("a replica serves the new topic", async () => {
-          assert.deepEqual(await readAll(reader, "again"), [
-            "new-0",
-            "new-1",
-            "new-2",
-            "new-3",
-            "new-4",
-          ]);
-        });
-      }
-    } finally {
-      await cleanUp(root, procs, clients);
-    }
-  },
-});
+);
 
 /** Bytes of every file under `dir`. */
 async function bytesUnder(dir: string): Promise<number> {
@@ -250,83 +229,72 @@ async function bytesUnder(dir: string): Promise<number> {
   return total;
 }
 
-Deno.test({
-  name:
-    "3 replicating brokers: a partition keeps its retention, and the Raft logs behind it stay bounded",
-  sanitizeOps: false,
-  sanitizeResources: false,
-  async fn() {
-    const root = await Deno.makeTempDir({ prefix: "gregormq-raft-" });
-    const { procs, ports, seeds } = await startCluster(root);
-    const clients: Client[] = [];
+clusterTest(
+  "3 replicating brokers: a partition keeps its retention, and the Raft logs behind it stay bounded",
+  async ({ root, procs, ports, seeds, clients }) => {
     const RETENTION = 64 * 1024;
     const COUNT = 8 * 1024; // 1 KiB each: 8 MiB written, 128 times the retention
-    try {
-      for (const p of procs) clients.push(await connectTo(p));
-      await retry("the cluster forms", async () => {
-        const m = await clients[0]!.admin.metadata([]);
-        if (m.nodes.length < 3) throw new Error(`${m.nodes.length} nodes`);
-      });
-      const c = clients[1]!;
-      await retry("create", () =>
-        c.admin.createTopic("bounded", {
-          partitions: 1,
-          configs: { "retention.bytes": String(RETENTION) },
-        }));
-      // Batches of at most 16 KiB: a log keeps its newest batch whatever its size.
-      const producer = c.producer({
-        acks: "quorum",
-        deliveryTimeoutMs: 60_000,
-        batchRecordsMax: 16,
-      });
-      const pad = "x".repeat(1000);
-      const inFlight = new Set<Promise<unknown>>();
-      for (let i = 0; i < COUNT; i++) {
-        const p = producer.send("bounded", { value: `b${i}-${pad}`, partition: 0 });
-        inFlight.add(p);
-        void p.finally(() => inFlight.delete(p));
-        if (inFlight.size >= 500) await Promise.race(inFlight);
-      }
-      await Promise.all(inFlight);
-      // Every replica applies the topic's retention; the WAL behind it was compacted to match.
-      const walBytes: number[] = [];
-      for (let k = 0; k < 3; k++) {
-        await retry(`node ${k} holds the tail`, async () => {
-          const d = (await clients[k]!.admin.describeTopic("bounded")).partitions[0]!;
-          assert.equal(d.highWatermark, COUNT);
-          assert.ok(d.logStartOffset > 0, "retention dropped the oldest batches");
-          assert.ok(d.sizeBytes <= RETENTION + 17 * 1024, `${d.sizeBytes} bytes kept`);
-        });
-        walBytes.push(await bytesUnder(`${root}/n${k}/raft/p`));
-      }
-      for (const b of walBytes) {
-        assert.ok(b < 1024 * 1024, `a node's partition WALs hold ${b} bytes`);
-      }
-
-      // A replica restarted on its compacted log starts from the snapshot and serves the tail.
-      procs[2]!.child.kill("SIGKILL");
-      await procs[2]!.child.status;
-      clients[2]!.close();
-      procs[2] = await startClusterNode(`${root}/n2`, ports[2]!, seeds);
-      clients[2] = await connectTo(procs[2]!);
-      const back = clients[2]!;
-      await retry("the restarted replica serves the tail", async () => {
-        const d = (await back.admin.describeTopic("bounded")).partitions[0]!;
-        assert.equal(d.highWatermark, COUNT);
-        const sub = await back.subscribe("bounded", { partition: 0, from: { offset: COUNT - 1 } });
-        for await (const m of sub) {
-          assert.equal(m.text(), `b${COUNT - 1}-${pad}`);
-          break;
-        }
-        await sub.close();
-      });
-      console.log(
-        `${COUNT} messages of 1 KiB through a 64 KiB retention: partition WALs per node ${
-          walBytes.map((b) => `${(b / 1024).toFixed(0)} KiB`).join(", ")
-        }`,
-      );
-    } finally {
-      await cleanUp(root, procs, clients);
+    await retry("the cluster forms", async () => {
+      const m = await clients[0]!.admin.metadata([]);
+      if (m.nodes.length < 3) throw new Error(`${m.nodes.length} nodes`);
+    });
+    const c = clients[1]!;
+    await retry("create", () =>
+      c.admin.createTopic("bounded", {
+        partitions: 1,
+        configs: { "retention.bytes": String(RETENTION) },
+      }));
+    // Batches of at most 16 KiB: a log keeps its newest batch whatever its size.
+    const producer = c.producer({
+      acks: "quorum",
+      deliveryTimeoutMs: 60_000,
+      batchRecordsMax: 16,
+    });
+    const pad = "x".repeat(1000);
+    const inFlight = new Set<Promise<unknown>>();
+    for (let i = 0; i < COUNT; i++) {
+      const p = producer.send("bounded", { value: `b${i}-${pad}`, partition: 0 });
+      inFlight.add(p);
+      void p.finally(() => inFlight.delete(p));
+      if (inFlight.size >= 500) await Promise.race(inFlight);
     }
+    await Promise.all(inFlight);
+    // Every replica applies the topic's retention; the WAL behind it was compacted to match.
+    const walBytes: number[] = [];
+    for (let k = 0; k < 3; k++) {
+      await retry(`node ${k} holds the tail`, async () => {
+        const d = (await clients[k]!.admin.describeTopic("bounded")).partitions[0]!;
+        assert.equal(d.highWatermark, COUNT);
+        assert.ok(d.logStartOffset > 0, "retention dropped the oldest batches");
+        assert.ok(d.sizeBytes <= RETENTION + 17 * 1024, `${d.sizeBytes} bytes kept`);
+      });
+      walBytes.push(await bytesUnder(`${root}/n${k}/raft/p`));
+    }
+    for (const b of walBytes) {
+      assert.ok(b < 1024 * 1024, `a node's partition WALs hold ${b} bytes`);
+    }
+
+    // A replica restarted on its compacted log starts from the snapshot and serves the tail.
+    procs[2]!.child.kill("SIGKILL");
+    await procs[2]!.child.status;
+    clients[2]!.close();
+    procs[2] = await startClusterNode(`${root}/n2`, ports[2]!, seeds);
+    clients[2] = await connectTo(procs[2]!);
+    const back = clients[2]!;
+    await retry("the restarted replica serves the tail", async () => {
+      const d = (await back.admin.describeTopic("bounded")).partitions[0]!;
+      assert.equal(d.highWatermark, COUNT);
+      const sub = await back.subscribe("bounded", { partition: 0, from: { offset: COUNT - 1 } });
+      for await (const m of sub) {
+        assert.equal(m.text(), `b${COUNT - 1}-${pad}`);
+        break;
+      }
+      await sub.close();
+    });
+    console.log(
+      `${COUNT} messages of 1 KiB through a 64 KiB retention: partition WALs per node ${
+        walBytes.map((b) => `${(b / 1024).toFixed(0)} KiB`).join(", ")
+      }`,
+    );
   },
-});
+);
