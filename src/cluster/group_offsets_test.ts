@@ -25,7 +25,7 @@ class FakeMeta {
   /** Settles the oldest open proposal and lets the offsets store move on. */
   async settle(ok: boolean): Promise<void> {
     this.#settle.shift()!(ok);
-    await new Promise((r) => setTimeout(r, 0));
+    for (let i = 0; i < 20; i++) await Promise.resolve(); // a few turns of the microtask queue
   }
 
   asNode(): ClusterNode {
