@@ -21,7 +21,7 @@ const USAGE =
   register: [--bug ack-before-sync|none] [--replicas N] [--writers N] [--readers N]
             [--safetyMs N] [--livenessMs N]
   pubsub:   [--subscribers N] [--messages N] [--inFlight N] [--safetyMs N] [--livenessMs N]
-            [--segmentBytes N]
+            [--segmentBytes N] [--durableSubscribers N]
   gossip:   [--nodes N] [--intervalMs N] [--safetyMs N] [--livenessMs N] [--lateJoiners N]
             [--keepDown 0|1] [--wallJumps 0|1]
   groups:   [--nodes 1|3] [--members N] [--staticMembers N] [--partitions N] [--messages N]

@@ -1,7 +1,8 @@
 // The broker under network faults: one broker, one publisher, several subscribers, all using the
 // real broker and client code on the simulated network. The checker demands that every
 // acknowledged publish reaches every subscriber, that each subscriber sees offsets in order with
-// no gap, and that nothing is delivered that was not published.
+// no gap, and that nothing is delivered that was not published. Some subscribers resume by a
+// durable name: the broker must resume them between what they saved and what they acknowledged.
 
 import { SeededRandom } from "../src/io/prng.ts";
 import type { Env } from "../src/io/types.ts";
@@ -11,6 +12,7 @@ import { ErrorCode, GregorError } from "../src/protocol/errors.ts";
 import { startNode } from "../src/node.ts";
 import { brokerHooks, brokerSimulation, calm, Nemesis } from "./faults.ts";
 import { type RunResult, runResult } from "./result.ts";
+import { DurableResumeChecker, OFFSETS_FILE, savedOffset } from "./durable_checker.ts";
 import type { Simulation } from "./simulation.ts";
 
 /** Everything that decides a pub/sub run. */
@@ -27,6 +29,8 @@ export interface PubSubOptions {
   faults: "swarm" | "calm";
   /** The broker's segment size: small, so segments roll and recovery crosses them. */
   segmentBytes: number;
+  /** Subscribers (the first ones) that resume by a durable name rather than from their own count. */
+  durableSubscribers: number;
 }
 
 const PORT = 7070;
@@ -44,6 +48,7 @@ export function pubsubOptions(seed: number, overrides: Partial<PubSubOptions> = 
     livenessMs: 60_000,
     faults: "swarm",
     segmentBytes: r.int(2_000, 64_000),
+    durableSubscribers: r.int(0, 3),
     ...overrides,
   };
 }
@@ -86,12 +91,20 @@ export async function runPubSub(opts: PubSubOptions): Promise<RunResult> {
 
   const deliveries: Delivery[][] = [];
   const corrupt: string[] = [];
+  const resumes = new DurableResumeChecker(() => broker.crashes, (key) => {
+    const bytes = broker.disk.durableBytes(`data/${OFFSETS_FILE}`);
+    return bytes === null ? -1 : savedOffset(bytes, key);
+  });
   for (let i = 0; i < opts.subscribers; i++) {
     const got: Delivery[] = [];
     deliveries.push(got);
+    const name = `subscriber-${i}`;
     sim.addNode({
-      name: `subscriber-${i}`,
-      main: (env) => subscribe(env, sim, `subscriber-${i}`, got, corrupt),
+      name,
+      main: (env) =>
+        subscribe(env, sim, name, got, corrupt, {
+          durable: i < opts.durableSubscribers ? resumes : null,
+        }),
     });
   }
 
@@ -135,7 +148,7 @@ export async function runPubSub(opts: PubSubOptions): Promise<RunResult> {
         (ackedCount === 0 ? 0 : Math.max(...acked) + 1);
     sim.addNode({
       name: "verifier",
-      main: (env) => subscribe(env, sim, "verifier", verified, corrupt, enough),
+      main: (env) => subscribe(env, sim, "verifier", verified, corrupt, { until: enough }),
     });
     await sim.world.run({ untilMs: sim.world.now + opts.livenessMs, stop: enough });
     if (!enough()) {
@@ -146,6 +159,7 @@ export async function runPubSub(opts: PubSubOptions): Promise<RunResult> {
     violations.push(...checkOnce(published, verified));
   }
   violations.push(...corrupt.slice(0, 10));
+  violations.push(...resumes.violations.slice(0, 10));
   violations.push(...checkDeliveries(published, [...deliveries, verified]));
   return runResult(sim, {
     scenario: "pubsub",
@@ -176,6 +190,7 @@ export async function runPubSub(opts: PubSubOptions): Promise<RunResult> {
       readFlips: broker.disk.stats.readFlips,
       storageReports: reports.length,
       verifiedOffsets: new Set(verified.map((d) => d.offset)).size,
+      durableResumesAfterCrash: resumes.resumedAfterCrash,
     },
     notes: [
       ...sim.exits.map((e) => ({
@@ -244,20 +259,42 @@ async function publish(
   await client.close();
 }
 
-/** Subscribes from the start and keeps going through reconnects; records every delivery. */
+/** How a subscriber runs: until when, and whether it resumes by a durable name. */
+interface SubscribeOptions {
+  until?: () => boolean;
+  durable?: DurableResumeChecker | null;
+}
+
+/**
+ * Subscribes from the start and keeps going through reconnects; records every delivery. A plain
+ * subscriber asks for the offset after the last one it got; a durable one lets the broker resume
+ * it from its acknowledged offset, which the checker holds to what was acknowledged and saved.
+ */
 async function subscribe(
   env: Env,
   sim: Simulation,
   name: string,
   got: Delivery[],
   corrupt: string[],
-  until: () => boolean = () => false,
+  opts: SubscribeOptions = {},
 ): Promise<void> {
+  const until = opts.until ?? (() => false);
+  const durable = opts.durable ?? null;
   let next = 0;
   while (!until()) {
     const client = await connectRetrying(env);
     try {
-      const sub = await client.subscribe(TOPIC, { from: { offset: next }, ackTimeoutMs: 1_000 });
+      const key = `${TOPIC}\u0000${0}\u0000${name}`;
+      const saved = durable?.saved(key) ?? -1;
+      const sub = await client.subscribe(TOPIC, {
+        from: { offset: next },
+        ackTimeoutMs: 1_000,
+        ...(durable === null ? {} : { durable: name }),
+      });
+      if (durable !== null) {
+        durable.resumed(name, sub.startOffset, next, saved);
+        sim.history.add(name, "ok", "resume", { offset: sub.startOffset, next, saved });
+      }
       for await (const m of sub) {
         got.push({ offset: m.offset, value: m.text() });
         sim.history.add(name, "ok", "deliver", { offset: m.offset });
@@ -270,7 +307,8 @@ async function subscribe(
       if (err instanceof GregorError && err.code === ErrorCode.CORRUPT_BATCH) {
         corrupt.push(`${name} was served a corrupt batch: ${err.message}`);
       }
-      // Otherwise the connection gave up (a long partition): start again where we got to.
+      // Otherwise the connection gave up (a long partition), or the broker still holds the
+      // durable name for a connection it has not yet seen go: start again where we got to.
     }
     await client.close();
     await env.clock.sleep(100);

@@ -79,6 +79,7 @@ const PUBSUB_NUMBERS = [
   "safetyMs",
   "livenessMs",
   "segmentBytes",
+  "durableSubscribers",
 ];
 
 const GOSSIP_NUMBERS = [

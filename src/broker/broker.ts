@@ -41,7 +41,7 @@ import { Groups } from "./groups/groups.ts";
 import type { BrokerCluster } from "./cluster_hooks.ts";
 
 /** Where durable subscription offsets are written, under the data directory. */
-const OFFSETS_FILE = "subscriptions.json";
+export const OFFSETS_FILE = "subscriptions.json";
 
 /** What the broker needs from the process it runs in. */
 export interface BrokerHooks {

@@ -128,8 +128,10 @@ export class Subscription {
     }
     if (offset <= this.ackedOffset) return null;
     this.ackedOffset = offset;
-    if (this.durable !== null) {
-      this.durable.ackedOffset = Math.max(this.durable.ackedOffset, offset);
+    if (this.durable !== null && offset > this.durable.ackedOffset) {
+      this.durable.ackedOffset = offset;
+      // Written down by the broker's next offset flush; without this a restart resumed at 0.
+      this.durable.onChange();
     }
     while (this.#delivered.length > 0 && (this.#delivered[0] as Delivered).lastOffset <= offset) {
       this.#delivered.shift();
