@@ -73,6 +73,9 @@ const node = await startNode(
       onReport(msg) {
         log("warn", msg);
       },
+      onInternalError(msg) {
+        log("error", msg);
+      },
     },
   }),
 ).catch((err) => {

@@ -20,7 +20,7 @@ import { type Client, connectWith } from "../src/client/client.ts";
 import { ErrorCode, GregorError } from "../src/protocol/errors.ts";
 import { loadClusterModules, type RunningNode, startNode } from "../src/node.ts";
 import type { ClusterNode } from "../src/cluster/cluster.ts";
-import { brokerHooks, brokerSimulation, calm, Nemesis } from "./faults.ts";
+import { brokerHooks, brokerSimulation, calm, firstLine, Nemesis } from "./faults.ts";
 import type { SimNode } from "./node.ts";
 import { type RunResult, runResult } from "./result.ts";
 
@@ -146,7 +146,7 @@ export async function runCluster(opts: ClusterOptions): Promise<RunResult> {
           hooks: brokerHooks(ctl, (msg) => {
             stats.storageReports++;
             if (/truncat/i.test(msg)) stats.walRepairs++;
-          }),
+          }, (msg) => violations.push(`${name}: ${firstLine(msg)}`)),
         });
         running.set(name, node);
         if (node.cluster !== null) clusterNodes.push(node.cluster);

@@ -348,7 +348,12 @@ export function brokerSimulation(
 export function brokerHooks(
   ctl: ProcessControl,
   onReport: (msg: string) => void,
-): { onFatal(reason: string): void; onReport(msg: string): void } {
+  onInternalError: (msg: string) => void,
+): {
+  onFatal(reason: string): void;
+  onReport(msg: string): void;
+  onInternalError(msg: string): void;
+} {
   return {
     onFatal(reason) {
       try {
@@ -358,5 +363,12 @@ export function brokerHooks(
       }
     },
     onReport,
+    onInternalError,
   };
+}
+
+/** The first line of a multi-line report (an INTERNAL error's message comes with its stack). */
+export function firstLine(msg: string): string {
+  const end = msg.indexOf("\n");
+  return end < 0 ? msg : msg.slice(0, end);
 }

@@ -29,7 +29,7 @@ import { ErrorCode, GregorError } from "../src/protocol/errors.ts";
 import { loadClusterModules, type RunningNode, startNode } from "../src/node.ts";
 import { GENERATIONS_PER_TERM } from "../src/cluster/group_offsets.ts";
 import type { ClusterNode } from "../src/cluster/cluster.ts";
-import { brokerHooks, brokerSimulation, calm, Nemesis } from "./faults.ts";
+import { brokerHooks, brokerSimulation, calm, firstLine, Nemesis } from "./faults.ts";
 import { type RunResult, runResult } from "./result.ts";
 import type { Simulation } from "./simulation.ts";
 import { connectRetrying } from "./pubsub_scenario.ts";
@@ -186,7 +186,11 @@ export async function runGroups(opts: GroupOptions): Promise<RunResult> {
               },
             }
             : {}),
-          hooks: brokerHooks(ctl, (msg) => void reports.push(msg)),
+          hooks: brokerHooks(
+            ctl,
+            (msg) => void reports.push(msg),
+            (msg) => void violations.push(`${name}: ${firstLine(msg)}`),
+          ),
         });
         running.set(name, node);
         if (node.cluster !== null) clusterNodes.push(node.cluster);

@@ -10,7 +10,7 @@ import { connectWith } from "../src/client/client.ts";
 import type { Client } from "../src/client/client.ts";
 import { ErrorCode, GregorError } from "../src/protocol/errors.ts";
 import { startNode } from "../src/node.ts";
-import { brokerHooks, brokerSimulation, calm, Nemesis } from "./faults.ts";
+import { brokerHooks, brokerSimulation, calm, firstLine, Nemesis } from "./faults.ts";
 import { type RunResult, runResult } from "./result.ts";
 import { DurableResumeChecker, OFFSETS_FILE, savedOffset } from "./durable_checker.ts";
 import type { Simulation } from "./simulation.ts";
@@ -71,12 +71,18 @@ export async function runPubSub(opts: PubSubOptions): Promise<RunResult> {
         host: "0.0.0.0",
         port: PORT,
         broker: { dataDir: "data", segmentBytes: opts.segmentBytes },
-        hooks: brokerHooks(ctl, (msg) => reports.push({ t: sim.world.now, msg })),
+        hooks: brokerHooks(
+          ctl,
+          (msg) => reports.push({ t: sim.world.now, msg }),
+          (msg) => internalErrors.push(firstLine(msg)),
+        ),
       });
       await node.done;
     },
   });
   const reports: { t: number; msg: string }[] = [];
+  /** Requests the broker answered INTERNAL: each one a bug (or an unmapped failure). */
+  const internalErrors: string[] = [];
 
   const published = new Map<string, number | null>(); // value -> acked offset, or null if unknown
   const acked: number[] = [];
@@ -160,6 +166,7 @@ export async function runPubSub(opts: PubSubOptions): Promise<RunResult> {
   }
   violations.push(...corrupt.slice(0, 10));
   violations.push(...resumes.violations.slice(0, 10));
+  violations.push(...internalErrors.slice(0, 10));
   violations.push(...checkDeliveries(published, [...deliveries, verified]));
   return runResult(sim, {
     scenario: "pubsub",

@@ -198,7 +198,12 @@ async function startReplication(
   gossip.handle(Op.RAFT, (conn, first, parser) => transport.serve(conn, first, parser), {
     payloadBytesMax: RAFT_FRAME_PAYLOAD_BYTES_MAX,
   });
-  const hooks = { onFatal: () => {}, onReport: () => {}, ...config.hooks };
+  const hooks = {
+    onFatal: () => {},
+    onReport: () => {},
+    onInternalError: () => {},
+    ...config.hooks,
+  };
   const cluster = ClusterNode.start(
     env,
     {

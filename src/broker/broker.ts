@@ -2,7 +2,7 @@
 // knows nothing of sockets or frames (connection.ts does) and reaches the world only through Env.
 
 import type { Env, Listener } from "../io/types.ts";
-import { NotFound } from "../io/errors.ts";
+import { IoFailure, NoSpace, NotFound } from "../io/errors.ts";
 import { readChecked, writeChecked } from "../storage/checked_file.ts";
 import { batchCodec, type BatchHeader, validateBatch } from "../protocol/batch.ts";
 import { codecsLoaded, loadCodecs } from "../protocol/codecs.ts";
@@ -49,11 +49,17 @@ export interface BrokerHooks {
   onFatal(reason: string): void;
   /** Something an operator must see: corruption found, a torn tail truncated. */
   onReport(msg: string): void;
+  /**
+   * A request failed inside the broker for a reason no client input explains (a bug, or a
+   * failure nobody mapped to a protocol error): the message carries the cause and its stack.
+   */
+  onInternalError(msg: string): void;
 }
 
 const DEFAULT_HOOKS: BrokerHooks = {
   onFatal: () => {},
   onReport: () => {},
+  onInternalError: () => {},
 };
 
 /** Topic configs `alterTopic` may change; the others are fixed when the topic is created. */
@@ -172,6 +178,36 @@ export class Broker {
       void c.run().finally(() => this.#connections.delete(c));
     }
   }
+
+  /**
+   * The answer to a request that failed with `err` while serving `op`: a protocol error passes
+   * through; anything else is a bug or an unmapped failure, reported loudly with its stack and
+   * answered INTERNAL (never a client-input code, which would hide the bug). INTERNAL errors
+   * raised on purpose are reported too.
+   */
+  answerFor(op: string, err: unknown): GregorError {
+    if (err instanceof GregorError && err.code !== ErrorCode.INTERNAL) return err;
+    if (err instanceof NoSpace || err instanceof IoFailure) {
+      // The disk refused (full, or a device error): an operating condition, not a bug.
+      return new GregorError(
+        ErrorCode.STORAGE_ERROR,
+        `Storage failed serving ${op}: ${err.message}`,
+        { cause: err },
+      );
+    }
+    const e = err instanceof Error ? err : new Error(String(err));
+    this.internalErrors++;
+    this.#hooks.onInternalError(
+      `INTERNAL error serving ${op}: ${e.name}: ${e.message}\n${e.stack ?? "(no stack)"}` +
+        (e.cause === undefined ? "" : `\ncaused by: ${(e.cause as Error)?.stack ?? e.cause}`),
+    );
+    return err instanceof GregorError
+      ? err
+      : new GregorError(ErrorCode.INTERNAL, `Internal error serving ${op}: ${e.message}`);
+  }
+
+  /** Requests answered INTERNAL since start. */
+  internalErrors = 0;
 
   /** Open client connections. */
   get connectionCount(): number {

@@ -211,7 +211,7 @@ export class Connection implements DeliverySink {
   #finish(f: Frame, name: OpName, value: object | null, err: unknown): void {
     this.#inFlight--;
     this.#wake();
-    const e = err === null ? null : toGregorError(err);
+    const e = err === null ? null : this.#broker.answerFor(name, err);
     this.#broker.observer.request(name, e === null ? "OK" : errorName(e.code) ?? String(e.code));
     if (this.#closed) return;
     if (e !== null) {
@@ -433,15 +433,6 @@ function chain(a: (() => void) | null, b: () => void): () => void {
     a();
     b();
   };
-}
-
-function toGregorError(err: unknown): GregorError {
-  if (err instanceof GregorError) return err;
-  if (err instanceof RangeError) return new GregorError(ErrorCode.INVALID_REQUEST, err.message);
-  return new GregorError(
-    ErrorCode.INTERNAL,
-    `Internal error: ${(err as Error)?.message ?? String(err)}`,
-  );
 }
 
 function req<T>(op: OpName, payload: Uint8Array): T {

@@ -28,6 +28,8 @@ export const PRODUCER_ID_BLOCK = 1000;
 const READS_OFFSETS: ReadonlySet<OpName> = new Set(["OFFSET_FETCH", "DESCRIBE_GROUP"]);
 /** How long a forwarded request may take, ms. */
 const FORWARD_TIMEOUT_MS = 10_000;
+/** How long forwarding waits to connect to a leader, ms; past it the client is told to retry. */
+const FORWARD_CONNECT_TIMEOUT_MS = 2_000;
 
 /** BrokerCluster over a ClusterNode. */
 export class ClusterBridge implements BrokerCluster {
@@ -228,23 +230,24 @@ export class ClusterBridge implements BrokerCluster {
     const cached = this.#clients.get(nodeId);
     if (cached !== undefined && cached.key === key) return await cached.client;
     if (cached !== undefined) void cached.client.then((c) => c.close()).catch(() => {});
+    // Every request waiting on this connection attempt gets the same retriable error if it fails
+    // (a raw connection error used to reach the client of the second and later ones as INTERNAL).
     const client = connectWith(this.#env, {
       host: m.host,
       port: m.clientPort,
       clientId: FORWARD_CLIENT_ID,
       requestTimeoutMs: FORWARD_TIMEOUT_MS,
-      connectTimeoutMs: 2_000,
+      connectTimeoutMs: FORWARD_CONNECT_TIMEOUT_MS,
+    }).catch((err) => {
+      if (this.#clients.get(nodeId)?.client === client) this.#clients.delete(nodeId);
+      throw new GregorError(
+        ErrorCode.NOT_LEADER,
+        `Cannot reach ${nodeId} to forward a request: ${(err as Error).message}; ask another node`,
+        { cause: err },
+      );
     });
     this.#clients.set(nodeId, { key, client });
-    client.catch(() => this.#clients.delete(nodeId));
-    try {
-      return await client;
-    } catch (err) {
-      throw new GregorError(
-        ErrorCode.TIMEOUT,
-        `Cannot reach ${nodeId} to forward a request: ${(err as Error).message}`,
-      );
-    }
+    return await client;
   }
 
   /** Closes the forwarding connections. */
