@@ -1,21 +1,23 @@
 import assert from "node:assert/strict";
-import { denoEnv } from "../io/deno/mod.ts";
 import { NoSpace } from "../io/errors.ts";
 import { ErrorCode, GregorError } from "../protocol/errors.ts";
+import { runOnNode } from "../../sim/harness.ts";
+import { Simulation } from "../../sim/simulation.ts";
 import { Broker } from "./broker.ts";
 
+/** Runs `fn` with a broker on a simulated node, and the INTERNAL reports it made. */
 async function withBroker(fn: (b: Broker, logged: string[]) => Promise<void>): Promise<void> {
-  const dataDir = await Deno.makeTempDir({ prefix: "gregormq-broker-" });
-  const logged: string[] = [];
-  const b = await Broker.open(denoEnv(), { dataDir }, {
-    onInternalError: (msg) => logged.push(msg),
+  await runOnNode(new Simulation(1), "broker", async (env) => {
+    const logged: string[] = [];
+    const b = await Broker.open(env, { dataDir: "data" }, {
+      onInternalError: (msg) => logged.push(msg),
+    });
+    try {
+      await fn(b, logged);
+    } finally {
+      await b.close();
+    }
   });
-  try {
-    await fn(b, logged);
-  } finally {
-    await b.close();
-    await Deno.remove(dataDir, { recursive: true });
-  }
 }
 
 Deno.test("Broker.answerFor() answers a bug INTERNAL and reports it with its stack, never as a client error", async () => {
