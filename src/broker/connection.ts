@@ -4,6 +4,7 @@
 
 import type { Conn } from "../io/types.ts";
 import { writeAllOf } from "../io/util.ts";
+import { TooManyOpenFiles } from "../io/errors.ts";
 import { CODEC_NAMES } from "../protocol/codecs.ts";
 import { ErrorCode, errorName, FATAL_CODES, GregorError } from "../protocol/errors.ts";
 import {
@@ -438,6 +439,8 @@ function chain(a: (() => void) | null, b: () => void): () => void {
 function toGregorError(err: unknown): GregorError {
   if (err instanceof GregorError) return err;
   if (err instanceof RangeError) return new GregorError(ErrorCode.INVALID_REQUEST, err.message);
+  // Out of file handles is a passing shortage of the broker's, not a bug: the client may retry.
+  if (err instanceof TooManyOpenFiles) return new GregorError(ErrorCode.STORAGE_ERROR, err.message);
   return new GregorError(
     ErrorCode.INTERNAL,
     `Internal error: ${(err as Error)?.message ?? String(err)}`,
