@@ -2,7 +2,6 @@ import assert from "node:assert/strict";
 import { Closed, IoFailure, TooManyOpenFiles } from "../io/errors.ts";
 import { writeFileAtomic } from "../io/util.ts";
 import type { Env, File } from "../io/types.ts";
-import { DenoDisk } from "../io/deno/disk.ts";
 import { calmDisk, type DiskFaults } from "../../sim/disk.ts";
 import { runOnNode } from "../../sim/harness.ts";
 import type { SimNode } from "../../sim/node.ts";
@@ -184,25 +183,4 @@ Deno.test("FileHandles: a closed file rejects operations; one closed while reope
     // a's reopen took b's handle; a's own went back on close: only c holds one.
     assert.equal(handles.handlesOpen, 1);
   }, { opLatencyMs: 1 });
-});
-
-Deno.test("FileHandles on the real disk keeps its budget across 64 files", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "gregormq-handles-" });
-  try {
-    const handles = new FileHandles(new DenoDisk(), { handlesMax: 3 });
-    const files: File[] = [];
-    for (let i = 0; i < 64; i++) {
-      const f = await handles.open(`${dir}/${i}.log`, { create: true });
-      await f.writeAt(0, enc(`real ${i}`));
-      files.push(f);
-    }
-    await Promise.all(files.map((f) => f.sync()));
-    assert.deepEqual(await Promise.all(files.map(readAll)), files.map((_, i) => `real ${i}`));
-    assert.ok(handles.handlesOpen <= 3);
-    assert.ok(handles.stats.evictionSyncs > 0, "unsynced files were synced before closing");
-    for (const f of files) f.close();
-    assert.equal(handles.handlesOpen, 0);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
 });
