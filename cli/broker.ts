@@ -4,6 +4,7 @@
 
 import { denoEnv } from "../src/io/deno/mod.ts";
 import { startNode } from "../src/node.ts";
+import { fitToOpenFiles, parseOpenFilesLimit } from "../src/broker/open_files.ts";
 import {
   ConfigError,
   configFileArg,
@@ -50,7 +51,20 @@ try {
   console.error((err as Error).message);
   Deno.exit(2);
 }
-const settings = loaded.config;
+// Deno has no getrlimit: Linux shows the limit in /proc; elsewhere the settings are used as given.
+const openFilesMax = parseOpenFilesLimit(
+  await Deno.readTextFile("/proc/self/limits").catch(() => ""),
+);
+const fitted = openFilesMax === null ? null : fitToOpenFiles(loaded.config.broker, openFilesMax);
+if (fitted?.warning) loaded.warnings.push(fitted.warning);
+const settings = fitted === null ? loaded.config : {
+  ...loaded.config,
+  broker: {
+    ...loaded.config.broker,
+    connectionsMax: fitted.connectionsMax,
+    fileHandlesMax: fitted.fileHandlesMax,
+  },
+};
 
 function log(level: string, msg: string, fields: Record<string, unknown> = {}): void {
   const time = new Date().toISOString();

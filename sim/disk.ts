@@ -5,7 +5,14 @@
 // prefix); operations take (sometimes long) virtual time.
 
 import type { Disk, File, OpenOptions } from "../src/io/types.ts";
-import { AlreadyExists, Closed, IoFailure, NoSpace, NotFound } from "../src/io/errors.ts";
+import {
+  AlreadyExists,
+  Closed,
+  IoFailure,
+  NoSpace,
+  NotFound,
+  TooManyOpenFiles,
+} from "../src/io/errors.ts";
 import type { SeededRandom } from "../src/io/prng.ts";
 import type { World } from "./world.ts";
 import { never, type SimNode } from "./node.ts";
@@ -52,6 +59,11 @@ export interface DiskFaults {
   capacityBytes: number;
   /** Fate of unsynced writes at a power loss. */
   crash: CrashWeights;
+  /**
+   * Handles the process may hold open at once (RLIMIT_NOFILE); one more open fails with
+   * TooManyOpenFiles. Unset: no limit.
+   */
+  handlesMax?: number;
 }
 
 /** A well-behaved disk: fast, no faults; a crash drops all unsynced writes. */
@@ -85,6 +97,8 @@ export interface DiskStats {
   readFlips: number;
   readErrors: number;
   noSpace: number;
+  /** Opens refused for want of a handle (faults.handlesMax). */
+  tooManyOpenFiles: number;
 }
 
 type Entry = { kind: "dir" } | { kind: "file"; inode: Inode };
@@ -178,6 +192,7 @@ export class SimDisk {
     readFlips: 0,
     readErrors: 0,
     noSpace: 0,
+    tooManyOpenFiles: 0,
   };
   readonly #world: World;
   readonly #random: SeededRandom;
@@ -210,6 +225,11 @@ export class SimDisk {
       mkdir: (dir) => op(() => this.#mkdir(dir)),
       syncDir: (dir) => op(() => this.#syncDir(dir), this.faults.syncLatencyMs),
     };
+  }
+
+  /** Handles the running process holds open now. */
+  get openHandles(): number {
+    return this.#open.size;
   }
 
   /** Bytes charged against capacity: every inode that still has a name or an open handle. */
@@ -400,6 +420,10 @@ export class SimDisk {
     const path = normalizePath(rawPath);
     const e = this.#live.get(path);
     if (e?.kind === "dir") throw new IoFailure(`Cannot open ${rawPath}: is a directory`);
+    if (this.#open.size >= (this.faults.handlesMax ?? Infinity)) {
+      this.stats.tooManyOpenFiles++;
+      throw new TooManyOpenFiles(`Cannot open ${rawPath}: too many open files`);
+    }
     let inode: Inode;
     if (e !== undefined) {
       if (opts.createNew) throw new AlreadyExists(`Cannot create ${rawPath}: already exists`);

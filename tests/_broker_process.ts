@@ -16,10 +16,23 @@ export interface BrokerProcess {
   lines: string[];
 }
 
+/** How to start a broker process. */
+export interface SpawnOptions {
+  /** Its open-file limit (`ulimit -n`, soft and hard), set by a shell that then execs it. */
+  openFilesMax?: number;
+}
+
 /** Starts a broker with `args` (after `cli/broker.ts`); resolves once it listens. */
-export async function spawnBroker(args: string[]): Promise<BrokerProcess> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", BROKER, ...args],
+export async function spawnBroker(
+  args: string[],
+  opts: SpawnOptions = {},
+): Promise<BrokerProcess> {
+  const deno = [Deno.execPath(), "run", "-A", BROKER, ...args];
+  const [command, ...rest] = opts.openFilesMax === undefined
+    ? deno
+    : ["bash", "-c", `ulimit -n ${opts.openFilesMax} && exec "$@"`, "bash", ...deno];
+  const child = new Deno.Command(command!, {
+    args: rest,
     stdout: "piped",
     stderr: "inherit",
   }).spawn();

@@ -2,7 +2,8 @@
 // knows nothing of sockets or frames (connection.ts does) and reaches the world only through Env.
 
 import type { Env, Listener } from "../io/types.ts";
-import { IoFailure, NoSpace, NotFound } from "../io/errors.ts";
+import { IoFailure, NoSpace, NotFound, TooManyOpenFiles } from "../io/errors.ts";
+import { FileHandles } from "../storage/file_handles.ts";
 import { readChecked, writeChecked } from "../storage/checked_file.ts";
 import { batchCodec, type BatchHeader, validateBatch } from "../protocol/batch.ts";
 import { codecsLoaded, loadCodecs } from "../protocol/codecs.ts";
@@ -68,6 +69,14 @@ export const ALTERABLE_TOPIC_CONFIGS: readonly string[] = ["retention.bytes", "r
 /** How long a clustered broker waits to learn of a topic it just created, ms. */
 const CLUSTER_APPLY_WAIT_MS = 10_000;
 
+/** How long the accept loop pauses after the process ran out of descriptors, ms. */
+const ACCEPT_BACKOFF_MS = 100;
+/**
+ * Connections over connectionsMax answered with LIMIT_EXCEEDED per second at most; the rest are
+ * closed at once, since each answered one holds a descriptor while its answer drains.
+ */
+const REFUSALS_ANSWERED_PER_SECOND_MAX = 32;
+
 /** Durable subscriptions remembered at most. */
 export const DURABLE_SUBSCRIPTIONS_MAX = 100_000;
 
@@ -93,6 +102,11 @@ export class Broker {
   readonly #stop = new AbortController();
   #listeners: Listener[] = [];
   #nextConnectionId = 1;
+  /** Refusals answered in the current second, and when that second started (clock ms). */
+  #refusalsAnswered = 0;
+  #refusalsSinceMs = -Infinity;
+  /** The storage's file handles: every file the broker opens goes through this budget. */
+  readonly fileHandles: FileHandles;
 
   readonly #store: TopicStore;
   readonly #hooks: BrokerHooks;
@@ -103,8 +117,12 @@ export class Broker {
   readonly #producerIds: ProducerIds;
   /** Produces waiting for the codec libraries to load; later ones queue behind them. */
   #producesAwaitingCodecs = 0;
+  /** Partitions being created or added, not yet in #topics. */
+  #partitionsCreating = 0;
 
   private constructor(env: Env, opts: Readonly<BrokerOptions>, hooks: BrokerHooks) {
+    this.fileHandles = new FileHandles(env.disk, { handlesMax: opts.fileHandlesMax });
+    env = { ...env, disk: this.fileHandles };
     this.env = env;
     this.opts = opts;
     this.#hooks = hooks;
@@ -161,9 +179,31 @@ export class Broker {
   /** Accepts connections on `listener` until it or the broker closes. */
   async serve(listener: Listener): Promise<void> {
     this.#listeners.push(listener);
+    let outOfHandles = false;
     for (;;) {
-      const conn = await listener.accept();
+      let conn;
+      try {
+        conn = await listener.accept();
+      } catch (err) {
+        if (!(err instanceof TooManyOpenFiles) || !this.running) throw err;
+        // The connection waits in the backlog; later accepts may succeed once descriptors free up.
+        if (!outOfHandles) {
+          this.#hooks.onReport(
+            `Cannot accept a client connection: too many open files (${this.#connections.size} ` +
+              `connections open; raise the open-file limit or lower connectionsMax or ` +
+              `fileHandlesMax); retrying every ${ACCEPT_BACKOFF_MS} ms`,
+          );
+        }
+        outOfHandles = true;
+        await this.env.clock.sleep(ACCEPT_BACKOFF_MS, this.#stop.signal).catch(() => {});
+        continue;
+      }
       if (conn === null) return;
+      outOfHandles = false;
+      if (this.#connections.size >= this.opts.connectionsMax && !this.#mayAnswerRefusal()) {
+        conn.close();
+        continue;
+      }
       const c = new Connection(this, conn, this.#nextConnectionId++);
       if (this.#connections.size >= this.opts.connectionsMax) {
         c.refuse(
@@ -187,8 +227,9 @@ export class Broker {
    */
   answerFor(op: string, err: unknown): GregorError {
     if (err instanceof GregorError && err.code !== ErrorCode.INTERNAL) return err;
-    if (err instanceof NoSpace || err instanceof IoFailure) {
-      // The disk refused (full, or a device error): an operating condition, not a bug.
+    if (err instanceof NoSpace || err instanceof IoFailure || err instanceof TooManyOpenFiles) {
+      // The disk refused (full, a device error, out of handles): an operating condition, not a
+      // bug, and one that may pass: the client may retry.
       return new GregorError(
         ErrorCode.STORAGE_ERROR,
         `Storage failed serving ${op}: ${err.message}`,
@@ -208,6 +249,16 @@ export class Broker {
 
   /** Requests answered INTERNAL since start. */
   internalErrors = 0;
+
+  /** Whether one more connection over the limit may be told why before it is closed. */
+  #mayAnswerRefusal(): boolean {
+    const now = this.env.clock.now();
+    if (now - this.#refusalsSinceMs >= 1000) {
+      this.#refusalsSinceMs = now;
+      this.#refusalsAnswered = 0;
+    }
+    return this.#refusalsAnswered++ < REFUSALS_ANSWERED_PER_SECOND_MAX;
+  }
 
   /** Open client connections. */
   get connectionCount(): number {
@@ -323,10 +374,15 @@ export class Broker {
         `Topic limit of ${this.opts.topicsMax} reached`,
       );
     }
+    this.#checkPartitionsTotal(req.partitions, `create topic ${req.name}`);
+    this.#partitionsCreating += req.partitions;
     const creating = this.#store.create(req.name, req.partitions, req.configs).then((topic) => {
       this.#topics.set(req.name, topic);
       return topic;
-    }).finally(() => this.#creating.delete(req.name));
+    }).finally(() => {
+      this.#creating.delete(req.name);
+      this.#partitionsCreating -= req.partitions;
+    });
     this.#creating.set(req.name, creating);
     return creating;
   }
@@ -340,6 +396,25 @@ export class Broker {
     }
   }
 
+  /** Partitions of every topic this node knows, and of those being created. */
+  get partitionCount(): number {
+    let n = this.#partitionsCreating;
+    for (const t of this.#topics.values()) n += t.partitions.length;
+    return n;
+  }
+
+  /** LIMIT_EXCEEDED if `adding` more partitions would pass partitionsTotalMax. */
+  #checkPartitionsTotal(adding: number, what: string): void {
+    const have = this.partitionCount;
+    if (have + adding > this.opts.partitionsTotalMax) {
+      throw new GregorError(
+        ErrorCode.LIMIT_EXCEEDED,
+        `Cannot ${what}: the broker holds ${have} partitions and may hold at most ` +
+          `${this.opts.partitionsTotalMax} (partitionsTotalMax); ${adding} more would pass it`,
+      );
+    }
+  }
+
   /** In a cluster: through the metadata group; resolves once this node knows the topic. */
   async #createInCluster(
     cluster: BrokerCluster,
@@ -347,6 +422,7 @@ export class Broker {
     forwarded: boolean,
   ): Promise<Topic> {
     this.#checkPartitionCount(req.partitions);
+    this.#checkPartitionsTotal(req.partitions, `create topic ${req.name}`);
     await cluster.createTopic(
       { ...req, configs: effectiveConfigs(req.configs, this.opts) },
       forwarded,
@@ -512,6 +588,8 @@ export class Broker {
           `A topic has at most ${this.opts.partitionsMax} partitions, not ${req.count}`,
         );
       }
+      const have = this.#topics.get(req.name)?.partitions.length ?? 0;
+      this.#checkPartitionsTotal(req.count - have, `grow topic ${req.name} to ${req.count}`);
       await this.cluster.createPartitions(req, forwarded);
       return;
     }
@@ -526,7 +604,13 @@ export class Broker {
           `not ${req.count} (partitions are never removed)`,
       );
     }
-    await this.#store.addPartitions(topic, req.count);
+    this.#checkPartitionsTotal(req.count - have, `grow topic ${req.name} to ${req.count}`);
+    this.#partitionsCreating += req.count - have;
+    try {
+      await this.#store.addPartitions(topic, req.count);
+    } finally {
+      this.#partitionsCreating -= req.count - have;
+    }
   }
 
   /** Every topic, in no particular order (for metrics). */

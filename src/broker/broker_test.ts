@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { NoSpace } from "../io/errors.ts";
+import { NoSpace, TooManyOpenFiles } from "../io/errors.ts";
 import { ErrorCode, GregorError } from "../protocol/errors.ts";
 import { runOnNode } from "../../sim/harness.ts";
 import { Simulation } from "../../sim/simulation.ts";
@@ -57,6 +57,16 @@ Deno.test("Broker.answerFor() answers a full disk STORAGE_ERROR, a condition to 
     assert.equal(e.code, ErrorCode.STORAGE_ERROR);
     assert.ok(e.retriable);
     assert.match(e.message, /CREATE_TOPIC: Cannot write .*no space left on device/);
+    assert.deepEqual(logged, []);
+    await Promise.resolve();
+  });
+});
+
+Deno.test("Broker.answerFor() answers running out of file handles STORAGE_ERROR, to retry", async () => {
+  await withBroker(async (b, logged) => {
+    const e = b.answerFor("FETCH", new TooManyOpenFiles("Cannot open 0.log: too many open files"));
+    assert.equal(e.code, ErrorCode.STORAGE_ERROR);
+    assert.ok(e.retriable);
     assert.deepEqual(logged, []);
     await Promise.resolve();
   });

@@ -21,6 +21,13 @@ export interface BrokerOptions {
   topicsMax: number;
   /** Partitions per topic at most. */
   partitionsMax: number;
+  /** Partitions of all topics together at most; a create or grow past it gets LIMIT_EXCEEDED. */
+  partitionsTotalMax: number;
+  /**
+   * Open file handles the broker's storage keeps at most (segments, and directories while synced);
+   * idle segment files past it are closed and opened again when next used.
+   */
+  fileHandlesMax: number;
   /** Client connections at most; more are refused with LIMIT_EXCEEDED. */
   connectionsMax: number;
   /** Subscriptions per connection at most. */
@@ -77,6 +84,8 @@ export const DEFAULT_BROKER_OPTIONS: Readonly<BrokerOptions> = Object.freeze({
   recordsBytesMax: 32 * 1024 * 1024,
   topicsMax: 10_000,
   partitionsMax: 1024,
+  partitionsTotalMax: 10_000,
+  fileHandlesMax: 1024,
   connectionsMax: 10_000,
   subscriptionsPerConnectionMax: 1_000,
   requestsInFlightMax: 1_024,

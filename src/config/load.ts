@@ -300,6 +300,8 @@ function assemble(v: ReadonlyMap<string, Value>): NodeSettings {
       recordsBytesMax: num("recordsBytesMax"),
       topicsMax: num("topicsMax"),
       partitionsMax: num("partitionsMax"),
+      partitionsTotalMax: num("partitionsTotalMax"),
+      fileHandlesMax: num("fileHandlesMax"),
       connectionsMax: num("connectionsMax"),
       subscriptionsPerConnectionMax: num("subscriptionsPerConnectionMax"),
       requestsInFlightMax: num("requestsInFlightMax"),

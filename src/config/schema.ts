@@ -284,6 +284,23 @@ export const CONFIG_SCHEMA: readonly KeySpec[] = [
     description: "partitions per topic at most",
   },
   {
+    key: "partitionsTotalMax",
+    kind: "int",
+    min: 1,
+    max: SAFE,
+    default: D.partitionsTotalMax,
+    description: "partitions of all topics together at most; more are refused",
+  },
+  {
+    key: "fileHandlesMax",
+    kind: "int",
+    min: 16,
+    max: SAFE,
+    default: D.fileHandlesMax,
+    description:
+      "open file handles storage keeps at most; idle segment files past it are closed and reopened",
+  },
+  {
     key: "connectionsMax",
     kind: "int",
     min: 1,

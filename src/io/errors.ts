@@ -6,6 +6,7 @@ export type IoErrorCode =
   | "NOT_FOUND"
   | "ALREADY_EXISTS"
   | "NO_SPACE"
+  | "TOO_MANY_OPEN_FILES"
   | "IO_FAILURE"
   | "CONNECTION_REFUSED"
   | "CONNECTION_RESET"
@@ -46,6 +47,17 @@ export class NoSpace extends IoError {
   constructor(message: string, options?: ErrorOptions) {
     super("NO_SPACE", message, options);
     this.name = "NoSpace";
+  }
+}
+
+/**
+ * The process (or the system) has no file descriptor left, or a handle budget is spent: nothing
+ * is wrong with the file; an open may succeed once other handles are closed.
+ */
+export class TooManyOpenFiles extends IoError {
+  constructor(message: string, options?: ErrorOptions) {
+    super("TOO_MANY_OPEN_FILES", message, options);
+    this.name = "TooManyOpenFiles";
   }
 }
 

@@ -4,7 +4,7 @@
 // open (torn tail truncated, indexes rebuilt), and trimmed by time and size retention.
 
 import type { Env } from "../io/types.ts";
-import { NotFound } from "../io/errors.ts";
+import { NotFound, TooManyOpenFiles } from "../io/errors.ts";
 import { mkdirDurable, readFile, writeFileAtomic } from "../io/util.ts";
 import { crc32c } from "../protocol/crc32c.ts";
 import {
@@ -269,10 +269,13 @@ export class FileLog implements Log {
       await seg.file.writeAt(pos, buf);
       this.stats.writes++;
     } catch (err) {
-      // A failed write may have left a prefix; cut it off so it can never be read as data.
-      await seg.file.truncate(pos).catch((e) =>
-        this.#fail(`cannot truncate after a failed write: ${e}`)
-      );
+      // A failed write may have left a prefix; cut it off so it can never be read as data. One
+      // that found no file handle (the segment's was closed to make room) wrote nothing.
+      if (!(err instanceof TooManyOpenFiles)) {
+        await seg.file.truncate(pos).catch((e) =>
+          this.#fail(`cannot truncate after a failed write: ${e}`)
+        );
+      }
       const e = new GregorError(
         ErrorCode.STORAGE_ERROR,
         `Cannot append to ${this.#opts.dir}: ${(err as Error).message}`,

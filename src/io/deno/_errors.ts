@@ -12,6 +12,7 @@ import {
   NoSpace,
   NotFound,
   TimedOut,
+  TooManyOpenFiles,
 } from "../errors.ts";
 
 /**
@@ -21,6 +22,9 @@ import {
 export function mapDenoError(err: unknown, what: string): Error {
   const options = { cause: err };
   if (isNoSpace(err)) return new NoSpace(`${what}: no space left on device`, options);
+  if (isTooManyOpenFiles(err)) {
+    return new TooManyOpenFiles(`${what}: too many open files`, options);
+  }
   if (err instanceof Deno.errors.NotFound) return new NotFound(`${what}: not found`, options);
   if (err instanceof Deno.errors.AlreadyExists) {
     return new AlreadyExists(`${what}: already exists`, options);
@@ -53,4 +57,12 @@ function isNoSpace(err: unknown): boolean {
   if (!(err instanceof Error)) return false;
   const code = (err as { code?: unknown }).code;
   return code === "ENOSPC" || code === "EDQUOT" || /\(os error 28\)/.test(err.message);
+}
+
+// EMFILE (this process is out of descriptors) and ENFILE (the whole system is) come as plain
+// Errors too, with the errno name in `code`.
+function isTooManyOpenFiles(err: unknown): boolean {
+  if (!(err instanceof Error)) return false;
+  const code = (err as { code?: unknown }).code;
+  return code === "EMFILE" || code === "ENFILE" || /\(os error 2[34]\)/.test(err.message);
 }
