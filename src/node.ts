@@ -108,13 +108,13 @@ export async function startNode(env: Env, config: NodeConfig = {}): Promise<Runn
   let http: HttpServer | null = null;
   try {
     // The metrics port opens first, so /healthz answers (and /readyz says 503) during recovery.
-    let ready = false;
+    let ready: () => boolean | string = () => false;
     const metrics = new BrokerMetrics();
     http = config.metrics === undefined ? null : await HttpServer.start(env, {
       host: config.metrics.host ?? config.host ?? "127.0.0.1",
       port: config.metrics.port,
     }, {
-      ready: () => ready,
+      ready: () => ready(),
       metrics: async () => ({
         status: 200,
         contentType: metrics.contentType,
@@ -141,7 +141,7 @@ async function startServing(
   config: NodeConfig,
   metrics: BrokerMetrics,
   http: HttpServer | null,
-  setReady: (ready: boolean) => void,
+  setReady: (ready: () => boolean | string) => void,
 ): Promise<RunningNode> {
   const broker = await Broker.open(env, config.broker, config.hooks);
   metrics.attach(broker);
@@ -173,7 +173,14 @@ async function startServing(
     metrics.attachCluster(cluster);
   }
   const done = broker.serve(listener);
-  setReady(true);
+  // Serving, but not ready while storage fails: a load balancer should send writes elsewhere.
+  setReady(() => {
+    const failing = broker.storage.failing;
+    return failing === null ||
+      `storage failing since ${
+        Math.round((env.clock.now() - failing.sinceMs) / 1000)
+      } s ago (${failing.cause}): ${failing.message}`;
+  });
   return {
     broker,
     gossip,
@@ -182,7 +189,7 @@ async function startServing(
     metricsAddr: http?.addr ?? null,
     done,
     async close() {
-      setReady(false);
+      setReady(() => false);
       // Tell the cluster first, so peers see "left" rather than wait to suspect a failure.
       if (gossip !== null) await gossip.leave();
       await cluster?.stop();
