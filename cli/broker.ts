@@ -5,6 +5,7 @@
 import { denoEnv } from "../src/io/deno/mod.ts";
 import { startNode } from "../src/node.ts";
 import { fitToOpenFiles, parseOpenFilesLimit } from "../src/broker/open_files.ts";
+import { DataDirError } from "../src/storage/data_dir.ts";
 import {
   ConfigError,
   configFileArg,
@@ -93,6 +94,11 @@ const node = await startNode(
     },
   }),
 ).catch((err) => {
+  // A data directory in use or read-only is a setup mistake, like a bad config: one line, exit 2.
+  if (err instanceof DataDirError) {
+    console.error(err.message);
+    Deno.exit(2);
+  }
   log("fatal", `Cannot start: ${(err as Error).message}`);
   Deno.exit(1);
 });

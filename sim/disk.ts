@@ -4,11 +4,12 @@
 // loses the dirty data; the disk can fill up (and a write that runs out of space may leave a
 // prefix); operations take (sometimes long) virtual time.
 
-import type { Disk, File, OpenOptions } from "../src/io/types.ts";
+import type { Disk, File, FileLock, OpenOptions } from "../src/io/types.ts";
 import {
   AlreadyExists,
   Closed,
   IoFailure,
+  Locked,
   NoSpace,
   NotFound,
   TooManyOpenFiles,
@@ -204,6 +205,8 @@ export class SimDisk {
   #usedBytes = 0;
   /** Handles the running process holds open; the kernel closes them when it ends. */
   readonly #open = new Set<SimFile>();
+  /** Locked paths and the handle holding each: closing it (or the process ending) releases it. */
+  readonly #locks = new Map<string, SimFile>();
 
   constructor(world: World, random: SeededRandom, faults: DiskFaults) {
     this.#world = world;
@@ -224,6 +227,7 @@ export class SimDisk {
       list: (dir) => op(() => this.#list(dir)),
       mkdir: (dir) => op(() => this.#mkdir(dir)),
       syncDir: (dir) => op(() => this.#syncDir(dir), this.faults.syncLatencyMs),
+      lock: (path) => op(() => this.#lock(node, incarnation, path)),
     };
   }
 
@@ -416,7 +420,7 @@ export class SimDisk {
     }
   }
 
-  #openFile(node: SimNode, incarnation: number, rawPath: string, opts: OpenOptions = {}): File {
+  #openFile(node: SimNode, incarnation: number, rawPath: string, opts: OpenOptions = {}): SimFile {
     const path = normalizePath(rawPath);
     const e = this.#live.get(path);
     if (e?.kind === "dir") throw new IoFailure(`Cannot open ${rawPath}: is a directory`);
@@ -443,9 +447,40 @@ export class SimDisk {
     return file;
   }
 
+  /**
+   * flock on a simulated machine: the lock belongs to one handle, so a second `lock` of the path
+   * fails even from the same incarnation, and the kernel's closing of a dead process's handles
+   * releases it. The holder line names the node and incarnation.
+   */
+  #lock(node: SimNode, incarnation: number, rawPath: string): FileLock {
+    const path = normalizePath(rawPath);
+    const file = this.#openFile(node, incarnation, rawPath, { create: true });
+    if (this.#locks.has(path)) {
+      const inode = file.inode;
+      const text = new TextDecoder().decode(inode.live.buf.subarray(0, inode.live.size));
+      const holder = text.split("\n")[0]!.trim() || "another process";
+      this.#closeHandle(file);
+      throw new Locked(`Cannot lock ${rawPath}: held by ${holder}`, holder);
+    }
+    const line = new TextEncoder().encode(`node ${node.name} incarnation ${incarnation}\n`);
+    try {
+      this.mutate(file.inode, rawPath, { op: "write", pos: 0, bytes: line });
+      this.mutate(file.inode, rawPath, { op: "truncate", len: line.length });
+    } catch (err) {
+      // As on a real disk: a full one leaves the holder unwritten, the lock is still taken.
+      if (!(err instanceof NoSpace)) {
+        this.#closeHandle(file);
+        throw err;
+      }
+    }
+    this.#locks.set(path, file);
+    return { release: () => file.close() };
+  }
+
   /** Releases a handle; the inode's space is freed once it has no name and no handle left. */
   #closeHandle(file: SimFile): void {
     if (!this.#open.delete(file)) return;
+    for (const [path, holder] of this.#locks) if (holder === file) this.#locks.delete(path);
     file.closed = true;
     file.inode.handles--;
     this.#freeIfUnused(file.inode);

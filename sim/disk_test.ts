@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { IoFailure, NoSpace } from "../src/io/errors.ts";
+import { IoFailure, Locked, NoSpace } from "../src/io/errors.ts";
 import { readFile, writeFileAtomic } from "../src/io/util.ts";
 import {
   calmDisk,
@@ -434,3 +434,17 @@ function popcount(x: number): number {
   for (; x; x &= x - 1) n++;
   return n;
 }
+
+Deno.test("SimDisk: a lock is refused to others while held and freed when its process ends", async () => {
+  const sim = new Simulation(7, { disk: calmDisk() });
+  await runOnNode(sim, "n", async (env, n) => {
+    await env.disk.mkdir("d");
+    await env.disk.lock("d/.lock");
+    const refused = await env.disk.lock("d/.lock").then(() => null, (err) => err);
+    assert.ok(refused instanceof Locked, `expected Locked, got ${refused}`);
+    assert.equal(refused.holder, `node n incarnation ${n.incarnation}`);
+    // What the kernel does when the process dies (SIGKILL included): its handles close.
+    n.disk.processDown();
+    (await env.disk.lock("d/.lock")).release();
+  });
+});

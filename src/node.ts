@@ -10,7 +10,8 @@ import type { ClusterBridge } from "./cluster/bridge.ts";
 import { NotFound } from "./io/errors.ts";
 import { readChecked, writeChecked } from "./storage/checked_file.ts";
 import { Op } from "./protocol/messages.ts";
-import type { BrokerOptions } from "./broker/options.ts";
+import { type BrokerOptions, DEFAULT_BROKER_OPTIONS } from "./broker/options.ts";
+import { claimDataDir } from "./storage/data_dir.ts";
 import { BrokerMetrics, HttpServer } from "./metrics/mod.ts";
 
 /** The broker's default client port. */
@@ -92,26 +93,45 @@ export interface RunningNode {
   close(): Promise<void>;
 }
 
-/** Starts a node: recovers its storage, binds the client port and serves until closed. */
+/**
+ * Starts a node: claims its data directory (a lock, released by `close` or the process's end, and
+ * a write probe), recovers its storage, binds the client port and serves until closed.
+ *
+ * @throws {DataDirError} if another process holds the data directory or it refuses writes.
+ */
 export async function startNode(env: Env, config: NodeConfig = {}): Promise<RunningNode> {
-  // The metrics port opens first, so /healthz answers (and /readyz says 503) during recovery.
-  let ready = false;
-  const metrics = new BrokerMetrics();
-  const http = config.metrics === undefined ? null : await HttpServer.start(env, {
-    host: config.metrics.host ?? config.host ?? "127.0.0.1",
-    port: config.metrics.port,
-  }, {
-    ready: () => ready,
-    metrics: async () => ({
-      status: 200,
-      contentType: metrics.contentType,
-      body: await metrics.scrape(),
-    }),
-  });
+  // Before anything else: a second node on the same directory must not even read it.
+  const lock = await claimDataDir(
+    env.disk,
+    config.broker?.dataDir ?? DEFAULT_BROKER_OPTIONS.dataDir,
+  );
+  let http: HttpServer | null = null;
   try {
-    return await startServing(env, config, metrics, http, (r) => (ready = r));
+    // The metrics port opens first, so /healthz answers (and /readyz says 503) during recovery.
+    let ready: () => boolean | string = () => false;
+    const metrics = new BrokerMetrics();
+    http = config.metrics === undefined ? null : await HttpServer.start(env, {
+      host: config.metrics.host ?? config.host ?? "127.0.0.1",
+      port: config.metrics.port,
+    }, {
+      ready: () => ready(),
+      metrics: async () => ({
+        status: 200,
+        contentType: metrics.contentType,
+        body: await metrics.scrape(),
+      }),
+    });
+    const node = await startServing(env, config, metrics, http, (r) => (ready = r));
+    return {
+      ...node,
+      async close() {
+        await node.close();
+        lock.release();
+      },
+    };
   } catch (err) {
     await http?.close();
+    lock.release();
     throw err;
   }
 }
@@ -121,7 +141,7 @@ async function startServing(
   config: NodeConfig,
   metrics: BrokerMetrics,
   http: HttpServer | null,
-  setReady: (ready: boolean) => void,
+  setReady: (ready: () => boolean | string) => void,
 ): Promise<RunningNode> {
   const broker = await Broker.open(env, config.broker, config.hooks);
   metrics.attach(broker);
@@ -153,7 +173,14 @@ async function startServing(
     metrics.attachCluster(cluster);
   }
   const done = broker.serve(listener);
-  setReady(true);
+  // Serving, but not ready while storage fails: a load balancer should send writes elsewhere.
+  setReady(() => {
+    const failing = broker.storage.failing;
+    return failing === null ||
+      `storage failing since ${
+        Math.round((env.clock.now() - failing.sinceMs) / 1000)
+      } s ago (${failing.cause}): ${failing.message}`;
+  });
   return {
     broker,
     gossip,
@@ -162,7 +189,7 @@ async function startServing(
     metricsAddr: http?.addr ?? null,
     done,
     async close() {
-      setReady(false);
+      setReady(() => false);
       // Tell the cluster first, so peers see "left" rather than wait to suspect a failure.
       if (gossip !== null) await gossip.leave();
       await cluster?.stop();

@@ -7,6 +7,7 @@ import {
   AlreadyExists,
   Closed,
   ConnectionRefused,
+  Locked,
   NotFound,
 } from "../src/io/errors.ts";
 import { SeededRandom } from "../src/io/prng.ts";
@@ -353,6 +354,24 @@ export function defineIoContractTests(world: ContractWorld): void {
     (await t.env.disk.open(joinPath(sub, "0.log"), { create: true })).close();
     await t.env.disk.syncDir(sub);
     await t.env.disk.syncDir(t.dir);
+  });
+
+  test("Disk.lock is exclusive, names its holder to the refused, and frees on release", async (t) => {
+    const path = joinPath(t.dir, ".lock");
+    const held = await t.env.disk.lock(path);
+    const holder = (await readFile(t.env.disk, path)).length;
+    assert.ok(holder > 0, "the holder writes a line naming itself into the lock file");
+    const refused = await t.env.disk.lock(path).then(() => null, (err) => err);
+    assert.ok(refused instanceof Locked, `a second lock must reject with Locked, got ${refused}`);
+    assert.equal(
+      `${refused.holder}\n`,
+      new TextDecoder().decode(await readFile(t.env.disk, path)),
+      "the refusal names the holder the file records",
+    );
+    held.release();
+    held.release();
+    const again = await t.env.disk.lock(path);
+    again.release();
   });
 
   test("writeFileAtomic and readFile round-trip and leave no temporary file", async (t) => {

@@ -40,6 +40,7 @@ import { ProducerIds } from "./producer_ids.ts";
 import { PartitionProducers, rebuildProducers } from "./producer_state.ts";
 import { Groups } from "./groups/groups.ts";
 import type { BrokerCluster } from "./cluster_hooks.ts";
+import { StorageHealth } from "./storage_health.ts";
 
 /** Where durable subscription offsets are written, under the data directory. */
 export const OFFSETS_FILE = "subscriptions.json";
@@ -99,6 +100,8 @@ export class Broker {
   cluster: BrokerCluster | null = null;
   /** Consumer groups: membership, assignment and committed offsets. */
   readonly groups: Groups;
+  /** Whether storage takes writes; each failure cause is logged once through `onReport`. */
+  readonly storage: StorageHealth;
   readonly #stop = new AbortController();
   #listeners: Listener[] = [];
   #nextConnectionId = 1;
@@ -126,6 +129,7 @@ export class Broker {
     this.env = env;
     this.opts = opts;
     this.#hooks = hooks;
+    this.storage = new StorageHealth(env.clock, (msg) => hooks.onReport(msg));
     this.#producerIds = new ProducerIds(env.disk, opts.dataDir);
     this.#store = new TopicStore(env, opts, {
       ...hooks,
@@ -230,6 +234,7 @@ export class Broker {
     if (err instanceof NoSpace || err instanceof IoFailure || err instanceof TooManyOpenFiles) {
       // The disk refused (full, a device error, out of handles): an operating condition, not a
       // bug, and one that may pass: the client may retry.
+      this.storage.failed(err);
       return new GregorError(
         ErrorCode.STORAGE_ERROR,
         `Storage failed serving ${op}: ${err.message}`,
@@ -291,7 +296,9 @@ export class Broker {
       try {
         await fn();
       } catch (err) {
-        this.#hooks.onReport(`Background task failed: ${(err as Error).message}`);
+        // A full or failing disk fails every run the same way: logged once per cause, not per run.
+        if (isStorageFailure(err)) this.storage.failed(err);
+        else this.#hooks.onReport(`Background task failed: ${(err as Error).message}`);
       }
     }
   }
@@ -352,6 +359,7 @@ export class Broker {
         `${this.opts.dataDir}/${OFFSETS_FILE}`,
         JSON.stringify(all),
       );
+      this.storage.succeeded();
     } catch (err) {
       this.#offsetsDirty = true;
       throw err;
@@ -378,7 +386,10 @@ export class Broker {
     this.#partitionsCreating += req.partitions;
     const creating = this.#store.create(req.name, req.partitions, req.configs).then((topic) => {
       this.#topics.set(req.name, topic);
+      if (topic.configs["persistence"] === "disk") this.storage.succeeded();
       return topic;
+    }, (err) => {
+      throw this.#storageFailure(`Cannot create topic ${req.name}`, err);
     }).finally(() => {
       this.#creating.delete(req.name);
       this.#partitionsCreating -= req.partitions;
@@ -608,9 +619,25 @@ export class Broker {
     this.#partitionsCreating += req.count - have;
     try {
       await this.#store.addPartitions(topic, req.count);
+    } catch (err) {
+      throw this.#storageFailure(`Cannot add partitions to ${req.name}`, err);
     } finally {
       this.#partitionsCreating -= req.count - have;
     }
+  }
+
+  /**
+   * Notes a storage failure (logged once per cause) and returns what to answer: STORAGE_ERROR with
+   * the cause for an I/O error, which would otherwise reach the client as INTERNAL. Any other error
+   * is returned as it is.
+   */
+  #storageFailure(what: string, err: unknown): unknown {
+    if (!isStorageFailure(err)) return err;
+    this.storage.failed(err);
+    if (err instanceof GregorError) return err;
+    return new GregorError(ErrorCode.STORAGE_ERROR, `${what}: ${(err as Error).message}`, {
+      cause: err,
+    });
   }
 
   /** Every topic, in no particular order (for metrics). */
@@ -681,7 +708,9 @@ export class Broker {
       }
     }
     if (topic.configs["persistence"] === "disk") {
-      await this.#store.writeMeta(req.name, topic.partitions.length, next);
+      await this.#store.writeMeta(req.name, topic.partitions.length, next).catch((err) => {
+        throw this.#storageFailure(`Cannot change the configs of ${req.name}`, err);
+      });
     }
     Object.assign(topic.configs, next);
     const bytes = Number(next["retention.bytes"]);
@@ -749,13 +778,17 @@ export class Broker {
       const admitted = header.producerId < 0
         ? { duplicate: false, baseOffset: store() }
         : this.#producers(partition).admit(header, store);
+      const onDisk = partition.log instanceof FileLog;
       return admitted.baseOffset.then((baseOffset) => {
+        if (onDisk) this.storage.succeeded();
         if (!admitted.duplicate) {
           partition.notify();
           const seconds = (this.env.clock.now() - startMs) / 1000;
           this.observer.produced(req.topic, header.recordCount, batch.length, seconds);
         }
         return { baseOffset, logStartOffset: partition.log.logStartOffset };
+      }, (err) => {
+        throw onDisk ? this.#storageFailure(`Cannot append to ${req.topic}`, err) : err;
       });
     };
     // An existing topic appends now, in call order; one being created appends once it exists.
@@ -779,7 +812,11 @@ export class Broker {
    */
   async initProducerId(forwarded = false): Promise<InitProducerIdResponse> {
     if (this.cluster !== null) return await this.cluster.initProducerId(forwarded);
-    return { producerId: await this.#producerIds.next(), producerEpoch: 0 };
+    try {
+      return { producerId: await this.#producerIds.next(), producerEpoch: 0 };
+    } catch (err) {
+      throw this.#storageFailure("Cannot reserve producer ids", err);
+    }
   }
 
   /** Reads batches from an offset (a pull, for tools and catch-up). */
@@ -911,4 +948,10 @@ export class Broker {
     sub.close();
     sub.partition.subscriptions.delete(sub);
   }
+}
+
+/** An error of the storage itself (not of the request): a full or failing disk, or STORAGE_ERROR. */
+function isStorageFailure(err: unknown): boolean {
+  return err instanceof NoSpace || err instanceof IoFailure ||
+    (err instanceof GregorError && err.code === ErrorCode.STORAGE_ERROR);
 }

@@ -144,6 +144,8 @@ interface Lane {
   stateLost: boolean;
   backoff: boolean;
   backoffMs: number;
+  /** The last retriable failure since the last acknowledgement: a timeout says what it was. */
+  lastError: unknown;
 }
 
 const encoder = new TextEncoder();
@@ -228,7 +230,9 @@ export class Producer {
    * @param message The message; `value` is required (null for a tombstone).
    * @returns The offset the broker assigned.
    * @throws {GregorError} if the broker rejects the batch (e.g. BATCH_TOO_LARGE, INVALID_TOPIC),
-   *   or TIMEOUT if an idempotent producer could not deliver it within `deliveryTimeoutMs`.
+   *   or TIMEOUT if an idempotent producer could not deliver it within `deliveryTimeoutMs`; the
+   *   TIMEOUT's message names the last error its retries met (e.g. STORAGE_ERROR: ... no space left
+   *   on device), and its `cause` is that error.
    * @throws {ConnectionError} if a non-idempotent producer lost the connection before the
    *   acknowledgement.
    */
@@ -501,6 +505,7 @@ export class Producer {
         stateLost: false,
         backoff: false,
         backoffMs: this.#retryBackoffMs,
+        lastError: null,
       };
       this.#lanes.set(key, lane);
       if (this.#lanes.size > PRODUCER_PARTITIONS_MAX) this.#forgetIdleLane();
@@ -629,6 +634,7 @@ export class Producer {
     b.pending.forEach((p, i) => p.resolve(baseOffset < 0 ? -1 : baseOffset + i));
     this.#release(b.bytes);
     b.settled();
+    lane.lastError = null;
     if (!lane.recovering) lane.backoffMs = this.#retryBackoffMs;
     if (lane.recovering) this.#settleLane(lane);
     else this.#drain(lane);
@@ -657,6 +663,7 @@ export class Producer {
       // Waiting cannot fix that; the lane starts over under a new producer id.
       lane.stateLost = true;
     } else if (this.#retriable(err)) {
+      lane.lastError = err;
       if (
         err instanceof ConnectionError ||
         (err instanceof GregorError && err.code === ErrorCode.NOT_LEADER)
@@ -679,6 +686,21 @@ export class Producer {
       this.#reset(lane, err, (x) => x === b || x.sent);
     }
     this.#settleLane(lane);
+  }
+
+  /**
+   * The TIMEOUT a batch fails with once its delivery timeout passed: its message names the last
+   * error the retries met (a full disk's STORAGE_ERROR, say), which is also its `cause`.
+   */
+  #timedOut(lastError: unknown): GregorError {
+    const base = `Not acknowledged within deliveryTimeoutMs (${this.#deliveryTimeoutMs} ms)`;
+    if (lastError === null) return new GregorError(ErrorCode.TIMEOUT, base);
+    const last = lastError instanceof GregorError
+      ? `${lastError.codeName}: ${lastError.message}`
+      : lastError instanceof Error
+      ? lastError.message
+      : String(lastError);
+    return new GregorError(ErrorCode.TIMEOUT, `${base}; last error ${last}`, { cause: lastError });
   }
 
   #retriable(err: unknown): boolean {
@@ -713,14 +735,7 @@ export class Producer {
     }
     const now = this.#clock.now();
     if (lane.unacked.some((b) => !b.rejected && b.deadline <= now)) {
-      this.#reset(
-        lane,
-        new GregorError(
-          ErrorCode.TIMEOUT,
-          `Not acknowledged within deliveryTimeoutMs (${this.#deliveryTimeoutMs} ms)`,
-        ),
-        (b) => b.sent || b.deadline <= now,
-      );
+      this.#reset(lane, this.#timedOut(lane.lastError), (b) => b.sent || b.deadline <= now);
     }
     // Batches after a refused one move down by its count; acknowledged ones keep their place.
     let shift = 0;

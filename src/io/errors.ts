@@ -13,7 +13,8 @@ export type IoErrorCode =
   | "BROKEN_PIPE"
   | "TIMED_OUT"
   | "ADDRESS_IN_USE"
-  | "CLOSED";
+  | "CLOSED"
+  | "LOCKED";
 
 /** Base class of every error the I/O seam raises. */
 export class IoError extends Error {
@@ -114,6 +115,17 @@ export class Closed extends IoError {
   constructor(message: string, options?: ErrorOptions) {
     super("CLOSED", message, options);
     this.name = "Closed";
+  }
+}
+
+/** Someone else holds the lock `Disk.lock` asked for. */
+export class Locked extends IoError {
+  /** Who holds it, as the holder wrote it (e.g. "pid 4242"), or "another process" if unknown. */
+  readonly holder: string;
+  constructor(message: string, holder: string, options?: ErrorOptions) {
+    super("LOCKED", message, options);
+    this.name = "Locked";
+    this.holder = holder;
   }
 }
 

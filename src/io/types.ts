@@ -143,6 +143,21 @@ export interface Disk {
   mkdir(dir: string): Promise<void>;
   /** Makes the entries of `dir` (creations, renames, removals) durable. */
   syncDir(dir: string): Promise<void>;
+  /**
+   * Takes an exclusive lock on the file at `path` (created if missing) without waiting, and writes
+   * a one-line description of the holder into it ("pid 4242" on a real disk), so another process
+   * refused the lock can name the holder. The lock holds until `release()` or until the process
+   * ends, however it ends (an OS file lock, released by the kernel on SIGKILL too). Rejects with
+   * `Locked` (naming the holder) if anyone else holds it, including another handle of this process;
+   * otherwise as `open` and `writeAt` do, except that a full disk only leaves the holder unwritten.
+   */
+  lock(path: string): Promise<FileLock>;
+}
+
+/** An exclusive lock taken with `Disk.lock`. */
+export interface FileLock {
+  /** Releases the lock and closes its handle. Idempotent. */
+  release(): void;
 }
 
 /** Everything a node needs from the outside world. */

@@ -25,8 +25,11 @@ export interface HttpResponse {
 export interface HttpRoutes {
   /** The exposition text for `GET /metrics`. */
   metrics(): Promise<HttpResponse>;
-  /** Whether the node serves clients (`GET /readyz`: 200, else 503). */
-  ready(): boolean;
+  /**
+   * Whether the node serves clients: true answers `GET /readyz` with 200; false or a reason (shown
+   * in the body, e.g. why storage is failing) with 503.
+   */
+  ready(): boolean | string;
 }
 
 const REASONS: Record<number, string> = {
@@ -112,7 +115,9 @@ export class HttpServer {
     if (method !== "GET") return text(405, "only GET\n");
     if (path === "/healthz") return text(200, "ok\n");
     if (path === "/readyz") {
-      return this.#routes.ready() ? text(200, "ready\n") : text(503, "not ready\n");
+      const ready = this.#routes.ready();
+      if (ready === true) return text(200, "ready\n");
+      return text(503, ready === false ? "not ready\n" : `not ready: ${ready}\n`);
     }
     try {
       return await this.#routes.metrics();

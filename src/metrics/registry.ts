@@ -65,6 +65,7 @@ export const METRIC_NAMES = {
   raftAppliedIndex: "gregormq_raft_applied_index",
   raftLeaderChanges: "gregormq_raft_leader_changes_total",
   underReplicated: "gregormq_under_replicated_partitions",
+  storageErrors: "gregormq_storage_errors_total",
 } as const;
 
 /** Counts by topic. */
@@ -162,7 +163,7 @@ export class BrokerMetrics {
   }
 
   #build(prom: typeof import("prom-client")): Registry {
-    const { Gauge } = prom;
+    const { Counter, Gauge } = prom;
     const registry = new prom.Registry();
     const registers = [registry];
     const counter = (
@@ -259,6 +260,20 @@ export class BrokerMetrics {
     );
 
     const broker = (): Broker | null => this.#broker;
+    const storageCounted = new Map<string, number>();
+    new Counter({
+      name: METRIC_NAMES.storageErrors,
+      help: "Failed storage writes (full disk, I/O errors), by cause; each cause is logged once.",
+      labelNames: ["cause"] as const,
+      registers,
+      collect(this: Counter<"cause">) {
+        for (const [cause, now] of broker()?.storage.counts ?? []) {
+          const before = storageCounted.get(cause) ?? 0;
+          if (now > before) this.inc({ cause }, now - before);
+          storageCounted.set(cause, now);
+        }
+      },
+    });
     new Gauge({
       name: METRIC_NAMES.connectionsOpen,
       help: "Open client connections.",

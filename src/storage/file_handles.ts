@@ -4,7 +4,7 @@
 // descriptors and the process never runs out of them (Deno panics when it does).
 
 import { Closed, IoFailure, NotFound, TooManyOpenFiles } from "../io/errors.ts";
-import type { Disk, File, OpenOptions } from "../io/types.ts";
+import type { Disk, File, FileLock, OpenOptions } from "../io/types.ts";
 
 /** Operations waiting for a handle at most; one more fails with TooManyOpenFiles. */
 export const HANDLE_WAITERS_MAX = 10_000;
@@ -118,6 +118,14 @@ export class FileHandles implements Disk {
 
   mkdir(dir: string): Promise<void> {
     return this.#disk.mkdir(dir);
+  }
+
+  /**
+   * A lock holds its handle for as long as it is held, so it stays outside the budget: the node
+   * takes one, on its data directory, before the budget exists.
+   */
+  lock(path: string): Promise<FileLock> {
+    return this.#disk.lock(path);
   }
 
   syncDir(dir: string): Promise<void> {

@@ -231,6 +231,7 @@ function recordingRenames(env: Env, renames: string[]): Env {
     list: (d) => env.disk.list(d),
     mkdir: (d) => env.disk.mkdir(d),
     syncDir: (d) => env.disk.syncDir(d),
+    lock: (p) => env.disk.lock(p),
   };
   return { ...env, disk };
 }

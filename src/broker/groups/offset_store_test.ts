@@ -71,6 +71,7 @@ function countingDisk(
     list: (d) => inner.list(d),
     mkdir: (d) => inner.mkdir(d),
     syncDir: (d) => inner.syncDir(d),
+    lock: (p) => inner.lock(p),
   };
   return { disk, writes: () => writes, failNext: (n) => (failing = n) };
 }

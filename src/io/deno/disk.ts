@@ -1,9 +1,19 @@
 // The real Disk: files on Deno.open with positional I/O emulated by seek + read/write (Deno has
 // no pread/pwrite), so each handle runs its operations one at a time, in call order.
 
-import { Closed, IoFailure, NoSpace } from "../errors.ts";
-import type { Disk, File, OpenOptions } from "../types.ts";
+import { Closed, IoError, IoFailure, Locked, NoSpace } from "../errors.ts";
+import type { Disk, File, FileLock, OpenOptions } from "../types.ts";
 import { mapDenoError } from "./_errors.ts";
+
+/** Bytes of a lock file read to name its holder; a holder line is far shorter. */
+const LOCK_HOLDER_BYTES_MAX = 128;
+/**
+ * Reads of an empty lock file before its holder counts as unknown: the holder writes its pid just
+ * after taking the lock, so a reader in between sees nothing yet.
+ */
+const LOCK_HOLDER_READS_MAX = 10;
+/** Wait between those reads, ms. */
+const LOCK_HOLDER_READ_INTERVAL_MS = 20;
 
 /** A `Disk` on the host filesystem. */
 export class DenoDisk implements Disk {
@@ -72,6 +82,76 @@ export class DenoDisk implements Disk {
       handle.close();
     }
   }
+
+  /** flock(LOCK_EX | LOCK_NB) through `FsFile.tryLock`, which never waits. */
+  async lock(path: string): Promise<FileLock> {
+    let file: Deno.FsFile;
+    try {
+      file = await Deno.open(path, { read: true, write: true, create: true });
+    } catch (err) {
+      throw mapDenoError(err, `Cannot lock ${path}`);
+    }
+    try {
+      if (!(await file.tryLock(true))) {
+        const holder = await lockHolder(file);
+        throw new Locked(`Cannot lock ${path}: held by ${holder}`, holder);
+      }
+      await writeHolder(file, path, `pid ${Deno.pid}\n`);
+    } catch (err) {
+      file.close();
+      throw err instanceof IoError ? err : mapDenoError(err, `Cannot lock ${path}`);
+    }
+    return new DenoFileLock(file);
+  }
+}
+
+/**
+ * Writes the holder line over the lock file's start, then cuts what a longer old line left: an old
+ * lock file keeps its block, so this needs no free space; a new one on a full disk stays empty.
+ */
+async function writeHolder(file: Deno.FsFile, path: string, line: string): Promise<void> {
+  const bytes = new TextEncoder().encode(line);
+  try {
+    await file.seek(0, Deno.SeekMode.Start);
+    let off = 0;
+    while (off < bytes.length) off += await file.write(bytes.subarray(off));
+    await file.truncate(bytes.length);
+    await file.syncData();
+  } catch (err) {
+    const mapped = mapDenoError(err, `Cannot write the holder into ${path}`);
+    if (!(mapped instanceof NoSpace)) throw mapped;
+  }
+}
+
+/** Releases the lock by closing its handle (the kernel drops a flock with its last descriptor). */
+class DenoFileLock implements FileLock {
+  #file: Deno.FsFile | null;
+
+  constructor(file: Deno.FsFile) {
+    this.#file = file;
+  }
+
+  release(): void {
+    this.#file?.close();
+    this.#file = null;
+  }
+}
+
+/**
+ * Who holds the lock on `file`, from the line the holder wrote into it: its first line, printable
+ * characters only, or "another process" while it stays empty.
+ */
+async function lockHolder(file: Deno.FsFile): Promise<string> {
+  const buf = new Uint8Array(LOCK_HOLDER_BYTES_MAX);
+  for (let read = 0; read < LOCK_HOLDER_READS_MAX; read++) {
+    await file.seek(0, Deno.SeekMode.Start);
+    const n = (await file.read(buf)) ?? 0;
+    const line = new TextDecoder().decode(buf.subarray(0, n)).split("\n")[0]!
+      .replace(/[^\x20-\x7e]/g, "").trim();
+    if (line !== "") return line;
+    await new Promise((r) => setTimeout(r, LOCK_HOLDER_READ_INTERVAL_MS));
+  }
+  return "another process";
 }
 
 /**
