@@ -19,9 +19,11 @@ import type { Env } from "../src/io/types.ts";
 import { type Client, connectWith } from "../src/client/client.ts";
 import { ErrorCode, GregorError } from "../src/protocol/errors.ts";
 import { loadClusterModules, type RunningNode, startNode } from "../src/node.ts";
-import type { ClusterNode } from "../src/cluster/cluster.ts";
+import { type ClusterNode, META_GROUP } from "../src/cluster/cluster.ts";
+import type { RaftGroup } from "../src/cluster/raft/shell.ts";
 import { brokerHooks, brokerSimulation, calm, firstLine, Nemesis } from "./faults.ts";
 import type { SimNode } from "./node.ts";
+import { RaftChecker } from "./raft_checker.ts";
 import { type RunResult, runResult } from "./result.ts";
 
 /** Everything that decides a cluster run. */
@@ -45,14 +47,23 @@ export interface ClusterOptions {
    * restarting restore from a partition snapshot.
    */
   replicaRetentionBytes: number;
+  /** Raft timings, ms: rolled per seed so elections race replication differently. */
+  tickMs: number;
+  electionTimeoutMs: number;
+  heartbeatIntervalMs: number;
+  /** Raft flow: entries and bytes per append, appends in flight (small ones split replication). */
+  appendEntriesMax: number;
+  appendBytesMax: number;
+  inflightMax: number;
 }
 
 const CLIENT_PORT = 7070;
 const CLUSTER_PORT = 7946;
 const TOPIC = "orders";
-/** Short Raft timings, and metadata snapshots every few entries so compaction and snapshot
- * installs happen in every run. */
-const RAFT = { tickMs: 20, electionTimeoutMs: 400, heartbeatIntervalMs: 80, metaCompactEvery: 3 };
+/** Metadata snapshots every few entries, so compaction and snapshot installs happen in every run. */
+const META_COMPACT_EVERY = 3;
+/** One seed in this many writes a heavy workload: thousands of messages over many partitions. */
+const HEAVY_SEEDS_ONE_IN = 25;
 
 /** Derives the options for `seed`, then applies `overrides`. */
 export function clusterOptions(
@@ -72,8 +83,31 @@ export function clusterOptions(
     bugVoteWithoutLogCheck: 0,
     bugAckBeforeCommit: 0,
     replicaRetentionBytes: r.float() < 0.5 ? r.int(600, 4_000) : -1,
+    ...rollLimits(seed),
     ...overrides,
   };
+}
+
+/**
+ * Limits rolled from their own stream (the options above keep their values per seed): short and
+ * long Raft timings, appends cut to a few entries or bytes with few in flight (so followers hold
+ * partial, diverging suffixes: the interleavings of the Raft paper's Figure 8), and now and then
+ * a heavy workload.
+ */
+function rollLimits(seed: number) {
+  const r = new SeededRandom(seed, "cluster-limits");
+  const tickMs = r.int(10, 31);
+  const electionTimeoutMs = r.int(250, 700);
+  const limits = {
+    tickMs,
+    electionTimeoutMs,
+    heartbeatIntervalMs: r.int(2 * tickMs, Math.floor(electionTimeoutMs / 3)),
+    appendEntriesMax: r.chance(0.5) ? r.int(1, 6) : 256,
+    appendBytesMax: r.chance(0.3) ? r.int(100, 2_000) : 1 << 20,
+    inflightMax: r.chance(0.5) ? r.int(1, 4) : 64,
+  };
+  if (r.int(0, HEAVY_SEEDS_ONE_IN) !== 0) return limits;
+  return { ...limits, messages: r.int(1_000, 2_500), partitions: r.int(4, 9) };
 }
 
 interface Sent {
@@ -81,6 +115,8 @@ interface Sent {
   partition: number;
   /** The acknowledged offset, null while unknown (failed or never answered). */
   offset: number | null;
+  /** Answered -1: stored before (a retry of a batch older than the broker remembers). */
+  duplicate: boolean;
 }
 
 /** Runs the cluster scenario and checks it. */
@@ -112,6 +148,7 @@ export async function runCluster(opts: ClusterOptions): Promise<RunResult> {
     unknownOutcomes: 0,
     followerCatchUps: 0,
   };
+  const raft = new RaftChecker(partitionEntrySkip);
   const running = new Map<string, RunningNode>();
   /** Every incarnation's cluster role, for counters summed over the run. */
   const clusterNodes: ClusterNode[] = [];
@@ -133,7 +170,16 @@ export async function runCluster(opts: ClusterOptions): Promise<RunResult> {
             intervalMs: 100,
             replicate: true,
             raft: {
-              ...RAFT,
+              tickMs: opts.tickMs,
+              electionTimeoutMs: opts.electionTimeoutMs,
+              heartbeatIntervalMs: opts.heartbeatIntervalMs,
+              metaCompactEvery: META_COMPACT_EVERY,
+              raftFlow: {
+                appendEntriesMax: opts.appendEntriesMax,
+                appendBytesMax: opts.appendBytesMax,
+                inflightMax: opts.inflightMax,
+              },
+              onRaftGroup: (g) => raft.attach(g),
               ...(opts.bugVoteWithoutLogCheck === 1
                 ? { plantedBugs: { voteWithoutLogCheck: true } }
                 : {}),
@@ -160,6 +206,7 @@ export async function runCluster(opts: ClusterOptions): Promise<RunResult> {
   const served = new Map<string, number>();
   const behind = new Set<string>();
   const watch = () => {
+    const live: RaftGroup[] = [];
     for (const [name, node] of running) {
       const sn = nodes[names.indexOf(name)]!;
       if (!sn.up) continue;
@@ -170,6 +217,7 @@ export async function runCluster(opts: ClusterOptions): Promise<RunResult> {
         const g = c.replica(TOPIC, p);
         if (g !== null) groups.push(g);
       }
+      live.push(...groups);
       for (const g of groups) {
         if (g.role !== "leader") continue;
         const key = `${g.group}@${g.term}`;
@@ -206,10 +254,13 @@ export async function runCluster(opts: ClusterOptions): Promise<RunResult> {
         }
       }
     }
+    raft.poll(live);
   };
   const watcher = () => {
     watch();
-    if (violations.length < 20) sim.world.schedule(20, watcher, { tag: 40 });
+    if (violations.length + raft.violations.length < 20) {
+      sim.world.schedule(20, watcher, { tag: 40 });
+    }
   };
   sim.world.schedule(20, watcher, { tag: 40 });
 
@@ -281,6 +332,7 @@ export async function runCluster(opts: ClusterOptions): Promise<RunResult> {
   for (const e of sim.exits) {
     if (e.reason.includes("Raft invariant broken")) violations.push(`${e.node}: ${e.reason}`);
   }
+  violations.unshift(...raft.violations);
   const acked = sent.filter((s) => s.offset !== null).length;
   stats.unknownOutcomes = sent.length - acked;
   stats.proposalsLost = clusterNodes.reduce((n, c) => n + c.stats.proposalsLost, 0);
@@ -301,6 +353,7 @@ export async function runCluster(opts: ClusterOptions): Promise<RunResult> {
     violations: [...new Set(violations)].slice(0, 30),
     stats: {
       ...stats,
+      ...raft.stats,
       sent: sent.length,
       acked,
       nodeCrashes: nodes.reduce((n, x) => n + x.crashes, 0),
@@ -380,10 +433,18 @@ async function produce(
   const producer = client.producer({ acks: "quorum", deliveryTimeoutMs: 40_000 });
   const inFlight = new Set<Promise<void>>();
   for (let i = 0; i < opts.messages; i++) {
-    const s: Sent = { value: `m${i}`, partition: env.random.int(0, opts.partitions), offset: null };
+    const s: Sent = {
+      value: `m${i}`,
+      partition: env.random.int(0, opts.partitions),
+      offset: null,
+      duplicate: false,
+    };
     sent.push(s);
     const p: Promise<void> = producer.send(TOPIC, { value: s.value, partition: s.partition })
-      .then((offset) => void (s.offset = offset < 0 ? null : offset), () => {})
+      .then((offset) => {
+        if (offset < 0) s.duplicate = true;
+        else s.offset = offset;
+      }, () => {})
       .finally(() => inFlight.delete(p));
     inFlight.add(p);
     if (inFlight.size >= 10) await Promise.race(inFlight);
@@ -513,6 +574,13 @@ async function verify(
       }
     }
     for (const s of sent) {
+      // Acknowledged without an offset: it must be there all the same (unless retention may
+      // have dropped it).
+      if (s.partition === p && s.duplicate && !seen.has(s.value) && retainedFrom === 0) {
+        out.push(
+          `${s.value} was acknowledged as stored before (offset -1) but is not in ${TOPIC}/${p}`,
+        );
+      }
       if (s.partition === p && s.offset === null && seen.has(s.value)) {
         s.offset = seen.get(s.value)!;
       }
@@ -550,3 +618,10 @@ async function readValues(log: Log): Promise<string[]> {
 }
 
 const decoder = new TextDecoder();
+
+/** A partition group's entries are batches whose leading base offset each replica sets on apply. */
+export function partitionEntrySkip(group: string): number {
+  return group === META_GROUP ? 0 : BASE_OFFSET_BYTES;
+}
+
+const BASE_OFFSET_BYTES = 8;

@@ -34,6 +34,9 @@ import { type RunResult, runResult } from "./result.ts";
 import type { Simulation } from "./simulation.ts";
 import { connectRetrying } from "./pubsub_scenario.ts";
 import type { SimNode } from "./node.ts";
+import { RaftChecker } from "./raft_checker.ts";
+import { partitionEntrySkip } from "./cluster_scenario.ts";
+import type { RaftGroup } from "../src/cluster/raft/shell.ts";
 
 /** Everything that decides a group run. */
 export interface GroupOptions {
@@ -159,6 +162,7 @@ export async function runGroups(opts: GroupOptions): Promise<RunResult> {
   /** Set when the final power loss begins: the coordinator changes it forces are not counted. */
   let verifying = false;
   const running = new Map<string, RunningNode>();
+  const raft = new RaftChecker(partitionEntrySkip);
   /** Every incarnation's cluster role, for counters summed over the run. */
   const clusterNodes: ClusterNode[] = [];
 
@@ -182,7 +186,7 @@ export async function runGroups(opts: GroupOptions): Promise<RunResult> {
                 seeds: i === 0 ? [] : [`${brokerNames[0]}:${CLUSTER_PORT}`],
                 intervalMs: 100,
                 replicate: true,
-                raft: RAFT,
+                raft: { ...RAFT, onRaftGroup: (g) => raft.attach(g) },
               },
             }
             : {}),
@@ -299,6 +303,8 @@ export async function runGroups(opts: GroupOptions): Promise<RunResult> {
 
   // The producer: messages spread over the partitions, acknowledged offsets recorded.
   const acked = new Map<string, { partition: number; offset: number }>();
+  /** Acknowledged with offset -1 (stored before, offset no longer known): stored all the same. */
+  const ackedDuplicates = new Set<string>();
   const sent = new Set<string>();
   let producerDone = false;
   sim.addNode({
@@ -306,7 +312,7 @@ export async function runGroups(opts: GroupOptions): Promise<RunResult> {
     main: async (env) => {
       // Healing restarts every node that is down, a finished one too: it has nothing to redo.
       if (producerDone) return;
-      await produce(env, sim, opts, sent, acked, connect);
+      await produce(env, sim, opts, sent, acked, ackedDuplicates, connect);
       producerDone = true;
     },
   });
@@ -337,6 +343,24 @@ export async function runGroups(opts: GroupOptions): Promise<RunResult> {
       }),
   });
 
+  // In a cluster, Raft's safety properties are checked across the brokers every few virtual ms.
+  if (clustered) {
+    const poll = () => {
+      const live: RaftGroup[] = [];
+      for (const [i, name] of brokerNames.entries()) {
+        const c = running.get(name)?.cluster;
+        if (!brokers[i]!.up || c === null || c === undefined) continue;
+        if (c.metaGroup !== null) live.push(c.metaGroup);
+        for (let p = 0; p < opts.partitions; p++) {
+          const g = c.replica(TOPIC, p);
+          if (g !== null) live.push(g);
+        }
+      }
+      raft.poll(live);
+      if (raft.violations.length === 0) sim.world.schedule(40, poll, { tag: 41 });
+    };
+    sim.world.schedule(40, poll, { tag: 41 });
+  }
   const nemesis = new Nemesis(sim, plan, [...brokers, ...members]);
   nemesis.start();
   await sim.world.run({ untilMs: opts.safetyMs });
@@ -371,6 +395,7 @@ export async function runGroups(opts: GroupOptions): Promise<RunResult> {
       running,
       opts,
       acked,
+      ackedDuplicates,
       sent,
       processed,
       seenCommitted: new Map(seenCommitted),
@@ -380,6 +405,7 @@ export async function runGroups(opts: GroupOptions): Promise<RunResult> {
   for (const e of sim.exits) {
     if (e.reason.includes("Raft invariant broken")) violations.push(`${e.node}: ${e.reason}`);
   }
+  violations.unshift(...raft.violations);
   // Partitions placed on fewer brokers than asked for (the topic was created while a broker had
   // not joined the metadata group yet).
   const reducedFactor = !clustered
@@ -441,6 +467,7 @@ async function produce(
   opts: GroupOptions,
   sent: Set<string>,
   acked: Map<string, { partition: number; offset: number }>,
+  ackedDuplicates: Set<string>,
   connect: (env: Env, clientId: string) => Promise<Client>,
 ): Promise<void> {
   const client = await connect(env, "producer");
@@ -476,7 +503,10 @@ async function produce(
     const p: Promise<void> = producer.send(TOPIC, { value, partition }).then(
       (offset) => {
         // -1: stored (an idempotent retry of a batch stored long before), offset unknown.
-        if (offset < 0) return;
+        if (offset < 0) {
+          ackedDuplicates.add(value);
+          return;
+        }
         acked.set(value, { partition, offset });
         sim.history.add("producer", "ok", "send", { value, partition, offset });
       },
@@ -592,6 +622,7 @@ interface VerifyContext {
   running: Map<string, RunningNode>;
   opts: GroupOptions;
   acked: Map<string, { partition: number; offset: number }>;
+  ackedDuplicates: Set<string>;
   sent: Set<string>;
   processed: Processed[];
   /** The highest committed offsets the auditor saw before the final power loss. */
@@ -774,6 +805,11 @@ function checkStored(stored: Stored[], offsets: Map<number, number>, ctx: Verify
             where.get(value)?.join(" ") ?? "no offset"
           })`,
       );
+    }
+  }
+  for (const value of ctx.ackedDuplicates) {
+    if (!where.has(value)) {
+      violations.push(`${value} was acknowledged as stored before (offset -1) but is not stored`);
     }
   }
   // Committing an offset says everything before it was processed.

@@ -86,11 +86,13 @@ export async function runPubSub(opts: PubSubOptions): Promise<RunResult> {
 
   const published = new Map<string, number | null>(); // value -> acked offset, or null if unknown
   const acked: number[] = [];
+  /** Acknowledged with offset -1 (stored long before, offset unknown): stored all the same. */
+  const ackedDuplicates = new Set<string>();
   let publisherDone = false;
   sim.addNode({
     name: "publisher",
     main: async (env) => {
-      await publish(env, sim, opts, published, acked);
+      await publish(env, sim, opts, published, acked, ackedDuplicates);
       publisherDone = true;
     },
   });
@@ -163,6 +165,10 @@ export async function runPubSub(opts: PubSubOptions): Promise<RunResult> {
       );
     }
     violations.push(...checkOnce(published, verified));
+    const stored = new Set([...deliveries, verified].flat().map((d) => d.value));
+    for (const v of ackedDuplicates) {
+      if (!stored.has(v)) violations.push(`${v} was acknowledged (offset -1) but is not stored`);
+    }
   }
   violations.push(...corrupt.slice(0, 10));
   violations.push(...resumes.violations.slice(0, 10));
@@ -236,6 +242,7 @@ async function publish(
   opts: PubSubOptions,
   published: Map<string, number | null>,
   acked: number[],
+  ackedDuplicates: Set<string>,
 ): Promise<void> {
   const client = await connectRetrying(env);
   const producer = client.producer({ lingerMs: env.random.float() * 5 });
@@ -249,6 +256,7 @@ async function publish(
         // -1: stored (an idempotent retry of a batch stored long before), offset unknown.
         if (offset < 0) {
           sim.history.add("publisher", "info", "publish", { value, offset });
+          ackedDuplicates.add(value);
           return;
         }
         published.set(value, offset);

@@ -101,6 +101,12 @@ const CLUSTER_NUMBERS = [
   "livenessMs",
   "bugVoteWithoutLogCheck",
   "bugAckBeforeCommit",
+  "tickMs",
+  "electionTimeoutMs",
+  "heartbeatIntervalMs",
+  "appendEntriesMax",
+  "appendBytesMax",
+  "inflightMax",
 ];
 
 const GROUP_NUMBERS = [

@@ -6,6 +6,7 @@ import { Broker, type BrokerHooks } from "./broker/broker.ts";
 // The cluster modules are loaded only by a node that joins a cluster (start-up time).
 import type { Gossip } from "./cluster/gossip/mod.ts";
 import type { ClusterNode } from "./cluster/cluster.ts";
+import type { RaftGroup } from "./cluster/raft/shell.ts";
 import type { ClusterBridge } from "./cluster/bridge.ts";
 import { NotFound } from "./io/errors.ts";
 import { readChecked, writeChecked } from "./storage/checked_file.ts";
@@ -73,6 +74,10 @@ export interface ClusterConfig {
     replicaRetentionBytes?: number;
     /** Metadata entries between snapshots of the metadata log. */
     metaCompactEvery?: number;
+    /** Raft flow limits: entries and bytes per append, appends in flight (simulator only). */
+    raftFlow?: { appendEntriesMax?: number; appendBytesMax?: number; inflightMax?: number };
+    /** Told of each Raft group as it is created (the simulator's checkers). */
+    onRaftGroup?: (group: RaftGroup) => void;
   };
 }
 

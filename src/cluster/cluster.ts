@@ -100,6 +100,10 @@ export interface ClusterOptions {
   plantedBugs?: RaftGroupOptions["plantedBugs"];
   /** A deliberate bug: produces are acknowledged before they commit. Never set outside tests. */
   plantedAckBeforeCommit?: boolean;
+  /** Raft flow limits (the simulator varies them per seed). */
+  raftFlow?: RaftGroupOptions["flow"];
+  /** Told of each Raft group as it is created, before it runs (the simulator's checkers). */
+  onRaftGroup?: (group: RaftGroup) => void;
   /** The founder recorded once the group's store in `dir` first opened, or null if none was. */
   readFounder(dir: string): Promise<string | null>;
   /** Records the founder, durably, after the store first opened. */
@@ -530,7 +534,7 @@ export class ClusterNode {
     machine: StateMachine,
     compactEvery?: number,
   ): RaftGroup {
-    return new RaftGroup({
+    const group = new RaftGroup({
       ...(compactEvery === undefined ? {} : { compactEvery }),
       group: name,
       nodeId: this.#o.nodeId,
@@ -558,7 +562,10 @@ export class ClusterNode {
         else this.stats.replicaCompactions++;
       },
       ...(this.#o.plantedBugs === undefined ? {} : { plantedBugs: this.#o.plantedBugs }),
+      ...(this.#o.raftFlow === undefined ? {} : { flow: this.#o.raftFlow }),
     });
+    this.#o.onRaftGroup?.(group);
+    return group;
   }
 
   #receive(group: string, data: Uint8Array): void {

@@ -42,6 +42,16 @@ export interface StateMachine {
   compactionPoint?(): { index: number; image: Uint8Array } | null;
 }
 
+/**
+ * Watches a group from outside without changing it (the simulator's safety checkers): told of every
+ * Ready once it is durable, every message as it leaves, and every entry as it is applied.
+ */
+export interface RaftObserver {
+  saved(ready: Ready): void;
+  sent(m: Message): void;
+  applied(e: Entry): void;
+}
+
 /** Options of a RaftGroup. */
 export interface RaftGroupOptions {
   /** The group's name on the wire (e.g. "__meta" or "topic/3"). */
@@ -71,6 +81,8 @@ export interface RaftGroupOptions {
   onCompacted?(snapshot: Snapshot): void;
   /** Deliberate protocol bugs, to prove the checkers catch them. Never set outside tests. */
   plantedBugs?: RaftNodeOptions["plantedBugs"];
+  /** Flow limits of the node (the simulator varies them per seed); default RAFT_DEFAULTS. */
+  flow?: Pick<RaftNodeOptions, "appendEntriesMax" | "appendBytesMax" | "inflightMax">;
 }
 
 /** Proposals waiting to be applied, per group, at most. */
@@ -101,6 +113,8 @@ export class RaftGroup {
   #loop: Promise<void> = Promise.resolve();
   /** Settles once the machine holds the stored snapshot's image. */
   readonly #ready: Promise<void>;
+  /** Set right after construction, before the group does anything, by a checker that watches. */
+  observer: RaftObserver | null = null;
 
   constructor(opts: RaftGroupOptions) {
     this.#o = opts;
@@ -123,6 +137,7 @@ export class RaftGroup {
         ? {}
         : { heartbeatIntervalMs: opts.heartbeatIntervalMs }),
       ...(opts.plantedBugs === undefined ? {} : { plantedBugs: opts.plantedBugs }),
+      ...opts.flow,
     });
     void this.#tickLoop();
     this.#kick();
@@ -290,6 +305,7 @@ export class RaftGroup {
           this.#fail(`cannot persist Raft state of ${this.group}: ${(err as Error).message}`);
           return;
         }
+        this.observer?.saved(ready);
         if (ready.snapshot !== null) await this.#o.machine.restore(ready.snapshot);
         for (const e of ready.committedEntries) await this.#apply(e);
         for (const m of this.node.advance(ready)) this.#sendOne(m);
@@ -306,6 +322,7 @@ export class RaftGroup {
    * like a lost one — Raft retries — rather than stopping the group.
    */
   #sendOne(m: Message): void {
+    this.observer?.sent(m);
     try {
       this.#o.send(m.to, encodeMessage(m));
     } catch {
@@ -350,6 +367,7 @@ export class RaftGroup {
   }
 
   async #apply(e: Entry): Promise<void> {
+    this.observer?.applied(e);
     this.#appliedTerm = e.term;
     let result: unknown = undefined;
     let error: unknown = null;

@@ -1,0 +1,311 @@
+// Raft's safety properties, checked while a simulated cluster runs, across every node and every
+// incarnation of each Raft group (the metadata group and each partition's). Fed from the groups'
+// observers (what became durable, what was sent, what was applied) and by polling the nodes.
+//
+// - Election Safety: at most one leader per group and term.
+// - Log Matching: two logs holding an entry with the same index and term hold the same entry, and
+//   the same term just before it (so, by induction, the same prefix); an entry sits at its index.
+// - Leader Completeness: a leader's log holds every entry any node had committed when it was seen
+//   leading; committed entries never differ between nodes.
+// - State Machine Safety: every node applies the same entry at an index, and only once committed.
+// - A node's commit index never goes back within an incarnation.
+// - Persistence before sending: a vote is granted, an append acknowledged, and a term used in a
+//   message only once durable; and a restarted node still holds all it had promised that way.
+
+import type { RaftGroup } from "../src/cluster/raft/shell.ts";
+import type { Entry, Message, Ready } from "../src/cluster/raft/types.ts";
+
+interface Seen {
+  term: number;
+  hash: number;
+}
+
+/** One incarnation of a node's group, as the checker tracks it. */
+interface View {
+  commit: number;
+  /** The log was checked for Log Matching through here, when it held `checkedTerm` there. */
+  checkedTo: number;
+  checkedTerm: number | null;
+  /** Committed entries recorded through here. */
+  committedTo: number;
+  durableTerm: number;
+  durableVote: string | null;
+  durableLast: number;
+}
+
+/** What a node told peers about its durable state, per group: it must survive a restart. */
+interface Promised {
+  term: number;
+  votes: Map<number, string>;
+  /** An append acknowledged through this index, holding `ackedTerm` there. */
+  ackedTo: number;
+  ackedTerm: number;
+}
+
+/** Raft safety across a cluster's nodes; violations collect in `violations`. */
+export class RaftChecker {
+  readonly violations: string[] = [];
+  /** Checks done, for the run's stats. */
+  readonly stats = { raftPolls: 0, raftRestartsChecked: 0, raftEntriesMatched: 0 };
+  readonly #views = new WeakMap<RaftGroup, View>();
+  readonly #promised = new Map<string, Promised>();
+  /** `group@term` → the node seen leading it. */
+  readonly #leaders = new Map<string, string>();
+  /** group → `index:term` → the entry's hash and the term before it. */
+  readonly #entries = new Map<string, Map<string, { hash: number; prevTerm: number | null }>>();
+  readonly #committed = new Map<string, Map<number, Seen>>();
+  readonly #applied = new Map<string, Map<number, Seen & { node: string }>>();
+  readonly #violationsMax: number;
+  readonly #skip: (group: string) => number;
+
+  /**
+   * @param skipBytes leading bytes of a group's entries left out of comparisons: a partition
+   *   replica's log writes each batch's base offset into the entry's bytes as it applies it, so a
+   *   replica may send an entry before or after that happened.
+   */
+  constructor(skipBytes: (group: string) => number = () => 0, violationsMax = 20) {
+    this.#skip = skipBytes;
+    this.#violationsMax = violationsMax;
+  }
+
+  #hash(group: string, data: Uint8Array): number {
+    return hashOf(data.subarray(Math.min(this.#skip(group), data.length)));
+  }
+
+  #violate(msg: string): void {
+    if (this.violations.length < this.#violationsMax) this.violations.push(msg);
+  }
+
+  /** Starts watching a group just created (a node started, or opened a partition replica). */
+  attach(g: RaftGroup): void {
+    const n = g.node;
+    const key = `${n.id}/${g.group}`;
+    const p = this.#promised.get(key);
+    if (p !== undefined) {
+      this.stats.raftRestartsChecked++;
+      if (n.term < p.term) {
+        this.#violate(
+          `${key} restarted in term ${n.term}, but it had sent messages in term ${p.term}`,
+        );
+      }
+      const vote = p.votes.get(n.term);
+      if (vote !== undefined && n.vote !== vote) {
+        this.#violate(
+          `${key} granted its vote in term ${n.term} to ${vote}, but restarted with vote ` +
+            `${n.vote ?? "none"} (the vote was not durable)`,
+        );
+      }
+      if (p.ackedTo > n.snapshot.index && n.termAt(p.ackedTo) !== p.ackedTerm) {
+        this.#violate(
+          `${key} acknowledged entries through ${p.ackedTo} (term ${p.ackedTerm}), but restarted ` +
+            `holding ${n.termAt(p.ackedTo) ?? "nothing"} there (log ends at ${n.lastIndex})`,
+        );
+      }
+    }
+    const promised: Promised = p ?? { term: 0, votes: new Map(), ackedTo: 0, ackedTerm: 0 };
+    this.#promised.set(key, promised);
+    const view: View = {
+      commit: n.commitIndex,
+      checkedTo: 0,
+      checkedTerm: null,
+      committedTo: n.snapshot.index,
+      durableTerm: n.term,
+      durableVote: n.vote,
+      durableLast: n.lastIndex,
+    };
+    this.#views.set(g, view);
+    g.observer = {
+      saved: (ready) => this.#saved(g, view, promised, ready),
+      sent: (m) => this.#sent(key, g, view, promised, m),
+      applied: (e) => this.#appliedEntry(key, g, e),
+    };
+  }
+
+  #saved(g: RaftGroup, view: View, p: Promised, ready: Ready): void {
+    if (ready.hardState !== null) {
+      view.durableTerm = ready.hardState.term;
+      view.durableVote = ready.hardState.vote;
+    }
+    if (ready.snapshot !== null) {
+      view.durableLast = ready.snapshot.index;
+      if (p.ackedTo > ready.snapshot.index) {
+        p.ackedTo = ready.snapshot.index;
+        p.ackedTerm = ready.snapshot.term;
+      }
+    }
+    const first = ready.entries[0];
+    if (first !== undefined) {
+      view.durableLast = ready.entries.at(-1)!.index;
+      // Entries replaced by a later leader's void what was acknowledged of them.
+      if (first.index <= p.ackedTo) {
+        p.ackedTo = first.index - 1;
+        p.ackedTerm = g.node.termAt(p.ackedTo) ?? 0;
+        if (p.ackedTo <= g.node.snapshot.index) p.ackedTo = 0;
+      }
+    }
+  }
+
+  #sent(key: string, g: RaftGroup, view: View, p: Promised, m: Message): void {
+    // A pre-vote (and a pre-vote granted) speaks of a term the node has not entered.
+    const future = m.type === "PreVote" || (m.type === "PreVoteResp" && m.granted);
+    if (!future) {
+      if (m.term > view.durableTerm) {
+        this.#violate(`${key} sent ${m.type} in term ${m.term} before that term was durable`);
+      }
+      p.term = Math.max(p.term, m.term);
+    }
+    if (m.type === "RequestVoteResp" && m.granted) {
+      // A later durable term also keeps the node from ever voting in this one again.
+      if (view.durableTerm < m.term || (view.durableTerm === m.term && view.durableVote !== m.to)) {
+        this.#violate(
+          `${key} granted its vote in term ${m.term} to ${m.to} before the vote was durable ` +
+            `(durable: term ${view.durableTerm}, vote ${view.durableVote ?? "none"})`,
+        );
+      }
+      p.votes.set(m.term, m.to);
+    }
+    if (m.type === "AppendEntriesResp" && m.success) {
+      if (m.index > view.durableLast) {
+        this.#violate(
+          `${key} acknowledged entries through ${m.index} while only ${view.durableLast} were durable`,
+        );
+      }
+      const term = g.node.termAt(m.index);
+      if (term !== null && m.index >= p.ackedTo) {
+        p.ackedTo = m.index;
+        p.ackedTerm = term;
+      }
+    }
+  }
+
+  #appliedEntry(key: string, g: RaftGroup, e: Entry): void {
+    if (e.index > g.node.commitIndex) {
+      this.#violate(
+        `${key} applied entry ${e.index} (term ${e.term}) while its commit index was ` +
+          `${g.node.commitIndex}`,
+      );
+    }
+    const applied = mapOf(this.#applied, g.group);
+    const hash = this.#hash(g.group, e.data);
+    const before = applied.get(e.index);
+    if (before === undefined) applied.set(e.index, { term: e.term, hash, node: key });
+    else if (before.term !== e.term || before.hash !== hash) {
+      this.#violate(
+        `${g.group}: ${before.node} applied entry ${e.index} of term ${before.term}, ${key} ` +
+          `applied a different one (term ${e.term}) at that index`,
+      );
+    }
+  }
+
+  /** Checks the groups of every node that runs now (call often: every few virtual ms). */
+  poll(groups: Iterable<RaftGroup>): void {
+    this.stats.raftPolls++;
+    for (const g of groups) {
+      const view = this.#views.get(g);
+      if (view === undefined || g.stopped) continue;
+      const n = g.node;
+      const key = `${n.id}/${g.group}`;
+      if (n.commitIndex < view.commit) {
+        this.#violate(`${key}: commit index went back from ${view.commit} to ${n.commitIndex}`);
+      }
+      view.commit = Math.max(view.commit, n.commitIndex);
+      this.#matchLog(g, view, key);
+      this.#recordCommitted(g, view, key);
+      if (n.role === "leader") {
+        const lt = `${g.group}@${n.term}`;
+        const known = this.#leaders.get(lt);
+        if (known === undefined) {
+          this.#leaders.set(lt, n.id);
+          this.#complete(g, key);
+        } else if (known !== n.id) {
+          this.#violate(`${g.group} had two leaders in term ${n.term}: ${known} and ${n.id}`);
+        }
+      }
+    }
+  }
+
+  /** Log Matching over the part of the log not yet checked (all of it after a truncation). */
+  #matchLog(g: RaftGroup, view: View, key: string): void {
+    const n = g.node;
+    const unchanged = view.checkedTo < n.firstIndex ||
+      (view.checkedTo <= n.lastIndex && n.termAt(view.checkedTo) === view.checkedTerm);
+    const from = unchanged ? Math.max(view.checkedTo + 1, n.firstIndex) : n.firstIndex;
+    const entries = mapOf(this.#entries, g.group);
+    for (let i = from; i <= n.lastIndex; i++) {
+      const e = n.entryAt(i);
+      if (e === null) break;
+      if (e.index !== i) {
+        this.#violate(`${key} holds entry ${e.index} at index ${i} of its log`);
+        break;
+      }
+      const prevTerm = n.termAt(i - 1);
+      const hash = this.#hash(g.group, e.data);
+      const k = `${i}:${e.term}`;
+      const known = entries.get(k);
+      this.stats.raftEntriesMatched++;
+      if (known === undefined) {
+        entries.set(k, { hash, prevTerm });
+        continue;
+      }
+      if (known.hash !== hash) {
+        this.#violate(`${g.group}: two different entries at index ${i} in term ${e.term} (${key})`);
+      } else if (known.prevTerm !== null && prevTerm !== null && known.prevTerm !== prevTerm) {
+        this.#violate(
+          `${g.group}: logs agree on entry ${i} of term ${e.term} but not on the term before it ` +
+            `(${known.prevTerm} vs ${prevTerm} on ${key})`,
+        );
+      }
+    }
+    view.checkedTo = n.lastIndex;
+    view.checkedTerm = n.termAt(n.lastIndex);
+  }
+
+  /** Committed entries are the same on every node that holds them. */
+  #recordCommitted(g: RaftGroup, view: View, key: string): void {
+    const n = g.node;
+    const committed = mapOf(this.#committed, g.group);
+    for (let i = Math.max(view.committedTo + 1, n.firstIndex); i <= n.commitIndex; i++) {
+      const e = n.entryAt(i);
+      if (e === null) break;
+      const hash = this.#hash(g.group, e.data);
+      const known = committed.get(i);
+      if (known === undefined) committed.set(i, { term: e.term, hash });
+      else if (known.term !== e.term || known.hash !== hash) {
+        this.#violate(
+          `${g.group}: entry ${i} was committed with term ${known.term}, but ${key} committed ` +
+            `one of term ${e.term} there`,
+        );
+      }
+    }
+    view.committedTo = Math.max(view.committedTo, n.commitIndex);
+  }
+
+  /** Leader Completeness: a new leader holds every entry committed so far. */
+  #complete(g: RaftGroup, key: string): void {
+    const n = g.node;
+    for (const [i, c] of mapOf(this.#committed, g.group)) {
+      if (i <= n.snapshot.index) continue;
+      const term = n.termAt(i);
+      if (term !== c.term) {
+        this.#violate(
+          `${g.group}: ${key} leads term ${n.term} without committed entry ${i} (term ${c.term}; ` +
+            `it holds ${term === null ? "nothing" : `term ${term}`} there)`,
+        );
+        return;
+      }
+    }
+  }
+}
+
+function mapOf<K, V>(m: Map<string, Map<K, V>>, group: string): Map<K, V> {
+  let inner = m.get(group);
+  if (inner === undefined) m.set(group, inner = new Map());
+  return inner;
+}
+
+/** FNV-1a of the bytes: entries compared by content. */
+function hashOf(data: Uint8Array): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < data.length; i++) h = Math.imul(h ^ data[i]!, 0x01000193);
+  return (h >>> 0) + data.length * 2 ** 32;
+}
