@@ -8,7 +8,6 @@
 import assert from "node:assert/strict";
 import { clusterOptions, runCluster } from "../sim/cluster_scenario.ts";
 import { reproLine } from "../sim/runner.ts";
-import { KNOWN_CLUSTER_FAILURES } from "../sim/mutate/sweeps.ts";
 
 const CI_SEEDS = 300;
 
@@ -20,15 +19,6 @@ Deno.test(`cluster: ${CI_SEEDS} swarm seeds keep every acknowledged write, one l
     const opts = clusterOptions(seed);
     if (opts.nodes === 5) nodes5++;
     const r = await runCluster(opts);
-    // A seed failing on main for a known, unfixed bug must keep failing that way, and only so.
-    const known = KNOWN_CLUSTER_FAILURES.get(seed);
-    if (known !== undefined) {
-      if (!r.violations.some((v) => v.includes(known))) {
-        failures.push(`seed ${seed} no longer fails with "${known}": remove it from the list`);
-      }
-      r.violations = r.violations.filter((v) => !v.includes(known));
-      r.outcome = r.violations.length > 0 ? "fail" : "pass";
-    }
     if (r.outcome === "fail") {
       failures.push(
         `${reproLine("cluster", seed, {})}\n  ${r.violations.slice(0, 3).join("\n  ")}`,

@@ -47,15 +47,6 @@ export const SWEEPS: Readonly<Record<SweepName, Sweep>> = {
   },
 };
 
-/**
- * Cluster seeds that fail on main for a bug found and not yet fixed: produces answered -1
- * ("stored before") that are not stored. They count as failures only for another violation.
- */
-export const KNOWN_CLUSTER_FAILURES: ReadonlyMap<number, string> = new Map([
-  [20, "acknowledged as stored before (offset -1)"],
-  [53, "acknowledged as stored before (offset -1)"],
-]);
-
 /** What a sweep found: the first failing seed and its first violation, or none. */
 export interface SweepOutcome {
   sweep: SweepName;
@@ -70,11 +61,7 @@ export async function runSweep(sweep: Sweep, seeds: number): Promise<SweepOutcom
     let violation: string | null = null;
     try {
       const r = await sweep.run(seed);
-      const known = sweep.name === "cluster" ? KNOWN_CLUSTER_FAILURES.get(seed) : undefined;
-      const news = r.violations.filter((v) => known === undefined || !v.includes(known));
-      if (r.outcome === "fail" && (known === undefined || news.length > 0)) {
-        violation = news[0] ?? "failed without a violation";
-      }
+      if (r.outcome === "fail") violation = r.violations[0] ?? "failed without a violation";
     } catch (err) {
       violation = `the run threw: ${(err as Error).message}`;
     }

@@ -96,7 +96,7 @@ export class PartitionProducers {
    * offset once that append completed; nothing is appended.
    *
    * @throws {GregorError} PRODUCER_FENCED (an older epoch), OUT_OF_ORDER_SEQUENCE (a gap, or a new
-   *   epoch not starting at 0), DUPLICATE_SEQUENCE (older than the batches remembered),
+   *   epoch or a producer without state here not starting at 0), DUPLICATE_SEQUENCE (older than the batches remembered),
    *   INVALID_REQUEST (negative epoch or sequence, or a sequence range that differs from the batch
    *   stored with that first sequence).
    */
@@ -117,6 +117,17 @@ export class PartitionProducers {
       this.#producers.set(h.producerId, known);
       const duplicate = this.#judge(h, known, firstSeq, lastSeq);
       if (duplicate !== null) return { duplicate: true, baseOffset: duplicate.baseOffset };
+    }
+    if (known === undefined && firstSeq !== 0) {
+      // With no state for this producer, a later batch may have overtaken earlier ones that were
+      // refused on the way (a node that did not yet know the leader) and will be retried: taking
+      // it would make their retries look older than it, answered as duplicates but never stored.
+      throw new GregorError(
+        ErrorCode.OUT_OF_ORDER_SEQUENCE,
+        `Batch of producer ${h.producerId} epoch ${h.producerEpoch} starts at sequence ` +
+          `${firstSeq}, but this partition has no state for that producer (new, or forgotten): ` +
+          `its first batch here must start at 0`,
+      );
     }
     let entry = known;
     if (entry === undefined || h.producerEpoch > entry.epoch) {

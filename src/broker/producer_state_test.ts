@@ -38,15 +38,32 @@ function code(fn: () => unknown): number {
   return 0;
 }
 
-Deno.test("PartitionProducers accepts any first sequence of an unknown producer, then only the next", async () => {
+Deno.test("PartitionProducers takes an unknown producer's first batch only at sequence 0, then only the next", async () => {
   const p = partition();
-  const a = p.admit({ baseSequence: 42 }, 3);
+  // Sequence 3 overtook 0..2 (refused on the way, to be retried): taking it would make their
+  // retries look older than it, answered as duplicates without ever being stored.
+  assert.equal(code(() => p.admit({ baseSequence: 3 })), ErrorCode.OUT_OF_ORDER_SEQUENCE);
+  const a = p.admit({ baseSequence: 0 }, 3);
   assert.equal(a.duplicate, false);
   assert.equal(await a.baseOffset, 0);
-  assert.equal(await p.admit({ baseSequence: 45 }, 2).baseOffset, 3);
-  assert.equal(code(() => p.admit({ baseSequence: 48 })), ErrorCode.OUT_OF_ORDER_SEQUENCE);
-  assert.equal(await p.admit({ baseSequence: 47 }).baseOffset, 5);
+  assert.equal(await p.admit({ baseSequence: 3 }, 2).baseOffset, 3);
+  assert.equal(code(() => p.admit({ baseSequence: 6 })), ErrorCode.OUT_OF_ORDER_SEQUENCE);
+  assert.equal(await p.admit({ baseSequence: 5 }).baseOffset, 5);
   assert.deepEqual(p.appends, [0, 3, 5]);
+});
+
+Deno.test("PartitionProducers never answers a batch it did not store as a duplicate", async () => {
+  const p = partition();
+  // In the order a forwarding node may deliver a pipeline whose head met NOT_LEADER.
+  const overtaking = [3, 4, 5];
+  for (const seq of overtaking) {
+    assert.equal(code(() => p.admit({ baseSequence: seq })), ErrorCode.OUT_OF_ORDER_SEQUENCE);
+  }
+  for (let seq = 0; seq <= 5; seq++) {
+    const a = p.admit({ baseSequence: seq });
+    assert.equal(a.duplicate, false, `sequence ${seq} was never stored`);
+    assert.equal(await a.baseOffset, seq);
+  }
 });
 
 Deno.test("PartitionProducers answers a retried batch with its original offset, without appending", async () => {
@@ -94,9 +111,9 @@ Deno.test("PartitionProducers remembers the last 5 batches; an older one is DUPL
 
 Deno.test("PartitionProducers fences an older epoch and resets on a newer one starting at 0", async () => {
   const p = partition();
-  await p.admit({ producerEpoch: 3, baseSequence: 10 }).baseOffset;
+  await p.admit({ producerEpoch: 3, baseSequence: 0 }).baseOffset;
   assert.equal(
-    code(() => p.admit({ producerEpoch: 2, baseSequence: 11 })),
+    code(() => p.admit({ producerEpoch: 2, baseSequence: 1 })),
     ErrorCode.PRODUCER_FENCED,
   );
   assert.equal(
@@ -105,7 +122,7 @@ Deno.test("PartitionProducers fences an older epoch and resets on a newer one st
   );
   assert.equal(await p.admit({ producerEpoch: 4, baseSequence: 0 }).baseOffset, 1);
   assert.equal(
-    code(() => p.admit({ producerEpoch: 3, baseSequence: 11 })),
+    code(() => p.admit({ producerEpoch: 3, baseSequence: 1 })),
     ErrorCode.PRODUCER_FENCED,
   );
   assert.equal(await p.admit({ producerEpoch: 4, baseSequence: 1 }).baseOffset, 2);
@@ -113,6 +130,13 @@ Deno.test("PartitionProducers fences an older epoch and resets on a newer one st
 
 Deno.test("PartitionProducers wraps sequences after 2^31-1 like Kafka", async () => {
   const p = partition();
+  // A producer this long-lived is known from the log by the time it nears the wrap.
+  p.state.restore({
+    producerId: 7,
+    producerEpoch: 0,
+    baseSequence: SEQUENCE_MAX - 3,
+    recordCount: 2,
+  }, 100);
   await p.admit({ baseSequence: SEQUENCE_MAX - 1 }, 2).baseOffset;
   assert.equal(await p.admit({ baseSequence: 0 }, 3).baseOffset, 2);
   assert.equal(code(() => p.admit({ baseSequence: 4 })), ErrorCode.OUT_OF_ORDER_SEQUENCE);
