@@ -10,8 +10,8 @@ const LINES_KEPT = 50;
 /** A running broker process. */
 export interface BrokerProcess {
   child: Deno.ChildProcess;
-  /** The first line it logged: where it listens (`listen`, `cluster`) and its `nodeId`. */
-  listen: { listen: string; cluster?: string; nodeId?: string };
+  /** The first line it logged: where it listens (`listen`, `cluster`, `metrics`) and its `nodeId`. */
+  listen: { listen: string; cluster?: string; metrics?: string; nodeId?: string };
   /** Its last log lines. */
   lines: string[];
 }

@@ -279,3 +279,44 @@ Deno.test("a connection silent past idleTimeoutMs is closed; a client's heartbea
     await Deno.remove(dataDir, { recursive: true });
   }
 });
+
+Deno.test("connections without HELLO: the oldest goes at handshakingConnectionsMax, the rest at handshakeTimeoutMs", async () => {
+  const dataDir = await Deno.makeTempDir({ prefix: "gregormq-handshake-" });
+  const node = await startNode(denoEnv(), {
+    port: 0,
+    broker: { dataDir, handshakingConnectionsMax: 2, handshakeTimeoutMs: 400 },
+  });
+  const broker = node.broker;
+  const until = async (cond: () => boolean): Promise<void> => {
+    for (let waited = 0; !cond(); waited += 5) {
+      assert.ok(waited < 2_000, "the broker did not get there in 2 s");
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  };
+  const raws: Deno.TcpConn[] = [];
+  const buf = new Uint8Array(256);
+  try {
+    // One at a time, so the broker accepts them in this order: the first is the oldest.
+    raws.push(await Deno.connect({ hostname: "127.0.0.1", port: node.addr.port }));
+    await until(() => broker.connectionCount === 1);
+    raws.push(await Deno.connect({ hostname: "127.0.0.1", port: node.addr.port }));
+    await until(() => broker.connectionCount === 2);
+    raws.push(await Deno.connect({ hostname: "127.0.0.1", port: node.addr.port }));
+    await until(() => broker.handshakesEvicted === 1);
+    assert.ok((await raws[0]!.read(buf) ?? 0) > 0, "the oldest gets an error before its close");
+    // A real client makes room the same way, and then is not subject to the deadline.
+    const started = Date.now();
+    const client = await connect({ port: node.addr.port });
+    assert.equal(broker.handshakesEvicted, 2);
+    assert.ok((await raws[2]!.read(buf) ?? 0) > 0, "the last silent one gets TIMEOUT");
+    assert.ok(Date.now() - started < 2_000, "within the deadline and a sweep");
+    assert.equal(broker.handshakesExpired, 1);
+    await new Promise((r) => setTimeout(r, 500));
+    await client.admin.ping();
+    await client.close();
+  } finally {
+    for (const r of raws) r.close();
+    await node.close();
+    await Deno.remove(dataDir, { recursive: true });
+  }
+});

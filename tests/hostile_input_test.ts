@@ -82,6 +82,8 @@ const PIPELINE_WRITE_BYTES = 256 * 1024;
 const RESPONSE_PAYLOAD_BYTES_MAX = 64 * 1024 * 1024;
 
 const PAYLOAD_BYTES_MAX = DEFAULT_BROKER_OPTIONS.payloadBytesMax;
+/** The payload limit before HELLO has succeeded. */
+const HANDSHAKE_BYTES_MAX = DEFAULT_BROKER_OPTIONS.handshakeBytesMax;
 const BATCH_BYTES_MAX = DEFAULT_BROKER_OPTIONS.batchBytesMax;
 const RECORDS_BYTES_MAX = DEFAULT_BROKER_OPTIONS.recordsBytesMax;
 
@@ -207,7 +209,9 @@ function firstFrameVerdict(bytes: Uint8Array, handshaken: boolean): Verdict {
   }
   if (dv.getUint16(6) !== 0) return fatal(ErrorCode.MALFORMED_FRAME, correlationId);
   const payloadLength = dv.getUint32(12);
-  if (payloadLength > PAYLOAD_BYTES_MAX) return fatal(ErrorCode.FRAME_TOO_LARGE, correlationId);
+  if (payloadLength > (handshaken ? PAYLOAD_BYTES_MAX : HANDSHAKE_BYTES_MAX)) {
+    return fatal(ErrorCode.FRAME_TOO_LARGE, correlationId);
+  }
   if (bytes.length < HEADER_BYTES + payloadLength) return { kind: "need" };
   if ((dv.getUint8(3) & (Flag.RESPONSE | Flag.ERROR | Flag.PUSH)) !== 0) {
     return fatal(ErrorCode.MALFORMED_FRAME, correlationId);
@@ -1510,12 +1514,14 @@ Deno.test("a truncated frame followed by a close is dropped with its connection"
         ? 1 + (r.cut % (HEADER_BYTES - 1))
         : HEADER_BYTES + (r.cut % (whole.length - HEADER_BYTES));
       sent.truncated++;
+      // A whole header announcing more than HELLO may carry is refused before the handshake.
+      const verdict = firstFrameVerdict(whole.subarray(0, length), r.handshake);
       await runShort(port, {
         label:
           `truncated: seed=${seed} index=${i} op=${r.frame.op} ${length}/${whole.length} bytes`,
         handshake: r.handshake,
         bytes: whole.subarray(0, length),
-        errors: [],
+        errors: verdict.kind === "fatal" ? [verdict] : [],
         ending: r.ending,
       });
     });

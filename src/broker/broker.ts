@@ -88,8 +88,14 @@ export class Broker {
   readonly #topics = new Map<string, Topic>();
   readonly #durable = new Map<string, DurableState>();
   readonly #connections = new Set<Connection>();
+  /** Connections without a completed HELLO, oldest first (a Set keeps insertion order). */
+  readonly #handshaking = new Set<Connection>();
   /** Connections closed for being silent past idleTimeoutMs. */
   idleClosed = 0;
+  /** Connections closed for not completing HELLO within handshakeTimeoutMs. */
+  handshakesExpired = 0;
+  /** Unhandshaken connections closed to make room for new ones (handshakingConnectionsMax). */
+  handshakesEvicted = 0;
   /** The cluster view, once the node has joined one by gossip. */
   membership: (() => Member[]) | null = null;
   /** Told about requests, records in and out, and fsyncs (metrics); ignores them by default. */
@@ -170,6 +176,7 @@ export class Broker {
     void b.#every(b.opts.groupsTickMs, () => void b.groups.expire());
     void b.#every(b.opts.redeliveryTickMs, () => b.#checkRedeliveries());
     void b.#every(Math.max(100, b.opts.idleTimeoutMs / 4), () => b.#closeIdle());
+    void b.#every(Math.max(100, b.opts.handshakeTimeoutMs / 4), () => b.#expireHandshakes());
     void b.#every(b.opts.retentionCheckMs, () => b.enforceRetention());
     void b.#every(b.opts.offsetsFlushMs, () => b.#flushOffsets());
     return b;
@@ -209,6 +216,23 @@ export class Broker {
         continue;
       }
       const c = new Connection(this, conn, this.#nextConnectionId++);
+      // At the cap of unhandshaken connections the oldest goes rather than the newest: a flood of
+      // silent connections then keeps cycling through a bounded pool, while a real client, whose
+      // HELLO follows its connect at once, gets in.
+      const oldest = this.#handshaking.size >= this.opts.handshakingConnectionsMax
+        ? this.#handshaking.values().next().value
+        : undefined;
+      if (oldest !== undefined) {
+        this.handshakesEvicted++;
+        this.#drop(
+          oldest,
+          new GregorError(
+            ErrorCode.LIMIT_EXCEEDED,
+            `Closed to make room: ${this.opts.handshakingConnectionsMax} connections are waiting ` +
+              `for their HELLO (handshakingConnectionsMax)`,
+          ),
+        );
+      }
       if (this.#connections.size >= this.opts.connectionsMax) {
         c.refuse(
           new GregorError(
@@ -219,7 +243,35 @@ export class Broker {
         continue;
       }
       this.#connections.add(c);
-      void c.run().finally(() => this.#connections.delete(c));
+      this.#handshaking.add(c);
+      void c.run().finally(() => this.#drop(c, null));
+    }
+  }
+
+  /** Forgets `c` (it no longer counts against any limit), closing it with `err` if given. */
+  #drop(c: Connection, err: GregorError | null): void {
+    this.#connections.delete(c);
+    this.#handshaking.delete(c);
+    if (err !== null) c.refuse(err);
+  }
+
+  /** Called by a connection whose HELLO succeeded: it no longer counts as handshaking. */
+  handshakeDone(c: Connection): void {
+    this.#handshaking.delete(c);
+  }
+
+  /** Closes connections that have not completed HELLO within handshakeTimeoutMs. */
+  #expireHandshakes(): void {
+    const now = this.env.clock.now();
+    const timeoutMs = this.opts.handshakeTimeoutMs;
+    // Oldest first: the first one still in time ends the sweep.
+    for (const c of this.#handshaking) {
+      if (now - c.acceptedMs < timeoutMs) return;
+      this.handshakesExpired++;
+      this.#drop(
+        c,
+        new GregorError(ErrorCode.TIMEOUT, `No HELLO within ${timeoutMs} ms of connecting`),
+      );
     }
   }
 

@@ -46,8 +46,18 @@ import { FORWARD_CLIENT_ID } from "./cluster_hooks.ts";
 import type { Groups } from "./groups/groups.ts";
 import type { DeliverySink, Subscription } from "./subscription.ts";
 
-/** Bytes asked of the socket per read. */
-const READ_BYTES = 64 * 1024;
+/**
+ * Bytes asked of the socket per read before the handshake: a HELLO is tens of bytes, and thousands
+ * of connections that never send one must cost the broker little. (Buffers this small also come
+ * back to the allocator in reusable pieces once those connections go.)
+ */
+const READ_BYTES_HANDSHAKE = 512;
+/**
+ * Bytes asked per read once handshaken: the buffer starts at the least and doubles each time a
+ * read fills it, up to the most, so an idle client stays cheap and a busy one reads in big bites.
+ */
+const READ_BYTES_MIN = 4 * 1024;
+const READ_BYTES_MAX = 64 * 1024;
 /** Bytes of a DELIVER payload before its records: subscription id, first offset, flag, length. */
 const DELIVER_FIELDS_BYTES = 17;
 /** Time a closing connection gets to send what is queued (a fatal error) before it is cut. */
@@ -64,7 +74,7 @@ export class Connection implements DeliverySink {
   readonly #broker: Broker;
   readonly #conn: Conn;
   readonly #parser: FrameParser;
-  readonly #readBuf = new Uint8Array(READ_BYTES);
+  #readBuf = new Uint8Array(READ_BYTES_HANDSHAKE);
   readonly #subs = new Map<number, Subscription>();
   #clientId = "";
   #handshaken = false;
@@ -80,8 +90,20 @@ export class Connection implements DeliverySink {
     this.#broker = broker;
     this.#conn = conn;
     this.id = id;
-    this.#parser = new FrameParser({ payloadBytesMax: broker.opts.payloadBytesMax });
+    // Until HELLO succeeds a peer may send only a small frame: it has proved nothing yet.
+    this.#parser = new FrameParser({
+      payloadBytesMax: Math.min(broker.opts.handshakeBytesMax, broker.opts.payloadBytesMax),
+    });
     this.lastReadMs = broker.env.clock.now();
+    this.acceptedMs = this.lastReadMs;
+  }
+
+  /** When the connection was accepted (monotonic ms); its HELLO must complete in time. */
+  readonly acceptedMs: number;
+
+  /** True once HELLO succeeded. */
+  get handshaken(): boolean {
+    return this.#handshaken;
   }
 
   /**
@@ -111,8 +133,12 @@ export class Connection implements DeliverySink {
     return this.#clientId;
   }
 
-  /** Answers a connection the broker cannot take with an error, then closes it. */
+  /**
+   * Sends a connection-level error (correlation id 0), then closes: a connection the broker cannot
+   * take, or one closed to make room or for missing its handshake deadline.
+   */
   refuse(err: GregorError): void {
+    if (this.#closed) return;
     this.#fail(0, err.code, err.message);
   }
 
@@ -138,6 +164,11 @@ export class Connection implements DeliverySink {
           // The parser keeps views into what it is given, so it gets a copy of just the bytes
           // read: cheaper than a fresh zeroed buffer per read when reads are small.
           this.#parser.push(this.#readBuf.slice(0, n));
+          if (n === this.#readBuf.length && this.#handshaken && n < READ_BYTES_MAX) {
+            this.#readBuf = new Uint8Array(
+              Math.min(READ_BYTES_MAX, Math.max(READ_BYTES_MIN, 2 * n)),
+            );
+          }
         }
         if (!this.#drainFrames()) break;
       }
@@ -164,7 +195,10 @@ export class Connection implements DeliverySink {
       const r = this.#parser.next();
       if (r.kind === "need") return true;
       if (r.kind === "error") {
-        this.#fail(r.correlationId, r.code, r.message);
+        const before = !this.#handshaken && r.code === ErrorCode.FRAME_TOO_LARGE
+          ? " before HELLO"
+          : "";
+        this.#fail(r.correlationId, r.code, r.message + before);
         return false;
       }
       if (!this.#dispatch(r.frame)) return false;
@@ -270,6 +304,9 @@ export class Connection implements DeliverySink {
     }
     this.#handshaken = true;
     this.#clientId = req.clientId;
+    // HELLO is handled before the next header is read, so the next frame gets the full limit.
+    this.#parser.setPayloadBytesMax(this.#broker.opts.payloadBytesMax);
+    this.#broker.handshakeDone(this);
     return {
       version: PROTOCOL_VERSION,
       brokerId: this.#broker.opts.brokerId,

@@ -30,6 +30,15 @@ export interface BrokerOptions {
   fileHandlesMax: number;
   /** Client connections at most; more are refused with LIMIT_EXCEEDED. */
   connectionsMax: number;
+  /**
+   * Connections that have not completed HELLO at most; past it the oldest of them is closed to
+   * make room, so a flood of silent connections cannot lock real clients out.
+   */
+  handshakingConnectionsMax: number;
+  /** Time from accepting a connection to its completed HELLO, ms; then it is closed. */
+  handshakeTimeoutMs: number;
+  /** Largest frame payload accepted before the handshake completes, in bytes. */
+  handshakeBytesMax: number;
   /** Subscriptions per connection at most. */
   subscriptionsPerConnectionMax: number;
   /** Requests one connection may have in progress before the broker stops reading from it. */
@@ -87,6 +96,9 @@ export const DEFAULT_BROKER_OPTIONS: Readonly<BrokerOptions> = Object.freeze({
   partitionsTotalMax: 10_000,
   fileHandlesMax: 1024,
   connectionsMax: 10_000,
+  handshakingConnectionsMax: 1_000,
+  handshakeTimeoutMs: 10_000,
+  handshakeBytesMax: 4 * 1024,
   subscriptionsPerConnectionMax: 1_000,
   requestsInFlightMax: 1_024,
   outboundBytesMax: 32 * 1024 * 1024,

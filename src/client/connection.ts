@@ -158,6 +158,8 @@ export class ClientConnection {
     const deadline = this.#env.clock.now() + this.opts.connectTimeoutMs;
     let backoff = this.opts.reconnectBackoffMsMin;
     let lastErr: unknown = null;
+    /** Addresses of the current round whose broker answered the HELLO with an error. */
+    let refusals = 0;
     while (!this.#closed && this.#env.clock.now() < deadline) {
       const { host, port } = addresses[this.#nextAddress % addresses.length]!;
       try {
@@ -181,16 +183,22 @@ export class ClientConnection {
           this.#pinging = false;
         } catch (err) {
           this.#lose(conn, err);
-          if (err instanceof GregorError && !err.retriable) throw err;
+          // The broker's own answer (LIMIT_EXCEEDED at its connection cap, AUTHENTICATION_FAILED)
+          // says more than "the handshake failed".
+          if (err instanceof GregorError) throw err;
           throw new ConnectionError(`Handshake with ${host}:${port} failed`, { cause: err });
         }
         return conn;
       } catch (err) {
         if (err instanceof GregorError && !err.retriable) throw err;
         lastErr = err;
+        if (err instanceof GregorError) refusals++;
         this.#nextAddress++;
         // A whole round of the addresses failed before the client waits; not each of them.
         if (this.#nextAddress % addresses.length !== 0) continue;
+        // Every broker answered, and refused: waiting out connectTimeoutMs would only hide why.
+        if (refusals === addresses.length) throw err;
+        refusals = 0;
         const wait = Math.min(backoff, Math.max(0, deadline - this.#env.clock.now()));
         await this.#env.clock.sleep(wait * (0.5 + this.#env.random.float() / 2), this.#stop.signal)
           .catch(() => {});
@@ -354,6 +362,10 @@ export class ClientConnection {
     if ((flags & Flag.ERROR) !== 0) {
       const e = decode<ErrorPayload>(ERROR_SCHEMA, payload, "error");
       const err = new GregorError(e.code, e.message);
+      // Correlation id 0 is no request's: the error is about the connection (the broker refused
+      // it, or found its bytes untrustworthy) and the broker closes it. Everything in flight,
+      // the HELLO included, fails with the broker's reason rather than a bare close.
+      if (correlationId === 0) throw err;
       if (p !== undefined) {
         this.#settle(correlationId);
         p.reject(err);

@@ -1,6 +1,7 @@
 // A tiny HTTP/1.1 server over the Network seam for `/metrics`, `/healthz` and `/readyz`: one
-// request per connection (Connection: close), a bounded request head and a read deadline. A bad
-// request gets 400 and costs only its own connection.
+// request per connection (Connection: close), a bounded request head, and deadlines for reading it
+// and writing the answer. A bad request gets 400 and costs only its own connection; slow clients
+// cannot crowd out a health check (see `CONNECTIONS_MAX`).
 
 import type { Addr, Conn, Env, Listener } from "../io/types.ts";
 import { writeAll } from "../io/util.ts";
@@ -9,9 +10,18 @@ import { writeAll } from "../io/util.ts";
 export const DEFAULT_METRICS_PORT = 7071;
 /** Bytes of a request head (request line and headers) at most; a longer one gets 400. */
 export const REQUEST_BYTES_MAX = 8 * 1024;
-/** Time a client gets to send its request head, ms; then the connection is closed. */
-export const READ_TIMEOUT_MS = 5_000;
-/** Connections served at once at most; more are closed at once. */
+/**
+ * Time a client gets to send its request head, ms; then the connection is closed. A probe or a
+ * scraper sends its head in one packet right after connecting.
+ */
+export const READ_TIMEOUT_MS = 2_000;
+/** Time an answer gets to be written, ms; a client that does not read it is cut off. */
+export const WRITE_TIMEOUT_MS = 5_000;
+/**
+ * Connections served at once at most. When a new one comes at the limit, the oldest connection
+ * still sending its request head is closed to make room (a slow client cannot hold a slot a health
+ * check needs); only if every slot is answering a request is the new connection closed.
+ */
 export const CONNECTIONS_MAX = 64;
 
 /** An answer to one request. */
@@ -47,7 +57,10 @@ export class HttpServer {
   readonly #env: Env;
   readonly #listener: Listener;
   readonly #routes: HttpRoutes;
-  readonly #conns = new Set<Conn>();
+  /** Open connections, oldest first, and whether their request head has arrived. */
+  readonly #conns = new Map<Conn, { headRead: boolean }>();
+  /** Connections closed to make room for newer ones. */
+  evicted = 0;
   /** Resolves when the accept loop ends (after `close`). */
   readonly done: Promise<void>;
 
@@ -71,7 +84,7 @@ export class HttpServer {
   /** Stops accepting and closes open connections. */
   async close(): Promise<void> {
     this.#listener.close();
-    for (const c of this.#conns) c.close();
+    for (const c of this.#conns.keys()) c.close();
     await this.done;
   }
 
@@ -79,28 +92,50 @@ export class HttpServer {
     for (;;) {
       const conn = await this.#listener.accept();
       if (conn === null) return;
-      if (this.#conns.size >= CONNECTIONS_MAX) {
+      if (this.#conns.size >= CONNECTIONS_MAX && !this.#evictSlowest()) {
         conn.close();
         continue;
       }
-      this.#conns.add(conn);
-      void this.#serve(conn).catch(() => {}).finally(() => {
+      const state = { headRead: false };
+      this.#conns.set(conn, state);
+      void this.#serve(conn, state).catch(() => {}).finally(() => {
         conn.close();
         this.#conns.delete(conn);
       });
     }
   }
 
-  async #serve(conn: Conn): Promise<void> {
-    const timer = new AbortController();
-    const head = await Promise.race([
-      readHead(conn),
-      this.#env.clock.sleep(READ_TIMEOUT_MS, timer.signal).then(() => null, () => null),
-    ]);
-    timer.abort();
+  /** Closes the oldest connection still sending its request head; false if there is none. */
+  #evictSlowest(): boolean {
+    for (const [conn, state] of this.#conns) {
+      if (state.headRead) continue;
+      this.#conns.delete(conn);
+      conn.close();
+      this.evicted++;
+      return true;
+    }
+    return false;
+  }
+
+  async #serve(conn: Conn, state: { headRead: boolean }): Promise<void> {
+    const head = await this.#within(readHead(conn), READ_TIMEOUT_MS);
     if (head === null) return;
+    state.headRead = true;
     const res = await this.#answer(head);
-    await writeAll(conn, encodeResponse(res));
+    await this.#within(writeAll(conn, encodeResponse(res)), WRITE_TIMEOUT_MS);
+  }
+
+  /** `work`'s result, or null once `ms` have passed (the caller then closes the connection). */
+  async #within<T>(work: Promise<T>, ms: number): Promise<T | null> {
+    const timer = new AbortController();
+    try {
+      return await Promise.race([
+        work,
+        this.#env.clock.sleep(ms, timer.signal).then(() => null, () => null),
+      ]);
+    } finally {
+      timer.abort();
+    }
   }
 
   async #answer(head: string | "too-large"): Promise<HttpResponse> {

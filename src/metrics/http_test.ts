@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { denoEnv } from "../io/deno/mod.ts";
 import type { Addr } from "../io/types.ts";
 import { writeAll } from "../io/util.ts";
-import { HttpServer, REQUEST_BYTES_MAX } from "./http.ts";
+import { CONNECTIONS_MAX, HttpServer, REQUEST_BYTES_MAX } from "./http.ts";
 
 /** Sends `request` raw and returns the whole response the server wrote before closing. */
 async function exchange(addr: Addr, request: Uint8Array | string): Promise<string> {
@@ -64,4 +64,28 @@ Deno.test("HttpServer answers garbage and oversized request heads with 400 and k
     assert.match(await exchange(addr, huge), /^HTTP\/1\.1 400 /);
     assert.match(await exchange(addr, "GET /healthz HTTP/1.1\r\n\r\n"), /^HTTP\/1\.1 200 /);
   });
+});
+
+Deno.test("HttpServer at CONNECTIONS_MAX closes the oldest connection still sending its head, so /healthz answers", async () => {
+  const env = denoEnv();
+  const server = await HttpServer.start(env, { host: "127.0.0.1", port: 0 }, {
+    ready: () => true,
+    metrics: () => Promise.resolve({ status: 200, contentType: "text/plain", body: "m 1\n" }),
+  });
+  const slow = [];
+  try {
+    for (let i = 0; i < CONNECTIONS_MAX; i++) {
+      const conn = await env.net.connect(server.addr);
+      await writeAll(conn, new TextEncoder().encode("GET /me"));
+      slow.push(conn);
+    }
+    const health = await exchange(server.addr, "GET /healthz HTTP/1.1\r\n\r\n");
+    assert.match(health, /^HTTP\/1\.1 200 OK\r\n/);
+    assert.equal(server.evicted, 1);
+    // The first slow client was the one cut off: its read ends (or is reset) without an answer.
+    assert.equal(await slow[0]!.read(new Uint8Array(16)).catch(() => null), null);
+  } finally {
+    for (const c of slow) c.close();
+    await server.close();
+  }
 });

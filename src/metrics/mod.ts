@@ -10,4 +10,5 @@ export {
   HttpServer,
   READ_TIMEOUT_MS,
   REQUEST_BYTES_MAX,
+  WRITE_TIMEOUT_MS,
 } from "./http.ts";

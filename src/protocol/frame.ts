@@ -100,7 +100,7 @@ const DIRECT_BUFFER_BYTES_INITIAL = 256 * 1024;
  * announces a big frame and sends little costs no more memory than it sent (times two).
  */
 export class FrameParser {
-  readonly #payloadBytesMax: number;
+  #payloadBytesMax: number;
   #chunks: Uint8Array[] = [];
   #buffered = 0;
   #header: FrameHeader | null = null;
@@ -111,6 +111,14 @@ export class FrameParser {
 
   constructor(opts: FrameParserOptions) {
     this.#payloadBytesMax = opts.payloadBytesMax;
+  }
+
+  /**
+   * Sets the largest payload of the frames whose headers are still to come (a broker allows a
+   * connection only a small HELLO until the handshake completes).
+   */
+  setPayloadBytesMax(bytes: number): void {
+    this.#payloadBytesMax = bytes;
   }
 
   /** Bytes held and not yet returned as frames. */

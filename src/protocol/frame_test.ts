@@ -320,3 +320,20 @@ function concatAll(parts: Uint8Array[]): Uint8Array {
   }
   return out;
 }
+
+Deno.test("FrameParser.setPayloadBytesMax() applies to headers not yet read", () => {
+  const small = encodeFrame(1, 1, new Uint8Array(100));
+  const big = encodeFrame(2, 2, new Uint8Array(5000));
+  const p = new FrameParser({ payloadBytesMax: 4096 });
+  p.push(small.slice());
+  assert.equal(p.next().kind, "frame");
+  p.setPayloadBytesMax(16 * 1024);
+  p.push(big.slice());
+  const r = p.next();
+  assert.equal(r.kind, "frame");
+  const before = new FrameParser({ payloadBytesMax: 4096 });
+  before.push(big.slice());
+  const refused = before.next();
+  assert.equal(refused.kind, "error");
+  assert.equal((refused as { code: number }).code, ErrorCode.FRAME_TOO_LARGE);
+});
