@@ -82,6 +82,12 @@ class Model {
     if (b !== undefined) this.values.length = b.base;
   }
 
+  /** Forgets every batch from the one starting at `offset` (a repair cut them off). */
+  cut(offset: number): void {
+    while ((this.batches[this.batches.length - 1]?.base ?? -1) >= offset) this.dropLast();
+    assert.equal(this.nextOffset, offset, "a cut falls on a batch boundary");
+  }
+
   get nextOffset(): number {
     return this.values.length;
   }
@@ -748,7 +754,7 @@ Deno.test("Retention by time deletes segments whose newest batch is too old, nev
   );
 });
 
-Deno.test("A batch corrupted at rest in a sealed segment is refused with STORAGE_ERROR, and the rest still reads", async () => {
+Deno.test("A batch corrupted at rest further back marks the log damaged: offsets before it read, later ones and appends are refused", async () => {
   await onSim(15, async (env, node) => {
     const s = sink();
     const model = new Model();
@@ -765,24 +771,150 @@ Deno.test("A batch corrupted at rest in a sealed segment is refused with STORAGE
     const k = Math.floor(perSegment / 2);
     const bad = base + 2 * k;
     node.disk.corruptAtRest(path(base, "log"), k * size + 70);
-    for (const offset of [bad, bad + 1]) {
-      for (let attempt = 0; attempt < 3; attempt++) {
-        const err = await log.read(offset, ALL).catch((e) => e);
-        assert.ok(isStorageError(err), `read(${offset}) gave ${err}`);
-      }
-    }
-    assert.ok(log.stats.corruptReads >= 1);
-    assert.ok(s.reports.some((r) => r.startsWith("Corrupt batch at offset")), s.reports.join("\n"));
-    // A read that would take in the bad batch fails whole rather than return part of it...
-    assert.ok(isStorageError(await log.read(base, ALL).catch((e) => e)));
-    // ...but every batch around it reads, from the segment before to the one after.
-    for (let offset = 0; offset < log.nextOffset; offset++) {
-      if (offset >= base && offset < bad + 2) continue;
+    // A subscriber from the start gets every offset before the damage, then a clear refusal.
+    assert.equal(
+      await readAll(log, model, { bytesMax: 1 << 20, recordsMax: 1 << 20 }).catch((e) => e.message),
+      `Cannot read offset ${bad}: Partition log log is damaged from offset ${bad} (${
+        path(base, "log")
+      } fails its checks at byte ${k * size}: batch at byte ${
+        k * size
+      } is corrupt (checksum mismatch)); repair it`,
+    );
+    const r = await log.read(base, ALL);
+    checkRead(r, base, model);
+    assert.equal(r.nextOffset, bad);
+    for (let offset = 0; offset < bad; offset++) {
       checkRead(await log.read(offset, ALL), offset, model);
     }
-    checkRead(await log.read(base, { bytesMax: k * size, recordsMax: 1000 }), base, model);
+    for (const offset of [bad, bad + 1, bad + 2, log.nextOffset - 1]) {
+      const err = await log.read(offset, ALL).catch((e) => e);
+      assert.ok(isStorageError(err), `read(${offset}) gave ${err}`);
+      assert.match(err.message, new RegExp(`damaged from offset ${bad} `));
+    }
+    assert.deepEqual(log.damage, {
+      offset: bad,
+      file: path(base, "log"),
+      byte: k * size,
+      reason: "batch at byte " + k * size + " is corrupt (checksum mismatch)",
+    });
+    const damaged = s.reports.filter((m) => m.includes("is damaged from offset"));
+    assert.equal(damaged.length, 1, s.reports.join("\n"));
+    // Appending behind the hole would give new records offsets no reader reaches.
+    const next = log.nextOffset;
+    const err = await append(log, model.batch()).catch((e) => e);
+    model.dropLast();
+    assert.ok(
+      isStorageError(err) && /Cannot append: .*damaged from offset/.test(err.message),
+      String(err),
+    );
+    assert.equal(log.nextOffset, next);
     await log.close();
     assert.deepEqual(s.fatal, []);
+  });
+});
+
+Deno.test("FileLog.open() finds a sealed segment truncated or damaged in its tail, serves up to it and refuses appends", async () => {
+  for (const damage of ["truncate", "flip"] as const) {
+    const m = new Machine(21);
+    const s = sink();
+    const model = new Model();
+    const opts = options(s, { segmentBytes: 1_000, indexIntervalBytes: 300 });
+    const size = await m.run(async (env) => {
+      const log = await FileLog.open(env, opts);
+      for (let i = 0; i < 30; i++) await appendChecked(log, model, { records: 2, padBytes: 20 });
+      const size = (await log.read(0, { bytesMax: 1, recordsMax: 1 })).bytes.length;
+      await log.close();
+      return size;
+    });
+    const perSegment = Math.floor(1_000 / size);
+    // The second segment's last batch: past its last index entry, so only the open's tail check
+    // (not an index rebuild) can find it.
+    const base = 2 * perSegment;
+    const bad = base + 2 * (perSegment - 1);
+    const file = await m.disk.durableBytes(path(base, "log")) as Uint8Array;
+    if (damage === "truncate") {
+      await m.run(async (env) => {
+        const f = await env.disk.open(path(base, "log"));
+        await f.truncate(file.length - 10);
+        await f.sync();
+        f.close();
+      });
+    } else {
+      m.disk.corruptAtRest(path(base, "log"), file.length - 5);
+    }
+    await m.run(async (env) => {
+      s.reports.length = 0;
+      const log = await FileLog.open(env, opts);
+      assert.equal(log.damage?.offset, bad, `${damage}: ${s.reports.join("\n")}`);
+      assert.equal(log.damage?.byte, (perSegment - 1) * size);
+      assert.ok(
+        s.reports.some((r) => r.startsWith(`Partition log log is damaged from offset ${bad}:`)),
+        s.reports.join("\n"),
+      );
+      for (let offset = 0; offset < bad; offset++) {
+        checkRead(await log.read(offset, ALL), offset, model);
+      }
+      assert.ok(isStorageError(await log.read(bad, ALL).catch((e) => e)));
+      assert.ok(isStorageError(await append(log, model.batch()).catch((e) => e)));
+      model.dropLast();
+      await log.close();
+    });
+  }
+});
+
+Deno.test("FileLog.repair() cuts at the first bad batch, reports what it dropped, and appends go on from the cut", async () => {
+  const m = new Machine(22);
+  const s = sink();
+  const model = new Model();
+  const opts = options(s, { segmentBytes: 1_000, indexIntervalBytes: 300 });
+  const size = await m.run(async (env) => {
+    const log = await FileLog.open(env, opts);
+    for (let i = 0; i < 30; i++) await appendChecked(log, model, { records: 2, padBytes: 20 });
+    const size = (await log.read(0, { bytesMax: 1, recordsMax: 1 })).bytes.length;
+    await log.close();
+    return size;
+  });
+  const perSegment = Math.floor(1_000 / size);
+  // Two damaged batches: the repair must cut at the first, in the first segment.
+  m.disk.corruptAtRest(path(perSegment * 2, "log"), 2 * size + 70);
+  m.disk.corruptAtRest(path(0, "log"), 3 * size + 70);
+  const end = model.nextOffset;
+  await m.run(async (env) => {
+    const log = await FileLog.open(env, opts);
+    const repair = await log.repair();
+    assert.ok(repair !== null);
+    assert.equal(repair.cutOffset, 6);
+    assert.equal(repair.endOffset, end);
+    assert.equal(repair.damage.byte, 3 * size);
+    assert.equal(repair.bytesDropped, 30 * size - 3 * size);
+    assert.ok(
+      s.reports.includes(
+        `Partition log log repaired: dropped offsets 6..${end - 1} (${
+          end - 6
+        } records, ${repair.bytesDropped} bytes) from the damage at byte ${3 * size} of ${
+          path(0, "log")
+        }; new records get offsets from 6`,
+      ),
+      s.reports.join("\n"),
+    );
+    assert.equal(log.damage, null);
+    assert.equal(log.nextOffset, 6);
+    assert.equal(log.segmentCount, 1);
+    assert.deepEqual(await env.disk.list(DIR), [segmentName(0, "log")]);
+    model.cut(6);
+    await readAll(log, model);
+    for (let i = 0; i < 20; i++) await appendChecked(log, model, { records: 2, padBytes: 20 });
+    await readAll(log, model);
+    assert.equal(await log.repair(), null, "a whole log needs no repair");
+    // No close: the repaired log must survive a crash as it is.
+  });
+  m.node.crash("power");
+  await m.run(async (env) => {
+    s.reports.length = 0;
+    const log = await FileLog.open(env, opts);
+    assert.equal(log.damage, null, s.reports.join("\n"));
+    await readAll(log, model);
+    await log.close();
   });
 });
 
@@ -1028,36 +1160,63 @@ Deno.test({
   },
 });
 
-Deno.test("A clean close lets the next open keep the active segment; after a crash it is copied afresh", async () => {
+Deno.test("A clean close lets the next open keep the active segment; after a crash it is rewritten in place", async () => {
   const m = new Machine(20);
   const model = new Model();
   const s = sink();
+  const writes: string[] = [];
   const renames: string[] = [];
-  const copied = () =>
-    renames.filter((r) => r === `${path(0, "log")}.tmp -> ${path(0, "log")}`).length;
+  const recording = (env: Env) => recordingWrites(recordingRenames(env, renames), writes);
   await m.run(async (env) => {
-    const log = await FileLog.open(recordingRenames(env, renames), options(s));
+    const log = await FileLog.open(recording(env), options(s));
     for (let i = 0; i < 5; i++) await appendChecked(log, model);
     await log.close();
     assert.ok((await env.disk.list(DIR)).includes("clean-shutdown"));
   });
   await m.run(async (env) => {
-    const log = await FileLog.open(recordingRenames(env, renames), options(s));
-    assert.equal(copied(), 0, renames.join("\n"));
+    writes.length = 0;
+    const log = await FileLog.open(recording(env), options(s));
+    assert.deepEqual(writes, []);
     assert.ok(!(await env.disk.list(DIR)).includes("clean-shutdown"), "the marker is used up");
     await readAll(log, model);
     await appendChecked(log, model);
     // No close: the process just ends.
   });
   await m.run(async (env) => {
-    const log = await FileLog.open(recordingRenames(env, renames), options(s));
-    assert.equal(copied(), 1, renames.join("\n"));
+    writes.length = 0;
+    const log = await FileLog.open(recording(env), options(s));
+    // Every byte written again, in place: no copy, so no free space needed.
+    assert.deepEqual(writes, [`${path(0, "log")} 0..${log.sizeBytes}`]);
+    assert.deepEqual(renames, []);
     assert.deepEqual((await env.disk.list(DIR)).filter((n) => !n.endsWith("log")), []);
     await readAll(log, model);
     await log.close();
   });
   assert.deepEqual(s, { fatal: [], reports: [] });
 });
+
+/** An Env that notes every write to a segment file as "path start..end". */
+function recordingWrites(env: Env, writes: string[]): Env {
+  const disk: Disk = {
+    ...env.disk,
+    open: async (p, o) => {
+      const f = await env.disk.open(p, o);
+      if (!p.endsWith(".log")) return f;
+      return {
+        readAt: (pos, buf) => f.readAt(pos, buf),
+        writeAt: (pos, bytes) => {
+          writes.push(`${p} ${pos}..${pos + bytes.length}`);
+          return f.writeAt(pos, bytes);
+        },
+        sync: () => f.sync(),
+        size: () => f.size(),
+        truncate: (n) => f.truncate(n),
+        close: () => f.close(),
+      };
+    },
+  };
+  return { ...env, disk };
+}
 
 Deno.test("After a failed fsync and a process crash, what the reopened log serves survives a later power loss", async () => {
   // The failed sync dropped the batch's dirty pages from the disk's queue, but the page cache
