@@ -24,6 +24,9 @@ import {
   type OpName,
   type ProduceRequest,
   type ProduceResponse,
+  type RepairedPartition,
+  type RepairPartitionsRequest,
+  type RepairPartitionsResponse,
   Start,
   type SubscribeRequest,
 } from "../protocol/messages.ts";
@@ -91,6 +94,8 @@ export class Broker {
   readonly #store: TopicStore;
   readonly #hooks: BrokerHooks;
   readonly #creating = new Map<string, Promise<Topic>>();
+  /** Disk topics found at start that could not be loaded, and why: never created over. */
+  readonly #unloadable = new Map<string, string>();
   #offsetsDirty = false;
   /** Idempotent producers' state per partition (a deleted topic's goes with its partitions). */
   readonly #producerStates = new WeakMap<Partition, PartitionProducers>();
@@ -133,7 +138,9 @@ export class Broker {
       ...DEFAULT_HOOKS,
       ...hooks,
     });
-    for (const t of await b.#store.loadAll()) b.#topics.set(t.name, t);
+    const loaded = await b.#store.loadAll();
+    for (const t of loaded.topics) b.#topics.set(t.name, t);
+    for (const [name, why] of loaded.unloadable) b.#unloadable.set(name, why);
     for (const t of b.#topics.values()) {
       for (const p of t.partitions) await rebuildProducers(p.log, b.#producers(p));
     }
@@ -276,6 +283,7 @@ export class Broker {
   /** Creates a topic (for a disk topic, its metadata is durable before this resolves). */
   createTopic(req: CreateTopicRequest, forwarded = false): Promise<Topic> {
     checkTopicName(req.name);
+    this.#checkLoadable(req.name);
     if (this.cluster !== null) return this.#createInCluster(this.cluster, req, forwarded);
     if (this.#topics.has(req.name) || this.#creating.has(req.name)) {
       throw new GregorError(ErrorCode.TOPIC_EXISTS, `Topic ${req.name} already exists`);
@@ -383,10 +391,30 @@ export class Broker {
     }
   }
 
+  /** Topics found at start that could not be loaded, with why (for metrics and operators). */
+  unloadableTopics(): ReadonlyMap<string, string> {
+    return this.#unloadable;
+  }
+
+  /**
+   * Refuses a topic whose files are there but could not be loaded: creating it anew would write
+   * over the metadata of the data still on disk.
+   */
+  #checkLoadable(name: string): void {
+    const why = this.#unloadable.get(name);
+    if (why === undefined) return;
+    throw new GregorError(
+      ErrorCode.STORAGE_ERROR,
+      `Topic ${name} was not loaded at start: ${why}; fix or move away its directory under ` +
+        `${this.opts.dataDir}/topics and restart the broker`,
+    );
+  }
+
   /** The topic `name` if it exists, else UNKNOWN_TOPIC (or INVALID_TOPIC for a bad name). */
   #existing(name: string): Topic {
     const t = this.#topics.get(name);
     if (t !== undefined) return t;
+    this.#checkLoadable(name);
     checkTopicName(name);
     throw new GregorError(ErrorCode.UNKNOWN_TOPIC, `Topic ${name} does not exist`);
   }
@@ -397,6 +425,7 @@ export class Broker {
     if (t !== undefined) return t;
     const pending = this.#creating.get(name);
     if (pending !== undefined) return pending;
+    this.#checkLoadable(name);
     if (create && this.opts.autoCreateTopics) {
       return this.createTopic({ name, partitions: this.opts.defaultPartitions, configs: {} });
     }
@@ -520,6 +549,7 @@ export class Broker {
             highWatermark: -1,
             sizeBytes: -1,
             subscribers: 0,
+            damagedFromOffset: -1,
           }
           : {
             partition: p.id,
@@ -527,9 +557,61 @@ export class Broker {
             highWatermark: p.log.nextOffset,
             sizeBytes: p.log.sizeBytes,
             subscribers: p.subscriptions.size,
+            damagedFromOffset: p.log.damage?.offset ?? -1,
           }
       ),
     };
+  }
+
+  /**
+   * Repairs the named partitions of a disk topic (all if none are named): each is checked batch by
+   * batch and cut at its first bad batch (FileLog.repair). Producer state is rebuilt from what
+   * remains, and subscriptions and durable offsets past the cut move back to it, so they see the
+   * records appended from there on (which get the dropped offsets again).
+   */
+  async repairPartitions(req: RepairPartitionsRequest): Promise<RepairPartitionsResponse> {
+    if (this.cluster !== null) {
+      throw new GregorError(
+        ErrorCode.INVALID_REQUEST,
+        "In a cluster a damaged replica is repaired from its peers, not cut by REPAIR_PARTITIONS",
+      );
+    }
+    const topic = this.#existing(req.name);
+    const ids = req.partitions.length === 0
+      ? topic.partitions.map((p) => p.id)
+      : req.partitions.map((p) => topic.partition(p.partition).id);
+    const out: RepairedPartition[] = [];
+    for (const id of ids) {
+      const p = topic.partition(id);
+      const repair = p.log instanceof FileLog ? await p.log.repair() : null;
+      if (repair === null) {
+        const end = p.log.nextOffset;
+        out.push({ partition: id, cutOffset: end, endOffset: end, bytesDropped: 0, damage: "" });
+        continue;
+      }
+      const cut = repair.cutOffset;
+      const producers = new PartitionProducers();
+      await rebuildProducers(p.log, producers);
+      this.#producerStates.set(p, producers);
+      for (const s of p.subscriptions) s.truncatedAt(cut);
+      const prefix = `${topic.name}\u0000${id}\u0000`;
+      for (const [key, d] of this.#durable) {
+        if (key.startsWith(prefix) && d.ackedOffset >= cut) {
+          d.ackedOffset = cut - 1;
+          this.#offsetsDirty = true;
+        }
+      }
+      const d = repair.damage;
+      out.push({
+        partition: id,
+        cutOffset: cut,
+        endOffset: repair.endOffset,
+        bytesDropped: repair.bytesDropped,
+        damage: `${d.file} fails its checks at byte ${d.byte}: ${d.reason}`,
+      });
+      p.notify();
+    }
+    return { partitions: out };
   }
 
   /**
