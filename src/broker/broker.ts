@@ -50,8 +50,11 @@ const OFFSETS_FILE = "subscriptions.json";
 export interface BrokerHooks {
   /** Storage can no longer be trusted (a failed fsync): stop the process; restart recovers. */
   onFatal(reason: string): void;
-  /** Something an operator must see: corruption found, a torn tail truncated. */
-  onReport(msg: string): void;
+  /**
+   * Something an operator must see: corruption found, a torn tail truncated. `level` "error":
+   * data is not served until an operator acts (a damaged partition, a topic that cannot load).
+   */
+  onReport(msg: string, level?: "warn" | "error"): void;
 }
 
 const DEFAULT_HOOKS: BrokerHooks = {
@@ -404,7 +407,7 @@ export class Broker {
     const why = this.#unloadable.get(name);
     if (why === undefined) return;
     throw new GregorError(
-      ErrorCode.STORAGE_ERROR,
+      ErrorCode.PARTITION_DAMAGED,
       `Topic ${name} was not loaded at start: ${why}; fix or move away its directory under ` +
         `${this.opts.dataDir}/topics and restart the broker`,
     );

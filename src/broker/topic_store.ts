@@ -77,7 +77,7 @@ const META_FILE = "topic.json";
 /** Hooks the logs need from the node. */
 export interface StoreHooks {
   onFatal(reason: string): void;
-  onReport(msg: string): void;
+  onReport(msg: string, level?: "warn" | "error"): void;
   /** After each fsync of a disk partition (for metrics). */
   onSync?(seconds: number, batches: number): void;
 }
@@ -171,7 +171,7 @@ export class TopicStore {
       retentionBytes: Number(c["retention.bytes"]),
       retentionMs: Number(c["retention.ms"]),
       onFatal: (reason) => this.#hooks.onFatal(reason),
-      onReport: (msg) => this.#hooks.onReport(msg),
+      onReport: (msg, level) => this.#hooks.onReport(msg, level),
       onSync: (seconds, batches) => this.#hooks.onSync?.(seconds, batches),
     });
   }
@@ -208,6 +208,7 @@ export class TopicStore {
         this.#hooks.onReport(
           `Cannot load topic ${name}: ${why}; the topic is not served and its files are left as ` +
             `they are (fix or move away ${this.#topicsDir}/${name}, then restart the broker)`,
+          "error",
         );
         continue;
       }
@@ -216,7 +217,7 @@ export class TopicStore {
       } catch (err) {
         const why = `its logs cannot be opened: ${(err as Error).message}`;
         unloadable.set(name, why);
-        this.#hooks.onReport(`Cannot load topic ${name}: ${why}; the topic is not served`);
+        this.#hooks.onReport(`Cannot load topic ${name}: ${why}; the topic is not served`, "error");
       }
     }
     return { topics, unloadable };

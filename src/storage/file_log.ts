@@ -67,8 +67,8 @@ export interface FileLogOptions {
   retentionMs: number;
   /** Storage can no longer be trusted (a failed fsync): the process must stop. */
   onFatal(reason: string): void;
-  /** Loud reports: corruption found, tails truncated. */
-  onReport?(msg: string): void;
+  /** Loud reports: corruption found, tails truncated; "error" for damage that stops serving. */
+  onReport?(msg: string, level?: "warn" | "error"): void;
   /** After each successful fsync: how long it took and how many batches it made durable. */
   onSync?(seconds: number, batches: number): void;
 }
@@ -246,7 +246,8 @@ export class FileLog implements Log {
     this.#opts.onReport?.(
       `${this.#name} is damaged from offset ${d.offset}: ${file} fails its checks at byte ${d.byte} ` +
         `(${d.reason}); offsets before ${d.offset} are served, later ones and appends are refused ` +
-        `until an operator repairs it (\`gregorctl topic repair\`)`,
+        `until an operator repairs it: ${this.#repairHint}`,
+      "error",
     );
   }
 
@@ -254,7 +255,7 @@ export class FileLog implements Log {
   #damagedError(what: string): GregorError {
     const d = this.#damage as LogDamage;
     return new GregorError(
-      ErrorCode.STORAGE_ERROR,
+      ErrorCode.PARTITION_DAMAGED,
       `${what}: ${this.#name} is damaged from offset ${d.offset} (${d.file} fails its checks at ` +
         `byte ${d.byte}: ${d.reason}); ${this.#repairHint}`,
     );

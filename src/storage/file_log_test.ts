@@ -167,6 +167,15 @@ function isStorageError(err: unknown): boolean {
   return err instanceof GregorError && err.code === ErrorCode.STORAGE_ERROR;
 }
 
+function isDamaged(err: unknown): boolean {
+  return err instanceof GregorError && err.code === ErrorCode.PARTITION_DAMAGED;
+}
+
+/** A read refused: corrupt on this read (STORAGE_ERROR), or past damage at rest. */
+function isRefused(err: unknown): boolean {
+  return isStorageError(err) || isDamaged(err);
+}
+
 function onSim<T>(
   seed: number,
   body: (env: Env, node: SimNode) => Promise<T>,
@@ -788,7 +797,7 @@ Deno.test("A batch corrupted at rest further back marks the log damaged: offsets
     }
     for (const offset of [bad, bad + 1, bad + 2, log.nextOffset - 1]) {
       const err = await log.read(offset, ALL).catch((e) => e);
-      assert.ok(isStorageError(err), `read(${offset}) gave ${err}`);
+      assert.ok(isDamaged(err), `read(${offset}) gave ${err}`);
       assert.match(err.message, new RegExp(`damaged from offset ${bad} `));
     }
     assert.deepEqual(log.damage, {
@@ -804,7 +813,7 @@ Deno.test("A batch corrupted at rest further back marks the log damaged: offsets
     const err = await append(log, model.batch()).catch((e) => e);
     model.dropLast();
     assert.ok(
-      isStorageError(err) && /Cannot append: .*damaged from offset/.test(err.message),
+      isDamaged(err) && /Cannot append: .*damaged from offset/.test(err.message),
       String(err),
     );
     assert.equal(log.nextOffset, next);
@@ -854,8 +863,8 @@ Deno.test("FileLog.open() finds a sealed segment truncated or damaged in its tai
       for (let offset = 0; offset < bad; offset++) {
         checkRead(await log.read(offset, ALL), offset, model);
       }
-      assert.ok(isStorageError(await log.read(bad, ALL).catch((e) => e)));
-      assert.ok(isStorageError(await append(log, model.batch()).catch((e) => e)));
+      assert.ok(isDamaged(await log.read(bad, ALL).catch((e) => e)));
+      assert.ok(isDamaged(await append(log, model.batch()).catch((e) => e)));
       model.dropLast();
       await log.close();
     });
@@ -940,11 +949,11 @@ Deno.test("A base offset corrupted at rest is refused rather than served at the 
   await withBumpedBaseOffset(16, async (log, model, size, s) => {
     for (const offset of [3, 4, 10]) {
       const err = await log.read(offset, ALL).catch((e) => e);
-      assert.ok(isStorageError(err), `read(${offset}) gave ${err}`);
+      assert.ok(isRefused(err), `read(${offset}) gave ${err}`);
     }
     // From before it: refused, or the batches before it and no more.
     const r = await log.read(0, ALL).catch((e) => e);
-    if (!isStorageError(r)) {
+    if (!isRefused(r)) {
       checkRead(r, 0, model);
       assert.ok(r.nextOffset <= 3);
     }
