@@ -39,7 +39,12 @@ function batchesOf(bytes: Uint8Array): FileBatch[] {
   const out: FileBatch[] = [];
   for (let pos = 0; pos + BATCH_HEADER_BYTES <= bytes.length;) {
     const h = readBatchHeader(bytes, pos, { headerOnly: true });
-    out.push({ pos, size: h.sizeBytes, base: h.baseOffset, last: h.baseOffset + h.recordCount - 1 });
+    out.push({
+      pos,
+      size: h.sizeBytes,
+      base: h.baseOffset,
+      last: h.baseOffset + h.recordCount - 1,
+    });
     pos += h.sizeBytes;
   }
   return out;
@@ -152,7 +157,9 @@ async function collect(client: Client, topic: string, end: number): Promise<stri
   return values;
 }
 
-async function gregorctl(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+async function gregorctl(
+  args: string[],
+): Promise<{ code: number; stdout: string; stderr: string }> {
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["run", "--allow-net", "--allow-read", "--allow-env", GREGORCTL, ...args],
     stdin: "null",
@@ -258,7 +265,10 @@ Deno.test({
       const deep = await collect(client, "deep", DEEP_RECORDS);
       assert.equal(deep.length, deepAt);
       assert.ok(deep.every((v, i) => v === deepValue(i)));
-      assert.equal((await client.admin.describeTopic("deep")).partitions[0]!.damagedFromOffset, deepAt);
+      assert.equal(
+        (await client.admin.describeTopic("deep")).partitions[0]!.damagedFromOffset,
+        deepAt,
+      );
       // The garbage metadata: the topic is refused, its file left as it was.
       const metaErr = await refusal(client.publish("badmeta", { value: "x" }));
       assert.equal(metaErr.code, ErrorCode.PARTITION_DAMAGED);
@@ -268,7 +278,9 @@ Deno.test({
 
       // Reported: error log lines, metrics, describe; still ready.
       const logged = broker.lines.join("\n");
-      for (const [t, at] of [["flipped", flippedAt], ["truncated", truncatedAt], ["deep", deepAt]]) {
+      for (
+        const [t, at] of [["flipped", flippedAt], ["truncated", truncatedAt], ["deep", deepAt]]
+      ) {
         assert.match(
           logged,
           new RegExp(`"level":"error","msg":"Partition ${t}/0 is damaged from offset ${at}: `),
@@ -313,6 +325,91 @@ Deno.test({
       for (const c of clients) c.close();
       await killAll(procs);
       await Deno.remove(dataDir, { recursive: true }).catch(() => {});
+    }
+  },
+});
+
+/** Size of the full filesystem the disk-full test runs on. */
+const FULL_FS_BYTES = 2 * 1024 * 1024;
+/** Records acknowledged before the disk fills, and their size: most of the filesystem. */
+const FULL_FS_RECORDS = 600;
+const FULL_FS_VALUE_BYTES = 1_000;
+/** Publishes in flight against the full disk when the broker is killed. */
+const FULL_FS_PENDING = 50;
+
+/** Mounts a tmpfs of `bytes` at `dir`; null if it can be, else why not. */
+async function mountTmpfs(dir: string, bytes: number): Promise<string | null> {
+  const out = await new Deno.Command("mount", {
+    args: ["-t", "tmpfs", "-o", `size=${bytes}`, "tmpfs", dir],
+    stdout: "null",
+    stderr: "piped",
+  }).output().catch((err) => ({ code: -1, stderr: new TextEncoder().encode(String(err)) }));
+  return out.code === 0 ? null : new TextDecoder().decode(out.stderr).trim();
+}
+
+/** Writes zeros to `path` until the filesystem has no room left. */
+async function fillUp(path: string): Promise<void> {
+  const f = await Deno.open(path, { create: true, write: true });
+  const chunk = new Uint8Array(4096);
+  try {
+    for (let i = 0; i < FULL_FS_BYTES / chunk.length + 1; i++) await f.write(chunk);
+    throw new Error(`${path} never filled the filesystem`);
+  } catch (err) {
+    if (!/No space|ENOSPC/.test(String(err))) throw err;
+  } finally {
+    f.close();
+  }
+}
+
+Deno.test({
+  name:
+    "After a SIGKILL on a full disk the broker starts with no free space and keeps every acknowledged record",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "gregormq-full-" });
+    const why = await mountTmpfs(dir, FULL_FS_BYTES);
+    if (why !== null) {
+      console.log(`skipped: cannot mount a tmpfs to fill up (${why}); it needs root`);
+      await Deno.remove(dir);
+      return;
+    }
+    const dataDir = `${dir}/data`;
+    const procs: Broker[] = [];
+    const clients: Client[] = [];
+    try {
+      let broker = await startBroker(dataDir);
+      procs.push(broker);
+      let client = await connect({ port: broker.port });
+      clients.push(client);
+      const value = (i: number) => `full-${i}-`.padEnd(FULL_FS_VALUE_BYTES, "y");
+      await client.admin.createTopic("full");
+      await load(client, "full", FULL_FS_RECORDS, { value, inFlightMax: 20 });
+      await fillUp(`${dir}/filler`);
+      // Publishes against the full disk, in flight when the broker dies.
+      for (let i = 0; i < FULL_FS_PENDING; i++) {
+        client.publish("full", { value: "unacknowledged" }).catch(() => {});
+      }
+      await new Promise((r) => setTimeout(r, 300));
+      broker.child.kill("SIGKILL");
+      await broker.child.status;
+      client.close();
+
+      // No free byte, and it must start all the same.
+      broker = await startBroker(dataDir);
+      procs.push(broker);
+      client = await connect({ port: broker.port });
+      clients.push(client);
+      const got = await collect(client, "full", FULL_FS_RECORDS);
+      assert.equal(got.length, FULL_FS_RECORDS);
+      assert.ok(got.every((v, i) => v === value(i)), "every acknowledged record, at its offset");
+      const left = [...Deno.readDirSync(`${dataDir}/topics/full/0`)].map((e) => e.name);
+      assert.deepEqual(left.filter((n) => n.endsWith(".tmp")), []);
+    } finally {
+      for (const c of clients) c.close();
+      await killAll(procs);
+      await new Deno.Command("umount", { args: [dir] }).output();
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
     }
   },
 });
