@@ -40,6 +40,7 @@ Deno.test(`pubsub: ${CI_SEEDS} swarm seeds keep every acknowledged message, and 
       "readFlips",
       "storageReports",
       "verifiedOffsets",
+      "damageRepairs",
     ]
   ) {
     assert.ok((totals[k] ?? 0) > 0, `fault path "${k}" never fired in ${CI_SEEDS} seeds`);
