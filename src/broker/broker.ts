@@ -253,7 +253,8 @@ export class Broker {
     }
     for (const [key, ackedOffset] of Object.entries(saved)) {
       const topic = key.split("\u0000")[0] as string;
-      if (!this.#topics.has(topic)) continue;
+      // An unloadable topic's positions are kept (and written back) for when it is fixed.
+      if (!this.#topics.has(topic) && !this.#unloadable.has(topic)) continue;
       this.#durable.set(key, this.#durableState(key, ackedOffset));
     }
   }

@@ -6,7 +6,7 @@ import { Acks } from "../protocol/messages.ts";
 import { calmDisk } from "../../sim/disk.ts";
 import { runOnNode } from "../../sim/harness.ts";
 import { Simulation } from "../../sim/simulation.ts";
-import { writeChecked } from "../storage/checked_file.ts";
+import { readChecked, writeChecked } from "../storage/checked_file.ts";
 import { Broker } from "./broker.ts";
 
 const DATA = "data";
@@ -55,6 +55,9 @@ for (
         f.close();
         return b;
       });
+      // A durable subscription's position on each topic.
+      const positions = { "good\u00000\u0000d": 0, "bad\u00000\u0000d": 0 };
+      await writeChecked(env.disk, `${DATA}/subscriptions.json`, JSON.stringify(positions));
       const reports: { msg: string; level?: string }[] = [];
       const broker = await Broker.open(env, { dataDir: DATA }, {
         onReport: (msg, level) => reports.push({ msg, level }),
@@ -87,7 +90,13 @@ for (
         return b;
       });
       assert.deepEqual(after, before);
+      // Deleting the other topic rewrites the positions: the unloaded topic's stay for later.
+      await broker.deleteTopic("good");
       await broker.close();
+      assert.deepEqual(
+        JSON.parse(await readChecked(env.disk, `${DATA}/subscriptions.json`)),
+        { "bad\u00000\u0000d": 0 },
+      );
     });
   });
 }
