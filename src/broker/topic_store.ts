@@ -3,7 +3,7 @@
 // atomically), loading topics back at start and removing a deleted topic's files.
 
 import type { Env } from "../io/types.ts";
-import { NotFound } from "../io/errors.ts";
+import { IoError, NotFound } from "../io/errors.ts";
 import { dirname } from "../io/util.ts";
 import { readChecked, writeChecked } from "../storage/checked_file.ts";
 import { ErrorCode, GregorError } from "../protocol/errors.ts";
@@ -177,9 +177,12 @@ export class TopicStore {
   }
 
   /**
-   * Opens every disk topic found under the data directory. A topic that cannot be loaded (its
-   * metadata file damaged or invalid, a log that cannot be opened) is reported and left out, its
-   * files untouched, so one damaged topic does not keep the broker from serving the others.
+   * Opens every disk topic found under the data directory. A topic whose metadata file is damaged
+   * or invalid is reported and left out, its files untouched, so one damaged topic does not keep
+   * the broker from serving the others (damage inside a partition's log leaves that partition
+   * damaged, see FileLog). An I/O error (the disk failing a read or a sync) still fails the start:
+   * it may not happen again, and a restart retries, where leaving the topic out would last until
+   * the next restart.
    */
   async loadAll(): Promise<{ topics: Topic[]; unloadable: Map<string, string> }> {
     const topics: Topic[] = [];
@@ -203,6 +206,9 @@ export class TopicStore {
           await this.removeFiles(name);
           continue;
         }
+        if (err instanceof IoError) {
+          throw new Error(`Cannot load topic ${name}: ${err.message}`, { cause: err });
+        }
         const why = `${metaPath} cannot be used: ${(err as Error).message}`;
         unloadable.set(name, why);
         this.#hooks.onReport(
@@ -212,13 +218,7 @@ export class TopicStore {
         );
         continue;
       }
-      try {
-        topics.push(await this.#open(meta.name, meta.partitions, meta.configs));
-      } catch (err) {
-        const why = `its logs cannot be opened: ${(err as Error).message}`;
-        unloadable.set(name, why);
-        this.#hooks.onReport(`Cannot load topic ${name}: ${why}; the topic is not served`, "error");
-      }
+      topics.push(await this.#open(meta.name, meta.partitions, meta.configs));
     }
     return { topics, unloadable };
   }

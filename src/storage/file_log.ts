@@ -786,12 +786,16 @@ export class FileLog implements Log {
         ? scan.validBytes < this.#visibleBytes
         : scan.stoppedBecause !== null || scan.nextOffset !== next.baseOffset;
       if (!bad) continue;
-      this.#markDamaged({
+      const found = {
         segmentBase: seg.baseOffset,
         offset: scan.nextOffset,
         byte: scan.validBytes,
         reason: scan.stoppedBecause ?? `the segment ends at offset ${scan.nextOffset}`,
-      });
+      };
+      // The cut goes where this check found the damage, which is what the repair reports, even
+      // if an earlier find elsewhere does not show again.
+      if (this.#damage?.offset !== found.offset) this.#damage = null;
+      this.#markDamaged(found);
       return await this.#cut(i, scan);
     }
     if (this.#damage !== null) {
