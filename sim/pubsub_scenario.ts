@@ -90,6 +90,9 @@ export async function runPubSub(opts: PubSubOptions): Promise<RunResult> {
   sim.addNode({
     name: "publisher",
     main: async (env) => {
+      // calm() starts every node that is down, a publisher that finished early included: it must
+      // not publish its messages a second time.
+      if (publisherDone) return;
       await publish(env, sim, opts, published, acked);
       publisherDone = true;
     },
