@@ -85,8 +85,8 @@ const node = await startNode(
         log("fatal", `Storage failed; stopping so a restart can recover: ${reason}`);
         Deno.exit(1);
       },
-      onReport(msg) {
-        log("warn", msg);
+      onReport(msg, level) {
+        log(level ?? "warn", msg);
       },
       onInternalError(msg) {
         log("error", msg);

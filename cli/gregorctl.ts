@@ -49,6 +49,9 @@ commands:
                                              only retention.ms and retention.bytes can change;
                                              partitions only grow
   topic delete NAME
+  topic repair NAME [--partition N]          cuts each damaged partition (all, or N) at its
+                                             first bad batch; the records from there are dropped
+                                             and new ones get their offsets again
   produce TOPIC [VALUE...] [--key K] [--header k=v]... [--partition N]
           [--acks none|leader|quorum] [--compression none|gzip|snappy|lz4|zstd]
           [--file PATH] [--rate N]           no VALUE: one message per line of --file or stdin
@@ -206,7 +209,11 @@ async function withClient<T>(ctx: Ctx, fn: (client: Client) => Promise<T>): Prom
 // --- topic -------------------------------------------------------------------------------
 
 async function topic(ctx: Ctx): Promise<void> {
-  const sub = positional(ctx, 1, "topic subcommand (create, list, describe, alter, delete)");
+  const sub = positional(
+    ctx,
+    1,
+    "topic subcommand (create, list, describe, alter, delete, repair)",
+  );
   const v = ctx.values;
   switch (sub) {
     case "create": {
@@ -237,13 +244,14 @@ async function topic(ctx: Ctx): Promise<void> {
         d,
         `topic ${d.name}\n\n` + table(["CONFIG", "VALUE"], configs) + "\n\n" +
           table(
-            ["PARTITION", "LOG-START", "HIGH-WATERMARK", "SIZE-BYTES", "SUBSCRIBERS"],
+            ["PARTITION", "LOG-START", "HIGH-WATERMARK", "SIZE-BYTES", "SUBSCRIBERS", "STATE"],
             d.partitions.map((p) => [
               p.partition,
               p.logStartOffset,
               p.highWatermark,
               p.sizeBytes,
               p.subscribers,
+              p.damagedFromOffset < 0 ? "ok" : `damaged from offset ${p.damagedFromOffset}`,
             ]),
           ),
       );
@@ -269,6 +277,24 @@ async function topic(ctx: Ctx): Promise<void> {
         ctx,
         { name, configs, ...(partitions === undefined ? {} : { partitions }) },
         `altered topic ${name}: ${changed}`,
+      );
+      return;
+    }
+    case "repair": {
+      const name = positional(ctx, 2, "topic name");
+      const partition = whole("partition", v.partition, 0);
+      const partitions = partition === undefined ? [] : [partition];
+      const repaired = await withClient(ctx, (c) => c.admin.repairPartitions(name, { partitions }));
+      print(
+        ctx,
+        repaired,
+        repaired.map((r) =>
+          r.cutOffset === r.endOffset
+            ? `${name}/${r.partition}: every batch checks out; nothing dropped`
+            : `${name}/${r.partition}: dropped offsets ${r.cutOffset}..${r.endOffset - 1} ` +
+              `(${r.endOffset - r.cutOffset} records, ${r.bytesDropped} bytes): ${r.damage}; ` +
+              `new records get offsets from ${r.cutOffset}`
+        ).join("\n"),
       );
       return;
     }

@@ -10,6 +10,9 @@ import { connectWith } from "../src/client/client.ts";
 import type { Client } from "../src/client/client.ts";
 import { ErrorCode, GregorError } from "../src/protocol/errors.ts";
 import { startNode } from "../src/node.ts";
+import { BATCH_HEADER_BYTES, readBatchHeader } from "../src/protocol/batch.ts";
+import { segmentName } from "../src/storage/segment.ts";
+import type { SimNode } from "./node.ts";
 import { brokerHooks, brokerSimulation, calm, firstLine, Nemesis } from "./faults.ts";
 import { type RunResult, runResult } from "./result.ts";
 import { DurableResumeChecker, OFFSETS_FILE, savedOffset } from "./durable_checker.ts";
@@ -31,10 +34,17 @@ export interface PubSubOptions {
   segmentBytes: number;
   /** Subscribers (the first ones) that resume by a durable name rather than from their own count. */
   durableSubscribers: number;
+  /**
+   * After the final check: a second topic is written, and a byte of one of its sealed segments
+   * flipped at rest while the broker is down. It must start, serve the first topic whole and the
+   * damaged partition up to the damage, refuse appends there, and take them after a repair.
+   */
+  damageAtRest: boolean;
 }
 
 const PORT = 7070;
 const TOPIC = "events";
+const BYSTANDER_TOPIC = "bystander";
 
 /** Derives the options for `seed`, then applies `overrides`. */
 export function pubsubOptions(seed: number, overrides: Partial<PubSubOptions> = {}): PubSubOptions {
@@ -49,6 +59,7 @@ export function pubsubOptions(seed: number, overrides: Partial<PubSubOptions> = 
     faults: "swarm",
     segmentBytes: r.int(2_000, 64_000),
     durableSubscribers: r.int(0, 3),
+    damageAtRest: r.chance(0.5),
     ...overrides,
   };
 }
@@ -92,6 +103,9 @@ export async function runPubSub(opts: PubSubOptions): Promise<RunResult> {
   sim.addNode({
     name: "publisher",
     main: async (env) => {
+      // calm() starts every node that is down, a publisher that finished early included: it must
+      // not publish its messages a second time.
+      if (publisherDone) return;
       await publish(env, sim, opts, published, acked, ackedDuplicates);
       publisherDone = true;
     },
@@ -170,10 +184,17 @@ export async function runPubSub(opts: PubSubOptions): Promise<RunResult> {
       if (!stored.has(v)) violations.push(`${v} was acknowledged (offset -1) but is not stored`);
     }
   }
-  violations.push(...corrupt.slice(0, 10));
   violations.push(...resumes.violations.slice(0, 10));
-  violations.push(...internalErrors.slice(0, 10));
+  // Checked before the damage phase, whose repair gives offsets out again on purpose.
   violations.push(...checkDeliveries(published, [...deliveries, verified]));
+  let damageRepairs = 0;
+  if (violations.length === 0 && opts.damageAtRest) {
+    const damage = await damagePhase(sim, opts, broker, published);
+    violations.push(...damage.violations);
+    damageRepairs = damage.repaired ? 1 : 0;
+  }
+  violations.push(...corrupt.slice(0, 10));
+  violations.push(...internalErrors.slice(0, 10));
   return runResult(sim, {
     scenario: "pubsub",
     seed: opts.seed,
@@ -204,6 +225,7 @@ export async function runPubSub(opts: PubSubOptions): Promise<RunResult> {
       storageReports: reports.length,
       verifiedOffsets: new Set(verified.map((d) => d.offset)).size,
       durableResumesAfterCrash: resumes.resumedAfterCrash,
+      damageRepairs,
     },
     notes: [
       ...sim.exits.map((e) => ({
@@ -328,6 +350,157 @@ async function subscribe(
     await client.close();
     await env.clock.sleep(100);
   }
+}
+
+/** Records the damage phase writes to a second topic, each its own batch, over many segments. */
+const BYSTANDER_RECORDS = 40;
+const BYSTANDER_SEGMENT_BYTES = 1024;
+/** How long the damage phase's reader waits for more before it takes the partition as ended. */
+const QUIET_MS = 2_000;
+
+/** The batches of a segment file's bytes, as far as their headers chain. */
+function fileBatches(
+  bytes: Uint8Array,
+): { pos: number; size: number; base: number; next: number }[] {
+  const out = [];
+  for (let pos = 0; pos + BATCH_HEADER_BYTES <= bytes.length;) {
+    const h = readBatchHeader(bytes, pos, { headerOnly: true });
+    if (h.sizeBytes < BATCH_HEADER_BYTES || pos + h.sizeBytes > bytes.length) break;
+    out.push({ pos, size: h.sizeBytes, base: h.baseOffset, next: h.baseOffset + h.recordCount });
+    pos += h.sizeBytes;
+  }
+  return out;
+}
+
+/**
+ * Writes a second topic over many small segments, power-cycles the broker with a byte of one of
+ * its sealed segments flipped at rest, and checks that the broker starts, serves the first topic
+ * whole and the second up to the damaged batch (never beyond, never a corrupt batch), refuses to
+ * append behind the damage, and after a repair takes records again from the cut.
+ */
+async function damagePhase(
+  sim: Simulation,
+  opts: PubSubOptions,
+  broker: SimNode,
+  published: ReadonlyMap<string, number | null>,
+): Promise<{ violations: string[]; repaired: boolean }> {
+  const violations: string[] = [];
+  let done = false;
+  sim.addNode({
+    name: "bystander",
+    main: async (env) => {
+      const client = await connectRetrying(env, "bystander");
+      await client.admin.createTopic(BYSTANDER_TOPIC, {
+        configs: { "segment.bytes": String(BYSTANDER_SEGMENT_BYTES) },
+      });
+      for (let i = 0; i < BYSTANDER_RECORDS; i++) {
+        await client.publish(BYSTANDER_TOPIC, { value: `b${i}` });
+      }
+      await client.close();
+      done = true;
+    },
+  });
+  await sim.world.run({ untilMs: sim.world.now + opts.livenessMs, stop: () => done });
+  if (!done) {
+    return { violations: ["the bystander could not publish to a calm broker"], repaired: false };
+  }
+
+  // The sealed segments of the bystander's partition: each names the next by where it ends.
+  sim.crash(broker, "power");
+  const dir = `data/topics/${BYSTANDER_TOPIC}/0`;
+  const sealed: { path: string; bytes: Uint8Array }[] = [];
+  for (let base = 0;;) {
+    const path = `${dir}/${segmentName(base, "log")}`;
+    const bytes = broker.disk.durableBytes(path);
+    const last = bytes === null ? undefined : fileBatches(bytes).at(-1);
+    if (bytes === null || last === undefined) break;
+    if (broker.disk.durableBytes(`${dir}/${segmentName(last.next, "log")}`) === null) break;
+    sealed.push({ path, bytes });
+    base = last.next;
+  }
+  sim.restartLater(broker, 10);
+  if (sealed.length === 0) {
+    return { violations: ["the bystander's log has no sealed segment"], repaired: false };
+  }
+  const random = new SeededRandom(opts.seed, "pubsub-damage");
+  const seg = sealed[random.int(0, sealed.length)] as { path: string; bytes: Uint8Array };
+  const batches = fileBatches(seg.bytes);
+  const bad = batches[random.int(0, batches.length)] as { pos: number; size: number; base: number };
+  // A byte of the records, which the batch's checksum covers.
+  broker.disk.corruptAtRest(seg.path, bad.pos + random.int(BATCH_HEADER_BYTES, bad.size));
+
+  const events: Delivery[] = [];
+  let repaired = false;
+  let finished = false;
+  sim.addNode({
+    name: "damage-checker",
+    main: async (env) => {
+      const client = await connectRetrying(env, "damage-checker");
+      await readUntilQuiet(env, client, TOPIC, events);
+      const got = await readUntilQuiet(env, client, BYSTANDER_TOPIC, []);
+      const wanted = Array.from({ length: bad.base }, (_, i) => `b${i}`);
+      if (got.join(",") !== wanted.join(",")) {
+        violations.push(
+          `the damaged topic read back as ${
+            got.join(",")
+          }, not every record before offset ${bad.base}`,
+        );
+      }
+      const described = (await client.admin.describeTopic(BYSTANDER_TOPIC)).partitions[0];
+      if (described?.damagedFromOffset !== bad.base) {
+        violations.push(
+          `describe says damaged from ${described?.damagedFromOffset}, the flip is in the batch at ${bad.base}`,
+        );
+      }
+      const refused = await client.publish(BYSTANDER_TOPIC, { value: "behind-the-damage" }).then(
+        (offset) => `was acknowledged at ${offset}`,
+        (err) =>
+          err instanceof GregorError && err.code === ErrorCode.PARTITION_DAMAGED
+            ? null
+            : String(err),
+      );
+      if (refused !== null) violations.push(`a publish behind the damage ${refused}`);
+      const [r] = await client.admin.repairPartitions(BYSTANDER_TOPIC);
+      if (r?.cutOffset !== bad.base) {
+        violations.push(`the repair cut at ${r?.cutOffset}, not ${bad.base}`);
+      }
+      const after = await client.publish(BYSTANDER_TOPIC, { value: "after-the-repair" });
+      if (after !== bad.base) {
+        violations.push(`the first publish after the repair got offset ${after}, not ${bad.base}`);
+      }
+      repaired = true;
+      await client.close();
+      finished = true;
+    },
+  });
+  await sim.world.run({ untilMs: sim.world.now + opts.livenessMs, stop: () => finished });
+  if (!finished) violations.push("the damage checker did not finish: the broker did not serve it");
+  // The undamaged topic: every acknowledged publish, at its offset.
+  violations.push(...checkOnce(published, events));
+  violations.push(...checkDeliveries(published, [events]));
+  return { violations, repaired };
+}
+
+/** Subscribes from the earliest offset and collects until nothing new comes for QUIET_MS. */
+async function readUntilQuiet(
+  env: Env,
+  client: Client,
+  topic: string,
+  got: Delivery[],
+): Promise<string[]> {
+  const values: string[] = [];
+  const sub = await client.subscribe(topic, { from: "earliest" });
+  const it = sub[Symbol.asyncIterator]();
+  for (;;) {
+    const quiet = env.clock.sleep(QUIET_MS).then(() => null);
+    const next = await Promise.race([it.next(), quiet]);
+    if (next === null || next.done) break;
+    got.push({ offset: next.value.offset, value: next.value.text() });
+    values[next.value.offset] = next.value.text();
+    next.value.ack();
+  }
+  await sub.close();
+  return values;
 }
 
 /** Each acknowledged publish appears at exactly one offset: its own. */

@@ -127,7 +127,7 @@ Deno.test("gregorctl drives a real broker: topics, produce, consume, cluster, er
       assert.match(described, /^retention\.ms\s+60000$/m);
       assert.match(
         described,
-        /^PARTITION\s+LOG-START\s+HIGH-WATERMARK\s+SIZE-BYTES\s+SUBSCRIBERS$/m,
+        /^PARTITION\s+LOG-START\s+HIGH-WATERMARK\s+SIZE-BYTES\s+SUBSCRIBERS\s+STATE$/m,
       );
       const d = JSON.parse(await ok(["topic", "describe", "scratch", "--json"]));
       assert.equal(d.name, "scratch");
@@ -468,7 +468,7 @@ Deno.test("gregorctl manages consumer groups and grows partitions on a real brok
           await ok(["topic", "alter", "clicks", "--partitions", "3"]),
           "altered topic clicks: partitions=3\n",
         );
-        assert.match(await ok(["topic", "describe", "clicks"]), /^2\s+0\s+0\s+0\s+0$/m);
+        assert.match(await ok(["topic", "describe", "clicks"]), /^2\s+0\s+0\s+0\s+0\s+ok$/m);
         const d = JSON.parse(await ok(["topic", "describe", "clicks", "--json"]));
         assert.deepEqual(d.partitions.map((p: { partition: number }) => p.partition), [0, 1, 2]);
         assert.deepEqual(JSON.parse(await ok(["topic", "list", "--json"])), [

@@ -42,6 +42,7 @@ Deno.test(`pubsub: ${CI_SEEDS} swarm seeds keep every acknowledged message, and 
       "verifiedOffsets",
       // A durable subscriber came back after a broker crash to progress saved on disk.
       "durableResumesAfterCrash",
+      "damageRepairs",
     ]
   ) {
     assert.ok((totals[k] ?? 0) > 0, `fault path "${k}" never fired in ${CI_SEEDS} seeds`);

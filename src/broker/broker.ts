@@ -25,6 +25,9 @@ import {
   type OpName,
   type ProduceRequest,
   type ProduceResponse,
+  type RepairedPartition,
+  type RepairPartitionsRequest,
+  type RepairPartitionsResponse,
   Start,
   type SubscribeRequest,
 } from "../protocol/messages.ts";
@@ -49,8 +52,11 @@ export const OFFSETS_FILE = "subscriptions.json";
 export interface BrokerHooks {
   /** Storage can no longer be trusted (a failed fsync): stop the process; restart recovers. */
   onFatal(reason: string): void;
-  /** Something an operator must see: corruption found, a torn tail truncated. */
-  onReport(msg: string): void;
+  /**
+   * Something an operator must see: corruption found, a torn tail truncated. `level` "error":
+   * data is not served until an operator acts (a damaged partition, a topic that cannot load).
+   */
+  onReport(msg: string, level?: "warn" | "error"): void;
   /**
    * A request failed inside the broker for a reason no client input explains (a bug, or a
    * failure nobody mapped to a protocol error): the message carries the cause and its stack.
@@ -120,9 +126,13 @@ export class Broker {
   readonly #store: TopicStore;
   readonly #hooks: BrokerHooks;
   readonly #creating = new Map<string, Promise<Topic>>();
+  /** Disk topics found at start that could not be loaded, and why: never created over. */
+  readonly #unloadable = new Map<string, string>();
   #offsetsDirty = false;
   /** Idempotent producers' state per partition (a deleted topic's goes with its partitions). */
   readonly #producerStates = new WeakMap<Partition, PartitionProducers>();
+  /** Partitions held back after a crash on a full disk, being made durable now. */
+  readonly #savingHeldBack = new Map<Partition, Promise<boolean>>();
   readonly #producerIds: ProducerIds;
   /** Produces waiting for the codec libraries to load; later ones queue behind them. */
   #producesAwaitingCodecs = 0;
@@ -167,7 +177,9 @@ export class Broker {
       ...DEFAULT_HOOKS,
       ...hooks,
     });
-    for (const t of await b.#store.loadAll()) b.#topics.set(t.name, t);
+    const loaded = await b.#store.loadAll();
+    for (const t of loaded.topics) b.#topics.set(t.name, t);
+    for (const [name, why] of loaded.unloadable) b.#unloadable.set(name, why);
     for (const t of b.#topics.values()) {
       for (const p of t.partitions) await rebuildProducers(p.log, b.#producers(p));
     }
@@ -373,7 +385,10 @@ export class Broker {
     let deleted = 0;
     for (const t of [...this.#topics.values()]) {
       for (const p of t.partitions) {
-        if (p.log instanceof FileLog) deleted += await p.log.enforceRetention();
+        if (!(p.log instanceof FileLog)) continue;
+        // Retried here too, so readers get a held-back partition without waiting for a produce.
+        if (p.log.heldBack) await this.#durableAgain(p);
+        deleted += await p.log.enforceRetention();
       }
     }
     return deleted;
@@ -389,7 +404,8 @@ export class Broker {
     }
     for (const [key, ackedOffset] of Object.entries(saved)) {
       const topic = key.split("\u0000")[0] as string;
-      if (!this.#topics.has(topic)) continue;
+      // An unloadable topic's positions are kept (and written back) for when it is fixed.
+      if (!this.#topics.has(topic) && !this.#unloadable.has(topic)) continue;
       this.#durable.set(key, this.#durableState(key, ackedOffset));
     }
   }
@@ -423,6 +439,7 @@ export class Broker {
   /** Creates a topic (for a disk topic, its metadata is durable before this resolves). */
   createTopic(req: CreateTopicRequest, forwarded = false): Promise<Topic> {
     checkTopicName(req.name);
+    this.#checkLoadable(req.name);
     if (this.cluster !== null) return this.#createInCluster(this.cluster, req, forwarded);
     if (this.#topics.has(req.name) || this.#creating.has(req.name)) {
       throw new GregorError(ErrorCode.TOPIC_EXISTS, `Topic ${req.name} already exists`);
@@ -558,10 +575,30 @@ export class Broker {
     }
   }
 
+  /** Topics found at start that could not be loaded, with why (for metrics and operators). */
+  unloadableTopics(): ReadonlyMap<string, string> {
+    return this.#unloadable;
+  }
+
+  /**
+   * Refuses a topic whose files are there but could not be loaded: creating it anew would write
+   * over the metadata of the data still on disk.
+   */
+  #checkLoadable(name: string): void {
+    const why = this.#unloadable.get(name);
+    if (why === undefined) return;
+    throw new GregorError(
+      ErrorCode.PARTITION_DAMAGED,
+      `Topic ${name} was not loaded at start: ${why}; fix or move away its directory under ` +
+        `${this.opts.dataDir}/topics and restart the broker`,
+    );
+  }
+
   /** The topic `name` if it exists, else UNKNOWN_TOPIC (or INVALID_TOPIC for a bad name). */
   #existing(name: string): Topic {
     const t = this.#topics.get(name);
     if (t !== undefined) return t;
+    this.#checkLoadable(name);
     checkTopicName(name);
     throw new GregorError(ErrorCode.UNKNOWN_TOPIC, `Topic ${name} does not exist`);
   }
@@ -572,6 +609,7 @@ export class Broker {
     if (t !== undefined) return t;
     const pending = this.#creating.get(name);
     if (pending !== undefined) return pending;
+    this.#checkLoadable(name);
     if (create && this.opts.autoCreateTopics) {
       return this.createTopic({ name, partitions: this.opts.defaultPartitions, configs: {} });
     }
@@ -719,6 +757,7 @@ export class Broker {
             highWatermark: -1,
             sizeBytes: -1,
             subscribers: 0,
+            damagedFromOffset: -1,
           }
           : {
             partition: p.id,
@@ -726,9 +765,61 @@ export class Broker {
             highWatermark: p.log.nextOffset,
             sizeBytes: p.log.sizeBytes,
             subscribers: p.subscriptions.size,
+            damagedFromOffset: p.log.damage?.offset ?? -1,
           }
       ),
     };
+  }
+
+  /**
+   * Repairs the named partitions of a disk topic (all if none are named): each is checked batch by
+   * batch and cut at its first bad batch (FileLog.repair). Producer state is rebuilt from what
+   * remains, and subscriptions and durable offsets past the cut move back to it, so they see the
+   * records appended from there on (which get the dropped offsets again).
+   */
+  async repairPartitions(req: RepairPartitionsRequest): Promise<RepairPartitionsResponse> {
+    if (this.cluster !== null) {
+      throw new GregorError(
+        ErrorCode.INVALID_REQUEST,
+        "In a cluster a damaged replica is repaired from its peers, not cut by REPAIR_PARTITIONS",
+      );
+    }
+    const topic = this.#existing(req.name);
+    const ids = req.partitions.length === 0
+      ? topic.partitions.map((p) => p.id)
+      : req.partitions.map((p) => topic.partition(p.partition).id);
+    const out: RepairedPartition[] = [];
+    for (const id of ids) {
+      const p = topic.partition(id);
+      const repair = p.log instanceof FileLog ? await p.log.repair() : null;
+      if (repair === null) {
+        const end = p.log.nextOffset;
+        out.push({ partition: id, cutOffset: end, endOffset: end, bytesDropped: 0, damage: "" });
+        continue;
+      }
+      const cut = repair.cutOffset;
+      const producers = new PartitionProducers();
+      await rebuildProducers(p.log, producers);
+      this.#producerStates.set(p, producers);
+      for (const s of p.subscriptions) s.truncatedAt(cut);
+      const prefix = `${topic.name}\u0000${id}\u0000`;
+      for (const [key, d] of this.#durable) {
+        if (key.startsWith(prefix) && d.ackedOffset >= cut) {
+          d.ackedOffset = cut - 1;
+          this.#offsetsDirty = true;
+        }
+      }
+      const d = repair.damage;
+      out.push({
+        partition: id,
+        cutOffset: cut,
+        endOffset: repair.endOffset,
+        bytesDropped: repair.bytesDropped,
+        damage: `${d.file} fails its checks at byte ${d.byte}: ${d.reason}`,
+      });
+      p.notify();
+    }
+    return { partitions: out };
   }
 
   /**
@@ -825,6 +916,20 @@ export class Broker {
     const t = this.topic(req.topic, true);
     const append = (topic: Topic): Promise<ProduceResponse> => {
       const partition = topic.partition(req.partition);
+      if (partition.log instanceof FileLog && partition.log.heldBack) {
+        // Judged only once the log and its producers' state hold the held-back batches again.
+        return this.#durableAgain(partition).then((durable) => {
+          if (durable) return append(topic);
+          throw this.#storageFailure(
+            `Cannot append to ${req.topic}/${req.partition}`,
+            new GregorError(
+              ErrorCode.STORAGE_ERROR,
+              `no space left on device to make the records a crash left in its active segment ` +
+                `durable; they are held back, and appends refused, until there is room`,
+            ),
+          );
+        });
+      }
       const store = () => partition.log.append(batch, header).then((r) => r.baseOffset);
       // An idempotent batch is judged and remembered here, as its offset is assigned (§8.1).
       const admitted = header.producerId < 0
@@ -845,6 +950,30 @@ export class Broker {
     };
     // An existing topic appends now, in call order; one being created appends once it exists.
     return t instanceof Promise ? t.then(append) : append(t);
+  }
+
+  /**
+   * Makes a partition log held back after a crash on a full disk durable, if the disk has room now,
+   * and rebuilds its producers' state from the log that then includes the held-back batches (a
+   * retry of one of them must be a duplicate, not stored twice). One attempt at a time per
+   * partition; false while there is still no room.
+   */
+  #durableAgain(partition: Partition): Promise<boolean> {
+    const log = partition.log;
+    if (!(log instanceof FileLog) || !log.heldBack) return Promise.resolve(true);
+    let attempt = this.#savingHeldBack.get(partition);
+    if (attempt === undefined) {
+      attempt = log.makeDurable().then(async (durable) => {
+        if (!durable) return false;
+        const state = new PartitionProducers();
+        await rebuildProducers(log, state);
+        this.#producerStates.set(partition, state);
+        partition.notify();
+        return true;
+      }).finally(() => this.#savingHeldBack.delete(partition));
+      this.#savingHeldBack.set(partition, attempt);
+    }
+    return attempt;
   }
 
   /** The idempotent-producer state of `partition`. */

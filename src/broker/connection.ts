@@ -36,6 +36,7 @@ import {
   type OpName,
   opName,
   type ProduceRequest,
+  type RepairPartitionsRequest,
   type ResetOffsetsRequest,
   SCHEMAS,
   type SubscribeRequest,
@@ -528,6 +529,8 @@ const HANDLERS: Partial<Record<OpName, Handler>> = {
   DESCRIBE_TOPIC: (c, p) => c.broker.describeTopic(req<NameRequest>("DESCRIBE_TOPIC", p).name),
   ALTER_TOPIC: (c, p) =>
     c.broker.alterTopic(req<AlterTopicRequest>("ALTER_TOPIC", p), forwarded(c)).then(() => ({})),
+  REPAIR_PARTITIONS: (c, p) =>
+    c.broker.repairPartitions(req<RepairPartitionsRequest>("REPAIR_PARTITIONS", p)),
   CREATE_PARTITIONS: (c, p) =>
     c.broker.createPartitions(req<CreatePartitionsRequest>("CREATE_PARTITIONS", p), forwarded(c))
       .then(

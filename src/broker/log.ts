@@ -36,6 +36,18 @@ export interface ReadLimits {
   headroomBytes?: number;
 }
 
+/**
+ * Where a partition's log fails its checks: the first offset that cannot be served, the segment
+ * file and byte its batch starts at, and what was wrong. Offsets before it are served; reads from
+ * it and appends are refused until an operator repairs the partition.
+ */
+export interface LogDamage {
+  offset: number;
+  file: string;
+  byte: number;
+  reason: string;
+}
+
 /** The storage of one partition. */
 export interface Log {
   /** The first offset still stored. */
@@ -44,6 +56,8 @@ export interface Log {
   readonly nextOffset: number;
   /** Bytes stored. */
   readonly sizeBytes: number;
+  /** Where the log is damaged, or null (a log that cannot be damaged leaves it out). */
+  readonly damage?: LogDamage | null;
   /**
    * Stores a validated batch, writing its base offset into `batch` (in place) first. Resolves once
    * the batch is as durable as the log promises.

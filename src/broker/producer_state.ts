@@ -300,7 +300,16 @@ export async function rebuildProducers(log: Log, into: PartitionProducers): Prom
   let scanned = 0;
   // The estimate may be off; never read more than twice the window.
   while (offset < log.nextOffset && scanned < 2 * REBUILD_BYTES) {
-    const got = await readRetrying(log, offset);
+    // A damaged log (found now by these reads, or at open) is read up to the damage: it refuses
+    // appends until repaired, and a repair rebuilds the state again from what remains.
+    if (offset >= (log.damage?.offset ?? Infinity)) break;
+    let got: ReadResult;
+    try {
+      got = await readRetrying(log, offset);
+    } catch (err) {
+      if (offset >= (log.damage?.offset ?? Infinity)) break;
+      throw err;
+    }
     if (got.bytes.length === 0) break;
     for (const { header } of batchesIn(got.bytes)) {
       const last = header.baseOffset + header.recordCount - 1;

@@ -151,6 +151,21 @@ export class Subscription {
     this.pump();
   }
 
+  /**
+   * The log was cut at `offset` (a repair dropped everything from there): a position or
+   * acknowledgement past it moves back to it, so the records appended next are delivered.
+   */
+  truncatedAt(offset: number): void {
+    if (this.nextOffset > offset) this.nextOffset = offset;
+    if (this.ackedOffset >= offset) this.ackedOffset = offset - 1;
+    while (
+      this.#delivered.length > 0 &&
+      (this.#delivered[this.#delivered.length - 1] as Delivered).lastOffset >= offset
+    ) {
+      this.#delivered.pop();
+    }
+  }
+
   /** Stops all delivery. */
   close(): void {
     this.#closed = true;

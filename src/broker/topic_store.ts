@@ -3,7 +3,7 @@
 // atomically), loading topics back at start and removing a deleted topic's files.
 
 import type { Env } from "../io/types.ts";
-import { NotFound } from "../io/errors.ts";
+import { IoError, NotFound } from "../io/errors.ts";
 import { dirname } from "../io/util.ts";
 import { readChecked, writeChecked } from "../storage/checked_file.ts";
 import { ErrorCode, GregorError } from "../protocol/errors.ts";
@@ -77,7 +77,7 @@ const META_FILE = "topic.json";
 /** Hooks the logs need from the node. */
 export interface StoreHooks {
   onFatal(reason: string): void;
-  onReport(msg: string): void;
+  onReport(msg: string, level?: "warn" | "error"): void;
   /** After each fsync of a disk partition (for metrics). */
   onSync?(seconds: number, batches: number): void;
 }
@@ -145,8 +145,13 @@ export class TopicStore {
 
   async #open(name: string, partitions: number, configs: Record<string, string>): Promise<Topic> {
     const parts: Partition[] = [];
-    for (let i = 0; i < partitions; i++) {
-      parts.push(new Partition(name, i, await this.#log(name, i, configs)));
+    try {
+      for (let i = 0; i < partitions; i++) {
+        parts.push(new Partition(name, i, await this.#log(name, i, configs)));
+      }
+    } catch (err) {
+      for (const p of parts) await p.log.close();
+      throw err;
     }
     return new Topic(name, configs, parts);
   }
@@ -158,6 +163,7 @@ export class TopicStore {
     }
     return FileLog.open(this.#env, {
       dir: `${this.#topicsDir}/${name}/${partition}`,
+      partition: { topic: name, id: partition },
       fsync: parseFsyncPolicy(c["fsync"] as string) ?? { kind: "always" },
       segmentBytes: Number(c["segment.bytes"]),
       segmentMs: Number(c["segment.ms"]),
@@ -165,27 +171,34 @@ export class TopicStore {
       retentionBytes: Number(c["retention.bytes"]),
       retentionMs: Number(c["retention.ms"]),
       onFatal: (reason) => this.#hooks.onFatal(reason),
-      onReport: (msg) => this.#hooks.onReport(msg),
+      onReport: (msg, level) => this.#hooks.onReport(msg, level),
       onSync: (seconds, batches) => this.#hooks.onSync?.(seconds, batches),
     });
   }
 
-  /** Opens every disk topic found under the data directory. */
-  async loadAll(): Promise<Topic[]> {
+  /**
+   * Opens every disk topic found under the data directory. A topic whose metadata file is damaged
+   * or invalid is reported and left out, its files untouched, so one damaged topic does not keep
+   * the broker from serving the others (damage inside a partition's log leaves that partition
+   * damaged, see FileLog). An I/O error (the disk failing a read or a sync) still fails the start:
+   * it may not happen again, and a restart retries, where leaving the topic out would last until
+   * the next restart.
+   */
+  async loadAll(): Promise<{ topics: Topic[]; unloadable: Map<string, string> }> {
+    const topics: Topic[] = [];
+    const unloadable = new Map<string, string>();
     let names: string[];
     try {
       names = await this.#env.disk.list(this.#topicsDir);
     } catch (err) {
-      if (err instanceof NotFound) return [];
+      if (err instanceof NotFound) return { topics, unloadable };
       throw err;
     }
-    const topics: Topic[] = [];
     for (const name of names) {
-      let meta: { name: string; partitions: number; configs: Record<string, string> };
+      const metaPath = `${this.#topicsDir}/${name}/${META_FILE}`;
+      let meta: TopicMeta;
       try {
-        meta = JSON.parse(
-          await readChecked(this.#env.disk, `${this.#topicsDir}/${name}/${META_FILE}`),
-        );
+        meta = parseMeta(name, await readChecked(this.#env.disk, metaPath), this.#opts);
       } catch (err) {
         // A topic whose creation never completed (no metadata) is removed; anything else is loud.
         if (err instanceof NotFound) {
@@ -193,11 +206,21 @@ export class TopicStore {
           await this.removeFiles(name);
           continue;
         }
-        throw new Error(`Cannot load topic ${name}: ${(err as Error).message}`, { cause: err });
+        if (err instanceof IoError) {
+          throw new Error(`Cannot load topic ${name}: ${err.message}`, { cause: err });
+        }
+        const why = `${metaPath} cannot be used: ${(err as Error).message}`;
+        unloadable.set(name, why);
+        this.#hooks.onReport(
+          `Cannot load topic ${name}: ${why}; the topic is not served and its files are left as ` +
+            `they are (fix or move away ${this.#topicsDir}/${name}, then restart the broker)`,
+          "error",
+        );
+        continue;
       }
       topics.push(await this.#open(meta.name, meta.partitions, meta.configs));
     }
-    return topics;
+    return { topics, unloadable };
   }
 
   /** Removes a disk topic's files (metadata first, so a crash midway leaves no half topic). */
@@ -229,6 +252,39 @@ export class TopicStore {
     }
     await this.#env.disk.remove(dir).catch(ignoreNotFound);
   }
+}
+
+/** What a disk topic's metadata file holds. */
+interface TopicMeta {
+  name: string;
+  partitions: number;
+  configs: Record<string, string>;
+}
+
+/**
+ * The metadata of the topic in directory `dir`, checked: a file that parses but names another
+ * topic, an impossible partition count or configs the broker does not accept is as unusable as
+ * one that does not parse.
+ */
+function parseMeta(dir: string, text: string, opts: Readonly<BrokerOptions>): TopicMeta {
+  const meta = JSON.parse(text) as Partial<TopicMeta> | null;
+  if (typeof meta !== "object" || meta === null) throw new Error("it is not a JSON object");
+  if (meta.name !== dir) {
+    throw new Error(`it names topic ${JSON.stringify(meta.name)}, not ${JSON.stringify(dir)}`);
+  }
+  const n = meta.partitions;
+  if (typeof n !== "number" || !Number.isInteger(n) || n < 1 || n > opts.partitionsMax) {
+    throw new Error(`partitions is ${JSON.stringify(n)}, not 1 to ${opts.partitionsMax}`);
+  }
+  const configs = meta.configs;
+  if (
+    typeof configs !== "object" || configs === null ||
+    Object.values(configs).some((v) => typeof v !== "string")
+  ) {
+    throw new Error("configs is not an object of strings");
+  }
+  effectiveConfigs(configs, opts);
+  return { name: dir, partitions: n, configs };
 }
 
 function ignoreNotFound(err: unknown): void {

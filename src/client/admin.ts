@@ -1,4 +1,4 @@
-// Administration: topics (create, alter, delete, list, describe), consumer groups (list, describe,
+// Administration: topics (create, alter, delete, list, describe, repair), consumer groups (list, describe,
 // offsets, reset) and the cluster view.
 
 import {
@@ -12,6 +12,8 @@ import {
   type MetadataResponse,
   type OffsetFetchResponse,
   type PartitionInfo,
+  type RepairedPartition,
+  type RepairPartitionsResponse,
   type ResetOffsetsResponse,
   Start,
   type TopicPartition,
@@ -159,6 +161,32 @@ export class Admin {
    */
   async createPartitions(topic: string, count: number): Promise<void> {
     await this.#conn.request("CREATE_PARTITIONS", { name: topic, count });
+  }
+
+  /**
+   * Repairs damaged partitions of a disk topic on a single broker: each named partition (all if
+   * none) is checked batch by batch and cut at its first bad batch. Records from the cut on are
+   * dropped, and new records get their offsets again. A partition that checks out is left as it
+   * is (its `cutOffset` equals its `endOffset`).
+   * @param opts `partitions`: the partitions to repair; all if omitted.
+   * @returns What was dropped from each partition: offsets `cutOffset` to `endOffset - 1`.
+   * @throws {GregorError} UNKNOWN_TOPIC, UNKNOWN_PARTITION, or INVALID_REQUEST in a cluster.
+   * @example
+   * ```ts ignore
+   * for (const p of await client.admin.repairPartitions("orders")) {
+   *   console.log(p.partition, p.cutOffset, p.endOffset);
+   * }
+   * ```
+   */
+  async repairPartitions(
+    topic: string,
+    opts: { partitions?: number[] } = {},
+  ): Promise<RepairedPartition[]> {
+    const r = await this.#conn.request<RepairPartitionsResponse>("REPAIR_PARTITIONS", {
+      name: topic,
+      partitions: (opts.partitions ?? []).map((partition) => ({ partition })),
+    });
+    return r.partitions;
   }
 
   /**

@@ -11,6 +11,7 @@ export type {
   DescribeGroupResponse as GroupDescription,
   GroupOffset,
   GroupSummary,
+  RepairedPartition,
   TopicPartition,
 } from "../protocol/messages.ts";
 export { ErrorCode, GregorError } from "../protocol/errors.ts";

@@ -53,6 +53,8 @@ export const METRIC_NAMES = {
   logSize: "gregormq_log_size_bytes",
   logSegments: "gregormq_log_segments",
   logEndOffset: "gregormq_log_end_offset",
+  partitionDamaged: "gregormq_partition_damaged",
+  topicsUnloadable: "gregormq_topics_unloadable",
   consumerLag: "gregormq_consumer_lag_messages",
   subscriptions: "gregormq_subscriptions",
   clusterMembers: "gregormq_cluster_members",
@@ -303,6 +305,23 @@ export class BrokerMetrics {
       "The offset the partition's next record will get (high-water mark).",
       (p) => p.log.nextOffset,
     );
+    this.#partitionGauge(
+      prom,
+      registry,
+      METRIC_NAMES.partitionDamaged,
+      "1 if the partition's log failed its checks (it serves offsets up to the damage, refuses " +
+        "later ones and appends until repaired: gregorctl topic repair), else 0.",
+      (p) => (p.log.damage == null ? 0 : 1),
+    );
+    new Gauge({
+      name: METRIC_NAMES.topicsUnloadable,
+      help:
+        "Topics whose files were found at start but could not be loaded (see the broker's log).",
+      registers,
+      collect(this: Gauge) {
+        this.set(broker()?.unloadableTopics().size ?? 0);
+      },
+    });
     this.#partitionGauge(
       prom,
       registry,

@@ -70,6 +70,12 @@ export const ErrorCode = {
   INVALID_OFFSET: 32,
   /** An idempotent batch was stored before, longer ago than the broker remembers its offset. */
   DUPLICATE_SEQUENCE: 33,
+  /**
+   * The partition's log failed its checks from some offset on: reads from there and appends are
+   * refused until an operator repairs it (REPAIR_PARTITIONS); or the topic's metadata could not be
+   * loaded at start, and the topic is refused until an operator fixes it. Retrying does not help.
+   */
+  PARTITION_DAMAGED: 34,
 } as const;
 
 /** The name of a protocol error code. */

@@ -27,6 +27,7 @@ export const Op = {
   DESCRIBE_TOPIC: 0x0304,
   ALTER_TOPIC: 0x0305,
   CREATE_PARTITIONS: 0x0306,
+  REPAIR_PARTITIONS: 0x0307,
   GROUP_HEARTBEAT: 0x0401,
   GROUP_LEAVE: 0x0402,
   OFFSET_COMMIT: 0x0403,
@@ -163,6 +164,18 @@ export const SCHEMAS = {
     request: [["name", "string"], ["count", "u32"]],
     response: [],
   },
+  REPAIR_PARTITIONS: {
+    request: [["name", "string"], ["partitions", { list: [["partition", "u32"]] }]],
+    response: [["partitions", {
+      list: [
+        ["partition", "u32"],
+        ["cutOffset", "i64"],
+        ["endOffset", "i64"],
+        ["bytesDropped", "i64"],
+        ["damage", "string"],
+      ],
+    }]],
+  },
   GROUP_HEARTBEAT: {
     request: [
       ["group", "string"],
@@ -285,6 +298,7 @@ export const SCHEMAS = {
           ["highWatermark", "i64"],
           ["sizeBytes", "i64"],
           ["subscribers", "u32"],
+          ["damagedFromOffset", "i64"],
         ],
       }],
     ],
@@ -404,6 +418,8 @@ export interface PartitionInfo {
   highWatermark: number;
   sizeBytes: number;
   subscribers: number;
+  /** The first offset the partition's log cannot serve (it is damaged), or -1. */
+  damagedFromOffset: number;
 }
 export interface DescribeTopicResponse {
   name: string;
@@ -477,6 +493,26 @@ export interface InitProducerIdResponse {
 export interface CreatePartitionsRequest {
   name: string;
   count: number;
+}
+/** REPAIR_PARTITIONS: cut the named partitions of topic `name` (all if none) at their damage. */
+export interface RepairPartitionsRequest {
+  name: string;
+  partitions: { partition: number }[];
+}
+/**
+ * What a repair did to one partition: offsets `cutOffset` to `endOffset - 1` were dropped (none if
+ * the two are equal: every batch checked out), with the damage that made the cut.
+ */
+export interface RepairedPartition {
+  partition: number;
+  cutOffset: number;
+  endOffset: number;
+  bytesDropped: number;
+  /** Where and why the log failed its checks ("" if it did not). */
+  damage: string;
+}
+export interface RepairPartitionsResponse {
+  partitions: RepairedPartition[];
 }
 export interface TopicPartition {
   topic: string;

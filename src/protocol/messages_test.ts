@@ -237,6 +237,7 @@ Deno.test("Op codes sit in their bands, are unique, and each has a schema", () =
       "DESCRIBE_TOPIC",
       "ALTER_TOPIC",
       "CREATE_PARTITIONS",
+      "REPAIR_PARTITIONS",
     ],
     0x04: [
       "GROUP_HEARTBEAT",

@@ -3,8 +3,8 @@
 // through sparse indexes with every batch's checksum verified before it is served, recovered on
 // open (torn tail truncated, indexes rebuilt), and trimmed by time and size retention.
 
-import type { Env } from "../io/types.ts";
-import { NotFound, TooManyOpenFiles } from "../io/errors.ts";
+import type { Env, File } from "../io/types.ts";
+import { NoSpace, NotFound, TooManyOpenFiles } from "../io/errors.ts";
 import { mkdirDurable, readFile, writeFileAtomic } from "../io/util.ts";
 import { crc32c } from "../protocol/crc32c.ts";
 import {
@@ -18,6 +18,7 @@ import { ErrorCode, GregorError } from "../protocol/errors.ts";
 import {
   type AppendResult,
   type Log,
+  type LogDamage,
   OffsetOutOfRange,
   type ReadLimits,
   type ReadResult,
@@ -25,6 +26,7 @@ import {
 import {
   parseSegmentName,
   readVerifiedBatch,
+  type ScanResult,
   scanSegment,
   type Segment,
   SegmentIndex,
@@ -50,6 +52,8 @@ export function parseFsyncPolicy(s: string): FsyncPolicy | null {
 export interface FileLogOptions {
   /** The partition's directory. */
   dir: string;
+  /** The topic and partition the log holds, for messages that tell an operator what to do. */
+  partition?: { topic: string; id: number };
   fsync: FsyncPolicy;
   /** Roll to a new segment past this size. */
   segmentBytes: number;
@@ -63,8 +67,8 @@ export interface FileLogOptions {
   retentionMs: number;
   /** Storage can no longer be trusted (a failed fsync): the process must stop. */
   onFatal(reason: string): void;
-  /** Loud reports: corruption found, tails truncated. */
-  onReport?(msg: string): void;
+  /** Loud reports: corruption found, tails truncated; "error" for damage that stops serving. */
+  onReport?(msg: string, level?: "warn" | "error"): void;
   /** After each successful fsync: how long it took and how many batches it made durable. */
   onSync?(seconds: number, batches: number): void;
 }
@@ -83,15 +87,32 @@ export interface FileLogStats {
   corruptReads: number;
 }
 
+/** What a repair cut off a damaged log. */
+export interface LogRepair {
+  /** The first offset dropped: the log's end after the repair, where new records go. */
+  cutOffset: number;
+  /** One past the last offset dropped (the log's end before the repair). */
+  endOffset: number;
+  bytesDropped: number;
+  /** The damage the cut removed. */
+  damage: LogDamage;
+}
+
 /** Bytes written by one write at most; more waiting batches go in the next. */
 const WRITE_GROUP_BYTES_MAX = 8 * 1024 * 1024;
 /** Read end points remembered for readers that go on from them (about one per subscriber). */
 const RESUME_POINTS_MAX = 256;
 /** Reads of a batch that fails its checksum before it counts as corrupt. */
 const REREADS = 2;
+/**
+ * Reads of a batch that fails its checks before a scan stops there. A scan's verdict truncates a
+ * tail or marks the log damaged for good, so it must not be a few unlucky reads (a read can flip a
+ * bit or fail while the disk holds the batch intact); the re-reads cost nothing on a good batch.
+ */
+const SCAN_REREADS = 31;
 /** Written by a clean close after the last sync: the next open may trust the page cache. */
 const CLEAN_MARKER = "clean-shutdown";
-/** Bytes copied per step when recovery rewrites the active segment. */
+/** Bytes copied per step when recovery rewrites the active segment into a fresh file. */
 const RECOVERY_COPY_BYTES = 1024 * 1024;
 /** How long a deleted segment's file stays open for readers already using it. */
 const DELETED_SEGMENT_GRACE_MS = 10_000;
@@ -138,6 +159,21 @@ export class FileLog implements Log {
    * base offset, so a stale entry costs a refused attempt at worst, never wrong data.
    */
   readonly #resumeAt = new Map<number, { seg: Segment; pos: number }>();
+  /**
+   * Where the log first fails its checks, found at open or by a read: offsets before it are
+   * served, reads from it and appends are refused (an append after a hole would be acknowledged
+   * at an offset no reader can reach, or renumber the records behind it) until `repair()`.
+   */
+  #damage: (LogDamage & { segmentBase: number }) | null = null;
+  /**
+   * The active segment as recovery found it after a crash, when the disk had no room to copy it
+   * into a durable file: its records may include bytes of an fsync that failed, which the disk
+   * never got. Until the copy succeeds they are neither served nor built upon (an append after
+   * them would be acknowledged, then lost with them at the next power loss).
+   */
+  #unsaved: ScanResult | null = null;
+  /** The last `makeDurable()` started; the next one waits for it. */
+  #saving: Promise<boolean> = Promise.resolve(true);
 
   private constructor(env: Env, opts: FileLogOptions, segments: Segment[]) {
     this.#env = env;
@@ -165,19 +201,121 @@ export class FileLog implements Log {
     bases.sort((a, b) => a - b);
     const segments: Segment[] = [];
     const truncated = { bytes: 0 };
+    let damage: SegmentDamage | null = null;
+    let unsaved: ScanResult | null = null;
     for (let i = 0; i < bases.length; i++) {
       const base = bases[i] as number;
       const next = bases[i + 1];
-      segments.push(
-        next === undefined
-          ? await recoverActive(env, opts, base, truncated)
-          : await openSealed(env, opts, base, next),
-      );
+      if (next === undefined) {
+        const active = await recoverActive(env, opts, base, truncated);
+        segments.push(active.segment);
+        unsaved = active.unsaved;
+        continue;
+      }
+      const sealed = await openSealed(env, opts, base, next);
+      segments.push(sealed.segment);
+      damage ??= sealed.damage;
     }
     if (segments.length === 0) segments.push(await createSegment(env, opts, 0));
     const log = new FileLog(env, opts, segments);
     log.stats.bytesTruncated = truncated.bytes;
+    if (unsaved !== null) log.#holdBack(unsaved);
+    if (damage !== null) log.#markDamaged(damage);
     return log;
+  }
+
+  #holdBack(scan: ScanResult): void {
+    this.#unsaved = scan;
+    this.#visible = this.#active.baseOffset;
+    this.#visibleBytes = 0;
+  }
+
+  /** True while the active segment is held back after a crash on a full disk (see #unsaved). */
+  get heldBack(): boolean {
+    return this.#unsaved !== null;
+  }
+
+  /**
+   * Makes a held-back segment durable if the disk now has room: true once it is (its records are
+   * then served, and appends go on after them), false while there is still no room. The owner of
+   * the log's producer state must rebuild it after this turns true: the held-back batches were not
+   * in the log it was built from.
+   */
+  makeDurable(): Promise<boolean> {
+    const run = async (): Promise<boolean> => {
+      const scan = this.#unsaved;
+      if (scan === null) return true;
+      while (this.#writing) await this.#env.clock.sleep(1);
+      const seg = this.#active;
+      try {
+        seg.file = await rewriteAfterCrash(this.#env, this.#opts.dir, seg, scan);
+      } catch (err) {
+        if (err instanceof NoSpace) return false;
+        throw err;
+      }
+      this.#unsaved = null;
+      this.#visible = seg.nextOffset;
+      this.#visibleBytes = seg.sizeBytes;
+      this.#opts.onReport?.(
+        `${this.#name} is durable again after a crash on a full disk: offsets ${seg.baseOffset}..${
+          seg.nextOffset - 1
+        } are served`,
+      );
+      return true;
+    };
+    const next = this.#saving.then(run, run);
+    this.#saving = next.catch(() => false);
+    return next;
+  }
+
+  /** Where the log is damaged (the first offset it cannot serve, and why), or null. */
+  get damage(): LogDamage | null {
+    if (this.#damage === null) return null;
+    const { offset, file, byte, reason } = this.#damage;
+    return { offset, file, byte, reason };
+  }
+
+  /** "Partition orders/0" (or the directory, for a log outside a broker). */
+  get #name(): string {
+    const p = this.#opts.partition;
+    return p === undefined ? `Partition log ${this.#opts.dir}` : `Partition ${p.topic}/${p.id}`;
+  }
+
+  /** What an operator runs to repair this log. */
+  get #repairHint(): string {
+    const p = this.#opts.partition;
+    return p === undefined
+      ? "repair it"
+      : `repair it with \`gregorctl topic repair ${p.topic} --partition ${p.id}\``;
+  }
+
+  /** Records damage (the earliest found wins) and reports it once. */
+  #markDamaged(d: SegmentDamage): void {
+    if (this.#damage !== null && this.#damage.offset <= d.offset) return;
+    const file = `${this.#opts.dir}/${segmentName(d.segmentBase, "log")}`;
+    this.#damage = {
+      offset: d.offset,
+      file,
+      byte: d.byte,
+      reason: d.reason,
+      segmentBase: d.segmentBase,
+    };
+    this.#opts.onReport?.(
+      `${this.#name} is damaged from offset ${d.offset}: ${file} fails its checks at byte ${d.byte} ` +
+        `(${d.reason}); offsets before ${d.offset} are served, later ones and appends are refused ` +
+        `until an operator repairs it: ${this.#repairHint}`,
+      "error",
+    );
+  }
+
+  /** The error for a read or append the damage refuses. */
+  #damagedError(what: string): GregorError {
+    const d = this.#damage as LogDamage;
+    return new GregorError(
+      ErrorCode.PARTITION_DAMAGED,
+      `${what}: ${this.#name} is damaged from offset ${d.offset} (${d.file} fails its checks at ` +
+        `byte ${d.byte}: ${d.reason}); ${this.#repairHint}`,
+    );
   }
 
   get #active(): Segment {
@@ -209,6 +347,7 @@ export class FileLog implements Log {
         new GregorError(ErrorCode.STORAGE_ERROR, `Log ${this.#opts.dir} failed: ${this.#failed}`),
       );
     }
+    if (this.#damage !== null) return Promise.reject(this.#damagedError("Cannot append"));
     return new Promise((resolve, reject) => {
       this.#queue.push({ batch, header, resolve, reject });
       if (!this.#writing) void this.#writeLoop();
@@ -226,6 +365,23 @@ export class FileLog implements Log {
 
   /** Writes the batches waiting now as one write (and, under "always", one sync). */
   async #writeGroup(): Promise<void> {
+    if (this.#damage !== null) {
+      // Damage found by a read while these waited: they would land behind the hole.
+      const e = this.#damagedError("Cannot append");
+      for (const p of this.#queue.splice(0)) p.reject(e);
+      return;
+    }
+    if (this.#unsaved !== null) {
+      const e = new GregorError(
+        ErrorCode.STORAGE_ERROR,
+        `Cannot append to ${this.#opts.dir}: no space left on device to make its records durable ` +
+          `after a crash (offsets ${this.#active.baseOffset}..${
+            this.#active.nextOffset - 1
+          } are held back until there is room)`,
+      );
+      for (const p of this.#queue.splice(0)) p.reject(e);
+      return;
+    }
     const first = this.#queue[0] as Pending;
     if (this.#shouldRoll(first.batch.length)) {
       const why = await this.#roll();
@@ -411,6 +567,9 @@ export class FileLog implements Log {
     if (offset < this.logStartOffset || offset > this.#visible) {
       throw new OffsetOutOfRange(offset, this.logStartOffset, this.#visible);
     }
+    if (this.#damage !== null && offset >= this.#damage.offset) {
+      throw this.#damagedError(`Cannot read offset ${offset}`);
+    }
     if (offset === this.#visible) {
       return { bytes: new Uint8Array(0), nextOffset: offset, records: 0 };
     }
@@ -426,6 +585,12 @@ export class FileLog implements Log {
       this.#resumeAt.delete(offset);
     }
     this.stats.corruptReads++;
+    // A scan of the segment tells damage at rest (it fails every read, so the log is damaged from
+    // there on) from a read that went wrong three times but may not again.
+    await this.#findDamage(seg);
+    if (this.#damage !== null && offset >= this.#damage.offset) {
+      throw this.#damagedError(`Cannot read offset ${offset}`);
+    }
     const msg = `Corrupt batch at offset ${offset} in ${
       this.#path(seg.baseOffset, "log")
     }: ${why}; refusing to serve it`;
@@ -433,9 +598,31 @@ export class FileLog implements Log {
     throw new GregorError(ErrorCode.STORAGE_ERROR, msg);
   }
 
+  /** Scans `seg` (each batch re-read before it counts as bad) and marks the log damaged where it fails. */
+  async #findDamage(seg: Segment): Promise<void> {
+    const end = seg === this.#active ? this.#visibleBytes : seg.sizeBytes;
+    const scan = await scanSegment(
+      seg.file,
+      seg.baseOffset,
+      this.#opts.indexIntervalBytes,
+      SCAN_REREADS,
+    );
+    // Bytes past the visible end may be a write in progress, not damage.
+    if (scan.validBytes >= end) return;
+    this.#markDamaged({
+      segmentBase: seg.baseOffset,
+      offset: scan.nextOffset,
+      byte: scan.validBytes,
+      reason: scan.stoppedBecause ?? `the segment ends at byte ${scan.validBytes}`,
+    });
+  }
+
   /** One attempt at a read: the batches, or why they did not check out. */
   async #readOnce(seg: Segment, offset: number, limits: ReadLimits): Promise<ReadResult | string> {
-    const end = seg === this.#active ? this.#visibleBytes : seg.sizeBytes;
+    let end = seg === this.#active ? this.#visibleBytes : seg.sizeBytes;
+    if (this.#damage !== null && this.#damage.segmentBase === seg.baseOffset) {
+      end = Math.min(end, this.#damage.byte);
+    }
     const resume = this.#resumeAt.get(offset);
     if (resume !== undefined && resume.seg === seg && resume.pos < end) {
       return await this.#readResumed(seg, offset, resume.pos, end, limits);
@@ -477,12 +664,18 @@ export class FileLog implements Log {
     }
     if (headers.length === 0) return `no batch holds offset ${offset} below byte ${end}`;
     const headroomBytes = limits.headroomBytes ?? 0;
-    const bytes = new Uint8Array(headroomBytes + total).subarray(headroomBytes);
+    let bytes = new Uint8Array(headroomBytes + total).subarray(headroomBytes);
     await seg.file.readAt(startPos, bytes);
-    for (const h of headers) {
-      if (!batchOk(bytes, h.pos - startPos, h)) {
-        return `the batch at byte ${h.pos} fails its checks`;
-      }
+    const bad = headers.findIndex((h) => !batchOk(bytes, h.pos - startPos, h));
+    if (bad === 0) return `the batch at byte ${startPos} fails its checks`;
+    if (bad > 0) {
+      // The good batches before a bad one are served; the next read starts at the bad one.
+      headers.length = bad;
+      bytes = bytes.subarray(
+        0,
+        (headers[bad - 1] as Walked).pos + (headers[bad - 1] as Walked).size - startPos,
+      );
+      total = bytes.length;
     }
     // Count from the verified bytes, not from the header reads the walk decided on (their counts
     // were not checksummed when read): the batches must hold `offset` and follow one another.
@@ -565,6 +758,8 @@ export class FileLog implements Log {
       if (off > 0 && records + h.recordCount > limits.recordsMax) break;
       const crc = crc32c(bytes.subarray(off + 21, off + h.sizeBytes));
       if (bytes[off + 16] !== BATCH_MAGIC || crc !== h.crc || h.recordCount < 1) {
+        // The good batches before it are served; the next read starts at the bad one.
+        if (off > 0) break;
         return `the batch at byte ${pos + off} fails its checks`;
       }
       records += h.recordCount;
@@ -626,9 +821,7 @@ export class FileLog implements Log {
         if (at.seg === oldest) this.#resumeAt.delete(offset);
       }
       for (const ext of ["log", "index", "timeindex"]) {
-        await this.#env.disk.remove(this.#path(oldest.baseOffset, ext)).catch((err) => {
-          if (!(err instanceof NotFound)) throw err;
-        });
+        await this.#env.disk.remove(this.#path(oldest.baseOffset, ext)).catch(ignoreNotFound);
       }
       deleted++;
       this.stats.segmentsDeleted++;
@@ -642,11 +835,99 @@ export class FileLog implements Log {
     return deleted;
   }
 
+  /**
+   * Checks every batch of the log and cuts it at the first that fails (known damage or any found
+   * now): later segments are removed, the damaged one is truncated at the last good batch and
+   * becomes the active segment, and appends go on from the cut. Offsets from the cut on are
+   * given out again (as Kafka's truncation does): an explicit operator decision that the records
+   * behind the damage are lost. Returns what was cut, or null if every batch checked out.
+   */
+  async repair(): Promise<LogRepair | null> {
+    for (const [i, seg] of this.#segments.entries()) {
+      const next = this.#segments[i + 1];
+      const scan = await scanSegment(
+        seg.file,
+        seg.baseOffset,
+        this.#opts.indexIntervalBytes,
+        SCAN_REREADS,
+      );
+      // A sealed segment must be whole and reach the next one's base; the active one only needs
+      // its visible bytes (past them may be a write in progress).
+      const bad = next === undefined
+        ? scan.validBytes < this.#visibleBytes
+        : scan.stoppedBecause !== null || scan.nextOffset !== next.baseOffset;
+      if (!bad) continue;
+      const found = {
+        segmentBase: seg.baseOffset,
+        offset: scan.nextOffset,
+        byte: scan.validBytes,
+        reason: scan.stoppedBecause ?? `the segment ends at offset ${scan.nextOffset}`,
+      };
+      // The cut goes where this check found the damage, which is what the repair reports, even
+      // if an earlier find elsewhere does not show again.
+      if (this.#damage?.offset !== found.offset) this.#damage = null;
+      this.#markDamaged(found);
+      return await this.#cut(i, scan);
+    }
+    if (this.#damage !== null) {
+      // Every batch read back whole this time: what looked like damage was a read going wrong.
+      this.#opts.onReport?.(`${this.#name} checked out whole; it is no longer marked damaged`);
+      this.#damage = null;
+    }
+    return null;
+  }
+
+  /** Cuts the log at the end of `scan`, the valid prefix of segment `i`. */
+  async #cut(i: number, scan: ScanResult): Promise<LogRepair> {
+    const damage = this.damage as LogDamage;
+    // Appends are refused while damaged: wait for a write that was under way to end.
+    while (this.#writing) await this.#env.clock.sleep(1);
+    await this.#syncing;
+    const endOffset = this.#visible;
+    const seg = this.#segments[i] as Segment;
+    let bytesDropped = (await seg.file.size()) - scan.validBytes;
+    // Newest first: a crash midway leaves a log whose damage the next open finds again.
+    for (const gone of this.#segments.splice(i + 1).reverse()) {
+      bytesDropped += await gone.file.size();
+      for (const ext of ["log", "index", "timeindex"]) {
+        await this.#env.disk.remove(this.#path(gone.baseOffset, ext)).catch(ignoreNotFound);
+      }
+      void this.#env.clock.sleep(DELETED_SEGMENT_GRACE_MS, this.#stop.signal).then(
+        () => gone.file.close(),
+        () => gone.file.close(),
+      );
+    }
+    await seg.file.truncate(scan.validBytes);
+    await seg.file.sync();
+    // It is the active segment now, whose indexes live in memory until it is sealed.
+    for (const ext of ["index", "timeindex"]) {
+      await this.#env.disk.remove(this.#path(seg.baseOffset, ext)).catch(ignoreNotFound);
+    }
+    await this.#env.disk.syncDir(this.#opts.dir);
+    seg.sealed = false;
+    seg.nextOffset = scan.nextOffset;
+    seg.sizeBytes = scan.validBytes;
+    seg.index = scan.index;
+    seg.maxTimestamp = scan.maxTimestamp;
+    seg.createdAtMs = scan.firstTimestamp ?? this.#env.clock.wallMs();
+    this.#visible = scan.nextOffset;
+    this.#visibleBytes = scan.validBytes;
+    this.#resumeAt.clear();
+    this.#damage = null;
+    const repair = { cutOffset: scan.nextOffset, endOffset, bytesDropped, damage };
+    this.#opts.onReport?.(
+      `${this.#name} repaired: dropped offsets ${repair.cutOffset}..${endOffset - 1} ` +
+        `(${endOffset - repair.cutOffset} records, ${repair.bytesDropped} bytes) from the damage ` +
+        `at byte ${damage.byte} of ${damage.file}; new records get offsets from ${repair.cutOffset}`,
+    );
+    return repair;
+  }
+
   async close(): Promise<void> {
     this.#stop.abort();
     while (this.#writing) await this.#env.clock.sleep(1);
     await this.#syncing;
-    if (this.#failed === null && (await this.#sync(this.#active))) {
+    if (this.#failed === null && this.#unsaved === null && (await this.#sync(this.#active))) {
       // Everything is on disk: tell the next open it need not rewrite the active segment.
       const marker = await this.#env.disk.open(`${this.#opts.dir}/${CLEAN_MARKER}`, {
         create: true,
@@ -701,14 +982,28 @@ async function createSegment(env: Env, opts: FileLogOptions, base: number): Prom
   };
 }
 
-/** A sealed segment: its indexes if they check out, else rebuilt by a scan. */
+/** Damage found in one segment: where its first bad batch starts, and why. */
+interface SegmentDamage {
+  segmentBase: number;
+  offset: number;
+  byte: number;
+  reason: string;
+}
+
+/**
+ * A sealed segment: its indexes if they check out, else rebuilt by a scan; and its damage, if its
+ * batches do not run whole up to the next segment's base offset. With good indexes only the tail
+ * from the last index entry is checked (a few KiB), which finds a truncated segment; damage
+ * further back is found by the first read that meets it.
+ */
 async function openSealed(
   env: Env,
   opts: FileLogOptions,
   base: number,
   next: number,
-): Promise<Segment> {
-  const file = await env.disk.open(`${opts.dir}/${segmentName(base, "log")}`);
+): Promise<{ segment: Segment; damage: SegmentDamage | null }> {
+  const name = segmentName(base, "log");
+  const file = await env.disk.open(`${opts.dir}/${name}`);
   const size = await file.size();
   let index: SegmentIndex | null = null;
   try {
@@ -722,41 +1017,58 @@ async function openSealed(
     index = null;
   }
   let maxTimestamp = index?.times[index.times.length - 1] ?? -1;
-  let sizeBytes = size;
-  if (index === null) {
-    const scan = await scanSegment(file, base, opts.indexIntervalBytes, REREADS);
-    index = scan.index;
+  let scan: ScanResult;
+  if (index !== null) {
+    const last = index.lookup(Number.MAX_SAFE_INTEGER);
+    scan = await scanSegment(file, base, opts.indexIntervalBytes, SCAN_REREADS, {
+      pos: last.position,
+      offset: base + last.rel,
+    });
+  } else {
+    scan = await scanSegment(file, base, opts.indexIntervalBytes, SCAN_REREADS);
+    const rebuilt = scan.index;
+    index = rebuilt;
     maxTimestamp = scan.maxTimestamp;
-    if (scan.stoppedBecause !== null || scan.nextOffset !== next) {
-      opts.onReport?.(
-        `Sealed segment ${segmentName(base, "log")} in ${opts.dir} is damaged (${
-          scan.stoppedBecause ?? `ends at offset ${scan.nextOffset}, not ${next}`
-        }); offsets from ${scan.nextOffset} are refused`,
+    opts.onReport?.(`Rebuilt the indexes of ${name} in ${opts.dir}`);
+    try {
+      await writeFileAtomic(
+        env.disk,
+        `${opts.dir}/${segmentName(base, "index")}`,
+        rebuilt.encodeOffsets(),
       );
-      sizeBytes = scan.validBytes;
+      await writeFileAtomic(
+        env.disk,
+        `${opts.dir}/${segmentName(base, "timeindex")}`,
+        rebuilt.encodeTimes(),
+      );
+    } catch (err) {
+      // A full disk, say: the index in memory serves, and the next open rebuilds it again.
+      opts.onReport?.(
+        `Cannot write the rebuilt indexes of ${name} in ${opts.dir}: ${(err as Error).message}`,
+      );
     }
-    opts.onReport?.(`Rebuilt the indexes of ${segmentName(base, "log")} in ${opts.dir}`);
-    await writeFileAtomic(
-      env.disk,
-      `${opts.dir}/${segmentName(base, "index")}`,
-      index.encodeOffsets(),
-    );
-    await writeFileAtomic(
-      env.disk,
-      `${opts.dir}/${segmentName(base, "timeindex")}`,
-      index.encodeTimes(),
-    );
   }
-  return {
+  let damage: SegmentDamage | null = null;
+  if (scan.stoppedBecause !== null || scan.nextOffset !== next) {
+    damage = {
+      segmentBase: base,
+      offset: Math.min(scan.nextOffset, next),
+      byte: scan.validBytes,
+      reason: scan.stoppedBecause ??
+        `the segment ends at offset ${scan.nextOffset}, but the next one starts at ${next}`,
+    };
+  }
+  const segment: Segment = {
     baseOffset: base,
     nextOffset: next,
-    sizeBytes,
+    sizeBytes: damage === null ? size : scan.validBytes,
     maxTimestamp,
     createdAtMs: 0,
     file,
     index,
     sealed: true,
   };
+  return { segment, damage };
 }
 
 /** The active segment: scanned, torn tail truncated and synced. */
@@ -765,11 +1077,11 @@ async function recoverActive(
   opts: FileLogOptions,
   base: number,
   truncated: { bytes: number },
-): Promise<Segment> {
+): Promise<{ segment: Segment; unsaved: ScanResult | null }> {
   const path = `${opts.dir}/${segmentName(base, "log")}`;
-  let file = await env.disk.open(path);
+  const file = await env.disk.open(path);
   const size = await file.size();
-  const scan = await scanSegment(file, base, opts.indexIntervalBytes, REREADS);
+  const scan = await scanSegment(file, base, opts.indexIntervalBytes, SCAN_REREADS);
   if (scan.validBytes < size) {
     truncated.bytes += size - scan.validBytes;
     opts.onReport?.(
@@ -778,21 +1090,63 @@ async function recoverActive(
       } in ${opts.dir}: ${scan.stoppedBecause}`,
     );
   }
+  // Cutting the torn tail needs no free space, so it is done in place in either case.
+  if (scan.validBytes < size) await file.truncate(scan.validBytes);
+  const segment: Segment = {
+    baseOffset: base,
+    nextOffset: scan.nextOffset,
+    sizeBytes: scan.validBytes,
+    maxTimestamp: scan.maxTimestamp,
+    createdAtMs: scan.firstTimestamp ?? env.clock.wallMs(),
+    file,
+    index: scan.index,
+    sealed: false,
+  };
   const clean = `${opts.dir}/${CLEAN_MARKER}`;
   if (await exists(env, clean)) {
     // The last run closed cleanly after a successful sync: what the file shows is on disk.
     await env.disk.remove(clean);
     await env.disk.syncDir(opts.dir);
-    if (scan.validBytes < size) await file.truncate(scan.validBytes);
     await file.sync();
-  } else {
-    // After a crash the page cache may show bytes whose fsync failed and which the disk never
-    // got; a later sync would not write them again. Copy what recovery accepted into a fresh
-    // file and sync that, so all of it is durable before anything new is acknowledged.
-    // Each batch is verified again as it is copied: a bit flipped on this read must not be
-    // written down as the truth.
-    const tmp = `${path}.tmp`;
-    const copy = await env.disk.open(tmp, { create: true });
+    return { segment, unsaved: null };
+  }
+  try {
+    segment.file = await rewriteAfterCrash(env, opts.dir, segment, scan);
+    return { segment, unsaved: null };
+  } catch (err) {
+    if (!(err instanceof NoSpace)) throw err;
+    // A full disk: the log opens with this segment's records held back (see FileLog.#unsaved).
+    await file.sync();
+    opts.onReport?.(
+      `No free space to make ${path} durable after a crash (${err.message}); its offsets ` +
+        `${base}..${scan.nextOffset - 1} are held back, and appends refused, until there is room`,
+    );
+    return { segment, unsaved: scan };
+  }
+}
+
+/**
+ * After a crash the page cache may show bytes whose fsync failed and which the disk never got: the
+ * kernel marks such pages clean, so a later sync would not write them, and a power loss later would
+ * take them (and every record acknowledged after them). So what recovery accepted is copied into a
+ * fresh file, synced, and renamed over the segment; the copy is returned. The bytes are never
+ * rewritten in place: a power loss during an overwrite may leave sectors that held acknowledged,
+ * durable records garbled. Each batch is verified again as it is copied: a bit flipped on this
+ * read must not be written down as the truth.
+ *
+ * @throws {NoSpace} if the disk has no room for the copy (nothing is left behind).
+ */
+async function rewriteAfterCrash(
+  env: Env,
+  dir: string,
+  seg: Segment,
+  scan: ScanResult,
+): Promise<File> {
+  const path = `${dir}/${segmentName(seg.baseOffset, "log")}`;
+  const tmp = `${path}.tmp`;
+  let copy: File | null = null;
+  try {
+    copy = await env.disk.open(tmp, { create: true });
     await copy.truncate(0);
     let chunk: Uint8Array[] = [];
     let chunkBytes = 0;
@@ -804,33 +1158,31 @@ async function recoverActive(
         buf.set(b, off);
         off += b.length;
       }
-      await copy.writeAt(written, buf);
+      await (copy as File).writeAt(written, buf);
       written += chunkBytes;
       chunk = [];
       chunkBytes = 0;
     };
     for (const b of scan.batches) {
-      chunk.push(await readVerifiedBatch(file, b, REREADS));
+      chunk.push(await readVerifiedBatch(seg.file, b, REREADS));
       chunkBytes += b.size;
       if (chunkBytes >= RECOVERY_COPY_BYTES) await flush();
     }
     if (chunkBytes > 0) await flush();
     await copy.sync();
-    await env.disk.rename(tmp, path);
-    await env.disk.syncDir(opts.dir);
-    file.close();
-    file = copy;
+  } catch (err) {
+    copy?.close();
+    if (err instanceof NoSpace) await env.disk.remove(tmp).catch(ignoreNotFound);
+    throw err;
   }
-  return {
-    baseOffset: base,
-    nextOffset: scan.nextOffset,
-    sizeBytes: scan.validBytes,
-    maxTimestamp: scan.maxTimestamp,
-    createdAtMs: scan.firstTimestamp ?? env.clock.wallMs(),
-    file,
-    index: scan.index,
-    sealed: false,
-  };
+  await env.disk.rename(tmp, path);
+  await env.disk.syncDir(dir);
+  seg.file.close();
+  return copy;
+}
+
+function ignoreNotFound(err: unknown): void {
+  if (!(err instanceof NotFound)) throw err;
 }
 
 async function exists(env: Env, path: string): Promise<boolean> {

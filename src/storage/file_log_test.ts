@@ -82,6 +82,12 @@ class Model {
     if (b !== undefined) this.values.length = b.base;
   }
 
+  /** Forgets every batch from the one starting at `offset` (a repair cut them off). */
+  cut(offset: number): void {
+    while ((this.batches[this.batches.length - 1]?.base ?? -1) >= offset) this.dropLast();
+    assert.equal(this.nextOffset, offset, "a cut falls on a batch boundary");
+  }
+
   get nextOffset(): number {
     return this.values.length;
   }
@@ -159,6 +165,15 @@ async function readAll(log: FileLog, model: Model, limits = ALL): Promise<number
 
 function isStorageError(err: unknown): boolean {
   return err instanceof GregorError && err.code === ErrorCode.STORAGE_ERROR;
+}
+
+function isDamaged(err: unknown): boolean {
+  return err instanceof GregorError && err.code === ErrorCode.PARTITION_DAMAGED;
+}
+
+/** A read refused: corrupt on this read (STORAGE_ERROR), or past damage at rest. */
+function isRefused(err: unknown): boolean {
+  return isStorageError(err) || isDamaged(err);
 }
 
 function onSim<T>(
@@ -749,7 +764,7 @@ Deno.test("Retention by time deletes segments whose newest batch is too old, nev
   );
 });
 
-Deno.test("A batch corrupted at rest in a sealed segment is refused with STORAGE_ERROR, and the rest still reads", async () => {
+Deno.test("A batch corrupted at rest further back marks the log damaged: offsets before it read, later ones and appends are refused", async () => {
   await onSim(15, async (env, node) => {
     const s = sink();
     const model = new Model();
@@ -766,24 +781,150 @@ Deno.test("A batch corrupted at rest in a sealed segment is refused with STORAGE
     const k = Math.floor(perSegment / 2);
     const bad = base + 2 * k;
     node.disk.corruptAtRest(path(base, "log"), k * size + 70);
-    for (const offset of [bad, bad + 1]) {
-      for (let attempt = 0; attempt < 3; attempt++) {
-        const err = await log.read(offset, ALL).catch((e) => e);
-        assert.ok(isStorageError(err), `read(${offset}) gave ${err}`);
-      }
-    }
-    assert.ok(log.stats.corruptReads >= 1);
-    assert.ok(s.reports.some((r) => r.startsWith("Corrupt batch at offset")), s.reports.join("\n"));
-    // A read that would take in the bad batch fails whole rather than return part of it...
-    assert.ok(isStorageError(await log.read(base, ALL).catch((e) => e)));
-    // ...but every batch around it reads, from the segment before to the one after.
-    for (let offset = 0; offset < log.nextOffset; offset++) {
-      if (offset >= base && offset < bad + 2) continue;
+    // A subscriber from the start gets every offset before the damage, then a clear refusal.
+    assert.equal(
+      await readAll(log, model, { bytesMax: 1 << 20, recordsMax: 1 << 20 }).catch((e) => e.message),
+      `Cannot read offset ${bad}: Partition log log is damaged from offset ${bad} (${
+        path(base, "log")
+      } fails its checks at byte ${k * size}: batch at byte ${
+        k * size
+      } is corrupt (checksum mismatch)); repair it`,
+    );
+    const r = await log.read(base, ALL);
+    checkRead(r, base, model);
+    assert.equal(r.nextOffset, bad);
+    for (let offset = 0; offset < bad; offset++) {
       checkRead(await log.read(offset, ALL), offset, model);
     }
-    checkRead(await log.read(base, { bytesMax: k * size, recordsMax: 1000 }), base, model);
+    for (const offset of [bad, bad + 1, bad + 2, log.nextOffset - 1]) {
+      const err = await log.read(offset, ALL).catch((e) => e);
+      assert.ok(isDamaged(err), `read(${offset}) gave ${err}`);
+      assert.match(err.message, new RegExp(`damaged from offset ${bad} `));
+    }
+    assert.deepEqual(log.damage, {
+      offset: bad,
+      file: path(base, "log"),
+      byte: k * size,
+      reason: "batch at byte " + k * size + " is corrupt (checksum mismatch)",
+    });
+    const damaged = s.reports.filter((m) => m.includes("is damaged from offset"));
+    assert.equal(damaged.length, 1, s.reports.join("\n"));
+    // Appending behind the hole would give new records offsets no reader reaches.
+    const next = log.nextOffset;
+    const err = await append(log, model.batch()).catch((e) => e);
+    model.dropLast();
+    assert.ok(
+      isDamaged(err) && /Cannot append: .*damaged from offset/.test(err.message),
+      String(err),
+    );
+    assert.equal(log.nextOffset, next);
     await log.close();
     assert.deepEqual(s.fatal, []);
+  });
+});
+
+Deno.test("FileLog.open() finds a sealed segment truncated or damaged in its tail, serves up to it and refuses appends", async () => {
+  for (const damage of ["truncate", "flip"] as const) {
+    const m = new Machine(21);
+    const s = sink();
+    const model = new Model();
+    const opts = options(s, { segmentBytes: 1_000, indexIntervalBytes: 300 });
+    const size = await m.run(async (env) => {
+      const log = await FileLog.open(env, opts);
+      for (let i = 0; i < 30; i++) await appendChecked(log, model, { records: 2, padBytes: 20 });
+      const size = (await log.read(0, { bytesMax: 1, recordsMax: 1 })).bytes.length;
+      await log.close();
+      return size;
+    });
+    const perSegment = Math.floor(1_000 / size);
+    // The second segment's last batch: past its last index entry, so only the open's tail check
+    // (not an index rebuild) can find it.
+    const base = 2 * perSegment;
+    const bad = base + 2 * (perSegment - 1);
+    const file = await m.disk.durableBytes(path(base, "log")) as Uint8Array;
+    if (damage === "truncate") {
+      await m.run(async (env) => {
+        const f = await env.disk.open(path(base, "log"));
+        await f.truncate(file.length - 10);
+        await f.sync();
+        f.close();
+      });
+    } else {
+      m.disk.corruptAtRest(path(base, "log"), file.length - 5);
+    }
+    await m.run(async (env) => {
+      s.reports.length = 0;
+      const log = await FileLog.open(env, opts);
+      assert.equal(log.damage?.offset, bad, `${damage}: ${s.reports.join("\n")}`);
+      assert.equal(log.damage?.byte, (perSegment - 1) * size);
+      assert.ok(
+        s.reports.some((r) => r.startsWith(`Partition log log is damaged from offset ${bad}:`)),
+        s.reports.join("\n"),
+      );
+      for (let offset = 0; offset < bad; offset++) {
+        checkRead(await log.read(offset, ALL), offset, model);
+      }
+      assert.ok(isDamaged(await log.read(bad, ALL).catch((e) => e)));
+      assert.ok(isDamaged(await append(log, model.batch()).catch((e) => e)));
+      model.dropLast();
+      await log.close();
+    });
+  }
+});
+
+Deno.test("FileLog.repair() cuts at the first bad batch, reports what it dropped, and appends go on from the cut", async () => {
+  const m = new Machine(22);
+  const s = sink();
+  const model = new Model();
+  const opts = options(s, { segmentBytes: 1_000, indexIntervalBytes: 300 });
+  const size = await m.run(async (env) => {
+    const log = await FileLog.open(env, opts);
+    for (let i = 0; i < 30; i++) await appendChecked(log, model, { records: 2, padBytes: 20 });
+    const size = (await log.read(0, { bytesMax: 1, recordsMax: 1 })).bytes.length;
+    await log.close();
+    return size;
+  });
+  const perSegment = Math.floor(1_000 / size);
+  // Two damaged batches: the repair must cut at the first, in the first segment.
+  m.disk.corruptAtRest(path(perSegment * 2, "log"), 2 * size + 70);
+  m.disk.corruptAtRest(path(0, "log"), 3 * size + 70);
+  const end = model.nextOffset;
+  await m.run(async (env) => {
+    const log = await FileLog.open(env, opts);
+    const repair = await log.repair();
+    assert.ok(repair !== null);
+    assert.equal(repair.cutOffset, 6);
+    assert.equal(repair.endOffset, end);
+    assert.equal(repair.damage.byte, 3 * size);
+    assert.equal(repair.bytesDropped, 30 * size - 3 * size);
+    assert.ok(
+      s.reports.includes(
+        `Partition log log repaired: dropped offsets 6..${end - 1} (${
+          end - 6
+        } records, ${repair.bytesDropped} bytes) from the damage at byte ${3 * size} of ${
+          path(0, "log")
+        }; new records get offsets from 6`,
+      ),
+      s.reports.join("\n"),
+    );
+    assert.equal(log.damage, null);
+    assert.equal(log.nextOffset, 6);
+    assert.equal(log.segmentCount, 1);
+    assert.deepEqual(await env.disk.list(DIR), [segmentName(0, "log")]);
+    model.cut(6);
+    await readAll(log, model);
+    for (let i = 0; i < 20; i++) await appendChecked(log, model, { records: 2, padBytes: 20 });
+    await readAll(log, model);
+    assert.equal(await log.repair(), null, "a whole log needs no repair");
+    // No close: the repaired log must survive a crash as it is.
+  });
+  m.node.crash("power");
+  await m.run(async (env) => {
+    s.reports.length = 0;
+    const log = await FileLog.open(env, opts);
+    assert.equal(log.damage, null, s.reports.join("\n"));
+    await readAll(log, model);
+    await log.close();
   });
 });
 
@@ -809,11 +950,11 @@ Deno.test("A base offset corrupted at rest is refused rather than served at the 
   await withBumpedBaseOffset(16, async (log, model, size, s) => {
     for (const offset of [3, 4, 10]) {
       const err = await log.read(offset, ALL).catch((e) => e);
-      assert.ok(isStorageError(err), `read(${offset}) gave ${err}`);
+      assert.ok(isRefused(err), `read(${offset}) gave ${err}`);
     }
     // From before it: refused, or the batches before it and no more.
     const r = await log.read(0, ALL).catch((e) => e);
-    if (!isStorageError(r)) {
+    if (!isRefused(r)) {
       checkRead(r, 0, model);
       assert.ok(r.nextOffset <= 3);
     }
@@ -1058,6 +1199,41 @@ Deno.test("A clean close lets the next open keep the active segment; after a cra
     await log.close();
   });
   assert.deepEqual(s, { fatal: [], reports: [] });
+});
+
+Deno.test("After a crash on a full disk the active segment is held back, appends refused, until there is room", async () => {
+  const m = new Machine(21);
+  const model = new Model();
+  const s = sink();
+  await m.run(async (env) => {
+    const log = await FileLog.open(env, options(s));
+    for (let i = 0; i < 4; i++) await appendChecked(log, model, { padBytes: 200 });
+    // No close: the process just ends.
+  });
+  m.disk.faults.full = true;
+  await m.run(async (env) => {
+    const log = await FileLog.open(env, options(s));
+    // Nothing of the segment is served or built upon before it is durable in a copy.
+    assert.equal(log.nextOffset, 0);
+    const err = await append(log, model.batch()).catch((e) => e);
+    model.dropLast();
+    assert.ok(isStorageError(err), String(err));
+    assert.match(err.message, /no space left on device to make its records durable/);
+    assert.equal(await log.makeDurable(), false, "still no room");
+    assert.ok(!(await env.disk.list(DIR)).some((n) => n.endsWith(".tmp")), "no copy left behind");
+    m.disk.faults.full = false;
+    // Room again: the segment is copied into a durable file, then appends go on after it.
+    assert.equal(await log.makeDurable(), true);
+    assert.equal(log.heldBack, false);
+    assert.equal(log.nextOffset, 4);
+    await appendChecked(log, model, { padBytes: 200 });
+    assert.equal(log.nextOffset, 5);
+    await readAll(log, model);
+    await log.close();
+  });
+  assert.deepEqual(s.fatal, []);
+  assert.ok(s.reports.some((r) => /No free space to make .* durable after a crash/.test(r)));
+  assert.ok(s.reports.some((r) => /durable again after a crash on a full disk/.test(r)));
 });
 
 Deno.test("After a failed fsync and a process crash, what the reopened log serves survives a later power loss", async () => {

@@ -217,8 +217,9 @@ export interface ScanResult {
 const SCAN_CHUNK_BYTES = 1024 * 1024;
 
 /**
- * Reads a segment from the start, checking each batch (structure, checksum, offsets continuing
- * from `baseOffset`), and returns the valid prefix with its index. A checksum failure is read again
+ * Reads a segment from the start (or from the batch `from` names: its byte and base offset),
+ * checking each batch (structure, checksum, offsets continuing from `baseOffset`), and returns the
+ * valid prefix with its index (of the batches scanned). A checksum failure is read again
  * (`rereads` times) before it counts, since a read can flip a bit the disk holds correctly.
  */
 export async function scanSegment(
@@ -226,11 +227,12 @@ export async function scanSegment(
   baseOffset: number,
   intervalBytes: number,
   rereads: number,
+  from: { pos: number; offset: number } = { pos: 0, offset: baseOffset },
 ): Promise<ScanResult> {
   const size = await file.size();
   const index = new SegmentIndex(intervalBytes);
-  let pos = 0;
-  let next = baseOffset;
+  let pos = from.pos;
+  let next = from.offset;
   let maxTs = -1;
   let firstTs: number | null = null;
   let stoppedBecause: string | null = null;
@@ -348,6 +350,12 @@ async function checkBatchAt(
     try {
       const h = readBatchHeader(bytes);
       if (crc32c(bytes.subarray(21)) !== h.crc) throw new CorruptBatchError("checksum mismatch");
+      // The length is outside the checksum too: this read's must agree with the one that sized
+      // it, or a bit flipped on this read would move the scan to a wrong position.
+      if (h.sizeBytes !== length) {
+        why = `batch at byte ${pos} reads back with two lengths`;
+        continue;
+      }
       // The base offset is outside the checksum, so a mismatch may be a flipped bit too.
       if (h.baseOffset !== expected) {
         why = `batch at byte ${pos} has base offset ${h.baseOffset}, expected ${expected}`;

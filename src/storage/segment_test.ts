@@ -330,3 +330,35 @@ Deno.test("readVerifiedBatch() refuses a batch corrupted at rest, or stored at a
     await assert.rejects(readVerifiedBatch(f, b, 2), /read back intact/);
   });
 });
+
+Deno.test("scanSegment() does not follow a length flipped on the read that passes the checksum", async () => {
+  // The length sits outside the checksum: a scan that took it from the whole-batch read (not the
+  // header read that sized it) would go on from a wrong byte and stop at a healthy batch.
+  const layout = segmentBytes(0, 10);
+  // A batch whose length, its lowest set bit cleared, still reads as a whole header's worth.
+  const shorter = (size: number) => ((size - 12) & (size - 13)) + 12;
+  const victim = layout.batches.find((b) => shorter(b.size) >= 61 && b.size < 256);
+  assert.ok(victim !== undefined);
+  const scan = await withSegmentFile(1, layout.bytes, async (f) => {
+    let flipped = false;
+    const flipping: File = {
+      readAt: async (pos, buf) => {
+        const n = await f.readAt(pos, buf);
+        if (!flipped && pos === victim.pos && buf.length === victim.size) {
+          flipped = true;
+          // Shorter than the buffer, so it still "fits" the bytes read.
+          buf[11] = shorter(victim.size) - 12;
+        }
+        return n;
+      },
+      writeAt: (pos, bytes) => f.writeAt(pos, bytes),
+      sync: () => f.sync(),
+      size: () => f.size(),
+      truncate: (n) => f.truncate(n),
+      close: () => f.close(),
+    };
+    return await scanSegment(flipping, 0, 100, 2);
+  });
+  assert.equal(scan.stoppedBecause, null);
+  assert.equal(scan.nextOffset, layout.nextOffset);
+});

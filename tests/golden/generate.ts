@@ -331,7 +331,7 @@ const CASES: Case[] = [
   {
     name: "describe_topic_response",
     description:
-      "The answer to describe_topic_request: the topic's configs and, per partition, log start offset, high watermark, stored bytes and live subscriptions.",
+      "The answer to describe_topic_request: the topic's configs and, per partition, log start offset, high watermark, stored bytes, live subscriptions and the first offset a damaged log cannot serve (-1: not damaged; here partition 1 is damaged from offset 59).",
     opcode: "DESCRIBE_TOPIC",
     kind: "response",
     correlationId: 18,
@@ -339,10 +339,57 @@ const CASES: Case[] = [
       name: "orders",
       configs: { "retention.bytes": "1073741824" },
       partitions: [
-        { partition: 0, logStartOffset: 0, highWatermark: 43, sizeBytes: 5120, subscribers: 1 },
-        { partition: 1, logStartOffset: 0, highWatermark: 0, sizeBytes: 0, subscribers: 0 },
-        { partition: 2, logStartOffset: 0, highWatermark: 0, sizeBytes: 0, subscribers: 0 },
+        {
+          partition: 0,
+          logStartOffset: 0,
+          highWatermark: 43,
+          sizeBytes: 5120,
+          subscribers: 1,
+          damagedFromOffset: -1,
+        },
+        {
+          partition: 1,
+          logStartOffset: 0,
+          highWatermark: 121,
+          sizeBytes: 14336,
+          subscribers: 0,
+          damagedFromOffset: 59,
+        },
+        {
+          partition: 2,
+          logStartOffset: 0,
+          highWatermark: 0,
+          sizeBytes: 0,
+          subscribers: 0,
+          damagedFromOffset: -1,
+        },
       ],
+    },
+  },
+  {
+    name: "repair_partitions_request",
+    description: "REPAIR_PARTITIONS orders, partition 1 (an empty list: every partition).",
+    opcode: "REPAIR_PARTITIONS",
+    kind: "request",
+    correlationId: 20,
+    payload: { name: "orders", partitions: [{ partition: 1 }] },
+  },
+  {
+    name: "repair_partitions_response",
+    description:
+      "The answer to repair_partitions_request: partition 1 was cut at offset 59, dropping offsets 59..120 (62 records, 7168 bytes), with where and why its log failed its checks.",
+    opcode: "REPAIR_PARTITIONS",
+    kind: "response",
+    correlationId: 20,
+    payload: {
+      partitions: [{
+        partition: 1,
+        cutOffset: 59,
+        endOffset: 121,
+        bytesDropped: 7168,
+        damage:
+          "data/topics/orders/1/00000000000000000041.log fails its checks at byte 2048: batch at byte 2048 is corrupt (checksum mismatch)",
+      }],
     },
   },
   {
