@@ -7,16 +7,13 @@
 import assert from "node:assert/strict";
 import { type Client, connect, ErrorCode, GregorError } from "../src/client/mod.ts";
 import { freePort, readAll } from "./_broker_process.ts";
+import { fillUp, mountTmpfs, unmount } from "./_filesystem.ts";
 
 const BROKER = new URL("../cli/broker.ts", import.meta.url).pathname;
 /** A broker that has not said it is listening (or exited) by then has failed. */
 const STARTUP_MS_MAX = 15_000;
 /** Output lines kept per broker process. */
 const OUTPUT_LINES_MAX = 2_000;
-/** Bytes written per chunk while filling the disk. */
-const FILL_CHUNK_BYTES = 64 * 1024;
-/** Chunks written while filling at most (far more than a 2 MiB tmpfs holds). */
-const FILL_CHUNKS_MAX = 10_000;
 /** A message big enough to need new pages of the full disk, bytes. */
 const BIG_VALUE_BYTES = 16 * 1024;
 /** The delivery timeout of the producer that meets the full disk, ms. */
@@ -97,23 +94,6 @@ function brokerArgs(dataDir: string, port: number, metricsPort: number | null): 
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
-}
-
-/** Runs a command; its exit code and output. */
-async function run(cmd: string, args: string[]): Promise<{ ok: boolean; output: string }> {
-  try {
-    const out = await new Deno.Command(cmd, { args, stdout: "piped", stderr: "piped" }).output();
-    const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
-    return { ok: out.success, output: text.trim() };
-  } catch (err) {
-    return { ok: false, output: (err as Error).message };
-  }
-}
-
-/** Mounts a tmpfs with `options` on `dir`; null if it did, else why not (the test then skips). */
-async function mountTmpfs(dir: string, options: string): Promise<string | null> {
-  const r = await run("mount", ["-t", "tmpfs", "-o", options, "tmpfs", dir]);
-  return r.ok ? null : `cannot mount a tmpfs (${options}) on ${dir}: ${r.output || "no reason"}`;
 }
 
 /** Produces `values` to `topic` and reads them back: the broker serves this client. */
@@ -217,7 +197,7 @@ Deno.test({
         await Deno.remove(other, { recursive: true }).catch(() => {});
       }
     } finally {
-      if (root) await run("umount", [dir]);
+      if (root) await unmount(dir);
       else await Deno.chmod(dir, 0o755);
       await Deno.remove(dir, { recursive: true }).catch(() => {});
     }
@@ -257,7 +237,7 @@ Deno.test({
       }
       await client.admin.createTopic("mem", { configs: { persistence: "memory" } });
 
-      const filled = await fill(filler);
+      const filled = await fillUp(filler);
       assert.ok(filled > 0, "the filler must have taken the free space");
       const big = "x".repeat(BIG_VALUE_BYTES);
 
@@ -324,27 +304,8 @@ Deno.test({
     } finally {
       for (const c of clients) c.close();
       for (const b of brokers) await b.stop();
-      await run("umount", [dir]);
+      await unmount(dir);
       await Deno.remove(dir, { recursive: true }).catch(() => {});
     }
   },
 });
-
-/** Writes `path` until the disk is full; returns the bytes it took. */
-async function fill(path: string): Promise<number> {
-  const file = await Deno.open(path, { write: true, create: true });
-  let written = 0;
-  try {
-    for (let size = FILL_CHUNK_BYTES, i = 0; size >= 1 && i < FILL_CHUNKS_MAX; i++) {
-      try {
-        written += await file.write(new Uint8Array(size));
-      } catch {
-        // Full at this size: try smaller writes, down to one byte.
-        size = Math.floor(size / 2);
-      }
-    }
-  } finally {
-    file.close();
-  }
-  return written;
-}

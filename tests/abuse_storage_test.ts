@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { type Client, connect, ErrorCode, GregorError } from "../src/client/mod.ts";
 import { BATCH_HEADER_BYTES, readBatchHeader } from "../src/protocol/batch.ts";
 import { killAll } from "./_broker_process.ts";
+import { fillUp, mountTmpfs, unmount } from "./_filesystem.ts";
 
 const BROKER = new URL("../cli/broker.ts", import.meta.url).pathname;
 const GREGORCTL = new URL("../cli/gregorctl.ts", import.meta.url).pathname;
@@ -337,30 +338,6 @@ const FULL_FS_VALUE_BYTES = 1_000;
 /** Publishes in flight against the full disk when the broker is killed. */
 const FULL_FS_PENDING = 50;
 
-/** Mounts a tmpfs of `bytes` at `dir`; null if it can be, else why not. */
-async function mountTmpfs(dir: string, bytes: number): Promise<string | null> {
-  const out = await new Deno.Command("mount", {
-    args: ["-t", "tmpfs", "-o", `size=${bytes}`, "tmpfs", dir],
-    stdout: "null",
-    stderr: "piped",
-  }).output().catch((err) => ({ code: -1, stderr: new TextEncoder().encode(String(err)) }));
-  return out.code === 0 ? null : new TextDecoder().decode(out.stderr).trim();
-}
-
-/** Writes zeros to `path` until the filesystem has no room left. */
-async function fillUp(path: string): Promise<void> {
-  const f = await Deno.open(path, { create: true, write: true });
-  const chunk = new Uint8Array(4096);
-  try {
-    for (let i = 0; i < FULL_FS_BYTES / chunk.length + 1; i++) await f.write(chunk);
-    throw new Error(`${path} never filled the filesystem`);
-  } catch (err) {
-    if (!/No space|ENOSPC/.test(String(err))) throw err;
-  } finally {
-    f.close();
-  }
-}
-
 Deno.test({
   name:
     "After a SIGKILL on a full disk the broker starts with no free space and keeps every acknowledged record",
@@ -368,7 +345,7 @@ Deno.test({
   sanitizeOps: false,
   async fn() {
     const dir = await Deno.makeTempDir({ prefix: "gregormq-full-" });
-    const why = await mountTmpfs(dir, FULL_FS_BYTES);
+    const why = await mountTmpfs(dir, `size=${FULL_FS_BYTES}`);
     if (why !== null) {
       console.log(`skipped: cannot mount a tmpfs to fill up (${why}); it needs root`);
       await Deno.remove(dir);
@@ -422,7 +399,7 @@ Deno.test({
     } finally {
       for (const c of clients) c.close();
       await killAll(procs);
-      await new Deno.Command("umount", { args: [dir] }).output();
+      await unmount(dir);
       await Deno.remove(dir, { recursive: true }).catch(() => {});
     }
   },
