@@ -6,15 +6,15 @@ import type { ClusterNode } from "./cluster.ts";
 import type { Gossip } from "./gossip/mod.ts";
 
 /** A port on 127.0.0.1 where nothing listens (bound, then closed). */
-function deadPort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
+async function deadPort(): Promise<number> {
+  const l = await denoEnv().net.listen({ host: "127.0.0.1", port: 0 });
+  const port = l.addr.port;
   l.close();
   return port;
 }
 
 Deno.test("ClusterBridge: forwarding to a leader that cannot be reached is a retriable error for every caller", async () => {
-  const port = deadPort();
+  const port = await deadPort();
   // This node does not lead the metadata group; the controller it knows of is dead.
   const node = { metaGroup: null, controller: "dead-node", nodeId: "me" } as unknown as ClusterNode;
   const gossip = {
