@@ -114,11 +114,15 @@ export class RaftNode {
   /** Votes (or pre-votes) received in the current campaign. */
   readonly #votes = new Map<string, boolean>();
   #transfer: Transfer | null = null;
+  /** The current campaign is a leadership transfer's (its RequestVotes say so). */
+  #campaignTransfer = false;
   #uncommittedBytes = 0;
 
   #nowMs: number;
   #electionDeadlineMs = 0;
   #heartbeatDueMs = 0;
+  /** A (pre)candidate asks the voters that have not answered again at this time. */
+  #voteResendDueMs = 0;
   #quorumCheckDueMs = 0;
   #leaderContactMs = -Infinity;
 
@@ -234,7 +238,21 @@ export class RaftNode {
     } else if (nowMs >= this.#electionDeadlineMs) {
       if (this.#mayCampaign()) this.#preCampaign();
       else this.#resetElectionTimer();
+    } else if (this.#role !== "follower" && nowMs >= this.#voteResendDueMs) {
+      this.#askVotes();
     }
+  }
+
+  /**
+   * Starts an election now instead of when the election timeout runs out (a group just founded,
+   * whose designated first leader need not wait a timeout of silence that cannot have meant
+   * anything). Safe at any time: it is the same pre-vote a timeout starts.
+   * @returns false if this node leads already, campaigns already, or may not campaign.
+   */
+  campaign(): boolean {
+    if (this.#role !== "follower" || !this.#mayCampaign()) return false;
+    this.#preCampaign();
+    return true;
   }
 
   /**
@@ -528,17 +546,7 @@ export class RaftNode {
       this.#campaign(false);
       return;
     }
-    for (const peer of this.#voters) {
-      if (peer === this.id) continue;
-      this.#send({
-        type: "PreVote",
-        from: this.id,
-        to: peer,
-        term: this.#term + 1,
-        lastIndex: this.#log.lastIndex,
-        lastTerm: this.#log.lastTerm,
-      });
-    }
+    this.#askVotes();
   }
 
   #campaign(transfer: boolean): void {
@@ -548,22 +556,42 @@ export class RaftNode {
     this.#leaderId = null;
     this.#votes.clear();
     this.#votes.set(this.id, true);
+    this.#campaignTransfer = transfer;
     this.#resetElectionTimer();
     if (this.#tally() === "won") {
       this.#becomeLeader();
       return;
     }
+    this.#askVotes();
+  }
+
+  /**
+   * Asks every voter that has not answered this campaign for its (pre-)vote, and again every
+   * heartbeat interval until the campaign ends: a request lost on the way (or dropped by a peer
+   * that has not opened the group yet) then costs a heartbeat interval, not a whole election
+   * timeout. Asking twice is harmless: a pre-vote changes nothing, and a vote goes to the same
+   * candidate again or is refused again.
+   */
+  #askVotes(): void {
+    this.#voteResendDueMs = this.#nowMs + this.#o.heartbeatIntervalMs;
+    const pre = this.#role === "precandidate";
     for (const peer of this.#voters) {
-      if (peer === this.id) continue;
-      this.#send({
-        type: "RequestVote",
+      if (peer === this.id || this.#votes.has(peer)) continue;
+      const ask = {
         from: this.id,
         to: peer,
-        term: this.#term,
         lastIndex: this.#log.lastIndex,
         lastTerm: this.#log.lastTerm,
-        transfer,
-      });
+      };
+      if (pre) this.#send({ type: "PreVote", ...ask, term: this.#term + 1 });
+      else {
+        this.#send({
+          type: "RequestVote",
+          ...ask,
+          term: this.#term,
+          transfer: this.#campaignTransfer,
+        });
+      }
     }
   }
 

@@ -71,6 +71,32 @@ Deno.test("RaftNode pre-vote does not bump any term", () => {
   assert.equal(g.node("b").term <= 1, true);
 });
 
+Deno.test("RaftNode.campaign() elects a fresh group's node without waiting for a timeout", () => {
+  const g = new Group(IDS3);
+  assert.equal(g.node("a").campaign(), true);
+  g.settle();
+  assert.equal(g.nowMs, 0);
+  assert.equal(g.node("a").role, "leader");
+  assert.equal(g.node("b").leaderId, "a");
+  assert.equal(g.node("a").campaign(), false, "a leader does not campaign");
+  assert.equal(lone("l", ["a"], ["l"]).campaign(), false, "a learner does not campaign");
+});
+
+Deno.test("RaftNode asks again for pre-votes lost on the way after a heartbeat, not a timeout", () => {
+  // Election timeouts of 1000 ms: a's fires first (at 1000), b's next (at 1100).
+  const g = new Group(IDS3, { electionTimeoutMs: 1000 });
+  g.drop = (m) => m.type === "PreVote";
+  g.tick(1000);
+  assert.equal(g.node("a").role, "precandidate");
+  assert.equal(g.inbox.length, 0, "the pre-votes were lost");
+  g.drop = () => false;
+  g.tick(HEARTBEAT_MS);
+  g.settle();
+  assert.equal(g.nowMs, 1000 + HEARTBEAT_MS);
+  assert.equal(g.node("a").role, "leader", "a asked again and won before anyone's next timeout");
+  assert.equal(g.node("a").term, 1);
+});
+
 Deno.test("RaftNode grants a pre-vote without changing its term or vote", () => {
   const b = lone("b", IDS3);
   b.receive({ type: "PreVote", from: "a", to: "b", term: 1, lastIndex: 0, lastTerm: 0 });

@@ -182,6 +182,18 @@ export class RaftGroup {
     return this.#await(this.node.propose(data));
   }
 
+  /**
+   * Starts an election now rather than after an election timeout (see `RaftNode.campaign`).
+   * @returns false if this node leads or campaigns already, may not campaign, or has stopped.
+   */
+  campaign(): boolean {
+    if (this.stopped) return false;
+    let started = false;
+    this.#guard(() => (started = this.node.campaign()));
+    this.#kick();
+    return started;
+  }
+
   /** Proposes adding a voter, or promoting a learner (one change at a time). */
   addServer(id: string): Promise<unknown> {
     return this.#await(this.node.addServer(id));
