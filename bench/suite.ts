@@ -42,7 +42,6 @@ import {
   type Run,
   type Scenario,
   type Settings,
-  STALL_MS_MAX,
   startChild,
   startNats,
   type Target,
