@@ -1,8 +1,10 @@
+// The broker with a real data directory (a temporary one): answers to failures.
+
 import assert from "node:assert/strict";
-import { denoEnv } from "../io/deno/mod.ts";
-import { NoSpace } from "../io/errors.ts";
-import { ErrorCode, GregorError } from "../protocol/errors.ts";
-import { Broker } from "./broker.ts";
+import { denoEnv } from "../src/io/deno/mod.ts";
+import { NoSpace } from "../src/io/errors.ts";
+import { ErrorCode, GregorError } from "../src/protocol/errors.ts";
+import { Broker } from "../src/broker/broker.ts";
 
 async function withBroker(fn: (b: Broker, logged: string[]) => Promise<void>): Promise<void> {
   const dataDir = await Deno.makeTempDir({ prefix: "gregormq-broker-" });
