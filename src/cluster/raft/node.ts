@@ -6,7 +6,12 @@
 
 import type { Random } from "../../io/types.ts";
 import { configProblem, encodeConfig } from "./codec.ts";
-import { entryBytes, OUTBOX_MESSAGES_MAX, RAFT_DEFAULTS } from "./limits.ts";
+import {
+  entryBytes,
+  OUTBOX_MESSAGES_MAX,
+  RAFT_DEFAULTS,
+  VOTE_ASKS_PER_CAMPAIGN_MAX,
+} from "./limits.ts";
 import { RaftLog } from "./log.ts";
 import { Progress } from "./progress.ts";
 import type {
@@ -123,6 +128,8 @@ export class RaftNode {
   #heartbeatDueMs = 0;
   /** A (pre)candidate asks the voters that have not answered again at this time. */
   #voteResendDueMs = 0;
+  /** Times the current campaign has asked for votes. */
+  #voteAsks = 0;
   #quorumCheckDueMs = 0;
   #leaderContactMs = -Infinity;
 
@@ -222,6 +229,15 @@ export class RaftNode {
     return this.#log.term(index);
   }
 
+  /**
+   * True if this node knows the group's members as of entry `index`. A node started with no
+   * members (to be added later) does not for the entries before the first configuration entry it
+   * receives: a snapshot through them would name no voters, so it may not compact there.
+   */
+  knowsConfigAt(index: number): boolean {
+    return this.#log.configAt(index).voters.length > 0;
+  }
+
   /** The entry at `index`, or null if compacted away or past the end. */
   entryAt(index: number): Entry | null {
     return this.#log.entry(index);
@@ -238,7 +254,10 @@ export class RaftNode {
     } else if (nowMs >= this.#electionDeadlineMs) {
       if (this.#mayCampaign()) this.#preCampaign();
       else this.#resetElectionTimer();
-    } else if (this.#role !== "follower" && nowMs >= this.#voteResendDueMs) {
+    } else if (
+      this.#role !== "follower" && nowMs >= this.#voteResendDueMs &&
+      this.#voteAsks < VOTE_ASKS_PER_CAMPAIGN_MAX
+    ) {
       this.#askVotes();
     }
   }
@@ -353,6 +372,12 @@ export class RaftNode {
       throw new RangeError(
         `Cannot compact through ${throughIndex}: snapshot is at ${this.#log.snapshot.index}, ` +
           `applied at ${this.#applied}`,
+      );
+    }
+    if (!this.knowsConfigAt(throughIndex)) {
+      throw new RangeError(
+        `Cannot compact through ${throughIndex}: this node does not know the group's members as ` +
+          "of that entry (it started with none and has not received a configuration entry yet)",
       );
     }
     const config = this.#log.configAt(throughIndex);
@@ -546,6 +571,7 @@ export class RaftNode {
       this.#campaign(false);
       return;
     }
+    this.#voteAsks = 0;
     this.#askVotes();
   }
 
@@ -562,17 +588,19 @@ export class RaftNode {
       this.#becomeLeader();
       return;
     }
+    this.#voteAsks = 0;
     this.#askVotes();
   }
 
   /**
-   * Asks every voter that has not answered this campaign for its (pre-)vote, and again every
-   * heartbeat interval until the campaign ends: a request lost on the way (or dropped by a peer
-   * that has not opened the group yet) then costs a heartbeat interval, not a whole election
-   * timeout. Asking twice is harmless: a pre-vote changes nothing, and a vote goes to the same
-   * candidate again or is refused again.
+   * Asks every voter that has not answered this campaign for its (pre-)vote, and again a heartbeat
+   * interval later, up to VOTE_ASKS_PER_CAMPAIGN_MAX times: a request lost on the way (or dropped
+   * by a peer that has not opened the group yet) then costs a heartbeat interval, not a whole
+   * election timeout. Asking twice is harmless: a pre-vote changes nothing, and a vote goes to the
+   * same candidate again or is refused again.
    */
   #askVotes(): void {
+    this.#voteAsks++;
     this.#voteResendDueMs = this.#nowMs + this.#o.heartbeatIntervalMs;
     const pre = this.#role === "precandidate";
     for (const peer of this.#voters) {

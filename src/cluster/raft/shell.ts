@@ -351,13 +351,15 @@ export class RaftGroup {
     const applied = this.node.appliedIndex;
     if (m.compactionPoint !== undefined) {
       const point = m.compactionPoint();
-      return point !== null && point.index > this.node.snapshot.index && point.index <= applied
+      return point !== null && point.index > this.node.snapshot.index && point.index <= applied &&
+          this.node.knowsConfigAt(point.index)
         ? point
         : null;
     }
     const every = this.#o.compactEvery;
     if (every === undefined || m.image === undefined) return null;
     if (applied - this.node.snapshot.index < every) return null;
+    if (!this.node.knowsConfigAt(applied)) return null;
     return { index: applied, image: m.image() };
   }
 
