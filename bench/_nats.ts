@@ -3,7 +3,17 @@
 
 import type { NatsConnection } from "nats";
 import { Child, sleep, STARTUP_MS_MAX, withTimeout } from "./_harness.ts";
-import { children, HOST, type NatsConnect, sendLoop, type Settings, Window } from "./throughput.ts";
+import {
+  children,
+  HOST,
+  type NatsConnect,
+  ProgressWatch,
+  type Run,
+  runOf,
+  sendLoop,
+  type Settings,
+  Window,
+} from "./throughput.ts";
 
 /** JetStream publishes awaiting their acknowledgement at most, as in the issue's reference. */
 export const JS_IN_FLIGHT_MAX = 1_000;
@@ -106,23 +116,34 @@ export async function addFileStream(
 export async function jetStreamPublish(
   nc: NatsConnection,
   opts: { subject: string; value: Uint8Array; settings: Settings },
-): Promise<{ msgPerSec: number; sent: number; acked: number }> {
+): Promise<Run> {
   const { subject, value, settings } = opts;
   const js = nc.jetstream();
   const acks = new Window(JS_IN_FLIGHT_MAX);
   const acked = (): void => acks.confirm(1);
   const failed = (err: unknown): void => acks.fail(err);
   const start = performance.now();
-  const sent = await sendLoop(settings, {
-    windows: [acks],
-    send: () => {
-      acks.sent();
-      js.publish(subject, value).then(acked, failed);
-    },
+  const watch = new ProgressWatch([acks]);
+  let sent = 0;
+  try {
+    sent = await sendLoop(settings, {
+      windows: [acks],
+      send: () => {
+        acks.sent();
+        js.publish(subject, value).then(acked, failed);
+      },
+    });
+    await acks.drained(settings.drainMsMax);
+  } finally {
+    watch.stop();
+  }
+  const scenario = { name: `JetStream publish to ${subject}`, mode: "produce" as const };
+  return runOf({ ...scenario, payloadBytes: value.length }, {
+    messages: sent,
+    confirmed: acks.confirmed,
+    seconds: (performance.now() - start) / 1000,
+    longestGapMs: watch.stop(),
   });
-  await acks.drained(settings.drainMsMax);
-  const seconds = (performance.now() - start) / 1000;
-  return { msgPerSec: acks.confirmed / seconds, sent, acked: acks.confirmed };
 }
 
 /** Per-message times of synchronous publishes (each awaited before the next), ms. */

@@ -55,6 +55,13 @@ export const NATS_SERVER_PATHS = [
  * message always does); reading it per message costs measurably.
  */
 export const CLOCK_EVERY_MESSAGES = 256;
+/**
+ * A run stalled if no confirmation arrived for longer than this while messages were outstanding,
+ * ms. A stalled run fails the benchmark: a median of runs would hide it.
+ */
+export const STALL_MS_MAX = 500;
+/** How often a run's confirmations are sampled to find its longest gap, ms. */
+const PROGRESS_SAMPLE_MS = 20;
 /** A NATS publisher flushes (a PING round trip confirming what went before) every so many messages. */
 const NATS_FLUSH_EVERY_MESSAGES = 1_000;
 
@@ -151,6 +158,15 @@ export interface Run {
   seconds: number;
   msgPerSec: number;
   mbPerSec: number;
+  /**
+   * The longest time no confirmation arrived while messages were outstanding, ms (sampled every
+   * PROGRESS_SAMPLE_MS; waits for a flush or a drain count too).
+   */
+  longestGapMs: number;
+  /** Why the run counts as stalled (a gap over STALL_MS_MAX, or messages never confirmed), or null. */
+  stalled: string | null;
+  /** The machine's 1-minute load average as the run ended (other work competing for the CPUs). */
+  loadAverage: number;
 }
 
 /** The median run of one system in one scenario, with every run for reference. */
@@ -362,6 +378,52 @@ export class Window {
 }
 
 /**
+ * Watches windows' confirmations while a run lasts and keeps the longest gap between two of them
+ * during which messages were outstanding. It samples on a timer, so the send and confirm paths pay
+ * nothing for it.
+ */
+export class ProgressWatch {
+  readonly #windows: Window[];
+  readonly #timer: ReturnType<typeof setInterval>;
+  #stopped = false;
+  #confirmed = 0;
+  #progressAt: number;
+  #longestGapMs = 0;
+
+  constructor(windows: Window[]) {
+    this.#windows = windows;
+    this.#progressAt = performance.now();
+    this.#timer = setInterval(() => this.#sample(), PROGRESS_SAMPLE_MS);
+  }
+
+  #sample(): void {
+    const now = performance.now();
+    let confirmed = 0;
+    let waiting = false;
+    for (const w of this.#windows) {
+      confirmed += w.confirmed;
+      if (w.outstanding > 0) waiting = true;
+    }
+    if (confirmed !== this.#confirmed || !waiting) {
+      this.#confirmed = confirmed;
+      this.#progressAt = now;
+      return;
+    }
+    this.#longestGapMs = Math.max(this.#longestGapMs, now - this.#progressAt);
+  }
+
+  /** Stops watching (once; later calls change nothing); returns the longest gap, ms. */
+  stop(): number {
+    if (!this.#stopped) {
+      this.#stopped = true;
+      this.#sample();
+      clearInterval(this.#timer);
+    }
+    return this.#longestGapMs;
+  }
+}
+
+/**
  * Sends until `messagesMax` or `sendMsMax`, whichever comes first, without awaiting single sends:
  * `send` starts one message, and the loop only yields when a window is full.
  */
@@ -384,18 +446,34 @@ export async function sendLoop(
 
 export function runOf(
   scenario: Scenario,
-  { messages, confirmed, seconds }: { messages: number; confirmed: number; seconds: number },
+  { messages, confirmed, seconds, longestGapMs }: {
+    messages: number;
+    confirmed: number;
+    seconds: number;
+    longestGapMs: number;
+  },
 ): Run {
   if (confirmed === 0 || !(seconds > 0)) {
     throw new Error(`${scenario.name}: none of ${messages} messages was confirmed`);
   }
   const msgPerSec = confirmed / seconds;
+  const stalls: string[] = [];
+  if (longestGapMs > STALL_MS_MAX) {
+    stalls.push(
+      `no confirmation for ${Math.round(longestGapMs)} ms while messages were outstanding ` +
+        `(at most ${STALL_MS_MAX} ms allowed)`,
+    );
+  }
+  if (confirmed < messages) stalls.push(`${messages - confirmed} of ${messages} never confirmed`);
   return {
     messages,
     confirmed,
     seconds,
     msgPerSec,
     mbPerSec: msgPerSec * scenario.payloadBytes / 1e6,
+    longestGapMs,
+    stalled: stalls.length === 0 ? null : stalls.join("; "),
+    loadAverage: Deno.loadavg()[0]!,
   };
 }
 
@@ -463,20 +541,27 @@ async function gregorProduce(
   const failed = (err: unknown): void => acks.fail(err);
   let next = 0;
   const start = performance.now();
-  const sent = await sendLoop(settings, {
-    windows: [acks],
-    send: () => {
-      acks.sent();
-      const producer = producers[next]!;
-      next = (next + 1) % producers.length;
-      producer.send(topic, message).then(acked, failed);
-    },
-  });
-  await acks.drained(settings.drainMsMax);
+  const watch = new ProgressWatch([acks]);
+  let sent = 0;
+  try {
+    sent = await sendLoop(settings, {
+      windows: [acks],
+      send: () => {
+        acks.sent();
+        const producer = producers[next]!;
+        next = (next + 1) % producers.length;
+        producer.send(topic, message).then(acked, failed);
+      },
+    });
+    await acks.drained(settings.drainMsMax);
+  } finally {
+    watch.stop();
+  }
   return runOf(scenario, {
     messages: sent,
     confirmed: acks.confirmed,
     seconds: (performance.now() - start) / 1000,
+    longestGapMs: watch.stop(),
   });
 }
 
@@ -517,6 +602,7 @@ async function gregorEndToEnd(
   const failed = (err: unknown): void => acks.fail(err);
   let next = 0;
   const start = performance.now();
+  const watch = new ProgressWatch([acks, received]);
   let sent = 0;
   try {
     sent = await sendLoop(settings, {
@@ -532,6 +618,7 @@ async function gregorEndToEnd(
     await received.drained(settings.drainMsMax);
     await acks.drained(settings.drainMsMax);
   } finally {
+    watch.stop();
     // Ends the receive loops (next() resolves null) if messages went missing.
     await Promise.all(consumers.map((c) => c.close()));
     await Promise.all(receiving);
@@ -540,6 +627,7 @@ async function gregorEndToEnd(
     messages: sent * consumers.length,
     confirmed: received.confirmed,
     seconds: (lastAt - start) / 1000,
+    longestGapMs: watch.stop(),
   });
 }
 
@@ -590,25 +678,32 @@ async function natsProduce(
   const unflushed = pubs.map(() => 0);
   let next = 0;
   const start = performance.now();
-  const sent = await sendLoop(settings, {
-    windows: [flushed],
-    send: () => {
-      const i = next;
-      next = (next + 1) % pubs.length;
-      pubs[i]!.publish(subject, value);
-      flushed.sent();
-      if (++unflushed[i]! === NATS_FLUSH_EVERY_MESSAGES) {
-        unflushed[i] = 0;
-        pubs[i]!.flush().then(confirmChunk, failed);
-      }
-    },
-  });
-  // The last flush answers after everything published before it, whatever chunk it is in.
-  await withTimeout(Promise.all(pubs.map((nc) => nc.flush())), settings.drainMsMax);
+  const watch = new ProgressWatch([flushed]);
+  let sent = 0;
+  try {
+    sent = await sendLoop(settings, {
+      windows: [flushed],
+      send: () => {
+        const i = next;
+        next = (next + 1) % pubs.length;
+        pubs[i]!.publish(subject, value);
+        flushed.sent();
+        if (++unflushed[i]! === NATS_FLUSH_EVERY_MESSAGES) {
+          unflushed[i] = 0;
+          pubs[i]!.flush().then(confirmChunk, failed);
+        }
+      },
+    });
+    // The last flush answers after everything published before it, whatever chunk it is in.
+    await withTimeout(Promise.all(pubs.map((nc) => nc.flush())), settings.drainMsMax);
+  } finally {
+    watch.stop();
+  }
   return runOf(scenario, {
     messages: sent,
     confirmed: sent,
     seconds: (performance.now() - start) / 1000,
+    longestGapMs: watch.stop(),
   });
 }
 
@@ -638,6 +733,7 @@ async function natsEndToEnd(
   const value = payload(scenario.payloadBytes);
   let next = 0;
   const start = performance.now();
+  const watch = new ProgressWatch([received]);
   let sent = 0;
   try {
     sent = await sendLoop(settings, {
@@ -651,6 +747,7 @@ async function natsEndToEnd(
     await withTimeout(Promise.all(pubs.map((nc) => nc.flush())), settings.drainMsMax);
     await received.drained(settings.drainMsMax);
   } finally {
+    watch.stop();
     for (const sub of subs) sub.unsubscribe();
     await Promise.all(receiving);
   }
@@ -658,6 +755,7 @@ async function natsEndToEnd(
     messages: sent * subs.length,
     confirmed: received.confirmed,
     seconds: (lastAt - start) / 1000,
+    longestGapMs: watch.stop(),
   });
 }
 
@@ -860,6 +958,22 @@ async function main(): Promise<void> {
   }
 
   console.log(table(results));
+  const stalls: string[] = [];
+  for (const r of results) {
+    for (const [label, sys] of [["GregorMQ", r.gregormq], ["NATS", r.nats]] as const) {
+      for (const [i, run] of (sys?.runs ?? []).entries()) {
+        console.log(
+          `${r.scenario}, ${label} run ${i + 1}: ${fmtInt(run.msgPerSec)} msg/s, ` +
+            `${run.confirmed} of ${run.messages} confirmed, longest gap ` +
+            `${Math.round(run.longestGapMs)} ms, load ${run.loadAverage.toFixed(2)}` +
+            (run.stalled === null ? "" : `  STALLED (${run.stalled})`),
+        );
+        if (run.stalled !== null && label === "GregorMQ") {
+          stalls.push(`${r.scenario} run ${i + 1}: ${run.stalled}`);
+        }
+      }
+    }
+  }
   for (const n of notes) console.log(`note: ${n}`);
   if (values.json !== undefined) {
     const report = {
@@ -875,6 +989,9 @@ async function main(): Promise<void> {
     };
     await Deno.writeTextFile(values.json, JSON.stringify(report, null, 2) + "\n");
     console.error(`wrote ${values.json}`);
+  }
+  if (stalls.length > 0) {
+    throw new Error(`${stalls.length} GregorMQ run(s) stalled:\n${stalls.join("\n")}`);
   }
 }
 

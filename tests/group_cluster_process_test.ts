@@ -13,6 +13,8 @@ const TOPIC = "jobs";
 const GROUP = "workers";
 const PARTITIONS = 4;
 const PER_ROUND = 200;
+/** Time the metadata group gets to make all three nodes voters after they formed a cluster, ms. */
+const META_VOTERS_SETTLE_MS = 4_000;
 
 /** Keeps taking messages from `g` into `seen` until `stop()` says so. */
 async function drain(g: GroupConsumer, seen: Set<string>, stop: () => boolean): Promise<void> {
@@ -40,6 +42,10 @@ clusterTest(
           throw new Error(`${m.nodes.length} nodes, controller "${m.controller}"`);
         }
       });
+      // The metadata group takes the two joiners as learners, then as voters, one change per
+      // review (500 ms) once each has caught up: until both vote, killing the controller leaves
+      // no quorum to elect another. No request shows the voters, so give it time.
+      await sleep(META_VOTERS_SETTLE_MS);
       const controller = (await clients[0]!.admin.metadata([])).controller;
       const victim = procs.findIndex((p) => p.nodeId === controller);
       assert.ok(victim >= 0, `the controller ${controller} is none of the three`);

@@ -16,6 +16,7 @@ import { Partition, Topic } from "../broker/topic.ts";
 import type { Gossip } from "./gossip/mod.ts";
 import { encodeCommand, type MetaCommand, MetaState, placeReplicas } from "./controller.ts";
 import { type AppliedBatch, PartitionMachine } from "./replica.ts";
+import { RAFT_DEFAULTS } from "./raft/limits.ts";
 import {
   RaftGroup,
   type RaftGroupOptions,
@@ -55,6 +56,13 @@ const FOUND_STABLE_CHECKS = 20;
 const VOTER_REVIEW_MS = 500;
 /** How long a voter must look dead before it is replaced, ms. */
 export const VOTER_REPLACE_AFTER_MS = 30_000;
+/**
+ * How long creating a topic (or adding partitions) waits for the new partitions' leaders, in
+ * election timeouts; past it the request succeeds anyway and producers retry until one leads.
+ */
+const LEADERS_WAIT_ELECTIONS = 2;
+/** How often that wait looks for the leaders, ms. */
+const LEADERS_POLL_MS = 5;
 
 /** What the cluster needs from the broker it serves. */
 export interface ClusterBroker {
@@ -280,6 +288,24 @@ export class ClusterNode {
       },
     });
     await this.#chain;
+    await this.#leadersKnown(name);
+  }
+
+  /**
+   * Waits, for a bounded time, until this node knows a leader for every partition of `name`: a
+   * client that produces right after creating a topic then finds a leader at once instead of
+   * retrying with backoff until the new groups have elected one.
+   */
+  async #leadersKnown(name: string): Promise<void> {
+    const electionMs = this.#o.electionTimeoutMs ?? RAFT_DEFAULTS.electionTimeoutMs;
+    const deadline = this.#env.clock.now() + LEADERS_WAIT_ELECTIONS * electionMs;
+    for (;;) {
+      const count = this.meta.topics.get(name)?.replicas.length ?? 0;
+      let led = 0;
+      for (let p = 0; p < count; p++) if (this.#leaderOf(name, p) !== "") led++;
+      if (led === count || this.#env.clock.now() >= deadline || this.#stop.signal.aborted) return;
+      await this.#env.clock.sleep(LEADERS_POLL_MS, this.#stop.signal).catch(() => {});
+    }
   }
 
   async deleteTopic(name: string): Promise<void> {
@@ -301,6 +327,7 @@ export class ClusterNode {
     ).slice(t.replicas.length);
     await this.propose({ op: "addPartitions", name, replicas: placed });
     await this.#chain;
+    await this.#leadersKnown(name);
   }
 
   /**
@@ -690,6 +717,11 @@ export class ClusterNode {
       checkpointBytes: checkpointBytes(retentionBytes),
     });
     const group = this.#group(wire, store, machine);
+    // A group just founded has no leader to wait for: its first replica, which placement spreads
+    // over the nodes, campaigns at once, so the topic takes produces within a few round trips
+    // rather than after an election timeout (1 to 2 s of refused produces).
+    const fresh = store.state().hardState.term === 0 && group.node.lastIndex === 0;
+    if (fresh && replicas[0] === this.#o.nodeId) group.campaign();
     // Counted from here: a replica whose log was compacted starts from its snapshot, no catch-up.
     machine.onRestore = () => void this.stats.replicaRestores++;
     const r = { incarnation, wire, dir, group, partition, machine, servesFrom, unapplied: 0 };

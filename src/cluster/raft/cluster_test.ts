@@ -313,6 +313,8 @@ class Sim {
     const raft = n.raft as RaftNode;
     if (n.appliedIndex - raft.snapshot.index < COMPACT_EVERY) return;
     if (raft.appliedIndex !== n.appliedIndex) return;
+    // A learner that started knowing no members cannot snapshot entries before its first config.
+    if (!raft.knowsConfigAt(n.appliedIndex)) return;
     const snap = raft.compact(n.appliedIndex, u32Bytes(n.hash));
     n.storage.compact(snap);
   }

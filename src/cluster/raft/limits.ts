@@ -12,6 +12,12 @@ export const ENTRY_DATA_BYTES_MAX = 16 * 1024 * 1024;
 export const SNAPSHOT_DATA_BYTES_MAX = 256 * 1024 * 1024;
 /** Messages queued between two Readys at most; more are dropped (Raft tolerates loss). */
 export const OUTBOX_MESSAGES_MAX = 4096;
+/**
+ * Times a (pre)candidate asks a silent voter for its vote in one campaign at most, a heartbeat
+ * interval apart: enough to get past a lost request or a peer that opened the group a moment
+ * late, without a node cut off from its peers asking every group's peers ten times a second.
+ */
+export const VOTE_ASKS_PER_CAMPAIGN_MAX = 3;
 /** Accounting overhead of one entry besides its data, bytes. */
 export const ENTRY_OVERHEAD_BYTES = 24;
 /** Largest term or index: leaves room to count up in safe integers. */

@@ -6,7 +6,12 @@
 
 import type { Random } from "../../io/types.ts";
 import { configProblem, encodeConfig } from "./codec.ts";
-import { entryBytes, OUTBOX_MESSAGES_MAX, RAFT_DEFAULTS } from "./limits.ts";
+import {
+  entryBytes,
+  OUTBOX_MESSAGES_MAX,
+  RAFT_DEFAULTS,
+  VOTE_ASKS_PER_CAMPAIGN_MAX,
+} from "./limits.ts";
 import { RaftLog } from "./log.ts";
 import { Progress } from "./progress.ts";
 import type {
@@ -114,11 +119,17 @@ export class RaftNode {
   /** Votes (or pre-votes) received in the current campaign. */
   readonly #votes = new Map<string, boolean>();
   #transfer: Transfer | null = null;
+  /** The current campaign is a leadership transfer's (its RequestVotes say so). */
+  #campaignTransfer = false;
   #uncommittedBytes = 0;
 
   #nowMs: number;
   #electionDeadlineMs = 0;
   #heartbeatDueMs = 0;
+  /** A (pre)candidate asks the voters that have not answered again at this time. */
+  #voteResendDueMs = 0;
+  /** Times the current campaign has asked for votes. */
+  #voteAsks = 0;
   #quorumCheckDueMs = 0;
   #leaderContactMs = -Infinity;
 
@@ -218,6 +229,15 @@ export class RaftNode {
     return this.#log.term(index);
   }
 
+  /**
+   * True if this node knows the group's members as of entry `index`. A node started with no
+   * members (to be added later) does not for the entries before the first configuration entry it
+   * receives: a snapshot through them would name no voters, so it may not compact there.
+   */
+  knowsConfigAt(index: number): boolean {
+    return this.#log.configAt(index).voters.length > 0;
+  }
+
   /** The entry at `index`, or null if compacted away or past the end. */
   entryAt(index: number): Entry | null {
     return this.#log.entry(index);
@@ -234,7 +254,24 @@ export class RaftNode {
     } else if (nowMs >= this.#electionDeadlineMs) {
       if (this.#mayCampaign()) this.#preCampaign();
       else this.#resetElectionTimer();
+    } else if (
+      this.#role !== "follower" && nowMs >= this.#voteResendDueMs &&
+      this.#voteAsks < VOTE_ASKS_PER_CAMPAIGN_MAX
+    ) {
+      this.#askVotes();
     }
+  }
+
+  /**
+   * Starts an election now instead of when the election timeout runs out (a group just founded,
+   * whose designated first leader need not wait a timeout of silence that cannot have meant
+   * anything). Safe at any time: it is the same pre-vote a timeout starts.
+   * @returns false if this node leads already, campaigns already, or may not campaign.
+   */
+  campaign(): boolean {
+    if (this.#role !== "follower" || !this.#mayCampaign()) return false;
+    this.#preCampaign();
+    return true;
   }
 
   /**
@@ -335,6 +372,12 @@ export class RaftNode {
       throw new RangeError(
         `Cannot compact through ${throughIndex}: snapshot is at ${this.#log.snapshot.index}, ` +
           `applied at ${this.#applied}`,
+      );
+    }
+    if (!this.knowsConfigAt(throughIndex)) {
+      throw new RangeError(
+        `Cannot compact through ${throughIndex}: this node does not know the group's members as ` +
+          "of that entry (it started with none and has not received a configuration entry yet)",
       );
     }
     const config = this.#log.configAt(throughIndex);
@@ -528,17 +571,8 @@ export class RaftNode {
       this.#campaign(false);
       return;
     }
-    for (const peer of this.#voters) {
-      if (peer === this.id) continue;
-      this.#send({
-        type: "PreVote",
-        from: this.id,
-        to: peer,
-        term: this.#term + 1,
-        lastIndex: this.#log.lastIndex,
-        lastTerm: this.#log.lastTerm,
-      });
-    }
+    this.#voteAsks = 0;
+    this.#askVotes();
   }
 
   #campaign(transfer: boolean): void {
@@ -548,22 +582,44 @@ export class RaftNode {
     this.#leaderId = null;
     this.#votes.clear();
     this.#votes.set(this.id, true);
+    this.#campaignTransfer = transfer;
     this.#resetElectionTimer();
     if (this.#tally() === "won") {
       this.#becomeLeader();
       return;
     }
+    this.#voteAsks = 0;
+    this.#askVotes();
+  }
+
+  /**
+   * Asks every voter that has not answered this campaign for its (pre-)vote, and again a heartbeat
+   * interval later, up to VOTE_ASKS_PER_CAMPAIGN_MAX times: a request lost on the way (or dropped
+   * by a peer that has not opened the group yet) then costs a heartbeat interval, not a whole
+   * election timeout. Asking twice is harmless: a pre-vote changes nothing, and a vote goes to the
+   * same candidate again or is refused again.
+   */
+  #askVotes(): void {
+    this.#voteAsks++;
+    this.#voteResendDueMs = this.#nowMs + this.#o.heartbeatIntervalMs;
+    const pre = this.#role === "precandidate";
     for (const peer of this.#voters) {
-      if (peer === this.id) continue;
-      this.#send({
-        type: "RequestVote",
+      if (peer === this.id || this.#votes.has(peer)) continue;
+      const ask = {
         from: this.id,
         to: peer,
-        term: this.#term,
         lastIndex: this.#log.lastIndex,
         lastTerm: this.#log.lastTerm,
-        transfer,
-      });
+      };
+      if (pre) this.#send({ type: "PreVote", ...ask, term: this.#term + 1 });
+      else {
+        this.#send({
+          type: "RequestVote",
+          ...ask,
+          term: this.#term,
+          transfer: this.#campaignTransfer,
+        });
+      }
     }
   }
 

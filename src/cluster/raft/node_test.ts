@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { SeededRandom } from "../../io/prng.ts";
 import { bytes, ELECTION_MS, Group, HEARTBEAT_MS } from "./_testing.ts";
+import { VOTE_ASKS_PER_CAMPAIGN_MAX } from "./limits.ts";
 import { MemoryStorage } from "./memory_storage.ts";
 import { RaftNode } from "./node.ts";
 import type { AppendEntries, Message, RequestVote } from "./types.ts";
@@ -69,6 +70,46 @@ Deno.test("RaftNode pre-vote does not bump any term", () => {
   assert.equal(g.node("a").role, "precandidate");
   assert.equal(g.node("a").term, 0);
   assert.equal(g.node("b").term <= 1, true);
+});
+
+Deno.test("RaftNode.campaign() elects a fresh group's node without waiting for a timeout", () => {
+  const g = new Group(IDS3);
+  assert.equal(g.node("a").campaign(), true);
+  g.settle();
+  assert.equal(g.nowMs, 0);
+  assert.equal(g.node("a").role, "leader");
+  assert.equal(g.node("b").leaderId, "a");
+  assert.equal(g.node("a").campaign(), false, "a leader does not campaign");
+  assert.equal(lone("l", ["a"], ["l"]).campaign(), false, "a learner does not campaign");
+});
+
+Deno.test("RaftNode asks again for pre-votes lost on the way after a heartbeat, not a timeout", () => {
+  // Election timeouts of 1000 ms: a's fires first (at 1000), b's next (at 1100).
+  const g = new Group(IDS3, { electionTimeoutMs: 1000 });
+  g.drop = (m) => m.type === "PreVote";
+  g.tick(1000);
+  assert.equal(g.node("a").role, "precandidate");
+  assert.equal(g.inbox.length, 0, "the pre-votes were lost");
+  g.drop = () => false;
+  g.tick(HEARTBEAT_MS);
+  g.settle();
+  assert.equal(g.nowMs, 1000 + HEARTBEAT_MS);
+  assert.equal(g.node("a").role, "leader", "a asked again and won before anyone's next timeout");
+  assert.equal(g.node("a").term, 1);
+});
+
+Deno.test("RaftNode cut off from its peers asks each for a vote a bounded number of times per campaign", () => {
+  const g = new Group(IDS3, { electionTimeoutMs: 1000 });
+  let asked = 0;
+  g.drop = (m) => {
+    if (m.type === "PreVote" && m.from === "a") asked++;
+    return m.from === "a";
+  };
+  g.node("a").campaign();
+  g.flush();
+  g.run(900); // a's next election timeout is at 1000, b's first at 1100
+  assert.equal(g.node("a").role, "precandidate");
+  assert.equal(asked, 2 * VOTE_ASKS_PER_CAMPAIGN_MAX);
 });
 
 Deno.test("RaftNode grants a pre-vote without changing its term or vote", () => {
@@ -663,4 +704,24 @@ Deno.test("RaftNode that was never added waits, then follows once added as a lea
   g.run(HEARTBEAT_MS * 2);
   assert.deepEqual(g.appliedText("d"), ["y"]);
   assert.equal(d.role, "follower");
+});
+
+Deno.test("RaftNode added with no snapshot to start from never compacts the entries before its first config", () => {
+  const g = new Group(IDS3, {}, { joiners: ["d"] });
+  const a = g.elect("a");
+  a.propose(bytes("x"));
+  g.run(HEARTBEAT_MS * 2);
+  // The leader's log starts at 1 (its bootstrap members are in its snapshot at 0): d gets the
+  // entries from 1, and the first config entry it sees is the one that adds it.
+  assert.equal(a.addLearner("d").ok, true);
+  const added = a.lastIndex;
+  g.run(HEARTBEAT_MS * 4);
+  const d = g.node("d");
+  assert.equal(d.appliedIndex, added);
+  assert.equal(d.knowsConfigAt(added - 1), false);
+  assert.throws(() => d.compact(added - 1, bytes("image")), /does not know the group's members/);
+  assert.equal(d.knowsConfigAt(added), true);
+  const snapshot = d.compact(added, bytes("image"));
+  assert.deepEqual(snapshot.voters, IDS3);
+  assert.deepEqual(snapshot.learners, ["d"]);
 });

@@ -197,6 +197,18 @@ export class RaftGroup {
     return this.#await(this.node.propose(data));
   }
 
+  /**
+   * Starts an election now rather than after an election timeout (see `RaftNode.campaign`).
+   * @returns false if this node leads or campaigns already, may not campaign, or has stopped.
+   */
+  campaign(): boolean {
+    if (this.stopped) return false;
+    let started = false;
+    this.#guard(() => (started = this.node.campaign()));
+    this.#kick();
+    return started;
+  }
+
   /** Proposes adding a voter, or promoting a learner (one change at a time). */
   addServer(id: string): Promise<unknown> {
     return this.#await(this.node.addServer(id));
@@ -356,13 +368,15 @@ export class RaftGroup {
     const applied = this.node.appliedIndex;
     if (m.compactionPoint !== undefined) {
       const point = m.compactionPoint();
-      return point !== null && point.index > this.node.snapshot.index && point.index <= applied
+      return point !== null && point.index > this.node.snapshot.index && point.index <= applied &&
+          this.node.knowsConfigAt(point.index)
         ? point
         : null;
     }
     const every = this.#o.compactEvery;
     if (every === undefined || m.image === undefined) return null;
     if (applied - this.node.snapshot.index < every) return null;
+    if (!this.node.knowsConfigAt(applied)) return null;
     return { index: applied, image: m.image() };
   }
 

@@ -1,0 +1,67 @@
+// Produces to a topic created a moment ago, on three real broker processes. A new partition's Raft
+// group used to wait for an election timeout (1 to 2 s) before anyone led it, and every produce was
+// refused meanwhile: the cluster benchmark saw runs that confirmed nothing for most of their two
+// seconds. A new topic must take quorum produces within a few round trips, and the controller
+// answers the creation once it knows the new partition's leader.
+
+import assert from "node:assert/strict";
+import type { Client } from "../src/client/mod.ts";
+import { clusterTest, retry } from "./_broker_process.ts";
+
+/** Topics created (and produced to) one after the other. */
+const TOPICS = 5;
+/**
+ * The median time from a topic's creation to its first acknowledged quorum produce, ms, at most.
+ * The brokers' election timeout is 1000 ms, so waiting for one can never come in under it.
+ */
+const FIRST_ACK_MS_MAX = 800;
+/** Messages sent at once to each new topic, all acknowledged before the next topic. */
+const BURST_MESSAGES = 2_000;
+
+clusterTest(
+  "3 replicating brokers: a topic created a moment ago takes quorum produces at once",
+  async ({ procs, clients }) => {
+    await retry("the cluster forms", async () => {
+      const m = await clients[0]!.admin.metadata([]);
+      if (m.nodes.length < 3 || m.controller === "") {
+        throw new Error(`${m.nodes.length} nodes, controller "${m.controller}"`);
+      }
+    });
+    await retry("the first topic", () => clients[0]!.admin.createTopic("warm", { partitions: 1 }));
+    // Topics are created through the controller, which answers once it knows their leaders.
+    const controllerId = (await clients[0]!.admin.metadata([])).controller;
+    const index = procs.findIndex((p) => p.nodeId === controllerId);
+    assert.ok(index >= 0, `the controller ${controllerId} is one of the nodes`);
+    const controller: Client = clients[index]!;
+    const producer = clients[0]!.producer({ acks: "quorum", lingerMs: 2 });
+    const firstAckMs: number[] = [];
+    for (let t = 0; t < TOPICS; t++) {
+      const topic = `fresh-${t}`;
+      await controller.admin.createTopic(topic, { partitions: 1 });
+      const created = performance.now();
+      const leader = (await controller.admin.metadata([topic])).topics[0]?.partitions[0]?.leader;
+      assert.ok(leader, `${topic} has a leader as soon as its creation is answered`);
+      let first = -1;
+      const acks = Array.from(
+        { length: BURST_MESSAGES },
+        (_, i) =>
+          producer.send(topic, { value: `m${i}` }).then((offset) => {
+            if (first < 0) first = performance.now() - created;
+            return offset;
+          }),
+      );
+      const offsets = await Promise.all(acks);
+      assert.deepEqual(offsets, offsets.map((_, i) => i), `${topic}: offsets in send order`);
+      firstAckMs.push(first);
+    }
+    const sorted = [...firstAckMs].sort((a, b) => a - b);
+    const median = sorted[Math.floor(sorted.length / 2)]!;
+    console.log(`first quorum ack after creation, ms: ${firstAckMs.map(Math.round).join(", ")}`);
+    assert.ok(
+      median <= FIRST_ACK_MS_MAX,
+      `A new topic's first quorum produce was acknowledged after ${
+        Math.round(median)
+      } ms (median of ${TOPICS}); at most ${FIRST_ACK_MS_MAX} ms expected`,
+    );
+  },
+);
