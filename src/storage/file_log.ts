@@ -22,7 +22,7 @@ import {
   OffsetOutOfRange,
   type ReadLimits,
   type ReadResult,
-} from "../broker/log.ts";
+} from "./log.ts";
 import {
   parseSegmentName,
   readVerifiedBatch,

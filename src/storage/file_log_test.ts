@@ -9,7 +9,7 @@ import {
   validateBatch,
 } from "../protocol/batch.ts";
 import { ErrorCode, GregorError } from "../protocol/errors.ts";
-import { type AppendResult, OffsetOutOfRange, type ReadResult } from "../broker/log.ts";
+import { type AppendResult, OffsetOutOfRange, type ReadResult } from "./log.ts";
 import { calmDisk, type DiskFaults, type SimDisk } from "../../sim/disk.ts";
 import { runOnNode } from "../../sim/harness.ts";
 import { SIM_EPOCH_MS, type SimNode } from "../../sim/node.ts";
