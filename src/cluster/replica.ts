@@ -138,7 +138,8 @@ export class PartitionMachine implements StateMachine {
         `A replica snapshot names offset ${image.nextOffset}`,
       );
     }
-    this.log.resetTo(image.nextOffset);
+    // A MemoryLog is reset when the call returns; restore() is synchronous.
+    void this.log.resetTo(image.nextOffset);
     this.#producers.loadImage(image.producers);
     this.onRestore();
   }

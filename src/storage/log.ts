@@ -71,6 +71,23 @@ export interface Log {
   read(offset: number, limits: ReadLimits): Promise<ReadResult>;
   /** The first offset whose batch has a timestamp at or after `timestampMs`, or `nextOffset`. */
   offsetForTimestamp(timestampMs: number): Promise<number>;
+  /**
+   * Drops every batch from `offset` on, so the next append gets `offset` (a Raft follower's log
+   * cut where it conflicts with its leader's). `offset` must start a batch, or be `nextOffset`
+   * (nothing to drop). Appends issued before it are settled first; appends issued after it land
+   * after the cut. Resolves once the cut is as durable as the log promises: a log on disk never
+   * serves a dropped batch again, also after a crash.
+   *
+   * @throws {OffsetOutOfRange} outside [logStartOffset, nextOffset]
+   * @throws {OffsetInsideBatch} if `offset` falls inside a batch
+   */
+  truncateAfter(offset: number): Promise<void>;
+  /**
+   * Drops every batch and continues at `offset`: `logStartOffset` and `nextOffset` become `offset`
+   * (a replica restored from a snapshot starts over where the snapshot ends). Ordered with appends
+   * and as durable as `truncateAfter`.
+   */
+  resetTo(offset: number): Promise<void>;
   /** Releases the log's resources. */
   close(): Promise<void>;
 }
@@ -80,5 +97,16 @@ export class OffsetOutOfRange extends RangeError {
   constructor(offset: number, start: number, next: number) {
     super(`Offset ${offset} is outside the log's range [${start}, ${next}]`);
     this.name = "OffsetOutOfRange";
+  }
+}
+
+/** A truncation asked to cut a batch in two: a log keeps or drops whole batches. */
+export class OffsetInsideBatch extends RangeError {
+  constructor(offset: number, baseOffset: number, lastOffset: number) {
+    super(
+      `Cannot truncate the log at offset ${offset}: it falls inside the batch of offsets ` +
+        `${baseOffset}..${lastOffset} (a log keeps or drops whole batches)`,
+    );
+    this.name = "OffsetInsideBatch";
   }
 }

@@ -5,6 +5,7 @@ import { type BatchHeader, setBaseOffset } from "../protocol/batch.ts";
 import {
   type AppendResult,
   type Log,
+  OffsetInsideBatch,
   OffsetOutOfRange,
   type ReadLimits,
   type ReadResult,
@@ -60,16 +61,32 @@ export class MemoryLog implements Log {
     return Promise.resolve({ baseOffset, lastOffset });
   }
 
+  truncateAfter(offset: number): Promise<void> {
+    if (offset < this.#start || offset > this.#next) {
+      return Promise.reject(new OffsetOutOfRange(offset, this.#start, this.#next));
+    }
+    if (offset === this.#next) return Promise.resolve();
+    const i = this.#find(offset);
+    const b = this.#batches[i] as StoredBatch;
+    if (b.baseOffset !== offset) {
+      return Promise.reject(new OffsetInsideBatch(offset, b.baseOffset, b.lastOffset));
+    }
+    for (const gone of this.#batches.splice(i)) this.#size -= gone.bytes.length;
+    this.#next = offset;
+    return Promise.resolve();
+  }
+
   /**
-   * Drops every batch; the next one appended gets offset `offset`. A replica restored from a
-   * snapshot starts over where the snapshot ends.
+   * Drops every batch; the next one appended gets offset `offset`. Done when it returns (the
+   * promise is for the Log interface): a replica's synchronous snapshot restore relies on that.
    */
-  resetTo(offset: number): void {
+  resetTo(offset: number): Promise<void> {
     this.#batches.length = 0;
     this.#head = 0;
     this.#start = offset;
     this.#next = offset;
     this.#size = 0;
+    return Promise.resolve();
   }
 
   /** Changes the size limit and drops what is now over it. */

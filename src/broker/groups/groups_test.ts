@@ -39,6 +39,14 @@ class RangeLog implements Log {
     throw new Error("RangeLog stores nothing");
   }
 
+  truncateAfter(): never {
+    throw new Error("RangeLog stores nothing");
+  }
+
+  resetTo(): never {
+    throw new Error("RangeLog stores nothing");
+  }
+
   async offsetForTimestamp(timestampMs: number): Promise<number> {
     if (this.gate !== null) await this.gate;
     return this.times.find(([ts]) => ts >= timestampMs)?.[1] ?? this.nextOffset;
