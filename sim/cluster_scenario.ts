@@ -13,7 +13,7 @@
 // is resolved (the message is either stored once or not at all).
 
 import { SeededRandom } from "../src/io/prng.ts";
-import type { Log } from "../src/broker/log.ts";
+import type { Log } from "../src/storage/mod.ts";
 import { batchesIn, decodeBatch } from "../src/protocol/batch.ts";
 import type { Env } from "../src/io/types.ts";
 import { type Client, connectWith } from "../src/client/client.ts";

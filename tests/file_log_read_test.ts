@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { denoEnv } from "../src/io/deno/mod.ts";
 import { encodeBatch, readBatchHeader } from "../src/protocol/batch.ts";
-import { MemoryLog, type ReadResult } from "../src/broker/log.ts";
+import { MemoryLog, type ReadResult } from "../src/storage/mod.ts";
 import { FileLog, type FileLogOptions } from "../src/storage/file_log.ts";
 
 const HEADROOM = 37;

@@ -32,7 +32,7 @@ import {
   type SubscribeRequest,
 } from "../protocol/messages.ts";
 import { Connection } from "./connection.ts";
-import { MemoryLog, OffsetOutOfRange } from "./log.ts";
+import { MemoryLog, OffsetOutOfRange } from "../storage/mod.ts";
 import { type BrokerObserver, NO_OBSERVER } from "./observer.ts";
 import { type BrokerOptions, DEFAULT_BROKER_OPTIONS } from "./options.ts";
 import { type DeliverySink, type DurableState, Subscription } from "./subscription.ts";

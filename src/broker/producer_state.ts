@@ -5,7 +5,7 @@
 
 import { batchesIn } from "../protocol/batch.ts";
 import { ErrorCode, GregorError } from "../protocol/errors.ts";
-import type { Log, ReadResult } from "./log.ts";
+import type { Log, ReadResult } from "../storage/mod.ts";
 
 /** Batches remembered per producer and partition: a producer keeps at most this many in flight. */
 export const PRODUCER_BATCHES_CACHED = 5;

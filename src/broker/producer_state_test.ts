@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { encodeBatch, readBatchHeader } from "../protocol/batch.ts";
 import { ErrorCode, GregorError } from "../protocol/errors.ts";
-import { MemoryLog } from "./log.ts";
+import { MemoryLog } from "../storage/mod.ts";
 import {
   PartitionProducers,
   PRODUCER_BATCHES_CACHED,

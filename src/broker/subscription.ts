@@ -3,7 +3,7 @@
 // whole stored batches, never re-encoded.
 
 import type { Clock } from "../io/types.ts";
-import { OffsetOutOfRange } from "./log.ts";
+import { OffsetOutOfRange } from "../storage/mod.ts";
 import type { Partition } from "./topic.ts";
 
 /** Where a durable subscription's progress lives between connections. */

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import type { Clock } from "../io/types.ts";
 import { encodeBatch, readBatchHeader } from "../protocol/batch.ts";
-import { MemoryLog } from "./log.ts";
+import { MemoryLog } from "../storage/mod.ts";
 import { type DeliverySink, type DurableState, Subscription } from "./subscription.ts";
 import { Partition } from "./topic.ts";
 

@@ -2,7 +2,7 @@
 // the subscriptions waiting on it.
 
 import { ErrorCode, GregorError } from "../protocol/errors.ts";
-import type { Log } from "./log.ts";
+import type { Log } from "../storage/mod.ts";
 import type { Subscription } from "./subscription.ts";
 
 /** Longest topic name, in characters. */

@@ -8,7 +8,7 @@ import { dirname } from "../io/util.ts";
 import { readChecked, writeChecked } from "../storage/checked_file.ts";
 import { ErrorCode, GregorError } from "../protocol/errors.ts";
 import { FileLog, parseFsyncPolicy } from "../storage/file_log.ts";
-import { type Log, MemoryLog } from "./log.ts";
+import { type Log, MemoryLog } from "../storage/mod.ts";
 import type { BrokerOptions } from "./options.ts";
 import { Partition, Topic } from "./topic.ts";
 

@@ -11,7 +11,7 @@ import type {
   MetadataTopic,
   ProduceResponse,
 } from "../protocol/messages.ts";
-import { MemoryLog } from "../broker/log.ts";
+import { MemoryLog } from "../storage/mod.ts";
 import { Partition, Topic } from "../broker/topic.ts";
 import type { Gossip } from "./gossip/mod.ts";
 import { encodeCommand, type MetaCommand, MetaState, placeReplicas } from "./controller.ts";

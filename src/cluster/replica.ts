@@ -5,7 +5,7 @@
 
 import { readBatchHeader } from "../protocol/batch.ts";
 import { ErrorCode, GregorError } from "../protocol/errors.ts";
-import type { MemoryLog } from "../broker/log.ts";
+import type { MemoryLog } from "../storage/mod.ts";
 import { PartitionProducers, type ProducersImage } from "../broker/producer_state.ts";
 import type { Entry, Snapshot } from "./raft/types.ts";
 import type { StateMachine } from "./raft/shell.ts";
@@ -138,7 +138,8 @@ export class PartitionMachine implements StateMachine {
         `A replica snapshot names offset ${image.nextOffset}`,
       );
     }
-    this.log.resetTo(image.nextOffset);
+    // A MemoryLog is reset when the call returns; restore() is synchronous.
+    void this.log.resetTo(image.nextOffset);
     this.#producers.loadImage(image.producers);
     this.onRestore();
   }

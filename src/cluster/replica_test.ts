@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { SeededRandom } from "../io/prng.ts";
-import { MemoryLog } from "../broker/log.ts";
+import { MemoryLog } from "../storage/mod.ts";
 import { encodeBatch } from "../protocol/batch.ts";
 import type { Entry } from "./raft/types.ts";
 import { type AppliedBatch, PartitionMachine } from "./replica.ts";

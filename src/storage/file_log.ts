@@ -15,14 +15,16 @@ import {
   setBaseOffset,
 } from "../protocol/batch.ts";
 import { ErrorCode, GregorError } from "../protocol/errors.ts";
+import { readChecked, writeChecked } from "./checked_file.ts";
 import {
   type AppendResult,
   type Log,
   type LogDamage,
+  OffsetInsideBatch,
   OffsetOutOfRange,
   type ReadLimits,
   type ReadResult,
-} from "../broker/log.ts";
+} from "./log.ts";
 import {
   parseSegmentName,
   readVerifiedBatch,
@@ -116,12 +118,40 @@ const CLEAN_MARKER = "clean-shutdown";
 const RECOVERY_COPY_BYTES = 1024 * 1024;
 /** How long a deleted segment's file stays open for readers already using it. */
 const DELETED_SEGMENT_GRACE_MS = 10_000;
+/**
+ * Names a truncation or reset under way: written durably before it changes any file, removed once
+ * it is done. An open that finds it finishes the operation first, so a crash leaves the log as it
+ * was before the operation or after it, never part way.
+ */
+const REWIND_MARKER = "rewind";
 
 interface Pending {
   batch: Uint8Array;
   header: BatchHeader;
   resolve: (r: AppendResult) => void;
   reject: (err: unknown) => void;
+}
+
+/** A truncation or reset waiting its turn among the appends, so both keep the order of calls. */
+interface Barrier {
+  rewind: Rewind;
+  resolve: () => void;
+  reject: (err: unknown) => void;
+}
+
+/** What a truncation (drop from `offset` on) or a reset (empty, go on at `offset`) does. */
+interface Rewind {
+  kind: "truncate" | "reset";
+  offset: number;
+}
+
+/** Where a cut leaves a segment: the offset and byte it now ends at, and its remaining index. */
+interface CutPoint {
+  offset: number;
+  byte: number;
+  index: SegmentIndex;
+  maxTimestamp: number;
+  createdAtMs: number;
 }
 
 /** A partition log on disk. Create with `FileLog.open`. */
@@ -138,7 +168,7 @@ export class FileLog implements Log {
   readonly #env: Env;
   readonly #opts: FileLogOptions;
   readonly #segments: Segment[];
-  #queue: Pending[] = [];
+  #queue: (Pending | Barrier)[] = [];
   #writing = false;
   /** One past the last offset readers may see (synced under "always", written otherwise). */
   #visible: number;
@@ -174,6 +204,8 @@ export class FileLog implements Log {
   #unsaved: ScanResult | null = null;
   /** The last `makeDurable()` started; the next one waits for it. */
   #saving: Promise<boolean> = Promise.resolve(true);
+  /** A truncation or reset is under way: retention leaves the segments alone meanwhile. */
+  #rewinding = false;
 
   private constructor(env: Env, opts: FileLogOptions, segments: Segment[]) {
     this.#env = env;
@@ -220,7 +252,19 @@ export class FileLog implements Log {
     const log = new FileLog(env, opts, segments);
     log.stats.bytesTruncated = truncated.bytes;
     if (unsaved !== null) log.#holdBack(unsaved);
-    if (damage !== null) log.#markDamaged(damage);
+    const rewind = await readRewind(env, opts.dir);
+    // A crash part way through a cut can leave a segment cut short before the next: no damage,
+    // since finishing the cut removes the rest.
+    const cutAway = damage !== null && rewind !== null &&
+      (rewind.kind === "reset" || damage.offset >= rewind.offset);
+    if (damage !== null && !cutAway) log.#markDamaged(damage);
+    if (rewind !== null) {
+      opts.onReport?.(
+        `${log.#name}: finishing a ${rewind.kind} to offset ${rewind.offset} that a crash ` +
+          `interrupted`,
+      );
+      await log.#rewind(rewind, true);
+    }
     return log;
   }
 
@@ -363,8 +407,17 @@ export class FileLog implements Log {
     }
   }
 
-  /** Writes the batches waiting now as one write (and, under "always", one sync). */
+  /**
+   * Writes the batches waiting now as one write (and, under "always", one sync), or runs the
+   * truncation or reset whose turn it is.
+   */
   async #writeGroup(): Promise<void> {
+    const head = this.#queue[0] as Pending | Barrier;
+    if ("rewind" in head) {
+      this.#queue.shift();
+      await this.#rewind(head.rewind).then(head.resolve, head.reject);
+      return;
+    }
     if (this.#damage !== null) {
       // Damage found by a read while these waited: they would land behind the hole.
       const e = this.#damagedError("Cannot append");
@@ -382,8 +435,7 @@ export class FileLog implements Log {
       for (const p of this.#queue.splice(0)) p.reject(e);
       return;
     }
-    const first = this.#queue[0] as Pending;
-    if (this.#shouldRoll(first.batch.length)) {
+    if (this.#shouldRoll(head.batch.length)) {
       const why = await this.#roll();
       if (this.#failed !== null) return;
       if (why !== null) {
@@ -401,7 +453,8 @@ export class FileLog implements Log {
     const group: Pending[] = [];
     let bytes = 0;
     while (this.#queue.length > 0 && bytes < WRITE_GROUP_BYTES_MAX) {
-      const p = this.#queue[0] as Pending;
+      const p = this.#queue[0] as Pending | Barrier;
+      if ("rewind" in p) break;
       if (group.length > 0 && seg.sizeBytes + bytes + p.batch.length > this.#opts.segmentBytes) {
         break;
       }
@@ -583,6 +636,10 @@ export class FileLog implements Log {
       why = got;
       // Again from the index: a remembered starting point is only a shortcut.
       this.#resumeAt.delete(offset);
+    }
+    // A truncation or reset may have dropped the offset while the read was under way.
+    if (offset < this.logStartOffset || offset > this.#visible) {
+      throw new OffsetOutOfRange(offset, this.logStartOffset, this.#visible);
     }
     this.stats.corruptReads++;
     // A scan of the segment tells damage at rest (it fails every read, so the log is damaged from
@@ -808,6 +865,7 @@ export class FileLog implements Log {
 
   /** Deletes whole old segments past the retention limits (never the active one). */
   async enforceRetention(): Promise<number> {
+    if (this.#rewinding) return 0;
     let deleted = 0;
     const now = this.#env.clock.wallMs();
     while (this.#segments.length > 1) {
@@ -882,37 +940,15 @@ export class FileLog implements Log {
     const damage = this.damage as LogDamage;
     // Appends are refused while damaged: wait for a write that was under way to end.
     while (this.#writing) await this.#env.clock.sleep(1);
-    await this.#syncing;
     const endOffset = this.#visible;
     const seg = this.#segments[i] as Segment;
-    let bytesDropped = (await seg.file.size()) - scan.validBytes;
-    // Newest first: a crash midway leaves a log whose damage the next open finds again.
-    for (const gone of this.#segments.splice(i + 1).reverse()) {
-      bytesDropped += await gone.file.size();
-      for (const ext of ["log", "index", "timeindex"]) {
-        await this.#env.disk.remove(this.#path(gone.baseOffset, ext)).catch(ignoreNotFound);
-      }
-      void this.#env.clock.sleep(DELETED_SEGMENT_GRACE_MS, this.#stop.signal).then(
-        () => gone.file.close(),
-        () => gone.file.close(),
-      );
-    }
-    await seg.file.truncate(scan.validBytes);
-    await seg.file.sync();
-    // It is the active segment now, whose indexes live in memory until it is sealed.
-    for (const ext of ["index", "timeindex"]) {
-      await this.#env.disk.remove(this.#path(seg.baseOffset, ext)).catch(ignoreNotFound);
-    }
-    await this.#env.disk.syncDir(this.#opts.dir);
-    seg.sealed = false;
-    seg.nextOffset = scan.nextOffset;
-    seg.sizeBytes = scan.validBytes;
-    seg.index = scan.index;
-    seg.maxTimestamp = scan.maxTimestamp;
-    seg.createdAtMs = scan.firstTimestamp ?? this.#env.clock.wallMs();
-    this.#visible = scan.nextOffset;
-    this.#visibleBytes = scan.validBytes;
-    this.#resumeAt.clear();
+    const bytesDropped = await this.#cutAt(seg, {
+      offset: scan.nextOffset,
+      byte: scan.validBytes,
+      index: scan.index,
+      maxTimestamp: scan.maxTimestamp,
+      createdAtMs: scan.firstTimestamp ?? this.#env.clock.wallMs(),
+    });
     this.#damage = null;
     const repair = { cutOffset: scan.nextOffset, endOffset, bytesDropped, damage };
     this.#opts.onReport?.(
@@ -921,6 +957,216 @@ export class FileLog implements Log {
         `at byte ${damage.byte} of ${damage.file}; new records get offsets from ${repair.cutOffset}`,
     );
     return repair;
+  }
+
+  /**
+   * Cuts the log at `at` inside `seg`, which becomes the active segment: the segments after it are
+   * removed, newest first (a crash part way leaves a log that is a prefix of the old one), `seg` is
+   * truncated and synced, and the directory synced. Readers see the cut at once, before the files
+   * change. Returns the bytes dropped. The caller makes sure no write is under way.
+   */
+  async #cutAt(seg: Segment, at: CutPoint): Promise<number> {
+    await this.#syncing;
+    const i = this.#segments.indexOf(seg);
+    if (i < 0) throw new Error(`Cannot cut ${this.#opts.dir}: segment ${seg.baseOffset} is gone`);
+    const gone = this.#segments.splice(i + 1).reverse();
+    const sizeBefore = await seg.file.size();
+    seg.sealed = false;
+    seg.nextOffset = at.offset;
+    seg.sizeBytes = at.byte;
+    seg.index = at.index;
+    seg.maxTimestamp = at.maxTimestamp;
+    seg.createdAtMs = at.createdAtMs;
+    this.#visible = at.offset;
+    this.#visibleBytes = at.byte;
+    this.#resumeAt.clear();
+    let bytesDropped = sizeBefore - at.byte;
+    for (const g of gone) bytesDropped += await this.#removeSegment(g);
+    await seg.file.truncate(at.byte);
+    await seg.file.sync();
+    // It is the active segment now, whose indexes live in memory until it is sealed.
+    for (const ext of ["index", "timeindex"]) {
+      await this.#env.disk.remove(this.#path(seg.baseOffset, ext)).catch(ignoreNotFound);
+    }
+    await this.#env.disk.syncDir(this.#opts.dir);
+    return bytesDropped;
+  }
+
+  /**
+   * Removes a segment's files (the directory is synced by the caller) and returns its size; its
+   * file stays open a while for readers already inside it.
+   */
+  async #removeSegment(seg: Segment): Promise<number> {
+    const size = await seg.file.size();
+    for (const ext of ["log", "index", "timeindex"]) {
+      await this.#env.disk.remove(this.#path(seg.baseOffset, ext)).catch(ignoreNotFound);
+    }
+    void this.#env.clock.sleep(DELETED_SEGMENT_GRACE_MS, this.#stop.signal).then(
+      () => seg.file.close(),
+      () => seg.file.close(),
+    );
+    return size;
+  }
+
+  truncateAfter(offset: number): Promise<void> {
+    return this.#enqueueRewind({ kind: "truncate", offset });
+  }
+
+  resetTo(offset: number): Promise<void> {
+    return this.#enqueueRewind({ kind: "reset", offset });
+  }
+
+  #enqueueRewind(rewind: Rewind): Promise<void> {
+    if (this.#failed !== null) {
+      return Promise.reject(
+        new GregorError(ErrorCode.STORAGE_ERROR, `Log ${this.#opts.dir} failed: ${this.#failed}`),
+      );
+    }
+    return new Promise((resolve, reject) => {
+      this.#queue.push({ rewind, resolve, reject });
+      if (!this.#writing) void this.#writeLoop();
+    });
+  }
+
+  /**
+   * Runs a truncation or reset, between two write groups (or at open, to finish one a crash
+   * interrupted): its marker is made durable first and removed last, so a crash part way is
+   * finished by the next open.
+   */
+  async #rewind(rewind: Rewind, finishing = false): Promise<void> {
+    if (this.#failed !== null) {
+      throw new GregorError(
+        ErrorCode.STORAGE_ERROR,
+        `Log ${this.#opts.dir} failed: ${this.#failed}`,
+      );
+    }
+    this.#rewinding = true;
+    try {
+      await this.#rewindNow(rewind, finishing);
+    } finally {
+      this.#rewinding = false;
+    }
+  }
+
+  async #rewindNow(rewind: Rewind, finishing: boolean): Promise<void> {
+    if (rewind.kind === "truncate") {
+      // Finishing after a crash, the log may already end at or before the cut (a torn tail).
+      const cut = finishing && rewind.offset >= this.#visible
+        ? null
+        : await this.#truncationPoint(rewind.offset);
+      if (cut === null) {
+        if (finishing) await this.#env.disk.remove(this.#markerPath);
+        return;
+      }
+      await writeChecked(this.#env.disk, this.#markerPath, `${rewind.kind} ${rewind.offset}`);
+      await this.#cutAt(cut.seg, cut.at);
+      // The cut took the damage and any held-back records with it.
+      if (this.#damage !== null && this.#damage.offset >= rewind.offset) this.#damage = null;
+      this.#unsaved = null;
+    } else {
+      if (!Number.isSafeInteger(rewind.offset) || rewind.offset < 0) {
+        throw new RangeError(`Cannot reset the log to offset ${rewind.offset}: not an offset`);
+      }
+      await writeChecked(this.#env.disk, this.#markerPath, `${rewind.kind} ${rewind.offset}`);
+      await this.#syncing;
+      // Readers keep the old segments (their files stay open a while) until the new one exists.
+      for (const g of [...this.#segments].reverse()) await this.#removeSegment(g);
+      await this.#env.disk.syncDir(this.#opts.dir);
+      let fresh: Segment;
+      try {
+        fresh = await createSegment(this.#env, this.#opts, rewind.offset);
+      } catch (err) {
+        // A log without a segment cannot go on; its marker finishes the reset at the next open.
+        this.#fail(`cannot start over at offset ${rewind.offset}: ${(err as Error).message}`);
+        throw err;
+      }
+      this.#segments.splice(0, this.#segments.length, fresh);
+      this.#visible = rewind.offset;
+      this.#visibleBytes = 0;
+      this.#resumeAt.clear();
+      this.#damage = null;
+      this.#unsaved = null;
+    }
+    await this.#env.disk.remove(this.#markerPath);
+    await this.#env.disk.syncDir(this.#opts.dir);
+  }
+
+  get #markerPath(): string {
+    return `${this.#opts.dir}/${REWIND_MARKER}`;
+  }
+
+  /**
+   * Where a truncation at `offset` cuts: the segment holding it and the byte its batch starts at,
+   * or null if there is nothing after it to drop.
+   */
+  async #truncationPoint(offset: number): Promise<{ seg: Segment; at: CutPoint } | null> {
+    if (!Number.isSafeInteger(offset) || offset < this.logStartOffset || offset > this.#visible) {
+      throw new OffsetOutOfRange(offset, this.logStartOffset, this.#visible);
+    }
+    if (this.#damage !== null && offset > this.#damage.offset) {
+      throw this.#damagedError(`Cannot truncate at offset ${offset}`);
+    }
+    if (this.#unsaved !== null && offset > this.#active.baseOffset) {
+      throw new GregorError(
+        ErrorCode.STORAGE_ERROR,
+        `Cannot truncate ${this.#opts.dir} at offset ${offset}: its offsets from ${this.#active.baseOffset} are held back after a crash on a full disk`,
+      );
+    }
+    if (offset === this.#active.nextOffset && this.#unsaved === null) return null;
+    let seg = this.#segmentFor(offset);
+    const i = this.#segments.indexOf(seg);
+    // A cut where a segment starts goes at the end of the one before: no empty segment is left
+    // behind, so the active segment holds the newest batch (which retention never drops).
+    if (offset === seg.baseOffset && i > 0) seg = this.#segments[i - 1] as Segment;
+    const byte = await this.#positionOf(seg, offset);
+    const index = seg.index.truncatedBefore(offset - seg.baseOffset);
+    const now = this.#env.clock.wallMs();
+    return {
+      seg,
+      at: {
+        offset,
+        byte,
+        index,
+        maxTimestamp: index.times[index.times.length - 1] ?? -1,
+        createdAtMs: seg.createdAtMs > 0 ? seg.createdAtMs : now,
+      },
+    };
+  }
+
+  /**
+   * The byte of `seg` where the batch starting at `offset` starts, found by walking headers from
+   * the index entry before it; the walk is done again when a header does not check out.
+   *
+   * @throws {OffsetInsideBatch} if `offset` falls inside a batch
+   */
+  async #positionOf(seg: Segment, offset: number): Promise<number> {
+    if (offset === seg.baseOffset) return 0;
+    const end = seg === this.#active ? this.#visibleBytes : seg.sizeBytes;
+    let why = "";
+    for (let attempt = 0; attempt <= REREADS; attempt++) {
+      const start = seg.index.lookup(offset - seg.baseOffset);
+      let pos = start.position;
+      let expected = seg.baseOffset + start.rel;
+      while (pos < end) {
+        const h = await this.#header(seg, pos, expected);
+        if (typeof h === "string") {
+          why = h;
+          break;
+        }
+        if (h.baseOffset === offset) return pos;
+        const last = h.baseOffset + h.recordCount - 1;
+        if (last >= offset) throw new OffsetInsideBatch(offset, h.baseOffset, last);
+        expected = last + 1;
+        pos += h.sizeBytes;
+      }
+      // The segment's batches end right at the offset (one cut short by a crash mid-truncation).
+      if (pos >= end && expected === offset) return pos;
+      why ||= `no batch starts at offset ${offset} below byte ${end}`;
+    }
+    throw new GregorError(
+      ErrorCode.STORAGE_ERROR,
+      `Cannot truncate ${this.#path(seg.baseOffset, "log")} at offset ${offset}: ${why}`,
+    );
   }
 
   async close(): Promise<void> {
@@ -1193,4 +1439,24 @@ async function exists(env: Env, path: string): Promise<boolean> {
     if (err instanceof NotFound) return false;
     throw err;
   }
+}
+
+/** The truncation or reset a crash interrupted in `dir`, or null. */
+async function readRewind(env: Env, dir: string): Promise<Rewind | null> {
+  let text: string;
+  try {
+    text = await readChecked(env.disk, `${dir}/${REWIND_MARKER}`);
+  } catch (err) {
+    if (err instanceof NotFound) return null;
+    throw err;
+  }
+  const m = /^(truncate|reset) (\d+)$/.exec(text);
+  const offset = Number(m?.[2]);
+  if (m === null || !Number.isSafeInteger(offset)) {
+    throw new Error(
+      `Cannot open the log in ${dir}: ${dir}/${REWIND_MARKER} names no truncation or reset ` +
+        `(${JSON.stringify(text.slice(0, 40))})`,
+    );
+  }
+  return { kind: m[1] as Rewind["kind"], offset };
 }

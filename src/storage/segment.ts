@@ -69,6 +69,25 @@ export class SegmentIndex {
   }
 
   /**
+   * A copy holding only the entries of batches before `relOffset` (the log was cut there); the
+   * next batch added gets an entry, since the bytes since the last one are not known.
+   */
+  truncatedBefore(relOffset: number): SegmentIndex {
+    const idx = new SegmentIndex(this.#intervalBytes);
+    for (const [i, rel] of this.offsets.entries()) {
+      if (rel >= relOffset) break;
+      idx.offsets.push(rel);
+      idx.positions.push(this.positions[i] as number);
+    }
+    for (const [i, rel] of this.timeOffsets.entries()) {
+      if (rel >= relOffset) break;
+      idx.times.push(this.times[i] as number);
+      idx.timeOffsets.push(rel);
+    }
+    return idx;
+  }
+
+  /**
    * The last indexed batch at or before `relOffset`: its relative base offset and position
    * ({ rel: 0, position: 0 }, the segment's first batch, if none).
    */

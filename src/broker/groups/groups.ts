@@ -17,7 +17,7 @@ import {
   type ResetOffsetsResponse,
   Start,
 } from "../../protocol/messages.ts";
-import type { Log } from "../log.ts";
+import type { Log } from "../../storage/mod.ts";
 import { parseTpKey, tpKey } from "./assignors.ts";
 import { checkGroupName, type CoordinatorOptions, GroupCoordinator } from "./coordinator.ts";
 import { type OffsetBackend, OffsetStore } from "./offset_store.ts";

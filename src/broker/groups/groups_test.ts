@@ -7,7 +7,7 @@ import {
   type ResetOffsetsRequest,
   Start,
 } from "../../protocol/messages.ts";
-import type { Log } from "../log.ts";
+import type { Log } from "../../storage/mod.ts";
 import { calmDisk } from "../../../sim/disk.ts";
 import { runOnNode } from "../../../sim/harness.ts";
 import type { SimNode } from "../../../sim/node.ts";
@@ -36,6 +36,14 @@ class RangeLog implements Log {
   }
 
   read(): never {
+    throw new Error("RangeLog stores nothing");
+  }
+
+  truncateAfter(): never {
+    throw new Error("RangeLog stores nothing");
+  }
+
+  resetTo(): never {
     throw new Error("RangeLog stores nothing");
   }
 

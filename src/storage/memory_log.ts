@@ -1,87 +1,15 @@
-// A partition's log: the Log interface every storage backend implements, and MemoryLog, the
-// memory-only twin (the segmented file log comes with persistence). A log stores record batches as
-// the bytes that travel on the wire, with the broker-assigned base offset written in.
+// MemoryLog, the memory-only twin of FileLog behind the Log interface: batches held in memory,
+// bounded by size.
 
 import { type BatchHeader, setBaseOffset } from "../protocol/batch.ts";
-
-/** Where an appended batch landed. */
-export interface AppendResult {
-  baseOffset: number;
-  lastOffset: number;
-}
-
-/** Batches read from a log. */
-export interface ReadResult {
-  /** Whole batches back to back; the first may start before the offset asked for. */
-  bytes: Uint8Array;
-  /** The offset after the last record returned (the next one to ask for). */
-  nextOffset: number;
-  /** Records in the returned batches at or after the offset asked for. */
-  records: number;
-  /**
-   * Bytes just before `bytes` in its buffer that belong to this result alone (0 or absent: none),
-   * at most the `headroomBytes` asked for: the caller may write a frame header there.
-   */
-  headroomBytes?: number;
-}
-
-/** How much one read may return. */
-export interface ReadLimits {
-  bytesMax: number;
-  recordsMax: number;
-  /**
-   * Free bytes wanted before the batches, so a delivery's frame header can go in front of them
-   * without copying them. A log gives them when it copies the batches anyway.
-   */
-  headroomBytes?: number;
-}
-
-/**
- * Where a partition's log fails its checks: the first offset that cannot be served, the segment
- * file and byte its batch starts at, and what was wrong. Offsets before it are served; reads from
- * it and appends are refused until an operator repairs the partition.
- */
-export interface LogDamage {
-  offset: number;
-  file: string;
-  byte: number;
-  reason: string;
-}
-
-/** The storage of one partition. */
-export interface Log {
-  /** The first offset still stored. */
-  readonly logStartOffset: number;
-  /** The offset the next record will get; one past the last stored. */
-  readonly nextOffset: number;
-  /** Bytes stored. */
-  readonly sizeBytes: number;
-  /** Where the log is damaged, or null (a log that cannot be damaged leaves it out). */
-  readonly damage?: LogDamage | null;
-  /**
-   * Stores a validated batch, writing its base offset into `batch` (in place) first. Resolves once
-   * the batch is as durable as the log promises.
-   */
-  append(batch: Uint8Array, header: BatchHeader): Promise<AppendResult>;
-  /**
-   * Whole batches holding offsets from `offset` on, stopping before a batch that would pass either
-   * limit (but always at least one batch if any exists, so a big batch never blocks progress).
-   * Empty at `nextOffset`. Throws OffsetOutOfRange outside [logStartOffset, nextOffset].
-   */
-  read(offset: number, limits: ReadLimits): Promise<ReadResult>;
-  /** The first offset whose batch has a timestamp at or after `timestampMs`, or `nextOffset`. */
-  offsetForTimestamp(timestampMs: number): Promise<number>;
-  /** Releases the log's resources. */
-  close(): Promise<void>;
-}
-
-/** An offset outside the log's range was asked for. */
-export class OffsetOutOfRange extends RangeError {
-  constructor(offset: number, start: number, next: number) {
-    super(`Offset ${offset} is outside the log's range [${start}, ${next}]`);
-    this.name = "OffsetOutOfRange";
-  }
-}
+import {
+  type AppendResult,
+  type Log,
+  OffsetInsideBatch,
+  OffsetOutOfRange,
+  type ReadLimits,
+  type ReadResult,
+} from "./log.ts";
 
 interface StoredBatch {
   baseOffset: number;
@@ -133,16 +61,32 @@ export class MemoryLog implements Log {
     return Promise.resolve({ baseOffset, lastOffset });
   }
 
+  truncateAfter(offset: number): Promise<void> {
+    if (offset < this.#start || offset > this.#next) {
+      return Promise.reject(new OffsetOutOfRange(offset, this.#start, this.#next));
+    }
+    if (offset === this.#next) return Promise.resolve();
+    const i = this.#find(offset);
+    const b = this.#batches[i] as StoredBatch;
+    if (b.baseOffset !== offset) {
+      return Promise.reject(new OffsetInsideBatch(offset, b.baseOffset, b.lastOffset));
+    }
+    for (const gone of this.#batches.splice(i)) this.#size -= gone.bytes.length;
+    this.#next = offset;
+    return Promise.resolve();
+  }
+
   /**
-   * Drops every batch; the next one appended gets offset `offset`. A replica restored from a
-   * snapshot starts over where the snapshot ends.
+   * Drops every batch; the next one appended gets offset `offset`. Done when it returns (the
+   * promise is for the Log interface): a replica's synchronous snapshot restore relies on that.
    */
-  resetTo(offset: number): void {
+  resetTo(offset: number): Promise<void> {
     this.#batches.length = 0;
     this.#head = 0;
     this.#start = offset;
     this.#next = offset;
     this.#size = 0;
+    return Promise.resolve();
   }
 
   /** Changes the size limit and drops what is now over it. */
