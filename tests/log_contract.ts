@@ -354,11 +354,11 @@ export function defineLogContractTests(twin: LogTwin): void {
     });
   }
 
-  test("truncateAfter() drops every batch from the offset on, and appends go on from there", async (w) => {
+  test("truncateFrom() drops every batch from the offset on, and appends go on from there", async (w) => {
     const log = await w.open();
     const m = new LogModel();
     for (let i = 0; i < 8; i++) await appendChecked(log, m, { records: 2 });
-    await log.truncateAfter(10);
+    await log.truncateFrom(10);
     m.truncate(10);
     assert.equal(log.nextOffset, 10);
     assert.equal(log.sizeBytes, m.sizeBytes);
@@ -368,7 +368,7 @@ export function defineLogContractTests(twin: LogTwin): void {
     // New records take the dropped offsets; no dropped record is served again.
     for (let i = 0; i < 3; i++) await appendChecked(log, m, { records: 3, padBytes: 9 });
     await readAll(log, m);
-    await log.truncateAfter(0);
+    await log.truncateFrom(0);
     m.truncate(0);
     assert.deepEqual([log.logStartOffset, log.nextOffset, log.sizeBytes], [0, 0, 0]);
     await appendChecked(log, m);
@@ -376,7 +376,7 @@ export function defineLogContractTests(twin: LogTwin): void {
     await log.close();
   });
 
-  test("truncateAfter() across segment boundaries keeps reads, sizes and timestamps consistent", async (w) => {
+  test("truncateFrom() across segment boundaries keeps reads, sizes and timestamps consistent", async (w) => {
     const log = await w.open({ segmentBytes: 500 });
     const m = new LogModel();
     const t0 = 1_800_000_000_000;
@@ -386,7 +386,7 @@ export function defineLogContractTests(twin: LogTwin): void {
     // From the middle of the log backwards, each cut at a batch start: some at a segment's start.
     for (const k of [25, 24, 17, 16, 9, 3]) {
       const cut = (m.batches[k] as ModelBatch).base;
-      await log.truncateAfter(cut);
+      await log.truncateFrom(cut);
       m.truncate(cut);
       assert.equal(log.sizeBytes, m.sizeBytes, `cut at ${cut}`);
       await readAll(log, m);
@@ -402,33 +402,33 @@ export function defineLogContractTests(twin: LogTwin): void {
       }
       await readAll(log, m);
       m.truncate(cut);
-      await log.truncateAfter(cut);
+      await log.truncateFrom(cut);
     }
     await log.close();
   });
 
-  test("truncateAfter() at nextOffset changes nothing; inside a batch or outside the range it throws", async (w) => {
+  test("truncateFrom() at nextOffset changes nothing; inside a batch or outside the range it throws", async (w) => {
     const log = await w.open({ segmentBytes: 1 });
     const m = new LogModel();
     for (let i = 0; i < 5; i++) await appendChecked(log, m, { records: 3, padBytes: 100 });
-    await log.truncateAfter(m.next);
-    await rejects(log.truncateAfter(4), OffsetInsideBatch);
-    await rejects(log.truncateAfter(m.next + 1), OffsetOutOfRange);
+    await log.truncateFrom(m.next);
+    await rejects(log.truncateFrom(4), OffsetInsideBatch);
+    await rejects(log.truncateFrom(m.next + 1), OffsetOutOfRange);
     await readAll(log, m);
     await w.retain(log, { bytes: 1 });
     m.dropBefore(12);
-    await rejects(log.truncateAfter(3), OffsetOutOfRange);
+    await rejects(log.truncateFrom(3), OffsetOutOfRange);
     await readAll(log, m);
     await log.close();
   });
 
-  test("truncateAfter() keeps its place among appends issued before and after it", async (w) => {
+  test("truncateFrom() keeps its place among appends issued before and after it", async (w) => {
     const log = await w.open();
     const m = new LogModel();
     for (let i = 0; i < 3; i++) await appendChecked(log, m, { records: 2 });
     const cut = m.next;
     const first = append(log, m.batch({ records: 2 }));
-    const truncated = log.truncateAfter(cut);
+    const truncated = log.truncateFrom(cut);
     m.truncate(cut);
     const second = append(log, m.batch({ records: 5 }));
     assert.deepEqual(await first, { baseOffset: cut, lastOffset: cut + 1 });

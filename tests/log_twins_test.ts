@@ -149,9 +149,9 @@ Deno.test("MemoryLog and FileLog agree on every answer to random appends, reads,
                 break;
               case "truncate": {
                 const at = pick(o.at);
-                const a = await outcome(() => mem.truncateAfter(at));
-                const b = await outcome(() => file.truncateAfter(at));
-                assert.deepEqual(b, a, `truncateAfter(${at})`);
+                const a = await outcome(() => mem.truncateFrom(at));
+                const b = await outcome(() => file.truncateFrom(at));
+                assert.deepEqual(b, a, `truncateFrom(${at})`);
                 if (a === undefined) counts.truncated++;
                 break;
               }

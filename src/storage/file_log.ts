@@ -1008,7 +1008,7 @@ export class FileLog implements Log {
     return size;
   }
 
-  truncateAfter(offset: number): Promise<void> {
+  truncateFrom(offset: number): Promise<void> {
     return this.#enqueueRewind({ kind: "truncate", offset });
   }
 

@@ -1373,7 +1373,7 @@ async function rewindThenPowerLoss(
     target = kind === "reset"
       ? model.nextOffset + env.random.int(-40, 40)
       : (b[env.random.int(0, b.length)] as (typeof b)[number]).base;
-    void (kind === "reset" ? log.resetTo(target) : log.truncateAfter(target)).catch(() => {});
+    void (kind === "reset" ? log.resetTo(target) : log.truncateFrom(target)).catch(() => {});
     // The process dies part way: with about 0.02 ms per disk operation and 0.5 ms per sync, this
     // lands anywhere from before the rewind's first write to after its last.
     await env.clock.sleep(env.random.float() * 4);

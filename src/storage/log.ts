@@ -81,11 +81,11 @@ export interface Log {
    * @throws {OffsetOutOfRange} outside [logStartOffset, nextOffset]
    * @throws {OffsetInsideBatch} if `offset` falls inside a batch
    */
-  truncateAfter(offset: number): Promise<void>;
+  truncateFrom(offset: number): Promise<void>;
   /**
    * Drops every batch and continues at `offset`: `logStartOffset` and `nextOffset` become `offset`
    * (a replica restored from a snapshot starts over where the snapshot ends). Ordered with appends
-   * and as durable as `truncateAfter`.
+   * and as durable as `truncateFrom`.
    */
   resetTo(offset: number): Promise<void>;
   /** Releases the log's resources. */

@@ -61,7 +61,7 @@ export class MemoryLog implements Log {
     return Promise.resolve({ baseOffset, lastOffset });
   }
 
-  truncateAfter(offset: number): Promise<void> {
+  truncateFrom(offset: number): Promise<void> {
     if (offset < this.#start || offset > this.#next) {
       return Promise.reject(new OffsetOutOfRange(offset, this.#start, this.#next));
     }

@@ -39,7 +39,7 @@ class RangeLog implements Log {
     throw new Error("RangeLog stores nothing");
   }
 
-  truncateAfter(): never {
+  truncateFrom(): never {
     throw new Error("RangeLog stores nothing");
   }
 
