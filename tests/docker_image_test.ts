@@ -47,6 +47,8 @@ async function run(
   const out = await new Deno.Command(cmd, {
     args,
     cwd: ROOT,
+    // The stand-in base image gets the deno running this test (CI runs it through npx).
+    env: { DENO_BIN: Deno.execPath() },
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
