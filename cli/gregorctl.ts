@@ -221,7 +221,11 @@ async function topic(ctx: Ctx): Promise<void> {
       const partitions = whole("partitions", v.partitions, 1) ?? 1;
       const configs = pairs("config", v.config);
       await withClient(ctx, (c) => c.admin.createTopic(name, { partitions, configs }));
-      print(ctx, { name, partitions }, `created topic ${name} (${partitions} partitions)`);
+      print(
+        ctx,
+        { name, partitions },
+        `created topic ${name} (${partitions} partition${partitions === 1 ? "" : "s"})`,
+      );
       return;
     }
     case "list": {
