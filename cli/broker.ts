@@ -15,15 +15,21 @@ import {
   loadYaml,
   toNodeConfig,
 } from "../src/config/mod.ts";
+import denoJson from "../deno.json" with { type: "json" };
 
 const USAGE = `usage: deno task start [options]
 Every setting can be given as a flag, a GREGOR_* variable or a key in the --config file
 (flags win over variables, variables over the file); docs/operations.md lists them.
 ${configHelp()}
-  -h, --help  this text`;
+  -h, --help  this text
+  --version   the version of GregorMQ`;
 
 if (Deno.args.includes("--help") || Deno.args.includes("-h")) {
   console.log(USAGE);
+  Deno.exit(0);
+}
+if (Deno.args.includes("--version")) {
+  console.log(`gregormq ${denoJson.version} (deno ${Deno.version.deno})`);
   Deno.exit(0);
 }
 

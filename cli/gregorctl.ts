@@ -17,6 +17,7 @@ import {
   type ReceivedMessage,
   type TopicPartition,
 } from "../src/client/mod.ts";
+import denoJson from "../deno.json" with { type: "json" };
 
 /** Exit codes: stable, documented in USAGE and docs/gregorctl.md. */
 const Exit = { ok: 0, refused: 1, usage: 2, unreachable: 3 } as const;
@@ -77,6 +78,7 @@ global options:
   --json               machine-readable output
   --timeout MS         connect and request timeout (default ${TIMEOUT_MS_DEFAULT})
   -h, --help           this text
+  --version            the version of gregorctl
 
 exit codes:
   0  ok
@@ -118,6 +120,7 @@ const OPTIONS = {
   "dry-run": { type: "boolean", default: false },
   "metrics-url": { type: "string" },
   help: { type: "boolean", short: "h", default: false },
+  version: { type: "boolean", default: false },
 } as const;
 
 type Values = ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true }>>[
@@ -894,6 +897,10 @@ async function run(argv: string[]): Promise<number> {
     throw new UsageError((err as Error).message);
   }
   const { values, positionals } = parsed;
+  if (values.version) {
+    console.log(`gregorctl ${denoJson.version} (deno ${Deno.version.deno})`);
+    return Exit.ok;
+  }
   if (values.help || positionals.length === 0) {
     console.log(USAGE);
     return values.help ? Exit.ok : Exit.usage;
