@@ -565,7 +565,8 @@ function unknown(
   });
 }
 
-function nearestOf(name: string, known: readonly string[]): string {
+/** The name in `known` closest to `name` by edit distance, ignoring case: for "did you mean". */
+export function nearestOf(name: string, known: readonly string[]): string {
   let best = known[0]!;
   let bestDistance = Infinity;
   for (const k of known) {
