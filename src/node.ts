@@ -148,7 +148,14 @@ async function startServing(
   http: HttpServer | null,
   setReady: (ready: () => boolean | string) => void,
 ): Promise<RunningNode> {
-  const broker = await Broker.open(env, config.broker, config.hooks);
+  // The nodes of a cluster need names apart in handshakes: unless one is configured, a clustered
+  // node goes by its node id.
+  const nodeId = config.cluster === undefined ? null : await (await loadClusterModules()).gossip
+    .loadOrCreateNodeId(env, config.broker?.dataDir ?? DEFAULT_BROKER_OPTIONS.dataDir);
+  const broker = await Broker.open(env, {
+    ...config.broker,
+    ...(nodeId === null || config.broker?.brokerId !== undefined ? {} : { brokerId: nodeId }),
+  }, config.hooks);
   metrics.attach(broker);
   const listener = await env.net.listen({
     host: config.host ?? "127.0.0.1",
@@ -156,9 +163,9 @@ async function startServing(
   });
   let gossip: Gossip | null = null;
   if (config.cluster !== undefined) {
-    const { Gossip, loadOrCreateNodeId, nextIncarnation } = (await loadClusterModules()).gossip;
+    const { Gossip, nextIncarnation } = (await loadClusterModules()).gossip;
     const host = config.host ?? "127.0.0.1";
-    broker.nodeId = await loadOrCreateNodeId(env, broker.opts.dataDir);
+    broker.nodeId = nodeId as string;
     gossip = await Gossip.start(env, {
       nodeId: broker.nodeId,
       incarnation: await nextIncarnation(env, broker.opts.dataDir),
