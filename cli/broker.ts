@@ -138,6 +138,8 @@ Deno.addSignalListener("SIGINT", () => void shutdown("SIGINT"));
 Deno.addSignalListener("SIGTERM", () => void shutdown("SIGTERM"));
 log("info", "GregorMQ broker listening", {
   listen: `${node.addr.host}:${node.addr.port}`,
+  // The broker's own pid, which a wrapper (npx, deno task) that started it does not show.
+  pid: Deno.pid,
   brokerId: node.broker.opts.brokerId,
   dataDir: node.broker.opts.dataDir,
   ...(node.gossip === null ? {} : {
