@@ -2,8 +2,8 @@
 #
 # The image holds the `deno` runtime plus the sources with every dependency cached at build time
 # (DENO_DIR), run with --cached-only: nothing is fetched when a container starts. It does not hold a
-# `deno compile` binary because `deno compile` downloads its `denort` runtime from dl.deno.land,
-# which our build machines cannot reach; docs/operations.md ("Docker") says how to build one where
+# `deno compile` binary because `deno compile` downloads its `denort` runtime from Deno's download
+# host, which our build machines cannot reach; docs/operations.md ("Docker") says how to build one where
 # it can (DENORT_BIN). Both base images are named in full so `--pull=never` finds local stand-ins
 # (deploy/docker/build-local.sh makes them where no registry can be reached).
 #

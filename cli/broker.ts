@@ -3,27 +3,35 @@
 // down gracefully (connections closed, then exit 0).
 
 import { denoEnv } from "../src/io/deno/mod.ts";
-import { startNode } from "../src/node.ts";
+import { PortInUseError, startNode } from "../src/node.ts";
 import { fitToOpenFiles, parseOpenFilesLimit } from "../src/broker/open_files.ts";
 import { DataDirError } from "../src/storage/data_dir.ts";
 import {
   ConfigError,
   configFileArg,
   configHelp,
+  envName,
+  flagName,
   loadConfig,
   type LoadedConfig,
   loadYaml,
   toNodeConfig,
 } from "../src/config/mod.ts";
+import denoJson from "../deno.json" with { type: "json" };
 
 const USAGE = `usage: deno task start [options]
 Every setting can be given as a flag, a GREGOR_* variable or a key in the --config file
 (flags win over variables, variables over the file); docs/operations.md lists them.
 ${configHelp()}
-  -h, --help  this text`;
+  -h, --help  this text
+  --version   the version of GregorMQ`;
 
 if (Deno.args.includes("--help") || Deno.args.includes("-h")) {
   console.log(USAGE);
+  Deno.exit(0);
+}
+if (Deno.args.includes("--version")) {
+  console.log(`gregormq ${denoJson.version} (deno ${Deno.version.deno})`);
   Deno.exit(0);
 }
 
@@ -77,6 +85,8 @@ function log(level: string, msg: string, fields: Record<string, unknown> = {}): 
   console.log(`${time} ${level.toUpperCase()} ${msg}${rest}`);
 }
 
+/** Reports made while starting, logged after the listen line (which tools read as the first). */
+let early: [string, string][] | null = [];
 const node = await startNode(
   denoEnv(),
   toNodeConfig(settings, {
@@ -86,7 +96,8 @@ const node = await startNode(
         Deno.exit(1);
       },
       onReport(msg, level) {
-        log(level ?? "warn", msg);
+        if (early === null) log(level ?? "warn", msg);
+        else early.push([level ?? "warn", msg]);
       },
       onInternalError(msg) {
         log("error", msg);
@@ -97,6 +108,18 @@ const node = await startNode(
   // A data directory in use or read-only is a setup mistake, like a bad config: one line, exit 2.
   if (err instanceof DataDirError) {
     console.error(err.message);
+    Deno.exit(2);
+  }
+  // So is a port already taken; the message names the setting, which may be one the user never
+  // chose (the metrics port beside 7070, the cluster port 7072 that seeds imply).
+  if (err instanceof PortInUseError) {
+    const what = { port: "client", "metrics.port": "metrics", "cluster.port": "cluster" }[err.key];
+    console.error(
+      `Cannot start: the ${what} port ${err.addr.host}:${err.addr.port} is in use (another ` +
+        `broker running?); choose another with --${flagName(err.key)} N (or ` +
+        `${envName(err.key)}, or ${err.key} in the --config file)` +
+        (err.key === "metrics.port" ? "; --no-metrics-enabled turns the metrics port off" : ""),
+    );
     Deno.exit(2);
   }
   log("fatal", `Cannot start: ${(err as Error).message}`);
@@ -115,6 +138,8 @@ Deno.addSignalListener("SIGINT", () => void shutdown("SIGINT"));
 Deno.addSignalListener("SIGTERM", () => void shutdown("SIGTERM"));
 log("info", "GregorMQ broker listening", {
   listen: `${node.addr.host}:${node.addr.port}`,
+  // The broker's own pid, which a wrapper (npx, deno task) that started it does not show.
+  pid: Deno.pid,
   brokerId: node.broker.opts.brokerId,
   dataDir: node.broker.opts.dataDir,
   ...(node.gossip === null ? {} : {
@@ -128,6 +153,8 @@ log("info", "GregorMQ broker listening", {
 });
 // After the listen line, which tools and tests read as the first line.
 for (const warning of loaded.warnings) log("warn", warning);
+for (const [level, msg] of early) log(level, msg);
+early = null;
 node.gossip?.onEvent((e) =>
   log("info", `Cluster member ${e.kind === "state" ? e.member.state : e.kind}`, {
     member: e.member.id,

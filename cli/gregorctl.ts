@@ -17,12 +17,16 @@ import {
   type ReceivedMessage,
   type TopicPartition,
 } from "../src/client/mod.ts";
+import { nearestOf } from "../src/config/mod.ts";
+import denoJson from "../deno.json" with { type: "json" };
 
 /** Exit codes: stable, documented in USAGE and docs/gregorctl.md. */
 const Exit = { ok: 0, refused: 1, usage: 2, unreachable: 3 } as const;
 
 const BROKER_DEFAULT = "127.0.0.1:7070";
 const TIMEOUT_MS_DEFAULT = 5_000;
+/** Addresses `--broker` takes at most. */
+const BROKERS_MAX = 64;
 const METRICS_PORT = 7071;
 /** Offsets printed one by one at most; a bigger load prints a count and a rate instead. */
 const OFFSETS_PRINTED_MAX = 100;
@@ -73,10 +77,13 @@ commands:
   metrics [--metrics-url URL]                default http://HOST:${METRICS_PORT}/metrics
 
 global options:
-  --broker HOST:PORT   the broker (default $GREGOR_BROKER, else ${BROKER_DEFAULT})
+  --broker HOST:PORT[,HOST:PORT...]
+                       the broker, or several of a cluster: the first that answers is used
+                       (default $GREGOR_BROKER, else ${BROKER_DEFAULT})
   --json               machine-readable output
   --timeout MS         connect and request timeout (default ${TIMEOUT_MS_DEFAULT})
   -h, --help           this text
+  --version            the version of gregorctl
 
 exit codes:
   0  ok
@@ -84,8 +91,17 @@ exit codes:
   2  usage error
   3  the broker (or its metrics endpoint) is unreachable`;
 
-/** A mistake in the command line: exit 2 with the message and the usage. */
+/** A mistake in the command line: exit 2 with the message on one line and a pointer to --help. */
 class UsageError extends Error {}
+
+const COMMANDS = ["topic", "produce", "consume", "group", "cluster", "metrics"] as const;
+
+/** A word that is not one of `known`, named with the nearest one. */
+function unknownWord(what: string, word: string, known: readonly string[]): UsageError {
+  return new UsageError(
+    `unknown ${what} ${JSON.stringify(word)}; did you mean ${nearestOf(word, known)}?`,
+  );
+}
 
 /** A broker or metrics endpoint that cannot be reached: exit 3. */
 class UnreachableError extends Error {}
@@ -118,6 +134,7 @@ const OPTIONS = {
   "dry-run": { type: "boolean", default: false },
   "metrics-url": { type: "string" },
   help: { type: "boolean", short: "h", default: false },
+  version: { type: "boolean", default: false },
 } as const;
 
 type Values = ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true }>>[
@@ -127,6 +144,8 @@ type Values = ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositi
 interface Ctx {
   values: Values;
   args: string[];
+  /** The brokers to try, in order, as host:port; the first is the one metrics are read from. */
+  servers: string[];
   host: string;
   port: number;
   timeoutMs: number;
@@ -180,12 +199,55 @@ function print(ctx: Ctx, json: unknown, human: string): void {
   console.log(ctx.json ? JSON.stringify(json) : human);
 }
 
+/** Why `addr` cannot be reached, in words; null when something listens there. */
+async function probe(addr: { host: string; port: number }, timeoutMs: number) {
+  try {
+    const conn = await Deno.connect({
+      hostname: addr.host,
+      port: addr.port,
+      signal: AbortSignal.timeout(timeoutMs),
+    });
+    conn.close();
+    return null;
+  } catch (err) {
+    if (err instanceof Deno.errors.ConnectionRefused) {
+      return { dns: false, why: "connection refused" };
+    }
+    if ((err as Error).name === "TimeoutError" || err instanceof Deno.errors.TimedOut) {
+      return { dns: false, why: `no answer within ${timeoutMs} ms` };
+    }
+    // Deno reports a name that does not resolve as a plain Error, so its message is the tell.
+    if (/lookup address|resolve|Name or service not known/i.test((err as Error).message)) {
+      return { dns: true, why: `the host name ${addr.host} does not resolve` };
+    }
+    return { dns: false, why: (err as Error).message };
+  }
+}
+
+/**
+ * Connects to the first of `ctx.servers` that answers. Each is tried once first, so a refused
+ * connection or a name that does not resolve is reported at once, not after the client has
+ * retried for the whole --timeout.
+ */
 async function withClient<T>(ctx: Ctx, fn: (client: Client) => Promise<T>): Promise<T> {
+  const failures: { addr: string; dns: boolean; why: string }[] = [];
+  for (const addr of ctx.servers) {
+    const failure = await probe(parseBroker(addr), ctx.timeoutMs);
+    if (failure === null) break;
+    failures.push({ addr, ...failure });
+  }
+  if (failures.length === ctx.servers.length) {
+    const where = failures.map((f) => `${f.addr} (${f.why})`).join(" or ");
+    throw new UnreachableError(
+      failures.every((f) => f.dns)
+        ? `cannot reach a broker at ${where} — check the host name in --broker or $GREGOR_BROKER`
+        : `cannot reach a broker at ${where} — is it running? start one with \`deno task start\``,
+    );
+  }
   let client: Client;
   try {
     client = await connect({
-      host: ctx.host,
-      port: ctx.port,
+      servers: ctx.servers,
       clientId: "gregorctl",
       connectTimeoutMs: ctx.timeoutMs,
       requestTimeoutMs: ctx.timeoutMs,
@@ -193,8 +255,7 @@ async function withClient<T>(ctx: Ctx, fn: (client: Client) => Promise<T>): Prom
   } catch (err) {
     if (err instanceof ConnectionError) {
       throw new UnreachableError(
-        `cannot reach a broker at ${ctx.host}:${ctx.port} — is it running? ` +
-          "start one with `deno task start`",
+        `cannot reach a broker at ${ctx.servers.join(" or ")} — ${err.message}`,
       );
     }
     throw err;
@@ -221,7 +282,11 @@ async function topic(ctx: Ctx): Promise<void> {
       const partitions = whole("partitions", v.partitions, 1) ?? 1;
       const configs = pairs("config", v.config);
       await withClient(ctx, (c) => c.admin.createTopic(name, { partitions, configs }));
-      print(ctx, { name, partitions }, `created topic ${name} (${partitions} partitions)`);
+      print(
+        ctx,
+        { name, partitions },
+        `created topic ${name} (${partitions} partition${partitions === 1 ? "" : "s"})`,
+      );
       return;
     }
     case "list": {
@@ -305,7 +370,14 @@ async function topic(ctx: Ctx): Promise<void> {
       return;
     }
     default:
-      throw new UsageError(`unknown topic subcommand ${JSON.stringify(sub)}`);
+      throw unknownWord(`topic subcommand`, sub, [
+        "create",
+        "list",
+        "describe",
+        "alter",
+        "delete",
+        "repair",
+      ]);
   }
 }
 
@@ -776,7 +848,7 @@ async function group(ctx: Ctx): Promise<void> {
       return;
     }
     default:
-      throw new UsageError(`unknown group subcommand ${JSON.stringify(sub)}`);
+      throw unknownWord(`group subcommand`, sub, ["list", "describe", "reset-offsets"]);
   }
 }
 
@@ -830,7 +902,7 @@ async function cluster(ctx: Ctx): Promise<void> {
       return;
     }
     default:
-      throw new UsageError(`unknown cluster subcommand ${JSON.stringify(sub)}`);
+      throw unknownWord(`cluster subcommand`, sub, ["members", "status"]);
   }
 }
 
@@ -877,9 +949,40 @@ function parseBroker(value: string): { host: string; port: number } {
   const m = /^([^:\s]+):(\d{1,5})$/.exec(value);
   const port = Number(m?.[2]);
   if (m === null || port < 1 || port > 65535) {
-    throw new UsageError(`--broker takes host:port, got ${JSON.stringify(value)}`);
+    throw new UsageError(
+      `--broker takes host:port, or several separated by commas, got ${JSON.stringify(value)}`,
+    );
   }
   return { host: m[1] as string, port };
+}
+
+/** `--broker a:1,b:2`: the brokers to try in order; each checked now, so a typo is a usage error. */
+function parseBrokers(value: string): string[] {
+  const servers = value.split(",").map((s) => s.trim()).filter((s) => s !== "");
+  if (servers.length === 0) throw new UsageError("--broker takes host:port, got nothing");
+  if (servers.length > BROKERS_MAX) {
+    throw new UsageError(`--broker takes at most ${BROKERS_MAX} addresses, got ${servers.length}`);
+  }
+  for (const s of servers) parseBroker(s);
+  return servers;
+}
+
+/** node:util's parse errors, in this tool's words: the option, and the nearest known one. */
+function parseArgsError(err: Error & { code?: string }): UsageError {
+  const option = /'(-{1,2}[^' ]+)/.exec(err.message)?.[1];
+  if (option === undefined) return new UsageError(err.message);
+  if (err.code === "ERR_PARSE_ARGS_UNKNOWN_OPTION") {
+    const known = Object.keys(OPTIONS).map((name) => `--${name}`);
+    return unknownWord("option", option, known);
+  }
+  if (err.code === "ERR_PARSE_ARGS_INVALID_OPTION_VALUE") {
+    return new UsageError(
+      OPTIONS[option.replace(/^-+/, "") as keyof typeof OPTIONS]?.type === "boolean"
+        ? `${option} takes no value`
+        : `${option} needs a value`,
+    );
+  }
+  return new UsageError(err.message);
 }
 
 async function run(argv: string[]): Promise<number> {
@@ -887,19 +990,24 @@ async function run(argv: string[]): Promise<number> {
   try {
     parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
   } catch (err) {
-    throw new UsageError((err as Error).message);
+    throw parseArgsError(err as Error & { code?: string });
   }
   const { values, positionals } = parsed;
-  if (values.help || positionals.length === 0) {
-    console.log(USAGE);
-    return values.help ? Exit.ok : Exit.usage;
+  if (values.version) {
+    console.log(`gregorctl ${denoJson.version} (deno ${Deno.version.deno})`);
+    return Exit.ok;
   }
-  const { host, port } = parseBroker(
-    values.broker ?? Deno.env.get("GREGOR_BROKER") ?? BROKER_DEFAULT,
-  );
+  if (values.help) {
+    console.log(USAGE);
+    return Exit.ok;
+  }
+  if (positionals.length === 0) throw new UsageError(`missing command (${COMMANDS.join(", ")})`);
+  const servers = parseBrokers(values.broker ?? Deno.env.get("GREGOR_BROKER") ?? BROKER_DEFAULT);
+  const { host, port } = parseBroker(servers[0]!);
   const ctx: Ctx = {
     values,
     args: positionals,
+    servers,
     host,
     port,
     timeoutMs: whole("timeout", values.timeout, 1) ?? TIMEOUT_MS_DEFAULT,
@@ -926,7 +1034,7 @@ async function run(argv: string[]): Promise<number> {
       await group(ctx);
       break;
     default:
-      throw new UsageError(`unknown command ${JSON.stringify(positionals[0])}`);
+      throw unknownWord("command", positionals[0]!, COMMANDS);
   }
   return Exit.ok;
 }
@@ -936,7 +1044,7 @@ async function main(): Promise<number> {
     return await run(Deno.args);
   } catch (err) {
     if (err instanceof UsageError) {
-      console.error(`error: ${err.message}\n\n${USAGE}`);
+      console.error(`error: ${err.message} (see \`gregorctl --help\`)`);
       return Exit.usage;
     }
     if (err instanceof GregorError) {

@@ -8,7 +8,7 @@ import type { Gossip } from "./cluster/gossip/mod.ts";
 import type { ClusterNode } from "./cluster/cluster.ts";
 import type { RaftGroup } from "./cluster/raft/shell.ts";
 import type { ClusterBridge } from "./cluster/bridge.ts";
-import { NotFound } from "./io/errors.ts";
+import { AddressInUse, NotFound } from "./io/errors.ts";
 import { readChecked, writeChecked } from "./storage/checked_file.ts";
 import { Op } from "./protocol/messages.ts";
 import { type BrokerOptions, DEFAULT_BROKER_OPTIONS } from "./broker/options.ts";
@@ -98,6 +98,32 @@ export interface RunningNode {
   close(): Promise<void>;
 }
 
+/** The settings that choose a port a node listens on. */
+export type PortKey = "port" | "metrics.port" | "cluster.port";
+
+/** A port the node must listen on is taken: which setting chose it, and the address. */
+export class PortInUseError extends Error {
+  /** The configuration key that sets this port. */
+  readonly key: PortKey;
+  readonly addr: Addr;
+  constructor(key: PortKey, addr: Addr, options?: ErrorOptions) {
+    super(`Cannot listen on ${addr.host}:${addr.port} (${key}): address in use`, options);
+    this.name = "PortInUseError";
+    this.key = key;
+    this.addr = addr;
+  }
+}
+
+/** Runs `listen`, turning "address in use" into a PortInUseError that names `key`. */
+async function listenOn<T>(key: PortKey, addr: Addr, listen: () => Promise<T>): Promise<T> {
+  try {
+    return await listen();
+  } catch (err) {
+    if (err instanceof AddressInUse) throw new PortInUseError(key, addr, { cause: err });
+    throw err;
+  }
+}
+
 /**
  * Starts a node: claims its data directory (a lock, released by `close` or the process's end, and
  * a write probe), recovers its storage, binds the client port and serves until closed.
@@ -115,17 +141,21 @@ export async function startNode(env: Env, config: NodeConfig = {}): Promise<Runn
     // The metrics port opens first, so /healthz answers (and /readyz says 503) during recovery.
     let ready: () => boolean | string = () => false;
     const metrics = new BrokerMetrics();
-    http = config.metrics === undefined ? null : await HttpServer.start(env, {
+    const metricsAt = config.metrics === undefined ? null : {
       host: config.metrics.host ?? config.host ?? "127.0.0.1",
       port: config.metrics.port,
-    }, {
-      ready: () => ready(),
-      metrics: async () => ({
-        status: 200,
-        contentType: metrics.contentType,
-        body: await metrics.scrape(),
-      }),
-    });
+    };
+    http = metricsAt === null
+      ? null
+      : await listenOn("metrics.port", metricsAt, () =>
+        HttpServer.start(env, metricsAt, {
+          ready: () => ready(),
+          metrics: async () => ({
+            status: 200,
+            contentType: metrics.contentType,
+            body: await metrics.scrape(),
+          }),
+        }));
     const node = await startServing(env, config, metrics, http, (r) => (ready = r));
     return {
       ...node,
@@ -148,27 +178,37 @@ async function startServing(
   http: HttpServer | null,
   setReady: (ready: () => boolean | string) => void,
 ): Promise<RunningNode> {
-  const broker = await Broker.open(env, config.broker, config.hooks);
+  // The nodes of a cluster need names apart in handshakes: unless one is configured, a clustered
+  // node goes by its node id.
+  const nodeId = config.cluster === undefined ? null : await (await loadClusterModules()).gossip
+    .loadOrCreateNodeId(env, config.broker?.dataDir ?? DEFAULT_BROKER_OPTIONS.dataDir);
+  const broker = await Broker.open(env, {
+    ...config.broker,
+    ...(nodeId === null || config.broker?.brokerId !== undefined ? {} : { brokerId: nodeId }),
+  }, config.hooks);
   metrics.attach(broker);
-  const listener = await env.net.listen({
-    host: config.host ?? "127.0.0.1",
-    port: config.port ?? DEFAULT_CLIENT_PORT,
-  });
+  const clientAt = { host: config.host ?? "127.0.0.1", port: config.port ?? DEFAULT_CLIENT_PORT };
+  const listener = await listenOn("port", clientAt, () => env.net.listen(clientAt));
   let gossip: Gossip | null = null;
   if (config.cluster !== undefined) {
-    const { Gossip, loadOrCreateNodeId, nextIncarnation } = (await loadClusterModules()).gossip;
+    const { Gossip, nextIncarnation } = (await loadClusterModules()).gossip;
     const host = config.host ?? "127.0.0.1";
-    broker.nodeId = await loadOrCreateNodeId(env, broker.opts.dataDir);
-    gossip = await Gossip.start(env, {
-      nodeId: broker.nodeId,
-      incarnation: await nextIncarnation(env, broker.opts.dataDir),
-      host: config.cluster.advertiseHost ?? host,
-      bindHost: host,
-      clusterPort: config.cluster.port,
-      clientPort: listener.addr.port,
-      seeds: config.cluster.seeds,
-      intervalMs: config.cluster.intervalMs,
-    });
+    broker.nodeId = nodeId as string;
+    const clusterAt = { host, port: config.cluster.port };
+    const incarnation = await nextIncarnation(env, broker.opts.dataDir);
+    const clusterConfig = config.cluster;
+    gossip = await listenOn("cluster.port", clusterAt, () =>
+      Gossip.start(env, {
+        nodeId: broker.nodeId,
+        incarnation,
+        host: clusterConfig.advertiseHost ?? host,
+        bindHost: host,
+        clusterPort: clusterConfig.port,
+        clientPort: listener.addr.port,
+        seeds: clusterConfig.seeds,
+        intervalMs: clusterConfig.intervalMs,
+        onLog: (level, msg) => config.hooks?.onReport?.(msg, level),
+      }));
     broker.membership = () => (gossip as Gossip).members();
   }
   let cluster: ClusterNode | null = null;

@@ -1,22 +1,44 @@
-// The README's promises, tested: the quick-start snippet is examples/quickstart.ts verbatim, and it
-// works as written against a broker started the way `deno task start` starts it (default port).
+// The README's promises, tested: the quick-start snippet is examples/quickstart.ts verbatim, and
+// the README's own commands (the Node-only `npx -y deno@2.9.6 …` forms and the plain `deno …`
+// ones) run exactly as written, through a shell, against a broker they start the way the README
+// starts it, and print what the README shows.
 
 import assert from "node:assert/strict";
 
 const root = new URL("..", import.meta.url).pathname;
 const readme = await Deno.readTextFile(`${root}README.md`);
+const NPX = "npx -y deno@2.9.6";
+/** A broker that has not said it listens by then has failed (npx may unpack Deno first). */
+const STARTUP_MS_MAX = 60_000;
 
-Deno.test("README shows the two set-up commands, with npx and plain deno", () => {
-  for (
-    const cmd of [
-      "npx -y deno@2.9.6 task start",
-      "npx -y deno@2.9.6 task test",
-      "deno task start",
-      "deno task test",
-    ]
-  ) {
+/** The commands of a ```sh block, without comments; the block is the first that has `marker`. */
+function shBlock(marker: string): string[] {
+  const block = [...readme.matchAll(/```sh\n([\s\S]*?)```/g)].map((m) => m[1]!)
+    .find((b) => b.includes(marker));
+  assert.ok(block !== undefined, `README has no sh block with "${marker}"`);
+  return block.split("\n").map((l) => l.replace(/#.*$/, "").trim()).filter((l) => l !== "");
+}
+
+/** The plain block of output right after the ```sh block that has `marker`. */
+function outputAfter(marker: string): string {
+  const m = new RegExp("```sh\\n[^`]*" + marker + "[^`]*```\\s*```\\n([\\s\\S]*?)```").exec(readme);
+  assert.ok(m, `README shows no output after the block with "${marker}"`);
+  return m[1]!;
+}
+
+/** The backticked command in the README that matches `pattern`, as written. */
+function inlineCommand(pattern: RegExp): string {
+  const found = [...readme.matchAll(/`([^`\n]+)`/g)].map((m) => m[1]!).find((c) => pattern.test(c));
+  assert.ok(found !== undefined, `README has no command matching ${pattern}`);
+  return found;
+}
+
+Deno.test("README shows the set-up commands, with npx and plain deno, and what -q does", () => {
+  assert.deepEqual(shBlock("task start"), [`${NPX} task start`, `${NPX} task test`]);
+  for (const cmd of ["deno task start", "deno task test", `alias deno="${NPX}"`]) {
     assert.ok(readme.includes(cmd), `README lacks "${cmd}"`);
   }
+  assert.match(readme, /`deno task -q …` leaves out the\s+`Task …` line/);
 });
 
 Deno.test("README's quick-start snippet is examples/quickstart.ts, verbatim", async () => {
@@ -27,41 +49,116 @@ Deno.test("README's quick-start snippet is examples/quickstart.ts, verbatim", as
   assert.equal(m[1], await Deno.readTextFile(`${root}examples/quickstart.ts`));
 });
 
-Deno.test("the quick-start snippet publishes and receives against the default broker", async () => {
-  const dataDir = await Deno.makeTempDir({ prefix: "gregormq-readme-" });
-  const broker = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "cli/broker.ts", "--data-dir", dataDir],
+Deno.test("the README's data directories are ignored by git", async () => {
+  const dirs = ["./data", ...[...readme.matchAll(/--data-dir (\S+)/g)].map((m) => m[1]!)];
+  assert.ok(dirs.length >= 2, "the cluster example names its own data directory");
+  for (const dir of dirs) {
+    const r = await new Deno.Command("git", {
+      args: ["check-ignore", "-q", `${dir}/topics/orders/0/00000000000000000000.log`],
+      cwd: root,
+    }).output();
+    assert.equal(r.code, 0, `git does not ignore ${dir}/`);
+  }
+});
+
+interface Shell {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `command` through `sh -c` in the repository, as a user would type it. */
+async function sh(command: string): Promise<Shell> {
+  const r = await new Deno.Command("sh", { args: ["-c", command], cwd: root, stdin: "null" })
+    .output();
+  const dec = new TextDecoder();
+  return { code: r.code, stdout: dec.decode(r.stdout), stderr: dec.decode(r.stderr) };
+}
+
+/**
+ * Starts the broker with the README's command (its data in a fresh directory, through
+ * GREGOR_DATA_DIR so the command stays as written) in a process group of its own: npx does not
+ * pass SIGTERM on, so the test stops the whole group, as Ctrl-C in a terminal does.
+ */
+async function startBroker(command: string, dataDir: string) {
+  const child = new Deno.Command("setsid", {
+    args: ["sh", "-c", command],
     cwd: root,
+    env: { GREGOR_DATA_DIR: dataDir },
+    stdin: "null",
     stdout: "piped",
     stderr: "piped",
   }).spawn();
+  const stderr = new Response(child.stderr).text();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let text = "";
+  const timer = setTimeout(() => Deno.kill(-child.pid, "SIGKILL"), STARTUP_MS_MAX);
   try {
-    const reader = broker.stdout.pipeThrough(new TextDecoderStream()).getReader();
-    let line = "";
-    while (!line.includes("\n")) {
+    while (!text.includes('"listen"') || !text.slice(text.indexOf('"listen"')).includes("\n")) {
       const { value, done } = await reader.read();
-      if (done) throw new Error("The broker exited before listening (is port 7070 free?)");
-      line += value;
+      if (done) {
+        throw new Error(
+          `\`${command}\` exited before listening (is port 7070 free?): ${await stderr}`,
+        );
+      }
+      text += value;
     }
-    reader.releaseLock();
-    assert.match(line, /"listen":"127\.0\.0\.1:7070"/);
-    const run = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", "examples/quickstart.ts"],
-      cwd: root,
-    }).output();
-    const out = new TextDecoder().decode(run.stdout);
-    assert.equal(run.code, 0, new TextDecoder().decode(run.stderr));
-    assert.match(out, /published at offsets \[ 0, 1, 2 \]/);
-    assert.match(
-      out,
-      /received #0: margherita\nreceived #1: quattro formaggi\nreceived #2: diavola/,
-    );
   } finally {
-    broker.kill("SIGTERM");
-    const status = await broker.status;
-    await broker.stdout.cancel().catch(() => {});
-    await broker.stderr.cancel().catch(() => {});
-    assert.equal(status.code, 0, "SIGTERM shuts the broker down cleanly");
-    await Deno.remove(dataDir, { recursive: true });
+    clearTimeout(timer);
   }
-});
+  const drained = (async () => {
+    while (!(await reader.read()).done) { /* keep the pipe from filling up */ }
+  })();
+  return {
+    listen: text,
+    async stop(): Promise<void> {
+      Deno.kill(-child.pid, "SIGINT");
+      await child.status;
+      await drained;
+      await stderr;
+    },
+  };
+}
+
+/** The README's first run in one form: start a broker, run the quick start, then gregorctl. */
+function firstRun(form: "npx" | "deno") {
+  return async () => {
+    const start = form === "npx" ? `${NPX} task start` : "deno task start";
+    const quickstart = inlineCommand(
+      form === "npx"
+        ? /^npx -y deno@2\.9\.6 run -A examples\/quickstart\.ts$/
+        : /^deno run -A examples\/quickstart\.ts$/,
+    );
+    const ctl = shBlock("gregorctl topic create");
+    assert.ok(ctl.every((c) => c.startsWith(`${NPX} task -q gregorctl `)), ctl.join("\n"));
+    if (form === "deno") {
+      const plain = ctl[0]!.replace(NPX, "deno");
+      assert.ok(readme.includes(`\`${plain}\`, and so on`), `README lacks "${plain}"`);
+    }
+    const commands = form === "npx" ? ctl : ctl.map((c) => c.replace(NPX, "deno"));
+    const dataDir = await Deno.makeTempDir({ prefix: "gregormq-readme-" });
+    const broker = await startBroker(start, dataDir);
+    try {
+      assert.match(broker.listen, /"listen":"127\.0\.0\.1:7070"/);
+      const run = await sh(quickstart);
+      assert.equal(run.code, 0, run.stderr);
+      const shown = /<!-- quickstart:end -->\s*```\n([\s\S]*?)```/.exec(readme);
+      assert.ok(shown, "README shows no output for the quick start");
+      assert.equal(run.stdout, shown[1]);
+      let out = "";
+      for (const c of commands) {
+        const r = await sh(c);
+        assert.equal(r.code, 0, `${c}: ${r.stderr}`);
+        assert.doesNotMatch(r.stdout + r.stderr, /Task /, `${c} printed the Task line`);
+        out += r.stdout;
+      }
+      assert.equal(out, outputAfter("gregorctl topic create"));
+    } finally {
+      await broker.stop();
+      await Deno.remove(dataDir, { recursive: true });
+    }
+  };
+}
+
+Deno.test("the README's first run works as written with only Node and npm (npx)", firstRun("npx"));
+Deno.test("the README's first run works as written with Deno installed", firstRun("deno"));

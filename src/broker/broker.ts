@@ -56,7 +56,7 @@ export interface BrokerHooks {
    * Something an operator must see: corruption found, a torn tail truncated. `level` "error":
    * data is not served until an operator acts (a damaged partition, a topic that cannot load).
    */
-  onReport(msg: string, level?: "warn" | "error"): void;
+  onReport(msg: string, level?: "info" | "warn" | "error"): void;
   /**
    * A request failed inside the broker for a reason no client input explains (a bug, or a
    * failure nobody mapped to a protocol error): the message carries the cause and its stack.

@@ -19,7 +19,14 @@ import {
   type TopicPartition,
   type TopicSummary,
 } from "../protocol/messages.ts";
+import { ErrorCode, GregorError } from "../protocol/errors.ts";
+import type { OpName } from "../protocol/messages.ts";
+import type { Random } from "../io/types.ts";
 import type { ClientConnection } from "./connection.ts";
+
+/** Wait before an admin request's first retry, ms; it doubles (with jitter) up to the max. */
+const RETRY_BACKOFF_MS = 50;
+const RETRY_BACKOFF_MS_MAX = 1_000;
 
 /** Options for `Admin.createTopic`. */
 export interface CreateTopicOptions {
@@ -40,9 +47,37 @@ export interface TopicDescription {
 export class Admin {
   readonly #conn: ClientConnection;
 
+  /** Jitter for retries, a stream of its own so retries do not shift anyone else's draws. */
+  readonly #random: Random;
+
   /** @internal Use `client.admin`. */
   constructor(conn: ClientConnection) {
     this.#conn = conn;
+    this.#random = conn.opts.env.random.fork("admin-retry");
+  }
+
+  /**
+   * Sends a request, and again while the broker answers with a retriable error (NOT_LEADER while
+   * a cluster elects its leaders, LIMIT_EXCEEDED, SHUTTING_DOWN), with backoff, until the call's
+   * deadline (`requestTimeoutMs` from now); then the last error is thrown. TIMEOUT is not retried:
+   * the broker may have done what was asked, and doing a create or delete twice is not the same.
+   */
+  async #request<T>(op: OpName, body: object): Promise<T> {
+    const clock = this.#conn.opts.env.clock;
+    const deadline = clock.now() + this.#conn.opts.requestTimeoutMs;
+    let backoffMs = RETRY_BACKOFF_MS;
+    for (;;) {
+      try {
+        return await this.#conn.request<T>(op, body);
+      } catch (err) {
+        const retriable = err instanceof GregorError && err.retriable &&
+          err.code !== ErrorCode.TIMEOUT;
+        const waitMs = backoffMs * (0.5 + this.#random.float() / 2);
+        if (!retriable || clock.now() + waitMs >= deadline) throw err;
+        await clock.sleep(waitMs);
+        backoffMs = Math.min(backoffMs * 2, RETRY_BACKOFF_MS_MAX);
+      }
+    }
   }
 
   /**
@@ -50,7 +85,7 @@ export class Admin {
    * @throws {GregorError} TOPIC_EXISTS, INVALID_TOPIC or INVALID_REQUEST (bad config).
    */
   async createTopic(name: string, opts: CreateTopicOptions = {}): Promise<void> {
-    await this.#conn.request("CREATE_TOPIC", {
+    await this.#request("CREATE_TOPIC", {
       name,
       partitions: opts.partitions ?? 1,
       configs: opts.configs ?? {},
@@ -62,7 +97,7 @@ export class Admin {
    * @throws {GregorError} UNKNOWN_TOPIC.
    */
   async deleteTopic(name: string): Promise<void> {
-    await this.#conn.request("DELETE_TOPIC", { name });
+    await this.#request("DELETE_TOPIC", { name });
   }
 
   /**
@@ -78,12 +113,12 @@ export class Admin {
    * ```
    */
   async alterTopic(name: string, configs: Record<string, string>): Promise<void> {
-    await this.#conn.request("ALTER_TOPIC", { name, configs });
+    await this.#request("ALTER_TOPIC", { name, configs });
   }
 
   /** Lists topics, sorted by name. */
   async listTopics(): Promise<TopicSummary[]> {
-    return (await this.#conn.request<ListTopicsResponse>("LIST_TOPICS", {})).topics;
+    return (await this.#request<ListTopicsResponse>("LIST_TOPICS", {})).topics;
   }
 
   /**
@@ -91,7 +126,7 @@ export class Admin {
    * @throws {GregorError} UNKNOWN_TOPIC.
    */
   async describeTopic(name: string): Promise<TopicDescription> {
-    return await this.#conn.request<DescribeTopicResponse>("DESCRIBE_TOPIC", { name });
+    return await this.#request<DescribeTopicResponse>("DESCRIBE_TOPIC", { name });
   }
 
   /**
@@ -99,12 +134,12 @@ export class Admin {
    * ("alive", "suspect", "dead", "left") and addresses. Empty for a node outside any cluster.
    */
   async clusterMembers(): Promise<ClusterMembersResponse> {
-    return await this.#conn.request<ClusterMembersResponse>("CLUSTER_MEMBERS", {});
+    return await this.#request<ClusterMembersResponse>("CLUSTER_MEMBERS", {});
   }
 
   /** Consumer groups with live members or committed offsets, sorted by name. */
   async listGroups(): Promise<GroupSummary[]> {
-    return (await this.#conn.request<ListGroupsResponse>("LIST_GROUPS", {})).groups;
+    return (await this.#request<ListGroupsResponse>("LIST_GROUPS", {})).groups;
   }
 
   /**
@@ -113,12 +148,12 @@ export class Admin {
    * @throws {GregorError} INVALID_REQUEST if the group does not exist.
    */
   async describeGroup(group: string): Promise<DescribeGroupResponse> {
-    return await this.#conn.request<DescribeGroupResponse>("DESCRIBE_GROUP", { group });
+    return await this.#request<DescribeGroupResponse>("DESCRIBE_GROUP", { group });
   }
 
   /** A group's committed offsets (all of them, or of the given partitions; -1: none). */
   async groupOffsets(group: string, partitions: TopicPartition[] = []): Promise<GroupOffset[]> {
-    const r = await this.#conn.request<OffsetFetchResponse>("OFFSET_FETCH", { group, partitions });
+    const r = await this.#request<OffsetFetchResponse>("OFFSET_FETCH", { group, partitions });
     return r.offsets;
   }
 
@@ -142,7 +177,7 @@ export class Admin {
       : "offset" in to
       ? [Start.offset, to.offset]
       : [Start.timestamp, to.timestamp];
-    const r = await this.#conn.request<ResetOffsetsResponse>("RESET_OFFSETS", {
+    const r = await this.#request<ResetOffsetsResponse>("RESET_OFFSETS", {
       group,
       topic,
       partitions: (opts.partitions ?? []).map((partition) => ({ partition })),
@@ -160,7 +195,7 @@ export class Admin {
    * @throws {GregorError} UNKNOWN_TOPIC, or INVALID_REQUEST if `count` is not more than now.
    */
   async createPartitions(topic: string, count: number): Promise<void> {
-    await this.#conn.request("CREATE_PARTITIONS", { name: topic, count });
+    await this.#request("CREATE_PARTITIONS", { name: topic, count });
   }
 
   /**
@@ -182,7 +217,7 @@ export class Admin {
     topic: string,
     opts: { partitions?: number[] } = {},
   ): Promise<RepairedPartition[]> {
-    const r = await this.#conn.request<RepairPartitionsResponse>("REPAIR_PARTITIONS", {
+    const r = await this.#request<RepairPartitionsResponse>("REPAIR_PARTITIONS", {
       name: topic,
       partitions: (opts.partitions ?? []).map((partition) => ({ partition })),
     });
@@ -198,7 +233,7 @@ export class Admin {
     topics: string[] = [],
     opts: { autoCreate?: boolean } = {},
   ): Promise<MetadataResponse> {
-    return await this.#conn.request<MetadataResponse>("METADATA", {
+    return await this.#request<MetadataResponse>("METADATA", {
       topics: topics.map((name) => ({ name })),
       autoCreate: opts.autoCreate ? 1 : 0,
     });
@@ -206,6 +241,6 @@ export class Admin {
 
   /** Round trip to the broker; resolves when it answered. */
   async ping(): Promise<void> {
-    await this.#conn.request("PING", {});
+    await this.#request("PING", {});
   }
 }

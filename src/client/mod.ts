@@ -8,11 +8,19 @@ export { Consumer, type From, type ReceivedMessage, type SubscribeOptions } from
 export { type Message, Producer, type ProducerOptions } from "./producer.ts";
 export { GroupConsumer, type GroupConsumerOptions } from "./group_consumer.ts";
 export type {
+  ClusterMemberInfo,
+  ClusterMembersResponse,
   DescribeGroupResponse as GroupDescription,
   GroupOffset,
   GroupSummary,
+  MetadataNode,
+  MetadataPartition,
+  MetadataResponse,
+  MetadataTopic,
+  PartitionInfo,
   RepairedPartition,
   TopicPartition,
+  TopicSummary,
 } from "../protocol/messages.ts";
 export { ErrorCode, GregorError } from "../protocol/errors.ts";
 export type { CodecName } from "../protocol/compression.ts";

@@ -45,7 +45,7 @@ Deno.test("loadConfig() with nothing gives the zero-config defaults", () => {
   assert.equal(config.host, "127.0.0.1");
   assert.equal(config.port, 7070);
   assert.equal(config.dataDir, "./data");
-  assert.equal(config.brokerId, "gregormq-0");
+  assert.equal(config.brokerId, null, "unset: the node id in a cluster, else gregormq-0");
   assert.deepEqual(config.metrics, { enabled: true, host: "127.0.0.1", port: 7071 });
   assert.equal(config.cluster, null);
   assert.equal(config.log.format, "json");

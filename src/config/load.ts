@@ -52,7 +52,8 @@ export interface NodeSettings {
   host: string;
   port: number;
   dataDir: string;
-  brokerId: string;
+  /** `null`: not configured; a clustered node then uses its node id, a single node the default. */
+  brokerId: string | null;
   metrics: { enabled: boolean; host: string; port: number };
   /** `null`: a single node (no cluster port and no seeds). */
   cluster: {
@@ -230,7 +231,11 @@ export function toNodeConfig(
   return {
     host: settings.host,
     port: settings.port,
-    broker: { ...settings.broker, dataDir: settings.dataDir, brokerId: settings.brokerId },
+    broker: {
+      ...settings.broker,
+      dataDir: settings.dataDir,
+      ...(settings.brokerId === null ? {} : { brokerId: settings.brokerId }),
+    },
     cluster,
     metrics: metricsConfig(settings),
     ...extra,
@@ -260,7 +265,7 @@ function assemble(v: ReadonlyMap<string, Value>): NodeSettings {
     host,
     port: num("port"),
     dataDir: str("dataDir"),
-    brokerId: str("brokerId"),
+    brokerId: v.get("brokerId") as string | null,
     metrics: {
       enabled: v.get("metrics.enabled") as boolean,
       host: (v.get("metrics.host") as string | null) ?? host,
@@ -565,7 +570,8 @@ function unknown(
   });
 }
 
-function nearestOf(name: string, known: readonly string[]): string {
+/** The name in `known` closest to `name` by edit distance, ignoring case: for "did you mean". */
+export function nearestOf(name: string, known: readonly string[]): string {
   let best = known[0]!;
   let bestDistance = Infinity;
   for (const k of known) {

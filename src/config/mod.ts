@@ -23,6 +23,7 @@ export {
   type LoadedConfig,
   loadYaml,
   metricsConfig,
+  nearestOf,
   type NodeSettings,
   toNodeConfig,
 } from "./load.ts";

@@ -55,7 +55,8 @@ export const CONFIG_SCHEMA: readonly KeySpec[] = [
   {
     key: "brokerId",
     kind: "string",
-    default: D.brokerId,
+    default: null,
+    defaultText: `the node id in a cluster, else \`${D.brokerId}\``,
     description: "the name the broker gives clients in the handshake",
   },
   {

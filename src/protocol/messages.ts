@@ -405,6 +405,7 @@ export interface AlterTopicRequest {
 export interface NameRequest {
   name: string;
 }
+/** One topic in LIST_TOPICS. */
 export interface TopicSummary {
   name: string;
   partitions: number;
@@ -412,6 +413,7 @@ export interface TopicSummary {
 export interface ListTopicsResponse {
   topics: TopicSummary[];
 }
+/** One partition in DESCRIBE_TOPIC: offsets, size, subscribers and damage. */
 export interface PartitionInfo {
   partition: number;
   logStartOffset: number;
@@ -470,6 +472,7 @@ export interface RaftRequest {
   fromId: string;
   messages: RaftEnvelope[];
 }
+/** One member of the gossip view, as CLUSTER_MEMBERS lists it. */
 export interface ClusterMemberInfo {
   id: string;
   host: string;
@@ -615,23 +618,27 @@ export interface MetadataRequest {
   /** 1: create missing topics with the defaults (if the broker auto-creates). */
   autoCreate: number;
 }
+/** A node of the cluster, as METADATA lists it: where clients reach it. */
 export interface MetadataNode {
   id: string;
   host: string;
   clientPort: number;
 }
+/** One partition in METADATA: its leader and the nodes holding a replica. */
 export interface MetadataPartition {
   partition: number;
   /** The id of the node leading it ("" if none is known). */
   leader: string;
   replicas: { id: string }[];
 }
+/** One topic in METADATA: its partitions, or the error that kept it from being described. */
 export interface MetadataTopic {
   name: string;
   /** 0, or the error code that prevented describing it (e.g. UNKNOWN_TOPIC). */
   error: number;
   partitions: MetadataPartition[];
 }
+/** What METADATA answers (`client.admin.metadata()`): the nodes, topics and controller. */
 export interface MetadataResponse {
   nodes: MetadataNode[];
   topics: MetadataTopic[];

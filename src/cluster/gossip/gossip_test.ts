@@ -314,6 +314,45 @@ Deno.test("gossip: seeds given by a DNS name are resolved through the Network an
   assert.ok(c.converged(["n1", "n2", "n3"], ["n1", "n2", "n3"]));
 });
 
+Deno.test("gossip: a seed name that does not resolve is reported once, again on change, and on recovery", async () => {
+  const c = new Cluster(11);
+  /** What the name resolves to: addresses, or the reason the lookup fails. */
+  let answer: string[] | string = "NXDOMAIN gregor-headless";
+  const withDns = (env: Env): Env => ({
+    ...env,
+    net: {
+      listen: (addr) => env.net.listen(addr),
+      connect: (addr, opts) => env.net.connect(addr, opts),
+      resolve: () =>
+        typeof answer === "string" ? Promise.reject(new Error(answer)) : Promise.resolve(answer),
+    },
+  });
+  const heard: string[] = [];
+  c.add("n1", { seeds: [] });
+  c.add("n2", {
+    seeds: [`gregor-headless:${PORT}`],
+    resolveSeedsEveryMs: 1_000,
+    onLog: (level, msg) => heard.push(`${level}: ${msg}`),
+  }, withDns);
+  await c.runFor(10_000);
+  assert.deepEqual(heard, [
+    "warn: Seed name gregor-headless does not resolve (NXDOMAIN gregor-headless); gossip tries " +
+    "the name as given and resolves it again every 1000 ms",
+  ]);
+  answer = "SERVFAIL gregor-headless";
+  await c.runFor(5_000);
+  assert.equal(heard.length, 2, heard.join("\n"));
+  assert.match(heard[1]!, /^warn: .*\(SERVFAIL gregor-headless\)/);
+  answer = ["n1"];
+  await c.runFor(5_000);
+  assert.deepEqual(heard.slice(2), ["info: Seed name gregor-headless resolves again, to n1"]);
+  await c.until(
+    "n2 joined n1 through the name",
+    5_000,
+    () => c.converged(["n1", "n2"], ["n1", "n2"]),
+  );
+});
+
 Deno.test("gossip: a large state crosses in bounded messages over several rounds", async () => {
   const c = new Cluster(11);
   for (const name of ["n1", "n2", "n3"]) c.add(name, { messageBytesMax: 4096 });

@@ -99,6 +99,11 @@ export class Gossip {
   readonly #state: GossipState;
   readonly #self: Addr[];
   readonly #seedSpecs: Addr[];
+  /**
+   * Per seed name that does not resolve, why, as last reported: a name that keeps failing the same
+   * way is reported once, not every `resolveSeedsEveryMs`.
+   */
+  readonly #seedFailures = new Map<string, string>();
   #seeds: Addr[];
   #resolveAtMs: number;
   #resolving = false;
@@ -346,9 +351,27 @@ export class Gossip {
           out.push(
             ...(usable.length > 0 ? usable.map((host) => ({ host, port: spec.port })) : [spec]),
           );
-        } catch {
+          if (this.#seedFailures.delete(spec.host)) {
+            this.#opts.onLog(
+              "info",
+              `Seed name ${spec.host} resolves again, to ${usable.join(", ")}`,
+            );
+          }
+        } catch (err) {
           if (this.#stop.signal.aborted) return;
           out.push(...(previous.length > 0 ? previous : [spec]));
+          const reason = (err as Error).message;
+          if (this.#seedFailures.get(spec.host) !== reason) {
+            this.#seedFailures.set(spec.host, reason);
+            this.#opts.onLog(
+              "warn",
+              `Seed name ${spec.host} does not resolve (${reason}); gossip tries ${
+                previous.some((a) => a.host !== spec.host)
+                  ? "the addresses it had"
+                  : "the name as given"
+              } and resolves it again every ${this.#opts.resolveSeedsEveryMs} ms`,
+            );
+          }
         }
       }
       const unique = new Map(out.map((a) => [addrKey(a), a]));
@@ -533,6 +556,7 @@ export class Gossip {
 function resolveOptions(opts: GossipOptions): Resolved {
   const o: Resolved = {
     ...GOSSIP_DEFAULTS,
+    onLog: () => {},
     bindHost: opts.host,
     ...withoutUndefined(opts),
   } as Resolved;

@@ -30,6 +30,12 @@ export interface GossipOptions {
   messageBytesMax?: number;
   /** Seeds given by name are resolved again this often, ms. Default 30 000. */
   resolveSeedsEveryMs?: number;
+  /**
+   * Hears what an operator should know and gossip cannot fix itself: a seed name that does not
+   * resolve (a warning, once, and again only when the failure changes) and that it resolves again.
+   * Default: nothing.
+   */
+  onLog?: (level: "info" | "warn", message: string) => void;
   /** One exchange (connect, SYN, answer, ACK2) gives up after this long, ms. Default 1000. */
   exchangeTimeoutMs?: number;
   /**
