@@ -82,11 +82,12 @@ export class DurableCommits {
 
 /** A pending ack as DURABLE_COMMIT carries it. */
 function toWire(key: string, p: Pending): DurableOffset {
-  const [topic, partition, ...name] = key.split("\u0000") as [string, string, ...string[]];
+  // A durable name never holds a NUL in a cluster (the subscribe refuses one).
+  const [topic, partition, name] = key.split("\u0000") as [string, string, string];
   return {
     topic,
     partition: Number(partition),
-    name: name.join("\u0000"),
+    name,
     offset: p.offset,
     incarnation: p.incarnation,
   };
