@@ -40,7 +40,8 @@ export class DurableCommits {
   /**
    * Commits what was acknowledged since the last flush (up to DURABLE_COMMIT_ENTRIES_MAX). Acks
    * whose commit failed are tried again by the next flush; only the first failure after a success
-   * throws, so an outage (no leader for a while) is reported once, not every interval.
+   * throws, so an outage (no leader for a while, a full metadata) is reported once, not every
+   * interval.
    */
   async flush(): Promise<void> {
     if (this.#pending.size === 0) return;
@@ -58,8 +59,8 @@ export class DurableCommits {
       // trying again could only be refused again.
       const full = err instanceof GregorError && err.code === ErrorCode.LIMIT_EXCEEDED;
       if (!full) { for (const [key, p] of taken) this.#keep(key, p); }
-      if (this.#failing && !full) return;
-      this.#failing = !full;
+      if (this.#failing) return;
+      this.#failing = true;
       throw new Error(
         `Cannot commit ${taken.length} durable subscription offsets to the cluster's metadata ` +
           `(${(err as Error).message}); ${full ? "new ones are dropped" : "retrying every flush"}`,
