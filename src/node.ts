@@ -235,6 +235,8 @@ async function startServing(
     done,
     async close() {
       setReady(() => false);
+      // Acks taken since the last flush, while the metadata group can still be reached.
+      await bridge?.flushDurables().catch(() => {});
       // Tell the cluster first, so peers see "left" rather than wait to suspect a failure.
       if (gossip !== null) await gossip.leave();
       await cluster?.stop();

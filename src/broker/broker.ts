@@ -15,6 +15,8 @@ import {
   type CreatePartitionsRequest,
   type CreateTopicRequest,
   type DescribeTopicResponse,
+  type DurableCommitRequest,
+  type DurableFetchRequest,
   type FetchRequest,
   type FetchResponse,
   type InitProducerIdResponse,
@@ -35,7 +37,7 @@ import { Connection } from "./connection.ts";
 import { MemoryLog, OffsetOutOfRange } from "../storage/mod.ts";
 import { type BrokerObserver, NO_OBSERVER } from "./observer.ts";
 import { type BrokerOptions, DEFAULT_BROKER_OPTIONS } from "./options.ts";
-import { type DeliverySink, type DurableState, Subscription } from "./subscription.ts";
+import { type DeliverySink, durableKey, type DurableState, Subscription } from "./subscription.ts";
 import { checkTopicName, type Partition, type Topic } from "./topic.ts";
 import { effectiveConfigs, TopicStore } from "./topic_store.ts";
 import { FileLog } from "../storage/file_log.ts";
@@ -340,9 +342,12 @@ export class Broker {
     this.#stop.abort();
     for (const l of this.#listeners) l.close();
     for (const c of this.#connections) c.close();
-    await this.#flushOffsets().catch((err) =>
-      this.#hooks.onReport(`Cannot save subscription offsets: ${err}`)
-    );
+    // A cluster node commits its last acks before it leaves the cluster (the node closes it first).
+    if (this.cluster === null) {
+      await this.#flushOffsets().catch((err) =>
+        this.#hooks.onReport(`Cannot save subscription offsets: ${err}`)
+      );
+    }
     for (const t of this.#topics.values()) {
       for (const p of t.partitions) await p.log.close();
     }
@@ -411,11 +416,25 @@ export class Broker {
   }
 
   #durableState(key: string, ackedOffset: number): DurableState {
-    return { key, ackedOffset, owner: null, onChange: () => (this.#offsetsDirty = true) };
+    const d: DurableState = {
+      key,
+      ackedOffset,
+      owner: null,
+      // In a cluster the offset is replicated metadata, so any node can resume the subscription.
+      onChange: () =>
+        this.cluster === null
+          ? (this.#offsetsDirty = true)
+          : this.cluster.durableAcked(key, d.ackedOffset),
+    };
+    return d;
   }
 
-  /** Writes durable subscription offsets if any moved (atomic replace). */
+  /**
+   * Writes durable subscription offsets if any moved (atomic replace); in a cluster, commits them
+   * to the replicated metadata instead.
+   */
   async #flushOffsets(): Promise<void> {
+    if (this.cluster !== null) return await this.cluster.flushDurables();
     if (!this.#offsetsDirty) return;
     this.#offsetsDirty = false;
     const all: Record<string, number> = {};
@@ -531,6 +550,10 @@ export class Broker {
     for (const p of topic.partitions) {
       for (const s of p.subscriptions) s.close();
       p.subscriptions.clear();
+    }
+    // A topic created again under the name starts its durable subscriptions afresh.
+    for (const key of [...this.#durable.keys()]) {
+      if (key.startsWith(`${name}\u0000`)) this.#durable.delete(key);
     }
   }
 
@@ -1053,7 +1076,7 @@ export class Broker {
     }
     let durable: DurableState | null = null;
     if (req.durableName !== "") {
-      const key = `${req.topic}\u0000${req.partition}\u0000${req.durableName}`;
+      const key = durableKey(req.topic, req.partition, req.durableName);
       durable = this.#durable.get(key) ?? null;
       if (durable?.owner) {
         throw new GregorError(
@@ -1066,6 +1089,18 @@ export class Broker {
           throw new GregorError(ErrorCode.LIMIT_EXCEEDED, `Durable subscription limit reached`);
         }
         durable = this.#durableState(key, -1);
+      }
+      if (this.cluster !== null) {
+        // Acked on any node: the metadata's leader knows. "In use" is this node's own knowledge.
+        const name = req.durableName;
+        if (name.includes("\u0000")) {
+          throw new GregorError(ErrorCode.INVALID_REQUEST, `A durable name may not contain NUL`);
+        }
+        const acked = await this.cluster.durableOffset(
+          { topic: req.topic, partition: req.partition, name },
+          false,
+        );
+        durable.ackedOffset = Math.max(durable.ackedOffset, acked);
       }
     }
     let start: number;
@@ -1122,6 +1157,23 @@ export class Broker {
       default:
         throw new GregorError(ErrorCode.INVALID_REQUEST, `Unknown subscription start ${req.start}`);
     }
+  }
+
+  /** A durable subscription's last acked offset (-1: none); in a cluster, as replicated. */
+  async durableOffset(req: DurableFetchRequest, forwarded = false): Promise<number> {
+    if (this.cluster !== null) return await this.cluster.durableOffset(req, forwarded);
+    return this.#durable.get(durableKey(req.topic, req.partition, req.name))?.ackedOffset ?? -1;
+  }
+
+  /** Takes durable subscriptions' acks another node forwarded, for the replicated metadata. */
+  async commitDurables(req: DurableCommitRequest, forwarded = false): Promise<void> {
+    if (this.cluster === null) {
+      throw new GregorError(
+        ErrorCode.INVALID_REQUEST,
+        "DURABLE_COMMIT is sent between the nodes of a replicating cluster; this node is in none",
+      );
+    }
+    await this.cluster.commitDurables(req, forwarded);
   }
 
   /** Ends a subscription. */

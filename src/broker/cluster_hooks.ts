@@ -8,6 +8,8 @@ import type {
   AlterTopicRequest,
   CreatePartitionsRequest,
   CreateTopicRequest,
+  DurableCommitRequest,
+  DurableFetchRequest,
   InitProducerIdResponse,
   MetadataRequest,
   MetadataResponse,
@@ -40,6 +42,20 @@ export interface BrokerCluster {
     forwarded: boolean,
     local: () => R | Promise<R>,
   ): Promise<R>;
+  /**
+   * Notes an ack of durable subscription `key` taken on this node (one-way): it reaches the
+   * replicated metadata with the next `flushDurables`.
+   */
+  durableAcked(key: string, offset: number): void;
+  /** Commits the acks noted since the last flush; throws on the first failure of an outage. */
+  flushDurables(): Promise<void>;
+  /** Puts durable subscriptions' acks into the replicated metadata, at its leader. */
+  commitDurables(req: DurableCommitRequest, forwarded: boolean): Promise<void>;
+  /**
+   * A durable subscription's last acked offset as the metadata's leader holds it, after a
+   * barrier (so a deposed leader cannot answer with an older one); -1 if it has none.
+   */
+  durableOffset(req: DurableFetchRequest, forwarded: boolean): Promise<number>;
   /** True if this node holds a replica of the partition (and so may serve reads of it). */
   holds(topic: string, partition: number): boolean;
 }

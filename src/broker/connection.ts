@@ -22,6 +22,8 @@ import {
   type CreateTopicRequest,
   type CreditRequest,
   decode,
+  type DurableCommitRequest,
+  type DurableFetchRequest,
   encodeFramed,
   ERROR_SCHEMA,
   type FetchRequest,
@@ -521,6 +523,12 @@ const HANDLERS: Partial<Record<OpName, Handler>> = {
     p,
   ) => (c.unsubscribe(req<UnsubscribeRequest>("UNSUBSCRIBE", p).subscriptionId), {}),
   FETCH: (c, p) => c.broker.fetch(req<FetchRequest>("FETCH", p)),
+  DURABLE_COMMIT: (c, p) =>
+    c.broker.commitDurables(req<DurableCommitRequest>("DURABLE_COMMIT", p), forwarded(c))
+      .then(() => ({})),
+  DURABLE_FETCH: (c, p) =>
+    c.broker.durableOffset(req<DurableFetchRequest>("DURABLE_FETCH", p), forwarded(c))
+      .then((offset) => ({ offset })),
   CREATE_TOPIC: (c, p) =>
     c.broker.createTopic(req<CreateTopicRequest>("CREATE_TOPIC", p), forwarded(c)).then(() => ({})),
   DELETE_TOPIC: (c, p) =>

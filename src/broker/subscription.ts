@@ -6,6 +6,11 @@ import type { Clock } from "../io/types.ts";
 import { OffsetOutOfRange } from "../storage/mod.ts";
 import type { Partition } from "./topic.ts";
 
+/** A durable subscription's key, in memory, in subscriptions.json and in a cluster's metadata. */
+export function durableKey(topic: string, partition: number, name: string): string {
+  return `${topic}\u0000${partition}\u0000${name}`;
+}
+
 /** Where a durable subscription's progress lives between connections. */
 export interface DurableState {
   readonly key: string;

@@ -10,6 +10,9 @@ import type {
   AlterTopicRequest,
   CreatePartitionsRequest,
   CreateTopicRequest,
+  DurableCommitRequest,
+  DurableFetchRequest,
+  DurableFetchResponse,
   InitProducerIdResponse,
   MetadataRequest,
   MetadataResponse,
@@ -21,11 +24,17 @@ import { type BrokerCluster, FORWARD_CLIENT_ID } from "../broker/cluster_hooks.t
 import { type Client, connectWith } from "../client/client.ts";
 import type { Gossip } from "./gossip/mod.ts";
 import type { ClusterNode } from "./cluster.ts";
+import { DURABLE_COMMIT_ENTRIES_MAX, DurableCommits } from "./durable_offsets.ts";
+import { durableKey } from "../broker/subscription.ts";
 
 /** Producer ids a controller reserves at a time. */
 export const PRODUCER_ID_BLOCK = 1000;
-/** Group requests that answer with committed offsets. */
-const READS_OFFSETS: ReadonlySet<OpName> = new Set(["OFFSET_FETCH", "DESCRIBE_GROUP"]);
+/** Requests at the controller that answer with committed offsets. */
+const READS_OFFSETS: ReadonlySet<OpName> = new Set([
+  "OFFSET_FETCH",
+  "DESCRIBE_GROUP",
+  "DURABLE_FETCH",
+]);
 /** How long a forwarded request may take, ms. */
 const FORWARD_TIMEOUT_MS = 10_000;
 /** How long forwarding waits to connect to a leader, ms; past it the client is told to retry. */
@@ -40,11 +49,63 @@ export class ClusterBridge implements BrokerCluster {
   #ids: { next: number; end: number; term: number } | null = null;
   #allocating: Promise<number> | null = null;
   #lastBlock = -1;
+  /** Durable subscriptions' acks taken here, on their way into the metadata. */
+  readonly #durables = new DurableCommits((offsets) => this.commitDurables({ offsets }, false));
 
   constructor(env: Env, node: ClusterNode, gossip: Gossip) {
     this.#env = env;
     this.#node = node;
     this.#gossip = gossip;
+  }
+
+  durableAcked(key: string, offset: number): void {
+    const incarnation = this.#node.servedIncarnation(key.slice(0, key.indexOf("\u0000")));
+    // A topic no longer served here was deleted: its acks have nowhere to go.
+    if (incarnation !== undefined) this.#durables.acked(key, offset, incarnation);
+  }
+
+  flushDurables(): Promise<void> {
+    return this.#durables.flush();
+  }
+
+  async commitDurables(req: DurableCommitRequest, forwarded: boolean): Promise<void> {
+    if (req.offsets.length > DURABLE_COMMIT_ENTRIES_MAX) {
+      throw new GregorError(
+        ErrorCode.INVALID_REQUEST,
+        `A durable commit carries at most ${DURABLE_COMMIT_ENTRIES_MAX} offsets, not ${req.offsets.length}`,
+      );
+    }
+    await this.#atController(
+      async () => {
+        const refused = await this.#node.propose({
+          op: "commitDurables",
+          offsets: req.offsets.map((
+            o,
+          ) => [durableKey(o.topic, o.partition, o.name), o.offset, o.incarnation]),
+        }) as number;
+        if (refused > 0) {
+          throw new GregorError(
+            ErrorCode.LIMIT_EXCEEDED,
+            `${refused} new durable subscriptions were not recorded: the cluster holds its ` +
+              `maximum of durable subscriptions`,
+          );
+        }
+      },
+      "DURABLE_COMMIT",
+      req,
+      forwarded,
+    );
+  }
+
+  async durableOffset(req: DurableFetchRequest, forwarded: boolean): Promise<number> {
+    const key = durableKey(req.topic, req.partition, req.name);
+    const r = await this.atCoordinator<DurableFetchResponse>(
+      "DURABLE_FETCH",
+      req,
+      forwarded,
+      () => ({ offset: this.#node.meta.durables.get(key) ?? -1 }),
+    );
+    return r.offset;
   }
 
   createTopic(req: CreateTopicRequest, forwarded: boolean): Promise<void> {

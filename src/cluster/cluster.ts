@@ -270,6 +270,14 @@ export class ClusterNode {
     await this.propose({ op: "commitOffsets", group, offsets, ...(reset ? { reset } : {}) });
   }
 
+  /**
+   * The incarnation of topic `name` this node's broker serves (the creation its subscriptions'
+   * acks belong to), if it serves one.
+   */
+  servedIncarnation(name: string): number | undefined {
+    return this.#adopted.get(name);
+  }
+
   /** Reserves `count` producer ids unique in the cluster; returns the first. */
   async allocateProducerIds(count: number): Promise<number> {
     return await this.propose({ op: "allocateProducerIds", count }) as number;
@@ -631,7 +639,12 @@ export class ClusterNode {
   // --- Replicas ---------------------------------------------------------------------------
 
   #changed(c: MetaCommand): void {
-    if (c.op === "allocateProducerIds" || c.op === "commitOffsets" || c.op === "barrier") return;
+    if (
+      c.op === "allocateProducerIds" || c.op === "commitOffsets" || c.op === "commitDurables" ||
+      c.op === "barrier"
+    ) {
+      return;
+    }
     const name = c.op === "createTopic" ? c.topic.name : c.name;
     this.#chain = this.#chain.then(() => this.#reconcile(name)).catch((err) =>
       this.#o.onFatal(`Cannot open the replicas of ${name}: ${(err as Error).message}`)

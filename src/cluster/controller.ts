@@ -35,12 +35,22 @@ export type MetaCommand =
     offsets: [string, number][];
     /** A reset sets offsets as given; a commit never moves one backwards. */
     reset?: boolean;
+  }
+  | {
+    op: "commitDurables";
+    /**
+     * Durable subscriptions' acknowledged offsets: [durable key, offset, incarnation of the topic
+     * the acks were taken on]. The key is "topic\0partition\0name", as on a single node.
+     */
+    offsets: [string, number, number][];
   };
 
 /** Offsets one group may hold at most in the replicated metadata. */
 export const META_OFFSETS_PER_GROUP_MAX = 100_000;
 /** Committed offsets the whole metadata may hold (they travel in every snapshot). */
 export const META_OFFSETS_MAX = 1_000_000;
+/** Durable subscriptions the whole metadata may hold (as many as one node may remember). */
+export const META_DURABLES_MAX = 100_000;
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -58,12 +68,17 @@ export class MetaState implements StateMachine {
   /** Consumer groups' committed offsets: group → topic-partition key → offset. */
   readonly offsets = new Map<string, Map<string, number>>();
   #offsetCount = 0;
+  /** Durable subscriptions' acknowledged offsets: "topic\0partition\0name" → offset. */
+  readonly durables = new Map<string, number>();
   /** Told after the state was replaced by a snapshot's image. */
   onRestore: () => void = () => {};
   /** Told of every applied command, after it changed the state. */
   onChange: (c: MetaCommand) => void = () => {};
 
-  /** Applies a command; an allocation returns the first id of its block. */
+  /**
+   * Applies a command; an allocation returns the first id of its block, a commit of durable
+   * offsets the number of new subscriptions it refused for want of room.
+   */
   apply(entry: Entry): number | void {
     const c = JSON.parse(decoder.decode(entry.data)) as MetaCommand;
     switch (c.op) {
@@ -82,6 +97,7 @@ export class MetaState implements StateMachine {
         this.#topic(c.name);
         this.topics.delete(c.name);
         this.#forgetOffsets(c.name);
+        this.#forgetDurables(c.name);
         break;
       case "addPartitions":
         this.#topic(c.name).replicas.push(...c.replicas);
@@ -92,6 +108,11 @@ export class MetaState implements StateMachine {
       case "commitOffsets":
         this.#commitOffsets(c.group, c.offsets, c.reset === true);
         break;
+      case "commitDurables": {
+        const refused = this.#commitDurables(c.offsets);
+        this.onChange(c);
+        return refused;
+      }
       case "barrier":
         return;
       default:
@@ -134,6 +155,36 @@ export class MetaState implements StateMachine {
     if (stored.size > 0) this.offsets.set(group, stored);
   }
 
+  /**
+   * Applies durable subscriptions' acks, each only to the creation of its topic it was taken on
+   * (an ack that raced the topic's deletion must not reach the next topic of that name), never
+   * moving an offset back (acks forwarded from several nodes may arrive in any order). New
+   * subscriptions past META_DURABLES_MAX are refused (the subscribe checked for room); returns how
+   * many were. Nobody waits on these: the node that took the acks commits them again later.
+   */
+  #commitDurables(offsets: [string, number, number][]): number {
+    let refused = 0;
+    for (const [key, offset, incarnation] of offsets) {
+      const parts = key.split("\u0000");
+      if (parts.length !== 3 || this.topics.get(parts[0]!)?.incarnation !== incarnation) continue;
+      const before = this.durables.get(key);
+      if (before === undefined && this.durables.size >= META_DURABLES_MAX) {
+        refused++;
+        continue;
+      }
+      this.durables.set(key, before === undefined ? offset : Math.max(before, offset));
+    }
+    return refused;
+  }
+
+  /** Drops a deleted topic's durable subscriptions. */
+  #forgetDurables(topic: string): void {
+    const prefix = `${topic}\u0000`;
+    for (const key of [...this.durables.keys()]) {
+      if (key.startsWith(prefix)) this.durables.delete(key);
+    }
+  }
+
   /** Drops a deleted topic's offsets from every group. */
   #forgetOffsets(topic: string): void {
     const prefix = `${topic}\u0000`;
@@ -153,6 +204,7 @@ export class MetaState implements StateMachine {
       topics: [...this.topics.values()],
       nextProducerId: this.nextProducerId,
       offsets: [...this.offsets].map(([group, stored]) => [group, [...stored]]),
+      durables: [...this.durables],
     }));
   }
 
@@ -161,6 +213,7 @@ export class MetaState implements StateMachine {
     this.nextProducerId = 0;
     this.offsets.clear();
     this.#offsetCount = 0;
+    this.durables.clear();
     if (snapshot.data.length === 0) {
       this.onRestore();
       return;
@@ -170,6 +223,8 @@ export class MetaState implements StateMachine {
       nextProducerId: number;
       /** Absent in images written before groups were replicated. */
       offsets?: [string, [string, number][]][];
+      /** Absent in images written before durable subscriptions were replicated. */
+      durables?: [string, number][];
     };
     for (const t of image.topics) this.topics.set(t.name, t);
     this.nextProducerId = image.nextProducerId;
@@ -177,6 +232,7 @@ export class MetaState implements StateMachine {
       this.offsets.set(group, new Map(stored));
       this.#offsetCount += stored.length;
     }
+    for (const [key, offset] of image.durables ?? []) this.durables.set(key, offset);
     this.onRestore();
   }
 }

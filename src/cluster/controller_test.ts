@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { ErrorCode, GregorError } from "../protocol/errors.ts";
 import { tpKey } from "../broker/groups/assignors.ts";
-import { encodeCommand, type MetaCommand, MetaState } from "./controller.ts";
+import { durableKey } from "../broker/subscription.ts";
+import { encodeCommand, META_DURABLES_MAX, type MetaCommand, MetaState } from "./controller.ts";
 
 let index = 0;
 function apply(state: MetaState, c: MetaCommand): unknown {
@@ -77,4 +78,69 @@ Deno.test("MetaState: a barrier changes nothing and tells no one", () => {
   assert.equal(apply(s, { op: "barrier" }), undefined);
   assert.equal(new TextDecoder().decode(s.image()), before);
   assert.equal(told, 0);
+});
+
+/** Creates topic `name` with one partition; returns its incarnation. */
+function create(s: MetaState, name: string): number {
+  apply(s, { op: "createTopic", topic: { name, configs: {}, replicas: [["n1"]] } });
+  return s.topics.get(name)!.incarnation!;
+}
+
+const DA = durableKey("a", 0, "audit");
+const DB = durableKey("b", 0, "audit");
+
+Deno.test("MetaState: a durable subscription's acked offset never moves back", () => {
+  const s = new MetaState();
+  const a = create(s, "a");
+  assert.equal(apply(s, { op: "commitDurables", offsets: [[DA, 40, a]] }), 0);
+  // Acks forwarded from two nodes (or a retry of an older commit) may apply out of order.
+  apply(s, { op: "commitDurables", offsets: [[DA, 25, a]] });
+  assert.equal(s.durables.get(DA), 40);
+  apply(s, { op: "commitDurables", offsets: [[DA, 41, a]] });
+  assert.equal(s.durables.get(DA), 41);
+});
+
+Deno.test("MetaState: durable acks of a deleted topic go with it and never reach its successor", () => {
+  const s = new MetaState();
+  const first = create(s, "a");
+  const b = create(s, "b");
+  apply(s, { op: "commitDurables", offsets: [[DA, 90, first], [DB, 7, b]] });
+  apply(s, { op: "deleteTopic", name: "a" });
+  assert.deepEqual([...s.durables], [[DB, 7]]);
+  // Acks taken on the first "a", committed late (after it was deleted and created again).
+  const second = create(s, "a");
+  apply(s, { op: "commitDurables", offsets: [[DA, 95, first]] });
+  assert.equal(s.durables.has(DA), false, "an ack of the deleted topic reached the new one");
+  apply(s, { op: "commitDurables", offsets: [[DA, 3, second], ["no-separators", 1, second]] });
+  assert.deepEqual([...s.durables].sort(), [[DA, 3], [DB, 7]]);
+});
+
+Deno.test("MetaState: durable offsets travel in the snapshot image; older images have none", () => {
+  const s = new MetaState();
+  const a = create(s, "a");
+  apply(s, { op: "commitDurables", offsets: [[DA, 12, a]] });
+  const t = new MetaState();
+  t.restore({ index, term: 1, voters: ["n1"], learners: [], data: s.image() });
+  assert.deepEqual([...t.durables], [[DA, 12]]);
+  const old = new TextEncoder().encode(JSON.stringify({ topics: [], nextProducerId: 0 }));
+  t.restore({ index, term: 1, voters: ["n1"], learners: [], data: old });
+  assert.equal(t.durables.size, 0);
+});
+
+Deno.test("MetaState: new durable subscriptions past the limit are refused, others still move", () => {
+  const s = new MetaState();
+  const a = create(s, "a");
+  const many: [string, number, number][] = Array.from(
+    { length: META_DURABLES_MAX },
+    (_, i) => [durableKey("a", 0, `d${i}`), 1, a],
+  );
+  assert.equal(apply(s, { op: "commitDurables", offsets: many }), 0);
+  const refused = apply(s, {
+    op: "commitDurables",
+    offsets: [[DA, 5, a], [durableKey("a", 0, "d0"), 9, a]],
+  });
+  assert.equal(refused, 1);
+  assert.equal(s.durables.has(DA), false);
+  assert.equal(s.durables.get(durableKey("a", 0, "d0")), 9);
+  assert.equal(s.durables.size, META_DURABLES_MAX);
 });

@@ -21,6 +21,8 @@ export const Op = {
   ACK: 0x0204,
   UNSUBSCRIBE: 0x0205,
   FETCH: 0x0206,
+  DURABLE_COMMIT: 0x0207,
+  DURABLE_FETCH: 0x0208,
   CREATE_TOPIC: 0x0301,
   DELETE_TOPIC: 0x0302,
   LIST_TOPICS: 0x0303,
@@ -146,6 +148,16 @@ export const SCHEMAS = {
   FETCH: {
     request: [...TOPIC_PARTITION, ["offset", "i64"], ["maxBytes", "u32"]],
     response: [["logStartOffset", "i64"], ["highWatermark", "i64"], ["records", "bytes"]],
+  },
+  DURABLE_COMMIT: {
+    request: [["offsets", {
+      list: [...TOPIC_PARTITION, ["name", "string"], ["offset", "i64"], ["incarnation", "i64"]],
+    }]],
+    response: [],
+  },
+  DURABLE_FETCH: {
+    request: [...TOPIC_PARTITION, ["name", "string"]],
+    response: [["offset", "i64"]],
   },
   CREATE_TOPIC: {
     request: [["name", "string"], ["partitions", "u32"], ["configs", { map: true }]],
@@ -552,6 +564,25 @@ export interface GroupLeaveRequest {
 }
 export interface CommitOffset extends TopicPartition {
   /** The next offset to consume (Kafka's convention). */
+  offset: number;
+}
+/** A durable subscription's acknowledged offset, as one node tells the cluster's controller. */
+export interface DurableOffset extends TopicPartition {
+  name: string;
+  offset: number;
+  /** The creation of the topic the acks were taken on (its createTopic entry's index). */
+  incarnation: number;
+}
+/** Acks of durable subscriptions a node took, for the cluster's metadata (node to node). */
+export interface DurableCommitRequest {
+  offsets: DurableOffset[];
+}
+/** Where a durable subscription stands. */
+export interface DurableFetchRequest extends TopicPartition {
+  name: string;
+}
+export interface DurableFetchResponse {
+  /** The last acknowledged offset, or -1 if none. */
   offset: number;
 }
 export interface OffsetCommitRequest {

@@ -229,7 +229,16 @@ Deno.test("Op codes sit in their bands, are unique, and each has a schema", () =
   const bands: Record<number, OpName[]> = {
     0x00: ["HELLO", "PING"],
     0x01: ["PRODUCE", "INIT_PRODUCER_ID"],
-    0x02: ["SUBSCRIBE", "DELIVER", "CREDIT", "ACK", "UNSUBSCRIBE", "FETCH"],
+    0x02: [
+      "SUBSCRIBE",
+      "DELIVER",
+      "CREDIT",
+      "ACK",
+      "UNSUBSCRIBE",
+      "FETCH",
+      "DURABLE_COMMIT",
+      "DURABLE_FETCH",
+    ],
     0x03: [
       "CREATE_TOPIC",
       "DELETE_TOPIC",
