@@ -117,17 +117,18 @@ export async function runPubSub(opts: PubSubOptions): Promise<RunResult> {
     const bytes = broker.disk.durableBytes(`data/${OFFSETS_FILE}`);
     return bytes === null ? -1 : savedOffset(bytes, key);
   });
+  const subscribers: SimNode[] = [];
   for (let i = 0; i < opts.subscribers; i++) {
     const got: Delivery[] = [];
     deliveries.push(got);
     const name = `subscriber-${i}`;
-    sim.addNode({
+    subscribers.push(sim.addNode({
       name,
       main: (env) =>
         subscribe(env, sim, name, got, corrupt, {
           durable: i < opts.durableSubscribers ? resumes : null,
         }),
-    });
+    }));
   }
 
   // Crashes and pauses hit the broker; partitions, resets and latency hit every link.
@@ -162,6 +163,11 @@ export async function runPubSub(opts: PubSubOptions): Promise<RunResult> {
   // reads the whole topic from the start. Every acknowledged publish must be there, once, at its
   // acknowledged offset.
   const verified: Delivery[] = [];
+  if (violations.length === 0 && opts.durableSubscribers > 0) {
+    violations.push(...(await durableSaved(sim, opts, resumes, deliveries)));
+    // The durable subscribers stop; after the power loss below each name resumes once more.
+    for (const node of subscribers.slice(0, opts.durableSubscribers)) sim.crash(node, "process");
+  }
   if (violations.length === 0) {
     sim.crash(broker, "power", 10);
     const ackedCount = acked.length;
@@ -179,6 +185,7 @@ export async function runPubSub(opts: PubSubOptions): Promise<RunResult> {
       );
     }
     violations.push(...checkOnce(published, verified));
+    if (opts.durableSubscribers > 0) await durableResumeAll(sim, opts, resumes, deliveries);
     const stored = new Set([...deliveries, verified].flat().map((d) => d.value));
     for (const v of ackedDuplicates) {
       if (!stored.has(v)) violations.push(`${v} was acknowledged (offset -1) but is not stored`);
@@ -242,7 +249,11 @@ export async function runPubSub(opts: PubSubOptions): Promise<RunResult> {
  * A client of the broker node (host "broker"), connecting again and again until the broker
  * answers: short timeouts, so a crashed or cut-off broker is noticed within the scenario's time.
  */
-export async function connectRetrying(env: Env, clientId = "gregormq-ts"): Promise<Client> {
+export async function connectRetrying(
+  env: Env,
+  clientId = "gregormq-ts",
+  connectTimeoutMs = 5_000,
+): Promise<Client> {
   for (;;) {
     try {
       return await connectWith(env, {
@@ -250,7 +261,7 @@ export async function connectRetrying(env: Env, clientId = "gregormq-ts"): Promi
         port: PORT,
         clientId,
         requestTimeoutMs: 2_000,
-        connectTimeoutMs: 5_000,
+        connectTimeoutMs,
       });
     } catch {
       await env.clock.sleep(100 + env.random.float() * 400);
@@ -296,6 +307,83 @@ async function publish(
   await client.close();
 }
 
+/**
+ * How long after its last acknowledgement, with the broker up and the network calm, a durable
+ * subscriber's progress must be on disk, ms: many times the broker's offset flush interval.
+ */
+const DURABLE_SAVE_MS_MAX = 3_000;
+
+/** The durable key of subscriber `i` (topic, partition 0, its name), as the broker saves it. */
+function durableKey(i: number): string {
+  return `${TOPIC}\u0000${0}\u0000subscriber-${i}`;
+}
+
+/** The offset after the last one subscriber `i` received (and acknowledged). */
+function nextOf(deliveries: Delivery[][], i: number): number {
+  return deliveries[i]!.reduce((n, d) => Math.max(n, d.offset + 1), 0);
+}
+
+/**
+ * After every subscriber has everything, the network calm and the broker up: what each durable
+ * subscriber acknowledged must reach the broker's disk within DURABLE_SAVE_MS_MAX (a broker that
+ * never saves, or saves only when something else changes, is caught here).
+ */
+async function durableSaved(
+  sim: Simulation,
+  opts: PubSubOptions,
+  resumes: DurableResumeChecker,
+  deliveries: Delivery[][],
+): Promise<string[]> {
+  await sim.world.run({ untilMs: sim.world.now + DURABLE_SAVE_MS_MAX });
+  const violations: string[] = [];
+  for (let i = 0; i < Math.min(opts.durableSubscribers, deliveries.length); i++) {
+    const next = nextOf(deliveries, i);
+    const saved = resumes.saved(durableKey(i));
+    if (next > 0 && saved < next - 1) {
+      violations.push(
+        `durable subscriber-${i} acknowledged every offset below ${next}, but ` +
+          `${DURABLE_SAVE_MS_MAX} ms later the broker had saved only ${saved}`,
+      );
+    }
+  }
+  return violations;
+}
+
+/**
+ * After the final power loss, each durable name subscribes once more: the broker must resume it
+ * right after what it acknowledged and saved (the checker holds it to both).
+ */
+async function durableResumeAll(
+  sim: Simulation,
+  opts: PubSubOptions,
+  resumes: DurableResumeChecker,
+  deliveries: Delivery[][],
+): Promise<void> {
+  let done = false;
+  sim.addNode({
+    name: "durable-verifier",
+    main: async (env) => {
+      const client = await connectRetrying(env, "durable-verifier");
+      for (let i = 0; i < Math.min(opts.durableSubscribers, deliveries.length); i++) {
+        const saved = resumes.saved(durableKey(i));
+        const sub = await client.subscribe(TOPIC, {
+          from: { offset: nextOf(deliveries, i) },
+          durable: `subscriber-${i}`,
+        });
+        resumes.resumed(`subscriber-${i}`, sub.startOffset, nextOf(deliveries, i), saved);
+        await sub.close();
+      }
+      await client.close();
+      done = true;
+    },
+  });
+  await sim.world.run({ untilMs: sim.world.now + opts.livenessMs, stop: () => done });
+  if (!done) resumes.violations.push("after the final restart the durable names could not resume");
+}
+
+/** How long a durable subscriber's client tries to reconnect before its subscription ends, ms. */
+const DURABLE_CONNECT_TIMEOUT_MS = 200;
+
 /** How a subscriber runs: until when, and whether it resumes by a durable name. */
 interface SubscribeOptions {
   until?: () => boolean;
@@ -319,7 +407,13 @@ async function subscribe(
   const durable = opts.durable ?? null;
   let next = 0;
   while (!until()) {
-    const client = await connectRetrying(env);
+    // A durable subscriber's client gives up reconnecting soon, so a broker crash usually ends its
+    // subscription and it resumes by its durable name, which the checker judges.
+    const client = await connectRetrying(
+      env,
+      "gregormq-ts",
+      durable === null ? 5_000 : DURABLE_CONNECT_TIMEOUT_MS,
+    );
     try {
       const key = `${TOPIC}\u0000${0}\u0000${name}`;
       const saved = durable?.saved(key) ?? -1;
