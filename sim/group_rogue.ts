@@ -172,7 +172,11 @@ export async function rogueMember(env: Env, ctx: RogueContext): Promise<void> {
   while (ctx.sim.world.now < ctx.untilMs) {
     await env.clock.sleep(env.random.int(20, ROGUE_STEP_MS_MAX));
     if (memberId === "") {
+      // A new member: nothing it heard as another one is its own history.
       earlier.length = 0;
+      generation = -1;
+      held = new Set();
+      revoking = new Set();
       const a = await heartbeat(-1, []);
       if ("ok" in a) learn(a.ok);
       continue;
