@@ -38,7 +38,7 @@ import type { Simulation } from "./simulation.ts";
 import { connectRetrying } from "./pubsub_scenario.ts";
 import type { SimNode } from "./node.ts";
 import { RaftChecker } from "./raft_checker.ts";
-import { partitionEntrySkip } from "./cluster_scenario.ts";
+import { partitionEntrySkip, RAFT_LEASES } from "./cluster_scenario.ts";
 import type { RaftGroup } from "../src/cluster/raft/shell.ts";
 import { type RogueContext, rogueMember, rogueProducer, rogueStats } from "./group_rogue.ts";
 
@@ -178,6 +178,16 @@ export async function runGroups(opts: GroupOptions): Promise<RunResult> {
   let verifying = false;
   const running = new Map<string, RunningNode>();
   const raft = new RaftChecker(partitionEntrySkip);
+  raft.watchLeases({
+    nowMs: () => sim.world.now,
+    leaseMs: RAFT_LEASES * RAFT.electionTimeoutMs,
+    paused: (g) => {
+      for (const [name, node] of running) {
+        if (node.cluster?.nodeId === g.node.id) return brokers[brokerNames.indexOf(name)]!.paused;
+      }
+      return false;
+    },
+  });
   /** Every incarnation's cluster role, for counters summed over the run. */
   const clusterNodes: ClusterNode[] = [];
 
