@@ -64,6 +64,11 @@ const TOPIC = "orders";
 const META_COMPACT_EVERY = 3;
 /** One seed in this many writes a heavy workload: thousands of messages over many partitions. */
 const HEAVY_SEEDS_ONE_IN = 25;
+/**
+ * Election timeouts a leader superseded in a later term may go on leading: check-quorum steps it
+ * down within two after it lost its majority, and the new leader needed at least one to appear.
+ */
+export const RAFT_LEASES = 3;
 
 /** Derives the options for `seed`, then applies `overrides`. */
 export function clusterOptions(
@@ -149,6 +154,16 @@ export async function runCluster(opts: ClusterOptions): Promise<RunResult> {
     followerCatchUps: 0,
   };
   const raft = new RaftChecker(partitionEntrySkip);
+  raft.watchLeases({
+    nowMs: () => sim.world.now,
+    leaseMs: RAFT_LEASES * opts.electionTimeoutMs,
+    paused: (g) => {
+      for (const [name, node] of running) {
+        if (node.cluster?.nodeId === g.node.id) return nodes[names.indexOf(name)]!.paused;
+      }
+      return false;
+    },
+  });
   const running = new Map<string, RunningNode>();
   /** Every incarnation's cluster role, for counters summed over the run. */
   const clusterNodes: ClusterNode[] = [];

@@ -18,6 +18,9 @@
 // - every acknowledged message is processed by some member (at least once), and everything
 //   below a final committed offset was processed;
 // - each produced message is stored once, at its acknowledged offset, despite retries.
+// - misbehaving clients (sim/group_rogue.ts) — stale-generation, backwards, replayed and unowned
+//   commits, heartbeats built before their last answer, replayed and out-of-order producer
+//   sequences — are refused with the right error code, never taken as valid.
 
 import { SeededRandom } from "../src/io/prng.ts";
 import type { Env } from "../src/io/types.ts";
@@ -35,8 +38,9 @@ import type { Simulation } from "./simulation.ts";
 import { connectRetrying } from "./pubsub_scenario.ts";
 import type { SimNode } from "./node.ts";
 import { RaftChecker } from "./raft_checker.ts";
-import { partitionEntrySkip } from "./cluster_scenario.ts";
+import { partitionEntrySkip, RAFT_LEASES } from "./cluster_scenario.ts";
 import type { RaftGroup } from "../src/cluster/raft/shell.ts";
+import { type RogueContext, rogueMember, rogueProducer, rogueStats } from "./group_rogue.ts";
 
 /** Everything that decides a group run. */
 export interface GroupOptions {
@@ -62,6 +66,10 @@ export interface GroupOptions {
    * group's leader coordinates the group and its offsets are replicated metadata).
    */
   nodes: number;
+  /** 1: a misbehaving member runs through the safety phase (sim/group_rogue.ts). */
+  rogueMember: number;
+  /** 1: a misbehaving idempotent producer runs through the safety phase (single broker only). */
+  rogueProducer: number;
 }
 
 const PORT = 7070;
@@ -94,7 +102,13 @@ export function groupOptions(seed: number, overrides: Partial<GroupOptions> = {}
     bugNoFence: 0,
     bugReuseGenerations: 0,
     nodes: overrides.nodes ?? 1,
+    rogueMember: 0,
+    rogueProducer: 0,
   };
+  // From a stream of their own, so the rest of a seed's options stay what they were.
+  const rogue = new SeededRandom(seed, "group-rogue-options");
+  derived.rogueMember = rogue.float() < 0.6 ? 1 : 0;
+  derived.rogueProducer = derived.nodes === 1 && rogue.float() < 0.6 ? 1 : 0;
   if (derived.nodes > 1) {
     const c = new SeededRandom(seed, "group-cluster-options");
     derived.partitions = c.int(1, 5);
@@ -152,6 +166,7 @@ export async function runGroups(opts: GroupOptions): Promise<RunResult> {
     coordinatorMoves: 0,
     /** A coordinator gave the role up (deposed, or stepped down) without crashing. */
     coordinatorStepDowns: 0,
+    ...rogueStats(),
   };
   const reports: string[] = [];
   /** Partition@generation → members granted it then (in a cluster, by any coordinator). */
@@ -163,6 +178,16 @@ export async function runGroups(opts: GroupOptions): Promise<RunResult> {
   let verifying = false;
   const running = new Map<string, RunningNode>();
   const raft = new RaftChecker(partitionEntrySkip);
+  raft.watchLeases({
+    nowMs: () => sim.world.now,
+    leaseMs: RAFT_LEASES * RAFT.electionTimeoutMs,
+    paused: (g) => {
+      for (const [name, node] of running) {
+        if (node.cluster?.nodeId === g.node.id) return brokers[brokerNames.indexOf(name)]!.paused;
+      }
+      return false;
+    },
+  });
   /** Every incarnation's cluster role, for counters summed over the run. */
   const clusterNodes: ClusterNode[] = [];
 
@@ -329,6 +354,27 @@ export async function runGroups(opts: GroupOptions): Promise<RunResult> {
           stats.memberRejoins++;
         }),
     }));
+  }
+
+  // Misbehaving clients: the broker must refuse what they do wrong (sim/group_rogue.ts).
+  const rogueCtx: RogueContext = {
+    sim,
+    topic: TOPIC,
+    group: GROUP,
+    partitions: opts.partitions,
+    untilMs: opts.safetyMs,
+    connect,
+    stats,
+    violations,
+  };
+  if (opts.rogueMember === 1) {
+    sim.addNode({ name: "rogue-member", main: (env) => rogueMember(env, rogueCtx) });
+  }
+  if (opts.rogueProducer === 1) {
+    sim.addNode({
+      name: "rogue-producer",
+      main: (env) => rogueProducer(env, rogueCtx, { sent, acked, ackedDuplicates }),
+    });
   }
 
   // The auditor: committed offsets, as any reader sees them, must never go back.

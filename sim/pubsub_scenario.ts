@@ -10,6 +10,7 @@ import { connectWith } from "../src/client/client.ts";
 import type { Client } from "../src/client/client.ts";
 import { ErrorCode, GregorError } from "../src/protocol/errors.ts";
 import { startNode } from "../src/node.ts";
+import type { Broker } from "../src/broker/broker.ts";
 import { BATCH_HEADER_BYTES, readBatchHeader } from "../src/protocol/batch.ts";
 import { segmentName } from "../src/storage/segment.ts";
 import type { SimNode } from "./node.ts";
@@ -88,9 +89,12 @@ export async function runPubSub(opts: PubSubOptions): Promise<RunResult> {
           (msg) => internalErrors.push(firstLine(msg)),
         ),
       });
+      running = node.broker;
       await node.done;
     },
   });
+  /** The broker's latest incarnation. */
+  let running: Broker | null = null;
   const reports: { t: number; msg: string }[] = [];
   /** Requests the broker answered INTERNAL: each one a bug (or an unmapped failure). */
   const internalErrors: string[] = [];
@@ -117,17 +121,22 @@ export async function runPubSub(opts: PubSubOptions): Promise<RunResult> {
     const bytes = broker.disk.durableBytes(`data/${OFFSETS_FILE}`);
     return bytes === null ? -1 : savedOffset(bytes, key);
   });
+  const subscribers: SimNode[] = [];
+  const sessions: Session[] = [];
   for (let i = 0; i < opts.subscribers; i++) {
     const got: Delivery[] = [];
     deliveries.push(got);
+    const session = { acked: -1 };
+    sessions.push(session);
     const name = `subscriber-${i}`;
-    sim.addNode({
+    subscribers.push(sim.addNode({
       name,
       main: (env) =>
         subscribe(env, sim, name, got, corrupt, {
           durable: i < opts.durableSubscribers ? resumes : null,
+          session,
         }),
-    });
+    }));
   }
 
   // Crashes and pauses hit the broker; partitions, resets and latency hit every link.
@@ -162,6 +171,11 @@ export async function runPubSub(opts: PubSubOptions): Promise<RunResult> {
   // reads the whole topic from the start. Every acknowledged publish must be there, once, at its
   // acknowledged offset.
   const verified: Delivery[] = [];
+  if (violations.length === 0 && opts.durableSubscribers > 0) {
+    violations.push(...(await durableSaved(sim, opts, resumes, deliveries, sessions, running)));
+    // The durable subscribers stop; after the power loss below each name resumes once more.
+    for (const node of subscribers.slice(0, opts.durableSubscribers)) sim.crash(node, "process");
+  }
   if (violations.length === 0) {
     sim.crash(broker, "power", 10);
     const ackedCount = acked.length;
@@ -179,6 +193,7 @@ export async function runPubSub(opts: PubSubOptions): Promise<RunResult> {
       );
     }
     violations.push(...checkOnce(published, verified));
+    if (opts.durableSubscribers > 0) await durableResumeAll(sim, opts, resumes, deliveries);
     const stored = new Set([...deliveries, verified].flat().map((d) => d.value));
     for (const v of ackedDuplicates) {
       if (!stored.has(v)) violations.push(`${v} was acknowledged (offset -1) but is not stored`);
@@ -242,7 +257,11 @@ export async function runPubSub(opts: PubSubOptions): Promise<RunResult> {
  * A client of the broker node (host "broker"), connecting again and again until the broker
  * answers: short timeouts, so a crashed or cut-off broker is noticed within the scenario's time.
  */
-export async function connectRetrying(env: Env, clientId = "gregormq-ts"): Promise<Client> {
+export async function connectRetrying(
+  env: Env,
+  clientId = "gregormq-ts",
+  connectTimeoutMs = 5_000,
+): Promise<Client> {
   for (;;) {
     try {
       return await connectWith(env, {
@@ -250,7 +269,7 @@ export async function connectRetrying(env: Env, clientId = "gregormq-ts"): Promi
         port: PORT,
         clientId,
         requestTimeoutMs: 2_000,
-        connectTimeoutMs: 5_000,
+        connectTimeoutMs,
       });
     } catch {
       await env.clock.sleep(100 + env.random.float() * 400);
@@ -296,10 +315,120 @@ async function publish(
   await client.close();
 }
 
+/**
+ * How long after its last acknowledgement, with the broker up and the network calm, a durable
+ * subscriber's progress must be on disk, ms: many times the broker's offset flush interval.
+ */
+const DURABLE_SAVE_MS_MAX = 3_000;
+/**
+ * How long after healing a durable subscriber may take to hold a live subscription again, ms: the
+ * broker keeps a durable name for a connection it has not yet seen go (SUBSCRIPTION_IN_USE).
+ */
+const DURABLE_LIVE_MS_MAX = 20_000;
+
+/** The durable key of subscriber `i` (topic, partition 0, its name), as the broker saves it. */
+function durableKey(i: number): string {
+  return `${TOPIC}\u0000${0}\u0000subscriber-${i}`;
+}
+
+/** The offset after the last one subscriber `i` received (and acknowledged). */
+function nextOf(deliveries: Delivery[][], i: number): number {
+  return deliveries[i]!.reduce((n, d) => Math.max(n, d.offset + 1), 0);
+}
+
+/**
+ * After every subscriber has everything, the network calm and the broker up: once each durable
+ * subscriber's live subscription has acknowledged all it received, that must reach the broker's
+ * disk within DURABLE_SAVE_MS_MAX (a broker that never saves, or saves only when something else
+ * changes, is caught here).
+ */
+async function durableSaved(
+  sim: Simulation,
+  opts: PubSubOptions,
+  resumes: DurableResumeChecker,
+  deliveries: Delivery[][],
+  sessions: readonly Session[],
+  broker: Broker | null,
+): Promise<string[]> {
+  const durables = Math.min(opts.durableSubscribers, deliveries.length);
+  const live = () => {
+    for (let i = 0; i < durables; i++) {
+      if (sessions[i]!.acked < nextOf(deliveries, i) - 1) return false;
+    }
+    return true;
+  };
+  await sim.world.run({ untilMs: sim.world.now + DURABLE_LIVE_MS_MAX, stop: live });
+  if (!live()) {
+    return [
+      `within ${DURABLE_LIVE_MS_MAX} ms of healing, a durable subscriber held no live subscription ` +
+      `that acknowledged everything it received`,
+    ];
+  }
+  // What the broker took in by now must be on its disk DURABLE_SAVE_MS_MAX later.
+  const held = Array.from(
+    { length: durables },
+    (_, i) => broker?.durableAckedOffset(durableKey(i)) ?? -1,
+  );
+  await sim.world.run({ untilMs: sim.world.now + DURABLE_SAVE_MS_MAX });
+  const violations: string[] = [];
+  for (let i = 0; i < durables; i++) {
+    const next = nextOf(deliveries, i);
+    const saved = resumes.saved(durableKey(i));
+    if (saved < held[i]!) {
+      violations.push(
+        `durable subscriber-${i} acknowledged every offset below ${next}; the broker held ` +
+          `${held[i]} in memory, but ${DURABLE_SAVE_MS_MAX} ms later had saved only ${saved}`,
+      );
+    }
+  }
+  return violations;
+}
+
+/**
+ * After the final power loss, each durable name subscribes once more: the broker must resume it
+ * right after what it acknowledged and saved (the checker holds it to both).
+ */
+async function durableResumeAll(
+  sim: Simulation,
+  opts: PubSubOptions,
+  resumes: DurableResumeChecker,
+  deliveries: Delivery[][],
+): Promise<void> {
+  let done = false;
+  sim.addNode({
+    name: "durable-verifier",
+    main: async (env) => {
+      const client = await connectRetrying(env, "durable-verifier");
+      for (let i = 0; i < Math.min(opts.durableSubscribers, deliveries.length); i++) {
+        const saved = resumes.saved(durableKey(i));
+        const sub = await client.subscribe(TOPIC, {
+          from: { offset: nextOf(deliveries, i) },
+          durable: `subscriber-${i}`,
+        });
+        resumes.resumed(`subscriber-${i}`, sub.startOffset, nextOf(deliveries, i), saved);
+        await sub.close();
+      }
+      await client.close();
+      done = true;
+    },
+  });
+  await sim.world.run({ untilMs: sim.world.now + opts.livenessMs, stop: () => done });
+  if (!done) resumes.violations.push("after the final restart the durable names could not resume");
+}
+
+/** How long a durable subscriber's client tries to reconnect before its subscription ends, ms. */
+const DURABLE_CONNECT_TIMEOUT_MS = 200;
+
+/** What a subscriber's current subscription acknowledged (-1 while it has none). */
+interface Session {
+  acked: number;
+}
+
 /** How a subscriber runs: until when, and whether it resumes by a durable name. */
 interface SubscribeOptions {
   until?: () => boolean;
   durable?: DurableResumeChecker | null;
+  session?: Session;
 }
 
 /**
@@ -319,7 +448,13 @@ async function subscribe(
   const durable = opts.durable ?? null;
   let next = 0;
   while (!until()) {
-    const client = await connectRetrying(env);
+    // A durable subscriber's client gives up reconnecting soon, so a broker crash usually ends its
+    // subscription and it resumes by its durable name, which the checker judges.
+    const client = await connectRetrying(
+      env,
+      "gregormq-ts",
+      durable === null ? 5_000 : DURABLE_CONNECT_TIMEOUT_MS,
+    );
     try {
       const key = `${TOPIC}\u0000${0}\u0000${name}`;
       const saved = durable?.saved(key) ?? -1;
@@ -330,16 +465,21 @@ async function subscribe(
       });
       if (durable !== null) {
         durable.resumed(name, sub.startOffset, next, saved);
+        if (opts.session !== undefined) opts.session.acked = sub.startOffset - 1;
         sim.history.add(name, "ok", "resume", { offset: sub.startOffset, next, saved });
       }
       for await (const m of sub) {
         got.push({ offset: m.offset, value: m.text() });
         sim.history.add(name, "ok", "deliver", { offset: m.offset });
         m.ack();
+        if (opts.session !== undefined) {
+          opts.session.acked = Math.max(opts.session.acked, m.offset);
+        }
         next = Math.max(next, m.offset + 1);
         if (until()) break;
       }
     } catch (err) {
+      if (opts.session !== undefined) opts.session.acked = -1;
       // The client checks every batch's checksum: a corrupt batch means the broker served one.
       if (err instanceof GregorError && err.code === ErrorCode.CORRUPT_BATCH) {
         corrupt.push(`${name} was served a corrupt batch: ${err.message}`);

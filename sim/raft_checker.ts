@@ -2,13 +2,16 @@
 // incarnation of each Raft group (the metadata group and each partition's). Fed from the groups'
 // observers (what became durable, what was sent, what was applied) and by polling the nodes.
 //
-// - Election Safety: at most one leader per group and term.
+// - Election Safety: at most one leader per group and term, as polled, and as the appends and
+//   snapshots sent show (only a term's leader sends them in its term).
 // - Log Matching: two logs holding an entry with the same index and term hold the same entry, and
 //   the same term just before it (so, by induction, the same prefix); an entry sits at its index.
 // - Leader Completeness: a leader's log holds every entry any node had committed when it was seen
 //   leading; committed entries never differ between nodes.
 // - State Machine Safety: every node applies the same entry at an index, and only once committed.
 // - A node's commit index never goes back within an incarnation.
+// - Leases (availability, when watched): a leader that another node has replaced in a later term
+//   stops leading within its lease (check-quorum), unless it is paused.
 // - Persistence before sending: a vote is granted, an append acknowledged, and a term used in a
 //   message only once durable; and a restarted node still holds all it had promised that way.
 
@@ -31,6 +34,18 @@ interface View {
   durableTerm: number;
   durableVote: string | null;
   durableLast: number;
+  /** Since when (virtual ms) this node leads although another leads a later term; else null. */
+  supersededSinceMs: number | null;
+}
+
+/** What the lease check needs of the scenario. */
+export interface LeaseWatch {
+  /** Virtual time now, ms. */
+  nowMs(): number;
+  /** How long a superseded leader may go on leading, ms (running time, pauses excluded). */
+  leaseMs: number;
+  /** True while the node holding `g` is paused (it cannot step down then). */
+  paused(g: RaftGroup): boolean;
 }
 
 /** What a node told peers about its durable state, per group: it must survive a restart. */
@@ -51,12 +66,15 @@ export class RaftChecker {
   readonly #promised = new Map<string, Promised>();
   /** `group@term` → the node seen leading it. */
   readonly #leaders = new Map<string, string>();
+  /** `group@term` → the node seen sending appends or snapshots in it. */
+  readonly #senders = new Map<string, string>();
   /** group → `index:term` → the entry's hash and the term before it. */
   readonly #entries = new Map<string, Map<string, { hash: number; prevTerm: number | null }>>();
   readonly #committed = new Map<string, Map<number, Seen>>();
   readonly #applied = new Map<string, Map<number, Seen & { node: string }>>();
   readonly #violationsMax: number;
   readonly #skip: (group: string) => number;
+  #lease: LeaseWatch | null = null;
 
   /**
    * @param skipBytes leading bytes of a group's entries left out of comparisons: a partition
@@ -66,6 +84,11 @@ export class RaftChecker {
   constructor(skipBytes: (group: string) => number = () => 0, violationsMax = 20) {
     this.#skip = skipBytes;
     this.#violationsMax = violationsMax;
+  }
+
+  /** Also checks that superseded leaders step down within `lease.leaseMs`. */
+  watchLeases(lease: LeaseWatch): void {
+    this.#lease = lease;
   }
 
   #hash(group: string, data: Uint8Array): number {
@@ -112,6 +135,7 @@ export class RaftChecker {
       durableTerm: n.term,
       durableVote: n.vote,
       durableLast: n.lastIndex,
+      supersededSinceMs: null,
     };
     this.#views.set(g, view);
     g.observer = {
@@ -119,6 +143,17 @@ export class RaftChecker {
       sent: (m) => this.#sent(key, g, view, promised, m),
       applied: (e) => this.#appliedEntry(key, g, e),
     };
+  }
+
+  /**
+   * A node's commit index never goes back within an incarnation: checked at every message sent,
+   * not only at polls, so a dip between two polls is seen too.
+   */
+  #commitMonotone(view: View, key: string, commit: number): void {
+    if (commit < view.commit) {
+      this.#violate(`${key}: commit index went back from ${view.commit} to ${commit}`);
+    }
+    view.commit = Math.max(view.commit, commit);
   }
 
   #saved(g: RaftGroup, view: View, p: Promised, ready: Ready): void {
@@ -146,6 +181,18 @@ export class RaftChecker {
   }
 
   #sent(key: string, g: RaftGroup, view: View, p: Promised, m: Message): void {
+    if (m.type === "AppendEntries" || m.type === "InstallSnapshot") {
+      const lt = `${g.group}@${m.term}`;
+      const known = this.#senders.get(lt);
+      if (known === undefined) this.#senders.set(lt, m.from);
+      else if (known !== m.from) {
+        this.#violate(
+          `${g.group} had two leaders in term ${m.term}: ${known}, and ${m.from}, which sent ` +
+            `${m.type} in that term`,
+        );
+      }
+    }
+    this.#commitMonotone(view, key, g.node.commitIndex);
     // A pre-vote (and a pre-vote granted) speaks of a term the node has not entered.
     const future = m.type === "PreVote" || (m.type === "PreVoteResp" && m.granted);
     if (!future) {
@@ -200,18 +247,17 @@ export class RaftChecker {
   /** Checks the groups of every node that runs now (call often: every few virtual ms). */
   poll(groups: Iterable<RaftGroup>): void {
     this.stats.raftPolls++;
+    const leading: { g: RaftGroup; view: View }[] = [];
     for (const g of groups) {
       const view = this.#views.get(g);
       if (view === undefined || g.stopped) continue;
       const n = g.node;
       const key = `${n.id}/${g.group}`;
-      if (n.commitIndex < view.commit) {
-        this.#violate(`${key}: commit index went back from ${view.commit} to ${n.commitIndex}`);
-      }
-      view.commit = Math.max(view.commit, n.commitIndex);
+      this.#commitMonotone(view, key, n.commitIndex);
       this.#matchLog(g, view, key);
       this.#recordCommitted(g, view, key);
       if (n.role === "leader") {
+        leading.push({ g, view });
         const lt = `${g.group}@${n.term}`;
         const known = this.#leaders.get(lt);
         if (known === undefined) {
@@ -220,6 +266,38 @@ export class RaftChecker {
         } else if (known !== n.id) {
           this.#violate(`${g.group} had two leaders in term ${n.term}: ${known} and ${n.id}`);
         }
+      }
+    }
+    this.#checkLeases(leading);
+  }
+
+  /** Leases: a leader another node superseded in a later term must step down within its lease. */
+  #checkLeases(leading: readonly { g: RaftGroup; view: View }[]): void {
+    const lease = this.#lease;
+    if (lease === null) return;
+    const now = lease.nowMs();
+    const newest = new Map<string, { term: number; id: string }>();
+    for (const { g } of leading) {
+      const top = newest.get(g.group);
+      if (top === undefined || g.node.term > top.term) {
+        newest.set(g.group, { term: g.node.term, id: g.node.id });
+      }
+    }
+    for (const { g, view } of leading) {
+      const top = newest.get(g.group)!;
+      if (top.term === g.node.term || lease.paused(g)) {
+        view.supersededSinceMs = null;
+        continue;
+      }
+      view.supersededSinceMs ??= now;
+      const forMs = now - view.supersededSinceMs;
+      if (forMs > lease.leaseMs) {
+        this.#violate(
+          `${g.node.id}/${g.group} still leads term ${g.node.term} ${Math.round(forMs)} ms after ` +
+            `it was seen superseded by ${top.id} leading term ${top.term} (lease ` +
+            `${lease.leaseMs} ms): a leader cut off from its quorum must step down`,
+        );
+        view.supersededSinceMs = null;
       }
     }
   }

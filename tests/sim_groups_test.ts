@@ -11,6 +11,13 @@ import { reproLine } from "../sim/runner.ts";
 const CI_SEEDS = 300;
 /** Cluster-mode seeds (1..CLUSTER_SEEDS with `nodes: 3`). */
 const CLUSTER_SEEDS = 100;
+/** What the misbehaving member does that the broker must refuse, or must not take as a release. */
+const ROGUE_MEMBER_PATHS = [
+  "rogueStaleCommitsRefused",
+  "rogueBackwardsCommitsRefused",
+  "rogueUnownedCommitsRefused",
+  "rogueStaleHeartbeatsKeptOwnership",
+];
 
 Deno.test(`groups: ${CI_SEEDS} swarm seeds keep ownership exclusive, commits fenced and monotonic, every message processed`, async () => {
   const totals: Record<string, number> = {};
@@ -40,6 +47,10 @@ Deno.test(`groups: ${CI_SEEDS} swarm seeds keep ownership exclusive, commits fen
       "partitions",
       "pauses",
       "resets",
+      // The misbehaving clients' steps the broker must refuse (sim/group_rogue.ts).
+      ...ROGUE_MEMBER_PATHS,
+      "rogueReplaysAnswered",
+      "rogueGapsRefused",
     ]
   ) {
     assert.ok((totals[k] ?? 0) > 0, `path "${k}" never taken in ${CI_SEEDS} seeds`);
@@ -103,6 +114,7 @@ Deno.test(`groups on a 3-broker cluster: ${CLUSTER_SEEDS} swarm seeds keep owner
       "partitions",
       "pauses",
       "resets",
+      ...ROGUE_MEMBER_PATHS,
     ]
   ) {
     assert.ok((totals[k] ?? 0) > 0, `path "${k}" never taken in ${CLUSTER_SEEDS} cluster seeds`);

@@ -177,8 +177,9 @@ export const MUTANTS: readonly Mutant[] = [
     id: "storage-no-crc-on-read",
     area: "storage",
     file: "src/storage/file_log.ts",
-    find: "if (!batchOk(bytes, h.pos - startPos, h)) {",
-    replace: "if (bytes.length < 0 && !batchOk(bytes, h.pos - startPos, h)) {",
+    find: "const bad = headers.findIndex((h) => !batchOk(bytes, h.pos - startPos, h));",
+    replace:
+      "const bad = headers.findIndex((h) => total < 0 && !batchOk(bytes, h.pos - startPos, h));",
     slip: "the read path serves batches without verifying their checksums",
   },
   {

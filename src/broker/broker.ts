@@ -557,6 +557,14 @@ export class Broker {
     }
   }
 
+  /**
+   * The acknowledged offset this broker holds in memory for the durable subscription `key`
+   * (topic, partition and name joined by NUL), or -1 if it has none: read-only, for checkers.
+   */
+  durableAckedOffset(key: string): number {
+    return this.#durable.get(key)?.ackedOffset ?? -1;
+  }
+
   /** The topic `name` if this broker knows it. */
   knownTopic(name: string): Topic | undefined {
     return this.#topics.get(name);
