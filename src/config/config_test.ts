@@ -228,6 +228,8 @@ Deno.test("loadConfig() refuses unknown keys, variables and flags, naming the ne
   const flag = fails({ args: ["--prot", "1"] });
   assert.equal(flag.source, "flag");
   assert.match(flag.message, /unknown flag --prot; did you mean --port\?/);
+  const version = fails({ args: ["--versio"] });
+  assert.match(version.message, /unknown flag --versio; did you mean --version\?/);
   assert.match(fails({ args: ["7070"] }).message, /unexpected argument "7070"/);
   // Variables of other tools (gregorctl) and of other programs are left alone.
   assert.equal(load({ env: { GREGOR_BROKER: "x:1", HOME: "/root" } }).config.port, 7070);

@@ -521,7 +521,10 @@ function parseFlags(args: readonly string[]): [KeySpec, string | boolean, string
     if (spec === undefined) {
       throw unknown(origin, JSON.stringify(inline ?? true), "flag", origin, [
         ...[...FLAG_NAMES.keys()].map((n) => `--${n}`),
+        // Not settings, but flags the broker takes: a typo of them is suggested too.
         "--config",
+        "--help",
+        "--version",
       ]);
     }
     if (inline !== undefined) {
