@@ -14,6 +14,7 @@ import {
   type GroupConsumer,
   type GroupOffset,
   type Message,
+  type PartitionInfo,
   type ReceivedMessage,
   type TopicPartition,
 } from "../src/client/mod.ts";
@@ -188,6 +189,22 @@ function positional(ctx: Ctx, i: number, what: string): string {
 }
 
 /** Aligned columns, a header row first. */
+/**
+ * A partition's LEADER, REPLICAS and ISR columns. A single node's id is "" (it names itself
+ * "self"); in a cluster a leader of "" is not known, and an empty ISR means the node asked does not
+ * lead the partition (only a leader knows its followers' progress).
+ */
+function replicationColumns(p: PartitionInfo): string[] {
+  const name = (id: string) => (id === "" ? "self" : id);
+  const single = p.replicas.length === 1 && p.replicas[0]?.id === "";
+  const ids = (l: { id: string }[]) => l.map((r) => name(r.id)).join(",");
+  return [
+    p.leader === "" && !single ? "none" : name(p.leader),
+    ids(p.replicas),
+    p.isr.length === 0 ? "unknown (ask the leader)" : ids(p.isr),
+  ];
+}
+
 function table(header: string[], rows: (string | number)[][]): string {
   const all = [header, ...rows.map((r) => r.map(String))];
   const widths = header.map((_, i) => Math.max(...all.map((r) => (r[i] ?? "").length)));
@@ -309,7 +326,17 @@ async function topic(ctx: Ctx): Promise<void> {
         d,
         `topic ${d.name}\n\n` + table(["CONFIG", "VALUE"], configs) + "\n\n" +
           table(
-            ["PARTITION", "LOG-START", "HIGH-WATERMARK", "SIZE-BYTES", "SUBSCRIBERS", "STATE"],
+            [
+              "PARTITION",
+              "LOG-START",
+              "HIGH-WATERMARK",
+              "SIZE-BYTES",
+              "SUBSCRIBERS",
+              "STATE",
+              "LEADER",
+              "REPLICAS",
+              "ISR",
+            ],
             d.partitions.map((p) => [
               p.partition,
               p.logStartOffset,
@@ -317,6 +344,7 @@ async function topic(ctx: Ctx): Promise<void> {
               p.sizeBytes,
               p.subscribers,
               p.damagedFromOffset < 0 ? "ok" : `damaged from offset ${p.damagedFromOffset}`,
+              ...replicationColumns(p),
             ]),
           ),
       );

@@ -2,7 +2,8 @@
 // group used to wait for an election timeout (1 to 2 s) before anyone led it, and every produce was
 // refused meanwhile: the cluster benchmark saw runs that confirmed nothing for most of their two
 // seconds. A new topic must take quorum produces within a few round trips, and the controller
-// answers the creation once it knows the new partition's leader.
+// answers the creation once it knows the new partition's leader. Then DESCRIBE_TOPIC shows the
+// replicas and the in-sync replicas, before and after a follower is SIGKILLed.
 
 import assert from "node:assert/strict";
 import type { Client } from "../src/client/mod.ts";
@@ -19,7 +20,7 @@ const FIRST_ACK_MS_MAX = 800;
 const BURST_MESSAGES = 2_000;
 
 clusterTest(
-  "3 replicating brokers: a topic created a moment ago takes quorum produces at once",
+  "3 replicating brokers: a new topic takes quorum produces at once; describe shows its ISR shrink",
   async ({ procs, clients }) => {
     await retry("the cluster forms", async () => {
       const m = await clients[0]!.admin.metadata([]);
@@ -63,5 +64,36 @@ clusterTest(
         Math.round(median)
       } ms (median of ${TOPICS}); at most ${FIRST_ACK_MS_MAX} ms expected`,
     );
+
+    // DESCRIBE_TOPIC at the partition's leader names its 3 replicas, all in sync; a SIGKILLed
+    // follower drops out of the ISR within ISR_HEARD_MS_MAX (2 s) although nothing is produced.
+    const describeAtLeader = async () => {
+      const leaderId = (await controller.admin.metadata(["warm"])).topics[0]!.partitions[0]!.leader;
+      const at = procs.findIndex((p) => p.nodeId === leaderId);
+      if (at < 0) throw new Error(`warm/0's leader "${leaderId}" is none of the nodes`);
+      return { at, p: (await clients[at]!.admin.describeTopic("warm")).partitions[0]! };
+    };
+    const ids = (l: { id: string }[]) => l.map((r) => r.id).sort();
+    const all = procs.map((p) => p.nodeId).sort();
+    const before = await retry("3 replicas in sync", async () => {
+      const d = await describeAtLeader();
+      if (ids(d.p.isr).length !== 3) throw new Error(`ISR ${ids(d.p.isr)}`);
+      return d;
+    });
+    assert.deepEqual(ids(before.p.replicas), all);
+    assert.deepEqual(ids(before.p.isr), all);
+    assert.equal(before.p.leader, procs[before.at]!.nodeId);
+    const victim = [0, 1, 2].find((i) => i !== before.at && i !== index)!;
+    procs[victim]!.child.kill("SIGKILL");
+    const killedAt = performance.now();
+    const after = await retry("the killed follower leaves the ISR", async () => {
+      const d = await describeAtLeader();
+      if (ids(d.p.isr).length !== 2) throw new Error(`ISR ${ids(d.p.isr)}`);
+      return d;
+    });
+    const droppedMs = Math.round(performance.now() - killedAt);
+    console.log(`a SIGKILLed follower left the ISR after ${droppedMs} ms`);
+    assert.deepEqual(ids(after.p.replicas), all, "the killed node still holds a replica");
+    assert.deepEqual(ids(after.p.isr), all.filter((id) => id !== procs[victim]!.nodeId));
   },
 );

@@ -127,12 +127,17 @@ Deno.test("gregorctl drives a real broker: topics, produce, consume, cluster, er
       assert.match(described, /^retention\.ms\s+60000$/m);
       assert.match(
         described,
-        /^PARTITION\s+LOG-START\s+HIGH-WATERMARK\s+SIZE-BYTES\s+SUBSCRIBERS\s+STATE$/m,
+        /^PARTITION\s+LOG-START\s+HIGH-WATERMARK\s+SIZE-BYTES\s+SUBSCRIBERS\s+STATE\s+LEADER\s+REPLICAS\s+ISR$/m,
       );
+      // A single node leads, holds and is in sync with every partition itself.
+      assert.match(described, /^0\s+0\s+0\s+0\s+0\s+ok\s+self\s+self\s+self$/m);
       const d = JSON.parse(await ok(["topic", "describe", "scratch", "--json"]));
       assert.equal(d.name, "scratch");
       assert.equal(d.configs["retention.ms"], "60000");
       assert.equal(d.partitions.length, 1);
+      assert.equal(d.partitions[0].leader, "");
+      assert.deepEqual(d.partitions[0].replicas, [{ id: "" }]);
+      assert.deepEqual(d.partitions[0].isr, [{ id: "" }]);
     });
 
     await t.step("topic alter changes retention and refuses a fixed config", async () => {
@@ -507,7 +512,10 @@ Deno.test("gregorctl manages consumer groups and grows partitions on a real brok
           await ok(["topic", "alter", "clicks", "--partitions", "3"]),
           "altered topic clicks: partitions=3\n",
         );
-        assert.match(await ok(["topic", "describe", "clicks"]), /^2\s+0\s+0\s+0\s+0\s+ok$/m);
+        assert.match(
+          await ok(["topic", "describe", "clicks"]),
+          /^2\s+0\s+0\s+0\s+0\s+ok\s+self\s+self\s+self$/m,
+        );
         const d = JSON.parse(await ok(["topic", "describe", "clicks", "--json"]));
         assert.deepEqual(d.partitions.map((p: { partition: number }) => p.partition), [0, 1, 2]);
         assert.deepEqual(JSON.parse(await ok(["topic", "list", "--json"])), [

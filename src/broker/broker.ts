@@ -44,7 +44,7 @@ import { FileLog } from "../storage/file_log.ts";
 import { ProducerIds } from "./producer_ids.ts";
 import { PartitionProducers, rebuildProducers } from "./producer_state.ts";
 import { Groups } from "./groups/groups.ts";
-import type { BrokerCluster } from "./cluster_hooks.ts";
+import type { BrokerCluster, PartitionReplication } from "./cluster_hooks.ts";
 import { StorageHealth } from "./storage_health.ts";
 
 /** Where durable subscription offsets are written, under the data directory. */
@@ -775,6 +775,10 @@ export class Broker {
 
   describeTopic(name: string): DescribeTopicResponse {
     const t = this.#existing(name);
+    // A single node leads and holds every partition alone, and is always in sync with itself.
+    const self = [{ id: this.nodeId }];
+    const replication = (p: number): PartitionReplication =>
+      this.cluster?.replication(t.name, p) ?? { leader: this.nodeId, replicas: self, isr: self };
     return {
       name: t.name,
       configs: { ...t.configs },
@@ -789,6 +793,7 @@ export class Broker {
             sizeBytes: -1,
             subscribers: 0,
             damagedFromOffset: -1,
+            ...replication(p.id),
           }
           : {
             partition: p.id,
@@ -797,6 +802,7 @@ export class Broker {
             sizeBytes: p.log.sizeBytes,
             subscribers: p.subscriptions.size,
             damagedFromOffset: p.log.damage?.offset ?? -1,
+            ...replication(p.id),
           }
       ),
     };

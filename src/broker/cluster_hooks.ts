@@ -14,6 +14,7 @@ import type {
   MetadataRequest,
   MetadataResponse,
   OpName,
+  PartitionInfo,
   ProduceRequest,
   ProduceResponse,
 } from "../protocol/messages.ts";
@@ -58,7 +59,12 @@ export interface BrokerCluster {
   durableOffset(req: DurableFetchRequest, forwarded: boolean): Promise<number>;
   /** True if this node holds a replica of the partition (and so may serve reads of it). */
   holds(topic: string, partition: number): boolean;
+  /** Who leads and holds the partition, and which replicas are in sync (known on its leader). */
+  replication(topic: string, partition: number): PartitionReplication;
 }
+
+/** DESCRIBE_TOPIC's replication fields of one partition. */
+export type PartitionReplication = Pick<PartitionInfo, "leader" | "replicas" | "isr">;
 
 /** The client id a node uses when it forwards a request to another node. */
 export const FORWARD_CLIENT_ID = "gregormq-forward";

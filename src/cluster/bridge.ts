@@ -20,7 +20,11 @@ import type {
   ProduceRequest,
   ProduceResponse,
 } from "../protocol/messages.ts";
-import { type BrokerCluster, FORWARD_CLIENT_ID } from "../broker/cluster_hooks.ts";
+import {
+  type BrokerCluster,
+  FORWARD_CLIENT_ID,
+  type PartitionReplication,
+} from "../broker/cluster_hooks.ts";
 import { type Client, connectWith } from "../client/client.ts";
 import type { Gossip } from "./gossip/mod.ts";
 import type { ClusterNode } from "./cluster.ts";
@@ -221,6 +225,10 @@ export class ClusterBridge implements BrokerCluster {
 
   holds(topic: string, partition: number): boolean {
     return this.#node.holds(topic, partition);
+  }
+
+  replication(topic: string, partition: number): PartitionReplication {
+    return this.#node.replication(topic, partition);
   }
 
   async atCoordinator<R>(

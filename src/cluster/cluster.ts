@@ -16,6 +16,7 @@ import { Partition, Topic } from "../broker/topic.ts";
 import type { Gossip } from "./gossip/mod.ts";
 import { encodeCommand, type MetaCommand, MetaState, placeReplicas } from "./controller.ts";
 import { type AppliedBatch, PartitionMachine } from "./replica.ts";
+import type { PartitionReplication } from "../broker/cluster_hooks.ts";
 import { RAFT_DEFAULTS } from "./raft/limits.ts";
 import {
   RaftGroup,
@@ -228,17 +229,15 @@ export class ClusterNode {
   }
 
   /**
-   * Partitions this node leads that lack a replica: a voter of the group gossip does not show
-   * alive (a quorum may still commit, but one more failure would stop it).
+   * Partitions this node leads with fewer replicas in sync than it has replicas (`inSync`): one
+   * died, is cut off or fell behind (a quorum may still commit, but one more failure would stop
+   * it).
    */
   underReplicated(): number {
-    const alive = new Set(
-      this.#gossip.members().filter((m) => m.state === "alive").map((m) => m.id),
-    );
-    alive.add(this.#o.nodeId);
     let n = 0;
     for (const r of this.#replicas.values()) {
-      if (r.group.isLeader && r.group.node.voters.some((v) => !alive.has(v))) n++;
+      const isr = r.group.node.inSyncVoters();
+      if (isr !== null && isr.length < r.group.node.voters.length) n++;
     }
     return n;
   }
@@ -380,6 +379,20 @@ export class ClusterNode {
   holds(topic: string, partition: number): boolean {
     const r = this.#replicas.get(partitionGroup(topic, partition));
     return r !== undefined && r.group.node.appliedIndex >= r.servesFrom;
+  }
+
+  /**
+   * Who leads and holds the partition as far as this node knows, and, if this node leads it,
+   * which replicas are in sync (`inSync`); elsewhere `isr` is empty.
+   */
+  replication(topic: string, partition: number): PartitionReplication {
+    const ids = this.meta.topics.get(topic)?.replicas[partition] ?? [];
+    const isr = this.#replicas.get(partitionGroup(topic, partition))?.group.node.inSyncVoters();
+    return {
+      leader: this.#leaderOf(topic, partition),
+      replicas: ids.map((id) => ({ id })),
+      isr: (isr ?? []).filter((id) => ids.includes(id)).map((id) => ({ id })),
+    };
   }
 
   /** Where partitions live and who leads them, as far as this node knows. */

@@ -311,6 +311,9 @@ export const SCHEMAS = {
           ["sizeBytes", "i64"],
           ["subscribers", "u32"],
           ["damagedFromOffset", "i64"],
+          ["leader", "string"],
+          ["replicas", { list: [["id", "string"]] }],
+          ["isr", { list: [["id", "string"]] }],
         ],
       }],
     ],
@@ -425,7 +428,7 @@ export interface TopicSummary {
 export interface ListTopicsResponse {
   topics: TopicSummary[];
 }
-/** One partition in DESCRIBE_TOPIC: offsets, size, subscribers and damage. */
+/** One partition in DESCRIBE_TOPIC: offsets, size, subscribers, damage and replication. */
 export interface PartitionInfo {
   partition: number;
   logStartOffset: number;
@@ -434,6 +437,15 @@ export interface PartitionInfo {
   subscribers: number;
   /** The first offset the partition's log cannot serve (it is damaged), or -1. */
   damagedFromOffset: number;
+  /** The node leading the partition; "" if none is known. */
+  leader: string;
+  /** The nodes holding a replica. */
+  replicas: { id: string }[];
+  /**
+   * The replicas in sync with the leader (the leader included); empty where the node asked does
+   * not lead the partition, as only a leader knows its followers' progress.
+   */
+  isr: { id: string }[];
 }
 export interface DescribeTopicResponse {
   name: string;

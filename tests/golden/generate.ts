@@ -331,7 +331,7 @@ const CASES: Case[] = [
   {
     name: "describe_topic_response",
     description:
-      "The answer to describe_topic_request: the topic's configs and, per partition, log start offset, high watermark, stored bytes, live subscriptions and the first offset a damaged log cannot serve (-1: not damaged; here partition 1 is damaged from offset 59).",
+      "The answer to describe_topic_request: the topic's configs and, per partition, log start offset, high watermark, stored bytes, live subscriptions, the first offset a damaged log cannot serve (-1: not damaged; here partition 1 is damaged from offset 59), the leader, the replicas and the replicas in sync with the leader (here node n1 of partition 1 fell out of sync).",
     opcode: "DESCRIBE_TOPIC",
     kind: "response",
     correlationId: 18,
@@ -346,6 +346,9 @@ const CASES: Case[] = [
           sizeBytes: 5120,
           subscribers: 1,
           damagedFromOffset: -1,
+          leader: "n1",
+          replicas: [{ id: "n1" }, { id: "n2" }, { id: "n3" }],
+          isr: [{ id: "n1" }, { id: "n2" }, { id: "n3" }],
         },
         {
           partition: 1,
@@ -354,6 +357,9 @@ const CASES: Case[] = [
           sizeBytes: 14336,
           subscribers: 0,
           damagedFromOffset: 59,
+          leader: "n2",
+          replicas: [{ id: "n2" }, { id: "n3" }, { id: "n1" }],
+          isr: [{ id: "n2" }, { id: "n3" }],
         },
         {
           partition: 2,
@@ -362,6 +368,9 @@ const CASES: Case[] = [
           sizeBytes: 0,
           subscribers: 0,
           damagedFromOffset: -1,
+          leader: "n3",
+          replicas: [{ id: "n3" }, { id: "n1" }, { id: "n2" }],
+          isr: [{ id: "n3" }, { id: "n1" }, { id: "n2" }],
         },
       ],
     },

@@ -13,6 +13,7 @@ import {
   VOTE_ASKS_PER_CAMPAIGN_MAX,
 } from "./limits.ts";
 import { RaftLog } from "./log.ts";
+import { inSync } from "./isr.ts";
 import { Progress } from "./progress.ts";
 import type {
   AppendEntries,
@@ -223,6 +224,20 @@ export class RaftNode {
   matchOf(peer: string): number | null {
     if (this.#role !== "leader") return null;
     return this.#progress.get(peer)?.match ?? null;
+  }
+
+  /**
+   * On a leader, the voters in sync with it (itself included), by `inSync`; else null (only a
+   * leader knows its followers' progress).
+   */
+  inSyncVoters(): string[] | null {
+    if (this.#role !== "leader") return null;
+    const at = { lastIndex: this.#log.lastIndex, nowMs: this.#nowMs };
+    return [...this.#voters].filter((v) => {
+      if (v === this.id) return true;
+      const pr = this.#progress.get(v);
+      return pr !== undefined && inSync({ match: pr.match, heardMs: pr.heardMs }, at);
+    });
   }
 
   termAt(index: number): number | null {
@@ -880,6 +895,7 @@ export class RaftNode {
     const pr = this.#progress.get(m.from);
     if (pr === undefined) return;
     pr.recentActive = true;
+    pr.heardMs = this.#nowMs;
     if (m.success) {
       this.#onAck(m.from, pr, m.index);
       return;
@@ -919,6 +935,7 @@ export class RaftNode {
     const pr = this.#progress.get(m.from);
     if (pr === undefined) return;
     pr.recentActive = true;
+    pr.heardMs = this.#nowMs;
     if (m.index > this.#log.lastIndex) return;
     const moved = pr.acknowledge(m.index, this.#nowMs);
     pr.becomeProbe(pr.match + 1);

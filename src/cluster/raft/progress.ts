@@ -25,6 +25,8 @@ export class Progress {
   progressMs: number;
   /** Heard from since the last check-quorum round. */
   recentActive = true;
+  /** When the follower last answered an AppendEntries or InstallSnapshot, ms; null: never. */
+  heardMs: number | null = null;
   /** Last index of each pipelined AppendEntries in flight, oldest first. */
   readonly #inflight: number[] = [];
   readonly #inflightMax: number;
