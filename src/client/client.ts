@@ -122,6 +122,7 @@ export class Client {
    * ```
    * @throws {GregorError} UNKNOWN_TOPIC (if the broker does not auto-create), OFFSET_OUT_OF_RANGE,
    *   SUBSCRIPTION_IN_USE (a durable name held by another live subscriber).
+   * @throws {RangeError} for an `until` other than "end".
    */
   async subscribe(topic: string, opts: SubscribeOptions = {}): Promise<Consumer> {
     let c = new Consumer(this.connection, this.#nextSubscriptionId++, topic, opts);
