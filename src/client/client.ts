@@ -4,7 +4,7 @@
 import type { Env } from "../io/types.ts";
 import { Admin } from "./admin.ts";
 import { ClientConnection, type ConnectOptions, DEFAULT_PORT } from "./connection.ts";
-import { Consumer, type SubscribeOptions } from "./consumer.ts";
+import { Consumer, type From, type ReceivedMessage, type SubscribeOptions } from "./consumer.ts";
 import { GroupConsumer, type GroupConsumerOptions } from "./group_consumer.ts";
 import { type Message, Producer, type ProducerOptions } from "./producer.ts";
 import { ConnectionPool } from "./pool.ts";
@@ -25,6 +25,20 @@ export async function connectWith(env: Env, opts: ConnectOptions = {}): Promise<
   }
   return client;
 }
+
+/** Options of `client.readPartition()`. */
+export interface ReadPartitionOptions {
+  /** Where to start reading. Default "earliest". */
+  from?: From;
+  /**
+   * Most messages to collect; a longer read fails rather than hold them all. Default 100 000.
+   * Iterate `subscribe(topic, { until: "end" })` to read more without holding them.
+   */
+  messagesMax?: number;
+}
+
+/** Default `messagesMax` of `client.readPartition()`. */
+const READ_PARTITION_MESSAGES_MAX = 100_000;
 
 /** A connection to one broker. */
 export class Client {
@@ -95,10 +109,20 @@ export class Client {
   }
 
   /**
-   * Subscribes to one partition of a topic. Iterate the result with `for await`.
+   * Subscribes to one partition of a topic. Iterate the result with `for await`. With
+   * `until: "end"` the iteration completes at the partition's end as it was when subscribing.
    *
+   * @example
+   * ```ts
+   * import { connect } from "@gregormq/gregormq";
+   * const client = await connect();
+   * const orders = await client.subscribe("orders", { from: "earliest", until: "end" });
+   * for await (const m of orders) console.log(m.offset, m.text()); // ends at the end
+   * await client.close();
+   * ```
    * @throws {GregorError} UNKNOWN_TOPIC (if the broker does not auto-create), OFFSET_OUT_OF_RANGE,
    *   SUBSCRIPTION_IN_USE (a durable name held by another live subscriber).
+   * @throws {RangeError} for an `until` other than "end".
    */
   async subscribe(topic: string, opts: SubscribeOptions = {}): Promise<Consumer> {
     let c = new Consumer(this.connection, this.#nextSubscriptionId++, topic, opts);
@@ -117,6 +141,55 @@ export class Client {
     }
     this.#consumers.add(c);
     return c;
+  }
+
+  /**
+   * Reads one partition from `from` up to its end as it is now (the high watermark the broker
+   * reports when the read starts) and returns the messages in offset order. Messages published
+   * while it reads are not included. It acknowledges nothing and leaves no subscription behind.
+   *
+   * @param topic The topic to read.
+   * @param partition The partition to read.
+   * @returns The messages from `from` to the end, in offset order (empty for an empty partition).
+   * @throws {GregorError} UNKNOWN_TOPIC, OFFSET_OUT_OF_RANGE.
+   * @throws {RangeError} if more than `messagesMax` messages lie before the end.
+   *
+   * @example
+   * ```ts
+   * import { connect } from "@gregormq/gregormq";
+   * const client = await connect();
+   * const messages = await client.readPartition("orders", 0, { from: { offset: 100 } });
+   * for (const m of messages) console.log(m.offset, m.text());
+   * await client.close();
+   * ```
+   */
+  async readPartition(
+    topic: string,
+    partition: number,
+    opts: ReadPartitionOptions = {},
+  ): Promise<ReceivedMessage[]> {
+    const messagesMax = opts.messagesMax ?? READ_PARTITION_MESSAGES_MAX;
+    const sub = await this.subscribe(topic, {
+      partition,
+      from: opts.from ?? "earliest",
+      until: "end",
+    });
+    const out: ReceivedMessage[] = [];
+    try {
+      for await (const m of sub) {
+        if (out.length >= messagesMax) {
+          throw new RangeError(
+            `Cannot read ${topic}/${partition} from ${sub.startOffset} to ${sub.endOffset}: more ` +
+              `than messagesMax (${messagesMax}) messages; iterate subscribe() with until: "end"`,
+          );
+        }
+        out.push(m);
+      }
+    } finally {
+      await sub.close();
+      this.#consumers.delete(sub);
+    }
+    return out;
   }
 
   /**

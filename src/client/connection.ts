@@ -403,7 +403,9 @@ export class ClientConnection {
           : new ConnectionError(`Connection lost during ${p.op}: ${reason}`, { cause: err }),
       );
     }
-    if (!this.#closed && this.#listeners.size > 0) void this.#reconnect();
+    // A handshake that fails inside a dial is retried by that dial: a second reconnection would
+    // tell every listener twice, and a subscription resubscribed twice is refused as in use.
+    if (!this.#closed && this.#listeners.size > 0 && this.#ready === null) void this.#reconnect();
   }
 
   async #reconnect(): Promise<void> {

@@ -11,6 +11,9 @@ import type { ClientConnection, PushListener } from "./connection.ts";
 /** Where a subscription starts. */
 export type From = "earliest" | "latest" | { offset: number } | { timestamp: number };
 
+/** Where a bounded subscription stops: `"end"` is the high watermark the broker reported when it started. */
+export type Until = "end";
+
 /** Subscription options. */
 export interface SubscribeOptions {
   /** Partition to read. Default 0. */
@@ -19,7 +22,16 @@ export interface SubscribeOptions {
   from?: From;
   /** A durable name: the broker remembers the acknowledged offset and resumes after it. */
   durable?: string;
-  /** Count messages as acknowledged when delivered (at-most-once). Default false. */
+  /**
+   * Stop at the partition's end as it was when the subscription started: iteration completes
+   * after the last message below that high watermark (at once for an empty partition), and the
+   * subscription closes. Messages published later are not handed out. Default: never stop.
+   */
+  until?: Until;
+  /**
+   * Count messages as acknowledged when delivered (at-most-once). Default false. With `until`,
+   * a message counts as acknowledged when handed out, so nothing past the end is acknowledged.
+   */
   autoAck?: boolean;
   /** Unacknowledged messages are redelivered after this long, ms. Default 30 000. */
   ackTimeoutMs?: number;
@@ -130,7 +142,14 @@ export class Consumer implements AsyncIterable<ReceivedMessage>, PushListener {
   readonly partition: number;
   readonly #conn: ClientConnection;
   readonly #id: number;
-  readonly #opts: Required<Omit<SubscribeOptions, "durable" | "partition">> & { durable: string };
+  readonly #opts: Required<Omit<SubscribeOptions, "durable" | "partition" | "until">> & {
+    durable: string;
+  };
+  /** The broker counts deliveries as acknowledged (autoAck without `until`). */
+  readonly #brokerAcks: boolean;
+  /** Offset the iteration stops before (`until: "end"`); fixed at the first SUBSCRIBE. */
+  #end = Number.POSITIVE_INFINITY;
+  readonly #bounded: boolean;
   readonly #queue: Received[] = [];
   #queueHead = 0;
   /** Pushes held until the codec libraries are loaded. */
@@ -163,6 +182,12 @@ export class Consumer implements AsyncIterable<ReceivedMessage>, PushListener {
       windowMessages: opts.windowMessages ?? 1000,
       windowBytes: opts.windowBytes ?? 4 * 1024 * 1024,
     };
+    if (opts.until !== undefined && opts.until !== "end") {
+      throw new RangeError(`Unknown subscription end until: ${String(opts.until)}; use "end"`);
+    }
+    this.#bounded = opts.until === "end";
+    // The broker acknowledges whole batches as it sends them, which could reach past the end.
+    this.#brokerAcks = this.#opts.autoAck && !this.#bounded;
   }
 
   /**
@@ -173,11 +198,22 @@ export class Consumer implements AsyncIterable<ReceivedMessage>, PushListener {
     return this.#startOffset;
   }
 
+  /**
+   * With `until: "end"`, the high watermark the broker reported when the subscription started:
+   * the iteration ends after offset `endOffset - 1`. Otherwise `Infinity`.
+   */
+  get endOffset(): number {
+    return this.#end;
+  }
+
   /** @internal Sends SUBSCRIBE; resolves with the offset delivery starts at. */
   async start(): Promise<number> {
     this.#conn.listen(this.#id, this);
     try {
-      this.#startOffset = await this.#subscribe(this.#opts.from);
+      const r = await this.#subscribe(this.#opts.from);
+      this.#startOffset = r.startOffset;
+      // Only the first response sets the end: a resubscription after a reconnect keeps it.
+      if (this.#bounded) this.#end = r.highWatermark;
       return this.#startOffset;
     } catch (err) {
       this.#conn.unlisten(this.#id);
@@ -185,7 +221,7 @@ export class Consumer implements AsyncIterable<ReceivedMessage>, PushListener {
     }
   }
 
-  async #subscribe(from: From): Promise<number> {
+  async #subscribe(from: From): Promise<SubscribeResponse> {
     const [start, startValue] = typeof from === "string"
       ? [Start[from], 0]
       : "offset" in from
@@ -198,13 +234,13 @@ export class Consumer implements AsyncIterable<ReceivedMessage>, PushListener {
       start,
       startValue,
       durableName: this.#opts.durable,
-      ackTimeoutMs: this.#opts.autoAck ? 0 : this.#opts.ackTimeoutMs,
+      ackTimeoutMs: this.#brokerAcks ? 0 : this.#opts.ackTimeoutMs,
       creditMessages: this.#opts.windowMessages,
       creditBytes: this.#opts.windowBytes,
     });
     this.#nextOffset = r.startOffset;
     this.#acked = Math.max(this.#acked, r.startOffset - 1);
-    return r.startOffset;
+    return r;
   }
 
   onDeliver(push: DeliverPush): void {
@@ -243,6 +279,9 @@ export class Consumer implements AsyncIterable<ReceivedMessage>, PushListener {
       headers: readonly RecordHeader[],
     ): void => {
       if (offset < push.firstOffset || offset < this.#nextOffset) return;
+      this.#nextOffset = offset + 1;
+      // Past the end: never handed out, so never acknowledged; it only marks the end as reached.
+      if (offset >= this.#end) return;
       fresh.push(
         new Received(this, {
           offset,
@@ -253,7 +292,6 @@ export class Consumer implements AsyncIterable<ReceivedMessage>, PushListener {
           redelivered: offset <= this.#handedOut,
         }),
       );
-      this.#nextOffset = offset + 1;
     };
     try {
       for (let off = 0; off < records.length;) {
@@ -275,8 +313,10 @@ export class Consumer implements AsyncIterable<ReceivedMessage>, PushListener {
   onReconnect(): void {
     if (this.#closed) return;
     // Resume after the last acknowledgement: what was delivered but not acknowledged comes again.
-    const from = this.#opts.autoAck ? this.#nextOffset : this.#acked + 1;
+    const from = this.#brokerAcks ? this.#nextOffset : this.#acked + 1;
     this.#dropQueuedFrom(from);
+    // Expect `from` next already, so a bounded iteration can't see the end before the resubscription.
+    this.#nextOffset = Math.min(this.#nextOffset, from);
     this.#subscribe({ offset: from }).catch((err) => {
       if (err instanceof GregorError && err.code === ErrorCode.OFFSET_OUT_OF_RANGE) {
         return this.#subscribe("earliest");
@@ -300,7 +340,7 @@ export class Consumer implements AsyncIterable<ReceivedMessage>, PushListener {
    * send one ACK.
    */
   ack(offset: number): void {
-    if (this.#opts.autoAck || offset <= this.#ackToSend || this.#closed) return;
+    if (this.#brokerAcks || offset <= this.#ackToSend || this.#closed) return;
     const schedule = this.#ackToSend <= this.#acked;
     this.#ackToSend = offset;
     if (schedule) queueMicrotask(() => this.#sendAck());
@@ -315,7 +355,10 @@ export class Consumer implements AsyncIterable<ReceivedMessage>, PushListener {
     });
   }
 
-  /** The next message; waits for one. Resolves null once the consumer is closed. */
+  /**
+   * The next message; waits for one. Resolves null once the consumer is closed, or (with
+   * `until: "end"`) once every message below the end has been handed out, which closes it.
+   */
   async next(): Promise<ReceivedMessage | null> {
     for (;;) {
       if (this.#failure !== null) throw this.#failure;
@@ -328,7 +371,13 @@ export class Consumer implements AsyncIterable<ReceivedMessage>, PushListener {
         }
         this.#handedOut = Math.max(this.#handedOut, m.offset);
         this.#consumed(m.creditBytes);
+        if (this.#opts.autoAck && !this.#brokerAcks) this.ack(m.offset);
         return m;
+      }
+      // Everything below the end was received (the broker moved past it) and handed out.
+      if (this.#nextOffset >= this.#end && this.#awaitingCodecs.length === 0) {
+        await this.close();
+        return null;
       }
       await new Promise<void>((r) => (this.#waiter = r));
     }

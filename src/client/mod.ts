@@ -1,10 +1,16 @@
 // The TypeScript client's public face.
 
-export { Client, connectWith } from "./client.ts";
+export { Client, connectWith, type ReadPartitionOptions } from "./client.ts";
 export { connect } from "./connect.ts";
 export { Admin, type CreateTopicOptions, type TopicDescription } from "./admin.ts";
 export { ConnectionError, type ConnectOptions, DEFAULT_PORT } from "./connection.ts";
-export { Consumer, type From, type ReceivedMessage, type SubscribeOptions } from "./consumer.ts";
+export {
+  Consumer,
+  type From,
+  type ReceivedMessage,
+  type SubscribeOptions,
+  type Until,
+} from "./consumer.ts";
 export { type Message, Producer, type ProducerOptions } from "./producer.ts";
 export { GroupConsumer, type GroupConsumerOptions } from "./group_consumer.ts";
 export type {
