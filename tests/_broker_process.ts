@@ -183,6 +183,29 @@ export async function sleep(ms: number): Promise<void> {
   await new Promise((r) => setTimeout(r, ms));
 }
 
+/** Time the metadata group gets to make all three nodes voters after they formed a cluster, ms. */
+export const META_VOTERS_SETTLE_MS = 4_000;
+
+/**
+ * Waits until the three nodes are members and the metadata group has a leader (the controller),
+ * as the first node's client sees it; resolves the controller's index in `procs`.
+ */
+export async function clusterFormed(
+  procs: readonly ClusterProc[],
+  clients: readonly Client[],
+): Promise<number> {
+  const controller = await retry("the cluster forms", async () => {
+    const m = await clients[0]!.admin.metadata([]);
+    if (m.nodes.length < 3 || m.controller === "") {
+      throw new Error(`${m.nodes.length} nodes, controller "${m.controller}"`);
+    }
+    return m.controller;
+  });
+  const index = procs.findIndex((p) => p.nodeId === controller);
+  if (index < 0) throw new Error(`The controller ${controller} is none of the three nodes`);
+  return index;
+}
+
 /** A running three-node test cluster, each node with a connected client. */
 export interface TestCluster {
   /** The nodes' data directories are `${root}/n0` to `${root}/n2`. */

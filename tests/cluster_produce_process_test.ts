@@ -7,7 +7,7 @@
 
 import assert from "node:assert/strict";
 import type { Client } from "../src/client/mod.ts";
-import { clusterTest, retry } from "./_broker_process.ts";
+import { clusterFormed, clusterTest, retry } from "./_broker_process.ts";
 
 /** Topics created (and produced to) one after the other. */
 const TOPICS = 5;
@@ -22,17 +22,10 @@ const BURST_MESSAGES = 2_000;
 clusterTest(
   "3 replicating brokers: a new topic takes quorum produces at once; describe shows its ISR shrink",
   async ({ procs, clients }) => {
-    await retry("the cluster forms", async () => {
-      const m = await clients[0]!.admin.metadata([]);
-      if (m.nodes.length < 3 || m.controller === "") {
-        throw new Error(`${m.nodes.length} nodes, controller "${m.controller}"`);
-      }
-    });
+    await clusterFormed(procs, clients);
     await retry("the first topic", () => clients[0]!.admin.createTopic("warm", { partitions: 1 }));
     // Topics are created through the controller, which answers once it knows their leaders.
-    const controllerId = (await clients[0]!.admin.metadata([])).controller;
-    const index = procs.findIndex((p) => p.nodeId === controllerId);
-    assert.ok(index >= 0, `the controller ${controllerId} is one of the nodes`);
+    const index = await clusterFormed(procs, clients);
     const controller: Client = clients[index]!;
     const producer = clients[0]!.producer({ acks: "quorum", lingerMs: 2 });
     const firstAckMs: number[] = [];

@@ -6,14 +6,18 @@
 
 import assert from "node:assert/strict";
 import type { Consumer, ReceivedMessage } from "../src/client/mod.ts";
-import { clusterTest, retry, sleep } from "./_broker_process.ts";
+import {
+  clusterFormed,
+  clusterTest,
+  META_VOTERS_SETTLE_MS,
+  retry,
+  sleep,
+} from "./_broker_process.ts";
 
 const TOPIC = "audit";
 const DURABLE = "ledger";
 const MESSAGES = 100;
 const ACKED = 60;
-/** Time the metadata group gets to make all three nodes voters after they formed a cluster, ms. */
-const META_VOTERS_SETTLE_MS = 4_000;
 /**
  * Time given the acks to reach the metadata group: the node commits them every 200 ms
  * (offsetsFlushMs), through one forwarded request and one Raft round, ms.
@@ -39,17 +43,11 @@ async function next(sub: Consumer, what: string, ms = 10_000): Promise<ReceivedM
 clusterTest(
   "3 replicating brokers: a durable subscriber resumes on another node after its acked offset",
   async ({ procs, clients }) => {
-    await retry("the cluster forms", async () => {
-      const m = await clients[0]!.admin.metadata([]);
-      if (m.nodes.length < 3 || m.controller === "") {
-        throw new Error(`${m.nodes.length} nodes, controller "${m.controller}"`);
-      }
-    });
+    await clusterFormed(procs, clients);
     // Until both joiners vote, killing one node may leave the metadata group without a quorum.
     await sleep(META_VOTERS_SETTLE_MS);
-    const controller = (await clients[0]!.admin.metadata([])).controller;
-    const c = procs.findIndex((p) => p.nodeId === controller);
-    assert.ok(c >= 0, `the controller ${controller} is none of the three`);
+    const c = await clusterFormed(procs, clients);
+    const controller = procs[c]!.nodeId;
     // A and B both follow the controller: A's acks and B's read each go through a forward.
     const a = (c + 1) % 3;
     const b = (c + 2) % 3;

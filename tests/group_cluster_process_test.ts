@@ -7,14 +7,20 @@
 import assert from "node:assert/strict";
 import type { GroupConsumer } from "../src/client/mod.ts";
 import type { DescribeGroupResponse } from "../src/protocol/messages.ts";
-import { clusterTest, connectTo, retry, sleep, startClusterNode } from "./_broker_process.ts";
+import {
+  clusterFormed,
+  clusterTest,
+  connectTo,
+  META_VOTERS_SETTLE_MS,
+  retry,
+  sleep,
+  startClusterNode,
+} from "./_broker_process.ts";
 
 const TOPIC = "jobs";
 const GROUP = "workers";
 const PARTITIONS = 4;
 const PER_ROUND = 200;
-/** Time the metadata group gets to make all three nodes voters after they formed a cluster, ms. */
-const META_VOTERS_SETTLE_MS = 4_000;
 
 /** Keeps taking messages from `g` into `seen` until `stop()` says so. */
 async function drain(g: GroupConsumer, seen: Set<string>, stop: () => boolean): Promise<void> {
@@ -36,19 +42,13 @@ clusterTest(
   async ({ root, procs, ports, seeds, clients }) => {
     let stopping = false;
     try {
-      await retry("the cluster forms", async () => {
-        const m = await clients[0]!.admin.metadata([]);
-        if (m.nodes.length < 3 || m.controller === "") {
-          throw new Error(`${m.nodes.length} nodes, controller "${m.controller}"`);
-        }
-      });
+      await clusterFormed(procs, clients);
       // The metadata group takes the two joiners as learners, then as voters, one change per
       // review (500 ms) once each has caught up: until both vote, killing the controller leaves
       // no quorum to elect another. No request shows the voters, so give it time.
       await sleep(META_VOTERS_SETTLE_MS);
-      const controller = (await clients[0]!.admin.metadata([])).controller;
-      const victim = procs.findIndex((p) => p.nodeId === controller);
-      assert.ok(victim >= 0, `the controller ${controller} is none of the three`);
+      const victim = await clusterFormed(procs, clients);
+      const controller = procs[victim]!.nodeId;
       // Everything goes through a node that stays up; it forwards group requests to the
       // coordinator, wherever that is.
       const home = (victim + 1) % 3;

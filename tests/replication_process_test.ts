@@ -8,6 +8,7 @@
 import assert from "node:assert/strict";
 import type { Client, Producer } from "../src/client/mod.ts";
 import {
+  clusterFormed,
   clusterTest,
   connectTo,
   readAll,
@@ -34,12 +35,7 @@ clusterTest(
   async ({ root, procs, ports, seeds, clients }) => {
     // The cluster assembles itself; the topic is created once every node is a member (a topic
     // created before a node joined would get fewer replicas) and the metadata group leads.
-    await retry("the cluster forms", async () => {
-      const m = await clients[0]!.admin.metadata([]);
-      if (m.nodes.length < 3 || m.controller === "") {
-        throw new Error(`${m.nodes.length} nodes, controller "${m.controller}"`);
-      }
-    });
+    await clusterFormed(procs, clients);
     await retry("create", () => clients[0]!.admin.createTopic(TOPIC, { partitions: 1 }));
     const replicas = (await clients[0]!.admin.metadata([TOPIC])).topics[0]!.partitions[0]!
       .replicas;
