@@ -23,6 +23,7 @@ import { type ClusterNode, META_GROUP } from "../src/cluster/cluster.ts";
 import type { RaftGroup } from "../src/cluster/raft/shell.ts";
 import { brokerHooks, brokerSimulation, calm, firstLine, Nemesis } from "./faults.ts";
 import type { SimNode } from "./node.ts";
+import type { Simulation } from "./simulation.ts";
 import { RaftChecker } from "./raft_checker.ts";
 import { type RunResult, runResult } from "./result.ts";
 
@@ -47,6 +48,12 @@ export interface ClusterOptions {
    * restarting restore from a partition snapshot.
    */
   replicaRetentionBytes: number;
+  /**
+   * Bytes of batches a replica applies between checkpoints. A few hundred make partition Raft logs
+   * compact every few batches, so followers behind and restarting replicas restore from snapshots
+   * and fetch the batches between from their peers' segment logs.
+   */
+  replicaCheckpointBytes: number;
   /** Raft timings, ms: rolled per seed so elections race replication differently. */
   tickMs: number;
   electionTimeoutMs: number;
@@ -60,6 +67,8 @@ export interface ClusterOptions {
 const CLIENT_PORT = 7070;
 const CLUSTER_PORT = 7946;
 const TOPIC = "orders";
+/** Virtual time the final reads of every replica's log may take, ms. */
+const VERIFY_MS_MAX = 600_000;
 /** Metadata snapshots every few entries, so compaction and snapshot installs happen in every run. */
 const META_COMPACT_EVERY = 3;
 /** One seed in this many writes a heavy workload: thousands of messages over many partitions. */
@@ -89,6 +98,7 @@ export function clusterOptions(
     bugAckBeforeCommit: 0,
     replicaRetentionBytes: r.float() < 0.5 ? r.int(600, 4_000) : -1,
     ...rollLimits(seed),
+    replicaCheckpointBytes: new SeededRandom(seed, "cluster-checkpoints").int(200, 3_000),
     ...overrides,
   };
 }
@@ -146,6 +156,8 @@ export async function runCluster(opts: ClusterOptions): Promise<RunResult> {
     replicaCompactions: 0,
     replicaRestores: 0,
     replicaSnapshotStarts: 0,
+    replicaFetches: 0,
+    replicaBadFetches: 0,
     retentionDropped: 0,
     storageReports: 0,
     walRepairs: 0,
@@ -177,7 +189,8 @@ export async function runCluster(opts: ClusterOptions): Promise<RunResult> {
         const node = await startNode(env, {
           host: "0.0.0.0",
           port: CLIENT_PORT,
-          broker: { dataDir: "data", groupsTickMs: 100 },
+          // Small segments, checked often: retention deletes whole segments of replicas' logs.
+          broker: { dataDir: "data", groupsTickMs: 100, segmentBytes: 4096, retentionCheckMs: 500 },
           cluster: {
             port: CLUSTER_PORT,
             advertiseHost: name,
@@ -202,6 +215,7 @@ export async function runCluster(opts: ClusterOptions): Promise<RunResult> {
               ...(opts.replicaRetentionBytes >= 0
                 ? { replicaRetentionBytes: opts.replicaRetentionBytes }
                 : {}),
+              replicaCheckpointBytes: opts.replicaCheckpointBytes,
             },
           },
           hooks: brokerHooks(ctl, (msg) => {
@@ -339,9 +353,16 @@ export async function runCluster(opts: ClusterOptions): Promise<RunResult> {
   } else {
     // A final power loss of every node; the cluster must come back with everything acknowledged.
     for (const n of nodes) sim.crash(n, "power", 10);
+    // Their state before the power loss must not pass for the recovered cluster's: settled() and
+    // the checks below wait for the incarnations that started from the disks.
+    for (const name of names) running.delete(name);
     await sim.world.run({ untilMs: sim.world.now + opts.livenessMs, stop: settled });
     if (!settled()) violations.push("after a power loss of every node the cluster did not recover");
-    else violations.push(...await verify(running, names, opts, sent, stats, reads));
+    else {
+      violations.push(
+        ...await inWorld(sim, () => verify(running, names, opts, sent, stats, reads)),
+      );
+    }
   }
   watch();
   for (const e of sim.exits) {
@@ -360,6 +381,8 @@ export async function runCluster(opts: ClusterOptions): Promise<RunResult> {
     (n, c) => n + c.stats.replicaSnapshotStarts,
     0,
   );
+  stats.replicaFetches = clusterNodes.reduce((n, c) => n + c.stats.replicaFetches, 0);
+  stats.replicaBadFetches = clusterNodes.reduce((n, c) => n + c.stats.replicaBadFetches, 0);
   return runResult(sim, {
     scenario: "cluster",
     seed: opts.seed,
@@ -384,6 +407,18 @@ export async function runCluster(opts: ClusterOptions): Promise<RunResult> {
       ...nemesis.log,
     ],
   });
+}
+
+/**
+ * Runs `work` while the world runs: reading a replica's segment log takes the simulated disk's
+ * virtual time, which passes only inside `world.run`.
+ */
+async function inWorld<T>(sim: Simulation, work: () => Promise<T>): Promise<T> {
+  let done = false;
+  const p = work().finally(() => (done = true));
+  await sim.world.run({ untilMs: sim.world.now + VERIFY_MS_MAX, stop: () => done });
+  if (!done) throw new Error(`Reading the replicas took over ${VERIFY_MS_MAX} ms of virtual time`);
+  return await p;
 }
 
 function leaderOf(running: Map<string, RunningNode>, p: number): string | null {

@@ -13,6 +13,7 @@ import { readChecked, writeChecked } from "./storage/checked_file.ts";
 import { Op } from "./protocol/messages.ts";
 import { type BrokerOptions, DEFAULT_BROKER_OPTIONS } from "./broker/options.ts";
 import { claimDataDir } from "./storage/data_dir.ts";
+import { FileLog, type Log } from "./storage/mod.ts";
 import { BrokerMetrics, HttpServer } from "./metrics/mod.ts";
 
 /** The broker's default client port. */
@@ -70,8 +71,13 @@ export interface ClusterConfig {
     plantedBugs?: { commitPriorTermByCount?: boolean; voteWithoutLogCheck?: boolean };
     /** A deliberate bug: acknowledge produces before they commit (planted-bug tests only). */
     plantedAckBeforeCommit?: boolean;
-    /** Bytes a partition replica keeps when its topic sets no retention.bytes (default 256 MiB). */
+    /**
+     * Bytes a partition replica keeps when its topic sets no retention.bytes (default: the
+     * broker's diskRetentionBytes, as for a topic on one node).
+     */
     replicaRetentionBytes?: number;
+    /** Bytes of batches a replica applies between checkpoints (its Raft log's length, about). */
+    replicaCheckpointBytes?: number;
     /** Metadata entries between snapshots of the metadata log. */
     metaCompactEvery?: number;
     /** Raft flow limits: entries and bytes per append, appends in flight (simulator only). */
@@ -262,6 +268,17 @@ async function startReplication(
   const { RAFT_FRAME_PAYLOAD_BYTES_MAX, Transport } = modules.transport;
   const { RaftWal } = modules.wal;
   const c = config.cluster!;
+  /** A replica's retention: its topic's, else the node's replica default, else a disk topic's. */
+  const replicaRetention = (configs: Record<string, string>) => {
+    const bytes = Number(configs["retention.bytes"] ?? -1);
+    const ms = Number(configs["retention.ms"] ?? broker.opts.retentionMs);
+    return {
+      retentionBytes: Number.isSafeInteger(bytes) && bytes >= 0
+        ? bytes
+        : c.raft?.replicaRetentionBytes ?? broker.opts.diskRetentionBytes,
+      retentionMs: Number.isSafeInteger(ms) ? ms : broker.opts.retentionMs,
+    };
+  };
   const transport = new Transport(env, {
     nodeId: broker.nodeId,
     resolve: (id) => {
@@ -289,6 +306,37 @@ async function startReplication(
       ...c.raft,
       openStore: (dir, voters) =>
         RaftWal.open(env.disk, dir, voters, { onReport: (m: string) => hooks.onReport(m) }),
+      openLog: (dir, partition, configs) =>
+        FileLog.open(env, {
+          dir,
+          partition,
+          // The WAL holds every batch until a checkpoint synced the log: no fsync per append.
+          fsync: { kind: "never" },
+          segmentBytes: Number(configs["segment.bytes"] ?? broker.opts.segmentBytes),
+          segmentMs: Number(configs["segment.ms"] ?? broker.opts.segmentMs),
+          indexIntervalBytes: broker.opts.indexIntervalBytes,
+          ...replicaRetention(configs),
+          onFatal: (reason) => hooks.onFatal(reason),
+          onReport: (msg, level) => hooks.onReport(msg, level),
+        }),
+      reconfigureLog: async (log: Log, configs) => {
+        if (!(log instanceof FileLog)) return;
+        const { retentionBytes, retentionMs } = replicaRetention(configs);
+        log.setRetention({ bytes: retentionBytes, ms: retentionMs });
+        await log.enforceRetention();
+      },
+      removeLog: async (dir) => {
+        let names: string[];
+        try {
+          names = await env.disk.list(dir);
+        } catch (err) {
+          if (err instanceof NotFound) return;
+          throw err;
+        }
+        for (const n of names) await env.disk.remove(`${dir}/${n}`);
+        await env.disk.remove(dir);
+      },
+      onReport: (msg) => hooks.onReport(msg, "warn"),
       readFounder: async (dir) => {
         try {
           return (await readChecked(env.disk, `${dir}.founder`)).trim();

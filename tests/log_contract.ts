@@ -226,6 +226,18 @@ export function defineLogContractTests(twin: LogTwin): void {
     await log.close();
   });
 
+  test("sync() resolves and the log serves the same batches after it", async (w) => {
+    const log = await w.open();
+    const m = new LogModel();
+    for (let i = 0; i < 5; i++) await appendChecked(log, m, { records: 2 });
+    await log.sync();
+    await readAll(log, m);
+    await appendChecked(log, m, { records: 1 });
+    await log.sync();
+    await readAll(log, m);
+    await log.close();
+  });
+
   test("read() from every offset returns whole batches in order, the first holding it", async (w) => {
     const log = await w.open();
     const m = new LogModel();

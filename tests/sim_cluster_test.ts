@@ -2,8 +2,10 @@
 // Raft group, a Raft group per partition, the WAL) on the simulated network and disks, with an
 // idempotent quorum-acks producer, node crashes (torn and lost unsynced writes), partitions (also
 // one-way), pauses, clock jumps, bit flips and failed fsyncs; then healing and a power loss of
-// every node. Half the seeds give replicas a retention of a few KB, so partition logs compact and
-// replicas restore from partition snapshots. A failure names its seed: `deno task sim --scenario cluster --seed N` replays it.
+// every node. Replicas keep their batches in segment logs on the simulated disks and checkpoint
+// every few hundred bytes, so partition Raft logs compact, replicas restore from snapshots and
+// fetch what they lack from peers; half the seeds give them a retention of a few KB, so retention
+// deletes segments too. A failure names its seed: `deno task sim --scenario cluster --seed N` replays it.
 
 import assert from "node:assert/strict";
 import { clusterOptions, runCluster } from "../sim/cluster_scenario.ts";
@@ -38,8 +40,9 @@ Deno.test(`cluster: ${CI_SEEDS} swarm seeds keep every acknowledged write, one l
       "walRepairs", // a torn WAL tail truncated, then refilled from a replica
       "metaCompactions", // the metadata log compacted into a snapshot
       "metaRestores", // a node restored the metadata from a snapshot (restart or install)
-      "replicaCompactions", // a partition's Raft log compacted once retention passed a checkpoint
+      "replicaCompactions", // a partition's Raft log compacted through a synced checkpoint
       "replicaRestores", // a replica far behind installed a partition snapshot
+      "replicaFetches", // a replica behind a snapshot fetched batches from a peer's segment log
       "replicaSnapshotStarts", // a replica restarted from its compacted log
       "retentionDropped", // acknowledged writes retention had dropped (not checkable, counted)
       "nodeCrashes",

@@ -11,11 +11,19 @@ import type {
   MetadataTopic,
   ProduceResponse,
 } from "../protocol/messages.ts";
-import { MemoryLog } from "../storage/mod.ts";
+import { type Log, MemoryLog } from "../storage/mod.ts";
 import { Partition, Topic } from "../broker/topic.ts";
 import type { Gossip } from "./gossip/mod.ts";
 import { encodeCommand, type MetaCommand, MetaState, placeReplicas } from "./controller.ts";
 import { type AppliedBatch, PartitionMachine } from "./replica.ts";
+import {
+  answerFetch,
+  decodeFetchRequest,
+  encodeFetchReply,
+  FETCH_SUFFIX,
+  ReplicaFetcher,
+  REPLY_SUFFIX,
+} from "./replica_fetch.ts";
 import type { PartitionReplication } from "../broker/cluster_hooks.ts";
 import { RAFT_DEFAULTS } from "./raft/limits.ts";
 import {
@@ -37,17 +45,11 @@ export const GOSSIP_META_KEY = "meta";
 export const GOSSIP_REPLICATES_KEY = "replicates";
 /** Metadata voters a cluster aims for. */
 export const META_VOTERS_TARGET = 3;
-/** What a partition replica keeps when neither its topic nor the node say otherwise. */
-export const REPLICA_RETENTION_BYTES_DEFAULT = 256 * 1024 * 1024;
 /**
- * What a partition replica keeps at most, whatever its topic asks: the replica's log lives in
- * memory, and the Raft log behind it is rewritten whole at each compaction and each start.
+ * Bytes of batches a partition replica applies between checkpoints, by default: the Raft log (in
+ * memory and in the WAL) holds about this much, and the rest lives in the segment log.
  */
-export const REPLICA_RETENTION_BYTES_MAX = 512 * 1024 * 1024;
-/** A replica checkpoints after this share of its retention was applied (so about 4 per fill). */
-const CHECKPOINTS_PER_RETENTION = 4;
-/** Smallest checkpoint interval, bytes. */
-const CHECKPOINT_BYTES_MIN = 256;
+export const REPLICA_CHECKPOINT_BYTES_DEFAULT = 8 * 1024 * 1024;
 
 /** Metadata entries applied after the last snapshot that trigger a compaction. */
 export const META_COMPACT_EVERY = 1000;
@@ -99,10 +101,23 @@ export interface ClusterOptions {
   heartbeatIntervalMs?: number;
   openStore: OpenStore;
   /**
-   * Bytes a partition replica keeps when its topic sets no `retention.bytes` (default
-   * REPLICA_RETENTION_BYTES_DEFAULT); the Raft log behind it is compacted to match.
+   * Opens the segment log of a partition replica in `dir`, as its topic's `configs` say (retention,
+   * segments). It need not sync appends: the WAL holds each batch until a checkpoint synced it.
    */
-  replicaRetentionBytes?: number;
+  openLog(
+    dir: string,
+    partition: { topic: string; id: number },
+    configs: Record<string, string>,
+  ): Promise<Log>;
+  /** Applies a topic's changed `configs` (its retention) to a replica's log. */
+  reconfigureLog(log: Log, configs: Record<string, string>): Promise<void>;
+  /** Removes a replica's log directory (closed before), once its topic is gone. */
+  removeLog(dir: string): Promise<void>;
+  /**
+   * Bytes of batches a replica applies between checkpoints, after each of which its Raft log may
+   * be compacted (default REPLICA_CHECKPOINT_BYTES_DEFAULT; the simulator uses a few hundred).
+   */
+  replicaCheckpointBytes?: number;
   /** Metadata entries between snapshots (default META_COMPACT_EVERY; tests use a few). */
   metaCompactEvery?: number;
   /** Deliberate Raft bugs, to prove the simulator's checkers catch them. Never set outside tests. */
@@ -117,6 +132,8 @@ export interface ClusterOptions {
   readFounder(dir: string): Promise<string | null>;
   /** Records the founder, durably, after the store first opened. */
   writeFounder(dir: string, founder: string): Promise<void>;
+  /** Loud reports: a peer replica that sent damaged batches. */
+  onReport?(msg: string): void;
   /** Removes what an interrupted first start left in the store's directory. */
   resetStore(dir: string): Promise<void>;
   onFatal(reason: string): void;
@@ -130,6 +147,10 @@ interface Replica {
   group: RaftGroup;
   partition: Partition;
   machine: PartitionMachine;
+  /** Asks peers for batches while the replica catches up from a snapshot. */
+  fetcher: ReplicaFetcher;
+  /** Aborted when the replica stops (its topic deleted, the node stopping). */
+  stop: AbortController;
   /**
    * The commit index persisted before this start: the log is served only once it is applied
    * again, so a restarted replica never shows a shorter log than it showed before.
@@ -153,6 +174,9 @@ export class ClusterNode {
     replicaRestores: 0,
     /** Replicas opened from a compacted log (their snapshot, then the entries after it). */
     replicaSnapshotStarts: 0,
+    /** Catch-up fetches answered by a peer, and peer answers that failed their checks. */
+    replicaFetches: 0,
+    replicaBadFetches: 0,
   };
   readonly #env: Env;
   readonly #o: ClusterOptions;
@@ -160,6 +184,11 @@ export class ClusterNode {
   readonly #transport: ClusterTransport;
   readonly #broker: ClusterBroker;
   readonly #replicas = new Map<string, Replica>();
+  /**
+   * Each replica's fetcher by wire name, from before its group starts: a replica restoring from a
+   * snapshot as it opens fetches before it is among the replicas.
+   */
+  readonly #fetchers = new Map<string, ReplicaFetcher>();
   readonly #deadSince = new Map<string, number>();
   #leadingSince: number | null = null;
   /** The incarnation of each topic the broker was given. */
@@ -187,7 +216,7 @@ export class ClusterNode {
     this.#gossip = gossip;
     this.#transport = transport;
     this.#broker = broker;
-    transport.onMessage = (_from, group, data) => this.#receive(group, data);
+    transport.onMessage = (from, group, data) => this.#receive(from, group, data);
     this.meta.onChange = (c) => this.#changed(c);
     this.meta.onRestore = () => {
       this.stats.metaRestores++;
@@ -250,7 +279,15 @@ export class ClusterNode {
   async stop(): Promise<void> {
     this.#stop.abort();
     await this.#metaGroup?.stop();
-    for (const r of this.#replicas.values()) await r.group.stop();
+    for (const r of this.#replicas.values()) await this.#stopReplica(r);
+  }
+
+  /** Stops a replica's group, then its log. */
+  async #stopReplica(r: Replica): Promise<void> {
+    r.stop.abort();
+    this.#fetchers.delete(r.wire);
+    await r.group.stop();
+    await r.partition.log.close().catch(() => {});
   }
 
   // --- Requests -----------------------------------------------------------------------------
@@ -616,15 +653,40 @@ export class ClusterNode {
     return group;
   }
 
-  #receive(group: string, data: Uint8Array): void {
+  #receive(from: string, group: string, data: Uint8Array): void {
     if (group === META_GROUP) {
       this.#metaGroup?.receive(data);
+      return;
+    }
+    if (group.endsWith(FETCH_SUFFIX)) return this.#answerFetch(from, group, data);
+    if (group.endsWith(REPLY_SUFFIX)) {
+      this.#fetchers.get(group.slice(0, -REPLY_SUFFIX.length))?.receive(data);
       return;
     }
     // A partition group's wire name is "topic/partition@incarnation": messages for an earlier or
     // later creation of the topic never reach this one.
     const r = this.#replicas.get(group.slice(0, group.lastIndexOf("@")));
     if (r !== undefined && r.wire === group) r.group.receive(data);
+  }
+
+  /** A peer replica catching up asked for batches: the answer goes back on its own group name. */
+  #answerFetch(from: string, group: string, data: Uint8Array): void {
+    const wire = group.slice(0, -FETCH_SUFFIX.length);
+    let req;
+    try {
+      req = decodeFetchRequest(data);
+    } catch {
+      return;
+    }
+    const r = this.#replicas.get(wire.slice(0, wire.lastIndexOf("@")));
+    const log = r !== undefined && r.wire === wire ? r.partition.log : undefined;
+    void answerFetch(log, req).then((reply) => {
+      try {
+        this.#transport.send(from, wire + REPLY_SUFFIX, encodeFetchReply(reply));
+      } catch {
+        // Refused like a lost message: the asker times out and asks again.
+      }
+    });
   }
 
   #coordinatingChanged(): void {
@@ -684,8 +746,9 @@ export class ClusterNode {
     for (const [key, r] of [...this.#replicas]) {
       if (!key.startsWith(`${name}/`) || r.incarnation === incarnation) continue;
       this.#replicas.delete(key);
-      await r.group.stop();
+      await this.#stopReplica(r);
       await this.#o.resetStore(r.dir).catch(() => {});
+      await this.#o.removeLog(logDir(r.dir)).catch(() => {});
       dropped = true;
     }
     if (t === undefined || this.#adopted.get(name) !== incarnation) {
@@ -714,11 +777,8 @@ export class ClusterNode {
         existing.partitions.push(partitions[i]!);
       }
       Object.assign(existing.configs, t.configs);
-      const retentionBytes = this.#retentionBytes(t.configs);
       for (const [key, r] of this.#replicas) {
-        if (!key.startsWith(`${name}/`)) continue;
-        r.machine.log.setRetention({ bytes: retentionBytes });
-        r.machine.setLimits({ checkpointBytes: checkpointBytes(retentionBytes) });
+        if (key.startsWith(`${name}/`)) await this.#o.reconfigureLog(r.partition.log, t.configs);
       }
     }
   }
@@ -732,36 +792,58 @@ export class ClusterNode {
     const key = partitionGroup(topic, p);
     const wire = `${key}@${incarnation}`;
     const dir = `${this.#o.dataDir}/raft/p/${topic}@${incarnation}/${p}`;
-    const store = await this.#o.openStore(dir, replicas);
+    const configs = this.meta.topics.get(topic)?.configs ?? {};
+    const log = await this.#o.openLog(logDir(dir), { topic, id: p }, configs);
+    let store;
+    try {
+      store = await this.#o.openStore(dir, replicas);
+      // Never compacted: the Raft log holds every entry, and applying them again rebuilds the log.
+      if (store.state().snapshot.index === 0 && log.nextOffset > 0) await log.resetTo(0);
+    } catch (err) {
+      await log.close().catch(() => {});
+      throw err;
+    }
     const servesFrom = store.state().hardState.commit;
     if (store.state().snapshot.index > 0) this.stats.replicaSnapshotStarts++;
-    const configs = this.meta.topics.get(topic)?.configs ?? {};
-    const retentionBytes = this.#retentionBytes(configs);
-    const log = new MemoryLog({ retentionBytes });
     const partition = new Partition(topic, p, log);
-    const machine = new PartitionMachine(log, () => partition.notify(), {
-      checkpointBytes: checkpointBytes(retentionBytes),
+    const stop = new AbortController();
+    const fetcher = new ReplicaFetcher(this.#env, {
+      self: this.#o.nodeId,
+      wire,
+      send: (to, group, data) => this.#transport.send(to, group, data),
+      signal: stop.signal,
     });
+    this.#fetchers.set(wire, fetcher);
+    const machine = new PartitionMachine(log, () => partition.notify(), {
+      checkpointBytes: this.#o.replicaCheckpointBytes ?? REPLICA_CHECKPOINT_BYTES_DEFAULT,
+    }, fetcher);
+    machine.onFetched = () => void this.stats.replicaFetches++;
+    machine.onBadFetch = (reason) => {
+      this.stats.replicaBadFetches++;
+      this.#o.onReport?.(`Replica ${key} was sent batches that failed their checks: ${reason}`);
+    };
+    // Counted from here: a replica whose log was compacted starts from its snapshot.
+    machine.onRestore = () => void this.stats.replicaRestores++;
     const group = this.#group(wire, store, machine);
     // A group just founded has no leader to wait for: its first replica, which placement spreads
     // over the nodes, campaigns at once, so the topic takes produces within a few round trips
     // rather than after an election timeout (1 to 2 s of refused produces).
     const fresh = store.state().hardState.term === 0 && group.node.lastIndex === 0;
     if (fresh && replicas[0] === this.#o.nodeId) group.campaign();
-    // Counted from here: a replica whose log was compacted starts from its snapshot, no catch-up.
-    machine.onRestore = () => void this.stats.replicaRestores++;
-    const r = { incarnation, wire, dir, group, partition, machine, servesFrom, unapplied: 0 };
+    const r = {
+      incarnation,
+      wire,
+      dir,
+      group,
+      partition,
+      machine,
+      fetcher,
+      stop,
+      servesFrom,
+      unapplied: 0,
+    };
     this.#replicas.set(key, r);
     return r;
-  }
-
-  /** What a replica of a topic with `configs` keeps: its `retention.bytes`, else the node's. */
-  #retentionBytes(configs: Record<string, string>): number {
-    const bytes = Number(configs["retention.bytes"] ?? -1);
-    const wanted = Number.isSafeInteger(bytes) && bytes >= 0
-      ? bytes
-      : this.#o.replicaRetentionBytes ?? REPLICA_RETENTION_BYTES_DEFAULT;
-    return Math.min(wanted, REPLICA_RETENTION_BYTES_MAX);
   }
 
   /** A topic's replication factor: its `replication.factor` config, else the cluster's. */
@@ -809,9 +891,9 @@ export function partitionGroup(topic: string, partition: number): string {
   return `${topic}/${partition}`;
 }
 
-/** How often a replica keeping `retentionBytes` checkpoints. */
-function checkpointBytes(retentionBytes: number): number {
-  return Math.max(CHECKPOINT_BYTES_MIN, Math.floor(retentionBytes / CHECKPOINTS_PER_RETENTION));
+/** Where the segment log of the replica whose Raft store is in `dir` lives: beside it. */
+function logDir(dir: string): string {
+  return `${dir}.log`;
 }
 
 function hashString(s: string): number {

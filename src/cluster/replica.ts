@@ -2,11 +2,31 @@
 // entries are record batches; applying one runs the idempotent-producer check and appends the
 // batch to the partition's log, so every replica assigns the same offsets and makes the same
 // duplicate decisions, and consumers, who read that log, only ever see committed data.
+//
+// The log is a FileLog in segment files, appended without an fsync of its own: the Raft WAL
+// (synced before a batch is acknowledged) is what makes a batch durable until the log is. Every
+// `checkpointBytes` of applied batches the replica checkpoints (the log's end and the producers'
+// state as of an entry), syncs the log, and only then lets Raft compact its log through that entry.
+// So the Raft log holds about one checkpoint interval of entries, whatever the retention, and
+// batches before the last compaction live only in the segment files.
+//
+// A snapshot restore (a restart, or a follower too far behind for the leader's Raft log) puts the
+// log at the checkpoint's end: a log that is ahead (batches applied after the checkpoint, which the
+// Raft entries after it apply again) is cut back; a log that is behind fetches the batches between
+// from a peer replica in bounded chunks, each verified by its checksum. A replica's log only ever
+// holds committed batches, so it is always a prefix of every other replica's: a cut or a fetch
+// never has a conflict to resolve.
 
-import { readBatchHeader } from "../protocol/batch.ts";
-import { ErrorCode, GregorError } from "../protocol/errors.ts";
-import type { MemoryLog } from "../storage/mod.ts";
+import {
+  type BatchHeader,
+  CorruptBatchError,
+  readBatchHeader,
+  validateBatch,
+} from "../protocol/batch.ts";
+import { ErrorCode, GregorError, MalformedError } from "../protocol/errors.ts";
+import type { Log } from "../storage/mod.ts";
 import { PartitionProducers, type ProducersImage } from "../broker/producer_state.ts";
+import { ENTRY_DATA_BYTES_MAX } from "./raft/limits.ts";
 import type { Entry, Snapshot } from "./raft/types.ts";
 import type { StateMachine } from "./raft/shell.ts";
 
@@ -17,16 +37,39 @@ export interface AppliedBatch {
   duplicate: boolean;
 }
 
-/** How a replica keeps its log bounded. */
+/** How a replica keeps its Raft log short. */
 export interface ReplicaLimits {
-  /**
-   * Take a checkpoint (the state's image at an entry) after this many bytes of batches applied
-   * since the last one.
-   */
+  /** Checkpoint (and let Raft compact) after this many bytes of batches applied since the last. */
   checkpointBytes: number;
 }
 
-/** Checkpoints kept at most while retention has not yet passed them. */
+/** Batches a peer replica sent from its log. */
+export interface FetchedRange {
+  /** Whole batches from the offset asked for (the first may start before it), back to back. */
+  bytes: Uint8Array;
+  /** The peer's first stored offset: below it, retention dropped the batches everywhere. */
+  logStartOffset: number;
+}
+
+/** Where a replica that fell behind gets the batches it lacks. */
+export interface RangeSource {
+  /**
+   * Batches from `fromOffset` on, at most about `bytesMax`, from one of `peers` that holds them.
+   * Retries (other peers, with backoff) until one answers with batches or its log start.
+   * @throws {GregorError} SHUTTING_DOWN once the replica stops
+   */
+  fetch(fromOffset: number, bytesMax: number, peers: readonly string[]): Promise<FetchedRange>;
+  /**
+   * Waits before fetching again after a peer sent batches that failed their checks (the next
+   * fetch starts at another peer).
+   * @throws {GregorError} SHUTTING_DOWN once the replica stops
+   */
+  backoff(): Promise<void>;
+}
+
+/** Bytes asked of a peer per fetch while catching up. */
+export const CATCH_UP_FETCH_BYTES = 1024 * 1024;
+/** Checkpoints waiting for their log sync at most; more wait for the next one. */
 const CHECKPOINTS_MAX = 8;
 
 /** A checkpoint: the state as of one applied entry. */
@@ -35,6 +78,8 @@ interface Checkpoint {
   /** The log's next offset right after that entry: the entries through it hold offsets below. */
   nextOffset: number;
   image: Uint8Array;
+  /** The log was synced after the entry was applied: its batches no longer need the Raft log. */
+  durable: boolean;
 }
 
 /** The image of a replica's state: where its log continues and its producers. */
@@ -46,28 +91,28 @@ interface ReplicaImage {
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
-/**
- * A partition replica's state machine. Its log is bounded by the topic's retention; the Raft log
- * behind it is compacted through a checkpoint once retention dropped every offset the entries
- * before it held, so neither grows past the retention plus a few checkpoints. A replica that
- * receives that snapshot (far behind, or restarting) starts its log over at the checkpoint's
- * offset with the checkpoint's producers: everything before it is gone everywhere by then.
- */
+/** A partition replica's state machine over its log. */
 export class PartitionMachine implements StateMachine {
-  readonly log: MemoryLog;
+  readonly log: Log;
   readonly #producers = new PartitionProducers();
   /** Called after each applied batch (to wake subscriptions). */
   readonly #onAppend: () => void;
+  readonly #source: RangeSource;
   #limits: ReplicaLimits;
   readonly #checkpoints: Checkpoint[] = [];
   #bytesSinceCheckpoint = 0;
   /** Told after each snapshot restored (a replica far behind, or starting from one). */
   onRestore: () => void = () => {};
+  /** Told of each batch range fetched from a peer while catching up. */
+  onFetched: (batches: number) => void = () => {};
+  /** Told when a peer sent batches that failed their checks (they were not stored). */
+  onBadFetch: (reason: string) => void = () => {};
 
-  constructor(log: MemoryLog, onAppend: () => void, limits: ReplicaLimits) {
+  constructor(log: Log, onAppend: () => void, limits: ReplicaLimits, source: RangeSource) {
     this.log = log;
     this.#onAppend = onAppend;
     this.#limits = limits;
+    this.#source = source;
   }
 
   async apply(entry: Entry): Promise<AppliedBatch> {
@@ -94,21 +139,23 @@ export class PartitionMachine implements StateMachine {
   }
 
   #checkpoint(index: number): void {
+    // Still waiting for earlier syncs: the next applied batch tries again.
+    if (this.#checkpoints.length >= CHECKPOINTS_MAX) return;
     this.#bytesSinceCheckpoint = 0;
     const image: ReplicaImage = {
       nextOffset: this.log.nextOffset,
       producers: this.#producers.image(),
     };
-    // When full, every other one goes: the oldest stay (retention passes them next; dropping them
-    // would leave nothing to compact to) and the rest stay spread out.
-    if (this.#checkpoints.length >= CHECKPOINTS_MAX) {
-      for (let i = this.#checkpoints.length - 1; i > 0; i -= 2) this.#checkpoints.splice(i, 1);
-    }
-    this.#checkpoints.push({
+    const c: Checkpoint = {
       index,
       nextOffset: image.nextOffset,
       image: encoder.encode(JSON.stringify(image)),
-    });
+      durable: false,
+    };
+    this.#checkpoints.push(c);
+    // Off the apply path: the Raft log keeps the entries until the sync is done. A failed sync
+    // fails the log itself (and stops the node); the checkpoint then never becomes durable.
+    this.log.sync().then(() => (c.durable = true), () => {});
   }
 
   /** New limits (the topic's retention changed): checkpoints are spaced by them from now on. */
@@ -116,31 +163,102 @@ export class PartitionMachine implements StateMachine {
     this.#limits = limits;
   }
 
-  /** The newest checkpoint whose offsets retention has dropped: the log may forget up to it. */
+  /** The newest checkpoint whose batches are durable in the log: Raft may compact through it. */
   compactionPoint(): { index: number; image: Uint8Array } | null {
     let found: Checkpoint | null = null;
-    while (
-      this.#checkpoints.length > 0 && this.#checkpoints[0]!.nextOffset <= this.log.logStartOffset
-    ) {
+    while (this.#checkpoints.length > 0 && this.#checkpoints[0]!.durable) {
       found = this.#checkpoints.shift()!;
     }
     return found === null ? null : { index: found.index, image: found.image };
   }
 
-  restore(snapshot: Snapshot): void {
+  async restore(snapshot: Snapshot): Promise<void> {
     this.#checkpoints.length = 0;
     this.#bytesSinceCheckpoint = 0;
-    if (snapshot.data.length === 0) return; // the empty first snapshot of a new group
-    const image = JSON.parse(decoder.decode(snapshot.data)) as ReplicaImage;
-    if (!Number.isSafeInteger(image.nextOffset) || image.nextOffset < 0) {
-      throw new GregorError(
-        ErrorCode.INTERNAL,
-        `A replica snapshot names offset ${image.nextOffset}`,
-      );
-    }
-    // A MemoryLog is reset when the call returns; restore() is synchronous.
-    void this.log.resetTo(image.nextOffset);
-    this.#producers.loadImage(image.producers);
+    const image: { nextOffset: number; producers: ProducersImage | null } =
+      snapshot.data.length === 0
+        ? { nextOffset: 0, producers: null } // the empty first snapshot of a new group
+        : parseImage(snapshot.data);
+    await this.#moveTo(image.nextOffset, [...snapshot.voters, ...snapshot.learners]);
+    this.#producers.loadImage(image.producers ?? emptyProducers());
     this.onRestore();
   }
+
+  /** Puts the log's end at `target`: cut back, or filled from `peers`. */
+  async #moveTo(target: number, peers: readonly string[]): Promise<void> {
+    const log = this.log;
+    if (log.nextOffset >= target) {
+      // Batches after the checkpoint: the entries after the snapshot append them again.
+      if (target >= log.logStartOffset) await log.truncateFrom(target);
+      else await log.resetTo(target);
+      return;
+    }
+    while (log.nextOffset < target) {
+      const got = await this.#source.fetch(log.nextOffset, CATCH_UP_FETCH_BYTES, peers);
+      if (got.logStartOffset > log.nextOffset) {
+        // Retention dropped these batches on the peer too: the replica starts where it starts.
+        await log.resetTo(Math.min(got.logStartOffset, target));
+        continue;
+      }
+      let appended = 0;
+      try {
+        appended = await this.#appendFetched(got.bytes, target);
+      } catch (err) {
+        if (!(err instanceof CorruptBatchError || err instanceof MalformedError)) throw err;
+        this.onBadFetch(`${err.message} (catching up from offset ${log.nextOffset})`);
+        await this.#source.backoff();
+      }
+      if (appended > 0) this.onFetched(appended);
+    }
+  }
+
+  /** Appends the batches of `bytes` that continue the log, below `target`; how many. */
+  async #appendFetched(bytes: Uint8Array, target: number): Promise<number> {
+    const log = this.log;
+    let appended = 0;
+    for (const batch of wholeBatches(bytes)) {
+      const h = batch.header;
+      if (h.baseOffset + h.recordCount <= log.nextOffset) continue; // before the offset asked
+      if (h.baseOffset >= target) break;
+      if (h.baseOffset !== log.nextOffset || h.baseOffset + h.recordCount > target) {
+        throw new CorruptBatchError(
+          `A peer sent offsets ${h.baseOffset}..${
+            h.baseOffset + h.recordCount - 1
+          } to a replica at ${log.nextOffset} catching up to ${target}`,
+        );
+      }
+      await log.append(batch.bytes, h);
+      appended++;
+    }
+    return appended;
+  }
+}
+
+/** The batches in `bytes`, each checked against its checksum; stops at a partial one. */
+function* wholeBatches(
+  bytes: Uint8Array,
+): Generator<{ bytes: Uint8Array; header: BatchHeader }> {
+  for (let off = 0; off < bytes.length;) {
+    const size = readBatchHeader(bytes, off).sizeBytes;
+    if (off + size > bytes.length) return;
+    // A copy: the log writes the base offset into what it appends, and may keep it.
+    const batch = bytes.slice(off, off + size);
+    yield { bytes: batch, header: validateBatch(batch, { recordsBytesMax: ENTRY_DATA_BYTES_MAX }) };
+    off += size;
+  }
+}
+
+function parseImage(data: Uint8Array): ReplicaImage {
+  const image = JSON.parse(decoder.decode(data)) as ReplicaImage;
+  if (!Number.isSafeInteger(image.nextOffset) || image.nextOffset < 0) {
+    throw new GregorError(
+      ErrorCode.INTERNAL,
+      `A replica snapshot names offset ${image.nextOffset}`,
+    );
+  }
+  return image;
+}
+
+function emptyProducers(): ProducersImage {
+  return new PartitionProducers().image();
 }

@@ -1008,6 +1008,23 @@ export class FileLog implements Log {
     return size;
   }
 
+  async sync(): Promise<void> {
+    // Batches appended before the call are written or queued; wait until the writer took them.
+    while (this.#writing || this.#queue.length > 0) await this.#env.clock.sleep(1);
+    if (this.#unsaved !== null && !(await this.makeDurable())) {
+      throw new GregorError(
+        ErrorCode.STORAGE_ERROR,
+        `Cannot sync ${this.#opts.dir}: its active segment is held back after a crash on a full disk`,
+      );
+    }
+    if (!(await this.#sync(this.#active))) {
+      throw new GregorError(
+        ErrorCode.STORAGE_ERROR,
+        `Cannot sync ${this.#opts.dir}: ${this.#failed}`,
+      );
+    }
+  }
+
   truncateFrom(offset: number): Promise<void> {
     return this.#enqueueRewind({ kind: "truncate", offset });
   }

@@ -484,6 +484,29 @@ Deno.test("Under fsync never a batch is visible once written, and nothing is syn
   }, { syncLatencyMs: 50 });
 });
 
+Deno.test("sync() makes every batch appended before it durable under fsync never, across segments", async () => {
+  await onSim(11, async (env, node) => {
+    const log = await FileLog.open(
+      env,
+      options(sink(), { fsync: { kind: "never" }, segmentBytes: 1024 }),
+    );
+    const model = new Model();
+    for (let i = 0; i < 12; i++) await appendChecked(log, model, { padBytes: 200 });
+    assert.ok(log.segmentCount > 1, "the appends rolled segments");
+    const active = (await env.disk.list(DIR)).filter((n) => n.endsWith(".log")).sort().at(-1)!;
+    assert.ok((node.disk.durableBytes(`${DIR}/${active}`)?.length ?? 0) === 0);
+    await log.sync();
+    for (const n of (await env.disk.list(DIR)).filter((n) => n.endsWith(".log"))) {
+      const f = await env.disk.open(`${DIR}/${n}`);
+      const written = await f.size();
+      f.close();
+      assert.ok(written > 0);
+      assert.equal(node.disk.durableBytes(`${DIR}/${n}`)?.length, written, `${n} is durable`);
+    }
+    await log.close();
+  }, { syncLatencyMs: 5 });
+});
+
 Deno.test("Under fsync interval:<ms> written batches are synced in the background, with no append waiting", async () => {
   await onSim(10, async (env, node) => {
     const log = await FileLog.open(env, options(sink(), { fsync: { kind: "interval", ms: 100 } }));

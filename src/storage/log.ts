@@ -88,6 +88,14 @@ export interface Log {
    * and as durable as `truncateFrom`.
    */
   resetTo(offset: number): Promise<void>;
+  /**
+   * Makes every batch appended before the call durable, whatever the log promises per append (a
+   * replica whose log is not synced per append syncs it before its Raft log forgets the entries
+   * the batches came from). A log in memory has nothing to make durable.
+   *
+   * @throws {GregorError} STORAGE_ERROR if the log cannot (a failed fsync, a full disk)
+   */
+  sync(): Promise<void>;
   /** Releases the log's resources. */
   close(): Promise<void>;
 }

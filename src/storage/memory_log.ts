@@ -89,6 +89,11 @@ export class MemoryLog implements Log {
     return Promise.resolve();
   }
 
+  /** Nothing to make durable: a MemoryLog keeps nothing over a restart. */
+  sync(): Promise<void> {
+    return Promise.resolve();
+  }
+
   /** Changes the size limit and drops what is now over it. */
   setRetention(limits: { bytes: number }): void {
     this.#retentionBytes = limits.bytes;

@@ -52,6 +52,9 @@ class RangeLog implements Log {
     return this.times.find(([ts]) => ts >= timestampMs)?.[1] ?? this.nextOffset;
   }
 
+  sync(): Promise<void> {
+    return Promise.resolve();
+  }
   close(): Promise<void> {
     return Promise.resolve();
   }
