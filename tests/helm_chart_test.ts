@@ -132,7 +132,7 @@ Deno.test({
       "--strict",
       CHART,
       "--set",
-      "serviceMonitor.enabled=true,grafanaDashboard.enabled=true,cluster.replicate=true",
+      "serviceMonitor.enabled=true,grafanaDashboard.enabled=true,cluster.replicate=false",
     ]);
   },
 });
@@ -141,7 +141,7 @@ Deno.test({
   name: "helm chart: every GREGOR_* variable and port it sets is one the broker accepts and uses",
   ignore: HELM === null,
   fn: async () => {
-    for (const sets of [[], ["cluster.replicate=true"], ["ports.client=9000"]]) {
+    for (const sets of [[], ["cluster.replicate=false"], ["ports.client=9000"]]) {
       const docs = await render(sets);
       const { settings, container } = brokerSettings(docs);
       const cluster = settings.cluster;
@@ -171,7 +171,7 @@ Deno.test({
       ]);
       assert.equal(cluster.advertiseHost, POD["status.podIP"]);
       assert.equal(settings.brokerId, POD["metadata.name"]);
-      assert.equal(cluster.replicate, sets.includes("cluster.replicate=true"));
+      assert.equal(cluster.replicate, !sets.includes("cluster.replicate=false"));
 
       // Every Service port leads to a port the container declares, with the same number.
       for (const svc of docs.filter((d) => d.kind === "Service")) {
@@ -239,7 +239,7 @@ Deno.test({
   name: "helm chart: scaling from 3 to 5 brokers changes only the replica count",
   ignore: HELM === null,
   fn: async () => {
-    for (const extra of [[], ["cluster.replicate=true"]]) {
+    for (const extra of [[], ["cluster.replicate=false"]]) {
       const three = await render(extra);
       const five = await render([...extra, "replicaCount=5"]);
       assert.equal(only(three, "StatefulSet").spec.replicas, 3);

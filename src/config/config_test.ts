@@ -93,7 +93,7 @@ Deno.test("loadConfig() reads JSON files, by extension or by content, with dotte
       port: 7172,
       seeds: [],
       advertiseHost: "127.0.0.1",
-      replicate: false,
+      replicate: true,
       bootstrapExpect: 0,
       replicationFactor: 3,
     });
@@ -131,7 +131,7 @@ Deno.test("loadConfig() keeps every flag cli/broker.ts accepted before, with the
     port: 7172,
     seeds: ["10.0.0.1:7072"],
     advertiseHost: "10.0.0.9",
-    replicate: false,
+    replicate: true,
     bootstrapExpect: 0,
     replicationFactor: 3,
   });
@@ -265,7 +265,7 @@ Deno.test("toNodeConfig() carries every setting startNode uses", () => {
     port: 0,
     seeds: [],
     advertiseHost: "127.0.0.1",
-    replicate: false,
+    replicate: true,
     replicationFactor: 3,
   });
   assert.deepEqual(node.metrics, { host: "0.0.0.0", port: 0 });

@@ -106,8 +106,9 @@ export const CONFIG_SCHEMA: readonly KeySpec[] = [
   {
     key: "cluster.replicate",
     kind: "bool",
-    default: false,
-    description: "replicate topics with Raft across the cluster (preview: off by default for now)",
+    default: true,
+    description:
+      "replicate topics with Raft across the cluster (--no-cluster-replicate: each node keeps its own topics)",
   },
   {
     key: "cluster.bootstrapExpect",
