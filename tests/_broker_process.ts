@@ -86,11 +86,15 @@ export function freePort(): number {
   return port;
 }
 
-/** Starts a replicating broker on `ports`, joining the cluster through `seeds` (none: founds it). */
+/**
+ * Starts a replicating broker on `ports`, joining the cluster through `seeds` (none: founds it),
+ * with `extra` flags.
+ */
 export async function startClusterNode(
   dataDir: string,
   ports: { client: number; cluster: number },
   seeds: string[],
+  extra: string[] = [],
 ): Promise<ClusterProc> {
   const args = [
     "--port",
@@ -101,6 +105,7 @@ export async function startClusterNode(
     String(ports.cluster),
     "--cluster-replicate",
     "--no-metrics-enabled",
+    ...extra,
   ];
   if (seeds.length > 0) args.push("--seeds", seeds.join(","));
   const { child, listen, lines } = await spawnBroker(args);

@@ -177,6 +177,8 @@ export class ClusterNode {
     /** Catch-up fetches answered by a peer, and peer answers that failed their checks. */
     replicaFetches: 0,
     replicaBadFetches: 0,
+    /** Changes a replica's log refused (a full disk), then tried again. */
+    replicaStorageRetries: 0,
   };
   readonly #env: Env;
   readonly #o: ClusterOptions;
@@ -797,8 +799,9 @@ export class ClusterNode {
     let store;
     try {
       store = await this.#o.openStore(dir, replicas);
-      // Never compacted: the Raft log holds every entry, and applying them again rebuilds the log.
-      if (store.state().snapshot.index === 0 && log.nextOffset > 0) await log.resetTo(0);
+      // Never compacted: the Raft log holds every entry, and applying them again rebuilds the log
+      // (also what a crash on a full disk left hidden in its last segment).
+      if (store.state().snapshot.index === 0) await log.resetTo(0);
     } catch (err) {
       await log.close().catch(() => {});
       throw err;
@@ -817,7 +820,16 @@ export class ClusterNode {
     const machine = new PartitionMachine(log, () => partition.notify(), {
       checkpointBytes: this.#o.replicaCheckpointBytes ?? REPLICA_CHECKPOINT_BYTES_DEFAULT,
     }, fetcher);
-    machine.onFetched = () => void this.stats.replicaFetches++;
+    machine.onStorageRetry = (reason, attempt) => {
+      this.stats.replicaStorageRetries++;
+      // Once per refused change: a full disk refuses every try until it has room.
+      if (attempt === 1) {
+        this.#o.onReport?.(`Replica ${key} cannot store a batch; retrying: ${reason}`);
+      }
+    };
+    machine.onFetched = () => {
+      this.stats.replicaFetches++;
+    };
     machine.onBadFetch = (reason) => {
       this.stats.replicaBadFetches++;
       this.#o.onReport?.(`Replica ${key} was sent batches that failed their checks: ${reason}`);

@@ -23,6 +23,7 @@ import {
   readBatchHeader,
   validateBatch,
 } from "../protocol/batch.ts";
+import { IoFailure, NoSpace, TooManyOpenFiles } from "../io/errors.ts";
 import { ErrorCode, GregorError, MalformedError } from "../protocol/errors.ts";
 import type { Log } from "../storage/mod.ts";
 import { PartitionProducers, type ProducersImage } from "../broker/producer_state.ts";
@@ -60,8 +61,8 @@ export interface RangeSource {
    */
   fetch(fromOffset: number, bytesMax: number, peers: readonly string[]): Promise<FetchedRange>;
   /**
-   * Waits before fetching again after a peer sent batches that failed their checks (the next
-   * fetch starts at another peer).
+   * Waits before trying again: a fetch after a peer sent batches that failed their checks (the
+   * next fetch starts at another peer), or a change the log refused.
    * @throws {GregorError} SHUTTING_DOWN once the replica stops
    */
   backoff(): Promise<void>;
@@ -107,6 +108,8 @@ export class PartitionMachine implements StateMachine {
   onFetched: (batches: number) => void = () => {};
   /** Told when a peer sent batches that failed their checks (they were not stored). */
   onBadFetch: (reason: string) => void = () => {};
+  /** Told when the log refused a change (a full disk, say), which is then tried again. */
+  onStorageRetry: (reason: string, attempt: number) => void = () => {};
 
   constructor(log: Log, onAppend: () => void, limits: ReplicaLimits, source: RangeSource) {
     this.log = log;
@@ -126,7 +129,8 @@ export class PartitionMachine implements StateMachine {
     // The leader validated the batch before proposing it; the entry's CRC-checked bytes are the
     // same on every replica, so a failure here is the same everywhere and stores nothing.
     const header = readBatchHeader(entry.data);
-    const append = async () => (await this.log.append(entry.data, header)).baseOffset;
+    const append = () =>
+      this.#untilStored(async () => (await this.log.append(entry.data, header)).baseOffset);
     if (header.producerId < 0) {
       const baseOffset = await append();
       this.#onAppend();
@@ -136,6 +140,26 @@ export class PartitionMachine implements StateMachine {
     const baseOffset = await admitted.baseOffset;
     if (!admitted.duplicate) this.#onAppend();
     return { baseOffset, duplicate: admitted.duplicate };
+  }
+
+  /**
+   * Runs a step that changes the log until the storage takes it. A committed entry must reach the
+   * log before the next one (Raft counts it applied once `apply` returns), so a full disk or a
+   * shortage of file handles holds this replica's applies back — it falls behind and catches up
+   * later — rather than skip a batch every other replica stored.
+   */
+  async #untilStored<T>(step: () => Promise<T>): Promise<T> {
+    for (let attempt = 1;; attempt++) {
+      try {
+        return await step();
+      } catch (err) {
+        const refused = (err instanceof GregorError && err.code === ErrorCode.STORAGE_ERROR) ||
+          err instanceof NoSpace || err instanceof TooManyOpenFiles || err instanceof IoFailure;
+        if (!refused) throw err;
+        this.onStorageRetry((err as Error).message, attempt);
+        await this.#source.backoff();
+      }
+    }
   }
 
   #checkpoint(index: number): void {
@@ -189,15 +213,18 @@ export class PartitionMachine implements StateMachine {
     const log = this.log;
     if (log.nextOffset >= target) {
       // Batches after the checkpoint: the entries after the snapshot append them again.
-      if (target >= log.logStartOffset) await log.truncateFrom(target);
-      else await log.resetTo(target);
+      if (target >= log.logStartOffset) await this.#untilStored(() => log.truncateFrom(target));
+      else await this.#untilStored(() => log.resetTo(target));
       return;
     }
+    // A log opened after a crash on a full disk may hide its unsynced last segment (its next
+    // offset is that segment's start): cut it off, its batches come from the peers like the rest.
+    await this.#untilStored(() => log.truncateFrom(log.nextOffset));
     while (log.nextOffset < target) {
       const got = await this.#source.fetch(log.nextOffset, CATCH_UP_FETCH_BYTES, peers);
       if (got.logStartOffset > log.nextOffset) {
         // Retention dropped these batches on the peer too: the replica starts where it starts.
-        await log.resetTo(Math.min(got.logStartOffset, target));
+        await this.#untilStored(() => log.resetTo(Math.min(got.logStartOffset, target)));
         continue;
       }
       let appended = 0;
@@ -227,7 +254,7 @@ export class PartitionMachine implements StateMachine {
           } to a replica at ${log.nextOffset} catching up to ${target}`,
         );
       }
-      await log.append(batch.bytes, h);
+      await this.#untilStored(() => log.append(batch.bytes, h));
       appended++;
     }
     return appended;
