@@ -62,3 +62,31 @@ Deno.test("a server address that is not host:port is refused with INVALID_REQUES
     );
   }
 });
+
+Deno.test("a connection to a leader's node that refuses fails at once when refusalEndsDial is set, and waits out its connect timeout otherwise", async () => {
+  const { ClientConnection } = await import("../src/client/connection.ts");
+  const dead = freePort(); // nothing listens there: a node whose process died
+  const opts = {
+    host: "127.0.0.1",
+    port: dead,
+    servers: [],
+    clientId: "refusal-test",
+    credential: null,
+    requestTimeoutMs: 10_000,
+    reconnectBackoffMsMin: 50,
+    reconnectBackoffMsMax: 200,
+    connectTimeoutMs: 3_000,
+    requestsInFlightMax: 16,
+    heartbeatMs: 0,
+    env,
+  };
+  for (const refusalEndsDial of [true, false]) {
+    const c = new ClientConnection({ ...opts, refusalEndsDial });
+    const started = Date.now();
+    await assert.rejects(c.connect());
+    const ms = Date.now() - started;
+    c.close();
+    if (refusalEndsDial) assert.ok(ms < 1_000, `a refused connect took ${ms} ms to fail`);
+    else assert.ok(ms >= 2_500, `without the option the dial gave up after ${ms} ms`);
+  }
+});

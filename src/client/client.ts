@@ -15,7 +15,10 @@ import { ErrorCode, GregorError } from "../protocol/errors.ts";
  * Connects to a broker through the given I/O environment (real or simulated) and completes the
  * handshake. Applications use `connect()` from the package root, which supplies the real one.
  */
-export async function connectWith(env: Env, opts: ConnectOptions = {}): Promise<Client> {
+export async function connectWith(
+  env: Env,
+  opts: ConnectOptions & InternalOptions = {},
+): Promise<Client> {
   const client = new Client(env, opts);
   try {
     await client.connection.connect();
@@ -24,6 +27,12 @@ export async function connectWith(env: Env, opts: ConnectOptions = {}): Promise<
     throw err;
   }
   return client;
+}
+
+/** Options for the broker's own connections to its peers, not for applications. */
+export interface InternalOptions {
+  /** A refused reconnect fails at once (see `ConnectionOptions.refusalEndsDial`). */
+  refusalEndsDial?: boolean;
 }
 
 /** Options of `client.readPartition()`. */
@@ -57,7 +66,7 @@ export class Client {
   readonly #metadata: PartitionCounts;
 
   /** @internal Use `connect()`. */
-  constructor(env: Env, opts: ConnectOptions) {
+  constructor(env: Env, opts: ConnectOptions & InternalOptions) {
     this.connection = new ClientConnection({
       host: opts.host ?? "127.0.0.1",
       port: opts.port ?? DEFAULT_PORT,
@@ -71,6 +80,7 @@ export class Client {
       requestsInFlightMax: opts.requestsInFlightMax ?? 4096,
       heartbeatMs: opts.heartbeatMs ?? 5_000,
       env,
+      ...(opts.refusalEndsDial === true ? { refusalEndsDial: true } : {}),
     });
     this.admin = new Admin(this.connection);
     this.#pool = new ConnectionPool(this.connection);

@@ -2,6 +2,7 @@
 // pushes routed to subscriptions, request timeouts, and reconnection with jittered exponential
 // backoff. Everything above it (producer, consumer, admin) just calls `request`.
 
+import { ConnectionRefused } from "../io/errors.ts";
 import type { Conn, Env } from "../io/types.ts";
 import { writeAllOf } from "../io/util.ts";
 import { ErrorCode, GregorError } from "../protocol/errors.ts";
@@ -71,6 +72,12 @@ export interface ConnectOptions {
 export type ConnectionOptions = Required<Omit<ConnectOptions, "credential">> & {
   credential: string | null;
   env: Env;
+  /**
+   * A refused connect ends the attempt at once instead of being retried until connectTimeoutMs:
+   * for a pooled connection to a partition leader's node, whose port is closed once it died (the
+   * request then goes through the bootstrap node, which knows the next leader).
+   */
+  refusalEndsDial?: boolean;
 };
 
 interface Queued {
@@ -191,6 +198,12 @@ export class ClientConnection {
         return conn;
       } catch (err) {
         if (err instanceof GregorError && !err.retriable) throw err;
+        if (err instanceof ConnectionRefused && this.opts.refusalEndsDial === true) {
+          throw new ConnectionError(
+            `Cannot connect to ${host}:${port}: connection refused (the node is down)`,
+            { cause: err },
+          );
+        }
         lastErr = err;
         if (err instanceof GregorError) refusals++;
         this.#nextAddress++;

@@ -47,6 +47,7 @@ export class ConnectionPool {
       port: addr.clientPort,
       servers: [], // this one node, not the bootstrap list
       connectTimeoutMs: Math.min(o.connectTimeoutMs, POOL_CONNECT_TIMEOUT_MS),
+      refusalEndsDial: true,
     });
     this.#others.set(key, c);
     return c;

@@ -54,7 +54,7 @@ export interface ProducerOptions {
   deliveryTimeoutMs?: number;
   /** Wait before the first retry, ms; it doubles (with jitter) up to `retryBackoffMsMax`. Default 100. */
   retryBackoffMs?: number;
-  /** Longest wait between retries, ms. Default 1000. */
+  /** Longest wait between retries, ms. Default 250. */
   retryBackoffMsMax?: number;
 }
 
@@ -213,7 +213,7 @@ export class Producer {
     this.#idempotent = (opts.idempotent ?? true) && this.#acks !== Acks.none;
     this.#deliveryTimeoutMs = opts.deliveryTimeoutMs ?? 120_000;
     this.#retryBackoffMs = opts.retryBackoffMs ?? 100;
-    this.#retryBackoffMsMax = opts.retryBackoffMsMax ?? 1000;
+    this.#retryBackoffMsMax = opts.retryBackoffMsMax ?? 250;
     // The client's cache when it has one: its producers and subscriptions share what they learn.
     this.#counts = counts ?? new PartitionCounts(conn, clock);
     this.#sticky = new StickyPartitions(this.#random);

@@ -307,6 +307,9 @@ export class ClusterBridge implements BrokerCluster {
       clientId: FORWARD_CLIENT_ID,
       requestTimeoutMs: FORWARD_TIMEOUT_MS,
       connectTimeoutMs: FORWARD_CONNECT_TIMEOUT_MS,
+      // A dead leader's port refuses: requests waiting to be forwarded fail at once, retriably,
+      // rather than wait out the connect timeout while another node is elected.
+      refusalEndsDial: true,
     }).catch((err) => {
       if (this.#clients.get(nodeId)?.client === client) this.#clients.delete(nodeId);
       throw new GregorError(

@@ -414,10 +414,10 @@ export class ClusterNode {
     return { baseOffset: applied.baseOffset, logStartOffset: r.partition.log.logStartOffset };
   }
 
-  /** True if this node may serve reads of the partition (it holds a replica). */
+  /** True if this node may serve reads of the partition: it holds a replica, not mid-restore. */
   holds(topic: string, partition: number): boolean {
     const r = this.#replicas.get(partitionGroup(topic, partition));
-    return r !== undefined && r.group.node.appliedIndex >= r.servesFrom;
+    return r !== undefined && !r.machine.restoring && r.group.node.appliedIndex >= r.servesFrom;
   }
 
   /**

@@ -187,16 +187,39 @@ export class PartitionMachine implements StateMachine {
     this.#limits = limits;
   }
 
-  /** The newest checkpoint whose batches are durable in the log: Raft may compact through it. */
-  compactionPoint(): { index: number; image: Uint8Array } | null {
+  /**
+   * The newest checkpoint at or before `upTo` whose batches are durable in the log: Raft may
+   * compact through it.
+   */
+  compactionPoint(upTo = Infinity): { index: number; image: Uint8Array } | null {
     let found: Checkpoint | null = null;
-    while (this.#checkpoints.length > 0 && this.#checkpoints[0]!.durable) {
+    for (;;) {
+      const c = this.#checkpoints[0];
+      if (c === undefined || !c.durable || c.index > upTo) break;
       found = this.#checkpoints.shift()!;
     }
     return found === null ? null : { index: found.index, image: found.image };
   }
 
+  /**
+   * True while a snapshot is being restored: the log is being cut back or filled from peers, so
+   * what it shows is neither the state before nor after (the replica must not serve it).
+   */
+  get restoring(): boolean {
+    return this.#restoring;
+  }
+  #restoring = false;
+
   async restore(snapshot: Snapshot): Promise<void> {
+    this.#restoring = true;
+    try {
+      await this.#restore(snapshot);
+    } finally {
+      this.#restoring = false;
+    }
+  }
+
+  async #restore(snapshot: Snapshot): Promise<void> {
     this.#checkpoints.length = 0;
     this.#bytesSinceCheckpoint = 0;
     const image: { nextOffset: number; producers: ProducersImage | null } =

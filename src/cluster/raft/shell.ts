@@ -35,11 +35,12 @@ export interface StateMachine {
   /** The state's image through the last applied entry, for compaction (none: never compacted). */
   image?(): Uint8Array;
   /**
-   * Instead of `image` with `compactEvery`: the newest point the machine lets the log be compacted
-   * through, with the image of its state as of that entry, or null while there is none. The
-   * machine chooses (e.g. once what the entries before it hold is no longer kept anyway).
+   * Instead of `image` with `compactEvery`: the newest point at or before `upTo` the machine lets
+   * the log be compacted through, with the image of its state as of that entry, or null while
+   * there is none. The machine chooses (e.g. once what the entries before it hold is durable
+   * elsewhere); the shell bounds it (a leader keeps what its in-sync followers still need).
    */
-  compactionPoint?(): { index: number; image: Uint8Array } | null;
+  compactionPoint?(upTo: number): { index: number; image: Uint8Array } | null;
 }
 
 /**
@@ -367,7 +368,7 @@ export class RaftGroup {
     const m = this.#o.machine;
     const applied = this.node.appliedIndex;
     if (m.compactionPoint !== undefined) {
-      const point = m.compactionPoint();
+      const point = m.compactionPoint(this.#compactionLimit());
       return point !== null && point.index > this.node.snapshot.index && point.index <= applied &&
           this.node.knowsConfigAt(point.index)
         ? point
@@ -378,6 +379,20 @@ export class RaftGroup {
     if (applied - this.node.snapshot.index < every) return null;
     if (!this.node.knowsConfigAt(applied)) return null;
     return { index: applied, image: m.image() };
+  }
+
+  /**
+   * How far the log may be compacted: what is applied here, and on a leader no further than its
+   * in-sync followers have: a follower a few entries behind then gets entries, not a snapshot
+   * (which would make it fetch what it lacks, and stop voting until it has it). A follower out of
+   * sync (dead, cut off, far behind) holds nothing back.
+   */
+  #compactionLimit(): number {
+    let limit = this.node.appliedIndex;
+    for (const id of this.node.inSyncVoters() ?? []) {
+      if (id !== this.node.id) limit = Math.min(limit, this.node.matchOf(id) ?? limit);
+    }
+    return limit;
   }
 
   async #apply(e: Entry): Promise<void> {
