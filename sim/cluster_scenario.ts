@@ -158,6 +158,8 @@ export async function runCluster(opts: ClusterOptions): Promise<RunResult> {
     replicaSnapshotStarts: 0,
     replicaFetches: 0,
     replicaBadFetches: 0,
+    /** Followers that cut a conflicting suffix of their Raft log (seen by the watcher). */
+    raftTruncations: 0,
     retentionDropped: 0,
     storageReports: 0,
     walRepairs: 0,
@@ -230,6 +232,8 @@ export async function runCluster(opts: ClusterOptions): Promise<RunResult> {
     })
   );
 
+  /** Conflict truncations counted so far per group instance (each incarnation's groups anew). */
+  const truncationsSeen = new Map<RaftGroup, number>();
   // Leaders per (group, term), and high-water marks as each replica serves them.
   const leaders = new Map<string, string>();
   const served = new Map<string, number>();
@@ -284,6 +288,11 @@ export async function runCluster(opts: ClusterOptions): Promise<RunResult> {
       }
     }
     raft.poll(live);
+    for (const g of live) {
+      const seen = truncationsSeen.get(g) ?? 0;
+      stats.raftTruncations += g.node.truncations - seen;
+      truncationsSeen.set(g, g.node.truncations);
+    }
   };
   const watcher = () => {
     watch();

@@ -43,6 +43,7 @@ Deno.test(`cluster: ${CI_SEEDS} swarm seeds keep every acknowledged write, one l
       "replicaCompactions", // a partition's Raft log compacted through a synced checkpoint
       "replicaRestores", // a replica far behind installed a partition snapshot
       "replicaFetches", // a replica behind a snapshot fetched batches from a peer's segment log
+      "raftTruncations", // a follower cut a conflicting suffix off its Raft log
       "replicaSnapshotStarts", // a replica restarted from its compacted log
       "retentionDropped", // acknowledged writes retention had dropped (not checkable, counted)
       "nodeCrashes",

@@ -214,6 +214,9 @@ export class RaftNode {
     return [...this.#learners].sort();
   }
 
+  /** Times this node cut a conflicting suffix off its log for its leader's entries. */
+  truncations = 0;
+
   /** Messages dropped because the outbox was full. */
   get droppedMessages(): number {
     return this.#droppedMessages;
@@ -846,6 +849,8 @@ export class RaftNode {
       throw new Error(`Entry ${conflict} conflicts with the leader but is committed`);
     }
     const first = entries[0] as Entry;
+    // Entries of this log dropped for the leader's: the Raft paper's conflict case (Figure 7).
+    if (conflict <= this.#log.lastIndex) this.truncations++;
     this.#log.truncateAndAppend(entries.slice(conflict - first.index));
     this.#stable = Math.min(this.#stable, conflict - 1);
     if (conflict <= this.#configIndex || entries.some((e) => e.kind === "config")) {
