@@ -90,3 +90,25 @@ clusterTest(
     assert.deepEqual(ids(after.p.isr), all.filter((id) => id !== procs[victim]!.nodeId));
   },
 );
+
+clusterTest(
+  "3 replicating brokers: a replication factor above the cluster's size is capped, with a warning",
+  async ({ procs, clients }) => {
+    const index = await clusterFormed(procs, clients);
+    await retry("the topic", () =>
+      clients[index]!.admin.createTopic("wide", {
+        partitions: 2,
+        configs: { "replication.factor": "5" },
+      }));
+    const d = await clients[index]!.admin.describeTopic("wide");
+    for (const p of d.partitions) assert.equal(p.replicas?.length, 3, JSON.stringify(p));
+    const warned = await retry("the warning", () => {
+      const line = procs[index]!.lines.find((l) => l.includes("asks for 5 replicas"));
+      return line === undefined ? Promise.reject(new Error("not logged")) : Promise.resolve(line);
+    });
+    assert.match(
+      warned,
+      /Topic wide asks for 5 replicas per partition but the cluster has 3 nodes: it gets 3/,
+    );
+  },
+);

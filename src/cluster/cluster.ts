@@ -324,6 +324,13 @@ export class ClusterNode {
   /** Creates a topic, placing its replicas on live nodes. */
   async createTopic(name: string, partitions: number, configs: Record<string, string>) {
     const nodes = this.#placeable(this.#factor(configs));
+    const members = this.#members().size;
+    if (this.#factor(configs) > members) {
+      this.#o.onReport?.(
+        `Topic ${name} asks for ${this.#factor(configs)} replicas per partition but the cluster ` +
+          `has ${members} nodes: it gets ${members} (describe it to see them)`,
+      );
+    }
     const start = hashString(name) % Math.max(1, nodes.length);
     await this.propose({
       op: "createTopic",
@@ -870,17 +877,8 @@ export class ClusterNode {
    * fewer replicas would lose the redundancy asked for, so the request fails and may be retried.
    */
   #placeable(factor: number): string[] {
-    // The cluster's members are those of the metadata group (durable, unlike a gossip view that
-    // starts empty after a restart); the live ones among them take replicas.
-    // Nodes that announced they replicate (or run the metadata group) but are not in it yet
-    // count too.
-    const g = this.#metaGroup;
-    const members = new Set(g === null ? [this.#o.nodeId] : [...g.node.voters, ...g.node.learners]);
-    for (const m of this.#gossip.members()) {
-      const replicates = m.kv[GOSSIP_META_KEY] !== undefined ||
-        m.kv[GOSSIP_REPLICATES_KEY] !== undefined;
-      if (m.state !== "left" && replicates) members.add(m.id);
-    }
+    // The live members take replicas.
+    const members = this.#members();
     const known = members.size;
     const live = this.#liveNodes().filter((id) => members.has(id));
     const need = Math.min(factor, known);
@@ -891,6 +889,21 @@ export class ClusterNode {
       );
     }
     return live;
+  }
+
+  /**
+   * The cluster's members: those of the metadata group (durable, unlike a gossip view that starts
+   * empty after a restart), and nodes that announced they replicate but are not in it yet.
+   */
+  #members(): Set<string> {
+    const g = this.#metaGroup;
+    const members = new Set(g === null ? [this.#o.nodeId] : [...g.node.voters, ...g.node.learners]);
+    for (const m of this.#gossip.members()) {
+      const replicates = m.kv[GOSSIP_META_KEY] !== undefined ||
+        m.kv[GOSSIP_REPLICATES_KEY] !== undefined;
+      if (m.state !== "left" && replicates) members.add(m.id);
+    }
+    return members;
   }
 
   #liveNodes(): string[] {
