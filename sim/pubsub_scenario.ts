@@ -8,6 +8,7 @@ import { SeededRandom } from "../src/io/prng.ts";
 import type { Env } from "../src/io/types.ts";
 import { connectWith } from "../src/client/client.ts";
 import type { Client } from "../src/client/client.ts";
+import type { ConnectionState } from "../src/client/connection.ts";
 import { ErrorCode, GregorError } from "../src/protocol/errors.ts";
 import { startNode } from "../src/node.ts";
 import type { Broker } from "../src/broker/broker.ts";
@@ -261,6 +262,7 @@ export async function connectRetrying(
   env: Env,
   clientId = "gregormq-ts",
   connectTimeoutMs = 5_000,
+  onStateChange?: (state: ConnectionState) => void,
 ): Promise<Client> {
   for (;;) {
     try {
@@ -270,6 +272,7 @@ export async function connectRetrying(
         clientId,
         requestTimeoutMs: 2_000,
         connectTimeoutMs,
+        ...(onStateChange === undefined ? {} : { onStateChange }),
       });
     } catch {
       await env.clock.sleep(100 + env.random.float() * 400);
@@ -448,13 +451,23 @@ async function subscribe(
   const durable = opts.durable ?? null;
   let next = 0;
   while (!until()) {
-    // A durable subscriber's client gives up reconnecting soon, so a broker crash usually ends its
-    // subscription and it resumes by its durable name, which the checker judges.
-    const client = await connectRetrying(
+    // A durable subscriber closes its client when the connection is lost (a client would go on
+    // reconnecting), so a broker crash ends its subscription and it resumes by its durable name,
+    // which the checker judges.
+    let lost = false;
+    const client: Client = await connectRetrying(
       env,
       "gregormq-ts",
       durable === null ? 5_000 : DURABLE_CONNECT_TIMEOUT_MS,
+      durable === null ? undefined : (state) => {
+        if (state === "disconnected") lost = true;
+      },
     );
+    let over = false;
+    const watching = durable === null ? null : (async () => {
+      while (!lost && !over) await env.clock.sleep(50);
+      if (lost) await client.close();
+    })();
     try {
       const key = `${TOPIC}\u0000${0}\u0000${name}`;
       const saved = durable?.saved(key) ?? -1;
@@ -487,7 +500,9 @@ async function subscribe(
       // Otherwise the connection gave up (a long partition), or the broker still holds the
       // durable name for a connection it has not yet seen go: start again where we got to.
     }
+    over = true;
     await client.close();
+    await watching;
     await env.clock.sleep(100);
   }
 }

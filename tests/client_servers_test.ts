@@ -78,6 +78,7 @@ Deno.test("a connection to a leader's node that refuses fails at once when refus
     connectTimeoutMs: 3_000,
     requestsInFlightMax: 16,
     heartbeatMs: 0,
+    onStateChange: () => {},
     env,
   };
   for (const refusalEndsDial of [true, false]) {
@@ -89,4 +90,41 @@ Deno.test("a connection to a leader's node that refuses fails at once when refus
     if (refusalEndsDial) assert.ok(ms < 1_000, `a refused connect took ${ms} ms to fail`);
     else assert.ok(ms >= 2_500, `without the option the dial gave up after ${ms} ms`);
   }
+});
+
+Deno.test("a subscribing client keeps reconnecting past its connect timeout until the broker is back, and reports each state", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "gregormq-reconnect-" });
+  let node = await startNode(env, { port: 0, broker: { dataDir: dir } });
+  const port = node.addr.port;
+  const states: string[] = [];
+  const client = await connect({
+    port,
+    connectTimeoutMs: 500, // a round of reconnecting gives up quickly; the client goes on
+    reconnectBackoffMsMax: 200,
+    onStateChange: (state) => states.push(state),
+  });
+  try {
+    await client.admin.createTopic("back", { partitions: 1 });
+    const sub = await client.subscribe("back", { from: "earliest" });
+    const first = sub[Symbol.asyncIterator]();
+    await node.close();
+    // Gone for several connect timeouts: an older client gave up for good after the first.
+    await new Promise((r) => setTimeout(r, 2_000));
+    node = await startNode(env, { port, broker: { dataDir: dir } });
+    const publisher = await connect({ port });
+    await publisher.publish("back", { value: "after the outage" });
+    await publisher.close();
+    const got = await Promise.race([
+      first.next(),
+      new Promise<"late">((r) => setTimeout(() => r("late"), 10_000)),
+    ]);
+    assert.notEqual(got, "late", `no delivery after the broker came back; states ${states}`);
+    assert.equal((got as IteratorResult<{ text(): string }>).value.text(), "after the outage");
+    await sub.close();
+  } finally {
+    await client.close();
+    await node.close().catch(() => {});
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+  assert.deepEqual(states, ["connected", "disconnected", "reconnecting", "connected", "closed"]);
 });

@@ -78,7 +78,8 @@ export class Client {
       reconnectBackoffMsMax: opts.reconnectBackoffMsMax ?? 5_000,
       connectTimeoutMs: opts.connectTimeoutMs ?? 30_000,
       requestsInFlightMax: opts.requestsInFlightMax ?? 4096,
-      heartbeatMs: opts.heartbeatMs ?? 5_000,
+      heartbeatMs: opts.heartbeatMs ?? 2_000,
+      onStateChange: opts.onStateChange ?? (() => {}),
       env,
       ...(opts.refusalEndsDial === true ? { refusalEndsDial: true } : {}),
     });

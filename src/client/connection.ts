@@ -64,9 +64,18 @@ export interface ConnectOptions {
   connectTimeoutMs?: number;
   /** Requests in flight at most; more wait. Default 4096. */
   requestsInFlightMax?: number;
-  /** Ping a broker silent this long, and drop the connection if it stays silent as long again. Default 5000 ms; 0: never. */
+  /** Ping a broker silent this long, and drop the connection if it stays silent as long again. Default 2000 ms; 0: never. */
   heartbeatMs?: number;
+  /**
+   * Told of every change of the connection's state: "connected" (with the broker's address),
+   * "disconnected" (with why), "reconnecting", "closed". After a connection is lost the client
+   * keeps reconnecting, with its backoff, until it is closed.
+   */
+  onStateChange?: (state: ConnectionState, detail: string) => void;
 }
+
+/** Where a client's connection stands. */
+export type ConnectionState = "connected" | "disconnected" | "reconnecting" | "closed";
 
 /** Resolved options. */
 export type ConnectionOptions = Required<Omit<ConnectOptions, "credential">> & {
@@ -103,7 +112,10 @@ export interface PushListener {
   onDeliver(push: DeliverPush): void;
   /** The connection came back; re-establish server-side state. */
   onReconnect(): void;
-  /** Reconnecting gave up; the listener will hear nothing more. */
+  /**
+   * Reconnecting cannot succeed (the broker refused this client for good, e.g. its credentials)
+   * or the client closed; the listener will hear nothing more.
+   */
   onLost(err: unknown): void;
 }
 
@@ -186,6 +198,7 @@ export class ClientConnection {
           });
           this.hello = decode<HelloResponse>(SCHEMAS.HELLO.response, answer, "HELLO response");
           this.#handshaken = true;
+          this.#setState("connected", `${host}:${port}`);
           this.#lastHeardMs = this.#env.clock.now();
           this.#pinging = false;
         } catch (err) {
@@ -408,6 +421,9 @@ export class ClientConnection {
     this.#outbound = [];
     conn.close();
     const reason = err instanceof Error ? err.message : String(err);
+    if (!this.#closed && this.#state === "connected") {
+      this.#setState("disconnected", reason);
+    }
     for (const [id, p] of this.#pending) {
       this.#settle(id);
       p.reject(
@@ -421,15 +437,38 @@ export class ClientConnection {
     if (!this.#closed && this.#listeners.size > 0 && this.#ready === null) void this.#reconnect();
   }
 
+  /**
+   * Reconnects for the subscriptions, until it succeeds or the client is closed: each round is a
+   * dial of up to connectTimeoutMs with its backoff, and another follows while the brokers are
+   * gone. Only a broker's refusal that retrying cannot change ends it.
+   */
   async #reconnect(): Promise<void> {
-    try {
-      await this.connect();
-    } catch (err) {
-      for (const l of [...this.#listeners.values()]) l.onLost(err);
-      this.#listeners.clear();
-      return;
+    this.#setState("reconnecting", "");
+    for (;;) {
+      try {
+        await this.connect();
+        break;
+      } catch (err) {
+        if (this.#closed || (err instanceof GregorError && !err.retriable)) {
+          for (const l of [...this.#listeners.values()]) l.onLost(err);
+          this.#listeners.clear();
+          return;
+        }
+      }
     }
     for (const l of [...this.#listeners.values()]) l.onReconnect();
+  }
+
+  #state: ConnectionState | null = null;
+
+  #setState(state: ConnectionState, detail: string): void {
+    if (state === this.#state && state !== "connected") return;
+    this.#state = state;
+    try {
+      this.opts.onStateChange(state, detail);
+    } catch {
+      // A listener's bug must not break the connection.
+    }
   }
 
   async #sweepTimeouts(): Promise<void> {
@@ -490,6 +529,7 @@ export class ClientConnection {
     if (this.#closed) return;
     this.#closed = true;
     this.#stop.abort();
+    this.#setState("closed", "");
     this.#listeners.clear();
     const conn = this.#conn;
     if (conn !== null) this.#lose(conn, new ConnectionError("The client was closed"));

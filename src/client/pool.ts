@@ -48,6 +48,8 @@ export class ConnectionPool {
       servers: [], // this one node, not the bootstrap list
       connectTimeoutMs: Math.min(o.connectTimeoutMs, POOL_CONNECT_TIMEOUT_MS),
       refusalEndsDial: true,
+      // The application hears about its bootstrap connection, not each leader's.
+      onStateChange: () => {},
     });
     this.#others.set(key, c);
     return c;
