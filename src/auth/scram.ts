@@ -62,10 +62,16 @@ export function nonceFrom(bytes: Uint8Array): string {
 }
 
 async function hmac(key: Uint8Array, data: Uint8Array): Promise<Uint8Array> {
-  const k = await crypto.subtle.importKey("raw", key as BufferSource, {
-    name: "HMAC",
-    hash: "SHA-256",
-  }, false, ["sign"]);
+  const k = await crypto.subtle.importKey(
+    "raw",
+    key as BufferSource,
+    {
+      name: "HMAC",
+      hash: "SHA-256",
+    },
+    false,
+    ["sign"],
+  );
   return new Uint8Array(await crypto.subtle.sign("HMAC", k, data as BufferSource));
 }
 

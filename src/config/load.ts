@@ -90,7 +90,11 @@ export interface LoadedConfig {
 export const DEFAULT_CLUSTER_PORT = 7072;
 
 /** GREGOR_* variables that other tools read (gregorctl's broker address): not the node's, not unknown. */
-const OTHER_TOOLS_ENV: ReadonlySet<string> = new Set(["GREGOR_BROKER"]);
+const OTHER_TOOLS_ENV: ReadonlySet<string> = new Set([
+  "GREGOR_BROKER",
+  "GREGOR_USER",
+  "GREGOR_PASSWORD",
+]);
 
 type Value = number | boolean | string | string[] | null;
 
@@ -288,6 +292,8 @@ function assemble(v: ReadonlyMap<string, Value>): NodeSettings {
     broker: {
       autoCreateTopics: v.get("autoCreateTopics") as boolean,
       defaultPartitions: num("defaultPartitions"),
+      auth: str("auth") as "none" | "scram",
+      superUsers: [...(v.get("superUsers") as string[])],
       defaultPersistence: str("defaultPersistence") as "disk" | "memory",
       defaultFsync: str("defaultFsync"),
       retentionMs: num("retentionMs"),
