@@ -435,15 +435,22 @@ export class Connection implements DeliverySink {
     return this.#broker.auth.allowed(this.#principal ?? "", op, type, name);
   }
 
-  /** Throws AUTHORIZATION_FAILED unless authentication is off or the principal is a super-user. */
+  /**
+   * Throws AUTHORIZATION_FAILED unless the principal is a super-user. With authentication off
+   * nobody is: users and ACLs planted then would outlive the switch to `--auth scram`, so they are
+   * set up offline (`gregorctl user add --data-dir`) instead.
+   */
   requireSuperUser(): void {
     const auth = this.#broker.auth;
-    if (!auth.enabled || auth.isSuperUser(this.#principal ?? "")) return;
+    if (auth.enabled && auth.isSuperUser(this.#principal ?? "")) return;
     this.#broker.denied(this, "admin", "cluster", "");
     throw new GregorError(
       ErrorCode.AUTHORIZATION_FAILED,
-      `User ${JSON.stringify(this.#principal ?? "")} may not manage users or ACLs: ` +
-        `only super-users may (--super-users)`,
+      auth.enabled
+        ? `User ${JSON.stringify(this.#principal ?? "")} may not manage users or ACLs: ` +
+          `only super-users may (--super-users)`
+        : "Users and ACLs are managed over the network only with authentication on " +
+          "(--auth scram); until then use gregorctl with --data-dir while the broker is stopped",
     );
   }
 
