@@ -57,8 +57,10 @@ export function aclProblem(e: AclEntry): string | null {
   }
   if (e.resourceType === "cluster") {
     if (e.name !== "" || e.pattern !== "literal") return "a cluster entry takes no name";
-  } else if (e.name.length === 0 || e.name.length > ACL_NAME_CHARS_MAX) {
-    return `a ${e.resourceType} entry needs a name or prefix of 1 to ${ACL_NAME_CHARS_MAX} characters`;
+  } else if (e.name.length > ACL_NAME_CHARS_MAX || (e.name === "" && e.pattern === "literal")) {
+    // An empty prefix is every name: "all topics" is a prefix entry of "".
+    return `a ${e.resourceType} entry needs a name of 1 to ${ACL_NAME_CHARS_MAX} characters ` +
+      `(or a prefix of 0 to ${ACL_NAME_CHARS_MAX})`;
   }
   return null;
 }
