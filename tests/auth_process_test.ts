@@ -16,14 +16,18 @@ const CLOSE_MS_MAX = 5_000;
 /** Pause between the good client's produces. */
 const GOOD_GAP_MS = 5;
 
-async function gregorctl(args: string[], env: Record<string, string>): Promise<string> {
+async function gregorctl(
+  args: string[],
+  env: Record<string, string>,
+  exitCode = 0,
+): Promise<string> {
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", GREGORCTL, ...args],
     env,
     stdin: "null",
   }).output();
   const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
-  assert.equal(out.code, 0, `gregorctl ${args.join(" ")}: ${text}`);
+  assert.equal(out.code, exitCode, `gregorctl ${args.join(" ")}: ${text}`);
   return text;
 }
 
@@ -289,6 +293,29 @@ Deno.test("SCRAM and ACLs over a real broker process: every case gets its answer
     stop = true;
     await goodLoop?.catch(() => {});
     for (const c of clients) await c.close();
+    await killAll(procs);
+    await Deno.remove(root, { recursive: true }).catch(() => {});
+  }
+});
+
+Deno.test("gregorctl leaves users alone while a broker runs without authentication", async () => {
+  const root = await Deno.makeTempDir({ prefix: "gregormq-auth-off-" });
+  const procs = [];
+  try {
+    const broker = await spawnBroker(["--port=0", "--no-metrics-enabled", `--data-dir=${root}`]);
+    procs.push(broker);
+    const env = { GREGOR_NEW_PASSWORD: "pw", GREGOR_BROKER: broker.listen.listen };
+    // Offline editing under a running broker: it would never see the change.
+    const offline = await gregorctl(["user", "add", "eve", "--data-dir", root], env, 2);
+    assert.match(
+      offline,
+      /data dir .* is in use by .*: stop that broker, or manage users through it/,
+    );
+    // Over the network with authentication off: nobody may plant users for later.
+    const online = await gregorctl(["user", "add", "eve"], env, 1);
+    assert.match(online, /AUTHORIZATION_FAILED: Users and ACLs are managed over the network only/);
+    await assert.rejects(Deno.stat(`${root}/users.json`), Deno.errors.NotFound);
+  } finally {
     await killAll(procs);
     await Deno.remove(root, { recursive: true }).catch(() => {});
   }
