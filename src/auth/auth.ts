@@ -65,8 +65,7 @@ export class Auth {
    * and whose keys no password matches.
    */
   async credentialFor(user: string): Promise<ScramCredential> {
-    const stored = this.store.credential(user);
-    if (stored !== undefined) return stored;
+    // The decoy is made for every user, known or not, so the time taken does not tell them apart.
     const key = await crypto.subtle.importKey(
       "raw",
       this.#secret as BufferSource,
@@ -80,7 +79,7 @@ export class Auth {
     const mac = new Uint8Array(
       await crypto.subtle.sign("HMAC", key, new TextEncoder().encode(user)),
     );
-    return {
+    return this.store.credential(user) ?? {
       salt: mac.slice(0, SALT_BYTES),
       iterations: ITERATIONS_DEFAULT,
       storedKey: randomBytes(this.#random, 32),

@@ -195,6 +195,17 @@ export function loadConfig(input: ConfigInput): LoadedConfig {
       ...partitions,
     });
   }
+  const auth = origins.get("auth");
+  if (config.broker.auth !== "none" && config.cluster !== null && auth !== undefined) {
+    // Nodes forward clients' requests to each other over the client port, and users and ACLs are
+    // not replicated yet: a cluster with authentication on would refuse its own nodes.
+    throw new ConfigError({
+      key: "auth",
+      value: config.broker.auth,
+      allowed: "none in a cluster (authentication is single-node for now)",
+      ...auth,
+    });
+  }
   if (config.cluster === null && origins.has("cluster.advertiseHost")) {
     warnings.push(
       "cluster.advertiseHost is set but clustering is off (set cluster.port or cluster.seeds)",
