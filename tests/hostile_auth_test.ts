@@ -423,3 +423,35 @@ Deno.test(`${CASES} hostile SCRAM exchanges each get their answer and cost only 
     await Deno.remove(dataDir, { recursive: true });
   }
 });
+
+Deno.test("a connection that starts SCRAM and never finishes is closed at handshakeTimeoutMs", async () => {
+  const dataDir = await Deno.makeTempDir({ prefix: "gregormq-auth-deadline-" });
+  const handshakeTimeoutMs = 300;
+  let node: RunningNode | null = null;
+  try {
+    node = await startNode(denoEnv(), {
+      port: 0,
+      broker: { dataDir, auth: "scram", handshakeTimeoutMs },
+    });
+    const s = await RawSession.open(node.addr.port);
+    try {
+      assert.equal((await s.call("HELLO", HELLO_BODY)).kind, "ok");
+      const started = Date.now();
+      serverFirstOf((await start(s, USER, "a-nonce-that-waits-forever")).answer);
+      // The broker's answer to the silence: TIMEOUT with correlation id 0, then the close.
+      const after = await s.send("PING", new Uint8Array(0));
+      assert.deepEqual(
+        after.kind === "error" ? after.code : after.kind,
+        ErrorCode.TIMEOUT,
+        JSON.stringify(after),
+      );
+      assert.ok(await s.closedWithin(CLOSE_MS_MAX));
+      assert.ok(Date.now() - started < handshakeTimeoutMs + 2_000, "closed near the deadline");
+    } finally {
+      s.close();
+    }
+  } finally {
+    await node?.close();
+    await Deno.remove(dataDir, { recursive: true });
+  }
+});

@@ -53,6 +53,9 @@ export function fromBase64(text: string): Uint8Array {
   const s = atob(text);
   const out = new Uint8Array(s.length);
   for (let i = 0; i < s.length; i++) out[i] = s.charCodeAt(i);
+  // Only the canonical spelling: the unused low bits of the last character must be zero, so one
+  // proof has one encoding (a message that differs in any byte is a different message).
+  if (toBase64(out) !== text) throw new ScramError("not canonical base64");
   return out;
 }
 

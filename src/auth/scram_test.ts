@@ -71,3 +71,11 @@ Deno.test("parseClientFirst refuses channel binding, authzid, bad names and bad 
   }
   assert.throws(() => parseClientFirst(new Uint8Array([0x6e, 0x2c, 0x2c, 0xff])), ScramError);
 });
+
+Deno.test("fromBase64 takes only the canonical spelling", () => {
+  assert.deepEqual(fromBase64("AQ=="), Uint8Array.of(1));
+  // "AR==" decodes to the same byte with a stray bit set: a second spelling of one proof.
+  assert.throws(() => fromBase64("AR=="), ScramError);
+  assert.throws(() => fromBase64("AQ="), ScramError);
+  assert.throws(() => fromBase64("A Q=="), ScramError);
+});
