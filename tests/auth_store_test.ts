@@ -2,7 +2,9 @@
 // temporary file ignored, and a damaged or invalid file refused with a message naming it.
 
 import assert from "node:assert/strict";
+import { Auth } from "../src/auth/auth.ts";
 import { deriveCredential } from "../src/auth/scram.ts";
+import { SeededRandom } from "../src/io/prng.ts";
 import { ACLS_FILE, SecurityFileError, SecurityStore, USERS_FILE } from "../src/auth/store.ts";
 import { denoEnv } from "../src/io/deno/mod.ts";
 import { writeChecked } from "../src/storage/checked_file.ts";
@@ -108,5 +110,29 @@ Deno.test("SecurityStore.putUser refuses weak or malformed credentials", async (
     );
     await assert.rejects(s.putUser("alice", { ...cred, storedKey: new Uint8Array(3) }), /32 bytes/);
     assert.deepEqual(s.users(), []);
+  });
+});
+
+Deno.test("Auth.allowed() follows ACL changes at once, though it remembers its decisions", async () => {
+  await withDir(async (dir) => {
+    const store = await SecurityStore.open(denoEnv().disk, dir);
+    const auth = new Auth(store, {
+      mechanism: "scram",
+      superUsers: ["root"],
+      random: new SeededRandom([1, 2, 3, 4]),
+    });
+    const e = {
+      principal: "alice",
+      resourceType: "topic" as const,
+      pattern: "literal" as const,
+      name: "orders",
+      operation: "produce" as const,
+    };
+    assert.equal(auth.allowed("alice", "produce", "topic", "orders"), false);
+    await store.addAcl(e);
+    assert.equal(auth.allowed("alice", "produce", "topic", "orders"), true);
+    await store.removeAcl(e);
+    assert.equal(auth.allowed("alice", "produce", "topic", "orders"), false);
+    assert.equal(auth.allowed("root", "delete", "topic", "orders"), true, "super-users pass");
   });
 });

@@ -18,6 +18,9 @@ export const AUTH_MECHANISMS = ["none", "scram"] as const;
 /** An authentication setting. */
 export type AuthMechanism = typeof AUTH_MECHANISMS[number];
 
+/** ACL decisions remembered at most before the cache starts over. */
+const DECISIONS_MAX = 10_000;
+
 /** `n` bytes drawn from `random`. */
 export function randomBytes(random: Random, n: number): Uint8Array {
   const out = new Uint8Array(n);
@@ -33,6 +36,9 @@ export class Auth {
   readonly #random: Random;
   /** Per-broker secret from which decoy salts for unknown users are made. */
   readonly #secret: Uint8Array;
+  /** ACL decisions by principal, operation and resource, valid for one ACL generation. */
+  readonly #decisions = new Map<string, boolean>();
+  #decisionsGeneration = -1;
   /** Failed authentications since start. */
   failures = 0;
   /** Requests denied by the ACLs since start. */
@@ -95,6 +101,21 @@ export class Auth {
   /** True if `principal` may do `op` on the resource: always when authentication is off. */
   allowed(principal: string, op: Operation, type: ResourceType, name: string): boolean {
     if (!this.enabled || this.#superUsers.has(principal)) return true;
-    return permitted(this.store.acls, principal, op, type, name);
+    // Every produce asks, and the ACLs may hold thousands of entries: decisions are remembered
+    // until the ACLs change (or too many are remembered).
+    if (
+      this.#decisionsGeneration !== this.store.aclGeneration ||
+      this.#decisions.size >= DECISIONS_MAX
+    ) {
+      this.#decisions.clear();
+      this.#decisionsGeneration = this.store.aclGeneration;
+    }
+    const key = `${principal}\u0000${op}\u0000${type}\u0000${name}`;
+    let ok = this.#decisions.get(key);
+    if (ok === undefined) {
+      ok = permitted(this.store.acls, principal, op, type, name);
+      this.#decisions.set(key, ok);
+    }
+    return ok;
   }
 }

@@ -71,6 +71,8 @@ export class SecurityStore {
   #users = new Map<string, ScramCredential>();
   #acls: AclEntry[] = [];
   #writing: Promise<unknown> = Promise.resolve();
+  /** Grows with every change of the ACLs, so a cache of decisions knows when it is stale. */
+  aclGeneration = 0;
 
   private constructor(disk: Disk, dir: string) {
     this.#disk = disk;
@@ -206,6 +208,7 @@ export class SecurityStore {
       const next = [...this.#acls, { ...e }];
       await this.#writeAcls(next);
       this.#acls = next;
+      this.aclGeneration++;
       return true;
     });
   }
@@ -217,6 +220,7 @@ export class SecurityStore {
       if (next.length === this.#acls.length) return false;
       await this.#writeAcls(next);
       this.#acls = next;
+      this.aclGeneration++;
       return true;
     });
   }
