@@ -19,6 +19,11 @@ import {
   type TopicPartition,
 } from "../src/client/mod.ts";
 import { nearestOf } from "../src/config/mod.ts";
+import { type AclEntry, type Operation, OPERATIONS, type ResourceType } from "../src/auth/acl.ts";
+import { deriveCredential, ITERATIONS_DEFAULT, SALT_BYTES } from "../src/auth/scram.ts";
+import { SecurityStore } from "../src/auth/store.ts";
+import { denoEnv } from "../src/io/deno/mod.ts";
+import { claimDataDir, DataDirError } from "../src/storage/data_dir.ts";
 import denoJson from "../deno.json" with { type: "json" };
 
 /** Exit codes: stable, documented in USAGE and docs/gregorctl.md. */
@@ -75,12 +80,25 @@ commands:
                                              only while the group has no live members
   cluster members
   cluster status
+  user add NAME [--iterations N]             password from $GREGOR_NEW_PASSWORD or a prompt
+  user passwd NAME [--iterations N]          the same, for an existing user
+  user list
+  user remove NAME
+  acl add --principal USER|* (--topic NAME | --group NAME | --cluster) [--prefix]
+          --operation OP[,OP...]             OP: ${OPERATIONS.join(", ")}
+  acl remove (same options as add)
+  acl list
+                                             user and acl commands go to the broker (super-users
+                                             only); with --data-dir DIR they edit DIR's files
+                                             instead, while its broker is stopped (bootstrap)
   metrics [--metrics-url URL]                default http://HOST:${METRICS_PORT}/metrics
 
 global options:
   --broker HOST:PORT[,HOST:PORT...]
                        the broker, or several of a cluster: the first that answers is used
                        (default $GREGOR_BROKER, else ${BROKER_DEFAULT})
+  --user NAME          authenticate as NAME with SCRAM-SHA-256 (default $GREGOR_USER);
+                       the password comes from $GREGOR_PASSWORD, else a prompt on a terminal
   --json               machine-readable output
   --timeout MS         connect and request timeout (default ${TIMEOUT_MS_DEFAULT})
   -h, --help           this text
@@ -95,7 +113,16 @@ exit codes:
 /** A mistake in the command line: exit 2 with the message on one line and a pointer to --help. */
 class UsageError extends Error {}
 
-const COMMANDS = ["topic", "produce", "consume", "group", "cluster", "metrics"] as const;
+const COMMANDS = [
+  "topic",
+  "produce",
+  "consume",
+  "group",
+  "cluster",
+  "metrics",
+  "user",
+  "acl",
+] as const;
 
 /** A word that is not one of `known`, named with the nearest one. */
 function unknownWord(what: string, word: string, known: readonly string[]): UsageError {
@@ -134,6 +161,13 @@ const OPTIONS = {
   "to-timestamp": { type: "string" },
   "dry-run": { type: "boolean", default: false },
   "metrics-url": { type: "string" },
+  user: { type: "string" },
+  "data-dir": { type: "string" },
+  iterations: { type: "string" },
+  principal: { type: "string" },
+  cluster: { type: "boolean", default: false },
+  prefix: { type: "boolean", default: false },
+  operation: { type: "string" },
   help: { type: "boolean", short: "h", default: false },
   version: { type: "boolean", default: false },
 } as const;
@@ -151,6 +185,8 @@ interface Ctx {
   port: number;
   timeoutMs: number;
   json: boolean;
+  /** The SCRAM user and password to connect as, or null. */
+  login: { username: string; password: string } | null;
 }
 
 function whole(name: string, value: string | undefined, min: number): number | undefined {
@@ -266,6 +302,7 @@ async function withClient<T>(ctx: Ctx, fn: (client: Client) => Promise<T>): Prom
     client = await connect({
       servers: ctx.servers,
       clientId: "gregorctl",
+      ...(ctx.login ?? {}),
       connectTimeoutMs: ctx.timeoutMs,
       requestTimeoutMs: ctx.timeoutMs,
     });
@@ -973,6 +1010,222 @@ async function metrics(ctx: Ctx): Promise<void> {
 
 // --- main --------------------------------------------------------------------------------
 
+// --- user and acl --------------------------------------------------------------------------
+
+/** Characters of a typed password at most. */
+const PASSWORD_CHARS_MAX = 1024;
+
+/**
+ * A secret from the environment variable `name`, else typed on the terminal without echo. Never
+ * a flag: flags show in `ps` and shell history.
+ */
+async function secret(name: string, promptText: string): Promise<string> {
+  const fromEnv = Deno.env.get(name);
+  if (fromEnv !== undefined) return fromEnv;
+  if (!Deno.stdin.isTerminal()) {
+    throw new UsageError(`set $${name}: no terminal to ask for the password on`);
+  }
+  await Deno.stderr.write(new TextEncoder().encode(promptText));
+  Deno.stdin.setRaw(true);
+  const typed: number[] = [];
+  try {
+    const buf = new Uint8Array(1);
+    while (typed.length < PASSWORD_CHARS_MAX) {
+      const n = await Deno.stdin.read(buf);
+      const b = buf[0]!;
+      if (n === null || b === 0x0d || b === 0x0a) break;
+      if (b === 0x03) throw new UsageError("interrupted");
+      if (b === 0x7f) typed.pop();
+      else typed.push(b);
+    }
+  } finally {
+    Deno.stdin.setRaw(false);
+    await Deno.stderr.write(new TextEncoder().encode("\n"));
+  }
+  return new TextDecoder().decode(new Uint8Array(typed));
+}
+
+/** A new password, from $GREGOR_NEW_PASSWORD or typed twice; never empty. */
+async function newPassword(name: string): Promise<string> {
+  const pw = await secret("GREGOR_NEW_PASSWORD", `New password for ${name}: `);
+  if (Deno.env.get("GREGOR_NEW_PASSWORD") === undefined) {
+    const again = await secret("GREGOR_NEW_PASSWORD", `Again: `);
+    if (again !== pw) throw new UsageError("the two passwords differ");
+  }
+  if (pw.length === 0) throw new UsageError(`the password of ${name} must not be empty`);
+  return pw;
+}
+
+/**
+ * Runs `fn` on the users and ACLs of `--data-dir`, holding the directory's lock so a running
+ * broker (which would not see the change, and would overwrite it) is never edited under.
+ */
+async function offline<T>(dir: string, fn: (store: SecurityStore) => Promise<T>): Promise<T> {
+  const env = denoEnv();
+  let lock;
+  try {
+    lock = await claimDataDir(env.disk, dir);
+  } catch (err) {
+    if (err instanceof DataDirError && err.kind === "in-use") {
+      throw new UsageError(
+        `${err.message}: stop that broker, or manage users through it (without --data-dir)`,
+      );
+    }
+    throw err;
+  }
+  try {
+    return await fn(await SecurityStore.open(env.disk, dir));
+  } finally {
+    lock.release();
+  }
+}
+
+async function users(ctx: Ctx): Promise<void> {
+  const sub = positional(ctx, 1, "user subcommand (add, passwd, list, remove)");
+  const dir = ctx.values["data-dir"];
+  const iterations = whole("iterations", ctx.values.iterations, 4096) ?? ITERATIONS_DEFAULT;
+  switch (sub) {
+    case "add":
+    case "passwd": {
+      const name = positional(ctx, 2, "user name");
+      const exists = async (): Promise<boolean> =>
+        (dir === undefined
+          ? await withClient(ctx, (c) => c.admin.listUsers())
+          : await offline(dir, (s) => Promise.resolve(s.users()))).some((u) => u.name === name);
+      const known = await exists();
+      if (sub === "passwd" && !known) {
+        throw new UsageError(`there is no user ${name}; add it with \`user add ${name}\``);
+      }
+      if (sub === "add" && known) {
+        throw new UsageError(
+          `user ${name} exists; change its password with \`user passwd ${name}\``,
+        );
+      }
+      const pw = await newPassword(name);
+      const salt = crypto.getRandomValues(new Uint8Array(SALT_BYTES));
+      if (dir === undefined) {
+        await withClient(ctx, (c) => c.admin.putUser(name, pw, { salt, iterations }));
+      } else {
+        const cred = await deriveCredential(pw, salt, iterations);
+        await offline(dir, (s) => s.putUser(name, cred).catch(rangeToUsage));
+      }
+      print(
+        ctx,
+        { user: name },
+        sub === "add" ? `user ${name} saved` : `password of ${name} changed`,
+      );
+      return;
+    }
+    case "list": {
+      const list = dir === undefined
+        ? await withClient(ctx, (c) => c.admin.listUsers())
+        : await offline(dir, (s) => Promise.resolve(s.users()));
+      print(
+        ctx,
+        list,
+        table(
+          ["USER", "MECHANISM", "ITERATIONS"],
+          list.map((u) => [u.name, u.mechanism, u.iterations]),
+        ),
+      );
+      return;
+    }
+    case "remove":
+    case "delete": {
+      const name = positional(ctx, 2, "user name");
+      if (dir === undefined) await withClient(ctx, (c) => c.admin.deleteUser(name));
+      else if (!(await offline(dir, (s) => s.removeUser(name)))) {
+        throw new UsageError(`there is no user ${name} in ${dir}`);
+      }
+      print(ctx, { user: name }, `user ${name} removed`);
+      return;
+    }
+    default:
+      throw unknownWord("user subcommand", sub, ["add", "passwd", "list", "remove"]);
+  }
+}
+
+function rangeToUsage(err: unknown): never {
+  if (err instanceof RangeError) throw new UsageError(err.message);
+  throw err;
+}
+
+/** The ACL entries an `acl add` or `acl remove` command line names (one per operation). */
+function aclEntries(ctx: Ctx): AclEntry[] {
+  const v = ctx.values;
+  const principal = v.principal;
+  if (principal === undefined) throw new UsageError("--principal USER (or *) is required");
+  const targets = [v.topic !== undefined, v.group !== undefined, v.cluster].filter(Boolean).length;
+  if (targets !== 1) {
+    throw new UsageError("give exactly one of --topic NAME, --group NAME, --cluster");
+  }
+  const resourceType: ResourceType = v.cluster
+    ? "cluster"
+    : v.topic !== undefined
+    ? "topic"
+    : "group";
+  if (v.cluster && v.prefix) throw new UsageError("--prefix goes with --topic or --group");
+  if (v.operation === undefined) throw new UsageError("--operation OP[,OP...] is required");
+  return v.operation.split(",").map((op) => {
+    if (!(OPERATIONS as readonly string[]).includes(op)) {
+      throw unknownWord("operation", op, OPERATIONS);
+    }
+    return {
+      principal,
+      resourceType,
+      pattern: v.prefix ? "prefix" : "literal",
+      name: v.topic ?? v.group ?? "",
+      operation: op as Operation,
+    };
+  });
+}
+
+function aclText(e: AclEntry): string[] {
+  const what = e.resourceType === "cluster"
+    ? "cluster"
+    : `${e.resourceType}:${e.name}${e.pattern === "prefix" ? "*" : ""}`;
+  return [e.principal, e.operation, what, e.pattern];
+}
+
+async function acls(ctx: Ctx): Promise<void> {
+  const sub = positional(ctx, 1, "acl subcommand (add, remove, list)");
+  const dir = ctx.values["data-dir"];
+  switch (sub) {
+    case "add":
+    case "remove": {
+      const entries = aclEntries(ctx);
+      if (dir === undefined) {
+        await withClient(ctx, async (c) => {
+          for (const e of entries) await (sub === "add" ? c.admin.addAcl(e) : c.admin.removeAcl(e));
+        });
+      } else {
+        await offline(dir, async (s) => {
+          for (const e of entries) {
+            const done = await (sub === "add" ? s.addAcl(e) : s.removeAcl(e)).catch(rangeToUsage);
+            if (!done && sub === "remove") throw new UsageError("no such ACL entry");
+          }
+        });
+      }
+      print(
+        ctx,
+        entries,
+        entries.map((e) => `${sub === "add" ? "allowed" : "removed"}: ${aclText(e).join(" ")}`)
+          .join("\n"),
+      );
+      return;
+    }
+    case "list": {
+      const list = dir === undefined
+        ? await withClient(ctx, (c) => c.admin.listAcls())
+        : await offline(dir, (s) => Promise.resolve([...s.acls]));
+      print(ctx, list, table(["PRINCIPAL", "OPERATION", "RESOURCE", "PATTERN"], list.map(aclText)));
+      return;
+    }
+    default:
+      throw unknownWord("acl subcommand", sub, ["add", "remove", "list"]);
+  }
+}
+
 function parseBroker(value: string): { host: string; port: number } {
   const m = /^([^:\s]+):(\d{1,5})$/.exec(value);
   const port = Number(m?.[2]);
@@ -1040,7 +1293,15 @@ async function run(argv: string[]): Promise<number> {
     port,
     timeoutMs: whole("timeout", values.timeout, 1) ?? TIMEOUT_MS_DEFAULT,
     json: values.json,
+    login: null,
   };
+  const user = values.user ?? Deno.env.get("GREGOR_USER");
+  if (user !== undefined && values["data-dir"] === undefined) {
+    ctx.login = {
+      username: user,
+      password: await secret("GREGOR_PASSWORD", `Password for ${user}: `),
+    };
+  }
   switch (positionals[0]) {
     case "topic":
       await topic(ctx);
@@ -1060,6 +1321,14 @@ async function run(argv: string[]): Promise<number> {
     case "group":
     case "groups":
       await group(ctx);
+      break;
+    case "user":
+    case "users":
+      await users(ctx);
+      break;
+    case "acl":
+    case "acls":
+      await acls(ctx);
       break;
     default:
       throw unknownWord("command", positionals[0]!, COMMANDS);

@@ -183,6 +183,11 @@ Deno.test("io-seam plugin allows setImmediate imported from node:timers under si
   assertClean(`import { setImmediate } from "node:timers/promises";`, CHECKED);
 });
 
+Deno.test("io-seam plugin allows crypto.subtle, whose digests draw no randomness", () => {
+  assertClean(`await crypto.subtle.digest("SHA-256", new Uint8Array(1));`, CHECKED);
+  assertReports(`crypto.getRandomValues(new Uint8Array(4)); crypto.subtle;`, "crypto");
+});
+
 Deno.test("io-seam plugin does not flag member properties with forbidden names", () => {
   assertClean(
     `x.Deno; x.setTimeout(f, 1); x.Date.now(); x.performance.now(); x.crypto.randomUUID();

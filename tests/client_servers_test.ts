@@ -72,6 +72,7 @@ Deno.test("a connection to a leader's node that refuses fails at once when refus
     servers: [],
     clientId: "refusal-test",
     credential: null,
+    scram: null,
     requestTimeoutMs: 10_000,
     reconnectBackoffMsMin: 50,
     reconnectBackoffMsMax: 200,

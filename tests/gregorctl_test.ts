@@ -237,7 +237,7 @@ Deno.test("gregorctl drives a real broker: topics, produce, consume, cluster, er
           [["topic", "lst"], 'unknown topic subcommand "lst"; did you mean list?'],
           [["cluster", "member"], 'unknown cluster subcommand "member"; did you mean members?'],
           [["topic", "list", "--timeout"], "--timeout needs a value"],
-          [[], "missing command (topic, produce, consume, group, cluster, metrics)"],
+          [[], "missing command (topic, produce, consume, group, cluster, metrics, user, acl)"],
         ] as const
       ) {
         const r = await ctl([...args]);

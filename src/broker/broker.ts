@@ -46,6 +46,9 @@ import { PartitionProducers, rebuildProducers } from "./producer_state.ts";
 import { Groups } from "./groups/groups.ts";
 import type { BrokerCluster, PartitionReplication } from "./cluster_hooks.ts";
 import { StorageHealth } from "./storage_health.ts";
+import { Auth } from "../auth/auth.ts";
+import type { Operation, ResourceType } from "../auth/acl.ts";
+import { SecurityStore } from "../auth/store.ts";
 
 /** Where durable subscription offsets are written, under the data directory. */
 export const OFFSETS_FILE = "subscriptions.json";
@@ -114,6 +117,8 @@ export class Broker {
   cluster: BrokerCluster | null = null;
   /** Consumer groups: membership, assignment and committed offsets. */
   readonly groups: Groups;
+  /** Users, ACLs and whether clients must authenticate; set by `open` before any connection. */
+  auth!: Auth;
   /** Whether storage takes writes; each failure cause is logged once through `onReport`. */
   readonly storage: StorageHealth;
   readonly #stop = new AbortController();
@@ -178,6 +183,11 @@ export class Broker {
     const b = new Broker(env, { ...DEFAULT_BROKER_OPTIONS, ...opts }, {
       ...DEFAULT_HOOKS,
       ...hooks,
+    });
+    b.auth = new Auth(await SecurityStore.open(b.env.disk, b.opts.dataDir), {
+      mechanism: b.opts.auth,
+      superUsers: b.opts.superUsers,
+      random: env.random,
     });
     const loaded = await b.#store.loadAll();
     for (const t of loaded.topics) b.#topics.set(t.name, t);
@@ -272,6 +282,26 @@ export class Broker {
   /** Called by a connection whose HELLO succeeded: it no longer counts as handshaking. */
   handshakeDone(c: Connection): void {
     this.#handshaking.delete(c);
+  }
+
+  /** A client failed to authenticate: counted, and logged with the user it claimed and why. */
+  authFailed(c: Connection, user: string, why: string): void {
+    this.auth.failures++;
+    this.#hooks.onReport(
+      `Authentication failed for user ${JSON.stringify(user)} from ${c.remote} ` +
+        `(connection ${c.id}): ${why}`,
+      "warn",
+    );
+  }
+
+  /** The ACLs denied a request: counted, and logged as an audit line. */
+  denied(c: Connection, op: Operation, type: ResourceType, name: string): void {
+    this.auth.denials++;
+    this.#hooks.onReport(
+      `Authorization denied: principal=${JSON.stringify(c.principal ?? "")} operation=${op} ` +
+        `resource=${type}:${JSON.stringify(name)} from ${c.remote} (connection ${c.id})`,
+      "warn",
+    );
   }
 
   /** Closes connections that have not completed HELLO within handshakeTimeoutMs. */

@@ -2,6 +2,8 @@
 // answered by correlation id), and writes responses and pushes through one bounded queue. A broken
 // or hostile peer costs only its own connection.
 
+import type { AclEntry, Operation, ResourceType } from "../auth/acl.ts";
+import { parseClientFirst, SCRAM_SHA_256, ScramError, ScramServer } from "../auth/scram.ts";
 import type { Conn } from "../io/types.ts";
 import { writeAllOf } from "../io/util.ts";
 import { CODEC_NAMES } from "../protocol/codecs.ts";
@@ -17,7 +19,10 @@ import {
 import {
   type AckRequest,
   Acks,
+  type AclWire,
   type AlterTopicRequest,
+  type AuthMessage,
+  type AuthStartRequest,
   type CreatePartitionsRequest,
   type CreateTopicRequest,
   type CreditRequest,
@@ -31,6 +36,7 @@ import {
   type GroupLeaveRequest,
   type HelloRequest,
   type MetadataRequest,
+  type MetadataResponse,
   type NameRequest,
   type OffsetCommitRequest,
   type OffsetFetchRequest,
@@ -43,6 +49,7 @@ import {
   SCHEMAS,
   type SubscribeRequest,
   type UnsubscribeRequest,
+  type UserPutRequest,
 } from "../protocol/messages.ts";
 import type { Broker } from "./broker.ts";
 import { FORWARD_CLIENT_ID } from "./cluster_hooks.ts";
@@ -80,7 +87,14 @@ export class Connection implements DeliverySink {
   #readBuf = new Uint8Array(READ_BYTES_HANDSHAKE);
   readonly #subs = new Map<number, Subscription>();
   #clientId = "";
+  /** HELLO succeeded; with authentication on, the SCRAM exchange must follow. */
+  #helloDone = false;
+  /** HELLO and, with authentication on, the SCRAM exchange succeeded: requests are served. */
   #handshaken = false;
+  /** The authenticated user; null until then, and always with authentication off. */
+  #principal: string | null = null;
+  /** The SCRAM exchange in progress, once AUTH_START arrived (one per connection). */
+  #scram: ScramServer | null = null;
   #closed = false;
   #inFlight = 0;
   #outbound: Uint8Array[] = [];
@@ -134,6 +148,16 @@ export class Connection implements DeliverySink {
   /** The client id from the handshake. */
   get clientId(): string {
     return this.#clientId;
+  }
+
+  /** The authenticated user, or null (authentication off, or not completed). */
+  get principal(): string | null {
+    return this.#principal;
+  }
+
+  /** The peer's address, as logs show it. */
+  get remote(): string {
+    return `${this.#conn.remote.host}:${this.#conn.remote.port}`;
   }
 
   /**
@@ -224,9 +248,15 @@ export class Connection implements DeliverySink {
       );
       return false;
     }
-    if (!this.#handshaken && f.opcode !== Op.HELLO) {
+    if (!this.#handshaken && !this.#allowedInHandshake(f.opcode)) {
       this.#broker.observer.request(name, "HANDSHAKE_REQUIRED");
-      this.#fail(f.correlationId, ErrorCode.HANDSHAKE_REQUIRED, `${name} before HELLO`);
+      this.#fail(
+        f.correlationId,
+        ErrorCode.HANDSHAKE_REQUIRED,
+        this.#helloDone
+          ? `${name} before authentication: this broker requires ${SCRAM_SHA_256} (AUTH_START)`
+          : `${name} before HELLO`,
+      );
       return false;
     }
     this.#inFlight++;
@@ -286,10 +316,16 @@ export class Connection implements DeliverySink {
     );
   }
 
+  /** Requests a connection may send before it is handshaken: HELLO, then the SCRAM exchange. */
+  #allowedInHandshake(opcode: number): boolean {
+    if (!this.#helloDone) return opcode === Op.HELLO;
+    return opcode === Op.AUTH_START || opcode === Op.AUTH_FINISH;
+  }
+
   // --- Handlers' helpers ---------------------------------------------------------------------
 
   hello(req: HelloRequest): object {
-    if (this.#handshaken) {
+    if (this.#helloDone) {
       throw new GregorError(ErrorCode.INVALID_REQUEST, "HELLO was already sent");
     }
     if (req.versionMin > PROTOCOL_VERSION || req.versionMax < PROTOCOL_VERSION) {
@@ -305,17 +341,117 @@ export class Connection implements DeliverySink {
         throw new GregorError(ErrorCode.AUTHENTICATION_FAILED, "The credential was not accepted");
       }
     }
-    this.#handshaken = true;
+    this.#helloDone = true;
     this.#clientId = req.clientId;
-    // HELLO is handled before the next header is read, so the next frame gets the full limit.
-    this.#parser.setPayloadBytesMax(this.#broker.opts.payloadBytesMax);
-    this.#broker.handshakeDone(this);
+    // With authentication on, the handshake limits hold until the SCRAM exchange succeeds.
+    if (!this.#broker.auth.enabled) this.#handshakeComplete();
     return {
       version: PROTOCOL_VERSION,
       brokerId: this.#broker.opts.brokerId,
       payloadBytesMax: this.#broker.opts.payloadBytesMax,
       codecs: CODECS_MASK,
     };
+  }
+
+  /**
+   * HELLO (and the SCRAM exchange, if on) succeeded. It is handled before the next header is read,
+   * so the next frame gets the full payload limit.
+   */
+  #handshakeComplete(): void {
+    this.#handshaken = true;
+    this.#parser.setPayloadBytesMax(this.#broker.opts.payloadBytesMax);
+    this.#broker.handshakeDone(this);
+  }
+
+  /** AUTH_START: answers the client-first with the server-first (docs/protocol.md §4.1). */
+  async authStart(req: AuthStartRequest): Promise<AuthMessage> {
+    const auth = this.#broker.auth;
+    if (!auth.enabled) {
+      throw new GregorError(
+        ErrorCode.AUTHENTICATION_FAILED,
+        "Authentication is not enabled on this broker (start it with --auth scram)",
+      );
+    }
+    if (this.#scram !== null) this.#authFailed("", "a second AUTH_START on one connection");
+    const scram = new ScramServer();
+    this.#scram = scram;
+    if (req.mechanism !== SCRAM_SHA_256) {
+      throw new GregorError(
+        ErrorCode.AUTHENTICATION_FAILED,
+        `Unsupported mechanism ${
+          JSON.stringify(req.mechanism)
+        }; this broker speaks ${SCRAM_SHA_256}`,
+      );
+    }
+    let first;
+    try {
+      first = parseClientFirst(req.message ?? new Uint8Array(0));
+    } catch (err) {
+      this.#authFailed("", err instanceof Error ? err.message : String(err));
+    }
+    const credential = await auth.credentialFor(first.user);
+    return { message: scram.start(first, credential, auth.nonce()) };
+  }
+
+  /** AUTH_FINISH: checks the client's proof, answers the server's signature, and admits it. */
+  async authFinish(req: AuthMessage): Promise<AuthMessage> {
+    const scram = this.#scram;
+    if (scram === null || this.#handshaken) {
+      this.#authFailed(scram?.user ?? "", "AUTH_FINISH without an exchange waiting for it");
+    }
+    let serverFinal: Uint8Array;
+    try {
+      serverFinal = await scram.finish(req.message ?? new Uint8Array(0));
+    } catch (err) {
+      if (!(err instanceof ScramError)) throw err;
+      const known = this.#broker.auth.store.credential(scram.user) !== undefined;
+      this.#authFailed(scram.user, known ? err.message : "unknown user");
+    }
+    if (this.#closed) return { message: serverFinal };
+    this.#principal = scram.user;
+    this.#handshakeComplete();
+    return { message: serverFinal };
+  }
+
+  /** Counts and logs a failed authentication, then throws the one answer every failure gets. */
+  #authFailed(user: string, why: string): never {
+    this.#broker.authFailed(this, user, why);
+    throw new GregorError(ErrorCode.AUTHENTICATION_FAILED, "Authentication failed");
+  }
+
+  /** Throws AUTHORIZATION_FAILED (counted and logged) unless the principal may do `op`. */
+  authorize(op: Operation, type: ResourceType, name: string): void {
+    if (this.may(op, type, name)) return;
+    this.#broker.denied(this, op, type, name);
+    const what = type === "cluster" ? "the cluster" : `${type} ${JSON.stringify(name)}`;
+    throw new GregorError(
+      ErrorCode.AUTHORIZATION_FAILED,
+      `User ${JSON.stringify(this.#principal ?? "")} may not ${op} on ${what}`,
+    );
+  }
+
+  /** True if the principal may do `op`; a check that filters (lists) rather than refuses. */
+  may(op: Operation, type: ResourceType, name: string): boolean {
+    return this.#broker.auth.allowed(this.#principal ?? "", op, type, name);
+  }
+
+  /**
+   * Throws AUTHORIZATION_FAILED unless the principal is a super-user. With authentication off
+   * nobody is: users and ACLs planted then would outlive the switch to `--auth scram`, so they are
+   * set up offline (`gregorctl user add --data-dir`) instead.
+   */
+  requireSuperUser(): void {
+    const auth = this.#broker.auth;
+    if (auth.enabled && auth.isSuperUser(this.#principal ?? "")) return;
+    this.#broker.denied(this, "admin", "cluster", "");
+    throw new GregorError(
+      ErrorCode.AUTHORIZATION_FAILED,
+      auth.enabled
+        ? `User ${JSON.stringify(this.#principal ?? "")} may not manage users or ACLs: ` +
+          `only super-users may (--super-users)`
+        : "Users and ACLs are managed over the network only with authentication on " +
+          "(--auth scram); until then use gregorctl with --data-dir while the broker is stopped",
+    );
   }
 
   async subscribe(req: SubscribeRequest): Promise<object> {
@@ -497,8 +633,11 @@ function atCoordinator<R>(
 const HANDLERS: Partial<Record<OpName, Handler>> = {
   HELLO: (c, p) => c.hello(req<HelloRequest>("HELLO", p)),
   PING: (_c, p) => (req("PING", p), {}),
+  AUTH_START: (c, p) => c.authStart(req<AuthStartRequest>("AUTH_START", p)),
+  AUTH_FINISH: (c, p) => c.authFinish(req<AuthMessage>("AUTH_FINISH", p)),
   PRODUCE: (c, p) => {
     const r = req<ProduceRequest>("PRODUCE", p);
+    c.authorize("produce", "topic", r.topic);
     const done = c.broker.produce(r, forwarded(c));
     return r.acks === Acks.none ? done.then(() => null) : done;
   },
@@ -506,7 +645,11 @@ const HANDLERS: Partial<Record<OpName, Handler>> = {
     c,
     p,
   ) => (req("INIT_PRODUCER_ID", p), c.broker.initProducerId(forwarded(c))),
-  SUBSCRIBE: (c, p) => c.subscribe(req<SubscribeRequest>("SUBSCRIBE", p)),
+  SUBSCRIBE: (c, p) => {
+    const r = req<SubscribeRequest>("SUBSCRIBE", p);
+    c.authorize("consume", "topic", r.topic);
+    return c.subscribe(r);
+  },
   CREDIT: (c, p) => {
     const r = req<CreditRequest>("CREDIT", p);
     c.subscription(r.subscriptionId).grant(r.messages, r.bytes);
@@ -522,54 +665,167 @@ const HANDLERS: Partial<Record<OpName, Handler>> = {
     c,
     p,
   ) => (c.unsubscribe(req<UnsubscribeRequest>("UNSUBSCRIBE", p).subscriptionId), {}),
-  FETCH: (c, p) => c.broker.fetch(req<FetchRequest>("FETCH", p)),
-  DURABLE_COMMIT: (c, p) =>
-    c.broker.commitDurables(req<DurableCommitRequest>("DURABLE_COMMIT", p), forwarded(c))
-      .then(() => ({})),
-  DURABLE_FETCH: (c, p) =>
-    c.broker.durableOffset(req<DurableFetchRequest>("DURABLE_FETCH", p), forwarded(c))
-      .then((offset) => ({ offset })),
-  CREATE_TOPIC: (c, p) =>
-    c.broker.createTopic(req<CreateTopicRequest>("CREATE_TOPIC", p), forwarded(c)).then(() => ({})),
-  DELETE_TOPIC: (c, p) =>
-    c.broker.deleteTopic(req<NameRequest>("DELETE_TOPIC", p).name, forwarded(c)).then(() => ({})),
-  LIST_TOPICS: (c, p) => (req("LIST_TOPICS", p), c.broker.listTopics()),
-  DESCRIBE_TOPIC: (c, p) => c.broker.describeTopic(req<NameRequest>("DESCRIBE_TOPIC", p).name),
-  ALTER_TOPIC: (c, p) =>
-    c.broker.alterTopic(req<AlterTopicRequest>("ALTER_TOPIC", p), forwarded(c)).then(() => ({})),
-  REPAIR_PARTITIONS: (c, p) =>
-    c.broker.repairPartitions(req<RepairPartitionsRequest>("REPAIR_PARTITIONS", p)),
-  CREATE_PARTITIONS: (c, p) =>
-    c.broker.createPartitions(req<CreatePartitionsRequest>("CREATE_PARTITIONS", p), forwarded(c))
-      .then(
-        () => ({}),
-      ),
+  FETCH: (c, p) => {
+    const r = req<FetchRequest>("FETCH", p);
+    c.authorize("consume", "topic", r.topic);
+    return c.broker.fetch(r);
+  },
+  DURABLE_COMMIT: (c, p) => {
+    const r = req<DurableCommitRequest>("DURABLE_COMMIT", p);
+    for (const o of r.offsets) c.authorize("consume", "topic", o.topic);
+    return c.broker.commitDurables(r, forwarded(c)).then(() => ({}));
+  },
+  DURABLE_FETCH: (c, p) => {
+    const r = req<DurableFetchRequest>("DURABLE_FETCH", p);
+    c.authorize("consume", "topic", r.topic);
+    return c.broker.durableOffset(r, forwarded(c)).then((offset) => ({ offset }));
+  },
+  CREATE_TOPIC: (c, p) => {
+    const r = req<CreateTopicRequest>("CREATE_TOPIC", p);
+    c.authorize("create", "topic", r.name);
+    return c.broker.createTopic(r, forwarded(c)).then(() => ({}));
+  },
+  DELETE_TOPIC: (c, p) => {
+    const { name } = req<NameRequest>("DELETE_TOPIC", p);
+    c.authorize("delete", "topic", name);
+    return c.broker.deleteTopic(name, forwarded(c)).then(() => ({}));
+  },
+  LIST_TOPICS: (c, p) => {
+    req("LIST_TOPICS", p);
+    const all = c.broker.listTopics();
+    return { topics: all.topics.filter((t) => c.may("describe", "topic", t.name)) };
+  },
+  DESCRIBE_TOPIC: (c, p) => {
+    const { name } = req<NameRequest>("DESCRIBE_TOPIC", p);
+    c.authorize("describe", "topic", name);
+    return c.broker.describeTopic(name);
+  },
+  ALTER_TOPIC: (c, p) => {
+    const r = req<AlterTopicRequest>("ALTER_TOPIC", p);
+    c.authorize("alter", "topic", r.name);
+    return c.broker.alterTopic(r, forwarded(c)).then(() => ({}));
+  },
+  REPAIR_PARTITIONS: (c, p) => {
+    const r = req<RepairPartitionsRequest>("REPAIR_PARTITIONS", p);
+    c.authorize("alter", "topic", r.name);
+    return c.broker.repairPartitions(r);
+  },
+  CREATE_PARTITIONS: (c, p) => {
+    const r = req<CreatePartitionsRequest>("CREATE_PARTITIONS", p);
+    c.authorize("alter", "topic", r.name);
+    return c.broker.createPartitions(r, forwarded(c)).then(() => ({}));
+  },
   // Group requests run on the group coordinator (in a cluster, the metadata group's leader).
   GROUP_HEARTBEAT: (c, p) => {
     const r = req<GroupHeartbeatRequest>("GROUP_HEARTBEAT", p);
+    c.authorize("join", "group", r.group);
+    for (const t of r.topics) c.authorize("consume", "topic", t.name);
     return atCoordinator(c, "GROUP_HEARTBEAT", r, (g) => g.heartbeat(r, c.clientId));
   },
   GROUP_LEAVE: (c, p) => {
     const r = req<GroupLeaveRequest>("GROUP_LEAVE", p);
+    c.authorize("join", "group", r.group);
     return atCoordinator(c, "GROUP_LEAVE", r, (g) => (g.leave(r), {}));
   },
   OFFSET_COMMIT: (c, p) => {
     const r = req<OffsetCommitRequest>("OFFSET_COMMIT", p);
+    c.authorize("join", "group", r.group);
+    for (const o of r.offsets) c.authorize("consume", "topic", o.topic);
     return atCoordinator(c, "OFFSET_COMMIT", r, (g) => g.commit(r).then(() => ({})));
   },
   OFFSET_FETCH: (c, p) => {
     const r = req<OffsetFetchRequest>("OFFSET_FETCH", p);
+    c.authorize("describe", "group", r.group);
     return atCoordinator(c, "OFFSET_FETCH", r, (g) => g.fetch(r));
   },
-  LIST_GROUPS: (c, p) => atCoordinator(c, "LIST_GROUPS", req("LIST_GROUPS", p), (g) => g.list()),
+  LIST_GROUPS: (c, p) =>
+    atCoordinator(c, "LIST_GROUPS", req("LIST_GROUPS", p), (g) => g.list()).then((all) => ({
+      groups: all.groups.filter((g) => c.may("describe", "group", g.group)),
+    })),
   DESCRIBE_GROUP: (c, p) => {
     const r = req<{ group: string }>("DESCRIBE_GROUP", p);
+    c.authorize("describe", "group", r.group);
     return atCoordinator(c, "DESCRIBE_GROUP", r, (g) => g.describe(r.group));
   },
   RESET_OFFSETS: (c, p) => {
     const r = req<ResetOffsetsRequest>("RESET_OFFSETS", p);
+    c.authorize("alter", "group", r.group);
     return atCoordinator(c, "RESET_OFFSETS", r, (g) => g.reset(r));
   },
-  CLUSTER_MEMBERS: (c, p) => (req("CLUSTER_MEMBERS", p), c.broker.clusterMembers()),
-  METADATA: (c, p) => c.broker.metadata(req<MetadataRequest>("METADATA", p)),
+  CLUSTER_MEMBERS: (c, p) => {
+    req("CLUSTER_MEMBERS", p);
+    c.authorize("describe", "cluster", "");
+    return c.broker.clusterMembers();
+  },
+  METADATA: (c, p) => metadata(c, req<MetadataRequest>("METADATA", p)),
+  USER_PUT: (c, p) => {
+    const r = req<UserPutRequest>("USER_PUT", p);
+    c.requireSuperUser();
+    return c.broker.auth.store.putUser(r.name, {
+      salt: r.salt ?? new Uint8Array(0),
+      iterations: r.iterations,
+      storedKey: r.storedKey ?? new Uint8Array(0),
+      serverKey: r.serverKey ?? new Uint8Array(0),
+    }).then(() => ({}), invalid);
+  },
+  USER_DELETE: (c, p) => {
+    const { name } = req<NameRequest>("USER_DELETE", p);
+    c.requireSuperUser();
+    return c.broker.auth.store.removeUser(name).then((removed) => {
+      if (!removed) {
+        throw new GregorError(ErrorCode.INVALID_REQUEST, `No user ${JSON.stringify(name)}`);
+      }
+      return {};
+    });
+  },
+  USER_LIST: (c, p) => {
+    req("USER_LIST", p);
+    c.requireSuperUser();
+    return { users: c.broker.auth.store.users() };
+  },
+  ACL_ADD: (c, p) => {
+    const r = req<AclWire>("ACL_ADD", p);
+    c.requireSuperUser();
+    return c.broker.auth.store.addAcl(r as AclEntry).then(() => ({}), invalid);
+  },
+  ACL_REMOVE: (c, p) => {
+    const r = req<AclWire>("ACL_REMOVE", p);
+    c.requireSuperUser();
+    return c.broker.auth.store.removeAcl(r as AclEntry).then((removed) => {
+      if (!removed) throw new GregorError(ErrorCode.INVALID_REQUEST, "No such ACL entry");
+      return {};
+    });
+  },
+  ACL_LIST: (c, p) => {
+    req("ACL_LIST", p);
+    c.requireSuperUser();
+    return { acls: c.broker.auth.store.acls };
+  },
 };
+
+/** A store's RangeError (a bad name, key or entry, a limit) is the client's INVALID_REQUEST. */
+function invalid(err: unknown): never {
+  if (err instanceof RangeError) throw new GregorError(ErrorCode.INVALID_REQUEST, err.message);
+  throw err;
+}
+
+/**
+ * METADATA with the ACLs: a named topic the principal may not describe is answered with
+ * AUTHORIZATION_FAILED in its entry; the list of every topic leaves such topics out.
+ */
+async function metadata(c: Connection, r: MetadataRequest): Promise<MetadataResponse> {
+  const denied = r.topics.filter((t) => !c.may("describe", "topic", t.name));
+  for (const t of denied) c.broker.denied(c, "describe", "topic", t.name);
+  const allowed = r.topics.filter((t) => c.may("describe", "topic", t.name));
+  if (r.topics.length > 0 && allowed.length === 0) {
+    const none = await c.broker.metadata({ topics: [], autoCreate: 0 });
+    return { ...none, topics: denied.map(deniedTopic) };
+  }
+  const answer = await c.broker.metadata({ ...r, topics: allowed });
+  const topics = answer.topics.filter((t) => c.may("describe", "topic", t.name));
+  return { ...answer, topics: [...topics, ...denied.map(deniedTopic)] };
+}
+
+function deniedTopic(t: { name: string }): MetadataResponse["topics"][number] {
+  return { name: t.name, error: ErrorCode.AUTHORIZATION_FAILED, partitions: [] };
+}

@@ -56,6 +56,10 @@ export interface BrokerOptions {
   redeliveryTickMs: number;
   /** Credentials accepted in HELLO; empty: no authentication. */
   credentials: readonly string[];
+  /** "scram": clients authenticate with SCRAM-SHA-256 after HELLO, and the ACLs apply. */
+  auth: "none" | "scram";
+  /** Users every ACL check lets through, who alone may manage users and ACLs. */
+  superUsers: readonly string[];
   /** Where persistent topics and durable subscription offsets live. */
   dataDir: string;
   /** Persistence of topics created without a "persistence" config: "disk" or "memory". */
@@ -108,6 +112,8 @@ export const DEFAULT_BROKER_OPTIONS: Readonly<BrokerOptions> = Object.freeze({
   ackTimeoutMsMax: 60 * 60 * 1000,
   redeliveryTickMs: 100,
   credentials: [],
+  auth: "none",
+  superUsers: [],
   dataDir: "./data",
   defaultPersistence: "disk",
   defaultFsync: "always",

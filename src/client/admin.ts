@@ -23,6 +23,10 @@ import { ErrorCode, GregorError } from "../protocol/errors.ts";
 import type { OpName } from "../protocol/messages.ts";
 import type { Random } from "../io/types.ts";
 import type { ClientConnection } from "./connection.ts";
+import type { AclEntry } from "../auth/acl.ts";
+import { randomBytes } from "../auth/auth.ts";
+import { deriveCredential, ITERATIONS_DEFAULT, SALT_BYTES } from "../auth/scram.ts";
+import type { UserInfo } from "../auth/store.ts";
 
 /** Wait before an admin request's first retry, ms; it doubles (with jitter) up to the max. */
 const RETRY_BACKOFF_MS = 50;
@@ -237,6 +241,47 @@ export class Admin {
       topics: topics.map((name) => ({ name })),
       autoCreate: opts.autoCreate ? 1 : 0,
     });
+  }
+
+  /**
+   * Adds a SCRAM-SHA-256 user, or sets a new password for one. The salted keys are derived here;
+   * the password never leaves this process. Super-users only, once authentication is on.
+   * @param opts `iterations` of PBKDF2 (default 4096); `salt` (default: 16 random bytes).
+   * @throws {GregorError} AUTHORIZATION_FAILED if the caller is not a super-user.
+   */
+  async putUser(
+    name: string,
+    password: string,
+    opts: { iterations?: number; salt?: Uint8Array } = {},
+  ): Promise<void> {
+    const salt = opts.salt ?? randomBytes(this.#conn.opts.env.random, SALT_BYTES);
+    const cred = await deriveCredential(password, salt, opts.iterations ?? ITERATIONS_DEFAULT);
+    await this.#request("USER_PUT", { name, ...cred });
+  }
+
+  /** Removes a user; INVALID_REQUEST if there is none. Super-users only. */
+  async deleteUser(name: string): Promise<void> {
+    await this.#request("USER_DELETE", { name });
+  }
+
+  /** The users (names and iterations; never keys). Super-users only. */
+  async listUsers(): Promise<UserInfo[]> {
+    return (await this.#request<{ users: UserInfo[] }>("USER_LIST", {})).users;
+  }
+
+  /** Adds an ACL entry (adding one that exists changes nothing). Super-users only. */
+  async addAcl(entry: AclEntry): Promise<void> {
+    await this.#request("ACL_ADD", entry);
+  }
+
+  /** Removes an ACL entry; INVALID_REQUEST if there is none. Super-users only. */
+  async removeAcl(entry: AclEntry): Promise<void> {
+    await this.#request("ACL_REMOVE", entry);
+  }
+
+  /** Every ACL entry. Super-users only. */
+  async listAcls(): Promise<AclEntry[]> {
+    return (await this.#request<{ acls: AclEntry[] }>("ACL_LIST", {})).acls;
   }
 
   /** Round trip to the broker; resolves when it answered. */

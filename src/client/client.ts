@@ -73,6 +73,9 @@ export class Client {
       servers: opts.servers ?? [],
       clientId: opts.clientId ?? "gregormq-ts",
       credential: opts.credential ?? null,
+      scram: opts.username === undefined
+        ? null
+        : { username: opts.username, password: opts.password ?? "" },
       requestTimeoutMs: opts.requestTimeoutMs ?? 30_000,
       reconnectBackoffMsMin: opts.reconnectBackoffMsMin ?? 50,
       reconnectBackoffMsMax: opts.reconnectBackoffMsMax ?? 5_000,

@@ -2,6 +2,8 @@
 // pushes routed to subscriptions, request timeouts, and reconnection with jittered exponential
 // backoff. Everything above it (producer, consumer, admin) just calls `request`.
 
+import { randomBytes } from "../auth/auth.ts";
+import { NONCE_BYTES, nonceFrom, SCRAM_SHA_256, ScramClient, ScramError } from "../auth/scram.ts";
 import { ConnectionRefused } from "../io/errors.ts";
 import type { Conn, Env } from "../io/types.ts";
 import { writeAllOf } from "../io/util.ts";
@@ -14,6 +16,7 @@ import {
   PROTOCOL_VERSION,
 } from "../protocol/frame.ts";
 import {
+  type AuthMessage,
   decode,
   type DeliverPush,
   encodeFramed,
@@ -55,6 +58,14 @@ export interface ConnectOptions {
   clientId?: string;
   /** Optional credential for brokers that require one. */
   credential?: string;
+  /**
+   * User to authenticate as with SCRAM-SHA-256 after HELLO (brokers started with `--auth scram`).
+   * The password never crosses the wire, and the client checks that the broker knows the user's
+   * keys too. Give `password` with it.
+   */
+  username?: string;
+  /** The password of `username`. */
+  password?: string;
   /** A request without an answer this long fails with TIMEOUT. Default 30 000 ms. */
   requestTimeoutMs?: number;
   /** Wait between reconnection attempts: doubles from min to max, with jitter. */
@@ -78,16 +89,22 @@ export interface ConnectOptions {
 export type ConnectionState = "connected" | "disconnected" | "reconnecting" | "closed";
 
 /** Resolved options. */
-export type ConnectionOptions = Required<Omit<ConnectOptions, "credential">> & {
-  credential: string | null;
-  env: Env;
-  /**
-   * A refused connect ends the attempt at once instead of being retried until connectTimeoutMs:
-   * for a pooled connection to a partition leader's node, whose port is closed once it died (the
-   * request then goes through the bootstrap node, which knows the next leader).
-   */
-  refusalEndsDial?: boolean;
-};
+export type ConnectionOptions =
+  & Required<
+    Omit<ConnectOptions, "credential" | "username" | "password">
+  >
+  & {
+    credential: string | null;
+    /** SCRAM user and password, or null for none. */
+    scram: { username: string; password: string } | null;
+    env: Env;
+    /**
+     * A refused connect ends the attempt at once instead of being retried until connectTimeoutMs:
+     * for a pooled connection to a partition leader's node, whose port is closed once it died (the
+     * request then goes through the bootstrap node, which knows the next leader).
+     */
+    refusalEndsDial?: boolean;
+  };
 
 interface Queued {
   op: OpName;
@@ -197,6 +214,7 @@ export class ClientConnection {
               : new TextEncoder().encode(this.opts.credential),
           });
           this.hello = decode<HelloResponse>(SCHEMAS.HELLO.response, answer, "HELLO response");
+          if (this.opts.scram !== null) await this.#authenticate(conn, this.opts.scram);
           this.#handshaken = true;
           this.#setState("connected", `${host}:${port}`);
           this.#lastHeardMs = this.#env.clock.now();
@@ -305,6 +323,37 @@ export class ClientConnection {
   #failQueue(err: unknown): void {
     for (const q of this.#queue.splice(0)) {
       q.reject(err instanceof Error ? err : new ConnectionError(String(err)));
+    }
+  }
+
+  /**
+   * The SCRAM-SHA-256 exchange after HELLO (docs/protocol.md §4.1). A server-final that does not
+   * verify means the peer does not hold this user's keys: AUTHENTICATION_FAILED, not retried.
+   */
+  async #authenticate(conn: Conn, who: { username: string; password: string }): Promise<void> {
+    const scram = new ScramClient(
+      who.username,
+      who.password,
+      nonceFrom(randomBytes(this.#env.random, NONCE_BYTES)),
+    );
+    const message = (payload: Uint8Array, what: string): Uint8Array =>
+      decode<AuthMessage>(SCHEMAS.AUTH_START.response, payload, what).message ?? EMPTY;
+    try {
+      const serverFirst = message(
+        await this.#call(conn, "AUTH_START", { mechanism: SCRAM_SHA_256, message: scram.first() }),
+        "AUTH_START response",
+      );
+      const serverFinal = message(
+        await this.#call(conn, "AUTH_FINISH", { message: await scram.final(serverFirst) }),
+        "AUTH_FINISH response",
+      );
+      scram.verify(serverFinal);
+    } catch (err) {
+      if (!(err instanceof ScramError)) throw err;
+      throw new GregorError(
+        ErrorCode.AUTHENTICATION_FAILED,
+        `The broker's SCRAM answer was refused: ${err.message}`,
+      );
     }
   }
 

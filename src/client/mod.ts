@@ -29,4 +29,6 @@ export type {
   TopicSummary,
 } from "../protocol/messages.ts";
 export { ErrorCode, GregorError } from "../protocol/errors.ts";
+export type { AclEntry, Operation, Pattern, ResourceType } from "../auth/acl.ts";
+export type { UserInfo } from "../auth/store.ts";
 export type { CodecName } from "../protocol/compression.ts";

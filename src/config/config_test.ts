@@ -290,7 +290,7 @@ Deno.test("every schema key can be set from a file, a variable and a flag", () =
       : spec.kind === "fsync"
       ? "never"
       : spec.kind === "list"
-      ? "h:1"
+      ? ["h:1", "alice"].find((v) => spec.entry?.pattern.test(v))!
       : "x";
     const typed = spec.kind === "int" ? Number(raw) : spec.kind === "bool" ? raw === "true" : raw;
     // The cluster's settings (other than how to join one) only matter in a cluster.
@@ -308,4 +308,15 @@ Deno.test("every schema key can be set from a file, a variable and a flag", () =
     assert.deepEqual(flag.config, file.config, spec.key);
     assert.notDeepEqual(file.config, load({ file: baseFile }).config, `${spec.key} has an effect`);
   }
+});
+
+Deno.test("auth scram is refused in a cluster, naming the flag; alone it sets auth and super-users", () => {
+  const err = fails({ args: ["--auth=scram", "--cluster-port=7072"] });
+  assert.equal(err.key, "auth");
+  assert.equal(err.origin, "--auth");
+  assert.match(err.message, /expected none in a cluster/);
+  const ok = load({ args: ["--auth=scram", "--super-users=alice,bob"] }).config.broker;
+  assert.equal(ok.auth, "scram");
+  assert.deepEqual(ok.superUsers, ["alice", "bob"]);
+  assert.equal(fails({ args: ["--super-users=al ice"] }).key, "superUsers");
 });

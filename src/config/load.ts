@@ -90,7 +90,11 @@ export interface LoadedConfig {
 export const DEFAULT_CLUSTER_PORT = 7072;
 
 /** GREGOR_* variables that other tools read (gregorctl's broker address): not the node's, not unknown. */
-const OTHER_TOOLS_ENV: ReadonlySet<string> = new Set(["GREGOR_BROKER"]);
+const OTHER_TOOLS_ENV: ReadonlySet<string> = new Set([
+  "GREGOR_BROKER",
+  "GREGOR_USER",
+  "GREGOR_PASSWORD",
+]);
 
 type Value = number | boolean | string | string[] | null;
 
@@ -191,6 +195,17 @@ export function loadConfig(input: ConfigInput): LoadedConfig {
       ...partitions,
     });
   }
+  const auth = origins.get("auth");
+  if (config.broker.auth !== "none" && config.cluster !== null && auth !== undefined) {
+    // Nodes forward clients' requests to each other over the client port, and users and ACLs are
+    // not replicated yet: a cluster with authentication on would refuse its own nodes.
+    throw new ConfigError({
+      key: "auth",
+      value: config.broker.auth,
+      allowed: "none in a cluster (authentication is single-node for now)",
+      ...auth,
+    });
+  }
   if (config.cluster === null && origins.has("cluster.advertiseHost")) {
     warnings.push(
       "cluster.advertiseHost is set but clustering is off (set cluster.port or cluster.seeds)",
@@ -288,6 +303,8 @@ function assemble(v: ReadonlyMap<string, Value>): NodeSettings {
     broker: {
       autoCreateTopics: v.get("autoCreateTopics") as boolean,
       defaultPartitions: num("defaultPartitions"),
+      auth: str("auth") as "none" | "scram",
+      superUsers: [...(v.get("superUsers") as string[])],
       defaultPersistence: str("defaultPersistence") as "disk" | "memory",
       defaultFsync: str("defaultFsync"),
       retentionMs: num("retentionMs"),

@@ -151,6 +151,20 @@ export const CONFIG_SCHEMA: readonly KeySpec[] = [
     description: "partitions of an auto-created topic",
   },
   {
+    key: "auth",
+    kind: "enum",
+    default: D.auth,
+    values: ["none", "scram"],
+    description: "`scram`: clients authenticate with SCRAM-SHA-256 and the ACLs apply",
+  },
+  {
+    key: "superUsers",
+    kind: "list",
+    default: [],
+    entry: { pattern: /^[A-Za-z0-9._@-]{1,128}$/, text: "user names" },
+    description: "users the ACLs never deny, who alone manage users and ACLs",
+  },
+  {
     key: "defaultPersistence",
     kind: "enum",
     default: D.defaultPersistence,

@@ -68,6 +68,8 @@ export const METRIC_NAMES = {
   raftLeaderChanges: "gregormq_raft_leader_changes_total",
   underReplicated: "gregormq_under_replicated_partitions",
   storageErrors: "gregormq_storage_errors_total",
+  authFailures: "gregormq_auth_failures_total",
+  authorizationDenials: "gregormq_authorization_denials_total",
 } as const;
 
 /** Counts by topic. */
@@ -262,6 +264,16 @@ export class BrokerMetrics {
     );
 
     const broker = (): Broker | null => this.#broker;
+    counter(
+      METRIC_NAMES.authFailures,
+      "Failed client authentications (wrong password, unknown user, replayed or malformed SCRAM).",
+      () => [{ value: broker()?.auth.failures ?? 0, labels: {} }],
+    );
+    counter(
+      METRIC_NAMES.authorizationDenials,
+      "Requests the ACLs denied (each also logged as an audit line).",
+      () => [{ value: broker()?.auth.denials ?? 0, labels: {} }],
+    );
     const storageCounted = new Map<string, number>();
     new Counter({
       name: METRIC_NAMES.storageErrors,

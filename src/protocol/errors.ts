@@ -76,6 +76,8 @@ export const ErrorCode = {
    * loaded at start, and the topic is refused until an operator fixes it. Retrying does not help.
    */
   PARTITION_DAMAGED: 34,
+  /** The authenticated principal may not do this operation on this resource (the ACLs). */
+  AUTHORIZATION_FAILED: 35,
 } as const;
 
 /** The name of a protocol error code. */

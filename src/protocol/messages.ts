@@ -8,11 +8,13 @@ import { Reader, Writer } from "./wire.ts";
 /**
  * Opcodes, in bands by resource: 0x00 session, 0x01 produce, 0x02 consume, 0x03 admin, 0x04
  * consumer groups, 0x05 cluster metadata, 0x06 node to node (gossip and Raft, on the cluster port
- * only).
+ * only), 0x07 security administration (users and ACLs).
  */
 export const Op = {
   HELLO: 0x0001,
   PING: 0x0002,
+  AUTH_START: 0x0003,
+  AUTH_FINISH: 0x0004,
   PRODUCE: 0x0101,
   INIT_PRODUCER_ID: 0x0102,
   SUBSCRIBE: 0x0201,
@@ -42,6 +44,12 @@ export const Op = {
   GOSSIP_SYN: 0x0601,
   GOSSIP_ACK2: 0x0602,
   RAFT: 0x0603,
+  USER_PUT: 0x0701,
+  USER_DELETE: 0x0702,
+  USER_LIST: 0x0703,
+  ACL_ADD: 0x0704,
+  ACL_REMOVE: 0x0705,
+  ACL_LIST: 0x0706,
 } as const;
 
 /** An opcode's name. */
@@ -98,6 +106,15 @@ const GOSSIP_DELTA: Schema = [
 /** One Raft message in a RAFT frame: the group it belongs to and its opaque bytes. */
 const RAFT_ENVELOPE: Schema = [["group", "string"], ["data", "bytes"]];
 
+/** One ACL entry: every field a string (docs/protocol.md §6.20 lists the values). */
+const ACL_ENTRY: Schema = [
+  ["principal", "string"],
+  ["resourceType", "string"],
+  ["pattern", "string"],
+  ["name", "string"],
+  ["operation", "string"],
+];
+
 /** Payload schemas by opcode: request, response, and for DELIVER the push. */
 export const SCHEMAS = {
   HELLO: {
@@ -111,6 +128,11 @@ export const SCHEMAS = {
     ]],
   },
   PING: { request: [], response: [] },
+  AUTH_START: {
+    request: [["mechanism", "string"], ["message", "bytes"]],
+    response: [["message", "bytes"]],
+  },
+  AUTH_FINISH: { request: [["message", "bytes"]], response: [["message", "bytes"]] },
   PRODUCE: {
     request: [...TOPIC_PARTITION, ["acks", "u8"], ["timeoutMs", "u32"], ["batch", "bytes"]],
     response: [["baseOffset", "i64"], ["logStartOffset", "i64"]],
@@ -330,6 +352,26 @@ export const SCHEMAS = {
     request: [["fromId", "string"], ["messages", { list: RAFT_ENVELOPE }]],
     response: [],
   },
+  USER_PUT: {
+    request: [
+      ["name", "string"],
+      ["salt", "bytes"],
+      ["iterations", "u32"],
+      ["storedKey", "bytes"],
+      ["serverKey", "bytes"],
+    ],
+    response: [],
+  },
+  USER_DELETE: { request: [["name", "string"]], response: [] },
+  USER_LIST: {
+    request: [],
+    response: [["users", {
+      list: [["name", "string"], ["mechanism", "string"], ["iterations", "u32"]],
+    }]],
+  },
+  ACL_ADD: { request: ACL_ENTRY, response: [] },
+  ACL_REMOVE: { request: ACL_ENTRY, response: [] },
+  ACL_LIST: { request: [], response: [["acls", { list: ACL_ENTRY }]] },
 } as const satisfies Record<OpName, { request: Schema; response: Schema }>;
 
 /** The error payload: a code and a message. */
@@ -342,6 +384,35 @@ export interface HelloRequest {
   versionMax: number;
   clientId: string;
   credential: Uint8Array | null;
+}
+/** AUTH_START: the SASL mechanism and the client-first message. */
+export interface AuthStartRequest {
+  mechanism: string;
+  message: Uint8Array | null;
+}
+/** AUTH_START and AUTH_FINISH answers, and AUTH_FINISH's request: one SCRAM message. */
+export interface AuthMessage {
+  message: Uint8Array | null;
+}
+/** USER_PUT: a user's SCRAM credential, derived by the caller (no password on the wire). */
+export interface UserPutRequest {
+  name: string;
+  salt: Uint8Array | null;
+  iterations: number;
+  storedKey: Uint8Array | null;
+  serverKey: Uint8Array | null;
+}
+/** USER_LIST's answer. */
+export interface UserListResponse {
+  users: { name: string; mechanism: string; iterations: number }[];
+}
+/** An ACL entry as it travels (ACL_ADD, ACL_REMOVE, ACL_LIST). */
+export interface AclWire {
+  principal: string;
+  resourceType: string;
+  pattern: string;
+  name: string;
+  operation: string;
 }
 export interface HelloResponse {
   version: number;

@@ -227,7 +227,7 @@ Deno.test("decode() names the field that failed", () => {
 
 Deno.test("Op codes sit in their bands, are unique, and each has a schema", () => {
   const bands: Record<number, OpName[]> = {
-    0x00: ["HELLO", "PING"],
+    0x00: ["HELLO", "PING", "AUTH_START", "AUTH_FINISH"],
     0x01: ["PRODUCE", "INIT_PRODUCER_ID"],
     0x02: [
       "SUBSCRIBE",
@@ -259,6 +259,7 @@ Deno.test("Op codes sit in their bands, are unique, and each has a schema", () =
     ],
     0x05: ["CLUSTER_MEMBERS", "METADATA"],
     0x06: ["GOSSIP_SYN", "GOSSIP_ACK2", "RAFT"],
+    0x07: ["USER_PUT", "USER_DELETE", "USER_LIST", "ACL_ADD", "ACL_REMOVE", "ACL_LIST"],
   };
   for (const [band, names] of Object.entries(bands)) {
     for (const name of names) assert.equal(Op[name] >> 8, Number(band), name);
@@ -270,7 +271,7 @@ Deno.test("Op codes sit in their bands, are unique, and each has a schema", () =
 
 Deno.test("opName() names every opcode and returns null for unknown ones", () => {
   for (const name of OPS) assert.equal(opName(Op[name]), name);
-  for (const code of [0, 0x0003, 0x0100, 0x0408, 0x0503, 0x0604, 0xffff]) {
+  for (const code of [0, 0x0005, 0x0100, 0x0408, 0x0503, 0x0604, 0x0707, 0xffff]) {
     assert.equal(opName(code), null);
   }
 });

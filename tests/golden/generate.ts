@@ -131,6 +131,65 @@ const CASES: Case[] = [
     },
   },
   {
+    name: "auth_start_request",
+    description:
+      "AUTH_START after HELLO: mechanism SCRAM-SHA-256 and the client-first message of RFC 7677 section 3 (user 'user', client nonce rOprNGfwEbeRWgbNEkqO), as UTF-8 bytes.",
+    opcode: "AUTH_START",
+    kind: "request",
+    correlationId: 2,
+    payload: { mechanism: "SCRAM-SHA-256", message: utf8("n,,n=user,r=rOprNGfwEbeRWgbNEkqO") },
+  },
+  {
+    name: "auth_start_response",
+    description:
+      "The server-first message of RFC 7677 section 3: the combined nonce, the user's salt (base64) and 4096 iterations.",
+    opcode: "AUTH_START",
+    kind: "response",
+    correlationId: 2,
+    payload: {
+      message: utf8(
+        "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096",
+      ),
+    },
+  },
+  {
+    name: "auth_finish_request",
+    description:
+      "AUTH_FINISH: the client-final message of RFC 7677 section 3 (password 'pencil'): channel binding biws (n,,), the combined nonce and the client proof.",
+    opcode: "AUTH_FINISH",
+    kind: "request",
+    correlationId: 3,
+    payload: {
+      message: utf8(
+        "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=",
+      ),
+    },
+  },
+  {
+    name: "auth_finish_response",
+    description:
+      "The server-final message of RFC 7677 section 3: the server signature the client checks before it trusts the broker.",
+    opcode: "AUTH_FINISH",
+    kind: "response",
+    correlationId: 3,
+    payload: { message: utf8("v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=") },
+  },
+  {
+    name: "acl_add_request",
+    description:
+      "ACL_ADD from a super-user: allow user bob to produce to every topic whose name starts with orders.",
+    opcode: "ACL_ADD",
+    kind: "request",
+    correlationId: 5,
+    payload: {
+      principal: "bob",
+      resourceType: "topic",
+      pattern: "prefix",
+      name: "orders.",
+      operation: "produce",
+    },
+  },
+  {
     name: "hello_response",
     description:
       "The broker's answer to HELLO: version 1 chosen, broker id, the largest frame payload it accepts (16 MiB), and codecs bitmask 0x1f (bit i = codec id i: none, gzip, snappy, lz4, zstd).",
@@ -418,6 +477,27 @@ const CASES: Case[] = [
     kind: "error",
     correlationId: 1,
     payload: { code: ErrorCode.HANDSHAKE_REQUIRED, message: "PRODUCE before HELLO" },
+  },
+  {
+    name: "error_authentication_failed",
+    description:
+      "The one answer to every failed SCRAM exchange (wrong password, unknown user, replayed or malformed message), here to AUTH_FINISH with correlation id 3: code 8 AUTHENTICATION_FAILED. Fatal.",
+    opcode: 0,
+    kind: "error",
+    correlationId: 3,
+    payload: { code: ErrorCode.AUTHENTICATION_FAILED, message: "Authentication failed" },
+  },
+  {
+    name: "error_authorization_failed",
+    description:
+      "The answer to a PRODUCE the ACLs deny, correlation id 4: code 35 AUTHORIZATION_FAILED. Not fatal: the connection stays open.",
+    opcode: 0,
+    kind: "error",
+    correlationId: 4,
+    payload: {
+      code: ErrorCode.AUTHORIZATION_FAILED,
+      message: 'User "bob" may not produce on topic "payments"',
+    },
   },
   {
     name: "error_malformed_frame",
