@@ -1,7 +1,7 @@
 // Writes the golden-frame corpus: one `<name>.hex` per representative frame and `index.json`
 // describing each. Deterministic: fixed timestamps, no randomness. Compressed batches are whatever
 // this Deno's node:zlib, snappyjs and lz4-wasm produce; tests/golden_test.ts checks them by content.
-// Run: deno run -A tests/golden/generate.ts
+// Run: deno run -A conformance/golden/generate.ts
 
 import {
   batchesIn,
@@ -515,6 +515,9 @@ async function main(): Promise<void> {
       description: c.description,
       opcode,
       opcodeName: c.opcode === 0 ? null : c.opcode,
+      schema: c.kind === "error"
+        ? "ERROR"
+        : `${c.opcode}.${c.kind === "response" ? "response" : "request"}`,
       kind: c.kind,
       flags: FLAGS[c.kind],
       correlationId: c.correlationId,
@@ -547,6 +550,18 @@ async function main(): Promise<void> {
     cases: index,
   };
   await Deno.writeTextFile(new URL("index.json", DIR), `${JSON.stringify(doc, null, 2)}\n`);
+  // Every payload's field list, language-neutral, so an SDK can check its own tables against them.
+  const schemas = {
+    description:
+      "GregorMQ payload schemas (protocol version 1): each opcode's request and response (a DELIVER " +
+      "push uses its request schema) as [field, type] pairs in wire order. Types: u8, u16, u32, i64, " +
+      "string, bytes, {list: schema} (u32 count then items), {map: true} (u32 count then string " +
+      "key/value pairs). ERROR is the payload of every error frame. docs/protocol.md is the spec.",
+    opcodes: Op,
+    errorCodes: ErrorCode,
+    schemas: { ...SCHEMAS, ERROR: ERROR_SCHEMA },
+  };
+  await Deno.writeTextFile(new URL("schemas.json", DIR), `${JSON.stringify(schemas, null, 2)}\n`);
   console.log(`Wrote ${index.length} golden frames to ${DIR.pathname}`);
 }
 
