@@ -329,6 +329,36 @@ const CASES: Case[] = [
     payload: { name: "orders" },
   },
   {
+    name: "describe_topic_response_effective_configs",
+    description:
+      "DESCRIBE_TOPIC's answer for a single-node topic created with only retention.bytes: configs are the effective ones, the created key plus the broker's defaults (§8.8), written sorted by key as every map in this corpus is (§2); leader \"\" means the node asked.",
+    opcode: "DESCRIBE_TOPIC",
+    kind: "response",
+    correlationId: 19,
+    payload: {
+      name: "audit",
+      configs: {
+        fsync: "always",
+        persistence: "disk",
+        "retention.bytes": "1048576",
+        "retention.ms": "604800000",
+        "segment.bytes": "67108864",
+        "segment.ms": "604800000",
+      },
+      partitions: [{
+        partition: 0,
+        logStartOffset: 0,
+        highWatermark: 3,
+        sizeBytes: 240,
+        subscribers: 0,
+        damagedFromOffset: -1,
+        leader: "",
+        replicas: [],
+        isr: [],
+      }],
+    },
+  },
+  {
     name: "describe_topic_response",
     description:
       "The answer to describe_topic_request: the topic's configs and, per partition, log start offset, high watermark, stored bytes, live subscriptions, the first offset a damaged log cannot serve (-1: not damaged; here partition 1 is damaged from offset 59), the leader, the replicas and the replicas in sync with the leader (here node n1 of partition 1 fell out of sync).",

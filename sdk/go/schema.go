@@ -399,6 +399,9 @@ func (r *reader) read(s Schema, prefix string) Msg {
 					if _, dup := mm[k]; dup && r.err == nil {
 						r.fail("%s repeats key %s", what, k)
 					}
+					if k == "__proto__" {
+						r.fail("%s key __proto__ is not allowed", what)
+					}
 					mm[k] = r.str(what + " value")
 				}
 				m[fd.Name] = mm
