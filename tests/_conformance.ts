@@ -228,7 +228,6 @@ export async function runScenario(
         return;
       }
       case "expectNone": {
-        const sub = subs.get(step.sub)!;
         const next = nextOf(step.sub);
         let timer: ReturnType<typeof setTimeout> | undefined;
         const got = await Promise.race([
