@@ -11,12 +11,23 @@ import (
 // Acks is how much of a produce the broker confirms (docs/protocol.md §8.1).
 type Acks uint8
 
-// Acks values.
+// Acks values. The zero value is AcksLeader, the default.
 const (
-	AcksNone   Acks = 0
-	AcksLeader Acks = 1
-	AcksQuorum Acks = 2
+	AcksLeader Acks = iota
+	AcksNone
+	AcksQuorum
 )
+
+// wire is the acks value PRODUCE carries.
+func (a Acks) wire() int {
+	switch a {
+	case AcksNone:
+		return 0
+	case AcksQuorum:
+		return 2
+	}
+	return 1
+}
 
 // BatchesInFlightPerPartitionMax is how many batches of one partition a producer has in flight at
 // most: the broker remembers the last 5 batches of each producer, so a retry finds its original.
@@ -303,7 +314,7 @@ func (q *partQueue) transmit(ctx context.Context, f *inflight) {
 		f.ch, f.sendErr = nil, err
 		return
 	}
-	m := Msg{"topic": q.topic, "partition": q.partition, "acks": int(q.p.cfg.Acks),
+	m := Msg{"topic": q.topic, "partition": q.partition, "acks": q.p.cfg.Acks.wire(),
 		"timeoutMs": 30_000, "batch": f.batch}
 	_, ch, err := c.send(OpProduce, m, f.oneWay)
 	f.ch, f.sendErr = ch, err
