@@ -63,6 +63,63 @@ export async function stopBrokers(b: { procs: BrokerProcess[]; dirs: string[] })
   for (const d of b.dirs) await Deno.remove(d, { recursive: true }).catch(() => {});
 }
 
+/**
+ * A proxy to `target` that cuts each of its first `cuts` connections once `afterBytes` bytes of
+ * the broker's answers went through, so answers to requests the broker carried out are lost.
+ */
+class CuttingProxy {
+  readonly listener: Deno.Listener;
+  cutsLeft: number;
+  cut = 0;
+  readonly #conns = new Set<Deno.Conn>();
+
+  constructor(readonly target: string, cuts: number, readonly afterBytes: number) {
+    this.listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    this.cutsLeft = cuts;
+    void this.#accept();
+  }
+
+  get address(): string {
+    return `127.0.0.1:${(this.listener.addr as Deno.NetAddr).port}`;
+  }
+
+  async #accept(): Promise<void> {
+    for await (const client of this.listener) {
+      const [hostname, port] = this.target.split(":");
+      const broker = await Deno.connect({ hostname: hostname!, port: Number(port) });
+      this.#conns.add(client).add(broker);
+      const cutting = this.cutsLeft-- > 0;
+      void this.#pipe(client, broker, Infinity);
+      void this.#pipe(broker, client, cutting ? this.afterBytes : Infinity);
+    }
+  }
+
+  async #pipe(from: Deno.Conn, to: Deno.Conn, bytesMax: number): Promise<void> {
+    const buf = new Uint8Array(16 * 1024);
+    let passed = 0;
+    try {
+      while (passed < bytesMax) {
+        const n = await from.read(buf.subarray(0, Math.min(buf.length, bytesMax - passed)));
+        if (n === null) break;
+        for (let off = 0; off < n;) off += await to.write(buf.subarray(off, n));
+        passed += n;
+      }
+      if (passed >= bytesMax) this.cut++;
+    } catch {
+      // The other direction closed the pair.
+    }
+    for (const c of [from, to]) {
+      if (this.#conns.delete(c)) c.close();
+    }
+  }
+
+  close(): void {
+    this.listener.close();
+    for (const c of this.#conns) c.close();
+    this.#conns.clear();
+  }
+}
+
 /** A port nothing listens on: bound, then released. */
 function refusedAddress(): string {
   const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -89,6 +146,7 @@ export async function runScenario(
     return c;
   };
   let client = await open([addrs[0]!]);
+  const proxies: CuttingProxy[] = [];
   const subs = new Map<string, Consumer>();
   /** A next() an expectNone step left waiting, which the following receive takes over. */
   const pending = new Map<string, Promise<ReceivedMessage | null>>();
@@ -115,14 +173,24 @@ export async function runScenario(
     }
   } finally {
     for (const c of clients) await c.close().catch(() => {});
+    for (const p of proxies) p.close();
   }
 
   async function runStep(step: Step): Promise<void> {
     switch (step.op) {
       case "connect": {
-        const servers = (step.servers as (string | number)[]).map((x) =>
+        let servers = (step.servers as (string | number)[]).map((x) =>
           x === "refused" ? refusedAddress() : addrs[x as number]!
         );
+        if (step.cuttingProxy !== undefined) {
+          const p = new CuttingProxy(
+            servers[0]!,
+            step.cuttingProxy.cuts,
+            step.cuttingProxy.afterBytes,
+          );
+          proxies.push(p);
+          servers = [p.address];
+        }
         client = await open(servers);
         return;
       }
@@ -179,12 +247,35 @@ export async function runScenario(
           await producer.close().catch(() => {});
         }
         if (step.expectPartitions !== undefined) {
-          const got: number[] = [];
-          for (const m of step.messages as Step[]) {
-            got.push(await partitionHolding(step.topic, m.key, step.expectPartitions.length));
-          }
+          const holding = await partitionsHolding(step.topic);
+          const got = (step.messages as Step[]).map((m) => holding.get(m.key));
           assert.deepEqual(got, step.expectPartitions);
         }
+        return;
+      }
+      case "publishMany": {
+        const producer = client.producer(
+          step.batchRecordsMax === undefined ? {} : { batchRecordsMax: step.batchRecordsMax },
+        );
+        try {
+          const offsets = await Promise.all(
+            Array.from(
+              { length: step.count },
+              (_, n) => producer.send(step.topic, { value: `${step.valuePrefix}${n}` }),
+            ),
+          );
+          assert.equal(offsets.length, step.count);
+        } finally {
+          await producer.close().catch(() => {});
+        }
+        return;
+      }
+      case "expectProxyCuts": {
+        const cut = proxies.reduce((n, p) => n + p.cut, 0);
+        assert.ok(
+          cut >= step.atLeast,
+          `the proxy cut ${cut} connections, fewer than ${step.atLeast}`,
+        );
         return;
       }
       case "publishEach":
@@ -224,6 +315,9 @@ export async function runScenario(
         for (let n = 0; n < step.count; n++) {
           const m = await withTimeout(nextOf(step.sub), RECEIVE_TIMEOUT_MS, step.sub);
           assert.equal(m?.offset, step.firstOffset + n);
+          if (step.valuePrefix !== undefined) {
+            assert.equal(text(m!.value), `${step.valuePrefix}${n}`);
+          }
         }
         return;
       }
@@ -256,13 +350,16 @@ export async function runScenario(
     }
   }
 
-  /** The partition of `topic` whose records include `key` (each key is published once). */
-  async function partitionHolding(topic: string, key: string, partitions: number): Promise<number> {
+  /** Which partition of `topic` holds each key, from reading every partition to its end. */
+  async function partitionsHolding(topic: string): Promise<Map<string, number>> {
+    const holding = new Map<string, number>();
+    const partitions = (await client.admin.describeTopic(topic)).partitions.length;
     for (let p = 0; p < partitions; p++) {
-      const msgs = await client.readPartition(topic, p, { from: "earliest" });
-      if (msgs.some((m) => text(m.key) === key)) return p;
+      for (const m of await client.readPartition(topic, p, { from: "earliest" })) {
+        holding.set(text(m.key)!, p);
+      }
     }
-    throw new Error(`no partition of ${topic} holds key ${key}`);
+    return holding;
   }
 }
 

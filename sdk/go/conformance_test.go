@@ -98,6 +98,7 @@ type driver struct {
 	client  *gregormq.Client
 	clients []*gregormq.Client
 	subs    map[string]*gregormq.Subscription
+	proxies []*cuttingProxy
 	// pending is a Next left waiting by expectNone, which the following receive takes over.
 	pending map[string]chan nextResult
 }
@@ -202,6 +203,11 @@ func (d *driver) run(ctx context.Context, st step) error {
 				servers = append(servers, d.brokers[num(x)].addr)
 			}
 		}
+		if pc, ok := st["cuttingProxy"].(map[string]any); ok {
+			p := startCuttingProxy(d.t, servers[0], int32(num(pc["cuts"])), num(pc["afterBytes"]))
+			d.proxies = append(d.proxies, p)
+			servers = []string{p.ln.Addr().String()}
+		}
 		d.client = d.open(ctx, servers)
 	case "stopBroker":
 		d.brokers[num(st["broker"])].stop()
@@ -266,6 +272,31 @@ func (d *driver) run(ctx context.Context, st step) error {
 		}
 	case "publish":
 		return d.publish(ctx, st)
+	case "publishMany":
+		p := d.client.NewProducer(gregormq.ProducerConfig{BatchRecordsMax: int(num(st["batchRecordsMax"]))})
+		errs := make(chan error, num(st["count"]))
+		for n := int64(0); n < num(st["count"]); n++ {
+			m := gregormq.Message{Value: []byte(fmt.Sprintf("%s%d", str(st["valuePrefix"]), n))}
+			if err := p.SendAsync(ctx, str(st["topic"]), m, func(_ gregormq.Result, err error) { errs <- err }); err != nil {
+				return err
+			}
+		}
+		if err := p.Close(ctx); err != nil {
+			return err
+		}
+		for n := int64(0); n < num(st["count"]); n++ {
+			if err := <-errs; err != nil {
+				return err
+			}
+		}
+	case "expectProxyCuts":
+		cut := int64(0)
+		for _, p := range d.proxies {
+			cut += int64(p.cut.Load())
+		}
+		if cut < num(st["atLeast"]) {
+			return fmt.Errorf("the proxy cut %d connections, fewer than %v", cut, st["atLeast"])
+		}
 	case "publishEach":
 		for n := int64(0); n < num(st["count"]); n++ {
 			m := gregormq.Message{Value: []byte(fmt.Sprintf("%s%d", str(st["valuePrefix"]), n))}
@@ -333,6 +364,9 @@ func (d *driver) run(ctx context.Context, st step) error {
 			}
 			if m.Offset != num(st["firstOffset"])+n {
 				return fmt.Errorf("offset %d, want %d", m.Offset, num(st["firstOffset"])+n)
+			}
+			if prefix, ok := st["valuePrefix"].(string); ok && string(m.Value) != fmt.Sprintf("%s%d", prefix, n) {
+				return fmt.Errorf("offset %d holds %q, want %s%d", m.Offset, m.Value, prefix, n)
 			}
 		}
 	case "expectNone":
