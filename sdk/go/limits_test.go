@@ -53,7 +53,7 @@ func TestBatchCRCCoversRecords(t *testing.T) {
 
 // startTestBroker starts a broker process for the package's internal tests (see broker_test.go
 // for the external ones); it skips without deno.
-func startTestBroker(t *testing.T) string {
+func startTestBroker(t *testing.T, args ...string) string {
 	deno := os.Getenv("GREGORMQ_DENO")
 	if deno == "" {
 		var err error
@@ -62,8 +62,8 @@ func startTestBroker(t *testing.T) string {
 		}
 	}
 	script, _ := filepath.Abs("../../cli/broker.ts")
-	cmd := exec.Command(deno, "run", "-A", script, "--port", "0", "--data-dir", t.TempDir(),
-		"--no-metrics-enabled", "--fsync", "never")
+	cmd := exec.Command(deno, append([]string{"run", "-A", script, "--port", "0", "--data-dir",
+		t.TempDir(), "--no-metrics-enabled", "--fsync", "never"}, args...)...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -131,5 +131,61 @@ func TestSlowConsumerGetsNoMoreThanItsWindow(t *testing.T) {
 		if held > window {
 			t.Fatalf("after %d messages the consumer holds %d, over its window of %d", i+1, held, window)
 		}
+	}
+}
+
+// A batch the broker refuses before taking its sequence (here one over --batch-bytes-max) fails
+// alone: the idempotent producer renumbers the batches in flight behind it, which are stored at
+// once and in order instead of failing OUT_OF_ORDER_SEQUENCE until their delivery timeout.
+func TestRefusedBatchLeavesNoSequenceGap(t *testing.T) {
+	addr := startTestBroker(t, "--batch-bytes-max", "4096")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cl, err := Dial(ctx, Config{Servers: []string{addr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if err := cl.CreateTopic(ctx, "gap", 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	// One record per batch, all in flight at once; deliveries that stall fail the test in 5 s.
+	p := cl.NewProducer(ProducerConfig{BatchRecordsMax: 1, DeliveryTimeout: 5 * time.Second})
+	type answer struct {
+		r   Result
+		err error
+	}
+	values := [][]byte{[]byte("a"), make([]byte, 8192), []byte("b"), []byte("c"), []byte("d")}
+	answers := make([]chan answer, len(values))
+	for i, v := range values {
+		answers[i] = make(chan answer, 1)
+		ch := answers[i]
+		if err := p.SendAsync(ctx, "gap", Message{Value: v}, func(r Result, err error) { ch <- answer{r, err} }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start := time.Now()
+	var offsets []int64
+	for i, ch := range answers {
+		a := <-ch
+		if i == 1 {
+			if !errors.Is(a.err, ErrBatchTooLarge) {
+				t.Fatalf("the 8 KiB message gave %v, want BATCH_TOO_LARGE", a.err)
+			}
+			continue
+		}
+		if a.err != nil {
+			t.Fatalf("message %d failed: %v", i, a.err)
+		}
+		offsets = append(offsets, a.r.Offset)
+	}
+	if fmt.Sprint(offsets) != "[0 1 2 3]" {
+		t.Fatalf("offsets %v, want [0 1 2 3]", offsets)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("the messages behind the refused one took %v", d)
+	}
+	if err := p.Close(ctx); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -2,6 +2,7 @@ package gregormq
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"sync"
@@ -119,6 +120,8 @@ type partQueue struct {
 	inflight []*inflight
 	sequence int32
 	closing  bool
+	// recovering holds new batches back while closeGap renumbers the ones in flight.
+	recovering bool
 }
 
 // NewProducer makes a producer with its own batching settings.
@@ -288,23 +291,37 @@ func (q *partQueue) sendBatch(msgs []pendingMsg) {
 			fail(msgs, fmt.Errorf("gregormq: cannot get a producer id: %w", err))
 			return
 		}
-		q.mu.Lock()
-		opts.ProducerID, opts.ProducerEpoch, opts.BaseSequence = id, epoch, q.sequence
-		q.sequence = int32((int64(q.sequence) + int64(len(msgs))) % (1 << 31))
-		q.mu.Unlock()
+		opts.ProducerID, opts.ProducerEpoch = id, epoch
+	}
+	// The sequence is taken, the batch encoded and sent under one lock, so a failed batch's later
+	// ones can be renumbered (resequence) without a batch slipping between.
+	q.mu.Lock()
+	for q.recovering {
+		q.cond.Wait()
+	}
+	if !cfg.NotIdempotent {
+		opts.BaseSequence = q.sequence
 	}
 	batch, err := EncodeBatch(recs, opts)
 	if err != nil {
+		q.mu.Unlock()
 		fail(msgs, err)
 		return
 	}
+	if !cfg.NotIdempotent {
+		q.sequence = addSequence(q.sequence, len(msgs))
+	}
 	f := &inflight{msgs: msgs, batch: batch, first: time.Now(), oneWay: cfg.Acks == AcksNone}
-	q.mu.Lock()
 	q.transmit(ctx, f)
 	q.inflight = append(q.inflight, f)
 	q.cond.Broadcast()
 	q.mu.Unlock()
 	q.p.batchSent(q.topic)
+}
+
+// addSequence adds n to a batch sequence number, which wraps from 2^31-1 to 0 (§8.1).
+func addSequence(seq int32, n int) int32 {
+	return int32((int64(seq) + int64(n)%(1<<31) + (1 << 31)) % (1 << 31))
 }
 
 // transmit sends one batch; called with q.mu held, so batches leave in order.
@@ -371,24 +388,103 @@ func (q *partQueue) completeLoop() {
 		q.mu.Unlock()
 		if res.err != nil {
 			fail(f.msgs, res.err)
+			if !q.p.cfg.NotIdempotent && refusedBeforeSequence(res.err) {
+				q.closeGap(len(f.msgs))
+			}
 			continue
 		}
-		base := int64(-1)
-		if !f.oneWay {
-			m, err := DecodePayload(OpSchemas["PRODUCE"][1], res.payload)
+		q.complete(f, res)
+	}
+}
+
+// refusedBeforeSequence reports whether the broker refused a batch before looking at its
+// sequence, so the batch was not stored and left a gap in the producer's sequence.
+func refusedBeforeSequence(err error) bool {
+	var ge *Error
+	if !errors.As(err, &ge) {
+		return false
+	}
+	switch ge.Code {
+	case CodeMalformedRequest, CodeInvalidRequest, CodeUnknownTopic, CodeInvalidTopic,
+		CodeUnknownPartition, CodeCorruptBatch, CodeBatchTooLarge, CodeUnsupportedCodec:
+		return true
+	}
+	return false
+}
+
+func answer(f *inflight) result {
+	if f.sendErr != nil {
+		return result{err: f.sendErr}
+	}
+	if f.ch == nil {
+		return result{}
+	}
+	return <-f.ch
+}
+
+// closeGap recovers from a batch of n records the broker refused before taking its sequence:
+// every later batch in flight would fail OUT_OF_ORDER_SEQUENCE. Sending stops, every answer in
+// flight is awaited, and the batches that were not stored move down to close the gaps and are
+// sent again, in order.
+func (q *partQueue) closeGap(n int) {
+	q.mu.Lock()
+	q.recovering = true
+	rest := q.inflight
+	q.inflight = nil
+	q.mu.Unlock()
+	shift := n
+	var kept []*inflight
+	for _, g := range rest {
+		res := answer(g)
+		switch {
+		case res.err == nil:
+			q.complete(g, res)
+		case refusedBeforeSequence(res.err):
+			fail(g.msgs, res.err)
+			shift += len(g.msgs)
+		case retriable(res.err) && time.Since(g.first) < q.p.cfg.DeliveryTimeout:
+			h, err := ReadBatchHeader(g.batch)
 			if err != nil {
-				fail(f.msgs, err)
+				fail(g.msgs, err)
 				continue
 			}
-			base = m["baseOffset"].(int64)
+			binary.BigEndian.PutUint32(g.batch[53:], uint32(addSequence(h.BaseSequence, -shift)))
+			binary.BigEndian.PutUint32(g.batch[offCRC:], CRC32C(g.batch[offAttributes:]))
+			kept = append(kept, g)
+		default:
+			fail(g.msgs, res.err)
 		}
-		for i, m := range f.msgs {
-			off := base
-			if base >= 0 {
-				off = base + int64(i)
-			}
-			m.done(Result{Topic: q.topic, Partition: q.partition, Offset: off}, nil)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), q.p.cfg.DeliveryTimeout)
+	defer cancel()
+	q.mu.Lock()
+	q.sequence = addSequence(q.sequence, -shift)
+	for _, g := range kept {
+		q.transmit(ctx, g)
+	}
+	q.inflight = kept
+	q.recovering = false
+	q.cond.Broadcast()
+	q.mu.Unlock()
+}
+
+// complete hands a stored batch's offsets to its messages' callbacks.
+func (q *partQueue) complete(f *inflight, res result) {
+	base := int64(-1)
+	if !f.oneWay {
+		m, err := DecodePayload(OpSchemas["PRODUCE"][1], res.payload)
+		if err != nil {
+			fail(f.msgs, err)
+			return
 		}
+		base = m["baseOffset"].(int64)
+	}
+	for i, m := range f.msgs {
+		off := base
+		if base >= 0 {
+			off = base + int64(i)
+		}
+		m.done(Result{Topic: q.topic, Partition: q.partition, Offset: off}, nil)
 	}
 }
 
@@ -404,7 +500,7 @@ func (p *Producer) Flush(ctx context.Context) error {
 		done := make(chan struct{})
 		go func() {
 			q.mu.Lock()
-			for len(q.queue) > 0 || len(q.inflight) > 0 {
+			for len(q.queue) > 0 || len(q.inflight) > 0 || q.recovering {
 				q.cond.Wait()
 			}
 			q.mu.Unlock()
