@@ -26,7 +26,7 @@ async function go(...args: string[]): Promise<string> {
   const out = await new Deno.Command("go", {
     args,
     cwd: SDK,
-    env: { GREGORMQ_DENO: Deno.execPath(), GOFLAGS: "-mod=readonly" },
+    env: { GREGORMQ_DENO: Deno.execPath(), GOFLAGS: "-mod=readonly -buildvcs=false" },
     stdout: "piped",
     stderr: "piped",
   }).output();
