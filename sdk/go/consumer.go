@@ -277,11 +277,20 @@ func (s *Subscription) Next(ctx context.Context) (*ReceivedMessage, error) {
 	}
 }
 
-// resume subscribes again after a lost connection, from after the last message handed out (a
-// durable subscription resumes where its acknowledgements left it).
+// resume subscribes again after a lost connection: with acknowledgements, from after the last
+// acknowledged offset (or where the subscription started), so what was handed out but not
+// acknowledged comes again, marked Redelivered, as the broker would redeliver it; without, from
+// after the last message handed out. A durable subscription resumes where its acknowledgements
+// left it whatever it asks.
 func (s *Subscription) resume(ctx context.Context) error {
 	s.mu.Lock()
 	from := FromOffset(s.next)
+	if !s.cfg.NoAcks {
+		from = FromOffset(s.StartOffset)
+		if s.acked >= 0 {
+			from = FromOffset(s.acked + 1)
+		}
+	}
 	old := s.c
 	s.mu.Unlock()
 	old.removeSub(s.id)
