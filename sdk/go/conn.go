@@ -118,7 +118,11 @@ func (c *conn) close(err error) {
 	c.err = err
 	pending := c.pending
 	c.pending = map[uint32]chan result{}
-	subs := c.subs
+	// A copy: a subscription that resumes removes itself from c.subs while this loop runs.
+	subs := make([]*Subscription, 0, len(c.subs))
+	for _, s := range c.subs {
+		subs = append(subs, s)
+	}
 	c.mu.Unlock()
 	c.nc.Close()
 	close(c.done)
