@@ -1,6 +1,7 @@
-// The golden-frame corpus (tests/golden/) must stay true to the code: every case re-encodes from
+// The golden-frame corpus (conformance/golden/) must stay true to the code: every case re-encodes from
 // index.json to its .hex byte for byte, and every .hex decodes back to what index.json says.
 
+import { ErrorCode } from "../src/protocol/errors.ts";
 import assert from "node:assert/strict";
 import {
   BATCH_HEADER_BYTES,
@@ -31,7 +32,7 @@ import {
   SCHEMAS,
 } from "../src/protocol/messages.ts";
 
-const DIR = new URL("./golden/", import.meta.url);
+const DIR = new URL("../conformance/golden/", import.meta.url);
 const LIMITS = { recordsBytesMax: 1024 * 1024 };
 
 type Json = Record<string, unknown>;
@@ -271,4 +272,17 @@ Deno.test("golden corpus streamed one byte at a time parses to the same frames",
   assert.deepEqual(got, want);
   assert.equal(parser.buffered, 0);
   assert.ok(want.every((h) => h.length >= HEADER_BYTES * 2));
+});
+
+Deno.test("golden corpus: schemas.json and each case's schema name match the code's tables", async () => {
+  const doc = JSON.parse(await Deno.readTextFile(new URL("schemas.json", DIR)));
+  assert.deepEqual(doc.opcodes, Op);
+  assert.deepEqual(doc.errorCodes, ErrorCode);
+  assert.deepEqual(doc.schemas, JSON.parse(JSON.stringify({ ...SCHEMAS, ERROR: ERROR_SCHEMA })));
+  for (const c of index.cases as (GoldenCase & { schema: string })[]) {
+    const want = c.kind === "error"
+      ? "ERROR"
+      : `${c.opcodeName}.${c.kind === "response" ? "response" : "request"}`;
+    assert.equal(c.schema, want, c.name);
+  }
 });

@@ -1,7 +1,7 @@
 // Writes the golden-frame corpus: one `<name>.hex` per representative frame and `index.json`
 // describing each. Deterministic: fixed timestamps, no randomness. Compressed batches are whatever
 // this Deno's node:zlib, snappyjs and lz4-wasm produce; tests/golden_test.ts checks them by content.
-// Run: deno run -A tests/golden/generate.ts
+// Run: deno run -A conformance/golden/generate.ts
 
 import {
   batchesIn,
@@ -388,6 +388,36 @@ const CASES: Case[] = [
     payload: { name: "orders" },
   },
   {
+    name: "describe_topic_response_effective_configs",
+    description:
+      "DESCRIBE_TOPIC's answer for a single-node topic created with only retention.bytes: configs are the effective ones, the created key plus the broker's defaults (§8.8), written sorted by key as every map in this corpus is (§2); leader \"\" means the node asked.",
+    opcode: "DESCRIBE_TOPIC",
+    kind: "response",
+    correlationId: 19,
+    payload: {
+      name: "audit",
+      configs: {
+        fsync: "always",
+        persistence: "disk",
+        "retention.bytes": "1048576",
+        "retention.ms": "604800000",
+        "segment.bytes": "67108864",
+        "segment.ms": "604800000",
+      },
+      partitions: [{
+        partition: 0,
+        logStartOffset: 0,
+        highWatermark: 3,
+        sizeBytes: 240,
+        subscribers: 0,
+        damagedFromOffset: -1,
+        leader: "",
+        replicas: [],
+        isr: [],
+      }],
+    },
+  },
+  {
     name: "describe_topic_response",
     description:
       "The answer to describe_topic_request: the topic's configs and, per partition, log start offset, high watermark, stored bytes, live subscriptions, the first offset a damaged log cannot serve (-1: not damaged; here partition 1 is damaged from offset 59), the leader, the replicas and the replicas in sync with the leader (here node n1 of partition 1 fell out of sync).",
@@ -595,6 +625,9 @@ async function main(): Promise<void> {
       description: c.description,
       opcode,
       opcodeName: c.opcode === 0 ? null : c.opcode,
+      schema: c.kind === "error"
+        ? "ERROR"
+        : `${c.opcode}.${c.kind === "response" ? "response" : "request"}`,
       kind: c.kind,
       flags: FLAGS[c.kind],
       correlationId: c.correlationId,
@@ -627,6 +660,18 @@ async function main(): Promise<void> {
     cases: index,
   };
   await Deno.writeTextFile(new URL("index.json", DIR), `${JSON.stringify(doc, null, 2)}\n`);
+  // Every payload's field list, language-neutral, so an SDK can check its own tables against them.
+  const schemas = {
+    description:
+      "GregorMQ payload schemas (protocol version 1): each opcode's request and response (a DELIVER " +
+      "push uses its request schema) as [field, type] pairs in wire order. Types: u8, u16, u32, i64, " +
+      "string, bytes, {list: schema} (u32 count then items), {map: true} (u32 count then string " +
+      "key/value pairs). ERROR is the payload of every error frame. docs/protocol.md is the spec.",
+    opcodes: Op,
+    errorCodes: ErrorCode,
+    schemas: { ...SCHEMAS, ERROR: ERROR_SCHEMA },
+  };
+  await Deno.writeTextFile(new URL("schemas.json", DIR), `${JSON.stringify(schemas, null, 2)}\n`);
   console.log(`Wrote ${index.length} golden frames to ${DIR.pathname}`);
 }
 

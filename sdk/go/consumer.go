@@ -1,0 +1,350 @@
+package gregormq
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// Start values of SUBSCRIBE (docs/protocol.md §8.2).
+const (
+	startEarliest  = 0
+	startLatest    = 1
+	startOffset    = 2
+	startTimestamp = 3
+)
+
+// From is where a subscription starts: FromEarliest, FromLatest, FromOffset or FromTimestamp.
+type From struct {
+	start int
+	value int64
+}
+
+var (
+	// FromEarliest starts at the partition's log start.
+	FromEarliest = From{start: startEarliest}
+	// FromLatest starts at the high watermark: only messages published from now on.
+	FromLatest = From{start: startLatest}
+)
+
+// FromOffset starts at an offset, which must lie between the log start and the high watermark.
+func FromOffset(offset int64) From { return From{start: startOffset, value: offset} }
+
+// FromTimestamp starts at the first batch whose newest record is at or after t.
+func FromTimestamp(t time.Time) From { return From{start: startTimestamp, value: t.UnixMilli()} }
+
+// SubscribeConfig configures a subscription; the zero value reads partition 0 from the latest
+// offset, acknowledging by hand with a 30 s ack timeout and a window of 1000 messages and 1 MiB.
+type SubscribeConfig struct {
+	Partition int
+	From      From
+	// Durable names a subscription whose acknowledged progress the broker keeps; a later
+	// subscription with the same name resumes after the last acknowledged offset.
+	Durable string
+	// AckTimeout is how long the broker waits for an acknowledgement before redelivering; default
+	// 30 s. NoAcks turns acknowledgements off (at-most-once).
+	AckTimeout time.Duration
+	NoAcks     bool
+	// WindowMessages and WindowBytes are the credit the broker may use ahead of Next: it never
+	// sends more than this (plus one batch) unread. Defaults 1000 and 1 MiB.
+	WindowMessages int
+	WindowBytes    int
+}
+
+// ReceivedMessage is one delivered record.
+type ReceivedMessage struct {
+	Topic       string
+	Partition   int
+	Offset      int64
+	Timestamp   time.Time
+	Key         []byte
+	Value       []byte
+	Headers     []Header
+	Redelivered bool
+}
+
+// Subscription receives the messages of one partition. Next is meant for one goroutine; Ack and
+// Close may be called from any.
+type Subscription struct {
+	cl    *Client
+	id    uint32
+	topic string
+	cfg   SubscribeConfig
+
+	// StartOffset is the first offset the broker said it would deliver.
+	StartOffset int64
+
+	mu        sync.Mutex
+	c         *conn
+	queue     []ReceivedMessage
+	credits   []delivered // per delivery: how many messages of it are still queued, and its bytes
+	owedMsgs  int
+	owedB     int
+	next      int64 // the offset after the last one handed out by Next
+	handedOut int64 // the highest offset Next handed out, -1 for none
+	recvNext  int64 // the offset the next new delivered record must have
+	acked     int64
+	lostErr   error
+	closed    bool
+	wake      chan struct{}
+}
+
+type delivered struct {
+	left  int
+	bytes int
+}
+
+// Subscribe subscribes to one partition of a topic and waits for the broker's answer. It fails
+// with ErrOffsetOutOfRange, ErrSubscriptionInUse (a durable name held by another live
+// subscriber), ErrUnknownTopic (no auto-creation) or ErrUnknownPartition.
+func (cl *Client) Subscribe(ctx context.Context, topic string, cfg SubscribeConfig) (*Subscription, error) {
+	if cfg.AckTimeout <= 0 {
+		cfg.AckTimeout = 30 * time.Second
+	}
+	if cfg.WindowMessages <= 0 {
+		cfg.WindowMessages = 1000
+	}
+	if cfg.WindowBytes <= 0 {
+		cfg.WindowBytes = 1 << 20
+	}
+	s := &Subscription{cl: cl, topic: topic, cfg: cfg, wake: make(chan struct{}, 1), acked: -1, handedOut: -1}
+	ctx, cancel := cl.withTimeout(ctx)
+	defer cancel()
+	if err := s.start(ctx, cfg.From); err != nil {
+		return nil, err
+	}
+	s.StartOffset = s.next
+	cl.mu.Lock()
+	cl.subs[s] = struct{}{}
+	cl.mu.Unlock()
+	return s, nil
+}
+
+func (s *Subscription) start(ctx context.Context, from From) error {
+	c, err := s.cl.conn(ctx)
+	if err != nil {
+		return err
+	}
+	s.cl.mu.Lock()
+	s.cl.nextSub++
+	id := s.cl.nextSub
+	s.cl.mu.Unlock()
+	s.mu.Lock()
+	s.id, s.c = id, c
+	s.queue, s.credits, s.owedMsgs, s.owedB, s.lostErr = nil, nil, 0, 0, nil
+	s.mu.Unlock()
+	c.addSub(s)
+	ack := uint32(s.cfg.AckTimeout / time.Millisecond)
+	if s.cfg.NoAcks {
+		ack = 0
+	}
+	resp, err := c.request(ctx, OpSubscribe, Msg{"subscriptionId": id, "topic": s.topic,
+		"partition": s.cfg.Partition, "start": from.start, "startValue": from.value,
+		"durableName": s.cfg.Durable, "ackTimeoutMs": ack, "creditMessages": s.cfg.WindowMessages,
+		"creditBytes": s.cfg.WindowBytes})
+	if err != nil {
+		c.removeSub(id)
+		return err
+	}
+	s.mu.Lock()
+	s.next = resp["startOffset"].(int64)
+	s.recvNext = s.next
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *Subscription) signal() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// onDeliver queues a DELIVER's records at or after its first offset (called by the reader).
+func (s *Subscription) onDeliver(m Msg) {
+	first := m["firstOffset"].(int64)
+	redelivery := m["redelivery"].(int64) == 1
+	raw, _ := m["records"].([]byte)
+	batches, err := DecodeBatches(raw, 64<<20)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	defer s.signal()
+	if err != nil {
+		s.lostErr = fmt.Errorf("gregormq: a delivery for %s/%d does not decode: %w", s.topic, s.cfg.Partition, err)
+		return
+	}
+	if redelivery {
+		// The broker rewound to its first unacknowledged offset: what is queued from there on
+		// comes again, and the credit it took is given back.
+		keep := s.queue[:0]
+		for _, q := range s.queue {
+			if q.Offset < first {
+				keep = append(keep, q)
+			} else {
+				s.owedMsgs++
+			}
+		}
+		s.queue = keep
+		for i := range s.credits {
+			s.credits[i].left = 0
+		}
+		s.recvNext = min(s.recvNext, first)
+	}
+	n := 0
+	for _, b := range batches {
+		for _, r := range b.Records {
+			if r.Offset < first || r.Offset < s.recvNext {
+				continue
+			}
+			s.recvNext = r.Offset + 1
+			s.queue = append(s.queue, ReceivedMessage{Topic: s.topic, Partition: s.cfg.Partition,
+				Offset: r.Offset, Timestamp: time.UnixMilli(r.Timestamp), Key: r.Key, Value: r.Value,
+				Headers: r.Headers, Redelivered: r.Offset <= s.handedOut})
+			n++
+		}
+	}
+	s.credits = append(s.credits, delivered{left: n, bytes: len(raw)})
+	if n == 0 {
+		s.payBack()
+	}
+}
+
+// onLost is called by the connection when it ends; Next resubscribes.
+func (s *Subscription) onLost(c *conn, err error) {
+	s.mu.Lock()
+	if s.c == c {
+		s.lostErr = err
+	}
+	s.mu.Unlock()
+	s.signal()
+}
+
+// payBack returns the credit of deliveries fully read once it reaches half the window; s.mu held.
+func (s *Subscription) payBack() {
+	for len(s.credits) > 0 && s.credits[0].left == 0 {
+		s.owedB += s.credits[0].bytes
+		s.credits = s.credits[1:]
+	}
+	if s.owedMsgs*2 >= s.cfg.WindowMessages || s.owedB*2 >= s.cfg.WindowBytes {
+		_, _, _ = s.c.send(OpCredit, Msg{"subscriptionId": s.id, "messages": s.owedMsgs, "bytes": s.owedB}, true)
+		s.owedMsgs, s.owedB = 0, 0
+	}
+}
+
+// Next waits for the next message. Messages come in offset order; after a redelivery (an ack
+// timeout) or a reconnect, messages seen before may come again, marked Redelivered.
+func (s *Subscription) Next(ctx context.Context) (*ReceivedMessage, error) {
+	for {
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			return nil, ErrClosed
+		}
+		if len(s.queue) > 0 {
+			m := s.queue[0]
+			s.queue = s.queue[1:]
+			s.next = m.Offset + 1
+			s.handedOut = max(s.handedOut, m.Offset)
+			s.owedMsgs++
+			for i := range s.credits {
+				if s.credits[i].left > 0 {
+					s.credits[i].left--
+					break
+				}
+			}
+			s.payBack()
+			s.mu.Unlock()
+			return &m, nil
+		}
+		lost := s.lostErr
+		s.mu.Unlock()
+		if lost != nil {
+			if !errors.Is(lost, ErrConnectionLost) {
+				return nil, lost
+			}
+			if err := s.resume(ctx); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		select {
+		case <-s.wake:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// resume subscribes again after a lost connection: with acknowledgements, from after the last
+// acknowledged offset (or where the subscription started), so what was handed out but not
+// acknowledged comes again, marked Redelivered, as the broker would redeliver it; without, from
+// after the last message handed out. A durable subscription resumes where its acknowledgements
+// left it whatever it asks.
+func (s *Subscription) resume(ctx context.Context) error {
+	s.mu.Lock()
+	from := FromOffset(s.next)
+	if !s.cfg.NoAcks {
+		from = FromOffset(s.StartOffset)
+		if s.acked >= 0 {
+			from = FromOffset(s.acked + 1)
+		}
+	}
+	old := s.c
+	s.mu.Unlock()
+	old.removeSub(s.id)
+	for {
+		err := s.start(ctx, from)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, ErrConnectionLost) && !errors.Is(err, ErrSubscriptionInUse) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(s.cl.cfg.ReconnectBackoff):
+		}
+	}
+}
+
+// Ack acknowledges every offset up to and including offset (acknowledgements are cumulative).
+func (s *Subscription) Ack(offset int64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	if offset <= s.acked {
+		return nil
+	}
+	s.acked = offset
+	_, _, err := s.c.send(OpAck, Msg{"subscriptionId": s.id, "offset": offset}, true)
+	return err
+}
+
+// Close ends the subscription; a durable one keeps its acknowledged progress on the broker.
+func (s *Subscription) Close(ctx context.Context) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	c, id := s.c, s.id
+	s.mu.Unlock()
+	s.signal()
+	s.cl.mu.Lock()
+	delete(s.cl.subs, s)
+	s.cl.mu.Unlock()
+	ctx, cancel := s.cl.withTimeout(ctx)
+	defer cancel()
+	_, err := c.request(ctx, OpUnsubscribe, Msg{"subscriptionId": id})
+	c.removeSub(id)
+	if errors.Is(err, ErrConnectionLost) {
+		return nil
+	}
+	return err
+}
