@@ -2,8 +2,9 @@
 // into the seam's contract (a read or accept pending on close resolves null; typed errors).
 
 import { Closed, TimedOut } from "../errors.ts";
-import type { Addr, Conn, ConnectOptions, Listener, Network } from "../types.ts";
+import type { Addr, Conn, ConnectOptions, Listener, ListenOptions, Network } from "../types.ts";
 import { isClosedUnderneath, mapDenoError } from "./_errors.ts";
+import { connectTls, listenTls } from "./tls.ts";
 
 /** How long `connect` waits for an answer when `timeoutMs` is not given. */
 export const CONNECT_TIMEOUT_MS_DEFAULT = 5000;
@@ -17,7 +18,8 @@ const ACCEPT_ABORTED_RETRIES_MAX = 64;
 
 /** A `Network` on the host's TCP stack. */
 export class DenoNetwork implements Network {
-  listen(addr: Addr): Promise<Listener> {
+  listen(addr: Addr, opts: ListenOptions = {}): Promise<Listener> {
+    if (opts.tls !== undefined) return listenTls(addr, opts.tls);
     try {
       const listener = Deno.listen({ hostname: addr.host, port: addr.port, transport: "tcp" });
       return Promise.resolve(new DenoListener(listener));
@@ -28,6 +30,7 @@ export class DenoNetwork implements Network {
 
   async connect(addr: Addr, opts: ConnectOptions = {}): Promise<Conn> {
     const timeoutMs = opts.timeoutMs ?? CONNECT_TIMEOUT_MS_DEFAULT;
+    if (opts.tls !== undefined) return await connectTls(addr, opts.tls, timeoutMs);
     const what = `Cannot connect to ${formatAddr(addr)}`;
     // Deno.connect aborts a pending connect on its signal and leaves an established connection
     // alone, so a late timer cannot cut a connection we already returned.
