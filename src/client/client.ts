@@ -64,6 +64,7 @@ export class Client {
       servers: opts.servers ?? [],
       clientId: opts.clientId ?? "gregormq-ts",
       credential: opts.credential ?? null,
+      tls: opts.tls ?? null,
       requestTimeoutMs: opts.requestTimeoutMs ?? 30_000,
       reconnectBackoffMsMin: opts.reconnectBackoffMsMin ?? 50,
       reconnectBackoffMsMax: opts.reconnectBackoffMsMax ?? 5_000,

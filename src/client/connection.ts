@@ -2,7 +2,8 @@
 // pushes routed to subscriptions, request timeouts, and reconnection with jittered exponential
 // backoff. Everything above it (producer, consumer, admin) just calls `request`.
 
-import type { Conn, Env } from "../io/types.ts";
+import type { Conn, Env, TlsClientOptions } from "../io/types.ts";
+import { TlsHandshakeFailed } from "../io/errors.ts";
 import { writeAllOf } from "../io/util.ts";
 import { ErrorCode, GregorError } from "../protocol/errors.ts";
 import {
@@ -54,6 +55,12 @@ export interface ConnectOptions {
   clientId?: string;
   /** Optional credential for brokers that require one. */
   credential?: string;
+  /**
+   * Speak TLS to a broker that serves it (`--tls-cert`). A handshake that fails (wrong CA, expired
+   * or misnamed certificate, a client certificate missing under mutual TLS, a plaintext port)
+   * rejects at once with a `TlsHandshakeFailed` whose `reason` says why; no retry fixes those.
+   */
+  tls?: ClientTls;
   /** A request without an answer this long fails with TIMEOUT. Default 30 000 ms. */
   requestTimeoutMs?: number;
   /** Wait between reconnection attempts: doubles from min to max, with jitter. */
@@ -67,9 +74,22 @@ export interface ConnectOptions {
   heartbeatMs?: number;
 }
 
+/** How a client verifies the broker's certificate and, for mutual TLS, proves who it is. */
+export interface ClientTls {
+  /** PEM certificates of the CAs that sign the broker's certificate. */
+  ca: string;
+  /** PEM client certificate, for a broker that requires one (mutual TLS). */
+  cert?: string;
+  /** PEM private key of `cert`. */
+  key?: string;
+  /** The name the broker's certificate must carry. Default: the host connected to. */
+  serverName?: string;
+}
+
 /** Resolved options. */
-export type ConnectionOptions = Required<Omit<ConnectOptions, "credential">> & {
+export type ConnectionOptions = Required<Omit<ConnectOptions, "credential" | "tls">> & {
   credential: string | null;
+  tls: ClientTls | null;
   env: Env;
 };
 
@@ -102,6 +122,20 @@ export interface PushListener {
 
 const READ_BYTES = 64 * 1024;
 const TIMEOUT_SWEEP_MS = 100;
+
+/** A TLS record header (alert or handshake, version 3.x), which no GregorMQ frame starts with. */
+function isTlsRecord(buf: Uint8Array, n: number): boolean {
+  return n >= 3 && (buf[0] === 0x15 || buf[0] === 0x16) && buf[1] === 0x03;
+}
+
+function seamTls(tls: ClientTls): TlsClientOptions {
+  return {
+    caPem: tls.ca,
+    ...(tls.cert === undefined ? {} : { certPem: tls.cert }),
+    ...(tls.key === undefined ? {} : { keyPem: tls.key }),
+    ...(tls.serverName === undefined ? {} : { serverName: tls.serverName }),
+  };
+}
 
 /** A self-healing connection to one broker. */
 export class ClientConnection {
@@ -165,6 +199,7 @@ export class ClientConnection {
       try {
         const conn = await this.#env.net.connect({ host, port }, {
           timeoutMs: Math.max(1, deadline - this.#env.clock.now()),
+          ...(this.opts.tls === null ? {} : { tls: seamTls(this.opts.tls) }),
         });
         this.#conn = conn;
         void this.#readLoop(conn);
@@ -183,6 +218,10 @@ export class ClientConnection {
           this.#pinging = false;
         } catch (err) {
           this.#lose(conn, err);
+          // Under TLS 1.3 a broker refuses a client certificate after the client's handshake.
+          const cause = (err as { cause?: unknown }).cause;
+          if (cause instanceof TlsHandshakeFailed) throw cause;
+          if (err instanceof TlsHandshakeFailed) throw err;
           // The broker's own answer (LIMIT_EXCEEDED at its connection cap, AUTHENTICATION_FAILED)
           // says more than "the handshake failed".
           if (err instanceof GregorError) throw err;
@@ -191,6 +230,7 @@ export class ClientConnection {
         return conn;
       } catch (err) {
         if (err instanceof GregorError && !err.retriable) throw err;
+        if (err instanceof TlsHandshakeFailed) throw err;
         lastErr = err;
         if (err instanceof GregorError) refusals++;
         this.#nextAddress++;
@@ -328,12 +368,21 @@ export class ClientConnection {
   async #readLoop(conn: Conn): Promise<void> {
     const parser = new FrameParser({ payloadBytesMax: FRAME_PAYLOAD_BYTES_MAX_DEFAULT * 2 });
     const buf = new Uint8Array(READ_BYTES);
+    let first = true;
     try {
       for (;;) {
         // A big payload (a delivery) is read straight into its own buffer.
         const target = parser.readTarget();
         const n = await conn.read(target ?? buf);
         if (n === null) break;
+        if (first && target === null && this.opts.tls === null && isTlsRecord(buf, n)) {
+          throw new TlsHandshakeFailed(
+            "NOT_TLS",
+            `The broker at ${conn.remote.host}:${conn.remote.port} speaks TLS on this port and ` +
+              "this client does not; connect with the tls option (gregorctl: --tls-ca)",
+          );
+        }
+        first = false;
         // The parser keeps views into what it is given: hand it a copy of the bytes read.
         if (target !== null) parser.filled(n);
         else parser.push(buf.slice(0, n));
