@@ -86,11 +86,15 @@ export function freePort(): number {
   return port;
 }
 
-/** Starts a replicating broker on `ports`, joining the cluster through `seeds` (none: founds it). */
+/**
+ * Starts a replicating broker on `ports`, joining the cluster through `seeds` (none: founds it),
+ * with `extraArgs` after the others.
+ */
 export async function startClusterNode(
   dataDir: string,
   ports: { client: number; cluster: number },
   seeds: string[],
+  extraArgs: string[] = [],
 ): Promise<ClusterProc> {
   const args = [
     "--port",
@@ -103,7 +107,7 @@ export async function startClusterNode(
     "--no-metrics-enabled",
   ];
   if (seeds.length > 0) args.push("--seeds", seeds.join(","));
-  const { child, listen, lines } = await spawnBroker(args);
+  const { child, listen, lines } = await spawnBroker([...args, ...extraArgs]);
   return {
     child,
     lines,

@@ -393,6 +393,23 @@ export class ClientConnection {
           this.#onFrame(r.frame.opcode, r.frame.flags, r.frame.correlationId, r.frame.payload);
         }
       }
+      if (first && this.opts.tls !== null && !this.#handshaken) {
+        // A mutual-TLS broker drops a client whose certificate it refuses once the TLS handshake
+        // is over (TLS 1.3 checks it last), before a byte of GregorMQ: no retry will change that.
+        throw this.opts.tls.cert === undefined
+          ? new TlsHandshakeFailed(
+            "CLIENT_CERT_REQUIRED",
+            `The broker at ${conn.remote.host}:${conn.remote.port} closed the connection right ` +
+              "after the TLS handshake: it requires a client certificate (mutual TLS); give " +
+              "tls.cert and tls.key (gregorctl: --tls-cert, --tls-key)",
+          )
+          : new TlsHandshakeFailed(
+            "BAD_CERTIFICATE",
+            `The broker at ${conn.remote.host}:${conn.remote.port} closed the connection right ` +
+              "after the TLS handshake: it refused this client's certificate (not signed by a " +
+              "CA it trusts, or expired); its log says which",
+          );
+      }
       this.#lose(conn, new ConnectionError("The broker closed the connection"));
     } catch (err) {
       this.#lose(conn, err);

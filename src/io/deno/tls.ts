@@ -40,7 +40,9 @@ export async function listenTls(addr: Addr, opts: TlsServerOptions): Promise<Lis
   const server = tls.createServer({
     ...secureContextOptions(opts, what),
     requestCert: opts.requireClientCert === true,
-    rejectUnauthorized: opts.requireClientCert === true,
+    // Checked in secureConnection instead: Deno's node:tls drops a client whose certificate it
+    // refuses without saying why ("socket hang up"), and the log must say why.
+    rejectUnauthorized: false,
     handshakeTimeout: opts.handshakeTimeoutMs ?? TLS_HANDSHAKE_TIMEOUT_MS_DEFAULT,
   });
   await new Promise<void>((resolve, reject) => {
@@ -115,6 +117,10 @@ class NodeTlsListener implements Listener {
     const bound = server.address() as { address: string; port: number };
     this.addr = { host: bound.address, port: bound.port };
     server.on("secureConnection", (sock: tls.TLSSocket) => {
+      if (opts.requireClientCert === true && !sock.authorized) {
+        this.#refuse(sock, opts, String(sock.authorizationError ?? "no certificate"));
+        return;
+      }
       const subject = opts.requireClientCert === true ? peerSubject(sock) : undefined;
       const conn = new NodeTlsConn(sock, this.addr, subject);
       if (this.#closed || this.#backlog.length >= TLS_BACKLOG_MAX) {
@@ -140,6 +146,21 @@ class NodeTlsListener implements Listener {
     });
     // A socket error after listen (EMFILE on accept) must not crash the process.
     server.on("error", () => {});
+  }
+
+  /** Drops a client whose certificate does not pass, and reports why. */
+  #refuse(sock: tls.TLSSocket, opts: TlsServerOptions, code: string): void {
+    const remote = { host: sock.remoteAddress ?? "?", port: sock.remotePort ?? 0 };
+    sock.destroy();
+    const presented = Object.keys(sock.getPeerCertificate() ?? {}).length > 0;
+    const [reason, why] = presented
+      ? classify(code, null)
+      : ["CLIENT_CERT_REQUIRED" as const, "a client certificate is required (mutual TLS)"];
+    opts.onHandshakeError?.({
+      reason: reason === "PROTOCOL" ? "BAD_CERTIFICATE" : reason,
+      message: `TLS client ${formatAddr(remote)} refused: ${why} (${code})`,
+      remote,
+    });
   }
 
   accept(): Promise<Conn | null> {
