@@ -100,8 +100,13 @@ async function readTls(files: TlsSettings): Promise<TlsReload> {
         requireClientCert: true,
         onHandshakeError: (e) => log("warn", `Cluster port: ${e.message}`, { reason: e.reason }),
       },
-      // Nodes reach each other by advertised address, which the node certificate must name.
-      client: { caPem, certPem, keyPem },
+      // The node certificate must name the advertised address dialed, or cluster.tlsServerName.
+      client: {
+        caPem,
+        certPem,
+        keyPem,
+        ...(files.cluster.serverName === null ? {} : { serverName: files.cluster.serverName }),
+      },
     };
   }
   if (files.metrics !== null) {

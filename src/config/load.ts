@@ -76,7 +76,7 @@ export interface NodeSettings {
 export interface TlsSettings {
   client: { cert: string; key: string; ca: string | null; clientCertRequired: boolean } | null;
   /** The cluster port is mutual: `ca` checks the other nodes, as servers and as clients. */
-  cluster: { cert: string; key: string; ca: string } | null;
+  cluster: { cert: string; key: string; ca: string; serverName: string | null } | null;
   metrics: { cert: string; key: string } | null;
   /** Start on a non-loopback host without TLS on the client port. */
   allowInsecurePublic: boolean;
@@ -385,7 +385,9 @@ function tlsSettings(v: ReadonlyMap<string, Value>): TlsSettings {
     client: client === null
       ? null
       : { ...client, ca: path("tls.ca"), clientCertRequired: required },
-    cluster: cluster === null ? null : { ...cluster, ca: clusterCa as string },
+    cluster: cluster === null
+      ? null
+      : { ...cluster, ca: clusterCa as string, serverName: path("cluster.tlsServerName") },
     metrics: pair("metrics.tlsCert", "metrics.tlsKey"),
     allowInsecurePublic: v.get("allowInsecurePublic") as boolean,
   };

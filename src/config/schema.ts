@@ -177,6 +177,13 @@ export const CONFIG_SCHEMA: readonly KeySpec[] = [
       "PEM file of the CAs that sign node certificates; nodes must present one (mutual TLS)",
   },
   {
+    key: "cluster.tlsServerName",
+    kind: "string",
+    default: null,
+    defaultText: "the address dialed",
+    description: "the name every node certificate carries, checked when dialing another node",
+  },
+  {
     key: "metrics.tlsCert",
     kind: "string",
     default: null,
