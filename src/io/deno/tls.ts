@@ -151,8 +151,8 @@ class NodeTlsListener implements Listener {
   /** Drops a client whose certificate does not pass, and reports why. */
   #refuse(sock: tls.TLSSocket, opts: TlsServerOptions, code: string): void {
     const remote = { host: sock.remoteAddress ?? "?", port: sock.remotePort ?? 0 };
-    sock.destroy();
     const presented = Object.keys(sock.getPeerCertificate() ?? {}).length > 0;
+    sock.destroy();
     const [reason, why] = presented
       ? classify(code, null)
       : ["CLIENT_CERT_REQUIRED" as const, "a client certificate is required (mutual TLS)"];
