@@ -128,6 +128,33 @@ tlsTest(
       const plain = await refused(port, {}, "NOT_TLS");
       assert.match(plain.message, /speaks TLS on this port and this client does not/);
 
+      // gregorctl takes the same certificates from flags, and says what is wrong without them.
+      const ctl = async (...args: string[]) => {
+        const out = await new Deno.Command(Deno.execPath(), {
+          args: ["run", "-A", "cli/gregorctl.ts", "--broker", `127.0.0.1:${port}`, ...args],
+          stdout: "piped",
+          stderr: "piped",
+        }).output();
+        const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+        return { code: out.code, text };
+      };
+      const listed = await ctl(
+        "--tls-ca",
+        certs.ca,
+        "--tls-cert",
+        certs.client.cert,
+        "--tls-key",
+        certs.client.key,
+        "topic",
+        "list",
+      );
+      assert.equal(listed.code, 0, listed.text);
+      assert.match(listed.text, /steady/);
+      const bare = await ctl("topic", "list");
+      assert.equal(bare.code, 3, bare.text);
+      assert.match(bare.text, /error: TLS NOT_TLS: .*speaks TLS on this port/);
+      console.log(`  gregorctl without --tls-ca: ${bare.text.trim()}`);
+
       // Rotation: each SIGHUP re-reads the files; connections made after it get the new one.
       for (
         const [cert, reason] of [
