@@ -3,6 +3,7 @@
 // down gracefully (connections closed, then exit 0).
 
 import { denoEnv } from "../src/io/deno/mod.ts";
+import { TlsConfigError } from "../src/io/errors.ts";
 import { PortInUseError, startNode, type TlsReload } from "../src/node.ts";
 import { fitToOpenFiles, parseOpenFilesLimit } from "../src/broker/open_files.ts";
 import { DataDirError } from "../src/storage/data_dir.ts";
@@ -177,6 +178,11 @@ if (startTls.metrics !== undefined && nodeConfig.metrics !== undefined) {
 }
 const node = await startNode(denoEnv(), nodeConfig).catch((err) => {
   // A data directory in use or read-only is a setup mistake, like a bad config: one line, exit 2.
+  // So is a certificate or key the TLS library cannot use.
+  if (err instanceof TlsConfigError) {
+    console.error(`Invalid config: ${err.message}`);
+    Deno.exit(2);
+  }
   if (err instanceof DataDirError) {
     console.error(err.message);
     Deno.exit(2);

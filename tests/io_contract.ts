@@ -165,8 +165,8 @@ export function defineIoContractTests(world: ContractWorld): void {
             ok.close();
           }
           // The server hears of it on its own schedule (the alert crosses the wire). A client that
-        // refuses a name may do so after the handshake, which the server then saw succeed.
-        if (reason !== "HOSTNAME_MISMATCH") await waitFor(t, () => reports.length >= 1);
+          // refuses a name may do so after the handshake, which the server then saw succeed.
+          if (reason !== "HOSTNAME_MISMATCH") await waitFor(t, () => reports.length >= 1);
         } finally {
           listener.close();
         }
@@ -208,9 +208,9 @@ export function defineIoContractTests(world: ContractWorld): void {
         await waitFor(t, () => reports.length >= 2);
         assert.equal(reports[0]!.reason, "CLIENT_CERT_REQUIRED");
         assert.ok(
-        reports[1]!.reason === "UNKNOWN_CA" || reports[1]!.reason === "BAD_CERTIFICATE",
-        JSON.stringify(reports),
-      );
+          reports[1]!.reason === "UNKNOWN_CA" || reports[1]!.reason === "BAD_CERTIFICATE",
+          JSON.stringify(reports),
+        );
         const good = await t.env.net.connect(listener.addr, {
           timeoutMs: 5000,
           tls: { caPem: c.ca, certPem: c.client.cert, keyPem: c.client.key },
@@ -294,12 +294,19 @@ export function defineIoContractTests(world: ContractWorld): void {
     },
   );
 
-  test("Network.listen with an unusable TLS certificate rejects with TlsConfigError", async (t) => {
-    await assert.rejects(
-      t.env.net.listen({ host: t.host, port: 0 }, { tls: { certPem: "nope", keyPem: "nope" } }),
-      TlsConfigError,
-    );
-  });
+  tlsTest(
+    "Network.listen with an unusable certificate or a key of another rejects with TlsConfigError",
+    async (t, c) => {
+      for (
+        const tls of [
+          { certPem: "nope", keyPem: "nope" },
+          { certPem: c.server.cert, keyPem: c.client.key },
+        ]
+      ) {
+        await assert.rejects(t.env.net.listen({ host: t.host, port: 0 }, { tls }), TlsConfigError);
+      }
+    },
+  );
 
   test("Listener.addr reports the bound port and each side sees the other's address", async (t) => {
     await withPair(t, ({ listener, client, server }) => {

@@ -3,6 +3,7 @@
 // a listener's certificate in place (reload without rebinding).
 
 import { Buffer } from "node:buffer";
+import { createPrivateKey, X509Certificate } from "node:crypto";
 import * as tls from "node:tls";
 import {
   AddressInUse,
@@ -334,11 +335,15 @@ function secureContextOptions(opts: TlsServerOptions, what: string): tls.SecureC
     key: opts.keyPem,
     ...(opts.caPem === undefined ? {} : { ca: opts.caPem }),
   };
+  // Deno's createSecureContext accepts a key of another certificate; every handshake would fail.
+  let matches: boolean;
   try {
     tls.createSecureContext(context);
+    matches = new X509Certificate(opts.certPem).checkPrivateKey(createPrivateKey(opts.keyPem));
   } catch (err) {
     throw new TlsConfigError(`${what}: ${message(err)}`, { cause: err });
   }
+  if (!matches) throw new TlsConfigError(`${what}: the key does not match the certificate`);
   return context;
 }
 
