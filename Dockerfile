@@ -17,6 +17,9 @@ FROM docker.io/denoland/deno:bin-${DENO_VERSION} AS deno
 # The build stage caches the dependencies; it runs as root so it may write /deno-dir and /app.
 FROM gcr.io/distroless/cc-debian12:latest AS build
 COPY --from=deno /deno /usr/local/bin/deno
+# A container's port is public only once published; like Redis's image, the image lets the broker
+# serve plaintext on 0.0.0.0. Set GREGOR_ALLOW_INSECURE_PUBLIC=false with GREGOR_TLS_CERT and
+# GREGOR_TLS_KEY (docs/security.md) to require TLS.
 ENV DENO_DIR=/deno-dir \
     DENO_NO_UPDATE_CHECK=1
 # Behind a TLS-intercepting proxy whose CA is in the base image's store, build with
@@ -42,10 +45,14 @@ COPY --from=build --chown=65532:65532 /data /data
 # `gregorctl` on the PATH: a script run by deno. A shebang line passes one argument, so it grants
 # every permission (the CLI reads files, the environment and the network anyway).
 COPY deploy/docker/gregorctl /usr/local/bin/gregorctl
+# A container's port is public only once published; like Redis's image, the image lets the broker
+# serve plaintext on 0.0.0.0. Set GREGOR_ALLOW_INSECURE_PUBLIC=false with GREGOR_TLS_CERT and
+# GREGOR_TLS_KEY (docs/security.md) to require TLS.
 ENV DENO_DIR=/deno-dir \
     DENO_NO_UPDATE_CHECK=1 \
     DENO_NO_PROMPT=1 \
     GREGOR_HOST=0.0.0.0 \
+    GREGOR_ALLOW_INSECURE_PUBLIC=true \
     GREGOR_METRICS_PORT=7071 \
     GREGOR_DATA_DIR=/data
 USER 65532:65532

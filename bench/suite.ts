@@ -6,6 +6,7 @@
 import { parseArgs } from "node:util";
 import type { NatsConnection } from "nats";
 import { type Client, connect as connectGregor } from "../src/client/mod.ts";
+import { haveOpenssl, makeTestCerts } from "../tests/_tls_certs.ts";
 import {
   Child,
   fmtInt,
@@ -193,6 +194,7 @@ const GOALS = {
   rssLoad: { text: "≤ 256 MiB", met: (g) => g <= 256 },
   start: { text: "≤ 200 ms", met: (g) => g <= 200 },
   recovery: { text: "≤ 2 s (1 GiB)", met: (g) => g <= 2_000 },
+  tls: { text: "TLS ≥ plaintext / 1.5", met: (g, n) => (n === null ? null : g * 1.5 >= n) },
 } satisfies Record<string, Goal>;
 
 /** What every section gets. */
@@ -428,6 +430,81 @@ async function throughputSection(
         details: { gregormq: g, nats: n },
       }),
     );
+  }
+}
+
+// --- 7: TLS ------------------------------------------------------------------------------------
+
+/** Section 7: the same scenarios over TLS and plaintext, each on its own broker process. */
+const TLS_SCENARIOS: readonly Scenario[] = [
+  { name: "produce 100 B", mode: "produce", payloadBytes: 100, topicConfigs: MEMORY },
+  { name: "produce→consume 100 B", mode: "e2e", payloadBytes: 100, topicConfigs: MEMORY },
+];
+
+async function tlsSection(ctx: Context): Promise<void> {
+  const section = "7 TLS";
+  const scenarios = TLS_SCENARIOS.filter((s) => ctx.wanted(section, `${s.name} over TLS`));
+  if (scenarios.length === 0) return;
+  if (!await haveOpenssl()) {
+    ctx.failures.push("7 TLS: openssl is not installed, so there are no certificates");
+    return;
+  }
+  const certs = await makeTestCerts();
+  tempDirs.add(certs.dir);
+  const settings = ctx.settings.throughput;
+  const plainDir = await tempDir("gregormq-bench-plain-");
+  const tlsDir = await tempDir("gregormq-bench-tls-");
+  const plain = await startBroker("GregorMQ plaintext", { dataDir: plainDir });
+  const secure = await startBroker("GregorMQ TLS", {
+    dataDir: tlsDir,
+    args: ["--tls-cert", certs.server.cert, "--tls-key", certs.server.key],
+  });
+  try {
+    const tls = { ca: await Deno.readTextFile(certs.ca) };
+    const targets = {
+      tls: gregorTarget(secure.port, settings, { tls }),
+      plain: gregorTarget(plain.port, settings),
+    };
+    const warm = { ...settings, messagesMax: settings.warmupMessages };
+    await gregorTarget(secure.port, warm, { tls }).measure(TLS_SCENARIOS[1]!, "warmup");
+    await gregorTarget(plain.port, warm).measure(TLS_SCENARIOS[1]!, "warmup");
+    for (const scenario of scenarios) {
+      const notes: string[] = [];
+      const runs: { tls: Run[]; plain: Run[] } = { tls: [], plain: [] };
+      // Alternating, so a noisy neighbour slows both sides alike.
+      for (let run = 0; run < ctx.settings.targetRuns; run++) {
+        for (const side of ["tls", "plain"] as const) {
+          const r = await attempt(ctx, `GregorMQ ${side} ${scenario.name}`, {
+            gregormq: true,
+            notes,
+          }, () => measureOnce(targets[side], scenario, { run, label: side, notes }));
+          if (r !== null) runs[side].push(r);
+        }
+      }
+      const g = runs.tls.length === 0 ? null : median(runs.tls);
+      const n = runs.plain.length === 0 ? null : median(runs.plain);
+      pushRow(
+        ctx,
+        row({
+          section,
+          scenario: `${scenario.name} over TLS (memory)`,
+          unit: "msg/s",
+          gregormq: g?.msgPerSec ?? null,
+          nats: n?.msgPerSec ?? null,
+          peer: "GregorMQ plaintext",
+          goal: GOALS.tls,
+          notes,
+          runs: { gregormq: runs.tls, nats: runs.plain },
+          details: { tls: g, plaintext: n },
+        }),
+      );
+    }
+  } finally {
+    await stopChild(secure.child);
+    await stopChild(plain.child);
+    await removeTempDir(plainDir);
+    await removeTempDir(tlsDir);
+    await removeTempDir(certs.dir);
   }
 }
 
@@ -1405,7 +1482,10 @@ function pushRow(ctx: Context, r: Row): void {
 /** One line per measured run of a msg/s row. */
 function runLines(r: Row): string[] {
   const lines: string[] = [];
-  for (const [label, runs] of [["GregorMQ", r.runs?.gregormq], ["NATS", r.runs?.nats]] as const) {
+  // A row against another GregorMQ (plaintext beside TLS) names its peer, not NATS.
+  const peer = r.peer.startsWith("GregorMQ") ? r.peer : "NATS";
+  const first = r.peer.startsWith("GregorMQ") ? "GregorMQ (this row)" : "GregorMQ";
+  for (const [label, runs] of [[first, r.runs?.gregormq], [peer, r.runs?.nats]] as const) {
     for (const [i, run] of (runs ?? []).entries()) {
       lines.push(
         `${label} run ${i + 1}: ${fmtInt(run.msgPerSec)} msg/s, ${fmtInt(run.confirmed)} of ` +
@@ -1559,6 +1639,7 @@ async function main(): Promise<void> {
   await timed("5 memory", () => rssSection(ctx));
   await timed("6 start-up", () => startSection(ctx));
   await timed("6 recovery", () => recoverySection(ctx));
+  await timed("7 TLS", () => tlsSection(ctx));
   if (ctx.rows.length === 0) throw new RangeError(`No scenario matches --only ${values.only}`);
 
   const seconds = (performance.now() - t0) / 1000;

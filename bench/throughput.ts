@@ -12,6 +12,7 @@ import { parseArgs } from "node:util";
 import type { NatsConnection } from "nats";
 import {
   type Client,
+  type ClientTls,
   connect as connectGregor,
   type Consumer,
   type Producer,
@@ -480,13 +481,18 @@ export function runOf(
 // --- GregorMQ ----------------------------------------------------------------------------------
 
 /** GregorMQ on `port`: a topic per measurement, deleted afterwards. */
-export function gregorTarget(port: number, settings: Settings): Target {
+export function gregorTarget(
+  port: number,
+  settings: Settings,
+  opts: { tls?: ClientTls } = {},
+): Target {
   // Every request is bounded, so a hung broker fails the run instead of hanging it.
   const options = {
     host: HOST,
     port,
     requestTimeoutMs: settings.drainMsMax,
     connectTimeoutMs: STARTUP_MS_MAX,
+    ...(opts.tls === undefined ? {} : { tls: opts.tls }),
   };
   return {
     async measure(scenario, id) {

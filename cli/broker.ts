@@ -3,7 +3,8 @@
 // down gracefully (connections closed, then exit 0).
 
 import { denoEnv } from "../src/io/deno/mod.ts";
-import { PortInUseError, startNode } from "../src/node.ts";
+import { TlsConfigError } from "../src/io/errors.ts";
+import { PortInUseError, startNode, type TlsReload } from "../src/node.ts";
 import { fitToOpenFiles, parseOpenFilesLimit } from "../src/broker/open_files.ts";
 import { DataDirError } from "../src/storage/data_dir.ts";
 import {
@@ -12,9 +13,11 @@ import {
   configHelp,
   envName,
   flagName,
+  insecurePublicRefusal,
   loadConfig,
   type LoadedConfig,
   loadYaml,
+  type TlsSettings,
   toNodeConfig,
 } from "../src/config/mod.ts";
 import denoJson from "../deno.json" with { type: "json" };
@@ -60,6 +63,70 @@ try {
   console.error((err as Error).message);
   Deno.exit(2);
 }
+const refusal = insecurePublicRefusal(loaded.config);
+if (refusal !== null) {
+  console.error(refusal);
+  Deno.exit(2);
+}
+
+/** Reads the PEM files the TLS settings name; at start, and again on SIGHUP. */
+async function readTls(files: TlsSettings): Promise<TlsReload> {
+  const read = async (path: string, key: string): Promise<string> => {
+    try {
+      return await Deno.readTextFile(path);
+    } catch (err) {
+      throw new Error(`Cannot read ${key} ${path}: ${(err as Error).message}`);
+    }
+  };
+  const tls: TlsReload = {};
+  if (files.client !== null) {
+    tls.client = {
+      certPem: await read(files.client.cert, "tls.cert"),
+      keyPem: await read(files.client.key, "tls.key"),
+      ...(files.client.ca === null ? {} : { caPem: await read(files.client.ca, "tls.ca") }),
+      requireClientCert: files.client.clientCertRequired,
+      handshakeTimeoutMs: loaded.config.broker.handshakeTimeoutMs,
+      onHandshakeError: (e) => log("warn", e.message, { reason: e.reason }),
+    };
+  }
+  if (files.cluster !== null) {
+    const certPem = await read(files.cluster.cert, "cluster.tlsCert");
+    const keyPem = await read(files.cluster.key, "cluster.tlsKey");
+    const caPem = await read(files.cluster.ca, "cluster.tlsCa");
+    tls.cluster = {
+      server: {
+        certPem,
+        keyPem,
+        caPem,
+        requireClientCert: true,
+        onHandshakeError: (e) => log("warn", `Cluster port: ${e.message}`, { reason: e.reason }),
+      },
+      // The node certificate must name the advertised address dialed, or cluster.tlsServerName.
+      client: {
+        caPem,
+        certPem,
+        keyPem,
+        ...(files.cluster.serverName === null ? {} : { serverName: files.cluster.serverName }),
+      },
+    };
+  }
+  if (files.metrics !== null) {
+    tls.metrics = {
+      certPem: await read(files.metrics.cert, "metrics.tlsCert"),
+      keyPem: await read(files.metrics.key, "metrics.tlsKey"),
+    };
+  }
+  return tls;
+}
+
+let startTls: TlsReload;
+try {
+  startTls = await readTls(loaded.config.tls);
+} catch (err) {
+  console.error(`Invalid config: ${(err as Error).message}`);
+  Deno.exit(2);
+}
+
 // Deno has no getrlimit: Linux shows the limit in /proc; elsewhere the settings are used as given.
 const openFilesMax = parseOpenFilesLimit(
   await Deno.readTextFile("/proc/self/limits").catch(() => ""),
@@ -87,25 +154,35 @@ function log(level: string, msg: string, fields: Record<string, unknown> = {}): 
 
 /** Reports made while starting, logged after the listen line (which tools read as the first). */
 let early: [string, string][] | null = [];
-const node = await startNode(
-  denoEnv(),
-  toNodeConfig(settings, {
-    hooks: {
-      onFatal(reason) {
-        log("fatal", `Storage failed; stopping so a restart can recover: ${reason}`);
-        Deno.exit(1);
-      },
-      onReport(msg, level) {
-        if (early === null) log(level ?? "warn", msg);
-        else early.push([level ?? "warn", msg]);
-      },
-      onInternalError(msg) {
-        log("error", msg);
-      },
+const nodeConfig = toNodeConfig(settings, {
+  hooks: {
+    onFatal(reason) {
+      log("fatal", `Storage failed; stopping so a restart can recover: ${reason}`);
+      Deno.exit(1);
     },
-  }),
-).catch((err) => {
+    onReport(msg, level) {
+      if (early === null) log(level ?? "warn", msg);
+      else early.push([level ?? "warn", msg]);
+    },
+    onInternalError(msg) {
+      log("error", msg);
+    },
+  },
+});
+if (startTls.client !== undefined) nodeConfig.tls = startTls.client;
+if (startTls.cluster !== undefined && nodeConfig.cluster !== undefined) {
+  nodeConfig.cluster.tls = startTls.cluster;
+}
+if (startTls.metrics !== undefined && nodeConfig.metrics !== undefined) {
+  nodeConfig.metrics.tls = startTls.metrics;
+}
+const node = await startNode(denoEnv(), nodeConfig).catch((err) => {
   // A data directory in use or read-only is a setup mistake, like a bad config: one line, exit 2.
+  // So is a certificate or key the TLS library cannot use.
+  if (err instanceof TlsConfigError) {
+    console.error(`Invalid config: ${err.message}`);
+    Deno.exit(2);
+  }
   if (err instanceof DataDirError) {
     console.error(err.message);
     Deno.exit(2);
@@ -136,6 +213,14 @@ async function shutdown(signal: string): Promise<void> {
 }
 Deno.addSignalListener("SIGINT", () => void shutdown("SIGINT"));
 Deno.addSignalListener("SIGTERM", () => void shutdown("SIGTERM"));
+// SIGHUP re-reads the certificate files: connections made from then on use the new ones.
+Deno.addSignalListener("SIGHUP", () => {
+  readTls(settings.tls).then((tls) => node.reloadTls(tls)).then(
+    () => log("info", "TLS certificates reloaded"),
+    (err) =>
+      log("error", `TLS certificates not reloaded, the old ones stay: ${(err as Error).message}`),
+  );
+});
 log("info", "GregorMQ broker listening", {
   listen: `${node.addr.host}:${node.addr.port}`,
   // The broker's own pid, which a wrapper (npx, deno task) that started it does not show.

@@ -5,6 +5,7 @@
 import { parseArgs } from "node:util";
 import {
   type Client,
+  type ClientTls,
   type CodecName,
   connect,
   ConnectionError,
@@ -16,6 +17,7 @@ import {
   type Message,
   type PartitionInfo,
   type ReceivedMessage,
+  TlsHandshakeFailed,
   type TopicPartition,
 } from "../src/client/mod.ts";
 import { nearestOf } from "../src/config/mod.ts";
@@ -99,6 +101,10 @@ global options:
                        (default $GREGOR_BROKER, else ${BROKER_DEFAULT})
   --user NAME          authenticate as NAME with SCRAM-SHA-256 (default $GREGOR_USER);
                        the password comes from $GREGOR_PASSWORD, else a prompt on a terminal
+  --tls-ca FILE         speak TLS, trusting the CAs in this PEM file (default $GREGOR_TLS_CA)
+  --tls-cert FILE       client certificate for mutual TLS (default $GREGOR_TLS_CERT)
+  --tls-key FILE        its private key (default $GREGOR_TLS_KEY)
+  --tls-server-name N   the name the broker's certificate must carry (default: the host)
   --json               machine-readable output
   --timeout MS         connect and request timeout (default ${TIMEOUT_MS_DEFAULT})
   -h, --help           this text
@@ -168,6 +174,10 @@ const OPTIONS = {
   cluster: { type: "boolean", default: false },
   prefix: { type: "boolean", default: false },
   operation: { type: "string" },
+  "tls-ca": { type: "string" },
+  "tls-cert": { type: "string" },
+  "tls-key": { type: "string" },
+  "tls-server-name": { type: "string" },
   help: { type: "boolean", short: "h", default: false },
   version: { type: "boolean", default: false },
 } as const;
@@ -187,6 +197,38 @@ interface Ctx {
   json: boolean;
   /** The SCRAM user and password to connect as, or null. */
   login: { username: string; password: string } | null;
+  /** TLS towards the brokers, from --tls-* or GREGOR_TLS_*; null: plaintext. */
+  tls: ClientTls | null;
+}
+
+/** The TLS settings from --tls-* flags or GREGOR_TLS_* variables, with the PEM files read. */
+async function readTls(values: Values): Promise<ClientTls | null> {
+  const ca = values["tls-ca"] ?? Deno.env.get("GREGOR_TLS_CA");
+  const cert = values["tls-cert"] ?? Deno.env.get("GREGOR_TLS_CERT");
+  const key = values["tls-key"] ?? Deno.env.get("GREGOR_TLS_KEY");
+  const serverName = values["tls-server-name"] ?? Deno.env.get("GREGOR_TLS_SERVER_NAME");
+  if (ca === undefined) {
+    if (cert !== undefined || key !== undefined || serverName !== undefined) {
+      throw new UsageError("--tls-cert, --tls-key and --tls-server-name need --tls-ca");
+    }
+    return null;
+  }
+  if ((cert === undefined) !== (key === undefined)) {
+    throw new UsageError("--tls-cert and --tls-key go together");
+  }
+  const read = async (flag: string, path: string): Promise<string> => {
+    try {
+      return await Deno.readTextFile(path);
+    } catch (err) {
+      throw new UsageError(`cannot read --${flag} ${path}: ${(err as Error).message}`);
+    }
+  };
+  return {
+    ca: await read("tls-ca", ca),
+    ...(cert === undefined ? {} : { cert: await read("tls-cert", cert) }),
+    ...(key === undefined ? {} : { key: await read("tls-key", key) }),
+    ...(serverName === undefined ? {} : { serverName }),
+  };
 }
 
 function whole(name: string, value: string | undefined, min: number): number | undefined {
@@ -305,8 +347,12 @@ async function withClient<T>(ctx: Ctx, fn: (client: Client) => Promise<T>): Prom
       ...(ctx.login ?? {}),
       connectTimeoutMs: ctx.timeoutMs,
       requestTimeoutMs: ctx.timeoutMs,
+      ...(ctx.tls === null ? {} : { tls: ctx.tls }),
     });
   } catch (err) {
+    if (err instanceof TlsHandshakeFailed) {
+      throw new UnreachableError(`error: TLS ${err.reason}: ${err.message}`);
+    }
     if (err instanceof ConnectionError) {
       throw new UnreachableError(
         `cannot reach a broker at ${ctx.servers.join(" or ")} — ${err.message}`,
@@ -1294,6 +1340,7 @@ async function run(argv: string[]): Promise<number> {
     timeoutMs: whole("timeout", values.timeout, 1) ?? TIMEOUT_MS_DEFAULT,
     json: values.json,
     login: null,
+    tls: await readTls(values),
   };
   const user = values.user ?? Deno.env.get("GREGOR_USER");
   if (user !== undefined && values["data-dir"] === undefined) {

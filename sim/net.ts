@@ -3,7 +3,16 @@
 // that hold traffic until they heal. Nothing is known at a distance: a peer learns of a close, a
 // crash or a reset only from a segment (FIN or RST) that crossed the network to it.
 
-import type { Addr, Conn, ConnectOptions, Listener, Network } from "../src/io/types.ts";
+import type {
+  Addr,
+  Conn,
+  ConnectOptions,
+  Listener,
+  ListenOptions,
+  Network,
+  TlsFailure,
+  TlsServerOptions,
+} from "../src/io/types.ts";
 import {
   AddressInUse,
   BrokenPipe,
@@ -11,10 +20,13 @@ import {
   ConnectionRefused,
   ConnectionReset,
   TimedOut,
+  TlsConfigError,
+  TlsHandshakeFailed,
 } from "../src/io/errors.ts";
 import type { SeededRandom } from "../src/io/prng.ts";
 import type { World } from "./world.ts";
 import { never, type SimNode } from "./node.ts";
+import { checkServerTls, simHandshake, TLS_ALERT_BYTES } from "./tls.ts";
 
 /** Network fault knobs; mutable so the runner can calm the network for the liveness phase. */
 export interface NetFaults {
@@ -165,7 +177,7 @@ export class SimNetwork {
   /** The Network one incarnation of a node sees; it goes silent when that incarnation ends. */
   viewFor(node: SimNode, incarnation: number): Network {
     return {
-      listen: (addr) => this.#listen(node, incarnation, addr),
+      listen: (addr, opts) => this.#listen(node, incarnation, addr, opts),
       connect: (addr, opts) => this.#connect(node, incarnation, addr, opts),
       resolve: (name) => node.isCurrent(incarnation) ? Promise.resolve([name]) : never(),
     };
@@ -258,8 +270,15 @@ export class SimNetwork {
     return p;
   }
 
-  #listen(node: SimNode, incarnation: number, addr: Addr): Promise<Listener> {
+  #listen(node: SimNode, incarnation: number, addr: Addr, opts?: ListenOptions): Promise<Listener> {
     if (!node.isCurrent(incarnation)) return never();
+    if (opts?.tls !== undefined) {
+      try {
+        checkServerTls(opts.tls, `Cannot listen on ${addr.host}:${addr.port} with TLS`);
+      } catch (err) {
+        return Promise.reject(err);
+      }
+    }
     const loopbackOnly = addr.host === LOOPBACK || addr.host === "localhost";
     if (!loopbackOnly && addr.host !== "0.0.0.0" && addr.host !== node.host) {
       return Promise.reject(
@@ -278,6 +297,7 @@ export class SimNetwork {
     const l = new SimListener(this, node, incarnation, bound, {
       loopbackOnly,
       onClose: () => this.#listeners.delete(key),
+      tls: opts?.tls,
     });
     this.#listeners.set(key, l);
     return Promise.resolve(l);
@@ -350,6 +370,11 @@ export class SimNetwork {
           }, { tag: TAG_SYN });
           return;
         }
+        const tls = simHandshake(l.tls, opts?.tls, { dialed: addr.host, nowMs: this.#world.now });
+        if (tls.kind === "clientFails") {
+          this.#tlsRefused(l, { node, incarnation }, tls, (err) => settle(() => reject(err)), addr);
+          return;
+        }
         const local = { host: loop ? LOOPBACK : node.host, port: this.#port(node.host) };
         const out = new Pipe();
         const back = new Pipe();
@@ -366,8 +391,23 @@ export class SimNetwork {
         theirs.peer = mine;
         // The connection waits in the backlog from now on, whether or not the listener runs.
         this.#conns.add(theirs);
-        l.backlog.push(theirs);
-        this.#runOn(theirs, () => l.handOver());
+        if (tls.kind === "ok") {
+          if (tls.subject !== undefined) theirs.tlsPeerSubject = tls.subject;
+          l.backlog.push(theirs);
+          this.#runOn(theirs, () => l.handOver());
+        } else {
+          // The server's TLS layer ends it without the listener ever seeing it.
+          const report = l.tls?.onHandshakeError;
+          this.#runOn(theirs, () => {
+            if (tls.kind === "plainToTls") theirs.write(TLS_ALERT_BYTES).catch(() => {});
+            theirs.close();
+            report?.(
+              tls.kind === "plainToTls"
+                ? { reason: "NOT_TLS", message: "TLS client refused: it does not speak TLS" }
+                : { reason: tls.reason, message: `TLS client refused: ${tls.message}` },
+            );
+          });
+        }
         this.#world.schedule(this.#delay(), () => {
           const established = node.isCurrent(incarnation) && !settled;
           if (!established) {
@@ -383,6 +423,37 @@ export class SimNetwork {
       };
       sendSyn(SYN_RTO_MS_FIRST, 0);
     });
+  }
+
+  /**
+   * A client that refused the server's certificate (or found no TLS there) learns it a round trip
+   * later; a TLS server hears that its certificate was refused.
+   */
+  #tlsRefused(
+    l: SimListener,
+    client: { node: SimNode; incarnation: number },
+    tls: { reason: TlsFailure; message: string },
+    fail: (err: Error) => void,
+    addr: Addr,
+  ): void {
+    const report = l.tls?.onHandshakeError;
+    if (report !== undefined) {
+      this.#runOn(l, () =>
+        report({
+          reason: tls.reason,
+          message: `TLS handshake with a client failed: the peer refused this end's ` +
+            `certificate: ${tls.message}`,
+        }));
+    }
+    this.#world.schedule(2 * this.#delay(), () => {
+      this.#runOn(client, () =>
+        fail(
+          new TlsHandshakeFailed(
+            tls.reason,
+            `Cannot connect to ${addr.host}:${addr.port} with TLS: ${tls.message}`,
+          ),
+        ));
+    }, { tag: TAG_SYN });
   }
 
   /** Queues a segment on `pipe`; a data write may be cut into several segments. */
@@ -660,6 +731,8 @@ export class SimConn implements Conn {
   closed = false;
   /** A RST arrived, or the end was aborted. */
   reset = false;
+  /** The verified client certificate's subject, on the server end of a mutual-TLS connection. */
+  tlsPeerSubject?: string;
   /** The power-loss count at which this end's kernel last sent a RST: one per boot is enough. */
   rstBoot = -1;
   readonly #net: SimNetwork;
@@ -720,6 +793,8 @@ export class SimListener implements Listener {
   /** Connections made but not yet accepted; at most ACCEPT_BACKLOG_MAX. */
   readonly backlog: SimConn[] = [];
   closed = false;
+  /** Its TLS certificate and policy; replaced by `reloadTls`. */
+  tls: TlsServerOptions | undefined;
   #waiter: ((c: Conn | null) => void) | null = null;
   readonly #net: SimNetwork;
   readonly #onClose: () => void;
@@ -729,8 +804,9 @@ export class SimListener implements Listener {
     node: SimNode,
     incarnation: number,
     addr: Addr,
-    opts: { loopbackOnly: boolean; onClose: () => void },
+    opts: { loopbackOnly: boolean; onClose: () => void; tls: TlsServerOptions | undefined },
   ) {
+    this.tls = opts.tls;
     this.#net = net;
     this.node = node;
     this.incarnation = incarnation;
@@ -765,6 +841,21 @@ export class SimListener implements Listener {
       return Promise.reject(new Error("Listener.accept called while another accept is pending"));
     }
     return new Promise((resolve) => (this.#waiter = resolve));
+  }
+
+  reloadTls(tls: TlsServerOptions): Promise<void> {
+    if (this.tls === undefined) {
+      return Promise.reject(
+        new TlsConfigError(`Cannot reload TLS on ${this.addr.host}: plaintext`),
+      );
+    }
+    try {
+      checkServerTls(tls, `Cannot reload the TLS certificate of ${this.addr.host}`);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    this.tls = tls;
+    return Promise.resolve();
   }
 
   close(): void {

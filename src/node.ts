@@ -1,7 +1,8 @@
 // The composition root: builds a broker node from an Env (real or simulated) and its settings, and
 // starts serving. cli/broker.ts calls it with the real Env; simulated scenarios with theirs.
 
-import type { Addr, Env } from "./io/types.ts";
+import type { Addr, Env, Listener, TlsServerOptions } from "./io/types.ts";
+import { TlsNetwork, type TlsNetworkOptions } from "./io/tls_network.ts";
 import { Broker, type BrokerHooks } from "./broker/broker.ts";
 // The cluster modules are loaded only by a node that joins a cluster (start-up time).
 import type { Gossip } from "./cluster/gossip/mod.ts";
@@ -25,6 +26,8 @@ export interface NodeConfig {
   host?: string;
   /** Client port; 0 picks a free one. Default 7070. */
   port?: number;
+  /** Serve the client port over TLS; omitted: plaintext. */
+  tls?: TlsServerOptions;
   /** Broker tunables; defaults in DEFAULT_BROKER_OPTIONS. */
   broker?: Partial<BrokerOptions>;
   /** What to do on a fatal storage error and with loud reports (default: nothing). */
@@ -41,6 +44,8 @@ export interface MetricsConfig {
   host?: string;
   /** Metrics port (DEFAULT_METRICS_PORT, 7071, by convention); 0 picks a free one. */
   port: number;
+  /** Serve HTTPS; omitted: plain HTTP. */
+  tls?: TlsServerOptions;
 }
 
 /** How a node takes part in a cluster. */
@@ -53,6 +58,11 @@ export interface ClusterConfig {
   seeds: string[];
   /** Gossip round period, ms. Default 200. */
   intervalMs?: number;
+  /**
+   * TLS on the cluster port, both ways: `server` for the port, `client` for dialing other nodes.
+   * Omitted: plaintext.
+   */
+  tls?: TlsNetworkOptions;
   /** Replicate topics with Raft (metadata and one group per partition). Default false for now. */
   replicate?: boolean;
   /**
@@ -102,6 +112,18 @@ export interface RunningNode {
   readonly done: Promise<void>;
   /** Stops listening and closes every connection. */
   close(): Promise<void>;
+  /**
+   * Uses new certificates for connections made from now on, on each port given that already
+   * serves TLS. Rejects if a certificate is unusable; that port keeps its old one.
+   */
+  reloadTls(tls: TlsReload): Promise<void>;
+}
+
+/** New certificates for `RunningNode.reloadTls`; a port left out keeps its own. */
+export interface TlsReload {
+  client?: TlsServerOptions;
+  cluster?: TlsNetworkOptions;
+  metrics?: TlsServerOptions;
 }
 
 /** The settings that choose a port a node listens on. */
@@ -143,6 +165,9 @@ export async function startNode(env: Env, config: NodeConfig = {}): Promise<Runn
     config.broker?.dataDir ?? DEFAULT_BROKER_OPTIONS.dataDir,
   );
   let http: HttpServer | null = null;
+  const metricsNet = config.metrics?.tls === undefined
+    ? null
+    : new TlsNetwork(env.net, { server: config.metrics.tls });
   try {
     // The metrics port opens first, so /healthz answers (and /readyz says 503) during recovery.
     let ready: () => boolean | string = () => false;
@@ -154,8 +179,9 @@ export async function startNode(env: Env, config: NodeConfig = {}): Promise<Runn
     http = metricsAt === null
       ? null
       : await listenOn("metrics.port", metricsAt, () =>
-        HttpServer.start(env, metricsAt, {
-          ready: () => ready(),
+        HttpServer.start(metricsNet === null ? env : { ...env, net: metricsNet }, metricsAt, {
+          ready: () =>
+            ready(),
           metrics: async () => ({
             status: 200,
             contentType: metrics.contentType,
@@ -168,6 +194,10 @@ export async function startNode(env: Env, config: NodeConfig = {}): Promise<Runn
       async close() {
         await node.close();
         lock.release();
+      },
+      async reloadTls(tls) {
+        await node.reloadTls(tls);
+        if (tls.metrics !== undefined) await metricsNet?.reload({ server: tls.metrics });
       },
     };
   } catch (err) {
@@ -194,7 +224,16 @@ async function startServing(
   }, config.hooks);
   metrics.attach(broker);
   const clientAt = { host: config.host ?? "127.0.0.1", port: config.port ?? DEFAULT_CLIENT_PORT };
-  const listener = await listenOn("port", clientAt, () => env.net.listen(clientAt));
+  const listener: Listener = await listenOn(
+    "port",
+    clientAt,
+    () => env.net.listen(clientAt, config.tls === undefined ? {} : { tls: config.tls }),
+  );
+  // The cluster's parts listen and dial through this, so they speak TLS without knowing it.
+  const clusterNet = config.cluster?.tls === undefined
+    ? null
+    : new TlsNetwork(env.net, config.cluster.tls);
+  const clusterEnv = clusterNet === null ? env : { ...env, net: clusterNet };
   let gossip: Gossip | null = null;
   if (config.cluster !== undefined) {
     const { Gossip, nextIncarnation } = (await loadClusterModules()).gossip;
@@ -204,7 +243,7 @@ async function startServing(
     const incarnation = await nextIncarnation(env, broker.opts.dataDir);
     const clusterConfig = config.cluster;
     gossip = await listenOn("cluster.port", clusterAt, () =>
-      Gossip.start(env, {
+      Gossip.start(clusterEnv, {
         nodeId: broker.nodeId,
         incarnation,
         host: clusterConfig.advertiseHost ?? host,
@@ -220,7 +259,7 @@ async function startServing(
   let cluster: ClusterNode | null = null;
   let bridge: ClusterBridge | null = null;
   if (config.cluster?.replicate === true && gossip !== null) {
-    ({ cluster, bridge } = await startReplication(env, config, broker, gossip));
+    ({ cluster, bridge } = await startReplication(env, clusterEnv, config, broker, gossip));
     metrics.attachCluster(cluster);
   }
   const done = broker.serve(listener);
@@ -251,12 +290,19 @@ async function startServing(
       await done;
       await http?.close();
     },
+    async reloadTls(tls) {
+      if (tls.client !== undefined && config.tls !== undefined) {
+        await listener.reloadTls?.(tls.client);
+      }
+      if (tls.cluster !== undefined) await clusterNet?.reload(tls.cluster);
+    },
   };
 }
 
 /** Starts Raft replication on a gossiping node: transport, metadata group, partition groups. */
 async function startReplication(
   env: Env,
+  clusterEnv: Env,
   config: NodeConfig,
   broker: Broker,
   gossip: Gossip,
@@ -279,7 +325,7 @@ async function startReplication(
       retentionMs: Number.isSafeInteger(ms) ? ms : broker.opts.retentionMs,
     };
   };
-  const transport = new Transport(env, {
+  const transport = new Transport(clusterEnv, {
     nodeId: broker.nodeId,
     resolve: (id) => {
       const m = gossip.member(id);

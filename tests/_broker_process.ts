@@ -105,10 +105,9 @@ export async function startClusterNode(
     String(ports.cluster),
     "--cluster-replicate",
     "--no-metrics-enabled",
-    ...extra,
   ];
   if (seeds.length > 0) args.push("--seeds", seeds.join(","));
-  const { child, listen, lines } = await spawnBroker(args);
+  const { child, listen, lines } = await spawnBroker([...args, ...extra]);
   return {
     child,
     lines,

@@ -73,6 +73,7 @@ Deno.test("a connection to a leader's node that refuses fails at once when refus
     clientId: "refusal-test",
     credential: null,
     scram: null,
+    tls: null,
     requestTimeoutMs: 10_000,
     reconnectBackoffMsMin: 50,
     reconnectBackoffMsMax: 200,

@@ -7,7 +7,13 @@
 
 import assert from "node:assert/strict";
 import { parseAllDocuments } from "yaml";
-import { CONFIG_SCHEMA, envName, loadConfig, type NodeSettings } from "../src/config/mod.ts";
+import {
+  CONFIG_SCHEMA,
+  envName,
+  insecurePublicRefusal,
+  loadConfig,
+  type NodeSettings,
+} from "../src/config/mod.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const CHART = `${ROOT}deploy/helm/gregormq`;
@@ -134,6 +140,13 @@ Deno.test({
       "--set",
       "serviceMonitor.enabled=true,grafanaDashboard.enabled=true,cluster.replicate=false",
     ]);
+    await helm([
+      "lint",
+      "--strict",
+      CHART,
+      "--set",
+      "tls.client.enabled=true,tls.client.secretName=a,tls.cluster.enabled=true,tls.cluster.secretName=b",
+    ]);
   },
 });
 
@@ -149,6 +162,8 @@ Deno.test({
 
       // Every port the pod declares is one the broker listens on, and nothing else.
       assert.equal(settings.host, "0.0.0.0");
+      // On 0.0.0.0 without TLS the broker starts only because the chart allows it.
+      assert.equal(insecurePublicRefusal(settings), null);
       assert.equal(settings.metrics.enabled, true);
       assert.equal(settings.metrics.host, "0.0.0.0");
       const ports = {
@@ -205,6 +220,41 @@ Deno.test({
       assert.deepEqual(pdb.spec.selector.matchLabels, sts.spec.selector.matchLabels);
       assert.equal(sts.spec.template.spec.securityContext.runAsUser, 65532);
     }
+  },
+});
+
+Deno.test({
+  name: "helm chart: TLS from Secrets mounts each one where the GREGOR_*TLS* paths point",
+  ignore: HELM === null,
+  fn: async () => {
+    const docs = await render([
+      "tls.client.enabled=true,tls.client.secretName=broker-tls,tls.client.clientCertRequired=true",
+      "tls.cluster.enabled=true,tls.cluster.secretName=node-tls,allowInsecurePublic=false",
+    ]);
+    const { settings, container } = brokerSettings(docs);
+    assert.equal(insecurePublicRefusal(settings), null, "TLS on the client port lets it start");
+    assert.equal(settings.tls.allowInsecurePublic, false);
+    const volumes = only(docs, "StatefulSet").spec.template.spec.volumes;
+    /** The Secret mounted at the directory of `path`. */
+    const secretOf = (path: string): string => {
+      const dir = path.slice(0, path.lastIndexOf("/"));
+      const mount = container.volumeMounts.find((m: Doc) => m.mountPath === dir);
+      assert.ok(mount?.readOnly, `${path} is on a read-only mount`);
+      return volumes.find((v: Doc) => v.name === mount.name).secret.secretName;
+    };
+    const client = settings.tls.client!;
+    assert.equal(client.clientCertRequired, true);
+    for (const path of [client.cert, client.key, client.ca!]) {
+      assert.equal(secretOf(path), "broker-tls");
+    }
+    const cluster = settings.tls.cluster!;
+    for (const path of [cluster.cert, cluster.key, cluster.ca]) {
+      assert.equal(secretOf(path), "node-tls");
+    }
+    assert.equal(cluster.serverName, `${RELEASE}-gregormq-headless.${NAMESPACE}.svc.cluster.local`);
+    // Without TLS and without the allowance, the broker would refuse to start.
+    const refused = brokerSettings(await render(["allowInsecurePublic=false"])).settings;
+    assert.match(insecurePublicRefusal(refused) ?? "", /--allow-insecure-public/);
   },
 });
 

@@ -9,9 +9,20 @@ import {
   ConnectionRefused,
   Locked,
   NotFound,
+  TlsConfigError,
+  TlsHandshakeFailed,
 } from "../src/io/errors.ts";
 import { SeededRandom } from "../src/io/prng.ts";
-import type { Conn, Env, File, Listener, Network } from "../src/io/types.ts";
+import type {
+  Conn,
+  Env,
+  File,
+  Listener,
+  Network,
+  TlsFailure,
+  TlsHandshakeError,
+  TlsServerOptions,
+} from "../src/io/types.ts";
 import { joinPath, readExactly, readFile, writeAll, writeFileAtomic } from "../src/io/util.ts";
 
 /** What a contract test gets: an Env, a directory it may use freely, and the host to listen on. */
@@ -25,6 +36,30 @@ export interface ContractEnv {
 export interface ContractWorld {
   name: string;
   run(body: (t: ContractEnv) => Promise<void>): Promise<void>;
+  /** Certificates this world's Network accepts for its contract host; omitted: TLS tests skip. */
+  certs?: ContractCerts;
+}
+
+/** A PEM certificate and its key. */
+export interface CertPair {
+  cert: string;
+  key: string;
+}
+
+/** PEM texts for the TLS contract, all for the world's contract host unless said otherwise. */
+export interface ContractCerts {
+  /** The CA that signs `server`, `expired`, `wrongName` and `client`. */
+  ca: string;
+  /** A CA nothing here trusts, and a client certificate it signed. */
+  otherCa: string;
+  otherClient: CertPair;
+  server: CertPair;
+  /** Expired before the test began. */
+  expired: CertPair;
+  /** Valid, but for another name only. */
+  wrongName: CertPair;
+  /** A client certificate whose subject is "CN=alice". */
+  client: CertPair;
 }
 
 /** Bytes streamed one way in the ordering test. */
@@ -48,6 +83,230 @@ export function defineIoContractTests(world: ContractWorld): void {
   };
 
   // --- Network -------------------------------------------------------------------------------
+
+  const tlsTest = (
+    behaviour: string,
+    body: (t: ContractEnv, c: ContractCerts) => Promise<void>,
+  ) => {
+    Deno.test({
+      name: `${world.name}: ${behaviour}`,
+      ignore: world.certs === undefined,
+      fn: () => world.run(async (t) => await body(t, world.certs!)),
+    });
+  };
+
+  tlsTest(
+    "TLS: bytes flow both ways; mutual TLS gives the server the client's subject",
+    async (t, c) => {
+      for (const mutual of [false, true]) {
+        const listener = await t.env.net.listen({ host: t.host, port: 0 }, {
+          tls: { ...serverTls(c, c.server), requireClientCert: mutual },
+        });
+        try {
+          const [client, server] = await Promise.all([
+            t.env.net.connect(listener.addr, {
+              timeoutMs: 5000,
+              tls: {
+                caPem: c.ca,
+                ...(mutual ? { certPem: c.client.cert, keyPem: c.client.key } : {}),
+              },
+            }),
+            listener.accept(),
+          ]);
+          assert.ok(server);
+          await writeAll(client, new Uint8Array([1, 2, 3]));
+          const got = new Uint8Array(3);
+          await readExactly(server, got);
+          assert.deepEqual(got, new Uint8Array([1, 2, 3]));
+          await writeAll(server, new Uint8Array([4]));
+          const back = new Uint8Array(1);
+          await readExactly(client, back);
+          assert.deepEqual(back, new Uint8Array([4]));
+          assert.equal(server.tlsPeerSubject, mutual ? "CN=alice" : undefined);
+          client.close();
+          assert.equal(await server.read(new Uint8Array(1)), null);
+          server.close();
+        } finally {
+          listener.close();
+        }
+      }
+    },
+  );
+
+  tlsTest(
+    "TLS: a wrong CA, an expired or misnamed certificate fail connect with their reason; the listener serves on",
+    async (t, c) => {
+      const cases: [CertPair, string, TlsFailure][] = [
+        [c.server, c.otherCa, "UNKNOWN_CA"],
+        [c.expired, c.ca, "EXPIRED"],
+        [c.wrongName, c.ca, "HOSTNAME_MISMATCH"],
+      ];
+      for (const [pair, ca, reason] of cases) {
+        const reports: TlsHandshakeError[] = [];
+        const listener = await t.env.net.listen({ host: t.host, port: 0 }, {
+          tls: { ...serverTls(c, pair), onHandshakeError: (e) => reports.push(e) },
+        });
+        try {
+          const accepting = listener.accept();
+          await assert.rejects(
+            t.env.net.connect(listener.addr, { timeoutMs: 5000, tls: { caPem: ca } }),
+            (err) => err instanceof TlsHandshakeFailed && err.reason === reason,
+          );
+          // The listener serves the next client.
+          const ok = await t.env.net.connect(listener.addr, {
+            timeoutMs: 5000,
+            tls: { caPem: ca === c.otherCa ? c.ca : ca },
+          }).catch((err) => err);
+          if (reason === "UNKNOWN_CA") {
+            assert.ok(!(ok instanceof Error), `a good client connects after a refused one: ${ok}`);
+            const server = await accepting;
+            assert.ok(server);
+            server.close();
+            ok.close();
+          }
+          // The server hears of it on its own schedule (the alert crosses the wire). A client that
+          // refuses a name may do so after the handshake, which the server then saw succeed.
+          if (reason !== "HOSTNAME_MISMATCH") await waitFor(t, () => reports.length >= 1);
+        } finally {
+          listener.close();
+        }
+      }
+    },
+  );
+
+  tlsTest(
+    "TLS: under mutual TLS a client without an accepted certificate never reaches accept",
+    async (t, c) => {
+      const reports: TlsHandshakeError[] = [];
+      const listener = await t.env.net.listen({ host: t.host, port: 0 }, {
+        tls: {
+          ...serverTls(c, c.server),
+          requireClientCert: true,
+          onHandshakeError: (e) => reports.push(e),
+        },
+      });
+      try {
+        const accepting = listener.accept();
+        for (const pair of [undefined, c.otherClient]) {
+          // The client's own handshake may complete (TLS 1.3 checks its certificate last); the
+          // connection then ends before a byte, or fails with the server's alert.
+          const conn = await t.env.net.connect(listener.addr, {
+            timeoutMs: 5000,
+            tls: {
+              caPem: c.ca,
+              ...(pair === undefined ? {} : { certPem: pair.cert, keyPem: pair.key }),
+            },
+          }).catch((err) => err);
+          if (conn instanceof Error) {
+            assert.ok(conn instanceof TlsHandshakeFailed, String(conn));
+          } else {
+            const end = await conn.read(new Uint8Array(1)).catch((err: unknown) => err);
+            assert.ok(end === null || end instanceof TlsHandshakeFailed, `read gave ${end}`);
+            conn.close();
+          }
+        }
+        await waitFor(t, () => reports.length >= 2);
+        assert.equal(reports[0]!.reason, "CLIENT_CERT_REQUIRED");
+        assert.ok(
+          reports[1]!.reason === "UNKNOWN_CA" || reports[1]!.reason === "BAD_CERTIFICATE",
+          JSON.stringify(reports),
+        );
+        const good = await t.env.net.connect(listener.addr, {
+          timeoutMs: 5000,
+          tls: { caPem: c.ca, certPem: c.client.cert, keyPem: c.client.key },
+        });
+        const server = await accepting;
+        assert.equal(server?.tlsPeerSubject, "CN=alice");
+        server?.close();
+        good.close();
+      } finally {
+        listener.close();
+      }
+    },
+  );
+
+  tlsTest(
+    "TLS: TLS to a plaintext port fails with NOT_TLS; plaintext to a TLS port reads an alert",
+    async (t, c) => {
+      const plain = await t.env.net.listen({ host: t.host, port: 0 });
+      const serving = (async () => {
+        const conn = await plain.accept();
+        // A plaintext server drops what it cannot parse.
+        await conn?.read(new Uint8Array(64)).catch(() => null);
+        conn?.close();
+      })();
+      try {
+        await assert.rejects(
+          t.env.net.connect(plain.addr, { timeoutMs: 5000, tls: { caPem: c.ca } }),
+          (err) => err instanceof TlsHandshakeFailed && err.reason === "NOT_TLS",
+        );
+      } finally {
+        plain.close();
+        await serving;
+      }
+      const reports: TlsHandshakeError[] = [];
+      const secure = await t.env.net.listen({ host: t.host, port: 0 }, {
+        tls: { ...serverTls(c, c.server), onHandshakeError: (e) => reports.push(e) },
+      });
+      try {
+        const conn = await t.env.net.connect(secure.addr, { timeoutMs: 5000 });
+        await writeAll(conn, new TextEncoder().encode("GM plaintext hello, not TLS"));
+        const buf = new Uint8Array(16);
+        const n = await conn.read(buf);
+        assert.ok(
+          n !== null && buf[0] === 0x15 && buf[1] === 0x03,
+          "a TLS alert record comes back",
+        );
+        conn.close();
+        await waitFor(t, () => reports.length >= 1);
+        assert.equal(reports[0]!.reason, "NOT_TLS");
+      } finally {
+        secure.close();
+      }
+    },
+  );
+
+  tlsTest(
+    "TLS: reloadTls serves new connections with the new certificate; a bad one is refused",
+    async (t, c) => {
+      const listener = await t.env.net.listen({ host: t.host, port: 0 }, {
+        tls: serverTls(c, c.wrongName),
+      });
+      try {
+        await assert.rejects(
+          t.env.net.connect(listener.addr, { timeoutMs: 5000, tls: { caPem: c.ca } }),
+          (err) => err instanceof TlsHandshakeFailed && err.reason === "HOSTNAME_MISMATCH",
+        );
+        await assert.rejects(
+          listener.reloadTls!({ certPem: c.server.cert, keyPem: "not a key" }),
+          TlsConfigError,
+        );
+        await listener.reloadTls!(serverTls(c, c.server));
+        const [conn, server] = await Promise.all([
+          t.env.net.connect(listener.addr, { timeoutMs: 5000, tls: { caPem: c.ca } }),
+          listener.accept(),
+        ]);
+        conn.close();
+        server?.close();
+      } finally {
+        listener.close();
+      }
+    },
+  );
+
+  tlsTest(
+    "Network.listen with an unusable certificate or a key of another rejects with TlsConfigError",
+    async (t, c) => {
+      for (
+        const tls of [
+          { certPem: "nope", keyPem: "nope" },
+          { certPem: c.server.cert, keyPem: c.client.key },
+        ]
+      ) {
+        await assert.rejects(t.env.net.listen({ host: t.host, port: 0 }, { tls }), TlsConfigError);
+      }
+    },
+  );
 
   test("Listener.addr reports the bound port and each side sees the other's address", async (t) => {
     await withPair(t, ({ listener, client, server }) => {
@@ -489,6 +748,16 @@ async function withPair(
     server?.close();
     listener.close();
   }
+}
+
+function serverTls(c: ContractCerts, pair: CertPair): TlsServerOptions {
+  return { certPem: pair.cert, keyPem: pair.key, caPem: c.ca };
+}
+
+/** Polls `done` (for reports that come on the server's own schedule), failing after a while. */
+async function waitFor(t: ContractEnv, done: () => boolean): Promise<void> {
+  for (let i = 0; i < 200 && !done(); i++) await t.env.clock.sleep(10);
+  assert.ok(done(), "waited 2 s in vain");
 }
 
 function connect(net: Network, listener: Listener): Promise<Conn> {

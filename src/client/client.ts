@@ -76,6 +76,7 @@ export class Client {
       scram: opts.username === undefined
         ? null
         : { username: opts.username, password: opts.password ?? "" },
+      tls: opts.tls ?? null,
       requestTimeoutMs: opts.requestTimeoutMs ?? 30_000,
       reconnectBackoffMsMin: opts.reconnectBackoffMsMin ?? 50,
       reconnectBackoffMsMax: opts.reconnectBackoffMsMax ?? 5_000,

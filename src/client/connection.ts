@@ -4,8 +4,8 @@
 
 import { randomBytes } from "../auth/auth.ts";
 import { NONCE_BYTES, nonceFrom, SCRAM_SHA_256, ScramClient, ScramError } from "../auth/scram.ts";
-import { ConnectionRefused } from "../io/errors.ts";
-import type { Conn, Env } from "../io/types.ts";
+import { ConnectionRefused, TlsHandshakeFailed } from "../io/errors.ts";
+import type { Conn, Env, TlsClientOptions } from "../io/types.ts";
 import { writeAllOf } from "../io/util.ts";
 import { ErrorCode, GregorError } from "../protocol/errors.ts";
 import {
@@ -66,6 +66,12 @@ export interface ConnectOptions {
   username?: string;
   /** The password of `username`. */
   password?: string;
+  /**
+   * Speak TLS to a broker that serves it (`--tls-cert`). A handshake that fails (wrong CA, expired
+   * or misnamed certificate, a client certificate missing under mutual TLS, a plaintext port)
+   * rejects at once with a `TlsHandshakeFailed` whose `reason` says why; no retry fixes those.
+   */
+  tls?: ClientTls;
   /** A request without an answer this long fails with TIMEOUT. Default 30 000 ms. */
   requestTimeoutMs?: number;
   /** Wait between reconnection attempts: doubles from min to max, with jitter. */
@@ -88,15 +94,28 @@ export interface ConnectOptions {
 /** Where a client's connection stands. */
 export type ConnectionState = "connected" | "disconnected" | "reconnecting" | "closed";
 
+/** How a client verifies the broker's certificate and, for mutual TLS, proves who it is. */
+export interface ClientTls {
+  /** PEM certificates of the CAs that sign the broker's certificate. */
+  ca: string;
+  /** PEM client certificate, for a broker that requires one (mutual TLS). */
+  cert?: string;
+  /** PEM private key of `cert`. */
+  key?: string;
+  /** The name the broker's certificate must carry. Default: the host connected to. */
+  serverName?: string;
+}
+
 /** Resolved options. */
 export type ConnectionOptions =
   & Required<
-    Omit<ConnectOptions, "credential" | "username" | "password">
+    Omit<ConnectOptions, "credential" | "username" | "password" | "tls">
   >
   & {
     credential: string | null;
     /** SCRAM user and password, or null for none. */
     scram: { username: string; password: string } | null;
+    tls: ClientTls | null;
     env: Env;
     /**
      * A refused connect ends the attempt at once instead of being retried until connectTimeoutMs:
@@ -138,6 +157,20 @@ export interface PushListener {
 
 const READ_BYTES = 64 * 1024;
 const TIMEOUT_SWEEP_MS = 100;
+
+/** A TLS record header (alert or handshake, version 3.x), which no GregorMQ frame starts with. */
+function isTlsRecord(buf: Uint8Array, n: number): boolean {
+  return n >= 3 && (buf[0] === 0x15 || buf[0] === 0x16) && buf[1] === 0x03;
+}
+
+function seamTls(tls: ClientTls): TlsClientOptions {
+  return {
+    caPem: tls.ca,
+    ...(tls.cert === undefined ? {} : { certPem: tls.cert }),
+    ...(tls.key === undefined ? {} : { keyPem: tls.key }),
+    ...(tls.serverName === undefined ? {} : { serverName: tls.serverName }),
+  };
+}
 
 /** A self-healing connection to one broker. */
 export class ClientConnection {
@@ -201,6 +234,7 @@ export class ClientConnection {
       try {
         const conn = await this.#env.net.connect({ host, port }, {
           timeoutMs: Math.max(1, deadline - this.#env.clock.now()),
+          ...(this.opts.tls === null ? {} : { tls: seamTls(this.opts.tls) }),
         });
         this.#conn = conn;
         void this.#readLoop(conn);
@@ -221,6 +255,10 @@ export class ClientConnection {
           this.#pinging = false;
         } catch (err) {
           this.#lose(conn, err);
+          // Under TLS 1.3 a broker refuses a client certificate after the client's handshake.
+          const cause = (err as { cause?: unknown }).cause;
+          if (cause instanceof TlsHandshakeFailed) throw cause;
+          if (err instanceof TlsHandshakeFailed) throw err;
           // The broker's own answer (LIMIT_EXCEEDED at its connection cap, AUTHENTICATION_FAILED)
           // says more than "the handshake failed".
           if (err instanceof GregorError) throw err;
@@ -229,6 +267,7 @@ export class ClientConnection {
         return conn;
       } catch (err) {
         if (err instanceof GregorError && !err.retriable) throw err;
+        if (err instanceof TlsHandshakeFailed) throw err;
         if (err instanceof ConnectionRefused && this.opts.refusalEndsDial === true) {
           throw new ConnectionError(
             `Cannot connect to ${host}:${port}: connection refused (the node is down)`,
@@ -403,12 +442,21 @@ export class ClientConnection {
   async #readLoop(conn: Conn): Promise<void> {
     const parser = new FrameParser({ payloadBytesMax: FRAME_PAYLOAD_BYTES_MAX_DEFAULT * 2 });
     const buf = new Uint8Array(READ_BYTES);
+    let first = true;
     try {
       for (;;) {
         // A big payload (a delivery) is read straight into its own buffer.
         const target = parser.readTarget();
         const n = await conn.read(target ?? buf);
         if (n === null) break;
+        if (first && target === null && this.opts.tls === null && isTlsRecord(buf, n)) {
+          throw new TlsHandshakeFailed(
+            "NOT_TLS",
+            `The broker at ${conn.remote.host}:${conn.remote.port} speaks TLS on this port and ` +
+              "this client does not; connect with the tls option (gregorctl: --tls-ca)",
+          );
+        }
+        first = false;
         // The parser keeps views into what it is given: hand it a copy of the bytes read.
         if (target !== null) parser.filled(n);
         else parser.push(buf.slice(0, n));
@@ -418,6 +466,23 @@ export class ClientConnection {
           }
           this.#onFrame(r.frame.opcode, r.frame.flags, r.frame.correlationId, r.frame.payload);
         }
+      }
+      if (first && this.opts.tls !== null && !this.#handshaken) {
+        // A mutual-TLS broker drops a client whose certificate it refuses once the TLS handshake
+        // is over (TLS 1.3 checks it last), before a byte of GregorMQ: no retry will change that.
+        throw this.opts.tls.cert === undefined
+          ? new TlsHandshakeFailed(
+            "CLIENT_CERT_REQUIRED",
+            `The broker at ${conn.remote.host}:${conn.remote.port} closed the connection right ` +
+              "after the TLS handshake: it requires a client certificate (mutual TLS); give " +
+              "tls.cert and tls.key (gregorctl: --tls-cert, --tls-key)",
+          )
+          : new TlsHandshakeFailed(
+            "BAD_CERTIFICATE",
+            `The broker at ${conn.remote.host}:${conn.remote.port} closed the connection right ` +
+              "after the TLS handshake: it refused this client's certificate (not signed by a " +
+              "CA it trusts, or expired); its log says which",
+          );
       }
       this.#lose(conn, new ConnectionError("The broker closed the connection"));
     } catch (err) {

@@ -3,7 +3,14 @@
 export { Client, connectWith, type ReadPartitionOptions } from "./client.ts";
 export { connect } from "./connect.ts";
 export { Admin, type CreateTopicOptions, type TopicDescription } from "./admin.ts";
-export { ConnectionError, type ConnectOptions, DEFAULT_PORT } from "./connection.ts";
+export {
+  type ClientTls,
+  ConnectionError,
+  type ConnectOptions,
+  DEFAULT_PORT,
+} from "./connection.ts";
+export { TlsHandshakeFailed } from "../io/errors.ts";
+export type { TlsFailure } from "../io/types.ts";
 export {
   Consumer,
   type From,

@@ -279,6 +279,13 @@ Deno.test("configFileArg() finds --config in either form", () => {
   assert.equal(load({ args: ["--config", "a.yaml", "--port", "1"] }).config.port, 1);
 });
 
+/** TLS keys (by prefix) and the files they need beside them. */
+const TLS_COMPANIONS: [string, string[]][] = [
+  ["tls.", ["tls.cert", "tls.key", "tls.ca"]],
+  ["cluster.tls", ["cluster.tlsCert", "cluster.tlsKey", "cluster.tlsCa"]],
+  ["metrics.tls", ["metrics.tlsCert", "metrics.tlsKey"]],
+];
+
 Deno.test("every schema key can be set from a file, a variable and a flag", () => {
   for (const spec of CONFIG_SCHEMA) {
     const raw = spec.kind === "int"
@@ -294,10 +301,13 @@ Deno.test("every schema key can be set from a file, a variable and a flag", () =
       : "x";
     const typed = spec.kind === "int" ? Number(raw) : spec.kind === "bool" ? raw === "true" : raw;
     // The cluster's settings (other than how to join one) only matter in a cluster.
-    const base = spec.key.startsWith("cluster.") && spec.key !== "cluster.port" &&
-        spec.key !== "cluster.seeds"
+    const base: Record<string, unknown> = spec.key.startsWith("cluster.") &&
+        spec.key !== "cluster.port" && spec.key !== "cluster.seeds"
       ? { "cluster.port": 5 }
       : {};
+    // A TLS key takes effect only beside its companions (a certificate needs its key).
+    const companions = TLS_COMPANIONS.find(([prefix]) => spec.key.startsWith(prefix))?.[1];
+    for (const k of companions ?? []) base[k] ??= "companion.pem";
     const baseFile = { name: "base.json", text: JSON.stringify(base) };
     const file = load({
       file: { name: "g.json", text: JSON.stringify({ ...base, [spec.key]: typed }) },

@@ -66,8 +66,20 @@ export interface NodeSettings {
     replicationFactor: number;
   } | null;
   log: { format: "json" | "text" };
+  /** Certificate files (paths, read by the caller) and the insecure-public override. */
+  tls: TlsSettings;
   /** The broker tunables other than dataDir and brokerId (credentials are not configured here). */
   broker: Omit<BrokerOptions, "credentials" | "dataDir" | "brokerId">;
+}
+
+/** Paths of the PEM files for each port's TLS; `null` where that port is plaintext. */
+export interface TlsSettings {
+  client: { cert: string; key: string; ca: string | null; clientCertRequired: boolean } | null;
+  /** The cluster port is mutual: `ca` checks the other nodes, as servers and as clients. */
+  cluster: { cert: string; key: string; ca: string; serverName: string | null } | null;
+  metrics: { cert: string; key: string } | null;
+  /** Start on a non-loopback host without TLS on the client port. */
+  allowInsecurePublic: boolean;
 }
 
 /** What `loadConfig` reads; the caller has read the file and the environment. */
@@ -300,6 +312,7 @@ function assemble(v: ReadonlyMap<string, Value>): NodeSettings {
       }
       : null,
     log: { format: str("log.format") as "json" | "text" },
+    tls: tlsSettings(v),
     broker: {
       autoCreateTopics: v.get("autoCreateTopics") as boolean,
       defaultPartitions: num("defaultPartitions"),
@@ -337,6 +350,63 @@ function assemble(v: ReadonlyMap<string, Value>): NodeSettings {
       ackTimeoutMsMax: num("ackTimeoutMsMax"),
       redeliveryTickMs: num("redeliveryTickMs"),
     },
+  };
+}
+
+function tlsSettings(v: ReadonlyMap<string, Value>): TlsSettings {
+  const path = (k: string): string | null => v.get(k) as string | null;
+  const pair = (certKey: string, keyKey: string): { cert: string; key: string } | null => {
+    const cert = path(certKey);
+    const key = path(keyKey);
+    if (cert === null && key === null) return null;
+    if (cert === null || key === null) {
+      const missing = cert === null ? certKey : keyKey;
+      throw new ConfigError({
+        key: missing,
+        value: "(unset)",
+        allowed: `a PEM file, since ${cert === null ? keyKey : certKey} is set`,
+        source: "flag",
+        origin: "the TLS settings",
+        message: `Invalid config: ${certKey} and ${keyKey} go together; ${missing} is unset`,
+      });
+    }
+    return { cert, key };
+  };
+  const client = pair("tls.cert", "tls.key");
+  const required = v.get("tls.clientCertRequired") as boolean;
+  if (required && (client === null || path("tls.ca") === null)) {
+    throw new ConfigError({
+      key: "tls.clientCertRequired",
+      value: "true",
+      allowed: "tls.cert, tls.key and tls.ca set",
+      source: "flag",
+      origin: "the TLS settings",
+      message:
+        "Invalid config: tls.clientCertRequired needs tls.cert, tls.key and tls.ca (the CA that signs client certificates)",
+    });
+  }
+  const cluster = pair("cluster.tlsCert", "cluster.tlsKey");
+  const clusterCa = path("cluster.tlsCa");
+  if ((cluster === null) !== (clusterCa === null)) {
+    throw new ConfigError({
+      key: "cluster.tlsCa",
+      value: clusterCa ?? "(unset)",
+      allowed: "set together with cluster.tlsCert and cluster.tlsKey",
+      source: "flag",
+      origin: "the TLS settings",
+      message:
+        "Invalid config: cluster TLS needs cluster.tlsCert, cluster.tlsKey and cluster.tlsCa together (nodes check each other both ways)",
+    });
+  }
+  return {
+    client: client === null
+      ? null
+      : { ...client, ca: path("tls.ca"), clientCertRequired: required },
+    cluster: cluster === null
+      ? null
+      : { ...cluster, ca: clusterCa as string, serverName: path("cluster.tlsServerName") },
+    metrics: pair("metrics.tlsCert", "metrics.tlsKey"),
+    allowInsecurePublic: v.get("allowInsecurePublic") as boolean,
   };
 }
 
@@ -615,4 +685,24 @@ function editDistance(a: string, b: string): number {
     row = next;
   }
   return row[b.length]!;
+}
+
+/** Whether `host` reaches only this machine. */
+export function isLoopbackHost(host: string): boolean {
+  return host === "localhost" || host === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+}
+
+/**
+ * The one line a node prints (and exits 2 on) when it would serve other machines in plaintext
+ * with nothing to stop a stranger, the way Redis's protected mode refuses; `null` when it may start.
+ */
+export function insecurePublicRefusal(settings: NodeSettings): string | null {
+  if (isLoopbackHost(settings.host) || settings.tls.allowInsecurePublic) return null;
+  // Clients must prove who they are: SCRAM, or a client certificate under mutual TLS.
+  if (settings.broker.auth !== undefined && settings.broker.auth !== "none") return null;
+  if (settings.tls.client?.clientCertRequired === true) return null;
+  return `Refusing to start: host ${settings.host} is reachable from other machines and ` +
+    `clients are not authenticated; set --auth scram (GREGOR_AUTH=scram), or mutual TLS with ` +
+    `--tls-cert, --tls-key, --tls-ca and --tls-client-cert-required, or pass ` +
+    `--allow-insecure-public (GREGOR_ALLOW_INSECURE_PUBLIC=true) to let anyone in`;
 }

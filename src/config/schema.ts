@@ -31,7 +31,7 @@ export interface KeySpec {
 }
 
 /** The groups whose keys nest in a file (`cluster: { port: 7072 }`). */
-export const KEY_GROUPS: readonly string[] = ["metrics", "cluster", "log"];
+export const KEY_GROUPS: readonly string[] = ["metrics", "cluster", "log", "tls"];
 
 const PORT = { kind: "int", min: 0, max: 65535 } as const;
 const D = DEFAULT_BROKER_OPTIONS;
@@ -126,6 +126,84 @@ export const CONFIG_SCHEMA: readonly KeySpec[] = [
     max: 7,
     default: 3,
     description: "replicas per partition (capped at the live nodes)",
+  },
+  {
+    key: "tls.cert",
+    kind: "string",
+    default: null,
+    defaultText: "off: plaintext",
+    description: "PEM certificate chain file; with tls.key, the client port speaks TLS only",
+  },
+  {
+    key: "tls.key",
+    kind: "string",
+    default: null,
+    defaultText: "none",
+    description: "PEM private key file of tls.cert",
+  },
+  {
+    key: "tls.ca",
+    kind: "string",
+    default: null,
+    defaultText: "none",
+    description: "PEM file of the CAs that sign client certificates (mutual TLS)",
+  },
+  {
+    key: "tls.clientCertRequired",
+    kind: "bool",
+    default: false,
+    description: "refuse clients without a certificate signed by tls.ca (mutual TLS)",
+  },
+  {
+    key: "cluster.tlsCert",
+    kind: "string",
+    default: null,
+    defaultText: "off: plaintext",
+    description:
+      "PEM certificate file this node presents on the cluster port, as server and client",
+  },
+  {
+    key: "cluster.tlsKey",
+    kind: "string",
+    default: null,
+    defaultText: "none",
+    description: "PEM private key file of cluster.tlsCert",
+  },
+  {
+    key: "cluster.tlsCa",
+    kind: "string",
+    default: null,
+    defaultText: "none",
+    description:
+      "PEM file of the CAs that sign node certificates; nodes must present one (mutual TLS)",
+  },
+  {
+    key: "cluster.tlsServerName",
+    kind: "string",
+    default: null,
+    defaultText: "the address dialed",
+    description: "the name every node certificate carries, checked when dialing another node",
+  },
+  {
+    key: "metrics.tlsCert",
+    kind: "string",
+    default: null,
+    defaultText: "off: plain HTTP",
+    description: "PEM certificate file for the metrics and health endpoint (HTTPS)",
+  },
+  {
+    key: "metrics.tlsKey",
+    kind: "string",
+    default: null,
+    defaultText: "none",
+    description: "PEM private key file of metrics.tlsCert",
+  },
+  {
+    key: "allowInsecurePublic",
+    kind: "bool",
+    default: false,
+    description:
+      "start on a non-loopback host without client authentication (SCRAM or mutual TLS; refused otherwise)",
   },
   {
     key: "log.format",

@@ -1,6 +1,8 @@
 // Errors the I/O seam raises. Both the Deno and the simulated implementations map their failures
 // onto these classes, so code above the seam handles one set of errors whichever world it runs in.
 
+import type { TlsFailure } from "./types.ts";
+
 /** Stable codes for I/O failures, one per error class below. */
 export type IoErrorCode =
   | "NOT_FOUND"
@@ -14,7 +16,9 @@ export type IoErrorCode =
   | "TIMED_OUT"
   | "ADDRESS_IN_USE"
   | "CLOSED"
-  | "LOCKED";
+  | "LOCKED"
+  | "TLS_HANDSHAKE_FAILED"
+  | "TLS_CONFIG";
 
 /** Base class of every error the I/O seam raises. */
 export class IoError extends Error {
@@ -126,6 +130,25 @@ export class Locked extends IoError {
     super("LOCKED", message, options);
     this.name = "Locked";
     this.holder = holder;
+  }
+}
+
+/** A TLS handshake failed; `reason` says why in a stable form (see `TlsFailure`). */
+export class TlsHandshakeFailed extends IoError {
+  /** Why, e.g. "UNKNOWN_CA" or "NOT_TLS". */
+  readonly reason: TlsFailure;
+  constructor(reason: TlsFailure, message: string, options?: ErrorOptions) {
+    super("TLS_HANDSHAKE_FAILED", message, options);
+    this.name = "TlsHandshakeFailed";
+    this.reason = reason;
+  }
+}
+
+/** A certificate, key or CA given for TLS cannot be used (not PEM, key does not match). */
+export class TlsConfigError extends IoError {
+  constructor(message: string, options?: ErrorOptions) {
+    super("TLS_CONFIG", message, options);
+    this.name = "TlsConfigError";
   }
 }
 

@@ -10,9 +10,14 @@ export type {
   Env,
   File,
   Listener,
+  ListenOptions,
   Network,
   OpenOptions,
   Random,
+  TlsClientOptions,
+  TlsFailure,
+  TlsHandshakeError,
+  TlsServerOptions,
 } from "./types.ts";
 export * from "./errors.ts";
 export * from "./util.ts";

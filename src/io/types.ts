@@ -39,8 +39,65 @@ export interface Random {
 
 /** Options for `Network.connect`. */
 export interface ConnectOptions {
-  /** Give up with a `TimedOut` error after this many milliseconds. Default 5000. */
+  /**
+   * Give up with a `TimedOut` error after this many milliseconds (the TLS handshake included).
+   * Default 5000.
+   */
   timeoutMs?: number;
+  /** Speak TLS, verifying the server's certificate; omitted: plain TCP. */
+  tls?: TlsClientOptions;
+}
+
+/** How a client end verifies a TLS server and, for mutual TLS, proves who it is. */
+export interface TlsClientOptions {
+  /** PEM certificates of the CAs trusted to sign the server's certificate. */
+  caPem: string;
+  /** PEM certificate chain presented to a server that asks for one (mutual TLS). */
+  certPem?: string;
+  /** PEM private key of `certPem`. */
+  keyPem?: string;
+  /** The name the server's certificate must carry. Default: the host connected to. */
+  serverName?: string;
+}
+
+/** The certificate a TLS server presents, and whom it lets in. */
+export interface TlsServerOptions {
+  /** PEM certificate chain, the server's own first. */
+  certPem: string;
+  /** PEM private key of `certPem`. */
+  keyPem: string;
+  /** PEM certificates of the CAs that sign client certificates; needed for `requireClientCert`. */
+  caPem?: string;
+  /** Refuse a client without a certificate signed by `caPem` (mutual TLS). Default false. */
+  requireClientCert?: boolean;
+  /** A client that has not finished its handshake in this long is dropped. Default 10 000 ms. */
+  handshakeTimeoutMs?: number;
+  /** Told of each failed handshake (the connection is already dropped), for logs and counters. */
+  onHandshakeError?: (err: TlsHandshakeError) => void;
+}
+
+/** Why a TLS handshake failed, as a stable value to log, count and test against. */
+export type TlsFailure =
+  | "UNKNOWN_CA"
+  | "EXPIRED"
+  | "HOSTNAME_MISMATCH"
+  | "BAD_CERTIFICATE"
+  | "CLIENT_CERT_REQUIRED"
+  | "NOT_TLS"
+  | "PROTOCOL";
+
+/** A TLS handshake failure: its reason and the message the TLS library gave. */
+export interface TlsHandshakeError {
+  reason: TlsFailure;
+  message: string;
+  /** The client's address, when the server side saw the failure. */
+  remote?: Addr;
+}
+
+/** Options for `Network.listen`. */
+export interface ListenOptions {
+  /** Serve TLS; omitted: plain TCP. */
+  tls?: TlsServerOptions;
 }
 
 /**
@@ -63,6 +120,11 @@ export interface Conn {
   close(): void;
   readonly local: Addr;
   readonly remote: Addr;
+  /**
+   * On the server end of a mutual-TLS connection, the subject of the client's verified
+   * certificate ("CN=alice,O=Shop"); absent otherwise.
+   */
+  readonly tlsPeerSubject?: string;
 }
 
 /** A bound server socket. */
@@ -73,15 +135,25 @@ export interface Listener {
   accept(): Promise<Conn | null>;
   /** Stops accepting; a pending `accept` resolves `null`. Idempotent. */
   close(): void;
+  /**
+   * Serves connections accepted from now on with new certificates; open connections keep theirs.
+   * Rejects (and keeps the old ones) if the new ones are unusable. Only for a TLS listener.
+   */
+  reloadTls?(tls: TlsServerOptions): Promise<void>;
 }
 
 /** Stream networking. */
 export interface Network {
-  /** Binds `addr` (port 0 picks a free port). Rejects with `AddressInUse` if taken. */
-  listen(addr: Addr): Promise<Listener>;
+  /**
+   * Binds `addr` (port 0 picks a free port). Rejects with `AddressInUse` if taken, `TlsConfigError`
+   * if `opts.tls` holds an unusable certificate or key. With `tls`, `accept` returns only
+   * connections whose handshake succeeded; the others go to `tls.onHandshakeError`.
+   */
+  listen(addr: Addr, opts?: ListenOptions): Promise<Listener>;
   /**
    * Opens a connection. Rejects with `ConnectionRefused` when nothing listens there, `TimedOut`
-   * when no answer comes within `timeoutMs`.
+   * when no answer comes within `timeoutMs`, and with `tls`, `TlsHandshakeFailed` when the
+   * handshake fails (its `reason` says why; `NOT_TLS` when the server does not speak TLS).
    */
   connect(addr: Addr, opts?: ConnectOptions): Promise<Conn>;
   /** Resolves a host name to addresses (e.g. a Kubernetes headless service). Optional. */

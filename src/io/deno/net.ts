@@ -2,7 +2,7 @@
 // into the seam's contract (a read or accept pending on close resolves null; typed errors).
 
 import { Closed, TimedOut } from "../errors.ts";
-import type { Addr, Conn, ConnectOptions, Listener, Network } from "../types.ts";
+import type { Addr, Conn, ConnectOptions, Listener, ListenOptions, Network } from "../types.ts";
 import { isClosedUnderneath, mapDenoError } from "./_errors.ts";
 
 /** How long `connect` waits for an answer when `timeoutMs` is not given. */
@@ -17,17 +17,23 @@ const ACCEPT_ABORTED_RETRIES_MAX = 64;
 
 /** A `Network` on the host's TCP stack. */
 export class DenoNetwork implements Network {
-  listen(addr: Addr): Promise<Listener> {
+  async listen(addr: Addr, opts: ListenOptions = {}): Promise<Listener> {
+    // node:tls is loaded only by a process that speaks TLS (start-up time and memory).
+    if (opts.tls !== undefined) return (await import("./tls.ts")).listenTls(addr, opts.tls);
     try {
-      const listener = Deno.listen({ hostname: addr.host, port: addr.port, transport: "tcp" });
-      return Promise.resolve(new DenoListener(listener));
+      return new DenoListener(
+        Deno.listen({ hostname: addr.host, port: addr.port, transport: "tcp" }),
+      );
     } catch (err) {
-      return Promise.reject(mapDenoError(err, `Cannot listen on ${formatAddr(addr)}`));
+      throw mapDenoError(err, `Cannot listen on ${formatAddr(addr)}`);
     }
   }
 
   async connect(addr: Addr, opts: ConnectOptions = {}): Promise<Conn> {
     const timeoutMs = opts.timeoutMs ?? CONNECT_TIMEOUT_MS_DEFAULT;
+    if (opts.tls !== undefined) {
+      return await (await import("./tls.ts")).connectTls(addr, opts.tls, timeoutMs);
+    }
     const what = `Cannot connect to ${formatAddr(addr)}`;
     // Deno.connect aborts a pending connect on its signal and leaves an established connection
     // alone, so a late timer cannot cut a connection we already returned.
