@@ -3,11 +3,13 @@
 // test process talks from), a private /24 made for the run, dnsmasq in a namespace of its own
 // serving one name with an A record per node, and iptables rules inside the node namespaces to cut
 // links (both ways or one way). Needs root, `ip`, `iptables` and `dnsmasq`; everything it makes is
-// named `gmq<id>-…` after the creating process and removed by `destroy()`, and `cleanLeftovers()`
+// named `gmq<pid>_<n>-…` after the creating process and removed by `destroy()`, and `cleanLeftovers()`
 // removes what a crashed run of a process that no longer exists left behind.
 
 /** Every namespace, link and /etc/netns entry of these labs starts with this. */
 const PREFIX = "gmq";
+/** Labs this process made so far: a lab's names never repeat an earlier one's still going away. */
+let labsMade = 0;
 /** The subnets tried are 10.213.X.0/24; X is picked so no address of this machine is in it. */
 const SUBNET_BASE = "10.213";
 /** Host part of node i's first address; a moved node takes the next free one from MOVED_HOST. */
@@ -30,7 +32,7 @@ export async function netnsSkipReason(): Promise<string | null> {
       return `${tool} is not installed (Debian: iproute2, iptables, dnsmasq-base)`;
     }
   }
-  const probe = `${PREFIX}${Deno.pid.toString(36)}-probe`;
+  const probe = `${PREFIX}${Deno.pid.toString(36)}_0-probe`;
   try {
     await output(["ip", "netns", "add", probe]);
     await output(["ip", "netns", "del", probe]);
@@ -56,9 +58,9 @@ async function alive(pid: number): Promise<boolean> {
   return await Deno.stat(`/proc/${pid}`).then(() => true, () => false);
 }
 
-/** The creating process of a lab, from a name `gmq<pid base 36>-…`; NaN if none. */
+/** The creating process of a lab, from a name `gmq<pid base 36>_<lab>-…`; NaN if none. */
 function ownerOf(name: string): number {
-  const m = /^gmq([0-9a-z]+)-/.exec(name);
+  const m = /^gmq([0-9a-z]+)_\d+-/.exec(name);
   return m === null ? NaN : parseInt(m[1]!, 36);
 }
 
@@ -151,7 +153,7 @@ export class NetLab {
     while (used.has(`${SUBNET_BASE}.${third}`)) third = (third + 1) % 250;
     const dir = await Deno.makeTempDir({ prefix: "gregormq-netns-" });
     const lab = new NetLab(
-      `${PREFIX}${Deno.pid.toString(36)}`,
+      `${PREFIX}${Deno.pid.toString(36)}_${++labsMade}`,
       `${SUBNET_BASE}.${third}`,
       opts.nodes,
       opts.dnsName,
@@ -350,6 +352,11 @@ export class NetLab {
       this.#dns = null;
     }
     const spaces = [...this.#ips.map((_, i) => this.namespace(i)), this.#dnsNs];
+    // Deleting a veth's end removes the pair at once; a namespace's own links go when it does,
+    // which may be after `ip netns del` returns.
+    for (let n = 0; n < spaces.length; n++) {
+      await output(["ip", "link", "del", `${this.#id}-h${n}`]).catch(() => {});
+    }
     for (const ns of spaces) {
       const pids = (await output(["ip", "netns", "pids", ns]).catch(() => "")).split(/\s+/)
         .filter((p) => p !== "").map(Number);
