@@ -48,7 +48,7 @@ const DELIVERY_TIMEOUT_MS = 40_000;
 const FAILOVER_MS_MAX = 25_000;
 /** How long a cut is held once every partition is producing again, ms. */
 const CUT_HELD_MS = 3_000;
-/** A read-back waits this long for its next message at most, ms. */
+/** Reading one partition back takes this long at most, ms. */
 const READ_STALL_MS_MAX = 15_000;
 /** Time a node gets to rejoin: to be in sync on every partition again, ms. */
 const REJOIN_MS_MAX = 30_000;
