@@ -20,6 +20,8 @@ export interface BrokerProcess {
 export interface SpawnOptions {
   /** Its open-file limit (`ulimit -n`, soft and hard), set by a shell that then execs it. */
   openFilesMax?: number;
+  /** A command the broker runs under, e.g. `ip netns exec NS` (it must exec the broker). */
+  prefix?: string[];
 }
 
 /** Starts a broker with `args` (after `cli/broker.ts`); resolves once it listens. */
@@ -27,7 +29,7 @@ export async function spawnBroker(
   args: string[],
   opts: SpawnOptions = {},
 ): Promise<BrokerProcess> {
-  const deno = [Deno.execPath(), "run", "-A", BROKER, ...args];
+  const deno = [...(opts.prefix ?? []), Deno.execPath(), "run", "-A", BROKER, ...args];
   const [command, ...rest] = opts.openFilesMax === undefined
     ? deno
     : ["bash", "-c", `ulimit -n ${opts.openFilesMax} && exec "$@"`, "bash", ...deno];

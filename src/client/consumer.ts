@@ -213,7 +213,11 @@ export class Consumer implements AsyncIterable<ReceivedMessage>, PushListener {
       const r = await this.#subscribe(this.#opts.from);
       this.#startOffset = r.startOffset;
       // Only the first response sets the end: a resubscription after a reconnect keeps it.
-      if (this.#bounded) this.#end = r.highWatermark;
+      if (this.#bounded) {
+        this.#end = r.highWatermark;
+        // Deliveries that came in the response's read were taken before the end was known.
+        this.#dropQueuedFrom(this.#end);
+      }
       return this.#startOffset;
     } catch (err) {
       this.#conn.unlisten(this.#id);
@@ -238,7 +242,9 @@ export class Consumer implements AsyncIterable<ReceivedMessage>, PushListener {
       creditMessages: this.#opts.windowMessages,
       creditBytes: this.#opts.windowBytes,
     });
-    this.#nextOffset = r.startOffset;
+    // Deliveries that arrived in the same read as this response were taken before this runs:
+    // they moved nextOffset past the start already, and must not be expected again.
+    this.#nextOffset = Math.max(this.#nextOffset, r.startOffset);
     this.#acked = Math.max(this.#acked, r.startOffset - 1);
     return r;
   }
