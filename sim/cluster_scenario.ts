@@ -24,6 +24,7 @@ import type { RaftGroup } from "../src/cluster/raft/shell.ts";
 import { brokerHooks, brokerSimulation, calm, firstLine, Nemesis } from "./faults.ts";
 import type { SimNode } from "./node.ts";
 import { RaftChecker } from "./raft_checker.ts";
+import { Buggify } from "./buggify.ts";
 import { type RunResult, runResult } from "./result.ts";
 
 /** Everything that decides a cluster run. */
@@ -154,6 +155,7 @@ export async function runCluster(opts: ClusterOptions): Promise<RunResult> {
     followerCatchUps: 0,
   };
   const raft = new RaftChecker(partitionEntrySkip);
+  const buggify = new Buggify(new SeededRandom(opts.seed, "buggify"));
   raft.watchLeases({
     nowMs: () => sim.world.now,
     leaseMs: RAFT_LEASES * opts.electionTimeoutMs,
@@ -194,7 +196,10 @@ export async function runCluster(opts: ClusterOptions): Promise<RunResult> {
                 appendBytesMax: opts.appendBytesMax,
                 inflightMax: opts.inflightMax,
               },
-              onRaftGroup: (g) => raft.attach(g),
+              onRaftGroup: (g) => {
+                raft.attach(g);
+                g.faults = buggify;
+              },
               ...(opts.bugVoteWithoutLogCheck === 1
                 ? { plantedBugs: { voteWithoutLogCheck: true } }
                 : {}),
@@ -304,6 +309,7 @@ export async function runCluster(opts: ClusterOptions): Promise<RunResult> {
   nemesis.start();
   await sim.world.run({ untilMs: opts.safetyMs });
   calm(sim, nemesis);
+  buggify.calm();
   const settled = () =>
     producerDone && [...Array(opts.partitions).keys()].every((p) => {
       // Every node runs, and every replica the metadata names has opened the partition and
@@ -369,6 +375,7 @@ export async function runCluster(opts: ClusterOptions): Promise<RunResult> {
     stats: {
       ...stats,
       ...raft.stats,
+      ...buggify.stats(),
       sent: sent.length,
       acked,
       nodeCrashes: nodes.reduce((n, x) => n + x.crashes, 0),

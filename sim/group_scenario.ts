@@ -38,6 +38,7 @@ import type { Simulation } from "./simulation.ts";
 import { connectRetrying } from "./pubsub_scenario.ts";
 import type { SimNode } from "./node.ts";
 import { RaftChecker } from "./raft_checker.ts";
+import { Buggify } from "./buggify.ts";
 import { partitionEntrySkip, RAFT_LEASES } from "./cluster_scenario.ts";
 import type { RaftGroup } from "../src/cluster/raft/shell.ts";
 import { type RogueContext, rogueMember, rogueProducer, rogueStats } from "./group_rogue.ts";
@@ -178,6 +179,7 @@ export async function runGroups(opts: GroupOptions): Promise<RunResult> {
   let verifying = false;
   const running = new Map<string, RunningNode>();
   const raft = new RaftChecker(partitionEntrySkip);
+  const buggify = new Buggify(new SeededRandom(opts.seed, "buggify"));
   raft.watchLeases({
     nowMs: () => sim.world.now,
     leaseMs: RAFT_LEASES * RAFT.electionTimeoutMs,
@@ -211,7 +213,13 @@ export async function runGroups(opts: GroupOptions): Promise<RunResult> {
                 seeds: i === 0 ? [] : [`${brokerNames[0]}:${CLUSTER_PORT}`],
                 intervalMs: 100,
                 replicate: true,
-                raft: { ...RAFT, onRaftGroup: (g) => raft.attach(g) },
+                raft: {
+                  ...RAFT,
+                  onRaftGroup: (g) => {
+                    raft.attach(g);
+                    g.faults = buggify;
+                  },
+                },
               },
             }
             : {}),
@@ -411,6 +419,7 @@ export async function runGroups(opts: GroupOptions): Promise<RunResult> {
   nemesis.start();
   await sim.world.run({ untilMs: opts.safetyMs });
   calm(sim, nemesis);
+  buggify.calm();
   const allProcessed = () => {
     if (!producerDone) return false;
     const seen = new Set(processed.map((p) => `${p.partition}:${p.offset}`));
@@ -468,6 +477,7 @@ export async function runGroups(opts: GroupOptions): Promise<RunResult> {
     violations: violations.slice(0, 30),
     stats: {
       ...stats,
+      ...buggify.stats(),
       sent: sent.size,
       acked: acked.size,
       processed: processed.length,
