@@ -24,7 +24,6 @@ import type { RaftGroup } from "../src/cluster/raft/shell.ts";
 import { brokerHooks, brokerSimulation, calm, firstLine, Nemesis } from "./faults.ts";
 import type { SimNode } from "./node.ts";
 import { RaftChecker } from "./raft_checker.ts";
-import { Buggify } from "./buggify.ts";
 import { type RunResult, runResult } from "./result.ts";
 
 /** Everything that decides a cluster run. */
@@ -129,7 +128,7 @@ interface Sent {
 export async function runCluster(opts: ClusterOptions): Promise<RunResult> {
   // Loaded before the simulation starts: the host's module loader is outside its replay.
   await loadClusterModules();
-  const { sim, plan } = brokerSimulation(
+  const { sim, plan, buggify } = brokerSimulation(
     opts.seed,
     "cluster-faults",
     opts.faults,
@@ -155,7 +154,6 @@ export async function runCluster(opts: ClusterOptions): Promise<RunResult> {
     followerCatchUps: 0,
   };
   const raft = new RaftChecker(partitionEntrySkip);
-  const buggify = new Buggify(new SeededRandom(opts.seed, "buggify"));
   raft.watchLeases({
     nowMs: () => sim.world.now,
     leaseMs: RAFT_LEASES * opts.electionTimeoutMs,
@@ -309,7 +307,6 @@ export async function runCluster(opts: ClusterOptions): Promise<RunResult> {
   nemesis.start();
   await sim.world.run({ untilMs: opts.safetyMs });
   calm(sim, nemesis);
-  buggify.calm();
   const settled = () =>
     producerDone && [...Array(opts.partitions).keys()].every((p) => {
       // Every node runs, and every replica the metadata names has opened the partition and

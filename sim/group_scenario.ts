@@ -38,7 +38,6 @@ import type { Simulation } from "./simulation.ts";
 import { connectRetrying } from "./pubsub_scenario.ts";
 import type { SimNode } from "./node.ts";
 import { RaftChecker } from "./raft_checker.ts";
-import { Buggify } from "./buggify.ts";
 import { partitionEntrySkip, RAFT_LEASES } from "./cluster_scenario.ts";
 import type { RaftGroup } from "../src/cluster/raft/shell.ts";
 import { type RogueContext, rogueMember, rogueProducer, rogueStats } from "./group_rogue.ts";
@@ -145,7 +144,7 @@ export async function runGroups(opts: GroupOptions): Promise<RunResult> {
   // Loaded before the simulation starts: the host's module loader is outside its replay.
   if (opts.nodes > 1) await loadClusterModules();
   const clustered = opts.nodes > 1;
-  const { sim, plan } = brokerSimulation(opts.seed, "group-faults", opts.faults, 2);
+  const { sim, plan, buggify } = brokerSimulation(opts.seed, "group-faults", opts.faults, 2);
   const violations: string[] = [];
   const stats = {
     generations: 0,
@@ -179,7 +178,6 @@ export async function runGroups(opts: GroupOptions): Promise<RunResult> {
   let verifying = false;
   const running = new Map<string, RunningNode>();
   const raft = new RaftChecker(partitionEntrySkip);
-  const buggify = new Buggify(new SeededRandom(opts.seed, "buggify"));
   raft.watchLeases({
     nowMs: () => sim.world.now,
     leaseMs: RAFT_LEASES * RAFT.electionTimeoutMs,
@@ -419,7 +417,6 @@ export async function runGroups(opts: GroupOptions): Promise<RunResult> {
   nemesis.start();
   await sim.world.run({ untilMs: opts.safetyMs });
   calm(sim, nemesis);
-  buggify.calm();
   const allProcessed = () => {
     if (!producerDone) return false;
     const seen = new Set(processed.map((p) => `${p.partition}:${p.offset}`));
