@@ -9,7 +9,7 @@
 import { SeededRandom } from "../src/io/prng.ts";
 import type { Clock } from "../src/io/types.ts";
 import { MemoryStorage } from "../src/cluster/raft/memory_storage.ts";
-import { RaftGroup } from "../src/cluster/raft/shell.ts";
+import { RaftGroup, type RaftGroupOptions } from "../src/cluster/raft/shell.ts";
 import { calmPlan } from "./faults.ts";
 import { Buggify } from "./buggify.ts";
 import { runOnNode } from "./harness.ts";
@@ -34,6 +34,8 @@ export interface RaftOptions {
   safetyMs: number;
   /** Time the healed group has to converge, ms. */
   livenessMs: number;
+  /** Deliberate protocol bugs, to prove the checkers catch them (tests only). */
+  plantedBugs?: RaftGroupOptions["plantedBugs"];
 }
 
 /** Violations kept per run. */
@@ -144,6 +146,7 @@ export async function runRaft(opts: RaftOptions): Promise<RunResult> {
         electionTimeoutMs: opts.electionTimeoutMs,
         heartbeatIntervalMs: opts.heartbeatIntervalMs,
         flow: { appendEntriesMax: opts.appendEntriesMax, inflightMax: opts.inflightMax },
+        ...(opts.plantedBugs === undefined ? {} : { plantedBugs: opts.plantedBugs }),
         onFatal: (reason) => {
           if (alive()) violate(`${m.id} stopped: ${reason}`);
         },

@@ -23,6 +23,7 @@ import type { Env } from "../src/io/types.ts";
 import type { SimNode } from "./node.ts";
 import { calmDisk } from "./disk.ts";
 import { calmPlan } from "./faults.ts";
+import { Buggify } from "./buggify.ts";
 import { runOnNode } from "./harness.ts";
 import { type RunResult, runResult } from "./result.ts";
 import { Simulation } from "./simulation.ts";
@@ -105,6 +106,9 @@ export async function runStorage(opts: StorageOptions): Promise<RunResult> {
   const sim = new Simulation(opts.seed, {
     disk: { ...calmDisk(), readFlipProb: opts.readFlipProb },
   });
+  // Fault points: reads that forget where the last one ended walk the index, slowed syncs and rolls.
+  const buggify = new Buggify(new SeededRandom(opts.seed, "storage-buggify"));
+  sim.faults = buggify;
   const r = new SeededRandom(opts.seed, "storage-workload");
   const violations: string[] = [];
   const violate = (msg: string) => {
@@ -224,6 +228,6 @@ export async function runStorage(opts: StorageOptions): Promise<RunResult> {
     options: opts,
     plan: calmPlan(),
     violations,
-    stats,
+    stats: { ...stats, ...buggify.stats() },
   });
 }
