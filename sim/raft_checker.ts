@@ -46,6 +46,11 @@ interface View {
   durableTerm: number;
   durableVote: string | null;
   durableLast: number;
+  /**
+   * Per term, the highest index durable while the node was in it: an answer made in a term may
+   * leave after the node moved on and replaced those entries (a delayed message, which is legal).
+   */
+  durableHigh: Map<number, number>;
   /** Since when (virtual ms) this node leads although another leads a later term; else null. */
   supersededSinceMs: number | null;
   /** The term this node was last seen leading (0: not leading then), and its commit then. */
@@ -159,6 +164,7 @@ export class RaftChecker {
       durableTerm: n.term,
       durableVote: n.vote,
       durableLast: n.lastIndex,
+      durableHigh: new Map([[n.term, n.lastIndex]]),
       supersededSinceMs: null,
       ledTerm: 0,
       ledCommit: 0,
@@ -205,6 +211,8 @@ export class RaftChecker {
         if (p.ackedTo <= g.node.snapshot.index) p.ackedTo = 0;
       }
     }
+    const high = view.durableHigh.get(view.durableTerm) ?? 0;
+    view.durableHigh.set(view.durableTerm, Math.max(high, view.durableLast));
   }
 
   #sent(key: string, g: RaftGroup, view: View, p: Promised, m: Message): void {
@@ -244,13 +252,17 @@ export class RaftChecker {
       p.votes.set(m.term, m.to);
     }
     if (m.type === "AppendEntriesResp" && m.success) {
-      if (m.index > view.durableLast) {
+      // An answer made in an earlier term, released only now: judged by what was durable then.
+      const durable = m.term < view.durableTerm
+        ? Math.max(view.durableLast, view.durableHigh.get(m.term) ?? 0)
+        : view.durableLast;
+      if (m.index > durable) {
         this.#violate(
-          `${key} acknowledged entries through ${m.index} while only ${view.durableLast} were durable`,
+          `${key} acknowledged entries through ${m.index} while only ${durable} were durable`,
         );
       }
       const term = g.node.termAt(m.index);
-      if (term !== null && m.index >= p.ackedTo) {
+      if (term !== null && m.index >= p.ackedTo && m.term === g.node.term) {
         p.ackedTo = m.index;
         p.ackedTerm = term;
       }

@@ -40,6 +40,8 @@ export interface RaftOptions {
 
 /** Violations kept per run. */
 const VIOLATIONS_MAX = 20;
+/** Crashes the save fault point causes per run, at most (saves are many; crashes cost time). */
+const SAVE_CRASHES_MAX = 5;
 /** Proposals waiting for an answer at once, at most. */
 const PROPOSALS_INFLIGHT_MAX = 4;
 const enc = new TextEncoder();
@@ -104,6 +106,7 @@ export async function runRaft(opts: RaftOptions): Promise<RunResult> {
     proposed: 0,
     acked: 0,
     crashes: 0,
+    saveCrashes: 0,
     leaderIsolations: 0,
     quickHeals: 0,
     messagesDropped: 0,
@@ -114,6 +117,8 @@ export async function runRaft(opts: RaftOptions): Promise<RunResult> {
   let faultsOn = true;
   let done = false;
 
+  const downMax = Math.floor((opts.nodes - 1) / 2);
+  const et = opts.electionTimeoutMs;
   await runOnNode(sim, "raft", async (env) => {
     const clock: Clock = env.clock;
     const start = (m: Member) => {
@@ -127,6 +132,15 @@ export async function runRaft(opts: RaftOptions): Promise<RunResult> {
           state: () => m.storage.state(),
           save: async (ready) => {
             await clock.sleep(net.int(0, 3));
+            // A fault point: the power fails with this save under way (a leader's appends for it
+            // may have left already).
+            if (
+              alive() && stats.saveCrashes < SAVE_CRASHES_MAX &&
+              live().length > opts.nodes - downMax && buggify.fires("raft.save.crash")
+            ) {
+              stats.saveCrashes++;
+              crashAndRestart(m);
+            }
             // A crash while the write was under way: it never reached the disk.
             if (!alive()) throw new Error(`${m.id} crashed before the save completed`);
             m.storage.save(ready);
@@ -176,6 +190,12 @@ export async function runRaft(opts: RaftOptions): Promise<RunResult> {
       void m.group.stop();
       m.group = null;
     };
+    const crashAndRestart = (victim: Member) => {
+      crash(victim);
+      void clock.sleep(r.int(1, 2 * et)).then(() => {
+        if (victim.group === null) start(victim);
+      });
+    };
     const live = () => [...members.values()].filter((m) => m.group !== null);
     const leader = () => live().find((m) => m.group!.isLeader) ?? null;
     const isolate = (id: string, keep: string | null) => {
@@ -210,8 +230,6 @@ export async function runRaft(opts: RaftOptions): Promise<RunResult> {
     void workload();
 
     // The nemesis, aimed at leaders.
-    const downMax = Math.floor((opts.nodes - 1) / 2);
-    const et = opts.electionTimeoutMs;
     const nemesis = async () => {
       while (faultsOn) {
         await clock.sleep(r.int(et / 2, 3 * et));
@@ -238,11 +256,7 @@ export async function runRaft(opts: RaftOptions): Promise<RunResult> {
           const up = live();
           const down = opts.nodes - up.length;
           if (down < downMax && up.length > 0) {
-            const victim = r.pick(up);
-            crash(victim);
-            void clock.sleep(r.int(1, 2 * et)).then(() => {
-              if (victim.group === null) start(victim);
-            });
+            crashAndRestart(r.pick(up));
           }
         } else {
           cut.clear();

@@ -37,6 +37,7 @@ Deno.test(`raft: ${CI_SEEDS} seeds keep Raft's safety properties on every step, 
       "buggify:raft.receive.duplicate",
       "buggify:raft.receive.hold",
       "buggify:raft.ready.slow-save",
+      "buggify:raft.save.crash",
     ]
   ) {
     assert.ok((totals[k] ?? 0) > 0, `path "${k}" never taken in ${CI_SEEDS} seeds`);
