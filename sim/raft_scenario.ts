@@ -34,6 +34,8 @@ export interface RaftOptions {
   safetyMs: number;
   /** Time the healed group has to converge, ms. */
   livenessMs: number;
+  /** Compact the log every this many applied entries (0: never), so laggards install snapshots. */
+  compactEvery: number;
   /** Deliberate protocol bugs, to prove the checkers catch them (tests only). */
   plantedBugs?: RaftGroupOptions["plantedBugs"];
 }
@@ -65,6 +67,7 @@ export function raftOptions(seed: number, overrides: Partial<RaftOptions> = {}):
     duplicateProb: r.chance(0.5) ? r.float() * 0.05 : 0,
     safetyMs: r.int(1_000, 3_000),
     livenessMs: 20_000,
+    compactEvery: r.chance(0.5) ? r.int(4, 40) : 0,
     ...overrides,
   };
 }
@@ -107,6 +110,8 @@ export async function runRaft(opts: RaftOptions): Promise<RunResult> {
     acked: 0,
     crashes: 0,
     saveCrashes: 0,
+    compactions: 0,
+    snapshotRestores: 0,
     leaderIsolations: 0,
     quickHeals: 0,
     messagesDropped: 0,
@@ -145,14 +150,27 @@ export async function runRaft(opts: RaftOptions): Promise<RunResult> {
             if (!alive()) throw new Error(`${m.id} crashed before the save completed`);
             m.storage.save(ready);
           },
+          compact: async (snapshot) => {
+            await clock.sleep(net.int(0, 3));
+            if (!alive()) throw new Error(`${m.id} crashed before the compaction completed`);
+            m.storage.compact(snapshot);
+          },
         },
         machine: {
           apply: (e) => {
             m.applied.set(e.index, dec.decode(e.data));
             return e.index;
           },
-          restore: () => {},
+          // The image is every applied value by index, so a snapshot carries what it replaces.
+          image: () => enc.encode(JSON.stringify([...m.applied])),
+          restore: (snapshot) => {
+            stats.snapshotRestores++;
+            const image = dec.decode(snapshot.data);
+            m.applied = new Map(image === "" ? [] : JSON.parse(image));
+          },
         },
+        ...(opts.compactEvery > 0 ? { compactEvery: opts.compactEvery } : {}),
+        onCompacted: () => stats.compactions++,
         send: (to, bytes) => deliver(m.id, to, bytes),
         clock,
         random: new SeededRandom(opts.seed, `raft-node-${m.id}-${incarnation}`),

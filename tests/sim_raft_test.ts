@@ -33,6 +33,8 @@ Deno.test(`raft: ${CI_SEEDS} seeds keep Raft's safety properties on every step, 
       "messagesDropped",
       "messagesDuplicated",
       "raftRestartsChecked",
+      "compactions",
+      "snapshotRestores", // a restart from a compacted log, or a laggard installing a snapshot
       "buggify:raft.receive.drop",
       "buggify:raft.receive.duplicate",
       "buggify:raft.receive.hold",
