@@ -130,7 +130,19 @@ export async function runRaft(opts: RaftOptions): Promise<RunResult> {
       const incarnation = m.incarnation;
       const alive = () => m.incarnation === incarnation;
       m.applied = new Map();
-      const g = new RaftGroup({
+      let g: RaftGroup;
+      try {
+        g = newGroup(m, incarnation, alive);
+      } catch (err) {
+        violate(`${m.id} cannot restart from what it stored: ${(err as Error).message}`);
+        return;
+      }
+      checker.attach(g);
+      g.faults = buggify;
+      m.group = g;
+    };
+    const newGroup = (m: Member, incarnation: number, alive: () => boolean): RaftGroup =>
+      new RaftGroup({
         group: "raft",
         nodeId: m.id,
         store: {
@@ -183,10 +195,6 @@ export async function runRaft(opts: RaftOptions): Promise<RunResult> {
           if (alive()) violate(`${m.id} stopped: ${reason}`);
         },
       });
-      checker.attach(g);
-      g.faults = buggify;
-      m.group = g;
-    };
     const deliver = (from: string, to: string, bytes: Uint8Array) => {
       if (faultsOn && net.chance(opts.dropProb)) {
         stats.messagesDropped++;
