@@ -31,6 +31,7 @@ export class Buggify implements FaultPoints {
     this.#o = opts;
   }
 
+  /** True if `point` fires now: enabled for this run, and this pass drawn. */
   fires(point: string): boolean {
     if (this.#calm) return false;
     let on = this.#enabled.get(point);
@@ -48,6 +49,7 @@ export class Buggify implements FaultPoints {
     this.#calm = true;
   }
 
+  /** A seeded choice in [0, n). */
   pick(n: number): number {
     return this.#random.int(0, n);
   }

@@ -44,7 +44,7 @@ export interface StorageOptions {
 
 const DIR = "log";
 const LIMITS: BatchLimits = { recordsBytesMax: 1 << 20 };
-/** Reads that tell apart a read refused for good from one that may pass again. */
+/** Random reads a seed makes, at most. */
 const RANDOM_READS_MAX = 200;
 /** Violations kept per run. */
 const VIOLATIONS_MAX = 10;
