@@ -23,12 +23,12 @@ const TIMEOUT_SLACK = 3;
 
 /** Sweeps in the order tried for a bug of each area: those most likely to catch it first. */
 const ORDER: Record<MutantArea, SweepName[]> = {
-  raft: ["cluster", "groups3", "groups", "pubsub"],
-  storage: ["pubsub", "groups", "cluster", "groups3"],
-  idempotent: ["pubsub", "groups", "cluster", "groups3"],
-  groups: ["groups", "groups3", "pubsub", "cluster"],
-  durable: ["pubsub", "groups", "cluster", "groups3"],
-  broker: ["pubsub", "groups", "cluster", "groups3"],
+  raft: ["raft", "cluster", "groups3", "groups", "pubsub", "storage"],
+  storage: ["storage", "pubsub", "groups", "cluster", "groups3", "raft"],
+  idempotent: ["pubsub", "groups", "cluster", "groups3", "storage", "raft"],
+  groups: ["groups", "groups3", "pubsub", "cluster", "storage", "raft"],
+  durable: ["pubsub", "groups", "cluster", "groups3", "storage", "raft"],
+  broker: ["pubsub", "groups", "cluster", "groups3", "storage", "raft"],
 };
 
 /** What the repository copy needs to run the sweeps. */

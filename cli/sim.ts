@@ -6,6 +6,8 @@
 //   deno task sim --seed 42 --bug ack-before-sync   plant the example's bug
 //   deno task sim --seed 42 --json           the full result as JSON
 //   deno task sim --scenario groups --nodes 3 --seed 42   consumer groups on a 3-broker cluster
+//   deno task sim --scenario raft --seeds 1..300          Raft alone, leaders cut off after appending
+//   deno task sim --scenario storage --seed 7             the file log with bytes flipped at rest
 
 import {
   reproLine,
@@ -15,8 +17,8 @@ import {
   SCENARIOS,
 } from "../sim/runner.ts";
 
-const USAGE =
-  `usage: deno task sim [--scenario register|pubsub|gossip|groups|cluster] (--seed N | --seeds A..B) [--json]
+const USAGE = `usage: deno task sim [--scenario register|pubsub|gossip|groups|cluster|raft|storage]
+         (--seed N | --seeds A..B) [--json]
          [--faults swarm|calm]
   register: [--bug ack-before-sync|none] [--replicas N] [--writers N] [--readers N]
             [--safetyMs N] [--livenessMs N]
@@ -26,7 +28,10 @@ const USAGE =
             [--keepDown 0|1] [--wallJumps 0|1]
   groups:   [--nodes 1|3] [--members N] [--staticMembers N] [--partitions N] [--messages N]
             [--sessionTimeoutMs N] [--safetyMs N] [--livenessMs N] [--bugNoFence 0|1]
-            [--bugReuseGenerations 0|1]`;
+            [--bugReuseGenerations 0|1]
+  raft:     [--nodes 3|5] [--tickMs N] [--electionTimeoutMs N] [--heartbeatIntervalMs N]
+            [--appendEntriesMax N] [--inflightMax N] [--latencyMs N] [--safetyMs N] [--livenessMs N]
+  storage:  [--batches N] [--segmentBytes N] [--indexIntervalBytes N] [--flips N] [--reads N]`;
 
 interface Args {
   scenario: ScenarioName;

@@ -138,7 +138,7 @@ interface Sent {
 export async function runCluster(opts: ClusterOptions): Promise<RunResult> {
   // Loaded before the simulation starts: the host's module loader is outside its replay.
   await loadClusterModules();
-  const { sim, plan } = brokerSimulation(
+  const { sim, plan, buggify } = brokerSimulation(
     opts.seed,
     "cluster-faults",
     opts.faults,
@@ -209,7 +209,10 @@ export async function runCluster(opts: ClusterOptions): Promise<RunResult> {
                 appendBytesMax: opts.appendBytesMax,
                 inflightMax: opts.inflightMax,
               },
-              onRaftGroup: (g) => raft.attach(g),
+              onRaftGroup: (g) => {
+                raft.attach(g);
+                g.faults = buggify;
+              },
               ...(opts.bugVoteWithoutLogCheck === 1
                 ? { plantedBugs: { voteWithoutLogCheck: true } }
                 : {}),
@@ -401,6 +404,7 @@ export async function runCluster(opts: ClusterOptions): Promise<RunResult> {
     stats: {
       ...stats,
       ...raft.stats,
+      ...buggify.stats(),
       sent: sent.length,
       acked,
       nodeCrashes: nodes.reduce((n, x) => n + x.crashes, 0),

@@ -7,6 +7,7 @@ import { calmNet, type NetFaults } from "./net.ts";
 import { calmDisk, type DiskFaults, type SimDisk } from "./disk.ts";
 import type { ProcessControl, SimNode } from "./node.ts";
 import { Simulation } from "./simulation.ts";
+import { Buggify } from "./buggify.ts";
 
 /** Relative weights of the nemesis' actions; 0 turns one off. */
 export interface NemesisWeights {
@@ -307,6 +308,7 @@ export class Nemesis {
  */
 export function calm(sim: Simulation, nemesis: Nemesis): void {
   nemesis.stop();
+  if (sim.faults instanceof Buggify) sim.faults.calm();
   Object.assign(sim.net.faults, calmNet(), { latencyMs: sim.net.faults.latencyMs });
   sim.net.heal();
   for (const node of sim.nodes) {
@@ -331,7 +333,7 @@ export function brokerSimulation(
   label: string,
   faults: "swarm" | "calm",
   downNodesMax: number,
-): { sim: Simulation; plan: FaultPlan } {
+): { sim: Simulation; plan: FaultPlan; buggify: Buggify } {
   const plan = faults === "swarm"
     ? rollPlan(new SeededRandom(seed, label), downNodesMax)
     : calmPlan();
@@ -340,7 +342,11 @@ export function brokerSimulation(
     disk: plan.disk,
     restartAfterExitMs: 100,
   });
-  return { sim, plan };
+  // Fault points fire in the safety phase of swarm runs only.
+  const buggify = new Buggify(new SeededRandom(seed, `${label}-buggify`));
+  if (faults === "calm") buggify.calm();
+  sim.faults = buggify;
+  return { sim, plan, buggify };
 }
 
 /** Broker hooks for a simulated node: a fatal storage error ends the incarnation (as a process

@@ -144,7 +144,7 @@ export async function runGroups(opts: GroupOptions): Promise<RunResult> {
   // Loaded before the simulation starts: the host's module loader is outside its replay.
   if (opts.nodes > 1) await loadClusterModules();
   const clustered = opts.nodes > 1;
-  const { sim, plan } = brokerSimulation(opts.seed, "group-faults", opts.faults, 2);
+  const { sim, plan, buggify } = brokerSimulation(opts.seed, "group-faults", opts.faults, 2);
   const violations: string[] = [];
   const stats = {
     generations: 0,
@@ -211,7 +211,13 @@ export async function runGroups(opts: GroupOptions): Promise<RunResult> {
                 seeds: i === 0 ? [] : [`${brokerNames[0]}:${CLUSTER_PORT}`],
                 intervalMs: 100,
                 replicate: true,
-                raft: { ...RAFT, onRaftGroup: (g) => raft.attach(g) },
+                raft: {
+                  ...RAFT,
+                  onRaftGroup: (g) => {
+                    raft.attach(g);
+                    g.faults = buggify;
+                  },
+                },
               },
             }
             : {}),
@@ -468,6 +474,7 @@ export async function runGroups(opts: GroupOptions): Promise<RunResult> {
     violations: violations.slice(0, 30),
     stats: {
       ...stats,
+      ...buggify.stats(),
       sent: sent.size,
       acked: acked.size,
       processed: processed.length,

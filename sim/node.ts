@@ -2,7 +2,7 @@
 // which can crash, restart and pause. A crash freezes the old incarnation's code for good: every
 // Env it was given is bound to it, and none of its pending or later operations ever settles.
 
-import type { Clock, Env } from "../src/io/types.ts";
+import type { Clock, Env, FaultPoints } from "../src/io/types.ts";
 import { abortError } from "../src/io/errors.ts";
 import type { SeededRandom } from "../src/io/prng.ts";
 import {
@@ -222,13 +222,20 @@ export class SimNode implements EventOwner {
   readonly #random: SeededRandom;
   readonly #main: NodeMain;
   readonly #onExit: ExitHandler;
+  readonly #faults: () => FaultPoints | undefined;
   /** Events held while paused; at most DEFERRED_EVENTS_MAX. */
   #deferred: SimEvent[] = [];
   #pauseToken = 0;
 
   constructor(
     world: World,
-    deps: { net: SimNetwork; disk: SimDisk; random: SeededRandom; onExit: ExitHandler },
+    deps: {
+      net: SimNetwork;
+      disk: SimDisk;
+      random: SeededRandom;
+      onExit: ExitHandler;
+      faults?: () => FaultPoints | undefined;
+    },
     opts: SimNodeOptions,
   ) {
     this.#world = world;
@@ -236,6 +243,7 @@ export class SimNode implements EventOwner {
     this.disk = deps.disk;
     this.#random = deps.random;
     this.#onExit = deps.onExit;
+    this.#faults = deps.faults ?? (() => undefined);
     this.id = opts.id;
     this.name = opts.name;
     this.host = opts.host;
@@ -273,6 +281,8 @@ export class SimNode implements EventOwner {
       net: this.#net.viewFor(this, incarnation),
       disk: this.disk.viewFor(this, incarnation),
     };
+    const faults = this.#faults();
+    if (faults !== undefined) env.faults = faults;
     const ctl: ProcessControl = {
       incarnation,
       fatal: (reason) => {

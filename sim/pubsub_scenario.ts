@@ -73,7 +73,7 @@ interface Delivery {
 
 /** Runs the pub/sub scenario and checks it. */
 export async function runPubSub(opts: PubSubOptions): Promise<RunResult> {
-  const { sim, plan } = brokerSimulation(opts.seed, "pubsub-faults", opts.faults, 1);
+  const { sim, plan, buggify } = brokerSimulation(opts.seed, "pubsub-faults", opts.faults, 1);
 
   // The broker keeps its topic on disk with fsync "always": it may crash (power or process), lose
   // unsynced writes, fail fsyncs and read flipped bits, and must still keep every acknowledgement.
@@ -218,6 +218,7 @@ export async function runPubSub(opts: PubSubOptions): Promise<RunResult> {
     plan,
     violations,
     stats: {
+      ...buggify.stats(),
       publishes: published.size,
       publishesAcked: acked.length,
       publishesUnknown: [...published.values()].filter((o) => o === null).length,

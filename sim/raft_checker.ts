@@ -14,6 +14,18 @@
 //   stops leading within its lease (check-quorum), unless it is paused.
 // - Persistence before sending: a vote is granted, an append acknowledged, and a term used in a
 //   message only once durable; and a restarted node still holds all it had promised that way.
+//
+// And the steps that lead there, checked as each happens, so a slip shows even when the run's
+// interleaving never turns it into a lost or divergent entry:
+// - Elections: a node leads a term only with the votes of a majority of its voters in that term
+//   (counted from the grants sent), itself included; a (pre-)vote goes only to a candidate whose
+//   log is at least as up to date as the voter's when it asked.
+// - Leader commit: a leader moves its commit index only to an entry of its own term (Figure 8).
+// - Progress: a leader's match index for a follower is never past what that follower
+//   acknowledged in the leader's term (stale, duplicated or reordered answers change nothing).
+// - Follower commit: an append moves a follower's commit index at most to the leader's commit and
+//   to the last entry the append showed matching; a snapshot at most to its index; nothing else
+//   moves it.
 
 import type { RaftGroup } from "../src/cluster/raft/shell.ts";
 import type { Entry, Message, Ready } from "../src/cluster/raft/types.ts";
@@ -34,8 +46,16 @@ interface View {
   durableTerm: number;
   durableVote: string | null;
   durableLast: number;
+  /**
+   * Per term, the highest index durable while the node was in it: an answer made in a term may
+   * leave after the node moved on and replaced those entries (a delayed message, which is legal).
+   */
+  durableHigh: Map<number, number>;
   /** Since when (virtual ms) this node leads although another leads a later term; else null. */
   supersededSinceMs: number | null;
+  /** The term this node was last seen leading (0: not leading then), and its commit then. */
+  ledTerm: number;
+  ledCommit: number;
 }
 
 /** What the lease check needs of the scenario. */
@@ -72,6 +92,15 @@ export class RaftChecker {
   readonly #entries = new Map<string, Map<string, { hash: number; prevTerm: number | null }>>();
   readonly #committed = new Map<string, Map<number, Seen>>();
   readonly #applied = new Map<string, Map<number, Seen & { node: string }>>();
+  /** `group@term@candidate` → the voters that sent it a granted RequestVoteResp in that term. */
+  readonly #grants = new Map<string, Set<string>>();
+  /** `group@term@follower>leader` → the highest index the follower acknowledged in that term. */
+  readonly #acks = new Map<string, number>();
+  /**
+   * `node/group|type|term|candidate` → for each (pre-)vote request the node handled, whether the
+   * candidate's log was at least as up to date as the node's then.
+   */
+  readonly #asks = new Map<string, boolean[]>();
   readonly #violationsMax: number;
   readonly #skip: (group: string) => number;
   #lease: LeaseWatch | null = null;
@@ -135,12 +164,16 @@ export class RaftChecker {
       durableTerm: n.term,
       durableVote: n.vote,
       durableLast: n.lastIndex,
+      durableHigh: new Map([[n.term, n.lastIndex]]),
       supersededSinceMs: null,
+      ledTerm: 0,
+      ledCommit: 0,
     };
     this.#views.set(g, view);
     g.observer = {
       saved: (ready) => this.#saved(g, view, promised, ready),
       sent: (m) => this.#sent(key, g, view, promised, m),
+      received: (m, commitBefore) => this.#received(key, g, view, m, commitBefore),
       applied: (e) => this.#appliedEntry(key, g, e),
     };
   }
@@ -178,14 +211,18 @@ export class RaftChecker {
         if (p.ackedTo <= g.node.snapshot.index) p.ackedTo = 0;
       }
     }
+    const high = view.durableHigh.get(view.durableTerm) ?? 0;
+    view.durableHigh.set(view.durableTerm, Math.max(high, view.durableLast));
   }
 
   #sent(key: string, g: RaftGroup, view: View, p: Promised, m: Message): void {
     if (m.type === "AppendEntries" || m.type === "InstallSnapshot") {
       const lt = `${g.group}@${m.term}`;
       const known = this.#senders.get(lt);
-      if (known === undefined) this.#senders.set(lt, m.from);
-      else if (known !== m.from) {
+      if (known === undefined) {
+        this.#senders.set(lt, m.from);
+        this.#elected(g, key, m.term);
+      } else if (known !== m.from) {
         this.#violate(
           `${g.group} had two leaders in term ${m.term}: ${known}, and ${m.from}, which sent ` +
             `${m.type} in that term`,
@@ -193,6 +230,9 @@ export class RaftChecker {
       }
     }
     this.#commitMonotone(view, key, g.node.commitIndex);
+    this.#leaderCommit(g, view, key);
+    this.#voteForFresherLog(key, g, m);
+    this.#recordAnswer(g, m);
     // A pre-vote (and a pre-vote granted) speaks of a term the node has not entered.
     const future = m.type === "PreVote" || (m.type === "PreVoteResp" && m.granted);
     if (!future) {
@@ -212,15 +252,153 @@ export class RaftChecker {
       p.votes.set(m.term, m.to);
     }
     if (m.type === "AppendEntriesResp" && m.success) {
-      if (m.index > view.durableLast) {
+      // An answer made in an earlier term, released only now: judged by what was durable then.
+      const durable = m.term < view.durableTerm
+        ? Math.max(view.durableLast, view.durableHigh.get(m.term) ?? 0)
+        : view.durableLast;
+      if (m.index > durable) {
         this.#violate(
-          `${key} acknowledged entries through ${m.index} while only ${view.durableLast} were durable`,
+          `${key} acknowledged entries through ${m.index} while only ${durable} were durable`,
         );
       }
       const term = g.node.termAt(m.index);
-      if (term !== null && m.index >= p.ackedTo) {
+      if (term !== null && m.index >= p.ackedTo && m.term === g.node.term) {
         p.ackedTo = m.index;
         p.ackedTerm = term;
+      }
+    }
+  }
+
+  /** After the node handled `m`: its commit index moved only as Raft lets that message move it. */
+  #received(key: string, g: RaftGroup, view: View, m: Message, commitBefore: number): void {
+    const n = g.node;
+    if (m.type === "PreVote" || m.type === "RequestVote") {
+      // Handling a vote request never changes the log, so this is the log the node judged by.
+      const lastTerm = n.termAt(n.lastIndex) ?? n.snapshot.term;
+      const fresh = m.lastTerm > lastTerm ||
+        (m.lastTerm === lastTerm && m.lastIndex >= n.lastIndex);
+      const k = `${key}|${m.type}|${m.term}|${m.from}`;
+      const asks = this.#asks.get(k) ?? [];
+      asks.push(fresh);
+      this.#asks.set(k, asks);
+    }
+    const commit = n.commitIndex;
+    if (commit > commitBefore) {
+      let limit = commitBefore;
+      let why = "";
+      if (m.type === "AppendEntries") {
+        const matched = m.prevIndex + m.entries.length;
+        limit = Math.min(m.commit, matched);
+        why = `an append from ${m.from} in term ${m.term} that matched through ${matched} with ` +
+          `the leader's commit at ${m.commit}`;
+      } else if (m.type === "InstallSnapshot") {
+        limit = m.snapshot.index;
+        why = `a snapshot through ${m.snapshot.index} from ${m.from}`;
+      } else if (n.role === "leader") {
+        limit = commit;
+      } else {
+        why = `a ${m.type} from ${m.from}, which carries no commit index`;
+      }
+      if (commit > limit) {
+        this.#violate(
+          `${key} moved its commit index from ${commitBefore} to ${commit} on ${why}: a ` +
+            "follower commits only entries the leader committed and its append showed matching",
+        );
+      }
+    }
+    this.#commitMonotone(view, key, commit);
+    this.#leaderCommit(g, view, key);
+  }
+
+  /**
+   * A leader moves its commit index only to an entry of its own term: entries of earlier terms
+   * commit with it, never by counting their replicas (Raft §5.4.2, Figure 8).
+   */
+  #leaderCommit(g: RaftGroup, view: View, key: string): void {
+    const n = g.node;
+    if (n.role !== "leader") {
+      view.ledTerm = 0;
+      return;
+    }
+    if (view.ledTerm !== n.term) {
+      view.ledTerm = n.term;
+      view.ledCommit = n.commitIndex;
+      return;
+    }
+    if (n.commitIndex <= view.ledCommit) return;
+    const term = n.termAt(n.commitIndex);
+    if (term !== null && term !== n.term) {
+      this.#violate(
+        `${key} leads term ${n.term} and moved its commit index from ${view.ledCommit} to ` +
+          `${n.commitIndex}, an entry of term ${term}: a leader commits by counting replicas only ` +
+          "entries of its own term (Raft Figure 8)",
+      );
+    }
+    view.ledCommit = n.commitIndex;
+  }
+
+  /** A granted (pre-)vote: some request it answers showed a log at least as up to date. */
+  #voteForFresherLog(key: string, g: RaftGroup, m: Message): void {
+    if ((m.type !== "PreVoteResp" && m.type !== "RequestVoteResp") || !m.granted) return;
+    const ask = m.type === "PreVoteResp" ? "PreVote" : "RequestVote";
+    const asks = this.#asks.get(`${key}|${ask}|${m.term}|${m.to}`);
+    if (asks === undefined || asks.some((fresh) => fresh)) return;
+    const n = g.node;
+    this.#violate(
+      `${key} granted its ${ask === "PreVote" ? "pre-vote" : "vote"} in term ${m.term} to ` +
+        `${m.to}, whose log was behind its own (last ${n.lastIndex}, term ` +
+        `${n.termAt(n.lastIndex) ?? n.snapshot.term}) every time it asked`,
+    );
+  }
+
+  /** Records vote grants and acknowledged indexes, per term, as they leave their sender. */
+  #recordAnswer(g: RaftGroup, m: Message): void {
+    if (m.type === "RequestVoteResp" && m.granted) {
+      const k = `${g.group}@${m.term}@${m.to}`;
+      const voters = this.#grants.get(k) ?? new Set<string>();
+      voters.add(m.from);
+      this.#grants.set(k, voters);
+    } else if (
+      (m.type === "AppendEntriesResp" && m.success) || m.type === "InstallSnapshotResp"
+    ) {
+      const k = `${g.group}@${m.term}@${m.from}>${m.to}`;
+      this.#acks.set(k, Math.max(this.#acks.get(k) ?? 0, m.index));
+    }
+  }
+
+  /** A node that sends appends in `term` won that term's election: a majority voted for it. */
+  #elected(g: RaftGroup, key: string, term: number): void {
+    const n = g.node;
+    if (n.term !== term || n.role !== "leader") return;
+    const voters = n.voters;
+    const grants = this.#grants.get(`${g.group}@${term}@${n.id}`) ?? new Set<string>();
+    let votes = 0;
+    for (const v of voters) {
+      if (v === n.id ? n.vote === n.id : grants.has(v)) votes++;
+    }
+    if (votes < Math.floor(voters.length / 2) + 1) {
+      this.#violate(
+        `${key} leads term ${term} with the votes of ${votes} of its ${voters.length} voters ` +
+          `(${[...grants].join(", ") || "none"} granted, its own vote ${n.vote ?? "none"}): ` +
+          "a leader needs a majority of votes in its own term",
+      );
+    }
+  }
+
+  /** A leader's match index for a follower is what the follower acknowledged in its term. */
+  #matchAcked(g: RaftGroup, key: string): void {
+    const n = g.node;
+    for (const peer of [...n.voters, ...n.learners]) {
+      if (peer === n.id) continue;
+      const match = n.matchOf(peer) ?? 0;
+      if (match === 0) continue;
+      const acked = this.#acks.get(`${g.group}@${n.term}@${peer}>${n.id}`) ?? 0;
+      if (match > acked) {
+        this.#violate(
+          `${key} leads term ${n.term} and holds ${peer} matching through ${match}, but ${peer} ` +
+            `acknowledged only through ${acked} in that term: an answer from another term moved ` +
+            "the leader's progress",
+        );
       }
     }
   }
@@ -254,10 +432,18 @@ export class RaftChecker {
       const n = g.node;
       const key = `${n.id}/${g.group}`;
       this.#commitMonotone(view, key, n.commitIndex);
+      this.#leaderCommit(g, view, key);
       this.#matchLog(g, view, key);
       this.#recordCommitted(g, view, key);
       if (n.role === "leader") {
         leading.push({ g, view });
+        this.#matchAcked(g, key);
+        if (n.vote !== n.id) {
+          this.#violate(
+            `${key} leads term ${n.term} but its vote in that term is ` +
+              `${n.vote ?? "none"}: it took a later term without stepping down`,
+          );
+        }
         const lt = `${g.group}@${n.term}`;
         const known = this.#leaders.get(lt);
         if (known === undefined) {

@@ -8,9 +8,19 @@ import type { RunResult } from "./result.ts";
 import { gossipOptions, runGossip } from "./gossip_scenario.ts";
 import { groupOptions, runGroups } from "./group_scenario.ts";
 import { clusterOptions, runCluster } from "./cluster_scenario.ts";
+import { raftOptions, runRaft } from "./raft_scenario.ts";
+import { runStorage, storageOptions } from "./storage_scenario.ts";
 
 /** Scenarios `deno task sim` can run. */
-export const SCENARIOS = ["register", "pubsub", "gossip", "groups", "cluster"] as const;
+export const SCENARIOS = [
+  "register",
+  "pubsub",
+  "gossip",
+  "groups",
+  "cluster",
+  "raft",
+  "storage",
+] as const;
 /** A scenario's name. */
 export type ScenarioName = typeof SCENARIOS[number];
 
@@ -34,6 +44,10 @@ export function runScenario(
       return runGroups(groupOptions(seed, parseNumbers("groups", overrides, GROUP_NUMBERS)));
     case "cluster":
       return runCluster(clusterOptions(seed, parseNumbers("cluster", overrides, CLUSTER_NUMBERS)));
+    case "raft":
+      return runRaft(raftOptions(seed, parseNumbers("raft", overrides, RAFT_NUMBERS)));
+    case "storage":
+      return runStorage(storageOptions(seed, parseNumbers("storage", overrides, STORAGE_NUMBERS)));
   }
 }
 
@@ -91,6 +105,20 @@ const GOSSIP_NUMBERS = [
   "keepDown",
   "wallJumps",
 ];
+
+const RAFT_NUMBERS = [
+  "nodes",
+  "tickMs",
+  "electionTimeoutMs",
+  "heartbeatIntervalMs",
+  "appendEntriesMax",
+  "inflightMax",
+  "latencyMs",
+  "safetyMs",
+  "livenessMs",
+];
+
+const STORAGE_NUMBERS = ["batches", "segmentBytes", "indexIntervalBytes", "flips", "reads"];
 
 const CLUSTER_NUMBERS = [
   "nodes",

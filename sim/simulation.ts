@@ -2,6 +2,7 @@
 // on it; the fault plan and nemesis act on it.
 
 import { SeededRandom } from "../src/io/prng.ts";
+import type { FaultPoints } from "../src/io/types.ts";
 import { World } from "./world.ts";
 import { calmNet, type NetFaults, SimNetwork } from "./net.ts";
 import { calmDisk, type DiskFaults, SimDisk } from "./disk.ts";
@@ -44,6 +45,11 @@ export class Simulation {
   readonly nodes: SimNode[] = [];
   readonly exits: NodeExit[] = [];
   readonly #diskFaults: DiskFaults;
+  /**
+   * Fault points every node's Env carries from its next start (BUGGIFY, sim/buggify.ts); none by
+   * default. A scenario sets it before it adds its nodes.
+   */
+  faults: FaultPoints | undefined = undefined;
   readonly #restartAfterExitMs: number | null;
 
   constructor(seed: number, opts: SimulationOptions = {}) {
@@ -69,6 +75,7 @@ export class Simulation {
       disk,
       random: this.random.fork(`node-${opts.name}`),
       onExit: (n, reason) => this.#onExit(n, reason),
+      faults: () => this.faults,
     }, { id, name: opts.name, host: opts.name, main: opts.main, skew: opts.skew });
     this.nodes.push(node);
     if (opts.start ?? true) node.start();

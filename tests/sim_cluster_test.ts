@@ -52,6 +52,11 @@ Deno.test(`cluster: ${CI_SEEDS} swarm seeds keep every acknowledged write, one l
       "pauses",
       "syncFailures",
       "readFlips",
+      // Fault points in the Raft shell (sim/buggify.ts).
+      "buggify:raft.receive.drop",
+      "buggify:raft.receive.duplicate",
+      "buggify:raft.receive.hold",
+      "buggify:raft.ready.slow-save",
     ]
   ) {
     assert.ok((totals[k] ?? 0) > 0, `path "${k}" never taken in ${CI_SEEDS} seeds`);

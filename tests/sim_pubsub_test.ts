@@ -43,6 +43,10 @@ Deno.test(`pubsub: ${CI_SEEDS} swarm seeds keep every acknowledged message, and 
       // A durable subscriber came back after a broker crash to progress saved on disk.
       "durableResumesAfterCrash",
       "damageRepairs",
+      // Fault points in the file log and the broker (sim/buggify.ts).
+      "buggify:storage.append.before-sync",
+      "buggify:storage.read.forget-resume",
+      "buggify:broker.produce.before-answer",
     ]
   ) {
     assert.ok((totals[k] ?? 0) > 0, `fault path "${k}" never fired in ${CI_SEEDS} seeds`);

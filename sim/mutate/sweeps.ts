@@ -4,6 +4,8 @@
 import { clusterOptions, runCluster } from "../cluster_scenario.ts";
 import { groupOptions, runGroups } from "../group_scenario.ts";
 import { pubsubOptions, runPubSub } from "../pubsub_scenario.ts";
+import { raftOptions, runRaft } from "../raft_scenario.ts";
+import { runStorage, storageOptions } from "../storage_scenario.ts";
 import type { RunResult } from "../result.ts";
 
 /** A sweep: a scenario over seeds 1..ciSeeds. */
@@ -17,7 +19,7 @@ export interface Sweep {
 }
 
 /** The sweeps' names. */
-export type SweepName = "cluster" | "groups" | "groups3" | "pubsub";
+export type SweepName = "cluster" | "groups" | "groups3" | "pubsub" | "storage" | "raft";
 
 /** Every sweep CI runs, with its CI seed budget. */
 export const SWEEPS: Readonly<Record<SweepName, Sweep>> = {
@@ -44,6 +46,18 @@ export const SWEEPS: Readonly<Record<SweepName, Sweep>> = {
     ciSeeds: 500,
     seedMs: 100,
     run: (seed) => runPubSub(pubsubOptions(seed)),
+  },
+  storage: {
+    name: "storage",
+    ciSeeds: 300,
+    seedMs: 60,
+    run: (seed) => runStorage(storageOptions(seed)),
+  },
+  raft: {
+    name: "raft",
+    ciSeeds: 300,
+    seedMs: 150,
+    run: (seed) => runRaft(raftOptions(seed)),
   },
 };
 

@@ -83,6 +83,8 @@ const CLUSTER_APPLY_WAIT_MS = 10_000;
 
 /** How long the accept loop pauses after the process ran out of descriptors, ms. */
 const ACCEPT_BACKOFF_MS = 100;
+/** How long a fault point holds a stored produce's answer back at most, ms (simulation only). */
+const SLOW_ANSWER_MS_MAX = 50;
 /**
  * Connections over connectionsMax answered with LIMIT_EXCEEDED per second at most; the rest are
  * closed at once, since each answered one holds a descriptor while its answer drains.
@@ -1010,7 +1012,11 @@ export class Broker {
           const seconds = (this.env.clock.now() - startMs) / 1000;
           this.observer.produced(req.topic, header.recordCount, batch.length, seconds);
         }
-        return { baseOffset, logStartOffset: partition.log.logStartOffset };
+        const answer = { baseOffset, logStartOffset: partition.log.logStartOffset };
+        // Stored, not yet answered: a fault point (simulation only) holds the answer back.
+        const faults = this.env.faults;
+        if (faults === undefined || !faults.fires("broker.produce.before-answer")) return answer;
+        return this.env.clock.sleep(1 + faults.pick(SLOW_ANSWER_MS_MAX)).then(() => answer);
       }, (err) => {
         throw onDisk ? this.#storageFailure(`Cannot append to ${req.topic}`, err) : err;
       });

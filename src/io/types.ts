@@ -232,10 +232,26 @@ export interface FileLock {
   release(): void;
 }
 
+/**
+ * Fault points at protocol steps (FoundationDB's BUGGIFY): named places in the code where a seeded
+ * simulation may make something legal but rare happen — a message dropped, duplicated or held
+ * back, a step slowed down. Only the simulator provides one; code asks `faults?.fires(point)`, so
+ * a real node pays one property read. What a point does when it fires must be behaviour the real
+ * world could produce, never a bug of its own.
+ */
+export interface FaultPoints {
+  /** True if the named point fires now (each run enables some points, each fires rarely). */
+  fires(point: string): boolean;
+  /** A seeded choice in [0, n), for how long or how far a fired point acts. */
+  pick(n: number): number;
+}
+
 /** Everything a node needs from the outside world. */
 export interface Env {
   clock: Clock;
   random: Random;
   net: Network;
   disk: Disk;
+  /** Fault points (simulation only; absent on a real node). */
+  faults?: FaultPoints;
 }

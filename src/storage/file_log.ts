@@ -104,6 +104,8 @@ export interface LogRepair {
 const WRITE_GROUP_BYTES_MAX = 8 * 1024 * 1024;
 /** Read end points remembered for readers that go on from them (about one per subscriber). */
 const RESUME_POINTS_MAX = 256;
+/** How long a fault point slows a step down at most, ms (simulation only). */
+const SLOW_STEP_MS_MAX = 20;
 /** Reads of a batch that fails its checksum before it counts as corrupt. */
 const REREADS = 2;
 /**
@@ -503,6 +505,8 @@ export class FileLog implements Log {
     seg.sizeBytes += bytes;
     seg.nextOffset = next;
     this.#writtenBatches += group.length;
+    // Written, not yet synced: a crash here finds the batches in the page cache only.
+    if (this.#env.faults !== undefined) await this.#slowStep("storage.append.before-sync");
     if (this.#opts.fsync.kind === "always") {
       if (!(await this.#sync(seg))) {
         const e = new GregorError(
@@ -526,6 +530,13 @@ export class FileLog implements Log {
    * fsync of `seg`, making every batch written so far durable; a failure is fatal, since the dirty
    * data may be gone for good. Syncs run one at a time, so two never count the same batches.
    */
+  /** A fault point that slows a step down (a seeded simulation's; a real node has none). */
+  async #slowStep(point: string): Promise<void> {
+    const faults = this.#env.faults;
+    if (faults === undefined || !faults.fires(point)) return;
+    await this.#env.clock.sleep(1 + faults.pick(SLOW_STEP_MS_MAX));
+  }
+
   #sync(seg: Segment): Promise<boolean> {
     const run = async (): Promise<boolean> => {
       const target = this.#writtenBatches;
@@ -602,6 +613,8 @@ export class FileLog implements Log {
         this.#path(old.baseOffset, "timeindex"),
         old.index.encodeTimes(),
       );
+      // The old segment's indexes are written, the new segment not yet created.
+      if (this.#env.faults !== undefined) await this.#slowStep("storage.roll.before-create");
       this.#segments.push(await createSegment(this.#env, this.#opts, old.nextOffset));
     } catch (err) {
       return `cannot roll to a new segment: ${(err as Error).message}`;
@@ -680,7 +693,10 @@ export class FileLog implements Log {
     if (this.#damage !== null && this.#damage.segmentBase === seg.baseOffset) {
       end = Math.min(end, this.#damage.byte);
     }
-    const resume = this.#resumeAt.get(offset);
+    // A remembered starting point is a shortcut; a fault point forgets it, so reads walk the index.
+    const resume = this.#env.faults?.fires("storage.read.forget-resume")
+      ? undefined
+      : this.#resumeAt.get(offset);
     if (resume !== undefined && resume.seg === seg && resume.pos < end) {
       return await this.#readResumed(seg, offset, resume.pos, end, limits);
     }

@@ -3,7 +3,7 @@
 // in order, and turns proposals into promises that settle with what applying them produced.
 // The node stays a pure state machine (node.ts); everything that waits lives here.
 
-import type { Clock, Random } from "../../io/types.ts";
+import type { Clock, FaultPoints, Random } from "../../io/types.ts";
 import { ErrorCode, GregorError } from "../../protocol/errors.ts";
 import { decodeMessage, encodeMessage } from "./codec.ts";
 import { RaftNode, type RaftNodeOptions } from "./node.ts";
@@ -45,11 +45,13 @@ export interface StateMachine {
 
 /**
  * Watches a group from outside without changing it (the simulator's safety checkers): told of every
- * Ready once it is durable, every message as it leaves, and every entry as it is applied.
+ * Ready once it is durable, every message as it leaves, every message once the node has handled it
+ * (with its commit index before), and every entry as it is applied.
  */
 export interface RaftObserver {
   saved(ready: Ready): void;
   sent(m: Message): void;
+  received(m: Message, commitBefore: number): void;
   applied(e: Entry): void;
 }
 
@@ -90,6 +92,12 @@ export interface RaftGroupOptions {
 export const PROPOSALS_PENDING_MAX = 100_000;
 /** Default tick, ms. */
 export const RAFT_TICK_MS = 20;
+/** Messages a fault point holds back at once, at most (more are delivered at once). */
+export const HELD_MESSAGES_MAX = 16;
+/** Ticks a held-back message waits at most before it is delivered. */
+export const HELD_TICKS_MAX = 40;
+/** Ticks a save a fault point slows down waits at most. */
+const SLOW_SAVE_TICKS_MAX = 5;
 
 interface Pending {
   term: number;
@@ -116,6 +124,14 @@ export class RaftGroup {
   readonly #ready: Promise<void>;
   /** Set right after construction, before the group does anything, by a checker that watches. */
   observer: RaftObserver | null = null;
+  /**
+   * Fault points (a simulation's, set right after construction; null on a real node): messages
+   * dropped, duplicated or held back and delivered out of order, saves slowed down. Raft must
+   * tolerate all of these; the network may do each of them.
+   */
+  faults: FaultPoints | null = null;
+  /** Messages a fault point holds back, with the ticks each still waits. */
+  readonly #held: { m: Message; ticks: number }[] = [];
 
   constructor(opts: RaftGroupOptions) {
     this.#o = opts;
@@ -184,8 +200,37 @@ export class RaftGroup {
       return;
     }
     if (m.to !== this.#o.nodeId) return;
-    this.#guard(() => this.node.receive(m));
+    const faults = this.faults;
+    if (faults !== null) {
+      if (faults.fires("raft.receive.drop")) return;
+      if (faults.fires("raft.receive.hold") && this.#held.length < HELD_MESSAGES_MAX) {
+        this.#held.push({ m, ticks: 1 + faults.pick(HELD_TICKS_MAX) });
+        return;
+      }
+      // A retransmission that overtook nothing: the same message handled twice.
+      if (faults.fires("raft.receive.duplicate")) this.#deliver(m);
+    }
+    this.#deliver(m);
     this.#kick();
+  }
+
+  #deliver(m: Message): void {
+    const commitBefore = this.node.commitIndex;
+    this.#guard(() => this.node.receive(m));
+    this.observer?.received(m, commitBefore);
+  }
+
+  /** Delivers the held-back messages whose wait is over (a tick each). */
+  #releaseHeld(): void {
+    for (let i = 0; i < this.#held.length;) {
+      const h = this.#held[i]!;
+      if (--h.ticks > 0) {
+        i++;
+        continue;
+      }
+      this.#held.splice(i, 1);
+      this.#deliver(h.m);
+    }
   }
 
   /**
@@ -270,6 +315,7 @@ export class RaftGroup {
         return;
       }
       this.#guard(() => this.node.tick(this.#o.clock.now()));
+      if (this.#held.length > 0) this.#releaseHeld();
       this.#kick();
     }
   }
@@ -312,6 +358,13 @@ export class RaftGroup {
         const ready = this.node.ready();
         if (ready === null) break;
         for (const m of ready.sendNow ?? []) this.#sendOne(m);
+        // A slow disk: the leader's appends are out while its own copy is not yet durable.
+        if (this.faults?.fires("raft.ready.slow-save")) {
+          const tickMs = this.#o.tickMs ?? RAFT_TICK_MS;
+          const ms = tickMs * (1 + this.faults.pick(SLOW_SAVE_TICKS_MAX));
+          await this.#o.clock.sleep(ms, this.#stop.signal).catch(() => {});
+          if (this.stopped) return;
+        }
         try {
           await this.#o.store.save(ready);
         } catch (err) {

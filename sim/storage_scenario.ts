@@ -1,0 +1,233 @@
+// The file log under damage at rest: a seed writes batches of every shape over small segments and
+// a sparse index, flips bytes of some of them on the simulated disk (as a failing drive would),
+// then reads from random offsets with random limits, and in order from the start as a subscriber
+// does, while the disk may also flip bits on single reads. The checker looks at every byte served:
+// whatever path a read takes (an index walk, a resumed read, a re-read), it returns whole batches
+// that pass their checksum and hold exactly what was written at those offsets, or it refuses. And
+// offsets before the first damaged batch stay readable when reads are clean.
+
+import { SeededRandom } from "../src/io/prng.ts";
+import {
+  BATCH_HEADER_BYTES,
+  batchesIn,
+  type BatchLimits,
+  decodeBatch,
+  encodeBatch,
+  readBatchHeader,
+  validateBatch,
+} from "../src/protocol/batch.ts";
+import { GregorError } from "../src/protocol/errors.ts";
+import { FileLog } from "../src/storage/file_log.ts";
+import { OffsetOutOfRange, type ReadResult } from "../src/storage/log.ts";
+import type { Env } from "../src/io/types.ts";
+import type { SimNode } from "./node.ts";
+import { calmDisk } from "./disk.ts";
+import { calmPlan } from "./faults.ts";
+import { Buggify } from "./buggify.ts";
+import { runOnNode } from "./harness.ts";
+import { type RunResult, runResult } from "./result.ts";
+import { Simulation } from "./simulation.ts";
+
+/** A storage run, all rolled from its seed. */
+export interface StorageOptions {
+  seed: number;
+  batches: number;
+  segmentBytes: number;
+  indexIntervalBytes: number;
+  /** Bytes flipped at rest, each in a different batch (0: a clean log). */
+  flips: number;
+  /** Chance a single read returns one flipped bit (the stored bytes stay good). */
+  readFlipProb: number;
+  /** Random reads after the damage. */
+  reads: number;
+}
+
+const DIR = "log";
+const LIMITS: BatchLimits = { recordsBytesMax: 1 << 20 };
+/** Random reads a seed makes, at most. */
+const RANDOM_READS_MAX = 200;
+/** Violations kept per run. */
+const VIOLATIONS_MAX = 10;
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+/** Derives the options for `seed`, then applies `overrides`. */
+export function storageOptions(
+  seed: number,
+  overrides: Partial<StorageOptions> = {},
+): StorageOptions {
+  const r = new SeededRandom(seed, "storage-options");
+  return {
+    seed,
+    batches: r.int(20, 150),
+    segmentBytes: r.int(400, 6_000),
+    indexIntervalBytes: r.int(40, 1_500),
+    flips: r.int(0, 4),
+    readFlipProb: r.chance(0.5) ? r.float() * 0.05 : 0,
+    reads: r.int(20, RANDOM_READS_MAX),
+    ...overrides,
+  };
+}
+
+interface Written {
+  base: number;
+  last: number;
+  /** Where it lies: its segment's file and its byte position there. */
+  path: string;
+  pos: number;
+  size: number;
+}
+
+/** Every batch in the log's segment files on disk, in offset order. */
+async function batchesOnDisk(env: Env, node: SimNode): Promise<Written[]> {
+  const out: Written[] = [];
+  const names = (await env.disk.list(DIR)).filter((n) => n.endsWith(".log")).sort();
+  for (const name of names) {
+    const path = `${DIR}/${name}`;
+    const bytes = node.disk.durableBytes(path) ?? new Uint8Array(0);
+    for (let pos = 0; pos + BATCH_HEADER_BYTES <= bytes.length;) {
+      const h = readBatchHeader(bytes, pos, { headerOnly: true });
+      if (h.sizeBytes < BATCH_HEADER_BYTES || pos + h.sizeBytes > bytes.length) break;
+      out.push({
+        base: h.baseOffset,
+        last: h.baseOffset + h.recordCount - 1,
+        path,
+        pos,
+        size: h.sizeBytes,
+      });
+      pos += h.sizeBytes;
+    }
+  }
+  return out;
+}
+
+/** Runs the storage scenario and checks it. */
+export async function runStorage(opts: StorageOptions): Promise<RunResult> {
+  const sim = new Simulation(opts.seed, {
+    disk: { ...calmDisk(), readFlipProb: opts.readFlipProb },
+  });
+  // Fault points: reads that forget where the last one ended walk the index, slowed syncs and rolls.
+  const buggify = new Buggify(new SeededRandom(opts.seed, "storage-buggify"));
+  sim.faults = buggify;
+  const r = new SeededRandom(opts.seed, "storage-workload");
+  const violations: string[] = [];
+  const violate = (msg: string) => {
+    if (violations.length < VIOLATIONS_MAX) violations.push(msg);
+  };
+  const stats = { served: 0, refused: 0, damagedBatches: 0, servedBeforeDamage: 0 };
+  const values: string[] = [];
+
+  await runOnNode(sim, "disk", async (env, node) => {
+    const log = await FileLog.open(env, {
+      dir: DIR,
+      fsync: { kind: "always" },
+      segmentBytes: opts.segmentBytes,
+      segmentMs: 365 * 24 * 3_600_000,
+      indexIntervalBytes: opts.indexIntervalBytes,
+      retentionBytes: -1,
+      retentionMs: -1,
+      onFatal: (reason) => violate(`the log failed: ${reason}`),
+    });
+    for (let i = 0; i < opts.batches; i++) {
+      const n = r.int(1, 6);
+      const pad = ".".repeat(r.int(0, 80));
+      const records = Array.from({ length: n }, (_, k) => {
+        const value = `${values.length}:${i}:${k}`;
+        values.push(value);
+        return { value: enc.encode(value + pad), timestamp: 1_000 + values.length };
+      });
+      const batch = encodeBatch(records);
+      await log.append(batch, readBatchHeader(batch));
+    }
+    const written = await batchesOnDisk(env, node);
+    // Flip a byte of distinct batches, anywhere in them, in what is on the disk.
+    const damaged = new Set<number>();
+    for (let f = 0; f < opts.flips; f++) {
+      const i = r.int(0, written.length);
+      if (damaged.has(i)) continue;
+      const w = written[i]!;
+      damaged.add(i);
+      stats.damagedBatches++;
+      node.disk.corruptAtRest(w.path, w.pos + r.int(0, w.size));
+    }
+    const firstDamaged = Math.min(...[...damaged].map((i) => written[i]!.base));
+
+    const check = (offset: number, res: ReadResult): number => {
+      let next = -1;
+      for (const { off, header } of batchesIn(res.bytes)) {
+        const bytes = res.bytes.subarray(off, off + header.sizeBytes);
+        try {
+          validateBatch(bytes, LIMITS);
+        } catch (err) {
+          violate(
+            `a read from offset ${offset} served the batch at ${header.baseOffset}, which fails ` +
+              `its checks (${(err as Error).message}): corruption must be refused, never served`,
+          );
+          return -1;
+        }
+        const last = header.baseOffset + header.recordCount - 1;
+        if (
+          next < 0 ? !(header.baseOffset <= offset && offset <= last) : header.baseOffset !== next
+        ) {
+          violate(
+            `a read from offset ${offset} served batch ${header.baseOffset}..${last} out of place`,
+          );
+          return -1;
+        }
+        for (const rec of decodeBatch(bytes, 0, LIMITS)) {
+          const got = dec.decode(rec.value ?? new Uint8Array(0)).replace(/\.+$/, "");
+          if (got !== values[rec.offset]) {
+            violate(
+              `a read from offset ${offset} served "${got}" at offset ${rec.offset}, where ` +
+                `"${values[rec.offset]}" was written`,
+            );
+            return -1;
+          }
+        }
+        next = last + 1;
+      }
+      if (next < 0 || next !== res.nextOffset) {
+        violate(
+          `a read from offset ${offset} said it ends before ${res.nextOffset}, served ${next}`,
+        );
+        return -1;
+      }
+      stats.served++;
+      if (next <= firstDamaged) stats.servedBeforeDamage++;
+      return next;
+    };
+    /** Reads from `offset`: where the next read starts, or -1 once refused. */
+    const readAt = async (offset: number, bytesMax: number, recordsMax: number) => {
+      try {
+        return check(offset, await log.read(offset, { bytesMax, recordsMax }));
+      } catch (err) {
+        if (err instanceof OffsetOutOfRange || !(err instanceof GregorError)) {
+          violate(`a read from offset ${offset} failed: ${(err as Error).message}`);
+        } else if (offset < firstDamaged && opts.readFlipProb === 0) {
+          violate(
+            `a read from offset ${offset} was refused (${err.message}), though the first ` +
+              `damaged batch starts at ${firstDamaged}`,
+          );
+        }
+        stats.refused++;
+        return -1;
+      }
+    };
+    for (let i = 0; i < opts.reads && violations.length === 0; i++) {
+      await readAt(r.int(0, values.length), r.int(1, 3 * opts.segmentBytes), r.int(1, 40));
+    }
+    // A subscriber from the start: every read resumes where the one before ended.
+    for (let offset = 0; offset >= 0 && offset < values.length && violations.length === 0;) {
+      offset = await readAt(offset, r.int(1, 3 * opts.segmentBytes), r.int(1, 40));
+    }
+    await log.close();
+  });
+  return runResult(sim, {
+    scenario: "storage",
+    seed: opts.seed,
+    options: opts,
+    plan: calmPlan(),
+    violations,
+    stats: { ...stats, ...buggify.stats() },
+  });
+}
