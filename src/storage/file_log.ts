@@ -1027,6 +1027,10 @@ export class FileLog implements Log {
   async sync(): Promise<void> {
     // Batches appended before the call are written or queued; wait until the writer took them.
     while (this.#writing || this.#queue.length > 0) await this.#env.clock.sleep(1);
+    // A log closing syncs what it holds itself; its files may already be closed.
+    if (this.#stop.signal.aborted) {
+      throw new GregorError(ErrorCode.SHUTTING_DOWN, `Log ${this.#opts.dir} is closing`);
+    }
     if (this.#unsaved !== null && !(await this.makeDurable())) {
       throw new GregorError(
         ErrorCode.STORAGE_ERROR,
@@ -1202,7 +1206,15 @@ export class FileLog implements Log {
     );
   }
 
-  async close(): Promise<void> {
+  /** Syncs and closes the files. A second call waits for the first (two owners may both close). */
+  close(): Promise<void> {
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  #closing: Promise<void> | null = null;
+
+  async #close(): Promise<void> {
     this.#stop.abort();
     while (this.#writing) await this.#env.clock.sleep(1);
     await this.#syncing;

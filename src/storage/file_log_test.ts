@@ -507,6 +507,19 @@ Deno.test("sync() makes every batch appended before it durable under fsync never
   }, { syncLatencyMs: 5 });
 });
 
+Deno.test("close() twice (the broker and the cluster both close a replica's log) does not fail the log", async () => {
+  await onSim(12, async (env) => {
+    const s = sink();
+    const log = await FileLog.open(env, options(s, { fsync: { kind: "never" } }));
+    const model = new Model();
+    await appendChecked(log, model);
+    await log.close();
+    await log.close();
+    await assert.rejects(log.sync(), /is closing/);
+    assert.deepEqual(s.fatal, [], "closing a closed log must not look like a failed fsync");
+  }, { syncLatencyMs: 5 });
+});
+
 Deno.test("Under fsync interval:<ms> written batches are synced in the background, with no append waiting", async () => {
   await onSim(10, async (env, node) => {
     const log = await FileLog.open(env, options(sink(), { fsync: { kind: "interval", ms: 100 } }));
