@@ -35,12 +35,16 @@ const BROKER_DEFAULT = "127.0.0.1:7070";
 const TIMEOUT_MS_DEFAULT = 5_000;
 /** Addresses `--broker` takes at most. */
 const BROKERS_MAX = 64;
+/** The client port whose broker serves metrics on METRICS_PORT unless told otherwise. */
+const CLIENT_PORT_DEFAULT = 7070;
 const METRICS_PORT = 7071;
 /** Offsets printed one by one at most; a bigger load prints a count and a rate instead. */
 const OFFSETS_PRINTED_MAX = 100;
-/** Lines read from stdin or --file past which a progress line is shown on a terminal. */
-const PROGRESS_LINES_MIN = 1000;
+/** A produce or consume that ends sooner shows no progress line: it would only flicker. */
+const PROGRESS_DELAY_MS = 500;
 const PROGRESS_INTERVAL_MS = 200;
+/** Partitions a `consume --group` summary names one by one at most. */
+const SUMMARY_PARTITIONS_MAX = 8;
 /** Produces in flight at most before the CLI waits for their acknowledgements. */
 const PRODUCES_IN_FLIGHT_MAX = 10_000;
 /** Metric lines the `metrics` summary shows at most. */
@@ -93,7 +97,8 @@ commands:
                                              user and acl commands go to the broker (super-users
                                              only); with --data-dir DIR they edit DIR's files
                                              instead, while its broker is stopped (bootstrap)
-  metrics [--metrics-url URL]                default http://HOST:${METRICS_PORT}/metrics
+  metrics [--metrics-url URL]                default http://HOST:${METRICS_PORT}/metrics for a
+                                             broker on port ${CLIENT_PORT_DEFAULT}; any other port needs --metrics-url
 
 global options:
   --broker HOST:PORT[,HOST:PORT...]
@@ -554,51 +559,108 @@ async function produce(ctx: Ctx): Promise<void> {
     const offsets: number[] = [];
     let inFlight: Promise<unknown>[] = [];
     let sent = 0;
+    let acked = 0;
+    let failed = 0;
+    let firstError: unknown = null;
+    let stoppedEarly = false;
     const startMs = performance.now();
-    let progressMs = 0;
-    const progress = bulk && Deno.stderr.isTerminal();
-    for await (const value of source) {
-      if (rate !== undefined) {
-        const dueMs = startMs + (sent * 1000) / rate;
-        const waitMs = dueMs - performance.now();
-        if (waitMs > 0) await new Promise((r) => setTimeout(r, waitMs));
+    const perS = () => Math.round(acked / Math.max((performance.now() - startMs) / 1000, 0.001));
+    const progress = bulk
+      ? Progress.start(() => `sent ${sent}, acknowledged ${acked} (${perS()} msg/s)`)
+      : null;
+    try {
+      for await (const value of source) {
+        // Stop reading at the first failure: what follows would most likely fail the same way.
+        if (firstError !== null) {
+          stoppedEarly = true;
+          break;
+        }
+        if (rate !== undefined) {
+          const dueMs = startMs + (sent * 1000) / rate;
+          const waitMs = dueMs - performance.now();
+          if (waitMs > 0) await new Promise((r) => setTimeout(r, waitMs));
+        }
+        const msg: Message = { value, partition, headers };
+        if (v.key !== undefined) msg.key = v.key;
+        const i = sent++;
+        inFlight.push(
+          producer.send(topicName, msg).then((offset) => {
+            acked++;
+            if (i < OFFSETS_PRINTED_MAX) offsets[i] = offset;
+          }, (err) => {
+            failed++;
+            firstError ??= err;
+          }),
+        );
+        if (inFlight.length >= PRODUCES_IN_FLIGHT_MAX) {
+          await Promise.all(inFlight);
+          inFlight = [];
+        }
       }
-      const msg: Message = { value, partition, headers };
-      if (v.key !== undefined) msg.key = v.key;
-      const i = sent++;
-      inFlight.push(
-        producer.send(topicName, msg).then((offset) => {
-          if (i < OFFSETS_PRINTED_MAX) offsets[i] = offset;
-        }),
-      );
-      if (inFlight.length >= PRODUCES_IN_FLIGHT_MAX) {
-        await Promise.all(inFlight);
-        inFlight = [];
-      }
-      const now = performance.now();
-      if (progress && sent > PROGRESS_LINES_MIN && now - progressMs >= PROGRESS_INTERVAL_MS) {
-        progressMs = now;
-        const perS = Math.round(sent / ((now - startMs) / 1000));
-        Deno.stderr.writeSync(new TextEncoder().encode(`\rproduced ${sent} (${perS} msg/s)`));
-      }
+      await Promise.all(inFlight);
+      await producer.close();
+    } finally {
+      progress?.stop();
     }
-    await Promise.all(inFlight);
-    await producer.close();
-    if (progressMs > 0) Deno.stderr.writeSync(new TextEncoder().encode("\r\x1b[K"));
     const seconds = (performance.now() - startMs) / 1000;
-    const perS = Math.round(sent / Math.max(seconds, 0.001));
+    console.error(
+      `produced ${acked} message${acked === 1 ? "" : "s"} to ${topicName} partition ${partition} ` +
+        `in ${seconds.toFixed(2)} s (${perS()} msg/s), ${failed} failed` +
+        (stoppedEarly ? "; stopped reading at the first failure" : ""),
+    );
+    if (firstError !== null) throw firstError;
     if (sent <= OFFSETS_PRINTED_MAX) {
       print(ctx, { topic: topicName, partition, offsets }, offsets.join("\n"));
-    } else {
-      print(
-        ctx,
-        { topic: topicName, partition, count: sent, seconds, messagesPerS: perS },
-        `produced ${sent} messages to ${topicName}/${partition} in ${
-          seconds.toFixed(2)
-        } s (${perS} msg/s)`,
-      );
+    } else if (ctx.json) {
+      print(ctx, {
+        topic: topicName,
+        partition,
+        count: acked,
+        failed,
+        seconds,
+        messagesPerS: perS(),
+      }, "");
     }
   });
+}
+
+/**
+ * A status line on stderr, rewritten in place, shown only when stderr is a terminal (so pipes
+ * and files never see it) and only once the work has run PROGRESS_DELAY_MS.
+ */
+class Progress {
+  #timer: ReturnType<typeof setTimeout>;
+  #shown = false;
+
+  private constructor(render: () => string) {
+    const encoder = new TextEncoder();
+    const draw = () => {
+      this.#shown = true;
+      Deno.stderr.writeSync(encoder.encode(`\r\x1b[K${render()}`));
+    };
+    this.#timer = setTimeout(() => {
+      draw();
+      this.#timer = setInterval(draw, PROGRESS_INTERVAL_MS);
+    }, PROGRESS_DELAY_MS);
+  }
+
+  /** A progress line drawn by `render`, or null when stderr is not a terminal. */
+  static start(render: () => string): Progress | null {
+    return Deno.stderr.isTerminal() ? new Progress(render) : null;
+  }
+
+  /** Stops drawing and clears the line, so what is printed next starts at its beginning. */
+  stop(): void {
+    clearTimeout(this.#timer);
+    clearInterval(this.#timer);
+    if (this.#shown) Deno.stderr.writeSync(new TextEncoder().encode("\r\x1b[K"));
+  }
+}
+
+/** "offsets 3..7", or "offset 3" for one, or "" for none. */
+function offsetRange(first: number, last: number): string {
+  if (first < 0) return "";
+  return first === last ? `offset ${first}` : `offsets ${first}..${last}`;
 }
 
 // --- consume -----------------------------------------------------------------------------
@@ -641,28 +703,76 @@ async function consume(ctx: Ctx): Promise<void> {
   }
   const partition = whole("partition", v.partition, 0) ?? 0;
   const from = parseFrom(v.from);
-  await withClient(ctx, async (client) => {
-    // Without --follow, stop at the end of what the partition held when we started.
-    let endOffset = Infinity;
-    if (!v.follow) {
-      const d = await client.admin.describeTopic(topicName);
-      // A missing partition is refused by the subscribe below (UNKNOWN_PARTITION).
-      endOffset = d.partitions[partition]?.highWatermark ?? 0;
-    }
-    const consumer = await client.subscribe(topicName, {
-      partition,
-      from,
-      ...(v.durable === undefined ? {} : { durable: v.durable }),
+  const stop = new AbortController();
+  const stopListening = v.follow ? onInterrupt(stop) : () => {};
+  let printed = 0;
+  let first = -1;
+  let last = -1;
+  try {
+    await withClient(ctx, async (client) => {
+      // Without --follow, stop at the end of what the partition held when we started.
+      let endOffset = Infinity;
+      if (!v.follow) {
+        const d = await client.admin.describeTopic(topicName);
+        // A missing partition is refused by the subscribe below (UNKNOWN_PARTITION).
+        endOffset = d.partitions[partition]?.highWatermark ?? 0;
+      }
+      const consumer = await client.subscribe(topicName, {
+        partition,
+        from,
+        ...(v.durable === undefined ? {} : { durable: v.durable }),
+      });
+      if (consumer.startOffset >= endOffset) return;
+      const total = Math.min(endOffset - consumer.startOffset, count ?? Infinity);
+      const progress = consumeProgress(() => printed, total);
+      const interrupted = new Promise<null>((resolve) =>
+        stop.signal.addEventListener("abort", () => resolve(null))
+      );
+      try {
+        for (;;) {
+          const pending = consumer.next();
+          const m = await Promise.race([pending, interrupted]);
+          // A fetch still waiting when interrupted ends with the client; its outcome is moot.
+          if (m === null) {
+            pending.catch(() => {});
+            break;
+          }
+          console.log(formatMessage(m, format));
+          m.ack();
+          printed++;
+          if (first < 0) first = m.offset;
+          last = m.offset;
+          if (count !== undefined && printed >= count) break;
+          if (m.offset >= endOffset - 1) break;
+        }
+      } finally {
+        progress?.stop();
+      }
     });
-    let printed = 0;
-    if (consumer.startOffset >= endOffset) return;
-    for await (const m of consumer) {
-      console.log(formatMessage(m, format));
-      m.ack();
-      printed++;
-      if (count !== undefined && printed >= count) break;
-      if (m.offset >= endOffset - 1) break;
-    }
+  } finally {
+    stopListening();
+  }
+  const range = offsetRange(first, last);
+  console.error(
+    `consumed ${printed} message${printed === 1 ? "" : "s"} from ${topicName} partition ` +
+      `${partition}${range === "" ? "" : `, ${range}`}`,
+  );
+}
+
+/**
+ * The progress of a consume, on a terminal's stderr while its stdout goes elsewhere (messages
+ * printed to the same terminal would tear the line); with a known end, a percentage and an ETA.
+ */
+function consumeProgress(done: () => number, total: number): Progress | null {
+  if (Deno.stdout.isTerminal()) return null;
+  const startMs = performance.now();
+  return Progress.start(() => {
+    const n = done();
+    const perS = n / Math.max((performance.now() - startMs) / 1000, 0.001);
+    if (!Number.isFinite(total)) return `consumed ${n} (${Math.round(perS)} msg/s)`;
+    const percent = Math.floor((100 * n) / Math.max(total, 1));
+    const eta = perS > 0 ? `, ETA ${Math.ceil((total - n) / perS)} s` : "";
+    return `consumed ${n} of ${total} (${percent}%, ${Math.round(perS)} msg/s${eta})`;
   });
 }
 
@@ -715,6 +825,9 @@ async function consumeGroup(
   const { topic, group, count, format } = opts;
   const stop = new AbortController();
   const stopListening = onInterrupt(stop);
+  let printed = 0;
+  /** Per partition: the first and last offset printed, for the summary. */
+  const ranges = new Map<number, { first: number; last: number }>();
   try {
     await withClient(ctx, async (client) => {
       // Without --follow, a partition is done at the end of what it held when we started.
@@ -757,8 +870,8 @@ async function consumeGroup(
         );
       let pending: Promise<ReceivedMessage | null> | null = null;
       let tick: Promise<typeof TICK> | null = null;
+      const progress = consumeProgress(() => printed, Infinity);
       try {
-        let printed = 0;
         let committedMs = performance.now();
         for (;;) {
           if (stop.signal.aborted || (!v.follow && caughtUp())) break;
@@ -781,10 +894,14 @@ async function consumeGroup(
           positions.set(tpKey(m), { topic: m.topic, partition: m.partition, offset: m.offset + 1 });
           dirty.add(tpKey(m));
           printed++;
+          const range = ranges.get(m.partition);
+          if (range === undefined) ranges.set(m.partition, { first: m.offset, last: m.offset });
+          else range.last = m.offset;
           if (count !== undefined && printed >= count) break;
         }
         await commitPrinted([...dirty]);
       } finally {
+        progress?.stop();
         // A fetch still waiting when we stopped ends with the member; its outcome is moot.
         pending?.catch(() => {});
         await g.close();
@@ -793,6 +910,15 @@ async function consumeGroup(
   } finally {
     stopListening();
   }
+  const named = [...ranges].sort(([a], [b]) => a - b).map(([p, r]) =>
+    `partition ${p} ${offsetRange(r.first, r.last)}`
+  );
+  const more = named.length - SUMMARY_PARTITIONS_MAX;
+  console.error(
+    `consumed ${printed} message${printed === 1 ? "" : "s"} from ${topic} as group ${group}` +
+      (named.length === 0 ? "" : `: ${named.slice(0, SUMMARY_PARTITIONS_MAX).join(", ")}`) +
+      (more > 0 ? ` and ${more} more partition${more === 1 ? "" : "s"}` : ""),
+  );
 }
 
 // --- group -------------------------------------------------------------------------------
@@ -1021,17 +1147,46 @@ async function cluster(ctx: Ctx): Promise<void> {
 
 const INTERESTING_METRIC = /request|bytes|connection/i;
 
+/** How to find a broker's metrics address, for the messages that need the user to pass it. */
+const METRICS_URL_HINT = "pass --metrics-url http://HOST:PORT/metrics (the broker's start line " +
+  'names it as "metrics")';
+
+/**
+ * The metrics URL: --metrics-url, else the default a broker on the default client port serves.
+ * A broker on any other port picks a free metrics port, so guessing 7071 there would silently
+ * read another broker's metrics.
+ */
+function metricsUrl(ctx: Ctx): { url: string; guessed: boolean } {
+  const given = ctx.values["metrics-url"];
+  if (given !== undefined) return { url: given, guessed: false };
+  if (ctx.port !== CLIENT_PORT_DEFAULT) {
+    throw new UsageError(
+      `the metrics address of the broker at ${ctx.host}:${ctx.port} is not known (only a broker ` +
+        `on port ${CLIENT_PORT_DEFAULT} serves them on ${METRICS_PORT} by default); ` +
+        METRICS_URL_HINT,
+    );
+  }
+  return { url: `http://${ctx.host}:${METRICS_PORT}/metrics`, guessed: true };
+}
+
 async function metrics(ctx: Ctx): Promise<void> {
-  const url = ctx.values["metrics-url"] ?? `http://${ctx.host}:${METRICS_PORT}/metrics`;
+  const { url, guessed } = metricsUrl(ctx);
   let body: string;
   try {
     const res = await fetch(url, { signal: AbortSignal.timeout(ctx.timeoutMs) });
     body = await res.text();
     if (!res.ok) throw new Error(`HTTP ${res.status}`);
   } catch (err) {
+    // fetch says only "fetch failed"; why (refused, a name that does not resolve) is its cause.
+    const cause = (err as Error).cause;
+    const why = cause instanceof Error
+      ? cause.message.replace(/^error sending request for url \([^)]*\): /, "")
+      : (err as Error).message;
     throw new UnreachableError(
-      `metrics are unreachable at ${url} (${(err as Error).message}); ` +
-        "is the broker running with metrics on? use --metrics-url to point elsewhere",
+      `metrics are unreachable at ${url}` +
+        (guessed ? ` (the default for a broker on port ${CLIENT_PORT_DEFAULT})` : "") +
+        ` — ${why}; is the broker running with metrics on? ` +
+        (guessed ? METRICS_URL_HINT : "check --metrics-url"),
     );
   }
   // Sum each metric over its labels: the operator's first look, not a dashboard.

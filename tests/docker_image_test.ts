@@ -43,7 +43,7 @@ async function run(
   cmd: string,
   args: string[],
   opts: { mayFail?: boolean } = {},
-): Promise<{ code: number; out: string }> {
+): Promise<{ code: number; out: string; stdout: string }> {
   const out = await new Deno.Command(cmd, {
     args,
     cwd: ROOT,
@@ -59,7 +59,7 @@ async function run(
   if (out.code !== 0 && !opts.mayFail) {
     throw new Error(`${cmd} ${args.join(" ")} exited with ${out.code}:\n${text}`);
   }
-  return { code: out.code, out: text };
+  return { code: out.code, out: text, stdout: dec.decode(out.stdout) };
 }
 
 function freePort(): number {
@@ -155,7 +155,8 @@ Deno.test({
         "--format",
         "json",
       ]);
-      const values = consumed.out.trim().split("\n").map((l) => JSON.parse(l).value);
+      // stdout only: gregorctl's summary line goes to stderr.
+      const values = consumed.stdout.trim().split("\n").map((l) => JSON.parse(l).value);
       assert.deepEqual(values, sent);
 
       // gregorctl in the container → the host client.

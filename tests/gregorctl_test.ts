@@ -544,3 +544,156 @@ Deno.test("gregorctl manages consumer groups and grows partitions on a real brok
     await Deno.remove(dataDir, { recursive: true });
   }
 });
+
+/** Whether `tool` runs here (util-linux `script`, coreutils `timeout`). */
+async function has(tool: string): Promise<boolean> {
+  try {
+    const r = await new Deno.Command(tool, { args: ["--version"], stdout: "null", stderr: "null" })
+      .output();
+    return r.success;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Runs gregorctl with its stderr on a pseudo-terminal (util-linux `script`) and its stdout in
+ * `stdoutPath`; returns what the terminal showed, with the escape that clears a line as "<clear>".
+ */
+async function onTerminal(args: string[], stdoutPath: string, prefix = ""): Promise<string> {
+  const quote = (s: string) => `'${s.replaceAll("'", `'\\''`)}'`;
+  const command = [Deno.execPath(), "run", "--allow-net", "--allow-read", "--allow-env", GREGORCTL]
+    .concat(args).map(quote).join(" ");
+  const r = await new Deno.Command("script", {
+    args: ["-qfec", `${prefix}${command} > ${quote(stdoutPath)}`, "/dev/null"],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  return new TextDecoder().decode(r.stdout).replaceAll("\x1b[K", "<clear>");
+}
+
+Deno.test("gregorctl produce and consume end with a summary on stderr; stdout keeps the data", async (t) => {
+  const dataDir = await Deno.makeTempDir({ prefix: "gregorctl_summary_test_" });
+  const broker = await startBroker(dataDir);
+  const { ctl } = against(broker.addr);
+  const lines = Array.from({ length: 300 }, (_, i) => `line-${i}`).join("\n") + "\n";
+  const file = `${dataDir}/lines.txt`;
+  await Deno.writeTextFile(file, lines);
+  const produced = (n: number, topic: string) =>
+    new RegExp(
+      `^produced ${n} messages to ${topic} partition 0 in \\d+\\.\\d\\d s \\(\\d+ msg/s\\), 0 failed\\n$`,
+    );
+  try {
+    await t.step("produce: offsets or nothing on stdout, one summary line on stderr", async () => {
+      const few = await ctl(["produce", "bulk", "a", "b"]);
+      assert.equal(few.code, 0, few.stderr);
+      assert.equal(few.stdout, "0\n1\n");
+      assert.match(few.stderr, produced(2, "bulk"));
+      // From a file and from stdin, more than the offsets printed one by one: stdout stays empty.
+      const fromFile = await ctl(["produce", "bulk", "--file", file]);
+      assert.equal(fromFile.code, 0, fromFile.stderr);
+      assert.equal(fromFile.stdout, "");
+      assert.match(fromFile.stderr, produced(300, "bulk"), "no progress line off a terminal");
+      const fromStdin = await ctl(["produce", "bulk"], { stdin: lines });
+      assert.equal(fromStdin.stdout, "");
+      assert.match(fromStdin.stderr, produced(300, "bulk"));
+      const json = await ctl(["produce", "bulk", "--file", file, "--json"]);
+      const doc = JSON.parse(json.stdout);
+      assert.deepEqual([doc.topic, doc.partition, doc.count, doc.failed], ["bulk", 0, 300, 0]);
+      assert.match(json.stderr, produced(300, "bulk"));
+    });
+
+    await t.step(
+      "produce: failures are counted in the summary, then the error, exit 1",
+      async () => {
+        const r = await ctl(["produce", "bulk", "--partition", "5", "--file", file]);
+        assert.equal(r.code, 1);
+        assert.equal(r.stdout, "");
+        assert.match(
+          r.stderr,
+          /^produced 0 messages to bulk partition 5 in [\d.]+ s \(0 msg\/s\), [1-9]\d* failed(; stopped reading at the first failure)?\nerror: UNKNOWN_PARTITION: /,
+        );
+      },
+    );
+
+    await t.step("consume: messages on stdout, offsets read on stderr", async () => {
+      const r = await ctl(["consume", "bulk", "--from", "2", "--count", "3"]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout, "2\t\tline-0\n3\t\tline-1\n4\t\tline-2\n");
+      assert.equal(r.stderr, "consumed 3 messages from bulk partition 0, offsets 2..4\n");
+      const json = await ctl(["consume", "bulk", "--from", "901", "--json"]);
+      const docs = json.stdout.trim().split("\n").map((l) => JSON.parse(l));
+      assert.deepEqual(docs.map((m) => m.offset), [901]);
+      assert.equal(json.stderr, "consumed 1 message from bulk partition 0, offset 901\n");
+      const none = await ctl(["consume", "bulk", "--from", "latest"]);
+      assert.equal(none.stdout, "");
+      assert.equal(none.stderr, "consumed 0 messages from bulk partition 0\n");
+      const group = await ctl(["consume", "bulk", "--group", "summary", "--count", "10"]);
+      assert.equal(group.code, 0, group.stderr);
+      assert.equal(group.stdout.trim().split("\n").length, 10);
+      assert.equal(
+        group.stderr,
+        "consumed 10 messages from bulk as group summary: partition 0 offsets 0..9\n",
+      );
+    });
+
+    await t.step("metrics needs --metrics-url for a broker off the default port", async () => {
+      const r = await ctl(["metrics"]);
+      assert.equal(r.code, 2);
+      assert.equal(
+        r.stderr,
+        `error: the metrics address of the broker at ${broker.addr} is not known (only a broker ` +
+          "on port 7070 serves them on 7071 by default); pass --metrics-url " +
+          'http://HOST:PORT/metrics (the broker\'s start line names it as "metrics") ' +
+          "(see `gregorctl --help`)\n",
+      );
+      // A broker on 7070 has its metrics on 7071: that is the URL tried, and named on failure.
+      const guessed = await gregorctl(["--broker", "no-such-broker.invalid:7070", "metrics"]);
+      assert.equal(guessed.code, 3);
+      assert.match(
+        guessed.stderr,
+        /^metrics are unreachable at http:\/\/no-such-broker\.invalid:7071\/metrics \(the default for a broker on port 7070\) — .*dns error.*; .*pass --metrics-url /,
+      );
+    });
+
+    const tools = (await has("script")) && (await has("timeout"));
+    if (!tools) {
+      console.log("skipping the terminal steps: util-linux `script` or `timeout` is missing");
+    }
+    await t.step({
+      name: "on a terminal, produce and consume show a progress line that the summary replaces",
+      ignore: !tools,
+      fn: async () => {
+        const out = `${dataDir}/stdout.txt`;
+        // --rate makes the load last long enough (1.2 s) for the progress line to appear.
+        const big = Array.from({ length: 1500 }, (_, i) => `big-${i}`).join("\n");
+        await Deno.writeTextFile(file, big);
+        const shown = await onTerminal(
+          ["--broker", broker.addr, "produce", "slow", "--file", file, "--rate", "1250"],
+          out,
+        );
+        assert.equal(await Deno.readTextFile(out), "", "stdout had no progress");
+        assert.match(shown, /\r<clear>sent \d+, acknowledged \d+ \(\d+ msg\/s\)/);
+        assert.match(shown, /\r<clear>produced 1500 messages to slow partition 0 in .*, 0 failed/);
+        // Interrupted after 4 s, a following consume clears its progress line and summarises.
+        const followed = await onTerminal(
+          ["--broker", broker.addr, "consume", "slow", "--follow"],
+          out,
+          "timeout -s INT 4 ",
+        );
+        assert.equal((await Deno.readTextFile(out)).split("\n").length, 1501);
+        assert.match(followed, /\r<clear>consumed \d+ \(\d+ msg\/s\)/);
+        assert.match(
+          followed,
+          /\r<clear>consumed 1500 messages from slow partition 0, offsets 0\.\.1499\r?\n/,
+        );
+      },
+    });
+  } finally {
+    broker.child.kill("SIGTERM");
+    await broker.child.status;
+    await broker.drained;
+    await Deno.remove(dataDir, { recursive: true });
+  }
+});
