@@ -33,6 +33,8 @@ const BROKER_FLAGS = [
   "--cluster-bootstrap-expect",
   String(NODES),
 ];
+/** Time a follower the read goes through gets to apply the last acknowledged entries, ms. */
+const CATCH_UP_MS_MAX = 10_000;
 /** Sends a producer keeps unanswered at most. */
 const WINDOW_MESSAGES = 20;
 /** Pause between one producer's sends, ms (about 100 messages a second each, on 2 cores). */
@@ -287,7 +289,15 @@ class Workload {
   async verify(client: Client): Promise<string> {
     let total = 0;
     for (let p = 0; p < PARTITIONS; p++) {
-      const read = await readBack(client, p);
+      // A node that follows the partition learns that the last entries committed a heartbeat
+      // later than the leader acknowledged them: read again until its end covers every ack.
+      const end = Math.max(0, ...this.acked[p]!.map((a) => a.offset + 1));
+      let read = await readBack(client, p);
+      for (const deadline = Date.now() + CATCH_UP_MS_MAX; read.length < end;) {
+        if (Date.now() > deadline) break;
+        await new Promise((r) => setTimeout(r, 200));
+        read = await readBack(client, p);
+      }
       const seqAt = new Map<number, number>();
       let previous = -1;
       for (const [i, m] of read.entries()) {
