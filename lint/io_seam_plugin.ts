@@ -1,5 +1,5 @@
-// Deno lint plugin that enforces the I/O seam (DESIGN.md §2): code under src/ (outside src/io/deno/)
-// and sim/ reaches time, randomness and the operating system only through the Env it is given.
+// Deno lint plugin that enforces the I/O seam (DESIGN.md §2): code under src/ (outside src/io/deno/
+// and src/io/node/) and sim/ reaches time, randomness and the operating system only through the Env it is given.
 
 import { fileURLToPath } from "node:url";
 
@@ -8,9 +8,9 @@ type Node = Deno.lint.Node | Deno.lint.AccessorProperty | Deno.lint.TSParameterP
 type Identifier = Deno.lint.Identifier;
 
 /** Which seam rules a file is subject to, decided by where it sits in the repository. */
-type Area = "io-deno" | "core" | "sim" | "exempt";
+type Area = "io-host" | "core" | "sim" | "exempt";
 
-const WHERE = "is not allowed under src/ (outside src/io/deno/) or sim/";
+const WHERE = "is not allowed under src/ (outside src/io/deno/ and src/io/node/) or sim/";
 const CLOCK = "read time through env.clock so the simulator controls it";
 const TIMER = "wait with env.clock.sleep so the simulator controls time";
 const RANDOM = "draw randomness from env.random so a seed reproduces the run";
@@ -104,7 +104,7 @@ function areaOf(filename: string): Area {
   const inRepo = REPO_ROOT !== null && path.startsWith(REPO_ROOT);
   const rel = "/" + (inRepo ? path.slice(REPO_ROOT.length) : path);
   const has = (dir: string): boolean => inRepo ? rel.startsWith(dir) : rel.includes(dir);
-  if (has("/src/io/deno/")) return "io-deno";
+  if (has("/src/io/deno/") || has("/src/io/node/")) return "io-host";
   if (has("/src/")) return "core";
   if (has("/sim/")) return "sim";
   return "exempt";
@@ -524,12 +524,12 @@ const NAMED_EXPORTS_ONLY: Deno.lint.Rule = {
 
 /**
  * The `gregormq` lint plugin. Rules:
- * - `io-seam`: under src/ (outside src/io/deno/) and sim/, forbids the globals Deno, setTimeout,
+ * - `io-seam`: under src/ (outside src/io/deno/ and src/io/node/) and sim/, forbids the globals Deno, setTimeout,
  *   setInterval, Date, performance, crypto, WeakRef and FinalizationRegistry (also through
  *   globalThis), Math.random, AbortSignal.timeout, and importing node:crypto, node:perf_hooks or
  *   setTimeout/setInterval from node:timers. Locally declared names of the same spelling are fine,
  *   and so are `Deno.test` and `Deno.TestContext` in `*_test.ts` files.
- * - `named-exports-only`: under src/ (including src/io/deno/) and sim/, forbids default exports.
+ * - `named-exports-only`: under src/ (including src/io/deno/ and src/io/node/) and sim/, forbids default exports.
  *
  * A lint plugin must be a default export; lint/ itself is outside the paths these rules check.
  */

@@ -76,10 +76,28 @@ const READ_SIZES = [1, 3, 7, 61, 509, 1021, 4093, 16381] as const;
 /** Concurrent operations of each kind in the one-handle concurrency test. */
 const FILE_OPS = 64;
 
-/** Registers every contract test as `Deno.test("<world.name>: <behaviour>", ...)`. */
-export function defineIoContractTests(world: ContractWorld): void {
+/** One contract test, as handed to a test runner. */
+export interface ContractTest {
+  name: string;
+  /** The world cannot run it (no certificates for the TLS tests). */
+  ignore: boolean;
+  fn: () => Promise<void>;
+}
+
+/**
+ * Registers every contract test as "<world.name>: <behaviour>" with `register`: `Deno.test` by
+ * default, Node's test runner for the Node build (tests/node/io_contract_node.ts).
+ */
+export function defineIoContractTests(
+  world: ContractWorld,
+  register: (test: ContractTest) => void = (test) => Deno.test(test),
+): void {
   const test = (behaviour: string, body: (t: ContractEnv) => Promise<void> | void): void => {
-    Deno.test(`${world.name}: ${behaviour}`, () => world.run(async (t) => await body(t)));
+    register({
+      name: `${world.name}: ${behaviour}`,
+      ignore: false,
+      fn: () => world.run(async (t) => await body(t)),
+    });
   };
 
   // --- Network -------------------------------------------------------------------------------
@@ -88,7 +106,7 @@ export function defineIoContractTests(world: ContractWorld): void {
     behaviour: string,
     body: (t: ContractEnv, c: ContractCerts) => Promise<void>,
   ) => {
-    Deno.test({
+    register({
       name: `${world.name}: ${behaviour}`,
       ignore: world.certs === undefined,
       fn: () => world.run(async (t) => await body(t, world.certs!)),

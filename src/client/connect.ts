@@ -1,12 +1,13 @@
-// `connect()` with the real I/O environment: the entry point applications use. Kept apart from
-// client.ts so the simulator can build clients without pulling in Deno's I/O.
+// `connect()` with the real I/O environment (Deno's or Node's, whichever runs it): the entry point
+// applications use. Kept apart from client.ts so the simulator can build clients without pulling
+// in real I/O.
 
-import { denoEnv } from "../io/deno/mod.ts";
+import { hostEnv } from "../io/node/host.ts";
 import { type Client, connectWith } from "./client.ts";
 import type { ConnectOptions } from "./connection.ts";
 
 /**
- * Connects to a GregorMQ broker over TCP and completes the handshake.
+ * Connects to a GregorMQ broker over TCP and completes the handshake. Runs on Deno and on Node 20+.
  *
  * @param opts Where and how to connect; everything has a default (127.0.0.1:7070).
  * @returns A connected client.
@@ -29,6 +30,6 @@ import type { ConnectOptions } from "./connection.ts";
  * await client.close();
  * ```
  */
-export function connect(opts: ConnectOptions = {}): Promise<Client> {
-  return connectWith(denoEnv(), opts);
+export async function connect(opts: ConnectOptions = {}): Promise<Client> {
+  return connectWith(await hostEnv(), opts);
 }

@@ -149,6 +149,8 @@ export class Consumer implements AsyncIterable<ReceivedMessage>, PushListener {
   readonly #brokerAcks: boolean;
   /** Offset the iteration stops before (`until: "end"`); fixed at the first SUBSCRIBE. */
   #end = Number.POSITIVE_INFINITY;
+  /** Deliveries taken so far; tells a SUBSCRIBE response whether pushes overtook it. */
+  #pushesTaken = 0;
   readonly #bounded: boolean;
   readonly #queue: Received[] = [];
   #queueHead = 0;
@@ -231,6 +233,7 @@ export class Consumer implements AsyncIterable<ReceivedMessage>, PushListener {
       : "offset" in from
       ? [Start.offset, from.offset]
       : [Start.timestamp, from.timestamp];
+    const takenBefore = this.#pushesTaken;
     const r = await this.#conn.request<SubscribeResponse>("SUBSCRIBE", {
       subscriptionId: this.#id,
       topic: this.topic,
@@ -242,9 +245,11 @@ export class Consumer implements AsyncIterable<ReceivedMessage>, PushListener {
       creditMessages: this.#opts.windowMessages,
       creditBytes: this.#opts.windowBytes,
     });
-    // Deliveries that arrived in the same read as this response were taken before this runs:
-    // they moved nextOffset past the start already, and must not be expected again.
-    this.#nextOffset = Math.max(this.#nextOffset, r.startOffset);
+    // The broker pushes right after answering, and both can arrive in one read, so deliveries
+    // may already have moved #nextOffset past the start; going back would hide a bounded read's
+    // end. Without such pushes the start is taken as is (a resubscribe may go back to the first
+    // unacknowledged offset).
+    if (this.#pushesTaken === takenBefore) this.#nextOffset = r.startOffset;
     this.#acked = Math.max(this.#acked, r.startOffset - 1);
     return r;
   }
@@ -270,6 +275,7 @@ export class Consumer implements AsyncIterable<ReceivedMessage>, PushListener {
 
   #take(push: DeliverPush): void {
     if (this.#closed || push.records === null) return;
+    this.#pushesTaken++;
     if (push.redelivery === 1) {
       // The broker rewound to its first unacknowledged offset: forget what we hold from there on.
       this.#dropQueuedFrom(push.firstOffset);

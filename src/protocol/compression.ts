@@ -3,7 +3,9 @@
 // codec libraries are big to load, so record batches reach them through codecs.ts, which loads
 // this module on first need; importing it installs the codecs there.
 
-import { gunzipSync, gzipSync, zstdCompressSync, zstdDecompressSync } from "node:zlib";
+// A namespace import: Node before 22.15 has no zstd in node:zlib, and a named import of a missing
+// export would stop the whole client from loading there instead of failing only zstd.
+import * as zlib from "node:zlib";
 import * as snappyjs from "snappyjs";
 import * as lz4wasm from "lz4-wasm";
 import {
@@ -52,7 +54,7 @@ export function compress(id: CodecId, bytes: Uint8Array): Uint8Array {
     case Codec.none:
       return bytes;
     case Codec.gzip:
-      return plain(gzipSync(bytes));
+      return plain(zlib.gzipSync(bytes));
     case Codec.snappy:
       return plain(snappy.compress(bytes));
     case Codec.lz4:
@@ -60,7 +62,9 @@ export function compress(id: CodecId, bytes: Uint8Array): Uint8Array {
     case Codec.zstd:
       // node:zlib starts a second, empty frame when the first ends on its output chunk boundary
       // (16 KiB by default); one chunk that fits the worst case keeps it to a single frame.
-      return plain(zstdCompressSync(bytes, { chunkSize: zstdCompressedBytesMax(bytes.length) }));
+      return plain(
+        zstdZlib().zstdCompressSync(bytes, { chunkSize: zstdCompressedBytesMax(bytes.length) }),
+      );
     default:
       throw new RangeError(`Cannot compress with codec ${id}: not a known codec id`);
   }
@@ -122,9 +126,20 @@ export function decompress(id: CodecId, bytes: Uint8Array, outputBytesMax: numbe
   return plain(out);
 }
 
+/** node:zlib, checked to have zstd (Deno and Node 22.15+ do; Node 20 does not). */
+function zstdZlib(): typeof zlib {
+  if (typeof zlib.zstdCompressSync !== "function") {
+    throw new CompressionError(
+      "zstd",
+      "Cannot use zstd: this runtime's node:zlib has no zstd (Node 22.15 or later, or Deno, has it)",
+    );
+  }
+  return zlib;
+}
+
 /** Decompresses gzip or one zstd frame with node:zlib, which stops once output passes `limit`. */
 function zlibDecompress(name: "gzip" | "zstd", bytes: Uint8Array, limit: number): Uint8Array {
-  const fn = name === "gzip" ? gunzipSync : zstdDecompressSync;
+  const fn = name === "gzip" ? zlib.gunzipSync : zstdZlib().zstdDecompressSync;
   try {
     // maxOutputLength must be at least 1; decompress() checks a limit of 0 on the 1-byte result.
     return fn(bytes, { maxOutputLength: Math.max(limit, 1) });

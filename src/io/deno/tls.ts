@@ -4,6 +4,7 @@
 
 import { Buffer } from "node:buffer";
 import { createPrivateKey, X509Certificate } from "node:crypto";
+import type * as net from "node:net";
 import * as tls from "node:tls";
 import {
   AddressInUse,
@@ -100,7 +101,7 @@ export function connectTls(addr: Addr, opts: TlsClientOptions, timeoutMs: number
       clearTimeout(timer);
       sock.removeAllListeners("error");
       sock.removeAllListeners("close");
-      resolve(new NodeTlsConn(sock, addr));
+      resolve(new NodeSocketConn(sock, addr));
     });
   });
 }
@@ -108,7 +109,7 @@ export function connectTls(addr: Addr, opts: TlsClientOptions, timeoutMs: number
 /** A TLS listener; `accept` hands out connections whose handshake is done. */
 class NodeTlsListener implements Listener {
   readonly #server: tls.Server;
-  readonly #backlog: NodeTlsConn[] = [];
+  readonly #backlog: NodeSocketConn[] = [];
   #waiter: ((conn: Conn | null) => void) | null = null;
   #closed = false;
   readonly addr: Addr;
@@ -123,7 +124,7 @@ class NodeTlsListener implements Listener {
         return;
       }
       const subject = opts.requireClientCert === true ? peerSubject(sock) : undefined;
-      const conn = new NodeTlsConn(sock, this.addr, subject);
+      const conn = new NodeSocketConn(sock, this.addr, subject);
       if (this.#closed || this.#backlog.length >= TLS_BACKLOG_MAX) {
         conn.close();
         return;
@@ -199,9 +200,12 @@ class NodeTlsListener implements Listener {
   }
 }
 
-/** A TLS socket as a pull-style `Conn`: data is buffered up to READ_AHEAD_BYTES_MAX. */
-class NodeTlsConn implements Conn {
-  readonly #sock: tls.TLSSocket;
+/**
+ * A node:net or node:tls socket as a pull-style `Conn`: data is buffered up to
+ * READ_AHEAD_BYTES_MAX. src/io/node/ serves its plain TCP connections with it too.
+ */
+export class NodeSocketConn implements Conn {
+  readonly #sock: net.Socket;
   readonly #chunks: Uint8Array[] = [];
   #buffered = 0;
   #ended = false;
@@ -216,7 +220,7 @@ class NodeTlsConn implements Conn {
   readonly remote: Addr;
   readonly tlsPeerSubject?: string;
 
-  constructor(sock: tls.TLSSocket, fallback: Addr, subject?: string) {
+  constructor(sock: net.Socket, fallback: Addr, subject?: string) {
     this.#sock = sock;
     sock.setNoDelay(true);
     this.local = { host: sock.localAddress ?? fallback.host, port: sock.localPort ?? 0 };
@@ -389,7 +393,8 @@ function peerSubject(sock: tls.TLSSocket): string | undefined {
   return Object.entries(subject).map(([k, v]) => `${k}=${v}`).join(",");
 }
 
-function mapNodeError(err: Error, what: string): Error {
+/** A Node socket error as the seam's typed error. */
+export function mapNodeError(err: Error, what: string): Error {
   const code = (err as { code?: string }).code;
   const options = { cause: err };
   if (code === "EADDRINUSE") return new AddressInUse(`${what}: address in use`, options);
