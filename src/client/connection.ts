@@ -638,6 +638,16 @@ export class ClientConnection {
     );
   }
 
+  /**
+   * Leaves the broker this connection talks to for the next of `servers` (if there is another),
+   * because of `why`: requests in flight fail as on a lost connection, and the next one dials on.
+   */
+  moveOn(why: string): void {
+    const conn = this.#conn;
+    if (this.#closed || conn === null || this.addresses.length < 2) return;
+    this.#lose(conn, new ConnectionError(`Left the broker: ${why}`));
+  }
+
   /** Closes the connection for good; pending requests fail with ConnectionError. */
   close(): void {
     if (this.#closed) return;

@@ -9,6 +9,12 @@ import type { NodeAddr } from "./pool.ts";
 
 /** How long a topic's partition count is used before it is asked again (in the background), ms. */
 export const METADATA_MAX_AGE_MS = 60_000;
+/**
+ * Answers in a row in which the bootstrap node named no leader for some partition of a topic before
+ * the client moves to its next server: a node cut off from the rest of its cluster can name none,
+ * while the others elected new leaders long ago.
+ */
+export const LEADERLESS_ANSWERS_MAX = 3;
 /** Topics cached at most; the least recently asked for is forgotten first. */
 export const METADATA_TOPICS_MAX = 10_000;
 
@@ -25,6 +31,8 @@ export class PartitionCounts {
   readonly #clock: Clock;
   readonly #entries = new Map<string, Entry>();
   readonly #fetching = new Map<string, Promise<number>>();
+  /** Answers in a row that named no leader for some partition, by topic. */
+  readonly #leaderless = new Map<string, number>();
 
   constructor(conn: ClientConnection, clock: Clock) {
     this.#conn = conn;
@@ -90,6 +98,7 @@ export class PartitionCounts {
         leaders,
         fetchedMs: this.#clock.now(),
       });
+      this.#noteLeaders(topic, leaders);
       if (this.#entries.size > METADATA_TOPICS_MAX) {
         this.#entries.delete(this.#entries.keys().next().value as string);
       }
@@ -97,5 +106,22 @@ export class PartitionCounts {
     }).finally(() => this.#fetching.delete(topic));
     this.#fetching.set(topic, fetched);
     return fetched;
+  }
+
+  /** After LEADERLESS_ANSWERS_MAX answers in a row without a leader, asks another server. */
+  #noteLeaders(topic: string, leaders: readonly (NodeAddr | null)[]): void {
+    if (!leaders.includes(null)) {
+      this.#leaderless.delete(topic);
+      return;
+    }
+    const n = (this.#leaderless.get(topic) ?? 0) + 1;
+    if (n < LEADERLESS_ANSWERS_MAX) {
+      this.#leaderless.set(topic, n);
+      return;
+    }
+    this.#leaderless.delete(topic);
+    this.#conn.moveOn(
+      `it named no leader for a partition of ${topic} ${LEADERLESS_ANSWERS_MAX} times in a row`,
+    );
   }
 }
