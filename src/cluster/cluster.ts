@@ -179,6 +179,8 @@ export class ClusterNode {
     replicaBadFetches: 0,
     /** Changes a replica's log refused (a full disk), then tried again. */
     replicaStorageRetries: 0,
+    /** Damaged replica logs cut at the damage and filled again from peers. */
+    replicaRepairs: 0,
   };
   readonly #env: Env;
   readonly #o: ClusterOptions;
@@ -424,7 +426,16 @@ export class ClusterNode {
   /** True if this node may serve reads of the partition: it holds a replica, not mid-restore. */
   holds(topic: string, partition: number): boolean {
     const r = this.#replicas.get(partitionGroup(topic, partition));
-    return r !== undefined && !r.machine.restoring && r.group.node.appliedIndex >= r.servesFrom;
+    if (r === undefined) return false;
+    if (r.machine.damaged() && !r.machine.restoring) {
+      // A read found damage: the replica stops serving until its peers have refilled the log.
+      this.#o.onReport?.(
+        `Replica ${partitionGroup(topic, partition)} is damaged; repairing it from its peers`,
+      );
+      r.machine.repair().catch(() => {});
+    }
+    return !r.machine.restoring && !r.machine.damaged() &&
+      r.group.node.appliedIndex >= r.servesFrom;
   }
 
   /**
@@ -843,7 +854,19 @@ export class ClusterNode {
     };
     // Counted from here: a replica whose log was compacted starts from its snapshot.
     machine.onRestore = () => void this.stats.replicaRestores++;
+    machine.onRepaired = ({ cut, peers }) => {
+      this.stats.replicaRepairs++;
+      const from = peers.length === 0
+        ? "its Raft log applies them again"
+        : `fetched again from ${peers.join(", ")}`;
+      this.#o.onReport?.(
+        `Replica ${key} repaired: its log was damaged from offset ${cut.damage.offset} ` +
+          `(${cut.damage.file} at byte ${cut.damage.byte}: ${cut.damage.reason}); offsets ` +
+          `${cut.cutOffset}..${cut.endOffset - 1} were cut and ${from}, each batch verified`,
+      );
+    };
     const group = this.#group(wire, store, machine);
+    machine.peers = () => [...group.node.voters, ...group.node.learners];
     // A group just founded has no leader to wait for: its first replica, which placement spreads
     // over the nodes, campaigns at once, so the topic takes produces within a few round trips
     // rather than after an election timeout (1 to 2 s of refused produces).

@@ -20,6 +20,7 @@ import {
   type AppendResult,
   type Log,
   type LogDamage,
+  type LogRepair,
   OffsetInsideBatch,
   OffsetOutOfRange,
   type ReadLimits,
@@ -87,17 +88,6 @@ export interface FileLogStats {
   bytesTruncated: number;
   /** Batches that failed their checksum on read and were refused. */
   corruptReads: number;
-}
-
-/** What a repair cut off a damaged log. */
-export interface LogRepair {
-  /** The first offset dropped: the log's end after the repair, where new records go. */
-  cutOffset: number;
-  /** One past the last offset dropped (the log's end before the repair). */
-  endOffset: number;
-  bytesDropped: number;
-  /** The damage the cut removed. */
-  damage: LogDamage;
 }
 
 /** Bytes written by one write at most; more waiting batches go in the next. */
