@@ -6,7 +6,8 @@
 // every few hundred bytes, so partition Raft logs compact, replicas restore from snapshots and
 // fetch what they lack from peers; half the seeds give them a retention of a few KB, so retention
 // deletes segments too. At the final power loss one node's replica gets a byte of a sealed segment
-// flipped at rest, which it must repair from its peers. A failure names its seed: `deno task sim --scenario cluster --seed N` replays it.
+// flipped at rest, which it must repair from its peers. A failure names its seed:
+// `deno task sim --scenario cluster --seed N` replays it.
 
 import assert from "node:assert/strict";
 import { clusterOptions, runCluster } from "../sim/cluster_scenario.ts";
