@@ -423,6 +423,21 @@ export class ClusterNode {
     return { baseOffset: applied.baseOffset, logStartOffset: r.partition.log.logStartOffset };
   }
 
+  /**
+   * Whether the metadata group can lose a node, as this node sees it: its voters, how many of them
+   * are alive (gossip, and this node), how many a quorum needs, and how many more may fail with
+   * one left (negative: no quorum now). A young cluster whose joiners are not voters yet has one
+   * voter and can lose none, even though every node is up.
+   */
+  metaFaultTolerance(): { voters: number; votersAlive: number; quorum: number; canLose: number } {
+    const g = this.#metaGroup;
+    const voters = g === null ? [this.#o.nodeId] : [...g.node.voters];
+    const live = new Set([...this.#liveNodes(), this.#o.nodeId]);
+    const votersAlive = voters.filter((v) => live.has(v)).length;
+    const quorum = Math.floor(voters.length / 2) + 1;
+    return { voters: voters.length, votersAlive, quorum, canLose: votersAlive - quorum };
+  }
+
   /** True if this node may serve reads of the partition: it holds a replica, not mid-restore. */
   holds(topic: string, partition: number): boolean {
     const r = this.#replicas.get(partitionGroup(topic, partition));
