@@ -370,6 +370,7 @@ async function startReplication(
         FileLog.open(env, {
           dir,
           partition,
+          repairedByPeers: true,
           // The WAL holds every batch until a checkpoint synced the log: no fsync per append.
           fsync: { kind: "never" },
           segmentBytes: Number(configs["segment.bytes"] ?? broker.opts.segmentBytes),

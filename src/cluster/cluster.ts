@@ -869,15 +869,25 @@ export class ClusterNode {
     };
     // Counted from here: a replica whose log was compacted starts from its snapshot.
     machine.onRestore = () => void this.stats.replicaRestores++;
-    machine.onRepaired = ({ cut, peers }) => {
+    machine.onRepaired = ({ cut, fetchedTo, peers }) => {
       this.stats.replicaRepairs++;
-      const from = peers.length === 0
-        ? "its Raft log applies them again"
-        : `fetched again from ${peers.join(", ")}`;
+      const d = cut.damage;
+      const parts: string[] = [];
+      if (fetchedTo > cut.cutOffset) {
+        parts.push(
+          `offsets ${cut.cutOffset}..${fetchedTo - 1} were fetched again from ${
+            peers.join(", ")
+          }, each batch verified`,
+        );
+      }
+      if (cut.endOffset > fetchedTo) {
+        parts.push(
+          `offsets ${fetchedTo}..${cut.endOffset - 1} are applied again from its Raft log`,
+        );
+      }
       this.#o.onReport?.(
-        `Replica ${key} repaired: its log was damaged from offset ${cut.damage.offset} ` +
-          `(${cut.damage.file} at byte ${cut.damage.byte}: ${cut.damage.reason}); offsets ` +
-          `${cut.cutOffset}..${cut.endOffset - 1} were cut and ${from}, each batch verified`,
+        `Replica ${key} repaired: its log was damaged from offset ${d.offset} (${d.file} at byte ` +
+          `${d.byte}: ${d.reason}); ${parts.join("; ")}`,
       );
     };
     const group = this.#group(wire, store, machine);

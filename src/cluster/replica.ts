@@ -65,6 +65,8 @@ export interface FetchedRange {
 /** A damaged log repaired: what was cut, and the peers the batches came from again. */
 export interface ReplicaRepair {
   cut: LogRepair;
+  /** Batches from the cut up to this offset came from `peers`; the Raft log applies the rest. */
+  fetchedTo: number;
   peers: string[];
 }
 
@@ -270,7 +272,10 @@ export class PartitionMachine implements StateMachine {
       this.#checked = true;
     }
     await this.#moveTo(image.nextOffset, peers);
-    if (cut !== null) this.onRepaired({ cut, peers: [...this.#fetchedFrom] });
+    if (cut !== null) {
+      const fetchedTo = Math.max(cut.cutOffset, Math.min(cut.endOffset, image.nextOffset));
+      this.onRepaired({ cut, fetchedTo, peers: [...this.#fetchedFrom] });
+    }
     this.#producers.loadImage(image.producers ?? emptyProducers());
     this.onRestore();
   }
@@ -318,6 +323,7 @@ export class PartitionMachine implements StateMachine {
       await this.#untilStored(() => this.log.sync());
       this.onRepaired({
         cut: { ...first, endOffset: target },
+        fetchedTo: target,
         peers: [...this.#fetchedFrom],
       });
     }
