@@ -1,0 +1,1 @@
+from .batch import murmur2, partition_for_key
