@@ -258,7 +258,7 @@ def compress(codec: str, src: bytes) -> bytes:
         return bytes(cramjam.snappy.compress_raw(src))
     if codec == "lz4":
         # lz4-wasm's form: a 4-byte little-endian length, then one raw LZ4 block.
-        return struct.pack("<I", len(src)) + lz4.block.compress(src, store_size=False)
+        return struct.pack("<I", len(src)) + bytes(lz4.block.compress(src, store_size=False))
     if codec == "zstd":
         return bytes(zstandard.ZstdCompressor().compress(src))
     raise ValueError(f"cannot compress with codec {codec!r}: not one of {', '.join(CODECS)}")
