@@ -98,3 +98,30 @@ def test_sync_wrapper_errors_carry_the_code(shared_broker: Broker) -> None:
         assert (m.offset, m.value) == (0, b"s")
         sub.ack(0)
         sub.close()
+
+
+def test_an_acknowledging_subscription_resumes_after_a_cut(shared_broker: Broker) -> None:
+    """Cut in the middle of its deliveries, a subscription that acknowledges each message
+    resubscribes after its last acknowledgement: every offset once, in order."""
+    from _proxy import CuttingProxy
+
+    async def main() -> None:
+        async with gregormq.connect(servers=[shared_broker.addr]) as c:
+            await c.create_topic("py-resume-acks", 1)
+            p = c.producer(batch_records_max=1)
+            futures = [await p.send("py-resume-acks", b"v%d" % n) for n in range(100)]
+            await p.close()
+            assert [(await f).offset for f in futures] == list(range(100))
+        proxy = await CuttingProxy(shared_broker.addr, 1, 2000).start()
+        try:
+            async with gregormq.connect(servers=[proxy.addr]) as c:
+                sub = await c.subscribe("py-resume-acks", start="earliest", window_messages=10)
+                for n in range(100):
+                    m = await sub.next(10)
+                    assert (m.offset, m.value) == (n, b"v%d" % n)
+                    sub.ack(m.offset)
+            assert proxy.cut == 1
+        finally:
+            await proxy.close()
+
+    run(main())
