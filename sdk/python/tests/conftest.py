@@ -21,8 +21,10 @@ BROKER_START_TIMEOUT_S = 60
 class Broker:
     """A cli/broker.ts process on a free port with its own data directory."""
 
-    def __init__(self, deno: str) -> None:
-        self.data_dir = tempfile.mkdtemp(prefix="gregormq-py-")
+    def __init__(
+        self, deno: str, extra_args: tuple[str, ...] = (), data_dir: Optional[str] = None
+    ) -> None:
+        self.data_dir = data_dir or tempfile.mkdtemp(prefix="gregormq-py-")
         self.proc = subprocess.Popen(
             [
                 deno,
@@ -36,6 +38,7 @@ class Broker:
                 "--no-metrics-enabled",
                 "--fsync",
                 "never",
+                *extra_args,
             ],
             stdout=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
@@ -78,8 +81,8 @@ class Brokers:
         self.deno = deno
         self.started: list[Broker] = []
 
-    def start(self) -> Broker:
-        b = Broker(self.deno)
+    def start(self, extra_args: tuple[str, ...] = (), data_dir: Optional[str] = None) -> Broker:
+        b = Broker(self.deno, extra_args, data_dir)
         self.started.append(b)
         return b
 

@@ -60,6 +60,8 @@ class Client:
         request_timeout_s: float = 30.0,
         reconnect_backoff_s: float = 0.05,
         ping_interval_s: float = 5.0,
+        username: Optional[str] = None,
+        password: Optional[str] = None,
     ) -> None:
         if not servers:
             raise ValueError("servers is empty: give at least one host:port")
@@ -69,6 +71,7 @@ class Client:
         self.request_timeout_s = request_timeout_s
         self.reconnect_backoff_s = reconnect_backoff_s
         self.ping_interval_s = ping_interval_s
+        self._login = None if username is None else (username, password or "")
         self._conn: Optional[Connection] = None
         self._next_server = 0
         self._closed = False
@@ -123,6 +126,7 @@ class Client:
                             self.client_id,
                             self.credential,
                             max(0.1, deadline - loop.time()),
+                            self._login,
                         )
                     except BrokerError as e:
                         if e.code == ERROR_CODES["AUTHENTICATION_FAILED"]:
@@ -331,9 +335,13 @@ def connect(
     request_timeout_s: float = 30.0,
     reconnect_backoff_s: float = 0.05,
     ping_interval_s: float = 5.0,
+    username: Optional[str] = None,
+    password: Optional[str] = None,
 ) -> Client:
     """A client for `async with connect(servers=[...]) as client:`; the connection is made on
-    entering (or by `await client.connection()`)."""
+    entering (or by `await client.connection()`). With `username` the client logs in with
+    SCRAM-SHA-256 (a broker started with `--auth scram`); a refused login raises BrokerError
+    AUTHENTICATION_FAILED at once, without trying other servers."""
     return Client(
         [servers] if isinstance(servers, str) else servers,
         client_id,
@@ -341,4 +349,6 @@ def connect(
         request_timeout_s,
         reconnect_backoff_s,
         ping_interval_s,
+        username,
+        password,
     )

@@ -7,6 +7,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any, Optional
 
 from .errors import BrokerError, ConnectionLost
+from .scram import MECHANISM, ScramClient
 from .protocol import (
     ERROR_SCHEMA,
     FLAG_ERROR,
@@ -46,8 +47,14 @@ class Connection:
 
     @classmethod
     async def open(
-        cls, addr: str, client_id: str, credential: Optional[bytes], timeout_s: float
+        cls,
+        addr: str,
+        client_id: str,
+        credential: Optional[bytes],
+        timeout_s: float,
+        login: Optional[tuple[str, str]] = None,
     ) -> Connection:
+        """Connects, sends HELLO and, given (user, password), logs in with SCRAM-SHA-256."""
         host, _, port = addr.rpartition(":")
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(host.strip("[]"), int(port)), timeout_s
@@ -66,6 +73,17 @@ class Connection:
                 ),
                 timeout_s,
             )
+            if login is not None:
+                scram = ScramClient(*login)
+                first = await asyncio.wait_for(
+                    c.request("AUTH_START", {"mechanism": MECHANISM, "message": scram.first()}),
+                    timeout_s,
+                )
+                final = await asyncio.wait_for(
+                    c.request("AUTH_FINISH", {"message": scram.final(first["message"] or b"")}),
+                    timeout_s,
+                )
+                scram.verify(final["message"] or b"")
         except BaseException as e:
             c.close(ConnectionLost(f"handshake with {addr} failed: {e}"))
             raise
