@@ -4,6 +4,7 @@ synchronous wrapper in `gregormq.sync`. docs/protocol.md is the protocol it spea
 from .batch import Header, murmur2, partition_for_key
 from .client import Client, PartitionInfo, TopicDescription, TopicSummary, connect
 from .consumer import FromOffset, FromTimestamp, Message, Start, Subscription
+from .group import GroupConsumer
 from .errors import BrokerError, ClientClosed, ConnectionLost, GregorError
 from .producer import Producer, Result
 
@@ -15,6 +16,7 @@ __all__ = [
     "FromOffset",
     "FromTimestamp",
     "GregorError",
+    "GroupConsumer",
     "Header",
     "Message",
     "PartitionInfo",

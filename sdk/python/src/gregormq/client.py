@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 
 from .connection import Connection
 from .errors import ERROR_CODES, BrokerError, ClientClosed, ConnectionLost
@@ -13,6 +13,7 @@ from .protocol import Msg
 
 if TYPE_CHECKING:
     from .consumer import Start, Subscription
+    from .group import GroupConsumer
     from .producer import Producer, Result
 
 
@@ -300,6 +301,14 @@ class Client:
         sub.start_offset = sub._next
         self._subs.add(sub)
         return sub
+
+    async def group_consumer(self, group: str, topics: list[str], **options: Any) -> GroupConsumer:
+        """Joins a consumer group as a new member; see `GroupConsumer` for the options."""
+        from .group import GroupConsumer
+
+        g = GroupConsumer(self, group, topics, **options)
+        await g._start()
+        return g
 
     def _new_subscription_id(self) -> int:
         self._next_sub = self._next_sub % 0xFFFFFFFF + 1
