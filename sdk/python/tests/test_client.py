@@ -1,0 +1,127 @@
+"""The client's behaviour beyond the scenarios, against a live broker."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+from conftest import Broker
+
+import gregormq
+from gregormq import BrokerError, ClientClosed, ConnectionLost, FromOffset, Header, sync
+
+
+def run(coro: object) -> None:
+    asyncio.run(asyncio.wait_for(coro, 60))  # type: ignore[arg-type]
+
+
+def test_headers_and_null_values_round_trip(shared_broker: Broker) -> None:
+    async def main() -> None:
+        async with gregormq.connect(servers=[shared_broker.addr]) as c:
+            await c.create_topic("py-headers", 1)
+            p = c.producer(codec="zstd")
+            r = await p.send_and_wait(
+                "py-headers",
+                None,
+                key=b"k",
+                headers=[Header("trace", b"abc"), Header("empty", None), Header("trace", b"2")],
+            )
+            sub = await c.subscribe("py-headers", start=FromOffset(r.offset))
+            m = await sub.next(10)
+            assert (m.key, m.value) == (b"k", None)
+            assert m.headers == [Header("trace", b"abc"), Header("empty", None), Header("trace", b"2")]
+
+    run(main())
+
+
+def test_acks_none_stores_without_offsets(shared_broker: Broker) -> None:
+    async def main() -> None:
+        async with gregormq.connect(servers=[shared_broker.addr]) as c:
+            await c.create_topic("py-acks0", 1)
+            p = c.producer(acks=0)
+            results = [await p.send_and_wait("py-acks0", b"x%d" % i) for i in range(3)]
+            assert [r.offset for r in results] == [-1, -1, -1]
+            sub = await c.subscribe("py-acks0", start="earliest", no_acks=True)
+            assert [(await sub.next(10)).value for _ in range(3)] == [b"x0", b"x1", b"x2"]
+
+    run(main())
+
+
+def test_keyless_messages_fill_a_batch_then_move_on(shared_broker: Broker) -> None:
+    async def main() -> None:
+        async with gregormq.connect(servers=[shared_broker.addr]) as c:
+            await c.create_topic("py-sticky", 3)
+            p = c.producer()
+            parts = {(await p.send_and_wait("py-sticky", b"v")).partition for _ in range(6)}
+            assert parts == {0, 1, 2}
+
+    run(main())
+
+
+def test_a_closed_client_refuses_calls(shared_broker: Broker) -> None:
+    async def main() -> None:
+        c = gregormq.connect(servers=[shared_broker.addr])
+        await c.connection()
+        await c.close()
+        with pytest.raises(ClientClosed):
+            await c.list_topics()
+
+    run(main())
+
+
+def test_no_server_answering_fails_within_the_request_timeout() -> None:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    addr = "127.0.0.1:%d" % s.getsockname()[1]
+    s.close()
+
+    async def main() -> None:
+        c = gregormq.connect(servers=[addr], request_timeout_s=0.5)
+        with pytest.raises(ConnectionLost, match="no server"):
+            await c.connection()
+
+    run(main())
+
+
+def test_sync_wrapper_errors_carry_the_code(shared_broker: Broker) -> None:
+    with sync.connect(shared_broker.addr) as c:
+        c.create_topic("py-sync", 2)
+        with pytest.raises(BrokerError) as e:
+            c.create_topic("py-sync", 2)
+        assert (e.value.code, e.value.code_name, e.value.retriable) == (11, "TOPIC_EXISTS", False)
+        assert [t.partitions for t in c.list_topics() if t.name == "py-sync"] == [2]
+        r = c.publish("py-sync", b"s", partition=1)
+        assert (r.partition, r.offset) == (1, 0)
+        sub = c.subscribe("py-sync", partition=1, start="earliest")
+        m = sub.next(10)
+        assert (m.offset, m.value) == (0, b"s")
+        sub.ack(0)
+        sub.close()
+
+
+def test_an_acknowledging_subscription_resumes_after_a_cut(shared_broker: Broker) -> None:
+    """Cut in the middle of its deliveries, a subscription that acknowledges each message
+    resubscribes after its last acknowledgement: every offset once, in order."""
+    from _proxy import CuttingProxy
+
+    async def main() -> None:
+        async with gregormq.connect(servers=[shared_broker.addr]) as c:
+            await c.create_topic("py-resume-acks", 1)
+            p = c.producer(batch_records_max=1)
+            futures = [await p.send("py-resume-acks", b"v%d" % n) for n in range(100)]
+            await p.close()
+            assert [(await f).offset for f in futures] == list(range(100))
+        proxy = await CuttingProxy(shared_broker.addr, 1, 2000).start()
+        try:
+            async with gregormq.connect(servers=[proxy.addr]) as c:
+                sub = await c.subscribe("py-resume-acks", start="earliest", window_messages=10)
+                for n in range(100):
+                    m = await sub.next(10)
+                    assert (m.offset, m.value) == (n, b"v%d" % n)
+                    sub.ack(m.offset)
+            assert proxy.cut == 1
+        finally:
+            await proxy.close()
+
+    run(main())
