@@ -85,7 +85,7 @@ function appPom(dependency: string, cache: string): string {
     `<version>${version}</version></plugin>`;
   // The user's Maven cache is offered as a file repository, so the plugins and codec libraries
   // the SDK's own build fetched are copied rather than downloaded again.
-  return `<project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0</modelVersion>
+  return `<project><modelVersion>4.0.0</modelVersion>
 <groupId>example</groupId><artifactId>hello</artifactId><version>1</version>
 <properties><maven.compiler.release>17</maven.compiler.release>
 <project.build.sourceEncoding>UTF-8</project.build.sourceEncoding></properties>
