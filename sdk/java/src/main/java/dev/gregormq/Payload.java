@@ -124,8 +124,9 @@ public final class Payload {
           if (n == 0xffffffffL) {
             m.put(f.name(), null);
           } else {
-            byte[] v = new byte[(int) Math.min(n, Integer.MAX_VALUE)];
-            need(b, n, what).get(v);
+            need(b, n, what); // before allocating: the length is the sender's claim
+            byte[] v = new byte[(int) n];
+            b.get(v);
             m.put(f.name(), v);
           }
         }
