@@ -1,0 +1,286 @@
+package dev.gregormq;
+
+import java.io.IOException;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.CompletionException;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.TimeoutException;
+import java.util.concurrent.atomic.AtomicLong;
+
+/**
+ * A GregorMQ client: one connection at a time to one of the bootstrap servers, re-established
+ * on the next request after it drops. Every operation returns a CompletableFuture; failures are
+ * GregorException (with the broker's code) or ConnectionLostException.
+ */
+public final class Client implements AutoCloseable {
+  final ClientConfig cfg;
+  final ExecutorService executor = Executors.newCachedThreadPool(r -> {
+    Thread t = new Thread(r, "gregormq-client");
+    t.setDaemon(true);
+    return t;
+  });
+  private final Object dialLock = new Object();
+  private volatile Connection current;
+  private int nextServer;
+  private volatile boolean closed;
+  private final Map<String, Integer> partitionCounts = new ConcurrentHashMap<>();
+  final AtomicLong nextSubscriptionId = new AtomicLong();
+  private final List<AutoCloseable> owned = new ArrayList<>();
+
+  private Client(ClientConfig cfg) {
+    this.cfg = cfg;
+  }
+
+  /** Connects to the first bootstrap server that answers HELLO. */
+  public static CompletableFuture<Client> connect(ClientConfig cfg) {
+    if (cfg.servers() == null || cfg.servers().isEmpty()) {
+      return CompletableFuture.failedFuture(new IllegalArgumentException(
+          "ClientConfig.servers is empty: give at least one host:port"));
+    }
+    Client c = new Client(cfg);
+    return CompletableFuture.supplyAsync(() -> {
+      c.connection();
+      return c;
+    }, c.executor);
+  }
+
+  /** Connects with default settings. */
+  public static CompletableFuture<Client> connect(String... servers) {
+    return connect(ClientConfig.of(List.of(servers)));
+  }
+
+  /** The address of the broker connected to, or null while disconnected. */
+  public String connectedTo() {
+    Connection c = current;
+    return c == null || c.isClosed() ? null : c.addr;
+  }
+
+  /** The live connection, dialing the servers in turn (blocking) if there is none. */
+  Connection connection() {
+    Connection c = current;
+    if (c != null && !c.isClosed()) {
+      return c;
+    }
+    synchronized (dialLock) {
+      List<String> errors = new ArrayList<>();
+      long deadline = System.currentTimeMillis() + cfg.requestTimeoutMs();
+      while (true) {
+        if (closed) {
+          throw new IllegalStateException("the client is closed");
+        }
+        c = current;
+        if (c != null && !c.isClosed()) {
+          return c;
+        }
+        for (int i = 0; i < cfg.servers().size(); i++) {
+          String addr = cfg.servers().get((nextServer + i) % cfg.servers().size());
+          try {
+            current = Connection.open(addr, cfg.clientId(), cfg.credential(), cfg.connectTimeoutMs());
+            nextServer = (nextServer + i) % cfg.servers().size();
+            return current;
+          } catch (GregorException e) {
+            if (e.errorCode() == ErrorCode.AUTHENTICATION_FAILED) {
+              throw e;
+            }
+            errors.add(addr + ": " + e.getMessage());
+          } catch (IOException | RuntimeException e) {
+            errors.add(addr + ": " + e.getMessage());
+          }
+        }
+        nextServer = (nextServer + 1) % cfg.servers().size();
+        if (System.currentTimeMillis() >= deadline) {
+          throw new ConnectionLostException("cannot connect to any of " + cfg.servers() + ": "
+              + errors.subList(Math.max(0, errors.size() - cfg.servers().size()), errors.size()), null);
+        }
+        sleep(cfg.reconnectBackoffMs());
+      }
+    }
+  }
+
+  static void sleep(long ms) {
+    try {
+      Thread.sleep(ms);
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
+      throw new CompletionException(e);
+    }
+  }
+
+  /** Unwraps the cause of a future's failure so callers see GregorException itself. */
+  static RuntimeException unwrap(Throwable e) {
+    while ((e instanceof CompletionException || e instanceof ExecutionException) && e.getCause() != null) {
+      e = e.getCause();
+    }
+    return e instanceof RuntimeException r ? r : new CompletionException(e);
+  }
+
+  /** Sends a request and waits (blocking) for its answer, resending after a lost connection. */
+  Map<String, Object> call(int opcode, Map<String, ?> msg) {
+    for (int attempt = 0; ; attempt++) {
+      Connection c = connection();
+      try {
+        return c.request(opcode, msg).get(cfg.requestTimeoutMs(), TimeUnit.MILLISECONDS);
+      } catch (TimeoutException e) {
+        throw new GregorException(ErrorCode.TIMEOUT, Protocol.opcodeName(opcode)
+            + " got no answer from " + c.addr + " in " + cfg.requestTimeoutMs() + " ms");
+      } catch (InterruptedException e) {
+        Thread.currentThread().interrupt();
+        throw new CompletionException(e);
+      } catch (ExecutionException e) {
+        RuntimeException cause = unwrap(e);
+        if (cause instanceof ConnectionLostException && attempt < 3) {
+          continue;
+        }
+        throw cause;
+      }
+    }
+  }
+
+  CompletableFuture<Map<String, Object>> callAsync(int opcode, Map<String, ?> msg) {
+    return CompletableFuture.supplyAsync(() -> call(opcode, msg), executor);
+  }
+
+  /** Round trip to the broker. */
+  public CompletableFuture<Void> ping() {
+    return callAsync(Protocol.PING, Map.of()).thenApply(m -> null);
+  }
+
+  /** Creates a topic; TOPIC_EXISTS if it exists. */
+  public CompletableFuture<Void> createTopic(String name, int partitions, Map<String, String> configs) {
+    Map<String, Object> m = new LinkedHashMap<>();
+    m.put("name", name);
+    m.put("partitions", (long) partitions);
+    m.put("configs", configs == null ? Map.of() : configs);
+    return callAsync(Protocol.CREATE_TOPIC, m).thenApply(r -> {
+      partitionCounts.put(name, partitions);
+      return null;
+    });
+  }
+
+  /** Deletes a topic; UNKNOWN_TOPIC if there is none. */
+  public CompletableFuture<Void> deleteTopic(String name) {
+    partitionCounts.remove(name);
+    return callAsync(Protocol.DELETE_TOPIC, Map.of("name", name)).thenApply(r -> null);
+  }
+
+  /** A topic's name and partition count. */
+  public record TopicSummary(String name, int partitions) {}
+
+  /** One partition as DESCRIBE_TOPIC reports it. */
+  public record PartitionInfo(int partition, long logStartOffset, long highWatermark, long sizeBytes,
+      int subscribers, long damagedFromOffset, String leader) {}
+
+  /** A topic's effective configs and partitions. */
+  public record TopicDescription(String name, Map<String, String> configs, List<PartitionInfo> partitions) {}
+
+  /** Every topic. */
+  @SuppressWarnings("unchecked")
+  public CompletableFuture<List<TopicSummary>> listTopics() {
+    return callAsync(Protocol.LIST_TOPICS, Map.of()).thenApply(r -> {
+      List<TopicSummary> out = new ArrayList<>();
+      for (Map<String, Object> t : (List<Map<String, Object>>) r.get("topics")) {
+        out.add(new TopicSummary((String) t.get("name"), ((Long) t.get("partitions")).intValue()));
+      }
+      return out;
+    });
+  }
+
+  /** A topic's configs and partitions; UNKNOWN_TOPIC if there is none. */
+  @SuppressWarnings("unchecked")
+  public CompletableFuture<TopicDescription> describeTopic(String name) {
+    return callAsync(Protocol.DESCRIBE_TOPIC, Map.of("name", name)).thenApply(r -> describe(r));
+  }
+
+  @SuppressWarnings("unchecked")
+  private TopicDescription describe(Map<String, Object> r) {
+    List<PartitionInfo> parts = new ArrayList<>();
+    for (Map<String, Object> p : (List<Map<String, Object>>) r.get("partitions")) {
+      parts.add(new PartitionInfo(((Long) p.get("partition")).intValue(), (Long) p.get("logStartOffset"),
+          (Long) p.get("highWatermark"), (Long) p.get("sizeBytes"),
+          ((Long) p.get("subscribers")).intValue(), (Long) p.get("damagedFromOffset"),
+          (String) p.get("leader")));
+    }
+    String name = (String) r.get("name");
+    partitionCounts.put(name, parts.size());
+    return new TopicDescription(name, (Map<String, String>) r.get("configs"), parts);
+  }
+
+  /** The topic's partition count, asked once and remembered (blocking). */
+  int partitions(String topic) {
+    Integer n = partitionCounts.get(topic);
+    if (n != null) {
+      return n;
+    }
+    return describe(call(Protocol.DESCRIBE_TOPIC, Map.of("name", topic))).partitions().size();
+  }
+
+  /** A producer that batches per partition; idempotent unless its config says otherwise. */
+  public Producer producer(ProducerConfig pc) {
+    Producer p = new Producer(this, pc);
+    synchronized (owned) {
+      owned.add(p);
+    }
+    return p;
+  }
+
+  /** A producer with the default settings. */
+  public Producer producer() {
+    return producer(ProducerConfig.defaults());
+  }
+
+  /** Subscribes to one partition; messages arrive through {@link Subscription#next()}. */
+  public CompletableFuture<Subscription> subscribe(String topic, SubscribeConfig sc) {
+    return CompletableFuture.supplyAsync(() -> {
+      Subscription s = new Subscription(this, topic, sc);
+      synchronized (owned) {
+        owned.add(s);
+      }
+      return s;
+    }, executor);
+  }
+
+  /** Sends one message and waits for its offset, through a producer shared by these calls. */
+  public CompletableFuture<Producer.Result> publish(String topic, Message m) {
+    Producer p;
+    synchronized (owned) {
+      if (defaultProducer == null) {
+        defaultProducer = producer(ProducerConfig.defaults().withLingerMs(0));
+      }
+      p = defaultProducer;
+    }
+    return p.send(topic, m);
+  }
+
+  private Producer defaultProducer;
+
+  /** Flushes producers, closes subscriptions and the connection. */
+  @Override
+  public void close() {
+    List<AutoCloseable> all;
+    synchronized (owned) {
+      all = new ArrayList<>(owned);
+      owned.clear();
+    }
+    for (AutoCloseable a : all) {
+      try {
+        a.close();
+      } catch (Exception e) {
+        // Closing goes on for the rest: one producer's failure must not leak the others.
+      }
+    }
+    closed = true;
+    Connection c = current;
+    if (c != null) {
+      c.close(new ConnectionLostException("the client was closed", null));
+    }
+    executor.shutdownNow();
+  }
+}

@@ -1,0 +1,276 @@
+package dev.gregormq;
+
+import java.util.ArrayDeque;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.TimeUnit;
+
+/**
+ * A subscription to one partition with credit-based flow control: the broker pushes at most the
+ * window; each message taken with {@link #next} earns its credit back, returned in one CREDIT
+ * frame once half the window is owed. After a lost connection it subscribes again on the next
+ * connection from the first unacknowledged offset (or, with noAcks, the next unread one).
+ */
+public final class Subscription implements AutoCloseable {
+  private final Client client;
+  private final String topic;
+  private final SubscribeConfig cfg;
+  /** The offset the subscription started at, as the broker chose it. */
+  public final long startOffset;
+
+  private final ArrayDeque<ReceivedMessage> queue = new ArrayDeque<>();
+  private final ArrayDeque<int[]> credits = new ArrayDeque<>(); // per delivery: {left, bytes}
+  private Connection conn;
+  private long id;
+  private int owedMessages;
+  private int owedBytes;
+  private long next;
+  private long handedOut = -1;
+  private long recvNext;
+  private long acked = -1;
+  private RuntimeException lost;
+  private boolean closed;
+
+  Subscription(Client client, String topic, SubscribeConfig cfg) {
+    this.client = client;
+    this.topic = topic;
+    this.cfg = cfg;
+    start(cfg.start(), cfg.startValue());
+    synchronized (this) {
+      this.startOffset = next;
+    }
+  }
+
+  private void start(int from, long value) {
+    Connection c = client.connection();
+    long sid = client.nextSubscriptionId.incrementAndGet();
+    synchronized (this) {
+      conn = c;
+      id = sid;
+      queue.clear();
+      credits.clear();
+      owedMessages = 0;
+      owedBytes = 0;
+      lost = null;
+    }
+    c.addSubscription(sid, m -> onDeliver(sid, m), () -> onLost(c));
+    Map<String, Object> m = new LinkedHashMap<>();
+    m.put("subscriptionId", sid);
+    m.put("topic", topic);
+    m.put("partition", (long) cfg.partition());
+    m.put("start", (long) from);
+    m.put("startValue", value);
+    m.put("durableName", cfg.durable() == null ? "" : cfg.durable());
+    m.put("ackTimeoutMs", cfg.noAcks() ? 0L : (long) cfg.ackTimeoutMs());
+    m.put("creditMessages", (long) cfg.windowMessages());
+    m.put("creditBytes", (long) cfg.windowBytes());
+    Map<String, Object> resp;
+    try {
+      resp = c.request(Protocol.SUBSCRIBE, m).get(client.cfg.requestTimeoutMs(), TimeUnit.MILLISECONDS);
+    } catch (java.util.concurrent.TimeoutException e) {
+      c.removeSubscription(sid);
+      throw new GregorException(ErrorCode.TIMEOUT, "SUBSCRIBE got no answer from " + c.addr);
+    } catch (Exception e) {
+      c.removeSubscription(sid);
+      throw Client.unwrap(e);
+    }
+    synchronized (this) {
+      next = (Long) resp.get("startOffset");
+      recvNext = next;
+    }
+  }
+
+  private synchronized void onDeliver(long sid, Map<String, Object> m) {
+    if (sid != id) {
+      return;
+    }
+    long first = (Long) m.get("firstOffset");
+    boolean redelivery = (Long) m.get("redelivery") == 1;
+    byte[] raw = (byte[]) m.get("records");
+    List<Batch> batches;
+    try {
+      batches = Batch.decodeAll(raw == null ? new byte[0] : raw, 64 << 20);
+    } catch (GregorException e) {
+      lost = new GregorException(ErrorCode.CORRUPT_BATCH,
+          "a delivery for " + topic + "/" + cfg.partition() + " does not decode: " + e.getMessage());
+      notifyAll();
+      return;
+    }
+    if (redelivery) {
+      int before = queue.size();
+      queue.removeIf(q -> q.offset() >= first);
+      owedMessages += before - queue.size();
+      for (int[] c : credits) {
+        c[0] = 0;
+      }
+      recvNext = Math.min(recvNext, first);
+    }
+    int n = 0;
+    for (Batch b : batches) {
+      for (Batch.Record r : b.records()) {
+        if (r.offset() < first || r.offset() < recvNext) {
+          continue;
+        }
+        recvNext = r.offset() + 1;
+        queue.add(new ReceivedMessage(topic, cfg.partition(), r.offset(), r.timestamp(), r.key(),
+            r.value(), r.headers(), r.offset() <= handedOut));
+        n++;
+      }
+    }
+    credits.add(new int[] {n, raw == null ? 0 : raw.length});
+    if (n == 0) {
+      payBack();
+    }
+    notifyAll();
+  }
+
+  private synchronized void onLost(Connection c) {
+    if (conn == c) {
+      lost = new ConnectionLostException(c.addr + ": connection lost", null);
+      notifyAll();
+    }
+  }
+
+  private void payBack() {
+    while (!credits.isEmpty() && credits.peek()[0] == 0) {
+      owedBytes += credits.poll()[1];
+    }
+    if (owedMessages * 2 >= cfg.windowMessages() || owedBytes * 2 >= cfg.windowBytes()) {
+      Map<String, Object> m = new LinkedHashMap<>();
+      m.put("subscriptionId", id);
+      m.put("messages", (long) owedMessages);
+      m.put("bytes", (long) owedBytes);
+      try {
+        conn.sendOneWay(Protocol.CREDIT, m);
+      } catch (RuntimeException e) {
+        // The connection is gone; the resubscribe after it grants a fresh window.
+      }
+      owedMessages = 0;
+      owedBytes = 0;
+    }
+  }
+
+  /**
+   * The next message, waiting up to timeoutMs; null if none came in time. Resubscribes on a new
+   * connection if the old one dropped.
+   */
+  public ReceivedMessage next(long timeoutMs) throws InterruptedException {
+    long deadline = System.currentTimeMillis() + timeoutMs;
+    while (true) {
+      RuntimeException why;
+      synchronized (this) {
+        if (closed) {
+          throw new IllegalStateException("the subscription is closed");
+        }
+        if (!queue.isEmpty()) {
+          ReceivedMessage m = queue.poll();
+          next = m.offset() + 1;
+          handedOut = Math.max(handedOut, m.offset());
+          owedMessages++;
+          for (int[] c : credits) {
+            if (c[0] > 0) {
+              c[0]--;
+              break;
+            }
+          }
+          payBack();
+          return m;
+        }
+        why = lost;
+        if (why == null) {
+          long left = deadline - System.currentTimeMillis();
+          if (left <= 0) {
+            return null;
+          }
+          wait(left);
+          continue;
+        }
+      }
+      if (!(why instanceof ConnectionLostException)) {
+        throw why;
+      }
+      resume(deadline);
+    }
+  }
+
+  /** The next message as a future, completed on the client's threads. */
+  public CompletableFuture<ReceivedMessage> nextAsync(long timeoutMs) {
+    return CompletableFuture.supplyAsync(() -> {
+      try {
+        return next(timeoutMs);
+      } catch (InterruptedException e) {
+        Thread.currentThread().interrupt();
+        throw new IllegalStateException("interrupted while waiting for a message", e);
+      }
+    }, client.executor);
+  }
+
+  private void resume(long deadline) {
+    long from;
+    Connection old;
+    synchronized (this) {
+      from = cfg.noAcks() ? next : acked >= 0 ? acked + 1 : startOffset;
+      old = conn;
+    }
+    old.removeSubscription(id);
+    while (true) {
+      try {
+        start(SubscribeConfig.OFFSET, from);
+        return;
+      } catch (ConnectionLostException e) {
+        if (System.currentTimeMillis() > deadline) {
+          throw e;
+        }
+      } catch (GregorException e) {
+        if (e.errorCode() != ErrorCode.SUBSCRIPTION_IN_USE || System.currentTimeMillis() > deadline) {
+          throw e;
+        }
+      }
+      Client.sleep(client.cfg.reconnectBackoffMs());
+    }
+  }
+
+  /** Acknowledges every offset up to and including this one. */
+  public synchronized void ack(long offset) {
+    if (closed) {
+      throw new IllegalStateException("the subscription is closed");
+    }
+    if (offset <= acked) {
+      return;
+    }
+    acked = offset;
+    Map<String, Object> m = new LinkedHashMap<>();
+    m.put("subscriptionId", id);
+    m.put("offset", offset);
+    conn.sendOneWay(Protocol.ACK, m);
+  }
+
+  /** Unsubscribes; a durable name keeps its acknowledged position at the broker. */
+  @Override
+  public void close() {
+    Connection c;
+    long sid;
+    synchronized (this) {
+      if (closed) {
+        return;
+      }
+      closed = true;
+      c = conn;
+      sid = id;
+      notifyAll();
+    }
+    try {
+      c.request(Protocol.UNSUBSCRIBE, Map.of("subscriptionId", sid))
+          .get(client.cfg.requestTimeoutMs(), TimeUnit.MILLISECONDS);
+    } catch (Exception e) {
+      RuntimeException cause = Client.unwrap(e);
+      if (!(cause instanceof ConnectionLostException)) {
+        throw cause;
+      }
+    } finally {
+      c.removeSubscription(sid);
+    }
+  }
+}

@@ -1,0 +1,336 @@
+package dev.gregormq;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assertions.fail;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import java.net.InetAddress;
+import java.net.ServerSocket;
+import java.nio.charset.StandardCharsets;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.HashMap;
+import java.util.Iterator;
+import java.util.List;
+import java.util.Map;
+import java.util.TreeMap;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.TimeUnit;
+import java.util.stream.Stream;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.DynamicTest;
+import org.junit.jupiter.api.TestFactory;
+
+/**
+ * Runs every scenario of conformance/scenarios.json against real broker processes: one shared
+ * broker, plus fresh ones for scenarios that ask for several.
+ */
+class ConformanceTest {
+  /** Longest wait for one message of a receive step. */
+  static final long RECEIVE_TIMEOUT_MS = 10_000;
+  /** Longest wait for any other step. */
+  static final long STEP_TIMEOUT_MS = 60_000;
+
+  private static BrokerProcess shared;
+
+  @AfterAll
+  static void stopShared() throws Exception {
+    if (shared != null) {
+      shared.close();
+    }
+  }
+
+  @TestFactory
+  Stream<DynamicTest> scenarios() throws Exception {
+    JsonNode doc = GoldenTest.load("scenarios.json");
+    List<JsonNode> list = new ArrayList<>();
+    doc.get("scenarios").forEach(list::add);
+    assertTrue(list.size() >= 10, "scenarios.json has " + list.size() + " scenarios");
+    return list.stream().map(s -> DynamicTest.dynamicTest(s.get("name").asText(), () -> run(s)));
+  }
+
+  private static void run(JsonNode s) throws Exception {
+    int n = s.has("brokers") ? s.get("brokers").asInt() : 1;
+    List<BrokerProcess> brokers = new ArrayList<>();
+    List<BrokerProcess> fresh = new ArrayList<>();
+    if (n > 1) {
+      for (int i = 0; i < n; i++) {
+        BrokerProcess b = BrokerProcess.start();
+        fresh.add(b);
+        brokers.add(b);
+      }
+    } else {
+      synchronized (ConformanceTest.class) {
+        if (shared == null) {
+          shared = BrokerProcess.start();
+        }
+      }
+      brokers.add(shared);
+    }
+    Driver d = new Driver(brokers);
+    try {
+      d.client = d.open(List.of(brokers.get(0).addr));
+      int i = 0;
+      for (JsonNode st : s.get("steps")) {
+        String where = "step " + i++ + " (" + st.get("op").asText() + ")";
+        Throwable err = null;
+        try {
+          d.step(st);
+        } catch (Throwable e) {
+          err = Client.unwrap(e);
+        }
+        if (st.has("expectError")) {
+          String want = st.get("expectError").asText();
+          if (!(err instanceof GregorException ge) || !ge.codeName().equals(want)) {
+            throw new AssertionError(where + ": expected " + want + ", got " + err, err);
+          }
+          assertEquals(ErrorCode.valueOf(want).code(), ((GregorException) err).code());
+        } else if (err != null) {
+          throw new AssertionError(where + " failed: " + err, err);
+        }
+      }
+    } finally {
+      d.close();
+      for (BrokerProcess b : fresh) {
+        b.close();
+      }
+    }
+  }
+
+  private static final class Driver {
+    final List<BrokerProcess> brokers;
+    final List<Client> clients = new ArrayList<>();
+    final List<CuttingProxy> proxies = new ArrayList<>();
+    final Map<String, Subscription> subs = new HashMap<>();
+    Client client;
+
+    Driver(List<BrokerProcess> brokers) {
+      this.brokers = brokers;
+    }
+
+    Client open(List<String> servers) throws Exception {
+      Client c = Client.connect(ClientConfig.of(servers).withRequestTimeoutMs(10_000))
+          .get(STEP_TIMEOUT_MS, TimeUnit.MILLISECONDS);
+      clients.add(c);
+      return c;
+    }
+
+    void close() throws Exception {
+      for (Client c : clients) {
+        c.close();
+      }
+      for (CuttingProxy p : proxies) {
+        p.close();
+      }
+    }
+
+    static <T> T await(CompletableFuture<T> f) throws Exception {
+      return f.get(STEP_TIMEOUT_MS, TimeUnit.MILLISECONDS);
+    }
+
+    static String refusedAddress() throws Exception {
+      try (ServerSocket s = new ServerSocket(0, 1, InetAddress.getLoopbackAddress())) {
+        return "127.0.0.1:" + s.getLocalPort();
+      }
+    }
+
+    static byte[] utf8(JsonNode v) {
+      return v == null || v.isNull() ? null : v.asText().getBytes(StandardCharsets.UTF_8);
+    }
+
+    static Map<String, String> strings(JsonNode obj) {
+      Map<String, String> out = new TreeMap<>();
+      if (obj != null) {
+        Iterator<Map.Entry<String, JsonNode>> it = obj.fields();
+        while (it.hasNext()) {
+          Map.Entry<String, JsonNode> e = it.next();
+          out.put(e.getKey(), e.getValue().asText());
+        }
+      }
+      return out;
+    }
+
+    ReceivedMessage next(String sub) throws Exception {
+      ReceivedMessage m = subs.get(sub).next(RECEIVE_TIMEOUT_MS);
+      if (m == null) {
+        fail(sub + ": nothing received in " + RECEIVE_TIMEOUT_MS + " ms");
+      }
+      return m;
+    }
+
+    void step(JsonNode st) throws Exception {
+      String topic = st.path("topic").asText();
+      switch (st.get("op").asText()) {
+        case "connect" -> {
+          List<String> servers = new ArrayList<>();
+          for (JsonNode x : st.get("servers")) {
+            servers.add(x.isTextual() && x.asText().equals("refused") ? refusedAddress()
+                : brokers.get(x.asInt()).addr);
+          }
+          if (st.has("cuttingProxy")) {
+            JsonNode pc = st.get("cuttingProxy");
+            CuttingProxy p = new CuttingProxy(servers.get(0), pc.get("cuts").asInt(),
+                pc.get("afterBytes").asLong());
+            proxies.add(p);
+            servers = List.of(p.addr());
+          }
+          client = open(servers);
+        }
+        case "stopBroker" -> {
+          BrokerProcess b = brokers.get(st.get("broker").asInt());
+          b.process.destroyForcibly();
+          b.process.waitFor(10, TimeUnit.SECONDS);
+        }
+        case "createTopic" -> await(client.createTopic(topic, st.get("partitions").asInt(),
+            strings(st.get("configs"))));
+        case "deleteTopic" -> await(client.deleteTopic(topic));
+        case "listTopics" -> {
+          Map<String, Integer> byName = new HashMap<>();
+          for (Client.TopicSummary t : await(client.listTopics())) {
+            byName.put(t.name(), t.partitions());
+          }
+          for (JsonNode w : st.path("expectIncludes")) {
+            assertEquals(w.get("partitions").asInt(), byName.get(w.get("name").asText()),
+                "topic " + w + " as listed");
+          }
+          for (JsonNode name : st.path("expectExcludes")) {
+            assertTrue(!byName.containsKey(name.asText()), name.asText() + " is still listed");
+          }
+        }
+        case "describeTopic" -> {
+          Client.TopicDescription d = await(client.describeTopic(topic));
+          if (st.has("expectPartitions")) {
+            assertEquals(st.get("expectPartitions").asInt(), d.partitions().size(), "partitions");
+          }
+          if (st.has("expectHighWatermarks")) {
+            List<Long> want = new ArrayList<>();
+            st.get("expectHighWatermarks").forEach(x -> want.add(x.asLong()));
+            assertEquals(want, d.partitions().stream().map(Client.PartitionInfo::highWatermark).toList());
+          }
+          for (Map.Entry<String, String> e : strings(st.get("expectConfigsInclude")).entrySet()) {
+            assertEquals(e.getValue(), d.configs().get(e.getKey()), "config " + e.getKey());
+          }
+        }
+        case "publish" -> publish(st);
+        case "publishMany" -> {
+          ProducerConfig pc = ProducerConfig.defaults();
+          if (st.has("batchRecordsMax")) {
+            pc = pc.withBatchRecordsMax(st.get("batchRecordsMax").asInt());
+          }
+          Producer p = client.producer(pc);
+          List<CompletableFuture<Producer.Result>> all = new ArrayList<>();
+          for (int n = 0; n < st.get("count").asInt(); n++) {
+            all.add(p.send(topic, Message.of(st.get("valuePrefix").asText() + n)));
+          }
+          p.close();
+          for (CompletableFuture<Producer.Result> f : all) {
+            await(f);
+          }
+        }
+        case "expectProxyCuts" -> {
+          int cut = proxies.stream().mapToInt(p -> p.cut.get()).sum();
+          assertTrue(cut >= st.get("atLeast").asInt(), "the proxy cut " + cut + " connections");
+        }
+        case "publishEach" -> {
+          for (int n = 0; n < st.get("count").asInt(); n++) {
+            await(client.publish(topic, Message.of(st.get("valuePrefix").asText() + n)));
+          }
+        }
+        case "subscribe" -> {
+          Client c = st.path("newClient").asBoolean() ? open(List.of(brokers.get(0).addr)) : client;
+          SubscribeConfig sc = SubscribeConfig.defaults().withPartition(st.path("partition").asInt())
+              .withDurable(st.path("durable").asText("")).withNoAcks(st.path("noAcks").asBoolean());
+          if (st.has("ackTimeoutMs")) {
+            sc = sc.withAckTimeoutMs(st.get("ackTimeoutMs").asInt());
+          }
+          if (st.has("windowMessages")) {
+            sc = sc.withWindowMessages(st.get("windowMessages").asInt());
+          }
+          JsonNode from = st.get("from");
+          if (from.isTextual()) {
+            sc = from.asText().equals("earliest") ? sc.fromEarliest() : sc.fromLatest();
+          } else if (from.has("offset")) {
+            sc = sc.fromOffset(from.get("offset").asLong());
+          } else {
+            sc = sc.fromTimestamp(from.get("timestamp").asLong());
+          }
+          Subscription sub = await(c.subscribe(topic, sc));
+          subs.put(st.get("sub").asText(), sub);
+          if (st.has("expectStartOffset")) {
+            assertEquals(st.get("expectStartOffset").asLong(), sub.startOffset, "start offset");
+          }
+        }
+        case "receive" -> {
+          for (JsonNode w : st.get("expect")) {
+            ReceivedMessage m = next(st.get("sub").asText());
+            assertEquals(w.get("offset").asLong(), m.offset(), "offset");
+            if (w.has("key")) {
+              assertTrue(Arrays.equals(utf8(w.get("key")), m.key()), "offset " + m.offset() + " key");
+            }
+            if (w.has("value")) {
+              assertEquals(w.get("value").asText(), new String(m.value(), StandardCharsets.UTF_8));
+            }
+            if (w.has("timestamp")) {
+              assertEquals(w.get("timestamp").asLong(), m.timestampMs(), "timestamp");
+            }
+            if (w.has("redelivered")) {
+              assertEquals(w.get("redelivered").asBoolean(), m.redelivered(), "offset " + m.offset() + " redelivered");
+            }
+          }
+        }
+        case "receiveCount" -> {
+          long first = st.get("firstOffset").asLong();
+          for (int n = 0; n < st.get("count").asInt(); n++) {
+            ReceivedMessage m = next(st.get("sub").asText());
+            assertEquals(first + n, m.offset(), "offset");
+            if (st.has("valuePrefix")) {
+              assertEquals(st.get("valuePrefix").asText() + n, new String(m.value(), StandardCharsets.UTF_8));
+            }
+          }
+        }
+        case "expectNone" -> {
+          ReceivedMessage m = subs.get(st.get("sub").asText()).next(st.get("ms").asLong());
+          if (m != null) {
+            fail("received offset " + m.offset() + " but expected nothing");
+          }
+        }
+        case "ack" -> subs.get(st.get("sub").asText()).ack(st.get("offset").asLong());
+        case "unsubscribe" -> subs.remove(st.get("sub").asText()).close();
+        default -> fail("unknown step op " + st.get("op"));
+      }
+    }
+
+    void publish(JsonNode st) throws Exception {
+      ProducerConfig pc = ProducerConfig.defaults();
+      if (st.has("codec")) {
+        pc = pc.withCodec(Codec.byName(st.get("codec").asText()));
+      }
+      Producer p = client.producer(pc);
+      List<CompletableFuture<Producer.Result>> all = new ArrayList<>();
+      for (JsonNode m : st.get("messages")) {
+        Integer partition = st.has("partition") ? st.get("partition").asInt() : null;
+        all.add(p.send(st.get("topic").asText(), new Message(utf8(m.get("key")), utf8(m.get("value")),
+            List.of(), m.path("timestamp").asLong(0), partition)));
+      }
+      List<Long> offsets = new ArrayList<>();
+      List<Long> partitions = new ArrayList<>();
+      try {
+        for (CompletableFuture<Producer.Result> f : all) {
+          Producer.Result r = await(f);
+          offsets.add(r.offset());
+          partitions.add((long) r.partition());
+        }
+      } finally {
+        p.close();
+      }
+      for (String field : List.of("expectOffsets", "expectPartitions")) {
+        if (st.has(field)) {
+          List<Long> want = new ArrayList<>();
+          st.get(field).forEach(x -> want.add(x.asLong()));
+          assertEquals(want, field.equals("expectOffsets") ? offsets : partitions, field);
+        }
+      }
+    }
+  }
+}
