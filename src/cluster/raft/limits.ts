@@ -27,7 +27,7 @@ export const INDEX_MAX = 2 ** 52;
 /** Defaults of the tunable options of a RaftNode. */
 export const RAFT_DEFAULTS = {
   /** Base election timeout; each wait is drawn from [base, 2 × base). */
-  electionTimeoutMs: 1000,
+  electionTimeoutMs: 700,
   heartbeatIntervalMs: 100,
   /** Entries per AppendEntries. */
   appendEntriesMax: 256,
