@@ -5,7 +5,7 @@
 // sdk/java/src/test/java/dev/gregormq/Bench.java, compiled by Maven before timing.
 
 import { parseArgs } from "node:util";
-import { connect } from "../src/client/mod.ts";
+import { tsClientRun } from "./_ts_client_run.ts";
 import { killAll, spawnBroker } from "../tests/_broker_process.ts";
 
 const { values } = parseArgs({
@@ -69,46 +69,9 @@ async function javaRun(prefix: string): Promise<Record<string, number>> {
   return Object.fromEntries(rows.map((r) => [r.scenario, r.msgsPerSec]));
 }
 
-/** One TypeScript run of a scenario: messages/s. */
-async function tsRun(topic: string, consume: boolean): Promise<number> {
-  const client = await connect({ servers: [server] });
-  try {
-    await client.admin.createTopic(topic, { partitions: 1, configs: { persistence: "memory" } });
-    const value = new Uint8Array(size).map((_, i) => 97 + i % 26);
-    const producer = client.producer({ lingerMs: LINGER_MS });
-    const sub = consume
-      ? await client.subscribe(topic, { from: "earliest", autoAck: true, windowMessages: window })
-      : null;
-    let unconfirmed = 0;
-    let resume: (() => void) | null = null;
-    const confirmed = () => {
-      unconfirmed--;
-      resume?.();
-      resume = null;
-    };
-    const start = performance.now();
-    const reading = sub && (async () => {
-      for (let n = 0; n < count; n++) {
-        await sub.next();
-        confirmed();
-      }
-    })();
-    const sends: Promise<unknown>[] = [];
-    for (let n = 0; n < count; n++) {
-      while (unconfirmed >= window) await new Promise<void>((r) => resume = r);
-      unconfirmed++;
-      const sent = producer.send(topic, { value });
-      sends.push(consume ? sent : sent.then(confirmed));
-    }
-    await Promise.all(sends);
-    await reading;
-    const seconds = (performance.now() - start) / 1000;
-    await producer.close();
-    await sub?.close();
-    return count / seconds;
-  } finally {
-    await client.close();
-  }
+/** One TypeScript run: messages/s of produce, or of produce→consume. */
+function tsRun(topic: string, consume: boolean): Promise<number> {
+  return tsClientRun({ server, topic, consume, count, window, size, lingerMs: LINGER_MS });
 }
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;

@@ -5,7 +5,7 @@
 // sdk/python/setup_venv.sh, which this runs first).
 
 import { parseArgs } from "node:util";
-import { connect } from "../src/client/mod.ts";
+import { tsClientRun } from "./_ts_client_run.ts";
 import { killAll, spawnBroker } from "../tests/_broker_process.ts";
 
 const { values } = parseArgs({
@@ -38,45 +38,8 @@ const broker = await spawnBroker([
 const server = broker.listen.listen;
 
 /** One TypeScript run: messages/s of produce, or of produce→consume. */
-async function tsRun(topic: string, consume: boolean): Promise<number> {
-  const client = await connect({ servers: [server] });
-  try {
-    await client.admin.createTopic(topic, { partitions: 1, configs: { persistence: "memory" } });
-    const value = new Uint8Array(size).map((_, i) => 97 + i % 26);
-    const producer = client.producer({ lingerMs: LINGER_MS });
-    const sub = consume
-      ? await client.subscribe(topic, { from: "earliest", autoAck: true, windowMessages: window })
-      : null;
-    let outstanding = 0;
-    let wake: (() => void) | null = null;
-    const release = () => {
-      outstanding--;
-      wake?.();
-      wake = null;
-    };
-    const start = performance.now();
-    const reader = sub === null ? null : (async () => {
-      for (let n = 0; n < count; n++) {
-        await sub.next();
-        release();
-      }
-    })();
-    const sends: Promise<number>[] = [];
-    for (let n = 0; n < count; n++) {
-      while (outstanding >= window) await new Promise<void>((r) => wake = r);
-      outstanding++;
-      const p = producer.send(topic, { value });
-      sends.push(consume ? p : p.then((o) => (release(), o)));
-    }
-    await Promise.all(sends);
-    await reader;
-    const seconds = (performance.now() - start) / 1000;
-    await producer.close();
-    await sub?.close();
-    return count / seconds;
-  } finally {
-    await client.close();
-  }
+function tsRun(topic: string, consume: boolean): Promise<number> {
+  return tsClientRun({ server, topic, consume, count, window, size, lingerMs: LINGER_MS });
 }
 
 /** One Python run: messages/s per scenario. */

@@ -387,15 +387,7 @@ async function startReplication(
         await log.enforceRetention();
       },
       removeLog: async (dir) => {
-        let names: string[];
-        try {
-          names = await env.disk.list(dir);
-        } catch (err) {
-          if (err instanceof NotFound) return;
-          throw err;
-        }
-        for (const n of names) await env.disk.remove(`${dir}/${n}`);
-        await env.disk.remove(dir);
+        if (await emptyDir(env, dir)) await env.disk.remove(dir);
       },
       onReport: (msg) => hooks.onReport(msg, "warn"),
       readFounder: async (dir) => {
@@ -408,15 +400,7 @@ async function startReplication(
       },
       writeFounder: (dir, founder) => writeChecked(env.disk, `${dir}.founder`, founder),
       resetStore: async (dir) => {
-        let names: string[];
-        try {
-          names = await env.disk.list(dir);
-        } catch (err) {
-          if (err instanceof NotFound) return;
-          throw err;
-        }
-        for (const n of names) await env.disk.remove(`${dir}/${n}`);
-        await env.disk.syncDir(dir);
+        if (await emptyDir(env, dir)) await env.disk.syncDir(dir);
       },
       onFatal: (reason) => hooks.onFatal(reason),
     },
@@ -428,6 +412,19 @@ async function startReplication(
   broker.cluster = bridge;
   attachGroups(broker.groups, cluster);
   return { cluster, bridge };
+}
+
+/** Removes every file in `dir`; false if there is no such directory. */
+async function emptyDir(env: Env, dir: string): Promise<boolean> {
+  let names: string[];
+  try {
+    names = await env.disk.list(dir);
+  } catch (err) {
+    if (err instanceof NotFound) return false;
+    throw err;
+  }
+  for (const n of names) await env.disk.remove(`${dir}/${n}`);
+  return true;
 }
 
 /** The cluster's modules, loaded once, on first use: a node outside a cluster never loads them. */
