@@ -25,7 +25,7 @@ import {
 } from "../protocol/batch.ts";
 import { IoFailure, NoSpace, TooManyOpenFiles } from "../io/errors.ts";
 import { ErrorCode, GregorError, MalformedError } from "../protocol/errors.ts";
-import type { Log } from "../storage/mod.ts";
+import { type Log, OffsetOutOfRange } from "../storage/mod.ts";
 import { PartitionProducers, type ProducersImage } from "../broker/producer_state.ts";
 import { ENTRY_DATA_BYTES_MAX } from "./raft/limits.ts";
 import type { Entry, Snapshot } from "./raft/types.ts";
@@ -236,9 +236,18 @@ export class PartitionMachine implements StateMachine {
     const log = this.log;
     if (log.nextOffset >= target) {
       // Batches after the checkpoint: the entries after the snapshot append them again.
-      if (target >= log.logStartOffset) await this.#untilStored(() => log.truncateFrom(target));
-      else await this.#untilStored(() => log.resetTo(target));
-      return;
+      for (;;) {
+        try {
+          if (target >= log.logStartOffset) {
+            await this.#untilStored(() => log.truncateFrom(target));
+          } else await this.#untilStored(() => log.resetTo(target));
+          return;
+        } catch (err) {
+          // Retention moved the start past the target while the cut waited (cluster seed 5942):
+          // start over at the target; the entries after the snapshot refill the log.
+          if (!(err instanceof OffsetOutOfRange) || target >= log.logStartOffset) throw err;
+        }
+      }
     }
     // A log opened after a crash on a full disk may hide its unsynced last segment (its next
     // offset is that segment's start): cut it off, its batches come from the peers like the rest.

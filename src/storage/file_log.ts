@@ -1086,6 +1086,12 @@ export class FileLog implements Log {
   }
 
   async #rewindNow(rewind: Rewind, finishing: boolean): Promise<void> {
+    if (rewind.kind === "truncate" && finishing && rewind.offset < this.logStartOffset) {
+      // The segments that held the cut are gone (cluster seed 5942: retention deleted them while
+      // the cut waited, then a crash): everything from the offset on goes, and the log goes on at
+      // it — a reset, which is what the cut would have left.
+      return await this.#rewindNow({ kind: "reset", offset: rewind.offset }, finishing);
+    }
     if (rewind.kind === "truncate") {
       // Finishing after a crash, the log may already end at or before the cut (a torn tail).
       const cut = finishing && rewind.offset >= this.#visible

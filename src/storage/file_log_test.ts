@@ -16,6 +16,7 @@ import { SIM_EPOCH_MS, type SimNode } from "../../sim/node.ts";
 import { Simulation } from "../../sim/simulation.ts";
 import { FileLog, type FileLogOptions, parseFsyncPolicy } from "./file_log.ts";
 import { segmentName } from "./segment.ts";
+import { writeChecked } from "./checked_file.ts";
 
 const DIR = "log";
 const T0 = SIM_EPOCH_MS;
@@ -705,6 +706,30 @@ Deno.test("FileLog.offsetForTimestamp() finds the first batch reaching the time,
       assert.equal(await log.offsetForTimestamp(t), expected(t), `t = T0 + ${t - T0}`);
     }
     assert.equal(await log.offsetForTimestamp(T0 + 1e9), log.nextOffset);
+    await log.close();
+  });
+});
+
+Deno.test("An interrupted truncation to an offset retention has since dropped finishes as a reset to it", async () => {
+  await onSim(14, async (env) => {
+    const model = new Model();
+    const size = model.batch({ padBytes: 100 }).length;
+    model.dropLast();
+    const s = sink();
+    const opts = options(s, { segmentBytes: 3 * size, retentionBytes: 10 * size });
+    let log = await FileLog.open(env, opts);
+    for (let i = 0; i < 30; i++) await appendChecked(log, model, { padBytes: 100 });
+    await log.enforceRetention();
+    assert.equal(log.logStartOffset, 21);
+    await log.close();
+    // What a crash leaves when a truncation to 5 waited while retention deleted the segments that
+    // held 5 (cluster seed 5942): its marker names an offset the log no longer has.
+    await writeChecked(env.disk, `${DIR}/rewind`, "truncate 5");
+    log = await FileLog.open(env, opts);
+    assert.deepEqual([log.logStartOffset, log.nextOffset], [5, 5]);
+    await appendChecked(log, new Model(), { padBytes: 100 }).catch(() => {});
+    assert.equal(log.nextOffset, 6, "appends go on at the offset");
+    assert.deepEqual(s.fatal, []);
     await log.close();
   });
 });
