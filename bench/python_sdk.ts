@@ -1,95 +1,24 @@
-// The Python SDK against the TypeScript client on Deno, in the same run against one broker process:
-// produce of 100-byte messages, and produce→consume, each with at most `window` unconfirmed
-// messages, the median of `runs` runs per client. `deno run -A bench/python_sdk.ts [--count N]
-// [--runs N] [--window N]`. The Python side is sdk/python/bench.py in sdk/python/.venv (made by
+// The Python SDK against the TypeScript client on Deno (bench/_sdk_compare.ts says what runs and
+// what is printed). `deno run -A bench/python_sdk.ts [--count N] [--runs N] [--window N]
+// [--size N]`. The Python side is sdk/python/bench.py in sdk/python/.venv (made by
 // sdk/python/setup_venv.sh, which this runs first).
 
-import { parseArgs } from "node:util";
-import { tsClientRun } from "./_ts_client_run.ts";
-import { killAll, spawnBroker } from "../tests/_broker_process.ts";
+import { compareWithTs } from "./_sdk_compare.ts";
 
-const { values } = parseArgs({
-  options: {
-    count: { type: "string", default: "50000" },
-    runs: { type: "string", default: "3" },
-    window: { type: "string", default: "10000" },
-    size: { type: "string", default: "100" },
-  },
-});
-const count = Number(values.count);
-const runs = Number(values.runs);
-const window = Number(values.window);
-const size = Number(values.size);
-
-/** Both producers wait this long for a batch to fill, as bench/throughput.ts does. */
-const LINGER_MS = 2;
 const SDK = new URL("../sdk/python/", import.meta.url).pathname;
-const setup = await new Deno.Command("bash", { args: ["setup_venv.sh"], cwd: SDK }).output();
-if (setup.code !== 0) throw new Error(new TextDecoder().decode(setup.stderr));
 
-const dir = await Deno.makeTempDir({ prefix: "gregor-bench-py-" });
-const broker = await spawnBroker([
-  "--port",
-  "0",
-  "--data-dir",
-  `${dir}/data`,
-  "--no-metrics-enabled",
-]);
-const server = broker.listen.listen;
-
-/** One TypeScript run: messages/s of produce, or of produce→consume. */
-function tsRun(topic: string, consume: boolean): Promise<number> {
-  return tsClientRun({ server, topic, consume, count, window, size, lingerMs: LINGER_MS });
-}
-
-/** One Python run: messages/s per scenario. */
-async function pyRun(prefix: string): Promise<Record<string, number>> {
-  const out = await new Deno.Command(`${SDK}.venv/bin/python`, {
+await compareWithTs({
+  name: "python",
+  countDefault: 50_000,
+  async prepare() {
+    const setup = await new Deno.Command("bash", { args: ["setup_venv.sh"], cwd: SDK }).output();
+    if (setup.code !== 0) throw new Error(new TextDecoder().decode(setup.stderr));
+  },
+  command: (s, prefix) => ({
+    cmd: `${SDK}.venv/bin/python`,
     args: [
-      `${SDK}bench.py`,
-      "--server",
-      server,
-      "--topic",
-      prefix,
-      "--count",
-      `${count}`,
-      "--window",
-      `${window}`,
-      "--size",
-      `${size}`,
-      "--linger-ms",
-      `${LINGER_MS}`,
+      ...[`${SDK}bench.py`, "--server", s.server, "--topic", prefix, "--count", `${s.count}`],
+      ...["--window", `${s.window}`, "--size", `${s.size}`, "--linger-ms", `${s.lingerMs}`],
     ],
-  }).output();
-  if (out.code !== 0) throw new Error(new TextDecoder().decode(out.stderr));
-  const rows = new TextDecoder().decode(out.stdout).trim().split("\n").map((l) => JSON.parse(l));
-  return Object.fromEntries(rows.map((r) => [r.scenario, r.msgsPerSec]));
-}
-
-const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-const results: Record<string, { py: number[]; ts: number[] }> = {
-  produce: { py: [], ts: [] },
-  "produce-consume": { py: [], ts: [] },
-};
-try {
-  for (let r = 0; r < runs; r++) {
-    const py = await pyRun(`bench-py-${r}`);
-    results.produce!.py.push(py.produce!);
-    results["produce-consume"]!.py.push(py["produce-consume"]!);
-    results.produce!.ts.push(await tsRun(`bench-ts-${r}-produce`, false));
-    results["produce-consume"]!.ts.push(await tsRun(`bench-ts-${r}-produce-consume`, true));
-  }
-} finally {
-  await killAll([broker]);
-  await Deno.remove(dir, { recursive: true });
-}
-console.log(`${count} messages of ${size} B, window ${window}, median of ${runs} runs, one broker`);
-for (const [scenario, r] of Object.entries(results)) {
-  const py = median(r.py);
-  const ts = median(r.ts);
-  console.log(
-    `${scenario.padEnd(16)} python ${Math.round(py).toLocaleString("en")} msg/s   ts (deno) ${
-      Math.round(ts).toLocaleString("en")
-    } msg/s   python/ts ${(py / ts).toFixed(2)}x`,
-  );
-}
+  }),
+});

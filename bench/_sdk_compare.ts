@@ -1,0 +1,116 @@
+// One SDK against the TypeScript client on Deno, in the same run against one broker process: produce
+// of `size`-byte messages, and produce→consume, each with at most `window` unconfirmed messages, to
+// memory topics, both producers lingering 2 ms. Every run of both is printed, then the medians.
+// bench/go_sdk.ts, python_sdk.ts and java_sdk.ts each give the SDK's side: how to build it and the
+// command of one run, which prints one JSON line per scenario: {"scenario": …, "msgsPerSec": …}.
+
+import { parseArgs } from "node:util";
+import { tsClientRun } from "./_ts_client_run.ts";
+import { killAll, spawnBroker } from "../tests/_broker_process.ts";
+
+/** What every run of both sides does. */
+export interface Settings {
+  /** The broker, "host:port". */
+  server: string;
+  count: number;
+  window: number;
+  size: number;
+  lingerMs: number;
+}
+
+/** The SDK's side of the comparison. */
+export interface SdkSide {
+  /** Its name in the report ("go", "python", "java"). */
+  name: string;
+  /** Messages per run unless --count says otherwise. */
+  countDefault: number;
+  /** Builds or installs the SDK, before anything is timed. */
+  prepare(): Promise<void>;
+  /** One run's command, with topics named from `topicPrefix`. */
+  command(s: Settings, topicPrefix: string): { cmd: string; args: string[]; cwd?: string };
+}
+
+/** Both producers wait this long for a batch to fill, as bench/throughput.ts does. */
+const LINGER_MS = 2;
+const SCENARIOS = ["produce", "produce-consume"] as const;
+
+/** Runs the comparison from the command line's `--count`, `--runs`, `--window` and `--size`. */
+export async function compareWithTs(side: SdkSide): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      count: { type: "string", default: String(side.countDefault) },
+      runs: { type: "string", default: "3" },
+      window: { type: "string", default: "10000" },
+      size: { type: "string", default: "100" },
+    },
+  });
+  const runs = Number(values.runs);
+  await side.prepare();
+  const dir = await Deno.makeTempDir({ prefix: `gregor-bench-${side.name}-` });
+  const broker = await spawnBroker([
+    "--port",
+    "0",
+    "--data-dir",
+    `${dir}/data`,
+    "--no-metrics-enabled",
+  ]);
+  const s: Settings = {
+    server: broker.listen.listen,
+    count: Number(values.count),
+    window: Number(values.window),
+    size: Number(values.size),
+    lingerMs: LINGER_MS,
+  };
+  const figures = Object.fromEntries(
+    SCENARIOS.map((k) => [k, { sdk: [] as number[], ts: [] as number[] }]),
+  );
+  const show = (x: number) => Math.round(x).toLocaleString("en");
+  try {
+    for (let r = 0; r < runs; r++) {
+      const sdk = await sdkRun(side, s, `bench-${side.name}-${r}`);
+      for (const k of SCENARIOS) {
+        const ts = await tsClientRun({
+          ...s,
+          topic: `bench-ts-${r}-${k}`,
+          consume: k !== "produce",
+        });
+        figures[k]!.sdk.push(sdk[k]!);
+        figures[k]!.ts.push(ts);
+        console.log(
+          `run ${r + 1} ${k.padEnd(16)} ${side.name} ${show(sdk[k]!)} msg/s   ts (deno) ${
+            show(ts)
+          } msg/s`,
+        );
+      }
+    }
+  } finally {
+    await killAll([broker]);
+    await Deno.remove(dir, { recursive: true });
+  }
+  console.log(
+    `${s.count} messages of ${s.size} B, window ${s.window}, median of ${runs} runs, one broker`,
+  );
+  for (const k of SCENARIOS) {
+    const sdk = median(figures[k]!.sdk);
+    const ts = median(figures[k]!.ts);
+    console.log(
+      `${k.padEnd(16)} ${side.name} ${show(sdk)} msg/s   ts (deno) ${show(ts)} msg/s   ` +
+        `${side.name}/ts ${(sdk / ts).toFixed(2)}x`,
+    );
+  }
+}
+
+/** One run of the SDK's side: messages/s per scenario. */
+async function sdkRun(side: SdkSide, s: Settings, prefix: string): Promise<Record<string, number>> {
+  const { cmd, args, cwd } = side.command(s, prefix);
+  const out = await new Deno.Command(cmd, { args, ...(cwd === undefined ? {} : { cwd }) }).output();
+  if (out.code !== 0) {
+    throw new Error(new TextDecoder().decode(out.stderr) + new TextDecoder().decode(out.stdout));
+  }
+  const rows = new TextDecoder().decode(out.stdout).trim().split("\n").map((l) => JSON.parse(l));
+  return Object.fromEntries(rows.map((r) => [r.scenario, r.msgsPerSec]));
+}
+
+function median(xs: number[]): number {
+  return [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+}
