@@ -527,7 +527,7 @@ abuseTest(
     await Promise.all(raws.map((r) => within(r.ended, 1)));
     const closed = raws.filter((r) => r.over).length;
     const evicted =
-      raws.filter((r) => r.errors().some((e) => /^LIMIT_EXCEEDED#0: Closed to make room/.test(e)))
+      raws.filter((r) => r.errors().some((e) => /^TIMEOUT#0: Closed to make room/.test(e)))
         .length;
     for (const r of raws) r.close();
     await Promise.all(raws.map((r) => r.ended));

@@ -320,3 +320,109 @@ Deno.test("connections without HELLO: the oldest goes at handshakingConnectionsM
     await Deno.remove(dataDir, { recursive: true });
   }
 });
+
+/**
+ * A TCP relay to `port` that holds the client's bytes of its first connection until `release()`:
+ * a client whose HELLO is slow to reach the broker. Later connections pass straight through.
+ */
+function holdingRelay(port: number): { port: number; release(): void; close(): void } {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const conns: Deno.Conn[] = [];
+  let release = (): void => {};
+  const held = new Promise<void>((r) => (release = r));
+  let accepted = 0;
+  const pipe = async (from: Deno.Conn, to: Deno.Conn, wait: Promise<void>) => {
+    await wait;
+    await from.readable.pipeTo(to.writable).catch(() => {});
+  };
+  void (async () => {
+    for await (const down of listener) {
+      const up = await Deno.connect({ hostname: "127.0.0.1", port });
+      conns.push(down, up);
+      void pipe(down, up, accepted++ === 0 ? held : Promise.resolve());
+      void pipe(up, down, Promise.resolve());
+    }
+  })().catch(() => {});
+  return {
+    port: (listener.addr as Deno.NetAddr).port,
+    release,
+    close() {
+      release();
+      listener.close();
+      for (const c of conns) {
+        try {
+          c.close();
+        } catch { /* piped to its end already */ }
+      }
+    },
+  };
+}
+
+Deno.test("a client closed to make room while its HELLO is on the way dials again and gets in", async () => {
+  const dataDir = await Deno.makeTempDir({ prefix: "gregormq-handshake-" });
+  const node = await startNode(denoEnv(), {
+    port: 0,
+    broker: { dataDir, handshakingConnectionsMax: 1, handshakeTimeoutMs: 10_000 },
+  });
+  const broker = node.broker;
+  const relay = holdingRelay(node.addr.port);
+  let silent: Deno.TcpConn | null = null;
+  try {
+    const connecting = connect({ port: relay.port, connectTimeoutMs: 5_000 });
+    for (let waited = 0; broker.connectionCount < 1; waited += 5) {
+      assert.ok(waited < 2_000, "the client's connection did not arrive");
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    // A silent connection arrives while the client's HELLO is held: the client's goes to make room.
+    silent = await Deno.connect({ hostname: "127.0.0.1", port: node.addr.port });
+    const client = await connecting;
+    assert.ok(broker.handshakesEvicted >= 1, "the client's first connection was closed");
+    await client.admin.ping();
+    await client.close();
+  } finally {
+    silent?.close();
+    relay.close();
+    await node.close();
+    await Deno.remove(dataDir, { recursive: true });
+  }
+});
+
+Deno.test("at handshakingConnectionsMax the oldest silent connection goes before one mid-HELLO", async () => {
+  const dataDir = await Deno.makeTempDir({ prefix: "gregormq-handshake-" });
+  const node = await startNode(denoEnv(), {
+    port: 0,
+    broker: { dataDir, handshakingConnectionsMax: 2, handshakeTimeoutMs: 10_000 },
+  });
+  const broker = node.broker;
+  const raws: Deno.TcpConn[] = [];
+  const buf = new Uint8Array(256);
+  try {
+    const open = async (n: number) => {
+      raws.push(await Deno.connect({ hostname: "127.0.0.1", port: node.addr.port }));
+      for (let waited = 0; broker.connectionCount < n; waited += 5) {
+        assert.ok(waited < 2_000, `connection ${n} was not accepted`);
+        await new Promise((r) => setTimeout(r, 5));
+      }
+    };
+    // The oldest has sent the first bytes of a frame header; the second has sent nothing.
+    await open(1);
+    await raws[0]!.write(new Uint8Array([0x47, 0x52]));
+    await new Promise((r) => setTimeout(r, 100));
+    await open(2);
+    raws.push(await Deno.connect({ hostname: "127.0.0.1", port: node.addr.port }));
+    for (let waited = 0; broker.handshakesEvicted < 1; waited += 5) {
+      assert.ok(waited < 2_000, "nothing was closed to make room");
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    assert.ok((await raws[1]!.read(buf) ?? 0) > 0, "the silent one is told why, then closed");
+    const answered = await Promise.race([
+      raws[0]!.read(buf).then(() => "answered"),
+      new Promise((r) => setTimeout(() => r("still open"), 300)),
+    ]);
+    assert.equal(answered, "still open", "the connection mid-HELLO keeps its place");
+  } finally {
+    for (const r of raws) r.close();
+    await node.close();
+    await Deno.remove(dataDir, { recursive: true });
+  }
+});

@@ -242,18 +242,19 @@ export class Broker {
         continue;
       }
       const c = new Connection(this, conn, this.#nextConnectionId++);
-      // At the cap of unhandshaken connections the oldest goes rather than the newest: a flood of
+      // At the cap of unhandshaken connections an old one goes rather than the new one: a flood of
       // silent connections then keeps cycling through a bounded pool, while a real client, whose
-      // HELLO follows its connect at once, gets in.
-      const oldest = this.#handshaking.size >= this.opts.handshakingConnectionsMax
-        ? this.#handshaking.values().next().value
+      // HELLO follows its connect at once, gets in. The one closed is told TIMEOUT, as at the
+      // handshake deadline: the broker stopped waiting for its HELLO, and a client dials again.
+      const victim = this.#handshaking.size >= this.opts.handshakingConnectionsMax
+        ? this.#evictionVictim()
         : undefined;
-      if (oldest !== undefined) {
+      if (victim !== undefined) {
         this.handshakesEvicted++;
         this.#drop(
-          oldest,
+          victim,
           new GregorError(
-            ErrorCode.LIMIT_EXCEEDED,
+            ErrorCode.TIMEOUT,
             `Closed to make room: ${this.opts.handshakingConnectionsMax} connections are waiting ` +
               `for their HELLO (handshakingConnectionsMax)`,
           ),
@@ -272,6 +273,15 @@ export class Broker {
       this.#handshaking.add(c);
       void c.run().finally(() => this.#drop(c, null));
     }
+  }
+
+  /**
+   * The unhandshaken connection to close for a new one: the oldest that has sent nothing, else the
+   * oldest. One whose HELLO has begun to arrive is likelier a real client than a silent one.
+   */
+  #evictionVictim(): Connection | undefined {
+    for (const c of this.#handshaking) if (!c.heard) return c;
+    return this.#handshaking.values().next().value;
   }
 
   /** Forgets `c` (it no longer counts against any limit), closing it with `err` if given. */

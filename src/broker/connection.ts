@@ -140,6 +140,9 @@ export class Connection implements DeliverySink {
   /** When bytes last arrived from the client (monotonic ms); idle connections are closed. */
   lastReadMs: number;
 
+  /** True once any byte arrived: a connection that has begun its HELLO is not a silent one. */
+  heard = false;
+
   /** The broker this connection talks to. */
   get broker(): Broker {
     return this.#broker;
@@ -185,6 +188,7 @@ export class Connection implements DeliverySink {
         const n = await this.#conn.read(target ?? this.#readBuf);
         if (n === null) break;
         this.lastReadMs = this.#broker.env.clock.now();
+        this.heard = true;
         if (target !== null) {
           this.#parser.filled(n);
         } else {

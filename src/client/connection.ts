@@ -275,7 +275,9 @@ export class ClientConnection {
           );
         }
         lastErr = err;
-        if (err instanceof GregorError) refusals++;
+        // TIMEOUT is the broker giving up on this connection's HELLO (its deadline passed, or it
+        // was closed to make room under a flood of silent connections), not a no: dial again.
+        if (err instanceof GregorError && err.code !== ErrorCode.TIMEOUT) refusals++;
         this.#nextAddress++;
         // A whole round of the addresses failed before the client waits; not each of them.
         if (this.#nextAddress % addresses.length !== 0) continue;
