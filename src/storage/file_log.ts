@@ -15,6 +15,7 @@ import {
   setBaseOffset,
 } from "../protocol/batch.ts";
 import { ErrorCode, GregorError } from "../protocol/errors.ts";
+import { assert } from "../util/assert.ts";
 import { readChecked, writeChecked } from "./checked_file.ts";
 import {
   type AppendResult,
@@ -984,7 +985,7 @@ export class FileLog implements Log {
   async #cutAt(seg: Segment, at: CutPoint): Promise<number> {
     await this.#syncing;
     const i = this.#segments.indexOf(seg);
-    if (i < 0) throw new Error(`Cannot cut ${this.#opts.dir}: segment ${seg.baseOffset} is gone`);
+    assert(i >= 0, () => `Cannot cut ${this.#opts.dir}: segment ${seg.baseOffset} is gone`);
     const gone = this.#segments.splice(i + 1).reverse();
     const sizeBefore = await seg.file.size();
     seg.sealed = false;

@@ -30,6 +30,7 @@ import { crc32c } from "../../protocol/crc32c.ts";
 import { MalformedError } from "../../protocol/errors.ts";
 import { Reader, Writer } from "../../protocol/wire.ts";
 import { parseSegmentName, segmentName } from "../../storage/segment.ts";
+import { assert } from "../../util/assert.ts";
 import { configProblem, votersProblem } from "./codec.ts";
 import { INDEX_MAX, LEARNERS_MAX, TERM_MAX, VOTERS_MAX } from "./limits.ts";
 import type { Entry, EntryKind, HardState, PersistentState, Ready, Snapshot } from "./types.ts";
@@ -284,11 +285,10 @@ export class RaftWal {
     const s = this.#state;
     if (snapshot.index <= s.snapshot.index) return;
     const stored = s.entries[snapshot.index - s.snapshot.index - 1];
-    if (stored === undefined || stored.term !== snapshot.term) {
-      throw new RangeError(
-        `Cannot compact through ${snapshot.index}: not stored with term ${snapshot.term}`,
-      );
-    }
+    assert(
+      stored !== undefined && stored.term === snapshot.term,
+      () => `Cannot compact through ${snapshot.index}: not stored with term ${snapshot.term}`,
+    );
     await this.#checkpoint({
       snapshot,
       entries: s.entries.slice(snapshot.index - s.snapshot.index),
