@@ -84,7 +84,10 @@ Deno.test("Broker.answerFor() answers a broken invariant INTERNAL, reported with
     const e = b.answerFor("PRODUCE", broken);
     assert.equal(e.code, ErrorCode.INTERNAL);
     assert.equal(logged.length, 1);
-    assert.match(logged[0]!, /^INTERNAL error serving PRODUCE: AssertionFailed: Internal invariant/);
+    assert.match(
+      logged[0]!,
+      /^INTERNAL error serving PRODUCE: AssertionFailed: Internal invariant/,
+    );
     assert.match(logged[0]!, /broker_test\.ts/, "the report carries the stack");
     // The broker goes on serving: the next request is answered as usual.
     await b.createTopic({ name: "after", partitions: 1, configs: {} });

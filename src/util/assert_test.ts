@@ -7,7 +7,8 @@ Deno.test("assert() passes a true condition and throws AssertionFailed naming a 
     () => check(false, "Entry 7 conflicts with the leader but is committed"),
     (err) =>
       err instanceof AssertionFailed && err.name === "AssertionFailed" &&
-      err.message === "Internal invariant broken: Entry 7 conflicts with the leader but is committed",
+      err.message ===
+        "Internal invariant broken: Entry 7 conflicts with the leader but is committed",
   );
   // Falsy values other than false fail too: the condition is JavaScript's truthiness.
   for (const falsy of [0, "", null, undefined, NaN]) {
@@ -53,5 +54,8 @@ Deno.test("unreachable() throws AssertionFailed with what and the unexpected val
   assert.throws(() => kind("c" as Kind), /Internal invariant broken: kind\(\): unexpected "c"/);
   const cyclic: Record<string, unknown> = {};
   cyclic.self = cyclic;
-  assert.throws(() => unreachable(cyclic as never, "cyclic"), /cyclic: unexpected \[object Object\]/);
+  assert.throws(
+    () => unreachable(cyclic as never, "cyclic"),
+    /cyclic: unexpected \[object Object\]/,
+  );
 });

@@ -188,7 +188,10 @@ Deno.test("RaftNode withholds a vote grant until the vote is persisted", () => {
   const msgs = n.advance(r);
   assert.equal(msgs.length, 1);
   assert.equal(msgs[0]?.type, "RequestVoteResp");
-  assert.throws(() => n.advance(r), (e) => e instanceof AssertionFailed && /not the outstanding/.test(e.message));
+  assert.throws(
+    () => n.advance(r),
+    (e) => e instanceof AssertionFailed && /not the outstanding/.test(e.message),
+  );
 });
 
 Deno.test("RaftNode steps down on a message from a higher term", () => {

@@ -17,7 +17,10 @@ Deno.test("RaftGroup stops on a broken Raft invariant and reports it as one, wit
     const group = new RaftGroup({
       group: "g",
       nodeId: "a",
-      store: { state: () => storage.state(), save: (ready) => Promise.resolve(storage.save(ready)) },
+      store: {
+        state: () => storage.state(),
+        save: (ready) => Promise.resolve(storage.save(ready)),
+      },
       machine: { apply: (e) => e.index, restore: () => {} },
       send: () => {},
       clock: env.clock,
