@@ -37,7 +37,7 @@ export const SWEEPS: Readonly<Record<SweepName, Sweep>> = {
   },
   groups3: {
     name: "groups3",
-    ciSeeds: 100,
+    ciSeeds: 150,
     seedMs: 400,
     run: (seed) => runGroups(groupOptions(seed, { nodes: 3 })),
   },
