@@ -732,6 +732,22 @@ export function defineIoContractTests(
     assert.notDeepEqual(fromA, fromB);
   });
 
+  test("Random.secureBytes gives the bytes asked for, fresh on every call", (t) => {
+    const r = t.env.random;
+    assert.equal(r.secureBytes(0).length, 0);
+    const seen = new Set<string>();
+    for (let i = 0; i < 100; i++) {
+      const b = r.secureBytes(32);
+      assert.ok(b instanceof Uint8Array && b.length === 32);
+      seen.add(Array.from(b).join(","));
+    }
+    assert.equal(seen.size, 100);
+    assert.equal(r.secureBytes(65_536).length, 65_536);
+    for (const n of [-1, 1.5, 65_537, NaN]) {
+      assert.throws(() => r.secureBytes(n), RangeError, `secureBytes(${n})`);
+    }
+  });
+
   test("Random.fork depends on the label only, not on values drawn before", (t) => {
     const parent = t.env.random;
     const early = parent.fork("workload");

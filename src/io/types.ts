@@ -35,6 +35,14 @@ export interface Random {
    * values were drawn, so an extra draw in one subsystem does not reshuffle another.
    */
   fork(label: string): Random;
+  /**
+   * `n` bytes for secrets and security nonces (SCRAM nonces and salts, the cluster challenge). On
+   * a real node they come from the operating system's cryptographic generator, never from the
+   * seeded stream, which an observer of enough draws could predict; in the simulator they are
+   * deterministic, so a seed still replays. Requires an integer 0 <= n <= 65 536; throws
+   * RangeError otherwise.
+   */
+  secureBytes(n: number): Uint8Array;
 }
 
 /** Options for `Network.connect`. */
