@@ -104,6 +104,7 @@ const GOSSIP_NUMBERS = [
   "lateJoiners",
   "keepDown",
   "wallJumps",
+  "secret",
 ];
 
 const RAFT_NUMBERS = [

@@ -63,6 +63,12 @@ export interface ClusterConfig {
    * Omitted: plaintext.
    */
   tls?: TlsNetworkOptions;
+  /**
+   * The cluster secret (16 to 1024 bytes of UTF-8): nodes prove to each other that they hold it
+   * before any gossip or Raft message is accepted, and a node refuses every peer that does not.
+   * Omitted: the cluster port admits anyone who reaches it (unless cluster TLS checks them).
+   */
+  secret?: string;
   /** Replicate topics with Raft (metadata and one group per partition). Default false for now. */
   replicate?: boolean;
   /**
@@ -229,11 +235,21 @@ async function startServing(
     clientAt,
     () => env.net.listen(clientAt, config.tls === undefined ? {} : { tls: config.tls }),
   );
-  // The cluster's parts listen and dial through this, so they speak TLS without knowing it.
+  // The cluster's parts listen and dial through these, so they speak TLS and prove the cluster
+  // secret without knowing it.
   const clusterNet = config.cluster?.tls === undefined
     ? null
     : new TlsNetwork(env.net, config.cluster.tls);
-  const clusterEnv = clusterNet === null ? env : { ...env, net: clusterNet };
+  const tlsEnv = clusterNet === null ? env : { ...env, net: clusterNet };
+  const secret = config.cluster?.secret;
+  const clusterEnv = secret === undefined ? tlsEnv : {
+    ...tlsEnv,
+    net: new (await loadClusterModules()).clusterAuth.ClusterAuthNetwork(tlsEnv, {
+      nodeId: nodeId as string,
+      secret,
+      onLog: (level, msg) => config.hooks?.onReport?.(msg, level),
+    }),
+  };
   let gossip: Gossip | null = null;
   if (config.cluster !== undefined) {
     const { Gossip, nextIncarnation } = (await loadClusterModules()).gossip;
@@ -424,13 +440,14 @@ export function loadClusterModules(): ReturnType<typeof importClusterModules> {
 }
 
 async function importClusterModules() {
-  const [gossip, cluster, bridge, groupOffsets, transport, wal] = await Promise.all([
+  const [gossip, cluster, bridge, groupOffsets, transport, wal, clusterAuth] = await Promise.all([
     import("./cluster/gossip/mod.ts"),
     import("./cluster/cluster.ts"),
     import("./cluster/bridge.ts"),
     import("./cluster/group_offsets.ts"),
     import("./cluster/transport.ts"),
     import("./cluster/raft/wal.ts"),
+    import("./cluster/cluster_auth.ts"),
   ]);
-  return { gossip, cluster, bridge, groupOffsets, transport, wal };
+  return { gossip, cluster, bridge, groupOffsets, transport, wal, clusterAuth };
 }

@@ -133,6 +133,11 @@ export interface Conn {
    * certificate ("CN=alice,O=Shop"); absent otherwise.
    */
   readonly tlsPeerSubject?: string;
+  /**
+   * On a cluster-port connection whose other end proved that it holds the cluster secret, the node
+   * id it proved it with; absent otherwise.
+   */
+  readonly peerNodeId?: string;
 }
 
 /** A bound server socket. */
@@ -254,12 +259,22 @@ export interface FaultPoints {
   pick(n: number): number;
 }
 
+/**
+ * Keyed hashes. The real one is WebCrypto's, whose promises settle on a thread pool at a time no
+ * simulation can replay; the simulator's twin settles at once, so a seed replays.
+ */
+export interface Crypto {
+  /** HMAC-SHA-256 of `data` under `key` (any length): 32 bytes. */
+  hmacSha256(key: Uint8Array, data: Uint8Array): Promise<Uint8Array>;
+}
+
 /** Everything a node needs from the outside world. */
 export interface Env {
   clock: Clock;
   random: Random;
   net: Network;
   disk: Disk;
+  crypto: Crypto;
   /** Fault points (simulation only; absent on a real node). */
   faults?: FaultPoints;
 }

@@ -1,0 +1,202 @@
+// A cluster that admits only its own nodes, over real processes and sockets: three brokers hold
+// the cluster secret (one from a file named by --cluster-secret-file, one from
+// GREGOR_CLUSTER_SECRET, one from cluster.secret in its data directory); rogue processes given the
+// same seeds, one with another secret, one with none, one with a copy of a real node's node-id
+// file, are refused with a log line on both sides and never appear in `gregorctl cluster members`,
+// while the real cluster keeps replicating.
+
+import assert from "node:assert/strict";
+import type { Client } from "../src/client/mod.ts";
+import {
+  type BrokerProcess,
+  connectTo,
+  freePort,
+  killAll,
+  retry,
+  sleep,
+  spawnBroker,
+} from "./_broker_process.ts";
+
+const GREGORCTL = new URL("../cli/gregorctl.ts", import.meta.url).pathname;
+const SECRET = "e6Yq1p0hS3m9vJ2x0dQ7cA8rB5nT4kLw";
+/** Gossip rounds (200 ms) the rogues get to try to join: plenty, as a join takes about 4. */
+const ROGUE_MS = 4_000;
+
+interface Proc extends BrokerProcess {
+  name: string;
+  clientPort: number;
+  clusterPort: number;
+  /** Every log line seen, in order (BrokerProcess.lines keeps only the last few). */
+  all: string[];
+}
+
+async function start(
+  name: string,
+  dataDir: string,
+  seeds: string[],
+  opts: { args?: string[]; env?: Record<string, string> } = {},
+): Promise<Proc> {
+  const clientPort = freePort();
+  const clusterPort = freePort();
+  const args = [
+    "--port",
+    String(clientPort),
+    "--data-dir",
+    dataDir,
+    "--cluster-port",
+    String(clusterPort),
+    "--no-metrics-enabled",
+    ...(seeds.length > 0 ? ["--seeds", seeds.join(",")] : []),
+    ...(opts.args ?? []),
+  ];
+  const all: string[] = [];
+  const p = await spawnBroker(args, {
+    ...(opts.env === undefined ? {} : { env: opts.env }),
+    onLine: (line) => all.push(line),
+  });
+  const proc: Proc = { ...p, name, clientPort, clusterPort, all };
+  all.unshift(...p.lines);
+  return proc;
+}
+
+/** The ids, hosts and states `gregorctl cluster members` shows on `p`. */
+async function members(p: Proc): Promise<{ id: string; clusterPort: number; state: string }[]> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      GREGORCTL,
+      "--broker",
+      `127.0.0.1:${p.clientPort}`,
+      "--json",
+      "cluster",
+      "members",
+    ],
+    stdin: "null",
+  }).output();
+  const text = new TextDecoder().decode(out.stdout);
+  assert.equal(
+    out.code,
+    0,
+    `gregorctl cluster members: ${text}${new TextDecoder().decode(out.stderr)}`,
+  );
+  return (JSON.parse(text).members as { id: string; clusterPort: number; state: string }[]).map(
+    (m) => ({ id: m.id, clusterPort: m.clusterPort, state: m.state }),
+  );
+}
+
+/** Waits until `p` logged a line matching `re`; fails with its log if it does not within 15 s. */
+async function logged(p: Proc, re: RegExp): Promise<string> {
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    const line = p.all.find((l) => re.test(l));
+    if (line !== undefined) return line;
+    if (Date.now() > deadline) {
+      throw new Error(`${p.name} never logged ${re}; its log:\n${p.all.join("\n")}`);
+    }
+    await sleep(50);
+  }
+}
+
+Deno.test({
+  name:
+    "cluster secret: 3 brokers admit each other, and rogues with another secret, none, or a copied node id are refused and never members",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const root = await Deno.makeTempDir({ prefix: "gregormq-clusterauth-" });
+    const procs: Proc[] = [];
+    const clients: Client[] = [];
+    try {
+      const secretFile = `${root}/secret`;
+      await Deno.writeTextFile(secretFile, `${SECRET}\n`, { mode: 0o600 });
+      await Deno.mkdir(`${root}/n2`, { recursive: true });
+      await Deno.writeTextFile(`${root}/n2/cluster.secret`, `${SECRET}\n`, { mode: 0o600 });
+      const n0 = await start("n0", `${root}/n0`, [], {
+        args: ["--cluster-secret-file", secretFile],
+      });
+      const seeds = [`127.0.0.1:${n0.clusterPort}`];
+      procs.push(n0);
+      procs.push(
+        await start("n1", `${root}/n1`, seeds, { env: { GREGOR_CLUSTER_SECRET: SECRET } }),
+      );
+      procs.push(await start("n2", `${root}/n2`, seeds));
+      const real = procs.slice();
+      const ids = real.map((p) => p.listen.nodeId!).sort();
+      for (const p of real) {
+        await retry(`${p.name} sees the three nodes alive`, async () => {
+          const m = await members(p);
+          const alive = m.filter((x) => x.state === "alive").map((x) => x.id).sort();
+          assert.deepEqual(alive, ids);
+        });
+      }
+
+      // The rogues: the seeds, and another secret, none, or n1's node-id without the secret.
+      await Deno.mkdir(`${root}/copy`, { recursive: true });
+      await Deno.copyFile(`${root}/n1/node-id`, `${root}/copy/node-id`);
+      const other = await start("rogue-other", `${root}/other`, seeds, {
+        env: { GREGOR_CLUSTER_SECRET: "not the cluster's secret, but long" },
+      });
+      const none = await start("rogue-none", `${root}/none`, seeds);
+      const copy = await start("rogue-copy", `${root}/copy`, seeds);
+      procs.push(other, none, copy);
+      assert.equal(copy.listen.nodeId, real[1]!.listen.nodeId, "the copy runs under n1's id");
+
+      // Each side says why, in one line.
+      await logged(
+        other,
+        /"level":"error".*Cluster peer at 127\.0\.0\.1:\d+ refused: node \w+ refused this node's proof: the cluster secrets differ/,
+      );
+      for (const p of [none, copy]) {
+        await logged(
+          p,
+          /"level":"error".*refused GOSSIP_SYN: Cluster authentication failed.*this node does not run with the cluster's secret/,
+        );
+      }
+      await logged(
+        n0,
+        /"level":"warn".*Cluster connection from 127\.0\.0\.1:\d+ \(claiming node \w+\) refused: its proof as node \w+ does not verify/,
+      );
+      await logged(
+        n0,
+        /"level":"warn".*Cluster connection from 127\.0\.0\.1:\d+ refused: it sent GOSSIP_SYN without authenticating first/,
+      );
+
+      // For many gossip rounds, every real node lists exactly the three, n1 at its own port.
+      const until = Date.now() + ROGUE_MS;
+      while (Date.now() < until) {
+        for (const p of real) {
+          const m = await members(p);
+          assert.deepEqual(m.map((x) => x.id).sort(), ids, `${p.name}: ${JSON.stringify(m)}`);
+          const n1 = m.find((x) => x.id === real[1]!.listen.nodeId)!;
+          assert.equal(n1.clusterPort, real[1]!.clusterPort, `${p.name} sees n1 moved`);
+          assert.ok(m.every((x) => x.state === "alive"), `${p.name}: ${JSON.stringify(m)}`);
+        }
+        await sleep(250);
+      }
+      // The rogues learned nothing of the cluster.
+      for (const p of [other, none, copy]) {
+        assert.deepEqual((await members(p)).map((x) => x.clusterPort), [p.clusterPort], p.name);
+      }
+
+      // The copied id changed nothing: the cluster replicates through n1 as before.
+      for (const p of real) clients.push(await connectTo({ ...p, nodeId: p.listen.nodeId! }));
+      await retry("a replicated topic is created", () =>
+        clients[0]!.admin.createTopic("orders", {
+          partitions: 1,
+          configs: { "replication.factor": "3" },
+        }));
+      await retry("n1 takes a produce", () => clients[1]!.publish("orders", { value: "one" }));
+      const got = await retry("n2 serves it", async () => {
+        const m = await clients[2]!.admin.describeTopic("orders");
+        if (m.partitions[0]!.highWatermark < 1) throw new Error("not yet");
+        return m.partitions[0]!.highWatermark;
+      });
+      assert.equal(got, 1);
+    } finally {
+      for (const c of clients) c.close();
+      await killAll(procs);
+      await Deno.remove(root, { recursive: true }).catch(() => {});
+    }
+  },
+});
