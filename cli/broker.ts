@@ -172,6 +172,18 @@ try {
   Deno.exit(2);
 }
 if (
+  loaded.config.cluster !== null && loaded.config.cluster.replicate &&
+  loaded.config.broker.auth !== "none" && clusterSecret === undefined
+) {
+  // The nodes forward clients' requests to each other, logging in with the cluster secret.
+  console.error(
+    `Invalid config: auth = ${loaded.config.broker.auth} in a cluster needs the cluster secret ` +
+      `(GREGOR_CLUSTER_SECRET, cluster.secretFile, or ${loaded.config.dataDir}/cluster.secret): ` +
+      `the nodes log in to each other with it`,
+  );
+  Deno.exit(2);
+}
+if (
   loaded.config.cluster !== null && clusterSecret === undefined &&
   loaded.config.tls.cluster === null && !isLoopbackHost(loaded.config.host)
 ) {

@@ -16,6 +16,14 @@ import { type BrokerOptions, DEFAULT_BROKER_OPTIONS } from "./broker/options.ts"
 import { claimDataDir } from "./storage/data_dir.ts";
 import { FileLog, type Log } from "./storage/mod.ts";
 import { BrokerMetrics, HttpServer } from "./metrics/mod.ts";
+import { NODE_PRINCIPAL } from "./auth/store.ts";
+import {
+  deriveCredential,
+  fromBase64,
+  ITERATIONS_DEFAULT,
+  SALT_BYTES,
+  type ScramCredential,
+} from "./auth/scram.ts";
 
 /** The broker's default client port. */
 export const DEFAULT_CLIENT_PORT = 7070;
@@ -409,10 +417,45 @@ async function startReplication(
     transport,
     broker,
   );
-  const bridge = new ClusterBridge(env, cluster, gossip);
+  // With authentication on, nodes forward requests to each other as NODE_PRINCIPAL, whose
+  // password is the cluster secret; the users and ACLs are the cluster's, replicated.
+  const secret = c.secret;
+  let login: { username: string; password: string } | undefined;
+  if (broker.auth.enabled) {
+    if (secret === undefined) {
+      throw new RangeError(
+        "Authentication in a cluster needs the cluster secret: the nodes log in to each other with it",
+      );
+    }
+    broker.auth.setNodeCredential(await nodeCredential(env, secret));
+    login = { username: NODE_PRINCIPAL, password: secret };
+  }
+  cluster.onSecurityChange = () => {
+    const users = new Map<string, ScramCredential>();
+    for (const [name, u] of cluster.meta.users) {
+      users.set(name, {
+        salt: fromBase64(u.salt),
+        iterations: u.iterations,
+        storedKey: fromBase64(u.storedKey),
+        serverKey: fromBase64(u.serverKey),
+      });
+    }
+    broker.auth.store.setReplicated(users, cluster.meta.acls);
+  };
+  const bridge = new ClusterBridge(env, cluster, gossip, login);
   broker.cluster = bridge;
   attachGroups(broker.groups, cluster);
   return { cluster, bridge };
+}
+
+/**
+ * The credential of NODE_PRINCIPAL: the cluster secret as its password, with a salt made from the
+ * secret too, so every node derives the same one.
+ */
+async function nodeCredential(env: Env, secret: string): Promise<ScramCredential> {
+  const key = new TextEncoder().encode(secret);
+  const mac = await env.crypto.hmacSha256(key, new TextEncoder().encode("GregorMQ node salt"));
+  return await deriveCredential(secret, mac.slice(0, SALT_BYTES), ITERATIONS_DEFAULT);
 }
 
 /** Removes every file in `dir`; false if there is no such directory. */

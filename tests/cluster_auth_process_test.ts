@@ -6,7 +6,8 @@
 // while the real cluster keeps replicating.
 
 import assert from "node:assert/strict";
-import type { Client } from "../src/client/mod.ts";
+import { type Client, connect } from "../src/client/mod.ts";
+import { GregorError } from "../src/protocol/errors.ts";
 import {
   type BrokerProcess,
   connectTo,
@@ -193,6 +194,136 @@ Deno.test({
         return m.partitions[0]!.highWatermark;
       });
       assert.equal(got, 1);
+    } finally {
+      for (const c of clients) c.close();
+      await killAll(procs);
+      await Deno.remove(root, { recursive: true }).catch(() => {});
+    }
+  },
+});
+
+/** Runs gregorctl with `env` (beside this process's); fails with its output unless it exits 0. */
+async function gregorctl(args: string[], env: Record<string, string>): Promise<string> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", GREGORCTL, ...args],
+    env,
+    stdin: "null",
+  }).output();
+  const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+  assert.equal(out.code, 0, `gregorctl ${args.join(" ")}: ${text}`);
+  return text;
+}
+
+/** The error code `fn` failed with, or "ok". */
+async function outcome(fn: () => Promise<unknown>): Promise<string> {
+  try {
+    await fn();
+    return "ok";
+  } catch (err) {
+    if (err instanceof GregorError) return err.codeName;
+    throw err;
+  }
+}
+
+Deno.test({
+  name:
+    "auth scram in a cluster: a user added on node 1 logs in on node 3, and an ACL added on node 2 allows and denies on every node",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const root = await Deno.makeTempDir({ prefix: "gregormq-clusterauth-" });
+    const procs: Proc[] = [];
+    const clients: Client[] = [];
+    const admin = { GREGOR_USER: "admin", GREGOR_PASSWORD: "admin-pw-1" };
+    try {
+      // The first super-user is made offline on each node, as on a single node.
+      for (const n of ["n0", "n1", "n2"]) {
+        await gregorctl(["user", "add", "admin", "--data-dir", `${root}/${n}`], {
+          GREGOR_NEW_PASSWORD: admin.GREGOR_PASSWORD,
+        });
+      }
+      const flags = ["--auth", "scram", "--super-users", "admin"];
+      const env = { GREGOR_CLUSTER_SECRET: SECRET };
+      const n0 = await start("n0", `${root}/n0`, [], { args: flags, env });
+      const seeds = [`127.0.0.1:${n0.clusterPort}`];
+      procs.push(n0);
+      procs.push(await start("n1", `${root}/n1`, seeds, { args: flags, env }));
+      procs.push(await start("n2", `${root}/n2`, seeds, { args: flags, env }));
+      const login = (p: Proc, user: string, password: string) =>
+        connect({
+          port: p.clientPort,
+          username: user,
+          password,
+          connectTimeoutMs: 10_000,
+          requestTimeoutMs: 10_000,
+        });
+      const root0 = await login(n0, "admin", admin.GREGOR_PASSWORD);
+      clients.push(root0);
+      await retry("the cluster forms", async () => {
+        const m = await root0.admin.metadata([]);
+        if (m.nodes.length < 3 || m.controller === "") throw new Error(`${m.nodes.length} nodes`);
+      });
+      for (const t of ["orders", "payroll"]) {
+        await retry(
+          `topic ${t} is created`,
+          () =>
+            root0.admin.createTopic(t, { partitions: 1, configs: { "replication.factor": "3" } }),
+        );
+      }
+
+      // A user added through node 1 (n0) logs in on node 3 (n2).
+      await gregorctl(["--broker", `127.0.0.1:${n0.clientPort}`, "user", "add", "alice"], {
+        ...admin,
+        GREGOR_NEW_PASSWORD: "alice-pw-1",
+      });
+      const alice = await retry(
+        "alice logs in on n2",
+        () => login(procs[2]!, "alice", "alice-pw-1"),
+      );
+      clients.push(alice);
+
+      // An ACL added through node 2 (n1) lets alice produce to orders on every node, and nothing
+      // lets her produce to payroll.
+      await gregorctl([
+        "--broker",
+        `127.0.0.1:${procs[1]!.clientPort}`,
+        "acl",
+        "add",
+        "--principal",
+        "alice",
+        "--topic",
+        "orders",
+        "--operation",
+        "produce,describe",
+      ], admin);
+      for (const p of procs) {
+        const c = await login(p, "alice", "alice-pw-1");
+        clients.push(c);
+        await retry(`alice may produce to orders on ${p.name}`, async () => {
+          assert.equal(await outcome(() => c.publish("orders", { value: p.name })), "ok");
+        });
+        assert.equal(
+          await outcome(() => c.publish("payroll", { value: p.name })),
+          "AUTHORIZATION_FAILED",
+          p.name,
+        );
+      }
+      await retry("the three produces are in orders", async () => {
+        const hw = (await root0.admin.describeTopic("orders")).partitions[0]!.highWatermark;
+        assert.equal(hw, 3);
+      });
+
+      // Removed through node 3, alice can no longer log in on node 1.
+      await gregorctl(
+        ["--broker", `127.0.0.1:${procs[2]!.clientPort}`, "user", "remove", "alice"],
+        admin,
+      );
+      await retry("alice is refused on n0", async () => {
+        assert.equal(
+          await outcome(() => login(n0, "alice", "alice-pw-1").then((c) => c.close())),
+          "AUTHENTICATION_FAILED",
+        );
+      });
     } finally {
       for (const c of clients) c.close();
       await killAll(procs);

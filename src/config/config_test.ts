@@ -326,11 +326,10 @@ Deno.test("every schema key can be set from a file, a variable and a flag", () =
   }
 });
 
-Deno.test("auth scram is refused in a cluster, naming the flag; alone it sets auth and super-users", () => {
-  const err = fails({ args: ["--auth=scram", "--cluster-port=7072"] });
-  assert.equal(err.key, "auth");
-  assert.equal(err.origin, "--auth");
-  assert.match(err.message, /expected none in a cluster/);
+Deno.test("auth scram is taken in a cluster too; it sets auth and super-users", () => {
+  const clustered = load({ args: ["--auth=scram", "--cluster-port=7072"] }).config;
+  assert.equal(clustered.broker.auth, "scram");
+  assert.equal(clustered.cluster?.port, 7072);
   const ok = load({ args: ["--auth=scram", "--super-users=alice,bob"] }).config.broker;
   assert.equal(ok.auth, "scram");
   assert.deepEqual(ok.superUsers, ["alice", "bob"]);

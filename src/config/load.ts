@@ -212,17 +212,6 @@ export function loadConfig(input: ConfigInput): LoadedConfig {
       ...partitions,
     });
   }
-  const auth = origins.get("auth");
-  if (config.broker.auth !== "none" && config.cluster !== null && auth !== undefined) {
-    // Nodes forward clients' requests to each other over the client port, and users and ACLs are
-    // not replicated yet: a cluster with authentication on would refuse its own nodes.
-    throw new ConfigError({
-      key: "auth",
-      value: config.broker.auth,
-      allowed: "none in a cluster (authentication is single-node for now)",
-      ...auth,
-    });
-  }
   const secret = origins.get("cluster.secret");
   if (secret !== undefined) {
     const value = values.get("cluster.secret") as string;
