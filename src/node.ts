@@ -349,6 +349,19 @@ async function startReplication(
       retentionMs: Number.isSafeInteger(ms) ? ms : broker.opts.retentionMs,
     };
   };
+  // With authentication on, nodes forward requests to each other as NODE_PRINCIPAL, whose
+  // password is the cluster secret; the users and ACLs are the cluster's, replicated.
+  const secret = c.secret;
+  let login: { username: string; password: string } | undefined;
+  if (broker.auth.enabled) {
+    if (secret === undefined) {
+      throw new RangeError(
+        "Authentication in a cluster needs the cluster secret: the nodes log in to each other with it",
+      );
+    }
+    broker.auth.setNodeCredential(await nodeCredential(env, secret));
+    login = { username: NODE_PRINCIPAL, password: secret };
+  }
   const transport = new Transport(clusterEnv, {
     nodeId: broker.nodeId,
     resolve: (id) => {
@@ -417,19 +430,6 @@ async function startReplication(
     transport,
     broker,
   );
-  // With authentication on, nodes forward requests to each other as NODE_PRINCIPAL, whose
-  // password is the cluster secret; the users and ACLs are the cluster's, replicated.
-  const secret = c.secret;
-  let login: { username: string; password: string } | undefined;
-  if (broker.auth.enabled) {
-    if (secret === undefined) {
-      throw new RangeError(
-        "Authentication in a cluster needs the cluster secret: the nodes log in to each other with it",
-      );
-    }
-    broker.auth.setNodeCredential(await nodeCredential(env, secret));
-    login = { username: NODE_PRINCIPAL, password: secret };
-  }
   cluster.onSecurityChange = () => {
     const users = new Map<string, ScramCredential>();
     for (const [name, u] of cluster.meta.users) {

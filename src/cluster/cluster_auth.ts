@@ -14,6 +14,7 @@ import type {
   Listener,
   ListenOptions,
   Network,
+  Random,
 } from "../io/types.ts";
 import { readExactly, writeAll } from "../io/util.ts";
 import { ErrorCode, errorName, MalformedError } from "../protocol/errors.ts";
@@ -113,6 +114,7 @@ export class ClusterAuthNetwork implements Network {
   readonly #env: Env;
   readonly #opts: Resolved;
   readonly #secret: Uint8Array;
+  readonly #random: Random;
   readonly #onLog: (level: "warn" | "error", msg: string) => void;
   /** Per address and kind of refusal, when it was last logged. */
   readonly #logged = new Map<string, number>();
@@ -136,6 +138,8 @@ export class ClusterAuthNetwork implements Network {
     const inner = env.net;
     if (inner.resolve !== undefined) this.resolve = (name) => inner.resolve!(name);
     this.#secret = new TextEncoder().encode(opts.secret);
+    // Its own stream: the handshakes' draws must not shift those of the node's other parts.
+    this.#random = env.random.fork(`cluster-auth-${opts.nodeId}`);
   }
 
   /** Counters since start. */
@@ -184,8 +188,8 @@ export class ClusterAuthNetwork implements Network {
   /** The dialer's side: HELLO, the listener's HELLO, our proof, the listener's proof. */
   async #dial(conn: Conn): Promise<Conn> {
     const me = this.#opts.nodeId;
-    const myNonce = this.#env.random.secureBytes(CLUSTER_NONCE_BYTES);
-    const correlationId = this.#env.random.u32();
+    const myNonce = this.#random.secureBytes(CLUSTER_NONCE_BYTES);
+    const correlationId = this.#random.u32();
     const hello: ClusterHello = { nodeId: me, nonce: myNonce };
     await writeAll(
       conn,
@@ -252,7 +256,7 @@ export class ClusterAuthNetwork implements Network {
       if (hello.nodeId === me) throw new Refusal("self", "");
       peer = hello.nodeId;
       const theirNonce = checkNonce(hello.nonce);
-      const myNonce = this.#env.random.secureBytes(CLUSTER_NONCE_BYTES);
+      const myNonce = this.#random.secureBytes(CLUSTER_NONCE_BYTES);
       const answer: ClusterHello = { nodeId: me, nonce: myNonce };
       await writeAll(
         conn,
