@@ -136,6 +136,7 @@ const CLUSTER_NUMBERS = [
   "appendEntriesMax",
   "appendBytesMax",
   "inflightMax",
+  "secret",
 ];
 
 const GROUP_NUMBERS = [
