@@ -219,6 +219,35 @@ Deno.test("ClusterAuthNetwork: a dialer does not trust a listener that does not 
   assert.match(w.logs.get("b")![0]!, /^error: Cluster peer at plain:7300 refused: it does not ask/);
 });
 
+Deno.test("gossip on an authenticated connection refuses a SYN from any id but the one proven", async () => {
+  const w = new World(8);
+  let gossip: Gossip | null = null;
+  void w.node("a", async (env) => {
+    gossip = await Gossip.start({ ...env, net: w.auth(env, "a") }, {
+      nodeId: "a",
+      host: "a",
+      bindHost: "0.0.0.0",
+      clusterPort: PORT,
+      clientPort: 7070,
+      seeds: [],
+    });
+  });
+  const result = w.node("b", async (env) => {
+    await env.clock.sleep(10);
+    const conn = await w.auth(env, "b").connect({ host: "a", port: PORT });
+    // b holds the secret, but speaks for c.
+    await writeAll(conn, encodeFrame(Op.GOSSIP_SYN, 5, encodeSyn({ fromId: "c", digest: [] })));
+    return await readFrame(conn);
+  });
+  await w.settle(5_000);
+  const f = await result;
+  assert.equal(f.flags, Flag.RESPONSE | Flag.ERROR);
+  const e = decode<ErrorPayload>(ERROR_SCHEMA, f.payload, "error");
+  assert.equal(e.code, ErrorCode.MALFORMED_REQUEST);
+  assert.match(e.message, /GOSSIP_SYN from c on a connection authenticated as b/);
+  assert.deepEqual(gossip!.members().map((m) => m.id), ["a"]);
+});
+
 /** Wraps a Network so that everything written on connections it dials is recorded. */
 function tapped(inner: Network, written: Uint8Array[]): Network {
   return {
