@@ -62,7 +62,12 @@ export interface ClusterOptions {
   appendEntriesMax: number;
   appendBytesMax: number;
   inflightMax: number;
+  /** 1: the nodes hold a cluster secret and prove it on every cluster connection. */
+  secret: number;
 }
+
+/** The cluster secret of runs with `secret: 1`. */
+const CLUSTER_SECRET = "cluster scenario cluster secret";
 
 const CLIENT_PORT = 7070;
 const CLUSTER_PORT = 7946;
@@ -99,6 +104,7 @@ export function clusterOptions(
     replicaRetentionBytes: r.float() < 0.5 ? r.int(600, 4_000) : -1,
     ...rollLimits(seed),
     replicaCheckpointBytes: new SeededRandom(seed, "cluster-checkpoints").int(200, 3_000),
+    secret: new SeededRandom(seed, "cluster-secret").chance(0.3) ? 1 : 0,
     ...overrides,
   };
 }
@@ -199,6 +205,7 @@ export async function runCluster(opts: ClusterOptions): Promise<RunResult> {
             seeds: i === 0 ? [] : [`n0:${CLUSTER_PORT}`],
             intervalMs: 100,
             replicate: true,
+            ...(opts.secret === 1 ? { secret: CLUSTER_SECRET } : {}),
             raft: {
               tickMs: opts.tickMs,
               electionTimeoutMs: opts.electionTimeoutMs,

@@ -15,7 +15,13 @@ import { type Log, MemoryLog } from "../storage/mod.ts";
 import { metaGroupDir, replicaDir, replicaLogDir } from "../storage/layout.ts";
 import { Partition, Topic } from "../broker/topic.ts";
 import type { Gossip } from "./gossip/mod.ts";
-import { encodeCommand, type MetaCommand, MetaState, placeReplicas } from "./controller.ts";
+import {
+  encodeCommand,
+  isSecurityCommand,
+  type MetaCommand,
+  MetaState,
+  placeReplicas,
+} from "./controller.ts";
 import { type AppliedBatch, PartitionMachine } from "./replica.ts";
 import {
   answerFetch,
@@ -204,6 +210,11 @@ export class ClusterNode {
    */
   onCoordinating: (term: number | null) => void = () => {};
   #coordinatingTerm: number | null = null;
+  /**
+   * Told after the cluster's users or ACLs changed (a command applied, or a snapshot restored):
+   * read them from `meta`. An exception thrown here is rethrown from a microtask: it is a bug.
+   */
+  onSecurityChange: () => void = () => {};
   /** Work run one at a time: reconciling replicas after metadata changes. */
   #chain: Promise<void> = Promise.resolve();
 
@@ -223,6 +234,7 @@ export class ClusterNode {
     this.meta.onChange = (c) => this.#changed(c);
     this.meta.onRestore = () => {
       this.stats.metaRestores++;
+      this.#securityChanged();
       this.#restored();
     };
   }
@@ -294,6 +306,16 @@ export class ClusterNode {
   }
 
   // --- Requests -----------------------------------------------------------------------------
+
+  #securityChanged(): void {
+    try {
+      this.onSecurityChange();
+    } catch (err) {
+      queueMicrotask(() => {
+        throw err;
+      });
+    }
+  }
 
   /** Proposes a metadata change; this node must lead the metadata group. */
   async propose(c: MetaCommand): Promise<unknown> {
@@ -724,6 +746,10 @@ export class ClusterNode {
   // --- Replicas ---------------------------------------------------------------------------
 
   #changed(c: MetaCommand): void {
+    if (isSecurityCommand(c)) {
+      this.#securityChanged();
+      return;
+    }
     if (
       c.op === "allocateProducerIds" || c.op === "commitOffsets" || c.op === "commitDurables" ||
       c.op === "barrier"

@@ -46,6 +46,11 @@ export function incarnationFile(dataDir: string): string {
   return joinPath(dataDir, "node-incarnation");
 }
 
+/** The cluster secret, read (never written) when no other source gives one. */
+export function clusterSecretFile(dataDir: string): string {
+  return joinPath(dataDir, "cluster.secret");
+}
+
 /** Users and their SCRAM credentials. */
 export function usersFile(dataDir: string): string {
   return joinPath(dataDir, "users.json");
@@ -230,6 +235,7 @@ export function layoutEntries(): LayoutEntry[] {
     [probeFile(d), "made and removed at start: the directory takes writes"],
     [nodeIdFile(d), "this node's id in a cluster"],
     [incarnationFile(d), "raised at every start of a cluster node"],
+    [clusterSecretFile(d), "the cluster secret, if put there (the node only reads it)"],
     [usersFile(d), "users and their SCRAM credentials"],
     [aclsFile(d), "access control entries"],
     [producerIdsFile(d), "the next block of idempotent producer ids"],
