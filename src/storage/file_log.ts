@@ -70,6 +70,8 @@ export interface FileLogOptions {
   fsync: FsyncPolicy;
   /** Roll to a new segment past this size. */
   segmentBytes: number;
+  /** Bytes of the newest batches kept in memory for readers at the end (default 64 KiB; 0: none). */
+  tailCacheBytes?: number;
   /** Roll to a new segment once the active one is this old (ms). */
   segmentMs: number;
   /** Bytes between two offset index entries. */
@@ -98,6 +100,8 @@ export interface FileLogStats {
   bytesTruncated: number;
   /** Batches that failed their checksum on read and were refused. */
   corruptReads: number;
+  /** Reads served from the newest batches kept in memory, without a file read. */
+  tailReads: number;
 }
 
 /** What a repair cut off a damaged log. */
@@ -113,6 +117,13 @@ export interface LogRepair {
 
 /** Bytes written by one write at most; more waiting batches go in the next. */
 const WRITE_GROUP_BYTES_MAX = 8 * 1024 * 1024;
+/**
+ * Bytes of the newest batches a log keeps in memory by default, as written, for readers at its
+ * end: live subscribers read what was just appended without a file read each (10,000 subscribers
+ * on one partition made 10,000 file reads of every message). Per log; a write group bigger than
+ * this is not kept.
+ */
+export const TAIL_CACHE_BYTES_DEFAULT = 64 * 1024;
 /** Read end points remembered for readers that go on from them (about one per subscriber). */
 const RESUME_POINTS_MAX = 256;
 /** How long a fault point slows a step down at most, ms (simulation only). */
@@ -169,6 +180,7 @@ export class FileLog implements Log {
     segmentsDeleted: 0,
     bytesTruncated: 0,
     corruptReads: 0,
+    tailReads: 0,
   };
   readonly #env: Env;
   readonly #opts: FileLogOptions;
@@ -194,6 +206,9 @@ export class FileLog implements Log {
    * base offset, so a stale entry costs a refused attempt at worst, never wrong data.
    */
   readonly #resumeAt = new Map<number, { seg: Segment; pos: number }>();
+  /** The newest write groups, oldest first: offsets `base` to `next` - 1, whole batches. */
+  #tail: { seg: Segment; base: number; next: number; bytes: Uint8Array }[] = [];
+  #tailBytes = 0;
   /**
    * Where the log first fails its checks, found at open or by a read: offsets before it are
    * served, reads from it and appends are refused (an append after a hole would be acknowledged
@@ -522,6 +537,7 @@ export class FileLog implements Log {
     }
     this.#visible = next;
     this.#visibleBytes = seg.sizeBytes;
+    this.#keepTail(seg, (results[0] as AppendResult).baseOffset, next, buf);
     group.forEach((p, i) => p.resolve(results[i] as AppendResult));
     if (this.#syncDue) {
       this.#syncDue = false;
@@ -642,6 +658,8 @@ export class FileLog implements Log {
     if (offset === this.#visible) {
       return { bytes: new Uint8Array(0), nextOffset: offset, records: 0 };
     }
+    const cached = this.#fromTail(offset, limits);
+    if (cached !== null) return cached;
     const seg = this.#segmentFor(offset);
     // A bit flipped on one read of an unchecksummed header field can misplace everything after it,
     // so a read that does not check out is done again from the start before it counts as corrupt.
@@ -847,6 +865,75 @@ export class FileLog implements Log {
     return { bytes: bytes.subarray(0, off), nextOffset: expected, records, headroomBytes };
   }
 
+  /** Keeps a write group just made visible for readers at the end; the oldest go past the cap. */
+  #keepTail(seg: Segment, base: number, next: number, bytes: Uint8Array): void {
+    const cap = this.#opts.tailCacheBytes ?? TAIL_CACHE_BYTES_DEFAULT;
+    if (bytes.length > cap) {
+      this.#dropTail();
+      return;
+    }
+    // Only a run that follows on from the last group: reads walk the groups in order.
+    if ((this.#tail.at(-1)?.next ?? base) !== base) this.#dropTail();
+    this.#tail.push({ seg, base, next, bytes });
+    this.#tailBytes += bytes.length;
+    while (this.#tailBytes > cap) this.#tailBytes -= this.#tail.shift()!.bytes.length;
+  }
+
+  #dropTail(): void {
+    this.#tail = [];
+    this.#tailBytes = 0;
+  }
+
+  /**
+   * A read served from the newest batches kept in memory, or null if `offset` is not among them.
+   * They were checked when appended and are what the file holds, so they are not checked again.
+   */
+  #fromTail(offset: number, limits: ReadLimits): ReadResult | null {
+    const tail = this.#tail;
+    if (tail.length === 0 || offset < tail[0]!.base || offset < this.logStartOffset) return null;
+    let i = tail.length - 1;
+    while (tail[i]!.base > offset) i--;
+    const parts: Uint8Array[] = [];
+    let total = 0;
+    let records = 0;
+    let nextOffset = offset;
+    let first = true;
+    // A read ends at its segment's end, as one from the file does.
+    const seg = tail[i]!.seg;
+    for (; i < tail.length && tail[i]!.seg === seg; i++) {
+      const group = tail[i]!.bytes;
+      for (let off = 0; off < group.length;) {
+        const h = readBatchHeader(group, off, { headerOnly: true });
+        const end = h.baseOffset + h.recordCount;
+        if (end > offset) {
+          const n = end - Math.max(h.baseOffset, offset);
+          if (
+            !first && (total + h.sizeBytes > limits.bytesMax || records + n > limits.recordsMax)
+          ) {
+            i = tail.length;
+            break;
+          }
+          parts.push(group.subarray(off, off + h.sizeBytes));
+          total += h.sizeBytes;
+          records += n;
+          nextOffset = end;
+          first = false;
+        }
+        off += h.sizeBytes;
+      }
+    }
+    if (parts.length === 0) return null;
+    const headroomBytes = limits.headroomBytes ?? 0;
+    const bytes = new Uint8Array(headroomBytes + total).subarray(headroomBytes);
+    let at = 0;
+    for (const part of parts) {
+      bytes.set(part, at);
+      at += part.length;
+    }
+    this.stats.tailReads++;
+    return { bytes, nextOffset, records, headroomBytes };
+  }
+
   /** Notes that the batch holding `offset` (its first offset) starts at `pos` of `seg`. */
   #remember(offset: number, seg: Segment, pos: number): void {
     this.#resumeAt.delete(offset);
@@ -999,6 +1086,7 @@ export class FileLog implements Log {
     this.#visible = at.offset;
     this.#visibleBytes = at.byte;
     this.#resumeAt.clear();
+    this.#dropTail();
     let bytesDropped = sizeBefore - at.byte;
     for (const g of gone) bytesDropped += await this.#removeSegment(g);
     await seg.file.truncate(at.byte);
@@ -1128,6 +1216,7 @@ export class FileLog implements Log {
       this.#visible = rewind.offset;
       this.#visibleBytes = 0;
       this.#resumeAt.clear();
+      this.#dropTail();
       this.#damage = null;
       this.#unsaved = null;
       await this.#dropMarker();

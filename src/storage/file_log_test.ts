@@ -44,6 +44,8 @@ function options(s: Sink, over: Partial<FileLogOptions> = {}): FileLogOptions {
     segmentBytes: 1 << 20,
     segmentMs: 7 * 24 * HOUR_MS,
     indexIntervalBytes: 4096,
+    // Reads go to the file, whose faults these tests are about; the tail cache has its own test.
+    tailCacheBytes: 0,
     retentionBytes: -1,
     retentionMs: -1,
     onFatal: (reason) => s.fatal.push(reason),
@@ -1591,4 +1593,44 @@ Deno.test("A truncation that fails after its marker is durable never cuts batche
     await log.close();
   });
   if (!retried) assert.equal(s.fatal.length, 1, "a log left part way through a cut fails");
+});
+
+Deno.test("The tail cache serves the newest batches as the file holds them and forgets a cut", async () => {
+  await onSim(21, async (env) => {
+    const s = sink();
+    const model = new Model();
+    const size = model.batch({ padBytes: 40 }).length;
+    model.dropLast();
+    const log = await FileLog.open(
+      env,
+      options(s, { segmentBytes: 8 * size, tailCacheBytes: 6 * size }),
+    );
+    for (let i = 0; i < 30; i++) {
+      await appendChecked(log, model, { records: 1 + (i % 3), padBytes: 40 });
+    }
+    const before = log.stats.tailReads;
+    // Every offset, with room for one batch, a few, or all: the same batches a file read gives.
+    for (
+      const limits of [{ bytesMax: 1, recordsMax: 1 }, { bytesMax: 3 * size, recordsMax: 5 }, ALL]
+    ) {
+      for (let offset = 0; offset < log.nextOffset; offset++) {
+        const r = await log.read(offset, limits);
+        checkRead(r, offset, model);
+        assert.ok(r.nextOffset > offset);
+      }
+      await readAll(log, model, limits);
+    }
+    assert.ok(log.stats.tailReads > before, "the newest batches came from memory");
+    // A cut drops what the cache held past it: reads then see the batches appended after it.
+    const cutAt = model.batches[model.batches.length - 3]!.base;
+    await log.truncateFrom(cutAt);
+    model.cut(cutAt);
+    for (let i = 0; i < 3; i++) await appendChecked(log, model, { records: 2, padBytes: 40 });
+    await readAll(log, model);
+    for (let offset = cutAt; offset < log.nextOffset; offset++) {
+      checkRead(await log.read(offset, ALL), offset, model);
+    }
+    assert.deepEqual(s.fatal, []);
+    await log.close();
+  });
 });
