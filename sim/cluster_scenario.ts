@@ -14,7 +14,13 @@
 
 import { SeededRandom } from "../src/io/prng.ts";
 import { type Log, OffsetOutOfRange } from "../src/storage/mod.ts";
-import { batchesIn, decodeBatch } from "../src/protocol/batch.ts";
+import {
+  BATCH_HEADER_BYTES,
+  batchesIn,
+  decodeBatch,
+  readBatchHeader,
+} from "../src/protocol/batch.ts";
+import { segmentName } from "../src/storage/segment.ts";
 import type { Env } from "../src/io/types.ts";
 import { type Client, connectWith } from "../src/client/client.ts";
 import { ErrorCode, GregorError } from "../src/protocol/errors.ts";
@@ -163,6 +169,9 @@ export async function runCluster(opts: ClusterOptions): Promise<RunResult> {
     retentionDropped: 0,
     storageReports: 0,
     walRepairs: 0,
+    /** Replica segment logs flipped at rest, and damaged replicas repaired from their peers. */
+    segmentsDamaged: 0,
+    replicaRepairs: 0,
     retriedSends: 0,
     unknownOutcomes: 0,
     followerCatchUps: 0,
@@ -364,7 +373,22 @@ export async function runCluster(opts: ClusterOptions): Promise<RunResult> {
     );
   } else {
     // A final power loss of every node; the cluster must come back with everything acknowledged.
+    // One node (a minority) comes back with a byte of a sealed segment of one of its replicas
+    // flipped at rest: it must repair that replica from its peers before serving it.
+    const damaged = sealedSegmentToDamage(running, nodes, names, opts);
     for (const n of nodes) sim.crash(n, "power", 10);
+    if (damaged !== null) {
+      const disk = nodes[names.indexOf(damaged.node)]!.disk;
+      const bytes = disk.durableBytes(damaged.path);
+      const batches = bytes === null ? [] : fileBatches(bytes);
+      if (batches.length > 0) {
+        const r = new SeededRandom(opts.seed, "cluster-damage");
+        const bad = batches[r.int(0, batches.length)]!;
+        // A byte of the records, which the batch's checksum covers.
+        disk.corruptAtRest(damaged.path, bad.pos + r.int(BATCH_HEADER_BYTES, bad.size));
+        stats.segmentsDamaged++;
+      }
+    }
     // Their state before the power loss must not pass for the recovered cluster's: settled() and
     // the checks below wait for the incarnations that started from the disks.
     for (const name of names) running.delete(name);
@@ -395,6 +419,7 @@ export async function runCluster(opts: ClusterOptions): Promise<RunResult> {
   );
   stats.replicaFetches = clusterNodes.reduce((n, c) => n + c.stats.replicaFetches, 0);
   stats.replicaBadFetches = clusterNodes.reduce((n, c) => n + c.stats.replicaBadFetches, 0);
+  stats.replicaRepairs = clusterNodes.reduce((n, c) => n + c.stats.replicaRepairs, 0);
   return runResult(sim, {
     scenario: "cluster",
     seed: opts.seed,
@@ -420,6 +445,55 @@ export async function runCluster(opts: ClusterOptions): Promise<RunResult> {
       ...nemesis.log,
     ],
   });
+}
+
+/**
+ * A sealed segment file of a replica on one node, chosen by the seed among all nodes' (null if no
+ * replica has one): the segments of each replica's log, as its durable files name them.
+ */
+function sealedSegmentToDamage(
+  running: Map<string, RunningNode>,
+  nodes: SimNode[],
+  names: string[],
+  opts: ClusterOptions,
+): { node: string; path: string } | null {
+  const candidates: { node: string; path: string }[] = [];
+  for (const name of names) {
+    const node = running.get(name);
+    const disk = nodes[names.indexOf(name)]!.disk;
+    if (node?.cluster == null) continue;
+    for (let p = 0; p < opts.partitions; p++) {
+      const g = node.cluster.replica(TOPIC, p);
+      const log = node.broker.knownTopic(TOPIC)?.partitions[p]?.log;
+      if (g === null || log === undefined) continue;
+      const incarnation = g.group.slice(g.group.lastIndexOf("@") + 1);
+      const dir = `data/raft/p/${TOPIC}@${incarnation}/${p}.log`;
+      for (let base = log.logStartOffset;;) {
+        const path = `${dir}/${segmentName(base, "log")}`;
+        const last = fileBatches(disk.durableView(path) ?? new Uint8Array(0)).at(-1);
+        if (last === undefined) break;
+        if (disk.durableView(`${dir}/${segmentName(last.next, "log")}`) === null) break;
+        candidates.push({ node: name, path });
+        base = last.next;
+      }
+    }
+  }
+  if (candidates.length === 0) return null;
+  return candidates[
+    new SeededRandom(opts.seed, "cluster-damage-target").int(0, candidates.length)
+  ]!;
+}
+
+/** The whole batches of a segment file: where each starts, its size and offsets. */
+function fileBatches(bytes: Uint8Array): { pos: number; size: number; next: number }[] {
+  const out = [];
+  for (let pos = 0; pos + BATCH_HEADER_BYTES <= bytes.length;) {
+    const h = readBatchHeader(bytes, pos, { headerOnly: true });
+    if (h.sizeBytes < BATCH_HEADER_BYTES || pos + h.sizeBytes > bytes.length) break;
+    out.push({ pos, size: h.sizeBytes, next: h.baseOffset + h.recordCount });
+    pos += h.sizeBytes;
+  }
+  return out;
 }
 
 /**

@@ -171,6 +171,7 @@ export async function startNode(env: Env, config: NodeConfig = {}): Promise<Runn
   try {
     // The metrics port opens first, so /healthz answers (and /readyz says 503) during recovery.
     let ready: () => boolean | string = () => false;
+    let warnings: () => string[] = () => [];
     const metrics = new BrokerMetrics();
     const metricsAt = config.metrics === undefined ? null : {
       host: config.metrics.host ?? config.host ?? "127.0.0.1",
@@ -182,13 +183,18 @@ export async function startNode(env: Env, config: NodeConfig = {}): Promise<Runn
         HttpServer.start(metricsNet === null ? env : { ...env, net: metricsNet }, metricsAt, {
           ready: () =>
             ready(),
+          warnings: () =>
+            warnings(),
           metrics: async () => ({
             status: 200,
             contentType: metrics.contentType,
             body: await metrics.scrape(),
           }),
         }));
-    const node = await startServing(env, config, metrics, http, (r) => (ready = r));
+    const node = await startServing(env, config, metrics, http, (r, w) => {
+      ready = r;
+      warnings = w;
+    });
     return {
       ...node,
       async close() {
@@ -212,7 +218,7 @@ async function startServing(
   config: NodeConfig,
   metrics: BrokerMetrics,
   http: HttpServer | null,
-  setReady: (ready: () => boolean | string) => void,
+  setReady: (ready: () => boolean | string, warnings: () => string[]) => void,
 ): Promise<RunningNode> {
   // The nodes of a cluster need names apart in handshakes: unless one is configured, a clustered
   // node goes by its node id.
@@ -270,6 +276,14 @@ async function startServing(
       `storage failing since ${
         Math.round((env.clock.now() - failing.sinceMs) / 1000)
       } s ago (${failing.cause}): ${failing.message}`;
+  }, () => {
+    // Ready all the same (it serves), but one failure away from a cluster without metadata.
+    const f = cluster?.metaFaultTolerance();
+    if (f === undefined || f.canLose >= 1) return [];
+    return [
+      `metadata group not fault tolerant: ${f.votersAlive} of ${f.voters} voters alive, ` +
+      `${f.quorum} needed; it cannot lose a node`,
+    ];
   });
   return {
     broker,
@@ -279,7 +293,7 @@ async function startServing(
     metricsAddr: http?.addr ?? null,
     done,
     async close() {
-      setReady(() => false);
+      setReady(() => false, () => []);
       // Acks taken since the last flush, while the metadata group can still be reached.
       await bridge?.flushDurables().catch(() => {});
       // Tell the cluster first, so peers see "left" rather than wait to suspect a failure.
@@ -356,6 +370,7 @@ async function startReplication(
         FileLog.open(env, {
           dir,
           partition,
+          repairedByPeers: true,
           // The WAL holds every batch until a checkpoint synced the log: no fsync per append.
           fsync: { kind: "never" },
           segmentBytes: Number(configs["segment.bytes"] ?? broker.opts.segmentBytes),

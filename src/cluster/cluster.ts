@@ -179,6 +179,8 @@ export class ClusterNode {
     replicaBadFetches: 0,
     /** Changes a replica's log refused (a full disk), then tried again. */
     replicaStorageRetries: 0,
+    /** Damaged replica logs cut at the damage and filled again from peers. */
+    replicaRepairs: 0,
   };
   readonly #env: Env;
   readonly #o: ClusterOptions;
@@ -421,10 +423,34 @@ export class ClusterNode {
     return { baseOffset: applied.baseOffset, logStartOffset: r.partition.log.logStartOffset };
   }
 
+  /**
+   * Whether the metadata group can lose a node, as this node sees it: its voters, how many of them
+   * are alive (gossip, and this node), how many a quorum needs, and how many more may fail with
+   * one left (negative: no quorum now). A young cluster whose joiners are not voters yet has one
+   * voter and can lose none, even though every node is up.
+   */
+  metaFaultTolerance(): { voters: number; votersAlive: number; quorum: number; canLose: number } {
+    const g = this.#metaGroup;
+    const voters = g === null ? [this.#o.nodeId] : [...g.node.voters];
+    const live = new Set([...this.#liveNodes(), this.#o.nodeId]);
+    const votersAlive = voters.filter((v) => live.has(v)).length;
+    const quorum = Math.floor(voters.length / 2) + 1;
+    return { voters: voters.length, votersAlive, quorum, canLose: votersAlive - quorum };
+  }
+
   /** True if this node may serve reads of the partition: it holds a replica, not mid-restore. */
   holds(topic: string, partition: number): boolean {
     const r = this.#replicas.get(partitionGroup(topic, partition));
-    return r !== undefined && !r.machine.restoring && r.group.node.appliedIndex >= r.servesFrom;
+    if (r === undefined) return false;
+    if (r.machine.damaged() && !r.machine.restoring) {
+      // A read found damage: the replica stops serving until its peers have refilled the log.
+      this.#o.onReport?.(
+        `Replica ${partitionGroup(topic, partition)} is damaged; repairing it from its peers`,
+      );
+      r.machine.repair().catch(() => {});
+    }
+    return !r.machine.restoring && !r.machine.damaged() &&
+      r.group.node.appliedIndex >= r.servesFrom;
   }
 
   /**
@@ -843,7 +869,29 @@ export class ClusterNode {
     };
     // Counted from here: a replica whose log was compacted starts from its snapshot.
     machine.onRestore = () => void this.stats.replicaRestores++;
+    machine.onRepaired = ({ cut, fetchedTo, peers }) => {
+      this.stats.replicaRepairs++;
+      const d = cut.damage;
+      const parts: string[] = [];
+      if (fetchedTo > cut.cutOffset) {
+        parts.push(
+          `offsets ${cut.cutOffset}..${fetchedTo - 1} were fetched again from ${
+            peers.join(", ")
+          }, each batch verified`,
+        );
+      }
+      if (cut.endOffset > fetchedTo) {
+        parts.push(
+          `offsets ${fetchedTo}..${cut.endOffset - 1} are applied again from its Raft log`,
+        );
+      }
+      this.#o.onReport?.(
+        `Replica ${key} repaired: its log was damaged from offset ${d.offset} (${d.file} at byte ` +
+          `${d.byte}: ${d.reason}); ${parts.join("; ")}`,
+      );
+    };
     const group = this.#group(wire, store, machine);
+    machine.peers = () => [...group.node.voters, ...group.node.learners];
     // A group just founded has no leader to wait for: its first replica, which placement spreads
     // over the nodes, campaigns at once, so the topic takes produces within a few round trips
     // rather than after an election timeout (1 to 2 s of refused produces).

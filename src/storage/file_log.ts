@@ -20,6 +20,7 @@ import {
   type AppendResult,
   type Log,
   type LogDamage,
+  type LogRepair,
   OffsetInsideBatch,
   OffsetOutOfRange,
   type ReadLimits,
@@ -56,6 +57,8 @@ export interface FileLogOptions {
   dir: string;
   /** The topic and partition the log holds, for messages that tell an operator what to do. */
   partition?: { topic: string; id: number };
+  /** A replica's log, which its replica repairs from its peers: damage reports say so. */
+  repairedByPeers?: boolean;
   fsync: FsyncPolicy;
   /** Roll to a new segment past this size. */
   segmentBytes: number;
@@ -87,17 +90,6 @@ export interface FileLogStats {
   bytesTruncated: number;
   /** Batches that failed their checksum on read and were refused. */
   corruptReads: number;
-}
-
-/** What a repair cut off a damaged log. */
-export interface LogRepair {
-  /** The first offset dropped: the log's end after the repair, where new records go. */
-  cutOffset: number;
-  /** One past the last offset dropped (the log's end before the repair). */
-  endOffset: number;
-  bytesDropped: number;
-  /** The damage the cut removed. */
-  damage: LogDamage;
 }
 
 /** Bytes written by one write at most; more waiting batches go in the next. */
@@ -330,6 +322,7 @@ export class FileLog implements Log {
   /** What an operator runs to repair this log. */
   get #repairHint(): string {
     const p = this.#opts.partition;
+    if (this.#opts.repairedByPeers === true) return "the replica repairs it from its peers";
     return p === undefined
       ? "repair it"
       : `repair it with \`gregorctl topic repair ${p.topic} --partition ${p.id}\``;
@@ -349,7 +342,7 @@ export class FileLog implements Log {
     this.#opts.onReport?.(
       `${this.#name} is damaged from offset ${d.offset}: ${file} fails its checks at byte ${d.byte} ` +
         `(${d.reason}); offsets before ${d.offset} are served, later ones and appends are refused ` +
-        `until an operator repairs it: ${this.#repairHint}`,
+        `until it is repaired: ${this.#repairHint}`,
       "error",
     );
   }
@@ -970,7 +963,11 @@ export class FileLog implements Log {
     this.#opts.onReport?.(
       `${this.#name} repaired: dropped offsets ${repair.cutOffset}..${endOffset - 1} ` +
         `(${endOffset - repair.cutOffset} records, ${repair.bytesDropped} bytes) from the damage ` +
-        `at byte ${damage.byte} of ${damage.file}; new records get offsets from ${repair.cutOffset}`,
+        `at byte ${damage.byte} of ${damage.file}; ${
+          this.#opts.repairedByPeers === true
+            ? "the replica fetches them again from its peers"
+            : `new records get offsets from ${repair.cutOffset}`
+        }`,
     );
     return repair;
   }
