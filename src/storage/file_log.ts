@@ -1095,7 +1095,12 @@ export class FileLog implements Log {
         ? null
         : await this.#truncationPoint(rewind.offset);
       if (cut === null) {
-        if (finishing) await this.#env.disk.remove(this.#markerPath);
+        if (finishing) {
+          // Durably gone before any append: a marker that came back after a power loss would cut
+          // the batches synced after it (cluster seed 1152).
+          await this.#env.disk.remove(this.#markerPath);
+          await this.#env.disk.syncDir(this.#opts.dir);
+        }
         return;
       }
       await writeChecked(this.#env.disk, this.#markerPath, `${rewind.kind} ${rewind.offset}`);

@@ -1504,3 +1504,37 @@ for (const kind of ["truncate", "reset"] as const) {
     assert.ok(seen.before > 0 && seen.after > 0 && seen.finished > 0, JSON.stringify(seen));
   });
 }
+
+Deno.test("A crash-interrupted truncation finished at open stays finished across a later power loss", async () => {
+  // Cluster seed 1152: an open found a truncation marker past the log's end (a torn tail had taken
+  // the records already), removed the marker without making the removal durable, and appended
+  // and synced more batches; a power loss brought the marker back, and the next open cut those
+  // synced batches off.
+  let marked = 0;
+  for (let seed = 1; seed <= 8; seed++) {
+    const m = new Machine(seed, { crash: { keep: 0, drop: 1, torn: 0, corrupt: 0 } });
+    const model = new Model();
+    const s = sink();
+    await m.run(async (env) => {
+      const log = await FileLog.open(env, options(s));
+      for (let i = 0; i < 10; i++) await appendChecked(log, model);
+      await log.close();
+      await writeChecked(env.disk, `${DIR}/rewind`, "truncate 15");
+    });
+    m.node.crash("power");
+    await m.run(async (env) => {
+      const log = await FileLog.open(env, options(s));
+      assert.equal(log.nextOffset, 10);
+      for (let i = 0; i < 10; i++) await appendChecked(log, model);
+    });
+    m.node.crash("power");
+    await m.run(async (env) => {
+      marked += s.reports.filter((r) => /finishing a truncate/.test(r)).length;
+      const log = await FileLog.open(env, options(s));
+      assert.equal(log.nextOffset, 20, `seed ${seed}: synced batches were cut off`);
+      await readAll(log, model);
+      await log.close();
+    });
+  }
+  assert.ok(marked > 0, "no open finished the truncation");
+});
