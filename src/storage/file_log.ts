@@ -1095,43 +1095,64 @@ export class FileLog implements Log {
         ? null
         : await this.#truncationPoint(rewind.offset);
       if (cut === null) {
-        if (finishing) {
-          // Durably gone before any append: a marker that came back after a power loss would cut
-          // the batches synced after it (cluster seed 1152).
-          await this.#env.disk.remove(this.#markerPath);
-          await this.#env.disk.syncDir(this.#opts.dir);
-        }
+        if (finishing) await this.#partWay(rewind, () => this.#dropMarker());
         return;
       }
       await writeChecked(this.#env.disk, this.#markerPath, `${rewind.kind} ${rewind.offset}`);
-      await this.#cutAt(cut.seg, cut.at);
-      // The cut took the damage and any held-back records with it.
-      if (this.#damage !== null && this.#damage.offset >= rewind.offset) this.#damage = null;
-      this.#unsaved = null;
-    } else {
-      if (!Number.isSafeInteger(rewind.offset) || rewind.offset < 0) {
-        throw new RangeError(`Cannot reset the log to offset ${rewind.offset}: not an offset`);
-      }
-      await writeChecked(this.#env.disk, this.#markerPath, `${rewind.kind} ${rewind.offset}`);
+      await this.#partWay(rewind, async () => {
+        await this.#cutAt(cut.seg, cut.at);
+        // The cut took the damage and any held-back records with it.
+        if (this.#damage !== null && this.#damage.offset >= rewind.offset) this.#damage = null;
+        this.#unsaved = null;
+        await this.#dropMarker();
+      });
+      return;
+    }
+    if (!Number.isSafeInteger(rewind.offset) || rewind.offset < 0) {
+      throw new RangeError(`Cannot reset the log to offset ${rewind.offset}: not an offset`);
+    }
+    await writeChecked(this.#env.disk, this.#markerPath, `${rewind.kind} ${rewind.offset}`);
+    await this.#partWay(rewind, async () => {
       await this.#syncing;
       // Readers keep the old segments (their files stay open a while) until the new one exists.
       for (const g of [...this.#segments].reverse()) await this.#removeSegment(g);
       await this.#env.disk.syncDir(this.#opts.dir);
-      let fresh: Segment;
-      try {
-        fresh = await createSegment(this.#env, this.#opts, rewind.offset);
-      } catch (err) {
-        // A log without a segment cannot go on; its marker finishes the reset at the next open.
-        this.#fail(`cannot start over at offset ${rewind.offset}: ${(err as Error).message}`);
-        throw err;
-      }
+      const fresh = await createSegment(this.#env, this.#opts, rewind.offset);
       this.#segments.splice(0, this.#segments.length, fresh);
       this.#visible = rewind.offset;
       this.#visibleBytes = 0;
       this.#resumeAt.clear();
       this.#damage = null;
       this.#unsaved = null;
+      await this.#dropMarker();
+    });
+  }
+
+  /**
+   * Runs the steps of a truncation or reset that come after its marker is durable. A failure
+   * there leaves the files part way (and what the log holds in memory may already say done), so
+   * the log fails: trying again would find nothing to cut and leave the marker behind, and a
+   * power loss later would finish the cut over batches synced since (cluster seed 1152). The next
+   * open finishes it from the marker.
+   */
+  async #partWay(rewind: Rewind, steps: () => Promise<void>): Promise<void> {
+    try {
+      await steps();
+    } catch (err) {
+      this.#fail(
+        `a ${rewind.kind} to offset ${rewind.offset} failed part way (${
+          (err as Error).message
+        }); the next open finishes it`,
+      );
+      throw err;
     }
+  }
+
+  /**
+   * Removes the marker, durably, before the log appends again: one that came back after a power
+   * loss would cut the batches synced after it.
+   */
+  async #dropMarker(): Promise<void> {
     await this.#env.disk.remove(this.#markerPath);
     await this.#env.disk.syncDir(this.#opts.dir);
   }

@@ -17,6 +17,7 @@ import { Simulation } from "../../sim/simulation.ts";
 import { FileLog, type FileLogOptions, parseFsyncPolicy } from "./file_log.ts";
 import { segmentName } from "./segment.ts";
 import { writeChecked } from "./checked_file.ts";
+import { IoFailure } from "../io/errors.ts";
 
 const DIR = "log";
 const T0 = SIM_EPOCH_MS;
@@ -1537,4 +1538,57 @@ Deno.test("A crash-interrupted truncation finished at open stays finished across
     });
   }
   assert.ok(marked > 0, "no open finished the truncation");
+});
+
+/** An Env whose segment files' syncs fail while `failing()` says so: a disk that went bad. */
+function failingSegmentSyncs(env: Env, failing: () => boolean): Env {
+  const disk: Disk = {
+    ...env.disk,
+    open: async (p, o) => {
+      const f = await env.disk.open(p, o);
+      if (!p.endsWith(".log")) return f;
+      return {
+        readAt: (pos, buf) => f.readAt(pos, buf),
+        writeAt: (pos, bytes) => f.writeAt(pos, bytes),
+        size: () => f.size(),
+        truncate: (len) => f.truncate(len),
+        close: () => f.close(),
+        sync: () =>
+          failing()
+            ? Promise.reject(new IoFailure(`Cannot sync ${p}: input/output error`))
+            : f.sync(),
+      };
+    },
+  };
+  return { ...env, disk };
+}
+
+Deno.test("A truncation that fails after its marker is durable never cuts batches acknowledged later", async () => {
+  // Cluster seed 1152: a cut to 71 failed on a sync after its marker was written; the replica
+  // tried again, the log said there was nothing to cut and left the marker behind, and batches up
+  // to 118 were appended and synced. A power loss later, the open finished 'truncate 71'.
+  const m = new Machine(5, { crash: { keep: 0, drop: 1, torn: 0, corrupt: 0 } });
+  const model = new Model();
+  const s = sink();
+  let failing = false;
+  const retried = await m.run(async (env) => {
+    const log = await FileLog.open(failingSegmentSyncs(env, () => failing), options(s));
+    for (let i = 0; i < 10; i++) await appendChecked(log, model);
+    failing = true;
+    await assert.rejects(log.truncateFrom(5));
+    failing = false;
+    // The caller tries again, as a replica does with a refused change.
+    const again = await log.truncateFrom(5).then(() => true, () => false);
+    model.cut(5);
+    if (again) { for (let i = 0; i < 10; i++) await appendChecked(log, model); }
+    return again;
+  });
+  m.node.crash("power");
+  await m.run(async (env) => {
+    const log = await FileLog.open(env, options(s));
+    assert.equal(log.nextOffset, model.nextOffset, "every acknowledged batch survived");
+    await readAll(log, model);
+    await log.close();
+  });
+  if (!retried) assert.equal(s.fatal.length, 1, "a log left part way through a cut fails");
 });
