@@ -466,6 +466,9 @@ function sealedSegmentToDamage(
       const g = node.cluster.replica(TOPIC, p);
       const log = node.broker.knownTopic(TOPIC)?.partitions[p]?.log;
       if (g === null || log === undefined) continue;
+      // Repair needs a peer with the batches: a partition the cluster placed on one node (it had
+      // one node when the topic was made) has none, and its damage is the operator's to repair.
+      if ((node.cluster.meta.topics.get(TOPIC)?.replicas[p]?.length ?? 0) < 2) continue;
       const incarnation = g.group.slice(g.group.lastIndexOf("@") + 1);
       const dir = `data/raft/p/${TOPIC}@${incarnation}/${p}.log`;
       for (let base = log.logStartOffset;;) {
