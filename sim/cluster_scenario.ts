@@ -60,6 +60,11 @@ export interface ClusterOptions {
    * and fetch the batches between from their peers' segment logs.
    */
   replicaCheckpointBytes: number;
+  /**
+   * 0: the first node founds the metadata group alone and the others join as learners; N: every
+   * node waits for N live nodes and the group is founded with the lowest ids as its voters.
+   */
+  bootstrapExpect: number;
   /** Raft timings, ms: rolled per seed so elections race replication differently. */
   tickMs: number;
   electionTimeoutMs: number;
@@ -105,6 +110,7 @@ export function clusterOptions(
     replicaRetentionBytes: r.float() < 0.5 ? r.int(600, 4_000) : -1,
     ...rollLimits(seed),
     replicaCheckpointBytes: new SeededRandom(seed, "cluster-checkpoints").int(200, 3_000),
+    bootstrapExpect: new SeededRandom(seed, "cluster-bootstrap").chance(0.5) ? 3 : 0,
     ...overrides,
   };
 }
@@ -206,6 +212,7 @@ export async function runCluster(opts: ClusterOptions): Promise<RunResult> {
             port: CLUSTER_PORT,
             advertiseHost: name,
             seeds: i === 0 ? [] : [`n0:${CLUSTER_PORT}`],
+            ...(opts.bootstrapExpect > 0 ? { bootstrapExpect: opts.bootstrapExpect } : {}),
             intervalMs: 100,
             replicate: true,
             raft: {

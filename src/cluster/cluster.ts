@@ -38,6 +38,11 @@ export const META_GROUP = "__meta";
 /** Gossip key under which a node running the metadata group names the cluster's founder. */
 export const GOSSIP_META_KEY = "meta";
 /**
+ * Gossip key: the metadata group's founding voters, comma-separated (set before GOSSIP_META_KEY,
+ * so a node that sees the founder also sees them: a node's entries travel in version order).
+ */
+export const GOSSIP_META_VOTERS_KEY = "meta-voters";
+/**
  * Gossip key a replicating node sets as it starts, before it joins the metadata group: placement
  * counts it as a member at once, so a topic created while it is still joining is not silently
  * given fewer replicas than asked.
@@ -128,10 +133,13 @@ export interface ClusterOptions {
   raftFlow?: RaftGroupOptions["flow"];
   /** Told of each Raft group as it is created, before it runs (the simulator's checkers). */
   onRaftGroup?: (group: RaftGroup) => void;
-  /** The founder recorded once the group's store in `dir` first opened, or null if none was. */
+  /**
+   * The founding voters recorded once the group's store in `dir` first opened (the founder first;
+   * comma-separated), or null if none were.
+   */
   readFounder(dir: string): Promise<string | null>;
-  /** Records the founder, durably, after the store first opened. */
-  writeFounder(dir: string, founder: string): Promise<void>;
+  /** Records the founding voters, durably, after the store first opened. */
+  writeFounder(dir: string, founders: string): Promise<void>;
   /** Loud reports: a peer replica that sent damaged batches. */
   onReport?(msg: string): void;
   /** Removes what an interrupted first start left in the store's directory. */
@@ -516,35 +524,45 @@ export class ClusterNode {
     const founder = await this.#o.readFounder(dir);
     let voters: string[];
     if (founder !== null) {
-      voters = [founder]; // the store's state names the real voters; this is only the origin
+      // The store's state names the real voters; these are only the origin.
+      voters = founder.split(",");
     } else {
       await this.#o.resetStore(dir);
       voters = await this.#bootstrapVoters();
     }
     if (this.#stop.signal.aborted) return;
     const store = await this.#o.openStore(dir, voters);
-    if (founder === null) await this.#o.writeFounder(dir, voters[0]!);
+    if (founder === null) await this.#o.writeFounder(dir, voters.join(","));
     this.#metaGroup = this.#group(
       META_GROUP,
       store,
       this.meta,
       this.#o.metaCompactEvery ?? META_COMPACT_EVERY,
     );
+    this.#gossip.setLocal(GOSSIP_META_VOTERS_KEY, voters.join(","));
     this.#gossip.setLocal(GOSSIP_META_KEY, voters[0] ?? this.#o.nodeId);
     void this.#reviewVoters();
   }
 
   /**
-   * The founding voters for a node that never ran the metadata group: the founder an existing
-   * cluster names in gossip (this node then waits to be added as a voter), or — once
-   * `bootstrapExpect` nodes are alive and none has founded a cluster — the lowest node id alone.
+   * The founding voters for a node that never ran the metadata group: those an existing cluster
+   * names in gossip (a node among them is a voter from the start; any other waits to be added),
+   * or — once `bootstrapExpect` nodes are alive and none has founded a cluster — the lowest ids,
+   * up to META_VOTERS_TARGET of them, founded by the lowest. A cluster founded that way can lose a
+   * node from its first election (a single founder could not until two more were promoted: a
+   * controller paused then left the others without one for a minute).
    */
   async #bootstrapVoters(): Promise<string[]> {
     let lowestFor = 0;
     while (!this.#stop.signal.aborted) {
       const alive = this.#gossip.members().filter((m) => m.state === "alive");
-      const founded = alive.map((m) => m.kv[GOSSIP_META_KEY]).find((v) => v !== undefined);
-      if (founded !== undefined) return [founded];
+      const named = alive.find((m) => m.kv[GOSSIP_META_KEY] !== undefined);
+      if (named !== undefined) {
+        const founders = named.kv[GOSSIP_META_VOTERS_KEY]?.split(",") ?? [];
+        const founder = named.kv[GOSSIP_META_KEY]!;
+        // A node of an older version publishes only its founder.
+        return founders[0] === founder ? founders : [founder];
+      }
       // A node without seeds founds the cluster itself (bootstrapExpect 1). Otherwise the lowest
       // id among at least bootstrapExpect live nodes does — and only once that has held for
       // FOUND_STABLE_CHECKS checks in a row, so a partial gossip view at start does not found a
@@ -553,7 +571,9 @@ export class ClusterNode {
       const ids = alive.map((m) => m.id).sort();
       const need = Math.max(2, this.#o.bootstrapExpect);
       if (ids.length >= need && ids[0] === this.#o.nodeId) {
-        if (++lowestFor >= FOUND_STABLE_CHECKS) return [this.#o.nodeId];
+        if (++lowestFor >= FOUND_STABLE_CHECKS) {
+          return ids.slice(0, Math.min(META_VOTERS_TARGET, this.#o.bootstrapExpect));
+        }
       } else lowestFor = 0;
       try {
         await this.#env.clock.sleep(100, this.#stop.signal);
