@@ -65,6 +65,8 @@ export interface ClusterOptions {
    * node waits for N live nodes and the group is founded with the lowest ids as its voters.
    */
   bootstrapExpect: number;
+  /** How often leaders go back to their preferred replicas, ms (0: never). */
+  leaderBalanceIntervalMs: number;
   /** Raft timings, ms: rolled per seed so elections race replication differently. */
   tickMs: number;
   electionTimeoutMs: number;
@@ -111,6 +113,7 @@ export function clusterOptions(
     ...rollLimits(seed),
     replicaCheckpointBytes: new SeededRandom(seed, "cluster-checkpoints").int(200, 3_000),
     bootstrapExpect: new SeededRandom(seed, "cluster-bootstrap").chance(0.5) ? 3 : 0,
+    leaderBalanceIntervalMs: new SeededRandom(seed, "cluster-balance").int(300, 3_000),
     ...overrides,
   };
 }
@@ -178,6 +181,8 @@ export async function runCluster(opts: ClusterOptions): Promise<RunResult> {
     /** Replica segment logs flipped at rest, and damaged replicas repaired from their peers. */
     segmentsDamaged: 0,
     replicaRepairs: 0,
+    /** Leaderships handed back to a partition's preferred replica. */
+    leaderTransfers: 0,
     retriedSends: 0,
     unknownOutcomes: 0,
     followerCatchUps: 0,
@@ -237,6 +242,7 @@ export async function runCluster(opts: ClusterOptions): Promise<RunResult> {
                 ? { replicaRetentionBytes: opts.replicaRetentionBytes }
                 : {}),
               replicaCheckpointBytes: opts.replicaCheckpointBytes,
+              leaderBalanceIntervalMs: opts.leaderBalanceIntervalMs,
             },
           },
           hooks: brokerHooks(ctl, (msg) => {
@@ -427,6 +433,7 @@ export async function runCluster(opts: ClusterOptions): Promise<RunResult> {
   stats.replicaFetches = clusterNodes.reduce((n, c) => n + c.stats.replicaFetches, 0);
   stats.replicaBadFetches = clusterNodes.reduce((n, c) => n + c.stats.replicaBadFetches, 0);
   stats.replicaRepairs = clusterNodes.reduce((n, c) => n + c.stats.replicaRepairs, 0);
+  stats.leaderTransfers = clusterNodes.reduce((n, c) => n + c.stats.leaderTransfers, 0);
   return runResult(sim, {
     scenario: "cluster",
     seed: opts.seed,

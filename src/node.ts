@@ -88,6 +88,8 @@ export interface ClusterConfig {
     replicaRetentionBytes?: number;
     /** Bytes of batches a replica applies between checkpoints (its Raft log's length, about). */
     replicaCheckpointBytes?: number;
+    /** How often leaders go back to preferred replicas, ms (0: never; default 30 s). */
+    leaderBalanceIntervalMs?: number;
     /** Metadata entries between snapshots of the metadata log. */
     metaCompactEvery?: number;
     /** Raft flow limits: entries and bytes per append, appends in flight (simulator only). */

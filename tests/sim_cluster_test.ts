@@ -48,6 +48,7 @@ Deno.test(`cluster: ${CI_SEEDS} swarm seeds keep every acknowledged write, one l
       "raftTruncations", // a follower cut a conflicting suffix off its Raft log
       "replicaSnapshotStarts", // a replica restarted from its compacted log
       "replicaRepairs", // a replica whose sealed segment was flipped at rest refilled from peers
+      "leaderTransfers", // a leader handed its partition back to the preferred replica
       "retentionDropped", // acknowledged writes retention had dropped (not checkable, counted)
       "nodeCrashes",
       "partitions",

@@ -64,6 +64,10 @@ const FOUND_STABLE_CHECKS = 20;
 const VOTER_REVIEW_MS = 500;
 /** How long a voter must look dead before it is replaced, ms. */
 export const VOTER_REPLACE_AFTER_MS = 30_000;
+/** How often a node hands partitions it leads back to their preferred replicas, ms (default). */
+export const LEADER_BALANCE_INTERVAL_MS_DEFAULT = 30_000;
+/** Leadership hand-overs one node starts per balancing round at most. */
+const LEADER_MOVES_PER_ROUND_MAX = 16;
 /**
  * How long creating a topic (or adding partitions) waits for the new partitions' leaders, in
  * election timeouts; past it the request succeeds anyway and producers retry until one leads.
@@ -123,6 +127,11 @@ export interface ClusterOptions {
    * be compacted (default REPLICA_CHECKPOINT_BYTES_DEFAULT; the simulator uses a few hundred).
    */
   replicaCheckpointBytes?: number;
+  /**
+   * How often a node hands partitions it leads back to their preferred replicas (the first of
+   * each partition's replicas), ms; 0 turns balancing off. Default 30 s.
+   */
+  leaderBalanceIntervalMs?: number;
   /** Metadata entries between snapshots (default META_COMPACT_EVERY; tests use a few). */
   metaCompactEvery?: number;
   /** Deliberate Raft bugs, to prove the simulator's checkers catch them. Never set outside tests. */
@@ -189,6 +198,8 @@ export class ClusterNode {
     replicaStorageRetries: 0,
     /** Damaged replica logs cut at the damage and filled again from peers. */
     replicaRepairs: 0,
+    /** Leaderships handed to a partition's preferred replica (leader balancing). */
+    leaderTransfers: 0,
   };
   readonly #env: Env;
   readonly #o: ClusterOptions;
@@ -247,6 +258,7 @@ export class ClusterNode {
     const c = new ClusterNode(env, opts, gossip, transport, broker);
     gossip.setLocal(GOSSIP_REPLICATES_KEY, "1");
     void c.#startMeta().catch((err) => opts.onFatal(`Cannot start the metadata group: ${err}`));
+    void c.#balanceLeaders();
     return c;
   }
 
@@ -666,6 +678,45 @@ export class ClusterNode {
       this.#deadSince.delete(id);
       return;
     }
+  }
+
+  /**
+   * Preferred-leader balancing. Placement rotates a partition's first replica, its preferred
+   * leader, over the nodes, so leaders start spread; failovers pile them onto the survivors. Every
+   * interval each node hands the partitions it leads to their preferred replicas where those are
+   * alive, voters and caught up, so a node back from a restart leads its share again.
+   */
+  async #balanceLeaders(): Promise<void> {
+    const everyMs = this.#o.leaderBalanceIntervalMs ?? LEADER_BALANCE_INTERVAL_MS_DEFAULT;
+    if (everyMs <= 0) return;
+    while (!this.#stop.signal.aborted) {
+      try {
+        await this.#env.clock.sleep(everyMs, this.#stop.signal);
+      } catch {
+        return;
+      }
+      this.balanceLeadersOnce();
+    }
+  }
+
+  /** One round of preferred-leader balancing; the hand-overs it started. */
+  balanceLeadersOnce(): number {
+    const live = new Set(this.#liveNodes());
+    let moved = 0;
+    for (const [key, r] of this.#replicas) {
+      if (moved >= LEADER_MOVES_PER_ROUND_MAX) break;
+      const g = r.group;
+      if (!g.isLeader || r.machine.restoring) continue;
+      const preferred = this.meta.topics.get(r.partition.topic)?.replicas[r.partition.id]?.[0];
+      if (preferred === undefined || preferred === this.#o.nodeId || !live.has(preferred)) continue;
+      if (!g.node.voters.includes(preferred)) continue;
+      if ((g.node.matchOf(preferred) ?? -1) < g.node.lastIndex) continue;
+      if (!g.transferLeadership(preferred)) continue;
+      moved++;
+      this.stats.leaderTransfers++;
+      this.#o.onReport?.(`Leadership of ${key} goes back to its preferred replica ${preferred}`);
+    }
+    return moved;
   }
 
   #group(

@@ -64,6 +64,8 @@ export interface NodeSettings {
     /** 0: automatic (see ClusterConfig.bootstrapExpect). */
     bootstrapExpect: number;
     replicationFactor: number;
+    /** How often leaders go back to their preferred replicas, ms (0: never). */
+    leaderBalanceIntervalMs: number;
   } | null;
   log: { format: "json" | "text" };
   /** Certificate files (paths, read by the caller) and the insecure-public override. */
@@ -253,6 +255,7 @@ export function toNodeConfig(
       ...(settings.cluster.bootstrapExpect > 0
         ? { bootstrapExpect: settings.cluster.bootstrapExpect }
         : {}),
+      raft: { leaderBalanceIntervalMs: settings.cluster.leaderBalanceIntervalMs },
     };
   }
   return {
@@ -309,6 +312,7 @@ function assemble(v: ReadonlyMap<string, Value>): NodeSettings {
         replicate: v.get("cluster.replicate") as boolean,
         bootstrapExpect: num("cluster.bootstrapExpect"),
         replicationFactor: num("cluster.replicationFactor"),
+        leaderBalanceIntervalMs: num("cluster.leaderBalanceIntervalMs"),
       }
       : null,
     log: { format: str("log.format") as "json" | "text" },
