@@ -67,6 +67,12 @@ export interface ClusterOptions {
   bootstrapExpect: number;
   /** How often leaders go back to their preferred replicas, ms (0: never). */
   leaderBalanceIntervalMs: number;
+  /**
+   * How long a node may be down before the controller moves its replicas, ms (0: never). Shorter
+   * than the nemesis's crashes in half the seeds, so partitions move while a node is down and the
+   * node comes back to find its replicas elsewhere.
+   */
+  replicaMoveAfterMs: number;
   /** Raft timings, ms: rolled per seed so elections race replication differently. */
   tickMs: number;
   electionTimeoutMs: number;
@@ -114,6 +120,9 @@ export function clusterOptions(
     replicaCheckpointBytes: new SeededRandom(seed, "cluster-checkpoints").int(200, 3_000),
     bootstrapExpect: new SeededRandom(seed, "cluster-bootstrap").chance(0.5) ? 3 : 0,
     leaderBalanceIntervalMs: new SeededRandom(seed, "cluster-balance").int(300, 3_000),
+    replicaMoveAfterMs: new SeededRandom(seed, "cluster-moves").chance(0.5)
+      ? new SeededRandom(seed, "cluster-moves-after").int(200, 1_500)
+      : 0,
     ...overrides,
   };
 }
@@ -183,6 +192,9 @@ export async function runCluster(opts: ClusterOptions): Promise<RunResult> {
     replicaRepairs: 0,
     /** Leaderships handed back to a partition's preferred replica. */
     leaderTransfers: 0,
+    /** Partitions the controller moved off a node that was down, and the outages that caused it. */
+    replicaMoves: 0,
+    longOutages: 0,
     retriedSends: 0,
     unknownOutcomes: 0,
     followerCatchUps: 0,
@@ -234,6 +246,19 @@ export async function runCluster(opts: ClusterOptions): Promise<RunResult> {
                 raft.attach(g);
                 g.faults = buggify;
               },
+              onRaftGroupDropped: (g) => {
+                // Only a replica the group no longer counts on may forget its state: some node
+                // of the group must have committed a configuration without it.
+                const id = g.node.id;
+                const left = [...running.values()].some((n) =>
+                  n.cluster?.groups().some((o) =>
+                    o.group === g.group && o.node.id !== id && o.node.configCommitted &&
+                    !o.node.voters.includes(id) && !o.node.learners.includes(id)
+                  )
+                );
+                if (!left) violations.push(`${id}/${g.group}: deleted while still in its group`);
+                raft.forget(g);
+              },
               ...(opts.bugVoteWithoutLogCheck === 1
                 ? { plantedBugs: { voteWithoutLogCheck: true } }
                 : {}),
@@ -243,6 +268,7 @@ export async function runCluster(opts: ClusterOptions): Promise<RunResult> {
                 : {}),
               replicaCheckpointBytes: opts.replicaCheckpointBytes,
               leaderBalanceIntervalMs: opts.leaderBalanceIntervalMs,
+              replicaMoveAfterMs: opts.replicaMoveAfterMs,
             },
           },
           hooks: brokerHooks(ctl, (msg) => {
@@ -350,7 +376,37 @@ export async function runCluster(opts: ClusterOptions): Promise<RunResult> {
 
   const nemesis = new Nemesis(sim, plan, nodes);
   nemesis.start();
+  /** When the long outage below ends (virtual ms), or 0. */
+  let outageEndsAt = 0;
+  if (opts.replicaMoveAfterMs > 0) {
+    // One long outage of a node holding a replica (not the controller's), past the move delay,
+    // so the controller moves its replicas away while it is down. Taken only if no other node is
+    // down: the fault budget holds.
+    const r = new SeededRandom(opts.seed, "cluster-outage");
+    const downMs = opts.replicaMoveAfterMs + r.int(4_000, 8_000);
+    const attempt = () => {
+      if (sim.world.now > opts.safetyMs) return;
+      const views = names.map((n) => running.get(n)?.cluster).filter((c) => c != null);
+      const controller = views.map((c) => c.controller).find((c) => c !== null);
+      const holders = views.find((c) => c.meta.topics.has(TOPIC))?.meta.topics.get(TOPIC)
+        ?.replicas.flat() ?? [];
+      const candidates = nodes.filter((n, i) => {
+        const id = running.get(names[i]!)?.cluster?.nodeId;
+        return id !== undefined && id !== controller && holders.includes(id);
+      });
+      if (candidates.length === 0 || nodes.some((n) => !n.up)) {
+        sim.world.schedule(200, attempt, { tag: 41 });
+        return;
+      }
+      stats.longOutages++;
+      outageEndsAt = sim.world.now + downMs;
+      sim.crash(candidates[r.int(0, candidates.length)]!, "process", downMs);
+    };
+    sim.world.schedule(r.int(300, Math.max(301, opts.safetyMs / 3)), attempt, { tag: 41 });
+  }
   await sim.world.run({ untilMs: opts.safetyMs });
+  // The faults calm once the long outage is over: calming restarts every node.
+  if (outageEndsAt > sim.world.now) await sim.world.run({ untilMs: outageEndsAt });
   calm(sim, nemesis);
   const settled = () =>
     producerDone && [...Array(opts.partitions).keys()].every((p) => {
@@ -434,6 +490,7 @@ export async function runCluster(opts: ClusterOptions): Promise<RunResult> {
   stats.replicaBadFetches = clusterNodes.reduce((n, c) => n + c.stats.replicaBadFetches, 0);
   stats.replicaRepairs = clusterNodes.reduce((n, c) => n + c.stats.replicaRepairs, 0);
   stats.leaderTransfers = clusterNodes.reduce((n, c) => n + c.stats.leaderTransfers, 0);
+  stats.replicaMoves = clusterNodes.reduce((n, c) => n + c.stats.replicaMoves, 0);
   return runResult(sim, {
     scenario: "cluster",
     seed: opts.seed,

@@ -128,6 +128,15 @@ export class RaftChecker {
     if (this.violations.length < this.#violationsMax) this.violations.push(msg);
   }
 
+  /**
+   * Forgets what a node promised in a group it left: a replica moved away, whose state the node
+   * deleted once the group had committed a configuration without it. If it is added back later it
+   * joins afresh, as a newcomer the leader catches up.
+   */
+  forget(g: RaftGroup): void {
+    this.#promised.delete(`${g.node.id}/${g.group}`);
+  }
+
   /** Starts watching a group just created (a node started, or opened a partition replica). */
   attach(g: RaftGroup): void {
     const n = g.node;

@@ -90,12 +90,16 @@ export interface ClusterConfig {
     replicaCheckpointBytes?: number;
     /** How often leaders go back to preferred replicas, ms (0: never; default 30 s). */
     leaderBalanceIntervalMs?: number;
+    /** How long a node may be dead before its replicas move, ms (0: never; default 10 min). */
+    replicaMoveAfterMs?: number;
     /** Metadata entries between snapshots of the metadata log. */
     metaCompactEvery?: number;
     /** Raft flow limits: entries and bytes per append, appends in flight (simulator only). */
     raftFlow?: { appendEntriesMax?: number; appendBytesMax?: number; inflightMax?: number };
     /** Told of each Raft group as it is created (the simulator's checkers). */
     onRaftGroup?: (group: RaftGroup) => void;
+    /** Told of a replica's group this node deleted after the replica moved away. */
+    onRaftGroupDropped?: (group: RaftGroup) => void;
   };
 }
 

@@ -49,6 +49,7 @@ Deno.test(`cluster: ${CI_SEEDS} swarm seeds keep every acknowledged write, one l
       "replicaSnapshotStarts", // a replica restarted from its compacted log
       "replicaRepairs", // a replica whose sealed segment was flipped at rest refilled from peers
       "leaderTransfers", // a leader handed its partition back to the preferred replica
+      "replicaMoves", // the controller moved a partition off a node down past replicaMoveAfterMs
       "retentionDropped", // acknowledged writes retention had dropped (not checkable, counted)
       "nodeCrashes",
       "partitions",

@@ -14,7 +14,14 @@ import type {
 import { type Log, MemoryLog } from "../storage/mod.ts";
 import { Partition, Topic } from "../broker/topic.ts";
 import type { Gossip } from "./gossip/mod.ts";
-import { encodeCommand, type MetaCommand, MetaState, placeReplicas } from "./controller.ts";
+import {
+  encodeCommand,
+  isMoving,
+  type MetaCommand,
+  MetaState,
+  placeReplicas,
+  type TopicMeta,
+} from "./controller.ts";
 import { type AppliedBatch, PartitionMachine } from "./replica.ts";
 import {
   answerFetch,
@@ -48,6 +55,11 @@ export const GOSSIP_META_VOTERS_KEY = "meta-voters";
  * given fewer replicas than asked.
  */
 export const GOSSIP_REPLICATES_KEY = "replicates";
+/**
+ * Gossip key: partitions this node leads whose group already matches a reassignment, as
+ * "topic/partition#moves" (space-separated); the controller then marks the moves done.
+ */
+export const GOSSIP_MOVED_KEY = "moved";
 /** Metadata voters a cluster aims for. */
 export const META_VOTERS_TARGET = 3;
 /**
@@ -68,6 +80,10 @@ export const VOTER_REPLACE_AFTER_MS = 30_000;
 export const LEADER_BALANCE_INTERVAL_MS_DEFAULT = 30_000;
 /** Leadership hand-overs one node starts per balancing round at most. */
 const LEADER_MOVES_PER_ROUND_MAX = 16;
+/** How long a node may be dead before the controller moves its replicas to live nodes, ms. */
+export const REPLICA_MOVE_AFTER_MS_DEFAULT = 10 * 60_000;
+/** How often a partition's leader steps its group towards the partition's new replicas, ms. */
+const MOVE_STEP_MS = 250;
 /**
  * How long creating a topic (or adding partitions) waits for the new partitions' leaders, in
  * election timeouts; past it the request succeeds anyway and producers retry until one leads.
@@ -84,6 +100,8 @@ export interface ClusterBroker {
   dropTopic(name: string): void;
   /** The broker's topic, if known. */
   knownTopic(name: string): Topic | undefined;
+  /** Puts `partition` in place of partition `index` of topic `name` (a replica moved). */
+  replacePartition(name: string, index: number, partition: Partition): void;
 }
 
 /** Opens a group's durable store (the WAL) in `dir`, for a group founded with `voters`. */
@@ -132,6 +150,11 @@ export interface ClusterOptions {
    * each partition's replicas), ms; 0 turns balancing off. Default 30 s.
    */
   leaderBalanceIntervalMs?: number;
+  /**
+   * How long a node may be dead before the controller moves its replicas to live nodes, ms
+   * (0: never). Default 10 min.
+   */
+  replicaMoveAfterMs?: number;
   /** Metadata entries between snapshots (default META_COMPACT_EVERY; tests use a few). */
   metaCompactEvery?: number;
   /** Deliberate Raft bugs, to prove the simulator's checkers catch them. Never set outside tests. */
@@ -142,6 +165,8 @@ export interface ClusterOptions {
   raftFlow?: RaftGroupOptions["flow"];
   /** Told of each Raft group as it is created, before it runs (the simulator's checkers). */
   onRaftGroup?: (group: RaftGroup) => void;
+  /** Told of a replica's group whose state this node deleted after the replica moved away. */
+  onRaftGroupDropped?: (group: RaftGroup) => void;
   /**
    * The founding voters recorded once the group's store in `dir` first opened (the founder first;
    * comma-separated), or null if none were.
@@ -200,6 +225,9 @@ export class ClusterNode {
     replicaRepairs: 0,
     /** Leaderships handed to a partition's preferred replica (leader balancing). */
     leaderTransfers: 0,
+    /** Partitions the controller moved off a dead node, and group changes their leaders made. */
+    replicaMoves: 0,
+    moveSteps: 0,
   };
   readonly #env: Env;
   readonly #o: ClusterOptions;
@@ -259,6 +287,7 @@ export class ClusterNode {
     gossip.setLocal(GOSSIP_REPLICATES_KEY, "1");
     void c.#startMeta().catch((err) => opts.onFatal(`Cannot start the metadata group: ${err}`));
     void c.#balanceLeaders();
+    void c.#stepMoves();
     return c;
   }
 
@@ -623,7 +652,138 @@ export class ClusterNode {
       } catch {
         // Leadership moved or the change did not commit: the next review tries again.
       }
+      try {
+        await this.#reviewPartitions();
+      } catch {
+        // As above: the next review tries again.
+      }
     }
+  }
+
+  /**
+   * The controller's part in moving partitions: a move whose group its leader reports done is
+   * marked done (the replicas left out then delete theirs), and one partition with a replica on a
+   * node dead for replicaMoveAfterMs is reassigned to a live node, one per review.
+   */
+  async #reviewPartitions(): Promise<void> {
+    const done = new Set<string>();
+    for (const m of this.#gossip.members()) {
+      for (const k of (m.kv[GOSSIP_MOVED_KEY] ?? "").split(" ")) if (k !== "") done.add(k);
+    }
+    for (const t of this.meta.topics.values()) {
+      for (const [p, replicas] of t.replicas.entries()) {
+        if (!isMoving(t, p) || !done.has(`${partitionGroup(t.name, p)}#${t.moves?.[p] ?? 0}`)) {
+          continue;
+        }
+        await this.propose({ op: "partitionMoved", name: t.name, partition: p, replicas });
+      }
+    }
+    const afterMs = this.#o.replicaMoveAfterMs ?? REPLICA_MOVE_AFTER_MS_DEFAULT;
+    if (afterMs <= 0) return;
+    const now = this.#env.clock.now();
+    const dead = new Set(
+      [...this.#deadSince].filter(([, since]) => now - since >= afterMs).map(([id]) => id),
+    );
+    if (dead.size === 0) return;
+    const live = this.#liveNodes().filter((id) => !dead.has(id));
+    const load = new Map(live.map((id) => [id, 0]));
+    for (const t of this.meta.topics.values()) {
+      for (const rs of t.replicas) for (const id of rs) load.set(id, (load.get(id) ?? 0) + 1);
+    }
+    for (const t of this.meta.topics.values()) {
+      for (const [p, replicas] of t.replicas.entries()) {
+        const gone = replicas.find((id) => dead.has(id));
+        if (gone === undefined || isMoving(t, p)) continue;
+        const to = live.filter((id) => !replicas.includes(id))
+          .sort((a, b) => load.get(a)! - load.get(b)! || (a < b ? -1 : 1))[0];
+        if (to === undefined) continue;
+        const next = replicas.map((id) => id === gone ? to : id);
+        await this.propose({ op: "reassignPartition", name: t.name, partition: p, replicas: next });
+        this.stats.replicaMoves++;
+        this.#o.onReport?.(
+          `Partition ${partitionGroup(t.name, p)} moves from ${gone}, dead for ${
+            Math.round((now - this.#deadSince.get(gone)!) / 1000)
+          } s, to ${to}: replicas ${next.join(", ")}`,
+        );
+        return;
+      }
+    }
+  }
+
+  /**
+   * A partition's leader changes its Raft group, a step at a time, until the group's voters are
+   * the partition's new replicas: a newcomer joins as a learner and is promoted once caught up,
+   * then replicas left out are removed (a leader left out first hands leadership to a new
+   * replica). It then reports the move done in gossip, for the controller to record.
+   */
+  async #stepMoves(): Promise<void> {
+    while (!this.#stop.signal.aborted) {
+      try {
+        await this.#env.clock.sleep(MOVE_STEP_MS, this.#stop.signal);
+      } catch {
+        return;
+      }
+      const done: string[] = [];
+      for (const [key, r] of [...this.#replicas]) {
+        const t = this.meta.topics.get(r.partition.topic);
+        if (t === undefined || !isMoving(t, r.partition.id) || !r.group.isLeader) continue;
+        try {
+          if (await this.#moveStep(r, t.replicas[r.partition.id]!)) {
+            done.push(`${key}#${t.moves?.[r.partition.id] ?? 0}`);
+          }
+        } catch {
+          // Leadership moved or the change did not commit: the next round tries again.
+        }
+      }
+      const value = done.sort().join(" ");
+      try {
+        if (
+          (this.#gossip.members().find((m) => m.id === this.#o.nodeId)?.kv[GOSSIP_MOVED_KEY] ??
+            "") !== value
+        ) this.#gossip.setLocal(GOSSIP_MOVED_KEY, value.slice(0, 1000));
+      } catch {
+        // The gossip service is stopping.
+      }
+    }
+  }
+
+  /** One change towards `target`; true once the group's voters are exactly `target`. */
+  async #moveStep(r: Replica, target: readonly string[]): Promise<boolean> {
+    const g = r.group;
+    const self = this.#o.nodeId;
+    const voters = g.node.voters;
+    const learners = g.node.learners;
+    const newcomer = target.find((id) => !voters.includes(id) && !learners.includes(id));
+    if (newcomer !== undefined) {
+      this.stats.moveSteps++;
+      await g.addLearner(newcomer);
+      return false;
+    }
+    // Only a learner that has caught up: a voter with an empty log would hold up commits.
+    const commit = g.node.commitIndex;
+    const ready = learners.find((id) =>
+      target.includes(id) && (g.node.matchOf(id) ?? -1) >= commit
+    );
+    if (ready !== undefined) {
+      this.stats.moveSteps++;
+      await g.addServer(ready);
+      return false;
+    }
+    if (target.some((id) => !voters.includes(id))) return false;
+    const leaving = [...voters, ...learners].find((id) => !target.includes(id) && id !== self);
+    if (leaving !== undefined) {
+      this.stats.moveSteps++;
+      await g.removeServer(leaving);
+      return false;
+    }
+    if (!target.includes(self)) {
+      const next = target.find((id) => (g.node.matchOf(id) ?? -1) >= g.node.lastIndex);
+      if (next !== undefined) g.transferLeadership(next);
+      return false;
+    }
+    // Done once the group committed it: the replicas left out then delete their state, which an
+    // uncommitted removal lost with a leader would still count on.
+    return g.node.configCommitted;
   }
 
   /**
@@ -862,31 +1022,63 @@ export class ClusterNode {
       this.#adopted.delete(name);
       dropped = true;
     }
-    if (dropped) this.#publishLeads();
-    if (t === undefined) return;
+    if (t === undefined) {
+      if (dropped) this.#publishLeads();
+      return;
+    }
     const partitions: Partition[] = [];
     for (const [p, replicas] of t.replicas.entries()) {
       const key = partitionGroup(name, p);
       let r = this.#replicas.get(key);
-      if (r === undefined && replicas.includes(this.#o.nodeId)) {
-        r = await this.#openReplica(name, p, replicas, incarnation);
+      const mine = replicas.includes(this.#o.nodeId);
+      if (r === undefined && mine) {
+        // A partition moved before has a group already: this replica joins it as a newcomer.
+        const founders = (t.moves?.[p] ?? 0) > 0 ? [] : replicas;
+        r = await this.#openReplica(name, p, founders, incarnation);
+      } else if (r !== undefined && !mine && !isMoving(t, p)) {
+        // Moved away, and the move is done: the new replicas hold every batch.
+        this.#replicas.delete(key);
+        await this.#stopReplica(r);
+        await this.#o.resetStore(r.dir).catch(() => {});
+        await this.#o.removeLog(logDir(r.dir)).catch(() => {});
+        this.#o.onRaftGroupDropped?.(r.group);
+        this.#o.onReport?.(
+          `Replica ${key} moved to ${replicas.join(", ")}: this node's copy is deleted`,
+        );
+        r = undefined;
+        dropped = true;
       }
       // A partition held elsewhere gets an empty stand-in; requests for it are refused.
-      partitions.push(r?.partition ?? new Partition(name, p, new MemoryLog({ retentionBytes: 0 })));
+      partitions.push(r?.partition ?? this.#standIn(name, p));
     }
+    if (dropped) this.#publishLeads();
     const existing = this.#broker.knownTopic(name);
     if (existing === undefined) {
       this.#broker.adoptTopic(new Topic(name, { ...t.configs }, partitions));
       this.#adopted.set(name, incarnation);
     } else {
-      for (let i = existing.partitions.length; i < partitions.length; i++) {
-        existing.partitions.push(partitions[i]!);
+      for (let i = 0; i < partitions.length; i++) {
+        const was = existing.partitions[i];
+        const now = partitions[i]!;
+        if (was === undefined) existing.partitions.push(now);
+        else if (!(this.#standIns.has(was) && this.#standIns.has(now))) {
+          this.#broker.replacePartition(name, i, now);
+        }
       }
       Object.assign(existing.configs, t.configs);
       for (const [key, r] of this.#replicas) {
         if (key.startsWith(`${name}/`)) await this.#o.reconfigureLog(r.partition.log, t.configs);
       }
     }
+  }
+
+  /** Stand-ins for partitions held elsewhere, told apart from replicas when a partition moves. */
+  readonly #standIns = new WeakSet<Partition>();
+
+  #standIn(topic: string, p: number): Partition {
+    const partition = new Partition(topic, p, new MemoryLog({ retentionBytes: 0 }));
+    this.#standIns.add(partition);
+    return partition;
   }
 
   async #openReplica(

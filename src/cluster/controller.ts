@@ -17,6 +17,19 @@ export interface TopicMeta {
    * A topic deleted and created again is another topic, with other Raft groups and logs.
    */
   incarnation?: number;
+  /**
+   * Per partition, how many times its replicas were reassigned (absent or 0: never). A node that
+   * opens a replica of a partition moved before joins its group as a newcomer (the leader adds
+   * it), never with the founding voters.
+   */
+  moves?: number[];
+  /** Per partition, true while a reassignment is under way (its leader changes the group). */
+  moving?: boolean[];
+}
+
+/** True while partition `p` of `t` is being moved to other replicas. */
+export function isMoving(t: TopicMeta, p: number): boolean {
+  return t.moving?.[p] === true;
 }
 
 /** A change to the metadata. */
@@ -25,6 +38,10 @@ export type MetaCommand =
   | { op: "deleteTopic"; name: string }
   | { op: "addPartitions"; name: string; replicas: string[][] }
   | { op: "alterTopic"; name: string; configs: Record<string, string> }
+  /** Moves a partition to `replicas` (its leader then changes the group to match). */
+  | { op: "reassignPartition"; name: string; partition: number; replicas: string[] }
+  /** The group of a partition matches its replicas: the move is done, the others drop theirs. */
+  | { op: "partitionMoved"; name: string; partition: number; replicas: string[] }
   | { op: "allocateProducerIds"; count: number }
   /** Changes nothing: once it applies, the leader that proposed it still led (a read barrier). */
   | { op: "barrier" }
@@ -105,6 +122,36 @@ export class MetaState implements StateMachine {
       case "alterTopic":
         Object.assign(this.#topic(c.name).configs, c.configs);
         break;
+      case "reassignPartition": {
+        const t = this.#topic(c.name);
+        const p = this.#partitionOf(t, c.partition);
+        const problem = replicasProblem(c.replicas);
+        if (problem !== null) {
+          throw new GregorError(
+            ErrorCode.INVALID_REQUEST,
+            `Cannot reassign ${c.name}/${p}: ${problem}`,
+          );
+        }
+        if (isMoving(t, p)) {
+          throw new GregorError(
+            ErrorCode.INVALID_REQUEST,
+            `Cannot reassign ${c.name}/${p}: a move to ${t.replicas[p]!.join(",")} is under way`,
+          );
+        }
+        t.replicas[p] = [...c.replicas];
+        (t.moves ??= [])[p] = (t.moves[p] ?? 0) + 1;
+        (t.moving ??= [])[p] = true;
+        break;
+      }
+      case "partitionMoved": {
+        const t = this.#topic(c.name);
+        const p = this.#partitionOf(t, c.partition);
+        // Only the move it reports: a later reassignment of the partition is still under way.
+        if (t.replicas[p]!.join(",") === c.replicas.join(",") && t.moving !== undefined) {
+          t.moving[p] = false;
+        }
+        break;
+      }
       case "commitOffsets":
         this.#commitOffsets(c.group, c.offsets, c.reset === true);
         break;
@@ -119,6 +166,16 @@ export class MetaState implements StateMachine {
         throw new GregorError(ErrorCode.INTERNAL, `Unknown metadata command`);
     }
     this.onChange(c);
+  }
+
+  #partitionOf(t: TopicMeta, p: number): number {
+    if (!Number.isInteger(p) || p < 0 || p >= t.replicas.length) {
+      throw new GregorError(
+        ErrorCode.UNKNOWN_PARTITION,
+        `Topic ${t.name} has no partition ${p} (it has ${t.replicas.length})`,
+      );
+    }
+    return p;
   }
 
   #topic(name: string): TopicMeta {
@@ -235,6 +292,16 @@ export class MetaState implements StateMachine {
     for (const [key, offset] of image.durables ?? []) this.durables.set(key, offset);
     this.onRestore();
   }
+}
+
+/** Why `replicas` cannot be a partition's replicas, or null. */
+export function replicasProblem(replicas: readonly string[]): string | null {
+  if (replicas.length === 0) return "no replicas given";
+  if (new Set(replicas).size !== replicas.length) {
+    return `a node is named twice (${replicas.join(",")})`;
+  }
+  if (replicas.some((r) => typeof r !== "string" || r === "")) return "an empty node id";
+  return null;
 }
 
 /**

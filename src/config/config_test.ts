@@ -97,6 +97,7 @@ Deno.test("loadConfig() reads JSON files, by extension or by content, with dotte
       bootstrapExpect: 0,
       replicationFactor: 3,
       leaderBalanceIntervalMs: 30_000,
+      replicaMoveAfterMs: 600_000,
     });
     assert.equal(config.metrics.enabled, false);
     assert.equal(config.broker.autoCreateTopics, false);
@@ -136,6 +137,7 @@ Deno.test("loadConfig() keeps every flag cli/broker.ts accepted before, with the
     bootstrapExpect: 0,
     replicationFactor: 3,
     leaderBalanceIntervalMs: 30_000,
+    replicaMoveAfterMs: 600_000,
   });
   assert.equal(load({ args: ["--seeds", "x:7072"] }).config.cluster?.port, 7072);
   assert.equal(
@@ -269,7 +271,7 @@ Deno.test("toNodeConfig() carries every setting startNode uses", () => {
     advertiseHost: "127.0.0.1",
     replicate: true,
     replicationFactor: 3,
-    raft: { leaderBalanceIntervalMs: 30_000 },
+    raft: { leaderBalanceIntervalMs: 30_000, replicaMoveAfterMs: 600_000 },
   });
   assert.deepEqual(node.metrics, { host: "0.0.0.0", port: 0 });
   assert.equal(toNodeConfig(load({ args: ["--no-metrics-enabled"] }).config).metrics, undefined);

@@ -66,6 +66,8 @@ export interface NodeSettings {
     replicationFactor: number;
     /** How often leaders go back to their preferred replicas, ms (0: never). */
     leaderBalanceIntervalMs: number;
+    /** How long a node may be dead before its replicas move to live nodes, ms (0: never). */
+    replicaMoveAfterMs: number;
   } | null;
   log: { format: "json" | "text" };
   /** Certificate files (paths, read by the caller) and the insecure-public override. */
@@ -255,7 +257,10 @@ export function toNodeConfig(
       ...(settings.cluster.bootstrapExpect > 0
         ? { bootstrapExpect: settings.cluster.bootstrapExpect }
         : {}),
-      raft: { leaderBalanceIntervalMs: settings.cluster.leaderBalanceIntervalMs },
+      raft: {
+        leaderBalanceIntervalMs: settings.cluster.leaderBalanceIntervalMs,
+        replicaMoveAfterMs: settings.cluster.replicaMoveAfterMs,
+      },
     };
   }
   return {
@@ -313,6 +318,7 @@ function assemble(v: ReadonlyMap<string, Value>): NodeSettings {
         bootstrapExpect: num("cluster.bootstrapExpect"),
         replicationFactor: num("cluster.replicationFactor"),
         leaderBalanceIntervalMs: num("cluster.leaderBalanceIntervalMs"),
+        replicaMoveAfterMs: num("cluster.replicaMoveAfterMs"),
       }
       : null,
     log: { format: str("log.format") as "json" | "text" },

@@ -214,6 +214,11 @@ export class RaftNode {
     return [...this.#learners].sort();
   }
 
+  /** True once the latest configuration in the log is committed. */
+  get configCommitted(): boolean {
+    return this.#configIndex <= this.#commit;
+  }
+
   /** Times this node cut a conflicting suffix off its log for its leader's entries. */
   truncations = 0;
 
