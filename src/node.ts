@@ -14,6 +14,7 @@ import { readChecked, writeChecked } from "./storage/checked_file.ts";
 import { Op } from "./protocol/messages.ts";
 import { type BrokerOptions, DEFAULT_BROKER_OPTIONS } from "./broker/options.ts";
 import { claimDataDir } from "./storage/data_dir.ts";
+import { founderFile } from "./storage/layout.ts";
 import { FileLog, type Log } from "./storage/mod.ts";
 import { BrokerMetrics, HttpServer } from "./metrics/mod.ts";
 
@@ -398,13 +399,13 @@ async function startReplication(
       onReport: (msg) => hooks.onReport(msg, "warn"),
       readFounder: async (dir) => {
         try {
-          return (await readChecked(env.disk, `${dir}.founder`)).trim();
+          return (await readChecked(env.disk, founderFile(dir))).trim();
         } catch (err) {
           if (err instanceof NotFound) return null;
           throw err;
         }
       },
-      writeFounder: (dir, founder) => writeChecked(env.disk, `${dir}.founder`, founder),
+      writeFounder: (dir, founder) => writeChecked(env.disk, founderFile(dir), founder),
       resetStore: async (dir) => {
         if (await emptyDir(env, dir)) await env.disk.syncDir(dir);
       },

@@ -2,6 +2,7 @@
 // given flags, wait for its JSON listen line, keep draining (and remembering the end of) its log.
 
 import { type Client, connect } from "../src/client/mod.ts";
+import { ErrorCode, GregorError } from "../src/protocol/errors.ts";
 
 const BROKER = new URL("../cli/broker.ts", import.meta.url).pathname;
 /** Log lines kept per broker, to explain one that died. */
@@ -156,6 +157,28 @@ export async function retry<T>(what: string, fn: () => Promise<T>): Promise<T> {
       await sleep(100);
     }
   }
+}
+
+/**
+ * Creates a topic, retrying for up to 30 s while the cluster cannot (no controller yet, a leader
+ * moving). An attempt that failed may have created it (a TIMEOUT after the metadata committed),
+ * so TOPIC_EXISTS after a failed attempt counts as created; on the first attempt it is an error.
+ */
+export async function createTopicRetrying(
+  client: Client,
+  name: string,
+  opts: Parameters<Client["admin"]["createTopic"]>[1] = {},
+): Promise<void> {
+  let failed = false;
+  await retry(`topic ${name} is created`, async () => {
+    try {
+      await client.admin.createTopic(name, opts);
+    } catch (err) {
+      if (failed && err instanceof GregorError && err.code === ErrorCode.TOPIC_EXISTS) return;
+      failed = true;
+      throw err;
+    }
+  });
 }
 
 /** Every value of `topic`'s partition 0, by offset, up to its current end. */

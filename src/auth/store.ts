@@ -5,6 +5,7 @@
 import { NotFound } from "../io/errors.ts";
 import type { Disk } from "../io/types.ts";
 import { readChecked, writeChecked } from "../storage/checked_file.ts";
+import { aclsFile, usersFile } from "../storage/layout.ts";
 import { type AclEntry, aclProblem, sameAcl } from "./acl.ts";
 import {
   fromBase64,
@@ -16,10 +17,6 @@ import {
   USER_NAME_PATTERN,
 } from "./scram.ts";
 
-/** The users file, in the data directory. */
-export const USERS_FILE = "users.json";
-/** The ACLs file, in the data directory. */
-export const ACLS_FILE = "acls.json";
 /** Users at most. */
 export const USERS_MAX = 10_000;
 /** ACL entries at most. */
@@ -85,9 +82,9 @@ export class SecurityStore {
    */
   static async open(disk: Disk, dir: string): Promise<SecurityStore> {
     const s = new SecurityStore(disk, dir);
-    const users = await s.#read(USERS_FILE, "users");
+    const users = await s.#read(usersFile(dir), "users");
     for (const u of users) {
-      const path = `${dir}/${USERS_FILE}`;
+      const path = usersFile(dir);
       const r = u as Record<string, unknown>;
       if (
         typeof r.name !== "string" || r.mechanism !== SCRAM_SHA_256 ||
@@ -111,7 +108,7 @@ export class SecurityStore {
       if (problem !== null) throw new SecurityFileError(`${path}: ${problem}`);
       s.#users.set(r.name, cred);
     }
-    for (const a of await s.#read(ACLS_FILE, "acls")) {
+    for (const a of await s.#read(aclsFile(dir), "acls")) {
       const e = a as AclEntry;
       const problem = typeof e === "object" && e !== null &&
           ["principal", "resourceType", "pattern", "name", "operation"].every((k) =>
@@ -119,7 +116,7 @@ export class SecurityStore {
           )
         ? aclProblem(e)
         : "an entry is incomplete";
-      if (problem !== null) throw new SecurityFileError(`${dir}/${ACLS_FILE}: ${problem}`);
+      if (problem !== null) throw new SecurityFileError(`${aclsFile(dir)}: ${problem}`);
       s.#acls.push({
         principal: e.principal,
         resourceType: e.resourceType,
@@ -131,8 +128,7 @@ export class SecurityStore {
     return s;
   }
 
-  async #read(file: string, key: string): Promise<unknown[]> {
-    const path = `${this.#dir}/${file}`;
+  async #read(path: string, key: string): Promise<unknown[]> {
     let text: string;
     try {
       text = await readChecked(this.#disk, path);
@@ -242,7 +238,7 @@ export class SecurityStore {
     }));
     await writeChecked(
       this.#disk,
-      `${this.#dir}/${USERS_FILE}`,
+      usersFile(this.#dir),
       JSON.stringify({ version: 1, users: list }, null, 1),
     );
   }
@@ -250,7 +246,7 @@ export class SecurityStore {
   async #writeAcls(acls: AclEntry[]): Promise<void> {
     await writeChecked(
       this.#disk,
-      `${this.#dir}/${ACLS_FILE}`,
+      aclsFile(this.#dir),
       JSON.stringify({ version: 1, acls }, null, 1),
     );
   }

@@ -5,6 +5,7 @@ import type { Env, Listener } from "../io/types.ts";
 import { IoFailure, NoSpace, NotFound, TooManyOpenFiles } from "../io/errors.ts";
 import { FileHandles } from "../storage/file_handles.ts";
 import { readChecked, writeChecked } from "../storage/checked_file.ts";
+import { subscriptionsFile, topicsDir } from "../storage/layout.ts";
 import { batchCodec, type BatchHeader, validateBatch } from "../protocol/batch.ts";
 import { codecsLoaded, loadCodecs } from "../protocol/codecs.ts";
 import { ErrorCode, GregorError } from "../protocol/errors.ts";
@@ -49,9 +50,6 @@ import { StorageHealth } from "./storage_health.ts";
 import { Auth } from "../auth/auth.ts";
 import type { Operation, ResourceType } from "../auth/acl.ts";
 import { SecurityStore } from "../auth/store.ts";
-
-/** Where durable subscription offsets are written, under the data directory. */
-export const OFFSETS_FILE = "subscriptions.json";
 
 /** What the broker needs from the process it runs in. */
 export interface BrokerHooks {
@@ -444,10 +442,11 @@ export class Broker {
   async #loadOffsets(): Promise<void> {
     let saved: Record<string, number>;
     try {
-      saved = JSON.parse(await readChecked(this.env.disk, `${this.opts.dataDir}/${OFFSETS_FILE}`));
+      saved = JSON.parse(await readChecked(this.env.disk, subscriptionsFile(this.opts.dataDir)));
     } catch (err) {
       if (err instanceof NotFound) return;
-      throw new Error(`Cannot load ${OFFSETS_FILE}: ${(err as Error).message}`, { cause: err });
+      const path = subscriptionsFile(this.opts.dataDir);
+      throw new Error(`Cannot load ${path}: ${(err as Error).message}`, { cause: err });
     }
     for (const [key, ackedOffset] of Object.entries(saved)) {
       const topic = key.split("\u0000")[0] as string;
@@ -485,7 +484,7 @@ export class Broker {
       await this.env.disk.mkdir(this.opts.dataDir);
       await writeChecked(
         this.env.disk,
-        `${this.opts.dataDir}/${OFFSETS_FILE}`,
+        subscriptionsFile(this.opts.dataDir),
         JSON.stringify(all),
       );
       this.storage.succeeded();
@@ -676,7 +675,7 @@ export class Broker {
     throw new GregorError(
       ErrorCode.PARTITION_DAMAGED,
       `Topic ${name} was not loaded at start: ${why}; fix or move away its directory under ` +
-        `${this.opts.dataDir}/topics and restart the broker`,
+        `${topicsDir(this.opts.dataDir)} and restart the broker`,
     );
   }
 

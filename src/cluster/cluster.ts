@@ -12,6 +12,7 @@ import type {
   ProduceResponse,
 } from "../protocol/messages.ts";
 import { type Log, MemoryLog } from "../storage/mod.ts";
+import { metaGroupDir, replicaDir, replicaLogDir } from "../storage/layout.ts";
 import { Partition, Topic } from "../broker/topic.ts";
 import type { Gossip } from "./gossip/mod.ts";
 import {
@@ -557,7 +558,7 @@ export class ClusterNode {
   // --- Metadata group -------------------------------------------------------------------------
 
   async #startMeta(): Promise<void> {
-    const dir = `${this.#o.dataDir}/raft/${META_GROUP}`;
+    const dir = metaGroupDir(this.#o.dataDir);
     // The founder is recorded (durably) only after the group's store first opened, so a record
     // means the store holds state; without one, whatever a crash left in the directory is wiped
     // and the bootstrap rules decide again. (Taking a half-created store for a founded one made a
@@ -1014,7 +1015,7 @@ export class ClusterNode {
       this.#replicas.delete(key);
       await this.#stopReplica(r);
       await this.#o.resetStore(r.dir).catch(() => {});
-      await this.#o.removeLog(logDir(r.dir)).catch(() => {});
+      await this.#o.removeLog(replicaLogDir(r.dir)).catch(() => {});
       dropped = true;
     }
     if (t === undefined || this.#adopted.get(name) !== incarnation) {
@@ -1089,9 +1090,9 @@ export class ClusterNode {
   ): Promise<Replica> {
     const key = partitionGroup(topic, p);
     const wire = `${key}@${incarnation}`;
-    const dir = `${this.#o.dataDir}/raft/p/${topic}@${incarnation}/${p}`;
+    const dir = replicaDir(this.#o.dataDir, { topic, incarnation, partition: p });
     const configs = this.meta.topics.get(topic)?.configs ?? {};
-    const log = await this.#o.openLog(logDir(dir), { topic, id: p }, configs);
+    const log = await this.#o.openLog(replicaLogDir(dir), { topic, id: p }, configs);
     let store;
     try {
       store = await this.#o.openStore(dir, replicas);
@@ -1225,11 +1226,6 @@ export class ClusterNode {
 /** A partition group's name: "topic/partition". */
 export function partitionGroup(topic: string, partition: number): string {
   return `${topic}/${partition}`;
-}
-
-/** Where the segment log of the replica whose Raft store is in `dir` lives: beside it. */
-function logDir(dir: string): string {
-  return `${dir}.log`;
 }
 
 function hashString(s: string): number {

@@ -15,6 +15,7 @@ import {
   setBaseOffset,
 } from "../protocol/batch.ts";
 import { ErrorCode, GregorError } from "../protocol/errors.ts";
+import { assert } from "../util/assert.ts";
 import { readChecked, writeChecked } from "./checked_file.ts";
 import {
   type AppendResult,
@@ -27,13 +28,23 @@ import {
   type ReadResult,
 } from "./log.ts";
 import {
+  cleanShutdownFile,
+  INDEX_FILE_KINDS,
+  isTmpName,
   parseSegmentName,
+  rewindFile,
+  SEGMENT_FILE_KINDS,
+  segmentCopyFile,
+  segmentFile,
+  type SegmentFileKind,
+  segmentName,
+} from "./layout.ts";
+import {
   readVerifiedBatch,
   type ScanResult,
   scanSegment,
   type Segment,
   SegmentIndex,
-  segmentName,
 } from "./segment.ts";
 
 /** When an append counts as done. */
@@ -106,18 +117,10 @@ const REREADS = 2;
  * bit or fail while the disk holds the batch intact); the re-reads cost nothing on a good batch.
  */
 const SCAN_REREADS = 31;
-/** Written by a clean close after the last sync: the next open may trust the page cache. */
-const CLEAN_MARKER = "clean-shutdown";
 /** Bytes copied per step when recovery rewrites the active segment into a fresh file. */
 const RECOVERY_COPY_BYTES = 1024 * 1024;
 /** How long a deleted segment's file stays open for readers already using it. */
 const DELETED_SEGMENT_GRACE_MS = 10_000;
-/**
- * Names a truncation or reset under way: written durably before it changes any file, removed once
- * it is done. An open that finds it finishes the operation first, so a crash leaves the log as it
- * was before the operation or after it, never part way.
- */
-const REWIND_MARKER = "rewind";
 
 interface Pending {
   batch: Uint8Array;
@@ -222,7 +225,7 @@ export class FileLog implements Log {
     for (const name of await env.disk.list(opts.dir)) {
       const base = parseSegmentName(name, "log");
       if (base !== null) bases.push(base);
-      else if (name.endsWith(".tmp")) await env.disk.remove(`${opts.dir}/${name}`);
+      else if (isTmpName(name)) await env.disk.remove(`${opts.dir}/${name}`);
     }
     bases.sort((a, b) => a - b);
     const segments: Segment[] = [];
@@ -331,7 +334,7 @@ export class FileLog implements Log {
   /** Records damage (the earliest found wins) and reports it once. */
   #markDamaged(d: SegmentDamage): void {
     if (this.#damage !== null && this.#damage.offset <= d.offset) return;
-    const file = `${this.#opts.dir}/${segmentName(d.segmentBase, "log")}`;
+    const file = segmentFile(this.#opts.dir, d.segmentBase, "log");
     this.#damage = {
       offset: d.offset,
       file,
@@ -618,8 +621,8 @@ export class FileLog implements Log {
     return null;
   }
 
-  #path(base: number, ext: string): string {
-    return `${this.#opts.dir}/${segmentName(base, ext)}`;
+  #path(base: number, kind: SegmentFileKind): string {
+    return segmentFile(this.#opts.dir, base, kind);
   }
 
   async read(offset: number, limits: ReadLimits): Promise<ReadResult> {
@@ -887,8 +890,8 @@ export class FileLog implements Log {
       for (const [offset, at] of this.#resumeAt) {
         if (at.seg === oldest) this.#resumeAt.delete(offset);
       }
-      for (const ext of ["log", "index", "timeindex"]) {
-        await this.#env.disk.remove(this.#path(oldest.baseOffset, ext)).catch(ignoreNotFound);
+      for (const kind of SEGMENT_FILE_KINDS) {
+        await this.#env.disk.remove(this.#path(oldest.baseOffset, kind)).catch(ignoreNotFound);
       }
       deleted++;
       this.stats.segmentsDeleted++;
@@ -981,7 +984,7 @@ export class FileLog implements Log {
   async #cutAt(seg: Segment, at: CutPoint): Promise<number> {
     await this.#syncing;
     const i = this.#segments.indexOf(seg);
-    if (i < 0) throw new Error(`Cannot cut ${this.#opts.dir}: segment ${seg.baseOffset} is gone`);
+    assert(i >= 0, () => `Cannot cut ${this.#opts.dir}: segment ${seg.baseOffset} is gone`);
     const gone = this.#segments.splice(i + 1).reverse();
     const sizeBefore = await seg.file.size();
     seg.sealed = false;
@@ -998,8 +1001,8 @@ export class FileLog implements Log {
     await seg.file.truncate(at.byte);
     await seg.file.sync();
     // It is the active segment now, whose indexes live in memory until it is sealed.
-    for (const ext of ["index", "timeindex"]) {
-      await this.#env.disk.remove(this.#path(seg.baseOffset, ext)).catch(ignoreNotFound);
+    for (const kind of INDEX_FILE_KINDS) {
+      await this.#env.disk.remove(this.#path(seg.baseOffset, kind)).catch(ignoreNotFound);
     }
     await this.#env.disk.syncDir(this.#opts.dir);
     return bytesDropped;
@@ -1011,8 +1014,8 @@ export class FileLog implements Log {
    */
   async #removeSegment(seg: Segment): Promise<number> {
     const size = await seg.file.size();
-    for (const ext of ["log", "index", "timeindex"]) {
-      await this.#env.disk.remove(this.#path(seg.baseOffset, ext)).catch(ignoreNotFound);
+    for (const kind of SEGMENT_FILE_KINDS) {
+      await this.#env.disk.remove(this.#path(seg.baseOffset, kind)).catch(ignoreNotFound);
     }
     void this.#env.clock.sleep(DELETED_SEGMENT_GRACE_MS, this.#stop.signal).then(
       () => seg.file.close(),
@@ -1157,8 +1160,13 @@ export class FileLog implements Log {
     await this.#env.disk.syncDir(this.#opts.dir);
   }
 
+  /**
+   * Names a truncation or reset under way: written durably before it changes any file, removed
+   * once it is done. An open that finds it finishes the operation first, so a crash leaves the log
+   * as it was before the operation or after it, never part way.
+   */
   get #markerPath(): string {
-    return `${this.#opts.dir}/${REWIND_MARKER}`;
+    return rewindFile(this.#opts.dir);
   }
 
   /**
@@ -1249,7 +1257,8 @@ export class FileLog implements Log {
     await this.#syncing;
     if (this.#failed === null && this.#unsaved === null && (await this.#sync(this.#active))) {
       // Everything is on disk: tell the next open it need not rewrite the active segment.
-      const marker = await this.#env.disk.open(`${this.#opts.dir}/${CLEAN_MARKER}`, {
+      // Written after the last sync: the next open may trust the page cache.
+      const marker = await this.#env.disk.open(cleanShutdownFile(this.#opts.dir), {
         create: true,
       });
       marker.close();
@@ -1287,7 +1296,7 @@ function batchOk(bytes: Uint8Array, off: number, h: Walked): boolean {
 
 async function createSegment(env: Env, opts: FileLogOptions, base: number): Promise<Segment> {
   // An earlier roll that failed half way may have left this (empty) file behind: reuse it.
-  const file = await env.disk.open(`${opts.dir}/${segmentName(base, "log")}`, { create: true });
+  const file = await env.disk.open(segmentFile(opts.dir, base, "log"), { create: true });
   await file.truncate(0);
   await env.disk.syncDir(opts.dir);
   return {
@@ -1323,13 +1332,13 @@ async function openSealed(
   next: number,
 ): Promise<{ segment: Segment; damage: SegmentDamage | null }> {
   const name = segmentName(base, "log");
-  const file = await env.disk.open(`${opts.dir}/${name}`);
+  const file = await env.disk.open(segmentFile(opts.dir, base, "log"));
   const size = await file.size();
   let index: SegmentIndex | null = null;
   try {
     index = SegmentIndex.decode(
-      await readFile(env.disk, `${opts.dir}/${segmentName(base, "index")}`),
-      await readFile(env.disk, `${opts.dir}/${segmentName(base, "timeindex")}`),
+      await readFile(env.disk, segmentFile(opts.dir, base, "index")),
+      await readFile(env.disk, segmentFile(opts.dir, base, "timeindex")),
       opts.indexIntervalBytes,
       size,
     );
@@ -1353,12 +1362,12 @@ async function openSealed(
     try {
       await writeFileAtomic(
         env.disk,
-        `${opts.dir}/${segmentName(base, "index")}`,
+        segmentFile(opts.dir, base, "index"),
         rebuilt.encodeOffsets(),
       );
       await writeFileAtomic(
         env.disk,
-        `${opts.dir}/${segmentName(base, "timeindex")}`,
+        segmentFile(opts.dir, base, "timeindex"),
         rebuilt.encodeTimes(),
       );
     } catch (err) {
@@ -1398,7 +1407,7 @@ async function recoverActive(
   base: number,
   truncated: { bytes: number },
 ): Promise<{ segment: Segment; unsaved: ScanResult | null }> {
-  const path = `${opts.dir}/${segmentName(base, "log")}`;
+  const path = segmentFile(opts.dir, base, "log");
   const file = await env.disk.open(path);
   const size = await file.size();
   const scan = await scanSegment(file, base, opts.indexIntervalBytes, SCAN_REREADS);
@@ -1422,7 +1431,7 @@ async function recoverActive(
     index: scan.index,
     sealed: false,
   };
-  const clean = `${opts.dir}/${CLEAN_MARKER}`;
+  const clean = cleanShutdownFile(opts.dir);
   if (await exists(env, clean)) {
     // The last run closed cleanly after a successful sync: what the file shows is on disk.
     await env.disk.remove(clean);
@@ -1462,8 +1471,8 @@ async function rewriteAfterCrash(
   seg: Segment,
   scan: ScanResult,
 ): Promise<File> {
-  const path = `${dir}/${segmentName(seg.baseOffset, "log")}`;
-  const tmp = `${path}.tmp`;
+  const path = segmentFile(dir, seg.baseOffset, "log");
+  const tmp = segmentCopyFile(path);
   let copy: File | null = null;
   try {
     copy = await env.disk.open(tmp, { create: true });
@@ -1519,7 +1528,7 @@ async function exists(env: Env, path: string): Promise<boolean> {
 async function readRewind(env: Env, dir: string): Promise<Rewind | null> {
   let text: string;
   try {
-    text = await readChecked(env.disk, `${dir}/${REWIND_MARKER}`);
+    text = await readChecked(env.disk, rewindFile(dir));
   } catch (err) {
     if (err instanceof NotFound) return null;
     throw err;
@@ -1528,7 +1537,7 @@ async function readRewind(env: Env, dir: string): Promise<Rewind | null> {
   const offset = Number(m?.[2]);
   if (m === null || !Number.isSafeInteger(offset)) {
     throw new Error(
-      `Cannot open the log in ${dir}: ${dir}/${REWIND_MARKER} names no truncation or reset ` +
+      `Cannot open the log in ${dir}: ${rewindFile(dir)} names no truncation or reset ` +
         `(${JSON.stringify(text.slice(0, 40))})`,
     );
   }

@@ -15,7 +15,7 @@ import { runOnNode } from "../../sim/harness.ts";
 import { SIM_EPOCH_MS, type SimNode } from "../../sim/node.ts";
 import { Simulation } from "../../sim/simulation.ts";
 import { FileLog, type FileLogOptions, parseFsyncPolicy } from "./file_log.ts";
-import { segmentName } from "./segment.ts";
+import { segmentName } from "./layout.ts";
 import { writeChecked } from "./checked_file.ts";
 import { IoFailure } from "../io/errors.ts";
 

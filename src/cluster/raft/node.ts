@@ -5,6 +5,7 @@
 // leadership transfer, after the Raft dissertation.
 
 import type { Random } from "../../io/types.ts";
+import { assert, unreachable } from "../../util/assert.ts";
 import { configProblem, encodeConfig } from "./codec.ts";
 import {
   entryBytes,
@@ -270,7 +271,7 @@ export class RaftNode {
 
   /** Advances the node's clock to `nowMs` (monotonic) and fires any due timeout. */
   tick(nowMs: number): void {
-    if (nowMs < this.#nowMs) throw new RangeError(`tick(${nowMs}) is before ${this.#nowMs}`);
+    assert(nowMs >= this.#nowMs, () => `tick(${nowMs}) is before ${this.#nowMs}`);
     this.#nowMs = nowMs;
     if (this.#role === "leader") {
       this.#tickLeader();
@@ -391,18 +392,18 @@ export class RaftNode {
    * image is `data`. The shell persists the returned snapshot (e.g. `MemoryStorage.compact`).
    */
   compact(throughIndex: number, data: Uint8Array): Snapshot {
-    if (throughIndex > this.#applied || throughIndex <= this.#log.snapshot.index) {
-      throw new RangeError(
+    assert(
+      throughIndex <= this.#applied && throughIndex > this.#log.snapshot.index,
+      () =>
         `Cannot compact through ${throughIndex}: snapshot is at ${this.#log.snapshot.index}, ` +
-          `applied at ${this.#applied}`,
-      );
-    }
-    if (!this.knowsConfigAt(throughIndex)) {
-      throw new RangeError(
+        `applied at ${this.#applied}`,
+    );
+    assert(
+      this.knowsConfigAt(throughIndex),
+      () =>
         `Cannot compact through ${throughIndex}: this node does not know the group's members as ` +
-          "of that entry (it started with none and has not received a configuration entry yet)",
-      );
-    }
+        "of that entry (it started with none and has not received a configuration entry yet)",
+    );
     const config = this.#log.configAt(throughIndex);
     const snapshot: Snapshot = {
       index: throughIndex,
@@ -464,13 +465,14 @@ export class RaftNode {
   /**
    * Acknowledges that everything in `ready` is durable and its committed entries applied.
    * @returns the messages to send now.
-   * @throws Error if `ready` is not the outstanding Ready.
+   * @throws AssertionFailed if `ready` is not the outstanding Ready.
    */
   advance(ready: Ready): Message[] {
     const pending = this.#pending;
-    if (pending === null || pending.ready !== ready) {
-      throw new Error("advance() got a Ready that is not the outstanding one");
-    }
+    assert(
+      pending !== null && pending.ready === ready,
+      "advance() got a Ready that is not the outstanding one",
+    );
     this.#pending = null;
     if (ready.hardState !== null) this.#persisted = ready.hardState;
     if (ready.snapshot !== null) {
@@ -760,6 +762,8 @@ export class RaftNode {
         return this.#onInstallSnapshotResp(m);
       case "TimeoutNow":
         return this.#onTimeoutNow(m);
+      default:
+        return unreachable(m, "RaftNode.step() message type");
     }
   }
 
@@ -808,9 +812,12 @@ export class RaftNode {
 
   /** Common to AppendEntries and InstallSnapshot: the sender leads this term. */
   #followLeader(from: string): void {
-    if (this.#role === "leader") {
-      throw new Error(`Node ${this.id} leads term ${this.#term} but ${from} claims it too`);
-    }
+    // At most one leader per term: a second one means a node (this one or the sender) broke
+    // Raft, or a disk lied about a durable vote.
+    assert(
+      this.#role !== "leader",
+      () => `Node ${this.id} leads term ${this.#term} but ${from} claims it too`,
+    );
     if (this.#role !== "follower") this.#becomeFollower(this.#term, from);
     this.#leaderId = from;
     this.#leaderContactMs = this.#nowMs;
@@ -850,9 +857,10 @@ export class RaftNode {
   #appendFromLeader(entries: readonly Entry[]): void {
     const conflict = this.#log.findConflict(entries);
     if (conflict === 0) return;
-    if (conflict <= this.#commit) {
-      throw new Error(`Entry ${conflict} conflicts with the leader but is committed`);
-    }
+    assert(
+      conflict > this.#commit,
+      () => `Entry ${conflict} conflicts with the leader but is committed`,
+    );
     const first = entries[0] as Entry;
     // Entries of this log dropped for the leader's: the Raft paper's conflict case (Figure 7).
     if (conflict <= this.#log.lastIndex) this.truncations++;
@@ -925,11 +933,10 @@ export class RaftNode {
   }
 
   #onAck(peer: string, pr: Progress, index: number): void {
-    if (index > this.#log.lastIndex) {
-      throw new Error(
-        `Follower ${peer} acked ${index}, past the leader's last ${this.#log.lastIndex}`,
-      );
-    }
+    assert(
+      index <= this.#log.lastIndex,
+      () => `Follower ${peer} acked ${index}, past the leader's last ${this.#log.lastIndex}`,
+    );
     const moved = pr.acknowledge(index, this.#nowMs);
     if (pr.state === "probe" || (pr.state === "snapshot" && pr.match >= pr.pendingSnapshot)) {
       pr.becomeReplicate(this.#nowMs);

@@ -24,6 +24,13 @@ public final class Protocol {
   public static final int DELETE_TOPIC = 0x0302;
   public static final int LIST_TOPICS = 0x0303;
   public static final int DESCRIBE_TOPIC = 0x0304;
+  public static final int GROUP_HEARTBEAT = 0x0401;
+  public static final int GROUP_LEAVE = 0x0402;
+  public static final int OFFSET_COMMIT = 0x0403;
+  public static final int OFFSET_FETCH = 0x0404;
+  public static final int LIST_GROUPS = 0x0405;
+  public static final int DESCRIBE_GROUP = 0x0406;
+  public static final int RESET_OFFSETS = 0x0407;
 
   /** Opcode by name. */
   public static final Map<String, Integer> OPCODES;
