@@ -20,7 +20,7 @@ import {
   decodeBatch,
   readBatchHeader,
 } from "../src/protocol/batch.ts";
-import { segmentName } from "../src/storage/segment.ts";
+import { replicaDir, replicaLogDir, segmentName } from "../src/storage/layout.ts";
 import type { Env } from "../src/io/types.ts";
 import { type Client, connectWith } from "../src/client/client.ts";
 import { ErrorCode, GregorError } from "../src/protocol/errors.ts";
@@ -390,7 +390,7 @@ export async function runCluster(opts: ClusterOptions): Promise<RunResult> {
       const controller = views.map((c) => c.controller).find((c) => c !== null);
       const holders = views.find((c) => c.meta.topics.has(TOPIC))?.meta.topics.get(TOPIC)
         ?.replicas.flat() ?? [];
-      const candidates = nodes.filter((n, i) => {
+      const candidates = nodes.filter((_n, i) => {
         const id = running.get(names[i]!)?.cluster?.nodeId;
         return id !== undefined && id !== controller && holders.includes(id);
       });
@@ -540,8 +540,8 @@ function sealedSegmentToDamage(
       // Repair needs a peer with the batches: a partition the cluster placed on one node (it had
       // one node when the topic was made) has none, and its damage is the operator's to repair.
       if ((node.cluster.meta.topics.get(TOPIC)?.replicas[p]?.length ?? 0) < 2) continue;
-      const incarnation = g.group.slice(g.group.lastIndexOf("@") + 1);
-      const dir = `data/raft/p/${TOPIC}@${incarnation}/${p}.log`;
+      const incarnation = Number(g.group.slice(g.group.lastIndexOf("@") + 1));
+      const dir = replicaLogDir(replicaDir("data", { topic: TOPIC, incarnation, partition: p }));
       for (let base = log.logStartOffset;;) {
         const path = `${dir}/${segmentName(base, "log")}`;
         const last = fileBatches(disk.durableView(path) ?? new Uint8Array(0)).at(-1);

@@ -8,6 +8,7 @@ import type { Client } from "../src/client/mod.ts";
 import {
   type ClusterProc,
   connectTo,
+  createTopicRetrying,
   freePort,
   killAll,
   retry,
@@ -49,11 +50,10 @@ Deno.test({
     const clients: Client[] = [];
     try {
       for (const p of procs) clients.push(await connectTo(p));
-      await retry("the topic is created", () =>
-        clients[0]!.admin.createTopic(TOPIC, {
-          partitions: PARTITIONS,
-          configs: { "replication.factor": "3" },
-        }));
+      await createTopicRetrying(clients[0]!, TOPIC, {
+        partitions: PARTITIONS,
+        configs: { "replication.factor": "3" },
+      });
       await retry("every partition is led by its preferred replica", async () => {
         const ls = await leaders(clients[0]!);
         if (ls.some((l) => l.leader !== l.preferred)) throw new Error(JSON.stringify(ls));

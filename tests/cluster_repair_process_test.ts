@@ -10,6 +10,7 @@ import { readBatchHeader } from "../src/protocol/batch.ts";
 import {
   clusterFormed,
   clusterTest,
+  createTopicRetrying,
   readAll,
   retry,
   sleep,
@@ -32,11 +33,10 @@ clusterTest(
   "3 replicating brokers: a follower whose sealed segment was flipped at rest repairs it from its peers and serves the same bytes",
   async ({ root, procs, seeds, ports, clients }) => {
     await clusterFormed(procs, clients);
-    await retry("the topic is created", () =>
-      clients[0]!.admin.createTopic(TOPIC, {
-        partitions: 1,
-        configs: { "replication.factor": "3", "segment.bytes": String(SEGMENT_BYTES) },
-      }));
+    await createTopicRetrying(clients[0]!, TOPIC, {
+      partitions: 1,
+      configs: { "replication.factor": "3", "segment.bytes": String(SEGMENT_BYTES) },
+    });
     const producer = clients[0]!.producer({ acks: "quorum", lingerMs: 2 });
     const pad = "x".repeat(VALUE_BYTES - 10);
     const acks: Promise<number>[] = [];

@@ -9,6 +9,7 @@ import type { Client } from "../src/client/mod.ts";
 import {
   type ClusterProc,
   connectTo,
+  createTopicRetrying,
   freePort,
   killAll,
   retry,
@@ -48,11 +49,10 @@ Deno.test({
         const m = await clients[0]!.admin.metadata([]);
         if (m.nodes.length < 4 || m.controller === "") throw new Error(JSON.stringify(m.nodes));
       });
-      await retry("the topic is created", () =>
-        clients[0]!.admin.createTopic(TOPIC, {
-          partitions: 4,
-          configs: { "replication.factor": "3" },
-        }));
+      await createTopicRetrying(clients[0]!, TOPIC, {
+        partitions: 4,
+        configs: { "replication.factor": "3" },
+      });
       const producer = clients[0]!.producer({ acks: "quorum", lingerMs: 2 });
       const acks: Promise<number>[] = [];
       for (let i = 0; i < MESSAGES; i++) {

@@ -21,7 +21,6 @@ import {
   type MetaCommand,
   MetaState,
   placeReplicas,
-  type TopicMeta,
 } from "./controller.ts";
 import { type AppliedBatch, PartitionMachine } from "./replica.ts";
 import {
@@ -1041,7 +1040,7 @@ export class ClusterNode {
         this.#replicas.delete(key);
         await this.#stopReplica(r);
         await this.#o.resetStore(r.dir).catch(() => {});
-        await this.#o.removeLog(logDir(r.dir)).catch(() => {});
+        await this.#o.removeLog(replicaLogDir(r.dir)).catch(() => {});
         this.#o.onRaftGroupDropped?.(r.group);
         this.#o.onReport?.(
           `Replica ${key} moved to ${replicas.join(", ")}: this node's copy is deleted`,

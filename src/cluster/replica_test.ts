@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { SeededRandom } from "../io/prng.ts";
 import { FileLog, type Log, MemoryLog } from "../storage/mod.ts";
-import { segmentName } from "../storage/segment.ts";
+import { segmentName } from "../storage/layout.ts";
 import { batchesIn, encodeBatch } from "../protocol/batch.ts";
 import { ErrorCode, GregorError } from "../protocol/errors.ts";
 import type { Env } from "../io/types.ts";
