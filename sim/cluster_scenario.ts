@@ -398,27 +398,32 @@ export async function runCluster(opts: ClusterOptions): Promise<RunResult> {
   // The faults calm once the long outage is over: calming restarts every node.
   if (outageEndsAt > sim.world.now) await sim.world.run({ untilMs: outageEndsAt });
   calm(sim, nemesis);
-  const settled = () =>
-    producerDone && [...Array(opts.partitions).keys()].every((p) => {
-      // Every node runs, and every replica the metadata names has opened the partition and
-      // applied the same, full log.
-      let end = -1;
-      for (const name of names) {
-        const node = running.get(name);
-        if (node === undefined || !nodes[names.indexOf(name)]!.up) return false;
-        if (node.cluster === null) return false;
-        const named = node.cluster.meta.topics.get(TOPIC)?.replicas[p];
-        if (named === undefined) return false;
-        if (named.includes(node.cluster.nodeId) && !node.cluster.holds(TOPIC, p)) return false;
-        const g = node.cluster.replica(TOPIC, p);
-        if (g === null) continue;
-        if (g.node.appliedIndex < g.node.commitIndex) return false;
-        const hw = node.broker.knownTopic(TOPIC)?.partitions[p]?.log.nextOffset ?? -1;
-        if (end === -1) end = hw;
-        else if (hw !== end) return false;
-      }
-      return end >= 0 && leaderOf(running, p) !== null;
-    });
+  // Checked before every event of the liveness phase: plain loops, nothing allocated.
+  const settledPartition = (p: number): boolean => {
+    // Every node runs, and every replica the metadata names has opened the partition and
+    // applied the same, full log.
+    let end = -1;
+    for (let i = 0; i < names.length; i++) {
+      const node = running.get(names[i]!);
+      if (node === undefined || !nodes[i]!.up) return false;
+      if (node.cluster === null) return false;
+      const named = node.cluster.meta.topics.get(TOPIC)?.replicas[p];
+      if (named === undefined) return false;
+      if (named.includes(node.cluster.nodeId) && !node.cluster.holds(TOPIC, p)) return false;
+      const g = node.cluster.replica(TOPIC, p);
+      if (g === null) continue;
+      if (g.node.appliedIndex < g.node.commitIndex) return false;
+      const hw = node.broker.knownTopic(TOPIC)?.partitions[p]?.log.nextOffset ?? -1;
+      if (end === -1) end = hw;
+      else if (hw !== end) return false;
+    }
+    return end >= 0 && leaderOf(running, p) !== null;
+  };
+  const settled = () => {
+    if (!producerDone) return false;
+    for (let p = 0; p < opts.partitions; p++) if (!settledPartition(p)) return false;
+    return true;
+  };
   const stop = await sim.world.run({ untilMs: sim.world.now + opts.livenessMs, stop: settled });
   if (!settled()) {
     violations.push(

@@ -169,7 +169,8 @@ export class SimClock {
         resolve();
       };
       timer = this.#world.schedule(waitMs / (1 + this.#drift), fire, owned);
-      signal?.addEventListener("abort", onAbort, { once: true });
+      // No `once` option: a signal aborts at most once, and the options cost a conversion per sleep.
+      signal?.addEventListener("abort", onAbort);
     });
   }
 }

@@ -9,6 +9,7 @@
 
 import type { Env } from "../io/types.ts";
 import { ErrorCode, GregorError, MalformedError } from "../protocol/errors.ts";
+import { GUARD_DONE } from "../io/errors.ts";
 import { Reader, Writer } from "../protocol/wire.ts";
 import { type Log, OffsetOutOfRange } from "../storage/mod.ts";
 import type { FetchedRange, RangeSource } from "./replica.ts";
@@ -189,7 +190,7 @@ export class ReplicaFetcher implements RangeSource {
       );
       return await Promise.race([answered, late]);
     } finally {
-      timeout.abort();
+      timeout.abort(GUARD_DONE);
       this.#o.signal.removeEventListener("abort", onStop);
       this.#waiting.delete(req.id);
     }

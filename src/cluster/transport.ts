@@ -6,6 +6,7 @@
 import type { Addr, Conn, Env, Random } from "../io/types.ts";
 import { writeAll } from "../io/util.ts";
 import { MalformedError } from "../protocol/errors.ts";
+import { GUARD_DONE } from "../io/errors.ts";
 import {
   type Frame,
   type FrameParser,
@@ -474,7 +475,7 @@ export class Transport {
     } catch {
       return false;
     } finally {
-      guard.abort();
+      guard.abort(GUARD_DONE);
     }
   }
 

@@ -5,6 +5,7 @@
 import type { Addr, Conn, Env, Listener, Random } from "../../io/types.ts";
 import { writeAll } from "../../io/util.ts";
 import { ErrorCode, GregorError, MalformedError } from "../../protocol/errors.ts";
+import { GUARD_DONE } from "../../io/errors.ts";
 import { encodeFrame, Flag, type Frame, FrameParser } from "../../protocol/frame.ts";
 import { decode, encode, ERROR_SCHEMA, type ErrorPayload, Op } from "../../protocol/messages.ts";
 import {
@@ -377,7 +378,7 @@ export class Gossip {
       const unique = new Map(out.map((a) => [addrKey(a), a]));
       this.#seeds = [...unique.values()].slice(0, SEEDS_MAX);
     } finally {
-      timeout.abort();
+      timeout.abort(GUARD_DONE);
       this.#resolving = false;
     }
   }
@@ -393,16 +394,16 @@ export class Gossip {
   }
 
   /** The next frame, or null at end of stream. Throws MalformedError for a bad frame. */
-  async #readFrame(conn: Conn, parser: FrameParser): Promise<Frame | null> {
+  async #readFrame(conn: Conn, parser: FrameParser, buf: Uint8Array): Promise<Frame | null> {
     for (;;) {
       const r = parser.next();
       if (r.kind === "frame") return r.frame;
       if (r.kind === "error") throw new MalformedError(r.message);
-      const buf = new Uint8Array(READ_BYTES);
       const n = await conn.read(buf);
       if (n === null) return null;
       this.#counters.bytesReceived += n;
-      parser.push(buf.subarray(0, n));
+      // A copy: `buf` is read into again, and a small read should not pin the whole buffer.
+      parser.push(buf.slice(0, n));
     }
   }
 
@@ -421,7 +422,7 @@ export class Gossip {
       const syn = encodeSyn({ fromId: this.id, digest: this.#state.digest() });
       await this.#send(conn, encodeFrame(Op.GOSSIP_SYN, correlationId, syn));
       const parser = new FrameParser({ payloadBytesMax: GOSSIP_PAYLOAD_BYTES_MAX });
-      const f = await this.#readFrame(conn, parser);
+      const f = await this.#readFrame(conn, parser, new Uint8Array(READ_BYTES));
       if (f === null) throw new Error(`${addrKey(peer)} closed without answering GOSSIP_SYN`);
       if (f.flags === (Flag.RESPONSE | Flag.ERROR) && f.correlationId === correlationId) {
         const e = decode<ErrorPayload>(ERROR_SCHEMA, f.payload, "error");
@@ -446,7 +447,7 @@ export class Gossip {
       if (err instanceof MalformedError) this.#counters.malformed++;
       this.#counters.failedExchanges++;
     } finally {
-      guard.abort();
+      guard.abort(GUARD_DONE);
       if (conn !== null) {
         conn.close();
         this.#conns.delete(conn);
@@ -491,12 +492,13 @@ export class Gossip {
     let correlationId = 0;
     try {
       const parser = new FrameParser({ payloadBytesMax: this.#payloadBytesMax });
-      const f = await this.#readFrame(conn, parser);
+      const readBuf = new Uint8Array(READ_BYTES);
+      const f = await this.#readFrame(conn, parser, readBuf);
       if (f === null) return;
       correlationId = f.correlationId;
       const handler = this.#handlers.get(f.opcode);
       if (handler !== undefined) {
-        guard.abort();
+        guard.abort(GUARD_DONE);
         this.#inbound--;
         inbound = false;
         await handler(conn, f, parser);
@@ -519,7 +521,7 @@ export class Gossip {
         deltas: this.#state.deltasFor(syn.digest, this.#opts.messageBytesMax),
       });
       await this.#send(conn, encodeFrame(Op.GOSSIP_SYN, correlationId, answer, Flag.RESPONSE));
-      const ack = await this.#readFrame(conn, parser);
+      const ack = await this.#readFrame(conn, parser, readBuf);
       if (ack === null) return;
       if (
         ack.opcode !== Op.GOSSIP_ACK2 || ack.flags !== 0 || ack.correlationId !== correlationId ||
@@ -545,7 +547,7 @@ export class Gossip {
         ).catch(() => {});
       }
     } finally {
-      guard.abort();
+      guard.abort(GUARD_DONE);
       conn.close();
       this.#conns.delete(conn);
       if (inbound) this.#inbound--;

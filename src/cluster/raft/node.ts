@@ -441,15 +441,12 @@ export class RaftNode {
     const applyLimit = this.#applyLimit();
     // A leader's appends go out while it writes its own log (Raft thesis §10.2.1): they promise
     // nothing about its disk, and it counts itself towards a commit only once `advance` says its
-    // entries are durable. But only once its term is durable: a lone voter wins its election at
-    // once, and if it crashed before persisting that term it could lead the same term again with
-    // other entries at the same indexes, which a learner that got the first ones would keep.
+    // entries are durable. Its term is durable (a candidate counts its own vote only once it is).
     // Everything else waits for the Ready to be durable.
-    const termDurable = this.#persisted.term === this.#term;
     const sendNow: Message[] = [];
     const later: Message[] = [];
     for (const m of this.#outbox) {
-      const early = termDurable && this.#role === "leader" && m.term === this.#term &&
+      const early = this.#role === "leader" && m.term === this.#term &&
         (m.type === "AppendEntries" || m.type === "InstallSnapshot");
       (early ? sendNow : later).push(m);
     }
@@ -487,6 +484,7 @@ export class RaftNode {
     this.#markStable(ready.entries);
     const lastApplied = ready.committedEntries.at(-1);
     if (lastApplied !== undefined) this.#applied = Math.max(this.#applied, lastApplied.index);
+    this.#voteForSelfOnceDurable();
     if (this.#role === "leader") this.#maybeCommit();
     return pending.messages;
   }
@@ -610,16 +608,22 @@ export class RaftNode {
     this.#vote = this.id;
     this.#role = "candidate";
     this.#leaderId = null;
+    // The candidate's own vote counts only once the term and vote are durable (`advance`): a lone
+    // voter would otherwise lead at once, append in a term it may forget in a crash, and after a
+    // restart lead that term again with other entries at the same indexes.
     this.#votes.clear();
-    this.#votes.set(this.id, true);
     this.#campaignTransfer = transfer;
     this.#resetElectionTimer();
-    if (this.#tally() === "won") {
-      this.#becomeLeader();
-      return;
-    }
     this.#voteAsks = 0;
     this.#askVotes();
+  }
+
+  /** Counts the candidate's own vote once its term and vote are durable; it may win by it. */
+  #voteForSelfOnceDurable(): void {
+    if (this.#role !== "candidate" || this.#votes.has(this.id)) return;
+    if (this.#persisted.term !== this.#term || this.#persisted.vote !== this.id) return;
+    this.#votes.set(this.id, true);
+    if (this.#tally() === "won") this.#becomeLeader();
   }
 
   /**
