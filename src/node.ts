@@ -406,6 +406,14 @@ async function startReplication(
         }
       },
       writeFounder: (dir, founder) => writeChecked(env.disk, founderFile(dir), founder),
+      hasStore: async (dir) => {
+        try {
+          return (await env.disk.list(dir)).length > 0;
+        } catch (err) {
+          if (err instanceof NotFound) return false;
+          throw err;
+        }
+      },
       resetStore: async (dir) => {
         if (await emptyDir(env, dir)) await env.disk.syncDir(dir);
       },

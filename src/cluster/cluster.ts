@@ -17,6 +17,7 @@ import { Partition, Topic } from "../broker/topic.ts";
 import type { Gossip } from "./gossip/mod.ts";
 import {
   encodeCommand,
+  foundersOf,
   isMoving,
   type MetaCommand,
   MetaState,
@@ -140,6 +141,8 @@ export interface ClusterOptions {
   reconfigureLog(log: Log, configs: Record<string, string>): Promise<void>;
   /** Removes a replica's log directory (closed before), once its topic is gone. */
   removeLog(dir: string): Promise<void>;
+  /** True if a group's store in `dir` holds state (this node was a member of the group). */
+  hasStore(dir: string): Promise<boolean>;
   /**
    * Bytes of batches a replica applies between checkpoints, after each of which its Raft log may
    * be compacted (default REPLICA_CHECKPOINT_BYTES_DEFAULT; the simulator uses a few hundred).
@@ -1030,11 +1033,22 @@ export class ClusterNode {
     for (const [p, replicas] of t.replicas.entries()) {
       const key = partitionGroup(name, p);
       let r = this.#replicas.get(key);
-      const mine = replicas.includes(this.#o.nodeId);
-      if (r === undefined && mine) {
-        // A partition moved before has a group already: this replica joins it as a newcomer.
-        const founders = (t.moves?.[p] ?? 0) > 0 ? [] : replicas;
-        r = await this.#openReplica(name, p, founders, incarnation);
+      const self = this.#o.nodeId;
+      const mine = replicas.includes(self);
+      const founders = foundersOf(t, p);
+      // A replica being moved away still serves its group until the move is done: the group may
+      // need its vote to elect the leader that makes the move (cluster seed 3045: a founder down
+      // when the topic was made came back to a move away from it, never opened its replica, and
+      // its group never had a quorum).
+      const leaving = !mine && r === undefined && isMoving(t, p) &&
+        (founders.includes(self) ||
+          await this.#o.hasStore(
+            replicaDir(this.#o.dataDir, { topic: name, incarnation, partition: p }),
+          ));
+      if (r === undefined && (mine || leaving)) {
+        // A founder opens with the founding voters, as every founder did; a replica that came
+        // with a move joins the group as a newcomer, which its leader adds.
+        r = await this.#openReplica(name, p, founders.includes(self) ? founders : [], incarnation);
       } else if (r !== undefined && !mine && !isMoving(t, p)) {
         // Moved away, and the move is done: the new replicas hold every batch.
         this.#replicas.delete(key);

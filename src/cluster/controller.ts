@@ -25,6 +25,17 @@ export interface TopicMeta {
   moves?: number[];
   /** Per partition, true while a reassignment is under way (its leader changes the group). */
   moving?: boolean[];
+  /**
+   * Per partition moved at least once, the replicas its group was founded with (before the first
+   * move `replicas` says it): a founder opens its replica with them, even one that was down when
+   * the topic was made, so the group it belongs to can reach a quorum.
+   */
+  founders?: string[][];
+}
+
+/** The replicas partition `p` of `t` was founded with. */
+export function foundersOf(t: TopicMeta, p: number): string[] {
+  return (t.moves?.[p] ?? 0) === 0 ? t.replicas[p] ?? [] : t.founders?.[p] ?? [];
 }
 
 /** True while partition `p` of `t` is being moved to other replicas. */
@@ -138,6 +149,7 @@ export class MetaState implements StateMachine {
             `Cannot reassign ${c.name}/${p}: a move to ${t.replicas[p]!.join(",")} is under way`,
           );
         }
+        (t.founders ??= [])[p] ??= [...t.replicas[p]!];
         t.replicas[p] = [...c.replicas];
         (t.moves ??= [])[p] = (t.moves[p] ?? 0) + 1;
         (t.moving ??= [])[p] = true;
