@@ -81,7 +81,12 @@ export interface ClusterOptions {
   appendEntriesMax: number;
   appendBytesMax: number;
   inflightMax: number;
+  /** 1: the nodes hold a cluster secret and prove it on every cluster connection. */
+  secret: number;
 }
+
+/** The cluster secret of runs with `secret: 1`. */
+const CLUSTER_SECRET = "cluster scenario cluster secret";
 
 const CLIENT_PORT = 7070;
 const CLUSTER_PORT = 7946;
@@ -123,6 +128,7 @@ export function clusterOptions(
     replicaMoveAfterMs: new SeededRandom(seed, "cluster-moves").chance(0.5)
       ? new SeededRandom(seed, "cluster-moves-after").int(200, 1_500)
       : 0,
+    secret: new SeededRandom(seed, "cluster-secret").chance(0.3) ? 1 : 0,
     ...overrides,
   };
 }
@@ -232,6 +238,7 @@ export async function runCluster(opts: ClusterOptions): Promise<RunResult> {
             ...(opts.bootstrapExpect > 0 ? { bootstrapExpect: opts.bootstrapExpect } : {}),
             intervalMs: 100,
             replicate: true,
+            ...(opts.secret === 1 ? { secret: CLUSTER_SECRET } : {}),
             raft: {
               tickMs: opts.tickMs,
               electionTimeoutMs: opts.electionTimeoutMs,

@@ -12,6 +12,7 @@ import {
   type Timer,
   type World,
 } from "./world.ts";
+import { SimCrypto } from "./crypto.ts";
 import type { SimDisk } from "./disk.ts";
 import type { SimNetwork } from "./net.ts";
 
@@ -281,6 +282,7 @@ export class SimNode implements EventOwner {
       random: this.#random.fork(`incarnation-${incarnation}`),
       net: this.#net.viewFor(this, incarnation),
       disk: this.disk.viewFor(this, incarnation),
+      crypto: new SimCrypto(),
     };
     const faults = this.#faults();
     if (faults !== undefined) env.faults = faults;

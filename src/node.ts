@@ -17,6 +17,14 @@ import { claimDataDir } from "./storage/data_dir.ts";
 import { founderFile } from "./storage/layout.ts";
 import { FileLog, type Log } from "./storage/mod.ts";
 import { BrokerMetrics, HttpServer } from "./metrics/mod.ts";
+import { NODE_PRINCIPAL } from "./auth/store.ts";
+import {
+  deriveCredential,
+  fromBase64,
+  ITERATIONS_DEFAULT,
+  SALT_BYTES,
+  type ScramCredential,
+} from "./auth/scram.ts";
 
 /** The broker's default client port. */
 export const DEFAULT_CLIENT_PORT = 7070;
@@ -64,6 +72,12 @@ export interface ClusterConfig {
    * Omitted: plaintext.
    */
   tls?: TlsNetworkOptions;
+  /**
+   * The cluster secret (16 to 1024 bytes of UTF-8): nodes prove to each other that they hold it
+   * before any gossip or Raft message is accepted, and a node refuses every peer that does not.
+   * Omitted: the cluster port admits anyone who reaches it (unless cluster TLS checks them).
+   */
+  secret?: string;
   /** Replicate topics with Raft (metadata and one group per partition). Default false for now. */
   replicate?: boolean;
   /**
@@ -242,11 +256,21 @@ async function startServing(
     clientAt,
     () => env.net.listen(clientAt, config.tls === undefined ? {} : { tls: config.tls }),
   );
-  // The cluster's parts listen and dial through this, so they speak TLS without knowing it.
+  // The cluster's parts listen and dial through these, so they speak TLS and prove the cluster
+  // secret without knowing it.
   const clusterNet = config.cluster?.tls === undefined
     ? null
     : new TlsNetwork(env.net, config.cluster.tls);
-  const clusterEnv = clusterNet === null ? env : { ...env, net: clusterNet };
+  const tlsEnv = clusterNet === null ? env : { ...env, net: clusterNet };
+  const secret = config.cluster?.secret;
+  const clusterEnv = secret === undefined ? tlsEnv : {
+    ...tlsEnv,
+    net: new (await loadClusterModules()).clusterAuth.ClusterAuthNetwork(tlsEnv, {
+      nodeId: nodeId as string,
+      secret,
+      onLog: (level, msg) => config.hooks?.onReport?.(msg, level),
+    }),
+  };
   let gossip: Gossip | null = null;
   if (config.cluster !== undefined) {
     const { Gossip, nextIncarnation } = (await loadClusterModules()).gossip;
@@ -346,6 +370,19 @@ async function startReplication(
       retentionMs: Number.isSafeInteger(ms) ? ms : broker.opts.retentionMs,
     };
   };
+  // With authentication on, nodes forward requests to each other as NODE_PRINCIPAL, whose
+  // password is the cluster secret; the users and ACLs are the cluster's, replicated.
+  const secret = c.secret;
+  let login: { username: string; password: string } | undefined;
+  if (broker.auth.enabled) {
+    if (secret === undefined) {
+      throw new RangeError(
+        "Authentication in a cluster needs the cluster secret: the nodes log in to each other with it",
+      );
+    }
+    broker.auth.setNodeCredential(await nodeCredential(env, secret));
+    login = { username: NODE_PRINCIPAL, password: secret };
+  }
   const transport = new Transport(clusterEnv, {
     nodeId: broker.nodeId,
     resolve: (id) => {
@@ -423,10 +460,32 @@ async function startReplication(
     transport,
     broker,
   );
-  const bridge = new ClusterBridge(env, cluster, gossip);
+  cluster.onSecurityChange = () => {
+    const users = new Map<string, ScramCredential>();
+    for (const [name, u] of cluster.meta.users) {
+      users.set(name, {
+        salt: fromBase64(u.salt),
+        iterations: u.iterations,
+        storedKey: fromBase64(u.storedKey),
+        serverKey: fromBase64(u.serverKey),
+      });
+    }
+    broker.auth.store.setReplicated(users, cluster.meta.acls);
+  };
+  const bridge = new ClusterBridge(env, cluster, gossip, login);
   broker.cluster = bridge;
   attachGroups(broker.groups, cluster);
   return { cluster, bridge };
+}
+
+/**
+ * The credential of NODE_PRINCIPAL: the cluster secret as its password, with a salt made from the
+ * secret too, so every node derives the same one.
+ */
+async function nodeCredential(env: Env, secret: string): Promise<ScramCredential> {
+  const key = new TextEncoder().encode(secret);
+  const mac = await env.crypto.hmacSha256(key, new TextEncoder().encode("GregorMQ node salt"));
+  return await deriveCredential(secret, mac.slice(0, SALT_BYTES), ITERATIONS_DEFAULT);
 }
 
 /** Removes every file in `dir`; false if there is no such directory. */
@@ -454,13 +513,14 @@ export function loadClusterModules(): ReturnType<typeof importClusterModules> {
 }
 
 async function importClusterModules() {
-  const [gossip, cluster, bridge, groupOffsets, transport, wal] = await Promise.all([
+  const [gossip, cluster, bridge, groupOffsets, transport, wal, clusterAuth] = await Promise.all([
     import("./cluster/gossip/mod.ts"),
     import("./cluster/cluster.ts"),
     import("./cluster/bridge.ts"),
     import("./cluster/group_offsets.ts"),
     import("./cluster/transport.ts"),
     import("./cluster/raft/wal.ts"),
+    import("./cluster/cluster_auth.ts"),
   ]);
-  return { gossip, cluster, bridge, groupOffsets, transport, wal };
+  return { gossip, cluster, bridge, groupOffsets, transport, wal, clusterAuth };
 }

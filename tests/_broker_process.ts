@@ -23,6 +23,10 @@ export interface SpawnOptions {
   openFilesMax?: number;
   /** A command the broker runs under, e.g. `ip netns exec NS` (it must exec the broker). */
   prefix?: string[];
+  /** Environment variables it gets besides this process's own. */
+  env?: Record<string, string>;
+  /** Told of every log line (after the listen line), as `lines` keeps only the last ones. */
+  onLine?: (line: string) => void;
 }
 
 /** Starts a broker with `args` (after `cli/broker.ts`); resolves once it listens. */
@@ -38,6 +42,7 @@ export async function spawnBroker(
     args: rest,
     stdout: "piped",
     stderr: "inherit",
+    ...(opts.env === undefined ? {} : { env: opts.env }),
   }).spawn();
   const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
   let text = "";
@@ -52,7 +57,9 @@ export async function spawnBroker(
     for (;;) {
       const r = await reader.read().catch(() => ({ done: true, value: undefined }));
       if (r.done) return;
-      lines.push(...String(r.value).split("\n"));
+      const fresh = String(r.value).split("\n");
+      if (opts.onLine !== undefined) { for (const l of fresh) opts.onLine(l); }
+      lines.push(...fresh);
       if (lines.length > LINES_KEPT) lines.splice(0, lines.length - LINES_KEPT);
     }
   })();

@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { Auth } from "../src/auth/auth.ts";
 import { deriveCredential } from "../src/auth/scram.ts";
 import { SeededRandom } from "../src/io/prng.ts";
-import { SecurityFileError, SecurityStore } from "../src/auth/store.ts";
+import { NODE_PRINCIPAL, SecurityFileError, SecurityStore } from "../src/auth/store.ts";
 import { aclsFile, usersFile } from "../src/storage/layout.ts";
 import { denoEnv } from "../src/io/deno/mod.ts";
 import { writeChecked } from "../src/storage/checked_file.ts";
@@ -135,5 +135,53 @@ Deno.test("Auth.allowed() follows ACL changes at once, though it remembers its d
     await store.removeAcl(e);
     assert.equal(auth.allowed("alice", "produce", "topic", "orders"), false);
     assert.equal(auth.allowed("root", "delete", "topic", "orders"), true, "super-users pass");
+  });
+});
+
+Deno.test("SecurityStore adds the cluster's users and ACLs to its own: the cluster's user wins a name, either's ACL counts, its files stay", async () => {
+  await withDir(async (dir) => {
+    const disk = denoEnv().disk;
+    const s = await SecurityStore.open(disk, dir);
+    const local = await deriveCredential("local-pw", SALT, 4096);
+    const replicated = await deriveCredential("cluster-pw", SALT, 5000);
+    await s.putUser("admin", local);
+    const own = {
+      principal: "admin",
+      resourceType: "cluster" as const,
+      pattern: "literal" as const,
+      name: "",
+      operation: "describe" as const,
+    };
+    await s.addAcl(own);
+    const theirs = { ...own, principal: "alice", resourceType: "topic" as const, name: "t" };
+    const generation = s.aclGeneration;
+    s.setReplicated(new Map([["admin", replicated], ["alice", replicated]]), [own, theirs]);
+    assert.ok(s.aclGeneration > generation, "cached decisions are dropped");
+    assert.deepEqual(s.credential("admin"), replicated);
+    assert.deepEqual(s.users().map((u) => [u.name, u.iterations]), [["admin", 5000], [
+      "alice",
+      5000,
+    ]]);
+    assert.deepEqual(s.acls, [own, theirs], "an entry of both counts once");
+    s.setReplicated(new Map(), []);
+    assert.deepEqual(s.credential("admin"), local);
+    assert.equal(s.credential("alice"), undefined);
+    assert.deepEqual(s.acls, [own]);
+    const reopened = await SecurityStore.open(disk, dir);
+    assert.deepEqual(reopened.users().map((u) => u.name), ["admin"], "the files hold only its own");
+  });
+});
+
+Deno.test("the node principal's name is reserved, and only a node credential lets anyone log in as it", async () => {
+  await withDir(async (dir) => {
+    const s = await SecurityStore.open(denoEnv().disk, dir);
+    const cred = await deriveCredential("secret", SALT, 4096);
+    await assert.rejects(s.putUser(NODE_PRINCIPAL, cred), /user name gregormq.node is reserved/);
+    const auth = new Auth(s, { mechanism: "scram", superUsers: [], random: new SeededRandom(1) });
+    assert.equal(auth.isSuperUser(NODE_PRINCIPAL), false);
+    assert.notDeepEqual(await auth.credentialFor(NODE_PRINCIPAL), cred, "a decoy");
+    auth.setNodeCredential(cred);
+    assert.equal(auth.isSuperUser(NODE_PRINCIPAL), true);
+    assert.deepEqual(await auth.credentialFor(NODE_PRINCIPAL), cred);
   });
 });

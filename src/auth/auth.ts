@@ -11,7 +11,7 @@ import {
   SALT_BYTES,
   type ScramCredential,
 } from "./scram.ts";
-import type { SecurityStore } from "./store.ts";
+import { NODE_PRINCIPAL, type SecurityStore } from "./store.ts";
 
 /** How clients authenticate: not at all, or with SCRAM-SHA-256 after HELLO. */
 export const AUTH_MECHANISMS = ["none", "scram"] as const;
@@ -20,13 +20,6 @@ export type AuthMechanism = typeof AUTH_MECHANISMS[number];
 
 /** ACL decisions remembered at most before the cache starts over. */
 const DECISIONS_MAX = 10_000;
-
-/** `n` bytes drawn from `random`. */
-export function randomBytes(random: Random, n: number): Uint8Array {
-  const out = new Uint8Array(n);
-  for (let i = 0; i < n; i++) out[i] = random.u32() & 0xff;
-  return out;
-}
 
 /** The broker's security state: the store, the setting, super-users, and the tallies. */
 export class Auth {
@@ -39,6 +32,8 @@ export class Auth {
   /** ACL decisions by principal, operation and resource, valid for one ACL generation. */
   readonly #decisions = new Map<string, boolean>();
   #decisionsGeneration = -1;
+  /** The credential of NODE_PRINCIPAL, made from the cluster secret; null outside a cluster. */
+  #nodeCredential: ScramCredential | null = null;
   /** Failed authentications since start. */
   failures = 0;
   /** Requests denied by the ACLs since start. */
@@ -52,7 +47,7 @@ export class Auth {
     this.mechanism = opts.mechanism;
     this.#superUsers = new Set(opts.superUsers);
     this.#random = opts.random.fork("auth");
-    this.#secret = randomBytes(this.#random, 32);
+    this.#secret = this.#random.secureBytes(32);
   }
 
   /** True when clients must authenticate (and the ACLs apply). */
@@ -62,7 +57,7 @@ export class Auth {
 
   /** A fresh server nonce. */
   nonce(): string {
-    return nonceFrom(randomBytes(this.#random, NONCE_BYTES));
+    return nonceFrom(this.#random.secureBytes(NONCE_BYTES));
   }
 
   /**
@@ -85,22 +80,32 @@ export class Auth {
     const mac = new Uint8Array(
       await crypto.subtle.sign("HMAC", key, new TextEncoder().encode(user)),
     );
+    if (user === NODE_PRINCIPAL && this.#nodeCredential !== null) return this.#nodeCredential;
     return this.store.credential(user) ?? {
       salt: mac.slice(0, SALT_BYTES),
       iterations: ITERATIONS_DEFAULT,
-      storedKey: randomBytes(this.#random, 32),
-      serverKey: randomBytes(this.#random, 32),
+      storedKey: this.#random.secureBytes(32),
+      serverKey: this.#random.secureBytes(32),
     };
+  }
+
+  /**
+   * Lets the cluster's other nodes log in as NODE_PRINCIPAL with `cred` (made from the cluster
+   * secret), a super-user: they forward requests whose principal they checked themselves.
+   */
+  setNodeCredential(cred: ScramCredential): void {
+    this.#nodeCredential = cred;
   }
 
   /** True if `principal` is a super-user (every operation allowed, and the admin requests). */
   isSuperUser(principal: string): boolean {
-    return this.#superUsers.has(principal);
+    return this.#superUsers.has(principal) ||
+      (principal === NODE_PRINCIPAL && this.#nodeCredential !== null);
   }
 
   /** True if `principal` may do `op` on the resource: always when authentication is off. */
   allowed(principal: string, op: Operation, type: ResourceType, name: string): boolean {
-    if (!this.enabled || this.#superUsers.has(principal)) return true;
+    if (!this.enabled || this.isSuperUser(principal)) return true;
     // Every produce asks, and the ACLs may hold thousands of entries: decisions are remembered
     // until the ACLs change (or too many are remembered).
     if (

@@ -17,6 +17,11 @@ import {
   USER_NAME_PATTERN,
 } from "./scram.ts";
 
+/**
+ * The user the nodes of a cluster authenticate as when they forward a request to each other: its
+ * password is the cluster secret. Reserved: no stored user may have the name.
+ */
+export const NODE_PRINCIPAL = "gregormq.node";
 /** Users at most. */
 export const USERS_MAX = 10_000;
 /** ACL entries at most. */
@@ -46,6 +51,9 @@ export function credentialProblem(name: string, cred: ScramCredential): string |
   if (!USER_NAME_PATTERN.test(name)) {
     return `user name ${JSON.stringify(name)} is not allowed: use 1 to 128 letters, digits or ._@-`;
   }
+  if (name === NODE_PRINCIPAL) {
+    return `user name ${NODE_PRINCIPAL} is reserved: the cluster's nodes log in to each other as it`;
+  }
   if (cred.salt.length < SALT_BYTES_MIN || cred.salt.length > SALT_BYTES_MAX) {
     return `the salt must have ${SALT_BYTES_MIN} to ${SALT_BYTES_MAX} bytes`;
   }
@@ -61,12 +69,20 @@ export function credentialProblem(name: string, cred: ScramCredential): string |
   return null;
 }
 
-/** The users and ACLs of one data directory. Writes are applied one at a time, in call order. */
+/**
+ * The users and ACLs of one data directory. Writes are applied one at a time, in call order. In a
+ * cluster the cluster's users and ACLs (replicated metadata) are added to them with
+ * `setReplicated`: a user of both is the cluster's, an ACL entry of either counts.
+ */
 export class SecurityStore {
   readonly #disk: Disk;
   readonly #dir: string;
   #users = new Map<string, ScramCredential>();
   #acls: AclEntry[] = [];
+  #replicatedUsers = new Map<string, ScramCredential>();
+  #replicatedAcls: AclEntry[] = [];
+  /** The local entries, then the replicated ones that are not local too. */
+  #allAcls: AclEntry[] = [];
   #writing: Promise<unknown> = Promise.resolve();
   /** Grows with every change of the ACLs, so a cache of decisions knows when it is stale. */
   aclGeneration = 0;
@@ -125,6 +141,7 @@ export class SecurityStore {
         operation: e.operation,
       });
     }
+    s.#mergeAcls();
     return s;
   }
 
@@ -147,23 +164,42 @@ export class SecurityStore {
     return list;
   }
 
-  /** The stored credential of `name`, if that user exists. */
+  /** The stored credential of `name`, if that user exists (the cluster's, else this node's). */
   credential(name: string): ScramCredential | undefined {
-    return this.#users.get(name);
+    return this.#replicatedUsers.get(name) ?? this.#users.get(name);
   }
 
   /** Every user, by name. */
   users(): UserInfo[] {
-    return [...this.#users.keys()].sort().map((name) => ({
+    const names = new Set([...this.#users.keys(), ...this.#replicatedUsers.keys()]);
+    return [...names].sort().map((name) => ({
       name,
       mechanism: SCRAM_SHA_256,
-      iterations: (this.#users.get(name) as ScramCredential).iterations,
+      iterations: (this.credential(name) as ScramCredential).iterations,
     }));
   }
 
-  /** Every ACL entry, in the order added. */
+  /** Every ACL entry: this node's in the order added, then the cluster's. */
   get acls(): readonly AclEntry[] {
-    return this.#acls;
+    return this.#allAcls;
+  }
+
+  /**
+   * Sets the cluster's users and ACLs (replicated metadata), replacing the ones set before; this
+   * node's own files are left as they are.
+   */
+  setReplicated(users: ReadonlyMap<string, ScramCredential>, acls: readonly AclEntry[]): void {
+    this.#replicatedUsers = new Map(users);
+    this.#replicatedAcls = [...acls];
+    this.#mergeAcls();
+  }
+
+  #mergeAcls(): void {
+    this.#allAcls = [
+      ...this.#acls,
+      ...this.#replicatedAcls.filter((r) => !this.#acls.some((a) => sameAcl(a, r))),
+    ];
+    this.aclGeneration++;
   }
 
   /** Adds `name` or replaces its credential (a password change); durable when it resolves. */
@@ -204,7 +240,7 @@ export class SecurityStore {
       const next = [...this.#acls, { ...e }];
       await this.#writeAcls(next);
       this.#acls = next;
-      this.aclGeneration++;
+      this.#mergeAcls();
       return true;
     });
   }
@@ -216,7 +252,7 @@ export class SecurityStore {
       if (next.length === this.#acls.length) return false;
       await this.#writeAcls(next);
       this.#acls = next;
-      this.aclGeneration++;
+      this.#mergeAcls();
       return true;
     });
   }

@@ -3,6 +3,7 @@
 // node cannot serve are forwarded or refused. The broker imports only this interface; the
 // cluster (src/cluster/) implements it.
 
+import type { AclEntry } from "../auth/acl.ts";
 import type { BatchHeader } from "../protocol/batch.ts";
 import type {
   AlterTopicRequest,
@@ -19,6 +20,21 @@ import type {
   ProduceResponse,
 } from "../protocol/messages.ts";
 
+/** A user's SCRAM credential as the cluster's metadata holds it (base64 of each byte string). */
+export interface ReplicatedUser {
+  salt: string;
+  iterations: number;
+  storedKey: string;
+  serverKey: string;
+}
+
+/** A change to the cluster's users or ACLs. */
+export type SecurityChange =
+  | { op: "putUser"; name: string; user: ReplicatedUser }
+  | { op: "removeUser"; name: string }
+  | { op: "addAcl"; acl: AclEntry }
+  | { op: "removeAcl"; acl: AclEntry };
+
 /**
  * The cluster side of a clustered broker. `forwarded` is true for a request another node
  * forwarded here: it is served locally or refused, never forwarded again.
@@ -28,6 +44,16 @@ export interface BrokerCluster {
   deleteTopic(name: string, forwarded: boolean): Promise<void>;
   createPartitions(req: CreatePartitionsRequest, forwarded: boolean): Promise<void>;
   alterTopic(req: AlterTopicRequest, forwarded: boolean): Promise<void>;
+  /**
+   * Applies a change of users or ACLs through the metadata group, on the controller (forwarded
+   * there as request `op` with `body`); resolves once the controller applied it: true if it
+   * changed something (a removal of nothing does not).
+   */
+  changeSecurity(
+    change: SecurityChange,
+    forward: { op: OpName; body: object },
+    forwarded: boolean,
+  ): Promise<boolean>;
   /** Appends a validated batch through the partition's Raft group, wherever it leads. */
   produce(req: ProduceRequest, header: BatchHeader, forwarded: boolean): Promise<ProduceResponse>;
   /** A producer id unique in the whole cluster. */

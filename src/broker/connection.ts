@@ -2,8 +2,15 @@
 // answered by correlation id), and writes responses and pushes through one bounded queue. A broken
 // or hostile peer costs only its own connection.
 
-import type { AclEntry, Operation, ResourceType } from "../auth/acl.ts";
-import { parseClientFirst, SCRAM_SHA_256, ScramError, ScramServer } from "../auth/scram.ts";
+import { type AclEntry, aclProblem, type Operation, type ResourceType } from "../auth/acl.ts";
+import { credentialProblem } from "../auth/store.ts";
+import {
+  parseClientFirst,
+  SCRAM_SHA_256,
+  ScramError,
+  ScramServer,
+  toBase64,
+} from "../auth/scram.ts";
 import type { Conn } from "../io/types.ts";
 import { writeAllOf } from "../io/util.ts";
 import { CODEC_NAMES } from "../protocol/codecs.ts";
@@ -52,7 +59,7 @@ import {
   type UserPutRequest,
 } from "../protocol/messages.ts";
 import type { Broker } from "./broker.ts";
-import { FORWARD_CLIENT_ID } from "./cluster_hooks.ts";
+import { FORWARD_CLIENT_ID, type SecurityChange } from "./cluster_hooks.ts";
 import type { Groups } from "./groups/groups.ts";
 import type { DeliverySink, Subscription } from "./subscription.ts";
 
@@ -765,22 +772,36 @@ const HANDLERS: Partial<Record<OpName, Handler>> = {
   USER_PUT: (c, p) => {
     const r = req<UserPutRequest>("USER_PUT", p);
     c.requireSuperUser();
-    return c.broker.auth.store.putUser(r.name, {
+    const cred = {
       salt: r.salt ?? new Uint8Array(0),
       iterations: r.iterations,
       storedKey: r.storedKey ?? new Uint8Array(0),
       serverKey: r.serverKey ?? new Uint8Array(0),
+    };
+    const problem = credentialProblem(r.name, cred);
+    if (problem !== null) throw new GregorError(ErrorCode.INVALID_REQUEST, problem);
+    const user = {
+      salt: toBase64(cred.salt),
+      iterations: cred.iterations,
+      storedKey: toBase64(cred.storedKey),
+      serverKey: toBase64(cred.serverKey),
+    };
+    return changeSecurity(c, { op: "putUser", name: r.name, user }, "USER_PUT", r, async () => {
+      await c.broker.auth.store.putUser(r.name, cred);
+      return true;
     }).then(() => ({}), invalid);
   },
   USER_DELETE: (c, p) => {
-    const { name } = req<NameRequest>("USER_DELETE", p);
+    const r = req<NameRequest>("USER_DELETE", p);
     c.requireSuperUser();
-    return c.broker.auth.store.removeUser(name).then((removed) => {
-      if (!removed) {
-        throw new GregorError(ErrorCode.INVALID_REQUEST, `No user ${JSON.stringify(name)}`);
-      }
-      return {};
-    });
+    const change = { op: "removeUser" as const, name: r.name };
+    return changeSecurity(c, change, "USER_DELETE", r, () => c.broker.auth.store.removeUser(r.name))
+      .then((removed) => {
+        if (!removed) {
+          throw new GregorError(ErrorCode.INVALID_REQUEST, `No user ${JSON.stringify(r.name)}`);
+        }
+        return {};
+      });
   },
   USER_LIST: (c, p) => {
     req("USER_LIST", p);
@@ -790,12 +811,29 @@ const HANDLERS: Partial<Record<OpName, Handler>> = {
   ACL_ADD: (c, p) => {
     const r = req<AclWire>("ACL_ADD", p);
     c.requireSuperUser();
-    return c.broker.auth.store.addAcl(r as AclEntry).then(() => ({}), invalid);
+    const acl = r as AclEntry;
+    const problem = aclProblem(acl);
+    if (problem !== null) throw new GregorError(ErrorCode.INVALID_REQUEST, problem);
+    return changeSecurity(
+      c,
+      { op: "addAcl", acl },
+      "ACL_ADD",
+      r,
+      () => c.broker.auth.store.addAcl(acl),
+    )
+      .then(() => ({}), invalid);
   },
   ACL_REMOVE: (c, p) => {
     const r = req<AclWire>("ACL_REMOVE", p);
     c.requireSuperUser();
-    return c.broker.auth.store.removeAcl(r as AclEntry).then((removed) => {
+    const acl = r as AclEntry;
+    return changeSecurity(
+      c,
+      { op: "removeAcl", acl },
+      "ACL_REMOVE",
+      r,
+      () => c.broker.auth.store.removeAcl(acl),
+    ).then((removed) => {
       if (!removed) throw new GregorError(ErrorCode.INVALID_REQUEST, "No such ACL entry");
       return {};
     });
@@ -806,6 +844,21 @@ const HANDLERS: Partial<Record<OpName, Handler>> = {
     return { acls: c.broker.auth.store.acls };
   },
 };
+
+/**
+ * A change of users or ACLs: in a cluster, through the metadata group (so it takes effect on every
+ * node); alone, to this node's files with `local`. Resolves true if it changed something.
+ */
+function changeSecurity(
+  c: Connection,
+  change: SecurityChange,
+  op: OpName,
+  body: object,
+  local: () => Promise<boolean>,
+): Promise<boolean> {
+  const cluster = c.broker.cluster;
+  return cluster === null ? local() : cluster.changeSecurity(change, { op, body }, forwarded(c));
+}
 
 /** A store's RangeError (a bad name, key or entry, a limit) is the client's INVALID_REQUEST. */
 function invalid(err: unknown): never {

@@ -24,6 +24,7 @@ import {
   type BrokerCluster,
   FORWARD_CLIENT_ID,
   type PartitionReplication,
+  type SecurityChange,
 } from "../broker/cluster_hooks.ts";
 import { type Client, connectWith } from "../client/client.ts";
 import type { Gossip } from "./gossip/mod.ts";
@@ -49,6 +50,7 @@ export class ClusterBridge implements BrokerCluster {
   readonly #env: Env;
   readonly #node: ClusterNode;
   readonly #gossip: Gossip;
+  readonly #login: { username: string; password: string } | undefined;
   readonly #clients = new Map<string, { key: string; client: Promise<Client> }>();
   #ids: { next: number; end: number; term: number } | null = null;
   #allocating: Promise<number> | null = null;
@@ -56,10 +58,20 @@ export class ClusterBridge implements BrokerCluster {
   /** Durable subscriptions' acks taken here, on their way into the metadata. */
   readonly #durables = new DurableCommits((offsets) => this.commitDurables({ offsets }, false));
 
-  constructor(env: Env, node: ClusterNode, gossip: Gossip) {
+  /**
+   * @param login The user and password requests are forwarded as, when the nodes require
+   * authentication (the cluster's node principal); omitted: none.
+   */
+  constructor(
+    env: Env,
+    node: ClusterNode,
+    gossip: Gossip,
+    login?: { username: string; password: string },
+  ) {
     this.#env = env;
     this.#node = node;
     this.#gossip = gossip;
+    this.#login = login;
   }
 
   durableAcked(key: string, offset: number): void {
@@ -70,6 +82,18 @@ export class ClusterBridge implements BrokerCluster {
 
   flushDurables(): Promise<void> {
     return this.#durables.flush();
+  }
+
+  async changeSecurity(
+    change: SecurityChange,
+    forward: { op: OpName; body: object },
+    forwarded: boolean,
+  ): Promise<boolean> {
+    const g = this.#node.metaGroup;
+    if (g !== null && g.isLeader) return await this.#node.propose(change) === 1;
+    // The controller answers a removal of nothing with INVALID_REQUEST, which comes back here.
+    await this.#forward(this.#node.controller, forward.op, forward.body, forwarded);
+    return true;
   }
 
   async commitDurables(req: DurableCommitRequest, forwarded: boolean): Promise<void> {
@@ -305,6 +329,7 @@ export class ClusterBridge implements BrokerCluster {
       host: m.host,
       port: m.clientPort,
       clientId: FORWARD_CLIENT_ID,
+      ...this.#login,
       requestTimeoutMs: FORWARD_TIMEOUT_MS,
       connectTimeoutMs: FORWARD_CONNECT_TIMEOUT_MS,
       // A dead leader's port refuses: requests waiting to be forwarded fail at once, retriably,

@@ -19,6 +19,7 @@ import {
   encodeCommand,
   foundersOf,
   isMoving,
+  isSecurityCommand,
   type MetaCommand,
   MetaState,
   placeReplicas,
@@ -255,6 +256,11 @@ export class ClusterNode {
    */
   onCoordinating: (term: number | null) => void = () => {};
   #coordinatingTerm: number | null = null;
+  /**
+   * Told after the cluster's users or ACLs changed (a command applied, or a snapshot restored):
+   * read them from `meta`. An exception thrown here is rethrown from a microtask: it is a bug.
+   */
+  onSecurityChange: () => void = () => {};
   /** Work run one at a time: reconciling replicas after metadata changes. */
   #chain: Promise<void> = Promise.resolve();
 
@@ -274,6 +280,7 @@ export class ClusterNode {
     this.meta.onChange = (c) => this.#changed(c);
     this.meta.onRestore = () => {
       this.stats.metaRestores++;
+      this.#securityChanged();
       this.#restored();
     };
   }
@@ -347,6 +354,16 @@ export class ClusterNode {
   }
 
   // --- Requests -----------------------------------------------------------------------------
+
+  #securityChanged(): void {
+    try {
+      this.onSecurityChange();
+    } catch (err) {
+      queueMicrotask(() => {
+        throw err;
+      });
+    }
+  }
 
   /** Proposes a metadata change; this node must lead the metadata group. */
   async propose(c: MetaCommand): Promise<unknown> {
@@ -983,6 +1000,10 @@ export class ClusterNode {
   // --- Replicas ---------------------------------------------------------------------------
 
   #changed(c: MetaCommand): void {
+    if (isSecurityCommand(c)) {
+      this.#securityChanged();
+      return;
+    }
     if (
       c.op === "allocateProducerIds" || c.op === "commitOffsets" || c.op === "commitDurables" ||
       c.op === "barrier"

@@ -3,6 +3,9 @@
 // the same commands in the same order, so every node agrees on where each partition lives.
 
 import { ErrorCode, GregorError } from "../protocol/errors.ts";
+import { type AclEntry, sameAcl } from "../auth/acl.ts";
+import type { ReplicatedUser, SecurityChange } from "../broker/cluster_hooks.ts";
+import { ACLS_MAX, USERS_MAX } from "../auth/store.ts";
 import type { Entry, Snapshot } from "./raft/types.ts";
 import type { StateMachine } from "./raft/shell.ts";
 
@@ -43,8 +46,18 @@ export function isMoving(t: TopicMeta, p: number): boolean {
   return t.moving?.[p] === true;
 }
 
+/** A change to the users or ACLs of the cluster; it applies to 1 if it changed something. */
+export type SecurityCommand = SecurityChange;
+
+/** True for the commands that change users or ACLs. */
+export function isSecurityCommand(c: MetaCommand): c is SecurityCommand {
+  return c.op === "putUser" || c.op === "removeUser" || c.op === "addAcl" ||
+    c.op === "removeAcl";
+}
+
 /** A change to the metadata. */
 export type MetaCommand =
+  | SecurityCommand
   | { op: "createTopic"; topic: TopicMeta }
   | { op: "deleteTopic"; name: string }
   | { op: "addPartitions"; name: string; replicas: string[][] }
@@ -98,6 +111,10 @@ export class MetaState implements StateMachine {
   #offsetCount = 0;
   /** Durable subscriptions' acknowledged offsets: "topic\0partition\0name" → offset. */
   readonly durables = new Map<string, number>();
+  /** The cluster's users, by name (a node's own users file adds to them). */
+  readonly users = new Map<string, ReplicatedUser>();
+  /** The cluster's ACL entries, in the order added. */
+  acls: AclEntry[] = [];
   /** Told after the state was replaced by a snapshot's image. */
   onRestore: () => void = () => {};
   /** Told of every applied command, after it changed the state. */
@@ -174,6 +191,14 @@ export class MetaState implements StateMachine {
       }
       case "barrier":
         return;
+      case "putUser":
+      case "removeUser":
+      case "addAcl":
+      case "removeAcl": {
+        const changed = this.#security(c);
+        if (changed === 1) this.onChange(c);
+        return changed;
+      }
       default:
         throw new GregorError(ErrorCode.INTERNAL, `Unknown metadata command`);
     }
@@ -188,6 +213,39 @@ export class MetaState implements StateMachine {
       );
     }
     return p;
+  }
+
+  /** Applies a change of users or ACLs: 1 if it changed something, else 0. */
+  #security(c: SecurityCommand): number {
+    switch (c.op) {
+      case "putUser":
+        if (!this.users.has(c.name) && this.users.size >= USERS_MAX) {
+          throw new GregorError(
+            ErrorCode.INVALID_REQUEST,
+            `the user limit of ${USERS_MAX} is reached`,
+          );
+        }
+        this.users.set(c.name, { ...c.user });
+        return 1;
+      case "removeUser":
+        return this.users.delete(c.name) ? 1 : 0;
+      case "addAcl":
+        if (this.acls.some((a) => sameAcl(a, c.acl))) return 0;
+        if (this.acls.length >= ACLS_MAX) {
+          throw new GregorError(
+            ErrorCode.INVALID_REQUEST,
+            `the ACL limit of ${ACLS_MAX} entries is reached`,
+          );
+        }
+        this.acls = [...this.acls, { ...c.acl }];
+        return 1;
+      case "removeAcl": {
+        const next = this.acls.filter((a) => !sameAcl(a, c.acl));
+        if (next.length === this.acls.length) return 0;
+        this.acls = next;
+        return 1;
+      }
+    }
   }
 
   #topic(name: string): TopicMeta {
@@ -274,6 +332,8 @@ export class MetaState implements StateMachine {
       nextProducerId: this.nextProducerId,
       offsets: [...this.offsets].map(([group, stored]) => [group, [...stored]]),
       durables: [...this.durables],
+      users: [...this.users],
+      acls: this.acls,
     }));
   }
 
@@ -283,6 +343,8 @@ export class MetaState implements StateMachine {
     this.offsets.clear();
     this.#offsetCount = 0;
     this.durables.clear();
+    this.users.clear();
+    this.acls = [];
     if (snapshot.data.length === 0) {
       this.onRestore();
       return;
@@ -294,6 +356,9 @@ export class MetaState implements StateMachine {
       offsets?: [string, [string, number][]][];
       /** Absent in images written before durable subscriptions were replicated. */
       durables?: [string, number][];
+      /** Absent in images written before users and ACLs were replicated. */
+      users?: [string, ReplicatedUser][];
+      acls?: AclEntry[];
     };
     for (const t of image.topics) this.topics.set(t.name, t);
     this.nextProducerId = image.nextProducerId;
@@ -302,6 +367,8 @@ export class MetaState implements StateMachine {
       this.#offsetCount += stored.length;
     }
     for (const [key, offset] of image.durables ?? []) this.durables.set(key, offset);
+    for (const [name, user] of image.users ?? []) this.users.set(name, user);
+    this.acls = image.acls ?? [];
     this.onRestore();
   }
 }

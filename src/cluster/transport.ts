@@ -295,6 +295,11 @@ export class Transport {
     if (!isNodeId(m.fromId) || m.fromId === this.#opts.nodeId) {
       throw new MalformedError(`RAFT from ${JSON.stringify(m.fromId)}: not another node's id`);
     }
+    if (me.conn.peerNodeId !== undefined && m.fromId !== me.conn.peerNodeId) {
+      throw new MalformedError(
+        `RAFT from ${m.fromId} on a connection authenticated as ${me.conn.peerNodeId}`,
+      );
+    }
     if (me.from !== null && m.fromId !== me.from) {
       throw new MalformedError(`RAFT from ${m.fromId} on a connection from ${me.from}`);
     }
@@ -427,6 +432,12 @@ export class Transport {
     }
     if (this.#closed) {
       conn.close();
+      return false;
+    }
+    if (conn.peerNodeId !== undefined && conn.peerNodeId !== peer.id) {
+      // The address now belongs to another node (gossip has not caught up): not peer's messages.
+      conn.close();
+      this.#failed(peer);
       return false;
     }
     peer.conn = conn;

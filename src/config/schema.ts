@@ -202,6 +202,22 @@ export const CONFIG_SCHEMA: readonly KeySpec[] = [
     description: "the name every node certificate carries, checked when dialing another node",
   },
   {
+    key: "cluster.secretFile",
+    kind: "string",
+    default: null,
+    defaultText: "<dataDir>/cluster.secret if it exists",
+    description:
+      "file holding the cluster secret, which nodes prove before any gossip or Raft message",
+  },
+  {
+    key: "cluster.secret",
+    kind: "string",
+    default: null,
+    defaultText: "none",
+    description:
+      "the cluster secret itself, 16+ bytes (a flag shows in the process list: prefer the variable)",
+  },
+  {
     key: "metrics.tlsCert",
     kind: "string",
     default: null,

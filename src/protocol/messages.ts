@@ -44,6 +44,8 @@ export const Op = {
   GOSSIP_SYN: 0x0601,
   GOSSIP_ACK2: 0x0602,
   RAFT: 0x0603,
+  CLUSTER_HELLO: 0x0604,
+  CLUSTER_PROOF: 0x0605,
   USER_PUT: 0x0701,
   USER_DELETE: 0x0702,
   USER_LIST: 0x0703,
@@ -352,6 +354,11 @@ export const SCHEMAS = {
     request: [["fromId", "string"], ["messages", { list: RAFT_ENVELOPE }]],
     response: [],
   },
+  CLUSTER_HELLO: {
+    request: [["nodeId", "string"], ["nonce", "bytes"]],
+    response: [["nodeId", "string"], ["nonce", "bytes"]],
+  },
+  CLUSTER_PROOF: { request: [["proof", "bytes"]], response: [["proof", "bytes"]] },
   USER_PUT: {
     request: [
       ["name", "string"],
@@ -566,6 +573,15 @@ export interface RaftEnvelope {
 export interface RaftRequest {
   fromId: string;
   messages: RaftEnvelope[];
+}
+/** CLUSTER_HELLO, both ways: who this end is and its fresh nonce. */
+export interface ClusterHello {
+  nodeId: string;
+  nonce: Uint8Array | null;
+}
+/** CLUSTER_PROOF, both ways: this end's HMAC over both ids and both nonces. */
+export interface ClusterProof {
+  proof: Uint8Array | null;
 }
 /** One member of the gossip view, as CLUSTER_MEMBERS lists it. */
 export interface ClusterMemberInfo {

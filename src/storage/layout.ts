@@ -46,6 +46,11 @@ export function incarnationFile(dataDir: string): string {
   return joinPath(dataDir, "node-incarnation");
 }
 
+/** The cluster secret, read (never written) when no other source gives one. */
+export function clusterSecretFile(dataDir: string): string {
+  return joinPath(dataDir, "cluster.secret");
+}
+
 /** Users and their SCRAM credentials. */
 export function usersFile(dataDir: string): string {
   return joinPath(dataDir, "users.json");
@@ -230,6 +235,7 @@ export function layoutEntries(): LayoutEntry[] {
     [probeFile(d), "made and removed at start: the directory takes writes"],
     [nodeIdFile(d), "this node's id in a cluster"],
     [incarnationFile(d), "raised at every start of a cluster node"],
+    [clusterSecretFile(d), "the cluster secret, if put there (the node only reads it)"],
     [usersFile(d), "users and their SCRAM credentials"],
     [aclsFile(d), "access control entries"],
     [producerIdsFile(d), "the next block of idempotent producer ids"],
@@ -244,7 +250,7 @@ export function layoutEntries(): LayoutEntry[] {
     [`${raftDir(d)}/`, "Raft groups of a cluster node"],
     [`${metaGroupDir(d)}/`, "the metadata group's Raft WAL"],
     [walSegmentFile(metaGroupDir(d), 0), "a WAL segment, named by its first sequence number"],
-    [founderFile(metaGroupDir(d)), "the node that founded the metadata group"],
+    [founderFile(metaGroupDir(d)), "the metadata group's founding voters, the founder first"],
     [`${replicasDir(d)}/`, "partition replicas"],
     [`${replica.slice(0, replica.lastIndexOf("/"))}/`, "topic orders, incarnation 7"],
     [`${replica}/`, "partition 0's Raft WAL"],

@@ -49,6 +49,8 @@ export const LEAVE_ROUNDS = 3;
 export const LEAVE_FANOUT = 3;
 /** A seed name that does not resolve within this long keeps its previous addresses, ms. */
 export const RESOLVE_TIMEOUT_MS = 5_000;
+/** Peers whose refusal of this node is remembered (so logged once) at most. */
+const REFUSED_PEERS_MAX = 1024;
 /** Each round starts after the interval times a factor in [1 - this, 1 + this). */
 const INTERVAL_JITTER = 0.1;
 const READ_BYTES = 16 * 1024;
@@ -121,6 +123,8 @@ export class Gossip {
   readonly #conns = new Set<Conn>();
   readonly #tasks = new Set<Promise<unknown>>();
   readonly #handlers = new Map<number, ClusterConnHandler>();
+  /** Peers that refused this node as unauthenticated, already logged. */
+  readonly #refusedBy = new Set<string>();
   /** Largest payload a first frame may have: gossip's, or a bigger one a handler registered. */
   #payloadBytesMax: number = GOSSIP_PAYLOAD_BYTES_MAX;
   #outbound = 0;
@@ -383,6 +387,20 @@ export class Gossip {
     }
   }
 
+  /**
+   * Logs that `peer` refused this node for want of the cluster secret: once, until an exchange
+   * with it succeeds, so a node left out logs one line per peer rather than one per round.
+   */
+  #refused(peer: Addr, why: string): void {
+    const k = addrKey(peer);
+    if (this.#refusedBy.has(k) || this.#refusedBy.size >= REFUSED_PEERS_MAX) return;
+    this.#refusedBy.add(k);
+    this.#opts.onLog(
+      "error",
+      `${why}; this node does not run with the cluster's secret, so the cluster refuses it`,
+    );
+  }
+
   /** Closes `conn` once `ms` have passed, unless `signal` aborts first. */
   #closeAfter(conn: Conn, ms: number, signal: AbortSignal): void {
     this.#env.clock.sleep(Math.max(0, ms), signal).then(() => conn.close(), () => {});
@@ -443,8 +461,12 @@ export class Gossip {
       });
       await this.#send(conn, encodeFrame(Op.GOSSIP_ACK2, correlationId, ack2));
       this.#counters.exchanges++;
+      this.#refusedBy.delete(addrKey(peer));
     } catch (err) {
       if (err instanceof MalformedError) this.#counters.malformed++;
+      else if (err instanceof GregorError && err.code === ErrorCode.AUTHENTICATION_FAILED) {
+        this.#refused(peer, err.message);
+      }
       this.#counters.failedExchanges++;
     } finally {
       guard.abort(GUARD_DONE);
@@ -515,6 +537,11 @@ export class Gossip {
       const syn = decodeSyn(f.payload);
       // A seed list that names this node (e.g. a DNS name resolving to every node) dials itself.
       if (syn.fromId === this.id) return;
+      if (conn.peerNodeId !== undefined && syn.fromId !== conn.peerNodeId) {
+        throw new MalformedError(
+          `GOSSIP_SYN from ${syn.fromId} on a connection authenticated as ${conn.peerNodeId}`,
+        );
+      }
       this.#state.observeDigest(syn.digest);
       const answer = encodeSynResponse({
         digest: this.#state.digest(),

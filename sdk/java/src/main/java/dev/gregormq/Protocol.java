@@ -109,6 +109,8 @@ public final class Protocol {
     def(ops, s, "GOSSIP_SYN", 0x0601, "fromId:string " + digest, digest + " " + deltas);
     def(ops, s, "GOSSIP_ACK2", 0x0602, "fromId:string " + deltas, "");
     def(ops, s, "RAFT", 0x0603, "fromId:string messages:[group:string data:bytes]", "");
+    def(ops, s, "CLUSTER_HELLO", 0x0604, "nodeId:string nonce:bytes", "nodeId:string nonce:bytes");
+    def(ops, s, "CLUSTER_PROOF", 0x0605, "proof:bytes", "proof:bytes");
     def(ops, s, "USER_PUT", 0x0701,
         "name:string salt:bytes iterations:u32 storedKey:bytes serverKey:bytes", "");
     def(ops, s, "USER_DELETE", 0x0702, "name:string", "");
