@@ -103,12 +103,18 @@ export interface ClusterConfig {
     replicaRetentionBytes?: number;
     /** Bytes of batches a replica applies between checkpoints (its Raft log's length, about). */
     replicaCheckpointBytes?: number;
+    /** How often leaders go back to preferred replicas, ms (0: never; default 30 s). */
+    leaderBalanceIntervalMs?: number;
+    /** How long a node may be dead before its replicas move, ms (0: never; default 10 min). */
+    replicaMoveAfterMs?: number;
     /** Metadata entries between snapshots of the metadata log. */
     metaCompactEvery?: number;
     /** Raft flow limits: entries and bytes per append, appends in flight (simulator only). */
     raftFlow?: { appendEntriesMax?: number; appendBytesMax?: number; inflightMax?: number };
     /** Told of each Raft group as it is created (the simulator's checkers). */
     onRaftGroup?: (group: RaftGroup) => void;
+    /** Told of a replica's group this node deleted after the replica moved away. */
+    onRaftGroupDropped?: (group: RaftGroup) => void;
   };
 }
 
@@ -186,6 +192,7 @@ export async function startNode(env: Env, config: NodeConfig = {}): Promise<Runn
   try {
     // The metrics port opens first, so /healthz answers (and /readyz says 503) during recovery.
     let ready: () => boolean | string = () => false;
+    let warnings: () => string[] = () => [];
     const metrics = new BrokerMetrics();
     const metricsAt = config.metrics === undefined ? null : {
       host: config.metrics.host ?? config.host ?? "127.0.0.1",
@@ -197,13 +204,18 @@ export async function startNode(env: Env, config: NodeConfig = {}): Promise<Runn
         HttpServer.start(metricsNet === null ? env : { ...env, net: metricsNet }, metricsAt, {
           ready: () =>
             ready(),
+          warnings: () =>
+            warnings(),
           metrics: async () => ({
             status: 200,
             contentType: metrics.contentType,
             body: await metrics.scrape(),
           }),
         }));
-    const node = await startServing(env, config, metrics, http, (r) => (ready = r));
+    const node = await startServing(env, config, metrics, http, (r, w) => {
+      ready = r;
+      warnings = w;
+    });
     return {
       ...node,
       async close() {
@@ -227,7 +239,7 @@ async function startServing(
   config: NodeConfig,
   metrics: BrokerMetrics,
   http: HttpServer | null,
-  setReady: (ready: () => boolean | string) => void,
+  setReady: (ready: () => boolean | string, warnings: () => string[]) => void,
 ): Promise<RunningNode> {
   // The nodes of a cluster need names apart in handshakes: unless one is configured, a clustered
   // node goes by its node id.
@@ -295,6 +307,14 @@ async function startServing(
       `storage failing since ${
         Math.round((env.clock.now() - failing.sinceMs) / 1000)
       } s ago (${failing.cause}): ${failing.message}`;
+  }, () => {
+    // Ready all the same (it serves), but one failure away from a cluster without metadata.
+    const f = cluster?.metaFaultTolerance();
+    if (f === undefined || f.canLose >= 1) return [];
+    return [
+      `metadata group not fault tolerant: ${f.votersAlive} of ${f.voters} voters alive, ` +
+      `${f.quorum} needed; it cannot lose a node`,
+    ];
   });
   return {
     broker,
@@ -304,7 +324,7 @@ async function startServing(
     metricsAddr: http?.addr ?? null,
     done,
     async close() {
-      setReady(() => false);
+      setReady(() => false, () => []);
       // Acks taken since the last flush, while the metadata group can still be reached.
       await bridge?.flushDurables().catch(() => {});
       // Tell the cluster first, so peers see "left" rather than wait to suspect a failure.
@@ -394,6 +414,7 @@ async function startReplication(
         FileLog.open(env, {
           dir,
           partition,
+          repairedByPeers: true,
           // The WAL holds every batch until a checkpoint synced the log: no fsync per append.
           fsync: { kind: "never" },
           segmentBytes: Number(configs["segment.bytes"] ?? broker.opts.segmentBytes),
@@ -422,6 +443,14 @@ async function startReplication(
         }
       },
       writeFounder: (dir, founder) => writeChecked(env.disk, founderFile(dir), founder),
+      hasStore: async (dir) => {
+        try {
+          return (await env.disk.list(dir)).length > 0;
+        } catch (err) {
+          if (err instanceof NotFound) return false;
+          throw err;
+        }
+      },
       resetStore: async (dir) => {
         if (await emptyDir(env, dir)) await env.disk.syncDir(dir);
       },

@@ -583,6 +583,19 @@ export class Broker {
     this.#topics.set(topic.name, topic);
   }
 
+  /**
+   * Puts `partition` in place of partition `index` of a topic this node knows (a replica that
+   * moved here, or away): subscriptions on the one replaced end.
+   */
+  replacePartition(name: string, index: number, partition: Partition): void {
+    const topic = this.#topics.get(name);
+    const was = topic?.partitions[index];
+    if (topic === undefined || was === undefined || was === partition) return;
+    for (const s of was.subscriptions) s.close();
+    was.subscriptions.clear();
+    topic.partitions[index] = partition;
+  }
+
   /** Forgets a topic the cluster deleted: its subscriptions end. */
   dropTopic(name: string): void {
     const topic = this.#topics.get(name);

@@ -20,6 +20,30 @@ export interface TopicMeta {
    * A topic deleted and created again is another topic, with other Raft groups and logs.
    */
   incarnation?: number;
+  /**
+   * Per partition, how many times its replicas were reassigned (absent or 0: never). A node that
+   * opens a replica of a partition moved before joins its group as a newcomer (the leader adds
+   * it), never with the founding voters.
+   */
+  moves?: number[];
+  /** Per partition, true while a reassignment is under way (its leader changes the group). */
+  moving?: boolean[];
+  /**
+   * Per partition moved at least once, the replicas its group was founded with (before the first
+   * move `replicas` says it): a founder opens its replica with them, even one that was down when
+   * the topic was made, so the group it belongs to can reach a quorum.
+   */
+  founders?: string[][];
+}
+
+/** The replicas partition `p` of `t` was founded with. */
+export function foundersOf(t: TopicMeta, p: number): string[] {
+  return (t.moves?.[p] ?? 0) === 0 ? t.replicas[p] ?? [] : t.founders?.[p] ?? [];
+}
+
+/** True while partition `p` of `t` is being moved to other replicas. */
+export function isMoving(t: TopicMeta, p: number): boolean {
+  return t.moving?.[p] === true;
 }
 
 /** A change to the users or ACLs of the cluster; it applies to 1 if it changed something. */
@@ -38,6 +62,10 @@ export type MetaCommand =
   | { op: "deleteTopic"; name: string }
   | { op: "addPartitions"; name: string; replicas: string[][] }
   | { op: "alterTopic"; name: string; configs: Record<string, string> }
+  /** Moves a partition to `replicas` (its leader then changes the group to match). */
+  | { op: "reassignPartition"; name: string; partition: number; replicas: string[] }
+  /** The group of a partition matches its replicas: the move is done, the others drop theirs. */
+  | { op: "partitionMoved"; name: string; partition: number; replicas: string[] }
   | { op: "allocateProducerIds"; count: number }
   /** Changes nothing: once it applies, the leader that proposed it still led (a read barrier). */
   | { op: "barrier" }
@@ -122,6 +150,37 @@ export class MetaState implements StateMachine {
       case "alterTopic":
         Object.assign(this.#topic(c.name).configs, c.configs);
         break;
+      case "reassignPartition": {
+        const t = this.#topic(c.name);
+        const p = this.#partitionOf(t, c.partition);
+        const problem = replicasProblem(c.replicas);
+        if (problem !== null) {
+          throw new GregorError(
+            ErrorCode.INVALID_REQUEST,
+            `Cannot reassign ${c.name}/${p}: ${problem}`,
+          );
+        }
+        if (isMoving(t, p)) {
+          throw new GregorError(
+            ErrorCode.INVALID_REQUEST,
+            `Cannot reassign ${c.name}/${p}: a move to ${t.replicas[p]!.join(",")} is under way`,
+          );
+        }
+        (t.founders ??= [])[p] ??= [...t.replicas[p]!];
+        t.replicas[p] = [...c.replicas];
+        (t.moves ??= [])[p] = (t.moves[p] ?? 0) + 1;
+        (t.moving ??= [])[p] = true;
+        break;
+      }
+      case "partitionMoved": {
+        const t = this.#topic(c.name);
+        const p = this.#partitionOf(t, c.partition);
+        // Only the move it reports: a later reassignment of the partition is still under way.
+        if (t.replicas[p]!.join(",") === c.replicas.join(",") && t.moving !== undefined) {
+          t.moving[p] = false;
+        }
+        break;
+      }
       case "commitOffsets":
         this.#commitOffsets(c.group, c.offsets, c.reset === true);
         break;
@@ -144,6 +203,16 @@ export class MetaState implements StateMachine {
         throw new GregorError(ErrorCode.INTERNAL, `Unknown metadata command`);
     }
     this.onChange(c);
+  }
+
+  #partitionOf(t: TopicMeta, p: number): number {
+    if (!Number.isInteger(p) || p < 0 || p >= t.replicas.length) {
+      throw new GregorError(
+        ErrorCode.UNKNOWN_PARTITION,
+        `Topic ${t.name} has no partition ${p} (it has ${t.replicas.length})`,
+      );
+    }
+    return p;
   }
 
   /** Applies a change of users or ACLs: 1 if it changed something, else 0. */
@@ -302,6 +371,16 @@ export class MetaState implements StateMachine {
     this.acls = image.acls ?? [];
     this.onRestore();
   }
+}
+
+/** Why `replicas` cannot be a partition's replicas, or null. */
+export function replicasProblem(replicas: readonly string[]): string | null {
+  if (replicas.length === 0) return "no replicas given";
+  if (new Set(replicas).size !== replicas.length) {
+    return `a node is named twice (${replicas.join(",")})`;
+  }
+  if (replicas.some((r) => typeof r !== "string" || r === "")) return "an empty node id";
+  return null;
 }
 
 /**

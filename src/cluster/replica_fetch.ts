@@ -160,7 +160,7 @@ export class ReplicaFetcher implements RangeSource {
         // Only an answer that moves the asker on counts; a peer as far behind is no help.
         if (reply.bytes.length > 0 || reply.logStartOffset > fromOffset) {
           this.#backoffMs = BACKOFF_MS_MIN;
-          return { bytes: reply.bytes, logStartOffset: reply.logStartOffset };
+          return { bytes: reply.bytes, logStartOffset: reply.logStartOffset, peer };
         }
       }
       await this.backoff();

@@ -96,6 +96,8 @@ Deno.test("loadConfig() reads JSON files, by extension or by content, with dotte
       replicate: true,
       bootstrapExpect: 0,
       replicationFactor: 3,
+      leaderBalanceIntervalMs: 30_000,
+      replicaMoveAfterMs: 600_000,
       secret: null,
       secretFile: null,
     });
@@ -136,6 +138,8 @@ Deno.test("loadConfig() keeps every flag cli/broker.ts accepted before, with the
     replicate: true,
     bootstrapExpect: 0,
     replicationFactor: 3,
+    leaderBalanceIntervalMs: 30_000,
+    replicaMoveAfterMs: 600_000,
     secret: null,
     secretFile: null,
   });
@@ -271,6 +275,7 @@ Deno.test("toNodeConfig() carries every setting startNode uses", () => {
     advertiseHost: "127.0.0.1",
     replicate: true,
     replicationFactor: 3,
+    raft: { leaderBalanceIntervalMs: 30_000, replicaMoveAfterMs: 600_000 },
   });
   assert.deepEqual(node.metrics, { host: "0.0.0.0", port: 0 });
   assert.equal(toNodeConfig(load({ args: ["--no-metrics-enabled"] }).config).metrics, undefined);

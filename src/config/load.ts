@@ -65,6 +65,10 @@ export interface NodeSettings {
     /** 0: automatic (see ClusterConfig.bootstrapExpect). */
     bootstrapExpect: number;
     replicationFactor: number;
+    /** How often leaders go back to their preferred replicas, ms (0: never). */
+    leaderBalanceIntervalMs: number;
+    /** How long a node may be dead before its replicas move to live nodes, ms (0: never). */
+    replicaMoveAfterMs: number;
     /** The cluster secret as given (environment, file or flag), or null. */
     secret: string | null;
     /** A file holding it (read by the caller), or null: then `<dataDir>/cluster.secret`, if any. */
@@ -281,6 +285,10 @@ export function toNodeConfig(
       ...(settings.cluster.bootstrapExpect > 0
         ? { bootstrapExpect: settings.cluster.bootstrapExpect }
         : {}),
+      raft: {
+        leaderBalanceIntervalMs: settings.cluster.leaderBalanceIntervalMs,
+        replicaMoveAfterMs: settings.cluster.replicaMoveAfterMs,
+      },
     };
   }
   return {
@@ -337,6 +345,8 @@ function assemble(v: ReadonlyMap<string, Value>): NodeSettings {
         replicate: v.get("cluster.replicate") as boolean,
         bootstrapExpect: num("cluster.bootstrapExpect"),
         replicationFactor: num("cluster.replicationFactor"),
+        leaderBalanceIntervalMs: num("cluster.leaderBalanceIntervalMs"),
+        replicaMoveAfterMs: num("cluster.replicaMoveAfterMs"),
         secret: v.get("cluster.secret") as string | null,
         secretFile: v.get("cluster.secretFile") as string | null,
       }

@@ -120,6 +120,23 @@ export const CONFIG_SCHEMA: readonly KeySpec[] = [
     description: "live nodes needed before a fresh cluster founds its metadata group",
   },
   {
+    key: "cluster.leaderBalanceIntervalMs",
+    kind: "int",
+    min: 0,
+    max: 24 * 3600 * 1000,
+    default: 30_000,
+    description:
+      "how often a node hands partitions it leads back to their preferred replicas (0: never)",
+  },
+  {
+    key: "cluster.replicaMoveAfterMs",
+    kind: "int",
+    min: 0,
+    max: 7 * 24 * 3600 * 1000,
+    default: 600_000,
+    description: "how long a node may be dead before the controller moves its replicas (0: never)",
+  },
+  {
     key: "cluster.replicationFactor",
     kind: "int",
     min: 1,

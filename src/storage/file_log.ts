@@ -21,6 +21,7 @@ import {
   type AppendResult,
   type Log,
   type LogDamage,
+  type LogRepair,
   OffsetInsideBatch,
   OffsetOutOfRange,
   type ReadLimits,
@@ -67,6 +68,8 @@ export interface FileLogOptions {
   dir: string;
   /** The topic and partition the log holds, for messages that tell an operator what to do. */
   partition?: { topic: string; id: number };
+  /** A replica's log, which its replica repairs from its peers: damage reports say so. */
+  repairedByPeers?: boolean;
   fsync: FsyncPolicy;
   /** Roll to a new segment past this size. */
   segmentBytes: number;
@@ -102,17 +105,6 @@ export interface FileLogStats {
   corruptReads: number;
   /** Reads served from the newest batches kept in memory, without a file read. */
   tailReads: number;
-}
-
-/** What a repair cut off a damaged log. */
-export interface LogRepair {
-  /** The first offset dropped: the log's end after the repair, where new records go. */
-  cutOffset: number;
-  /** One past the last offset dropped (the log's end before the repair). */
-  endOffset: number;
-  bytesDropped: number;
-  /** The damage the cut removed. */
-  damage: LogDamage;
 }
 
 /** Bytes written by one write at most; more waiting batches go in the next. */
@@ -348,6 +340,7 @@ export class FileLog implements Log {
   /** What an operator runs to repair this log. */
   get #repairHint(): string {
     const p = this.#opts.partition;
+    if (this.#opts.repairedByPeers === true) return "the replica repairs it from its peers";
     return p === undefined
       ? "repair it"
       : `repair it with \`gregorctl topic repair ${p.topic} --partition ${p.id}\``;
@@ -367,7 +360,7 @@ export class FileLog implements Log {
     this.#opts.onReport?.(
       `${this.#name} is damaged from offset ${d.offset}: ${file} fails its checks at byte ${d.byte} ` +
         `(${d.reason}); offsets before ${d.offset} are served, later ones and appends are refused ` +
-        `until an operator repairs it: ${this.#repairHint}`,
+        `until it is repaired: ${this.#repairHint}`,
       "error",
     );
   }
@@ -1060,7 +1053,11 @@ export class FileLog implements Log {
     this.#opts.onReport?.(
       `${this.#name} repaired: dropped offsets ${repair.cutOffset}..${endOffset - 1} ` +
         `(${endOffset - repair.cutOffset} records, ${repair.bytesDropped} bytes) from the damage ` +
-        `at byte ${damage.byte} of ${damage.file}; new records get offsets from ${repair.cutOffset}`,
+        `at byte ${damage.byte} of ${damage.file}; ${
+          this.#opts.repairedByPeers === true
+            ? "the replica fetches them again from its peers"
+            : `new records get offsets from ${repair.cutOffset}`
+        }`,
     );
     return repair;
   }

@@ -250,7 +250,7 @@ export function layoutEntries(): LayoutEntry[] {
     [`${raftDir(d)}/`, "Raft groups of a cluster node"],
     [`${metaGroupDir(d)}/`, "the metadata group's Raft WAL"],
     [walSegmentFile(metaGroupDir(d), 0), "a WAL segment, named by its first sequence number"],
-    [founderFile(metaGroupDir(d)), "the node that founded the metadata group"],
+    [founderFile(metaGroupDir(d)), "the metadata group's founding voters, the founder first"],
     [`${replicasDir(d)}/`, "partition replicas"],
     [`${replica.slice(0, replica.lastIndexOf("/"))}/`, "topic orders, incarnation 7"],
     [`${replica}/`, "partition 0's Raft WAL"],

@@ -215,6 +215,16 @@ export class RaftNode {
     return [...this.#learners].sort();
   }
 
+  /** True once the latest configuration in the log is committed. */
+  get configCommitted(): boolean {
+    return this.#configIndex <= this.#commit;
+  }
+
+  /** The index of the latest configuration in the log (0: the founding one). */
+  get configIndex(): number {
+    return this.#configIndex;
+  }
+
   /** Times this node cut a conflicting suffix off its log for its leader's entries. */
   truncations = 0;
 

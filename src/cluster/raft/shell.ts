@@ -256,6 +256,18 @@ export class RaftGroup {
     return started;
   }
 
+  /**
+   * Hands leadership to voter `target` once its log matches (see RaftNode.transferLeadership).
+   * @returns false if this node does not lead, or `target` is not another voter.
+   */
+  transferLeadership(target: string): boolean {
+    if (this.stopped) return false;
+    let started = false;
+    this.#guard(() => (started = this.node.transferLeadership(target)));
+    this.#kick();
+    return started;
+  }
+
   /** Proposes adding a voter, or promoting a learner (one change at a time). */
   addServer(id: string): Promise<unknown> {
     return this.#await(this.node.addServer(id));
