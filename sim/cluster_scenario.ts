@@ -26,6 +26,7 @@ import { type Client, connectWith } from "../src/client/client.ts";
 import { ErrorCode, GregorError } from "../src/protocol/errors.ts";
 import { loadClusterModules, type RunningNode, startNode } from "../src/node.ts";
 import { type ClusterNode, META_GROUP } from "../src/cluster/cluster.ts";
+import { isMoving } from "../src/cluster/controller.ts";
 import type { RaftGroup } from "../src/cluster/raft/shell.ts";
 import { brokerHooks, brokerSimulation, calm, firstLine, Nemesis } from "./faults.ts";
 import type { SimNode } from "./node.ts";
@@ -414,8 +415,15 @@ export async function runCluster(opts: ClusterOptions): Promise<RunResult> {
       const node = running.get(names[i]!);
       if (node === undefined || !nodes[i]!.up) return false;
       if (node.cluster === null) return false;
-      const named = node.cluster.meta.topics.get(TOPIC)?.replicas[p];
-      if (named === undefined) return false;
+      const t = node.cluster.meta.topics.get(TOPIC);
+      const named = t?.replicas[p];
+      if (t === undefined || named === undefined) return false;
+      // A move off a node that was down finishes once the faults calm: its group is changed,
+      // the move recorded, and the replicas left out dropped theirs.
+      if (isMoving(t, p)) return false;
+      if (!named.includes(node.cluster.nodeId) && node.cluster.replica(TOPIC, p) !== null) {
+        return false;
+      }
       if (named.includes(node.cluster.nodeId) && !node.cluster.holds(TOPIC, p)) return false;
       const g = node.cluster.replica(TOPIC, p);
       if (g === null) continue;
