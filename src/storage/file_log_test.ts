@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import type { Disk, Env } from "../io/types.ts";
+import type { Disk, Env, File as DiskFile } from "../io/types.ts";
 import {
   batchesIn,
   type BatchLimits,
@@ -255,9 +255,8 @@ function recordingRenames(env: Env, renames: string[]): Env {
   return { ...env, disk };
 }
 
-/** An Env whose segment files take `delayMs` for their first sync: a disk stalled under load. */
-function slowFirstSync(env: Env, delayMs: number): Env {
-  let syncs = 0;
+/** An Env whose segment files (`.log`) sync through `sync`, given the file and its path. */
+function segmentSyncs(env: Env, sync: (f: DiskFile, path: string) => Promise<void>): Env {
   const disk: Disk = {
     ...env.disk,
     open: async (p, o) => {
@@ -269,14 +268,20 @@ function slowFirstSync(env: Env, delayMs: number): Env {
         size: () => f.size(),
         truncate: (len) => f.truncate(len),
         close: () => f.close(),
-        sync: async () => {
-          if (syncs++ === 0) await env.clock.sleep(delayMs);
-          return f.sync();
-        },
+        sync: () => sync(f, p),
       };
     },
   };
   return { ...env, disk };
+}
+
+/** An Env whose segment files take `delayMs` for their first sync: a disk stalled under load. */
+function slowFirstSync(env: Env, delayMs: number): Env {
+  let syncs = 0;
+  return segmentSyncs(env, async (f) => {
+    if (syncs++ === 0) await env.clock.sleep(delayMs);
+    return f.sync();
+  });
 }
 
 Deno.test("parseFsyncPolicy() reads always, never and interval:<ms>, and nothing else", () => {
@@ -1544,25 +1549,11 @@ Deno.test("A crash-interrupted truncation finished at open stays finished across
 
 /** An Env whose segment files' syncs fail while `failing()` says so: a disk that went bad. */
 function failingSegmentSyncs(env: Env, failing: () => boolean): Env {
-  const disk: Disk = {
-    ...env.disk,
-    open: async (p, o) => {
-      const f = await env.disk.open(p, o);
-      if (!p.endsWith(".log")) return f;
-      return {
-        readAt: (pos, buf) => f.readAt(pos, buf),
-        writeAt: (pos, bytes) => f.writeAt(pos, bytes),
-        size: () => f.size(),
-        truncate: (len) => f.truncate(len),
-        close: () => f.close(),
-        sync: () =>
-          failing()
-            ? Promise.reject(new IoFailure(`Cannot sync ${p}: input/output error`))
-            : f.sync(),
-      };
-    },
-  };
-  return { ...env, disk };
+  return segmentSyncs(
+    env,
+    (f, p) =>
+      failing() ? Promise.reject(new IoFailure(`Cannot sync ${p}: input/output error`)) : f.sync(),
+  );
 }
 
 Deno.test("A truncation that fails after its marker is durable never cuts batches acknowledged later", async () => {
