@@ -93,6 +93,9 @@ const REFUSALS_ANSWERED_PER_SECOND_MAX = 32;
 export const DURABLE_SUBSCRIPTIONS_MAX = 100_000;
 
 /** A single-node broker. */
+/** Subscribers of one partition from which an append wakes them on the next event-loop turn. */
+const WAKE_LATER_SUBSCRIBERS = 64;
+
 export class Broker {
   readonly opts: Readonly<BrokerOptions>;
   readonly env: Env;
@@ -1030,7 +1033,7 @@ export class Broker {
       return admitted.baseOffset.then((baseOffset) => {
         if (onDisk) this.storage.succeeded();
         if (!admitted.duplicate) {
-          partition.notify();
+          this.#notify(partition);
           const seconds = (this.env.clock.now() - startMs) / 1000;
           this.observer.produced(req.topic, header.recordCount, batch.length, seconds);
         }
@@ -1069,6 +1072,28 @@ export class Broker {
       this.#savingHeldBack.set(partition, attempt);
     }
     return attempt;
+  }
+
+  /** Partitions whose subscribers are woken on the next turn of the event loop. */
+  readonly #wakeSoon = new Set<Partition>();
+
+  /**
+   * Wakes `partition`'s subscribers after an append. With many of them the wake-up waits for the
+   * next turn of the event loop, so the producer's answer goes out first: 10,000 subscribers of
+   * one topic, woken at once, held a publish's answer back behind all their deliveries (75 ms).
+   * Appends until then share the one wake-up.
+   */
+  #notify(partition: Partition): void {
+    if (partition.subscriptions.size < WAKE_LATER_SUBSCRIBERS) {
+      partition.notify();
+      return;
+    }
+    if (this.#wakeSoon.has(partition)) return;
+    this.#wakeSoon.add(partition);
+    void this.env.clock.sleep(0).then(() => {
+      this.#wakeSoon.delete(partition);
+      partition.notify();
+    });
   }
 
   /** The idempotent-producer state of `partition`. */
