@@ -68,6 +68,11 @@ async function helm(args: string[]): Promise<string> {
   return text;
 }
 
+/** Secrets the tests' releases read, by "name/key": what the kubelet would put in the variable. */
+const SECRETS: Record<string, string> = {
+  "gregormq-cluster/cluster-secret": "a-cluster-secret-of-32-bytes-long",
+};
+
 /** The chart's objects, rendered with `--set` values. */
 async function render(sets: string[] = []): Promise<Doc[]> {
   const text = await helm([
@@ -91,6 +96,13 @@ function only(docs: Doc[], kind: string, pick: (d: Doc) => boolean = () => true)
 function containerEnv(container: Doc): Record<string, string> {
   const env: Record<string, string> = {};
   for (const e of container.env) {
+    const secret = e.valueFrom?.secretKeyRef;
+    if (secret !== undefined) {
+      const value = SECRETS[`${secret.name}/${secret.key}`];
+      assert.ok(value !== undefined, `${e.name} comes from an unknown Secret key`);
+      env[e.name] = value;
+      continue;
+    }
     if (e.valueFrom !== undefined) {
       const path = e.valueFrom.fieldRef?.fieldPath as keyof typeof POD | undefined;
       assert.ok(path !== undefined && path in POD, `${e.name} comes from an unexpected source`);
@@ -147,6 +159,7 @@ Deno.test({
       "--set",
       "tls.client.enabled=true,tls.client.secretName=a,tls.cluster.enabled=true,tls.cluster.secretName=b",
     ]);
+    await helm(["lint", "--strict", CHART, "--set", "cluster.secretName=gregormq-cluster"]);
   },
 });
 
@@ -255,6 +268,22 @@ Deno.test({
     // Without TLS and without the allowance, the broker would refuse to start.
     const refused = brokerSettings(await render(["allowInsecurePublic=false"])).settings;
     assert.match(insecurePublicRefusal(refused) ?? "", /--allow-insecure-public/);
+  },
+});
+
+Deno.test({
+  name:
+    "helm chart: the cluster secret comes from a Secret into GREGOR_CLUSTER_SECRET, never a flag",
+  ignore: HELM === null,
+  fn: async () => {
+    assert.equal(brokerSettings(await render()).settings.cluster?.secret, null);
+    const docs = await render(["cluster.secretName=gregormq-cluster"]);
+    const { settings, container } = brokerSettings(docs);
+    assert.equal(settings.cluster?.secret, SECRETS["gregormq-cluster/cluster-secret"]);
+    assert.ok(
+      !JSON.stringify(container.args ?? []).includes("secret"),
+      "the secret is not on the command line",
+    );
   },
 });
 
