@@ -122,6 +122,9 @@ export async function runStorage(opts: StorageOptions): Promise<RunResult> {
       dir: DIR,
       fsync: { kind: "always" },
       segmentBytes: opts.segmentBytes,
+      // Reads go to the file, whose faults this scenario is about (the broker scenarios keep the
+      // newest batches in memory, the default).
+      tailCacheBytes: 0,
       segmentMs: 365 * 24 * 3_600_000,
       indexIntervalBytes: opts.indexIntervalBytes,
       retentionBytes: -1,

@@ -10,6 +10,8 @@ import {
   type ReceivedMessage,
 } from "../src/client/mod.ts";
 import type { BrokerOptions } from "../src/broker/options.ts";
+import { encodeFramed, Op, SCHEMAS, Start } from "../src/protocol/messages.ts";
+import { type Frame, FrameParser, PROTOCOL_VERSION } from "../src/protocol/frame.ts";
 import { denoEnv } from "../src/io/deno/mod.ts";
 import { CODEC_NAMES } from "../src/protocol/compression.ts";
 import { type RunningNode, startNode } from "../src/node.ts";
@@ -425,4 +427,51 @@ Deno.test("at handshakingConnectionsMax the oldest silent connection goes before
     await node.close();
     await Deno.remove(dataDir, { recursive: true });
   }
+});
+
+Deno.test("a SUBSCRIBE's answer reaches the client before its first delivery, even one served from memory", async () => {
+  await withBroker(async (node, client) => {
+    for (let i = 0; i < 5; i++) await client.publish("order", { value: `m${i}` });
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: node.addr.port });
+    try {
+      const send = async (bytes: Uint8Array) => {
+        for (let at = 0; at < bytes.length;) at += await conn.write(bytes.subarray(at));
+      };
+      const frames: Frame[] = [];
+      const parser = new FrameParser({ payloadBytesMax: 1 << 20 });
+      const buf = new Uint8Array(64 * 1024);
+      const until = async (n: number) => {
+        while (frames.length < n) {
+          const got = await conn.read(buf);
+          assert.ok(got !== null, "the broker closed the connection");
+          parser.push(buf.slice(0, got));
+          for (let r = parser.next(); r.kind === "frame"; r = parser.next()) frames.push(r.frame);
+        }
+      };
+      await send(encodeFramed(SCHEMAS.HELLO.request, {
+        versionMin: PROTOCOL_VERSION,
+        versionMax: PROTOCOL_VERSION,
+        clientId: "order-check",
+        credential: null,
+      }, { opcode: Op.HELLO, correlationId: 1 }));
+      await until(1);
+      await send(encodeFramed(SCHEMAS.SUBSCRIBE.request, {
+        subscriptionId: 1,
+        topic: "order",
+        partition: 0,
+        start: Start.earliest,
+        startValue: 0,
+        durableName: "",
+        ackTimeoutMs: 0,
+        creditMessages: 100,
+        creditBytes: 1 << 20,
+      }, { opcode: Op.SUBSCRIBE, correlationId: 2 }));
+      await until(3);
+      assert.equal(frames[1]!.correlationId, 2, "the SUBSCRIBE answer comes first");
+      assert.equal(frames[1]!.opcode, Op.SUBSCRIBE);
+      assert.equal(frames[2]!.opcode, Op.DELIVER);
+    } finally {
+      conn.close();
+    }
+  });
 });

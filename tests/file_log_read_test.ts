@@ -15,6 +15,8 @@ function options(dir: string, over: Partial<FileLogOptions> = {}): FileLogOption
     dir,
     fsync: { kind: "never" },
     segmentBytes: 20_000,
+    // Reads go to the file, whose read paths these tests are about.
+    tailCacheBytes: 0,
     segmentMs: 3_600_000,
     indexIntervalBytes: 1_000,
     retentionBytes: -1,

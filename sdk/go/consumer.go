@@ -134,6 +134,10 @@ func (s *Subscription) start(ctx context.Context, from From) error {
 	s.mu.Lock()
 	s.id, s.c = id, c
 	s.queue, s.credits, s.owedMsgs, s.owedB, s.lostErr = nil, nil, 0, 0, nil
+	// The reader may hand over this subscription's first deliveries before this goroutine has
+	// read the SUBSCRIBE answer: they must not be judged against the last subscription's position
+	// (a resumed subscription dropped them all, and the credit they took was never given back).
+	s.recvNext = 0
 	s.mu.Unlock()
 	c.addSub(s)
 	ack := uint32(s.cfg.AckTimeout / time.Millisecond)
@@ -150,7 +154,7 @@ func (s *Subscription) start(ctx context.Context, from From) error {
 	}
 	s.mu.Lock()
 	s.next = resp["startOffset"].(int64)
-	s.recvNext = s.next
+	s.recvNext = max(s.recvNext, s.next)
 	s.mu.Unlock()
 	return nil
 }

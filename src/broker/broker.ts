@@ -1228,6 +1228,7 @@ export class Broker {
       deliverBytesMax: this.opts.deliverBytesMax,
       durable,
       onDelivered: (records, bytes) => this.observer.delivered(req.topic, records, bytes),
+      held: true,
     });
     if (durable !== null) durable.owner = sub;
     partition.subscriptions.add(sub);

@@ -306,7 +306,15 @@ export class Connection implements DeliverySink {
         flags: Flag.RESPONSE,
       }),
     );
+    const sub = this.#answering.get(value);
+    if (sub !== undefined) {
+      this.#answering.delete(value);
+      sub.release();
+    }
   }
+
+  /** SUBSCRIBE answers being sent, and the subscriptions they start. */
+  readonly #answering = new WeakMap<object, Subscription>();
 
   /** Queues an error that ends the connection; reading stops, the socket closes once it is sent. */
   #fail(correlationId: number, code: number, message: string): void {
@@ -498,8 +506,9 @@ export class Connection implements DeliverySink {
       logStartOffset: log.logStartOffset,
       highWatermark: log.nextOffset,
     };
-    // Deliveries must follow the SUBSCRIBE response, which #finish queues after this returns.
-    queueMicrotask(() => sub.pump());
+    // Deliveries must follow the SUBSCRIBE response: #finish releases the subscription once it
+    // has queued the response.
+    this.#answering.set(response, sub);
     return response;
   }
 

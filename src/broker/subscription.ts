@@ -56,6 +56,8 @@ export interface SubscriptionOptions {
   durable: DurableState | null;
   /** Called after each push with its records and bytes (for metrics). */
   onDelivered?(records: number, bytes: number): void;
+  /** Deliver nothing until `release()` (a connection's, until its SUBSCRIBE answer is sent). */
+  held?: boolean;
 }
 
 interface Delivered {
@@ -112,6 +114,7 @@ export class Subscription {
     this.#creditBytesMax = opts.creditBytesMax;
     this.#deliverBytesMax = opts.deliverBytesMax;
     this.#onDelivered = opts.onDelivered ?? (() => {});
+    this.#held = opts.held ?? false;
     this.creditMessages = Math.min(opts.creditMessages, opts.creditMessagesMax);
     this.creditBytes = Math.min(opts.creditBytes, opts.creditBytesMax);
   }
@@ -177,8 +180,22 @@ export class Subscription {
     if (this.durable?.owner === this) this.durable.owner = null;
   }
 
+  /**
+   * True until the connection has queued the SUBSCRIBE answer: a client learns where the
+   * subscription starts from that answer, so nothing is delivered before it, whatever wakes the
+   * subscription first (an append, a grant).
+   */
+  #held: boolean;
+
+  /** Lets deliveries start: the SUBSCRIBE answer is on its way. */
+  release(): void {
+    this.#held = false;
+    this.pump();
+  }
+
   /** Sends whatever the log has and the credit allows. Safe to call at any time, any number of times. */
   pump(): void {
+    if (this.#held) return;
     if (this.#pumping) {
       this.#again = true;
       return;

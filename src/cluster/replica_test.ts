@@ -245,6 +245,8 @@ function openFileLog(env: Env): Promise<FileLog> {
     dir: LOG_DIR,
     fsync: { kind: "always" },
     segmentBytes: 1_000,
+    // Reads go to the files, where these tests put their damage.
+    tailCacheBytes: 0,
     segmentMs: 1 << 30,
     indexIntervalBytes: 200,
     retentionBytes: -1,
