@@ -4,11 +4,11 @@
 import type { Addr, Env, Listener, TlsServerOptions } from "./io/types.ts";
 import { TlsNetwork, type TlsNetworkOptions } from "./io/tls_network.ts";
 import { Broker, type BrokerHooks } from "./broker/broker.ts";
+import { LocalControlPlane } from "./broker/local_control_plane.ts";
 // The cluster modules are loaded only by a node that joins a cluster (start-up time).
 import type { Gossip } from "./cluster/gossip/mod.ts";
 import type { ClusterNode } from "./cluster/cluster.ts";
 import type { RaftGroup } from "./cluster/raft/shell.ts";
-import type { ClusterBridge } from "./cluster/bridge.ts";
 import { AddressInUse, NotFound } from "./io/errors.ts";
 import { readChecked, writeChecked } from "./storage/checked_file.ts";
 import { Op } from "./protocol/messages.ts";
@@ -218,10 +218,20 @@ async function startServing(
   // node goes by its node id.
   const nodeId = config.cluster === undefined ? null : await (await loadClusterModules()).gossip
     .loadOrCreateNodeId(env, config.broker?.dataDir ?? DEFAULT_BROKER_OPTIONS.dataDir);
-  const broker = await Broker.open(env, {
-    ...config.broker,
-    ...(nodeId === null || config.broker?.brokerId !== undefined ? {} : { brokerId: nodeId }),
-  }, config.hooks);
+  // A replicating node's broker is served by the cluster's control plane, which starts serving
+  // once the node has joined (startReplication); any other by its own.
+  const bridge = config.cluster?.replicate === true
+    ? new (await loadClusterModules()).bridge.ClusterBridge(env)
+    : null;
+  const broker = await Broker.open(
+    env,
+    {
+      ...config.broker,
+      ...(nodeId === null || config.broker?.brokerId !== undefined ? {} : { brokerId: nodeId }),
+    },
+    config.hooks,
+    bridge ?? new LocalControlPlane(),
+  );
   metrics.attach(broker);
   const clientAt = { host: config.host ?? "127.0.0.1", port: config.port ?? DEFAULT_CLIENT_PORT };
   const listener: Listener = await listenOn(
@@ -257,9 +267,9 @@ async function startServing(
     broker.membership = () => (gossip as Gossip).members();
   }
   let cluster: ClusterNode | null = null;
-  let bridge: ClusterBridge | null = null;
-  if (config.cluster?.replicate === true && gossip !== null) {
-    ({ cluster, bridge } = await startReplication(env, clusterEnv, config, broker, gossip));
+  if (bridge !== null && gossip !== null) {
+    cluster = await startReplication(env, clusterEnv, config, broker, gossip);
+    bridge.attach(cluster, gossip);
     metrics.attachCluster(cluster);
   }
   const done = broker.serve(listener);
@@ -285,7 +295,6 @@ async function startServing(
       // Tell the cluster first, so peers see "left" rather than wait to suspect a failure.
       if (gossip !== null) await gossip.leave();
       await cluster?.stop();
-      await bridge?.close();
       await broker.close();
       await done;
       await http?.close();
@@ -306,10 +315,9 @@ async function startReplication(
   config: NodeConfig,
   broker: Broker,
   gossip: Gossip,
-): Promise<{ cluster: ClusterNode; bridge: ClusterBridge }> {
+): Promise<ClusterNode> {
   const modules = await loadClusterModules();
   const { ClusterNode } = modules.cluster;
-  const { ClusterBridge } = modules.bridge;
   const { attachGroups } = modules.groupOffsets;
   const { RAFT_FRAME_PAYLOAD_BYTES_MAX, Transport } = modules.transport;
   const { RaftWal } = modules.wal;
@@ -393,10 +401,8 @@ async function startReplication(
     transport,
     broker,
   );
-  const bridge = new ClusterBridge(env, cluster, gossip);
-  broker.cluster = bridge;
   attachGroups(broker.groups, cluster);
-  return { cluster, bridge };
+  return cluster;
 }
 
 /** Removes every file in `dir`; false if there is no such directory. */

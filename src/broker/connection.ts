@@ -52,7 +52,7 @@ import {
   type UserPutRequest,
 } from "../protocol/messages.ts";
 import type { Broker } from "./broker.ts";
-import { FORWARD_CLIENT_ID } from "./cluster_hooks.ts";
+import { FORWARD_CLIENT_ID } from "./control_plane.ts";
 import type { Groups } from "./groups/groups.ts";
 import type { DeliverySink, Subscription } from "./subscription.ts";
 

@@ -1,7 +1,9 @@
-// The broker's view of the cluster (BrokerCluster): requests that must run where a Raft group
-// leads are served here when this node leads, and otherwise forwarded over an ordinary client
-// connection to the node that does. A forwarded request is never forwarded again, so a stale view
-// costs one NOT_LEADER answer, not a loop; clients retry it (idempotently).
+// The control plane of a broker in a replicating cluster: topics are decided by the replicated
+// metadata, appends run through the partition's Raft group, reads only where a replica is held.
+// Requests that must run where a Raft group leads are served here when this node leads, and
+// otherwise forwarded over an ordinary client connection to the node that does. A forwarded request
+// is never forwarded again, so a stale view costs one NOT_LEADER answer, not a loop; clients retry
+// it (idempotently).
 
 import type { Env } from "../io/types.ts";
 import { ErrorCode, GregorError } from "../protocol/errors.ts";
@@ -19,12 +21,17 @@ import type {
   OpName,
   ProduceRequest,
   ProduceResponse,
+  RepairPartitionsResponse,
 } from "../protocol/messages.ts";
 import {
-  type BrokerCluster,
+  type ControlPlane,
   FORWARD_CLIENT_ID,
   type PartitionReplication,
-} from "../broker/cluster_hooks.ts";
+  type PlaneHost,
+} from "../broker/control_plane.ts";
+import { ALTERABLE_TOPIC_CONFIGS } from "../broker/broker.ts";
+import { checkTopicName, type Topic } from "../broker/topic.ts";
+import { effectiveConfigs } from "../broker/topic_store.ts";
 import { type Client, connectWith } from "../client/client.ts";
 import type { Gossip } from "./gossip/mod.ts";
 import type { ClusterNode } from "./cluster.ts";
@@ -43,12 +50,19 @@ const READS_OFFSETS: ReadonlySet<OpName> = new Set([
 const FORWARD_TIMEOUT_MS = 10_000;
 /** How long forwarding waits to connect to a leader, ms; past it the client is told to retry. */
 const FORWARD_CONNECT_TIMEOUT_MS = 2_000;
+/** How long a node waits to learn of a topic it just created, ms. */
+const TOPIC_APPLY_WAIT_MS = 10_000;
+/** How often it looks for the topic meanwhile, ms. */
+const TOPIC_APPLY_POLL_MS = 10;
 
-/** BrokerCluster over a ClusterNode. */
-export class ClusterBridge implements BrokerCluster {
+/**
+ * The control plane over a ClusterNode. It exists before the node does (the broker is given it as
+ * it opens, and the node needs the broker): until `attach`, requests are refused as NOT_LEADER.
+ */
+export class ClusterBridge implements ControlPlane {
   readonly #env: Env;
-  readonly #node: ClusterNode;
-  readonly #gossip: Gossip;
+  #attached: { node: ClusterNode; gossip: Gossip } | null = null;
+  #host: PlaneHost | null = null;
   readonly #clients = new Map<string, { key: string; client: Promise<Client> }>();
   #ids: { next: number; end: number; term: number } | null = null;
   #allocating: Promise<number> | null = null;
@@ -56,13 +70,49 @@ export class ClusterBridge implements BrokerCluster {
   /** Durable subscriptions' acks taken here, on their way into the metadata. */
   readonly #durables = new DurableCommits((offsets) => this.commitDurables({ offsets }, false));
 
-  constructor(env: Env, node: ClusterNode, gossip: Gossip) {
+  constructor(env: Env) {
     this.#env = env;
-    this.#node = node;
-    this.#gossip = gossip;
   }
 
+  bind(host: PlaneHost): void {
+    if (this.#host !== null) throw new Error("A control plane serves one broker");
+    this.#host = host;
+  }
+
+  /** Starts serving through `node`, once it runs. */
+  attach(node: ClusterNode, gossip: Gossip): void {
+    this.#attached = { node, gossip };
+  }
+
+  get #node(): ClusterNode {
+    if (this.#attached === null) {
+      throw new GregorError(
+        ErrorCode.NOT_LEADER,
+        "This node has not joined its cluster yet; retry",
+      );
+    }
+    return this.#attached.node;
+  }
+
+  get #gossip(): Gossip {
+    if (this.#attached === null) {
+      throw new GregorError(
+        ErrorCode.NOT_LEADER,
+        "This node has not joined its cluster yet; retry",
+      );
+    }
+    return this.#attached.gossip;
+  }
+
+  get #b(): PlaneHost {
+    if (this.#host === null) throw new Error("The control plane is not bound to a broker");
+    return this.#host;
+  }
+
+  readonly endsExact = false;
+
   durableAcked(key: string, offset: number): void {
+    if (this.#attached === null) return;
     const incarnation = this.#node.servedIncarnation(key.slice(0, key.indexOf("\u0000")));
     // A topic no longer served here was deleted: its acks have nowhere to go.
     if (incarnation !== undefined) this.#durables.acked(key, offset, incarnation);
@@ -112,16 +162,39 @@ export class ClusterBridge implements BrokerCluster {
     return r.offset;
   }
 
-  createTopic(req: CreateTopicRequest, forwarded: boolean): Promise<void> {
-    return this.#atController(
-      () => this.#node.createTopic(req.name, req.partitions, req.configs),
+  async resumeOffset(topic: string, partition: number, name: string): Promise<number> {
+    // Acked on any node: the metadata's leader knows.
+    if (name.includes("\u0000")) {
+      throw new GregorError(ErrorCode.INVALID_REQUEST, `A durable name may not contain NUL`);
+    }
+    return await this.durableOffset({ topic, partition, name }, false);
+  }
+
+  /** Through the metadata group; resolves once this node knows the topic. */
+  async createTopic(req: CreateTopicRequest, forwarded: boolean): Promise<Topic> {
+    const b = this.#b;
+    b.checkPartitionCount(req.partitions);
+    b.checkPartitionsTotal(req.partitions, `create topic ${req.name}`);
+    const configs = effectiveConfigs(req.configs, b.opts);
+    await this.#atController(
+      () => this.#node.createTopic(req.name, req.partitions, configs),
       "CREATE_TOPIC",
-      req,
+      { ...req, configs },
       forwarded,
+    );
+    for (let waited = 0; waited < TOPIC_APPLY_WAIT_MS; waited += TOPIC_APPLY_POLL_MS) {
+      const t = b.knownTopic(req.name);
+      if (t !== undefined) return t;
+      await this.#env.clock.sleep(TOPIC_APPLY_POLL_MS);
+    }
+    throw new GregorError(
+      ErrorCode.TIMEOUT,
+      `Topic ${req.name} was created but this node has not learnt of it yet; retry`,
     );
   }
 
   deleteTopic(name: string, forwarded: boolean): Promise<void> {
+    checkTopicName(name);
     return this.#atController(
       () => this.#node.deleteTopic(name),
       "DELETE_TOPIC",
@@ -131,6 +204,15 @@ export class ClusterBridge implements BrokerCluster {
   }
 
   createPartitions(req: CreatePartitionsRequest, forwarded: boolean): Promise<void> {
+    const b = this.#b;
+    if (!Number.isInteger(req.count) || req.count > b.opts.partitionsMax) {
+      throw new GregorError(
+        ErrorCode.INVALID_REQUEST,
+        `A topic has at most ${b.opts.partitionsMax} partitions, not ${req.count}`,
+      );
+    }
+    const have = b.knownTopic(req.name)?.partitions.length ?? 0;
+    b.checkPartitionsTotal(req.count - have, `grow topic ${req.name} to ${req.count}`);
     return this.#atController(
       async () => {
         const t = this.#node.meta.topics.get(req.name);
@@ -149,6 +231,13 @@ export class ClusterBridge implements BrokerCluster {
   }
 
   alterTopic(req: AlterTopicRequest, forwarded: boolean): Promise<void> {
+    for (const key of Object.keys(req.configs)) {
+      if (!ALTERABLE_TOPIC_CONFIGS.includes(key)) {
+        throw new GregorError(ErrorCode.INVALID_REQUEST, `Topic config ${key} cannot be changed`);
+      }
+    }
+    const b = this.#b;
+    effectiveConfigs({ ...b.knownTopic(req.name)?.configs, ...req.configs }, b.opts);
     return this.#atController(
       async () => void await this.#node.propose({ op: "alterTopic", ...req }),
       "ALTER_TOPIC",
@@ -183,7 +272,28 @@ export class ClusterBridge implements BrokerCluster {
     }
   }
 
-  async produce(
+  repairPartitions(): Promise<RepairPartitionsResponse> {
+    return Promise.reject(
+      new GregorError(
+        ErrorCode.INVALID_REQUEST,
+        "In a cluster a damaged replica is repaired from its peers, not cut by REPAIR_PARTITIONS",
+      ),
+    );
+  }
+
+  async append(
+    req: ProduceRequest,
+    header: BatchHeader,
+    forwarded: boolean,
+  ): Promise<ProduceResponse> {
+    const startMs = this.#env.clock.now();
+    const answer = await this.#produce(req, header, forwarded);
+    const seconds = (this.#env.clock.now() - startMs) / 1000;
+    this.#b.observer.produced(req.topic, header.recordCount, req.batch!.length, seconds);
+    return answer;
+  }
+
+  async #produce(
     req: ProduceRequest,
     header: BatchHeader,
     forwarded: boolean,
@@ -219,12 +329,33 @@ export class ClusterBridge implements BrokerCluster {
     return p.leader === "" ? null : p.leader;
   }
 
-  metadata(req: MetadataRequest): MetadataResponse {
+  async metadata(req: MetadataRequest): Promise<MetadataResponse> {
+    const b = this.#b;
+    if (req.autoCreate === 1 && b.opts.autoCreateTopics) {
+      for (const { name } of req.topics) {
+        if (b.knownTopic(name) === undefined) {
+          await (b.topic(name, true) as Promise<Topic>).catch(() => {});
+        }
+      }
+    }
     return this.#node.metadata(req);
   }
 
   holds(topic: string, partition: number): boolean {
-    return this.#node.holds(topic, partition);
+    return this.#attached?.node.holds(topic, partition) ?? false;
+  }
+
+  /** Only nodes holding a replica serve a partition's reads. */
+  checkReadable(topic: string, partition: number): void {
+    const node = this.#node;
+    if (node.holds(topic, partition)) return;
+    const replicas = node.metadata({ topics: [{ name: topic }], autoCreate: 0 }).topics[0]
+      ?.partitions[partition]?.replicas.map((r) => r.id);
+    if (replicas === undefined) return; // unknown topic or partition: the usual errors follow
+    throw new GregorError(
+      ErrorCode.NOT_LEADER,
+      `This node holds no replica of ${topic}/${partition}; ask one of ${replicas.join(", ")}`,
+    );
   }
 
   replication(topic: string, partition: number): PartitionReplication {

@@ -20,7 +20,8 @@ Deno.test("ClusterBridge: forwarding to a leader that cannot be reached is a ret
   const gossip = {
     member: (id: string) => id === "dead-node" ? { host: "127.0.0.1", clientPort: port } : null,
   } as unknown as Gossip;
-  const bridge = new ClusterBridge(denoEnv(), node, gossip);
+  const bridge = new ClusterBridge(denoEnv());
+  bridge.attach(node, gossip);
   try {
     // Several requests at once share one connection attempt to the dead node.
     const outcomes = await Promise.allSettled([0, 1, 2].map(() => bridge.initProducerId(false)));

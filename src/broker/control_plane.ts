@@ -1,0 +1,128 @@
+// The broker's control plane: who decides topics, where a partition's appends and reads run, where
+// producer ids, durable subscription offsets and consumer groups are kept. The broker is given one
+// at construction and asks it instead of asking whether it is clustered: `LocalControlPlane`
+// (local_control_plane.ts) serves everything on this node; the cluster's (src/cluster/bridge.ts)
+// goes through the replicated metadata and the partitions' Raft groups.
+
+import type { Env } from "../io/types.ts";
+import type { BatchHeader } from "../protocol/batch.ts";
+import type {
+  AlterTopicRequest,
+  CreatePartitionsRequest,
+  CreateTopicRequest,
+  DurableCommitRequest,
+  DurableFetchRequest,
+  InitProducerIdResponse,
+  MetadataRequest,
+  MetadataResponse,
+  OpName,
+  PartitionInfo,
+  ProduceRequest,
+  ProduceResponse,
+  RepairPartitionsRequest,
+  RepairPartitionsResponse,
+} from "../protocol/messages.ts";
+import type { BrokerObserver } from "./observer.ts";
+import type { BrokerOptions } from "./options.ts";
+import type { Topic } from "./topic.ts";
+
+/**
+ * Where the broker's requests are decided. `forwarded` is true for a request another node
+ * forwarded here: it is served here or refused, never forwarded again.
+ */
+export interface ControlPlane {
+  /** Called once, by the broker the plane serves, as it is constructed. */
+  bind(host: PlaneHost): void;
+  /** Creates a topic; resolves with it once this node knows it. */
+  createTopic(req: CreateTopicRequest, forwarded: boolean): Promise<Topic>;
+  deleteTopic(name: string, forwarded: boolean): Promise<void>;
+  createPartitions(req: CreatePartitionsRequest, forwarded: boolean): Promise<void>;
+  alterTopic(req: AlterTopicRequest, forwarded: boolean): Promise<void>;
+  /** Cuts damaged partitions back to their last good batch, where that is how they are repaired. */
+  repairPartitions(req: RepairPartitionsRequest): Promise<RepairPartitionsResponse>;
+  /** Where each partition of the named topics lives. */
+  metadata(req: MetadataRequest): Promise<MetadataResponse>;
+  /** Appends a validated batch to its partition, wherever the partition's appends run. */
+  append(req: ProduceRequest, header: BatchHeader, forwarded: boolean): Promise<ProduceResponse>;
+  /** A new producer id, unique wherever the plane's producers may write. */
+  initProducerId(forwarded: boolean): Promise<InitProducerIdResponse>;
+  /** True if this node holds the partition's log (and so may serve reads of it). */
+  holds(topic: string, partition: number): boolean;
+  /** Throws NOT_LEADER naming who holds the partition if this node holds no copy of it. */
+  checkReadable(topic: string, partition: number): void;
+  /**
+   * False when a partition log held here may lag the partition (a follower's): group commits
+   * are then not checked against its end.
+   */
+  readonly endsExact: boolean;
+  /** Who leads and holds the partition, and which replicas are in sync. */
+  replication(topic: string, partition: number): PartitionReplication;
+  /**
+   * Runs a consumer-group request on the group coordinator: `local` if this node coordinates,
+   * else wherever the coordinator is.
+   */
+  atCoordinator<R>(
+    op: OpName,
+    body: object,
+    forwarded: boolean,
+    local: () => R | Promise<R>,
+  ): Promise<R>;
+  /** Notes an ack of durable subscription `key`: it is kept with the next `flushDurables`. */
+  durableAcked(key: string, offset: number): void;
+  /** Keeps the acks noted since the last flush; throws on the first failure of an outage. */
+  flushDurables(): Promise<void>;
+  /** Takes durable subscriptions' acks another node sent. */
+  commitDurables(req: DurableCommitRequest, forwarded: boolean): Promise<void>;
+  /** A durable subscription's last acked offset; -1 if it has none. */
+  durableOffset(req: DurableFetchRequest, forwarded: boolean): Promise<number>;
+  /**
+   * The acked offset a durable subscription resumes after beyond what this node remembers; -1
+   * if the plane keeps none apart from the broker's own.
+   */
+  resumeOffset(topic: string, partition: number, name: string): Promise<number>;
+  /** The broker is closing (before its logs close): last offsets are kept, connections closed. */
+  close(): Promise<void>;
+}
+
+/** What a control plane needs from the broker it serves. */
+export interface PlaneHost {
+  readonly env: Env;
+  readonly opts: Readonly<BrokerOptions>;
+  readonly observer: BrokerObserver;
+  /** This node's id in its cluster ("" outside one). */
+  readonly nodeId: string;
+  /** The topic `name` if this broker knows it. */
+  knownTopic(name: string): Topic | undefined;
+  /** The topic `name`, created with the defaults if it does not exist and auto-creation is on. */
+  topic(name: string, create: boolean): Topic | Promise<Topic>;
+  /** INVALID_REQUEST unless `n` is a partition count a topic may have. */
+  checkPartitionCount(n: number): void;
+  /** LIMIT_EXCEEDED if `adding` more partitions would pass partitionsTotalMax. */
+  checkPartitionsTotal(adding: number, what: string): void;
+  /** The broker's own single-node implementations, which the local plane runs. */
+  readonly here: HereOps;
+}
+
+/** The single-node implementations of what the control plane decides, as the broker runs them. */
+export interface HereOps {
+  createTopic(req: CreateTopicRequest): Promise<Topic>;
+  deleteTopic(name: string): Promise<void>;
+  createPartitions(req: CreatePartitionsRequest): Promise<void>;
+  alterTopic(req: AlterTopicRequest): Promise<void>;
+  repairPartitions(req: RepairPartitionsRequest): Promise<RepairPartitionsResponse>;
+  metadata(req: MetadataRequest): Promise<MetadataResponse>;
+  append(req: ProduceRequest, header: BatchHeader): Promise<ProduceResponse>;
+  initProducerId(): Promise<InitProducerIdResponse>;
+  /** Marks the durable subscriptions' offsets as moved since they were last written. */
+  offsetsMoved(): void;
+  /** Writes the durable subscriptions' offsets if any moved. */
+  flushOffsets(): Promise<void>;
+  /** A durable subscription's acked offset as this broker holds it, -1 if none. */
+  durableOffset(req: DurableFetchRequest): number;
+}
+
+/** DESCRIBE_TOPIC's replication fields of one partition. */
+export type PartitionReplication = Pick<PartitionInfo, "leader" | "replicas" | "isr">;
+
+/** The client id a node uses when it forwards a request to another node. */
+export const FORWARD_CLIENT_ID = "gregormq-forward";
