@@ -5,9 +5,11 @@ import type { Addr, Env, Listener, TlsServerOptions } from "./io/types.ts";
 import { TlsNetwork, type TlsNetworkOptions } from "./io/tls_network.ts";
 import { Broker, type BrokerHooks } from "./broker/broker.ts";
 import { LocalControlPlane } from "./broker/local_control_plane.ts";
+import { serveForwarded } from "./broker/connection.ts";
 // The cluster modules are loaded only by a node that joins a cluster (start-up time).
 import type { Gossip } from "./cluster/gossip/mod.ts";
 import type { ClusterNode } from "./cluster/cluster.ts";
+import type { Forwarder } from "./cluster/forward.ts";
 import type { RaftGroup } from "./cluster/raft/shell.ts";
 import { AddressInUse, NotFound } from "./io/errors.ts";
 import { readChecked, writeChecked } from "./storage/checked_file.ts";
@@ -269,7 +271,7 @@ async function startServing(
   let cluster: ClusterNode | null = null;
   if (bridge !== null && gossip !== null) {
     cluster = await startReplication(env, clusterEnv, config, broker, gossip);
-    bridge.attach(cluster, gossip);
+    bridge.attach(cluster, await startForwarding(clusterEnv, broker, gossip));
     metrics.attachCluster(cluster);
   }
   const done = broker.serve(listener);
@@ -405,6 +407,33 @@ async function startReplication(
   return cluster;
 }
 
+/**
+ * Forwards requests this node does not serve to the nodes that do, and serves the ones they
+ * forward, on the cluster port.
+ */
+async function startForwarding(
+  clusterEnv: Env,
+  broker: Broker,
+  gossip: Gossip,
+): Promise<Forwarder> {
+  const { Forwarder, FORWARD_OPCODE, forwardPayloadBytesMax } =
+    (await loadClusterModules()).forward;
+  const forwarder = new Forwarder(clusterEnv, {
+    nodeId: broker.nodeId,
+    resolve: (id) => {
+      const m = gossip.member(id);
+      return m === null ? null : { host: m.host, port: m.clusterPort };
+    },
+  });
+  gossip.handle(
+    FORWARD_OPCODE,
+    (conn, first, parser) =>
+      forwarder.serve(conn, first, parser, (req) => serveForwarded(broker, req)),
+    { payloadBytesMax: forwardPayloadBytesMax(broker.opts.payloadBytesMax) },
+  );
+  return forwarder;
+}
+
 /** Removes every file in `dir`; false if there is no such directory. */
 async function emptyDir(env: Env, dir: string): Promise<boolean> {
   let names: string[];
@@ -430,13 +459,14 @@ export function loadClusterModules(): ReturnType<typeof importClusterModules> {
 }
 
 async function importClusterModules() {
-  const [gossip, cluster, bridge, groupOffsets, transport, wal] = await Promise.all([
+  const [gossip, cluster, bridge, groupOffsets, transport, wal, forward] = await Promise.all([
     import("./cluster/gossip/mod.ts"),
     import("./cluster/cluster.ts"),
     import("./cluster/bridge.ts"),
     import("./cluster/group_offsets.ts"),
     import("./cluster/transport.ts"),
     import("./cluster/raft/wal.ts"),
+    import("./cluster/forward.ts"),
   ]);
-  return { gossip, cluster, bridge, groupOffsets, transport, wal };
+  return { gossip, cluster, bridge, groupOffsets, transport, wal, forward };
 }

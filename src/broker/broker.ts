@@ -44,7 +44,7 @@ import { FileLog } from "../storage/file_log.ts";
 import { ProducerIds } from "./producer_ids.ts";
 import { PartitionProducers, rebuildProducers } from "./producer_state.ts";
 import { Groups } from "./groups/groups.ts";
-import type { ControlPlane, HereOps, PlaneHost } from "./control_plane.ts";
+import type { ControlPlane, ForwardedRequest, HereOps, PlaneHost } from "./control_plane.ts";
 import { LocalControlPlane } from "./local_control_plane.ts";
 import { StorageHealth } from "./storage_health.ts";
 import { Auth } from "../auth/auth.ts";
@@ -511,10 +511,10 @@ export class Broker implements PlaneHost {
   // --- Topics -----------------------------------------------------------------------------
 
   /** Creates a topic (for a disk topic, its metadata is durable before this resolves). */
-  createTopic(req: CreateTopicRequest, forwarded = false): Promise<Topic> {
+  createTopic(req: CreateTopicRequest): Promise<Topic> {
     checkTopicName(req.name);
     this.#checkLoadable(req.name);
-    return this.#plane.createTopic(req, forwarded);
+    return this.#plane.createTopic(req);
   }
 
   #createHere(req: CreateTopicRequest): Promise<Topic> {
@@ -610,18 +610,18 @@ export class Broker implements PlaneHost {
    * Runs a consumer-group request where groups are coordinated: here on a single node; in a
    * cluster on the metadata group's leader, forwarding it there (once) from any other node.
    */
-  groupRequest<R>(
-    op: OpName,
-    body: object,
-    forwarded: boolean,
-    local: () => R | Promise<R>,
-  ): Promise<R> {
-    return this.#plane.atCoordinator(op, body, forwarded, local);
+  groupRequest<R>(op: OpName, local: () => R | Promise<R>): Promise<R> {
+    return this.#plane.atCoordinator(op, local);
+  }
+
+  /** Sends a request another node serves there (see `LedElsewhere`); resolves with its answer. */
+  forward(to: string, req: ForwardedRequest): Promise<Uint8Array | null> {
+    return this.#plane.forward(to, req);
   }
 
   /** Deletes a topic; its subscribers' subscriptions end. */
-  async deleteTopic(name: string, forwarded = false): Promise<void> {
-    return await this.#plane.deleteTopic(name, forwarded);
+  async deleteTopic(name: string): Promise<void> {
+    return await this.#plane.deleteTopic(name);
   }
 
   async #deleteHere(name: string): Promise<void> {
@@ -676,7 +676,12 @@ export class Broker implements PlaneHost {
     if (pending !== undefined) return pending;
     this.#checkLoadable(name);
     if (create && this.opts.autoCreateTopics) {
-      return this.createTopic({ name, partitions: this.opts.defaultPartitions, configs: {} });
+      checkTopicName(name);
+      return this.#plane.autoCreateTopic({
+        name,
+        partitions: this.opts.defaultPartitions,
+        configs: {},
+      });
     }
     return this.#existing(name);
   }
@@ -740,8 +745,8 @@ export class Broker implements PlaneHost {
    * Grows a topic to `count` partitions. Partitions are never removed: a key's partition would
    * change under its consumers. Existing partitions and their data are untouched.
    */
-  async createPartitions(req: CreatePartitionsRequest, forwarded = false): Promise<void> {
-    return await this.#plane.createPartitions(req, forwarded);
+  async createPartitions(req: CreatePartitionsRequest): Promise<void> {
+    return await this.#plane.createPartitions(req);
   }
 
   async #createPartitionsHere(req: CreatePartitionsRequest): Promise<void> {
@@ -878,10 +883,10 @@ export class Broker implements PlaneHost {
    * Changes a topic's retention configs (for a disk topic, its metadata is durable before this
    * resolves) and applies the new limits at once.
    */
-  async alterTopic(req: AlterTopicRequest, forwarded = false): Promise<void> {
+  async alterTopic(req: AlterTopicRequest): Promise<void> {
     // Checked here first: an unknown topic is UNKNOWN_TOPIC wherever it would be altered.
     this.#existing(req.name);
-    return await this.#plane.alterTopic(req, forwarded);
+    return await this.#plane.alterTopic(req);
   }
 
   async #alterHere(req: AlterTopicRequest): Promise<void> {
@@ -921,7 +926,7 @@ export class Broker implements PlaneHost {
    * Validates and appends one batch. Offsets are assigned in call order per partition, before the
    * first await, so pipelined produces on one connection keep their order.
    */
-  produce(req: ProduceRequest, forwarded = false): Promise<ProduceResponse> {
+  produce(req: ProduceRequest): Promise<ProduceResponse> {
     const codec = req.batch === null ? 0 : batchCodec(req.batch);
     if (this.#producesAwaitingCodecs > 0 || (codec !== 0 && !codecsLoaded())) {
       // The codec libraries load on the first compressed batch; produces wait for them in call
@@ -929,16 +934,16 @@ export class Broker implements PlaneHost {
       this.#producesAwaitingCodecs++;
       return loadCodecs().then(() => {
         this.#producesAwaitingCodecs--;
-        return this.#produce(req, forwarded);
+        return this.#produce(req);
       }, (err) => {
         this.#producesAwaitingCodecs--;
         throw err;
       });
     }
-    return this.#produce(req, forwarded);
+    return this.#produce(req);
   }
 
-  #produce(req: ProduceRequest, forwarded: boolean): Promise<ProduceResponse> {
+  #produce(req: ProduceRequest): Promise<ProduceResponse> {
     const batch = req.batch;
     if (batch === null || batch.length === 0) {
       throw new GregorError(ErrorCode.INVALID_REQUEST, "PRODUCE needs a record batch");
@@ -952,7 +957,7 @@ export class Broker implements PlaneHost {
     const header: BatchHeader = validateBatch(batch, {
       recordsBytesMax: this.opts.recordsBytesMax,
     });
-    return this.#plane.append(req, header, forwarded);
+    return this.#plane.append(req, header);
   }
 
   #appendHere(req: ProduceRequest, header: BatchHeader): Promise<ProduceResponse> {
@@ -1040,8 +1045,8 @@ export class Broker implements PlaneHost {
    * epoch 0.
    * @throws {GregorError} STORAGE_ERROR if the id block cannot be reserved durably.
    */
-  async initProducerId(forwarded = false): Promise<InitProducerIdResponse> {
-    return await this.#plane.initProducerId(forwarded);
+  async initProducerId(): Promise<InitProducerIdResponse> {
+    return await this.#plane.initProducerId();
   }
 
   async #initProducerIdHere(): Promise<InitProducerIdResponse> {
@@ -1167,13 +1172,13 @@ export class Broker implements PlaneHost {
   }
 
   /** A durable subscription's last acked offset (-1: none); in a cluster, as replicated. */
-  async durableOffset(req: DurableFetchRequest, forwarded = false): Promise<number> {
-    return await this.#plane.durableOffset(req, forwarded);
+  async durableOffset(req: DurableFetchRequest): Promise<number> {
+    return await this.#plane.durableOffset(req);
   }
 
   /** Takes durable subscriptions' acks another node forwarded, for the replicated metadata. */
-  async commitDurables(req: DurableCommitRequest, forwarded = false): Promise<void> {
-    return await this.#plane.commitDurables(req, forwarded);
+  async commitDurables(req: DurableCommitRequest): Promise<void> {
+    return await this.#plane.commitDurables(req);
   }
 
   /** Ends a subscription. */

@@ -27,25 +27,31 @@ import type { BrokerOptions } from "./options.ts";
 import type { Topic } from "./topic.ts";
 
 /**
- * Where the broker's requests are decided. `forwarded` is true for a request another node
- * forwarded here: it is served here or refused, never forwarded again.
+ * Where the broker's requests are decided. A request that must run on another node is refused
+ * with `LedElsewhere`, naming the node: the connection it came in on forwards it there, or, if it
+ * was itself forwarded here, answers NOT_LEADER (a request is never forwarded twice).
  */
 export interface ControlPlane {
   /** Called once, by the broker the plane serves, as it is constructed. */
   bind(host: PlaneHost): void;
-  /** Creates a topic; resolves with it once this node knows it. */
-  createTopic(req: CreateTopicRequest, forwarded: boolean): Promise<Topic>;
-  deleteTopic(name: string, forwarded: boolean): Promise<void>;
-  createPartitions(req: CreatePartitionsRequest, forwarded: boolean): Promise<void>;
-  alterTopic(req: AlterTopicRequest, forwarded: boolean): Promise<void>;
+  /** Creates a topic a client asked for; resolves with it once this node knows it. */
+  createTopic(req: CreateTopicRequest): Promise<Topic>;
+  /**
+   * Creates a topic the broker itself needs (auto-creation on first use, within another request):
+   * never refused with `LedElsewhere`, as the request it serves runs here.
+   */
+  autoCreateTopic(req: CreateTopicRequest): Promise<Topic>;
+  deleteTopic(name: string): Promise<void>;
+  createPartitions(req: CreatePartitionsRequest): Promise<void>;
+  alterTopic(req: AlterTopicRequest): Promise<void>;
   /** Cuts damaged partitions back to their last good batch, where that is how they are repaired. */
   repairPartitions(req: RepairPartitionsRequest): Promise<RepairPartitionsResponse>;
   /** Where each partition of the named topics lives. */
   metadata(req: MetadataRequest): Promise<MetadataResponse>;
   /** Appends a validated batch to its partition, wherever the partition's appends run. */
-  append(req: ProduceRequest, header: BatchHeader, forwarded: boolean): Promise<ProduceResponse>;
+  append(req: ProduceRequest, header: BatchHeader): Promise<ProduceResponse>;
   /** A new producer id, unique wherever the plane's producers may write. */
-  initProducerId(forwarded: boolean): Promise<InitProducerIdResponse>;
+  initProducerId(): Promise<InitProducerIdResponse>;
   /** True if this node holds the partition's log (and so may serve reads of it). */
   holds(topic: string, partition: number): boolean;
   /** Throws NOT_LEADER naming who holds the partition if this node holds no copy of it. */
@@ -61,25 +67,26 @@ export interface ControlPlane {
    * Runs a consumer-group request on the group coordinator: `local` if this node coordinates,
    * else wherever the coordinator is.
    */
-  atCoordinator<R>(
-    op: OpName,
-    body: object,
-    forwarded: boolean,
-    local: () => R | Promise<R>,
-  ): Promise<R>;
+  atCoordinator<R>(op: OpName, local: () => R | Promise<R>): Promise<R>;
   /** Notes an ack of durable subscription `key`: it is kept with the next `flushDurables`. */
   durableAcked(key: string, offset: number): void;
   /** Keeps the acks noted since the last flush; throws on the first failure of an outage. */
   flushDurables(): Promise<void>;
   /** Takes durable subscriptions' acks another node sent. */
-  commitDurables(req: DurableCommitRequest, forwarded: boolean): Promise<void>;
+  commitDurables(req: DurableCommitRequest): Promise<void>;
   /** A durable subscription's last acked offset; -1 if it has none. */
-  durableOffset(req: DurableFetchRequest, forwarded: boolean): Promise<number>;
+  durableOffset(req: DurableFetchRequest): Promise<number>;
   /**
    * The acked offset a durable subscription resumes after beyond what this node remembers; -1
    * if the plane keeps none apart from the broker's own.
    */
   resumeOffset(topic: string, partition: number, name: string): Promise<number>;
+  /**
+   * Sends a request frame to node `to` (which a `LedElsewhere` named) and resolves with its answer
+   * frame, or null for a request without one.
+   * @throws {GregorError} NOT_LEADER if `to` cannot be reached; TIMEOUT if the outcome is unknown.
+   */
+  forward(to: string, req: ForwardedRequest): Promise<Uint8Array | null>;
   /** The broker is closing (before its logs close): last offsets are kept, connections closed. */
   close(): Promise<void>;
 }
@@ -121,8 +128,36 @@ export interface HereOps {
   durableOffset(req: DurableFetchRequest): number;
 }
 
+/** A request as a client sent it, on its way to the node that serves it, and who sent it. */
+export interface ForwardedRequest {
+  opcode: number;
+  payload: Uint8Array;
+  /** The client id of the client's connection (group members are named after it). */
+  clientId: string;
+  /** The client's authenticated user ("" for none), already authorized where it connected. */
+  principal: string;
+}
+
+/**
+ * Thrown by a control plane for a request that runs on node `nodeId`, not here. Not a protocol
+ * error: the connection turns it into a forward, or into NOT_LEADER for a forwarded request.
+ */
+export class LedElsewhere extends Error {
+  /**
+   * @param nodeId The node that serves the request.
+   * @param op The request: only a request of this kind is forwarded (anything else is a bug).
+   * @param settle Run here once `nodeId` answered the request with success, before that answer
+   *   goes to the client (to wait, say, until this node knows a topic the leader created).
+   */
+  constructor(
+    readonly nodeId: string,
+    readonly op: OpName,
+    readonly settle: (() => Promise<unknown>) | null = null,
+  ) {
+    super(`This node does not lead the request (${op}); its leader is ${nodeId}`);
+    this.name = "LedElsewhere";
+  }
+}
+
 /** DESCRIBE_TOPIC's replication fields of one partition. */
 export type PartitionReplication = Pick<PartitionInfo, "leader" | "replicas" | "isr">;
-
-/** The client id a node uses when it forwards a request to another node. */
-export const FORWARD_CLIENT_ID = "gregormq-forward";

@@ -39,6 +39,10 @@ export class LocalControlPlane implements ControlPlane {
     return this.#here.createTopic(req);
   }
 
+  autoCreateTopic(req: CreateTopicRequest): Promise<Topic> {
+    return this.#here.createTopic(req);
+  }
+
   deleteTopic(name: string): Promise<void> {
     return this.#here.deleteTopic(name);
   }
@@ -81,12 +85,7 @@ export class LocalControlPlane implements ControlPlane {
     return { leader: this.#host?.nodeId ?? "", replicas: self, isr: self };
   }
 
-  atCoordinator<R>(
-    _op: OpName,
-    _body: object,
-    _forwarded: boolean,
-    local: () => R | Promise<R>,
-  ): Promise<R> {
+  atCoordinator<R>(_op: OpName, local: () => R | Promise<R>): Promise<R> {
     return Promise.resolve().then(local);
   }
 
@@ -113,6 +112,15 @@ export class LocalControlPlane implements ControlPlane {
 
   resumeOffset(): Promise<number> {
     return Promise.resolve(-1);
+  }
+
+  forward(to: string): Promise<Uint8Array | null> {
+    return Promise.reject(
+      new GregorError(
+        ErrorCode.NOT_LEADER,
+        `Cannot forward a request to ${to}: this node is in no replicating cluster`,
+      ),
+    );
   }
 
   close(): Promise<void> {
