@@ -424,13 +424,11 @@ async function startForwarding(
       const m = gossip.member(id);
       return m === null ? null : { host: m.host, port: m.clusterPort };
     },
+    serve: (req) => serveForwarded(broker, req),
   });
-  gossip.handle(
-    FORWARD_OPCODE,
-    (conn, first, parser) =>
-      forwarder.serve(conn, first, parser, (req) => serveForwarded(broker, req)),
-    { payloadBytesMax: forwardPayloadBytesMax(broker.opts.payloadBytesMax) },
-  );
+  gossip.handle(FORWARD_OPCODE, (conn, first, parser) => forwarder.serve(conn, first, parser), {
+    payloadBytesMax: forwardPayloadBytesMax(broker.opts.payloadBytesMax),
+  });
   return forwarder;
 }
 

@@ -63,6 +63,8 @@ export interface ForwarderOptions {
   nodeId: string;
   /** Where node `nodeId`'s cluster port is now, or null if it is not a known member. */
   resolve(nodeId: string): Addr | null;
+  /** Runs the requests peers forward here. Without it, their connections are closed. */
+  serve?: ServeForwarded;
   /** Requests waiting for their answer from one peer at most; more wait for a slot. 1024. */
   inFlightMax?: number;
   /** Request payload bytes waiting for their answers from one peer at most. 64 MiB. */
@@ -87,7 +89,7 @@ export interface ForwarderStats {
   connects: number;
 }
 
-type Resolved = Required<Omit<ForwarderOptions, "resolve">>;
+type Resolved = Required<Omit<ForwarderOptions, "resolve" | "serve">>;
 
 /** A request sent to a peer, waiting for its answer. */
 interface Pending {
@@ -125,9 +127,12 @@ interface Link {
  *
  * @example
  * ```ts ignore
- * const forwarder = new Forwarder(env, { nodeId, resolve: (id) => clusterAddrOf(id) });
- * gossip.handle(FORWARD_OPCODE, (conn, first, parser) =>
- *   forwarder.serve(conn, first, parser, serveForwarded), {
+ * const forwarder = new Forwarder(env, {
+ *   nodeId,
+ *   resolve: (id) => clusterAddrOf(id),
+ *   serve: (req) => serveForwarded(broker, req),
+ * });
+ * gossip.handle(FORWARD_OPCODE, (conn, first, parser) => forwarder.serve(conn, first, parser), {
  *   payloadBytesMax: forwardPayloadBytesMax(payloadBytesMax),
  * });
  * const answer = await forwarder.forward("node-b", { opcode, payload, clientId, principal: "" });
@@ -137,6 +142,7 @@ export class Forwarder {
   readonly #env: Env;
   readonly #o: Resolved;
   readonly #resolve: (nodeId: string) => Addr | null;
+  readonly #serve: ServeForwarded | null;
   readonly #peers = new Map<string, Peer>();
   readonly #inbound = new Set<Conn>();
   readonly #stop = new AbortController();
@@ -148,7 +154,7 @@ export class Forwarder {
    * @throws RangeError for an invalid option.
    */
   constructor(env: Env, opts: ForwarderOptions) {
-    const { resolve, ...rest } = opts;
+    const { resolve, serve, ...rest } = opts;
     const o = { ...FORWARDER_DEFAULTS } as Resolved;
     for (const [k, v] of Object.entries(rest)) {
       if (v !== undefined) (o as unknown as Record<string, unknown>)[k] = v;
@@ -164,6 +170,7 @@ export class Forwarder {
     this.#env = env;
     this.#o = o;
     this.#resolve = resolve;
+    this.#serve = serve ?? null;
   }
 
   /** Counters since start. */
@@ -205,12 +212,13 @@ export class Forwarder {
 
   /**
    * Serves an inbound connection whose first frame `first` was FORWARD (the cluster listener's
-   * dispatch calls it): runs each request with `serve`, up to SERVE_IN_FLIGHT_MAX at once, and
+   * dispatch calls it): runs each request with `opts.serve`, up to SERVE_IN_FLIGHT_MAX at once, and
    * answers each on this connection as it completes. A malformed frame closes this connection
    * only. Never rejects.
    */
-  async serve(conn: Conn, first: Frame, parser: FrameParser, serve: ServeForwarded): Promise<void> {
-    if (this.#stop.signal.aborted) {
+  async serve(conn: Conn, first: Frame, parser: FrameParser): Promise<void> {
+    const serve = this.#serve;
+    if (this.#stop.signal.aborted || serve === null) {
       conn.close();
       return;
     }

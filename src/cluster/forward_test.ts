@@ -9,9 +9,14 @@ import { Forwarder, type ForwarderOptions, type ServeForwarded } from "./forward
 
 const env = denoEnv();
 
-/** A cluster port of one: hands each connection's first frame and the rest to `serving.serve`. */
+/** A node that serves forwarded requests with `serve`. */
+function servingNode(serve: ServeForwarded): Forwarder {
+  return new Forwarder(env, { nodeId: "node-b", resolve: () => null, serve });
+}
+
+/** A cluster port of one: hands each connection's first frame and the rest to `serving.forwarder`. */
 async function clusterPort(
-  serving: { forwarder: Forwarder; serve: ServeForwarded },
+  serving: { forwarder: Forwarder },
 ): Promise<{ port: number; close(): void }> {
   const listener: Listener = await env.net.listen({ host: "127.0.0.1", port: 0 });
   const conns = new Set<Conn>();
@@ -33,7 +38,7 @@ async function clusterPort(
             parser.push(buf.slice(0, n));
           }
         }
-        await serving.forwarder.serve(c, first, parser, serving.serve);
+        await serving.forwarder.serve(c, first, parser);
         conns.delete(c);
       })();
     }
@@ -85,11 +90,8 @@ function assertCode(err: unknown, code: number, pattern: RegExp): void {
 }
 
 Deno.test("Forwarder.forward() relays the serving node's answer frame as it was sent, and null for none", async () => {
-  const serving = new Forwarder(env, { nodeId: "node-b", resolve: () => null });
-  const port = await clusterPort({
-    forwarder: serving,
-    serve: (req) => Promise.resolve(req.payload[0] === 0 ? null : echo(req)),
-  });
+  const serving = servingNode((req) => Promise.resolve(req.payload[0] === 0 ? null : echo(req)));
+  const port = await clusterPort({ forwarder: serving });
   const a = origin(port.port);
   try {
     const payloads = [1, 2, 3].map((n) => new Uint8Array([n, n + 1, n + 2]));
@@ -127,8 +129,8 @@ Deno.test("Forwarder.forward() to a node that cannot be reached is NOT_LEADER fo
 });
 
 Deno.test("Forwarder.forward(): a peer gone with requests in flight fails them as TIMEOUT, and the next request connects again", async () => {
-  const hung = new Forwarder(env, { nodeId: "node-b", resolve: () => null });
-  const serving = { forwarder: hung, serve: (() => new Promise(() => {})) as ServeForwarded };
+  const hung = servingNode(() => new Promise(() => {}));
+  const serving = { forwarder: hung };
   const port = await clusterPort(serving);
   const a = origin(port.port);
   try {
@@ -142,9 +144,8 @@ Deno.test("Forwarder.forward(): a peer gone with requests in flight fails them a
         (err) => (assertCode(err, ErrorCode.TIMEOUT, /lost.*outcome is unknown/), true),
       );
     }
-    const back = new Forwarder(env, { nodeId: "node-b", resolve: () => null });
+    const back = servingNode((req) => Promise.resolve(echo(req)));
     serving.forwarder = back;
-    serving.serve = (req) => Promise.resolve(echo(req));
     const payload = new Uint8Array([9]);
     assert.deepEqual(await a.forward("node-b", request(payload)), echo(request(payload)));
     assert.equal(a.stats.connects, 2);
@@ -156,8 +157,8 @@ Deno.test("Forwarder.forward(): a peer gone with requests in flight fails them a
 });
 
 Deno.test("Forwarder.forward() gives up after requestTimeoutMs with TIMEOUT", async () => {
-  const serving = new Forwarder(env, { nodeId: "node-b", resolve: () => null });
-  const port = await clusterPort({ forwarder: serving, serve: () => new Promise(() => {}) });
+  const serving = servingNode(() => new Promise(() => {}));
+  const port = await clusterPort({ forwarder: serving });
   const a = origin(port.port, { requestTimeoutMs: 200 });
   try {
     const started = env.clock.now();
@@ -178,16 +179,13 @@ Deno.test("Forwarder keeps at most inFlightMax requests and inFlightBytesMax byt
   for (const bound of [{ inFlightMax: 2 }, { inFlightBytesMax: 150 }]) {
     let now = 0;
     let most = 0;
-    const serving = new Forwarder(env, { nodeId: "node-b", resolve: () => null });
-    const port = await clusterPort({
-      forwarder: serving,
-      serve: async (req) => {
-        most = Math.max(most, ++now);
-        await sleep(20);
-        now--;
-        return echo(req);
-      },
+    const serving = servingNode(async (req) => {
+      most = Math.max(most, ++now);
+      await sleep(20);
+      now--;
+      return echo(req);
     });
+    const port = await clusterPort({ forwarder: serving });
     const a = origin(port.port, bound);
     try {
       const payloads = [1, 2, 3, 4, 5, 6].map((n) => new Uint8Array(100).fill(n));
@@ -206,13 +204,10 @@ Deno.test("Forwarder keeps at most inFlightMax requests and inFlightBytesMax byt
 });
 
 Deno.test("Forwarder refuses a request past waitingMax at once with LIMIT_EXCEEDED", async () => {
-  const serving = new Forwarder(env, { nodeId: "node-b", resolve: () => null });
   let release = () => {};
   const gate = new Promise<void>((r) => (release = r));
-  const port = await clusterPort({
-    forwarder: serving,
-    serve: (req) => gate.then(() => echo(req)),
-  });
+  const serving = servingNode((req) => gate.then(() => echo(req)));
+  const port = await clusterPort({ forwarder: serving });
   const a = origin(port.port, { inFlightMax: 1, waitingMax: 2 });
   try {
     const admitted = [1, 2, 3].map((n) => a.forward("node-b", request(new Uint8Array([n]))));
@@ -230,11 +225,8 @@ Deno.test("Forwarder refuses a request past waitingMax at once with LIMIT_EXCEED
 });
 
 Deno.test("Forwarder.serve() closes a connection that sends a malformed envelope, and serves the others", async () => {
-  const serving = new Forwarder(env, { nodeId: "node-b", resolve: () => null });
-  const port = await clusterPort({
-    forwarder: serving,
-    serve: (req) => Promise.resolve(echo(req)),
-  });
+  const serving = servingNode((req) => Promise.resolve(echo(req)));
+  const port = await clusterPort({ forwarder: serving });
   const a = origin(port.port);
   try {
     const rogue = await env.net.connect({ host: "127.0.0.1", port: port.port });
@@ -252,12 +244,10 @@ Deno.test("Forwarder.serve() closes a connection that sends a malformed envelope
 });
 
 Deno.test("Forwarder: an answer that is not a whole answer frame is never relayed; what waited fails as TIMEOUT", async () => {
-  const serving = new Forwarder(env, { nodeId: "node-b", resolve: () => null });
-  const port = await clusterPort({
-    forwarder: serving,
-    serve: (req) =>
-      Promise.resolve(req.payload[0] === 1 ? new Uint8Array([0x47, 0x4d, 1, 1]) : echo(req)),
-  });
+  const serving = servingNode((req) =>
+    Promise.resolve(req.payload[0] === 1 ? new Uint8Array([0x47, 0x4d, 1, 1]) : echo(req))
+  );
+  const port = await clusterPort({ forwarder: serving });
   const a = origin(port.port);
   try {
     await assert.rejects(
