@@ -7,6 +7,8 @@ import { TlsConfigError } from "../src/io/errors.ts";
 import { PortInUseError, startNode, type TlsReload } from "../src/node.ts";
 import { fitToOpenFiles, parseOpenFilesLimit } from "../src/broker/open_files.ts";
 import { DataDirError } from "../src/storage/data_dir.ts";
+import { checkClusterSecret } from "../src/cluster/cluster_auth.ts";
+import { clusterSecretFile } from "../src/storage/layout.ts";
 import {
   ConfigError,
   configFileArg,
@@ -14,9 +16,11 @@ import {
   envName,
   flagName,
   insecurePublicRefusal,
+  isLoopbackHost,
   loadConfig,
   type LoadedConfig,
   loadYaml,
+  type NodeSettings,
   type TlsSettings,
   toNodeConfig,
 } from "../src/config/mod.ts";
@@ -127,6 +131,72 @@ try {
   Deno.exit(2);
 }
 
+/**
+ * The cluster secret: as configured, else from cluster.secretFile, else from
+ * `<dataDir>/cluster.secret` if that exists; undefined for none. Throws saying what is wrong.
+ */
+async function readClusterSecret(config: NodeSettings): Promise<string | undefined> {
+  const cluster = config.cluster;
+  if (cluster === null) return undefined;
+  if (cluster.secret !== null) return cluster.secret;
+  const path = cluster.secretFile ?? clusterSecretFile(config.dataDir);
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (err) {
+    if (cluster.secretFile === null && err instanceof Deno.errors.NotFound) return undefined;
+    throw new Error(`Cannot read the cluster secret file ${path}: ${(err as Error).message}`);
+  }
+  // The file usually ends in a newline (echo, openssl rand); the secret is what is between.
+  const secret = text.trim();
+  try {
+    checkClusterSecret(secret);
+  } catch (err) {
+    throw new Error(`${(err as Error).message}; in ${path}`);
+  }
+  const mode = (await Deno.stat(path)).mode;
+  if (mode !== null && (mode & 0o077) !== 0) {
+    loaded.warnings.push(
+      `The cluster secret file ${path} is readable by other users (mode ${
+        (mode & 0o777).toString(8)
+      }); chmod 600 it`,
+    );
+  }
+  return secret;
+}
+
+let clusterSecret: string | undefined;
+try {
+  clusterSecret = await readClusterSecret(loaded.config);
+} catch (err) {
+  console.error(`Invalid config: ${(err as Error).message}`);
+  Deno.exit(2);
+}
+if (
+  loaded.config.cluster !== null && loaded.config.cluster.replicate &&
+  loaded.config.broker.auth !== "none" && clusterSecret === undefined
+) {
+  // The nodes forward clients' requests to each other with the client's user, which a node trusts
+  // only from a peer that proved the cluster secret.
+  console.error(
+    `Invalid config: auth = ${loaded.config.broker.auth} in a cluster needs the cluster secret ` +
+      `(GREGOR_CLUSTER_SECRET, cluster.secretFile, or ${loaded.config.dataDir}/cluster.secret): ` +
+      `nodes forward requests on behalf of authenticated users, and trust only peers that prove ` +
+      `the secret`,
+  );
+  Deno.exit(2);
+}
+if (
+  loaded.config.cluster !== null && clusterSecret === undefined &&
+  loaded.config.tls.cluster === null && !isLoopbackHost(loaded.config.host)
+) {
+  loaded.warnings.push(
+    `The cluster port admits any process that reaches it: set a cluster secret ` +
+      `(GREGOR_CLUSTER_SECRET, cluster.secretFile, or ${loaded.config.dataDir}/cluster.secret) ` +
+      `or cluster TLS`,
+  );
+}
+
 // Deno has no getrlimit: Linux shows the limit in /proc; elsewhere the settings are used as given.
 const openFilesMax = parseOpenFilesLimit(
   await Deno.readTextFile("/proc/self/limits").catch(() => ""),
@@ -169,6 +239,9 @@ const nodeConfig = toNodeConfig(settings, {
     },
   },
 });
+if (clusterSecret !== undefined && nodeConfig.cluster !== undefined) {
+  nodeConfig.cluster.secret = clusterSecret;
+}
 if (startTls.client !== undefined) nodeConfig.tls = startTls.client;
 if (startTls.cluster !== undefined && nodeConfig.cluster !== undefined) {
   nodeConfig.cluster.tls = startTls.cluster;

@@ -1133,6 +1133,9 @@ async function cluster(ctx: Ctx): Promise<void> {
           membersAlive: alive,
           controller,
           topics: topics.length,
+          metadataFaultTolerance: members.members.length === 0
+            ? "not in a cluster"
+            : await metaFaultTolerance(ctx),
         };
       });
       print(ctx, status, table(["FIELD", "VALUE"], Object.entries(status)));
@@ -1141,6 +1144,37 @@ async function cluster(ctx: Ctx): Promise<void> {
     default:
       throw unknownWord(`cluster subcommand`, sub, ["members", "status"]);
   }
+}
+
+/**
+ * Whether the metadata group can lose a node, from the broker's metrics (the client protocol does
+ * not carry the group's voters): "yes: ..." or "NO: ...", or why it is unknown.
+ */
+async function metaFaultTolerance(ctx: Ctx): Promise<string> {
+  const url = ctx.values["metrics-url"] ?? `http://${ctx.host}:${METRICS_PORT}/metrics`;
+  let body: string;
+  try {
+    const res = await fetch(url, { signal: AbortSignal.timeout(ctx.timeoutMs) });
+    body = await res.text();
+    if (!res.ok) throw new Error(`HTTP ${res.status}`);
+  } catch (err) {
+    return `unknown: metrics unreachable at ${url} (${(err as Error).message}); use --metrics-url`;
+  }
+  const gauge = (name: string): number | null => {
+    const m = new RegExp(`^${name}\\s+(\\S+)$`, "m").exec(body);
+    return m === null ? null : Number(m[1]);
+  };
+  const voters = gauge("gregormq_meta_voters");
+  const alive = gauge("gregormq_meta_voters_alive");
+  const losable = gauge("gregormq_meta_nodes_losable");
+  if (voters === null || alive === null || losable === null) {
+    return `unknown: ${url} has no metadata group metrics (not a replicating node?)`;
+  }
+  const quorum = Math.floor(voters / 2) + 1;
+  const counts = `${alive} of ${voters} voters alive, ${quorum} needed`;
+  return losable >= 1
+    ? `yes: ${counts}; it can lose ${losable} node${losable === 1 ? "" : "s"}`
+    : `NO: ${counts}; losing one more node stops the metadata group`;
 }
 
 // --- metrics -----------------------------------------------------------------------------

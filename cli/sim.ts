@@ -25,7 +25,7 @@ const USAGE = `usage: deno task sim [--scenario register|pubsub|gossip|groups|cl
   pubsub:   [--subscribers N] [--messages N] [--inFlight N] [--safetyMs N] [--livenessMs N]
             [--segmentBytes N] [--durableSubscribers N]
   gossip:   [--nodes N] [--intervalMs N] [--safetyMs N] [--livenessMs N] [--lateJoiners N]
-            [--keepDown 0|1] [--wallJumps 0|1]
+            [--keepDown 0|1] [--wallJumps 0|1] [--secret 0|1]
   groups:   [--nodes 1|3] [--members N] [--staticMembers N] [--partitions N] [--messages N]
             [--sessionTimeoutMs N] [--safetyMs N] [--livenessMs N] [--bugNoFence 0|1]
             [--bugReuseGenerations 0|1]

@@ -14,7 +14,13 @@
 
 import { SeededRandom } from "../src/io/prng.ts";
 import { type Log, OffsetOutOfRange } from "../src/storage/mod.ts";
-import { batchesIn, decodeBatch } from "../src/protocol/batch.ts";
+import {
+  BATCH_HEADER_BYTES,
+  batchesIn,
+  decodeBatch,
+  readBatchHeader,
+} from "../src/protocol/batch.ts";
+import { replicaDir, replicaLogDir, segmentName } from "../src/storage/layout.ts";
 import type { Env } from "../src/io/types.ts";
 import { type Client, connectWith } from "../src/client/client.ts";
 import { ErrorCode, GregorError } from "../src/protocol/errors.ts";
@@ -54,6 +60,19 @@ export interface ClusterOptions {
    * and fetch the batches between from their peers' segment logs.
    */
   replicaCheckpointBytes: number;
+  /**
+   * 0: the first node founds the metadata group alone and the others join as learners; N: every
+   * node waits for N live nodes and the group is founded with the lowest ids as its voters.
+   */
+  bootstrapExpect: number;
+  /** How often leaders go back to their preferred replicas, ms (0: never). */
+  leaderBalanceIntervalMs: number;
+  /**
+   * How long a node may be down before the controller moves its replicas, ms (0: never). Shorter
+   * than the nemesis's crashes in half the seeds, so partitions move while a node is down and the
+   * node comes back to find its replicas elsewhere.
+   */
+  replicaMoveAfterMs: number;
   /** Raft timings, ms: rolled per seed so elections race replication differently. */
   tickMs: number;
   electionTimeoutMs: number;
@@ -62,7 +81,12 @@ export interface ClusterOptions {
   appendEntriesMax: number;
   appendBytesMax: number;
   inflightMax: number;
+  /** 1: the nodes hold a cluster secret and prove it on every cluster connection. */
+  secret: number;
 }
+
+/** The cluster secret of runs with `secret: 1`. */
+const CLUSTER_SECRET = "cluster scenario cluster secret";
 
 const CLIENT_PORT = 7070;
 const CLUSTER_PORT = 7946;
@@ -99,6 +123,12 @@ export function clusterOptions(
     replicaRetentionBytes: r.float() < 0.5 ? r.int(600, 4_000) : -1,
     ...rollLimits(seed),
     replicaCheckpointBytes: new SeededRandom(seed, "cluster-checkpoints").int(200, 3_000),
+    bootstrapExpect: new SeededRandom(seed, "cluster-bootstrap").chance(0.5) ? 3 : 0,
+    leaderBalanceIntervalMs: new SeededRandom(seed, "cluster-balance").int(300, 3_000),
+    replicaMoveAfterMs: new SeededRandom(seed, "cluster-moves").chance(0.5)
+      ? new SeededRandom(seed, "cluster-moves-after").int(200, 1_500)
+      : 0,
+    secret: new SeededRandom(seed, "cluster-secret").chance(0.3) ? 1 : 0,
     ...overrides,
   };
 }
@@ -163,6 +193,14 @@ export async function runCluster(opts: ClusterOptions): Promise<RunResult> {
     retentionDropped: 0,
     storageReports: 0,
     walRepairs: 0,
+    /** Replica segment logs flipped at rest, and damaged replicas repaired from their peers. */
+    segmentsDamaged: 0,
+    replicaRepairs: 0,
+    /** Leaderships handed back to a partition's preferred replica. */
+    leaderTransfers: 0,
+    /** Partitions the controller moved off a node that was down, and the outages that caused it. */
+    replicaMoves: 0,
+    longOutages: 0,
     retriedSends: 0,
     unknownOutcomes: 0,
     followerCatchUps: 0,
@@ -197,8 +235,10 @@ export async function runCluster(opts: ClusterOptions): Promise<RunResult> {
             port: CLUSTER_PORT,
             advertiseHost: name,
             seeds: i === 0 ? [] : [`n0:${CLUSTER_PORT}`],
+            ...(opts.bootstrapExpect > 0 ? { bootstrapExpect: opts.bootstrapExpect } : {}),
             intervalMs: 100,
             replicate: true,
+            ...(opts.secret === 1 ? { secret: CLUSTER_SECRET } : {}),
             raft: {
               tickMs: opts.tickMs,
               electionTimeoutMs: opts.electionTimeoutMs,
@@ -213,6 +253,9 @@ export async function runCluster(opts: ClusterOptions): Promise<RunResult> {
                 raft.attach(g);
                 g.faults = buggify;
               },
+              // A replica moved away: the checker verifies it left the group's committed
+              // configuration before forgetting what it promised there.
+              onRaftGroupDropped: (g) => raft.forget(g),
               ...(opts.bugVoteWithoutLogCheck === 1
                 ? { plantedBugs: { voteWithoutLogCheck: true } }
                 : {}),
@@ -221,6 +264,8 @@ export async function runCluster(opts: ClusterOptions): Promise<RunResult> {
                 ? { replicaRetentionBytes: opts.replicaRetentionBytes }
                 : {}),
               replicaCheckpointBytes: opts.replicaCheckpointBytes,
+              leaderBalanceIntervalMs: opts.leaderBalanceIntervalMs,
+              replicaMoveAfterMs: opts.replicaMoveAfterMs,
             },
           },
           hooks: brokerHooks(ctl, (msg) => {
@@ -328,29 +373,64 @@ export async function runCluster(opts: ClusterOptions): Promise<RunResult> {
 
   const nemesis = new Nemesis(sim, plan, nodes);
   nemesis.start();
-  await sim.world.run({ untilMs: opts.safetyMs });
-  calm(sim, nemesis);
-  const settled = () =>
-    producerDone && [...Array(opts.partitions).keys()].every((p) => {
-      // Every node runs, and every replica the metadata names has opened the partition and
-      // applied the same, full log.
-      let end = -1;
-      for (const name of names) {
-        const node = running.get(name);
-        if (node === undefined || !nodes[names.indexOf(name)]!.up) return false;
-        if (node.cluster === null) return false;
-        const named = node.cluster.meta.topics.get(TOPIC)?.replicas[p];
-        if (named === undefined) return false;
-        if (named.includes(node.cluster.nodeId) && !node.cluster.holds(TOPIC, p)) return false;
-        const g = node.cluster.replica(TOPIC, p);
-        if (g === null) continue;
-        if (g.node.appliedIndex < g.node.commitIndex) return false;
-        const hw = node.broker.knownTopic(TOPIC)?.partitions[p]?.log.nextOffset ?? -1;
-        if (end === -1) end = hw;
-        else if (hw !== end) return false;
+  /** When the long outage below ends (virtual ms), or 0. */
+  let outageEndsAt = 0;
+  if (opts.replicaMoveAfterMs > 0) {
+    // One long outage of a node holding a replica (not the controller's), past the move delay,
+    // so the controller moves its replicas away while it is down. Taken only if no other node is
+    // down: the fault budget holds.
+    const r = new SeededRandom(opts.seed, "cluster-outage");
+    const downMs = opts.replicaMoveAfterMs + r.int(4_000, 8_000);
+    const attempt = () => {
+      if (sim.world.now > opts.safetyMs) return;
+      const views = names.map((n) => running.get(n)?.cluster).filter((c) => c != null);
+      const controller = views.map((c) => c.controller).find((c) => c !== null);
+      const holders = views.find((c) => c.meta.topics.has(TOPIC))?.meta.topics.get(TOPIC)
+        ?.replicas.flat() ?? [];
+      const candidates = nodes.filter((_n, i) => {
+        const id = running.get(names[i]!)?.cluster?.nodeId;
+        return id !== undefined && id !== controller && holders.includes(id);
+      });
+      if (candidates.length === 0 || nodes.some((n) => !n.up)) {
+        sim.world.schedule(200, attempt, { tag: 41 });
+        return;
       }
-      return end >= 0 && leaderOf(running, p) !== null;
-    });
+      stats.longOutages++;
+      outageEndsAt = sim.world.now + downMs;
+      sim.crash(candidates[r.int(0, candidates.length)]!, "process", downMs);
+    };
+    sim.world.schedule(r.int(300, Math.max(301, opts.safetyMs / 3)), attempt, { tag: 41 });
+  }
+  await sim.world.run({ untilMs: opts.safetyMs });
+  // The faults calm once the long outage is over: calming restarts every node.
+  if (outageEndsAt > sim.world.now) await sim.world.run({ untilMs: outageEndsAt });
+  calm(sim, nemesis);
+  // Checked before every event of the liveness phase: plain loops, nothing allocated.
+  const settledPartition = (p: number): boolean => {
+    // Every node runs, and every replica the metadata names has opened the partition and
+    // applied the same, full log.
+    let end = -1;
+    for (let i = 0; i < names.length; i++) {
+      const node = running.get(names[i]!);
+      if (node === undefined || !nodes[i]!.up) return false;
+      if (node.cluster === null) return false;
+      const named = node.cluster.meta.topics.get(TOPIC)?.replicas[p];
+      if (named === undefined) return false;
+      if (named.includes(node.cluster.nodeId) && !node.cluster.holds(TOPIC, p)) return false;
+      const g = node.cluster.replica(TOPIC, p);
+      if (g === null) continue;
+      if (g.node.appliedIndex < g.node.commitIndex) return false;
+      const hw = node.broker.knownTopic(TOPIC)?.partitions[p]?.log.nextOffset ?? -1;
+      if (end === -1) end = hw;
+      else if (hw !== end) return false;
+    }
+    return end >= 0 && leaderOf(running, p) !== null;
+  };
+  const settled = () => {
+    if (!producerDone) return false;
+    for (let p = 0; p < opts.partitions; p++) if (!settledPartition(p)) return false;
+    return true;
+  };
   const stop = await sim.world.run({ untilMs: sim.world.now + opts.livenessMs, stop: settled });
   if (!settled()) {
     violations.push(
@@ -364,7 +444,22 @@ export async function runCluster(opts: ClusterOptions): Promise<RunResult> {
     );
   } else {
     // A final power loss of every node; the cluster must come back with everything acknowledged.
+    // One node (a minority) comes back with a byte of a sealed segment of one of its replicas
+    // flipped at rest: it must repair that replica from its peers before serving it.
+    const damaged = sealedSegmentToDamage(running, nodes, names, opts);
     for (const n of nodes) sim.crash(n, "power", 10);
+    if (damaged !== null) {
+      const disk = nodes[names.indexOf(damaged.node)]!.disk;
+      const bytes = disk.durableBytes(damaged.path);
+      const batches = bytes === null ? [] : fileBatches(bytes);
+      if (batches.length > 0) {
+        const r = new SeededRandom(opts.seed, "cluster-damage");
+        const bad = batches[r.int(0, batches.length)]!;
+        // A byte of the records, which the batch's checksum covers.
+        disk.corruptAtRest(damaged.path, bad.pos + r.int(BATCH_HEADER_BYTES, bad.size));
+        stats.segmentsDamaged++;
+      }
+    }
     // Their state before the power loss must not pass for the recovered cluster's: settled() and
     // the checks below wait for the incarnations that started from the disks.
     for (const name of names) running.delete(name);
@@ -395,6 +490,9 @@ export async function runCluster(opts: ClusterOptions): Promise<RunResult> {
   );
   stats.replicaFetches = clusterNodes.reduce((n, c) => n + c.stats.replicaFetches, 0);
   stats.replicaBadFetches = clusterNodes.reduce((n, c) => n + c.stats.replicaBadFetches, 0);
+  stats.replicaRepairs = clusterNodes.reduce((n, c) => n + c.stats.replicaRepairs, 0);
+  stats.leaderTransfers = clusterNodes.reduce((n, c) => n + c.stats.leaderTransfers, 0);
+  stats.replicaMoves = clusterNodes.reduce((n, c) => n + c.stats.replicaMoves, 0);
   return runResult(sim, {
     scenario: "cluster",
     seed: opts.seed,
@@ -420,6 +518,58 @@ export async function runCluster(opts: ClusterOptions): Promise<RunResult> {
       ...nemesis.log,
     ],
   });
+}
+
+/**
+ * A sealed segment file of a replica on one node, chosen by the seed among all nodes' (null if no
+ * replica has one): the segments of each replica's log, as its durable files name them.
+ */
+function sealedSegmentToDamage(
+  running: Map<string, RunningNode>,
+  nodes: SimNode[],
+  names: string[],
+  opts: ClusterOptions,
+): { node: string; path: string } | null {
+  const candidates: { node: string; path: string }[] = [];
+  for (const name of names) {
+    const node = running.get(name);
+    const disk = nodes[names.indexOf(name)]!.disk;
+    if (node?.cluster == null) continue;
+    for (let p = 0; p < opts.partitions; p++) {
+      const g = node.cluster.replica(TOPIC, p);
+      const log = node.broker.knownTopic(TOPIC)?.partitions[p]?.log;
+      if (g === null || log === undefined) continue;
+      // Repair needs a peer with the batches: a partition the cluster placed on one node (it had
+      // one node when the topic was made) has none, and its damage is the operator's to repair.
+      if ((node.cluster.meta.topics.get(TOPIC)?.replicas[p]?.length ?? 0) < 2) continue;
+      const incarnation = Number(g.group.slice(g.group.lastIndexOf("@") + 1));
+      const dir = replicaLogDir(replicaDir("data", { topic: TOPIC, incarnation, partition: p }));
+      for (let base = log.logStartOffset;;) {
+        const path = `${dir}/${segmentName(base, "log")}`;
+        const last = fileBatches(disk.durableView(path) ?? new Uint8Array(0)).at(-1);
+        if (last === undefined) break;
+        if (disk.durableView(`${dir}/${segmentName(last.next, "log")}`) === null) break;
+        candidates.push({ node: name, path });
+        base = last.next;
+      }
+    }
+  }
+  if (candidates.length === 0) return null;
+  return candidates[
+    new SeededRandom(opts.seed, "cluster-damage-target").int(0, candidates.length)
+  ]!;
+}
+
+/** The whole batches of a segment file: where each starts, its size and offsets. */
+function fileBatches(bytes: Uint8Array): { pos: number; size: number; next: number }[] {
+  const out = [];
+  for (let pos = 0; pos + BATCH_HEADER_BYTES <= bytes.length;) {
+    const h = readBatchHeader(bytes, pos, { headerOnly: true });
+    if (h.sizeBytes < BATCH_HEADER_BYTES || pos + h.sizeBytes > bytes.length) break;
+    out.push({ pos, size: h.sizeBytes, next: h.baseOffset + h.recordCount });
+    pos += h.sizeBytes;
+  }
+  return out;
 }
 
 /**

@@ -3,10 +3,6 @@
 // skipped) and no earlier than just after the offset the broker had saved for it on disk when it
 // asked (a saved acknowledgement survives every crash).
 
-import { OFFSETS_FILE } from "../src/broker/broker.ts";
-
-export { OFFSETS_FILE };
-
 const TRAILER = "\n#crc32c:";
 
 /**

@@ -13,6 +13,7 @@ import {
   type Member,
   nextIncarnation,
 } from "../src/cluster/gossip/mod.ts";
+import { ClusterAuthNetwork } from "../src/cluster/cluster_auth.ts";
 import { calmDisk } from "./disk.ts";
 import { calm, calmPlan, type FaultPlan, Nemesis, rollPlan } from "./faults.ts";
 import { type ClockSkew, never, type SimNode } from "./node.ts";
@@ -41,7 +42,12 @@ export interface GossipScenarioOptions {
    * brings the node back with a lower incarnation than its previous run.
    */
   wallJumps: number;
+  /** 1: every node holds the cluster secret, and nodes prove it to each other on every connection. */
+  secret: number;
 }
+
+/** The cluster secret of runs with `secret: 1`. */
+export const CLUSTER_SECRET = "gossip scenario cluster secret";
 
 /** Every node's gossip port. */
 export const CLUSTER_PORT = 7072;
@@ -81,6 +87,8 @@ const SAMPLES_PER_ROUND = 10;
 const EVENT_NOTES_MAX = 300;
 /** Reasons listed when the views disagree, at most. */
 const GAPS_MAX = 10;
+/** Log lines kept per node, at most. */
+const LOGS_KEPT = 100;
 /** Violations of one kind kept, at most. */
 const VIOLATIONS_MAX = 50;
 
@@ -108,6 +116,7 @@ export function gossipOptions(
     lateJoiners: r.int(0, Math.max(1, Math.floor((nodes - 2) / 2)) + 1),
     keepDown: r.chance(0.5) ? 1 : 0,
     wallJumps: 1,
+    secret: r.chance(0.2) ? 1 : 0,
     ...overrides,
   };
   if (!(opts.nodes >= NODES_MIN && opts.nodes <= NODES_MAX)) {
@@ -125,6 +134,7 @@ export function gossipOptions(
   if (opts.wallJumps > 1) {
     throw new RangeError(`--wallJumps must be 0 or 1, got ${opts.wallJumps}`);
   }
+  if (opts.secret > 1) throw new RangeError(`--secret must be 0 or 1, got ${opts.secret}`);
   return opts;
 }
 
@@ -288,6 +298,8 @@ export function regressions(
 /** Options for a `GossipCluster`. */
 export interface GossipClusterOptions {
   intervalMs: number;
+  /** The cluster secret every node holds unless told otherwise; omitted: none. */
+  secret?: string;
   /** More gossip options for every node. */
   gossip?: Partial<
     Omit<
@@ -304,6 +316,11 @@ export interface AddGossipNodeOptions {
   skew?: ClockSkew;
   /** Run with this id instead of the one on the node's disk: an impostor. */
   nodeId?: string;
+  /**
+   * The cluster secret this node holds instead of the cluster's; null: none. A node given one
+   * other than the cluster's is a rogue, like an impostor: the checker does not count it as a node.
+   */
+  secret?: string | null;
 }
 
 /** One simulated node and what the checker knows of it. */
@@ -318,7 +335,12 @@ export interface GossipNode {
   simIncarnation: number;
   /** Every Gossip this node ever started, oldest first. */
   all: Gossip[];
+  /** An impostor or a rogue: not one of the cluster's nodes. */
   impostor: boolean;
+  /** What it logged about refused peers (and gossip's other reports), oldest first. */
+  logs: string[];
+  /** Its ClusterAuthNetwork, when it holds a secret (the current incarnation's). */
+  auth: ClusterAuthNetwork | null;
 }
 
 /** Counters for the run's stats. */
@@ -346,6 +368,7 @@ export class GossipCluster {
   /** Off for tests that plant an impostor, whose claims the safety check would flag. */
   safetyChecks = true;
   readonly #gossip: GossipClusterOptions["gossip"];
+  readonly #secret: string | null;
   readonly #keptDown = new Set<string>();
   readonly #progress = new Map<Gossip, Map<string, [number, number]>>();
   readonly #violationKinds = new Map<string, number>();
@@ -357,6 +380,7 @@ export class GossipCluster {
     this.sim = sim;
     this.intervalMs = opts.intervalMs;
     this.#gossip = opts.gossip;
+    this.#secret = opts.secret ?? null;
   }
 
   /** Adds a node that gossips with only the seed's address. */
@@ -368,7 +392,14 @@ export class GossipCluster {
       gossip: null,
       simIncarnation: -1,
       all: [],
-      impostor: opts.nodeId !== undefined,
+      impostor: opts.nodeId !== undefined ||
+        (opts.secret !== undefined && opts.secret !== this.#secret),
+      logs: [],
+      auth: null,
+    };
+    const secret = opts.secret === undefined ? this.#secret : opts.secret;
+    const log = (level: string, msg: string) => {
+      if (node.logs.length < LOGS_KEPT) node.logs.push(`${level}: ${msg}`);
     };
     node.sim = this.sim.addNode({
       name,
@@ -385,7 +416,11 @@ export class GossipCluster {
           this.#violation("id", `${name} restarted with id ${id}, not its own ${node.id}`);
         }
         node.id ??= id;
-        const g = await Gossip.start(env, {
+        node.auth = secret === null
+          ? null
+          : new ClusterAuthNetwork(env, { nodeId: id, secret, onLog: log });
+        const g = await Gossip.start(node.auth === null ? env : { ...env, net: node.auth }, {
+          onLog: log,
           ...this.#gossip,
           nodeId: id,
           host: name,
@@ -638,7 +673,10 @@ export async function runGossip(opts: GossipScenarioOptions): Promise<RunResult>
     disk: plan.disk,
     restartAfterExitMs: 100,
   });
-  const cluster = new GossipCluster(sim, { intervalMs: opts.intervalMs });
+  const cluster = new GossipCluster(sim, {
+    intervalMs: opts.intervalMs,
+    ...(opts.secret === 1 ? { secret: CLUSTER_SECRET } : {}),
+  });
   const r = new SeededRandom(opts.seed, "gossip-schedule");
   const skew = (): ClockSkew => ({
     drift: (r.float() * 2 - 1) * plan.clockDriftMax,

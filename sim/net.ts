@@ -155,7 +155,8 @@ export class SimNetwork {
   readonly #random: SeededRandom;
   readonly #hosts = new Map<string, SimNode>();
   readonly #listeners = new Map<string, SimListener>();
-  readonly #blocked = new Set<string>();
+  /** Sender host → the hosts its traffic may not reach (keyed twice: no string built per lookup). */
+  readonly #blocked = new Map<string, Set<string>>();
   /** Pipes whose head cannot be delivered: blocked by a partition or the receiver has no power. */
   readonly #held = new Set<Pipe>();
   /** Open ends of running processes (not closed, not reset). */
@@ -185,7 +186,9 @@ export class SimNetwork {
 
   /** Stops traffic from host `from` to host `to` (one way). Held bytes wait for `heal`. */
   block(from: string, to: string): void {
-    this.#blocked.add(`${from}>${to}`);
+    let unreachable = this.#blocked.get(from);
+    if (unreachable === undefined) this.#blocked.set(from, unreachable = new Set());
+    unreachable.add(to);
   }
 
   /** Splits hosts into groups that cannot reach each other (both ways). */
@@ -206,7 +209,8 @@ export class SimNetwork {
 
   /** True if traffic from `from` to `to` is blocked. */
   isBlocked(from: string, to: string): boolean {
-    return this.#blocked.has(`${from}>${to}`);
+    if (this.#blocked.size === 0) return false;
+    return this.#blocked.get(from)?.has(to) ?? false;
   }
 
   /** Open connection ends, for the nemesis to pick one to reset. */

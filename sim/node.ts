@@ -12,6 +12,7 @@ import {
   type Timer,
   type World,
 } from "./world.ts";
+import { SimCrypto } from "./crypto.ts";
 import type { SimDisk } from "./disk.ts";
 import type { SimNetwork } from "./net.ts";
 
@@ -169,7 +170,8 @@ export class SimClock {
         resolve();
       };
       timer = this.#world.schedule(waitMs / (1 + this.#drift), fire, owned);
-      signal?.addEventListener("abort", onAbort, { once: true });
+      // No `once` option: a signal aborts at most once, and the options cost a conversion per sleep.
+      signal?.addEventListener("abort", onAbort);
     });
   }
 }
@@ -280,6 +282,7 @@ export class SimNode implements EventOwner {
       random: this.#random.fork(`incarnation-${incarnation}`),
       net: this.#net.viewFor(this, incarnation),
       disk: this.disk.viewFor(this, incarnation),
+      crypto: new SimCrypto(),
     };
     const faults = this.#faults();
     if (faults !== undefined) env.faults = faults;

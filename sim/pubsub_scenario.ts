@@ -13,11 +13,11 @@ import { ErrorCode, GregorError } from "../src/protocol/errors.ts";
 import { startNode } from "../src/node.ts";
 import type { Broker } from "../src/broker/broker.ts";
 import { BATCH_HEADER_BYTES, readBatchHeader } from "../src/protocol/batch.ts";
-import { segmentName } from "../src/storage/segment.ts";
 import type { SimNode } from "./node.ts";
 import { brokerHooks, brokerSimulation, calm, firstLine, Nemesis } from "./faults.ts";
 import { type RunResult, runResult } from "./result.ts";
-import { DurableResumeChecker, OFFSETS_FILE, savedOffset } from "./durable_checker.ts";
+import { partitionDir, segmentFile, subscriptionsFile } from "../src/storage/layout.ts";
+import { DurableResumeChecker, savedOffset } from "./durable_checker.ts";
 import type { Simulation } from "./simulation.ts";
 
 /** Everything that decides a pub/sub run. */
@@ -119,7 +119,7 @@ export async function runPubSub(opts: PubSubOptions): Promise<RunResult> {
   const deliveries: Delivery[][] = [];
   const corrupt: string[] = [];
   const resumes = new DurableResumeChecker(() => broker.crashes, (key) => {
-    const bytes = broker.disk.durableBytes(`data/${OFFSETS_FILE}`);
+    const bytes = broker.disk.durableBytes(subscriptionsFile("data"));
     return bytes === null ? -1 : savedOffset(bytes, key);
   });
   const subscribers: SimNode[] = [];
@@ -563,14 +563,14 @@ async function damagePhase(
 
   // The sealed segments of the bystander's partition: each names the next by where it ends.
   sim.crash(broker, "power");
-  const dir = `data/topics/${BYSTANDER_TOPIC}/0`;
+  const dir = partitionDir("data", BYSTANDER_TOPIC, 0);
   const sealed: { path: string; bytes: Uint8Array }[] = [];
   for (let base = 0;;) {
-    const path = `${dir}/${segmentName(base, "log")}`;
+    const path = segmentFile(dir, base, "log");
     const bytes = broker.disk.durableBytes(path);
     const last = bytes === null ? undefined : fileBatches(bytes).at(-1);
     if (bytes === null || last === undefined) break;
-    if (broker.disk.durableBytes(`${dir}/${segmentName(last.next, "log")}`) === null) break;
+    if (broker.disk.durableBytes(segmentFile(dir, last.next, "log")) === null) break;
     sealed.push({ path, bytes });
     base = last.next;
   }

@@ -101,6 +101,8 @@ export class RaftChecker {
    * candidate's log was at least as up to date as the node's then.
    */
   readonly #asks = new Map<string, boolean[]>();
+  /** group → the latest configuration any node held committed: its index and members. */
+  readonly #configs = new Map<string, { index: number; members: Set<string> }>();
   readonly #violationsMax: number;
   readonly #skip: (group: string) => number;
   #lease: LeaseWatch | null = null;
@@ -126,6 +128,23 @@ export class RaftChecker {
 
   #violate(msg: string): void {
     if (this.violations.length < this.#violationsMax) this.violations.push(msg);
+  }
+
+  /**
+   * Forgets what a node promised in a group it left: a replica moved away, whose state the node
+   * deleted once the group had committed a configuration without it. If it is added back later it
+   * joins afresh, as a newcomer the leader catches up.
+   */
+  forget(g: RaftGroup): void {
+    const key = `${g.node.id}/${g.group}`;
+    const config = this.#configs.get(g.group);
+    if (config === undefined || config.members.has(g.node.id)) {
+      this.#violate(
+        `${key} deleted its state while a member of the latest committed configuration ` +
+          `(${config === undefined ? "none seen" : [...config.members].join(",")})`,
+      );
+    }
+    this.#promised.delete(key);
   }
 
   /** Starts watching a group just created (a node started, or opened a partition replica). */
@@ -435,6 +454,13 @@ export class RaftChecker {
       this.#leaderCommit(g, view, key);
       this.#matchLog(g, view, key);
       this.#recordCommitted(g, view, key);
+      const known = this.#configs.get(g.group);
+      if (n.configCommitted && (known === undefined || known.index < n.configIndex)) {
+        this.#configs.set(g.group, {
+          index: n.configIndex,
+          members: new Set([...n.voters, ...n.learners]),
+        });
+      }
       if (n.role === "leader") {
         leading.push({ g, view });
         this.#matchAcked(g, key);

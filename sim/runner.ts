@@ -104,6 +104,7 @@ const GOSSIP_NUMBERS = [
   "lateJoiners",
   "keepDown",
   "wallJumps",
+  "secret",
 ];
 
 const RAFT_NUMBERS = [
@@ -135,6 +136,7 @@ const CLUSTER_NUMBERS = [
   "appendEntriesMax",
   "appendBytesMax",
   "inflightMax",
+  "secret",
 ];
 
 const GROUP_NUMBERS = [

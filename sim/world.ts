@@ -100,18 +100,17 @@ export class World {
    */
   schedule(delayMs: number, fn: () => void, opts: ScheduleOptions = {}): Timer {
     const owner = opts.owner ?? null;
-    const ev: SimEvent = {
-      at: this.#now + (Number.isFinite(delayMs) ? Math.max(0, delayMs) : 0),
-      tie: this.#random.u32(),
-      seq: this.#seq++,
+    const ev = new QueuedEvent(
+      this.#now + (Number.isFinite(delayMs) ? Math.max(0, delayMs) : 0),
+      this.#random.u32(),
+      this.#seq++,
       fn,
       owner,
-      incarnation: opts.incarnation ?? owner?.incarnation ?? 0,
-      tag: opts.tag ?? 0,
-      cancelled: false,
-    };
+      opts.incarnation ?? owner?.incarnation ?? 0,
+      opts.tag ?? 0,
+    );
     this.#push(ev);
-    return { cancel: () => (ev.cancelled = true) };
+    return ev;
   }
 
   /**
@@ -204,6 +203,25 @@ export class World {
       i = c;
     }
     h[i] = last;
+  }
+}
+
+/** An event on the queue, and the handle that cancels it: one object per `schedule`. */
+class QueuedEvent implements SimEvent, Timer {
+  cancelled = false;
+
+  constructor(
+    public at: number,
+    public tie: number,
+    public seq: number,
+    public fn: () => void,
+    public owner: EventOwner | null,
+    public incarnation: number,
+    public tag: number,
+  ) {}
+
+  cancel(): void {
+    this.cancelled = true;
   }
 }
 

@@ -16,8 +16,10 @@ import { readChecked, writeChecked } from "./storage/checked_file.ts";
 import { Op } from "./protocol/messages.ts";
 import { type BrokerOptions, DEFAULT_BROKER_OPTIONS } from "./broker/options.ts";
 import { claimDataDir } from "./storage/data_dir.ts";
+import { founderFile } from "./storage/layout.ts";
 import { FileLog, type Log } from "./storage/mod.ts";
 import { BrokerMetrics, HttpServer } from "./metrics/mod.ts";
+import { fromBase64, type ScramCredential } from "./auth/scram.ts";
 
 /** The broker's default client port. */
 export const DEFAULT_CLIENT_PORT = 7070;
@@ -65,6 +67,12 @@ export interface ClusterConfig {
    * Omitted: plaintext.
    */
   tls?: TlsNetworkOptions;
+  /**
+   * The cluster secret (16 to 1024 bytes of UTF-8): nodes prove to each other that they hold it
+   * before any gossip or Raft message is accepted, and a node refuses every peer that does not.
+   * Omitted: the cluster port admits anyone who reaches it (unless cluster TLS checks them).
+   */
+  secret?: string;
   /** Replicate topics with Raft (metadata and one group per partition). Default false for now. */
   replicate?: boolean;
   /**
@@ -90,12 +98,18 @@ export interface ClusterConfig {
     replicaRetentionBytes?: number;
     /** Bytes of batches a replica applies between checkpoints (its Raft log's length, about). */
     replicaCheckpointBytes?: number;
+    /** How often leaders go back to preferred replicas, ms (0: never; default 30 s). */
+    leaderBalanceIntervalMs?: number;
+    /** How long a node may be dead before its replicas move, ms (0: never; default 10 min). */
+    replicaMoveAfterMs?: number;
     /** Metadata entries between snapshots of the metadata log. */
     metaCompactEvery?: number;
     /** Raft flow limits: entries and bytes per append, appends in flight (simulator only). */
     raftFlow?: { appendEntriesMax?: number; appendBytesMax?: number; inflightMax?: number };
     /** Told of each Raft group as it is created (the simulator's checkers). */
     onRaftGroup?: (group: RaftGroup) => void;
+    /** Told of a replica's group this node deleted after the replica moved away. */
+    onRaftGroupDropped?: (group: RaftGroup) => void;
   };
 }
 
@@ -173,6 +187,7 @@ export async function startNode(env: Env, config: NodeConfig = {}): Promise<Runn
   try {
     // The metrics port opens first, so /healthz answers (and /readyz says 503) during recovery.
     let ready: () => boolean | string = () => false;
+    let warnings: () => string[] = () => [];
     const metrics = new BrokerMetrics();
     const metricsAt = config.metrics === undefined ? null : {
       host: config.metrics.host ?? config.host ?? "127.0.0.1",
@@ -184,13 +199,18 @@ export async function startNode(env: Env, config: NodeConfig = {}): Promise<Runn
         HttpServer.start(metricsNet === null ? env : { ...env, net: metricsNet }, metricsAt, {
           ready: () =>
             ready(),
+          warnings: () =>
+            warnings(),
           metrics: async () => ({
             status: 200,
             contentType: metrics.contentType,
             body: await metrics.scrape(),
           }),
         }));
-    const node = await startServing(env, config, metrics, http, (r) => (ready = r));
+    const node = await startServing(env, config, metrics, http, (r, w) => {
+      ready = r;
+      warnings = w;
+    });
     return {
       ...node,
       async close() {
@@ -214,7 +234,7 @@ async function startServing(
   config: NodeConfig,
   metrics: BrokerMetrics,
   http: HttpServer | null,
-  setReady: (ready: () => boolean | string) => void,
+  setReady: (ready: () => boolean | string, warnings: () => string[]) => void,
 ): Promise<RunningNode> {
   // The nodes of a cluster need names apart in handshakes: unless one is configured, a clustered
   // node goes by its node id.
@@ -241,11 +261,21 @@ async function startServing(
     clientAt,
     () => env.net.listen(clientAt, config.tls === undefined ? {} : { tls: config.tls }),
   );
-  // The cluster's parts listen and dial through this, so they speak TLS without knowing it.
+  // The cluster's parts listen and dial through these, so they speak TLS and prove the cluster
+  // secret without knowing it.
   const clusterNet = config.cluster?.tls === undefined
     ? null
     : new TlsNetwork(env.net, config.cluster.tls);
-  const clusterEnv = clusterNet === null ? env : { ...env, net: clusterNet };
+  const tlsEnv = clusterNet === null ? env : { ...env, net: clusterNet };
+  const secret = config.cluster?.secret;
+  const clusterEnv = secret === undefined ? tlsEnv : {
+    ...tlsEnv,
+    net: new (await loadClusterModules()).clusterAuth.ClusterAuthNetwork(tlsEnv, {
+      nodeId: nodeId as string,
+      secret,
+      onLog: (level, msg) => config.hooks?.onReport?.(msg, level),
+    }),
+  };
   let gossip: Gossip | null = null;
   if (config.cluster !== undefined) {
     const { Gossip, nextIncarnation } = (await loadClusterModules()).gossip;
@@ -282,6 +312,14 @@ async function startServing(
       `storage failing since ${
         Math.round((env.clock.now() - failing.sinceMs) / 1000)
       } s ago (${failing.cause}): ${failing.message}`;
+  }, () => {
+    // Ready all the same (it serves), but one failure away from a cluster without metadata.
+    const f = cluster?.metaFaultTolerance();
+    if (f === undefined || f.canLose >= 1) return [];
+    return [
+      `metadata group not fault tolerant: ${f.votersAlive} of ${f.voters} voters alive, ` +
+      `${f.quorum} needed; it cannot lose a node`,
+    ];
   });
   return {
     broker,
@@ -291,7 +329,7 @@ async function startServing(
     metricsAddr: http?.addr ?? null,
     done,
     async close() {
-      setReady(() => false);
+      setReady(() => false, () => []);
       // Acks taken since the last flush, while the metadata group can still be reached.
       await bridge?.flushDurables().catch(() => {});
       // Tell the cluster first, so peers see "left" rather than wait to suspect a failure.
@@ -335,6 +373,14 @@ async function startReplication(
       retentionMs: Number.isSafeInteger(ms) ? ms : broker.opts.retentionMs,
     };
   };
+  // A forwarded request carries its client's principal, which the node serving it trusts: with
+  // authentication on, only a peer that proved the cluster secret may send one.
+  if (broker.auth.enabled && c.secret === undefined) {
+    throw new RangeError(
+      "Authentication in a cluster needs the cluster secret: nodes forward requests on behalf of " +
+        "authenticated users, and trust only peers that prove the secret",
+    );
+  }
   const transport = new Transport(clusterEnv, {
     nodeId: broker.nodeId,
     resolve: (id) => {
@@ -366,6 +412,7 @@ async function startReplication(
         FileLog.open(env, {
           dir,
           partition,
+          repairedByPeers: true,
           // The WAL holds every batch until a checkpoint synced the log: no fsync per append.
           fsync: { kind: "never" },
           segmentBytes: Number(configs["segment.bytes"] ?? broker.opts.segmentBytes),
@@ -387,13 +434,21 @@ async function startReplication(
       onReport: (msg) => hooks.onReport(msg, "warn"),
       readFounder: async (dir) => {
         try {
-          return (await readChecked(env.disk, `${dir}.founder`)).trim();
+          return (await readChecked(env.disk, founderFile(dir))).trim();
         } catch (err) {
           if (err instanceof NotFound) return null;
           throw err;
         }
       },
-      writeFounder: (dir, founder) => writeChecked(env.disk, `${dir}.founder`, founder),
+      writeFounder: (dir, founder) => writeChecked(env.disk, founderFile(dir), founder),
+      hasStore: async (dir) => {
+        try {
+          return (await env.disk.list(dir)).length > 0;
+        } catch (err) {
+          if (err instanceof NotFound) return false;
+          throw err;
+        }
+      },
       resetStore: async (dir) => {
         if (await emptyDir(env, dir)) await env.disk.syncDir(dir);
       },
@@ -403,6 +458,18 @@ async function startReplication(
     transport,
     broker,
   );
+  cluster.onSecurityChange = () => {
+    const users = new Map<string, ScramCredential>();
+    for (const [name, u] of cluster.meta.users) {
+      users.set(name, {
+        salt: fromBase64(u.salt),
+        iterations: u.iterations,
+        storedKey: fromBase64(u.storedKey),
+        serverKey: fromBase64(u.serverKey),
+      });
+    }
+    broker.auth.store.setReplicated(users, cluster.meta.acls);
+  };
   attachGroups(broker.groups, cluster);
   return cluster;
 }
@@ -457,14 +524,16 @@ export function loadClusterModules(): ReturnType<typeof importClusterModules> {
 }
 
 async function importClusterModules() {
-  const [gossip, cluster, bridge, groupOffsets, transport, wal, forward] = await Promise.all([
-    import("./cluster/gossip/mod.ts"),
-    import("./cluster/cluster.ts"),
-    import("./cluster/bridge.ts"),
-    import("./cluster/group_offsets.ts"),
-    import("./cluster/transport.ts"),
-    import("./cluster/raft/wal.ts"),
-    import("./cluster/forward.ts"),
-  ]);
-  return { gossip, cluster, bridge, groupOffsets, transport, wal, forward };
+  const [gossip, cluster, bridge, groupOffsets, transport, wal, clusterAuth, forward] =
+    await Promise.all([
+      import("./cluster/gossip/mod.ts"),
+      import("./cluster/cluster.ts"),
+      import("./cluster/bridge.ts"),
+      import("./cluster/group_offsets.ts"),
+      import("./cluster/transport.ts"),
+      import("./cluster/raft/wal.ts"),
+      import("./cluster/cluster_auth.ts"),
+      import("./cluster/forward.ts"),
+    ]);
+  return { gossip, cluster, bridge, groupOffsets, transport, wal, clusterAuth, forward };
 }

@@ -2,6 +2,7 @@
 // given flags, wait for its JSON listen line, keep draining (and remembering the end of) its log.
 
 import { type Client, connect } from "../src/client/mod.ts";
+import { ErrorCode, GregorError } from "../src/protocol/errors.ts";
 
 const BROKER = new URL("../cli/broker.ts", import.meta.url).pathname;
 /** Log lines kept per broker, to explain one that died. */
@@ -22,6 +23,10 @@ export interface SpawnOptions {
   openFilesMax?: number;
   /** A command the broker runs under, e.g. `ip netns exec NS` (it must exec the broker). */
   prefix?: string[];
+  /** Environment variables it gets besides this process's own. */
+  env?: Record<string, string>;
+  /** Told of every log line (after the listen line), as `lines` keeps only the last ones. */
+  onLine?: (line: string) => void;
 }
 
 /** Starts a broker with `args` (after `cli/broker.ts`); resolves once it listens. */
@@ -37,6 +42,7 @@ export async function spawnBroker(
     args: rest,
     stdout: "piped",
     stderr: "inherit",
+    ...(opts.env === undefined ? {} : { env: opts.env }),
   }).spawn();
   const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
   let text = "";
@@ -51,7 +57,9 @@ export async function spawnBroker(
     for (;;) {
       const r = await reader.read().catch(() => ({ done: true, value: undefined }));
       if (r.done) return;
-      lines.push(...String(r.value).split("\n"));
+      const fresh = String(r.value).split("\n");
+      if (opts.onLine !== undefined) { for (const l of fresh) opts.onLine(l); }
+      lines.push(...fresh);
       if (lines.length > LINES_KEPT) lines.splice(0, lines.length - LINES_KEPT);
     }
   })();
@@ -156,6 +164,28 @@ export async function retry<T>(what: string, fn: () => Promise<T>): Promise<T> {
       await sleep(100);
     }
   }
+}
+
+/**
+ * Creates a topic, retrying for up to 30 s while the cluster cannot (no controller yet, a leader
+ * moving). An attempt that failed may have created it (a TIMEOUT after the metadata committed),
+ * so TOPIC_EXISTS after a failed attempt counts as created; on the first attempt it is an error.
+ */
+export async function createTopicRetrying(
+  client: Client,
+  name: string,
+  opts: Parameters<Client["admin"]["createTopic"]>[1] = {},
+): Promise<void> {
+  let failed = false;
+  await retry(`topic ${name} is created`, async () => {
+    try {
+      await client.admin.createTopic(name, opts);
+    } catch (err) {
+      if (failed && err instanceof GregorError && err.code === ErrorCode.TOPIC_EXISTS) return;
+      failed = true;
+      throw err;
+    }
+  });
 }
 
 /** Every value of `topic`'s partition 0, by offset, up to its current end. */

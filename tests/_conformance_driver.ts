@@ -10,6 +10,7 @@ import {
   connect,
   type Consumer,
   GregorError,
+  type GroupConsumer,
   type ReceivedMessage,
 } from "../src/client/mod.ts";
 import { hostEnv } from "../src/io/node/host.ts";
@@ -45,6 +46,10 @@ export interface ScenarioBrokers {
 
 /** How long a receive waits for its messages before the scenario fails, ms. */
 const RECEIVE_TIMEOUT_MS = 10_000;
+/** How long an awaitAssignment step waits for the group to settle, ms. */
+const ASSIGNMENT_TIMEOUT_MS = 10_000;
+/** How often an awaitAssignment step looks at the members' assignments, ms. */
+const ASSIGNMENT_POLL_MS = 20;
 
 const text = (b: Uint8Array | null): string | null =>
   b === null ? null : new TextDecoder().decode(b);
@@ -154,6 +159,17 @@ export async function runScenario(s: Scenario, brokers: ScenarioBrokers): Promis
     pending.delete(name);
     return p ?? subs.get(name)!.next();
   };
+  /** Group members by step name, each on its own client. */
+  const members = new Map<string, GroupConsumer>();
+  const memberPending = new Map<string, Promise<ReceivedMessage | null>>();
+  const memberNext = (name: string): Promise<ReceivedMessage | null> => {
+    const p = memberPending.get(name);
+    memberPending.delete(name);
+    return p ?? members.get(name)!.next();
+  };
+  const owned = (name: string, topic: string): number[] =>
+    members.get(name)!.assignment().filter((tp) => tp.topic === topic).map((tp) => tp.partition)
+      .sort((x, y) => x - y);
   try {
     for (const [i, step] of s.steps.entries()) {
       const where = `${s.name} step ${i} (${step.op})`;
@@ -359,6 +375,82 @@ export async function runScenario(s: Scenario, brokers: ScenarioBrokers): Promis
       case "unsubscribe":
         await subs.get(step.sub)!.close();
         subs.delete(step.sub);
+        return;
+      case "joinGroup": {
+        const c = await open([addrs[0]!]);
+        members.set(
+          step.member,
+          await c.groupConsumer(step.group, step.topics, {
+            reset: step.reset ?? "latest",
+            autoCommit: step.autoCommit === true,
+          }),
+        );
+        return;
+      }
+      case "awaitAssignment": {
+        const names = Object.keys(step.members);
+        const deadline = Date.now() + ASSIGNMENT_TIMEOUT_MS;
+        for (;;) {
+          const counts = names.map((n) => owned(n, step.topic));
+          const all = counts.flat().sort((x, y) => x - y);
+          const settled = names.every((n, i) => counts[i]!.length === step.members[n]) &&
+            all.length === step.partitions && all.every((p, i) => p === i);
+          if (settled) return;
+          assert.ok(
+            Date.now() < deadline,
+            `the group did not settle on ${JSON.stringify(step.members)} in ` +
+              `${ASSIGNMENT_TIMEOUT_MS} ms: ${names.map((n, i) => `${n} owns [${counts[i]}]`)}`,
+          );
+          await new Promise((r) => setTimeout(r, ASSIGNMENT_POLL_MS));
+        }
+      }
+      case "groupReceive": {
+        const expected = step.expect as Step[];
+        const matched = new Set<number>();
+        for (const name of step.members as string[]) {
+          const mine = owned(name, step.topic);
+          const want = expected.filter((e) => mine.includes(e.partition)).length;
+          for (let n = 0; n < want; n++) {
+            const m = await withTimeout(memberNext(name), RECEIVE_TIMEOUT_MS, name);
+            assert.ok(m !== null, `member ${name} ended`);
+            const at = `${name} received ${m.topic}/${m.partition}@${m.offset}`;
+            assert.ok(mine.includes(m.partition), `${at}, a partition it does not own`);
+            const i = expected.findIndex((e, k) =>
+              !matched.has(k) && e.partition === m.partition && e.offset === m.offset
+            );
+            assert.ok(i >= 0, `${at}, which is not expected here or came twice`);
+            matched.add(i);
+            if ("value" in expected[i]!) assert.equal(text(m.value), expected[i]!.value, at);
+          }
+        }
+        const missed = expected.filter((_, k) => !matched.has(k));
+        assert.deepEqual(missed, [], "messages no member owning their partition received");
+        return;
+      }
+      case "groupExpectNone":
+        for (const name of step.members as string[]) {
+          const next = memberNext(name);
+          let timer: ReturnType<typeof setTimeout> | undefined;
+          const got = await Promise.race([
+            next,
+            new Promise<"none">((r) => timer = setTimeout(() => r("none"), step.ms)),
+          ]);
+          clearTimeout(timer);
+          assert.equal(got, "none", `${name} received offset ${(got as ReceivedMessage)?.offset}`);
+          memberPending.set(name, next);
+        }
+        return;
+      case "groupCommit": {
+        const g = members.get(step.member)!;
+        if (step.partitionOf === undefined) return await g.commit();
+        const theirs = owned(step.partitionOf, step.topic);
+        assert.ok(theirs.length > 0, `${step.partitionOf} owns no partition of ${step.topic}`);
+        return await g.commit([{ topic: step.topic, partition: theirs[0]!, offset: step.offset }]);
+      }
+      case "leaveGroup":
+        await members.get(step.member)!.close();
+        members.delete(step.member);
+        memberPending.delete(step.member);
         return;
       default:
         throw new Error(`unknown step op ${step.op}`);

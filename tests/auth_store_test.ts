@@ -5,7 +5,8 @@ import assert from "node:assert/strict";
 import { Auth } from "../src/auth/auth.ts";
 import { deriveCredential } from "../src/auth/scram.ts";
 import { SeededRandom } from "../src/io/prng.ts";
-import { ACLS_FILE, SecurityFileError, SecurityStore, USERS_FILE } from "../src/auth/store.ts";
+import { SecurityFileError, SecurityStore } from "../src/auth/store.ts";
+import { aclsFile, usersFile } from "../src/storage/layout.ts";
 import { denoEnv } from "../src/io/deno/mod.ts";
 import { writeChecked } from "../src/storage/checked_file.ts";
 
@@ -45,7 +46,7 @@ Deno.test("SecurityStore keeps users and ACLs across a reopen, and never the pas
     }]);
     assert.deepEqual(again.credential("alice"), s.credential("alice"));
     assert.deepEqual(again.acls, [e]);
-    const text = await Deno.readTextFile(`${dir}/${USERS_FILE}`);
+    const text = await Deno.readTextFile(usersFile(dir));
     assert.ok(!text.includes("hunter2"), "no password at rest");
     assert.ok(/"storedKey"/.test(text) && /#crc32c:/.test(text));
   });
@@ -57,12 +58,12 @@ Deno.test("SecurityStore ignores a temporary file a crash left, and refuses dama
     const s = await SecurityStore.open(disk, dir);
     await s.putUser("alice", await deriveCredential("pw", SALT, 4096));
     // A write torn before its rename: the committed file is what counts.
-    await Deno.writeTextFile(`${dir}/${USERS_FILE}.tmp`, "{ torn");
+    await Deno.writeTextFile(`${usersFile(dir)}.tmp`, "{ torn");
     assert.equal((await SecurityStore.open(disk, dir)).users().length, 1);
 
-    const good = await Deno.readTextFile(`${dir}/${USERS_FILE}`);
+    const good = await Deno.readTextFile(usersFile(dir));
     await Deno.writeTextFile(
-      `${dir}/${USERS_FILE}`,
+      usersFile(dir),
       good.replace('"iterations": 4096', '"iterations": 4097'),
     );
     await assert.rejects(
@@ -71,7 +72,7 @@ Deno.test("SecurityStore ignores a temporary file a crash left, and refuses dama
         err instanceof SecurityFileError &&
         /users\.json is damaged \(checksum mismatch\)/.test(err.message),
     );
-    await Deno.remove(`${dir}/${USERS_FILE}`);
+    await Deno.remove(usersFile(dir));
     // A file with a valid checksum but an invalid entry (as a hand edit would make).
     const acls = `${
       JSON.stringify({
@@ -85,7 +86,7 @@ Deno.test("SecurityStore ignores a temporary file a crash left, and refuses dama
         }],
       })
     }`;
-    await writeChecked(disk, `${dir}/${ACLS_FILE}`, acls);
+    await writeChecked(disk, aclsFile(dir), acls);
     await assert.rejects(
       SecurityStore.open(disk, dir),
       (err) =>
@@ -134,5 +135,39 @@ Deno.test("Auth.allowed() follows ACL changes at once, though it remembers its d
     await store.removeAcl(e);
     assert.equal(auth.allowed("alice", "produce", "topic", "orders"), false);
     assert.equal(auth.allowed("root", "delete", "topic", "orders"), true, "super-users pass");
+  });
+});
+
+Deno.test("SecurityStore adds the cluster's users and ACLs to its own: the cluster's user wins a name, either's ACL counts, its files stay", async () => {
+  await withDir(async (dir) => {
+    const disk = denoEnv().disk;
+    const s = await SecurityStore.open(disk, dir);
+    const local = await deriveCredential("local-pw", SALT, 4096);
+    const replicated = await deriveCredential("cluster-pw", SALT, 5000);
+    await s.putUser("admin", local);
+    const own = {
+      principal: "admin",
+      resourceType: "cluster" as const,
+      pattern: "literal" as const,
+      name: "",
+      operation: "describe" as const,
+    };
+    await s.addAcl(own);
+    const theirs = { ...own, principal: "alice", resourceType: "topic" as const, name: "t" };
+    const generation = s.aclGeneration;
+    s.setReplicated(new Map([["admin", replicated], ["alice", replicated]]), [own, theirs]);
+    assert.ok(s.aclGeneration > generation, "cached decisions are dropped");
+    assert.deepEqual(s.credential("admin"), replicated);
+    assert.deepEqual(s.users().map((u) => [u.name, u.iterations]), [["admin", 5000], [
+      "alice",
+      5000,
+    ]]);
+    assert.deepEqual(s.acls, [own, theirs], "an entry of both counts once");
+    s.setReplicated(new Map(), []);
+    assert.deepEqual(s.credential("admin"), local);
+    assert.equal(s.credential("alice"), undefined);
+    assert.deepEqual(s.acls, [own]);
+    const reopened = await SecurityStore.open(disk, dir);
+    assert.deepEqual(reopened.users().map((u) => u.name), ["admin"], "the files hold only its own");
   });
 });

@@ -7,7 +7,7 @@
 
 import assert from "node:assert/strict";
 import type { Client } from "../src/client/mod.ts";
-import { clusterFormed, clusterTest, retry } from "./_broker_process.ts";
+import { clusterFormed, clusterTest, createTopicRetrying, retry } from "./_broker_process.ts";
 
 /** Topics created (and produced to) one after the other. */
 const TOPICS = 5;
@@ -23,7 +23,7 @@ clusterTest(
   "3 replicating brokers: a new topic takes quorum produces at once; describe shows its ISR shrink",
   async ({ procs, clients }) => {
     await clusterFormed(procs, clients);
-    await retry("the first topic", () => clients[0]!.admin.createTopic("warm", { partitions: 1 }));
+    await createTopicRetrying(clients[0]!, "warm", { partitions: 1 });
     // Topics are created through the controller, which answers once it knows their leaders.
     const index = await clusterFormed(procs, clients);
     const controller: Client = clients[index]!;

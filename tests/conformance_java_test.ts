@@ -1,6 +1,6 @@
 // The Java SDK (sdk/java) under `deno task test`: `mvn -q -B test` runs its JUnit suites — the
-// golden frames, schemas and murmur2 vectors, and every conformance scenario against broker
-// processes it starts with this Deno — and fails if any fails or skips.
+// golden frames, schemas and murmur2 vectors, every conformance scenario and the consumer-group
+// tests against broker processes it starts with this Deno — and fails if any fails or skips.
 
 import assert from "node:assert/strict";
 import { killAll, spawnBroker } from "./_broker_process.ts";
@@ -58,6 +58,8 @@ Deno.test({
     assert.equal(out.code, 0, `mvn test failed:\n${text}`);
     const conformance = await report("ConformanceTest");
     assert.deepEqual(conformance, { tests: SCENARIOS, failures: 0, errors: 0, skipped: 0 }, text);
+    const groups = await report("GroupConsumerTest");
+    assert.deepEqual(groups, { tests: 3, failures: 0, errors: 0, skipped: 0 }, text);
     const golden = await report("GoldenTest");
     assert.ok(golden.tests! >= 40, `GoldenTest ran ${golden.tests} tests`);
     assert.deepEqual([golden.failures, golden.errors, golden.skipped], [0, 0, 0], text);

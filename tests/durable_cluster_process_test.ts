@@ -9,6 +9,7 @@ import type { Consumer, ReceivedMessage } from "../src/client/mod.ts";
 import {
   clusterFormed,
   clusterTest,
+  createTopicRetrying,
   META_VOTERS_SETTLE_MS,
   retry,
   sleep,
@@ -52,7 +53,7 @@ clusterTest(
     const a = (c + 1) % 3;
     const b = (c + 2) % 3;
     const onA = clients[a]!;
-    await retry("create", () => onA.admin.createTopic(TOPIC, { partitions: 1 }));
+    await createTopicRetrying(onA, TOPIC, { partitions: 1 });
     const producer = onA.producer({ acks: "quorum", deliveryTimeoutMs: 30_000 });
     await retry("produce", async () => {
       await Promise.all(

@@ -11,7 +11,7 @@ import {
   validateBatch,
 } from "../src/protocol/batch.ts";
 import { FileLog, type FileLogOptions } from "../src/storage/file_log.ts";
-import { segmentName } from "../src/storage/segment.ts";
+import { segmentFile, segmentName } from "../src/storage/layout.ts";
 
 const LIMITS = { recordsBytesMax: 1 << 20 };
 const ALL = { bytesMax: 1 << 30, recordsMax: 1 << 30 };
@@ -133,7 +133,7 @@ Deno.test("FileLog on real files cuts a torn tail and rebuilds a lost index afte
     const active = `${opts.dir}/${logs.at(-1)}`;
     await Deno.remove(`${opts.dir}/clean-shutdown`);
     await Deno.writeFile(active, batch(30).subarray(0, 40), { append: true });
-    await Deno.remove(`${opts.dir}/${segmentName(0, "index")}`);
+    await Deno.remove(segmentFile(opts.dir, 0, "index"));
 
     log = await FileLog.open(denoEnv(), opts);
     assert.ok(reports.some((r) => r.startsWith("Truncated 40 bytes")), reports.join("\n"));

@@ -11,6 +11,7 @@ import {
   clusterFormed,
   clusterTest,
   connectTo,
+  createTopicRetrying,
   META_VOTERS_SETTLE_MS,
   retry,
   sleep,
@@ -53,7 +54,7 @@ clusterTest(
       // coordinator, wherever that is.
       const home = (victim + 1) % 3;
       const c = clients[home]!;
-      await retry("create", () => c.admin.createTopic(TOPIC, { partitions: PARTITIONS }));
+      await createTopicRetrying(c, TOPIC, { partitions: PARTITIONS });
       const producer = c.producer({ acks: "quorum", deliveryTimeoutMs: 60_000 });
       const produce = (from: number) =>
         Promise.all(

@@ -732,6 +732,44 @@ export function defineIoContractTests(
     assert.notDeepEqual(fromA, fromB);
   });
 
+  test("Random.secureBytes gives the bytes asked for, fresh on every call", (t) => {
+    const r = t.env.random;
+    assert.equal(r.secureBytes(0).length, 0);
+    const seen = new Set<string>();
+    for (let i = 0; i < 100; i++) {
+      const b = r.secureBytes(32);
+      assert.ok(b instanceof Uint8Array && b.length === 32);
+      seen.add(Array.from(b).join(","));
+    }
+    assert.equal(seen.size, 100);
+    assert.equal(r.secureBytes(65_536).length, 65_536);
+    for (const n of [-1, 1.5, 65_537, NaN]) {
+      assert.throws(() => r.secureBytes(n), RangeError, `secureBytes(${n})`);
+    }
+  });
+
+  // --- Crypto ----------------------------------------------------------------------------------
+
+  test("Crypto.hmacSha256 gives RFC 4231's answers", async (t) => {
+    const hex = (b: Uint8Array): string =>
+      Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+    const text = (s: string): Uint8Array => new TextEncoder().encode(s);
+    // RFC 4231 test cases 2 (a short key) and 6 (a key longer than a block, hashed first).
+    assert.equal(
+      hex(await t.env.crypto.hmacSha256(text("Jefe"), text("what do ya want for nothing?"))),
+      "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843",
+    );
+    assert.equal(
+      hex(
+        await t.env.crypto.hmacSha256(
+          new Uint8Array(131).fill(0xaa),
+          text("Test Using Larger Than Block-Size Key - Hash Key First"),
+        ),
+      ),
+      "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54",
+    );
+  });
+
   test("Random.fork depends on the label only, not on values drawn before", (t) => {
     const parent = t.env.random;
     const early = parent.fork("workload");

@@ -9,7 +9,12 @@
 
 import assert from "node:assert/strict";
 import { type Client, connect, type ReceivedMessage } from "../src/client/mod.ts";
-import { type BrokerProcess, META_VOTERS_SETTLE_MS, spawnBroker } from "./_broker_process.ts";
+import {
+  type BrokerProcess,
+  createTopicRetrying,
+  META_VOTERS_SETTLE_MS,
+  spawnBroker,
+} from "./_broker_process.ts";
 import { cleanLeftovers, NetLab, netnsSkipReason } from "./_netns.ts";
 
 const SKIP = await netnsSkipReason();
@@ -147,11 +152,7 @@ class Hosts {
     });
     // Until all three vote in the metadata group, one node cut off may leave it without a quorum.
     await sleep(META_VOTERS_SETTLE_MS);
-    await until(
-      "the topic is created",
-      30_000,
-      () => this.client.admin.createTopic(TOPIC, { partitions: PARTITIONS }),
-    );
+    await createTopicRetrying(this.client, TOPIC, { partitions: PARTITIONS });
     await this.inSync();
   }
 

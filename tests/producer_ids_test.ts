@@ -4,7 +4,8 @@ import assert from "node:assert/strict";
 import { denoEnv } from "../src/io/deno/mod.ts";
 import { readChecked, writeChecked } from "../src/storage/checked_file.ts";
 import { ErrorCode } from "../src/protocol/errors.ts";
-import { PRODUCER_ID_BLOCK, PRODUCER_IDS_FILE, ProducerIds } from "../src/broker/producer_ids.ts";
+import { PRODUCER_ID_BLOCK, ProducerIds } from "../src/broker/producer_ids.ts";
+import { producerIdsFile } from "../src/storage/layout.ts";
 
 Deno.test("ProducerIds hands out ids unique across reopens, reserving a block durably first", async () => {
   const dir = await Deno.makeTempDir({ prefix: "gregormq-pids-" });
@@ -17,7 +18,7 @@ Deno.test("ProducerIds hands out ids unique across reopens, reserving a block du
     for (const id of ids) seen.add(id);
     assert.equal(seen.size, 10);
     assert.deepEqual(ids, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
-    const saved = JSON.parse(await readChecked(disk, `${dir}/${PRODUCER_IDS_FILE}`));
+    const saved = JSON.parse(await readChecked(disk, producerIdsFile(dir)));
     assert.equal(saved.nextBlockStart, PRODUCER_ID_BLOCK);
     // A restart (a new instance on the same directory) starts past the whole reserved block.
     const second = new ProducerIds(disk, dir);
@@ -39,7 +40,7 @@ Deno.test("ProducerIds fails with STORAGE_ERROR on a damaged or invalid reservat
   const dir = await Deno.makeTempDir({ prefix: "gregormq-pids-" });
   try {
     const disk = denoEnv().disk;
-    await writeChecked(disk, `${dir}/${PRODUCER_IDS_FILE}`, `{"nextBlockStart":-4}`);
+    await writeChecked(disk, producerIdsFile(dir), `{"nextBlockStart":-4}`);
     await assert.rejects(new ProducerIds(disk, dir).next(), (err: Error & { code?: number }) => {
       assert.equal(err.code, ErrorCode.STORAGE_ERROR);
       assert.match(err.message, /producer_ids\.json.*nextBlockStart is -4/);
@@ -47,8 +48,8 @@ Deno.test("ProducerIds fails with STORAGE_ERROR on a damaged or invalid reservat
     });
     // A bit flipped at rest: the checksum catches it.
     await Deno.writeTextFile(
-      `${dir}/${PRODUCER_IDS_FILE}`,
-      (await Deno.readTextFile(`${dir}/${PRODUCER_IDS_FILE}`)).replace("-4", "-5"),
+      producerIdsFile(dir),
+      (await Deno.readTextFile(producerIdsFile(dir))).replace("-4", "-5"),
     );
     await assert.rejects(new ProducerIds(disk, dir).next(), (err: Error & { code?: number }) => {
       assert.equal(err.code, ErrorCode.STORAGE_ERROR);

@@ -11,6 +11,7 @@ import {
   clusterFormed,
   clusterTest,
   connectTo,
+  createTopicRetrying,
   readAll,
   retry,
   sleep,
@@ -36,7 +37,7 @@ clusterTest(
     // The cluster assembles itself; the topic is created once every node is a member (a topic
     // created before a node joined would get fewer replicas) and the metadata group leads.
     await clusterFormed(procs, clients);
-    await retry("create", () => clients[0]!.admin.createTopic(TOPIC, { partitions: 1 }));
+    await createTopicRetrying(clients[0]!, TOPIC, { partitions: 1 });
     const replicas = (await clients[0]!.admin.metadata([TOPIC])).topics[0]!.partitions[0]!
       .replicas;
     assert.equal(replicas.length, 3, "the topic has a replica on every node");
@@ -188,12 +189,12 @@ clusterTest(
     });
     await sleep(2000);
     const c = clients[1]!; // not the founder: admin requests are forwarded to the controller
-    await retry("create", () => c.admin.createTopic("again", { partitions: 1 }));
+    await createTopicRetrying(c, "again", { partitions: 1 });
     for (let i = 0; i < 10; i++) {
       await retry("publish", () => c.publish("again", { value: `old-${i}`, partition: 0 }));
     }
     await retry("delete", () => c.admin.deleteTopic("again"));
-    await retry("create again", () => c.admin.createTopic("again", { partitions: 1 }));
+    await createTopicRetrying(c, "again", { partitions: 1 });
     const offsets: number[] = [];
     for (let i = 0; i < 5; i++) {
       offsets.push(

@@ -19,6 +19,7 @@ import { encode, Op, SCHEMAS } from "../src/protocol/messages.ts";
 import { calmDisk } from "../sim/disk.ts";
 import {
   CLUSTER_PORT,
+  CLUSTER_SECRET,
   convergeRoundsMax,
   GossipCluster,
   gossipOptions,
@@ -92,9 +93,12 @@ const HOSTILE_PER_KIND = 25;
 const EXCHANGE_TIMEOUT_MS = 1_000;
 
 /** A calm cluster of `n` nodes that has agreed. */
-async function agreedCluster(seed: number, n: number): Promise<GossipCluster> {
+async function agreedCluster(seed: number, n: number, secret?: string): Promise<GossipCluster> {
   const sim = new Simulation(seed, { net: calmNet(), disk: calmDisk() });
-  const cluster = new GossipCluster(sim, { intervalMs: 200 });
+  const cluster = new GossipCluster(sim, {
+    intervalMs: 200,
+    ...(secret === undefined ? {} : { secret }),
+  });
   for (let i = 0; i < n; i++) cluster.add(`node-${i}`);
   const rounds = await cluster.runUntil(() => cluster.gaps(true).length === 0, 60_000);
   assert.notEqual(rounds, null, `no agreement: ${cluster.gaps(true).join("; ")}`);
@@ -330,5 +334,75 @@ Deno.test("gossip: an impostor claiming a node's id loses to the real node once 
     assert.ok(reclaimed(), "the impostor's claim came back");
     return false;
   }, STABLE_ROUNDS * 200);
+  assert.equal(cluster.violations.length, 0, cluster.violations.join("\n"));
+});
+
+Deno.test("gossip with a cluster secret: a rogue without it, with another, or with a node's copied id never becomes a member", async () => {
+  // The property: with every genuine node holding the secret, for 50 rounds after rogues start
+  // (given the seed's address like any node: one without a secret, one with another secret, and
+  // two that copied node-2's id, without the secret and with another), no genuine view ever lists
+  // a rogue's id or host, node-2 stays alive at its own address in every view, the safety checker
+  // finds nothing, and each side logged the refusal. A genuine node added afterwards still joins.
+  const n = 5;
+  const cluster = await agreedCluster(HOSTILE_SEED + 2, n, CLUSTER_SECRET);
+  const realId = cluster.node("node-2").id!;
+  const rogues = [
+    cluster.add("rogue-none", { secret: null }),
+    cluster.add("rogue-other", { secret: "a secret that is not the cluster's" }),
+    cluster.add("rogue-copy", { secret: null, nodeId: realId }),
+    cluster.add("rogue-copy-other", {
+      secret: "a secret that is not the cluster's",
+      nodeId: realId,
+    }),
+  ];
+  const rogueIds = new Set<string>();
+  await cluster.runUntil(() => {
+    for (const r of rogues) if (r.id !== null && r.id !== realId) rogueIds.add(r.id);
+    for (const v of cluster.views()) {
+      for (const m of v.members) {
+        assert.ok(!rogueIds.has(m.id), `${v.name} lists the rogue ${m.id}`);
+        assert.ok(!m.host.startsWith("rogue"), `${v.name} lists ${m.id} at ${m.host}`);
+      }
+      const real = v.members.find((m) => m.id === realId);
+      assert.equal(real?.state, "alive", `${v.name} sees node-2 as ${real?.state}`);
+    }
+    return false;
+  }, 50 * 200);
+  assert.equal(rogueIds.size, 2);
+  assert.equal(cluster.violations.length, 0, cluster.violations.join("\n"));
+  // The rogues' own views hold nobody but themselves: the cluster told them nothing.
+  for (const r of rogues) {
+    assert.deepEqual(r.gossip!.members().map((m) => m.host), [r.name], r.name);
+  }
+  // Each rogue was told, and says so: without a secret gossip logs the refusal, with another
+  // secret the handshake does.
+  assert.match(
+    cluster.node("rogue-none").logs.join("\n"),
+    /^error: node-0:7072 refused GOSSIP_SYN: Cluster authentication failed.*this node does not run with the cluster's secret/m,
+  );
+  assert.match(
+    cluster.node("rogue-other").logs.join("\n"),
+    /^error: Cluster peer at node-0:7072 refused: node [\w-]+ refused this node's proof: the cluster secrets differ/m,
+  );
+  // The seed node refused each of them, and said why.
+  const seedLog = cluster.node("node-0").logs.join("\n");
+  for (
+    const re of [
+      /^warn: Cluster connection from rogue-none:\d+ refused: it sent GOSSIP_SYN without authenticating first/m,
+      /^warn: Cluster connection from rogue-other:\d+ \(claiming node [\w-]+\) refused: its proof as node [\w-]+ does not verify/m,
+      new RegExp(
+        `^warn: Cluster connection from rogue-copy-other:\\d+ \\(claiming node ${realId}\\) refused`,
+        "m",
+      ),
+    ]
+  ) {
+    assert.match(seedLog, re);
+  }
+  assert.equal(cluster.node("node-2").gossip!.stats.refutations, 0, "node-2 never had to refute");
+  // A node with the secret still joins as any node does.
+  cluster.add(`node-${n}`);
+  const rounds = await cluster.runUntil(() => cluster.knownToAll(`node-${n}`), 60_000);
+  assert.notEqual(rounds, null, cluster.gaps(true).join("; "));
+  assert.ok(rounds! <= convergeRoundsMax(n + 1), `took ${rounds} rounds`);
   assert.equal(cluster.violations.length, 0, cluster.violations.join("\n"));
 });

@@ -9,6 +9,7 @@ import { connect, type ConnectOptions, TlsHandshakeFailed } from "../src/client/
 import type { TlsFailure } from "../src/io/types.ts";
 import {
   clusterFormed,
+  createTopicRetrying,
   freePort,
   killAll,
   retry,
@@ -274,7 +275,7 @@ tlsTest("three nodes form a cluster over mutual TLS on the cluster port", async 
     }
     for (const p of procs) clients.push(await connect({ port: p.clientPort }));
     const controller = clients[await clusterFormed(procs, clients)]!;
-    await retry("a replicated topic", () => controller.admin.createTopic("r", { partitions: 1 }));
+    await createTopicRetrying(controller, "r", { partitions: 1 });
     const p = clients[0]!.producer({ acks: "quorum" });
     await retry("a quorum produce", () => p.send("r", { value: "over TLS" }));
     const described = await controller.admin.describeTopic("r");

@@ -37,6 +37,7 @@ type Client struct {
 	nextSub         uint32
 	subs            map[*Subscription]struct{}
 	prods           map[*Producer]struct{}
+	groups          map[*GroupConsumer]struct{}
 	counts          map[string]int // partition counts by topic, for key hashing
 	dialMu          sync.Mutex     // one reconnect at a time
 	defaultProducer *Producer
@@ -60,7 +61,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		cfg.PingInterval = 5 * time.Second
 	}
 	cl := &Client{cfg: cfg, subs: map[*Subscription]struct{}{}, prods: map[*Producer]struct{}{},
-		counts: map[string]int{}}
+		groups: map[*GroupConsumer]struct{}{}, counts: map[string]int{}}
 	if _, err := cl.conn(ctx); err != nil {
 		return nil, err
 	}
@@ -164,9 +165,14 @@ func (cl *Client) Ping(ctx context.Context) error {
 	return err
 }
 
-// Close flushes and closes producers, ends subscriptions and closes the connection.
+// Close closes group members (they leave their groups), flushes and closes producers, ends
+// subscriptions and closes the connection.
 func (cl *Client) Close() error {
 	cl.mu.Lock()
+	groups := make([]*GroupConsumer, 0, len(cl.groups))
+	for g := range cl.groups {
+		groups = append(groups, g)
+	}
 	prods := make([]*Producer, 0, len(cl.prods))
 	for p := range cl.prods {
 		prods = append(prods, p)
@@ -178,6 +184,9 @@ func (cl *Client) Close() error {
 	cl.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), cl.cfg.RequestTimeout)
 	defer cancel()
+	for _, g := range groups {
+		_ = g.Close(ctx)
+	}
 	for _, p := range prods {
 		_ = p.Close(ctx)
 	}

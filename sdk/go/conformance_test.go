@@ -8,6 +8,8 @@ import (
 	"net"
 	"os"
 	"reflect"
+	"slices"
+	"sort"
 	"testing"
 	"time"
 
@@ -27,6 +29,12 @@ type scenario struct {
 
 // receiveTimeout is how long a receive step waits for each message.
 const receiveTimeout = 10 * time.Second
+
+// assignmentTimeout bounds an awaitAssignment step; assignmentPoll is how often it looks.
+const (
+	assignmentTimeout = 10 * time.Second
+	assignmentPoll    = 20 * time.Millisecond
+)
 
 func loadScenarios(t *testing.T) []scenario {
 	raw, err := os.ReadFile("../../conformance/scenarios.json")
@@ -101,6 +109,10 @@ type driver struct {
 	proxies []*cuttingProxy
 	// pending is a Next left waiting by expectNone, which the following receive takes over.
 	pending map[string]chan nextResult
+	// members are group members by step name, each on its own client, and memberPending their
+	// Next calls left waiting by groupExpectNone.
+	members       map[string]*gregormq.GroupConsumer
+	memberPending map[string]chan nextResult
 }
 
 type nextResult struct {
@@ -112,7 +124,8 @@ func runScenario(t *testing.T, s scenario, brokers []*broker) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	d := &driver{t: t, brokers: brokers, subs: map[string]*gregormq.Subscription{},
-		pending: map[string]chan nextResult{}}
+		pending: map[string]chan nextResult{}, members: map[string]*gregormq.GroupConsumer{},
+		memberPending: map[string]chan nextResult{}}
 	defer func() {
 		for _, c := range d.clients {
 			_ = c.Close()
@@ -385,8 +398,154 @@ func (d *driver) run(ctx context.Context, st step) error {
 		err := d.subs[name].Close(ctx)
 		delete(d.subs, name)
 		return err
+	case "joinGroup", "awaitAssignment", "groupReceive", "groupExpectNone", "groupCommit", "leaveGroup":
+		return d.runGroup(ctx, st)
 	default:
 		return fmt.Errorf("unknown step op %v", st["op"])
+	}
+	return nil
+}
+
+// owned is the partitions of topic the member owns now, sorted.
+func (d *driver) owned(name, topic string) []int {
+	var out []int
+	for _, tp := range d.members[name].Assignment() {
+		if tp.Topic == topic {
+			out = append(out, tp.Partition)
+		}
+	}
+	return out
+}
+
+func (d *driver) memberNext(ctx context.Context, name string) chan nextResult {
+	if ch := d.memberPending[name]; ch != nil {
+		delete(d.memberPending, name)
+		return ch
+	}
+	ch := make(chan nextResult, 1)
+	g := d.members[name]
+	go func() {
+		m, err := g.Next(ctx)
+		ch <- nextResult{m, err}
+	}()
+	return ch
+}
+
+func (d *driver) runGroup(ctx context.Context, st step) error {
+	switch st["op"] {
+	case "joinGroup":
+		c := d.open(ctx, []string{d.brokers[0].addr})
+		var topics []string
+		for _, x := range anyList(st["topics"]) {
+			topics = append(topics, str(x))
+		}
+		cfg := gregormq.GroupConfig{ManualCommit: st["autoCommit"] != true}
+		if str(st["reset"]) == "earliest" {
+			cfg.Reset = gregormq.ResetEarliest
+		}
+		g, err := c.JoinGroup(ctx, str(st["group"]), topics, cfg)
+		if err != nil {
+			return err
+		}
+		d.members[str(st["member"])] = g
+	case "awaitAssignment":
+		want := st["members"].(map[string]any)
+		deadline := time.Now().Add(assignmentTimeout)
+		for {
+			got := map[string][]int{}
+			var all []int
+			settled := true
+			for name, n := range want {
+				got[name] = d.owned(name, str(st["topic"]))
+				all = append(all, got[name]...)
+				settled = settled && int64(len(got[name])) == num(n)
+			}
+			sort.Ints(all)
+			for i, p := range all {
+				settled = settled && p == i
+			}
+			if settled && int64(len(all)) == num(st["partitions"]) {
+				return nil
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("the group did not settle on %v in %v: %v", want, assignmentTimeout, got)
+			}
+			time.Sleep(assignmentPoll)
+		}
+	case "groupReceive":
+		expected := anyList(st["expect"])
+		matched := map[int]bool{}
+		for _, x := range anyList(st["members"]) {
+			name := str(x)
+			mine := d.owned(name, str(st["topic"]))
+			var want int
+			for _, e := range expected {
+				if slices.Contains(mine, int(num(e.(map[string]any)["partition"]))) {
+					want++
+				}
+			}
+			for n := 0; n < want; n++ {
+				var r nextResult
+				select {
+				case r = <-d.memberNext(ctx, name):
+				case <-time.After(receiveTimeout):
+					return fmt.Errorf("%s: nothing received in %v", name, receiveTimeout)
+				}
+				if r.err != nil {
+					return fmt.Errorf("%s: %w", name, r.err)
+				}
+				m := r.m
+				at := fmt.Sprintf("%s received %s/%d@%d", name, m.Topic, m.Partition, m.Offset)
+				if !slices.Contains(mine, m.Partition) {
+					return fmt.Errorf("%s, a partition it does not own (%v)", at, mine)
+				}
+				i := slices.IndexFunc(expected, func(x any) bool {
+					e := x.(map[string]any)
+					return num(e["partition"]) == int64(m.Partition) && num(e["offset"]) == m.Offset
+				})
+				if i < 0 || matched[i] {
+					return fmt.Errorf("%s, which is not expected here or came twice", at)
+				}
+				matched[i] = true
+				if v, ok := expected[i].(map[string]any)["value"]; ok && string(m.Value) != v {
+					return fmt.Errorf("%s holding %q, want %v", at, m.Value, v)
+				}
+			}
+		}
+		for i, e := range expected {
+			if !matched[i] {
+				return fmt.Errorf("no member owning its partition received %v", e)
+			}
+		}
+	case "groupExpectNone":
+		for _, x := range anyList(st["members"]) {
+			name := str(x)
+			ch := d.memberNext(ctx, name)
+			select {
+			case r := <-ch:
+				return fmt.Errorf("%s received %+v (%v) but expected nothing", name, r.m, r.err)
+			case <-time.After(time.Duration(num(st["ms"])) * time.Millisecond):
+				d.memberPending[name] = ch
+			}
+		}
+	case "groupCommit":
+		g := d.members[str(st["member"])]
+		of, ok := st["partitionOf"]
+		if !ok {
+			return g.Commit(ctx)
+		}
+		theirs := d.owned(str(of), str(st["topic"]))
+		if len(theirs) == 0 {
+			return fmt.Errorf("%s owns no partition of %s", of, st["topic"])
+		}
+		return g.CommitOffsets(ctx, []gregormq.PartitionOffset{
+			{Topic: str(st["topic"]), Partition: theirs[0], Offset: num(st["offset"])}})
+	case "leaveGroup":
+		name := str(st["member"])
+		err := d.members[name].Close(ctx)
+		delete(d.members, name)
+		delete(d.memberPending, name)
+		return err
 	}
 	return nil
 }

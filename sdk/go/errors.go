@@ -145,6 +145,11 @@ var (
 	ErrAuthenticationFailed = &Error{Code: CodeAuthenticationFailed}
 	ErrMalformedFrame       = &Error{Code: CodeMalformedFrame}
 	ErrFrameTooLarge        = &Error{Code: CodeFrameTooLarge}
+	ErrUnknownMember        = &Error{Code: CodeUnknownMember}
+	ErrStaleGeneration      = &Error{Code: CodeStaleGeneration}
+	ErrFencedInstance       = &Error{Code: CodeFencedInstance}
+	ErrGroupNotEmpty        = &Error{Code: CodeGroupNotEmpty}
+	ErrInvalidOffset        = &Error{Code: CodeInvalidOffset}
 )
 
 // ErrClosed is returned by calls on a client, producer or subscription after Close.

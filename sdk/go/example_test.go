@@ -89,3 +89,31 @@ func ExamplePartitionForKey() {
 	fmt.Println(gregormq.PartitionForKey([]byte("foobar"), 4))
 	// Output: 2
 }
+
+func ExampleClient_JoinGroup() {
+	ctx := context.Background()
+	client, err := gregormq.Dial(ctx, gregormq.Config{Servers: []string{"127.0.0.1:7070"}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer client.Close()
+	// Every member of "billing" gets a share of the partitions of "orders"; processed offsets are
+	// committed every second, when a partition moves away and on Close.
+	orders, err := client.JoinGroup(ctx, "billing", []string{"orders"}, gregormq.GroupConfig{
+		Reset: gregormq.ResetEarliest,
+		OnRevoked: func(ctx context.Context, partitions []gregormq.TopicPartition) {
+			log.Printf("giving back %v", partitions)
+		},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer orders.Close(ctx)
+	for {
+		msg, err := orders.Next(ctx)
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Printf("%s/%d@%d: %s\n", msg.Topic, msg.Partition, msg.Offset, msg.Value)
+	}
+}

@@ -34,10 +34,9 @@ export const MUTANTS: readonly Mutant[] = [
     id: "raft-vote-before-persist",
     area: "raft",
     file: NODE,
-    find: 'const early = termDurable && this.#role === "leader" && m.term === this.#term &&',
+    find: 'const early = this.#role === "leader" && m.term === this.#term &&',
     replace:
-      'const early = m.type === "RequestVoteResp" || termDurable && this.#role === "leader" &&' +
-      " m.term === this.#term &&",
+      'const early = m.type === "RequestVoteResp" || this.#role === "leader" && m.term === this.#term &&',
     slip: "vote grants go out before the vote is durable, so a crash can vote twice in a term",
   },
   {

@@ -25,7 +25,7 @@ export type SweepName = "cluster" | "groups" | "groups3" | "pubsub" | "storage" 
 export const SWEEPS: Readonly<Record<SweepName, Sweep>> = {
   cluster: {
     name: "cluster",
-    ciSeeds: 300,
+    ciSeeds: 340,
     seedMs: 400,
     run: (seed) => runCluster(clusterOptions(seed)),
   },
@@ -37,7 +37,7 @@ export const SWEEPS: Readonly<Record<SweepName, Sweep>> = {
   },
   groups3: {
     name: "groups3",
-    ciSeeds: 100,
+    ciSeeds: 150,
     seedMs: 400,
     run: (seed) => runGroups(groupOptions(seed, { nodes: 3 })),
   },

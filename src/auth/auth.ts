@@ -21,13 +21,6 @@ export type AuthMechanism = typeof AUTH_MECHANISMS[number];
 /** ACL decisions remembered at most before the cache starts over. */
 const DECISIONS_MAX = 10_000;
 
-/** `n` bytes drawn from `random`. */
-export function randomBytes(random: Random, n: number): Uint8Array {
-  const out = new Uint8Array(n);
-  for (let i = 0; i < n; i++) out[i] = random.u32() & 0xff;
-  return out;
-}
-
 /** The broker's security state: the store, the setting, super-users, and the tallies. */
 export class Auth {
   readonly store: SecurityStore;
@@ -52,7 +45,7 @@ export class Auth {
     this.mechanism = opts.mechanism;
     this.#superUsers = new Set(opts.superUsers);
     this.#random = opts.random.fork("auth");
-    this.#secret = randomBytes(this.#random, 32);
+    this.#secret = this.#random.secureBytes(32);
   }
 
   /** True when clients must authenticate (and the ACLs apply). */
@@ -62,7 +55,7 @@ export class Auth {
 
   /** A fresh server nonce. */
   nonce(): string {
-    return nonceFrom(randomBytes(this.#random, NONCE_BYTES));
+    return nonceFrom(this.#random.secureBytes(NONCE_BYTES));
   }
 
   /**
@@ -88,8 +81,8 @@ export class Auth {
     return this.store.credential(user) ?? {
       salt: mac.slice(0, SALT_BYTES),
       iterations: ITERATIONS_DEFAULT,
-      storedKey: randomBytes(this.#random, 32),
-      serverKey: randomBytes(this.#random, 32),
+      storedKey: this.#random.secureBytes(32),
+      serverKey: this.#random.secureBytes(32),
     };
   }
 
@@ -100,7 +93,7 @@ export class Auth {
 
   /** True if `principal` may do `op` on the resource: always when authentication is off. */
   allowed(principal: string, op: Operation, type: ResourceType, name: string): boolean {
-    if (!this.enabled || this.#superUsers.has(principal)) return true;
+    if (!this.enabled || this.isSuperUser(principal)) return true;
     // Every produce asks, and the ACLs may hold thousands of entries: decisions are remembered
     // until the ACLs change (or too many are remembered).
     if (

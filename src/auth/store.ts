@@ -5,6 +5,7 @@
 import { NotFound } from "../io/errors.ts";
 import type { Disk } from "../io/types.ts";
 import { readChecked, writeChecked } from "../storage/checked_file.ts";
+import { aclsFile, usersFile } from "../storage/layout.ts";
 import { type AclEntry, aclProblem, sameAcl } from "./acl.ts";
 import {
   fromBase64,
@@ -16,10 +17,6 @@ import {
   USER_NAME_PATTERN,
 } from "./scram.ts";
 
-/** The users file, in the data directory. */
-export const USERS_FILE = "users.json";
-/** The ACLs file, in the data directory. */
-export const ACLS_FILE = "acls.json";
 /** Users at most. */
 export const USERS_MAX = 10_000;
 /** ACL entries at most. */
@@ -64,12 +61,20 @@ export function credentialProblem(name: string, cred: ScramCredential): string |
   return null;
 }
 
-/** The users and ACLs of one data directory. Writes are applied one at a time, in call order. */
+/**
+ * The users and ACLs of one data directory. Writes are applied one at a time, in call order. In a
+ * cluster the cluster's users and ACLs (replicated metadata) are added to them with
+ * `setReplicated`: a user of both is the cluster's, an ACL entry of either counts.
+ */
 export class SecurityStore {
   readonly #disk: Disk;
   readonly #dir: string;
   #users = new Map<string, ScramCredential>();
   #acls: AclEntry[] = [];
+  #replicatedUsers = new Map<string, ScramCredential>();
+  #replicatedAcls: AclEntry[] = [];
+  /** The local entries, then the replicated ones that are not local too. */
+  #allAcls: AclEntry[] = [];
   #writing: Promise<unknown> = Promise.resolve();
   /** Grows with every change of the ACLs, so a cache of decisions knows when it is stale. */
   aclGeneration = 0;
@@ -85,9 +90,9 @@ export class SecurityStore {
    */
   static async open(disk: Disk, dir: string): Promise<SecurityStore> {
     const s = new SecurityStore(disk, dir);
-    const users = await s.#read(USERS_FILE, "users");
+    const users = await s.#read(usersFile(dir), "users");
     for (const u of users) {
-      const path = `${dir}/${USERS_FILE}`;
+      const path = usersFile(dir);
       const r = u as Record<string, unknown>;
       if (
         typeof r.name !== "string" || r.mechanism !== SCRAM_SHA_256 ||
@@ -111,7 +116,7 @@ export class SecurityStore {
       if (problem !== null) throw new SecurityFileError(`${path}: ${problem}`);
       s.#users.set(r.name, cred);
     }
-    for (const a of await s.#read(ACLS_FILE, "acls")) {
+    for (const a of await s.#read(aclsFile(dir), "acls")) {
       const e = a as AclEntry;
       const problem = typeof e === "object" && e !== null &&
           ["principal", "resourceType", "pattern", "name", "operation"].every((k) =>
@@ -119,7 +124,7 @@ export class SecurityStore {
           )
         ? aclProblem(e)
         : "an entry is incomplete";
-      if (problem !== null) throw new SecurityFileError(`${dir}/${ACLS_FILE}: ${problem}`);
+      if (problem !== null) throw new SecurityFileError(`${aclsFile(dir)}: ${problem}`);
       s.#acls.push({
         principal: e.principal,
         resourceType: e.resourceType,
@@ -128,11 +133,11 @@ export class SecurityStore {
         operation: e.operation,
       });
     }
+    s.#mergeAcls();
     return s;
   }
 
-  async #read(file: string, key: string): Promise<unknown[]> {
-    const path = `${this.#dir}/${file}`;
+  async #read(path: string, key: string): Promise<unknown[]> {
     let text: string;
     try {
       text = await readChecked(this.#disk, path);
@@ -151,23 +156,42 @@ export class SecurityStore {
     return list;
   }
 
-  /** The stored credential of `name`, if that user exists. */
+  /** The stored credential of `name`, if that user exists (the cluster's, else this node's). */
   credential(name: string): ScramCredential | undefined {
-    return this.#users.get(name);
+    return this.#replicatedUsers.get(name) ?? this.#users.get(name);
   }
 
   /** Every user, by name. */
   users(): UserInfo[] {
-    return [...this.#users.keys()].sort().map((name) => ({
+    const names = new Set([...this.#users.keys(), ...this.#replicatedUsers.keys()]);
+    return [...names].sort().map((name) => ({
       name,
       mechanism: SCRAM_SHA_256,
-      iterations: (this.#users.get(name) as ScramCredential).iterations,
+      iterations: (this.credential(name) as ScramCredential).iterations,
     }));
   }
 
-  /** Every ACL entry, in the order added. */
+  /** Every ACL entry: this node's in the order added, then the cluster's. */
   get acls(): readonly AclEntry[] {
-    return this.#acls;
+    return this.#allAcls;
+  }
+
+  /**
+   * Sets the cluster's users and ACLs (replicated metadata), replacing the ones set before; this
+   * node's own files are left as they are.
+   */
+  setReplicated(users: ReadonlyMap<string, ScramCredential>, acls: readonly AclEntry[]): void {
+    this.#replicatedUsers = new Map(users);
+    this.#replicatedAcls = [...acls];
+    this.#mergeAcls();
+  }
+
+  #mergeAcls(): void {
+    this.#allAcls = [
+      ...this.#acls,
+      ...this.#replicatedAcls.filter((r) => !this.#acls.some((a) => sameAcl(a, r))),
+    ];
+    this.aclGeneration++;
   }
 
   /** Adds `name` or replaces its credential (a password change); durable when it resolves. */
@@ -208,7 +232,7 @@ export class SecurityStore {
       const next = [...this.#acls, { ...e }];
       await this.#writeAcls(next);
       this.#acls = next;
-      this.aclGeneration++;
+      this.#mergeAcls();
       return true;
     });
   }
@@ -220,7 +244,7 @@ export class SecurityStore {
       if (next.length === this.#acls.length) return false;
       await this.#writeAcls(next);
       this.#acls = next;
-      this.aclGeneration++;
+      this.#mergeAcls();
       return true;
     });
   }
@@ -242,7 +266,7 @@ export class SecurityStore {
     }));
     await writeChecked(
       this.#disk,
-      `${this.#dir}/${USERS_FILE}`,
+      usersFile(this.#dir),
       JSON.stringify({ version: 1, users: list }, null, 1),
     );
   }
@@ -250,7 +274,7 @@ export class SecurityStore {
   async #writeAcls(acls: AclEntry[]): Promise<void> {
     await writeChecked(
       this.#disk,
-      `${this.#dir}/${ACLS_FILE}`,
+      aclsFile(this.#dir),
       JSON.stringify({ version: 1, acls }, null, 1),
     );
   }

@@ -5,6 +5,7 @@ import type { Env, Listener } from "../io/types.ts";
 import { IoFailure, NoSpace, NotFound, TooManyOpenFiles } from "../io/errors.ts";
 import { FileHandles } from "../storage/file_handles.ts";
 import { readChecked, writeChecked } from "../storage/checked_file.ts";
+import { subscriptionsFile, topicsDir } from "../storage/layout.ts";
 import { batchCodec, type BatchHeader, validateBatch } from "../protocol/batch.ts";
 import { codecsLoaded, loadCodecs } from "../protocol/codecs.ts";
 import { ErrorCode, GregorError } from "../protocol/errors.ts";
@@ -44,15 +45,18 @@ import { FileLog } from "../storage/file_log.ts";
 import { ProducerIds } from "./producer_ids.ts";
 import { PartitionProducers, rebuildProducers } from "./producer_state.ts";
 import { Groups } from "./groups/groups.ts";
-import type { ControlPlane, ForwardedRequest, HereOps, PlaneHost } from "./control_plane.ts";
+import type {
+  ControlPlane,
+  ForwardedRequest,
+  HereOps,
+  PlaneHost,
+  SecurityChange,
+} from "./control_plane.ts";
 import { LocalControlPlane } from "./local_control_plane.ts";
 import { StorageHealth } from "./storage_health.ts";
 import { Auth } from "../auth/auth.ts";
 import type { Operation, ResourceType } from "../auth/acl.ts";
 import { SecurityStore } from "../auth/store.ts";
-
-/** Where durable subscription offsets are written, under the data directory. */
-export const OFFSETS_FILE = "subscriptions.json";
 
 /** What the broker needs from the process it runs in. */
 export interface BrokerHooks {
@@ -464,10 +468,11 @@ export class Broker implements PlaneHost {
   async #loadOffsets(): Promise<void> {
     let saved: Record<string, number>;
     try {
-      saved = JSON.parse(await readChecked(this.env.disk, `${this.opts.dataDir}/${OFFSETS_FILE}`));
+      saved = JSON.parse(await readChecked(this.env.disk, subscriptionsFile(this.opts.dataDir)));
     } catch (err) {
       if (err instanceof NotFound) return;
-      throw new Error(`Cannot load ${OFFSETS_FILE}: ${(err as Error).message}`, { cause: err });
+      const path = subscriptionsFile(this.opts.dataDir);
+      throw new Error(`Cannot load ${path}: ${(err as Error).message}`, { cause: err });
     }
     for (const [key, ackedOffset] of Object.entries(saved)) {
       const topic = key.split("\u0000")[0] as string;
@@ -498,7 +503,7 @@ export class Broker implements PlaneHost {
       await this.env.disk.mkdir(this.opts.dataDir);
       await writeChecked(
         this.env.disk,
-        `${this.opts.dataDir}/${OFFSETS_FILE}`,
+        subscriptionsFile(this.opts.dataDir),
         JSON.stringify(all),
       );
       this.storage.succeeded();
@@ -578,6 +583,19 @@ export class Broker implements PlaneHost {
     this.#topics.set(topic.name, topic);
   }
 
+  /**
+   * Puts `partition` in place of partition `index` of a topic this node knows (a replica that
+   * moved here, or away): subscriptions on the one replaced end.
+   */
+  replacePartition(name: string, index: number, partition: Partition): void {
+    const topic = this.#topics.get(name);
+    const was = topic?.partitions[index];
+    if (topic === undefined || was === undefined || was === partition) return;
+    for (const s of was.subscriptions) s.close();
+    was.subscriptions.clear();
+    topic.partitions[index] = partition;
+  }
+
   /** Forgets a topic the cluster deleted: its subscriptions end. */
   dropTopic(name: string): void {
     const topic = this.#topics.get(name);
@@ -612,6 +630,19 @@ export class Broker implements PlaneHost {
    */
   groupRequest<R>(op: OpName, local: () => R | Promise<R>): Promise<R> {
     return this.#plane.atCoordinator(op, local);
+  }
+
+  /**
+   * Applies a change of users or ACLs where they are kept: in a cluster through the metadata group
+   * on its leader (the request `op` is forwarded there from any other node); alone with `local`,
+   * to this node's files. Resolves true if it changed something.
+   */
+  changeSecurity(
+    change: SecurityChange,
+    op: OpName,
+    local: () => Promise<boolean>,
+  ): Promise<boolean> {
+    return this.#plane.changeSecurity(change, op, local);
   }
 
   /** Sends a request another node serves there (see `LedElsewhere`); resolves with its answer. */
@@ -655,7 +686,7 @@ export class Broker implements PlaneHost {
     throw new GregorError(
       ErrorCode.PARTITION_DAMAGED,
       `Topic ${name} was not loaded at start: ${why}; fix or move away its directory under ` +
-        `${this.opts.dataDir}/topics and restart the broker`,
+        `${topicsDir(this.opts.dataDir)} and restart the broker`,
     );
   }
 

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { NoSpace, TooManyOpenFiles } from "../io/errors.ts";
 import { ErrorCode, GregorError } from "../protocol/errors.ts";
+import { assert as assertInvariant } from "../util/assert.ts";
 import { runOnNode } from "../../sim/harness.ts";
 import { Simulation } from "../../sim/simulation.ts";
 import { Broker } from "./broker.ts";
@@ -69,5 +70,27 @@ Deno.test("Broker.answerFor() answers running out of file handles STORAGE_ERROR,
     assert.ok(e.retriable);
     assert.deepEqual(logged, []);
     await Promise.resolve();
+  });
+});
+
+Deno.test("Broker.answerFor() answers a broken invariant INTERNAL, reported with its stack, and keeps serving", async () => {
+  await withBroker(async (b, logged) => {
+    let broken: unknown;
+    try {
+      assertInvariant(false, "Cannot cut data/topics/t/0: segment 42 is gone");
+    } catch (err) {
+      broken = err;
+    }
+    const e = b.answerFor("PRODUCE", broken);
+    assert.equal(e.code, ErrorCode.INTERNAL);
+    assert.equal(logged.length, 1);
+    assert.match(
+      logged[0]!,
+      /^INTERNAL error serving PRODUCE: AssertionFailed: Internal invariant/,
+    );
+    assert.match(logged[0]!, /broker_test\.ts/, "the report carries the stack");
+    // The broker goes on serving: the next request is answered as usual.
+    await b.createTopic({ name: "after", partitions: 1, configs: {} });
+    assert.equal(b.internalErrors, 1);
   });
 });

@@ -2,8 +2,15 @@
 // answered by correlation id), and writes responses and pushes through one bounded queue. A broken
 // or hostile peer costs only its own connection.
 
-import type { AclEntry, Operation, ResourceType } from "../auth/acl.ts";
-import { parseClientFirst, SCRAM_SHA_256, ScramError, ScramServer } from "../auth/scram.ts";
+import { type AclEntry, aclProblem, type Operation, type ResourceType } from "../auth/acl.ts";
+import { credentialProblem } from "../auth/store.ts";
+import {
+  parseClientFirst,
+  SCRAM_SHA_256,
+  ScramError,
+  ScramServer,
+  toBase64,
+} from "../auth/scram.ts";
 import type { Conn } from "../io/types.ts";
 import { writeAllOf } from "../io/util.ts";
 import { CODEC_NAMES } from "../protocol/codecs.ts";
@@ -52,7 +59,7 @@ import {
   type UserPutRequest,
 } from "../protocol/messages.ts";
 import type { Broker } from "./broker.ts";
-import { type ForwardedRequest, LedElsewhere } from "./control_plane.ts";
+import { type ForwardedRequest, LedElsewhere, type SecurityChange } from "./control_plane.ts";
 import type { Groups } from "./groups/groups.ts";
 import type { DeliverySink, Subscription } from "./subscription.ts";
 
@@ -715,6 +722,9 @@ class ForwardedContext implements RequestContext {
   /** The node the client is connected to authorized the request before forwarding it. */
   authorize(): void {}
 
+  /** The node the client is connected to checked that it is a super-user before forwarding. */
+  requireSuperUser(): void {}
+
   may(op: Operation, type: ResourceType, name: string): boolean {
     return this.broker.auth.allowed(this.principal ?? "", op, type, name);
   }
@@ -746,6 +756,8 @@ export interface RequestContext {
   authorize(op: Operation, type: ResourceType, name: string): void;
   /** True if the principal may do `op`; a check that filters (lists) rather than refuses. */
   may(op: Operation, type: ResourceType, name: string): boolean;
+  /** Throws AUTHORIZATION_FAILED unless the principal is a super-user. */
+  requireSuperUser(): void;
 }
 
 type ForwardableHandler = (
@@ -843,6 +855,69 @@ const FORWARDABLE: Partial<Record<OpName, ForwardableHandler>> = {
     c.authorize("alter", "group", r.group);
     return atCoordinator(c, "RESET_OFFSETS", (g) => g.reset(r));
   },
+  // Users and ACLs are changed where they are kept: in a cluster, on the metadata group's leader.
+  USER_PUT: (c, p) => {
+    const r = req<UserPutRequest>("USER_PUT", p);
+    c.requireSuperUser();
+    const cred = {
+      salt: r.salt ?? new Uint8Array(0),
+      iterations: r.iterations,
+      storedKey: r.storedKey ?? new Uint8Array(0),
+      serverKey: r.serverKey ?? new Uint8Array(0),
+    };
+    const problem = credentialProblem(r.name, cred);
+    if (problem !== null) throw new GregorError(ErrorCode.INVALID_REQUEST, problem);
+    const user = {
+      salt: toBase64(cred.salt),
+      iterations: cred.iterations,
+      storedKey: toBase64(cred.storedKey),
+      serverKey: toBase64(cred.serverKey),
+    };
+    return changeSecurity(c, { op: "putUser", name: r.name, user }, "USER_PUT", async () => {
+      await c.broker.auth.store.putUser(r.name, cred);
+      return true;
+    }).then(() => ({}), invalid);
+  },
+  USER_DELETE: (c, p) => {
+    const r = req<NameRequest>("USER_DELETE", p);
+    c.requireSuperUser();
+    const change = { op: "removeUser" as const, name: r.name };
+    return changeSecurity(c, change, "USER_DELETE", () => c.broker.auth.store.removeUser(r.name))
+      .then((removed) => {
+        if (!removed) {
+          throw new GregorError(ErrorCode.INVALID_REQUEST, `No user ${JSON.stringify(r.name)}`);
+        }
+        return {};
+      });
+  },
+  ACL_ADD: (c, p) => {
+    const r = req<AclWire>("ACL_ADD", p);
+    c.requireSuperUser();
+    const acl = r as AclEntry;
+    const problem = aclProblem(acl);
+    if (problem !== null) throw new GregorError(ErrorCode.INVALID_REQUEST, problem);
+    return changeSecurity(
+      c,
+      { op: "addAcl", acl },
+      "ACL_ADD",
+      () => c.broker.auth.store.addAcl(acl),
+    )
+      .then(() => ({}), invalid);
+  },
+  ACL_REMOVE: (c, p) => {
+    const r = req<AclWire>("ACL_REMOVE", p);
+    c.requireSuperUser();
+    const acl = r as AclEntry;
+    return changeSecurity(
+      c,
+      { op: "removeAcl", acl },
+      "ACL_REMOVE",
+      () => c.broker.auth.store.removeAcl(acl),
+    ).then((removed) => {
+      if (!removed) throw new GregorError(ErrorCode.INVALID_REQUEST, "No such ACL entry");
+      return {};
+    });
+  },
 };
 
 /** One handler per opcode; DELIVER is broker-to-client only. */
@@ -898,43 +973,10 @@ const HANDLERS: Partial<Record<OpName, Handler>> = {
     return c.broker.clusterMembers();
   },
   METADATA: (c, p) => metadata(c, req<MetadataRequest>("METADATA", p)),
-  USER_PUT: (c, p) => {
-    const r = req<UserPutRequest>("USER_PUT", p);
-    c.requireSuperUser();
-    return c.broker.auth.store.putUser(r.name, {
-      salt: r.salt ?? new Uint8Array(0),
-      iterations: r.iterations,
-      storedKey: r.storedKey ?? new Uint8Array(0),
-      serverKey: r.serverKey ?? new Uint8Array(0),
-    }).then(() => ({}), invalid);
-  },
-  USER_DELETE: (c, p) => {
-    const { name } = req<NameRequest>("USER_DELETE", p);
-    c.requireSuperUser();
-    return c.broker.auth.store.removeUser(name).then((removed) => {
-      if (!removed) {
-        throw new GregorError(ErrorCode.INVALID_REQUEST, `No user ${JSON.stringify(name)}`);
-      }
-      return {};
-    });
-  },
   USER_LIST: (c, p) => {
     req("USER_LIST", p);
     c.requireSuperUser();
     return { users: c.broker.auth.store.users() };
-  },
-  ACL_ADD: (c, p) => {
-    const r = req<AclWire>("ACL_ADD", p);
-    c.requireSuperUser();
-    return c.broker.auth.store.addAcl(r as AclEntry).then(() => ({}), invalid);
-  },
-  ACL_REMOVE: (c, p) => {
-    const r = req<AclWire>("ACL_REMOVE", p);
-    c.requireSuperUser();
-    return c.broker.auth.store.removeAcl(r as AclEntry).then((removed) => {
-      if (!removed) throw new GregorError(ErrorCode.INVALID_REQUEST, "No such ACL entry");
-      return {};
-    });
   },
   ACL_LIST: (c, p) => {
     req("ACL_LIST", p);
@@ -942,6 +984,19 @@ const HANDLERS: Partial<Record<OpName, Handler>> = {
     return { acls: c.broker.auth.store.acls };
   },
 };
+
+/**
+ * A change of users or ACLs: in a cluster, through the metadata group (so it takes effect on every
+ * node); alone, to this node's files with `local`. Resolves true if it changed something.
+ */
+function changeSecurity(
+  c: RequestContext,
+  change: SecurityChange,
+  op: OpName,
+  local: () => Promise<boolean>,
+): Promise<boolean> {
+  return c.broker.changeSecurity(change, op, local);
+}
 
 /** A store's RangeError (a bad name, key or entry, a limit) is the client's INVALID_REQUEST. */
 function invalid(err: unknown): never {

@@ -4,6 +4,7 @@
 // (local_control_plane.ts) serves everything on this node; the cluster's (src/cluster/bridge.ts)
 // goes through the replicated metadata and the partitions' Raft groups.
 
+import type { AclEntry } from "../auth/acl.ts";
 import type { Env } from "../io/types.ts";
 import type { BatchHeader } from "../protocol/batch.ts";
 import type {
@@ -44,6 +45,17 @@ export interface ControlPlane {
   deleteTopic(name: string): Promise<void>;
   createPartitions(req: CreatePartitionsRequest): Promise<void>;
   alterTopic(req: AlterTopicRequest): Promise<void>;
+  /**
+   * Applies a change of users or ACLs wherever they are kept (`op` is the client's request that
+   * asks for it); resolves true if it changed something (a removal of nothing does not). The local
+   * plane runs `local`, which changes this node's files; the cluster's goes through the metadata
+   * group, on its leader (the controller).
+   */
+  changeSecurity(
+    change: SecurityChange,
+    op: OpName,
+    local: () => Promise<boolean>,
+  ): Promise<boolean>;
   /** Cuts damaged partitions back to their last good batch, where that is how they are repaired. */
   repairPartitions(req: RepairPartitionsRequest): Promise<RepairPartitionsResponse>;
   /** Where each partition of the named topics lives. */
@@ -158,6 +170,21 @@ export class LedElsewhere extends Error {
     this.name = "LedElsewhere";
   }
 }
+
+/** A user's SCRAM credential as the cluster's metadata holds it (base64 of each byte string). */
+export interface ReplicatedUser {
+  salt: string;
+  iterations: number;
+  storedKey: string;
+  serverKey: string;
+}
+
+/** A change to the users or ACLs. */
+export type SecurityChange =
+  | { op: "putUser"; name: string; user: ReplicatedUser }
+  | { op: "removeUser"; name: string }
+  | { op: "addAcl"; acl: AclEntry }
+  | { op: "removeAcl"; acl: AclEntry };
 
 /** DESCRIBE_TOPIC's replication fields of one partition. */
 export type PartitionReplication = Pick<PartitionInfo, "leader" | "replicas" | "isr">;

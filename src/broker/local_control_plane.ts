@@ -18,7 +18,12 @@ import type {
   RepairPartitionsRequest,
   RepairPartitionsResponse,
 } from "../protocol/messages.ts";
-import type { ControlPlane, PartitionReplication, PlaneHost } from "./control_plane.ts";
+import type {
+  ControlPlane,
+  PartitionReplication,
+  PlaneHost,
+  SecurityChange,
+} from "./control_plane.ts";
 import type { Topic } from "./topic.ts";
 
 /** Serves everything on this node. */
@@ -53,6 +58,15 @@ export class LocalControlPlane implements ControlPlane {
 
   alterTopic(req: AlterTopicRequest): Promise<void> {
     return this.#here.alterTopic(req);
+  }
+
+  /** This node's users and ACLs are its own files. */
+  changeSecurity(
+    _change: SecurityChange,
+    _op: OpName,
+    local: () => Promise<boolean>,
+  ): Promise<boolean> {
+    return local();
   }
 
   repairPartitions(req: RepairPartitionsRequest): Promise<RepairPartitionsResponse> {

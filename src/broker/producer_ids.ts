@@ -6,12 +6,11 @@ import type { Disk } from "../io/types.ts";
 import { NotFound } from "../io/errors.ts";
 import { mkdirDurable } from "../io/util.ts";
 import { readChecked, writeChecked } from "../storage/checked_file.ts";
+import { producerIdsFile } from "../storage/layout.ts";
 import { ErrorCode, GregorError } from "../protocol/errors.ts";
 
 /** Ids reserved by one durable write. */
 export const PRODUCER_ID_BLOCK = 1000;
-/** The file, under the data directory, holding the first id not yet reserved. */
-export const PRODUCER_IDS_FILE = "producer_ids.json";
 /** Largest producer id (an i64 on the wire that must be a safe integer). */
 export const PRODUCER_ID_MAX = Number.MAX_SAFE_INTEGER;
 
@@ -31,7 +30,7 @@ export class ProducerIds {
   }
 
   get #path(): string {
-    return `${this.#dir}/${PRODUCER_IDS_FILE}`;
+    return producerIdsFile(this.#dir);
   }
 
   /**

@@ -6,6 +6,13 @@ import type { Env } from "../io/types.ts";
 import { IoError, NotFound } from "../io/errors.ts";
 import { dirname } from "../io/util.ts";
 import { readChecked, writeChecked } from "../storage/checked_file.ts";
+import {
+  isPartitionDirName,
+  partitionDir,
+  topicDir,
+  topicMetaFile,
+  topicsDir,
+} from "../storage/layout.ts";
 import { ErrorCode, GregorError } from "../protocol/errors.ts";
 import { FileLog, parseFsyncPolicy } from "../storage/file_log.ts";
 import { type Log, MemoryLog } from "../storage/mod.ts";
@@ -71,9 +78,6 @@ export function effectiveConfigs(
   return out;
 }
 
-/** The file a disk topic's metadata lives in. */
-const META_FILE = "topic.json";
-
 /** Hooks the logs need from the node. */
 export interface StoreHooks {
   onFatal(reason: string): void;
@@ -95,14 +99,14 @@ export class TopicStore {
   }
 
   get #topicsDir(): string {
-    return `${this.#opts.dataDir}/topics`;
+    return topicsDir(this.#opts.dataDir);
   }
 
   /** Builds a topic's partitions and, for a disk topic, records its metadata durably. */
   async create(name: string, partitions: number, configs: Record<string, string>): Promise<Topic> {
     const effective = effectiveConfigs(configs, this.#opts);
     if (effective["persistence"] === "disk") {
-      const dir = `${this.#topicsDir}/${name}`;
+      const dir = topicDir(this.#opts.dataDir, name);
       await this.#env.disk.mkdir(dir);
       // Each new directory is durable only once the directory holding it is synced.
       await this.#env.disk.syncDir(dirname(this.#opts.dataDir));
@@ -120,7 +124,7 @@ export class TopicStore {
     configs: Record<string, string>,
   ): Promise<void> {
     const meta = JSON.stringify({ name, partitions, configs });
-    await writeChecked(this.#env.disk, `${this.#topicsDir}/${name}/${META_FILE}`, meta);
+    await writeChecked(this.#env.disk, topicMetaFile(this.#opts.dataDir, name), meta);
   }
 
   /**
@@ -162,7 +166,7 @@ export class TopicStore {
       return Promise.resolve(new MemoryLog({ retentionBytes: limit < 0 ? Infinity : limit }));
     }
     return FileLog.open(this.#env, {
-      dir: `${this.#topicsDir}/${name}/${partition}`,
+      dir: partitionDir(this.#opts.dataDir, name, partition),
       partition: { topic: name, id: partition },
       fsync: parseFsyncPolicy(c["fsync"] as string) ?? { kind: "always" },
       segmentBytes: Number(c["segment.bytes"]),
@@ -195,14 +199,15 @@ export class TopicStore {
       throw err;
     }
     for (const name of names) {
-      const metaPath = `${this.#topicsDir}/${name}/${META_FILE}`;
+      const metaPath = topicMetaFile(this.#opts.dataDir, name);
       let meta: TopicMeta;
       try {
         meta = parseMeta(name, await readChecked(this.#env.disk, metaPath), this.#opts);
       } catch (err) {
         // A topic whose creation never completed (no metadata) is removed; anything else is loud.
         if (err instanceof NotFound) {
-          this.#hooks.onReport(`Removing ${this.#topicsDir}/${name}: its creation never completed`);
+          const dir = topicDir(this.#opts.dataDir, name);
+          this.#hooks.onReport(`Removing ${dir}: its creation never completed`);
           await this.removeFiles(name);
           continue;
         }
@@ -213,7 +218,8 @@ export class TopicStore {
         unloadable.set(name, why);
         this.#hooks.onReport(
           `Cannot load topic ${name}: ${why}; the topic is not served and its files are left as ` +
-            `they are (fix or move away ${this.#topicsDir}/${name}, then restart the broker)`,
+            `they are (fix or move away ${topicDir(this.#opts.dataDir, name)}, then restart the ` +
+            "broker)",
           "error",
         );
         continue;
@@ -225,8 +231,8 @@ export class TopicStore {
 
   /** Removes a disk topic's files (metadata first, so a crash midway leaves no half topic). */
   async removeFiles(name: string): Promise<void> {
-    const dir = `${this.#topicsDir}/${name}`;
-    await this.#env.disk.remove(`${dir}/${META_FILE}`).catch(ignoreNotFound);
+    const dir = topicDir(this.#opts.dataDir, name);
+    await this.#env.disk.remove(topicMetaFile(this.#opts.dataDir, name)).catch(ignoreNotFound);
     await this.#env.disk.syncDir(dir).catch(ignoreNotFound);
     await this.#removeTree(dir);
     await this.#env.disk.syncDir(this.#topicsDir).catch(ignoreNotFound);
@@ -243,7 +249,7 @@ export class TopicStore {
     }
     for (const n of names) {
       const path = `${dir}/${n}`;
-      if (/^\d+$/.test(n)) {
+      if (isPartitionDirName(n)) {
         for (const f of await this.#env.disk.list(path)) {
           await this.#env.disk.remove(`${path}/${f}`);
         }

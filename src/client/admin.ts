@@ -24,7 +24,6 @@ import type { OpName } from "../protocol/messages.ts";
 import type { Random } from "../io/types.ts";
 import type { ClientConnection } from "./connection.ts";
 import type { AclEntry } from "../auth/acl.ts";
-import { randomBytes } from "../auth/auth.ts";
 import { deriveCredential, ITERATIONS_DEFAULT, SALT_BYTES } from "../auth/scram.ts";
 import type { UserInfo } from "../auth/store.ts";
 
@@ -254,7 +253,7 @@ export class Admin {
     password: string,
     opts: { iterations?: number; salt?: Uint8Array } = {},
   ): Promise<void> {
-    const salt = opts.salt ?? randomBytes(this.#conn.opts.env.random, SALT_BYTES);
+    const salt = opts.salt ?? this.#conn.opts.env.random.secureBytes(SALT_BYTES);
     const cred = await deriveCredential(password, salt, opts.iterations ?? ITERATIONS_DEFAULT);
     await this.#request("USER_PUT", { name, ...cred });
   }

@@ -2,7 +2,6 @@
 // pushes routed to subscriptions, request timeouts, and reconnection with jittered exponential
 // backoff. Everything above it (producer, consumer, admin) just calls `request`.
 
-import { randomBytes } from "../auth/auth.ts";
 import { NONCE_BYTES, nonceFrom, SCRAM_SHA_256, ScramClient, ScramError } from "../auth/scram.ts";
 import { ConnectionRefused, TlsHandshakeFailed } from "../io/errors.ts";
 import type { Conn, Env, TlsClientOptions } from "../io/types.ts";
@@ -375,7 +374,7 @@ export class ClientConnection {
     const scram = new ScramClient(
       who.username,
       who.password,
-      nonceFrom(randomBytes(this.#env.random, NONCE_BYTES)),
+      nonceFrom(this.#env.random.secureBytes(NONCE_BYTES)),
     );
     const message = (payload: Uint8Array, what: string): Uint8Array =>
       decode<AuthMessage>(SCHEMAS.AUTH_START.response, payload, what).message ?? EMPTY;

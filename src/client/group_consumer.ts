@@ -408,10 +408,19 @@ export class GroupConsumer implements AsyncIterable<ReceivedMessage> {
     } catch (err) {
       const stale = err instanceof GregorError && err.code === ErrorCode.STALE_GENERATION;
       if (!stale || !retryStale) throw err;
-      // The group moved on: learn the new generation, then commit what is still ours.
+      // The group moved on: learn the new generation, then commit again if every partition is
+      // still ours. One that moved is the caller's to hear about (Kafka's CommitFailedException):
+      // dropping it quietly would report offsets committed that never were.
       await this.#beat();
-      offsets = offsets.filter((o) => this.#owned.has(keyOf(o)));
-      if (offsets.length > 0) await this.#conn.request("OFFSET_COMMIT", body());
+      const moved = offsets.filter((o) => !this.#owned.has(keyOf(o)));
+      if (moved.length > 0) {
+        throw new GregorError(
+          ErrorCode.STALE_GENERATION,
+          `Cannot commit ${moved.map((o) => `${o.topic}/${o.partition}`).join(", ")} for ` +
+            `group ${this.group}: this member no longer owns it (generation ${this.#generation})`,
+        );
+      }
+      await this.#conn.request("OFFSET_COMMIT", body());
     }
   }
 

@@ -35,6 +35,7 @@ import {
   LedElsewhere,
   type PartitionReplication,
   type PlaneHost,
+  type SecurityChange,
 } from "../broker/control_plane.ts";
 import { ALTERABLE_TOPIC_CONFIGS } from "../broker/broker.ts";
 import { checkTopicName, type Topic } from "../broker/topic.ts";
@@ -123,6 +124,13 @@ export class ClusterBridge implements ControlPlane {
 
   flushDurables(): Promise<void> {
     return this.#durables.flush();
+  }
+
+  /** On the controller, through the metadata group; from any other node, forwarded there. */
+  async changeSecurity(change: SecurityChange, op: OpName): Promise<boolean> {
+    const g = this.#node.metaGroup;
+    if (g !== null && g.isLeader) return await this.#node.propose(change) === 1;
+    throw this.#elsewhere(this.#node.controller, op);
   }
 
   commitDurables(req: DurableCommitRequest): Promise<void> {

@@ -12,9 +12,18 @@ import type {
   ProduceResponse,
 } from "../protocol/messages.ts";
 import { type Log, MemoryLog } from "../storage/mod.ts";
+import { metaGroupDir, replicaDir, replicaLogDir } from "../storage/layout.ts";
 import { Partition, Topic } from "../broker/topic.ts";
 import type { Gossip } from "./gossip/mod.ts";
-import { encodeCommand, type MetaCommand, MetaState, placeReplicas } from "./controller.ts";
+import {
+  encodeCommand,
+  foundersOf,
+  isMoving,
+  isSecurityCommand,
+  type MetaCommand,
+  MetaState,
+  placeReplicas,
+} from "./controller.ts";
 import { type AppliedBatch, PartitionMachine } from "./replica.ts";
 import {
   answerFetch,
@@ -38,11 +47,21 @@ export const META_GROUP = "__meta";
 /** Gossip key under which a node running the metadata group names the cluster's founder. */
 export const GOSSIP_META_KEY = "meta";
 /**
+ * Gossip key: the metadata group's founding voters, comma-separated (set before GOSSIP_META_KEY,
+ * so a node that sees the founder also sees them: a node's entries travel in version order).
+ */
+export const GOSSIP_META_VOTERS_KEY = "meta-voters";
+/**
  * Gossip key a replicating node sets as it starts, before it joins the metadata group: placement
  * counts it as a member at once, so a topic created while it is still joining is not silently
  * given fewer replicas than asked.
  */
 export const GOSSIP_REPLICATES_KEY = "replicates";
+/**
+ * Gossip key: partitions this node leads whose group already matches a reassignment, as
+ * "topic/partition#moves" (space-separated); the controller then marks the moves done.
+ */
+export const GOSSIP_MOVED_KEY = "moved";
 /** Metadata voters a cluster aims for. */
 export const META_VOTERS_TARGET = 3;
 /**
@@ -59,6 +78,14 @@ const FOUND_STABLE_CHECKS = 20;
 const VOTER_REVIEW_MS = 500;
 /** How long a voter must look dead before it is replaced, ms. */
 export const VOTER_REPLACE_AFTER_MS = 30_000;
+/** How often a node hands partitions it leads back to their preferred replicas, ms (default). */
+export const LEADER_BALANCE_INTERVAL_MS_DEFAULT = 30_000;
+/** Leadership hand-overs one node starts per balancing round at most. */
+const LEADER_MOVES_PER_ROUND_MAX = 16;
+/** How long a node may be dead before the controller moves its replicas to live nodes, ms. */
+export const REPLICA_MOVE_AFTER_MS_DEFAULT = 10 * 60_000;
+/** How often a partition's leader steps its group towards the partition's new replicas, ms. */
+const MOVE_STEP_MS = 250;
 /**
  * How long creating a topic (or adding partitions) waits for the new partitions' leaders, in
  * election timeouts; past it the request succeeds anyway and producers retry until one leads.
@@ -75,6 +102,8 @@ export interface ClusterBroker {
   dropTopic(name: string): void;
   /** The broker's topic, if known. */
   knownTopic(name: string): Topic | undefined;
+  /** Puts `partition` in place of partition `index` of topic `name` (a replica moved). */
+  replacePartition(name: string, index: number, partition: Partition): void;
 }
 
 /** Opens a group's durable store (the WAL) in `dir`, for a group founded with `voters`. */
@@ -113,11 +142,23 @@ export interface ClusterOptions {
   reconfigureLog(log: Log, configs: Record<string, string>): Promise<void>;
   /** Removes a replica's log directory (closed before), once its topic is gone. */
   removeLog(dir: string): Promise<void>;
+  /** True if a group's store in `dir` holds state (this node was a member of the group). */
+  hasStore(dir: string): Promise<boolean>;
   /**
    * Bytes of batches a replica applies between checkpoints, after each of which its Raft log may
    * be compacted (default REPLICA_CHECKPOINT_BYTES_DEFAULT; the simulator uses a few hundred).
    */
   replicaCheckpointBytes?: number;
+  /**
+   * How often a node hands partitions it leads back to their preferred replicas (the first of
+   * each partition's replicas), ms; 0 turns balancing off. Default 30 s.
+   */
+  leaderBalanceIntervalMs?: number;
+  /**
+   * How long a node may be dead before the controller moves its replicas to live nodes, ms
+   * (0: never). Default 10 min.
+   */
+  replicaMoveAfterMs?: number;
   /** Metadata entries between snapshots (default META_COMPACT_EVERY; tests use a few). */
   metaCompactEvery?: number;
   /** Deliberate Raft bugs, to prove the simulator's checkers catch them. Never set outside tests. */
@@ -128,10 +169,15 @@ export interface ClusterOptions {
   raftFlow?: RaftGroupOptions["flow"];
   /** Told of each Raft group as it is created, before it runs (the simulator's checkers). */
   onRaftGroup?: (group: RaftGroup) => void;
-  /** The founder recorded once the group's store in `dir` first opened, or null if none was. */
+  /** Told of a replica's group whose state this node deleted after the replica moved away. */
+  onRaftGroupDropped?: (group: RaftGroup) => void;
+  /**
+   * The founding voters recorded once the group's store in `dir` first opened (the founder first;
+   * comma-separated), or null if none were.
+   */
   readFounder(dir: string): Promise<string | null>;
-  /** Records the founder, durably, after the store first opened. */
-  writeFounder(dir: string, founder: string): Promise<void>;
+  /** Records the founding voters, durably, after the store first opened. */
+  writeFounder(dir: string, founders: string): Promise<void>;
   /** Loud reports: a peer replica that sent damaged batches. */
   onReport?(msg: string): void;
   /** Removes what an interrupted first start left in the store's directory. */
@@ -179,6 +225,13 @@ export class ClusterNode {
     replicaBadFetches: 0,
     /** Changes a replica's log refused (a full disk), then tried again. */
     replicaStorageRetries: 0,
+    /** Damaged replica logs cut at the damage and filled again from peers. */
+    replicaRepairs: 0,
+    /** Leaderships handed to a partition's preferred replica (leader balancing). */
+    leaderTransfers: 0,
+    /** Partitions the controller moved off a dead node, and group changes their leaders made. */
+    replicaMoves: 0,
+    moveSteps: 0,
   };
   readonly #env: Env;
   readonly #o: ClusterOptions;
@@ -203,6 +256,11 @@ export class ClusterNode {
    */
   onCoordinating: (term: number | null) => void = () => {};
   #coordinatingTerm: number | null = null;
+  /**
+   * Told after the cluster's users or ACLs changed (a command applied, or a snapshot restored):
+   * read them from `meta`. An exception thrown here is rethrown from a microtask: it is a bug.
+   */
+  onSecurityChange: () => void = () => {};
   /** Work run one at a time: reconciling replicas after metadata changes. */
   #chain: Promise<void> = Promise.resolve();
 
@@ -222,6 +280,7 @@ export class ClusterNode {
     this.meta.onChange = (c) => this.#changed(c);
     this.meta.onRestore = () => {
       this.stats.metaRestores++;
+      this.#securityChanged();
       this.#restored();
     };
   }
@@ -237,6 +296,8 @@ export class ClusterNode {
     const c = new ClusterNode(env, opts, gossip, transport, broker);
     gossip.setLocal(GOSSIP_REPLICATES_KEY, "1");
     void c.#startMeta().catch((err) => opts.onFatal(`Cannot start the metadata group: ${err}`));
+    void c.#balanceLeaders();
+    void c.#stepMoves();
     return c;
   }
 
@@ -293,6 +354,16 @@ export class ClusterNode {
   }
 
   // --- Requests -----------------------------------------------------------------------------
+
+  #securityChanged(): void {
+    try {
+      this.onSecurityChange();
+    } catch (err) {
+      queueMicrotask(() => {
+        throw err;
+      });
+    }
+  }
 
   /** Proposes a metadata change; this node must lead the metadata group. */
   async propose(c: MetaCommand): Promise<unknown> {
@@ -421,10 +492,34 @@ export class ClusterNode {
     return { baseOffset: applied.baseOffset, logStartOffset: r.partition.log.logStartOffset };
   }
 
+  /**
+   * Whether the metadata group can lose a node, as this node sees it: its voters, how many of them
+   * are alive (gossip, and this node), how many a quorum needs, and how many more may fail with
+   * one left (negative: no quorum now). A young cluster whose joiners are not voters yet has one
+   * voter and can lose none, even though every node is up.
+   */
+  metaFaultTolerance(): { voters: number; votersAlive: number; quorum: number; canLose: number } {
+    const g = this.#metaGroup;
+    const voters = g === null ? [this.#o.nodeId] : [...g.node.voters];
+    const live = new Set([...this.#liveNodes(), this.#o.nodeId]);
+    const votersAlive = voters.filter((v) => live.has(v)).length;
+    const quorum = Math.floor(voters.length / 2) + 1;
+    return { voters: voters.length, votersAlive, quorum, canLose: votersAlive - quorum };
+  }
+
   /** True if this node may serve reads of the partition: it holds a replica, not mid-restore. */
   holds(topic: string, partition: number): boolean {
     const r = this.#replicas.get(partitionGroup(topic, partition));
-    return r !== undefined && !r.machine.restoring && r.group.node.appliedIndex >= r.servesFrom;
+    if (r === undefined) return false;
+    if (r.machine.damaged() && !r.machine.restoring) {
+      // A read found damage: the replica stops serving until its peers have refilled the log.
+      this.#o.onReport?.(
+        `Replica ${partitionGroup(topic, partition)} is damaged; repairing it from its peers`,
+      );
+      r.machine.repair().catch(() => {});
+    }
+    return !r.machine.restoring && !r.machine.damaged() &&
+      r.group.node.appliedIndex >= r.servesFrom;
   }
 
   /**
@@ -482,7 +577,7 @@ export class ClusterNode {
   // --- Metadata group -------------------------------------------------------------------------
 
   async #startMeta(): Promise<void> {
-    const dir = `${this.#o.dataDir}/raft/${META_GROUP}`;
+    const dir = metaGroupDir(this.#o.dataDir);
     // The founder is recorded (durably) only after the group's store first opened, so a record
     // means the store holds state; without one, whatever a crash left in the directory is wiped
     // and the bootstrap rules decide again. (Taking a half-created store for a founded one made a
@@ -490,35 +585,45 @@ export class ClusterNode {
     const founder = await this.#o.readFounder(dir);
     let voters: string[];
     if (founder !== null) {
-      voters = [founder]; // the store's state names the real voters; this is only the origin
+      // The store's state names the real voters; these are only the origin.
+      voters = founder.split(",");
     } else {
       await this.#o.resetStore(dir);
       voters = await this.#bootstrapVoters();
     }
     if (this.#stop.signal.aborted) return;
     const store = await this.#o.openStore(dir, voters);
-    if (founder === null) await this.#o.writeFounder(dir, voters[0]!);
+    if (founder === null) await this.#o.writeFounder(dir, voters.join(","));
     this.#metaGroup = this.#group(
       META_GROUP,
       store,
       this.meta,
       this.#o.metaCompactEvery ?? META_COMPACT_EVERY,
     );
+    this.#gossip.setLocal(GOSSIP_META_VOTERS_KEY, voters.join(","));
     this.#gossip.setLocal(GOSSIP_META_KEY, voters[0] ?? this.#o.nodeId);
     void this.#reviewVoters();
   }
 
   /**
-   * The founding voters for a node that never ran the metadata group: the founder an existing
-   * cluster names in gossip (this node then waits to be added as a voter), or — once
-   * `bootstrapExpect` nodes are alive and none has founded a cluster — the lowest node id alone.
+   * The founding voters for a node that never ran the metadata group: those an existing cluster
+   * names in gossip (a node among them is a voter from the start; any other waits to be added),
+   * or — once `bootstrapExpect` nodes are alive and none has founded a cluster — the lowest ids,
+   * up to META_VOTERS_TARGET of them, founded by the lowest. A cluster founded that way can lose a
+   * node from its first election (a single founder could not until two more were promoted: a
+   * controller paused then left the others without one for a minute).
    */
   async #bootstrapVoters(): Promise<string[]> {
     let lowestFor = 0;
     while (!this.#stop.signal.aborted) {
       const alive = this.#gossip.members().filter((m) => m.state === "alive");
-      const founded = alive.map((m) => m.kv[GOSSIP_META_KEY]).find((v) => v !== undefined);
-      if (founded !== undefined) return [founded];
+      const named = alive.find((m) => m.kv[GOSSIP_META_KEY] !== undefined);
+      if (named !== undefined) {
+        const founders = named.kv[GOSSIP_META_VOTERS_KEY]?.split(",") ?? [];
+        const founder = named.kv[GOSSIP_META_KEY]!;
+        // A node of an older version publishes only its founder.
+        return founders[0] === founder ? founders : [founder];
+      }
       // A node without seeds founds the cluster itself (bootstrapExpect 1). Otherwise the lowest
       // id among at least bootstrapExpect live nodes does — and only once that has held for
       // FOUND_STABLE_CHECKS checks in a row, so a partial gossip view at start does not found a
@@ -527,7 +632,9 @@ export class ClusterNode {
       const ids = alive.map((m) => m.id).sort();
       const need = Math.max(2, this.#o.bootstrapExpect);
       if (ids.length >= need && ids[0] === this.#o.nodeId) {
-        if (++lowestFor >= FOUND_STABLE_CHECKS) return [this.#o.nodeId];
+        if (++lowestFor >= FOUND_STABLE_CHECKS) {
+          return ids.slice(0, Math.min(META_VOTERS_TARGET, this.#o.bootstrapExpect));
+        }
       } else lowestFor = 0;
       try {
         await this.#env.clock.sleep(100, this.#stop.signal);
@@ -565,7 +672,138 @@ export class ClusterNode {
       } catch {
         // Leadership moved or the change did not commit: the next review tries again.
       }
+      try {
+        await this.#reviewPartitions();
+      } catch {
+        // As above: the next review tries again.
+      }
     }
+  }
+
+  /**
+   * The controller's part in moving partitions: a move whose group its leader reports done is
+   * marked done (the replicas left out then delete theirs), and one partition with a replica on a
+   * node dead for replicaMoveAfterMs is reassigned to a live node, one per review.
+   */
+  async #reviewPartitions(): Promise<void> {
+    const done = new Set<string>();
+    for (const m of this.#gossip.members()) {
+      for (const k of (m.kv[GOSSIP_MOVED_KEY] ?? "").split(" ")) if (k !== "") done.add(k);
+    }
+    for (const t of this.meta.topics.values()) {
+      for (const [p, replicas] of t.replicas.entries()) {
+        if (!isMoving(t, p) || !done.has(`${partitionGroup(t.name, p)}#${t.moves?.[p] ?? 0}`)) {
+          continue;
+        }
+        await this.propose({ op: "partitionMoved", name: t.name, partition: p, replicas });
+      }
+    }
+    const afterMs = this.#o.replicaMoveAfterMs ?? REPLICA_MOVE_AFTER_MS_DEFAULT;
+    if (afterMs <= 0) return;
+    const now = this.#env.clock.now();
+    const dead = new Set(
+      [...this.#deadSince].filter(([, since]) => now - since >= afterMs).map(([id]) => id),
+    );
+    if (dead.size === 0) return;
+    const live = this.#liveNodes().filter((id) => !dead.has(id));
+    const load = new Map(live.map((id) => [id, 0]));
+    for (const t of this.meta.topics.values()) {
+      for (const rs of t.replicas) for (const id of rs) load.set(id, (load.get(id) ?? 0) + 1);
+    }
+    for (const t of this.meta.topics.values()) {
+      for (const [p, replicas] of t.replicas.entries()) {
+        const gone = replicas.find((id) => dead.has(id));
+        if (gone === undefined || isMoving(t, p)) continue;
+        const to = live.filter((id) => !replicas.includes(id))
+          .sort((a, b) => load.get(a)! - load.get(b)! || (a < b ? -1 : 1))[0];
+        if (to === undefined) continue;
+        const next = replicas.map((id) => id === gone ? to : id);
+        await this.propose({ op: "reassignPartition", name: t.name, partition: p, replicas: next });
+        this.stats.replicaMoves++;
+        this.#o.onReport?.(
+          `Partition ${partitionGroup(t.name, p)} moves from ${gone}, dead for ${
+            Math.round((now - this.#deadSince.get(gone)!) / 1000)
+          } s, to ${to}: replicas ${next.join(", ")}`,
+        );
+        return;
+      }
+    }
+  }
+
+  /**
+   * A partition's leader changes its Raft group, a step at a time, until the group's voters are
+   * the partition's new replicas: a newcomer joins as a learner and is promoted once caught up,
+   * then replicas left out are removed (a leader left out first hands leadership to a new
+   * replica). It then reports the move done in gossip, for the controller to record.
+   */
+  async #stepMoves(): Promise<void> {
+    while (!this.#stop.signal.aborted) {
+      try {
+        await this.#env.clock.sleep(MOVE_STEP_MS, this.#stop.signal);
+      } catch {
+        return;
+      }
+      const done: string[] = [];
+      for (const [key, r] of [...this.#replicas]) {
+        const t = this.meta.topics.get(r.partition.topic);
+        if (t === undefined || !isMoving(t, r.partition.id) || !r.group.isLeader) continue;
+        try {
+          if (await this.#moveStep(r, t.replicas[r.partition.id]!)) {
+            done.push(`${key}#${t.moves?.[r.partition.id] ?? 0}`);
+          }
+        } catch {
+          // Leadership moved or the change did not commit: the next round tries again.
+        }
+      }
+      const value = done.sort().join(" ");
+      try {
+        if (
+          (this.#gossip.members().find((m) => m.id === this.#o.nodeId)?.kv[GOSSIP_MOVED_KEY] ??
+            "") !== value
+        ) this.#gossip.setLocal(GOSSIP_MOVED_KEY, value.slice(0, 1000));
+      } catch {
+        // The gossip service is stopping.
+      }
+    }
+  }
+
+  /** One change towards `target`; true once the group's voters are exactly `target`. */
+  async #moveStep(r: Replica, target: readonly string[]): Promise<boolean> {
+    const g = r.group;
+    const self = this.#o.nodeId;
+    const voters = g.node.voters;
+    const learners = g.node.learners;
+    const newcomer = target.find((id) => !voters.includes(id) && !learners.includes(id));
+    if (newcomer !== undefined) {
+      this.stats.moveSteps++;
+      await g.addLearner(newcomer);
+      return false;
+    }
+    // Only a learner that has caught up: a voter with an empty log would hold up commits.
+    const commit = g.node.commitIndex;
+    const ready = learners.find((id) =>
+      target.includes(id) && (g.node.matchOf(id) ?? -1) >= commit
+    );
+    if (ready !== undefined) {
+      this.stats.moveSteps++;
+      await g.addServer(ready);
+      return false;
+    }
+    if (target.some((id) => !voters.includes(id))) return false;
+    const leaving = [...voters, ...learners].find((id) => !target.includes(id) && id !== self);
+    if (leaving !== undefined) {
+      this.stats.moveSteps++;
+      await g.removeServer(leaving);
+      return false;
+    }
+    if (!target.includes(self)) {
+      const next = target.find((id) => (g.node.matchOf(id) ?? -1) >= g.node.lastIndex);
+      if (next !== undefined) g.transferLeadership(next);
+      return false;
+    }
+    // Done once the group committed it: the replicas left out then delete their state, which an
+    // uncommitted removal lost with a leader would still count on.
+    return g.node.configCommitted;
   }
 
   /**
@@ -620,6 +858,45 @@ export class ClusterNode {
       this.#deadSince.delete(id);
       return;
     }
+  }
+
+  /**
+   * Preferred-leader balancing. Placement rotates a partition's first replica, its preferred
+   * leader, over the nodes, so leaders start spread; failovers pile them onto the survivors. Every
+   * interval each node hands the partitions it leads to their preferred replicas where those are
+   * alive, voters and caught up, so a node back from a restart leads its share again.
+   */
+  async #balanceLeaders(): Promise<void> {
+    const everyMs = this.#o.leaderBalanceIntervalMs ?? LEADER_BALANCE_INTERVAL_MS_DEFAULT;
+    if (everyMs <= 0) return;
+    while (!this.#stop.signal.aborted) {
+      try {
+        await this.#env.clock.sleep(everyMs, this.#stop.signal);
+      } catch {
+        return;
+      }
+      this.balanceLeadersOnce();
+    }
+  }
+
+  /** One round of preferred-leader balancing; the hand-overs it started. */
+  balanceLeadersOnce(): number {
+    const live = new Set(this.#liveNodes());
+    let moved = 0;
+    for (const [key, r] of this.#replicas) {
+      if (moved >= LEADER_MOVES_PER_ROUND_MAX) break;
+      const g = r.group;
+      if (!g.isLeader || r.machine.restoring) continue;
+      const preferred = this.meta.topics.get(r.partition.topic)?.replicas[r.partition.id]?.[0];
+      if (preferred === undefined || preferred === this.#o.nodeId || !live.has(preferred)) continue;
+      if (!g.node.voters.includes(preferred)) continue;
+      if ((g.node.matchOf(preferred) ?? -1) < g.node.lastIndex) continue;
+      if (!g.transferLeadership(preferred)) continue;
+      moved++;
+      this.stats.leaderTransfers++;
+      this.#o.onReport?.(`Leadership of ${key} goes back to its preferred replica ${preferred}`);
+    }
+    return moved;
   }
 
   #group(
@@ -723,6 +1000,10 @@ export class ClusterNode {
   // --- Replicas ---------------------------------------------------------------------------
 
   #changed(c: MetaCommand): void {
+    if (isSecurityCommand(c)) {
+      this.#securityChanged();
+      return;
+    }
     if (
       c.op === "allocateProducerIds" || c.op === "commitOffsets" || c.op === "commitDurables" ||
       c.op === "barrier"
@@ -757,7 +1038,7 @@ export class ClusterNode {
       this.#replicas.delete(key);
       await this.#stopReplica(r);
       await this.#o.resetStore(r.dir).catch(() => {});
-      await this.#o.removeLog(logDir(r.dir)).catch(() => {});
+      await this.#o.removeLog(replicaLogDir(r.dir)).catch(() => {});
       dropped = true;
     }
     if (t === undefined || this.#adopted.get(name) !== incarnation) {
@@ -765,31 +1046,74 @@ export class ClusterNode {
       this.#adopted.delete(name);
       dropped = true;
     }
-    if (dropped) this.#publishLeads();
-    if (t === undefined) return;
+    if (t === undefined) {
+      if (dropped) this.#publishLeads();
+      return;
+    }
     const partitions: Partition[] = [];
     for (const [p, replicas] of t.replicas.entries()) {
       const key = partitionGroup(name, p);
       let r = this.#replicas.get(key);
-      if (r === undefined && replicas.includes(this.#o.nodeId)) {
-        r = await this.#openReplica(name, p, replicas, incarnation);
+      const self = this.#o.nodeId;
+      const mine = replicas.includes(self);
+      const founders = foundersOf(t, p);
+      // A replica being moved away still serves its group until the move is done: the group may
+      // need its vote to elect the leader that makes the move (cluster seed 3045: a founder down
+      // when the topic was made came back to a move away from it, never opened its replica, and
+      // its group never had a quorum).
+      const leaving = !mine && r === undefined && isMoving(t, p) &&
+        (founders.includes(self) ||
+          await this.#o.hasStore(
+            replicaDir(this.#o.dataDir, { topic: name, incarnation, partition: p }),
+          ));
+      if (r === undefined && (mine || leaving)) {
+        // A founder opens with the founding voters, as every founder did; a replica that came
+        // with a move joins the group as a newcomer, which its leader adds.
+        r = await this.#openReplica(name, p, founders.includes(self) ? founders : [], incarnation);
+      } else if (r !== undefined && !mine && !isMoving(t, p)) {
+        // Moved away, and the move is done: the new replicas hold every batch.
+        this.#replicas.delete(key);
+        await this.#stopReplica(r);
+        await this.#o.resetStore(r.dir).catch(() => {});
+        await this.#o.removeLog(replicaLogDir(r.dir)).catch(() => {});
+        this.#o.onRaftGroupDropped?.(r.group);
+        this.#o.onReport?.(
+          `Replica ${key} moved to ${replicas.join(", ")}: this node's copy is deleted`,
+        );
+        r = undefined;
+        dropped = true;
       }
       // A partition held elsewhere gets an empty stand-in; requests for it are refused.
-      partitions.push(r?.partition ?? new Partition(name, p, new MemoryLog({ retentionBytes: 0 })));
+      partitions.push(r?.partition ?? this.#standIn(name, p));
     }
+    if (dropped) this.#publishLeads();
     const existing = this.#broker.knownTopic(name);
     if (existing === undefined) {
       this.#broker.adoptTopic(new Topic(name, { ...t.configs }, partitions));
       this.#adopted.set(name, incarnation);
     } else {
-      for (let i = existing.partitions.length; i < partitions.length; i++) {
-        existing.partitions.push(partitions[i]!);
+      for (let i = 0; i < partitions.length; i++) {
+        const was = existing.partitions[i];
+        const now = partitions[i]!;
+        if (was === undefined) existing.partitions.push(now);
+        else if (!(this.#standIns.has(was) && this.#standIns.has(now))) {
+          this.#broker.replacePartition(name, i, now);
+        }
       }
       Object.assign(existing.configs, t.configs);
       for (const [key, r] of this.#replicas) {
         if (key.startsWith(`${name}/`)) await this.#o.reconfigureLog(r.partition.log, t.configs);
       }
     }
+  }
+
+  /** Stand-ins for partitions held elsewhere, told apart from replicas when a partition moves. */
+  readonly #standIns = new WeakSet<Partition>();
+
+  #standIn(topic: string, p: number): Partition {
+    const partition = new Partition(topic, p, new MemoryLog({ retentionBytes: 0 }));
+    this.#standIns.add(partition);
+    return partition;
   }
 
   async #openReplica(
@@ -800,9 +1124,9 @@ export class ClusterNode {
   ): Promise<Replica> {
     const key = partitionGroup(topic, p);
     const wire = `${key}@${incarnation}`;
-    const dir = `${this.#o.dataDir}/raft/p/${topic}@${incarnation}/${p}`;
+    const dir = replicaDir(this.#o.dataDir, { topic, incarnation, partition: p });
     const configs = this.meta.topics.get(topic)?.configs ?? {};
-    const log = await this.#o.openLog(logDir(dir), { topic, id: p }, configs);
+    const log = await this.#o.openLog(replicaLogDir(dir), { topic, id: p }, configs);
     let store;
     try {
       store = await this.#o.openStore(dir, replicas);
@@ -843,7 +1167,29 @@ export class ClusterNode {
     };
     // Counted from here: a replica whose log was compacted starts from its snapshot.
     machine.onRestore = () => void this.stats.replicaRestores++;
+    machine.onRepaired = ({ cut, fetchedTo, peers }) => {
+      this.stats.replicaRepairs++;
+      const d = cut.damage;
+      const parts: string[] = [];
+      if (fetchedTo > cut.cutOffset) {
+        parts.push(
+          `offsets ${cut.cutOffset}..${fetchedTo - 1} were fetched again from ${
+            peers.join(", ")
+          }, each batch verified`,
+        );
+      }
+      if (cut.endOffset > fetchedTo) {
+        parts.push(
+          `offsets ${fetchedTo}..${cut.endOffset - 1} are applied again from its Raft log`,
+        );
+      }
+      this.#o.onReport?.(
+        `Replica ${key} repaired: its log was damaged from offset ${d.offset} (${d.file} at byte ` +
+          `${d.byte}: ${d.reason}); ${parts.join("; ")}`,
+      );
+    };
     const group = this.#group(wire, store, machine);
+    machine.peers = () => [...group.node.voters, ...group.node.learners];
     // A group just founded has no leader to wait for: its first replica, which placement spreads
     // over the nodes, campaigns at once, so the topic takes produces within a few round trips
     // rather than after an election timeout (1 to 2 s of refused produces).
@@ -914,11 +1260,6 @@ export class ClusterNode {
 /** A partition group's name: "topic/partition". */
 export function partitionGroup(topic: string, partition: number): string {
   return `${topic}/${partition}`;
-}
-
-/** Where the segment log of the replica whose Raft store is in `dir` lives: beside it. */
-function logDir(dir: string): string {
-  return `${dir}.log`;
 }
 
 function hashString(s: string): number {

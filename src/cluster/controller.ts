@@ -3,6 +3,9 @@
 // the same commands in the same order, so every node agrees on where each partition lives.
 
 import { ErrorCode, GregorError } from "../protocol/errors.ts";
+import { type AclEntry, sameAcl } from "../auth/acl.ts";
+import type { ReplicatedUser, SecurityChange } from "../broker/control_plane.ts";
+import { ACLS_MAX, USERS_MAX } from "../auth/store.ts";
 import type { Entry, Snapshot } from "./raft/types.ts";
 import type { StateMachine } from "./raft/shell.ts";
 
@@ -17,14 +20,52 @@ export interface TopicMeta {
    * A topic deleted and created again is another topic, with other Raft groups and logs.
    */
   incarnation?: number;
+  /**
+   * Per partition, how many times its replicas were reassigned (absent or 0: never). A node that
+   * opens a replica of a partition moved before joins its group as a newcomer (the leader adds
+   * it), never with the founding voters.
+   */
+  moves?: number[];
+  /** Per partition, true while a reassignment is under way (its leader changes the group). */
+  moving?: boolean[];
+  /**
+   * Per partition moved at least once, the replicas its group was founded with (before the first
+   * move `replicas` says it): a founder opens its replica with them, even one that was down when
+   * the topic was made, so the group it belongs to can reach a quorum.
+   */
+  founders?: string[][];
+}
+
+/** The replicas partition `p` of `t` was founded with. */
+export function foundersOf(t: TopicMeta, p: number): string[] {
+  return (t.moves?.[p] ?? 0) === 0 ? t.replicas[p] ?? [] : t.founders?.[p] ?? [];
+}
+
+/** True while partition `p` of `t` is being moved to other replicas. */
+export function isMoving(t: TopicMeta, p: number): boolean {
+  return t.moving?.[p] === true;
+}
+
+/** A change to the users or ACLs of the cluster; it applies to 1 if it changed something. */
+export type SecurityCommand = SecurityChange;
+
+/** True for the commands that change users or ACLs. */
+export function isSecurityCommand(c: MetaCommand): c is SecurityCommand {
+  return c.op === "putUser" || c.op === "removeUser" || c.op === "addAcl" ||
+    c.op === "removeAcl";
 }
 
 /** A change to the metadata. */
 export type MetaCommand =
+  | SecurityCommand
   | { op: "createTopic"; topic: TopicMeta }
   | { op: "deleteTopic"; name: string }
   | { op: "addPartitions"; name: string; replicas: string[][] }
   | { op: "alterTopic"; name: string; configs: Record<string, string> }
+  /** Moves a partition to `replicas` (its leader then changes the group to match). */
+  | { op: "reassignPartition"; name: string; partition: number; replicas: string[] }
+  /** The group of a partition matches its replicas: the move is done, the others drop theirs. */
+  | { op: "partitionMoved"; name: string; partition: number; replicas: string[] }
   | { op: "allocateProducerIds"; count: number }
   /** Changes nothing: once it applies, the leader that proposed it still led (a read barrier). */
   | { op: "barrier" }
@@ -70,6 +111,10 @@ export class MetaState implements StateMachine {
   #offsetCount = 0;
   /** Durable subscriptions' acknowledged offsets: "topic\0partition\0name" → offset. */
   readonly durables = new Map<string, number>();
+  /** The cluster's users, by name (a node's own users file adds to them). */
+  readonly users = new Map<string, ReplicatedUser>();
+  /** The cluster's ACL entries, in the order added. */
+  acls: AclEntry[] = [];
   /** Told after the state was replaced by a snapshot's image. */
   onRestore: () => void = () => {};
   /** Told of every applied command, after it changed the state. */
@@ -105,6 +150,37 @@ export class MetaState implements StateMachine {
       case "alterTopic":
         Object.assign(this.#topic(c.name).configs, c.configs);
         break;
+      case "reassignPartition": {
+        const t = this.#topic(c.name);
+        const p = this.#partitionOf(t, c.partition);
+        const problem = replicasProblem(c.replicas);
+        if (problem !== null) {
+          throw new GregorError(
+            ErrorCode.INVALID_REQUEST,
+            `Cannot reassign ${c.name}/${p}: ${problem}`,
+          );
+        }
+        if (isMoving(t, p)) {
+          throw new GregorError(
+            ErrorCode.INVALID_REQUEST,
+            `Cannot reassign ${c.name}/${p}: a move to ${t.replicas[p]!.join(",")} is under way`,
+          );
+        }
+        (t.founders ??= [])[p] ??= [...t.replicas[p]!];
+        t.replicas[p] = [...c.replicas];
+        (t.moves ??= [])[p] = (t.moves[p] ?? 0) + 1;
+        (t.moving ??= [])[p] = true;
+        break;
+      }
+      case "partitionMoved": {
+        const t = this.#topic(c.name);
+        const p = this.#partitionOf(t, c.partition);
+        // Only the move it reports: a later reassignment of the partition is still under way.
+        if (t.replicas[p]!.join(",") === c.replicas.join(",") && t.moving !== undefined) {
+          t.moving[p] = false;
+        }
+        break;
+      }
       case "commitOffsets":
         this.#commitOffsets(c.group, c.offsets, c.reset === true);
         break;
@@ -115,10 +191,61 @@ export class MetaState implements StateMachine {
       }
       case "barrier":
         return;
+      case "putUser":
+      case "removeUser":
+      case "addAcl":
+      case "removeAcl": {
+        const changed = this.#security(c);
+        if (changed === 1) this.onChange(c);
+        return changed;
+      }
       default:
         throw new GregorError(ErrorCode.INTERNAL, `Unknown metadata command`);
     }
     this.onChange(c);
+  }
+
+  #partitionOf(t: TopicMeta, p: number): number {
+    if (!Number.isInteger(p) || p < 0 || p >= t.replicas.length) {
+      throw new GregorError(
+        ErrorCode.UNKNOWN_PARTITION,
+        `Topic ${t.name} has no partition ${p} (it has ${t.replicas.length})`,
+      );
+    }
+    return p;
+  }
+
+  /** Applies a change of users or ACLs: 1 if it changed something, else 0. */
+  #security(c: SecurityCommand): number {
+    switch (c.op) {
+      case "putUser":
+        if (!this.users.has(c.name) && this.users.size >= USERS_MAX) {
+          throw new GregorError(
+            ErrorCode.INVALID_REQUEST,
+            `the user limit of ${USERS_MAX} is reached`,
+          );
+        }
+        this.users.set(c.name, { ...c.user });
+        return 1;
+      case "removeUser":
+        return this.users.delete(c.name) ? 1 : 0;
+      case "addAcl":
+        if (this.acls.some((a) => sameAcl(a, c.acl))) return 0;
+        if (this.acls.length >= ACLS_MAX) {
+          throw new GregorError(
+            ErrorCode.INVALID_REQUEST,
+            `the ACL limit of ${ACLS_MAX} entries is reached`,
+          );
+        }
+        this.acls = [...this.acls, { ...c.acl }];
+        return 1;
+      case "removeAcl": {
+        const next = this.acls.filter((a) => !sameAcl(a, c.acl));
+        if (next.length === this.acls.length) return 0;
+        this.acls = next;
+        return 1;
+      }
+    }
   }
 
   #topic(name: string): TopicMeta {
@@ -205,6 +332,8 @@ export class MetaState implements StateMachine {
       nextProducerId: this.nextProducerId,
       offsets: [...this.offsets].map(([group, stored]) => [group, [...stored]]),
       durables: [...this.durables],
+      users: [...this.users],
+      acls: this.acls,
     }));
   }
 
@@ -214,6 +343,8 @@ export class MetaState implements StateMachine {
     this.offsets.clear();
     this.#offsetCount = 0;
     this.durables.clear();
+    this.users.clear();
+    this.acls = [];
     if (snapshot.data.length === 0) {
       this.onRestore();
       return;
@@ -225,6 +356,9 @@ export class MetaState implements StateMachine {
       offsets?: [string, [string, number][]][];
       /** Absent in images written before durable subscriptions were replicated. */
       durables?: [string, number][];
+      /** Absent in images written before users and ACLs were replicated. */
+      users?: [string, ReplicatedUser][];
+      acls?: AclEntry[];
     };
     for (const t of image.topics) this.topics.set(t.name, t);
     this.nextProducerId = image.nextProducerId;
@@ -233,8 +367,20 @@ export class MetaState implements StateMachine {
       this.#offsetCount += stored.length;
     }
     for (const [key, offset] of image.durables ?? []) this.durables.set(key, offset);
+    for (const [name, user] of image.users ?? []) this.users.set(name, user);
+    this.acls = image.acls ?? [];
     this.onRestore();
   }
+}
+
+/** Why `replicas` cannot be a partition's replicas, or null. */
+export function replicasProblem(replicas: readonly string[]): string | null {
+  if (replicas.length === 0) return "no replicas given";
+  if (new Set(replicas).size !== replicas.length) {
+    return `a node is named twice (${replicas.join(",")})`;
+  }
+  if (replicas.some((r) => typeof r !== "string" || r === "")) return "an empty node id";
+  return null;
 }
 
 /**

@@ -144,3 +144,37 @@ Deno.test("MetaState: new durable subscriptions past the limit are refused, othe
   assert.equal(s.durables.get(durableKey("a", 0, "d0")), 9);
   assert.equal(s.durables.size, META_DURABLES_MAX);
 });
+
+Deno.test("MetaState: users and ACLs change by command, removals of nothing change nothing, and a snapshot carries them", () => {
+  const s = new MetaState();
+  let changes = 0;
+  s.onChange = () => changes++;
+  const user = { salt: "c2FsdA==", iterations: 4096, storedKey: "AA==", serverKey: "AQ==" };
+  const acl = {
+    principal: "alice",
+    resourceType: "topic" as const,
+    pattern: "literal" as const,
+    name: "orders",
+    operation: "produce" as const,
+  };
+  assert.equal(apply(s, { op: "putUser", name: "alice", user }), 1);
+  assert.equal(apply(s, { op: "addAcl", acl }), 1);
+  assert.equal(apply(s, { op: "addAcl", acl: { ...acl } }), 0, "the same entry twice");
+  assert.equal(apply(s, { op: "removeUser", name: "bob" }), 0);
+  assert.equal(changes, 2);
+  assert.deepEqual(s.users.get("alice"), user);
+  const copy = new MetaState();
+  let restored = 0;
+  copy.onRestore = () => restored++;
+  copy.restore({ index: 9, term: 1, voters: [], learners: [], data: s.image() });
+  assert.deepEqual([...copy.users], [["alice", user]]);
+  assert.deepEqual(copy.acls, [acl]);
+  assert.equal(restored, 1);
+  assert.equal(apply(s, { op: "removeAcl", acl }), 1);
+  assert.equal(apply(s, { op: "removeUser", name: "alice" }), 1);
+  assert.deepEqual([s.users.size, s.acls.length], [0, 0]);
+  // An image written before users and ACLs were replicated has neither.
+  const old = new TextEncoder().encode(JSON.stringify({ topics: [], nextProducerId: 0 }));
+  copy.restore({ index: 10, term: 1, voters: [], learners: [], data: old });
+  assert.deepEqual([copy.users.size, copy.acls.length], [0, 0]);
+});

@@ -28,7 +28,7 @@ import type { ForwardedRequest } from "../broker/control_plane.ts";
  * that serves it. The client port does not know it, so no client can pass a request off as one a
  * node already authorized.
  */
-export const FORWARD_OPCODE = 0x0604;
+export const FORWARD_OPCODE = 0x0606;
 
 /** Defaults of the optional `ForwarderOptions`. */
 export const FORWARDER_DEFAULTS = {
@@ -246,7 +246,13 @@ export class Forwarder {
             `Expected FORWARD, got opcode 0x${f.opcode.toString(16)} flags ${f.flags}`,
           );
         }
-        const req = decodeEnvelope(f.payload);
+        const { fromId, req } = decodeEnvelope(f.payload);
+        // On a cluster port that checks the secret, a peer speaks only for the node it proved.
+        if (conn.peerNodeId !== undefined && fromId !== conn.peerNodeId) {
+          throw new MalformedError(
+            `FORWARD from ${fromId} on a connection authenticated as ${conn.peerNodeId}`,
+          );
+        }
         const correlationId = f.correlationId;
         inFlight++;
         this.#stats.served++;
@@ -380,7 +386,17 @@ export class Forwarder {
         ),
       );
     }
-    const link = this.#env.net.connect(addr, { timeoutMs: this.#o.connectTimeoutMs }).then(
+    const dialed = this.#env.net.connect(addr, { timeoutMs: this.#o.connectTimeoutMs }).then(
+      (conn) => {
+        if (conn.peerNodeId !== undefined && conn.peerNodeId !== peer.id) {
+          // The address now belongs to another node (gossip has not caught up with it).
+          conn.close();
+          throw new Error(`the node there proved to be ${conn.peerNodeId}`);
+        }
+        return conn;
+      },
+    );
+    const link = dialed.then(
       (conn) => {
         const l: Link = { conn, writing: Promise.resolve(), closed: false };
         if (this.#stop.signal.aborted) {
@@ -540,8 +556,8 @@ function encodeEnvelopeHead(
   return head;
 }
 
-/** A FORWARD request's envelope. Throws MalformedError. */
-function decodeEnvelope(payload: Uint8Array): ForwardedRequest {
+/** A FORWARD request's envelope: who sent it, and the request. Throws MalformedError. */
+function decodeEnvelope(payload: Uint8Array): { fromId: string; req: ForwardedRequest } {
   const r = new Reader(payload);
   const fromId = r.string("FORWARD.fromId");
   if (!isNodeId(fromId)) {
@@ -553,7 +569,7 @@ function decodeEnvelope(payload: Uint8Array): ForwardedRequest {
   const n = r.u32("FORWARD.payload");
   const inner = r.raw(n, "FORWARD.payload");
   r.end("FORWARD");
-  return { opcode, payload: inner, clientId, principal };
+  return { fromId, req: { opcode, payload: inner, clientId, principal } };
 }
 
 /** True for a whole frame with a RESPONSE header that describes it. */

@@ -1,13 +1,25 @@
 import assert from "node:assert/strict";
 import { denoEnv } from "../io/deno/mod.ts";
-import type { Conn, Listener } from "../io/types.ts";
+import type { Conn, Env, Listener, Network } from "../io/types.ts";
 import { ErrorCode, GregorError, RETRIABLE_CODES } from "../protocol/errors.ts";
 import { encodeFrame, Flag, type Frame, FrameParser } from "../protocol/frame.ts";
-import { Op } from "../protocol/messages.ts";
+import { Op, opName } from "../protocol/messages.ts";
 import type { ForwardedRequest } from "../broker/control_plane.ts";
-import { Forwarder, type ForwarderOptions, type ServeForwarded } from "./forward.ts";
+import {
+  FORWARD_OPCODE,
+  Forwarder,
+  type ForwarderOptions,
+  type ServeForwarded,
+} from "./forward.ts";
+import { ClusterAuthNetwork } from "./cluster_auth.ts";
 
 const env = denoEnv();
+const SECRET = "forwarding-test-secret-0123456789";
+
+/** The real Env with a cluster port that admits and dials only nodes proving `secret`, as `nodeId`. */
+function authEnv(nodeId: string, secret = SECRET): Env {
+  return { ...env, net: new ClusterAuthNetwork(env, { nodeId, secret }) };
+}
 
 /** A node that serves forwarded requests with `serve`. */
 function servingNode(serve: ServeForwarded): Forwarder {
@@ -17,8 +29,9 @@ function servingNode(serve: ServeForwarded): Forwarder {
 /** A cluster port of one: hands each connection's first frame and the rest to `serving.forwarder`. */
 async function clusterPort(
   serving: { forwarder: Forwarder },
+  net: Network = env.net,
 ): Promise<{ port: number; close(): void }> {
-  const listener: Listener = await env.net.listen({ host: "127.0.0.1", port: 0 });
+  const listener: Listener = await net.listen({ host: "127.0.0.1", port: 0 });
   const conns = new Set<Conn>();
   void (async () => {
     for (let conn = await listener.accept(); conn !== null; conn = await listener.accept()) {
@@ -224,6 +237,14 @@ Deno.test("Forwarder refuses a request past waitingMax at once with LIMIT_EXCEED
   }
 });
 
+Deno.test("FORWARD's opcode is its own: no client or cluster-port request has it", () => {
+  // The cluster port hands a connection to whoever handles its first frame's opcode: one shared
+  // with the cluster-secret handshake would send that handshake to the forwarder, or the reverse.
+  assert.equal(opName(FORWARD_OPCODE), null);
+  assert.ok(!(Object.values(Op) as number[]).includes(FORWARD_OPCODE));
+  assert.equal(FORWARD_OPCODE >> 8, 0x06, "in the node-to-node band");
+});
+
 Deno.test("Forwarder.serve() closes a connection that sends a malformed envelope, and serves the others", async () => {
   const serving = servingNode((req) => Promise.resolve(echo(req)));
   const port = await clusterPort({ forwarder: serving });
@@ -231,7 +252,7 @@ Deno.test("Forwarder.serve() closes a connection that sends a malformed envelope
   try {
     const rogue = await env.net.connect({ host: "127.0.0.1", port: port.port });
     // A FORWARD frame whose envelope names no node and ends early.
-    await rogue.write(encodeFrame(0x0604, 1, new Uint8Array([0, 0, 7])));
+    await rogue.write(encodeFrame(FORWARD_OPCODE, 1, new Uint8Array([0, 0, 7])));
     assert.equal(await rogue.read(new Uint8Array(64)).catch(() => null), null);
     rogue.close();
     const payload = new Uint8Array([5]);
@@ -259,6 +280,48 @@ Deno.test("Forwarder: an answer that is not a whole answer frame is never relaye
   } finally {
     a.close();
     serving.close();
+    port.close();
+  }
+});
+
+Deno.test("Forwarder over ClusterAuthNetwork: requests go only over connections that proved the secret, as the node proven", async () => {
+  const b = authEnv("node-b");
+  const serving = new Forwarder(b, {
+    nodeId: "node-b",
+    resolve: () => null,
+    serve: (req) => Promise.resolve(echo(req)),
+  });
+  const port = await clusterPort({ forwarder: serving }, b.net);
+  const at = (id: string) => id === "node-b" ? { host: "127.0.0.1", port: port.port } : null;
+  // A node with the secret, one that proved node-c but names itself node-a in its envelopes, one
+  // without the secret, and one that takes node-b's address for node-x's.
+  const a = new Forwarder(authEnv("node-a"), { nodeId: "node-a", resolve: at });
+  const liar = new Forwarder(authEnv("node-c"), { nodeId: "node-a", resolve: at });
+  const outsider = new Forwarder(env, { nodeId: "node-a", resolve: at });
+  const stale = new Forwarder(authEnv("node-a"), {
+    nodeId: "node-a",
+    resolve: (id) => id === "node-x" ? { host: "127.0.0.1", port: port.port } : null,
+  });
+  try {
+    const payload = new Uint8Array([4, 2]);
+    assert.deepEqual(await a.forward("node-b", request(payload)), echo(request(payload)));
+    await assert.rejects(liar.forward("node-b", request(payload)), (err) => {
+      assertCode(err, ErrorCode.TIMEOUT, /connection was lost/);
+      return true;
+    });
+    await assert.rejects(outsider.forward("node-b", request(payload)), (err) => {
+      assertCode(err, ErrorCode.TIMEOUT, /connection was lost/);
+      return true;
+    });
+    await assert.rejects(stale.forward("node-x", request(payload)), (err) => {
+      assertCode(err, ErrorCode.NOT_LEADER, /proved to be node-b/);
+      return true;
+    });
+    assert.equal(serving.stats.served, 1, "only the node with the secret, as itself, was served");
+    // The refusals cost nothing to the node with the secret.
+    assert.deepEqual(await a.forward("node-b", request(payload)), echo(request(payload)));
+  } finally {
+    for (const f of [a, liar, outsider, stale, serving]) f.close();
     port.close();
   }
 });

@@ -16,6 +16,14 @@
 // from a peer replica in bounded chunks, each verified by its checksum. A replica's log only ever
 // holds committed batches, so it is always a prefix of every other replica's: a cut or a fetch
 // never has a conflict to resolve.
+//
+// The same fetch repairs a damaged log (a flipped bit or a truncated segment at rest, found when
+// the replica opens — it checks every batch then — or later by a read): the replica stops serving,
+// cuts the log at the damage and fetches the batches from there up to where its log ended from its
+// peers, each verified, before it serves or applies again. The batches are committed ones, so
+// fetching them again is always safe; the producers' state lives in the checkpoint image and in
+// memory, not in the log, so the cut does not touch it. The Raft log (WAL) has its own checksums
+// and is not involved: votes and acknowledgements never read the segment log.
 
 import {
   type BatchHeader,
@@ -25,7 +33,7 @@ import {
 } from "../protocol/batch.ts";
 import { IoFailure, NoSpace, TooManyOpenFiles } from "../io/errors.ts";
 import { ErrorCode, GregorError, MalformedError } from "../protocol/errors.ts";
-import { type Log, OffsetOutOfRange } from "../storage/mod.ts";
+import { type Log, type LogRepair, OffsetOutOfRange } from "../storage/mod.ts";
 import { PartitionProducers, type ProducersImage } from "../broker/producer_state.ts";
 import { ENTRY_DATA_BYTES_MAX } from "./raft/limits.ts";
 import type { Entry, Snapshot } from "./raft/types.ts";
@@ -50,6 +58,16 @@ export interface FetchedRange {
   bytes: Uint8Array;
   /** The peer's first stored offset: below it, retention dropped the batches everywhere. */
   logStartOffset: number;
+  /** The peer that answered. */
+  peer: string;
+}
+
+/** A damaged log repaired: what was cut, and the peers the batches came from again. */
+export interface ReplicaRepair {
+  cut: LogRepair;
+  /** Batches from the cut up to this offset came from `peers`; the Raft log applies the rest. */
+  fetchedTo: number;
+  peers: string[];
 }
 
 /** Where a replica that fell behind gets the batches it lacks. */
@@ -110,6 +128,16 @@ export class PartitionMachine implements StateMachine {
   onBadFetch: (reason: string) => void = () => {};
   /** Told when the log refused a change (a full disk, say), which is then tried again. */
   onStorageRetry: (reason: string, attempt: number) => void = () => {};
+  /** Told once a damaged log was cut and filled again from peers. */
+  onRepaired: (repair: ReplicaRepair) => void = () => {};
+  /** The replica's peers (its group's voters and learners), asked for the batches a repair lacks. */
+  peers: () => readonly string[] = () => [];
+  /** The repair under way, if any: applies and restores wait for it. */
+  #repairing: Promise<void> | null = null;
+  /** The first restore checks every batch of the log (a restart may find damage at rest). */
+  #checked = false;
+  /** Peers that answered fetches since the last repair began. */
+  #fetchedFrom = new Set<string>();
 
   constructor(log: Log, onAppend: () => void, limits: ReplicaLimits, source: RangeSource) {
     this.log = log;
@@ -119,6 +147,7 @@ export class PartitionMachine implements StateMachine {
   }
 
   async apply(entry: Entry): Promise<AppliedBatch> {
+    while (this.#repairing !== null) await this.#repairing;
     const applied = await this.#append(entry);
     this.#bytesSinceCheckpoint += entry.data.length;
     if (this.#bytesSinceCheckpoint >= this.#limits.checkpointBytes) this.#checkpoint(entry.index);
@@ -153,6 +182,12 @@ export class PartitionMachine implements StateMachine {
       try {
         return await step();
       } catch (err) {
+        if (this.damaged()) {
+          // Inside a repair the repair's own loop cuts again; elsewhere, repair and try again.
+          if (this.#repairing !== null) throw err;
+          await this.repair();
+          continue;
+        }
         const refused = (err instanceof GregorError && err.code === ErrorCode.STORAGE_ERROR) ||
           err instanceof NoSpace || err instanceof TooManyOpenFiles || err instanceof IoFailure;
         if (!refused) throw err;
@@ -206,11 +241,12 @@ export class PartitionMachine implements StateMachine {
    * what it shows is neither the state before nor after (the replica must not serve it).
    */
   get restoring(): boolean {
-    return this.#restoring;
+    return this.#restoring || this.#repairing !== null;
   }
   #restoring = false;
 
   async restore(snapshot: Snapshot): Promise<void> {
+    while (this.#repairing !== null) await this.#repairing;
     this.#restoring = true;
     try {
       await this.#restore(snapshot);
@@ -226,9 +262,85 @@ export class PartitionMachine implements StateMachine {
       snapshot.data.length === 0
         ? { nextOffset: 0, producers: null } // the empty first snapshot of a new group
         : parseImage(snapshot.data);
-    await this.#moveTo(image.nextOffset, [...snapshot.voters, ...snapshot.learners]);
+    const peers = [...snapshot.voters, ...snapshot.learners];
+    // Damage must be cut before the log is moved (a cut or an append behind it is refused); the
+    // batches it drops below the checkpoint come from the peers, those above from the Raft log.
+    let cut: LogRepair | null = null;
+    if (!this.#checked || this.damaged()) {
+      this.#fetchedFrom.clear();
+      cut = await this.#cutDamage();
+      this.#checked = true;
+    }
+    await this.#moveTo(image.nextOffset, peers);
+    if (cut !== null) {
+      const fetchedTo = Math.max(cut.cutOffset, Math.min(cut.endOffset, image.nextOffset));
+      this.onRepaired({ cut, fetchedTo, peers: [...this.#fetchedFrom] });
+    }
     this.#producers.loadImage(image.producers ?? emptyProducers());
     this.onRestore();
+  }
+
+  /** True if the log is damaged: it refuses reads from the damage on and every append. */
+  damaged(): boolean {
+    return (this.log.damage ?? null) !== null;
+  }
+
+  /**
+   * Repairs a damaged log: cuts it at the damage and fetches the batches it held from there from
+   * its peers, verifying each. One at a time: a call while one runs waits for it. `restoring` is
+   * true meanwhile, so the replica does not serve.
+   *
+   * @throws {GregorError} SHUTTING_DOWN if the replica stops first
+   */
+  repair(): Promise<void> {
+    if (this.#repairing === null) {
+      this.#repairing = this.#repairNow().finally(() => (this.#repairing = null));
+    }
+    return this.#repairing;
+  }
+
+  async #repairNow(): Promise<void> {
+    this.#fetchedFrom.clear();
+    let first: LogRepair | null = null;
+    let target = this.log.nextOffset;
+    for (;;) {
+      const cut = await this.#cutDamage();
+      if (cut !== null) {
+        first ??= cut;
+        target = Math.max(target, cut.endOffset);
+      }
+      try {
+        await this.#fill(target, this.peers());
+      } catch (err) {
+        // Damage found while filling (a read of an older segment, say): cut again and go on.
+        if (this.damaged()) continue;
+        throw err;
+      }
+      if (!this.damaged()) break;
+    }
+    if (first !== null) {
+      // The batches fetched again are as durable as the rest before the repair counts as done.
+      await this.#untilStored(() => this.log.sync());
+      this.onRepaired({
+        cut: { ...first, endOffset: target },
+        fetchedTo: target,
+        peers: [...this.#fetchedFrom],
+      });
+    }
+  }
+
+  /** Cuts the log at its first batch that fails its checks (all are checked); what was cut. */
+  async #cutDamage(): Promise<LogRepair | null> {
+    const log = this.log;
+    if (log.repair === undefined) return null;
+    for (let attempt = 1;; attempt++) {
+      try {
+        return await log.repair();
+      } catch (err) {
+        this.onStorageRetry((err as Error).message, attempt);
+        await this.#source.backoff();
+      }
+    }
   }
 
   /** Puts the log's end at `target`: cut back, or filled from `peers`. */
@@ -252,8 +364,15 @@ export class PartitionMachine implements StateMachine {
     // A log opened after a crash on a full disk may hide its unsynced last segment (its next
     // offset is that segment's start): cut it off, its batches come from the peers like the rest.
     await this.#untilStored(() => log.truncateFrom(log.nextOffset));
+    await this.#fill(target, peers);
+  }
+
+  /** Appends the batches from the log's end up to `target`, fetched from `peers`. */
+  async #fill(target: number, peers: readonly string[]): Promise<void> {
+    const log = this.log;
     while (log.nextOffset < target) {
       const got = await this.#source.fetch(log.nextOffset, CATCH_UP_FETCH_BYTES, peers);
+      this.#fetchedFrom.add(got.peer);
       if (got.logStartOffset > log.nextOffset) {
         // Retention dropped these batches on the peer too: the replica starts where it starts.
         await this.#untilStored(() => log.resetTo(Math.min(got.logStartOffset, target)));

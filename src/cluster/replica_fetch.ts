@@ -9,6 +9,7 @@
 
 import type { Env } from "../io/types.ts";
 import { ErrorCode, GregorError, MalformedError } from "../protocol/errors.ts";
+import { GUARD_DONE } from "../io/errors.ts";
 import { Reader, Writer } from "../protocol/wire.ts";
 import { type Log, OffsetOutOfRange } from "../storage/mod.ts";
 import type { FetchedRange, RangeSource } from "./replica.ts";
@@ -159,7 +160,7 @@ export class ReplicaFetcher implements RangeSource {
         // Only an answer that moves the asker on counts; a peer as far behind is no help.
         if (reply.bytes.length > 0 || reply.logStartOffset > fromOffset) {
           this.#backoffMs = BACKOFF_MS_MIN;
-          return { bytes: reply.bytes, logStartOffset: reply.logStartOffset };
+          return { bytes: reply.bytes, logStartOffset: reply.logStartOffset, peer };
         }
       }
       await this.backoff();
@@ -189,7 +190,7 @@ export class ReplicaFetcher implements RangeSource {
       );
       return await Promise.race([answered, late]);
     } finally {
-      timeout.abort();
+      timeout.abort(GUARD_DONE);
       this.#o.signal.removeEventListener("abort", onStop);
       this.#waiting.delete(req.id);
     }

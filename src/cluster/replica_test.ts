@@ -1,9 +1,21 @@
 import assert from "node:assert/strict";
 import { SeededRandom } from "../io/prng.ts";
-import { type Log, MemoryLog } from "../storage/mod.ts";
-import { encodeBatch } from "../protocol/batch.ts";
+import { FileLog, type Log, MemoryLog } from "../storage/mod.ts";
+import { segmentName } from "../storage/layout.ts";
+import { batchesIn, encodeBatch } from "../protocol/batch.ts";
+import { ErrorCode, GregorError } from "../protocol/errors.ts";
+import type { Env } from "../io/types.ts";
+import { calmDisk } from "../../sim/disk.ts";
+import { runOnNode } from "../../sim/harness.ts";
+import type { SimNode } from "../../sim/node.ts";
+import { Simulation } from "../../sim/simulation.ts";
 import type { Entry } from "./raft/types.ts";
-import { type AppliedBatch, PartitionMachine, type RangeSource } from "./replica.ts";
+import {
+  type AppliedBatch,
+  PartitionMachine,
+  type RangeSource,
+  type ReplicaRepair,
+} from "./replica.ts";
 import { answerFetch } from "./replica_fetch.ts";
 
 /** A stream of committed entries: batches of a few producers, with retries (duplicates) mixed in. */
@@ -62,7 +74,11 @@ function peerSource(
     async fetch(fromOffset, bytesMax) {
       const r = await answerFetch(peer(), { id: 1, fromOffset, bytesMax });
       counts.fetches++;
-      return { bytes: tamper(r.bytes.slice(), counts.fetches), logStartOffset: r.logStartOffset };
+      return {
+        bytes: tamper(r.bytes.slice(), counts.fetches),
+        logStartOffset: r.logStartOffset,
+        peer: "b",
+      };
     },
     backoff: () => Promise.resolve(void counts.backoffs++),
   };
@@ -221,3 +237,129 @@ Deno.test("PartitionMachine: no compaction point until the log has synced the ch
   assert.ok(point !== null);
   assert.equal(m.compactionPoint(), null, "a point is handed out once");
 });
+
+const LOG_DIR = "replica";
+
+function openFileLog(env: Env): Promise<FileLog> {
+  return FileLog.open(env, {
+    dir: LOG_DIR,
+    fsync: { kind: "always" },
+    segmentBytes: 1_000,
+    segmentMs: 1 << 30,
+    indexIntervalBytes: 200,
+    retentionBytes: -1,
+    retentionMs: -1,
+    onFatal: (reason) => {
+      throw new Error(`the log failed: ${reason}`);
+    },
+  });
+}
+
+function onSim<T>(seed: number, body: (env: Env, node: SimNode) => Promise<T>): Promise<T> {
+  return runOnNode(new Simulation(seed, { disk: calmDisk() }), "n", body);
+}
+
+/** Flips a record byte of the middle batch of the log's first segment; the offset it damages. */
+async function damageFirstSegment(node: SimNode, log: Log): Promise<number> {
+  // A read from 0 returns the first segment's batches, at their positions in its file.
+  const bytes = (await log.read(0, { bytesMax: 1 << 20, recordsMax: 1 << 20 })).bytes;
+  const batches = [...batchesIn(bytes)];
+  const bad = batches[Math.floor(batches.length / 2)]!;
+  node.disk.corruptAtRest(
+    `${LOG_DIR}/${segmentName(0, "log")}`,
+    bad.off + bad.header.sizeBytes - 3,
+  );
+  return bad.header.baseOffset;
+}
+
+Deno.test("PartitionMachine: a log damaged at rest is cut at the damage when the replica restarts and filled again from a peer", async () => {
+  await onSim(3, async (env, node) => {
+    const es = entries(3, 120);
+    const peer = new PartitionMachine(new MemoryLog({ retentionBytes: Infinity }), () => {}, {
+      checkpointBytes: 1 << 30,
+    }, NO_PEER);
+    await applyAll(peer, es);
+    const first = new PartitionMachine(await openFileLog(env), () => {}, {
+      checkpointBytes: 400,
+    }, NO_PEER);
+    await applyAll(first, es);
+    await env.clock.sleep(1);
+    // The newest checkpoint: the damage lies below its offset, so only a peer has those batches.
+    const point = first.compactionPoint()!;
+    const bad = await damageFirstSegment(node, first.log);
+    assert.ok(bad < JSON.parse(new TextDecoder().decode(point.image)).nextOffset);
+    await first.log.close();
+
+    const counts = { fetches: 0, backoffs: 0 };
+    const again = new PartitionMachine(
+      await openFileLog(env),
+      () => {},
+      { checkpointBytes: 400 },
+      peerSource(() => peer.log, counts),
+    );
+    const repairs: ReplicaRepair[] = [];
+    again.onRepaired = (r) => void repairs.push(r);
+    await again.restore(snapshotAt(point));
+    assert.equal(repairs.length, 1);
+    assert.equal(repairs[0]!.cut.cutOffset, bad);
+    assert.deepEqual(repairs[0]!.peers, ["b"]);
+    assert.ok(counts.fetches > 0, "the batches below the checkpoint came from the peer");
+    // The entries after the snapshot apply again, as a restarted replica's Raft log does.
+    await applyAll(again, es.slice(point.index));
+    assert.equal(again.log.nextOffset, peer.log.nextOffset);
+    assert.deepEqual(await readAll(again.log), await readAll(peer.log));
+    await again.log.close();
+  });
+});
+
+Deno.test("PartitionMachine: damage a read finds stops the replica until it is filled again from a peer; the next batch then lands where the peer's did", async () => {
+  await onSim(4, async (env, node) => {
+    const es = entries(4, 120);
+    const peer = new PartitionMachine(new MemoryLog({ retentionBytes: Infinity }), () => {}, {
+      checkpointBytes: 1 << 30,
+    }, NO_PEER);
+    const counts = { fetches: 0, backoffs: 0 };
+    const m = new PartitionMachine(await openFileLog(env), () => {}, {
+      checkpointBytes: 400,
+    }, peerSource(() => peer.log, counts));
+    m.peers = () => ["a", "b"];
+    const repairs: ReplicaRepair[] = [];
+    m.onRepaired = (r) => void repairs.push(r);
+    await applyAll(peer, es);
+    await applyAll(m, es.slice(0, 100));
+    const bad = await damageFirstSegment(node, m.log);
+    const err = await readAll(m.log).catch((e) => e);
+    assert.ok(err instanceof GregorError && err.code === ErrorCode.PARTITION_DAMAGED, `${err}`);
+    assert.ok(m.damaged());
+    // The next committed batch waits for the repair, then lands at its own offset.
+    const rest = await applyAll(m, es.slice(100));
+    assert.equal(repairs.length, 1);
+    assert.equal(repairs[0]!.cut.cutOffset, bad);
+    assert.ok(!m.damaged() && !m.restoring);
+    assert.equal(
+      rest[0]!.baseOffset,
+      (await applyAll(
+        new PartitionMachine(
+          new MemoryLog({ retentionBytes: Infinity }),
+          () => {},
+          { checkpointBytes: 1 << 30 },
+          NO_PEER,
+        ),
+        es,
+      )).at(100)!.baseOffset,
+    );
+    assert.deepEqual(await readAll(m.log), await readAll(peer.log));
+    await m.log.close();
+  });
+});
+
+/** Every batch of `log`, read in bounded steps, back to back. */
+async function readAll(log: Log): Promise<Uint8Array> {
+  const parts: number[] = [];
+  for (let offset = log.logStartOffset; offset < log.nextOffset;) {
+    const r = await log.read(offset, { bytesMax: 4096, recordsMax: 1 << 20 });
+    parts.push(...r.bytes);
+    offset = r.nextOffset;
+  }
+  return new Uint8Array(parts);
+}

@@ -6,6 +6,7 @@
 import type { Addr, Conn, Env, Random } from "../io/types.ts";
 import { writeAll } from "../io/util.ts";
 import { MalformedError } from "../protocol/errors.ts";
+import { GUARD_DONE } from "../io/errors.ts";
 import {
   type Frame,
   type FrameParser,
@@ -294,6 +295,11 @@ export class Transport {
     if (!isNodeId(m.fromId) || m.fromId === this.#opts.nodeId) {
       throw new MalformedError(`RAFT from ${JSON.stringify(m.fromId)}: not another node's id`);
     }
+    if (me.conn.peerNodeId !== undefined && m.fromId !== me.conn.peerNodeId) {
+      throw new MalformedError(
+        `RAFT from ${m.fromId} on a connection authenticated as ${me.conn.peerNodeId}`,
+      );
+    }
     if (me.from !== null && m.fromId !== me.from) {
       throw new MalformedError(`RAFT from ${m.fromId} on a connection from ${me.from}`);
     }
@@ -428,6 +434,12 @@ export class Transport {
       conn.close();
       return false;
     }
+    if (conn.peerNodeId !== undefined && conn.peerNodeId !== peer.id) {
+      // The address now belongs to another node (gossip has not caught up): not peer's messages.
+      conn.close();
+      this.#failed(peer);
+      return false;
+    }
     peer.conn = conn;
     peer.addr = addr;
     peer.connectedAtMs = this.#env.clock.now();
@@ -474,7 +486,7 @@ export class Transport {
     } catch {
       return false;
     } finally {
-      guard.abort();
+      guard.abort(GUARD_DONE);
     }
   }
 

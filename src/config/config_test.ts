@@ -96,6 +96,10 @@ Deno.test("loadConfig() reads JSON files, by extension or by content, with dotte
       replicate: true,
       bootstrapExpect: 0,
       replicationFactor: 3,
+      leaderBalanceIntervalMs: 30_000,
+      replicaMoveAfterMs: 600_000,
+      secret: null,
+      secretFile: null,
     });
     assert.equal(config.metrics.enabled, false);
     assert.equal(config.broker.autoCreateTopics, false);
@@ -134,6 +138,10 @@ Deno.test("loadConfig() keeps every flag cli/broker.ts accepted before, with the
     replicate: true,
     bootstrapExpect: 0,
     replicationFactor: 3,
+    leaderBalanceIntervalMs: 30_000,
+    replicaMoveAfterMs: 600_000,
+    secret: null,
+    secretFile: null,
   });
   assert.equal(load({ args: ["--seeds", "x:7072"] }).config.cluster?.port, 7072);
   assert.equal(
@@ -267,6 +275,7 @@ Deno.test("toNodeConfig() carries every setting startNode uses", () => {
     advertiseHost: "127.0.0.1",
     replicate: true,
     replicationFactor: 3,
+    raft: { leaderBalanceIntervalMs: 30_000, replicaMoveAfterMs: 600_000 },
   });
   assert.deepEqual(node.metrics, { host: "0.0.0.0", port: 0 });
   assert.equal(toNodeConfig(load({ args: ["--no-metrics-enabled"] }).config).metrics, undefined);
@@ -298,6 +307,8 @@ Deno.test("every schema key can be set from a file, a variable and a flag", () =
       ? "never"
       : spec.kind === "list"
       ? ["h:1", "alice"].find((v) => spec.entry?.pattern.test(v))!
+      : spec.key === "cluster.secret"
+      ? "x".repeat(16)
       : "x";
     const typed = spec.kind === "int" ? Number(raw) : spec.kind === "bool" ? raw === "true" : raw;
     // The cluster's settings (other than how to join one) only matter in a cluster.
@@ -320,13 +331,34 @@ Deno.test("every schema key can be set from a file, a variable and a flag", () =
   }
 });
 
-Deno.test("auth scram is refused in a cluster, naming the flag; alone it sets auth and super-users", () => {
-  const err = fails({ args: ["--auth=scram", "--cluster-port=7072"] });
-  assert.equal(err.key, "auth");
-  assert.equal(err.origin, "--auth");
-  assert.match(err.message, /expected none in a cluster/);
+Deno.test("auth scram is taken in a cluster too; it sets auth and super-users", () => {
+  const clustered = load({ args: ["--auth=scram", "--cluster-port=7072"] }).config;
+  assert.equal(clustered.broker.auth, "scram");
+  assert.equal(clustered.cluster?.port, 7072);
   const ok = load({ args: ["--auth=scram", "--super-users=alice,bob"] }).config.broker;
   assert.equal(ok.auth, "scram");
   assert.deepEqual(ok.superUsers, ["alice", "bob"]);
   assert.equal(fails({ args: ["--super-users=al ice"] }).key, "superUsers");
+});
+
+Deno.test("cluster.secret: too short is refused without showing it, given twice is refused, as a flag warns", () => {
+  const short = fails({ env: { GREGOR_CLUSTER_SECRET: "hunter2" }, args: ["--cluster-port=7072"] });
+  assert.equal(short.key, "cluster.secret");
+  assert.equal(short.origin, "GREGOR_CLUSTER_SECRET");
+  assert.match(short.message, /\(7 bytes, not shown\).*expected 16 to 1024 bytes/);
+  assert.doesNotMatch(short.message, /hunter2/);
+  const twice = fails({
+    env: { GREGOR_CLUSTER_SECRET: "a".repeat(20) },
+    args: ["--cluster-port=7072", "--cluster-secret-file=/etc/gregor/secret"],
+  });
+  assert.equal(twice.key, "cluster.secretFile");
+  const fromEnv = load({ env: { GREGOR_CLUSTER_SECRET: "a".repeat(20) }, args: ["--seeds=h:1"] });
+  assert.equal(fromEnv.config.cluster?.secret, "a".repeat(20));
+  assert.deepEqual(fromEnv.warnings, []);
+  const fromFlag = load({ args: ["--seeds=h:1", `--cluster-secret=${"a".repeat(20)}`] });
+  assert.match(
+    fromFlag.warnings.join("\n"),
+    /--cluster-secret: any user of this machine can read it/,
+  );
+  assert.equal(toNodeConfig(fromFlag.config).cluster?.secret, "a".repeat(20));
 });

@@ -6,6 +6,7 @@ import { type ClusterConfig, DEFAULT_CLIENT_PORT, type NodeConfig } from "../nod
 import { DEFAULT_METRICS_PORT } from "../metrics/mod.ts";
 import { parseFsyncPolicy } from "../storage/file_log.ts";
 import { CONFIG_SCHEMA, envName, flagName, type KeySpec } from "./schema.ts";
+import { CLUSTER_SECRET_BYTES_MAX, CLUSTER_SECRET_BYTES_MIN } from "../cluster/cluster_auth.ts";
 
 /** Where a value came from. */
 export type ConfigSource = "file" | "env" | "flag";
@@ -64,6 +65,14 @@ export interface NodeSettings {
     /** 0: automatic (see ClusterConfig.bootstrapExpect). */
     bootstrapExpect: number;
     replicationFactor: number;
+    /** How often leaders go back to their preferred replicas, ms (0: never). */
+    leaderBalanceIntervalMs: number;
+    /** How long a node may be dead before its replicas move to live nodes, ms (0: never). */
+    replicaMoveAfterMs: number;
+    /** The cluster secret as given (environment, file or flag), or null. */
+    secret: string | null;
+    /** A file holding it (read by the caller), or null: then `<dataDir>/cluster.secret`, if any. */
+    secretFile: string | null;
   } | null;
   log: { format: "json" | "text" };
   /** Certificate files (paths, read by the caller) and the insecure-public override. */
@@ -207,16 +216,38 @@ export function loadConfig(input: ConfigInput): LoadedConfig {
       ...partitions,
     });
   }
-  const auth = origins.get("auth");
-  if (config.broker.auth !== "none" && config.cluster !== null && auth !== undefined) {
-    // Nodes forward clients' requests to each other over the client port, and users and ACLs are
-    // not replicated yet: a cluster with authentication on would refuse its own nodes.
-    throw new ConfigError({
-      key: "auth",
-      value: config.broker.auth,
-      allowed: "none in a cluster (authentication is single-node for now)",
-      ...auth,
-    });
+  const secret = origins.get("cluster.secret");
+  if (secret !== undefined) {
+    const value = values.get("cluster.secret") as string;
+    const bytes = new TextEncoder().encode(value).length;
+    if (bytes < CLUSTER_SECRET_BYTES_MIN || bytes > CLUSTER_SECRET_BYTES_MAX) {
+      throw new ConfigError({
+        key: "cluster.secret",
+        value: `(${bytes} bytes, not shown)`,
+        allowed:
+          `${CLUSTER_SECRET_BYTES_MIN} to ${CLUSTER_SECRET_BYTES_MAX} bytes (make one with: openssl rand -base64 32)`,
+        ...secret,
+      });
+    }
+    if (origins.has("cluster.secretFile")) {
+      throw new ConfigError({
+        key: "cluster.secretFile",
+        value: JSON.stringify(values.get("cluster.secretFile")),
+        allowed: "unset when cluster.secret is set (give the secret one way)",
+        ...(origins.get("cluster.secretFile") as { source: ConfigSource; origin: string }),
+      });
+    }
+    if (secret.source === "flag") {
+      warnings.push(
+        `cluster.secret is given as ${secret.origin}: any user of this machine can read it in the ` +
+          "process list; use GREGOR_CLUSTER_SECRET or cluster.secretFile instead",
+      );
+    }
+  }
+  if (config.cluster === null && (secret !== undefined || origins.has("cluster.secretFile"))) {
+    warnings.push(
+      "cluster.secret or cluster.secretFile is set but clustering is off (set cluster.port or cluster.seeds)",
+    );
   }
   if (config.cluster === null && origins.has("cluster.advertiseHost")) {
     warnings.push(
@@ -250,9 +281,14 @@ export function toNodeConfig(
       advertiseHost: settings.cluster.advertiseHost,
       replicate: settings.cluster.replicate,
       replicationFactor: settings.cluster.replicationFactor,
+      ...(settings.cluster.secret === null ? {} : { secret: settings.cluster.secret }),
       ...(settings.cluster.bootstrapExpect > 0
         ? { bootstrapExpect: settings.cluster.bootstrapExpect }
         : {}),
+      raft: {
+        leaderBalanceIntervalMs: settings.cluster.leaderBalanceIntervalMs,
+        replicaMoveAfterMs: settings.cluster.replicaMoveAfterMs,
+      },
     };
   }
   return {
@@ -309,6 +345,10 @@ function assemble(v: ReadonlyMap<string, Value>): NodeSettings {
         replicate: v.get("cluster.replicate") as boolean,
         bootstrapExpect: num("cluster.bootstrapExpect"),
         replicationFactor: num("cluster.replicationFactor"),
+        leaderBalanceIntervalMs: num("cluster.leaderBalanceIntervalMs"),
+        replicaMoveAfterMs: num("cluster.replicaMoveAfterMs"),
+        secret: v.get("cluster.secret") as string | null,
+        secretFile: v.get("cluster.secretFile") as string | null,
       }
       : null,
     log: { format: str("log.format") as "json" | "text" },

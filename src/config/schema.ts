@@ -120,6 +120,23 @@ export const CONFIG_SCHEMA: readonly KeySpec[] = [
     description: "live nodes needed before a fresh cluster founds its metadata group",
   },
   {
+    key: "cluster.leaderBalanceIntervalMs",
+    kind: "int",
+    min: 0,
+    max: 24 * 3600 * 1000,
+    default: 30_000,
+    description:
+      "how often a node hands partitions it leads back to their preferred replicas (0: never)",
+  },
+  {
+    key: "cluster.replicaMoveAfterMs",
+    kind: "int",
+    min: 0,
+    max: 7 * 24 * 3600 * 1000,
+    default: 600_000,
+    description: "how long a node may be dead before the controller moves its replicas (0: never)",
+  },
+  {
     key: "cluster.replicationFactor",
     kind: "int",
     min: 1,
@@ -183,6 +200,22 @@ export const CONFIG_SCHEMA: readonly KeySpec[] = [
     default: null,
     defaultText: "the address dialed",
     description: "the name every node certificate carries, checked when dialing another node",
+  },
+  {
+    key: "cluster.secretFile",
+    kind: "string",
+    default: null,
+    defaultText: "<dataDir>/cluster.secret if it exists",
+    description:
+      "file holding the cluster secret, which nodes prove before any gossip or Raft message",
+  },
+  {
+    key: "cluster.secret",
+    kind: "string",
+    default: null,
+    defaultText: "none",
+    description:
+      "the cluster secret itself, 16+ bytes (a flag shows in the process list: prefer the variable)",
   },
   {
     key: "metrics.tlsCert",

@@ -6,6 +6,7 @@ export type {
   Clock,
   Conn,
   ConnectOptions,
+  Crypto,
   Disk,
   Env,
   File,

@@ -3,6 +3,9 @@
 
 import type { Random } from "./types.ts";
 
+/** Most bytes one `Random.secureBytes` call returns (what `crypto.getRandomValues` allows). */
+export const SECURE_BYTES_MAX = 65_536;
+
 const U32 = 0x1_0000_0000;
 
 /** Mixes a 32-bit value (the finaliser of MurmurHash3); a bijection on u32. */
@@ -76,6 +79,20 @@ export class SeededRandom implements Random {
     return new SeededRandom(this.#seedWords, label);
   }
 
+  /**
+   * Bytes from this stream: deterministic, as the simulator needs, and so for a real node only
+   * through a Random whose `secureBytes` asks the OS (src/io/deno/random.ts).
+   */
+  secureBytes(n: number): Uint8Array {
+    checkSecureBytes(n);
+    const out = new Uint8Array(n);
+    for (let i = 0; i < n; i += 4) {
+      const w = this.u32();
+      for (let j = 0; j < 4 && i + j < n; j++) out[i + j] = (w >>> (8 * j)) & 0xff;
+    }
+    return out;
+  }
+
   /** True with probability `p`. */
   chance(p: number): boolean {
     return p > 0 && this.float() < p;
@@ -85,6 +102,13 @@ export class SeededRandom implements Random {
   pick<T>(items: readonly T[]): T {
     if (items.length === 0) throw new RangeError("Random.pick needs a non-empty array");
     return items[this.int(0, items.length)] as T;
+  }
+}
+
+/** Throws RangeError unless `n` is a byte count `Random.secureBytes` takes. */
+export function checkSecureBytes(n: number): void {
+  if (!(Number.isInteger(n) && n >= 0 && n <= SECURE_BYTES_MAX)) {
+    throw new RangeError(`Random.secureBytes needs 0 to ${SECURE_BYTES_MAX} bytes, got ${n}`);
   }
 }
 

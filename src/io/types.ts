@@ -35,6 +35,14 @@ export interface Random {
    * values were drawn, so an extra draw in one subsystem does not reshuffle another.
    */
   fork(label: string): Random;
+  /**
+   * `n` bytes for secrets and security nonces (SCRAM nonces and salts, the cluster challenge). On
+   * a real node they come from the operating system's cryptographic generator, never from the
+   * seeded stream, which an observer of enough draws could predict; in the simulator they are
+   * deterministic, so a seed still replays. Requires an integer 0 <= n <= 65 536; throws
+   * RangeError otherwise.
+   */
+  secureBytes(n: number): Uint8Array;
 }
 
 /** Options for `Network.connect`. */
@@ -125,6 +133,11 @@ export interface Conn {
    * certificate ("CN=alice,O=Shop"); absent otherwise.
    */
   readonly tlsPeerSubject?: string;
+  /**
+   * On a cluster-port connection whose other end proved that it holds the cluster secret, the node
+   * id it proved it with; absent otherwise.
+   */
+  readonly peerNodeId?: string;
 }
 
 /** A bound server socket. */
@@ -246,12 +259,22 @@ export interface FaultPoints {
   pick(n: number): number;
 }
 
+/**
+ * Keyed hashes. The real one is WebCrypto's, whose promises settle on a thread pool at a time no
+ * simulation can replay; the simulator's twin settles at once, so a seed replays.
+ */
+export interface Crypto {
+  /** HMAC-SHA-256 of `data` under `key` (any length): 32 bytes. */
+  hmacSha256(key: Uint8Array, data: Uint8Array): Promise<Uint8Array>;
+}
+
 /** Everything a node needs from the outside world. */
 export interface Env {
   clock: Clock;
   random: Random;
   net: Network;
   disk: Disk;
+  crypto: Crypto;
   /** Fault points (simulation only; absent on a real node). */
   faults?: FaultPoints;
 }

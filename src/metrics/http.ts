@@ -40,6 +40,11 @@ export interface HttpRoutes {
    * in the body, e.g. why storage is failing) with 503.
    */
   ready(): boolean | string;
+  /**
+   * Warnings a ready node adds to its `/readyz` body, one a line after "ready" (it still answers
+   * 200): e.g. a cluster whose metadata group cannot lose a node yet.
+   */
+  warnings?(): string[];
 }
 
 const REASONS: Record<number, string> = {
@@ -151,7 +156,10 @@ export class HttpServer {
     if (path === "/healthz") return text(200, "ok\n");
     if (path === "/readyz") {
       const ready = this.#routes.ready();
-      if (ready === true) return text(200, "ready\n");
+      if (ready === true) {
+        const warnings = this.#routes.warnings?.() ?? [];
+        return text(200, ["ready", ...warnings.map((w) => `warning: ${w}`)].join("\n") + "\n");
+      }
       return text(503, ready === false ? "not ready\n" : `not ready: ${ready}\n`);
     }
     try {

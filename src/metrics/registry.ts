@@ -13,6 +13,9 @@ import type { ClusterNode } from "../cluster/cluster.ts";
 import type { RaftGroup } from "../cluster/raft/shell.ts";
 import { FileLog } from "../storage/file_log.ts";
 
+/** The metadata group's fault tolerance, as a cluster node reports it. */
+type MetaTolerance = ReturnType<ClusterNode["metaFaultTolerance"]>;
+
 /** The Content-Type of the Prometheus text format that `Registry.metrics()` writes. */
 const PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -67,6 +70,10 @@ export const METRIC_NAMES = {
   raftAppliedIndex: "gregormq_raft_applied_index",
   raftLeaderChanges: "gregormq_raft_leader_changes_total",
   underReplicated: "gregormq_under_replicated_partitions",
+  replicaRepairs: "gregormq_replica_repairs_total",
+  metaVoters: "gregormq_meta_voters",
+  metaVotersAlive: "gregormq_meta_voters_alive",
+  metaNodesLosable: "gregormq_meta_nodes_losable",
   storageErrors: "gregormq_storage_errors_total",
   authFailures: "gregormq_auth_failures_total",
   authorizationDenials: "gregormq_authorization_denials_total",
@@ -464,6 +471,38 @@ export class BrokerMetrics {
         counted = now;
       },
     });
+    let repairs = 0;
+    new Counter({
+      name: METRIC_NAMES.replicaRepairs,
+      help: "Damaged replica logs this node cut at the damage and filled again from its peers.",
+      registers,
+      collect(this: Counter) {
+        const now = cluster()?.stats.replicaRepairs ?? repairs;
+        if (now > repairs) this.inc(now - repairs);
+        repairs = now;
+      },
+    });
+    const meta = (name: string, help: string, value: (f: MetaTolerance) => number) =>
+      new Gauge({
+        name,
+        help,
+        registers,
+        collect(this: Gauge) {
+          const c = cluster();
+          if (c !== null) this.set(value(c.metaFaultTolerance()));
+        },
+      });
+    meta(METRIC_NAMES.metaVoters, "Voters of the metadata Raft group.", (f) => f.voters);
+    meta(
+      METRIC_NAMES.metaVotersAlive,
+      "Voters of the metadata Raft group alive as this node sees them.",
+      (f) => f.votersAlive,
+    );
+    meta(
+      METRIC_NAMES.metaNodesLosable,
+      "Voters the metadata group can lose and keep a quorum (0: one more failure stops it).",
+      (f) => Math.max(0, f.canLose),
+    );
     new Gauge({
       name: METRIC_NAMES.underReplicated,
       help: "Partitions this node leads with a replica that is not alive.",

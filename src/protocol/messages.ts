@@ -8,7 +8,7 @@ import { Reader, Writer } from "./wire.ts";
 /**
  * Opcodes, in bands by resource: 0x00 session, 0x01 produce, 0x02 consume, 0x03 admin, 0x04
  * consumer groups, 0x05 cluster metadata, 0x06 node to node (gossip and Raft, on the cluster port
- * only), 0x07 security administration (users and ACLs). 0x0604 is taken too: FORWARD, node to node
+ * only), 0x07 security administration (users and ACLs). 0x0606 is taken too: FORWARD, node to node
  * only and no part of the client protocol, lives in src/cluster/forward.ts.
  */
 export const Op = {
@@ -45,6 +45,8 @@ export const Op = {
   GOSSIP_SYN: 0x0601,
   GOSSIP_ACK2: 0x0602,
   RAFT: 0x0603,
+  CLUSTER_HELLO: 0x0604,
+  CLUSTER_PROOF: 0x0605,
   USER_PUT: 0x0701,
   USER_DELETE: 0x0702,
   USER_LIST: 0x0703,
@@ -353,6 +355,11 @@ export const SCHEMAS = {
     request: [["fromId", "string"], ["messages", { list: RAFT_ENVELOPE }]],
     response: [],
   },
+  CLUSTER_HELLO: {
+    request: [["nodeId", "string"], ["nonce", "bytes"]],
+    response: [["nodeId", "string"], ["nonce", "bytes"]],
+  },
+  CLUSTER_PROOF: { request: [["proof", "bytes"]], response: [["proof", "bytes"]] },
   USER_PUT: {
     request: [
       ["name", "string"],
@@ -567,6 +574,15 @@ export interface RaftEnvelope {
 export interface RaftRequest {
   fromId: string;
   messages: RaftEnvelope[];
+}
+/** CLUSTER_HELLO, both ways: who this end is and its fresh nonce. */
+export interface ClusterHello {
+  nodeId: string;
+  nonce: Uint8Array | null;
+}
+/** CLUSTER_PROOF, both ways: this end's HMAC over both ids and both nonces. */
+export interface ClusterProof {
+  proof: Uint8Array | null;
 }
 /** One member of the gossip view, as CLUSTER_MEMBERS lists it. */
 export interface ClusterMemberInfo {

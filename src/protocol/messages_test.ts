@@ -258,7 +258,7 @@ Deno.test("Op codes sit in their bands, are unique, and each has a schema", () =
       "RESET_OFFSETS",
     ],
     0x05: ["CLUSTER_MEMBERS", "METADATA"],
-    0x06: ["GOSSIP_SYN", "GOSSIP_ACK2", "RAFT"],
+    0x06: ["GOSSIP_SYN", "GOSSIP_ACK2", "RAFT", "CLUSTER_HELLO", "CLUSTER_PROOF"],
     0x07: ["USER_PUT", "USER_DELETE", "USER_LIST", "ACL_ADD", "ACL_REMOVE", "ACL_LIST"],
   };
   for (const [band, names] of Object.entries(bands)) {
@@ -271,7 +271,7 @@ Deno.test("Op codes sit in their bands, are unique, and each has a schema", () =
 
 Deno.test("opName() names every opcode and returns null for unknown ones", () => {
   for (const name of OPS) assert.equal(opName(Op[name]), name);
-  for (const code of [0, 0x0005, 0x0100, 0x0408, 0x0503, 0x0604, 0x0707, 0xffff]) {
+  for (const code of [0, 0x0005, 0x0100, 0x0408, 0x0503, 0x0606, 0x0707, 0xffff]) {
     assert.equal(opName(code), null);
   }
 });

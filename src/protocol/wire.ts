@@ -11,6 +11,28 @@ const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 /** Longest string a u16 length prefix can carry, in UTF-8 bytes. */
 export const STRING_BYTES_MAX = 0xffff;
+/**
+ * ASCII strings up to this many characters are encoded and decoded here rather than by the
+ * runtime's UTF-8 codec: the short names every frame carries (node ids, Raft groups, topics) cost
+ * more in the call into the codec than in the copy. Same bytes and strings either way.
+ */
+const ASCII_INLINE_CHARS_MAX = 64;
+
+function isAscii(s: string): boolean {
+  for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) > 0x7f) return false;
+  return true;
+}
+
+/** The `n` bytes of `buf` at `start` as a string if they are all ASCII, else null. */
+function asciiAt(buf: Uint8Array, start: number, n: number): string | null {
+  let s = "";
+  for (let i = start; i < start + n; i++) {
+    const c = buf[i]!;
+    if (c > 0x7f) return null;
+    s += String.fromCharCode(c);
+  }
+  return s;
+}
 
 /** Bytes `Writer.varint(v)` takes for `v` (a safe integer). */
 export function varintBytes(v: number): number {
@@ -102,6 +124,13 @@ export class Writer {
 
   /** A UTF-8 string with a u16 length prefix. */
   string(s: string): this {
+    if (s.length <= ASCII_INLINE_CHARS_MAX && isAscii(s)) {
+      this.u16(s.length);
+      this.#room(s.length);
+      for (let i = 0; i < s.length; i++) this.#buf[this.#pos + i] = s.charCodeAt(i);
+      this.#pos += s.length;
+      return this;
+    }
     const bytes = encoder.encode(s);
     if (bytes.length > STRING_BYTES_MAX) {
       throw new RangeError(`String of ${bytes.length} bytes is over ${STRING_BYTES_MAX}`);
@@ -257,6 +286,14 @@ export class Reader {
   /** A UTF-8 string with a u16 length prefix. */
   string(what = "string"): string {
     const n = this.u16(what);
+    if (n <= ASCII_INLINE_CHARS_MAX) {
+      this.#need(n, what);
+      const ascii = asciiAt(this.#buf, this.#pos, n);
+      if (ascii !== null) {
+        this.#pos += n;
+        return ascii;
+      }
+    }
     try {
       return decoder.decode(this.raw(n, what));
     } catch (err) {

@@ -296,3 +296,20 @@ Deno.test("varintBytes() predicts exactly how many bytes Writer.varint() writes"
     { numRuns: 2000 },
   );
 });
+
+Deno.test("Writer.string() writes the UTF-8 bytes of any string, short ASCII ones included", () => {
+  fc.assert(
+    fc.property(
+      fc.oneof(fc.string({ unit: "binary", maxLength: 80 }), fc.string({ maxLength: 80 })),
+      (s) => {
+        const body = new TextEncoder().encode(s);
+        const want = new Uint8Array(2 + body.length);
+        new DataView(want.buffer).setUint16(0, body.length);
+        want.set(body, 2);
+        const got = new Writer(1).string(s).finish();
+        assert.deepEqual(got, want);
+        assert.equal(new Reader(got).string(), s);
+      },
+    ),
+  );
+});

@@ -4,11 +4,7 @@
 
 import { IoError, Locked, NoSpace } from "../io/errors.ts";
 import type { Disk, FileLock } from "../io/types.ts";
-
-/** The lock file, in the data directory: held while a node runs, it names the node's process. */
-export const LOCK_FILE = ".lock";
-/** Created, synced and removed at start to prove the directory takes new entries. */
-export const PROBE_FILE = ".probe";
+import { lockFile, probeFile } from "./layout.ts";
 
 /** Why a node cannot use its data directory; the message is the one line an operator sees. */
 export class DataDirError extends Error {
@@ -37,7 +33,7 @@ export async function claimDataDir(disk: Disk, dir: string): Promise<FileLock> {
   let lock: FileLock;
   try {
     await disk.mkdir(dir);
-    lock = await disk.lock(`${dir}/${LOCK_FILE}`);
+    lock = await disk.lock(lockFile(dir));
   } catch (err) {
     if (err instanceof Locked) {
       throw new DataDirError("in-use", `data dir ${dir} is in use by ${err.holder}`, {
@@ -59,7 +55,7 @@ export async function claimDataDir(disk: Disk, dir: string): Promise<FileLock> {
 
 /** Creates an empty file, syncs it and the directory, removes it and syncs again. */
 async function probe(disk: Disk, dir: string): Promise<void> {
-  const path = `${dir}/${PROBE_FILE}`;
+  const path = probeFile(dir);
   try {
     const file = await disk.open(path, { create: true });
     try {

@@ -15,24 +15,36 @@ import {
   setBaseOffset,
 } from "../protocol/batch.ts";
 import { ErrorCode, GregorError } from "../protocol/errors.ts";
+import { assert } from "../util/assert.ts";
 import { readChecked, writeChecked } from "./checked_file.ts";
 import {
   type AppendResult,
   type Log,
   type LogDamage,
+  type LogRepair,
   OffsetInsideBatch,
   OffsetOutOfRange,
   type ReadLimits,
   type ReadResult,
 } from "./log.ts";
 import {
+  cleanShutdownFile,
+  INDEX_FILE_KINDS,
+  isTmpName,
   parseSegmentName,
+  rewindFile,
+  SEGMENT_FILE_KINDS,
+  segmentCopyFile,
+  segmentFile,
+  type SegmentFileKind,
+  segmentName,
+} from "./layout.ts";
+import {
   readVerifiedBatch,
   type ScanResult,
   scanSegment,
   type Segment,
   SegmentIndex,
-  segmentName,
 } from "./segment.ts";
 
 /** When an append counts as done. */
@@ -56,9 +68,13 @@ export interface FileLogOptions {
   dir: string;
   /** The topic and partition the log holds, for messages that tell an operator what to do. */
   partition?: { topic: string; id: number };
+  /** A replica's log, which its replica repairs from its peers: damage reports say so. */
+  repairedByPeers?: boolean;
   fsync: FsyncPolicy;
   /** Roll to a new segment past this size. */
   segmentBytes: number;
+  /** Bytes of the newest batches kept in memory for readers at the end (default 64 KiB; 0: none). */
+  tailCacheBytes?: number;
   /** Roll to a new segment once the active one is this old (ms). */
   segmentMs: number;
   /** Bytes between two offset index entries. */
@@ -87,21 +103,19 @@ export interface FileLogStats {
   bytesTruncated: number;
   /** Batches that failed their checksum on read and were refused. */
   corruptReads: number;
-}
-
-/** What a repair cut off a damaged log. */
-export interface LogRepair {
-  /** The first offset dropped: the log's end after the repair, where new records go. */
-  cutOffset: number;
-  /** One past the last offset dropped (the log's end before the repair). */
-  endOffset: number;
-  bytesDropped: number;
-  /** The damage the cut removed. */
-  damage: LogDamage;
+  /** Reads served from the newest batches kept in memory, without a file read. */
+  tailReads: number;
 }
 
 /** Bytes written by one write at most; more waiting batches go in the next. */
 const WRITE_GROUP_BYTES_MAX = 8 * 1024 * 1024;
+/**
+ * Bytes of the newest batches a log keeps in memory by default, as written, for readers at its
+ * end: live subscribers read what was just appended without a file read each (10,000 subscribers
+ * on one partition made 10,000 file reads of every message). Per log; a write group bigger than
+ * this is not kept.
+ */
+export const TAIL_CACHE_BYTES_DEFAULT = 64 * 1024;
 /** Read end points remembered for readers that go on from them (about one per subscriber). */
 const RESUME_POINTS_MAX = 256;
 /** How long a fault point slows a step down at most, ms (simulation only). */
@@ -114,18 +128,10 @@ const REREADS = 2;
  * bit or fail while the disk holds the batch intact); the re-reads cost nothing on a good batch.
  */
 const SCAN_REREADS = 31;
-/** Written by a clean close after the last sync: the next open may trust the page cache. */
-const CLEAN_MARKER = "clean-shutdown";
 /** Bytes copied per step when recovery rewrites the active segment into a fresh file. */
 const RECOVERY_COPY_BYTES = 1024 * 1024;
 /** How long a deleted segment's file stays open for readers already using it. */
 const DELETED_SEGMENT_GRACE_MS = 10_000;
-/**
- * Names a truncation or reset under way: written durably before it changes any file, removed once
- * it is done. An open that finds it finishes the operation first, so a crash leaves the log as it
- * was before the operation or after it, never part way.
- */
-const REWIND_MARKER = "rewind";
 
 interface Pending {
   batch: Uint8Array;
@@ -166,6 +172,7 @@ export class FileLog implements Log {
     segmentsDeleted: 0,
     bytesTruncated: 0,
     corruptReads: 0,
+    tailReads: 0,
   };
   readonly #env: Env;
   readonly #opts: FileLogOptions;
@@ -191,6 +198,9 @@ export class FileLog implements Log {
    * base offset, so a stale entry costs a refused attempt at worst, never wrong data.
    */
   readonly #resumeAt = new Map<number, { seg: Segment; pos: number }>();
+  /** The newest write groups, oldest first: offsets `base` to `next` - 1, whole batches. */
+  #tail: { seg: Segment; base: number; next: number; bytes: Uint8Array }[] = [];
+  #tailBytes = 0;
   /**
    * Where the log first fails its checks, found at open or by a read: offsets before it are
    * served, reads from it and appends are refused (an append after a hole would be acknowledged
@@ -230,7 +240,7 @@ export class FileLog implements Log {
     for (const name of await env.disk.list(opts.dir)) {
       const base = parseSegmentName(name, "log");
       if (base !== null) bases.push(base);
-      else if (name.endsWith(".tmp")) await env.disk.remove(`${opts.dir}/${name}`);
+      else if (isTmpName(name)) await env.disk.remove(`${opts.dir}/${name}`);
     }
     bases.sort((a, b) => a - b);
     const segments: Segment[] = [];
@@ -330,6 +340,7 @@ export class FileLog implements Log {
   /** What an operator runs to repair this log. */
   get #repairHint(): string {
     const p = this.#opts.partition;
+    if (this.#opts.repairedByPeers === true) return "the replica repairs it from its peers";
     return p === undefined
       ? "repair it"
       : `repair it with \`gregorctl topic repair ${p.topic} --partition ${p.id}\``;
@@ -338,7 +349,7 @@ export class FileLog implements Log {
   /** Records damage (the earliest found wins) and reports it once. */
   #markDamaged(d: SegmentDamage): void {
     if (this.#damage !== null && this.#damage.offset <= d.offset) return;
-    const file = `${this.#opts.dir}/${segmentName(d.segmentBase, "log")}`;
+    const file = segmentFile(this.#opts.dir, d.segmentBase, "log");
     this.#damage = {
       offset: d.offset,
       file,
@@ -349,7 +360,7 @@ export class FileLog implements Log {
     this.#opts.onReport?.(
       `${this.#name} is damaged from offset ${d.offset}: ${file} fails its checks at byte ${d.byte} ` +
         `(${d.reason}); offsets before ${d.offset} are served, later ones and appends are refused ` +
-        `until an operator repairs it: ${this.#repairHint}`,
+        `until it is repaired: ${this.#repairHint}`,
       "error",
     );
   }
@@ -519,6 +530,7 @@ export class FileLog implements Log {
     }
     this.#visible = next;
     this.#visibleBytes = seg.sizeBytes;
+    this.#keepTail(seg, (results[0] as AppendResult).baseOffset, next, buf);
     group.forEach((p, i) => p.resolve(results[i] as AppendResult));
     if (this.#syncDue) {
       this.#syncDue = false;
@@ -625,8 +637,8 @@ export class FileLog implements Log {
     return null;
   }
 
-  #path(base: number, ext: string): string {
-    return `${this.#opts.dir}/${segmentName(base, ext)}`;
+  #path(base: number, kind: SegmentFileKind): string {
+    return segmentFile(this.#opts.dir, base, kind);
   }
 
   async read(offset: number, limits: ReadLimits): Promise<ReadResult> {
@@ -639,6 +651,8 @@ export class FileLog implements Log {
     if (offset === this.#visible) {
       return { bytes: new Uint8Array(0), nextOffset: offset, records: 0 };
     }
+    const cached = this.#fromTail(offset, limits);
+    if (cached !== null) return cached;
     const seg = this.#segmentFor(offset);
     // A bit flipped on one read of an unchecksummed header field can misplace everything after it,
     // so a read that does not check out is done again from the start before it counts as corrupt.
@@ -844,6 +858,75 @@ export class FileLog implements Log {
     return { bytes: bytes.subarray(0, off), nextOffset: expected, records, headroomBytes };
   }
 
+  /** Keeps a write group just made visible for readers at the end; the oldest go past the cap. */
+  #keepTail(seg: Segment, base: number, next: number, bytes: Uint8Array): void {
+    const cap = this.#opts.tailCacheBytes ?? TAIL_CACHE_BYTES_DEFAULT;
+    if (bytes.length > cap) {
+      this.#dropTail();
+      return;
+    }
+    // Only a run that follows on from the last group: reads walk the groups in order.
+    if ((this.#tail.at(-1)?.next ?? base) !== base) this.#dropTail();
+    this.#tail.push({ seg, base, next, bytes });
+    this.#tailBytes += bytes.length;
+    while (this.#tailBytes > cap) this.#tailBytes -= this.#tail.shift()!.bytes.length;
+  }
+
+  #dropTail(): void {
+    this.#tail = [];
+    this.#tailBytes = 0;
+  }
+
+  /**
+   * A read served from the newest batches kept in memory, or null if `offset` is not among them.
+   * They were checked when appended and are what the file holds, so they are not checked again.
+   */
+  #fromTail(offset: number, limits: ReadLimits): ReadResult | null {
+    const tail = this.#tail;
+    if (tail.length === 0 || offset < tail[0]!.base || offset < this.logStartOffset) return null;
+    let i = tail.length - 1;
+    while (tail[i]!.base > offset) i--;
+    const parts: Uint8Array[] = [];
+    let total = 0;
+    let records = 0;
+    let nextOffset = offset;
+    let first = true;
+    // A read ends at its segment's end, as one from the file does.
+    const seg = tail[i]!.seg;
+    for (; i < tail.length && tail[i]!.seg === seg; i++) {
+      const group = tail[i]!.bytes;
+      for (let off = 0; off < group.length;) {
+        const h = readBatchHeader(group, off, { headerOnly: true });
+        const end = h.baseOffset + h.recordCount;
+        if (end > offset) {
+          const n = end - Math.max(h.baseOffset, offset);
+          if (
+            !first && (total + h.sizeBytes > limits.bytesMax || records + n > limits.recordsMax)
+          ) {
+            i = tail.length;
+            break;
+          }
+          parts.push(group.subarray(off, off + h.sizeBytes));
+          total += h.sizeBytes;
+          records += n;
+          nextOffset = end;
+          first = false;
+        }
+        off += h.sizeBytes;
+      }
+    }
+    if (parts.length === 0) return null;
+    const headroomBytes = limits.headroomBytes ?? 0;
+    const bytes = new Uint8Array(headroomBytes + total).subarray(headroomBytes);
+    let at = 0;
+    for (const part of parts) {
+      bytes.set(part, at);
+      at += part.length;
+    }
+    this.stats.tailReads++;
+    return { bytes, nextOffset, records, headroomBytes };
+  }
+
   /** Notes that the batch holding `offset` (its first offset) starts at `pos` of `seg`. */
   #remember(offset: number, seg: Segment, pos: number): void {
     this.#resumeAt.delete(offset);
@@ -894,8 +977,8 @@ export class FileLog implements Log {
       for (const [offset, at] of this.#resumeAt) {
         if (at.seg === oldest) this.#resumeAt.delete(offset);
       }
-      for (const ext of ["log", "index", "timeindex"]) {
-        await this.#env.disk.remove(this.#path(oldest.baseOffset, ext)).catch(ignoreNotFound);
+      for (const kind of SEGMENT_FILE_KINDS) {
+        await this.#env.disk.remove(this.#path(oldest.baseOffset, kind)).catch(ignoreNotFound);
       }
       deleted++;
       this.stats.segmentsDeleted++;
@@ -970,7 +1053,11 @@ export class FileLog implements Log {
     this.#opts.onReport?.(
       `${this.#name} repaired: dropped offsets ${repair.cutOffset}..${endOffset - 1} ` +
         `(${endOffset - repair.cutOffset} records, ${repair.bytesDropped} bytes) from the damage ` +
-        `at byte ${damage.byte} of ${damage.file}; new records get offsets from ${repair.cutOffset}`,
+        `at byte ${damage.byte} of ${damage.file}; ${
+          this.#opts.repairedByPeers === true
+            ? "the replica fetches them again from its peers"
+            : `new records get offsets from ${repair.cutOffset}`
+        }`,
     );
     return repair;
   }
@@ -984,7 +1071,7 @@ export class FileLog implements Log {
   async #cutAt(seg: Segment, at: CutPoint): Promise<number> {
     await this.#syncing;
     const i = this.#segments.indexOf(seg);
-    if (i < 0) throw new Error(`Cannot cut ${this.#opts.dir}: segment ${seg.baseOffset} is gone`);
+    assert(i >= 0, () => `Cannot cut ${this.#opts.dir}: segment ${seg.baseOffset} is gone`);
     const gone = this.#segments.splice(i + 1).reverse();
     const sizeBefore = await seg.file.size();
     seg.sealed = false;
@@ -996,13 +1083,14 @@ export class FileLog implements Log {
     this.#visible = at.offset;
     this.#visibleBytes = at.byte;
     this.#resumeAt.clear();
+    this.#dropTail();
     let bytesDropped = sizeBefore - at.byte;
     for (const g of gone) bytesDropped += await this.#removeSegment(g);
     await seg.file.truncate(at.byte);
     await seg.file.sync();
     // It is the active segment now, whose indexes live in memory until it is sealed.
-    for (const ext of ["index", "timeindex"]) {
-      await this.#env.disk.remove(this.#path(seg.baseOffset, ext)).catch(ignoreNotFound);
+    for (const kind of INDEX_FILE_KINDS) {
+      await this.#env.disk.remove(this.#path(seg.baseOffset, kind)).catch(ignoreNotFound);
     }
     await this.#env.disk.syncDir(this.#opts.dir);
     return bytesDropped;
@@ -1014,8 +1102,8 @@ export class FileLog implements Log {
    */
   async #removeSegment(seg: Segment): Promise<number> {
     const size = await seg.file.size();
-    for (const ext of ["log", "index", "timeindex"]) {
-      await this.#env.disk.remove(this.#path(seg.baseOffset, ext)).catch(ignoreNotFound);
+    for (const kind of SEGMENT_FILE_KINDS) {
+      await this.#env.disk.remove(this.#path(seg.baseOffset, kind)).catch(ignoreNotFound);
     }
     void this.#env.clock.sleep(DELETED_SEGMENT_GRACE_MS, this.#stop.signal).then(
       () => seg.file.close(),
@@ -1098,44 +1186,76 @@ export class FileLog implements Log {
         ? null
         : await this.#truncationPoint(rewind.offset);
       if (cut === null) {
-        if (finishing) await this.#env.disk.remove(this.#markerPath);
+        if (finishing) await this.#partWay(rewind, () => this.#dropMarker());
         return;
       }
       await writeChecked(this.#env.disk, this.#markerPath, `${rewind.kind} ${rewind.offset}`);
-      await this.#cutAt(cut.seg, cut.at);
-      // The cut took the damage and any held-back records with it.
-      if (this.#damage !== null && this.#damage.offset >= rewind.offset) this.#damage = null;
-      this.#unsaved = null;
-    } else {
-      if (!Number.isSafeInteger(rewind.offset) || rewind.offset < 0) {
-        throw new RangeError(`Cannot reset the log to offset ${rewind.offset}: not an offset`);
-      }
-      await writeChecked(this.#env.disk, this.#markerPath, `${rewind.kind} ${rewind.offset}`);
+      await this.#partWay(rewind, async () => {
+        await this.#cutAt(cut.seg, cut.at);
+        // The cut took the damage and any held-back records with it.
+        if (this.#damage !== null && this.#damage.offset >= rewind.offset) this.#damage = null;
+        this.#unsaved = null;
+        await this.#dropMarker();
+      });
+      return;
+    }
+    if (!Number.isSafeInteger(rewind.offset) || rewind.offset < 0) {
+      throw new RangeError(`Cannot reset the log to offset ${rewind.offset}: not an offset`);
+    }
+    await writeChecked(this.#env.disk, this.#markerPath, `${rewind.kind} ${rewind.offset}`);
+    await this.#partWay(rewind, async () => {
       await this.#syncing;
       // Readers keep the old segments (their files stay open a while) until the new one exists.
       for (const g of [...this.#segments].reverse()) await this.#removeSegment(g);
       await this.#env.disk.syncDir(this.#opts.dir);
-      let fresh: Segment;
-      try {
-        fresh = await createSegment(this.#env, this.#opts, rewind.offset);
-      } catch (err) {
-        // A log without a segment cannot go on; its marker finishes the reset at the next open.
-        this.#fail(`cannot start over at offset ${rewind.offset}: ${(err as Error).message}`);
-        throw err;
-      }
+      const fresh = await createSegment(this.#env, this.#opts, rewind.offset);
       this.#segments.splice(0, this.#segments.length, fresh);
       this.#visible = rewind.offset;
       this.#visibleBytes = 0;
       this.#resumeAt.clear();
+      this.#dropTail();
       this.#damage = null;
       this.#unsaved = null;
+      await this.#dropMarker();
+    });
+  }
+
+  /**
+   * Runs the steps of a truncation or reset that come after its marker is durable. A failure
+   * there leaves the files part way (and what the log holds in memory may already say done), so
+   * the log fails: trying again would find nothing to cut and leave the marker behind, and a
+   * power loss later would finish the cut over batches synced since (cluster seed 1152). The next
+   * open finishes it from the marker.
+   */
+  async #partWay(rewind: Rewind, steps: () => Promise<void>): Promise<void> {
+    try {
+      await steps();
+    } catch (err) {
+      this.#fail(
+        `a ${rewind.kind} to offset ${rewind.offset} failed part way (${
+          (err as Error).message
+        }); the next open finishes it`,
+      );
+      throw err;
     }
+  }
+
+  /**
+   * Removes the marker, durably, before the log appends again: one that came back after a power
+   * loss would cut the batches synced after it.
+   */
+  async #dropMarker(): Promise<void> {
     await this.#env.disk.remove(this.#markerPath);
     await this.#env.disk.syncDir(this.#opts.dir);
   }
 
+  /**
+   * Names a truncation or reset under way: written durably before it changes any file, removed
+   * once it is done. An open that finds it finishes the operation first, so a crash leaves the log
+   * as it was before the operation or after it, never part way.
+   */
   get #markerPath(): string {
-    return `${this.#opts.dir}/${REWIND_MARKER}`;
+    return rewindFile(this.#opts.dir);
   }
 
   /**
@@ -1226,7 +1346,8 @@ export class FileLog implements Log {
     await this.#syncing;
     if (this.#failed === null && this.#unsaved === null && (await this.#sync(this.#active))) {
       // Everything is on disk: tell the next open it need not rewrite the active segment.
-      const marker = await this.#env.disk.open(`${this.#opts.dir}/${CLEAN_MARKER}`, {
+      // Written after the last sync: the next open may trust the page cache.
+      const marker = await this.#env.disk.open(cleanShutdownFile(this.#opts.dir), {
         create: true,
       });
       marker.close();
@@ -1264,7 +1385,7 @@ function batchOk(bytes: Uint8Array, off: number, h: Walked): boolean {
 
 async function createSegment(env: Env, opts: FileLogOptions, base: number): Promise<Segment> {
   // An earlier roll that failed half way may have left this (empty) file behind: reuse it.
-  const file = await env.disk.open(`${opts.dir}/${segmentName(base, "log")}`, { create: true });
+  const file = await env.disk.open(segmentFile(opts.dir, base, "log"), { create: true });
   await file.truncate(0);
   await env.disk.syncDir(opts.dir);
   return {
@@ -1300,13 +1421,13 @@ async function openSealed(
   next: number,
 ): Promise<{ segment: Segment; damage: SegmentDamage | null }> {
   const name = segmentName(base, "log");
-  const file = await env.disk.open(`${opts.dir}/${name}`);
+  const file = await env.disk.open(segmentFile(opts.dir, base, "log"));
   const size = await file.size();
   let index: SegmentIndex | null = null;
   try {
     index = SegmentIndex.decode(
-      await readFile(env.disk, `${opts.dir}/${segmentName(base, "index")}`),
-      await readFile(env.disk, `${opts.dir}/${segmentName(base, "timeindex")}`),
+      await readFile(env.disk, segmentFile(opts.dir, base, "index")),
+      await readFile(env.disk, segmentFile(opts.dir, base, "timeindex")),
       opts.indexIntervalBytes,
       size,
     );
@@ -1330,12 +1451,12 @@ async function openSealed(
     try {
       await writeFileAtomic(
         env.disk,
-        `${opts.dir}/${segmentName(base, "index")}`,
+        segmentFile(opts.dir, base, "index"),
         rebuilt.encodeOffsets(),
       );
       await writeFileAtomic(
         env.disk,
-        `${opts.dir}/${segmentName(base, "timeindex")}`,
+        segmentFile(opts.dir, base, "timeindex"),
         rebuilt.encodeTimes(),
       );
     } catch (err) {
@@ -1375,7 +1496,7 @@ async function recoverActive(
   base: number,
   truncated: { bytes: number },
 ): Promise<{ segment: Segment; unsaved: ScanResult | null }> {
-  const path = `${opts.dir}/${segmentName(base, "log")}`;
+  const path = segmentFile(opts.dir, base, "log");
   const file = await env.disk.open(path);
   const size = await file.size();
   const scan = await scanSegment(file, base, opts.indexIntervalBytes, SCAN_REREADS);
@@ -1399,7 +1520,7 @@ async function recoverActive(
     index: scan.index,
     sealed: false,
   };
-  const clean = `${opts.dir}/${CLEAN_MARKER}`;
+  const clean = cleanShutdownFile(opts.dir);
   if (await exists(env, clean)) {
     // The last run closed cleanly after a successful sync: what the file shows is on disk.
     await env.disk.remove(clean);
@@ -1439,8 +1560,8 @@ async function rewriteAfterCrash(
   seg: Segment,
   scan: ScanResult,
 ): Promise<File> {
-  const path = `${dir}/${segmentName(seg.baseOffset, "log")}`;
-  const tmp = `${path}.tmp`;
+  const path = segmentFile(dir, seg.baseOffset, "log");
+  const tmp = segmentCopyFile(path);
   let copy: File | null = null;
   try {
     copy = await env.disk.open(tmp, { create: true });
@@ -1496,7 +1617,7 @@ async function exists(env: Env, path: string): Promise<boolean> {
 async function readRewind(env: Env, dir: string): Promise<Rewind | null> {
   let text: string;
   try {
-    text = await readChecked(env.disk, `${dir}/${REWIND_MARKER}`);
+    text = await readChecked(env.disk, rewindFile(dir));
   } catch (err) {
     if (err instanceof NotFound) return null;
     throw err;
@@ -1505,7 +1626,7 @@ async function readRewind(env: Env, dir: string): Promise<Rewind | null> {
   const offset = Number(m?.[2]);
   if (m === null || !Number.isSafeInteger(offset)) {
     throw new Error(
-      `Cannot open the log in ${dir}: ${dir}/${REWIND_MARKER} names no truncation or reset ` +
+      `Cannot open the log in ${dir}: ${rewindFile(dir)} names no truncation or reset ` +
         `(${JSON.stringify(text.slice(0, 40))})`,
     );
   }

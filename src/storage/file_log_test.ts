@@ -15,8 +15,9 @@ import { runOnNode } from "../../sim/harness.ts";
 import { SIM_EPOCH_MS, type SimNode } from "../../sim/node.ts";
 import { Simulation } from "../../sim/simulation.ts";
 import { FileLog, type FileLogOptions, parseFsyncPolicy } from "./file_log.ts";
-import { segmentName } from "./segment.ts";
+import { segmentName } from "./layout.ts";
 import { writeChecked } from "./checked_file.ts";
+import { IoFailure } from "../io/errors.ts";
 
 const DIR = "log";
 const T0 = SIM_EPOCH_MS;
@@ -43,6 +44,8 @@ function options(s: Sink, over: Partial<FileLogOptions> = {}): FileLogOptions {
     segmentBytes: 1 << 20,
     segmentMs: 7 * 24 * HOUR_MS,
     indexIntervalBytes: 4096,
+    // Reads go to the file, whose faults these tests are about; the tail cache has its own test.
+    tailCacheBytes: 0,
     retentionBytes: -1,
     retentionMs: -1,
     onFatal: (reason) => s.fatal.push(reason),
@@ -1504,3 +1507,130 @@ for (const kind of ["truncate", "reset"] as const) {
     assert.ok(seen.before > 0 && seen.after > 0 && seen.finished > 0, JSON.stringify(seen));
   });
 }
+
+Deno.test("A crash-interrupted truncation finished at open stays finished across a later power loss", async () => {
+  // Cluster seed 1152: an open found a truncation marker past the log's end (a torn tail had taken
+  // the records already), removed the marker without making the removal durable, and appended
+  // and synced more batches; a power loss brought the marker back, and the next open cut those
+  // synced batches off.
+  let marked = 0;
+  for (let seed = 1; seed <= 8; seed++) {
+    const m = new Machine(seed, { crash: { keep: 0, drop: 1, torn: 0, corrupt: 0 } });
+    const model = new Model();
+    const s = sink();
+    await m.run(async (env) => {
+      const log = await FileLog.open(env, options(s));
+      for (let i = 0; i < 10; i++) await appendChecked(log, model);
+      await log.close();
+      await writeChecked(env.disk, `${DIR}/rewind`, "truncate 15");
+    });
+    m.node.crash("power");
+    await m.run(async (env) => {
+      const log = await FileLog.open(env, options(s));
+      assert.equal(log.nextOffset, 10);
+      for (let i = 0; i < 10; i++) await appendChecked(log, model);
+    });
+    m.node.crash("power");
+    await m.run(async (env) => {
+      marked += s.reports.filter((r) => /finishing a truncate/.test(r)).length;
+      const log = await FileLog.open(env, options(s));
+      assert.equal(log.nextOffset, 20, `seed ${seed}: synced batches were cut off`);
+      await readAll(log, model);
+      await log.close();
+    });
+  }
+  assert.ok(marked > 0, "no open finished the truncation");
+});
+
+/** An Env whose segment files' syncs fail while `failing()` says so: a disk that went bad. */
+function failingSegmentSyncs(env: Env, failing: () => boolean): Env {
+  const disk: Disk = {
+    ...env.disk,
+    open: async (p, o) => {
+      const f = await env.disk.open(p, o);
+      if (!p.endsWith(".log")) return f;
+      return {
+        readAt: (pos, buf) => f.readAt(pos, buf),
+        writeAt: (pos, bytes) => f.writeAt(pos, bytes),
+        size: () => f.size(),
+        truncate: (len) => f.truncate(len),
+        close: () => f.close(),
+        sync: () =>
+          failing()
+            ? Promise.reject(new IoFailure(`Cannot sync ${p}: input/output error`))
+            : f.sync(),
+      };
+    },
+  };
+  return { ...env, disk };
+}
+
+Deno.test("A truncation that fails after its marker is durable never cuts batches acknowledged later", async () => {
+  // Cluster seed 1152: a cut to 71 failed on a sync after its marker was written; the replica
+  // tried again, the log said there was nothing to cut and left the marker behind, and batches up
+  // to 118 were appended and synced. A power loss later, the open finished 'truncate 71'.
+  const m = new Machine(5, { crash: { keep: 0, drop: 1, torn: 0, corrupt: 0 } });
+  const model = new Model();
+  const s = sink();
+  let failing = false;
+  const retried = await m.run(async (env) => {
+    const log = await FileLog.open(failingSegmentSyncs(env, () => failing), options(s));
+    for (let i = 0; i < 10; i++) await appendChecked(log, model);
+    failing = true;
+    await assert.rejects(log.truncateFrom(5));
+    failing = false;
+    // The caller tries again, as a replica does with a refused change.
+    const again = await log.truncateFrom(5).then(() => true, () => false);
+    model.cut(5);
+    if (again) { for (let i = 0; i < 10; i++) await appendChecked(log, model); }
+    return again;
+  });
+  m.node.crash("power");
+  await m.run(async (env) => {
+    const log = await FileLog.open(env, options(s));
+    assert.equal(log.nextOffset, model.nextOffset, "every acknowledged batch survived");
+    await readAll(log, model);
+    await log.close();
+  });
+  if (!retried) assert.equal(s.fatal.length, 1, "a log left part way through a cut fails");
+});
+
+Deno.test("The tail cache serves the newest batches as the file holds them and forgets a cut", async () => {
+  await onSim(21, async (env) => {
+    const s = sink();
+    const model = new Model();
+    const size = model.batch({ padBytes: 40 }).length;
+    model.dropLast();
+    const log = await FileLog.open(
+      env,
+      options(s, { segmentBytes: 8 * size, tailCacheBytes: 6 * size }),
+    );
+    for (let i = 0; i < 30; i++) {
+      await appendChecked(log, model, { records: 1 + (i % 3), padBytes: 40 });
+    }
+    const before = log.stats.tailReads;
+    // Every offset, with room for one batch, a few, or all: the same batches a file read gives.
+    for (
+      const limits of [{ bytesMax: 1, recordsMax: 1 }, { bytesMax: 3 * size, recordsMax: 5 }, ALL]
+    ) {
+      for (let offset = 0; offset < log.nextOffset; offset++) {
+        const r = await log.read(offset, limits);
+        checkRead(r, offset, model);
+        assert.ok(r.nextOffset > offset);
+      }
+      await readAll(log, model, limits);
+    }
+    assert.ok(log.stats.tailReads > before, "the newest batches came from memory");
+    // A cut drops what the cache held past it: reads then see the batches appended after it.
+    const cutAt = model.batches[model.batches.length - 3]!.base;
+    await log.truncateFrom(cutAt);
+    model.cut(cutAt);
+    for (let i = 0; i < 3; i++) await appendChecked(log, model, { records: 2, padBytes: 40 });
+    await readAll(log, model);
+    for (let offset = cutAt; offset < log.nextOffset; offset++) {
+      checkRead(await log.read(offset, ALL), offset, model);
+    }
+    assert.deepEqual(s.fatal, []);
+    await log.close();
+  });
+});

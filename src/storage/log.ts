@@ -48,6 +48,17 @@ export interface LogDamage {
   reason: string;
 }
 
+/** What a repair cut off a damaged log. */
+export interface LogRepair {
+  /** The first offset dropped: the log's end after the repair, where new records go. */
+  cutOffset: number;
+  /** One past the last offset dropped (the log's end before the repair). */
+  endOffset: number;
+  bytesDropped: number;
+  /** The damage the cut removed. */
+  damage: LogDamage;
+}
+
 /** The storage of one partition. */
 export interface Log {
   /** The first offset still stored. */
@@ -58,6 +69,11 @@ export interface Log {
   readonly sizeBytes: number;
   /** Where the log is damaged, or null (a log that cannot be damaged leaves it out). */
   readonly damage?: LogDamage | null;
+  /**
+   * Checks every batch and cuts the log at the first that fails; what was cut, or null if all
+   * checked out (a log that cannot be damaged leaves it out).
+   */
+  repair?(): Promise<LogRepair | null>;
   /**
    * Stores a validated batch, writing its base offset into `batch` (in place) first. Resolves once
    * the batch is as durable as the log promises.

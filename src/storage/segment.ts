@@ -13,8 +13,6 @@ import {
   readBatchHeader,
 } from "../protocol/batch.ts";
 
-/** Digits in a segment file name (Kafka's width). */
-const NAME_DIGITS = 20;
 /** "GIDX": the trailer magic of an index file. */
 const INDEX_MAGIC = 0x47494458;
 /** Bytes of an offset index entry: relative offset u32, position u32. */
@@ -23,19 +21,6 @@ const OFFSET_ENTRY_BYTES = 8;
 const TIME_ENTRY_BYTES = 12;
 /** Bytes of an index trailer: magic, entry count, CRC-32C of the entries. */
 const TRAILER_BYTES = 12;
-
-/** The file name of the segment starting at `baseOffset`, with `ext` ("log", "index", ...). */
-export function segmentName(baseOffset: number, ext: string): string {
-  return `${String(baseOffset).padStart(NAME_DIGITS, "0")}.${ext}`;
-}
-
-/** The base offset in a segment file name, or null if the name is not one. */
-export function parseSegmentName(name: string, ext: string): number | null {
-  const m = new RegExp(`^(\\d{${NAME_DIGITS}})\\.${ext}$`).exec(name);
-  if (m === null) return null;
-  const n = Number(m[1]);
-  return Number.isSafeInteger(n) ? n : null;
-}
 
 /** Sparse lookup tables of one segment. */
 export class SegmentIndex {

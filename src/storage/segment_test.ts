@@ -6,13 +6,7 @@ import { calmDisk, type DiskFaults, type SimDisk } from "../../sim/disk.ts";
 import { runOnNode } from "../../sim/harness.ts";
 import { SIM_EPOCH_MS } from "../../sim/node.ts";
 import { Simulation } from "../../sim/simulation.ts";
-import {
-  parseSegmentName,
-  readVerifiedBatch,
-  scanSegment,
-  SegmentIndex,
-  segmentName,
-} from "./segment.ts";
+import { readVerifiedBatch, scanSegment, SegmentIndex } from "./segment.ts";
 
 const T0 = SIM_EPOCH_MS;
 const enc = new TextEncoder();
@@ -78,26 +72,6 @@ function withSegmentFile<T>(
     }
   });
 }
-
-Deno.test("segmentName() pads the base offset to 20 digits and parseSegmentName() reads it back", () => {
-  assert.equal(segmentName(0, "log"), "00000000000000000000.log");
-  assert.equal(segmentName(42, "timeindex"), "00000000000000000042.timeindex");
-  for (const base of [0, 1, 9_999, 2 ** 40, Number.MAX_SAFE_INTEGER]) {
-    for (const ext of ["log", "index", "timeindex"]) {
-      assert.equal(parseSegmentName(segmentName(base, ext), ext), base);
-    }
-  }
-});
-
-Deno.test("parseSegmentName() refuses names that are not a segment file of that kind", () => {
-  assert.equal(parseSegmentName("00000000000000000042.index", "log"), null);
-  assert.equal(parseSegmentName("00000000000000000042.log.tmp", "log"), null);
-  assert.equal(parseSegmentName("42.log", "log"), null);
-  assert.equal(parseSegmentName("0000000000000000000042.log", "log"), null);
-  assert.equal(parseSegmentName("clean-shutdown", "log"), null);
-  // Twenty digits can name an offset past 2^53, which no log can reach.
-  assert.equal(parseSegmentName("99999999999999999999.log", "log"), null);
-});
 
 Deno.test("SegmentIndex.add() keeps one offset entry per intervalBytes, starting with the first batch", () => {
   const idx = new SegmentIndex(250);

@@ -14,6 +14,7 @@ from conftest import REPO, Broker, Brokers
 
 import gregormq
 from gregormq import BrokerError, Client, FromOffset, FromTimestamp, Message, Subscription
+from gregormq.group import GroupConsumer
 
 SCENARIOS: list[dict[str, Any]] = json.loads((REPO / "conformance" / "scenarios.json").read_text())[
     "scenarios"
@@ -22,6 +23,9 @@ SCENARIOS: list[dict[str, Any]] = json.loads((REPO / "conformance" / "scenarios.
 RECEIVE_TIMEOUT_S = 10
 # The bound of one whole scenario.
 SCENARIO_TIMEOUT_S = 90
+# How long an awaitAssignment step waits for the group to settle, and how often it looks.
+ASSIGNMENT_TIMEOUT_S = 10
+ASSIGNMENT_POLL_S = 0.02
 
 
 def test_there_are_scenarios() -> None:
@@ -49,6 +53,9 @@ class Driver:
         self.proxies: list[CuttingProxy] = []
         # A next() left waiting by expectNone, which the following receive takes over.
         self.pending: dict[str, asyncio.Task[Message]] = {}
+        # Group members by step name (each on its own client), and their waiting next()s.
+        self.members: dict[str, GroupConsumer] = {}
+        self.member_pending: dict[str, asyncio.Task[Message]] = {}
 
     async def open(self, servers: list[str]) -> Client:
         c = gregormq.connect(servers=servers, request_timeout_s=10)
@@ -57,7 +64,7 @@ class Driver:
         return c
 
     async def close(self) -> None:
-        for t in self.pending.values():
+        for t in [*self.pending.values(), *self.member_pending.values()]:
             t.cancel()
         for c in self.clients:
             await c.close()
@@ -210,6 +217,90 @@ class Driver:
 
     async def op_unsubscribe(self, st: dict[str, Any]) -> None:
         await self.subs.pop(st["sub"]).close()
+
+    def owned(self, name: str, topic: str) -> list[int]:
+        return sorted(p for t, p in self.members[name].assignment() if t == topic)
+
+    def member_next(self, name: str) -> asyncio.Task[Message]:
+        task = self.member_pending.pop(name, None)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self.members[name].next())
+        return task
+
+    async def op_joinGroup(self, st: dict[str, Any]) -> None:
+        c = await self.open([self.brokers[0].addr])
+        self.members[st["member"]] = await c.group_consumer(
+            st["group"],
+            st["topics"],
+            reset=st.get("reset", "latest"),
+            auto_commit=bool(st.get("autoCommit")),
+        )
+
+    async def op_awaitAssignment(self, st: dict[str, Any]) -> None:
+        want: dict[str, int] = st["members"]
+        deadline = asyncio.get_running_loop().time() + ASSIGNMENT_TIMEOUT_S
+        while True:
+            got = {n: self.owned(n, st["topic"]) for n in want}
+            every = sorted(p for ps in got.values() for p in ps)
+            if all(len(got[n]) == k for n, k in want.items()) and every == list(
+                range(st["partitions"])
+            ):
+                return
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"the group did not settle on {want}: {got}")
+            await asyncio.sleep(ASSIGNMENT_POLL_S)
+
+    async def op_groupReceive(self, st: dict[str, Any]) -> None:
+        expected: list[dict[str, Any]] = st["expect"]
+        matched: set[int] = set()
+        for name in st["members"]:
+            mine = self.owned(name, st["topic"])
+            for _ in range(sum(1 for e in expected if e["partition"] in mine)):
+                try:
+                    m = await asyncio.wait_for(self.member_next(name), RECEIVE_TIMEOUT_S)
+                except asyncio.TimeoutError:
+                    raise AssertionError(f"{name}: nothing received in {RECEIVE_TIMEOUT_S} s")
+                at = f"{name} received {m.topic}/{m.partition}@{m.offset}"
+                assert m.partition in mine, f"{at}, a partition it does not own"
+                i = next(
+                    (
+                        k
+                        for k, e in enumerate(expected)
+                        if k not in matched
+                        and e["partition"] == m.partition
+                        and e["offset"] == m.offset
+                    ),
+                    None,
+                )
+                assert i is not None, f"{at}, which is not expected here or came twice"
+                matched.add(i)
+                if "value" in expected[i]:
+                    assert m.value == enc(expected[i]["value"]), at
+        missed = [e for k, e in enumerate(expected) if k not in matched]
+        assert not missed, f"no member owning their partition received {missed}"
+
+    async def op_groupExpectNone(self, st: dict[str, Any]) -> None:
+        for name in st["members"]:
+            task = self.member_next(name)
+            done, _ = await asyncio.wait({task}, timeout=st["ms"] / 1000)
+            if done:
+                raise AssertionError(f"{name} received {task.result()} but expected nothing")
+            self.member_pending[name] = task
+
+    async def op_groupCommit(self, st: dict[str, Any]) -> None:
+        g = self.members[st["member"]]
+        if "partitionOf" not in st:
+            await g.commit()
+            return
+        theirs = self.owned(st["partitionOf"], st["topic"])
+        assert theirs, f"{st['partitionOf']} owns no partition of {st['topic']}"
+        await g.commit([(st["topic"], theirs[0], st["offset"])])
+
+    async def op_leaveGroup(self, st: dict[str, Any]) -> None:
+        task = self.member_pending.pop(st["member"], None)
+        if task is not None:
+            task.cancel()
+        await self.members.pop(st["member"]).close()
 
 
 async def run_scenario(scenario: dict[str, Any], brokers: list[Broker]) -> None:

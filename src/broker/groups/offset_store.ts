@@ -6,6 +6,7 @@ import type { Env } from "../../io/types.ts";
 import { NotFound } from "../../io/errors.ts";
 import { mkdirDurable } from "../../io/util.ts";
 import { readChecked, writeChecked } from "../../storage/checked_file.ts";
+import { groupOffsetsFile, groupOfOffsetsFile, groupsDir } from "../../storage/layout.ts";
 
 /** Offsets one group may hold at most (partitions it has committed for). */
 export const OFFSETS_PER_GROUP_MAX = 100_000;
@@ -44,35 +45,35 @@ export interface OffsetBackend {
 /** Where groups' committed offsets live: `<dataDir>/groups/<group>.json`. */
 export class OffsetStore implements OffsetBackend {
   readonly #env: Env;
-  readonly #dir: string;
+  readonly #dataDir: string;
   readonly #groups = new Map<string, GroupOffsets>();
   #dirReady = false;
 
   constructor(env: Env, dataDir: string) {
     this.#env = env;
-    this.#dir = `${dataDir}/groups`;
+    this.#dataDir = dataDir;
   }
 
   /** Reads every group's offsets back (at start). */
   async load(): Promise<void> {
     let names: string[];
     try {
-      names = await this.#env.disk.list(this.#dir);
+      names = await this.#env.disk.list(groupsDir(this.#dataDir));
     } catch (err) {
       if (err instanceof NotFound) return;
       throw err;
     }
     for (const file of names) {
-      if (!file.endsWith(".json")) continue; // leftovers of an interrupted atomic replace
+      const name = groupOfOffsetsFile(file);
+      if (name === null) continue; // leftovers of an interrupted atomic replace
+      const path = groupOffsetsFile(this.#dataDir, name);
       let saved: Record<string, number>;
       try {
-        saved = JSON.parse(await readChecked(this.#env.disk, `${this.#dir}/${file}`)).offsets;
+        saved = JSON.parse(await readChecked(this.#env.disk, path)).offsets;
       } catch (err) {
-        throw new Error(`Cannot load ${this.#dir}/${file}: ${(err as Error).message}`, {
-          cause: err,
-        });
+        throw new Error(`Cannot load ${path}: ${(err as Error).message}`, { cause: err });
       }
-      const g = this.#group(file.slice(0, -".json".length));
+      const g = this.#group(name);
       g.offsets = new Map(Object.entries(saved));
       g.durable = new Map(g.offsets);
     }
@@ -142,10 +143,10 @@ export class OffsetStore implements OffsetBackend {
         const text = JSON.stringify({ offsets: Object.fromEntries(snapshot) });
         try {
           if (!this.#dirReady) {
-            await mkdirDurable(this.#env.disk, this.#dir);
+            await mkdirDurable(this.#env.disk, groupsDir(this.#dataDir));
             this.#dirReady = true;
           }
-          await writeChecked(this.#env.disk, `${this.#dir}/${name}.json`, text);
+          await writeChecked(this.#env.disk, groupOffsetsFile(this.#dataDir, name), text);
           g.durable = snapshot;
           for (const w of batch) w.resolve();
         } catch (err) {

@@ -2,11 +2,9 @@
 
 import { NotFound } from "../../io/errors.ts";
 import type { Env } from "../../io/types.ts";
-import { joinPath, mkdirDurable, readFile, writeFileAtomic } from "../../io/util.ts";
+import { mkdirDurable, readFile, writeFileAtomic } from "../../io/util.ts";
+import { incarnationFile, nodeIdFile } from "../../storage/layout.ts";
 import { INCARNATION_MAX, isNodeId } from "./limits.ts";
-
-/** The file in the data directory that holds the node id. */
-export const NODE_ID_FILE = "node-id";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true });
@@ -20,7 +18,7 @@ const decoder = new TextDecoder("utf-8", { fatal: true });
  * new identity.
  */
 export async function loadOrCreateNodeId(env: Env, dataDir: string): Promise<string> {
-  const path = joinPath(dataDir, NODE_ID_FILE);
+  const path = nodeIdFile(dataDir);
   let bytes: Uint8Array;
   try {
     bytes = await readStable(env.disk, path);
@@ -65,16 +63,13 @@ async function readStable(disk: Env["disk"], path: string): Promise<Uint8Array> 
   throw new Error(`${path} reads back differently every time; the disk cannot be trusted`);
 }
 
-/** The file in the data directory that holds the last incarnation this node started with. */
-export const INCARNATION_FILE = "node-incarnation";
-
 /**
  * The incarnation for this start: above every earlier start of this node (kept in
  * `${dataDir}/node-incarnation`, replaced atomically before it is used) and at least the wall clock
  * in ms — so a restart outranks its predecessor even if the wall clock went back.
  */
 export async function nextIncarnation(env: Env, dataDir: string): Promise<number> {
-  const path = joinPath(dataDir, INCARNATION_FILE);
+  const path = incarnationFile(dataDir);
   let previous = 0;
   try {
     const n = Number(decoder.decode(await readStable(env.disk, path)).trim());

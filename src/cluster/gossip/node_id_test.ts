@@ -2,14 +2,15 @@ import assert from "node:assert/strict";
 import { runOnNode } from "../../../sim/harness.ts";
 import { Simulation } from "../../../sim/simulation.ts";
 import { readFile, writeFileAtomic } from "../../io/util.ts";
-import { loadOrCreateNodeId, nextIncarnation, NODE_ID_FILE } from "./node_id.ts";
+import { nodeIdFile } from "../../storage/layout.ts";
+import { loadOrCreateNodeId, nextIncarnation } from "./node_id.ts";
 
 Deno.test("loadOrCreateNodeId() creates 16 hex characters once and reads them back after", async () => {
   const sim = new Simulation(1);
   const [first, again, stored] = await runOnNode(sim, "n1", async (env) => {
     const a = await loadOrCreateNodeId(env, "var/lib/gregor");
     const b = await loadOrCreateNodeId(env, "var/lib/gregor");
-    const bytes = await readFile(env.disk, `var/lib/gregor/${NODE_ID_FILE}`);
+    const bytes = await readFile(env.disk, nodeIdFile("var/lib/gregor"));
     return [a, b, new TextDecoder().decode(bytes)];
   });
   assert.match(first, /^[0-9a-f]{16}$/);

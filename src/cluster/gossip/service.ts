@@ -5,6 +5,7 @@
 import type { Addr, Conn, Env, Listener, Random } from "../../io/types.ts";
 import { writeAll } from "../../io/util.ts";
 import { ErrorCode, GregorError, MalformedError } from "../../protocol/errors.ts";
+import { GUARD_DONE } from "../../io/errors.ts";
 import { encodeFrame, Flag, type Frame, FrameParser } from "../../protocol/frame.ts";
 import { decode, encode, ERROR_SCHEMA, type ErrorPayload, Op } from "../../protocol/messages.ts";
 import {
@@ -48,6 +49,8 @@ export const LEAVE_ROUNDS = 3;
 export const LEAVE_FANOUT = 3;
 /** A seed name that does not resolve within this long keeps its previous addresses, ms. */
 export const RESOLVE_TIMEOUT_MS = 5_000;
+/** Peers whose refusal of this node is remembered (so logged once) at most. */
+const REFUSED_PEERS_MAX = 1024;
 /** Each round starts after the interval times a factor in [1 - this, 1 + this). */
 const INTERVAL_JITTER = 0.1;
 const READ_BYTES = 16 * 1024;
@@ -120,6 +123,8 @@ export class Gossip {
   readonly #conns = new Set<Conn>();
   readonly #tasks = new Set<Promise<unknown>>();
   readonly #handlers = new Map<number, ClusterConnHandler>();
+  /** Peers that refused this node as unauthenticated, already logged. */
+  readonly #refusedBy = new Set<string>();
   /** Largest payload a first frame may have: gossip's, or a bigger one a handler registered. */
   #payloadBytesMax: number = GOSSIP_PAYLOAD_BYTES_MAX;
   #outbound = 0;
@@ -377,9 +382,23 @@ export class Gossip {
       const unique = new Map(out.map((a) => [addrKey(a), a]));
       this.#seeds = [...unique.values()].slice(0, SEEDS_MAX);
     } finally {
-      timeout.abort();
+      timeout.abort(GUARD_DONE);
       this.#resolving = false;
     }
+  }
+
+  /**
+   * Logs that `peer` refused this node for want of the cluster secret: once, until an exchange
+   * with it succeeds, so a node left out logs one line per peer rather than one per round.
+   */
+  #refused(peer: Addr, why: string): void {
+    const k = addrKey(peer);
+    if (this.#refusedBy.has(k) || this.#refusedBy.size >= REFUSED_PEERS_MAX) return;
+    this.#refusedBy.add(k);
+    this.#opts.onLog(
+      "error",
+      `${why}; this node does not run with the cluster's secret, so the cluster refuses it`,
+    );
   }
 
   /** Closes `conn` once `ms` have passed, unless `signal` aborts first. */
@@ -393,16 +412,16 @@ export class Gossip {
   }
 
   /** The next frame, or null at end of stream. Throws MalformedError for a bad frame. */
-  async #readFrame(conn: Conn, parser: FrameParser): Promise<Frame | null> {
+  async #readFrame(conn: Conn, parser: FrameParser, buf: Uint8Array): Promise<Frame | null> {
     for (;;) {
       const r = parser.next();
       if (r.kind === "frame") return r.frame;
       if (r.kind === "error") throw new MalformedError(r.message);
-      const buf = new Uint8Array(READ_BYTES);
       const n = await conn.read(buf);
       if (n === null) return null;
       this.#counters.bytesReceived += n;
-      parser.push(buf.subarray(0, n));
+      // A copy: `buf` is read into again, and a small read should not pin the whole buffer.
+      parser.push(buf.slice(0, n));
     }
   }
 
@@ -421,7 +440,7 @@ export class Gossip {
       const syn = encodeSyn({ fromId: this.id, digest: this.#state.digest() });
       await this.#send(conn, encodeFrame(Op.GOSSIP_SYN, correlationId, syn));
       const parser = new FrameParser({ payloadBytesMax: GOSSIP_PAYLOAD_BYTES_MAX });
-      const f = await this.#readFrame(conn, parser);
+      const f = await this.#readFrame(conn, parser, new Uint8Array(READ_BYTES));
       if (f === null) throw new Error(`${addrKey(peer)} closed without answering GOSSIP_SYN`);
       if (f.flags === (Flag.RESPONSE | Flag.ERROR) && f.correlationId === correlationId) {
         const e = decode<ErrorPayload>(ERROR_SCHEMA, f.payload, "error");
@@ -442,11 +461,15 @@ export class Gossip {
       });
       await this.#send(conn, encodeFrame(Op.GOSSIP_ACK2, correlationId, ack2));
       this.#counters.exchanges++;
+      this.#refusedBy.delete(addrKey(peer));
     } catch (err) {
       if (err instanceof MalformedError) this.#counters.malformed++;
+      else if (err instanceof GregorError && err.code === ErrorCode.AUTHENTICATION_FAILED) {
+        this.#refused(peer, err.message);
+      }
       this.#counters.failedExchanges++;
     } finally {
-      guard.abort();
+      guard.abort(GUARD_DONE);
       if (conn !== null) {
         conn.close();
         this.#conns.delete(conn);
@@ -491,12 +514,13 @@ export class Gossip {
     let correlationId = 0;
     try {
       const parser = new FrameParser({ payloadBytesMax: this.#payloadBytesMax });
-      const f = await this.#readFrame(conn, parser);
+      const readBuf = new Uint8Array(READ_BYTES);
+      const f = await this.#readFrame(conn, parser, readBuf);
       if (f === null) return;
       correlationId = f.correlationId;
       const handler = this.#handlers.get(f.opcode);
       if (handler !== undefined) {
-        guard.abort();
+        guard.abort(GUARD_DONE);
         this.#inbound--;
         inbound = false;
         await handler(conn, f, parser);
@@ -513,13 +537,18 @@ export class Gossip {
       const syn = decodeSyn(f.payload);
       // A seed list that names this node (e.g. a DNS name resolving to every node) dials itself.
       if (syn.fromId === this.id) return;
+      if (conn.peerNodeId !== undefined && syn.fromId !== conn.peerNodeId) {
+        throw new MalformedError(
+          `GOSSIP_SYN from ${syn.fromId} on a connection authenticated as ${conn.peerNodeId}`,
+        );
+      }
       this.#state.observeDigest(syn.digest);
       const answer = encodeSynResponse({
         digest: this.#state.digest(),
         deltas: this.#state.deltasFor(syn.digest, this.#opts.messageBytesMax),
       });
       await this.#send(conn, encodeFrame(Op.GOSSIP_SYN, correlationId, answer, Flag.RESPONSE));
-      const ack = await this.#readFrame(conn, parser);
+      const ack = await this.#readFrame(conn, parser, readBuf);
       if (ack === null) return;
       if (
         ack.opcode !== Op.GOSSIP_ACK2 || ack.flags !== 0 || ack.correlationId !== correlationId ||
@@ -545,7 +574,7 @@ export class Gossip {
         ).catch(() => {});
       }
     } finally {
-      guard.abort();
+      guard.abort(GUARD_DONE);
       conn.close();
       this.#conns.delete(conn);
       if (inbound) this.#inbound--;

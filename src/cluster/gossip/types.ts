@@ -32,10 +32,11 @@ export interface GossipOptions {
   resolveSeedsEveryMs?: number;
   /**
    * Hears what an operator should know and gossip cannot fix itself: a seed name that does not
-   * resolve (a warning, once, and again only when the failure changes) and that it resolves again.
-   * Default: nothing.
+   * resolve (a warning, once, and again only when the failure changes) and that it resolves again;
+   * a peer that refuses this node for want of the cluster secret (an error, once per peer until an
+   * exchange with it succeeds). Default: nothing.
    */
-  onLog?: (level: "info" | "warn", message: string) => void;
+  onLog?: (level: "info" | "warn" | "error", message: string) => void;
   /** One exchange (connect, SYN, answer, ACK2) gives up after this long, ms. Default 1000. */
   exchangeTimeoutMs?: number;
   /**

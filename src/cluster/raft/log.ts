@@ -2,6 +2,7 @@
 // entries. It answers the questions the protocol asks (term at an index, conflicts, up-to-dateness,
 // the configuration in force) and enforces contiguity on every change.
 
+import { assert } from "../../util/assert.ts";
 import { decodeConfig } from "./codec.ts";
 import { entryBytes } from "./limits.ts";
 import type { Configuration, Entry, Snapshot } from "./types.ts";
@@ -63,7 +64,7 @@ export class RaftLog {
    * one when any is in range). Requires `lo >= firstIndex`.
    */
   slice(lo: number, hi: number, countMax = Infinity, bytesMax = Infinity): Entry[] {
-    if (lo < this.firstIndex) throw new RangeError(`slice(${lo}) is below ${this.firstIndex}`);
+    assert(lo >= this.firstIndex, () => `slice(${lo}) is below ${this.firstIndex}`);
     const out: Entry[] = [];
     let bytes = 0;
     for (let i = lo; i <= Math.min(hi, this.lastIndex) && out.length < countMax; i++) {
@@ -87,11 +88,10 @@ export class RaftLog {
   truncateAndAppend(entries: readonly Entry[]): void {
     const first = entries[0];
     if (first === undefined) return;
-    if (first.index <= this.#snapshot.index || first.index > this.lastIndex + 1) {
-      throw new RangeError(
-        `Cannot splice at ${first.index}: log holds ${this.firstIndex}..${this.lastIndex}`,
-      );
-    }
+    assert(
+      first.index > this.#snapshot.index && first.index <= this.lastIndex + 1,
+      () => `Cannot splice at ${first.index}: log holds ${this.firstIndex}..${this.lastIndex}`,
+    );
     this.#entries.length = first.index - this.firstIndex;
     this.#appendChecked(entries);
   }
@@ -152,11 +152,10 @@ export class RaftLog {
 
   /** Drops the entries the snapshot covers; requires them to be in the log with the same term. */
   compact(snapshot: Snapshot): void {
-    if (this.term(snapshot.index) !== snapshot.term || snapshot.index < this.#snapshot.index) {
-      throw new RangeError(
-        `Cannot compact through ${snapshot.index} (term ${snapshot.term}): not in the log`,
-      );
-    }
+    assert(
+      this.term(snapshot.index) === snapshot.term && snapshot.index >= this.#snapshot.index,
+      () => `Cannot compact through ${snapshot.index} (term ${snapshot.term}): not in the log`,
+    );
     this.#entries = this.#entries.slice(snapshot.index - this.#snapshot.index);
     this.#snapshot = snapshot;
   }
@@ -170,12 +169,12 @@ export class RaftLog {
   #appendChecked(entries: readonly Entry[]): void {
     for (const e of entries) {
       const expect = this.lastIndex + 1;
-      if (e.index !== expect || e.term < this.lastTerm) {
-        throw new RangeError(
+      assert(
+        e.index === expect && e.term >= this.lastTerm,
+        () =>
           `Entry ${e.index} (term ${e.term}) does not continue the log at ${expect} ` +
-            `(term ${this.lastTerm})`,
-        );
-      }
+          `(term ${this.lastTerm})`,
+      );
       this.#entries.push(e);
     }
   }

@@ -1,6 +1,7 @@
 // An in-memory stand-in for a node's durable Raft state: hard state, latest snapshot and the log
 // after it. Tests and the simulator persist Readys into it and restart nodes from `state()`.
 
+import { assert } from "../../util/assert.ts";
 import { configProblem } from "./codec.ts";
 import type { Entry, HardState, PersistentState, Ready, Snapshot } from "./types.ts";
 
@@ -40,18 +41,16 @@ export class MemoryStorage {
     const first = entries[0];
     if (first === undefined) return;
     const offset = first.index - (this.#snapshot.index + 1);
-    if (offset < 0 || offset > this.#entries.length) {
-      throw new RangeError(
+    assert(
+      offset >= 0 && offset <= this.#entries.length,
+      () =>
         `Cannot append at ${first.index}: storage holds ${
           this.#snapshot.index + 1
         }..${this.lastIndex}`,
-      );
-    }
+    );
     this.#entries.length = offset;
     for (const [i, e] of entries.entries()) {
-      if (e.index !== first.index + i) {
-        throw new RangeError(`Entries are not contiguous at ${e.index}`);
-      }
+      assert(e.index === first.index + i, () => `Entries are not contiguous at ${e.index}`);
       this.#entries.push(e);
     }
   }
@@ -65,9 +64,10 @@ export class MemoryStorage {
   /** Drops entries through `s.index`, which must be stored with `s.term`. */
   compact(s: Snapshot): void {
     if (s.index <= this.#snapshot.index) return;
-    if (this.term(s.index) !== s.term) {
-      throw new RangeError(`Cannot compact through ${s.index}: not stored with term ${s.term}`);
-    }
+    assert(
+      this.term(s.index) === s.term,
+      () => `Cannot compact through ${s.index}: not stored with term ${s.term}`,
+    );
     this.#entries = this.#entries.slice(s.index - this.#snapshot.index);
     this.#snapshot = s;
   }

@@ -5,6 +5,7 @@
 // leadership transfer, after the Raft dissertation.
 
 import type { Random } from "../../io/types.ts";
+import { assert, unreachable } from "../../util/assert.ts";
 import { configProblem, encodeConfig } from "./codec.ts";
 import {
   entryBytes,
@@ -214,6 +215,16 @@ export class RaftNode {
     return [...this.#learners].sort();
   }
 
+  /** True once the latest configuration in the log is committed. */
+  get configCommitted(): boolean {
+    return this.#configIndex <= this.#commit;
+  }
+
+  /** The index of the latest configuration in the log (0: the founding one). */
+  get configIndex(): number {
+    return this.#configIndex;
+  }
+
   /** Times this node cut a conflicting suffix off its log for its leader's entries. */
   truncations = 0;
 
@@ -265,7 +276,7 @@ export class RaftNode {
 
   /** Advances the node's clock to `nowMs` (monotonic) and fires any due timeout. */
   tick(nowMs: number): void {
-    if (nowMs < this.#nowMs) throw new RangeError(`tick(${nowMs}) is before ${this.#nowMs}`);
+    assert(nowMs >= this.#nowMs, () => `tick(${nowMs}) is before ${this.#nowMs}`);
     this.#nowMs = nowMs;
     if (this.#role === "leader") {
       this.#tickLeader();
@@ -386,18 +397,18 @@ export class RaftNode {
    * image is `data`. The shell persists the returned snapshot (e.g. `MemoryStorage.compact`).
    */
   compact(throughIndex: number, data: Uint8Array): Snapshot {
-    if (throughIndex > this.#applied || throughIndex <= this.#log.snapshot.index) {
-      throw new RangeError(
+    assert(
+      throughIndex <= this.#applied && throughIndex > this.#log.snapshot.index,
+      () =>
         `Cannot compact through ${throughIndex}: snapshot is at ${this.#log.snapshot.index}, ` +
-          `applied at ${this.#applied}`,
-      );
-    }
-    if (!this.knowsConfigAt(throughIndex)) {
-      throw new RangeError(
+        `applied at ${this.#applied}`,
+    );
+    assert(
+      this.knowsConfigAt(throughIndex),
+      () =>
         `Cannot compact through ${throughIndex}: this node does not know the group's members as ` +
-          "of that entry (it started with none and has not received a configuration entry yet)",
-      );
-    }
+        "of that entry (it started with none and has not received a configuration entry yet)",
+    );
     const config = this.#log.configAt(throughIndex);
     const snapshot: Snapshot = {
       index: throughIndex,
@@ -430,15 +441,12 @@ export class RaftNode {
     const applyLimit = this.#applyLimit();
     // A leader's appends go out while it writes its own log (Raft thesis §10.2.1): they promise
     // nothing about its disk, and it counts itself towards a commit only once `advance` says its
-    // entries are durable. But only once its term is durable: a lone voter wins its election at
-    // once, and if it crashed before persisting that term it could lead the same term again with
-    // other entries at the same indexes, which a learner that got the first ones would keep.
+    // entries are durable. Its term is durable (a candidate counts its own vote only once it is).
     // Everything else waits for the Ready to be durable.
-    const termDurable = this.#persisted.term === this.#term;
     const sendNow: Message[] = [];
     const later: Message[] = [];
     for (const m of this.#outbox) {
-      const early = termDurable && this.#role === "leader" && m.term === this.#term &&
+      const early = this.#role === "leader" && m.term === this.#term &&
         (m.type === "AppendEntries" || m.type === "InstallSnapshot");
       (early ? sendNow : later).push(m);
     }
@@ -459,13 +467,14 @@ export class RaftNode {
   /**
    * Acknowledges that everything in `ready` is durable and its committed entries applied.
    * @returns the messages to send now.
-   * @throws Error if `ready` is not the outstanding Ready.
+   * @throws AssertionFailed if `ready` is not the outstanding Ready.
    */
   advance(ready: Ready): Message[] {
     const pending = this.#pending;
-    if (pending === null || pending.ready !== ready) {
-      throw new Error("advance() got a Ready that is not the outstanding one");
-    }
+    assert(
+      pending !== null && pending.ready === ready,
+      "advance() got a Ready that is not the outstanding one",
+    );
     this.#pending = null;
     if (ready.hardState !== null) this.#persisted = ready.hardState;
     if (ready.snapshot !== null) {
@@ -475,6 +484,7 @@ export class RaftNode {
     this.#markStable(ready.entries);
     const lastApplied = ready.committedEntries.at(-1);
     if (lastApplied !== undefined) this.#applied = Math.max(this.#applied, lastApplied.index);
+    this.#voteForSelfOnceDurable();
     if (this.#role === "leader") this.#maybeCommit();
     return pending.messages;
   }
@@ -598,16 +608,22 @@ export class RaftNode {
     this.#vote = this.id;
     this.#role = "candidate";
     this.#leaderId = null;
+    // The candidate's own vote counts only once the term and vote are durable (`advance`): a lone
+    // voter would otherwise lead at once, append in a term it may forget in a crash, and after a
+    // restart lead that term again with other entries at the same indexes.
     this.#votes.clear();
-    this.#votes.set(this.id, true);
     this.#campaignTransfer = transfer;
     this.#resetElectionTimer();
-    if (this.#tally() === "won") {
-      this.#becomeLeader();
-      return;
-    }
     this.#voteAsks = 0;
     this.#askVotes();
+  }
+
+  /** Counts the candidate's own vote once its term and vote are durable; it may win by it. */
+  #voteForSelfOnceDurable(): void {
+    if (this.#role !== "candidate" || this.#votes.has(this.id)) return;
+    if (this.#persisted.term !== this.#term || this.#persisted.vote !== this.id) return;
+    this.#votes.set(this.id, true);
+    if (this.#tally() === "won") this.#becomeLeader();
   }
 
   /**
@@ -755,6 +771,8 @@ export class RaftNode {
         return this.#onInstallSnapshotResp(m);
       case "TimeoutNow":
         return this.#onTimeoutNow(m);
+      default:
+        return unreachable(m, "RaftNode.step() message type");
     }
   }
 
@@ -803,9 +821,12 @@ export class RaftNode {
 
   /** Common to AppendEntries and InstallSnapshot: the sender leads this term. */
   #followLeader(from: string): void {
-    if (this.#role === "leader") {
-      throw new Error(`Node ${this.id} leads term ${this.#term} but ${from} claims it too`);
-    }
+    // At most one leader per term: a second one means a node (this one or the sender) broke
+    // Raft, or a disk lied about a durable vote.
+    assert(
+      this.#role !== "leader",
+      () => `Node ${this.id} leads term ${this.#term} but ${from} claims it too`,
+    );
     if (this.#role !== "follower") this.#becomeFollower(this.#term, from);
     this.#leaderId = from;
     this.#leaderContactMs = this.#nowMs;
@@ -845,9 +866,10 @@ export class RaftNode {
   #appendFromLeader(entries: readonly Entry[]): void {
     const conflict = this.#log.findConflict(entries);
     if (conflict === 0) return;
-    if (conflict <= this.#commit) {
-      throw new Error(`Entry ${conflict} conflicts with the leader but is committed`);
-    }
+    assert(
+      conflict > this.#commit,
+      () => `Entry ${conflict} conflicts with the leader but is committed`,
+    );
     const first = entries[0] as Entry;
     // Entries of this log dropped for the leader's: the Raft paper's conflict case (Figure 7).
     if (conflict <= this.#log.lastIndex) this.truncations++;
@@ -920,11 +942,10 @@ export class RaftNode {
   }
 
   #onAck(peer: string, pr: Progress, index: number): void {
-    if (index > this.#log.lastIndex) {
-      throw new Error(
-        `Follower ${peer} acked ${index}, past the leader's last ${this.#log.lastIndex}`,
-      );
-    }
+    assert(
+      index <= this.#log.lastIndex,
+      () => `Follower ${peer} acked ${index}, past the leader's last ${this.#log.lastIndex}`,
+    );
     const moved = pr.acknowledge(index, this.#nowMs);
     if (pr.state === "probe" || (pr.state === "snapshot" && pr.match >= pr.pendingSnapshot)) {
       pr.becomeReplicate(this.#nowMs);

@@ -5,6 +5,7 @@
 
 import type { Clock, FaultPoints, Random } from "../../io/types.ts";
 import { ErrorCode, GregorError } from "../../protocol/errors.ts";
+import { AssertionFailed } from "../../util/assert.ts";
 import { decodeMessage, encodeMessage } from "./codec.ts";
 import { RaftNode, type RaftNodeOptions } from "./node.ts";
 import type {
@@ -255,6 +256,18 @@ export class RaftGroup {
     return started;
   }
 
+  /**
+   * Hands leadership to voter `target` once its log matches (see RaftNode.transferLeadership).
+   * @returns false if this node does not lead, or `target` is not another voter.
+   */
+  transferLeadership(target: string): boolean {
+    if (this.stopped) return false;
+    let started = false;
+    this.#guard(() => (started = this.node.transferLeadership(target)));
+    this.#kick();
+    return started;
+  }
+
   /** Proposes adding a voter, or promoting a learner (one change at a time). */
   addServer(id: string): Promise<unknown> {
     return this.#await(this.node.addServer(id));
@@ -328,7 +341,7 @@ export class RaftGroup {
     try {
       step();
     } catch (err) {
-      this.#fail(`Raft invariant broken in ${this.group}: ${(err as Error).message}`);
+      this.#failOn(`Raft invariant broken in ${this.group}`, err);
     }
   }
 
@@ -341,7 +354,7 @@ export class RaftGroup {
     }
     this.#looping = true;
     this.#loop = this.#drain()
-      .catch((err) => this.#fail(`Raft group ${this.group} failed: ${(err as Error).message}`))
+      .catch((err) => this.#failOn(`Raft group ${this.group} failed`, err))
       .finally(() => (this.#looping = false));
   }
 
@@ -368,7 +381,7 @@ export class RaftGroup {
         try {
           await this.#o.store.save(ready);
         } catch (err) {
-          this.#fail(`cannot persist Raft state of ${this.group}: ${(err as Error).message}`);
+          this.#failOn(`cannot persist Raft state of ${this.group}`, err);
           return;
         }
         this.observer?.saved(ready);
@@ -411,7 +424,7 @@ export class RaftGroup {
       this.#o.onCompacted?.(snapshot);
       return true;
     } catch (err) {
-      this.#fail(`cannot compact the Raft log of ${this.group}: ${(err as Error).message}`);
+      this.#failOn(`cannot compact the Raft log of ${this.group}`, err);
       return false;
     }
   }
@@ -493,6 +506,17 @@ export class RaftGroup {
       }
     }
     this.#o.onLeaderChange?.(leader, term);
+  }
+
+  /**
+   * Stops the group over `err`, met while doing `what`. A broken assertion is a bug whatever step
+   * met it: the reason says so (the simulator's checkers count it as a violation) and carries the
+   * stack, for the one fatal line an operator reads.
+   */
+  #failOn(what: string, err: unknown): void {
+    if (err instanceof AssertionFailed) {
+      this.#fail(`Raft invariant broken in ${this.group}: ${err.stack ?? err.message}`);
+    } else this.#fail(`${what}: ${(err as Error).message}`);
   }
 
   #fail(reason: string): void {

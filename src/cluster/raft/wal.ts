@@ -29,7 +29,8 @@ import { mkdirDurable } from "../../io/util.ts";
 import { crc32c } from "../../protocol/crc32c.ts";
 import { MalformedError } from "../../protocol/errors.ts";
 import { Reader, Writer } from "../../protocol/wire.ts";
-import { parseSegmentName, segmentName } from "../../storage/segment.ts";
+import { parseWalSegmentName, walSegmentFile } from "../../storage/layout.ts";
+import { assert } from "../../util/assert.ts";
 import { configProblem, votersProblem } from "./codec.ts";
 import { INDEX_MAX, LEARNERS_MAX, TERM_MAX, VOTERS_MAX } from "./limits.ts";
 import type { Entry, EntryKind, HardState, PersistentState, Ready, Snapshot } from "./types.ts";
@@ -50,8 +51,6 @@ const FRAME_MAGIC = 0x47574c31;
 /** Frame flag: the frame holds the whole state (snapshot, entries after it, hard state). */
 const FLAG_CHECKPOINT = 1;
 const FLAGS_KNOWN = FLAG_CHECKPOINT;
-/** Segment file extension. */
-const EXT = "wal";
 /** Bytes read per step when searching past a damaged frame for intact ones. */
 const SCAN_CHUNK_BYTES = 1024 * 1024;
 
@@ -284,11 +283,10 @@ export class RaftWal {
     const s = this.#state;
     if (snapshot.index <= s.snapshot.index) return;
     const stored = s.entries[snapshot.index - s.snapshot.index - 1];
-    if (stored === undefined || stored.term !== snapshot.term) {
-      throw new RangeError(
-        `Cannot compact through ${snapshot.index}: not stored with term ${snapshot.term}`,
-      );
-    }
+    assert(
+      stored !== undefined && stored.term === snapshot.term,
+      () => `Cannot compact through ${snapshot.index}: not stored with term ${snapshot.term}`,
+    );
     await this.#checkpoint({
       snapshot,
       entries: s.entries.slice(snapshot.index - s.snapshot.index),
@@ -301,7 +299,7 @@ export class RaftWal {
   }
 
   #path(seq: number): string {
-    return `${this.#dir}/${segmentName(seq, EXT)}`;
+    return walSegmentFile(this.#dir, seq);
   }
 
   /** Appends one frame to the active segment (rolling first if it is full) and fsyncs it. */
@@ -673,9 +671,9 @@ async function openSegments(disk: Disk, dir: string): Promise<Segment[]> {
   const segments: Segment[] = [];
   try {
     for (const name of await disk.list(dir)) {
-      const seq = parseSegmentName(name, EXT);
+      const seq = parseWalSegmentName(name);
       if (seq === null) continue;
-      const path = `${dir}/${name}`;
+      const path = walSegmentFile(dir, seq);
       const seg: Segment = { seq, path, file: await disk.open(path), sizeBytes: 0 };
       segments.push(seg);
       seg.sizeBytes = await seg.file.size();

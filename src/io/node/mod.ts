@@ -4,6 +4,7 @@
 
 import { DenoClock } from "../deno/clock.ts";
 import { denoRandom } from "../deno/random.ts";
+import { DenoCrypto } from "../deno/crypto.ts";
 import { IoFailure } from "../errors.ts";
 import type { Disk, Env } from "../types.ts";
 import { NodeNetwork } from "./net.ts";
@@ -15,7 +16,13 @@ export { CONNECT_TIMEOUT_MS_DEFAULT, NodeNetwork } from "./net.ts";
  * client needs none, and the broker runs on Deno.
  */
 export function nodeEnv(): Env {
-  return { clock: new DenoClock(), random: denoRandom(), net: new NodeNetwork(), disk: NO_DISK };
+  return {
+    clock: new DenoClock(),
+    random: denoRandom(),
+    net: new NodeNetwork(),
+    disk: NO_DISK,
+    crypto: new DenoCrypto(),
+  };
 }
 
 const noDisk = (): Promise<never> =>

@@ -283,12 +283,29 @@ class GroupConsumer:
 
     # Commits
 
-    async def commit(self) -> None:
+    async def commit(self, offsets: Optional[list[tuple[str, int, int]]] = None) -> None:
         """Commits every owned partition up to and including the last message handed out, and
-        returns once the offsets are durable."""
-        if self._last is not None:
-            self._processed(self._last)
-        await self._commit_owned(list(self._owned.values()))
+        returns once the offsets are durable. With `offsets` ((topic, partition, offset), the
+        offset being the next one to process) commits exactly those instead; it fails with
+        STALE_GENERATION if this member does not own one of them (it moved in a rebalance)."""
+        if offsets is None:
+            if self._last is not None:
+                self._processed(self._last)
+            await self._commit_owned(list(self._owned.values()))
+            return
+        await self.client.call(
+            "OFFSET_COMMIT",
+            {
+                "group": self.group,
+                "memberId": self.member_id,
+                "generation": self.generation,
+                "offsets": [{"topic": t, "partition": p, "offset": n} for t, p, n in offsets],
+            },
+        )
+        for t, p, n in offsets:
+            o = self._owned.get((t, p))
+            if o is not None:
+                o.committed = max(o.committed, n)
 
     async def _commit_owned(self, owned: list[_Owned]) -> None:
         due = [o for o in owned if o.position >= 0 and o.position > o.committed]

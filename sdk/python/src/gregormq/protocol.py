@@ -253,6 +253,12 @@ OPS: dict[str, tuple[int, Schema, Schema]] = {
         [*_f("fromId:string"), _lst("messages", _f("group:string, data:bytes"))],
         [],
     ),
+    "CLUSTER_HELLO": (
+        0x0604,
+        _f("nodeId:string, nonce:bytes"),
+        _f("nodeId:string, nonce:bytes"),
+    ),
+    "CLUSTER_PROOF": (0x0605, _f("proof:bytes"), _f("proof:bytes")),
     "USER_PUT": (
         0x0701,
         _f("name:string, salt:bytes, iterations:u32, storedKey:bytes, serverKey:bytes"),

@@ -261,7 +261,129 @@ public final class Client implements AutoCloseable {
 
   private Producer defaultProducer;
 
-  /** Flushes producers, closes subscriptions and the connection. */
+  /**
+   * Joins a consumer group as a new member subscribed to topics; completes once the coordinator
+   * answered the first heartbeat. The group's members share the topics' partitions, each consumed
+   * by one member at a time. Fails with GregorException INVALID_REQUEST (a bad group name or
+   * config) or LIMIT_EXCEEDED.
+   */
+  public CompletableFuture<GroupConsumer> joinGroup(String group, List<String> topics, GroupConfig gc) {
+    return CompletableFuture.supplyAsync(() -> {
+      GroupConsumer g = new GroupConsumer(this, group, topics, gc);
+      g.start();
+      synchronized (owned) {
+        owned.add(g);
+      }
+      return g;
+    }, executor);
+  }
+
+  /** Stops tracking something closed on its own (a group member, its subscriptions). */
+  void forget(AutoCloseable a) {
+    synchronized (owned) {
+      owned.remove(a);
+    }
+  }
+
+  /** A group as LIST_GROUPS reports it: state "empty", "stable" or "reconciling". */
+  public record GroupSummary(String group, String state, int members, long generation) {}
+
+  /** A group member and the partitions it owns now. */
+  public record GroupMember(String memberId, String instanceId, String clientId, long generation,
+      List<TopicPartition> assigned) {}
+
+  /**
+   * A group's committed offset of a partition (-1 if none) and the partition's high watermark (-1
+   * if it no longer exists): the lag is highWatermark - offset.
+   */
+  public record GroupOffset(TopicPartition partition, long offset, long highWatermark) {}
+
+  /** A group's members and committed offsets. */
+  public record GroupDescription(String group, String state, long generation, String assignor,
+      List<GroupMember> members, List<GroupOffset> offsets) {}
+
+  /** Every group with live members or committed offsets, sorted by name. */
+  @SuppressWarnings("unchecked")
+  public CompletableFuture<List<GroupSummary>> listGroups() {
+    return callAsync(Protocol.LIST_GROUPS, Map.of()).thenApply(r -> {
+      List<GroupSummary> out = new ArrayList<>();
+      for (Map<String, Object> g : (List<Map<String, Object>>) r.get("groups")) {
+        out.add(new GroupSummary((String) g.get("group"), (String) g.get("state"),
+            ((Long) g.get("members")).intValue(), (Long) g.get("generation")));
+      }
+      return out;
+    });
+  }
+
+  /** A group's members, what each owns, and its offsets; INVALID_REQUEST for an unknown group. */
+  @SuppressWarnings("unchecked")
+  public CompletableFuture<GroupDescription> describeGroup(String group) {
+    return callAsync(Protocol.DESCRIBE_GROUP, Map.of("group", group)).thenApply(r -> {
+      List<GroupMember> members = new ArrayList<>();
+      for (Map<String, Object> m : (List<Map<String, Object>>) r.get("members")) {
+        members.add(new GroupMember((String) m.get("memberId"), (String) m.get("instanceId"),
+            (String) m.get("clientId"), (Long) m.get("generation"),
+            topicPartitions((List<Map<String, Object>>) m.get("assigned"))));
+      }
+      return new GroupDescription((String) r.get("group"), (String) r.get("state"),
+          (Long) r.get("generation"), (String) r.get("assignor"), members,
+          groupOffsets((List<Map<String, Object>>) r.get("offsets")));
+    });
+  }
+
+  /** The group's committed offsets of these partitions (empty: every partition it committed). */
+  @SuppressWarnings("unchecked")
+  public CompletableFuture<List<GroupOffset>> committedOffsets(String group, List<TopicPartition> partitions) {
+    List<Map<String, Object>> list = new ArrayList<>();
+    for (TopicPartition tp : partitions) {
+      list.add(Map.of("topic", tp.topic(), "partition", (long) tp.partition()));
+    }
+    return callAsync(Protocol.OFFSET_FETCH, Map.of("group", group, "partitions", list))
+        .thenApply(r -> groupOffsets((List<Map<String, Object>>) r.get("offsets")));
+  }
+
+  /**
+   * Moves an empty group's committed offsets of a topic's partitions (empty: all of them) to
+   * {@code to} (SubscribeConfig.EARLIEST, LATEST, OFFSET: {@code value} clipped to each
+   * partition's range, or TIMESTAMP: {@code value} in ms); unlike a commit it may move them
+   * backwards. With dryRun nothing changes and the answer says what would be set. Fails with
+   * GROUP_NOT_EMPTY while the group has live members.
+   */
+  @SuppressWarnings("unchecked")
+  public CompletableFuture<List<GroupOffset>> resetOffsets(String group, String topic,
+      List<Integer> partitions, int to, long value, boolean dryRun) {
+    Map<String, Object> m = new LinkedHashMap<>();
+    m.put("group", group);
+    m.put("topic", topic);
+    m.put("partitions", partitions.stream().map(p -> Map.of("partition", (long) p)).toList());
+    m.put("to", (long) to);
+    m.put("value", value);
+    m.put("dryRun", dryRun ? 1L : 0L);
+    return callAsync(Protocol.RESET_OFFSETS, m)
+        .thenApply(r -> groupOffsets((List<Map<String, Object>>) r.get("offsets")));
+  }
+
+  private static List<TopicPartition> topicPartitions(List<Map<String, Object>> list) {
+    List<TopicPartition> out = new ArrayList<>();
+    for (Map<String, Object> tp : list) {
+      out.add(new TopicPartition((String) tp.get("topic"), ((Long) tp.get("partition")).intValue()));
+    }
+    return out;
+  }
+
+  private static List<GroupOffset> groupOffsets(List<Map<String, Object>> list) {
+    List<GroupOffset> out = new ArrayList<>();
+    for (Map<String, Object> o : list) {
+      out.add(new GroupOffset(new TopicPartition((String) o.get("topic"),
+          ((Long) o.get("partition")).intValue()), (Long) o.get("offset"), (Long) o.get("highWatermark")));
+    }
+    return out;
+  }
+
+  /**
+   * Closes group members (they commit and leave their groups), flushes producers, closes
+   * subscriptions and the connection.
+   */
   @Override
   public void close() {
     List<AutoCloseable> all;
@@ -269,6 +391,8 @@ public final class Client implements AutoCloseable {
       all = new ArrayList<>(owned);
       owned.clear();
     }
+    // Members first: their last commit and leave need the connection and their subscriptions.
+    all.sort((a, b) -> Boolean.compare(!(a instanceof GroupConsumer), !(b instanceof GroupConsumer)));
     for (AutoCloseable a : all) {
       try {
         a.close();

@@ -24,6 +24,13 @@ public final class Protocol {
   public static final int DELETE_TOPIC = 0x0302;
   public static final int LIST_TOPICS = 0x0303;
   public static final int DESCRIBE_TOPIC = 0x0304;
+  public static final int GROUP_HEARTBEAT = 0x0401;
+  public static final int GROUP_LEAVE = 0x0402;
+  public static final int OFFSET_COMMIT = 0x0403;
+  public static final int OFFSET_FETCH = 0x0404;
+  public static final int LIST_GROUPS = 0x0405;
+  public static final int DESCRIBE_GROUP = 0x0406;
+  public static final int RESET_OFFSETS = 0x0407;
 
   /** Opcode by name. */
   public static final Map<String, Integer> OPCODES;
@@ -102,6 +109,8 @@ public final class Protocol {
     def(ops, s, "GOSSIP_SYN", 0x0601, "fromId:string " + digest, digest + " " + deltas);
     def(ops, s, "GOSSIP_ACK2", 0x0602, "fromId:string " + deltas, "");
     def(ops, s, "RAFT", 0x0603, "fromId:string messages:[group:string data:bytes]", "");
+    def(ops, s, "CLUSTER_HELLO", 0x0604, "nodeId:string nonce:bytes", "nodeId:string nonce:bytes");
+    def(ops, s, "CLUSTER_PROOF", 0x0605, "proof:bytes", "proof:bytes");
     def(ops, s, "USER_PUT", 0x0701,
         "name:string salt:bytes iterations:u32 storedKey:bytes serverKey:bytes", "");
     def(ops, s, "USER_DELETE", 0x0702, "name:string", "");

@@ -53,4 +53,8 @@ public record SubscribeConfig(int partition, int start, long startValue, String 
   public SubscribeConfig withWindowMessages(int v) {
     return new SubscribeConfig(partition, start, startValue, durable, ackTimeoutMs, noAcks, v, windowBytes);
   }
+
+  public SubscribeConfig withWindowBytes(int v) {
+    return new SubscribeConfig(partition, start, startValue, durable, ackTimeoutMs, noAcks, windowMessages, v);
+  }
 }

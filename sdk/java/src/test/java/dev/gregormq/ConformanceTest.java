@@ -31,6 +31,9 @@ class ConformanceTest {
   static final long RECEIVE_TIMEOUT_MS = 10_000;
   /** Longest wait for any other step. */
   static final long STEP_TIMEOUT_MS = 60_000;
+  /** Longest wait of an awaitAssignment step for the group to settle, and how often it looks. */
+  static final long ASSIGNMENT_TIMEOUT_MS = 10_000;
+  static final long ASSIGNMENT_POLL_MS = 20;
 
   private static BrokerProcess shared;
 
@@ -103,6 +106,8 @@ class ConformanceTest {
     final List<Client> clients = new ArrayList<>();
     final List<CuttingProxy> proxies = new ArrayList<>();
     final Map<String, Subscription> subs = new HashMap<>();
+    /** Group members by step name, each on its own client. */
+    final Map<String, GroupConsumer> members = new HashMap<>();
     Client client;
 
     Driver(List<BrokerProcess> brokers) {
@@ -297,7 +302,106 @@ class ConformanceTest {
         }
         case "ack" -> subs.get(st.get("sub").asText()).ack(st.get("offset").asLong());
         case "unsubscribe" -> subs.remove(st.get("sub").asText()).close();
+        case "joinGroup" -> {
+          List<String> topics = new ArrayList<>();
+          st.get("topics").forEach(t -> topics.add(t.asText()));
+          GroupConfig gc = GroupConfig.defaults().withAutoCommit(st.path("autoCommit").asBoolean(false));
+          gc = st.path("reset").asText("latest").equals("earliest") ? gc.fromEarliest() : gc.fromLatest();
+          Client c = open(List.of(brokers.get(0).addr));
+          members.put(st.get("member").asText(), await(c.joinGroup(st.get("group").asText(), topics, gc)));
+        }
+        case "awaitAssignment" -> awaitAssignment(st);
+        case "groupReceive" -> groupReceive(st);
+        case "groupExpectNone" -> {
+          for (JsonNode name : st.get("members")) {
+            ReceivedMessage m = members.get(name.asText()).next(st.get("ms").asLong());
+            if (m != null) {
+              fail(name.asText() + " received " + m.topic() + "/" + m.partition() + "@" + m.offset()
+                  + " but expected nothing");
+            }
+          }
+        }
+        case "groupCommit" -> {
+          GroupConsumer g = members.get(st.get("member").asText());
+          if (!st.has("partitionOf")) {
+            g.commit();
+            return;
+          }
+          List<Integer> theirs = owned(st.get("partitionOf").asText(), topic);
+          assertTrue(!theirs.isEmpty(), st.get("partitionOf") + " owns no partition of " + topic);
+          g.commit(Map.of(new TopicPartition(topic, theirs.get(0)), st.get("offset").asLong()));
+        }
+        case "leaveGroup" -> members.remove(st.get("member").asText()).close();
         default -> fail("unknown step op " + st.get("op"));
+      }
+    }
+
+    /** The partitions of topic the member owns now, sorted. */
+    List<Integer> owned(String member, String topic) {
+      return members.get(member).assignment().stream().filter(tp -> tp.topic().equals(topic))
+          .map(TopicPartition::partition).sorted().toList();
+    }
+
+    void awaitAssignment(JsonNode st) throws Exception {
+      String topic = st.get("topic").asText();
+      long deadline = System.currentTimeMillis() + ASSIGNMENT_TIMEOUT_MS;
+      while (true) {
+        Map<String, List<Integer>> got = new TreeMap<>();
+        List<Integer> all = new ArrayList<>();
+        boolean settled = true;
+        Iterator<Map.Entry<String, JsonNode>> it = st.get("members").fields();
+        while (it.hasNext()) {
+          Map.Entry<String, JsonNode> e = it.next();
+          List<Integer> mine = owned(e.getKey(), topic);
+          got.put(e.getKey(), mine);
+          all.addAll(mine);
+          settled &= mine.size() == e.getValue().asInt();
+        }
+        all.sort(null);
+        for (int i = 0; i < all.size(); i++) {
+          settled &= all.get(i) == i;
+        }
+        if (settled && all.size() == st.get("partitions").asInt()) {
+          return;
+        }
+        if (System.currentTimeMillis() > deadline) {
+          fail("the group did not settle on " + st.get("members") + " in " + ASSIGNMENT_TIMEOUT_MS
+              + " ms: " + got);
+        }
+        Thread.sleep(ASSIGNMENT_POLL_MS);
+      }
+    }
+
+    void groupReceive(JsonNode st) throws Exception {
+      String topic = st.get("topic").asText();
+      List<JsonNode> expected = new ArrayList<>();
+      st.get("expect").forEach(expected::add);
+      boolean[] matched = new boolean[expected.size()];
+      for (JsonNode x : st.get("members")) {
+        String name = x.asText();
+        List<Integer> mine = owned(name, topic);
+        long want = expected.stream().filter(e -> mine.contains(e.get("partition").asInt())).count();
+        for (long n = 0; n < want; n++) {
+          ReceivedMessage m = members.get(name).next(RECEIVE_TIMEOUT_MS);
+          if (m == null) {
+            fail(name + ": nothing received in " + RECEIVE_TIMEOUT_MS + " ms");
+          }
+          String at = name + " received " + m.topic() + "/" + m.partition() + "@" + m.offset();
+          assertTrue(mine.contains(m.partition()), at + ", a partition it does not own");
+          int i = 0;
+          while (i < expected.size() && (matched[i] || expected.get(i).get("partition").asInt() != m.partition()
+              || expected.get(i).get("offset").asLong() != m.offset())) {
+            i++;
+          }
+          assertTrue(i < expected.size(), at + ", which is not expected here or came twice");
+          matched[i] = true;
+          if (expected.get(i).has("value")) {
+            assertEquals(expected.get(i).get("value").asText(), new String(m.value(), StandardCharsets.UTF_8), at);
+          }
+        }
+      }
+      for (int i = 0; i < matched.length; i++) {
+        assertTrue(matched[i], "no member owning its partition received " + expected.get(i));
       }
     }
 
