@@ -249,6 +249,8 @@ function openFileLog(env: Env): Promise<FileLog> {
     indexIntervalBytes: 200,
     retentionBytes: -1,
     retentionMs: -1,
+    // Reads go to the file, where these tests damage it, not to the tail kept in memory.
+    tailCacheBytes: 0,
     onFatal: (reason) => {
       throw new Error(`the log failed: ${reason}`);
     },
