@@ -13,6 +13,8 @@ import type { BrokerOptions } from "../src/broker/options.ts";
 import { denoEnv } from "../src/io/deno/mod.ts";
 import { CODEC_NAMES } from "../src/protocol/compression.ts";
 import { type RunningNode, startNode } from "../src/node.ts";
+import { encodeFrame, Flag, FrameParser } from "../src/protocol/frame.ts";
+import { encode, Op, SCHEMAS, Start } from "../src/protocol/messages.ts";
 
 async function withBroker(
   body: (node: RunningNode, client: Client) => Promise<void>,
@@ -425,4 +427,52 @@ Deno.test("at handshakingConnectionsMax the oldest silent connection goes before
     await node.close();
     await Deno.remove(dataDir, { recursive: true });
   }
+});
+
+Deno.test("TCP: a SUBSCRIBE's response comes before its first DELIVER, even when the records are read from memory", async () => {
+  await withBroker(async (node, client) => {
+    await client.admin.createTopic("first", { partitions: 1 });
+    // The newest batches are kept in memory: the subscription's first read needs no disk.
+    for (let i = 0; i < 50; i++) await client.publish("first", { value: `m${i}` });
+    for (let round = 0; round < 20; round++) {
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port: node.addr.port });
+      try {
+        const hello = { versionMin: 1, versionMax: 1, clientId: "raw", credential: null };
+        await conn.write(encodeFrame(Op.HELLO, 1, encode(SCHEMAS.HELLO.request, hello)));
+        const subscribe = {
+          subscriptionId: 7,
+          topic: "first",
+          partition: 0,
+          start: Start.offset,
+          startValue: round,
+          durableName: "",
+          ackTimeoutMs: 0,
+          creditMessages: 10,
+          creditBytes: 1 << 20,
+        };
+        await conn.write(
+          encodeFrame(Op.SUBSCRIBE, 2, encode(SCHEMAS.SUBSCRIBE.request, subscribe)),
+        );
+        const parser = new FrameParser({ payloadBytesMax: 1 << 20 });
+        const buf = new Uint8Array(64 * 1024);
+        const seen: string[] = [];
+        while (!seen.includes("DELIVER")) {
+          const r = parser.next();
+          if (r.kind === "frame") {
+            const f = r.frame;
+            seen.push(f.opcode === Op.DELIVER ? "DELIVER" : `${f.opcode}/${f.correlationId}`);
+            assert.equal(f.flags & Flag.ERROR, 0, `an error frame: ${seen}`);
+            continue;
+          }
+          assert.notEqual(r.kind, "error");
+          const n = await conn.read(buf);
+          assert.ok(n !== null, `the connection closed after ${seen}`);
+          parser.push(buf.slice(0, n));
+        }
+        assert.deepEqual(seen, [`${Op.HELLO}/1`, `${Op.SUBSCRIBE}/2`, "DELIVER"], `round ${round}`);
+      } finally {
+        conn.close();
+      }
+    }
+  });
 });

@@ -100,6 +100,8 @@ export class Connection implements DeliverySink, RequestContext {
   #handshaken = false;
   /** The authenticated user; null until then, and always with authentication off. */
   #principal: string | null = null;
+  /** What runs once a response is queued (a subscription's first delivery follows its SUBSCRIBE's). */
+  readonly #afterResponse = new WeakMap<object, () => void>();
   /** The SCRAM exchange in progress, once AUTH_START arrived (one per connection). */
   #scram: ScramServer | null = null;
   #closed = false;
@@ -325,6 +327,7 @@ export class Connection implements DeliverySink, RequestContext {
         flags: Flag.RESPONSE,
       }),
     );
+    this.#afterResponse.get(value)?.();
   }
 
   /** Queues an error that ends the connection; reading stops, the socket closes once it is sent. */
@@ -523,8 +526,9 @@ export class Connection implements DeliverySink, RequestContext {
       logStartOffset: log.logStartOffset,
       highWatermark: log.nextOffset,
     };
-    // Deliveries must follow the SUBSCRIBE response, which #finish queues after this returns.
-    queueMicrotask(() => sub.pump());
+    // Deliveries follow the SUBSCRIBE response: the subscription starts once #finish queued it
+    // (however many turns that takes; a read from memory may be ready sooner).
+    this.#afterResponse.set(response, () => sub.pump());
     return response;
   }
 
