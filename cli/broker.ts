@@ -176,11 +176,13 @@ if (
   loaded.config.cluster !== null && loaded.config.cluster.replicate &&
   loaded.config.broker.auth !== "none" && clusterSecret === undefined
 ) {
-  // The nodes forward clients' requests to each other, logging in with the cluster secret.
+  // The nodes forward clients' requests to each other with the client's user, which a node trusts
+  // only from a peer that proved the cluster secret.
   console.error(
     `Invalid config: auth = ${loaded.config.broker.auth} in a cluster needs the cluster secret ` +
       `(GREGOR_CLUSTER_SECRET, cluster.secretFile, or ${loaded.config.dataDir}/cluster.secret): ` +
-      `the nodes log in to each other with it`,
+      `nodes forward requests on behalf of authenticated users, and trust only peers that prove ` +
+      `the secret`,
   );
   Deno.exit(2);
 }

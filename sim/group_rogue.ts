@@ -119,7 +119,10 @@ function demandRefused(ctx: RogueContext, what: string, a: Answer<unknown>, want
  * group at `ctx.untilMs` so the partitions it held go to members that process them.
  */
 export async function rogueMember(env: Env, ctx: RogueContext): Promise<void> {
-  const client = await ctx.connect(env, "rogue-member");
+  // Members are named after their client id, and the range and round-robin assignors give the
+  // first members by id the extra partitions: named after the others ("member-N"), the rogue would
+  // often hold nothing to misbehave with.
+  const client = await ctx.connect(env, "a-rogue-member");
   await topicCreated(env, client, ctx.topic);
   let memberId = "";
   let generation = -1;

@@ -4,11 +4,13 @@
 import type { Addr, Env, Listener, TlsServerOptions } from "./io/types.ts";
 import { TlsNetwork, type TlsNetworkOptions } from "./io/tls_network.ts";
 import { Broker, type BrokerHooks } from "./broker/broker.ts";
+import { LocalControlPlane } from "./broker/local_control_plane.ts";
+import { serveForwarded } from "./broker/connection.ts";
 // The cluster modules are loaded only by a node that joins a cluster (start-up time).
 import type { Gossip } from "./cluster/gossip/mod.ts";
 import type { ClusterNode } from "./cluster/cluster.ts";
+import type { Forwarder } from "./cluster/forward.ts";
 import type { RaftGroup } from "./cluster/raft/shell.ts";
-import type { ClusterBridge } from "./cluster/bridge.ts";
 import { AddressInUse, NotFound } from "./io/errors.ts";
 import { readChecked, writeChecked } from "./storage/checked_file.ts";
 import { Op } from "./protocol/messages.ts";
@@ -17,14 +19,7 @@ import { claimDataDir } from "./storage/data_dir.ts";
 import { founderFile } from "./storage/layout.ts";
 import { FileLog, type Log } from "./storage/mod.ts";
 import { BrokerMetrics, HttpServer } from "./metrics/mod.ts";
-import { NODE_PRINCIPAL } from "./auth/store.ts";
-import {
-  deriveCredential,
-  fromBase64,
-  ITERATIONS_DEFAULT,
-  SALT_BYTES,
-  type ScramCredential,
-} from "./auth/scram.ts";
+import { fromBase64, type ScramCredential } from "./auth/scram.ts";
 
 /** The broker's default client port. */
 export const DEFAULT_CLIENT_PORT = 7070;
@@ -245,10 +240,20 @@ async function startServing(
   // node goes by its node id.
   const nodeId = config.cluster === undefined ? null : await (await loadClusterModules()).gossip
     .loadOrCreateNodeId(env, config.broker?.dataDir ?? DEFAULT_BROKER_OPTIONS.dataDir);
-  const broker = await Broker.open(env, {
-    ...config.broker,
-    ...(nodeId === null || config.broker?.brokerId !== undefined ? {} : { brokerId: nodeId }),
-  }, config.hooks);
+  // A replicating node's broker is served by the cluster's control plane, which starts serving
+  // once the node has joined (startReplication); any other by its own.
+  const bridge = config.cluster?.replicate === true
+    ? new (await loadClusterModules()).bridge.ClusterBridge(env)
+    : null;
+  const broker = await Broker.open(
+    env,
+    {
+      ...config.broker,
+      ...(nodeId === null || config.broker?.brokerId !== undefined ? {} : { brokerId: nodeId }),
+    },
+    config.hooks,
+    bridge ?? new LocalControlPlane(),
+  );
   metrics.attach(broker);
   const clientAt = { host: config.host ?? "127.0.0.1", port: config.port ?? DEFAULT_CLIENT_PORT };
   const listener: Listener = await listenOn(
@@ -294,9 +299,9 @@ async function startServing(
     broker.membership = () => (gossip as Gossip).members();
   }
   let cluster: ClusterNode | null = null;
-  let bridge: ClusterBridge | null = null;
-  if (config.cluster?.replicate === true && gossip !== null) {
-    ({ cluster, bridge } = await startReplication(env, clusterEnv, config, broker, gossip));
+  if (bridge !== null && gossip !== null) {
+    cluster = await startReplication(env, clusterEnv, config, broker, gossip);
+    bridge.attach(cluster, await startForwarding(clusterEnv, broker, gossip));
     metrics.attachCluster(cluster);
   }
   const done = broker.serve(listener);
@@ -330,7 +335,6 @@ async function startServing(
       // Tell the cluster first, so peers see "left" rather than wait to suspect a failure.
       if (gossip !== null) await gossip.leave();
       await cluster?.stop();
-      await bridge?.close();
       await broker.close();
       await done;
       await http?.close();
@@ -351,10 +355,9 @@ async function startReplication(
   config: NodeConfig,
   broker: Broker,
   gossip: Gossip,
-): Promise<{ cluster: ClusterNode; bridge: ClusterBridge }> {
+): Promise<ClusterNode> {
   const modules = await loadClusterModules();
   const { ClusterNode } = modules.cluster;
-  const { ClusterBridge } = modules.bridge;
   const { attachGroups } = modules.groupOffsets;
   const { RAFT_FRAME_PAYLOAD_BYTES_MAX, Transport } = modules.transport;
   const { RaftWal } = modules.wal;
@@ -370,18 +373,13 @@ async function startReplication(
       retentionMs: Number.isSafeInteger(ms) ? ms : broker.opts.retentionMs,
     };
   };
-  // With authentication on, nodes forward requests to each other as NODE_PRINCIPAL, whose
-  // password is the cluster secret; the users and ACLs are the cluster's, replicated.
-  const secret = c.secret;
-  let login: { username: string; password: string } | undefined;
-  if (broker.auth.enabled) {
-    if (secret === undefined) {
-      throw new RangeError(
-        "Authentication in a cluster needs the cluster secret: the nodes log in to each other with it",
-      );
-    }
-    broker.auth.setNodeCredential(await nodeCredential(env, secret));
-    login = { username: NODE_PRINCIPAL, password: secret };
+  // A forwarded request carries its client's principal, which the node serving it trusts: with
+  // authentication on, only a peer that proved the cluster secret may send one.
+  if (broker.auth.enabled && c.secret === undefined) {
+    throw new RangeError(
+      "Authentication in a cluster needs the cluster secret: nodes forward requests on behalf of " +
+        "authenticated users, and trust only peers that prove the secret",
+    );
   }
   const transport = new Transport(clusterEnv, {
     nodeId: broker.nodeId,
@@ -472,20 +470,33 @@ async function startReplication(
     }
     broker.auth.store.setReplicated(users, cluster.meta.acls);
   };
-  const bridge = new ClusterBridge(env, cluster, gossip, login);
-  broker.cluster = bridge;
   attachGroups(broker.groups, cluster);
-  return { cluster, bridge };
+  return cluster;
 }
 
 /**
- * The credential of NODE_PRINCIPAL: the cluster secret as its password, with a salt made from the
- * secret too, so every node derives the same one.
+ * Forwards requests this node does not serve to the nodes that do, and serves the ones they
+ * forward, on the cluster port.
  */
-async function nodeCredential(env: Env, secret: string): Promise<ScramCredential> {
-  const key = new TextEncoder().encode(secret);
-  const mac = await env.crypto.hmacSha256(key, new TextEncoder().encode("GregorMQ node salt"));
-  return await deriveCredential(secret, mac.slice(0, SALT_BYTES), ITERATIONS_DEFAULT);
+async function startForwarding(
+  clusterEnv: Env,
+  broker: Broker,
+  gossip: Gossip,
+): Promise<Forwarder> {
+  const { Forwarder, FORWARD_OPCODE, forwardPayloadBytesMax } =
+    (await loadClusterModules()).forward;
+  const forwarder = new Forwarder(clusterEnv, {
+    nodeId: broker.nodeId,
+    resolve: (id) => {
+      const m = gossip.member(id);
+      return m === null ? null : { host: m.host, port: m.clusterPort };
+    },
+    serve: (req) => serveForwarded(broker, req),
+  });
+  gossip.handle(FORWARD_OPCODE, (conn, first, parser) => forwarder.serve(conn, first, parser), {
+    payloadBytesMax: forwardPayloadBytesMax(broker.opts.payloadBytesMax),
+  });
+  return forwarder;
 }
 
 /** Removes every file in `dir`; false if there is no such directory. */
@@ -513,14 +524,16 @@ export function loadClusterModules(): ReturnType<typeof importClusterModules> {
 }
 
 async function importClusterModules() {
-  const [gossip, cluster, bridge, groupOffsets, transport, wal, clusterAuth] = await Promise.all([
-    import("./cluster/gossip/mod.ts"),
-    import("./cluster/cluster.ts"),
-    import("./cluster/bridge.ts"),
-    import("./cluster/group_offsets.ts"),
-    import("./cluster/transport.ts"),
-    import("./cluster/raft/wal.ts"),
-    import("./cluster/cluster_auth.ts"),
-  ]);
-  return { gossip, cluster, bridge, groupOffsets, transport, wal, clusterAuth };
+  const [gossip, cluster, bridge, groupOffsets, transport, wal, clusterAuth, forward] =
+    await Promise.all([
+      import("./cluster/gossip/mod.ts"),
+      import("./cluster/cluster.ts"),
+      import("./cluster/bridge.ts"),
+      import("./cluster/group_offsets.ts"),
+      import("./cluster/transport.ts"),
+      import("./cluster/raft/wal.ts"),
+      import("./cluster/cluster_auth.ts"),
+      import("./cluster/forward.ts"),
+    ]);
+  return { gossip, cluster, bridge, groupOffsets, transport, wal, clusterAuth, forward };
 }

@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { Auth } from "../src/auth/auth.ts";
 import { deriveCredential } from "../src/auth/scram.ts";
 import { SeededRandom } from "../src/io/prng.ts";
-import { NODE_PRINCIPAL, SecurityFileError, SecurityStore } from "../src/auth/store.ts";
+import { SecurityFileError, SecurityStore } from "../src/auth/store.ts";
 import { aclsFile, usersFile } from "../src/storage/layout.ts";
 import { denoEnv } from "../src/io/deno/mod.ts";
 import { writeChecked } from "../src/storage/checked_file.ts";
@@ -169,19 +169,5 @@ Deno.test("SecurityStore adds the cluster's users and ACLs to its own: the clust
     assert.deepEqual(s.acls, [own]);
     const reopened = await SecurityStore.open(disk, dir);
     assert.deepEqual(reopened.users().map((u) => u.name), ["admin"], "the files hold only its own");
-  });
-});
-
-Deno.test("the node principal's name is reserved, and only a node credential lets anyone log in as it", async () => {
-  await withDir(async (dir) => {
-    const s = await SecurityStore.open(denoEnv().disk, dir);
-    const cred = await deriveCredential("secret", SALT, 4096);
-    await assert.rejects(s.putUser(NODE_PRINCIPAL, cred), /user name gregormq.node is reserved/);
-    const auth = new Auth(s, { mechanism: "scram", superUsers: [], random: new SeededRandom(1) });
-    assert.equal(auth.isSuperUser(NODE_PRINCIPAL), false);
-    assert.notDeepEqual(await auth.credentialFor(NODE_PRINCIPAL), cred, "a decoy");
-    auth.setNodeCredential(cred);
-    assert.equal(auth.isSuperUser(NODE_PRINCIPAL), true);
-    assert.deepEqual(await auth.credentialFor(NODE_PRINCIPAL), cred);
   });
 });

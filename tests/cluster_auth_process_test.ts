@@ -307,6 +307,20 @@ Deno.test({
           "AUTHORIZATION_FAILED",
           p.name,
         );
+        // Not a super-user: refused where she is connected, whichever node leads the metadata.
+        assert.equal(
+          await outcome(() =>
+            c.admin.addAcl({
+              principal: "alice",
+              resourceType: "topic",
+              pattern: "literal",
+              name: "payroll",
+              operation: "produce",
+            })
+          ),
+          "AUTHORIZATION_FAILED",
+          p.name,
+        );
       }
       await retry("the three produces are in orders", async () => {
         const hw = (await root0.admin.describeTopic("orders")).partitions[0]!.highWatermark;

@@ -11,7 +11,7 @@ import {
   SALT_BYTES,
   type ScramCredential,
 } from "./scram.ts";
-import { NODE_PRINCIPAL, type SecurityStore } from "./store.ts";
+import type { SecurityStore } from "./store.ts";
 
 /** How clients authenticate: not at all, or with SCRAM-SHA-256 after HELLO. */
 export const AUTH_MECHANISMS = ["none", "scram"] as const;
@@ -32,8 +32,6 @@ export class Auth {
   /** ACL decisions by principal, operation and resource, valid for one ACL generation. */
   readonly #decisions = new Map<string, boolean>();
   #decisionsGeneration = -1;
-  /** The credential of NODE_PRINCIPAL, made from the cluster secret; null outside a cluster. */
-  #nodeCredential: ScramCredential | null = null;
   /** Failed authentications since start. */
   failures = 0;
   /** Requests denied by the ACLs since start. */
@@ -80,7 +78,6 @@ export class Auth {
     const mac = new Uint8Array(
       await crypto.subtle.sign("HMAC", key, new TextEncoder().encode(user)),
     );
-    if (user === NODE_PRINCIPAL && this.#nodeCredential !== null) return this.#nodeCredential;
     return this.store.credential(user) ?? {
       salt: mac.slice(0, SALT_BYTES),
       iterations: ITERATIONS_DEFAULT,
@@ -89,18 +86,9 @@ export class Auth {
     };
   }
 
-  /**
-   * Lets the cluster's other nodes log in as NODE_PRINCIPAL with `cred` (made from the cluster
-   * secret), a super-user: they forward requests whose principal they checked themselves.
-   */
-  setNodeCredential(cred: ScramCredential): void {
-    this.#nodeCredential = cred;
-  }
-
   /** True if `principal` is a super-user (every operation allowed, and the admin requests). */
   isSuperUser(principal: string): boolean {
-    return this.#superUsers.has(principal) ||
-      (principal === NODE_PRINCIPAL && this.#nodeCredential !== null);
+    return this.#superUsers.has(principal);
   }
 
   /** True if `principal` may do `op` on the resource: always when authentication is off. */

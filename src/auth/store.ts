@@ -17,11 +17,6 @@ import {
   USER_NAME_PATTERN,
 } from "./scram.ts";
 
-/**
- * The user the nodes of a cluster authenticate as when they forward a request to each other: its
- * password is the cluster secret. Reserved: no stored user may have the name.
- */
-export const NODE_PRINCIPAL = "gregormq.node";
 /** Users at most. */
 export const USERS_MAX = 10_000;
 /** ACL entries at most. */
@@ -50,9 +45,6 @@ export class SecurityFileError extends Error {
 export function credentialProblem(name: string, cred: ScramCredential): string | null {
   if (!USER_NAME_PATTERN.test(name)) {
     return `user name ${JSON.stringify(name)} is not allowed: use 1 to 128 letters, digits or ._@-`;
-  }
-  if (name === NODE_PRINCIPAL) {
-    return `user name ${NODE_PRINCIPAL} is reserved: the cluster's nodes log in to each other as it`;
   }
   if (cred.salt.length < SALT_BYTES_MIN || cred.salt.length > SALT_BYTES_MAX) {
     return `the salt must have ${SALT_BYTES_MIN} to ${SALT_BYTES_MAX} bytes`;

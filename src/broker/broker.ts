@@ -45,7 +45,14 @@ import { FileLog } from "../storage/file_log.ts";
 import { ProducerIds } from "./producer_ids.ts";
 import { PartitionProducers, rebuildProducers } from "./producer_state.ts";
 import { Groups } from "./groups/groups.ts";
-import type { BrokerCluster, PartitionReplication } from "./cluster_hooks.ts";
+import type {
+  ControlPlane,
+  ForwardedRequest,
+  HereOps,
+  PlaneHost,
+  SecurityChange,
+} from "./control_plane.ts";
+import { LocalControlPlane } from "./local_control_plane.ts";
 import { StorageHealth } from "./storage_health.ts";
 import { Auth } from "../auth/auth.ts";
 import type { Operation, ResourceType } from "../auth/acl.ts";
@@ -76,9 +83,6 @@ const DEFAULT_HOOKS: BrokerHooks = {
 /** Topic configs `alterTopic` may change; the others are fixed when the topic is created. */
 export const ALTERABLE_TOPIC_CONFIGS: readonly string[] = ["retention.bytes", "retention.ms"];
 
-/** How long a clustered broker waits to learn of a topic it just created, ms. */
-const CLUSTER_APPLY_WAIT_MS = 10_000;
-
 /** How long the accept loop pauses after the process ran out of descriptors, ms. */
 const ACCEPT_BACKOFF_MS = 100;
 /** How long a fault point holds a stored produce's answer back at most, ms (simulation only). */
@@ -92,11 +96,11 @@ const REFUSALS_ANSWERED_PER_SECOND_MAX = 32;
 /** Durable subscriptions remembered at most. */
 export const DURABLE_SUBSCRIPTIONS_MAX = 100_000;
 
-/** A single-node broker. */
 /** Subscribers of one partition from which an append wakes them on the next event-loop turn. */
 const WAKE_LATER_SUBSCRIBERS = 64;
 
-export class Broker {
+/** A broker node: its topics and their logs, connections and subscriptions. */
+export class Broker implements PlaneHost {
   readonly opts: Readonly<BrokerOptions>;
   readonly env: Env;
   readonly #topics = new Map<string, Topic>();
@@ -116,8 +120,8 @@ export class Broker {
   observer: BrokerObserver = NO_OBSERVER;
   /** This node's cluster id, once it has one. */
   nodeId = "";
-  /** The replicated cluster this broker serves in, or null for a single node. */
-  cluster: BrokerCluster | null = null;
+  /** Decides topics, where appends and reads run, and where offsets and groups are kept. */
+  readonly #plane: ControlPlane;
   /** Consumer groups: membership, assignment and committed offsets. */
   readonly groups: Groups;
   /** Users, ACLs and whether clients must authenticate; set by `open` before any connection. */
@@ -149,12 +153,18 @@ export class Broker {
   /** Partitions being created or added, not yet in #topics. */
   #partitionsCreating = 0;
 
-  private constructor(env: Env, opts: Readonly<BrokerOptions>, hooks: BrokerHooks) {
+  private constructor(
+    env: Env,
+    opts: Readonly<BrokerOptions>,
+    hooks: BrokerHooks,
+    plane: ControlPlane,
+  ) {
     this.fileHandles = new FileHandles(env.disk, { handlesMax: opts.fileHandlesMax });
     env = { ...env, disk: this.fileHandles };
     this.env = env;
     this.opts = opts;
     this.#hooks = hooks;
+    this.#plane = plane;
     this.storage = new StorageHealth(env.clock, (msg) => hooks.onReport(msg));
     this.#producerIds = new ProducerIds(env.disk, opts.dataDir);
     this.#store = new TopicStore(env, opts, {
@@ -163,30 +173,49 @@ export class Broker {
     });
     this.groups = new Groups(env, opts.dataDir, {
       partitionsOf: (topic) => this.#topics.get(topic)?.partitions.length ?? 0,
-      log: (topic, partition) => {
-        const held = this.cluster === null || this.cluster.holds(topic, partition);
-        return held ? this.#topics.get(topic)?.partitions[partition]?.log ?? null : null;
-      },
+      log: (topic, partition) =>
+        plane.holds(topic, partition)
+          ? this.#topics.get(topic)?.partitions[partition]?.log ?? null
+          : null,
       remote: (topic, partition) =>
-        this.cluster !== null && !this.cluster.holds(topic, partition) &&
+        !plane.holds(topic, partition) &&
         this.#topics.get(topic)?.partitions[partition] !== undefined,
-      endsExact: () => this.cluster === null,
+      endsExact: () => plane.endsExact,
     });
+    plane.bind(this);
   }
+
+  /** This broker's single-node implementations, which a local control plane runs. */
+  readonly here: HereOps = {
+    createTopic: (req) => this.#createHere(req),
+    deleteTopic: (name) => this.#deleteHere(name),
+    createPartitions: (req) => this.#createPartitionsHere(req),
+    alterTopic: (req) => this.#alterHere(req),
+    repairPartitions: (req) => this.#repairHere(req),
+    metadata: (req) => this.#metadataHere(req),
+    append: (req, header) => this.#appendHere(req, header),
+    initProducerId: () => this.#initProducerIdHere(),
+    offsetsMoved: () => void (this.#offsetsDirty = true),
+    flushOffsets: () => this.#flushOffsets(),
+    durableOffset: (req) =>
+      this.#durable.get(durableKey(req.topic, req.partition, req.name))?.ackedOffset ?? -1,
+  };
 
   /**
    * Starts a broker: recovers every disk topic (logs checked, torn tails truncated) and the durable
    * subscription offsets, then runs its background loops (redelivery, retention, offset flushes).
+   * `plane` decides what the broker serves where (default: this node alone serves everything).
    */
   static async open(
     env: Env,
     opts: Partial<BrokerOptions> = {},
     hooks: Partial<BrokerHooks> = {},
+    plane: ControlPlane = new LocalControlPlane(),
   ): Promise<Broker> {
     const b = new Broker(env, { ...DEFAULT_BROKER_OPTIONS, ...opts }, {
       ...DEFAULT_HOOKS,
       ...hooks,
-    });
+    }, plane);
     b.auth = new Auth(await SecurityStore.open(b.env.disk, b.opts.dataDir), {
       mechanism: b.opts.auth,
       superUsers: b.opts.superUsers,
@@ -205,7 +234,7 @@ export class Broker {
     void b.#every(Math.max(100, b.opts.idleTimeoutMs / 4), () => b.#closeIdle());
     void b.#every(Math.max(100, b.opts.handshakeTimeoutMs / 4), () => b.#expireHandshakes());
     void b.#every(b.opts.retentionCheckMs, () => b.enforceRetention());
-    void b.#every(b.opts.offsetsFlushMs, () => b.#flushOffsets());
+    void b.#every(b.opts.offsetsFlushMs, () => b.#plane.flushDurables());
     return b;
   }
 
@@ -385,12 +414,9 @@ export class Broker {
     this.#stop.abort();
     for (const l of this.#listeners) l.close();
     for (const c of this.#connections) c.close();
-    // A cluster node commits its last acks before it leaves the cluster (the node closes it first).
-    if (this.cluster === null) {
-      await this.#flushOffsets().catch((err) =>
-        this.#hooks.onReport(`Cannot save subscription offsets: ${err}`)
-      );
-    }
+    await this.#plane.close().catch((err) =>
+      this.#hooks.onReport(`Cannot save subscription offsets: ${err}`)
+    );
     for (const t of this.#topics.values()) {
       for (const p of t.partitions) await p.log.close();
     }
@@ -465,20 +491,13 @@ export class Broker {
       ackedOffset,
       owner: null,
       // In a cluster the offset is replicated metadata, so any node can resume the subscription.
-      onChange: () =>
-        this.cluster === null
-          ? (this.#offsetsDirty = true)
-          : this.cluster.durableAcked(key, d.ackedOffset),
+      onChange: () => this.#plane.durableAcked(key, d.ackedOffset),
     };
     return d;
   }
 
-  /**
-   * Writes durable subscription offsets if any moved (atomic replace); in a cluster, commits them
-   * to the replicated metadata instead.
-   */
+  /** Writes durable subscription offsets if any moved (atomic replace). */
   async #flushOffsets(): Promise<void> {
-    if (this.cluster !== null) return await this.cluster.flushDurables();
     if (!this.#offsetsDirty) return;
     this.#offsetsDirty = false;
     const all: Record<string, number> = {};
@@ -500,21 +519,24 @@ export class Broker {
   // --- Topics -----------------------------------------------------------------------------
 
   /** Creates a topic (for a disk topic, its metadata is durable before this resolves). */
-  createTopic(req: CreateTopicRequest, forwarded = false): Promise<Topic> {
+  createTopic(req: CreateTopicRequest): Promise<Topic> {
     checkTopicName(req.name);
     this.#checkLoadable(req.name);
-    if (this.cluster !== null) return this.#createInCluster(this.cluster, req, forwarded);
+    return this.#plane.createTopic(req);
+  }
+
+  #createHere(req: CreateTopicRequest): Promise<Topic> {
     if (this.#topics.has(req.name) || this.#creating.has(req.name)) {
       throw new GregorError(ErrorCode.TOPIC_EXISTS, `Topic ${req.name} already exists`);
     }
-    this.#checkPartitionCount(req.partitions);
+    this.checkPartitionCount(req.partitions);
     if (this.#topics.size + this.#creating.size >= this.opts.topicsMax) {
       throw new GregorError(
         ErrorCode.LIMIT_EXCEEDED,
         `Topic limit of ${this.opts.topicsMax} reached`,
       );
     }
-    this.#checkPartitionsTotal(req.partitions, `create topic ${req.name}`);
+    this.checkPartitionsTotal(req.partitions, `create topic ${req.name}`);
     this.#partitionsCreating += req.partitions;
     const creating = this.#store.create(req.name, req.partitions, req.configs).then((topic) => {
       this.#topics.set(req.name, topic);
@@ -530,7 +552,8 @@ export class Broker {
     return creating;
   }
 
-  #checkPartitionCount(n: number): void {
+  /** INVALID_REQUEST unless `n` is a partition count a topic may have. */
+  checkPartitionCount(n: number): void {
     if (!Number.isInteger(n) || n < 1 || n > this.opts.partitionsMax) {
       throw new GregorError(
         ErrorCode.INVALID_REQUEST,
@@ -547,7 +570,7 @@ export class Broker {
   }
 
   /** LIMIT_EXCEEDED if `adding` more partitions would pass partitionsTotalMax. */
-  #checkPartitionsTotal(adding: number, what: string): void {
+  checkPartitionsTotal(adding: number, what: string): void {
     const have = this.partitionCount;
     if (have + adding > this.opts.partitionsTotalMax) {
       throw new GregorError(
@@ -556,29 +579,6 @@ export class Broker {
           `${this.opts.partitionsTotalMax} (partitionsTotalMax); ${adding} more would pass it`,
       );
     }
-  }
-
-  /** In a cluster: through the metadata group; resolves once this node knows the topic. */
-  async #createInCluster(
-    cluster: BrokerCluster,
-    req: CreateTopicRequest,
-    forwarded: boolean,
-  ): Promise<Topic> {
-    this.#checkPartitionCount(req.partitions);
-    this.#checkPartitionsTotal(req.partitions, `create topic ${req.name}`);
-    await cluster.createTopic(
-      { ...req, configs: effectiveConfigs(req.configs, this.opts) },
-      forwarded,
-    );
-    for (let waited = 0; waited < CLUSTER_APPLY_WAIT_MS; waited += 10) {
-      const t = this.#topics.get(req.name);
-      if (t !== undefined) return t;
-      await this.env.clock.sleep(10);
-    }
-    throw new GregorError(
-      ErrorCode.TIMEOUT,
-      `Topic ${req.name} was created but this node has not learnt of it yet; retry`,
-    );
   }
 
   /** A topic the cluster's metadata names (with the partitions this node holds). */
@@ -631,23 +631,34 @@ export class Broker {
    * Runs a consumer-group request where groups are coordinated: here on a single node; in a
    * cluster on the metadata group's leader, forwarding it there (once) from any other node.
    */
-  groupRequest<R>(
+  groupRequest<R>(op: OpName, local: () => R | Promise<R>): Promise<R> {
+    return this.#plane.atCoordinator(op, local);
+  }
+
+  /**
+   * Applies a change of users or ACLs where they are kept: in a cluster through the metadata group
+   * on its leader (the request `op` is forwarded there from any other node); alone with `local`,
+   * to this node's files. Resolves true if it changed something.
+   */
+  changeSecurity(
+    change: SecurityChange,
     op: OpName,
-    body: object,
-    forwarded: boolean,
-    local: () => R | Promise<R>,
-  ): Promise<R> {
-    if (this.cluster === null) return Promise.resolve().then(local);
-    return this.cluster.atCoordinator(op, body, forwarded, local);
+    local: () => Promise<boolean>,
+  ): Promise<boolean> {
+    return this.#plane.changeSecurity(change, op, local);
+  }
+
+  /** Sends a request another node serves there (see `LedElsewhere`); resolves with its answer. */
+  forward(to: string, req: ForwardedRequest): Promise<Uint8Array | null> {
+    return this.#plane.forward(to, req);
   }
 
   /** Deletes a topic; its subscribers' subscriptions end. */
-  async deleteTopic(name: string, forwarded = false): Promise<void> {
-    if (this.cluster !== null) {
-      checkTopicName(name);
-      await this.cluster.deleteTopic(name, forwarded);
-      return;
-    }
+  async deleteTopic(name: string): Promise<void> {
+    return await this.#plane.deleteTopic(name);
+  }
+
+  async #deleteHere(name: string): Promise<void> {
     const topic = this.#existing(name);
     this.#topics.delete(name);
     for (const p of topic.partitions) {
@@ -699,7 +710,12 @@ export class Broker {
     if (pending !== undefined) return pending;
     this.#checkLoadable(name);
     if (create && this.opts.autoCreateTopics) {
-      return this.createTopic({ name, partitions: this.opts.defaultPartitions, configs: {} });
+      checkTopicName(name);
+      return this.#plane.autoCreateTopic({
+        name,
+        partitions: this.opts.defaultPartitions,
+        configs: {},
+      });
     }
     return this.#existing(name);
   }
@@ -726,16 +742,10 @@ export class Broker {
    * every partition is led by this node.
    */
   async metadata(req: MetadataRequest): Promise<MetadataResponse> {
-    if (this.cluster !== null) {
-      if (req.autoCreate === 1 && this.opts.autoCreateTopics) {
-        for (const { name } of req.topics) {
-          if (!this.#topics.has(name)) {
-            await (this.topic(name, true) as Promise<Topic>).catch(() => {});
-          }
-        }
-      }
-      return this.cluster.metadata(req);
-    }
+    return await this.#plane.metadata(req);
+  }
+
+  async #metadataHere(req: MetadataRequest): Promise<MetadataResponse> {
     const self = this.nodeId;
     const names = req.topics.length > 0
       ? req.topics.map((t) => t.name)
@@ -769,19 +779,11 @@ export class Broker {
    * Grows a topic to `count` partitions. Partitions are never removed: a key's partition would
    * change under its consumers. Existing partitions and their data are untouched.
    */
-  async createPartitions(req: CreatePartitionsRequest, forwarded = false): Promise<void> {
-    if (this.cluster !== null) {
-      if (!Number.isInteger(req.count) || req.count > this.opts.partitionsMax) {
-        throw new GregorError(
-          ErrorCode.INVALID_REQUEST,
-          `A topic has at most ${this.opts.partitionsMax} partitions, not ${req.count}`,
-        );
-      }
-      const have = this.#topics.get(req.name)?.partitions.length ?? 0;
-      this.#checkPartitionsTotal(req.count - have, `grow topic ${req.name} to ${req.count}`);
-      await this.cluster.createPartitions(req, forwarded);
-      return;
-    }
+  async createPartitions(req: CreatePartitionsRequest): Promise<void> {
+    return await this.#plane.createPartitions(req);
+  }
+
+  async #createPartitionsHere(req: CreatePartitionsRequest): Promise<void> {
     const topic = this.#existing(req.name);
     const have = topic.partitions.length;
     if (!Number.isInteger(req.count) || req.count <= have || req.count > this.opts.partitionsMax) {
@@ -793,7 +795,7 @@ export class Broker {
           `not ${req.count} (partitions are never removed)`,
       );
     }
-    this.#checkPartitionsTotal(req.count - have, `grow topic ${req.name} to ${req.count}`);
+    this.checkPartitionsTotal(req.count - have, `grow topic ${req.name} to ${req.count}`);
     this.#partitionsCreating += req.count - have;
     try {
       await this.#store.addPartitions(topic, req.count);
@@ -832,17 +834,14 @@ export class Broker {
 
   describeTopic(name: string): DescribeTopicResponse {
     const t = this.#existing(name);
-    // A single node leads and holds every partition alone, and is always in sync with itself.
-    const self = [{ id: this.nodeId }];
-    const replication = (p: number): PartitionReplication =>
-      this.cluster?.replication(t.name, p) ?? { leader: this.nodeId, replicas: self, isr: self };
+    const replication = (p: number) => this.#plane.replication(t.name, p);
     return {
       name: t.name,
       configs: { ...t.configs },
       // In a cluster, a partition this node holds no (caught-up) replica of is not known here:
       // its offsets and size are -1 rather than an empty stand-in's zeros.
       partitions: t.partitions.map((p) =>
-        this.cluster !== null && !this.cluster.holds(t.name, p.id)
+        !this.#plane.holds(t.name, p.id)
           ? {
             partition: p.id,
             logStartOffset: -1,
@@ -872,12 +871,10 @@ export class Broker {
    * records appended from there on (which get the dropped offsets again).
    */
   async repairPartitions(req: RepairPartitionsRequest): Promise<RepairPartitionsResponse> {
-    if (this.cluster !== null) {
-      throw new GregorError(
-        ErrorCode.INVALID_REQUEST,
-        "In a cluster a damaged replica is repaired from its peers, not cut by REPAIR_PARTITIONS",
-      );
-    }
+    return await this.#plane.repairPartitions(req);
+  }
+
+  async #repairHere(req: RepairPartitionsRequest): Promise<RepairPartitionsResponse> {
     const topic = this.#existing(req.name);
     const ids = req.partitions.length === 0
       ? topic.partitions.map((p) => p.id)
@@ -920,18 +917,14 @@ export class Broker {
    * Changes a topic's retention configs (for a disk topic, its metadata is durable before this
    * resolves) and applies the new limits at once.
    */
-  async alterTopic(req: AlterTopicRequest, forwarded = false): Promise<void> {
+  async alterTopic(req: AlterTopicRequest): Promise<void> {
+    // Checked here first: an unknown topic is UNKNOWN_TOPIC wherever it would be altered.
+    this.#existing(req.name);
+    return await this.#plane.alterTopic(req);
+  }
+
+  async #alterHere(req: AlterTopicRequest): Promise<void> {
     const topic = this.#existing(req.name);
-    if (this.cluster !== null) {
-      for (const key of Object.keys(req.configs)) {
-        if (!ALTERABLE_TOPIC_CONFIGS.includes(key)) {
-          throw new GregorError(ErrorCode.INVALID_REQUEST, `Topic config ${key} cannot be changed`);
-        }
-      }
-      effectiveConfigs({ ...topic.configs, ...req.configs }, this.opts);
-      await this.cluster.alterTopic(req, forwarded);
-      return;
-    }
     const next = effectiveConfigs({ ...topic.configs, ...req.configs }, this.opts);
     for (const key of Object.keys(req.configs)) {
       if (!ALTERABLE_TOPIC_CONFIGS.includes(key) || !(key in topic.configs)) {
@@ -967,7 +960,7 @@ export class Broker {
    * Validates and appends one batch. Offsets are assigned in call order per partition, before the
    * first await, so pipelined produces on one connection keep their order.
    */
-  produce(req: ProduceRequest, forwarded = false): Promise<ProduceResponse> {
+  produce(req: ProduceRequest): Promise<ProduceResponse> {
     const codec = req.batch === null ? 0 : batchCodec(req.batch);
     if (this.#producesAwaitingCodecs > 0 || (codec !== 0 && !codecsLoaded())) {
       // The codec libraries load on the first compressed batch; produces wait for them in call
@@ -975,16 +968,16 @@ export class Broker {
       this.#producesAwaitingCodecs++;
       return loadCodecs().then(() => {
         this.#producesAwaitingCodecs--;
-        return this.#produce(req, forwarded);
+        return this.#produce(req);
       }, (err) => {
         this.#producesAwaitingCodecs--;
         throw err;
       });
     }
-    return this.#produce(req, forwarded);
+    return this.#produce(req);
   }
 
-  #produce(req: ProduceRequest, forwarded: boolean): Promise<ProduceResponse> {
+  #produce(req: ProduceRequest): Promise<ProduceResponse> {
     const batch = req.batch;
     if (batch === null || batch.length === 0) {
       throw new GregorError(ErrorCode.INVALID_REQUEST, "PRODUCE needs a record batch");
@@ -998,15 +991,12 @@ export class Broker {
     const header: BatchHeader = validateBatch(batch, {
       recordsBytesMax: this.opts.recordsBytesMax,
     });
+    return this.#plane.append(req, header);
+  }
+
+  #appendHere(req: ProduceRequest, header: BatchHeader): Promise<ProduceResponse> {
+    const batch = req.batch!;
     const startMs = this.env.clock.now();
-    const cluster = this.cluster;
-    if (cluster !== null) {
-      return cluster.produce(req, header, forwarded).then((r) => {
-        const seconds = (this.env.clock.now() - startMs) / 1000;
-        this.observer.produced(req.topic, header.recordCount, batch.length, seconds);
-        return r;
-      });
-    }
     const t = this.topic(req.topic, true);
     const append = (topic: Topic): Promise<ProduceResponse> => {
       const partition = topic.partition(req.partition);
@@ -1111,8 +1101,11 @@ export class Broker {
    * epoch 0.
    * @throws {GregorError} STORAGE_ERROR if the id block cannot be reserved durably.
    */
-  async initProducerId(forwarded = false): Promise<InitProducerIdResponse> {
-    if (this.cluster !== null) return await this.cluster.initProducerId(forwarded);
+  async initProducerId(): Promise<InitProducerIdResponse> {
+    return await this.#plane.initProducerId();
+  }
+
+  async #initProducerIdHere(): Promise<InitProducerIdResponse> {
     try {
       return { producerId: await this.#producerIds.next(), producerEpoch: 0 };
     } catch (err) {
@@ -1122,7 +1115,7 @@ export class Broker {
 
   /** Reads batches from an offset (a pull, for tools and catch-up). */
   async fetch(req: FetchRequest): Promise<FetchResponse> {
-    this.#checkHeld(req.topic, req.partition);
+    this.#plane.checkReadable(req.topic, req.partition);
     const log = this.#existing(req.topic).partition(req.partition).log;
     const bytesMax = Math.min(req.maxBytes, this.opts.deliverBytesMax);
     const got = await this.#read(() => log.read(req.offset, { bytesMax, recordsMax: Infinity }));
@@ -1131,19 +1124,6 @@ export class Broker {
       highWatermark: log.nextOffset,
       records: got.bytes,
     };
-  }
-
-  /** In a cluster, only nodes holding a replica serve a partition's reads. */
-  #checkHeld(topic: string, partition: number): void {
-    const c = this.cluster;
-    if (c === null || c.holds(topic, partition)) return;
-    const replicas = c.metadata({ topics: [{ name: topic }], autoCreate: 0 }).topics[0]
-      ?.partitions[partition]?.replicas.map((r) => r.id);
-    if (replicas === undefined) return; // unknown topic or partition: the usual errors follow
-    throw new GregorError(
-      ErrorCode.NOT_LEADER,
-      `This node holds no replica of ${topic}/${partition}; ask one of ${replicas.join(", ")}`,
-    );
   }
 
   async #read<T>(fn: () => Promise<T>): Promise<T> {
@@ -1161,9 +1141,9 @@ export class Broker {
 
   /** Starts a subscription that pushes to `sink`. */
   async subscribe(sink: DeliverySink, req: SubscribeRequest): Promise<Subscription> {
-    if (this.cluster !== null && !this.#topics.has(req.topic)) await this.topic(req.topic, true);
-    this.#checkHeld(req.topic, req.partition);
-    const partition = (await this.topic(req.topic, true)).partition(req.partition);
+    const topic = await this.topic(req.topic, true);
+    this.#plane.checkReadable(req.topic, req.partition);
+    const partition = topic.partition(req.partition);
     const log = partition.log;
     if (req.ackTimeoutMs > this.opts.ackTimeoutMsMax) {
       throw new GregorError(
@@ -1187,18 +1167,9 @@ export class Broker {
         }
         durable = this.#durableState(key, -1);
       }
-      if (this.cluster !== null) {
-        // Acked on any node: the metadata's leader knows. "In use" is this node's own knowledge.
-        const name = req.durableName;
-        if (name.includes("\u0000")) {
-          throw new GregorError(ErrorCode.INVALID_REQUEST, `A durable name may not contain NUL`);
-        }
-        const acked = await this.cluster.durableOffset(
-          { topic: req.topic, partition: req.partition, name },
-          false,
-        );
-        durable.ackedOffset = Math.max(durable.ackedOffset, acked);
-      }
+      // In a cluster it may have been acked on another node. "In use" is this node's knowledge.
+      const acked = await this.#plane.resumeOffset(req.topic, req.partition, req.durableName);
+      durable.ackedOffset = Math.max(durable.ackedOffset, acked);
     }
     let start: number;
     if (durable !== null && durable.ackedOffset >= 0) {
@@ -1258,20 +1229,13 @@ export class Broker {
   }
 
   /** A durable subscription's last acked offset (-1: none); in a cluster, as replicated. */
-  async durableOffset(req: DurableFetchRequest, forwarded = false): Promise<number> {
-    if (this.cluster !== null) return await this.cluster.durableOffset(req, forwarded);
-    return this.#durable.get(durableKey(req.topic, req.partition, req.name))?.ackedOffset ?? -1;
+  async durableOffset(req: DurableFetchRequest): Promise<number> {
+    return await this.#plane.durableOffset(req);
   }
 
   /** Takes durable subscriptions' acks another node forwarded, for the replicated metadata. */
-  async commitDurables(req: DurableCommitRequest, forwarded = false): Promise<void> {
-    if (this.cluster === null) {
-      throw new GregorError(
-        ErrorCode.INVALID_REQUEST,
-        "DURABLE_COMMIT is sent between the nodes of a replicating cluster; this node is in none",
-      );
-    }
-    await this.cluster.commitDurables(req, forwarded);
+  async commitDurables(req: DurableCommitRequest): Promise<void> {
+    return await this.#plane.commitDurables(req);
   }
 
   /** Ends a subscription. */

@@ -59,7 +59,7 @@ import {
   type UserPutRequest,
 } from "../protocol/messages.ts";
 import type { Broker } from "./broker.ts";
-import { FORWARD_CLIENT_ID, type SecurityChange } from "./cluster_hooks.ts";
+import { type ForwardedRequest, LedElsewhere, type SecurityChange } from "./control_plane.ts";
 import type { Groups } from "./groups/groups.ts";
 import type { DeliverySink, Subscription } from "./subscription.ts";
 
@@ -86,7 +86,7 @@ const CODECS_MASK = (1 << CODEC_NAMES.length) - 1;
 type Handler = (c: Connection, payload: Uint8Array) => Promise<object | null> | object | null;
 
 /** A client connection to the broker. */
-export class Connection implements DeliverySink {
+export class Connection implements DeliverySink, RequestContext {
   readonly id: number;
   readonly #broker: Broker;
   readonly #conn: Conn;
@@ -100,6 +100,7 @@ export class Connection implements DeliverySink {
   #handshaken = false;
   /** The authenticated user; null until then, and always with authentication off. */
   #principal: string | null = null;
+  /** What runs once a response is queued (a subscription's first delivery follows its SUBSCRIBE's). */
   /** The SCRAM exchange in progress, once AUTH_START arrived (one per connection). */
   #scram: ScramServer | null = null;
   #closed = false;
@@ -275,11 +276,18 @@ export class Connection implements DeliverySink {
     try {
       result = handler(this, f.payload);
     } catch (err) {
-      this.#finish(f, name, null, err);
-      return !this.#closed;
+      if (!(err instanceof LedElsewhere && err.op === name)) {
+        this.#finish(f, name, null, err);
+        return !this.#closed;
+      }
+      result = Promise.reject(err);
     }
     if (result instanceof Promise) {
-      result.then((v) => this.#finish(f, name, v, null), (err) => this.#finish(f, name, null, err));
+      // A request another node serves goes there as it came, and its answer comes back as sent.
+      result.catch((err) =>
+        err instanceof LedElsewhere && err.op === name ? this.#relay(f, err) : Promise.reject(err)
+      )
+        .then((v) => this.#finish(f, name, v, null), (err) => this.#finish(f, name, null, err));
     } else {
       this.#finish(f, name, result, null);
     }
@@ -290,11 +298,23 @@ export class Connection implements DeliverySink {
     this.#inFlight--;
     this.#wake();
     const e = err === null ? null : this.#broker.answerFor(name, err);
-    this.#broker.observer.request(name, e === null ? "OK" : errorName(e.code) ?? String(e.code));
+    const relayed = value instanceof Relayed ? value.frame : null;
+    this.#broker.observer.request(
+      name,
+      e !== null
+        ? errorName(e.code) ?? String(e.code)
+        : relayed !== null
+        ? answerCode(relayed)
+        : "OK",
+    );
     if (this.#closed) return;
     if (e !== null) {
       if (FATAL_CODES.has(e.code)) this.#fail(f.correlationId, e.code, e.message);
       else this.#sendError(f.correlationId, e.code, e.message);
+      return;
+    }
+    if (value instanceof Relayed) {
+      if (relayed !== null) this.#send(readdressed(relayed, f.correlationId));
       return;
     }
     if (value === null || ONE_WAY.has(f.opcode)) return;
@@ -326,13 +346,19 @@ export class Connection implements DeliverySink {
   }
 
   #sendError(correlationId: number, code: number, message: string): void {
-    this.#send(
-      encodeFramed(ERROR_SCHEMA, { code, message: message.slice(0, 1000) }, {
-        opcode: 0,
-        correlationId,
-        flags: Flag.RESPONSE | Flag.ERROR,
-      }),
-    );
+    this.#send(errorFrame(correlationId, code, message));
+  }
+
+  /** Forwards the request `f` to the node that serves it, as `elsewhere` named. */
+  async #relay(f: Frame, elsewhere: LedElsewhere): Promise<Relayed> {
+    const frame = await this.#broker.forward(elsewhere.nodeId, {
+      opcode: f.opcode,
+      payload: f.payload,
+      clientId: this.#clientId,
+      principal: this.#principal ?? "",
+    });
+    if (frame !== null && (frame[3]! & Flag.ERROR) === 0) await elsewhere.settle?.();
+    return new Relayed(frame);
   }
 
   /** Requests a connection may send before it is handshaken: HELLO, then the SCRAM exchange. */
@@ -621,6 +647,99 @@ export class Connection implements DeliverySink {
   }
 }
 
+/** The answer another node sent to a request forwarded there: a whole frame, or none. */
+class Relayed {
+  constructor(readonly frame: Uint8Array | null) {}
+}
+
+function errorFrame(correlationId: number, code: number, message: string): Uint8Array {
+  return encodeFramed(ERROR_SCHEMA, { code, message: message.slice(0, 1000) }, {
+    opcode: 0,
+    correlationId,
+    flags: Flag.RESPONSE | Flag.ERROR,
+  });
+}
+
+/** Gives a relayed answer frame the client's correlation id (in place: the frame is ours). */
+function readdressed(frame: Uint8Array, correlationId: number): Uint8Array {
+  const dv = new DataView(frame.buffer, frame.byteOffset, HEADER_BYTES);
+  writeHeader(frame, {
+    version: dv.getUint8(2),
+    flags: dv.getUint8(3),
+    opcode: dv.getUint16(4),
+    correlationId,
+    payloadLength: dv.getUint32(12),
+  });
+  return frame;
+}
+
+/** The outcome an answer frame carries, as metrics name it. */
+function answerCode(frame: Uint8Array): string {
+  if ((frame[3]! & Flag.ERROR) === 0 || frame.length < HEADER_BYTES + 2) return "OK";
+  const code = new DataView(frame.buffer, frame.byteOffset + HEADER_BYTES, 2).getUint16(0);
+  return errorName(code) ?? String(code);
+}
+
+/**
+ * Serves a request another node forwarded (`ForwardedRequest`): the node the client is connected
+ * to checked its ACLs and forwards only FORWARDABLE requests. Resolves with the answer as a whole
+ * frame (correlation id 0), or null if the request has none. A request this node does not serve
+ * either is answered NOT_LEADER: it is never forwarded twice.
+ */
+export async function serveForwarded(
+  broker: Broker,
+  forwarded: ForwardedRequest,
+): Promise<Uint8Array | null> {
+  const name = opName(forwarded.opcode);
+  const label = name ?? `opcode 0x${forwarded.opcode.toString(16).padStart(4, "0")}`;
+  let value: object | null = null;
+  let err: unknown = null;
+  try {
+    const handler = name === null ? undefined : FORWARDABLE[name];
+    if (handler === undefined) {
+      throw new GregorError(
+        ErrorCode.INVALID_REQUEST,
+        `${label} is not a request one node forwards to another`,
+      );
+    }
+    value = await handler(new ForwardedContext(broker, forwarded), forwarded.payload);
+  } catch (e) {
+    err = e instanceof LedElsewhere ? new GregorError(ErrorCode.NOT_LEADER, e.message) : e;
+  }
+  const e = err === null ? null : broker.answerFor(label, err);
+  broker.observer.request(label, e === null ? "OK" : errorName(e.code) ?? String(e.code));
+  if (e !== null) return errorFrame(0, e.code, e.message);
+  if (value === null || name === null) return null;
+  return encodeFramed(SCHEMAS[name].response, value, {
+    opcode: forwarded.opcode,
+    correlationId: 0,
+    flags: Flag.RESPONSE,
+  });
+}
+
+/** The client behind a forwarded request, as its handler sees it. */
+class ForwardedContext implements RequestContext {
+  readonly broker: Broker;
+  readonly clientId: string;
+  readonly principal: string | null;
+
+  constructor(broker: Broker, req: ForwardedRequest) {
+    this.broker = broker;
+    this.clientId = req.clientId;
+    this.principal = req.principal === "" ? null : req.principal;
+  }
+
+  /** The node the client is connected to authorized the request before forwarding it. */
+  authorize(): void {}
+
+  /** The node the client is connected to checked that it is a super-user before forwarding. */
+  requireSuperUser(): void {}
+
+  may(op: Operation, type: ResourceType, name: string): boolean {
+    return this.broker.auth.allowed(this.principal ?? "", op, type, name);
+  }
+}
+
 /** Placeholder for a subscription id whose SUBSCRIBE is still being served. */
 const PENDING = {} as Subscription;
 
@@ -635,36 +754,189 @@ function req<T>(op: OpName, payload: Uint8Array): T {
   return decode<T>(SCHEMAS[op].request, payload, op);
 }
 
-/** One handler per opcode; DELIVER is broker-to-client only. */
-/** True for a connection another node of the cluster opened to forward a request. */
-function forwarded(c: Connection): boolean {
-  return c.clientId === FORWARD_CLIENT_ID;
+/**
+ * What a handler may ask of whoever sent its request: a client's connection, or, for a request
+ * another node forwarded, its envelope.
+ */
+export interface RequestContext {
+  readonly broker: Broker;
+  readonly clientId: string;
+  readonly principal: string | null;
+  /** Throws AUTHORIZATION_FAILED (counted and logged) unless the principal may do `op`. */
+  authorize(op: Operation, type: ResourceType, name: string): void;
+  /** True if the principal may do `op`; a check that filters (lists) rather than refuses. */
+  may(op: Operation, type: ResourceType, name: string): boolean;
+  /** Throws AUTHORIZATION_FAILED unless the principal is a super-user. */
+  requireSuperUser(): void;
 }
+
+type ForwardableHandler = (
+  c: RequestContext,
+  payload: Uint8Array,
+) => Promise<object | null> | object | null;
 
 function atCoordinator<R>(
-  c: Connection,
+  c: RequestContext,
   op: OpName,
-  body: object,
   local: (groups: Groups) => R | Promise<R>,
 ): Promise<R> {
-  return c.broker.groupRequest(op, body, forwarded(c), () => local(c.broker.groups));
+  return c.broker.groupRequest(op, () => local(c.broker.groups));
 }
 
+/**
+ * Requests that may have to run on another node than the client's (where a partition or the
+ * metadata group leads, or groups are coordinated): their handlers need nothing of a connection.
+ */
+const FORWARDABLE: Partial<Record<OpName, ForwardableHandler>> = {
+  PRODUCE: (c, p) => {
+    const r = req<ProduceRequest>("PRODUCE", p);
+    c.authorize("produce", "topic", r.topic);
+    const done = c.broker.produce(r);
+    return r.acks === Acks.none ? done.then(() => null) : done;
+  },
+  INIT_PRODUCER_ID: (c, p) => (req("INIT_PRODUCER_ID", p), c.broker.initProducerId()),
+  DURABLE_COMMIT: (c, p) => {
+    const r = req<DurableCommitRequest>("DURABLE_COMMIT", p);
+    for (const o of r.offsets) c.authorize("consume", "topic", o.topic);
+    return c.broker.commitDurables(r).then(() => ({}));
+  },
+  DURABLE_FETCH: (c, p) => {
+    const r = req<DurableFetchRequest>("DURABLE_FETCH", p);
+    c.authorize("consume", "topic", r.topic);
+    return c.broker.durableOffset(r).then((offset) => ({ offset }));
+  },
+  CREATE_TOPIC: (c, p) => {
+    const r = req<CreateTopicRequest>("CREATE_TOPIC", p);
+    c.authorize("create", "topic", r.name);
+    return c.broker.createTopic(r).then(() => ({}));
+  },
+  DELETE_TOPIC: (c, p) => {
+    const { name } = req<NameRequest>("DELETE_TOPIC", p);
+    c.authorize("delete", "topic", name);
+    return c.broker.deleteTopic(name).then(() => ({}));
+  },
+  ALTER_TOPIC: (c, p) => {
+    const r = req<AlterTopicRequest>("ALTER_TOPIC", p);
+    c.authorize("alter", "topic", r.name);
+    return c.broker.alterTopic(r).then(() => ({}));
+  },
+  CREATE_PARTITIONS: (c, p) => {
+    const r = req<CreatePartitionsRequest>("CREATE_PARTITIONS", p);
+    c.authorize("alter", "topic", r.name);
+    return c.broker.createPartitions(r).then(() => ({}));
+  },
+  // Group requests run on the group coordinator (in a cluster, the metadata group's leader).
+  GROUP_HEARTBEAT: (c, p) => {
+    const r = req<GroupHeartbeatRequest>("GROUP_HEARTBEAT", p);
+    c.authorize("join", "group", r.group);
+    for (const t of r.topics) c.authorize("consume", "topic", t.name);
+    return atCoordinator(c, "GROUP_HEARTBEAT", (g) => g.heartbeat(r, c.clientId));
+  },
+  GROUP_LEAVE: (c, p) => {
+    const r = req<GroupLeaveRequest>("GROUP_LEAVE", p);
+    c.authorize("join", "group", r.group);
+    return atCoordinator(c, "GROUP_LEAVE", (g) => (g.leave(r), {}));
+  },
+  OFFSET_COMMIT: (c, p) => {
+    const r = req<OffsetCommitRequest>("OFFSET_COMMIT", p);
+    c.authorize("join", "group", r.group);
+    for (const o of r.offsets) c.authorize("consume", "topic", o.topic);
+    return atCoordinator(c, "OFFSET_COMMIT", (g) => g.commit(r).then(() => ({})));
+  },
+  OFFSET_FETCH: (c, p) => {
+    const r = req<OffsetFetchRequest>("OFFSET_FETCH", p);
+    c.authorize("describe", "group", r.group);
+    return atCoordinator(c, "OFFSET_FETCH", (g) => g.fetch(r));
+  },
+  LIST_GROUPS: (
+    c,
+    p,
+  ) => (req("LIST_GROUPS", p),
+    atCoordinator(c, "LIST_GROUPS", (g) => g.list()).then((all) => ({
+      groups: all.groups.filter((g) => c.may("describe", "group", g.group)),
+    }))),
+  DESCRIBE_GROUP: (c, p) => {
+    const r = req<{ group: string }>("DESCRIBE_GROUP", p);
+    c.authorize("describe", "group", r.group);
+    return atCoordinator(c, "DESCRIBE_GROUP", (g) => g.describe(r.group));
+  },
+  RESET_OFFSETS: (c, p) => {
+    const r = req<ResetOffsetsRequest>("RESET_OFFSETS", p);
+    c.authorize("alter", "group", r.group);
+    return atCoordinator(c, "RESET_OFFSETS", (g) => g.reset(r));
+  },
+  // Users and ACLs are changed where they are kept: in a cluster, on the metadata group's leader.
+  USER_PUT: (c, p) => {
+    const r = req<UserPutRequest>("USER_PUT", p);
+    c.requireSuperUser();
+    const cred = {
+      salt: r.salt ?? new Uint8Array(0),
+      iterations: r.iterations,
+      storedKey: r.storedKey ?? new Uint8Array(0),
+      serverKey: r.serverKey ?? new Uint8Array(0),
+    };
+    const problem = credentialProblem(r.name, cred);
+    if (problem !== null) throw new GregorError(ErrorCode.INVALID_REQUEST, problem);
+    const user = {
+      salt: toBase64(cred.salt),
+      iterations: cred.iterations,
+      storedKey: toBase64(cred.storedKey),
+      serverKey: toBase64(cred.serverKey),
+    };
+    return changeSecurity(c, { op: "putUser", name: r.name, user }, "USER_PUT", async () => {
+      await c.broker.auth.store.putUser(r.name, cred);
+      return true;
+    }).then(() => ({}), invalid);
+  },
+  USER_DELETE: (c, p) => {
+    const r = req<NameRequest>("USER_DELETE", p);
+    c.requireSuperUser();
+    const change = { op: "removeUser" as const, name: r.name };
+    return changeSecurity(c, change, "USER_DELETE", () => c.broker.auth.store.removeUser(r.name))
+      .then((removed) => {
+        if (!removed) {
+          throw new GregorError(ErrorCode.INVALID_REQUEST, `No user ${JSON.stringify(r.name)}`);
+        }
+        return {};
+      });
+  },
+  ACL_ADD: (c, p) => {
+    const r = req<AclWire>("ACL_ADD", p);
+    c.requireSuperUser();
+    const acl = r as AclEntry;
+    const problem = aclProblem(acl);
+    if (problem !== null) throw new GregorError(ErrorCode.INVALID_REQUEST, problem);
+    return changeSecurity(
+      c,
+      { op: "addAcl", acl },
+      "ACL_ADD",
+      () => c.broker.auth.store.addAcl(acl),
+    )
+      .then(() => ({}), invalid);
+  },
+  ACL_REMOVE: (c, p) => {
+    const r = req<AclWire>("ACL_REMOVE", p);
+    c.requireSuperUser();
+    const acl = r as AclEntry;
+    return changeSecurity(
+      c,
+      { op: "removeAcl", acl },
+      "ACL_REMOVE",
+      () => c.broker.auth.store.removeAcl(acl),
+    ).then((removed) => {
+      if (!removed) throw new GregorError(ErrorCode.INVALID_REQUEST, "No such ACL entry");
+      return {};
+    });
+  },
+};
+
+/** One handler per opcode; DELIVER is broker-to-client only. */
 const HANDLERS: Partial<Record<OpName, Handler>> = {
+  ...FORWARDABLE,
   HELLO: (c, p) => c.hello(req<HelloRequest>("HELLO", p)),
   PING: (_c, p) => (req("PING", p), {}),
   AUTH_START: (c, p) => c.authStart(req<AuthStartRequest>("AUTH_START", p)),
   AUTH_FINISH: (c, p) => c.authFinish(req<AuthMessage>("AUTH_FINISH", p)),
-  PRODUCE: (c, p) => {
-    const r = req<ProduceRequest>("PRODUCE", p);
-    c.authorize("produce", "topic", r.topic);
-    const done = c.broker.produce(r, forwarded(c));
-    return r.acks === Acks.none ? done.then(() => null) : done;
-  },
-  INIT_PRODUCER_ID: (
-    c,
-    p,
-  ) => (req("INIT_PRODUCER_ID", p), c.broker.initProducerId(forwarded(c))),
   SUBSCRIBE: (c, p) => {
     const r = req<SubscribeRequest>("SUBSCRIBE", p);
     c.authorize("consume", "topic", r.topic);
@@ -690,26 +962,6 @@ const HANDLERS: Partial<Record<OpName, Handler>> = {
     c.authorize("consume", "topic", r.topic);
     return c.broker.fetch(r);
   },
-  DURABLE_COMMIT: (c, p) => {
-    const r = req<DurableCommitRequest>("DURABLE_COMMIT", p);
-    for (const o of r.offsets) c.authorize("consume", "topic", o.topic);
-    return c.broker.commitDurables(r, forwarded(c)).then(() => ({}));
-  },
-  DURABLE_FETCH: (c, p) => {
-    const r = req<DurableFetchRequest>("DURABLE_FETCH", p);
-    c.authorize("consume", "topic", r.topic);
-    return c.broker.durableOffset(r, forwarded(c)).then((offset) => ({ offset }));
-  },
-  CREATE_TOPIC: (c, p) => {
-    const r = req<CreateTopicRequest>("CREATE_TOPIC", p);
-    c.authorize("create", "topic", r.name);
-    return c.broker.createTopic(r, forwarded(c)).then(() => ({}));
-  },
-  DELETE_TOPIC: (c, p) => {
-    const { name } = req<NameRequest>("DELETE_TOPIC", p);
-    c.authorize("delete", "topic", name);
-    return c.broker.deleteTopic(name, forwarded(c)).then(() => ({}));
-  },
   LIST_TOPICS: (c, p) => {
     req("LIST_TOPICS", p);
     const all = c.broker.listTopics();
@@ -720,57 +972,10 @@ const HANDLERS: Partial<Record<OpName, Handler>> = {
     c.authorize("describe", "topic", name);
     return c.broker.describeTopic(name);
   },
-  ALTER_TOPIC: (c, p) => {
-    const r = req<AlterTopicRequest>("ALTER_TOPIC", p);
-    c.authorize("alter", "topic", r.name);
-    return c.broker.alterTopic(r, forwarded(c)).then(() => ({}));
-  },
   REPAIR_PARTITIONS: (c, p) => {
     const r = req<RepairPartitionsRequest>("REPAIR_PARTITIONS", p);
     c.authorize("alter", "topic", r.name);
     return c.broker.repairPartitions(r);
-  },
-  CREATE_PARTITIONS: (c, p) => {
-    const r = req<CreatePartitionsRequest>("CREATE_PARTITIONS", p);
-    c.authorize("alter", "topic", r.name);
-    return c.broker.createPartitions(r, forwarded(c)).then(() => ({}));
-  },
-  // Group requests run on the group coordinator (in a cluster, the metadata group's leader).
-  GROUP_HEARTBEAT: (c, p) => {
-    const r = req<GroupHeartbeatRequest>("GROUP_HEARTBEAT", p);
-    c.authorize("join", "group", r.group);
-    for (const t of r.topics) c.authorize("consume", "topic", t.name);
-    return atCoordinator(c, "GROUP_HEARTBEAT", r, (g) => g.heartbeat(r, c.clientId));
-  },
-  GROUP_LEAVE: (c, p) => {
-    const r = req<GroupLeaveRequest>("GROUP_LEAVE", p);
-    c.authorize("join", "group", r.group);
-    return atCoordinator(c, "GROUP_LEAVE", r, (g) => (g.leave(r), {}));
-  },
-  OFFSET_COMMIT: (c, p) => {
-    const r = req<OffsetCommitRequest>("OFFSET_COMMIT", p);
-    c.authorize("join", "group", r.group);
-    for (const o of r.offsets) c.authorize("consume", "topic", o.topic);
-    return atCoordinator(c, "OFFSET_COMMIT", r, (g) => g.commit(r).then(() => ({})));
-  },
-  OFFSET_FETCH: (c, p) => {
-    const r = req<OffsetFetchRequest>("OFFSET_FETCH", p);
-    c.authorize("describe", "group", r.group);
-    return atCoordinator(c, "OFFSET_FETCH", r, (g) => g.fetch(r));
-  },
-  LIST_GROUPS: (c, p) =>
-    atCoordinator(c, "LIST_GROUPS", req("LIST_GROUPS", p), (g) => g.list()).then((all) => ({
-      groups: all.groups.filter((g) => c.may("describe", "group", g.group)),
-    })),
-  DESCRIBE_GROUP: (c, p) => {
-    const r = req<{ group: string }>("DESCRIBE_GROUP", p);
-    c.authorize("describe", "group", r.group);
-    return atCoordinator(c, "DESCRIBE_GROUP", r, (g) => g.describe(r.group));
-  },
-  RESET_OFFSETS: (c, p) => {
-    const r = req<ResetOffsetsRequest>("RESET_OFFSETS", p);
-    c.authorize("alter", "group", r.group);
-    return atCoordinator(c, "RESET_OFFSETS", r, (g) => g.reset(r));
   },
   CLUSTER_MEMBERS: (c, p) => {
     req("CLUSTER_MEMBERS", p);
@@ -778,74 +983,10 @@ const HANDLERS: Partial<Record<OpName, Handler>> = {
     return c.broker.clusterMembers();
   },
   METADATA: (c, p) => metadata(c, req<MetadataRequest>("METADATA", p)),
-  USER_PUT: (c, p) => {
-    const r = req<UserPutRequest>("USER_PUT", p);
-    c.requireSuperUser();
-    const cred = {
-      salt: r.salt ?? new Uint8Array(0),
-      iterations: r.iterations,
-      storedKey: r.storedKey ?? new Uint8Array(0),
-      serverKey: r.serverKey ?? new Uint8Array(0),
-    };
-    const problem = credentialProblem(r.name, cred);
-    if (problem !== null) throw new GregorError(ErrorCode.INVALID_REQUEST, problem);
-    const user = {
-      salt: toBase64(cred.salt),
-      iterations: cred.iterations,
-      storedKey: toBase64(cred.storedKey),
-      serverKey: toBase64(cred.serverKey),
-    };
-    return changeSecurity(c, { op: "putUser", name: r.name, user }, "USER_PUT", r, async () => {
-      await c.broker.auth.store.putUser(r.name, cred);
-      return true;
-    }).then(() => ({}), invalid);
-  },
-  USER_DELETE: (c, p) => {
-    const r = req<NameRequest>("USER_DELETE", p);
-    c.requireSuperUser();
-    const change = { op: "removeUser" as const, name: r.name };
-    return changeSecurity(c, change, "USER_DELETE", r, () => c.broker.auth.store.removeUser(r.name))
-      .then((removed) => {
-        if (!removed) {
-          throw new GregorError(ErrorCode.INVALID_REQUEST, `No user ${JSON.stringify(r.name)}`);
-        }
-        return {};
-      });
-  },
   USER_LIST: (c, p) => {
     req("USER_LIST", p);
     c.requireSuperUser();
     return { users: c.broker.auth.store.users() };
-  },
-  ACL_ADD: (c, p) => {
-    const r = req<AclWire>("ACL_ADD", p);
-    c.requireSuperUser();
-    const acl = r as AclEntry;
-    const problem = aclProblem(acl);
-    if (problem !== null) throw new GregorError(ErrorCode.INVALID_REQUEST, problem);
-    return changeSecurity(
-      c,
-      { op: "addAcl", acl },
-      "ACL_ADD",
-      r,
-      () => c.broker.auth.store.addAcl(acl),
-    )
-      .then(() => ({}), invalid);
-  },
-  ACL_REMOVE: (c, p) => {
-    const r = req<AclWire>("ACL_REMOVE", p);
-    c.requireSuperUser();
-    const acl = r as AclEntry;
-    return changeSecurity(
-      c,
-      { op: "removeAcl", acl },
-      "ACL_REMOVE",
-      r,
-      () => c.broker.auth.store.removeAcl(acl),
-    ).then((removed) => {
-      if (!removed) throw new GregorError(ErrorCode.INVALID_REQUEST, "No such ACL entry");
-      return {};
-    });
   },
   ACL_LIST: (c, p) => {
     req("ACL_LIST", p);
@@ -859,14 +1000,12 @@ const HANDLERS: Partial<Record<OpName, Handler>> = {
  * node); alone, to this node's files with `local`. Resolves true if it changed something.
  */
 function changeSecurity(
-  c: Connection,
+  c: RequestContext,
   change: SecurityChange,
   op: OpName,
-  body: object,
   local: () => Promise<boolean>,
 ): Promise<boolean> {
-  const cluster = c.broker.cluster;
-  return cluster === null ? local() : cluster.changeSecurity(change, { op, body }, forwarded(c));
+  return c.broker.changeSecurity(change, op, local);
 }
 
 /** A store's RangeError (a bad name, key or entry, a limit) is the client's INVALID_REQUEST. */

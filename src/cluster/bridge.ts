@@ -1,33 +1,46 @@
-// The broker's view of the cluster (BrokerCluster): requests that must run where a Raft group
-// leads are served here when this node leads, and otherwise forwarded over an ordinary client
-// connection to the node that does. A forwarded request is never forwarded again, so a stale view
+// The control plane of a broker in a replicating cluster: topics are decided by the replicated
+// metadata, appends run through the partition's Raft group, reads only where a replica is held.
+// Requests that must run where a Raft group leads are served here when this node leads; otherwise
+// they are refused with `LedElsewhere`, and the connection they came in on forwards their frame to
+// the node that does (forward.ts). A forwarded request is never forwarded again, so a stale view
 // costs one NOT_LEADER answer, not a loop; clients retry it (idempotently).
 
 import type { Env } from "../io/types.ts";
 import { ErrorCode, GregorError } from "../protocol/errors.ts";
 import type { BatchHeader } from "../protocol/batch.ts";
-import type {
-  AlterTopicRequest,
-  CreatePartitionsRequest,
-  CreateTopicRequest,
-  DurableCommitRequest,
-  DurableFetchRequest,
-  DurableFetchResponse,
-  InitProducerIdResponse,
-  MetadataRequest,
-  MetadataResponse,
-  OpName,
-  ProduceRequest,
-  ProduceResponse,
+import { Flag, HEADER_BYTES } from "../protocol/frame.ts";
+import {
+  type AlterTopicRequest,
+  type CreatePartitionsRequest,
+  type CreateTopicRequest,
+  decode,
+  type DurableCommitRequest,
+  type DurableFetchRequest,
+  type DurableFetchResponse,
+  encode,
+  ERROR_SCHEMA,
+  type InitProducerIdResponse,
+  type MetadataRequest,
+  type MetadataResponse,
+  Op,
+  type OpName,
+  type ProduceRequest,
+  type ProduceResponse,
+  type RepairPartitionsResponse,
+  SCHEMAS,
 } from "../protocol/messages.ts";
 import {
-  type BrokerCluster,
-  FORWARD_CLIENT_ID,
+  type ControlPlane,
+  type ForwardedRequest,
+  LedElsewhere,
   type PartitionReplication,
+  type PlaneHost,
   type SecurityChange,
-} from "../broker/cluster_hooks.ts";
-import { type Client, connectWith } from "../client/client.ts";
-import type { Gossip } from "./gossip/mod.ts";
+} from "../broker/control_plane.ts";
+import { ALTERABLE_TOPIC_CONFIGS } from "../broker/broker.ts";
+import { checkTopicName, type Topic } from "../broker/topic.ts";
+import { effectiveConfigs } from "../broker/topic_store.ts";
+import type { Forwarder } from "./forward.ts";
 import type { ClusterNode } from "./cluster.ts";
 import { DURABLE_COMMIT_ENTRIES_MAX, DurableCommits } from "./durable_offsets.ts";
 import { durableKey } from "../broker/subscription.ts";
@@ -40,41 +53,70 @@ const READS_OFFSETS: ReadonlySet<OpName> = new Set([
   "DESCRIBE_GROUP",
   "DURABLE_FETCH",
 ]);
-/** How long a forwarded request may take, ms. */
-const FORWARD_TIMEOUT_MS = 10_000;
-/** How long forwarding waits to connect to a leader, ms; past it the client is told to retry. */
-const FORWARD_CONNECT_TIMEOUT_MS = 2_000;
+/** The client id of requests a node sends another on its own behalf (not a client's). */
+const OWN_CLIENT_ID = "gregormq-node";
+/** How long a node waits to learn of a topic it just created, ms. */
+const TOPIC_APPLY_WAIT_MS = 10_000;
+/** How often it looks for the topic meanwhile, ms. */
+const TOPIC_APPLY_POLL_MS = 10;
 
-/** BrokerCluster over a ClusterNode. */
-export class ClusterBridge implements BrokerCluster {
+/**
+ * The control plane over a ClusterNode. It exists before the node does (the broker is given it as
+ * it opens, and the node needs the broker): until `attach`, requests are refused as NOT_LEADER.
+ */
+export class ClusterBridge implements ControlPlane {
   readonly #env: Env;
-  readonly #node: ClusterNode;
-  readonly #gossip: Gossip;
-  readonly #login: { username: string; password: string } | undefined;
-  readonly #clients = new Map<string, { key: string; client: Promise<Client> }>();
+  #attached: { node: ClusterNode; forwarder: Forwarder } | null = null;
+  #host: PlaneHost | null = null;
   #ids: { next: number; end: number; term: number } | null = null;
   #allocating: Promise<number> | null = null;
   #lastBlock = -1;
   /** Durable subscriptions' acks taken here, on their way into the metadata. */
-  readonly #durables = new DurableCommits((offsets) => this.commitDurables({ offsets }, false));
+  readonly #durables = new DurableCommits((offsets) => this.#commitDurables({ offsets }, true));
 
-  /**
-   * @param login The user and password requests are forwarded as, when the nodes require
-   * authentication (the cluster's node principal); omitted: none.
-   */
-  constructor(
-    env: Env,
-    node: ClusterNode,
-    gossip: Gossip,
-    login?: { username: string; password: string },
-  ) {
+  constructor(env: Env) {
     this.#env = env;
-    this.#node = node;
-    this.#gossip = gossip;
-    this.#login = login;
   }
 
+  bind(host: PlaneHost): void {
+    if (this.#host !== null) throw new Error("A control plane serves one broker");
+    this.#host = host;
+  }
+
+  /** Starts serving through `node`, once it runs, forwarding with `forwarder`. */
+  attach(node: ClusterNode, forwarder: Forwarder): void {
+    this.#attached = { node, forwarder };
+  }
+
+  get #node(): ClusterNode {
+    if (this.#attached === null) {
+      throw new GregorError(
+        ErrorCode.NOT_LEADER,
+        "This node has not joined its cluster yet; retry",
+      );
+    }
+    return this.#attached.node;
+  }
+
+  get #forwarder(): Forwarder {
+    if (this.#attached === null) {
+      throw new GregorError(
+        ErrorCode.NOT_LEADER,
+        "This node has not joined its cluster yet; retry",
+      );
+    }
+    return this.#attached.forwarder;
+  }
+
+  get #b(): PlaneHost {
+    if (this.#host === null) throw new Error("The control plane is not bound to a broker");
+    return this.#host;
+  }
+
+  readonly endsExact = false;
+
   durableAcked(key: string, offset: number): void {
+    if (this.#attached === null) return;
     const incarnation = this.#node.servedIncarnation(key.slice(0, key.indexOf("\u0000")));
     // A topic no longer served here was deleted: its acks have nowhere to go.
     if (incarnation !== undefined) this.#durables.acked(key, offset, incarnation);
@@ -84,19 +126,19 @@ export class ClusterBridge implements BrokerCluster {
     return this.#durables.flush();
   }
 
-  async changeSecurity(
-    change: SecurityChange,
-    forward: { op: OpName; body: object },
-    forwarded: boolean,
-  ): Promise<boolean> {
+  /** On the controller, through the metadata group; from any other node, forwarded there. */
+  async changeSecurity(change: SecurityChange, op: OpName): Promise<boolean> {
     const g = this.#node.metaGroup;
     if (g !== null && g.isLeader) return await this.#node.propose(change) === 1;
-    // The controller answers a removal of nothing with INVALID_REQUEST, which comes back here.
-    await this.#forward(this.#node.controller, forward.op, forward.body, forwarded);
-    return true;
+    throw this.#elsewhere(this.#node.controller, op);
   }
 
-  async commitDurables(req: DurableCommitRequest, forwarded: boolean): Promise<void> {
+  commitDurables(req: DurableCommitRequest): Promise<void> {
+    return this.#commitDurables(req, false);
+  }
+
+  /** `ask`: sent on this node's own behalf (its acks), not a client's frame to forward. */
+  async #commitDurables(req: DurableCommitRequest, ask: boolean): Promise<void> {
     if (req.offsets.length > DURABLE_COMMIT_ENTRIES_MAX) {
       throw new GregorError(
         ErrorCode.INVALID_REQUEST,
@@ -120,41 +162,91 @@ export class ClusterBridge implements BrokerCluster {
         }
       },
       "DURABLE_COMMIT",
-      req,
-      forwarded,
+      ask ? (to) => this.#ask(to, "DURABLE_COMMIT", req) : undefined,
     );
   }
 
-  async durableOffset(req: DurableFetchRequest, forwarded: boolean): Promise<number> {
+  durableOffset(req: DurableFetchRequest): Promise<number> {
+    return this.#durableOffset(req, false);
+  }
+
+  async #durableOffset(req: DurableFetchRequest, ask: boolean): Promise<number> {
     const key = durableKey(req.topic, req.partition, req.name);
-    const r = await this.atCoordinator<DurableFetchResponse>(
+    const r = await this.#atCoordinator<DurableFetchResponse>(
       "DURABLE_FETCH",
-      req,
-      forwarded,
       () => ({ offset: this.#node.meta.durables.get(key) ?? -1 }),
+      ask ? (to) => this.#ask<DurableFetchResponse>(to, "DURABLE_FETCH", req) : undefined,
     );
     return r.offset;
   }
 
-  createTopic(req: CreateTopicRequest, forwarded: boolean): Promise<void> {
-    return this.#atController(
-      () => this.#node.createTopic(req.name, req.partitions, req.configs),
+  async resumeOffset(topic: string, partition: number, name: string): Promise<number> {
+    // Acked on any node: the metadata's leader knows.
+    if (name.includes("\u0000")) {
+      throw new GregorError(ErrorCode.INVALID_REQUEST, `A durable name may not contain NUL`);
+    }
+    // Asked on the subscriber's behalf: the SUBSCRIBE itself is served here.
+    return await this.#durableOffset({ topic, partition, name }, true);
+  }
+
+  createTopic(req: CreateTopicRequest): Promise<Topic> {
+    return this.#createTopic(req, false);
+  }
+
+  autoCreateTopic(req: CreateTopicRequest): Promise<Topic> {
+    return this.#createTopic(req, true);
+  }
+
+  /**
+   * Through the metadata group; resolves once this node knows the topic. `ask`: on this node's
+   * own behalf (auto-creation), not a client's frame to forward.
+   */
+  async #createTopic(req: CreateTopicRequest, ask: boolean): Promise<Topic> {
+    const b = this.#b;
+    b.checkPartitionCount(req.partitions);
+    b.checkPartitionsTotal(req.partitions, `create topic ${req.name}`);
+    const configs = effectiveConfigs(req.configs, b.opts);
+    await this.#atController(
+      () => this.#node.createTopic(req.name, req.partitions, configs),
       "CREATE_TOPIC",
-      req,
-      forwarded,
+      ask ? (to) => this.#ask(to, "CREATE_TOPIC", { ...req, configs }) : undefined,
+      () => this.#learnt(req.name),
+    );
+    return await this.#learnt(req.name);
+  }
+
+  /** The topic `name` once this node has applied its creation; TIMEOUT if that takes too long. */
+  async #learnt(name: string): Promise<Topic> {
+    const b = this.#b;
+    for (let waited = 0; waited < TOPIC_APPLY_WAIT_MS; waited += TOPIC_APPLY_POLL_MS) {
+      const t = b.knownTopic(name);
+      if (t !== undefined) return t;
+      await this.#env.clock.sleep(TOPIC_APPLY_POLL_MS);
+    }
+    throw new GregorError(
+      ErrorCode.TIMEOUT,
+      `Topic ${name} was created but this node has not learnt of it yet; retry`,
     );
   }
 
-  deleteTopic(name: string, forwarded: boolean): Promise<void> {
+  deleteTopic(name: string): Promise<void> {
+    checkTopicName(name);
     return this.#atController(
       () => this.#node.deleteTopic(name),
       "DELETE_TOPIC",
-      { name },
-      forwarded,
     );
   }
 
-  createPartitions(req: CreatePartitionsRequest, forwarded: boolean): Promise<void> {
+  createPartitions(req: CreatePartitionsRequest): Promise<void> {
+    const b = this.#b;
+    if (!Number.isInteger(req.count) || req.count > b.opts.partitionsMax) {
+      throw new GregorError(
+        ErrorCode.INVALID_REQUEST,
+        `A topic has at most ${b.opts.partitionsMax} partitions, not ${req.count}`,
+      );
+    }
+    const have = b.knownTopic(req.name)?.partitions.length ?? 0;
+    b.checkPartitionsTotal(req.count - have, `grow topic ${req.name} to ${req.count}`);
     return this.#atController(
       async () => {
         const t = this.#node.meta.topics.get(req.name);
@@ -167,26 +259,29 @@ export class ClusterBridge implements BrokerCluster {
         await this.#node.addPartitions(req.name, req.count);
       },
       "CREATE_PARTITIONS",
-      req,
-      forwarded,
     );
   }
 
-  alterTopic(req: AlterTopicRequest, forwarded: boolean): Promise<void> {
+  alterTopic(req: AlterTopicRequest): Promise<void> {
+    for (const key of Object.keys(req.configs)) {
+      if (!ALTERABLE_TOPIC_CONFIGS.includes(key)) {
+        throw new GregorError(ErrorCode.INVALID_REQUEST, `Topic config ${key} cannot be changed`);
+      }
+    }
+    const b = this.#b;
+    effectiveConfigs({ ...b.knownTopic(req.name)?.configs, ...req.configs }, b.opts);
     return this.#atController(
       async () => void await this.#node.propose({ op: "alterTopic", ...req }),
       "ALTER_TOPIC",
-      req,
-      forwarded,
     );
   }
 
-  async initProducerId(forwarded: boolean): Promise<InitProducerIdResponse> {
+  async initProducerId(): Promise<InitProducerIdResponse> {
     const g = this.#node.metaGroup;
     if (g !== null && g.isLeader) {
       return { producerId: await this.#nextProducerId(g.term), producerEpoch: 0 };
     }
-    return await this.#forward(this.#node.controller, "INIT_PRODUCER_ID", {}, forwarded);
+    throw this.#elsewhere(this.#node.controller, "INIT_PRODUCER_ID");
   }
 
   /** Hands out ids from a block the metadata group reserved for this leader's term. */
@@ -207,17 +302,30 @@ export class ClusterBridge implements BrokerCluster {
     }
   }
 
-  async produce(
-    req: ProduceRequest,
-    header: BatchHeader,
-    forwarded: boolean,
-  ): Promise<ProduceResponse> {
+  repairPartitions(): Promise<RepairPartitionsResponse> {
+    return Promise.reject(
+      new GregorError(
+        ErrorCode.INVALID_REQUEST,
+        "In a cluster a damaged replica is repaired from its peers, not cut by REPAIR_PARTITIONS",
+      ),
+    );
+  }
+
+  async append(req: ProduceRequest, header: BatchHeader): Promise<ProduceResponse> {
+    const startMs = this.#env.clock.now();
+    const answer = await this.#produce(req, header);
+    const seconds = (this.#env.clock.now() - startMs) / 1000;
+    this.#b.observer.produced(req.topic, header.recordCount, req.batch!.length, seconds);
+    return answer;
+  }
+
+  async #produce(req: ProduceRequest, header: BatchHeader): Promise<ProduceResponse> {
     const group = this.#node.replica(req.topic, req.partition);
     if (group !== null && group.isLeader) {
       return await this.#node.produce(req.topic, req.partition, req.batch!, header);
     }
     const leader = group?.leaderId ?? this.#leaderFromMetadata(req.topic, req.partition);
-    return await this.#forward(leader, "PRODUCE", req, forwarded);
+    throw this.#elsewhere(leader, "PRODUCE");
   }
 
   #leaderFromMetadata(topic: string, partition: number): string | null {
@@ -243,23 +351,51 @@ export class ClusterBridge implements BrokerCluster {
     return p.leader === "" ? null : p.leader;
   }
 
-  metadata(req: MetadataRequest): MetadataResponse {
+  async metadata(req: MetadataRequest): Promise<MetadataResponse> {
+    const b = this.#b;
+    if (req.autoCreate === 1 && b.opts.autoCreateTopics) {
+      for (const { name } of req.topics) {
+        if (b.knownTopic(name) === undefined) {
+          await (b.topic(name, true) as Promise<Topic>).catch(() => {});
+        }
+      }
+    }
     return this.#node.metadata(req);
   }
 
   holds(topic: string, partition: number): boolean {
-    return this.#node.holds(topic, partition);
+    return this.#attached?.node.holds(topic, partition) ?? false;
+  }
+
+  /** Only nodes holding a replica serve a partition's reads. */
+  checkReadable(topic: string, partition: number): void {
+    const node = this.#node;
+    if (node.holds(topic, partition)) return;
+    const replicas = node.metadata({ topics: [{ name: topic }], autoCreate: 0 }).topics[0]
+      ?.partitions[partition]?.replicas.map((r) => r.id);
+    if (replicas === undefined) return; // unknown topic or partition: the usual errors follow
+    throw new GregorError(
+      ErrorCode.NOT_LEADER,
+      `This node holds no replica of ${topic}/${partition}; ask one of ${replicas.join(", ")}`,
+    );
   }
 
   replication(topic: string, partition: number): PartitionReplication {
     return this.#node.replication(topic, partition);
   }
 
-  async atCoordinator<R>(
+  atCoordinator<R>(op: OpName, local: () => R | Promise<R>): Promise<R> {
+    return this.#atCoordinator(op, local);
+  }
+
+  /**
+   * Runs `local` if this node coordinates groups; else `remote` with the coordinator's id if
+   * given, or refuses with `LedElsewhere` so the request is forwarded there.
+   */
+  async #atCoordinator<R>(
     op: OpName,
-    body: object,
-    forwarded: boolean,
     local: () => R | Promise<R>,
+    remote?: (to: string) => Promise<R>,
   ): Promise<R> {
     // The metadata group's leader coordinates every group: it applies their commits, and it
     // answers only once it has applied everything its predecessors committed (a read from a
@@ -278,80 +414,66 @@ export class ClusterBridge implements BrokerCluster {
       if (READS_OFFSETS.has(op)) await this.#node.propose({ op: "barrier" });
       return await local();
     }
-    return await this.#forward<R>(this.#node.controller, op, body, forwarded);
+    const elsewhere = this.#elsewhere(this.#node.controller, op);
+    if (remote === undefined) throw elsewhere;
+    return await remote(elsewhere.nodeId);
   }
 
-  async #atController<T extends object>(
+  /**
+   * Runs `local` if this node leads the metadata group; else `remote` with the leader's id if
+   * given, or refuses with `LedElsewhere` (with `settle` for after the leader's answer).
+   */
+  async #atController(
     local: () => Promise<void>,
     op: OpName,
-    body: T,
-    forwarded: boolean,
+    remote?: (to: string) => Promise<unknown>,
+    settle?: () => Promise<unknown>,
   ): Promise<void> {
     const g = this.#node.metaGroup;
     if (g !== null && g.isLeader) return await local();
-    await this.#forward(this.#node.controller, op, body, forwarded);
+    const elsewhere = this.#elsewhere(this.#node.controller, op, settle);
+    if (remote === undefined) throw elsewhere;
+    await remote(elsewhere.nodeId);
   }
 
-  /** Sends `body` as `op` to node `to` and returns its answer (or its error). */
-  async #forward<T>(to: string | null, op: OpName, body: object, forwarded: boolean): Promise<T> {
-    if (forwarded || to === null || to === this.#node.nodeId) {
+  /** Where a request this node does not lead runs: NOT_LEADER if no other node is known to. */
+  #elsewhere(to: string | null, op: OpName, settle?: () => Promise<unknown>): LedElsewhere {
+    if (to === null || to === this.#node.nodeId) {
       throw new GregorError(
         ErrorCode.NOT_LEADER,
-        to === null || to === this.#node.nodeId
-          ? `No leader is known for this request yet (${op}); retry`
-          : `This node does not lead the request (${op}); its leader is ${to}`,
+        `No leader is known for this request yet (${op}); retry`,
       );
     }
-    const client = await this.#client(to);
-    try {
-      return await client.connection.request<T>(op, body);
-    } catch (err) {
-      if (err instanceof GregorError) throw err;
-      throw new GregorError(
-        ErrorCode.TIMEOUT,
-        `Forwarding ${op} to ${to} failed (${(err as Error).message}); its outcome is unknown`,
-      );
-    }
+    return new LedElsewhere(to, op, settle);
   }
 
-  async #client(nodeId: string): Promise<Client> {
-    const m = this.#gossip.member(nodeId);
-    if (m === null) {
-      throw new GregorError(ErrorCode.NOT_LEADER, `The leader ${nodeId} is not a known member`);
-    }
-    const key = `${m.host}:${m.clientPort}`;
-    const cached = this.#clients.get(nodeId);
-    if (cached !== undefined && cached.key === key) return await cached.client;
-    if (cached !== undefined) void cached.client.then((c) => c.close()).catch(() => {});
-    // Every request waiting on this connection attempt gets the same retriable error if it fails
-    // (a raw connection error used to reach the client of the second and later ones as INTERNAL).
-    const client = connectWith(this.#env, {
-      host: m.host,
-      port: m.clientPort,
-      clientId: FORWARD_CLIENT_ID,
-      ...this.#login,
-      requestTimeoutMs: FORWARD_TIMEOUT_MS,
-      connectTimeoutMs: FORWARD_CONNECT_TIMEOUT_MS,
-      // A dead leader's port refuses: requests waiting to be forwarded fail at once, retriably,
-      // rather than wait out the connect timeout while another node is elected.
-      refusalEndsDial: true,
-    }).catch((err) => {
-      if (this.#clients.get(nodeId)?.client === client) this.#clients.delete(nodeId);
-      throw new GregorError(
-        ErrorCode.NOT_LEADER,
-        `Cannot reach ${nodeId} to forward a request: ${(err as Error).message}; ask another node`,
-        { cause: err },
-      );
+  forward(to: string, req: ForwardedRequest): Promise<Uint8Array | null> {
+    return this.#forwarder.forward(to, req);
+  }
+
+  /** Sends `body` as `op` to node `to` on this node's own behalf; returns its answer or throws it. */
+  async #ask<T>(to: string, op: OpName, body: object): Promise<T> {
+    const answer = await this.#forwarder.forward(to, {
+      opcode: Op[op],
+      payload: encode(SCHEMAS[op].request, body),
+      clientId: OWN_CLIENT_ID,
+      principal: "",
     });
-    this.#clients.set(nodeId, { key, client });
-    return await client;
+    if (answer === null) {
+      throw new GregorError(ErrorCode.INTERNAL, `${op} sent to ${to} was answered with nothing`);
+    }
+    const flags = answer[3]!;
+    const payload = answer.subarray(HEADER_BYTES);
+    if ((flags & Flag.ERROR) !== 0) {
+      const e = decode<{ code: number; message: string }>(ERROR_SCHEMA, payload, "ERROR");
+      throw new GregorError(e.code, `${to}: ${e.message}`);
+    }
+    return decode<T>(SCHEMAS[op].response, payload, op);
   }
 
   /** Closes the forwarding connections. */
-  async close(): Promise<void> {
-    for (const { client } of this.#clients.values()) {
-      await client.then((c) => c.close()).catch(() => {});
-    }
-    this.#clients.clear();
+  close(): Promise<void> {
+    this.#attached?.forwarder.close();
+    return Promise.resolve();
   }
 }

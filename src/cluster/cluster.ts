@@ -33,7 +33,7 @@ import {
   ReplicaFetcher,
   REPLY_SUFFIX,
 } from "./replica_fetch.ts";
-import type { PartitionReplication } from "../broker/cluster_hooks.ts";
+import type { PartitionReplication } from "../broker/control_plane.ts";
 import { RAFT_DEFAULTS } from "./raft/limits.ts";
 import {
   RaftGroup,

@@ -4,7 +4,7 @@
 
 import { ErrorCode, GregorError } from "../protocol/errors.ts";
 import { type AclEntry, sameAcl } from "../auth/acl.ts";
-import type { ReplicatedUser, SecurityChange } from "../broker/cluster_hooks.ts";
+import type { ReplicatedUser, SecurityChange } from "../broker/control_plane.ts";
 import { ACLS_MAX, USERS_MAX } from "../auth/store.ts";
 import type { Entry, Snapshot } from "./raft/types.ts";
 import type { StateMachine } from "./raft/shell.ts";

@@ -8,7 +8,8 @@ import { Reader, Writer } from "./wire.ts";
 /**
  * Opcodes, in bands by resource: 0x00 session, 0x01 produce, 0x02 consume, 0x03 admin, 0x04
  * consumer groups, 0x05 cluster metadata, 0x06 node to node (gossip and Raft, on the cluster port
- * only), 0x07 security administration (users and ACLs).
+ * only), 0x07 security administration (users and ACLs). 0x0606 is taken too: FORWARD, node to node
+ * only and no part of the client protocol, lives in src/cluster/forward.ts.
  */
 export const Op = {
   HELLO: 0x0001,
