@@ -155,10 +155,19 @@ Deno.test({
       for (let i = 0; i < 3; i++) await restart(i);
       const reader = await connect({ servers, connectTimeoutMs: 20_000, requestTimeoutMs: 30_000 });
       clients.push(reader);
-      const described = await retry("the partition has a leader again", async () => {
+      // A restarted leader re-applies its committed entries before its high watermark shows them
+      // (and leadership may move to the preferred replica meanwhile): wait for it to reach the last
+      // acknowledged offset; one that never does has lost acknowledged messages.
+      let lastAcked = -1;
+      for (const offset of acked.values()) lastAcked = Math.max(lastAcked, offset);
+      const described = await retry("the partition shows every acknowledged offset", async () => {
         const d = await reader.admin.describeTopic(TOPIC);
-        if (d.partitions[0]!.leader === "") throw new Error("no leader yet");
-        return d.partitions[0]!;
+        const p = d.partitions[0]!;
+        if (p.leader === "") throw new Error("no leader yet");
+        if (p.highWatermark <= lastAcked) {
+          throw new Error(`high watermark ${p.highWatermark}, last acknowledged ${lastAcked}`);
+        }
+        return p;
       });
       const end = described.highWatermark;
       const sub = await reader.subscribe(TOPIC, { from: "earliest" });
