@@ -127,19 +127,35 @@ export async function startClusterNode(
   };
 }
 
-/** Three replicating brokers on fresh ports: the first founds the cluster, the others join it. */
+/** Attempts at starting a test cluster on fresh ports (another test may take a port first). */
+const CLUSTER_START_ATTEMPTS = 5;
+
+/**
+ * Three replicating brokers on fresh ports: the first founds the cluster, the others join it. A
+ * port chosen free may be taken by a parallel test before the broker binds it ("in use", exit 2):
+ * then all three start again on other ports.
+ */
 export async function startCluster(root: string): Promise<{
   procs: ClusterProc[];
   ports: { client: number; cluster: number }[];
   seeds: string[];
 }> {
-  const ports = [0, 1, 2].map(() => ({ client: freePort(), cluster: freePort() }));
-  const seeds = [`127.0.0.1:${ports[0]!.cluster}`];
-  const procs: ClusterProc[] = [];
-  procs.push(await startClusterNode(`${root}/n0`, ports[0]!, []));
-  procs.push(await startClusterNode(`${root}/n1`, ports[1]!, seeds));
-  procs.push(await startClusterNode(`${root}/n2`, ports[2]!, seeds));
-  return { procs, ports, seeds };
+  for (let attempt = 1;; attempt++) {
+    const ports = [0, 1, 2].map(() => ({ client: freePort(), cluster: freePort() }));
+    const seeds = [`127.0.0.1:${ports[0]!.cluster}`];
+    const procs: ClusterProc[] = [];
+    try {
+      procs.push(await startClusterNode(`${root}/n0`, ports[0]!, []));
+      procs.push(await startClusterNode(`${root}/n1`, ports[1]!, seeds));
+      procs.push(await startClusterNode(`${root}/n2`, ports[2]!, seeds));
+      return { procs, ports, seeds };
+    } catch (err) {
+      await killAll(procs);
+      if (attempt >= CLUSTER_START_ATTEMPTS) throw err;
+      await Deno.remove(root, { recursive: true }).catch(() => {});
+      await Deno.mkdir(root, { recursive: true });
+    }
+  }
 }
 
 /** Closes the clients, kills the brokers, removes their data. */
