@@ -90,7 +90,11 @@ export class RaftChecker {
   readonly #senders = new Map<string, string>();
   /** group → `index:term` → the entry's hash and the term before it. */
   readonly #entries = new Map<string, Map<string, { hash: number; prevTerm: number | null }>>();
-  readonly #committed = new Map<string, Map<number, Seen>>();
+  /**
+   * group → index → the committed entry, and the lowest term of a node seen holding it committed
+   * (the term it was committed in is at most that).
+   */
+  readonly #committed = new Map<string, Map<number, Seen & { atTerm: number }>>();
   readonly #applied = new Map<string, Map<number, Seen & { node: string }>>();
   /** `group@term@candidate` → the voters that sent it a granted RequestVoteResp in that term. */
   readonly #grants = new Map<string, Set<string>>();
@@ -559,8 +563,10 @@ export class RaftChecker {
       if (e === null) break;
       const hash = this.#hash(g.group, e.data);
       const known = committed.get(i);
-      if (known === undefined) committed.set(i, { term: e.term, hash });
-      else if (known.term !== e.term || known.hash !== hash) {
+      if (known === undefined) committed.set(i, { term: e.term, hash, atTerm: n.term });
+      else if (known.term === e.term && known.hash === hash) {
+        known.atTerm = Math.min(known.atTerm, n.term);
+      } else {
         this.#violate(
           `${g.group}: entry ${i} was committed with term ${known.term}, but ${key} committed ` +
             `one of term ${e.term} there`,
@@ -570,11 +576,16 @@ export class RaftChecker {
     view.committedTo = Math.max(view.committedTo, n.commitIndex);
   }
 
-  /** Leader Completeness: a new leader holds every entry committed so far. */
+  /**
+   * Leader Completeness: a new leader holds every entry committed in an earlier term. Only entries
+   * seen committed by a node in an earlier term count: a leader first seen late (a node paused
+   * just after it won) need not hold what later terms committed (cluster seeds 4518 and 7979: a
+   * leader of term 1, frozen, was first polled after term 2 had committed entry 2).
+   */
   #complete(g: RaftGroup, key: string): void {
     const n = g.node;
     for (const [i, c] of mapOf(this.#committed, g.group)) {
-      if (i <= n.snapshot.index) continue;
+      if (i <= n.snapshot.index || c.atTerm >= n.term) continue;
       const term = n.termAt(i);
       if (term !== c.term) {
         this.#violate(
