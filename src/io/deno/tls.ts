@@ -106,12 +106,58 @@ export function connectTls(addr: Addr, opts: TlsClientOptions, timeoutMs: number
   });
 }
 
+/**
+ * Connections a node:net or node:tls server took, waiting for `accept()`: at most `max` (more are
+ * closed at once), handed to one pending `accept()` at a time. src/io/node/ listens with it too.
+ */
+export class AcceptQueue {
+  readonly #max: number;
+  readonly #backlog: Conn[] = [];
+  #waiter: ((conn: Conn | null) => void) | null = null;
+  #closed = false;
+
+  constructor(max: number) {
+    this.#max = max;
+  }
+
+  /** A connection the server took: handed to a waiting `accept()`, queued, or closed if full. */
+  offer(conn: Conn): void {
+    if (this.#closed || this.#backlog.length >= this.#max) {
+      conn.close();
+      return;
+    }
+    const w = this.#waiter;
+    this.#waiter = null;
+    if (w !== null) w(conn);
+    else this.#backlog.push(conn);
+  }
+
+  accept(): Promise<Conn | null> {
+    if (this.#closed) return Promise.resolve(null);
+    const conn = this.#backlog.shift();
+    if (conn !== undefined) return Promise.resolve(conn);
+    if (this.#waiter !== null) {
+      return Promise.reject(new Error("Listener.accept called while another accept is pending"));
+    }
+    return new Promise((resolve) => (this.#waiter = resolve));
+  }
+
+  /** Closes what waits and ends a pending `accept()` with null; false if closed before. */
+  close(): boolean {
+    if (this.#closed) return false;
+    this.#closed = true;
+    for (const c of this.#backlog.splice(0)) c.close();
+    const w = this.#waiter;
+    this.#waiter = null;
+    w?.(null);
+    return true;
+  }
+}
+
 /** A TLS listener; `accept` hands out connections whose handshake is done. */
 class NodeTlsListener implements Listener {
   readonly #server: tls.Server;
-  readonly #backlog: NodeSocketConn[] = [];
-  #waiter: ((conn: Conn | null) => void) | null = null;
-  #closed = false;
+  readonly #queue = new AcceptQueue(TLS_BACKLOG_MAX);
   readonly addr: Addr;
 
   constructor(server: tls.Server, opts: TlsServerOptions) {
@@ -124,15 +170,7 @@ class NodeTlsListener implements Listener {
         return;
       }
       const subject = opts.requireClientCert === true ? peerSubject(sock) : undefined;
-      const conn = new NodeSocketConn(sock, this.addr, subject);
-      if (this.#closed || this.#backlog.length >= TLS_BACKLOG_MAX) {
-        conn.close();
-        return;
-      }
-      const w = this.#waiter;
-      this.#waiter = null;
-      if (w !== null) w(conn);
-      else this.#backlog.push(conn);
+      this.#queue.offer(new NodeSocketConn(sock, this.addr, subject));
     });
     server.on("tlsClientError", (err: Error, sock: tls.TLSSocket) => {
       // Deno's node:tls does not always know the address of a socket that failed its handshake.
@@ -166,23 +204,11 @@ class NodeTlsListener implements Listener {
   }
 
   accept(): Promise<Conn | null> {
-    if (this.#closed) return Promise.resolve(null);
-    const conn = this.#backlog.shift();
-    if (conn !== undefined) return Promise.resolve(conn);
-    if (this.#waiter !== null) {
-      return Promise.reject(new Error("Listener.accept called while another accept is pending"));
-    }
-    return new Promise((resolve) => (this.#waiter = resolve));
+    return this.#queue.accept();
   }
 
   close(): void {
-    if (this.#closed) return;
-    this.#closed = true;
-    this.#server.close();
-    for (const c of this.#backlog.splice(0)) c.close();
-    const w = this.#waiter;
-    this.#waiter = null;
-    w?.(null);
+    if (this.#queue.close()) this.#server.close();
   }
 
   reloadTls(opts: TlsServerOptions): Promise<void> {

@@ -5,7 +5,7 @@
 import * as net from "node:net";
 import { ConnectionRefused, TimedOut } from "../errors.ts";
 import type { Addr, Conn, ConnectOptions, Listener, ListenOptions, Network } from "../types.ts";
-import { connectTls, listenTls, mapNodeError, NodeSocketConn } from "../deno/tls.ts";
+import { AcceptQueue, connectTls, listenTls, mapNodeError, NodeSocketConn } from "../deno/tls.ts";
 
 /** How long `connect` waits for an answer when `timeoutMs` is not given (as on Deno). */
 export const CONNECT_TIMEOUT_MS_DEFAULT = 5000;
@@ -57,9 +57,7 @@ export class NodeNetwork implements Network {
 /** A bound TCP listener; connections wait in a bounded queue until `accept` takes them. */
 class NodeListener implements Listener {
   readonly #server: net.Server;
-  readonly #backlog: Conn[] = [];
-  #waiter: ((conn: Conn | null) => void) | null = null;
-  #closed = false;
+  readonly #queue = new AcceptQueue(ACCEPT_BACKLOG_MAX);
   readonly addr: Addr;
 
   constructor(server: net.Server) {
@@ -67,38 +65,18 @@ class NodeListener implements Listener {
     const bound = server.address() as net.AddressInfo;
     this.addr = { host: bound.address, port: bound.port };
     server.on("connection", (sock: net.Socket) => {
-      const conn = new NodeSocketConn(sock, this.addr);
-      if (this.#closed || this.#backlog.length >= ACCEPT_BACKLOG_MAX) {
-        conn.close();
-        return;
-      }
-      const w = this.#waiter;
-      this.#waiter = null;
-      if (w !== null) w(conn);
-      else this.#backlog.push(conn);
+      this.#queue.offer(new NodeSocketConn(sock, this.addr));
     });
     // A failed accept (EMFILE) must not crash the process; the listener keeps serving.
     server.on("error", () => {});
   }
 
   accept(): Promise<Conn | null> {
-    if (this.#closed) return Promise.resolve(null);
-    const conn = this.#backlog.shift();
-    if (conn !== undefined) return Promise.resolve(conn);
-    if (this.#waiter !== null) {
-      return Promise.reject(new Error("Listener.accept called while another accept is pending"));
-    }
-    return new Promise((resolve) => (this.#waiter = resolve));
+    return this.#queue.accept();
   }
 
   close(): void {
-    if (this.#closed) return;
-    this.#closed = true;
-    this.#server.close();
-    for (const c of this.#backlog.splice(0)) c.close();
-    const w = this.#waiter;
-    this.#waiter = null;
-    w?.(null);
+    if (this.#queue.close()) this.#server.close();
   }
 }
 
