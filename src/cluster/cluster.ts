@@ -737,6 +737,8 @@ export class ClusterNode {
    * replica). It then reports the move done in gossip, for the controller to record.
    */
   async #stepMoves(): Promise<void> {
+    /** What this node last published under GOSSIP_MOVED_KEY. */
+    let movedPublished = "";
     while (!this.#stop.signal.aborted) {
       try {
         await this.#env.clock.sleep(MOVE_STEP_MS, this.#stop.signal);
@@ -755,12 +757,11 @@ export class ClusterNode {
           // Leadership moved or the change did not commit: the next round tries again.
         }
       }
-      const value = done.sort().join(" ");
+      const value = done.sort().join(" ").slice(0, 1000);
+      if (value === movedPublished) continue;
       try {
-        if (
-          (this.#gossip.members().find((m) => m.id === this.#o.nodeId)?.kv[GOSSIP_MOVED_KEY] ??
-            "") !== value
-        ) this.#gossip.setLocal(GOSSIP_MOVED_KEY, value.slice(0, 1000));
+        this.#gossip.setLocal(GOSSIP_MOVED_KEY, value);
+        movedPublished = value;
       } catch {
         // The gossip service is stopping.
       }
