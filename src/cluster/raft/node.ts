@@ -14,7 +14,7 @@ import {
   VOTE_ASKS_PER_CAMPAIGN_MAX,
 } from "./limits.ts";
 import { RaftLog } from "./log.ts";
-import { inSync } from "./isr.ts";
+import { inSync, ISR_HEARD_MS_MAX, ISR_LAG_ENTRIES_MAX } from "./isr.ts";
 import { Progress } from "./progress.ts";
 import type {
   AppendEntries,
@@ -134,6 +134,12 @@ export class RaftNode {
   #voteAsks = 0;
   #quorumCheckDueMs = 0;
   #leaderContactMs = -Infinity;
+  /**
+   * The highest commit index the current leader has sent this node (0 after a term or leader
+   * change): how far the group is, which a follower's own commit index — clipped to what it holds —
+   * does not tell.
+   */
+  #leaderCommit = 0;
 
   /** A node restarting from `opts.state`, as a follower with no known leader. */
   constructor(opts: RaftNodeOptions) {
@@ -193,6 +199,19 @@ export class RaftNode {
 
   get lastIndex(): number {
     return this.#log.lastIndex;
+  }
+
+  /**
+   * True if this node's applied state keeps up with its group: it leads, or it follows a leader it
+   * heard from within ISR_HEARD_MS_MAX and has applied to within ISR_LAG_ENTRIES_MAX entries of the
+   * commit index that leader last sent (the in-sync rule, seen from the follower). A replica that
+   * does not may be far behind, cut off, or about to be cut back and refilled from a snapshot.
+   */
+  keepsUp(): boolean {
+    if (this.#role === "leader") return true;
+    if (this.#role !== "follower" || this.#leaderId === null) return false;
+    if (this.#nowMs - this.#leaderContactMs > ISR_HEARD_MS_MAX) return false;
+    return this.#applied >= this.#leaderCommit - ISR_LAG_ENTRIES_MAX;
   }
 
   /** The first index still held as an entry; below it is the snapshot. */
@@ -567,7 +586,9 @@ export class RaftNode {
       prevIndex,
       prevTerm: prevTerm ?? 0,
       entries: [],
-      commit: Math.min(this.#commit, prevIndex),
+      // The whole commit index: the follower commits only through entries it holds that match
+      // (prevIndex), and learns how far the group is (`keepsUp`).
+      commit: this.#commit,
     });
     if (pr.match < this.#log.lastIndex) this.#sendAppend(peer, pr, false);
   }
@@ -575,6 +596,7 @@ export class RaftNode {
   // ---- roles ---------------------------------------------------------------------------------
 
   #becomeFollower(term: number, leader: string | null): void {
+    if (term > this.#term || leader !== this.#leaderId) this.#leaderCommit = 0;
     if (term > this.#term) {
       this.#term = term;
       this.#vote = null;
@@ -828,6 +850,7 @@ export class RaftNode {
       () => `Node ${this.id} leads term ${this.#term} but ${from} claims it too`,
     );
     if (this.#role !== "follower") this.#becomeFollower(this.#term, from);
+    if (this.#leaderId !== from) this.#leaderCommit = 0;
     this.#leaderId = from;
     this.#leaderContactMs = this.#nowMs;
     this.#resetElectionTimer();
@@ -835,6 +858,7 @@ export class RaftNode {
 
   #onAppendEntries(m: AppendEntries): void {
     this.#followLeader(m.from);
+    this.#leaderCommit = Math.max(this.#leaderCommit, m.commit);
     const reply = (success: boolean, index: number, hintTerm = 0, hintIndex = 0) =>
       this.#send({
         type: "AppendEntriesResp",
@@ -883,6 +907,7 @@ export class RaftNode {
   #onInstallSnapshot(m: InstallSnapshot): void {
     this.#followLeader(m.from);
     const s = m.snapshot;
+    this.#leaderCommit = Math.max(this.#leaderCommit, s.index);
     let index = s.index;
     if (s.index <= this.#commit) {
       index = this.#commit;

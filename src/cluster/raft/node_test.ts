@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { SeededRandom } from "../../io/prng.ts";
 import { AssertionFailed } from "../../util/assert.ts";
 import { bytes, ELECTION_MS, Group, HEARTBEAT_MS } from "./_testing.ts";
+import { ISR_HEARD_MS_MAX, ISR_LAG_ENTRIES_MAX } from "./isr.ts";
 import { VOTE_ASKS_PER_CAMPAIGN_MAX } from "./limits.ts";
 import { MemoryStorage } from "./memory_storage.ts";
 import { RaftNode } from "./node.ts";
@@ -342,6 +343,32 @@ Deno.test("RaftNode installs a snapshot when the leader has compacted what a fol
   assert.deepEqual(g.appliedText("c"), ["e7", "e8", "e9"]);
   const restarted = g.restart("c");
   assert.equal(restarted.snapshot.index, 8, "the snapshot was persisted");
+});
+
+Deno.test("RaftNode.keepsUp() is false on a follower that knows it trails its leader's commit", () => {
+  const g = new Group(IDS3);
+  const a = g.elect("a");
+  g.run(HEARTBEAT_MS * 2);
+  for (const id of IDS3) assert.equal(g.node(id).keepsUp(), true, `${id} keeps up`);
+  // c hears heartbeats but no entries: it learns how far the commit is and that it lags it.
+  g.drop = (m) => m.to === "c" && m.type === "AppendEntries" && m.entries.length > 0;
+  for (let i = 0; i < ISR_LAG_ENTRIES_MAX + 10; i++) a.propose(bytes(`e${i}`));
+  g.settle();
+  g.run(HEARTBEAT_MS * 2);
+  const c = g.node("c");
+  assert.equal(c.leaderId, "a");
+  assert.ok(c.appliedIndex < a.commitIndex - ISR_LAG_ENTRIES_MAX);
+  assert.equal(c.keepsUp(), false, "c trails the commit a sent in its heartbeats");
+  assert.equal(g.node("b").keepsUp(), true);
+  g.drop = () => false;
+  g.run(HEARTBEAT_MS * 4);
+  assert.equal(c.appliedIndex, a.commitIndex);
+  assert.equal(c.keepsUp(), true, "caught up again");
+  // Cut off from its leader: after ISR_HEARD_MS_MAX it no longer knows how far the group is.
+  g.isolate("c");
+  g.run(ISR_HEARD_MS_MAX + HEARTBEAT_MS);
+  assert.equal(c.keepsUp(), false, "c has not heard from a leader for too long");
+  assert.equal(a.keepsUp(), true, "the leader keeps up by definition");
 });
 
 Deno.test("RaftNode adds and removes voters one at a time", () => {
