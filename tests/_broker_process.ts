@@ -135,7 +135,7 @@ const CLUSTER_START_ATTEMPTS = 5;
  * port chosen free may be taken by a parallel test before the broker binds it ("in use", exit 2):
  * then all three start again on other ports.
  */
-export async function startCluster(root: string): Promise<{
+export async function startCluster(root: string, extra: string[] = []): Promise<{
   procs: ClusterProc[];
   ports: { client: number; cluster: number }[];
   seeds: string[];
@@ -145,9 +145,9 @@ export async function startCluster(root: string): Promise<{
     const seeds = [`127.0.0.1:${ports[0]!.cluster}`];
     const procs: ClusterProc[] = [];
     try {
-      procs.push(await startClusterNode(`${root}/n0`, ports[0]!, []));
-      procs.push(await startClusterNode(`${root}/n1`, ports[1]!, seeds));
-      procs.push(await startClusterNode(`${root}/n2`, ports[2]!, seeds));
+      procs.push(await startClusterNode(`${root}/n0`, ports[0]!, [], extra));
+      procs.push(await startClusterNode(`${root}/n1`, ports[1]!, seeds, extra));
+      procs.push(await startClusterNode(`${root}/n2`, ports[2]!, seeds, extra));
       return { procs, ports, seeds };
     } catch (err) {
       await killAll(procs);
@@ -270,17 +270,22 @@ export interface TestCluster {
 }
 
 /**
- * Registers a test on three replicating broker processes: starts them, connects a client to each,
- * runs `body`, and then kills them and removes their data, whether it passed or not.
+ * Registers a test on three replicating broker processes (started with `extra` flags): starts
+ * them, connects a client to each, runs `body`, and then kills them and removes their data, whether
+ * it passed or not.
  */
-export function clusterTest(name: string, body: (c: TestCluster) => Promise<void>): void {
+export function clusterTest(
+  name: string,
+  body: (c: TestCluster) => Promise<void>,
+  extra: string[] = [],
+): void {
   Deno.test({
     name,
     sanitizeOps: false,
     sanitizeResources: false,
     async fn() {
       const root = await Deno.makeTempDir({ prefix: "gregormq-cluster-" });
-      const { procs, ports, seeds } = await startCluster(root);
+      const { procs, ports, seeds } = await startCluster(root, extra);
       const clients: Client[] = [];
       try {
         for (const p of procs) clients.push(await connectTo(p));

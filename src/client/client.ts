@@ -7,7 +7,7 @@ import { ClientConnection, type ConnectOptions, DEFAULT_PORT } from "./connectio
 import { Consumer, type From, type ReceivedMessage, type SubscribeOptions } from "./consumer.ts";
 import { GroupConsumer, type GroupConsumerOptions } from "./group_consumer.ts";
 import { type Message, Producer, type ProducerOptions } from "./producer.ts";
-import { ConnectionPool } from "./pool.ts";
+import { ConnectionPool, type NodeAddr } from "./pool.ts";
 import { PartitionCounts } from "./metadata.ts";
 import { ErrorCode, GregorError } from "../protocol/errors.ts";
 
@@ -48,6 +48,10 @@ export interface ReadPartitionOptions {
 
 /** Default `messagesMax` of `client.readPartition()`. */
 const READ_PARTITION_MESSAGES_MAX = 100_000;
+/** A SUBSCRIBE refused with NOT_LEADER is asked again after this many ms times the attempt... */
+const SUBSCRIBE_RETRY_MS = 100;
+/** ...and at most this many ms. */
+const SUBSCRIBE_RETRY_MS_MAX = 1_000;
 
 /** A connection to one broker. */
 export class Client {
@@ -140,22 +144,40 @@ export class Client {
    * @throws {RangeError} for an `until` other than "end".
    */
   async subscribe(topic: string, opts: SubscribeOptions = {}): Promise<Consumer> {
-    let c = new Consumer(this.connection, this.#nextSubscriptionId++, topic, opts);
-    try {
-      await c.start();
-    } catch (err) {
-      // In a cluster, a node without a replica of the partition says NOT_LEADER: subscribe at the
-      // partition's leader instead.
-      if (!(err instanceof GregorError && err.code === ErrorCode.NOT_LEADER)) throw err;
-      this.#metadata.invalidate(topic);
-      await this.#metadata.partitions(topic);
-      const leader = this.#metadata.leader(topic, opts.partition ?? 0);
-      if (leader === null) throw err;
-      c = new Consumer(this.#pool.to(leader), this.#nextSubscriptionId++, topic, opts);
-      await c.start();
+    const clock = this.connection.opts.env.clock;
+    const deadline = clock.now() + this.connection.opts.requestTimeoutMs;
+    let conn = this.connection;
+    for (let attempt = 1;; attempt++) {
+      const c = new Consumer(conn, this.#nextSubscriptionId++, topic, opts);
+      try {
+        await c.start();
+        this.#consumers.add(c);
+        return c;
+      } catch (err) {
+        // In a cluster, a node without a replica of the partition, or whose replica is not caught
+        // up (restarting, out of touch), says NOT_LEADER: subscribe at the partition's leader
+        // instead, asking again while the cluster elects one, up to requestTimeoutMs.
+        if (!(err instanceof GregorError && err.code === ErrorCode.NOT_LEADER)) throw err;
+        if (clock.now() >= deadline) throw err;
+        const next = this.#pool.to(await this.#leaderOf(topic, opts.partition ?? 0));
+        // Straight to a newly named leader; the same answer again waits a little first.
+        if (next === conn || attempt > 1) {
+          await clock.sleep(Math.min(SUBSCRIBE_RETRY_MS * attempt, SUBSCRIBE_RETRY_MS_MAX));
+        }
+        conn = next;
+      }
     }
-    this.#consumers.add(c);
-    return c;
+  }
+
+  /** The partition's leader as the cluster's metadata names it now; null if none is known. */
+  async #leaderOf(topic: string, partition: number): Promise<NodeAddr | null> {
+    this.#metadata.invalidate(topic);
+    try {
+      await this.#metadata.partitions(topic);
+    } catch {
+      return null; // the node asked does not know yet either (it is restarting, say)
+    }
+    return this.#metadata.leader(topic, partition);
   }
 
   /**

@@ -62,6 +62,11 @@ export interface ReceivedMessage {
 const decoder = new TextDecoder();
 /** Largest records section a consumer decompresses from one batch. */
 const RECORDS_BYTES_MAX = 64 * 1024 * 1024;
+/**
+ * How long a subscription resubscribing after a reconnect keeps asking a node that answers
+ * NOT_LEADER (its replica is catching up after a restart), ms.
+ */
+const RESUBSCRIBE_NOT_LEADER_MS = 60_000;
 
 /**
  * A received message. A class rather than an object literal with closures: one allocation per
@@ -329,12 +334,31 @@ export class Consumer implements AsyncIterable<ReceivedMessage>, PushListener {
     this.#dropQueuedFrom(from);
     // Expect `from` next already, so a bounded iteration can't see the end before the resubscription.
     this.#nextOffset = Math.min(this.#nextOffset, from);
-    this.#subscribe({ offset: from }).catch((err) => {
-      if (err instanceof GregorError && err.code === ErrorCode.OFFSET_OUT_OF_RANGE) {
-        return this.#subscribe("earliest");
+    this.#resubscribe(from).catch((err) => this.#fail(err));
+  }
+
+  /**
+   * Subscribes again from `from` after a reconnect. A node whose replica is not caught up yet (it
+   * restarted too) says NOT_LEADER: asked again, with a growing pause, for up to
+   * RESUBSCRIBE_NOT_LEADER_MS while it catches up.
+   */
+  async #resubscribe(from: number): Promise<void> {
+    const clock = this.#conn.opts.env.clock;
+    const deadline = clock.now() + RESUBSCRIBE_NOT_LEADER_MS;
+    for (let attempt = 1; !this.#closed; attempt++) {
+      try {
+        await this.#subscribe({ offset: from });
+        return;
+      } catch (err) {
+        if (!(err instanceof GregorError)) throw err;
+        if (err.code === ErrorCode.OFFSET_OUT_OF_RANGE) {
+          await this.#subscribe("earliest");
+          return;
+        }
+        if (err.code !== ErrorCode.NOT_LEADER || clock.now() >= deadline) throw err;
+        await clock.sleep(Math.min(100 * attempt, 1_000));
       }
-      throw err;
-    }).catch((err) => this.#fail(err));
+    }
   }
 
   onLost(err: unknown): void {

@@ -367,16 +367,23 @@ export class ClusterBridge implements ControlPlane {
     return this.#attached?.node.holds(topic, partition) ?? false;
   }
 
-  /** Only nodes holding a replica serve a partition's reads. */
+  /**
+   * Only nodes holding a replica that keeps up serve a partition's reads (Cluster.holds); others
+   * refuse with NOT_LEADER, naming where to go.
+   */
   checkReadable(topic: string, partition: number): void {
     const node = this.#node;
     if (node.holds(topic, partition)) return;
-    const replicas = node.metadata({ topics: [{ name: topic }], autoCreate: 0 }).topics[0]
-      ?.partitions[partition]?.replicas.map((r) => r.id);
-    if (replicas === undefined) return; // unknown topic or partition: the usual errors follow
+    const p = node.metadata({ topics: [{ name: topic }], autoCreate: 0 }).topics[0]
+      ?.partitions[partition];
+    if (p === undefined) return; // unknown topic or partition: the usual errors follow
+    const replicas = p.replicas.map((r) => r.id);
+    const leader = p.leader === "" ? "its leader (none known here yet)" : `the leader ${p.leader}`;
     throw new GregorError(
       ErrorCode.NOT_LEADER,
-      `This node holds no replica of ${topic}/${partition}; ask one of ${replicas.join(", ")}`,
+      replicas.includes(node.nodeId)
+        ? `This node's replica of ${topic}/${partition} is not caught up (restarting, restoring, or out of touch with its leader); ask ${leader}`
+        : `This node holds no replica of ${topic}/${partition}; ask one of ${replicas.join(", ")}`,
     );
   }
 

@@ -507,7 +507,13 @@ export class ClusterNode {
     return { voters: voters.length, votersAlive, quorum, canLose: votersAlive - quorum };
   }
 
-  /** True if this node may serve reads of the partition: it holds a replica, not mid-restore. */
+  /**
+   * True if this node may serve reads of the partition: it holds a replica, not mid-restore, that
+   * keeps up with its group (it leads, or it heard from the leader lately and trails its commit by
+   * at most a few entries). A replica behind — just restarted, cut off, or catching up from a
+   * snapshot, which may cut its log back or move its start — would hand a new subscriber stale or
+   * discontinuous data; the subscriber is sent to the leader instead.
+   */
   holds(topic: string, partition: number): boolean {
     const r = this.#replicas.get(partitionGroup(topic, partition));
     if (r === undefined) return false;
@@ -519,7 +525,7 @@ export class ClusterNode {
       r.machine.repair().catch(() => {});
     }
     return !r.machine.restoring && !r.machine.damaged() &&
-      r.group.node.appliedIndex >= r.servesFrom;
+      r.group.node.appliedIndex >= r.servesFrom && r.group.node.keepsUp();
   }
 
   /**

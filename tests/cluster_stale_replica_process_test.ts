@@ -1,0 +1,104 @@
+// A replica that is not caught up serves no new reads, on three real broker processes. A follower
+// is SIGKILLed while the others go on taking messages, then restarted while its two peers are
+// frozen (SIGSTOP): it holds an old prefix of the partition and cannot learn how far the group is.
+// A subscriber that asks it — from the start or from the end — must be refused with NOT_LEADER,
+// not handed the old prefix (which, once the replica catches up from a snapshot, may jump: a
+// reader that started on the stale copy would miss what lies between). Once its peers are back, the
+// same node serves again, and a read from the start gets every acknowledged message in order.
+
+import assert from "node:assert/strict";
+import { connect } from "../src/client/mod.ts";
+import { ErrorCode, GregorError } from "../src/protocol/errors.ts";
+import {
+  clusterFormed,
+  clusterTest,
+  connectTo,
+  createTopicRetrying,
+  readAll,
+  retry,
+  startClusterNode,
+} from "./_broker_process.ts";
+
+const TOPIC = "stale";
+const BEFORE = 100;
+const WHILE_DOWN = 1_000;
+/** All three found the metadata group as voters: it survives losing any one node from the start. */
+const EXPECT = ["--cluster-bootstrap-expect", "3"];
+
+clusterTest(
+  "3 replicating brokers: a restarted replica that cannot reach its leader refuses subscriptions (NOT_LEADER) until it has caught up",
+  async ({ root, procs, ports, clients }) => {
+    await clusterFormed(procs, clients);
+    await createTopicRetrying(clients[0]!, TOPIC, {
+      partitions: 1,
+      configs: { "replication.factor": "3" },
+    });
+    const leaderId = await retry("the partition has a leader", async () => {
+      const p = (await clients[0]!.admin.metadata([TOPIC])).topics[0]!.partitions[0]!;
+      if (p.leader === "") throw new Error("no leader yet");
+      return p.leader;
+    });
+    const f = procs.findIndex((p) => p.nodeId !== leaderId);
+    const others = [0, 1, 2].filter((i) => i !== f);
+    const via = clients[others[0]!]!;
+    const producer = via.producer({ acks: "quorum", deliveryTimeoutMs: 30_000 });
+    const send = async (from: number, to: number) => {
+      const offsets = await Promise.all(
+        Array.from(
+          { length: to - from },
+          (_, k) => producer.send(TOPIC, { value: `m${from + k}` }),
+        ),
+      );
+      assert.deepEqual(offsets, offsets.map((_, k) => from + k), "offsets follow on");
+    };
+    await send(0, BEFORE);
+    // Every node knows the topic and holds the first BEFORE.
+    await retry("every replica holds the first messages", async () => {
+      for (const c of clients) {
+        const hw = (await c.admin.describeTopic(TOPIC)).partitions[0]!.highWatermark;
+        if (hw !== BEFORE) throw new Error(`high watermark ${hw} on a node`);
+      }
+    });
+
+    // F goes down; the group goes on without it.
+    clients[f]!.close();
+    procs[f]!.child.kill("SIGKILL");
+    await procs[f]!.child.status;
+    await send(BEFORE, BEFORE + WHILE_DOWN);
+
+    // F comes back while its peers are frozen: it holds offsets 0..BEFORE-1 of BEFORE+WHILE_DOWN.
+    for (const i of others) procs[i]!.child.kill("SIGSTOP");
+    try {
+      const seeds = others.map((i) => `127.0.0.1:${ports[i]!.cluster}`);
+      procs[f] = await startClusterNode(`${root}/n${f}`, ports[f]!, seeds, EXPECT);
+      const stale = await connect({ port: ports[f]!.client, requestTimeoutMs: 2_000 });
+      try {
+        for (const from of ["earliest", "latest"] as const) {
+          await assert.rejects(
+            stale.subscribe(TOPIC, { from }),
+            (err) => err instanceof GregorError && err.code === ErrorCode.NOT_LEADER,
+            `a subscription from ${from} at the replica that cannot reach its leader is refused`,
+          );
+        }
+        const d = (await stale.admin.describeTopic(TOPIC)).partitions[0]!;
+        assert.equal(d.highWatermark, -1, "it does not report its stale end as the partition's");
+      } finally {
+        stale.close();
+      }
+    } finally {
+      for (const i of others) procs[i]!.child.kill("SIGCONT");
+    }
+
+    // Its peers back, F catches up and serves every acknowledged message again.
+    clients[f] = await connectTo(procs[f]!);
+    const end = BEFORE + WHILE_DOWN;
+    await retry("the restarted replica serves the partition's end again", async () => {
+      const hw = (await clients[f]!.admin.describeTopic(TOPIC)).partitions[0]!.highWatermark;
+      if (hw !== end) throw new Error(`high watermark ${hw} there`);
+    });
+    const values = await readAll(clients[f]!, TOPIC);
+    assert.equal(values.length, end);
+    for (let i = 0; i < end; i++) assert.equal(values[i], `m${i}`, `offset ${i}`);
+  },
+  EXPECT,
+);
