@@ -617,10 +617,14 @@ export class ClusterNode {
    * or — once `bootstrapExpect` nodes are alive and none has founded a cluster — the lowest ids,
    * up to META_VOTERS_TARGET of them, founded by the lowest. A cluster founded that way can lose a
    * node from its first election (a single founder could not until two more were promoted: a
-   * controller paused then left the others without one for a minute).
+   * controller paused then left the others without one for a minute). Only one node can found so
+   * when `bootstrapExpect` is every node starting: a view of all of them has one lowest id. With
+   * more, two views cut apart can each hold `bootstrapExpect` with a different lowest (cluster seed
+   * 8771), so a node that sees more says so.
    */
   async #bootstrapVoters(): Promise<string[]> {
     let lowestFor = 0;
+    let warnedOverExpect = false;
     while (!this.#stop.signal.aborted) {
       const alive = this.#gossip.members().filter((m) => m.state === "alive");
       const named = alive.find((m) => m.kv[GOSSIP_META_KEY] !== undefined);
@@ -637,6 +641,14 @@ export class ClusterNode {
       if (this.#o.seedless && this.#o.bootstrapExpect <= 1) return [this.#o.nodeId];
       const ids = alive.map((m) => m.id).sort();
       const need = Math.max(2, this.#o.bootstrapExpect);
+      if (this.#o.bootstrapExpect >= 2 && ids.length > need && !warnedOverExpect) {
+        // Two nodes can each see themselves lowest of `need` only if more than `need` start.
+        warnedOverExpect = true;
+        this.#o.onReport?.(
+          `${ids.length} nodes are starting a new cluster but bootstrapExpect is ${need}: set it to ` +
+            `the number of nodes started together, or a network cut now can found two clusters`,
+        );
+      }
       if (ids.length >= need && ids[0] === this.#o.nodeId) {
         if (++lowestFor >= FOUND_STABLE_CHECKS) {
           return ids.slice(0, Math.min(META_VOTERS_TARGET, this.#o.bootstrapExpect));
