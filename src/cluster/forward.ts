@@ -37,6 +37,8 @@ export const FORWARDER_DEFAULTS = {
   waitingMax: 4096,
   requestTimeoutMs: 10_000,
   connectTimeoutMs: 2_000,
+  silenceMsMax: 1_500,
+  keepaliveMs: 250,
 } as const;
 
 /** Bytes of a FORWARD request envelope besides its strings and the forwarded payload. */
@@ -75,6 +77,18 @@ export interface ForwarderOptions {
   requestTimeoutMs?: number;
   /** How long connecting to a peer may take, ms; past it the request is NOT_LEADER. 2000. */
   connectTimeoutMs?: number;
+  /**
+   * How long a connection with requests waiting may stay silent, ms, before it counts as lost
+   * (they fail as TIMEOUT): a peer cut off by the network answers nothing, not even an error, and
+   * its TCP connection looks open for minutes. 1500.
+   */
+  silenceMsMax?: number;
+  /**
+   * How often this node, while serving forwarded requests on a connection, tells the sender it is
+   * still there (an empty answer with correlation id 0), ms. Well under the sender's silenceMsMax.
+   * 250.
+   */
+  keepaliveMs?: number;
 }
 
 /** Counters of one forwarder. */
@@ -120,6 +134,8 @@ interface Link {
   readonly conn: Conn;
   writing: Promise<void>;
   closed: boolean;
+  /** When a frame last came from the peer, or a request was sent while none waited, ms. */
+  heardMs: number;
 }
 
 /**
@@ -238,6 +254,18 @@ export class Forwarder {
       writing = writing.then(() => writeAllOf(conn, frame === null ? [header] : [header, frame]))
         .then(() => {}, () => conn.close());
     };
+    // While requests run, an empty answer now and then tells the sender this node is still there.
+    const served = new AbortController();
+    void (async () => {
+      while (!served.signal.aborted) {
+        try {
+          await this.#env.clock.sleep(this.#o.keepaliveMs, served.signal);
+        } catch {
+          return;
+        }
+        if (inFlight > 0) answer(0, null);
+      }
+    })();
     try {
       const buf = new Uint8Array(READ_BYTES);
       for (let f: Frame | null = first; f !== null; f = await readFrame(conn, parser, buf)) {
@@ -271,6 +299,7 @@ export class Forwarder {
     } catch {
       // A malformed frame or a lost connection: the sender fails what it waits for.
     } finally {
+      served.abort();
       await writing;
       conn.close();
       this.#inbound.delete(conn);
@@ -398,7 +427,12 @@ export class Forwarder {
     );
     const link = dialed.then(
       (conn) => {
-        const l: Link = { conn, writing: Promise.resolve(), closed: false };
+        const l: Link = {
+          conn,
+          writing: Promise.resolve(),
+          closed: false,
+          heardMs: this.#env.clock.now(),
+        };
         if (this.#stop.signal.aborted) {
           l.closed = true;
           conn.close();
@@ -406,6 +440,7 @@ export class Forwarder {
         this.#stats.connects++;
         if (peer.link === link) peer.open = l;
         void this.#readAnswers(peer, l);
+        void this.#watchSilence(peer, l);
         return l;
       },
       (err) => {
@@ -441,6 +476,8 @@ export class Forwarder {
     const correlationId = peer.nextCorrelationId;
     peer.nextCorrelationId = correlationId >= 0xffff_ffff ? 1 : correlationId + 1;
     const bytes = req.payload.length;
+    // Silence counts from now if nothing was waiting: an idle link hears nothing, rightly.
+    if (peer.inFlight.size === 0) link.heardMs = this.#env.clock.now();
     const answered = new Promise<Uint8Array | null>((resolve, reject) => {
       peer.inFlight.set(correlationId, { bytes, what, resolve, reject });
     });
@@ -481,6 +518,7 @@ export class Forwarder {
     let why = "it closed";
     try {
       for (let f = await readFrame(link.conn, parser, buf); f !== null;) {
+        link.heardMs = this.#env.clock.now();
         if (f.opcode !== FORWARD_OPCODE || (f.flags & Flag.RESPONSE) === 0) {
           throw new MalformedError(
             `Expected a FORWARD answer, got opcode 0x${f.opcode.toString(16)} flags ${f.flags}`,
@@ -503,6 +541,33 @@ export class Forwarder {
       why = (err as Error).message;
     }
     this.#lost(peer, link, why);
+  }
+
+  /**
+   * Loses the link once requests have waited on it for silenceMsMax without a word from the peer
+   * (an answer or a keepalive): a peer cut off by the network sends nothing, and its connection
+   * would otherwise hold them until requestTimeoutMs, long after the cluster elected another
+   * leader they could go to.
+   */
+  async #watchSilence(peer: Peer, link: Link): Promise<void> {
+    const stop = this.#stop.signal;
+    const checkMs = Math.max(1, Math.floor(this.#o.silenceMsMax / 4));
+    while (!link.closed && !stop.aborted) {
+      try {
+        await this.#env.clock.sleep(checkMs, stop);
+      } catch {
+        return;
+      }
+      if (link.closed || peer.open !== link || peer.inFlight.size === 0) continue;
+      const silentMs = this.#env.clock.now() - link.heardMs;
+      if (silentMs > this.#o.silenceMsMax) {
+        this.#lost(
+          peer,
+          link,
+          `no word from ${peer.id} for ${silentMs} ms while ${peer.inFlight.size} requests waited`,
+        );
+      }
+    }
   }
 
   /** The peer's connection is gone: everything sent on it fails, the next request reconnects. */

@@ -188,6 +188,56 @@ Deno.test("Forwarder.forward() gives up after requestTimeoutMs with TIMEOUT", as
   }
 });
 
+Deno.test("Forwarder: a peer that falls silent (cut off, its TCP connection still open) fails what waits as TIMEOUT after silenceMsMax", async () => {
+  // A peer the network cut off: the connection stays open, nothing ever comes back.
+  const listener = await env.net.listen({ host: "127.0.0.1", port: 0 });
+  const held: Conn[] = [];
+  void (async () => {
+    for (let c = await listener.accept(); c !== null; c = await listener.accept()) {
+      held.push(c);
+      const conn = c;
+      void (async () => {
+        const buf = new Uint8Array(4096);
+        while ((await conn.read(buf).catch(() => null)) !== null) { /* swallowed */ }
+      })();
+    }
+  })();
+  const a = origin(listener.addr.port, { silenceMsMax: 300, requestTimeoutMs: 10_000 });
+  try {
+    const started = env.clock.now();
+    await assert.rejects(
+      a.forward("node-b", request(new Uint8Array([1]))),
+      (
+        err,
+      ) => (assertCode(err, ErrorCode.TIMEOUT, /no word from node-b.*outcome is unknown/), true),
+    );
+    const tookMs = env.clock.now() - started;
+    assert.ok(tookMs >= 290 && tookMs < 2_000, `took ${tookMs} ms, not about silenceMsMax`);
+  } finally {
+    a.close();
+    listener.close();
+    for (const c of held) c.close();
+  }
+});
+
+Deno.test("Forwarder: a serving node slower than silenceMsMax keeps the connection with keepalives", async () => {
+  const serving = servingNode(async (req) => {
+    await sleep(1_000);
+    return echo(req);
+  });
+  const port = await clusterPort({ forwarder: serving });
+  const a = origin(port.port, { silenceMsMax: 400 });
+  try {
+    const payload = new Uint8Array([7]);
+    assert.deepEqual(await a.forward("node-b", request(payload)), echo(request(payload)));
+    assert.equal(a.stats.connects, 1, "the connection was never counted lost");
+  } finally {
+    a.close();
+    serving.close();
+    port.close();
+  }
+});
+
 Deno.test("Forwarder keeps at most inFlightMax requests and inFlightBytesMax bytes in flight per peer; the rest wait their turn", async () => {
   for (const bound of [{ inFlightMax: 2 }, { inFlightBytesMax: 150 }]) {
     let now = 0;
