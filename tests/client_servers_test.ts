@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { connect, ErrorCode, GregorError } from "../src/client/mod.ts";
 import { denoEnv } from "../src/io/deno/mod.ts";
 import { type RunningNode, startNode } from "../src/node.ts";
-import { freePort } from "./_broker_process.ts";
+import { freePort, spawnBroker } from "./_broker_process.ts";
 
 const env = denoEnv();
 
@@ -129,4 +129,29 @@ Deno.test("a subscribing client keeps reconnecting past its connect timeout unti
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
   assert.deepEqual(states, ["connected", "disconnected", "reconnecting", "connected", "closed"]);
+});
+
+Deno.test("a broker that falls silent (SIGSTOP) with requests waiting is dropped after the heartbeat interval, and the client goes on at the next", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "gregormq-silent-" });
+  const silent = await spawnBroker(["--port", String(freePort()), "--data-dir", dir]);
+  const b = await broker();
+  const servers = [silent.listen.listen, `127.0.0.1:${b.node.addr.port}`];
+  const client = await connect({ servers }); // the default heartbeatMs, 2000
+  try {
+    await client.admin.ping();
+    silent.child.kill("SIGSTOP");
+    const started = Date.now();
+    await assert.rejects(client.admin.listTopics(), /No answer from the broker for 2000 ms/);
+    const tookMs = Date.now() - started;
+    // Idle, a connection is pinged after 2000 ms of silence and dropped 2000 ms later; with a
+    // request waiting, after half that each.
+    assert.ok(tookMs < 3_000, `the silent broker was dropped after ${tookMs} ms`);
+    await client.admin.ping(); // at the next server
+  } finally {
+    await client.close();
+    silent.child.kill("SIGKILL");
+    await silent.child.status;
+    await stop(b);
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
 });

@@ -80,7 +80,10 @@ export interface ConnectOptions {
   connectTimeoutMs?: number;
   /** Requests in flight at most; more wait. Default 4096. */
   requestsInFlightMax?: number;
-  /** Ping a broker silent this long, and drop the connection if it stays silent as long again. Default 2000 ms; 0: never. */
+  /**
+   * Ping a broker silent this long, and drop the connection if it stays silent as long again; half
+   * as long while requests wait for answers. Default 2000 ms; 0: never.
+   */
   heartbeatMs?: number;
   /**
    * Told of every change of the connection's state: "connected" (with the broker's address),
@@ -615,8 +618,11 @@ export class ClientConnection {
    */
   #heartbeat(now: number): void {
     const conn = this.#conn;
-    const every = this.opts.heartbeatMs;
-    if (every <= 0 || conn === null || !this.#handshaken || this.#pinging) return;
+    if (this.opts.heartbeatMs <= 0 || conn === null || !this.#handshaken || this.#pinging) return;
+    // With requests waiting, silence counts twice as fast: a broker cut off by the network says
+    // nothing, and those requests could go to another node (a produce to the new leader) as soon
+    // as the connection is known lost.
+    const every = this.#pending.size > 0 ? this.opts.heartbeatMs / 2 : this.opts.heartbeatMs;
     if (now - this.#lastHeardMs < every) return;
     this.#pinging = true;
     const id = this.#id();
