@@ -3,7 +3,11 @@
 
 import assert from "node:assert/strict";
 import { Gossip } from "../src/cluster/gossip/mod.ts";
-import { RAFT_FRAME_PAYLOAD_BYTES_MAX, Transport } from "../src/cluster/transport.ts";
+import {
+  RAFT_FRAME_PAYLOAD_BYTES_MAX,
+  Transport,
+  type TransportOptions,
+} from "../src/cluster/transport.ts";
 import { denoEnv } from "../src/io/deno/mod.ts";
 import { Op } from "../src/protocol/messages.ts";
 
@@ -14,7 +18,12 @@ interface Node {
   got: string[];
 }
 
-async function startNode(id: string, clusterPort: number, seeds: string[]): Promise<Node> {
+async function startNode(
+  id: string,
+  clusterPort: number,
+  seeds: string[],
+  opts: Partial<TransportOptions> = {},
+): Promise<Node> {
   const env = denoEnv();
   const gossip = await Gossip.start(env, {
     nodeId: id,
@@ -31,6 +40,7 @@ async function startNode(id: string, clusterPort: number, seeds: string[]): Prom
       return m === null ? null : { host: m.host, port: m.clusterPort };
     },
     reconnectBackoffMsMax: 200,
+    ...opts,
   });
   gossip.handle(Op.RAFT, (conn, first, parser) => transport.serve(conn, first, parser), {
     payloadBytesMax: RAFT_FRAME_PAYLOAD_BYTES_MAX,
@@ -116,6 +126,50 @@ Deno.test("transport on TCP: two nodes exchange messages in order, and flow resu
     assert.equal(a.transport.stats.connects, 2);
     assert.equal(a.transport.stats.malformed + b.transport.stats.malformed, 0);
   } finally {
+    await stop(a);
+    await stop(b);
+  }
+});
+
+Deno.test("transport on TCP: a peer that stops acknowledging (a cut swallows what is sent) is dialed again after ackSilenceMsMax; one that acknowledges never is", async () => {
+  const env = denoEnv();
+  // A healthy peer acknowledges: steady traffic for well over ackSilenceMsMax keeps one connection.
+  const a = await startNode("a", 0, [], { ackSilenceMsMax: 300 });
+  const b = await startNode("b", 0, [`127.0.0.1:${a.gossip.addr.port}`]);
+  // A peer behind a cut: the connection is open, what is written vanishes, nothing comes back.
+  const swallow = await env.net.listen({ host: "127.0.0.1", port: 0 });
+  const accepting = (async () => {
+    for (let c = await swallow.accept(); c !== null; c = await swallow.accept()) {
+      const conn = c;
+      void (async () => {
+        const buf = new Uint8Array(64 * 1024);
+        while ((await conn.read(buf).catch(() => null)) !== null) { /* swallowed */ }
+      })();
+    }
+  })();
+  const lost = new Transport(env, {
+    nodeId: "a2",
+    resolve: (id) => id === "cut" ? { host: "127.0.0.1", port: swallow.addr.port } : null,
+    ackSilenceMsMax: 300,
+    reconnectBackoffMsMax: 100,
+  });
+  try {
+    await until("a knows b", 5_000, () => a.gossip.member("b") !== null);
+    for (let i = 0; i < 30; i++) {
+      a.transport.send("b", "g0", message(i, 64));
+      lost.send("cut", "g0", message(i, 64));
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    await until("30 messages at b", 5_000, () => b.got.length === 30);
+    assert.equal(a.transport.stats.silentConns, 0, "the acknowledging peer kept its connection");
+    assert.equal(a.transport.stats.connects, 1);
+    const s = lost.stats;
+    assert.ok(s.silentConns >= 2, `${s.silentConns} silent connections closed in 1.5 s`);
+    assert.ok(s.connects >= 3, `${s.connects} connections to the silent peer`);
+  } finally {
+    lost.close();
+    swallow.close();
+    await accepting.catch(() => {});
     await stop(a);
     await stop(b);
   }

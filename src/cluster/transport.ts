@@ -2,14 +2,21 @@
 // connection per peer carries that peer's messages in order, batched into RAFT frames; a peer
 // answers on its own outbound connection, never on ours. Loss is allowed (Raft retries), so every
 // queue is bounded and a full one drops.
+//
+// The receiver acknowledges what arrives (an empty RAFT answer, at most every ACK_EVERY_MS), so a
+// sender can tell a connection that carries nothing any more: a network cut drops packets without a
+// reset, and after it heals TCP may wait many seconds for its next retransmission (its timer doubled
+// through the cut) while every message queued behind is late. A connection whose writes have gone
+// unacknowledged for ackSilenceMsMax is closed and dialed again.
 
 import type { Addr, Conn, Env, Random } from "../io/types.ts";
 import { writeAll } from "../io/util.ts";
 import { MalformedError } from "../protocol/errors.ts";
 import { GUARD_DONE } from "../io/errors.ts";
 import {
+  Flag,
   type Frame,
-  type FrameParser,
+  FrameParser,
   HEADER_BYTES,
   PROTOCOL_VERSION,
   writeHeader,
@@ -27,7 +34,11 @@ export const TRANSPORT_DEFAULTS = {
   writeTimeoutMs: 10_000,
   reconnectBackoffMsMin: 50,
   reconnectBackoffMsMax: 2_000,
+  ackSilenceMsMax: 1_500,
 } as const;
+
+/** A receiver acknowledges at most this often, ms (and always within it after a frame). */
+export const ACK_EVERY_MS = 250;
 
 /**
  * Largest data of one message, bytes: an AppendEntries always carries at least one entry, so the
@@ -70,6 +81,11 @@ export interface TransportOptions {
   reconnectBackoffMsMin?: number;
   /** The wait doubles with every failure up to this, ms. Default 2000. */
   reconnectBackoffMsMax?: number;
+  /**
+   * A connection whose frames have waited this long for the receiver's acknowledgement is taken
+   * for dead (a cut network) and dialed again, ms. Several ACK_EVERY_MS. Default 1500.
+   */
+  ackSilenceMsMax?: number;
 }
 
 /** Counters of one transport, in messages unless named otherwise. */
@@ -84,6 +100,8 @@ export interface TransportStats {
   connects: number;
   /** Inbound connections closed for a frame that did not parse or validate. */
   malformed: number;
+  /** Outbound connections closed because the receiver stopped acknowledging (a cut network). */
+  silentConns: number;
 }
 
 type Resolved = Required<Omit<TransportOptions, "resolve">>;
@@ -106,6 +124,8 @@ interface Peer {
   addr: Addr | null;
   /** When `conn` was established (this node's monotonic clock). */
   connectedAtMs: number;
+  /** When the oldest frame the receiver has not acknowledged yet was written; null: none. */
+  unackedSinceMs: number | null;
   backoffMs: number;
   /** No connection attempt before this time. */
   retryAtMs: number;
@@ -162,6 +182,7 @@ export class Transport {
     dropped: 0,
     connects: 0,
     malformed: 0,
+    silentConns: 0,
   };
   #closed = false;
 
@@ -245,6 +266,7 @@ export class Transport {
     const me: Inbound = { conn, from: null, lastActiveMs: this.#env.clock.now(), closed: false };
     if (this.#inbound.size >= INBOUND_CONNS_MAX) this.#evictIdlest();
     this.#inbound.add(me);
+    const ack = this.#acker(me);
     try {
       const buf = new Uint8Array(READ_BYTES);
       for (
@@ -253,6 +275,7 @@ export class Transport {
         f = await readFrame(conn, parser, buf)
       ) {
         this.#receive(me, f);
+        ack();
       }
     } catch (err) {
       if (err instanceof MalformedError) this.#counters.malformed++;
@@ -330,6 +353,33 @@ export class Transport {
     }
   }
 
+  /**
+   * Acknowledges what arrived on `me`: at once if the last acknowledgement is ACK_EVERY_MS old,
+   * else once it is (one timer at a time), so every frame is acknowledged within ACK_EVERY_MS.
+   */
+  #acker(me: Inbound): () => void {
+    let lastMs = -Infinity;
+    let timer = false;
+    let writing = Promise.resolve();
+    const send = () => {
+      lastMs = this.#env.clock.now();
+      writing = writing.then(() => writeAll(me.conn, ACK_FRAME)).catch(() => {
+        // The connection failed: its reader ends too.
+      });
+    };
+    return () => {
+      if (me.closed) return;
+      const dueMs = lastMs + ACK_EVERY_MS - this.#env.clock.now();
+      if (dueMs <= 0) return send();
+      if (timer) return;
+      timer = true;
+      this.#env.clock.sleep(dueMs, this.#stop.signal).then(() => {
+        timer = false;
+        if (!me.closed) send();
+      }, () => {});
+    };
+  }
+
   #closeInbound(inbound: Inbound): void {
     inbound.closed = true;
     inbound.conn.close();
@@ -359,6 +409,7 @@ export class Transport {
       conn: null,
       addr: null,
       connectedAtMs: 0,
+      unackedSinceMs: null,
       backoffMs: this.#opts.reconnectBackoffMsMin,
       retryAtMs: 0,
       wake: null,
@@ -399,6 +450,7 @@ export class Transport {
         continue;
       }
       this.#counters.sent += n;
+      peer.unackedSinceMs ??= this.#env.clock.now();
     }
   }
 
@@ -443,23 +495,49 @@ export class Transport {
     peer.conn = conn;
     peer.addr = addr;
     peer.connectedAtMs = this.#env.clock.now();
+    peer.unackedSinceMs = null;
     this.#counters.connects++;
     void this.#watch(peer, conn);
+    void this.#watchAcks(peer, conn);
     return true;
   }
 
   /**
-   * Reads the outbound connection only to learn that it ended: the peer never answers on it, so
-   * end of stream, a reset, or any byte (an error frame from a node that does not speak RAFT)
-   * closes it.
+   * Reads the outbound connection for the receiver's acknowledgements (empty RAFT answers) until it
+   * ends: end of stream, a reset, or anything else (an error frame from a node that does not speak
+   * RAFT) closes it.
    */
   async #watch(peer: Peer, conn: Conn): Promise<void> {
+    const parser = new FrameParser({ payloadBytesMax: 0 });
+    const buf = new Uint8Array(256);
     try {
-      await conn.read(new Uint8Array(256));
+      for (let f = await readFrame(conn, parser, buf); f !== null;) {
+        if (f.opcode !== Op.RAFT || f.flags !== Flag.RESPONSE || f.payload.length !== 0) break;
+        if (peer.conn === conn) peer.unackedSinceMs = null;
+        f = await readFrame(conn, parser, buf);
+      }
     } catch {
-      // Reset or closed: the same outcome.
+      // Reset, closed, or not an acknowledgement: the same outcome.
     }
     this.#disconnect(peer, conn);
+  }
+
+  /** Closes the connection once a frame has waited ackSilenceMsMax for its acknowledgement. */
+  async #watchAcks(peer: Peer, conn: Conn): Promise<void> {
+    const checkMs = Math.max(1, Math.floor(this.#opts.ackSilenceMsMax / 4));
+    while (peer.conn === conn && !this.#closed) {
+      try {
+        await this.#env.clock.sleep(checkMs, this.#stop.signal);
+      } catch {
+        return;
+      }
+      const since = peer.unackedSinceMs;
+      if (peer.conn !== conn || since === null) continue;
+      if (this.#env.clock.now() - since > this.#opts.ackSilenceMsMax) {
+        this.#counters.silentConns++;
+        this.#disconnect(peer, conn);
+      }
+    }
   }
 
   /** Closes `conn`; if it is the peer's current connection, schedules the reconnect. */
@@ -541,6 +619,19 @@ export class Transport {
   }
 }
 
+/** A receiver's acknowledgement: an empty RAFT answer. */
+const ACK_FRAME = (() => {
+  const f = new Uint8Array(HEADER_BYTES);
+  writeHeader(f, {
+    version: PROTOCOL_VERSION,
+    flags: Flag.RESPONSE,
+    opcode: Op.RAFT,
+    correlationId: 0,
+    payloadLength: 0,
+  });
+  return f;
+})();
+
 /** The next frame, or null at end of stream. Throws MalformedError for a bad frame. */
 async function readFrame(conn: Conn, parser: FrameParser, buf: Uint8Array): Promise<Frame | null> {
   for (;;) {
@@ -573,6 +664,7 @@ function resolveOptions(opts: TransportOptions): Resolved {
       "writeTimeoutMs",
       "reconnectBackoffMsMin",
       "reconnectBackoffMsMax",
+      "ackSilenceMsMax",
     ] as const
   ) {
     const v = o[name];
