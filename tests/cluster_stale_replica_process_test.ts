@@ -16,6 +16,7 @@ import {
   createTopicRetrying,
   readAll,
   retry,
+  sleep,
   startClusterNode,
 } from "./_broker_process.ts";
 
@@ -99,6 +100,78 @@ clusterTest(
     const values = await readAll(clients[f]!, TOPIC);
     assert.equal(values.length, end);
     for (let i = 0; i < end; i++) assert.equal(values[i], `m${i}`, `offset ${i}`);
+  },
+  EXPECT,
+);
+
+clusterTest(
+  "3 replicating brokers: a subscriber whose node restarts and is not caught up yet waits for it and goes on, losing nothing",
+  async ({ root, procs, ports, clients }) => {
+    await clusterFormed(procs, clients);
+    await createTopicRetrying(clients[0]!, TOPIC, {
+      partitions: 1,
+      configs: { "replication.factor": "3" },
+    });
+    const leaderId = await retry("the partition has a leader", async () => {
+      const p = (await clients[0]!.admin.metadata([TOPIC])).topics[0]!.partitions[0]!;
+      if (p.leader === "") throw new Error("no leader yet");
+      return p.leader;
+    });
+    const f = procs.findIndex((p) => p.nodeId !== leaderId);
+    const others = [0, 1, 2].filter((i) => i !== f);
+    const producer = clients[others[0]!]!.producer({ acks: "quorum" });
+    const send = (from: number, to: number) =>
+      Promise.all(
+        Array.from(
+          { length: to - from },
+          (_, k) => producer.send(TOPIC, { value: `m${from + k}` }),
+        ),
+      );
+    await send(0, BEFORE);
+    await retry("the follower holds the first messages", async () => {
+      const hw = (await clients[f]!.admin.describeTopic(TOPIC)).partitions[0]!.highWatermark;
+      if (hw !== BEFORE) throw new Error(`high watermark ${hw} there`);
+    });
+    // The subscriber reads at F, which restarts while its peers are frozen: F answers NOT_LEADER
+    // to the resubscription until it has heard from a leader again.
+    const reader = await connect({ port: ports[f]!.client, reconnectBackoffMsMax: 200 });
+    const sub = await reader.subscribe(TOPIC, { from: "earliest" });
+    const got: string[] = [];
+    let failure: unknown = null;
+    const reading = (async () => {
+      for await (const m of sub) {
+        got[m.offset] = m.text();
+        m.ack();
+        if (m.offset + 1 >= 2 * BEFORE) break;
+      }
+    })().catch((err) => (failure = err));
+    /** Waits until `n` messages were read; fails at once if the subscription failed. */
+    const read = async (n: number) => {
+      for (const deadline = Date.now() + 30_000; got.length < n;) {
+        if (failure !== null) throw new Error(`The subscription failed: ${failure}`);
+        assert.ok(Date.now() < deadline, `${got.length} of ${n} messages read in 30 s`);
+        await sleep(50);
+      }
+    };
+    try {
+      await read(BEFORE);
+      procs[f]!.child.kill("SIGKILL");
+      await procs[f]!.child.status;
+      for (const i of others) procs[i]!.child.kill("SIGSTOP");
+      try {
+        const seeds = others.map((i) => `127.0.0.1:${ports[i]!.cluster}`);
+        procs[f] = await startClusterNode(`${root}/n${f}`, ports[f]!, seeds, EXPECT);
+        await sleep(2_000); // the resubscription meets NOT_LEADER meanwhile
+      } finally {
+        for (const i of others) procs[i]!.child.kill("SIGCONT");
+      }
+      await send(BEFORE, 2 * BEFORE);
+      await read(2 * BEFORE);
+      await reading;
+      for (let i = 0; i < 2 * BEFORE; i++) assert.equal(got[i], `m${i}`, `offset ${i}`);
+    } finally {
+      reader.close();
+    }
   },
   EXPECT,
 );
