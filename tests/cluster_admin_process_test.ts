@@ -147,7 +147,8 @@ Deno.test({
       const target = [outsider, before[1]!];
       const left = before[0]!;
 
-      const port = procs[controller]!.clientPort;
+      // gregorctl asks a node that is not the controller: it forwards the requests there.
+      const port = procs[(controller + 1) % procs.length]!.clientPort;
       const refused = async (args: string[], said: RegExp) => {
         const r = await gregorctl(port, ["partition", "reassign", ...args]);
         assert.equal(r.code, 1, `gregorctl ${args.join(" ")}: ${r.stdout}${r.stderr}`);
@@ -262,7 +263,10 @@ Deno.test({
       const said: string[] = [];
       let balanced = false;
       while (!balanced && Date.now() - askedAt < REBALANCED_MS_MAX) {
-        const last = await gregorctl(port, ["cluster", "rebalance-leaders"]);
+        const last = await gregorctl(procs[controller]!.clientPort, [
+          "cluster",
+          "rebalance-leaders",
+        ]);
         said.push(last.stdout.trim().replaceAll("\n", " / "));
         assert.equal(last.code, 0, last.stderr);
         assert.match(last.stdout, /^\d+ leaderships? handed to the preferred replica$/m);
