@@ -336,6 +336,12 @@ export class ClusterBridge implements ControlPlane {
    * reached is named in `unreached`; it balances at its next interval anyway).
    */
   async rebalanceLeaders(req: RebalanceLeadersRequest): Promise<RebalanceLeadersResponse> {
+    if (req.thisNodeOnly !== 0 && req.thisNodeOnly !== 1) {
+      throw new GregorError(
+        ErrorCode.INVALID_REQUEST,
+        `REBALANCE_LEADERS thisNodeOnly is 0 (every node) or 1 (this one), not ${req.thisNodeOnly}`,
+      );
+    }
     const node = this.#node;
     const here = node.balanceLeadersOnce();
     const answer: RebalanceLeadersResponse = { ...here, unreached: [] };
