@@ -526,7 +526,13 @@ async function partition(ctx: Ctx): Promise<void> {
   switch (sub) {
     case "reassign": {
       const name = positional(ctx, 2, "topic name");
-      const id = whole("partition", positional(ctx, 3, "partition number"), 0)!;
+      const word = positional(ctx, 3, "partition number");
+      const id = Number(word);
+      if (!/^\d+$/.test(word) || !Number.isSafeInteger(id)) {
+        throw new UsageError(
+          `the partition must be a whole number >= 0, got ${JSON.stringify(word)}`,
+        );
+      }
       if (ctx.values.replicas === undefined) {
         throw new UsageError(
           "partition reassign needs --replicas ID,ID,... (the nodes to hold it)",

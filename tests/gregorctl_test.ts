@@ -214,6 +214,9 @@ Deno.test("gregorctl drives a real broker: topics, produce, consume, cluster, er
       const r = await ctl(["partition", "reassign", "scratch", "0"]);
       assert.equal(r.code, 2);
       assert.match(r.stderr, /partition reassign needs --replicas ID,ID,\.\.\./);
+      const bad = await ctl(["partition", "reassign", "scratch", "first", "--replicas", "a"]);
+      assert.equal(bad.code, 2);
+      assert.match(bad.stderr, /^error: the partition must be a whole number >= 0, got "first"/);
     });
 
     await t.step("a refused request exits 1 with the error code's name", async () => {
