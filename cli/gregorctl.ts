@@ -52,6 +52,10 @@ const METRIC_LINES_MAX = 20;
 /** How often `consume --group` commits what it has printed, and checks whether it is done. */
 const GROUP_COMMIT_INTERVAL_MS = 1000;
 const GROUP_POLL_MS = 100;
+/** How long `partition reassign --wait` waits for the move to finish at most, ms. */
+const REASSIGN_WAIT_MS_MAX = 30 * 60_000;
+/** How often it looks, ms. */
+const REASSIGN_POLL_MS = 250;
 /** Partitions `group reset-offsets --partitions` names at most. */
 const RESET_PARTITIONS_MAX = 10_000;
 
@@ -68,6 +72,10 @@ commands:
   topic repair NAME [--partition N]          cuts each damaged partition (all, or N) at its
                                              first bad batch; the records from there are dropped
                                              and new ones get their offsets again
+  partition reassign TOPIC PARTITION --replicas ID,ID,... [--wait]
+                                             moves the partition to these nodes (a replicating
+                                             cluster; the first is its preferred leader); --wait
+                                             returns once the move is done
   produce TOPIC [VALUE...] [--key K] [--header k=v]... [--partition N]
           [--acks none|leader|quorum] [--compression none|gzip|snappy|lz4|zstd]
           [--file PATH] [--rate N]           no VALUE: one message per line of --file or stdin
@@ -86,6 +94,8 @@ commands:
                                              only while the group has no live members
   cluster members
   cluster status
+  cluster rebalance-leaders                  hands every partition to its preferred replica now
+                                             (where it is alive and caught up)
   user add NAME [--iterations N]             password from $GREGOR_NEW_PASSWORD or a prompt
   user passwd NAME [--iterations N]          the same, for an existing user
   user list
@@ -126,6 +136,7 @@ class UsageError extends Error {}
 
 const COMMANDS = [
   "topic",
+  "partition",
   "produce",
   "consume",
   "group",
@@ -179,6 +190,8 @@ const OPTIONS = {
   cluster: { type: "boolean", default: false },
   prefix: { type: "boolean", default: false },
   operation: { type: "string" },
+  replicas: { type: "string" },
+  wait: { type: "boolean", default: false },
   "tls-ca": { type: "string" },
   "tls-cert": { type: "string" },
   "tls-key": { type: "string" },
@@ -286,6 +299,15 @@ function replicationColumns(p: PartitionInfo): string[] {
     ids(p.replicas),
     p.isr.length === 0 ? "unknown (ask the leader)" : ids(p.isr),
   ];
+}
+
+/** A partition's STATE column: ok, damaged, moving (to the REPLICAS shown), or both. */
+function partitionState(p: PartitionInfo): string {
+  const states = [
+    ...(p.damagedFromOffset < 0 ? [] : [`damaged from offset ${p.damagedFromOffset}`]),
+    ...(p.moving === 1 ? ["moving to its replicas"] : []),
+  ];
+  return states.length === 0 ? "ok" : states.join("; ");
 }
 
 function table(header: string[], rows: (string | number)[][]): string {
@@ -431,7 +453,7 @@ async function topic(ctx: Ctx): Promise<void> {
               p.highWatermark,
               p.sizeBytes,
               p.subscribers,
-              p.damagedFromOffset < 0 ? "ok" : `damaged from offset ${p.damagedFromOffset}`,
+              partitionState(p),
               ...replicationColumns(p),
             ]),
           ),
@@ -495,6 +517,78 @@ async function topic(ctx: Ctx): Promise<void> {
         "repair",
       ]);
   }
+}
+
+// --- partition ---------------------------------------------------------------------------
+
+async function partition(ctx: Ctx): Promise<void> {
+  const sub = positional(ctx, 1, "partition subcommand (reassign)");
+  switch (sub) {
+    case "reassign": {
+      const name = positional(ctx, 2, "topic name");
+      const word = positional(ctx, 3, "partition number");
+      const id = Number(word);
+      if (!/^\d+$/.test(word) || !Number.isSafeInteger(id)) {
+        throw new UsageError(
+          `the partition must be a whole number >= 0, got ${JSON.stringify(word)}`,
+        );
+      }
+      if (ctx.values.replicas === undefined) {
+        throw new UsageError(
+          "partition reassign needs --replicas ID,ID,... (the nodes to hold it)",
+        );
+      }
+      // An empty or repeated id goes to the broker as given: it names what is wrong with the list.
+      const replicas = ctx.values.replicas.split(",").map((r) => r.trim()).filter((r) => r !== "");
+      const waitedMs = await withClient(ctx, async (c) => {
+        await c.admin.reassignPartition(name, id, replicas);
+        if (!ctx.values.wait) return null;
+        return await moveDone(c, name, id, replicas);
+      });
+      const list = replicas.join(",");
+      print(
+        ctx,
+        { name, partition: id, replicas, done: waitedMs !== null },
+        waitedMs === null
+          ? `moving ${name}/${id} to ${list}; \`topic describe ${name}\` shows it moving until done`
+          : `moved ${name}/${id} to ${list} (${(waitedMs / 1000).toFixed(1)} s)`,
+      );
+      return;
+    }
+    default:
+      throw unknownWord("partition subcommand", sub, ["reassign"]);
+  }
+}
+
+/**
+ * Waits until partition `id` of `name` is held by `replicas` with no move under way, as the broker
+ * describes it; resolves with the time it took, ms.
+ */
+async function moveDone(c: Client, name: string, id: number, replicas: string[]): Promise<number> {
+  const start = performance.now();
+  const stop = new AbortController();
+  const release = onInterrupt(stop);
+  try {
+    while (!stop.signal.aborted) {
+      const p = (await c.admin.describeTopic(name)).partitions[id];
+      if (
+        p !== undefined && p.moving === 0 &&
+        p.replicas.map((r) => r.id).join(",") === replicas.join(",")
+      ) {
+        return performance.now() - start;
+      }
+      if (performance.now() - start >= REASSIGN_WAIT_MS_MAX) break;
+      await pause(REASSIGN_POLL_MS, stop.signal);
+    }
+  } finally {
+    release();
+  }
+  throw new GregorError(
+    ErrorCode.TIMEOUT,
+    `${name}/${id} is still moving to ${replicas.join(",")} after ${
+      Math.round((performance.now() - start) / 1000)
+    } s (stopped waiting; the move goes on): follow it with \`topic describe ${name}\``,
+  );
 }
 
 // --- produce -----------------------------------------------------------------------------
@@ -1092,7 +1186,7 @@ async function group(ctx: Ctx): Promise<void> {
 // --- cluster -----------------------------------------------------------------------------
 
 async function cluster(ctx: Ctx): Promise<void> {
-  const sub = positional(ctx, 1, "cluster subcommand (members, status)");
+  const sub = positional(ctx, 1, "cluster subcommand (members, status, rebalance-leaders)");
   switch (sub) {
     case "members": {
       const r = await withClient(ctx, (c) => c.admin.clusterMembers());
@@ -1141,8 +1235,31 @@ async function cluster(ctx: Ctx): Promise<void> {
       print(ctx, status, table(["FIELD", "VALUE"], Object.entries(status)));
       return;
     }
+    case "rebalance-leaders": {
+      const r = await withClient(ctx, (c) => c.admin.rebalanceLeaders());
+      const lines = [
+        `${r.moved} leadership${r.moved === 1 ? "" : "s"} handed to the preferred replica`,
+      ];
+      if (r.waiting > 0) {
+        lines.push(
+          `${r.waiting} partition${r.waiting === 1 ? " stays" : "s stay"} with ${
+            r.waiting === 1 ? "its" : "their"
+          } leader for now: the preferred replica is down or still catching up; run this again ` +
+            `once it has caught up`,
+        );
+      }
+      if (r.unreached.length > 0) {
+        lines.push(
+          `not reached: ${
+            r.unreached.map((n) => n.id).join(", ")
+          } (they balance at their next interval)`,
+        );
+      }
+      print(ctx, r, lines.join("\n"));
+      return;
+    }
     default:
-      throw unknownWord(`cluster subcommand`, sub, ["members", "status"]);
+      throw unknownWord(`cluster subcommand`, sub, ["members", "status", "rebalance-leaders"]);
   }
 }
 
@@ -1541,6 +1658,10 @@ async function run(argv: string[]): Promise<number> {
   switch (positionals[0]) {
     case "topic":
       await topic(ctx);
+      break;
+    case "partition":
+    case "partitions":
+      await partition(ctx);
       break;
     case "produce":
       await produce(ctx);

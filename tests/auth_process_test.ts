@@ -190,6 +190,21 @@ Deno.test("SCRAM and ACLs over a real broker process: every case gets its answer
         "AUTHORIZATION_FAILED",
       ],
       [
+        "unauthorized partition reassign",
+        () => as(port, alice, (c) => c.admin.reassignPartition("payments", 0, ["n1"])),
+        "AUTHORIZATION_FAILED",
+      ],
+      [
+        "unauthorized leader rebalance",
+        () => as(port, alice, (c) => c.admin.rebalanceLeaders()),
+        "AUTHORIZATION_FAILED",
+      ],
+      [
+        "leader rebalance by a super-user on a single node",
+        () => as(port, ["admin", "admin-pw"], (c) => c.admin.rebalanceLeaders()),
+        "INVALID_REQUEST",
+      ],
+      [
         "a user without ACLs is denied by default",
         () => as(port, ["mallory", "mallory-pw"], (c) => c.publish("orders", { value: "m" })),
         "AUTHORIZATION_FAILED",

@@ -197,6 +197,28 @@ Deno.test("gregorctl drives a real broker: topics, produce, consume, cluster, er
       assert.equal(status.controller, "", "a single node has no controller");
     });
 
+    await t.step("partition reassign and cluster rebalance-leaders need a cluster", async () => {
+      for (
+        const [args, op] of [
+          [["partition", "reassign", "scratch", "0", "--replicas", "a,b"], "REASSIGN_PARTITION"],
+          [["cluster", "rebalance-leaders"], "REBALANCE_LEADERS"],
+        ] as const
+      ) {
+        const r = await ctl([...args]);
+        assert.equal(r.code, 1, r.stderr);
+        assert.match(
+          r.stderr,
+          new RegExp(`^error: INVALID_REQUEST: ${op} needs a replicating cluster`),
+        );
+      }
+      const r = await ctl(["partition", "reassign", "scratch", "0"]);
+      assert.equal(r.code, 2);
+      assert.match(r.stderr, /partition reassign needs --replicas ID,ID,\.\.\./);
+      const bad = await ctl(["partition", "reassign", "scratch", "first", "--replicas", "a"]);
+      assert.equal(bad.code, 2);
+      assert.match(bad.stderr, /^error: the partition must be a whole number >= 0, got "first"/);
+    });
+
     await t.step("a refused request exits 1 with the error code's name", async () => {
       const r = await ctl(["topic", "describe", "nope"]);
       assert.equal(r.code, 1);
@@ -237,7 +259,10 @@ Deno.test("gregorctl drives a real broker: topics, produce, consume, cluster, er
           [["topic", "lst"], 'unknown topic subcommand "lst"; did you mean list?'],
           [["cluster", "member"], 'unknown cluster subcommand "member"; did you mean members?'],
           [["topic", "list", "--timeout"], "--timeout needs a value"],
-          [[], "missing command (topic, produce, consume, group, cluster, metrics, user, acl)"],
+          [
+            [],
+            "missing command (topic, partition, produce, consume, group, cluster, metrics, user, acl)",
+          ],
         ] as const
       ) {
         const r = await ctl([...args]);

@@ -414,13 +414,14 @@ const CASES: Case[] = [
         leader: "",
         replicas: [],
         isr: [],
+        moving: 0,
       }],
     },
   },
   {
     name: "describe_topic_response",
     description:
-      "The answer to describe_topic_request: the topic's configs and, per partition, log start offset, high watermark, stored bytes, live subscriptions, the first offset a damaged log cannot serve (-1: not damaged; here partition 1 is damaged from offset 59), the leader, the replicas and the replicas in sync with the leader (here node n1 of partition 1 fell out of sync).",
+      "The answer to describe_topic_request: the topic's configs and, per partition, log start offset, high watermark, stored bytes, live subscriptions, the first offset a damaged log cannot serve (-1: not damaged; here partition 1 is damaged from offset 59), the leader, the replicas, the replicas in sync with the leader (here node n1 of partition 1 fell out of sync), and whether the partition is moving to its replicas (here partition 2: an operator reassigned it and n2 catches up).",
     opcode: "DESCRIBE_TOPIC",
     kind: "response",
     correlationId: 18,
@@ -438,6 +439,7 @@ const CASES: Case[] = [
           leader: "n1",
           replicas: [{ id: "n1" }, { id: "n2" }, { id: "n3" }],
           isr: [{ id: "n1" }, { id: "n2" }, { id: "n3" }],
+          moving: 0,
         },
         {
           partition: 1,
@@ -449,6 +451,7 @@ const CASES: Case[] = [
           leader: "n2",
           replicas: [{ id: "n2" }, { id: "n3" }, { id: "n1" }],
           isr: [{ id: "n2" }, { id: "n3" }],
+          moving: 0,
         },
         {
           partition: 2,
@@ -459,10 +462,38 @@ const CASES: Case[] = [
           damagedFromOffset: -1,
           leader: "n3",
           replicas: [{ id: "n3" }, { id: "n1" }, { id: "n2" }],
-          isr: [{ id: "n3" }, { id: "n1" }, { id: "n2" }],
+          isr: [{ id: "n3" }, { id: "n1" }],
+          moving: 1,
         },
       ],
     },
+  },
+  {
+    name: "reassign_partition_request",
+    description:
+      "REASSIGN_PARTITION orders, partition 2, to nodes n3, n1 and n2 (n3 first: its preferred leader). Its answer has an empty payload.",
+    opcode: "REASSIGN_PARTITION",
+    kind: "request",
+    correlationId: 21,
+    payload: { name: "orders", partition: 2, replicas: [{ id: "n3" }, { id: "n1" }, { id: "n2" }] },
+  },
+  {
+    name: "rebalance_leaders_request",
+    description:
+      "REBALANCE_LEADERS from a client (thisNodeOnly 0): the node asked hands its partitions to their preferred replicas and asks every other live node to.",
+    opcode: "REBALANCE_LEADERS",
+    kind: "request",
+    correlationId: 22,
+    payload: { thisNodeOnly: 0 },
+  },
+  {
+    name: "rebalance_leaders_response",
+    description:
+      "The answer to rebalance_leaders_request: 2 leaderships handed over, 1 partition waiting for its preferred replica to catch up, node n3 not reached.",
+    opcode: "REBALANCE_LEADERS",
+    kind: "response",
+    correlationId: 22,
+    payload: { moved: 2, waiting: 1, unreached: [{ id: "n3" }] },
   },
   {
     name: "repair_partitions_request",

@@ -11,42 +11,44 @@ import (
 
 // Opcodes (docs/protocol.md §5).
 const (
-	OpHello            uint16 = 0x0001
-	OpPing             uint16 = 0x0002
-	OpAuthStart        uint16 = 0x0003
-	OpAuthFinish       uint16 = 0x0004
-	OpProduce          uint16 = 0x0101
-	OpInitProducerID   uint16 = 0x0102
-	OpSubscribe        uint16 = 0x0201
-	OpDeliver          uint16 = 0x0202
-	OpCredit           uint16 = 0x0203
-	OpAck              uint16 = 0x0204
-	OpUnsubscribe      uint16 = 0x0205
-	OpFetch            uint16 = 0x0206
-	OpDurableCommit    uint16 = 0x0207
-	OpDurableFetch     uint16 = 0x0208
-	OpCreateTopic      uint16 = 0x0301
-	OpDeleteTopic      uint16 = 0x0302
-	OpListTopics       uint16 = 0x0303
-	OpDescribeTopic    uint16 = 0x0304
-	OpAlterTopic       uint16 = 0x0305
-	OpCreatePartitions uint16 = 0x0306
-	OpRepairPartitions uint16 = 0x0307
-	OpGroupHeartbeat   uint16 = 0x0401
-	OpGroupLeave       uint16 = 0x0402
-	OpOffsetCommit     uint16 = 0x0403
-	OpOffsetFetch      uint16 = 0x0404
-	OpListGroups       uint16 = 0x0405
-	OpDescribeGroup    uint16 = 0x0406
-	OpResetOffsets     uint16 = 0x0407
-	OpClusterMembers   uint16 = 0x0501
-	OpUserPut          uint16 = 0x0701
-	OpUserDelete       uint16 = 0x0702
-	OpUserList         uint16 = 0x0703
-	OpACLAdd           uint16 = 0x0704
-	OpACLRemove        uint16 = 0x0705
-	OpACLList          uint16 = 0x0706
-	OpMetadata         uint16 = 0x0502
+	OpHello             uint16 = 0x0001
+	OpPing              uint16 = 0x0002
+	OpAuthStart         uint16 = 0x0003
+	OpAuthFinish        uint16 = 0x0004
+	OpProduce           uint16 = 0x0101
+	OpInitProducerID    uint16 = 0x0102
+	OpSubscribe         uint16 = 0x0201
+	OpDeliver           uint16 = 0x0202
+	OpCredit            uint16 = 0x0203
+	OpAck               uint16 = 0x0204
+	OpUnsubscribe       uint16 = 0x0205
+	OpFetch             uint16 = 0x0206
+	OpDurableCommit     uint16 = 0x0207
+	OpDurableFetch      uint16 = 0x0208
+	OpCreateTopic       uint16 = 0x0301
+	OpDeleteTopic       uint16 = 0x0302
+	OpListTopics        uint16 = 0x0303
+	OpDescribeTopic     uint16 = 0x0304
+	OpAlterTopic        uint16 = 0x0305
+	OpCreatePartitions  uint16 = 0x0306
+	OpRepairPartitions  uint16 = 0x0307
+	OpReassignPartition uint16 = 0x0308
+	OpRebalanceLeaders  uint16 = 0x0309
+	OpGroupHeartbeat    uint16 = 0x0401
+	OpGroupLeave        uint16 = 0x0402
+	OpOffsetCommit      uint16 = 0x0403
+	OpOffsetFetch       uint16 = 0x0404
+	OpListGroups        uint16 = 0x0405
+	OpDescribeGroup     uint16 = 0x0406
+	OpResetOffsets      uint16 = 0x0407
+	OpClusterMembers    uint16 = 0x0501
+	OpUserPut           uint16 = 0x0701
+	OpUserDelete        uint16 = 0x0702
+	OpUserList          uint16 = 0x0703
+	OpACLAdd            uint16 = 0x0704
+	OpACLRemove         uint16 = 0x0705
+	OpACLList           uint16 = 0x0706
+	OpMetadata          uint16 = 0x0502
 )
 
 // FieldType is a payload field's wire type: "u8", "u16", "u32", "i64", "string", "bytes", "map"
@@ -144,6 +146,14 @@ var OpSchemas = map[string][2]Schema{
 		{list("partitions", Schema{f("partition", "u32"), f("cutOffset", "i64"), f("endOffset", "i64"),
 			f("bytesDropped", "i64"), f("damage", "string")})},
 	},
+	"REASSIGN_PARTITION": {
+		{f("name", "string"), f("partition", "u32"), list("replicas", idList)},
+		{},
+	},
+	"REBALANCE_LEADERS": {
+		{f("thisNodeOnly", "u8")},
+		{f("moved", "u32"), f("waiting", "u32"), list("unreached", idList)},
+	},
 	"GROUP_HEARTBEAT": {
 		{f("group", "string"), f("memberId", "string"), f("instanceId", "string"),
 			f("generation", "i64"), f("sessionTimeoutMs", "u32"), f("assignor", "string"),
@@ -189,7 +199,8 @@ var OpSchemas = map[string][2]Schema{
 		{f("name", "string"), f("configs", "map"), list("partitions", Schema{
 			f("partition", "u32"), f("logStartOffset", "i64"), f("highWatermark", "i64"),
 			f("sizeBytes", "i64"), f("subscribers", "u32"), f("damagedFromOffset", "i64"),
-			f("leader", "string"), list("replicas", idList), list("isr", idList)})},
+			f("leader", "string"), list("replicas", idList), list("isr", idList),
+			f("moving", "u8")})},
 	},
 	"USER_PUT": {
 		{f("name", "string"), f("salt", "bytes"), f("iterations", "u32"), f("storedKey", "bytes"),
@@ -221,6 +232,7 @@ var OpNames = map[uint16]string{
 	OpDurableFetch: "DURABLE_FETCH", OpCreateTopic: "CREATE_TOPIC", OpDeleteTopic: "DELETE_TOPIC",
 	OpListTopics: "LIST_TOPICS", OpDescribeTopic: "DESCRIBE_TOPIC", OpAlterTopic: "ALTER_TOPIC",
 	OpCreatePartitions: "CREATE_PARTITIONS", OpRepairPartitions: "REPAIR_PARTITIONS",
+	OpReassignPartition: "REASSIGN_PARTITION", OpRebalanceLeaders: "REBALANCE_LEADERS",
 	OpGroupHeartbeat: "GROUP_HEARTBEAT", OpGroupLeave: "GROUP_LEAVE", OpOffsetCommit: "OFFSET_COMMIT",
 	OpOffsetFetch: "OFFSET_FETCH", OpListGroups: "LIST_GROUPS", OpDescribeGroup: "DESCRIBE_GROUP",
 	OpResetOffsets: "RESET_OFFSETS", OpMetadata: "METADATA", OpAuthStart: "AUTH_START",

@@ -28,6 +28,9 @@ import {
   type OpName,
   type ProduceRequest,
   type ProduceResponse,
+  type ReassignPartitionRequest,
+  type RebalanceLeadersRequest,
+  type RebalanceLeadersResponse,
   type RepairedPartition,
   type RepairPartitionsRequest,
   type RepairPartitionsResponse,
@@ -872,6 +875,16 @@ export class Broker implements PlaneHost {
    */
   async repairPartitions(req: RepairPartitionsRequest): Promise<RepairPartitionsResponse> {
     return await this.#plane.repairPartitions(req);
+  }
+
+  /** Moves a partition's replicas to the nodes named (a cluster's control plane decides). */
+  async reassignPartition(req: ReassignPartitionRequest): Promise<void> {
+    return await this.#plane.reassignPartition(req);
+  }
+
+  /** Hands partitions back to their preferred replicas now (a cluster's control plane does). */
+  async rebalanceLeaders(req: RebalanceLeadersRequest): Promise<RebalanceLeadersResponse> {
+    return await this.#plane.rebalanceLeaders(req);
   }
 
   async #repairHere(req: RepairPartitionsRequest): Promise<RepairPartitionsResponse> {

@@ -51,6 +51,8 @@ import {
   type OpName,
   opName,
   type ProduceRequest,
+  type ReassignPartitionRequest,
+  type RebalanceLeadersRequest,
   type RepairPartitionsRequest,
   type ResetOffsetsRequest,
   SCHEMAS,
@@ -824,6 +826,17 @@ const FORWARDABLE: Partial<Record<OpName, ForwardableHandler>> = {
     const r = req<CreatePartitionsRequest>("CREATE_PARTITIONS", p);
     c.authorize("alter", "topic", r.name);
     return c.broker.createPartitions(r).then(() => ({}));
+  },
+  REASSIGN_PARTITION: (c, p) => {
+    const r = req<ReassignPartitionRequest>("REASSIGN_PARTITION", p);
+    c.authorize("alter", "topic", r.name);
+    return c.broker.reassignPartition(r).then(() => ({}));
+  },
+  // Leaders of every topic move: the cluster as a whole is altered.
+  REBALANCE_LEADERS: (c, p) => {
+    const r = req<RebalanceLeadersRequest>("REBALANCE_LEADERS", p);
+    c.authorize("alter", "cluster", "");
+    return c.broker.rebalanceLeaders(r);
   },
   // Group requests run on the group coordinator (in a cluster, the metadata group's leader).
   GROUP_HEARTBEAT: (c, p) => {

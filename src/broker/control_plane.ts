@@ -20,6 +20,9 @@ import type {
   PartitionInfo,
   ProduceRequest,
   ProduceResponse,
+  ReassignPartitionRequest,
+  RebalanceLeadersRequest,
+  RebalanceLeadersResponse,
   RepairPartitionsRequest,
   RepairPartitionsResponse,
 } from "../protocol/messages.ts";
@@ -58,6 +61,16 @@ export interface ControlPlane {
   ): Promise<boolean>;
   /** Cuts damaged partitions back to their last good batch, where that is how they are repaired. */
   repairPartitions(req: RepairPartitionsRequest): Promise<RepairPartitionsResponse>;
+  /**
+   * Moves a partition's replicas to the nodes an operator named; resolves once the move is
+   * accepted (it carries on after). A single node has no replicas to move: INVALID_REQUEST.
+   */
+  reassignPartition(req: ReassignPartitionRequest): Promise<void>;
+  /**
+   * Hands partitions led elsewhere back to their preferred replicas now, rather than at the next
+   * balancing round. A single node leads every partition: INVALID_REQUEST.
+   */
+  rebalanceLeaders(req: RebalanceLeadersRequest): Promise<RebalanceLeadersResponse>;
   /** Where each partition of the named topics lives. */
   metadata(req: MetadataRequest): Promise<MetadataResponse>;
   /** Appends a validated batch to its partition, wherever the partition's appends run. */
@@ -187,4 +200,4 @@ export type SecurityChange =
   | { op: "removeAcl"; acl: AclEntry };
 
 /** DESCRIBE_TOPIC's replication fields of one partition. */
-export type PartitionReplication = Pick<PartitionInfo, "leader" | "replicas" | "isr">;
+export type PartitionReplication = Pick<PartitionInfo, "leader" | "replicas" | "isr" | "moving">;

@@ -15,6 +15,7 @@ import type {
   OpName,
   ProduceRequest,
   ProduceResponse,
+  RebalanceLeadersResponse,
   RepairPartitionsRequest,
   RepairPartitionsResponse,
 } from "../protocol/messages.ts";
@@ -73,6 +74,26 @@ export class LocalControlPlane implements ControlPlane {
     return this.#here.repairPartitions(req);
   }
 
+  reassignPartition(): Promise<void> {
+    return Promise.reject(
+      new GregorError(
+        ErrorCode.INVALID_REQUEST,
+        "REASSIGN_PARTITION needs a replicating cluster (--cluster-replicate); this node holds " +
+          "every partition alone",
+      ),
+    );
+  }
+
+  rebalanceLeaders(): Promise<RebalanceLeadersResponse> {
+    return Promise.reject(
+      new GregorError(
+        ErrorCode.INVALID_REQUEST,
+        "REBALANCE_LEADERS needs a replicating cluster (--cluster-replicate); this node leads " +
+          "every partition alone",
+      ),
+    );
+  }
+
   metadata(req: MetadataRequest): Promise<MetadataResponse> {
     return this.#here.metadata(req);
   }
@@ -96,7 +117,7 @@ export class LocalControlPlane implements ControlPlane {
   replication(): PartitionReplication {
     // A single node leads and holds every partition alone, and is always in sync with itself.
     const self = [{ id: this.#host?.nodeId ?? "" }];
-    return { leader: this.#host?.nodeId ?? "", replicas: self, isr: self };
+    return { leader: this.#host?.nodeId ?? "", replicas: self, isr: self, moving: 0 };
   }
 
   atCoordinator<R>(_op: OpName, local: () => R | Promise<R>): Promise<R> {

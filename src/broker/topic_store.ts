@@ -45,7 +45,8 @@ export function effectiveConfigs(
   opts: Readonly<BrokerOptions>,
 ): Record<string, string> {
   for (const [k, v] of Object.entries(configs)) {
-    const check = TOPIC_CONFIGS[k];
+    // Own keys only: "valueOf" or "constructor" would find Object's methods and fail as INTERNAL.
+    const check = Object.hasOwn(TOPIC_CONFIGS, k) ? TOPIC_CONFIGS[k] : undefined;
     if (check === undefined) {
       throw new GregorError(
         ErrorCode.INVALID_REQUEST,

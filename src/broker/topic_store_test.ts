@@ -8,6 +8,8 @@ import { runOnNode } from "../../sim/harness.ts";
 import { Simulation } from "../../sim/simulation.ts";
 import { readChecked, writeChecked } from "../storage/checked_file.ts";
 import { Broker } from "./broker.ts";
+import { DEFAULT_BROKER_OPTIONS } from "./options.ts";
+import { effectiveConfigs } from "./topic_store.ts";
 
 const DATA = "data";
 
@@ -100,3 +102,15 @@ for (
     });
   });
 }
+
+Deno.test("effectiveConfigs() refuses a config named after an Object method as unknown, not INTERNAL", () => {
+  for (const key of ["valueOf", "toString", "constructor", "hasOwnProperty"]) {
+    assert.throws(
+      () => effectiveConfigs({ [key]: "1" }, DEFAULT_BROKER_OPTIONS),
+      (err) =>
+        err instanceof GregorError && err.code === ErrorCode.INVALID_REQUEST &&
+        err.message.startsWith(`Unknown topic config ${key}; known: `),
+      key,
+    );
+  }
+});

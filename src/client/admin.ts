@@ -12,6 +12,7 @@ import {
   type MetadataResponse,
   type OffsetFetchResponse,
   type PartitionInfo,
+  type RebalanceLeadersResponse,
   type RepairedPartition,
   type RepairPartitionsResponse,
   type ResetOffsetsResponse,
@@ -225,6 +226,41 @@ export class Admin {
       partitions: (opts.partitions ?? []).map((partition) => ({ partition })),
     });
     return r.partitions;
+  }
+
+  /**
+   * Moves a partition of a replicating cluster to other nodes. Resolves once the controller has
+   * accepted the move; it carries on after: the new replicas catch up, then join the partition's
+   * group, then the replicas left out delete their copy. `describeTopic` shows the partition
+   * `moving` (1) until then, with `replicas` already naming the new ones.
+   * @param replicas The node ids to hold the partition, distinct and alive; the first is its
+   *   preferred leader.
+   * @throws {GregorError} UNKNOWN_TOPIC, UNKNOWN_PARTITION, or INVALID_REQUEST (a node that is not
+   *   alive, a node named twice, no nodes, a move already under way, or a single node).
+   * @example
+   * ```ts ignore
+   * await client.admin.reassignPartition("orders", 0, ["node-b", "node-c"]);
+   * ```
+   */
+  async reassignPartition(topic: string, partition: number, replicas: string[]): Promise<void> {
+    await this.#request("REASSIGN_PARTITION", {
+      name: topic,
+      partition,
+      replicas: replicas.map((id) => ({ id })),
+    });
+  }
+
+  /**
+   * Hands the leadership of every partition back to its preferred replica (the first of its
+   * replicas) where that replica is alive and caught up, now rather than at the next balancing
+   * interval. Every live node of the cluster is asked.
+   * @returns `moved`: leaderships handed over (each takes effect within a round trip or two);
+   *   `waiting`: partitions left where they are for now (their preferred replica is down or
+   *   behind); `unreached`: nodes that could not be asked.
+   * @throws {GregorError} INVALID_REQUEST on a single node.
+   */
+  async rebalanceLeaders(): Promise<RebalanceLeadersResponse> {
+    return await this.#request<RebalanceLeadersResponse>("REBALANCE_LEADERS", { thisNodeOnly: 0 });
   }
 
   /**

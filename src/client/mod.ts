@@ -31,6 +31,7 @@ export type {
   MetadataResponse,
   MetadataTopic,
   PartitionInfo,
+  RebalanceLeadersResponse,
   RepairedPartition,
   TopicPartition,
   TopicSummary,

@@ -26,6 +26,9 @@ import {
   type OpName,
   type ProduceRequest,
   type ProduceResponse,
+  type ReassignPartitionRequest,
+  type RebalanceLeadersRequest,
+  type RebalanceLeadersResponse,
   type RepairPartitionsResponse,
   SCHEMAS,
 } from "../protocol/messages.ts";
@@ -53,6 +56,8 @@ const READS_OFFSETS: ReadonlySet<OpName> = new Set([
   "DESCRIBE_GROUP",
   "DURABLE_FETCH",
 ]);
+/** Replicas a REASSIGN_PARTITION may name at most (more than any cluster has nodes to place). */
+const REASSIGN_REPLICAS_MAX = 64;
 /** The client id of requests a node sends another on its own behalf (not a client's). */
 const OWN_CLIENT_ID = "gregormq-node";
 /** How long a node waits to learn of a topic it just created, ms. */
@@ -309,6 +314,51 @@ export class ClusterBridge implements ControlPlane {
         "In a cluster a damaged replica is repaired from its peers, not cut by REPAIR_PARTITIONS",
       ),
     );
+  }
+
+  /** On the controller, which checks the replicas against the live nodes and records the move. */
+  reassignPartition(req: ReassignPartitionRequest): Promise<void> {
+    if (req.replicas.length > REASSIGN_REPLICAS_MAX) {
+      throw new GregorError(
+        ErrorCode.INVALID_REQUEST,
+        `A partition has at most ${REASSIGN_REPLICAS_MAX} replicas, not ${req.replicas.length}`,
+      );
+    }
+    return this.#atController(
+      () => this.#node.reassignPartition(req.name, req.partition, req.replicas.map((r) => r.id)),
+      "REASSIGN_PARTITION",
+    );
+  }
+
+  /**
+   * Each node hands the partitions it leads to their preferred replicas: this one at once, and,
+   * unless asked for itself only, every other live node asked in parallel (a node that cannot be
+   * reached is named in `unreached`; it balances at its next interval anyway).
+   */
+  async rebalanceLeaders(req: RebalanceLeadersRequest): Promise<RebalanceLeadersResponse> {
+    if (req.thisNodeOnly !== 0 && req.thisNodeOnly !== 1) {
+      throw new GregorError(
+        ErrorCode.INVALID_REQUEST,
+        `REBALANCE_LEADERS thisNodeOnly is 0 (every node) or 1 (this one), not ${req.thisNodeOnly}`,
+      );
+    }
+    const node = this.#node;
+    const here = node.balanceLeadersOnce();
+    const answer: RebalanceLeadersResponse = { ...here, unreached: [] };
+    if (req.thisNodeOnly === 1) return answer;
+    const others = node.liveMembers().filter((id) => id !== node.nodeId);
+    const asked = await Promise.allSettled(
+      others.map((id) =>
+        this.#ask<RebalanceLeadersResponse>(id, "REBALANCE_LEADERS", { thisNodeOnly: 1 })
+      ),
+    );
+    for (const [i, r] of asked.entries()) {
+      if (r.status === "fulfilled") {
+        answer.moved += r.value.moved;
+        answer.waiting += r.value.waiting;
+      } else answer.unreached.push({ id: others[i]! });
+    }
+    return answer;
   }
 
   async append(req: ProduceRequest, header: BatchHeader): Promise<ProduceResponse> {

@@ -23,6 +23,7 @@ import {
   type MetaCommand,
   MetaState,
   placeReplicas,
+  reassignProblem,
 } from "./controller.ts";
 import { type AppliedBatch, PartitionMachine } from "./replica.ts";
 import {
@@ -455,6 +456,30 @@ export class ClusterNode {
   }
 
   /**
+   * Moves partition `partition` of `name` to `replicas`, as an operator asked; this node must lead
+   * the metadata group. Resolves once the move is recorded: the partition's leader then changes its
+   * group (newcomers catch up as learners before they vote), and the replicas left out delete
+   * theirs once it is done.
+   * @throws {GregorError} UNKNOWN_TOPIC, UNKNOWN_PARTITION, or INVALID_REQUEST for replicas that
+   *   are not distinct live nodes, or a partition already moving.
+   */
+  async reassignPartition(name: string, partition: number, replicas: string[]): Promise<void> {
+    const problem = reassignProblem(name, this.meta.topics.get(name), {
+      partition,
+      replicas,
+      live: this.liveMembers(),
+    });
+    if (problem !== null) throw problem;
+    const from = this.meta.topics.get(name)!.replicas[partition]!;
+    await this.propose({ op: "reassignPartition", name, partition, replicas });
+    this.#o.onReport?.(
+      `Partition ${partitionGroup(name, partition)} moves from ${from.join(", ")} to ` +
+        `${replicas.join(", ")}, as an operator asked`,
+    );
+    await this.#chain;
+  }
+
+  /**
    * Appends a validated batch through the partition's Raft group: resolves once it is committed
    * (on a quorum of replicas) and applied here, with its offset.
    */
@@ -530,15 +555,18 @@ export class ClusterNode {
 
   /**
    * Who leads and holds the partition as far as this node knows, and, if this node leads it,
-   * which replicas are in sync (`inSync`); elsewhere `isr` is empty.
+   * which replicas are in sync (`inSync`); elsewhere `isr` is empty. While the partition moves,
+   * `replicas` are those it moves to.
    */
   replication(topic: string, partition: number): PartitionReplication {
-    const ids = this.meta.topics.get(topic)?.replicas[partition] ?? [];
+    const t = this.meta.topics.get(topic);
+    const ids = t?.replicas[partition] ?? [];
     const isr = this.#replicas.get(partitionGroup(topic, partition))?.group.node.inSyncVoters();
     return {
       leader: this.#leaderOf(topic, partition),
       replicas: ids.map((id) => ({ id })),
       isr: (isr ?? []).filter((id) => ids.includes(id)).map((id) => ({ id })),
+      moving: t !== undefined && isMoving(t, partition) ? 1 : 0,
     };
   }
 
@@ -898,24 +926,34 @@ export class ClusterNode {
     }
   }
 
-  /** One round of preferred-leader balancing; the hand-overs it started. */
-  balanceLeadersOnce(): number {
+  /**
+   * One round of preferred-leader balancing: `moved`, the hand-overs it started, and `waiting`, the
+   * partitions this node leads that it left with it although another replica is preferred (that
+   * one is down, not a voter yet or behind, or the round reached its maximum of hand-overs).
+   */
+  balanceLeadersOnce(): { moved: number; waiting: number } {
     const live = new Set(this.#liveNodes());
     let moved = 0;
+    let waiting = 0;
     for (const [key, r] of this.#replicas) {
-      if (moved >= LEADER_MOVES_PER_ROUND_MAX) break;
       const g = r.group;
-      if (!g.isLeader || r.machine.restoring) continue;
+      if (!g.isLeader) continue;
       const preferred = this.meta.topics.get(r.partition.topic)?.replicas[r.partition.id]?.[0];
-      if (preferred === undefined || preferred === this.#o.nodeId || !live.has(preferred)) continue;
-      if (!g.node.voters.includes(preferred)) continue;
-      if ((g.node.matchOf(preferred) ?? -1) < g.node.lastIndex) continue;
-      if (!g.transferLeadership(preferred)) continue;
+      if (preferred === undefined || preferred === this.#o.nodeId) continue;
+      if (
+        moved >= LEADER_MOVES_PER_ROUND_MAX || r.machine.restoring || !live.has(preferred) ||
+        !g.node.voters.includes(preferred) ||
+        (g.node.matchOf(preferred) ?? -1) < g.node.lastIndex ||
+        !g.transferLeadership(preferred)
+      ) {
+        waiting++;
+        continue;
+      }
       moved++;
       this.stats.leaderTransfers++;
       this.#o.onReport?.(`Leadership of ${key} goes back to its preferred replica ${preferred}`);
     }
-    return moved;
+    return { moved, waiting };
   }
 
   #group(
@@ -1269,6 +1307,12 @@ export class ClusterNode {
       if (m.state !== "left" && replicates) members.add(m.id);
     }
     return members;
+  }
+
+  /** The cluster's members that gossip says are alive, this node included, sorted. */
+  liveMembers(): string[] {
+    const members = this.#members();
+    return this.#liveNodes().filter((id) => members.has(id));
   }
 
   #liveNodes(): string[] {

@@ -384,6 +384,55 @@ export function replicasProblem(replicas: readonly string[]): string | null {
 }
 
 /**
+ * Why partition `partition` of topic `name` (`t`, undefined if there is none) cannot be moved to
+ * `replicas` by an operator now, as the error to answer, or null if it can. `live`: the cluster's
+ * members that are alive (a replica on a node that is down or unknown could never catch up).
+ */
+export function reassignProblem(
+  name: string,
+  t: TopicMeta | undefined,
+  move: { partition: number; replicas: readonly string[]; live: readonly string[] },
+): GregorError | null {
+  if (t === undefined) {
+    return new GregorError(ErrorCode.UNKNOWN_TOPIC, `Topic ${name} does not exist`);
+  }
+  const p = move.partition;
+  if (!Number.isInteger(p) || p < 0 || p >= t.replicas.length) {
+    return new GregorError(
+      ErrorCode.UNKNOWN_PARTITION,
+      `Topic ${name} has no partition ${p} (it has ${t.replicas.length})`,
+    );
+  }
+  const refuse = (why: string) =>
+    new GregorError(ErrorCode.INVALID_REQUEST, `Cannot reassign ${name}/${p}: ${why}`);
+  const problem = replicasProblem(move.replicas);
+  if (problem !== null) return refuse(problem);
+  const live = [...move.live].sort();
+  if (move.replicas.length > live.length) {
+    return refuse(
+      `${move.replicas.length} replicas named but only ${live.length} nodes are alive ` +
+        `(${live.join(", ")})`,
+    );
+  }
+  const unknown = move.replicas.filter((id) => !live.includes(id));
+  if (unknown.length > 0) {
+    return refuse(
+      `${unknown.join(", ")} ${
+        unknown.length === 1 ? "is not a live node" : "are not live nodes"
+      }` +
+        ` of the cluster (alive: ${live.join(", ")})`,
+    );
+  }
+  if (isMoving(t, p)) {
+    return refuse(`a move to ${t.replicas[p]!.join(",")} is under way; wait until it is done`);
+  }
+  if (t.replicas[p]!.join(",") === move.replicas.join(",")) {
+    return refuse(`its replicas are ${move.replicas.join(",")} already`);
+  }
+  return null;
+}
+
+/**
  * Places `count` partitions' replicas on `nodes` (sorted ids of live nodes): `factor` distinct
  * nodes each, spread round-robin from `start` so leaders (the first replica) spread too.
  */

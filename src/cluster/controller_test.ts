@@ -2,7 +2,14 @@ import assert from "node:assert/strict";
 import { ErrorCode, GregorError } from "../protocol/errors.ts";
 import { tpKey } from "../broker/groups/assignors.ts";
 import { durableKey } from "../broker/subscription.ts";
-import { encodeCommand, META_DURABLES_MAX, type MetaCommand, MetaState } from "./controller.ts";
+import {
+  encodeCommand,
+  META_DURABLES_MAX,
+  type MetaCommand,
+  MetaState,
+  reassignProblem,
+  type TopicMeta,
+} from "./controller.ts";
 
 let index = 0;
 function apply(state: MetaState, c: MetaCommand): unknown {
@@ -177,4 +184,53 @@ Deno.test("MetaState: users and ACLs change by command, removals of nothing chan
   const old = new TextEncoder().encode(JSON.stringify({ topics: [], nextProducerId: 0 }));
   copy.restore({ index: 10, term: 1, voters: [], learners: [], data: old });
   assert.deepEqual([copy.users.size, copy.acls.length], [0, 0]);
+});
+
+Deno.test("reassignProblem() names what is wrong with an operator's move, with the error code to answer", () => {
+  const s = new MetaState();
+  apply(s, { op: "createTopic", topic: { name: "t", configs: {}, replicas: [["n1", "n2"]] } });
+  const live = ["n1", "n2", "n3"];
+  const problem = (name: string, partition: number, replicas: string[], alive = live) => {
+    const e = reassignProblem(name, s.topics.get(name), { partition, replicas, live: alive });
+    return e === null ? null : { code: e.code, message: e.message };
+  };
+  assert.equal(problem("t", 0, ["n2", "n3"]), null);
+  assert.equal(problem("t", 0, ["n2", "n1"]), null, "a new order moves the preferred leader");
+  assert.deepEqual(problem("u", 0, ["n2", "n3"]), {
+    code: ErrorCode.UNKNOWN_TOPIC,
+    message: "Topic u does not exist",
+  });
+  assert.deepEqual(problem("t", 1, ["n2", "n3"]), {
+    code: ErrorCode.UNKNOWN_PARTITION,
+    message: "Topic t has no partition 1 (it has 1)",
+  });
+  assert.deepEqual(problem("t", 0, []), {
+    code: ErrorCode.INVALID_REQUEST,
+    message: "Cannot reassign t/0: no replicas given",
+  });
+  assert.deepEqual(problem("t", 0, ["n3", "n3"]), {
+    code: ErrorCode.INVALID_REQUEST,
+    message: "Cannot reassign t/0: a node is named twice (n3,n3)",
+  });
+  assert.deepEqual(problem("t", 0, ["n2", "n9"]), {
+    code: ErrorCode.INVALID_REQUEST,
+    message: "Cannot reassign t/0: n9 is not a live node of the cluster (alive: n1, n2, n3)",
+  });
+  assert.deepEqual(problem("t", 0, ["n1", "n2", "n3"], ["n1", "n2"]), {
+    code: ErrorCode.INVALID_REQUEST,
+    message: "Cannot reassign t/0: 3 replicas named but only 2 nodes are alive (n1, n2)",
+  });
+  assert.deepEqual(problem("t", 0, ["n1", "n2"]), {
+    code: ErrorCode.INVALID_REQUEST,
+    message: "Cannot reassign t/0: its replicas are n1,n2 already",
+  });
+  apply(s, { op: "reassignPartition", name: "t", partition: 0, replicas: ["n2", "n3"] });
+  assert.deepEqual(problem("t", 0, ["n3", "n1"]), {
+    code: ErrorCode.INVALID_REQUEST,
+    message: "Cannot reassign t/0: a move to n2,n3 is under way; wait until it is done",
+  });
+  apply(s, { op: "partitionMoved", name: "t", partition: 0, replicas: ["n2", "n3"] });
+  assert.equal(problem("t", 0, ["n3", "n1"]), null, "once the move is done, another may start");
+  const t: TopicMeta = s.topics.get("t")!;
+  assert.deepEqual(t.replicas, [["n2", "n3"]]);
 });

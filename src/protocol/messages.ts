@@ -33,6 +33,8 @@ export const Op = {
   ALTER_TOPIC: 0x0305,
   CREATE_PARTITIONS: 0x0306,
   REPAIR_PARTITIONS: 0x0307,
+  REASSIGN_PARTITION: 0x0308,
+  REBALANCE_LEADERS: 0x0309,
   GROUP_HEARTBEAT: 0x0401,
   GROUP_LEAVE: 0x0402,
   OFFSET_COMMIT: 0x0403,
@@ -213,6 +215,14 @@ export const SCHEMAS = {
       ],
     }]],
   },
+  REASSIGN_PARTITION: {
+    request: [["name", "string"], ["partition", "u32"], ["replicas", { list: [["id", "string"]] }]],
+    response: [],
+  },
+  REBALANCE_LEADERS: {
+    request: [["thisNodeOnly", "u8"]],
+    response: [["moved", "u32"], ["waiting", "u32"], ["unreached", { list: [["id", "string"]] }]],
+  },
   GROUP_HEARTBEAT: {
     request: [
       ["group", "string"],
@@ -339,6 +349,7 @@ export const SCHEMAS = {
           ["leader", "string"],
           ["replicas", { list: [["id", "string"]] }],
           ["isr", { list: [["id", "string"]] }],
+          ["moving", "u8"],
         ],
       }],
     ],
@@ -525,6 +536,11 @@ export interface PartitionInfo {
    * not lead the partition, as only a leader knows its followers' progress.
    */
   isr: { id: string }[];
+  /**
+   * 1 while the partition moves to `replicas` (new replicas catch up, then the group changes and
+   * the replicas left out delete theirs); 0 otherwise.
+   */
+  moving: number;
 }
 export interface DescribeTopicResponse {
   name: string;
@@ -628,6 +644,34 @@ export interface RepairedPartition {
 }
 export interface RepairPartitionsResponse {
   partitions: RepairedPartition[];
+}
+/**
+ * REASSIGN_PARTITION: move partition `partition` of topic `name` to the nodes `replicas` (the first
+ * is its preferred leader). Answered once the controller accepted the move; it runs on after.
+ */
+export interface ReassignPartitionRequest {
+  name: string;
+  partition: number;
+  replicas: { id: string }[];
+}
+/**
+ * REBALANCE_LEADERS: hand every partition to its preferred replica now. `thisNodeOnly` 0: the node
+ * asked does so for the partitions it leads and asks every other live node to; 1: only its own.
+ */
+export interface RebalanceLeadersRequest {
+  thisNodeOnly: number;
+}
+/** What REBALANCE_LEADERS did. */
+export interface RebalanceLeadersResponse {
+  /** Leaderships handed to the preferred replica (each completes within a round trip or two). */
+  moved: number;
+  /**
+   * Partitions led elsewhere than their preferred replica that stay so for now: it is down, not a
+   * voter yet, or behind its leader (ask again once it caught up).
+   */
+  waiting: number;
+  /** Nodes that could not be asked (down, or did not answer in time). */
+  unreached: { id: string }[];
 }
 export interface TopicPartition {
   topic: string;

@@ -247,6 +247,8 @@ Deno.test("Op codes sit in their bands, are unique, and each has a schema", () =
       "ALTER_TOPIC",
       "CREATE_PARTITIONS",
       "REPAIR_PARTITIONS",
+      "REASSIGN_PARTITION",
+      "REBALANCE_LEADERS",
     ],
     0x04: [
       "GROUP_HEARTBEAT",

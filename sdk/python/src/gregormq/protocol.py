@@ -132,6 +132,7 @@ OPS: dict[str, tuple[int, Schema, Schema]] = {
                     ),
                     _lst("replicas", _IDS),
                     _lst("isr", _IDS),
+                    *_f("moving:u8"),
                 ],
             ),
         ],
@@ -150,6 +151,16 @@ OPS: dict[str, tuple[int, Schema, Schema]] = {
                 ),
             )
         ],
+    ),
+    "REASSIGN_PARTITION": (
+        0x0308,
+        [*_f("name:string, partition:u32"), _lst("replicas", _IDS)],
+        [],
+    ),
+    "REBALANCE_LEADERS": (
+        0x0309,
+        _f("thisNodeOnly:u8"),
+        [*_f("moved:u32, waiting:u32"), _lst("unreached", _IDS)],
     ),
     "GROUP_HEARTBEAT": (
         0x0401,

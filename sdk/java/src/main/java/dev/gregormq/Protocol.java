@@ -78,11 +78,14 @@ public final class Protocol {
     def(ops, s, "DESCRIBE_TOPIC", 0x0304, "name:string",
         "name:string configs:map partitions:[partition:u32 logStartOffset:i64 highWatermark:i64"
             + " sizeBytes:i64 subscribers:u32 damagedFromOffset:i64 leader:string replicas:" + ids
-            + " isr:" + ids + "]");
+            + " isr:" + ids + " moving:u8]");
     def(ops, s, "ALTER_TOPIC", 0x0305, "name:string configs:map", "");
     def(ops, s, "CREATE_PARTITIONS", 0x0306, "name:string count:u32", "");
     def(ops, s, "REPAIR_PARTITIONS", 0x0307, "name:string partitions:[partition:u32]",
         "partitions:[partition:u32 cutOffset:i64 endOffset:i64 bytesDropped:i64 damage:string]");
+    def(ops, s, "REASSIGN_PARTITION", 0x0308, "name:string partition:u32 replicas:" + ids, "");
+    def(ops, s, "REBALANCE_LEADERS", 0x0309, "thisNodeOnly:u8",
+        "moved:u32 waiting:u32 unreached:" + ids);
     def(ops, s, "GROUP_HEARTBEAT", 0x0401,
         "group:string memberId:string instanceId:string generation:i64 sessionTimeoutMs:u32"
             + " assignor:string topics:[name:string] owned:[" + tp + "]",
