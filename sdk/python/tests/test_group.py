@@ -58,3 +58,62 @@ def test_two_members_share_the_partitions_and_hand_them_over(shared_broker: Brok
             ]
 
     asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def test_rebalance_callbacks_see_partitions_added_and_taken_away(shared_broker: Broker) -> None:
+    async def main() -> None:
+        async with gregormq.connect(servers=[shared_broker.addr]) as c:
+            await c.create_topic("py-group-cb", 2)
+            events: list[tuple[str, str, list[tuple[str, int]]]] = []
+
+            def assigned_a(tps: list[tuple[str, int]]) -> None:
+                events.append(("a", "assigned", sorted(tps)))
+
+            async def revoked_a(tps: list[tuple[str, int]]) -> None:
+                await asyncio.sleep(0)  # a coroutine function is awaited
+                events.append(("a", "revoked", sorted(tps)))
+
+            a = await c.group_consumer(
+                "py-group-cb-g", ["py-group-cb"], on_assigned=assigned_a, on_revoked=revoked_a
+            )
+            await until(lambda: len(a.assignment()) == 2, 20)
+            assert events == [("a", "assigned", [("py-group-cb", 0), ("py-group-cb", 1)])]
+            b = await c.group_consumer(
+                "py-group-cb-g",
+                ["py-group-cb"],
+                on_assigned=lambda tps: events.append(("b", "assigned", sorted(tps))),
+            )
+            await until(lambda: len(a.assignment()) == 1 and len(b.assignment()) == 1, 20)
+            await until(lambda: any(e[0] == "b" for e in events), 20)
+            revoked = [e for e in events if e[1] == "revoked"]
+            assert len(revoked) == 1 and revoked[0][0] == "a" and len(revoked[0][2]) == 1
+            given = revoked[0][2][0]
+            assert ("b", "assigned", [given]) in events, events
+            assert given not in a.assignment()
+            await b.close()
+            await a.close()
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def test_a_failing_rebalance_callback_fails_the_consumer(shared_broker: Broker) -> None:
+    async def main() -> None:
+        async with gregormq.connect(servers=[shared_broker.addr]) as c:
+            await c.create_topic("py-group-cb-fail", 2)
+            a = await c.group_consumer("py-group-cb-fail-g", ["py-group-cb-fail"])
+            await until(lambda: len(a.assignment()) == 2, 20)
+
+            def boom(tps: list[tuple[str, int]]) -> None:
+                raise RuntimeError(f"cannot give up {tps}")
+
+            a.on_revoked = boom
+            b = await c.group_consumer("py-group-cb-fail-g", ["py-group-cb-fail"])
+            try:
+                await a.next(10)
+                raise AssertionError("next() returned despite the failed callback")
+            except RuntimeError as e:
+                assert "cannot give up" in str(e)
+            await b.close()
+            await a.close()
+
+    asyncio.run(asyncio.wait_for(main(), 60))

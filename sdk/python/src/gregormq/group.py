@@ -6,8 +6,9 @@ offset is the next one to process (Kafka's convention)."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Awaitable, Callable, Optional, Union
 
 from .consumer import FromOffset, Message, Start, Subscription
 from .errors import ERROR_CODES, BrokerError, ClientClosed, GregorError
@@ -20,6 +21,8 @@ _RETRY_S_MIN = 0.05
 _RETRY_S_MAX = 1.0
 
 TopicPartition = tuple[str, int]
+# A rebalance callback: told the partitions added or taken away; may be a coroutine function.
+RebalanceCallback = Callable[[list[TopicPartition]], Union[None, Awaitable[None]]]
 
 
 @dataclass
@@ -37,7 +40,13 @@ class GroupConsumer:
     """A consumer-group member: `async for msg in consumer`. Asking for the next message marks the
     previous one processed; with auto_commit (the default) processed offsets are committed every
     auto_commit_interval_s, when a partition is taken away, and on close. Make one with
-    `client.group_consumer(group, topics)`."""
+    `client.group_consumer(group, topics)`.
+
+    `on_assigned(partitions)` is called when partitions are added to this member, before their
+    messages arrive; `on_revoked(partitions)` when partitions are taken away, after their last
+    message was handed out and before they are committed (with auto_commit) and released: commit
+    there when committing by hand. Either may be a plain or a coroutine function; an exception
+    from one fails the consumer (`next()` raises it)."""
 
     def __init__(
         self,
@@ -52,6 +61,8 @@ class GroupConsumer:
         reset: str = "latest",
         window_messages: int = 500,
         window_bytes: int = 1 << 20,
+        on_assigned: Optional[RebalanceCallback] = None,
+        on_revoked: Optional[RebalanceCallback] = None,
     ) -> None:
         if reset not in ("earliest", "latest"):
             raise ValueError(f"reset {reset!r} is not 'earliest' or 'latest'")
@@ -66,6 +77,8 @@ class GroupConsumer:
         self.reset = reset
         self.window_messages = window_messages
         self.window_bytes = window_bytes
+        self.on_assigned = on_assigned
+        self.on_revoked = on_revoked
         self.member_id = ""
         self.generation = -1
         self._owned: dict[TopicPartition, _Owned] = {}
@@ -178,6 +191,9 @@ class GroupConsumer:
                     self.member_id = ""
                 wait = retry
                 retry = min(_RETRY_S_MAX, retry * 2)
+            except Exception as e:  # a rebalance callback's: the application's to see
+                self._fail(e)
+                return
             await asyncio.sleep(wait)
 
     async def _beat(self) -> float:
@@ -223,6 +239,7 @@ class GroupConsumer:
             {"group": self.group, "partitions": [{"topic": t, "partition": p} for t, p in tps]},
         )
         committed = {(o["topic"], o["partition"]): o["offset"] for o in fetched["offsets"]}
+        await _call(self.on_assigned, list(tps))
         for tp in tps:
             c = committed.get(tp, -1)
             o = _Owned(tp, None, -1, c)
@@ -255,6 +272,7 @@ class GroupConsumer:
             o.tp for o in owned
         }:
             self._last = None
+        await _call(self.on_revoked, [o.tp for o in owned])
         if self.auto_commit:
             try:
                 await self._commit_owned(owned)
@@ -357,3 +375,12 @@ class GroupConsumer:
                 )
             except GregorError:
                 pass
+
+
+async def _call(callback: Optional[RebalanceCallback], partitions: list[TopicPartition]) -> None:
+    """Runs a rebalance callback, awaiting it if it returned an awaitable."""
+    if callback is None:
+        return
+    result = callback(partitions)
+    if inspect.isawaitable(result):
+        await result
