@@ -194,6 +194,7 @@ export class RaftChecker {
     };
     this.#views.set(g, view);
     g.observer = {
+      saving: (ready) => this.#saving(g, promised, ready),
       saved: (ready) => this.#saved(g, view, promised, ready),
       sent: (m) => this.#sent(key, g, view, promised, m),
       received: (m, commitBefore) => this.#received(key, g, view, m, commitBefore),
@@ -212,6 +213,18 @@ export class RaftChecker {
     view.commit = Math.max(view.commit, commit);
   }
 
+  /**
+   * Entries a later leader's replace void what was acknowledged of them — from the moment their
+   * save begins: a crash during it may leave the new ones on disk (cluster seed 545).
+   */
+  #saving(g: RaftGroup, p: Promised, ready: Ready): void {
+    const first = ready.entries[0];
+    if (first === undefined || first.index > p.ackedTo) return;
+    p.ackedTo = first.index - 1;
+    p.ackedTerm = g.node.termAt(p.ackedTo) ?? 0;
+    if (p.ackedTo <= g.node.snapshot.index) p.ackedTo = 0;
+  }
+
   #saved(g: RaftGroup, view: View, p: Promised, ready: Ready): void {
     if (ready.hardState !== null) {
       view.durableTerm = ready.hardState.term;
@@ -225,15 +238,7 @@ export class RaftChecker {
       }
     }
     const first = ready.entries[0];
-    if (first !== undefined) {
-      view.durableLast = ready.entries.at(-1)!.index;
-      // Entries replaced by a later leader's void what was acknowledged of them.
-      if (first.index <= p.ackedTo) {
-        p.ackedTo = first.index - 1;
-        p.ackedTerm = g.node.termAt(p.ackedTo) ?? 0;
-        if (p.ackedTo <= g.node.snapshot.index) p.ackedTo = 0;
-      }
-    }
+    if (first !== undefined) view.durableLast = ready.entries.at(-1)!.index;
     const high = view.durableHigh.get(view.durableTerm) ?? 0;
     view.durableHigh.set(view.durableTerm, Math.max(high, view.durableLast));
   }

@@ -414,7 +414,7 @@ export class ClusterBridge implements ControlPlane {
   }
 
   holds(topic: string, partition: number): boolean {
-    return this.#attached?.node.holds(topic, partition) ?? false;
+    return this.#attached?.node.servesReads(topic, partition) ?? false;
   }
 
   /**
@@ -423,7 +423,7 @@ export class ClusterBridge implements ControlPlane {
    */
   checkReadable(topic: string, partition: number): void {
     const node = this.#node;
-    if (node.holds(topic, partition)) return;
+    if (node.servesReads(topic, partition)) return;
     const p = node.metadata({ topics: [{ name: topic }], autoCreate: 0 }).topics[0]
       ?.partitions[partition];
     if (p === undefined) return; // unknown topic or partition: the usual errors follow

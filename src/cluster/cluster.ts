@@ -532,13 +532,7 @@ export class ClusterNode {
     return { voters: voters.length, votersAlive, quorum, canLose: votersAlive - quorum };
   }
 
-  /**
-   * True if this node may serve reads of the partition: it holds a replica, not mid-restore, that
-   * keeps up with its group (it leads, or it heard from the leader lately and trails its commit by
-   * at most a few entries). A replica behind — just restarted, cut off, or catching up from a
-   * snapshot, which may cut its log back or move its start — would hand a new subscriber stale or
-   * discontinuous data; the subscriber is sent to the leader instead.
-   */
+  /** True if this node holds a replica of the partition, not mid-restore and not damaged. */
   holds(topic: string, partition: number): boolean {
     const r = this.#replicas.get(partitionGroup(topic, partition));
     if (r === undefined) return false;
@@ -550,7 +544,19 @@ export class ClusterNode {
       r.machine.repair().catch(() => {});
     }
     return !r.machine.restoring && !r.machine.damaged() &&
-      r.group.node.appliedIndex >= r.servesFrom && r.group.node.keepsUp();
+      r.group.node.appliedIndex >= r.servesFrom;
+  }
+
+  /**
+   * True if this node may serve reads of the partition: it holds a replica (`holds`) that keeps
+   * up with its group (it leads, or it heard from the leader lately and trails its commit by at
+   * most a few entries). A replica behind — just restarted, cut off, or catching up from a
+   * snapshot, which may cut its log back or move its start — would hand a new subscriber stale or
+   * discontinuous data; the subscriber is sent to the leader instead.
+   */
+  servesReads(topic: string, partition: number): boolean {
+    if (!this.holds(topic, partition)) return false;
+    return this.#replicas.get(partitionGroup(topic, partition))!.group.node.keepsUp();
   }
 
   /**

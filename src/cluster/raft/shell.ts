@@ -50,6 +50,8 @@ export interface StateMachine {
  * (with its commit index before), and every entry as it is applied.
  */
 export interface RaftObserver {
+  /** A Ready is about to be saved: a crash from here on may leave it on disk, whole or in part. */
+  saving?(ready: Ready): void;
   saved(ready: Ready): void;
   sent(m: Message): void;
   received(m: Message, commitBefore: number): void;
@@ -378,6 +380,7 @@ export class RaftGroup {
           await this.#o.clock.sleep(ms, this.#stop.signal).catch(() => {});
           if (this.stopped) return;
         }
+        this.observer?.saving?.(ready);
         try {
           await this.#o.store.save(ready);
         } catch (err) {
