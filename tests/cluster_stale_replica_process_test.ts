@@ -7,10 +7,11 @@
 // same node serves again, and a read from the start gets every acknowledged message in order.
 
 import assert from "node:assert/strict";
-import { connect } from "../src/client/mod.ts";
+import { type Client, connect } from "../src/client/mod.ts";
 import { ErrorCode, GregorError } from "../src/protocol/errors.ts";
 import {
   clusterFormed,
+  type ClusterProc,
   clusterTest,
   connectTo,
   createTopicRetrying,
@@ -26,21 +27,32 @@ const WHILE_DOWN = 1_000;
 /** All three found the metadata group as voters: it survives losing any one node from the start. */
 const EXPECT = ["--cluster-bootstrap-expect", "3"];
 
+/**
+ * Once the cluster formed, creates TOPIC (one partition on all three) and names a node that
+ * follows its partition (`f`) and the two others.
+ */
+async function aFollower(
+  procs: ClusterProc[],
+  clients: Client[],
+): Promise<{ f: number; others: number[] }> {
+  await clusterFormed(procs, clients);
+  await createTopicRetrying(clients[0]!, TOPIC, {
+    partitions: 1,
+    configs: { "replication.factor": "3" },
+  });
+  const leaderId = await retry("the partition has a leader", async () => {
+    const p = (await clients[0]!.admin.metadata([TOPIC])).topics[0]!.partitions[0]!;
+    if (p.leader === "") throw new Error("no leader yet");
+    return p.leader;
+  });
+  const f = procs.findIndex((p) => p.nodeId !== leaderId);
+  return { f, others: [0, 1, 2].filter((i) => i !== f) };
+}
+
 clusterTest(
   "3 replicating brokers: a restarted replica that cannot reach its leader refuses subscriptions (NOT_LEADER) until it has caught up",
   async ({ root, procs, ports, clients }) => {
-    await clusterFormed(procs, clients);
-    await createTopicRetrying(clients[0]!, TOPIC, {
-      partitions: 1,
-      configs: { "replication.factor": "3" },
-    });
-    const leaderId = await retry("the partition has a leader", async () => {
-      const p = (await clients[0]!.admin.metadata([TOPIC])).topics[0]!.partitions[0]!;
-      if (p.leader === "") throw new Error("no leader yet");
-      return p.leader;
-    });
-    const f = procs.findIndex((p) => p.nodeId !== leaderId);
-    const others = [0, 1, 2].filter((i) => i !== f);
+    const { f, others } = await aFollower(procs, clients);
     const via = clients[others[0]!]!;
     const producer = via.producer({ acks: "quorum", deliveryTimeoutMs: 30_000 });
     const send = async (from: number, to: number) => {
@@ -107,18 +119,7 @@ clusterTest(
 clusterTest(
   "3 replicating brokers: a subscriber whose node restarts and is not caught up yet waits for it and goes on, losing nothing",
   async ({ root, procs, ports, clients }) => {
-    await clusterFormed(procs, clients);
-    await createTopicRetrying(clients[0]!, TOPIC, {
-      partitions: 1,
-      configs: { "replication.factor": "3" },
-    });
-    const leaderId = await retry("the partition has a leader", async () => {
-      const p = (await clients[0]!.admin.metadata([TOPIC])).topics[0]!.partitions[0]!;
-      if (p.leader === "") throw new Error("no leader yet");
-      return p.leader;
-    });
-    const f = procs.findIndex((p) => p.nodeId !== leaderId);
-    const others = [0, 1, 2].filter((i) => i !== f);
+    const { f, others } = await aFollower(procs, clients);
     const producer = clients[others[0]!]!.producer({ acks: "quorum" });
     const send = (from: number, to: number) =>
       Promise.all(
