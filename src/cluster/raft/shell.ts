@@ -523,7 +523,8 @@ export class RaftGroup {
   }
 
   #fail(reason: string): void {
-    if (this.#failed !== null) return;
+    // A step cut short by the group's own stop (a restore whose fetch was aborted) is no failure.
+    if (this.#failed !== null || this.stopped) return;
     this.#failed = reason;
     this.#failAll(new GregorError(ErrorCode.STORAGE_ERROR, reason));
     this.#o.onFatal(reason);

@@ -56,3 +56,40 @@ Deno.test("RaftGroup stops on a broken Raft invariant and reports it as one, wit
     }
   });
 });
+
+Deno.test("RaftGroup stopped while restoring its snapshot ends quietly when the restore is then cut short", async () => {
+  await runOnNode(new Simulation(8), "a", async (env) => {
+    const fatal: string[] = [];
+    const fetching = new AbortController();
+    const snapshot = { index: 5, term: 1, voters: ["a"], learners: [], data: new Uint8Array() };
+    const group = new RaftGroup({
+      group: "g",
+      nodeId: "a",
+      store: {
+        state: () => ({ hardState: { term: 1, vote: null, commit: 5 }, snapshot, entries: [] }),
+        save: () => Promise.resolve(),
+      },
+      machine: {
+        apply: (e) => e.index,
+        // A replica restoring fetches from its peers until they answer or it is stopped.
+        restore: () =>
+          new Promise<void>((_, reject) =>
+            fetching.signal.addEventListener(
+              "abort",
+              () => reject(new GregorError(ErrorCode.SHUTTING_DOWN, "Replica g stopped")),
+            )
+          ),
+      },
+      send: () => {},
+      clock: env.clock,
+      random: new SeededRandom(2),
+      onFatal: (reason) => fatal.push(reason),
+    });
+    await env.clock.sleep(100); // the restore is under way, waiting
+    const stopped = group.stop();
+    fetching.abort();
+    await stopped;
+    assert.deepEqual(fatal, [], "a stop is no failure");
+    assert.equal(group.stopped, true);
+  });
+});
