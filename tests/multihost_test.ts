@@ -495,9 +495,10 @@ multihostTest(
 const FLIP_WINDOW_MS = 8_000;
 /**
  * Time the majority of each flipped window gets to acknowledge a produce on every partition, ms: an
- * election timeout (1 to 2 s) and the client's retries, with room for a loaded CI machine.
+ * election timeout (1 to 2 s) and the client's retries, with room for a loaded CI machine (measured
+ * 1.1 to 4.3 s; before the Raft transport's acknowledgements a window passed 6 s with none).
  */
-const FLIP_RESUME_MS_MAX = 6_000;
+const FLIP_RESUME_MS_MAX = 8_000;
 
 multihostTest(
   "multi-host: the minority flips from node to node every 8 s; each majority produces again within seconds; no ack lost",

@@ -3,7 +3,8 @@
 // answers on its own outbound connection, never on ours. Loss is allowed (Raft retries), so every
 // queue is bounded and a full one drops.
 //
-// The receiver acknowledges what arrives (an empty RAFT answer, at most every ACK_EVERY_MS), so a
+// The receiver acknowledges what arrives (an empty RAFT answer, at most every ACK_EVERY_MS, for any
+// bytes read: a frame of megabytes on a slow link is acknowledged as it comes in), so a
 // sender can tell a connection that carries nothing any more: a network cut drops packets without a
 // reset, and after it heals TCP may wait many seconds for its next retransmission (its timer doubled
 // through the cut) while every message queued behind is late. A connection whose writes have gone
@@ -272,7 +273,7 @@ export class Transport {
       for (
         let f: Frame | null = first;
         f !== null && !me.closed;
-        f = await readFrame(conn, parser, buf)
+        f = await readFrame(conn, parser, buf, ack)
       ) {
         this.#receive(me, f);
         ack();
@@ -632,14 +633,23 @@ const ACK_FRAME = (() => {
   return f;
 })();
 
-/** The next frame, or null at end of stream. Throws MalformedError for a bad frame. */
-async function readFrame(conn: Conn, parser: FrameParser, buf: Uint8Array): Promise<Frame | null> {
+/**
+ * The next frame, or null at end of stream; `onBytes` is told of every read (a big frame on a slow
+ * link is acknowledged as it arrives, not only once whole). Throws MalformedError for a bad frame.
+ */
+async function readFrame(
+  conn: Conn,
+  parser: FrameParser,
+  buf: Uint8Array,
+  onBytes: () => void = () => {},
+): Promise<Frame | null> {
   for (;;) {
     const r = parser.next();
     if (r.kind === "frame") return r.frame;
     if (r.kind === "error") throw new MalformedError(r.message);
     const n = await conn.read(buf);
     if (n === null) return null;
+    onBytes();
     // A copy: `buf` is reused, and a small read should not pin a whole read buffer.
     parser.push(buf.slice(0, n));
   }
