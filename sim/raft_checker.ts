@@ -195,7 +195,7 @@ export class RaftChecker {
     this.#views.set(g, view);
     g.observer = {
       saving: (ready) => this.#saving(g, promised, ready),
-      saved: (ready) => this.#saved(g, view, promised, ready),
+      saved: (ready) => this.#saved(view, promised, ready),
       sent: (m) => this.#sent(key, g, view, promised, m),
       received: (m, commitBefore) => this.#received(key, g, view, m, commitBefore),
       applied: (e) => this.#appliedEntry(key, g, e),
@@ -225,7 +225,7 @@ export class RaftChecker {
     if (p.ackedTo <= g.node.snapshot.index) p.ackedTo = 0;
   }
 
-  #saved(g: RaftGroup, view: View, p: Promised, ready: Ready): void {
+  #saved(view: View, p: Promised, ready: Ready): void {
     if (ready.hardState !== null) {
       view.durableTerm = ready.hardState.term;
       view.durableVote = ready.hardState.vote;
