@@ -16,6 +16,7 @@ import {
   HEADER_BYTES,
   MAGIC,
   PROTOCOL_VERSION,
+  readFrame,
   writeHeader,
 } from "../protocol/frame.ts";
 import { opName } from "../protocol/messages.ts";
@@ -647,16 +648,4 @@ function isAnswerFrame(frame: Uint8Array): boolean {
 
 function opLabel(opcode: number): string {
   return opName(opcode) ?? `opcode 0x${opcode.toString(16).padStart(4, "0")}`;
-}
-
-async function readFrame(conn: Conn, parser: FrameParser, buf: Uint8Array): Promise<Frame | null> {
-  for (;;) {
-    const r = parser.next();
-    if (r.kind === "frame") return r.frame;
-    if (r.kind === "error") throw new MalformedError(r.message);
-    const n = await conn.read(buf);
-    if (n === null) return null;
-    // A copy: `buf` is reused, and the frames handed on keep views into what the parser holds.
-    parser.push(buf.slice(0, n));
-  }
 }

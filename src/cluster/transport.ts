@@ -20,6 +20,7 @@ import {
   FrameParser,
   HEADER_BYTES,
   PROTOCOL_VERSION,
+  readFrame,
   writeHeader,
 } from "../protocol/frame.ts";
 import { decode, Op, type RaftRequest, SCHEMAS } from "../protocol/messages.ts";
@@ -632,28 +633,6 @@ const ACK_FRAME = (() => {
   });
   return f;
 })();
-
-/**
- * The next frame, or null at end of stream; `onBytes` is told of every read (a big frame on a slow
- * link is acknowledged as it arrives, not only once whole). Throws MalformedError for a bad frame.
- */
-async function readFrame(
-  conn: Conn,
-  parser: FrameParser,
-  buf: Uint8Array,
-  onBytes: () => void = () => {},
-): Promise<Frame | null> {
-  for (;;) {
-    const r = parser.next();
-    if (r.kind === "frame") return r.frame;
-    if (r.kind === "error") throw new MalformedError(r.message);
-    const n = await conn.read(buf);
-    if (n === null) return null;
-    onBytes();
-    // A copy: `buf` is reused, and a small read should not pin a whole read buffer.
-    parser.push(buf.slice(0, n));
-  }
-}
 
 function sameAddr(a: Addr, b: Addr): boolean {
   return a.host === b.host && a.port === b.port;

@@ -3,7 +3,8 @@
 // chunking of the byte stream and rejects an oversized frame before buffering its payload.
 
 import { crc32c } from "./crc32c.ts";
-import { ErrorCode } from "./errors.ts";
+import { ErrorCode, MalformedError } from "./errors.ts";
+import type { Conn } from "../io/types.ts";
 
 /** "GM": the first two bytes of every frame. */
 export const MAGIC = 0x474d;
@@ -276,4 +277,28 @@ function bad(
   correlationId: number,
 ): { kind: "error"; code: number; message: string; correlationId: number } {
   return { kind: "error", code, message, correlationId };
+}
+
+/**
+ * The next whole frame read from `conn` through `parser`, or null at end of stream; `onRead` is told
+ * the size of every read (for byte counters, or to acknowledge a big frame as it comes in). `buf` is
+ * the read buffer, reused: the parser gets a copy of just the bytes read, so the frames it hands on
+ * (views into what it holds) do not pin the whole buffer.
+ * @throws {MalformedError} for bytes that are not a frame
+ */
+export async function readFrame(
+  conn: Pick<Conn, "read">,
+  parser: FrameParser,
+  buf: Uint8Array,
+  onRead: (bytes: number) => void = () => {},
+): Promise<Frame | null> {
+  for (;;) {
+    const r = parser.next();
+    if (r.kind === "frame") return r.frame;
+    if (r.kind === "error") throw new MalformedError(r.message);
+    const n = await conn.read(buf);
+    if (n === null) return null;
+    onRead(n);
+    parser.push(buf.slice(0, n));
+  }
 }

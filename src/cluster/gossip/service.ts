@@ -6,7 +6,7 @@ import type { Addr, Conn, Env, Listener, Random } from "../../io/types.ts";
 import { writeAll } from "../../io/util.ts";
 import { ErrorCode, GregorError, MalformedError } from "../../protocol/errors.ts";
 import { GUARD_DONE } from "../../io/errors.ts";
-import { encodeFrame, Flag, type Frame, FrameParser } from "../../protocol/frame.ts";
+import { encodeFrame, Flag, type Frame, FrameParser, readFrame } from "../../protocol/frame.ts";
 import { decode, encode, ERROR_SCHEMA, type ErrorPayload, Op } from "../../protocol/messages.ts";
 import {
   decodeAck2,
@@ -411,18 +411,9 @@ export class Gossip {
     this.#counters.bytesSent += frame.length;
   }
 
-  /** The next frame, or null at end of stream. Throws MalformedError for a bad frame. */
-  async #readFrame(conn: Conn, parser: FrameParser, buf: Uint8Array): Promise<Frame | null> {
-    for (;;) {
-      const r = parser.next();
-      if (r.kind === "frame") return r.frame;
-      if (r.kind === "error") throw new MalformedError(r.message);
-      const n = await conn.read(buf);
-      if (n === null) return null;
-      this.#counters.bytesReceived += n;
-      // A copy: `buf` is read into again, and a small read should not pin the whole buffer.
-      parser.push(buf.slice(0, n));
-    }
+  /** The next frame, or null at end of stream, counting the bytes read. Throws MalformedError. */
+  #readFrame(conn: Conn, parser: FrameParser, buf: Uint8Array): Promise<Frame | null> {
+    return readFrame(conn, parser, buf, (n) => void (this.#counters.bytesReceived += n));
   }
 
   /** One exchange as initiator: SYN, the answer's deltas applied, ACK2 with what the peer lacks. */
