@@ -75,22 +75,16 @@ export class LocalControlPlane implements ControlPlane {
   }
 
   reassignPartition(): Promise<void> {
-    return Promise.reject(
-      new GregorError(
-        ErrorCode.INVALID_REQUEST,
-        "REASSIGN_PARTITION needs a replicating cluster (--cluster-replicate); this node holds " +
-          "every partition alone",
-      ),
+    return needsCluster(
+      "REASSIGN_PARTITION needs a replicating cluster (--cluster-replicate); this node holds " +
+        "every partition alone",
     );
   }
 
   rebalanceLeaders(): Promise<RebalanceLeadersResponse> {
-    return Promise.reject(
-      new GregorError(
-        ErrorCode.INVALID_REQUEST,
-        "REBALANCE_LEADERS needs a replicating cluster (--cluster-replicate); this node leads " +
-          "every partition alone",
-      ),
+    return needsCluster(
+      "REBALANCE_LEADERS needs a replicating cluster (--cluster-replicate); this node leads " +
+        "every partition alone",
     );
   }
 
@@ -133,11 +127,8 @@ export class LocalControlPlane implements ControlPlane {
   }
 
   commitDurables(): Promise<void> {
-    return Promise.reject(
-      new GregorError(
-        ErrorCode.INVALID_REQUEST,
-        "DURABLE_COMMIT is sent between the nodes of a replicating cluster; this node is in none",
-      ),
+    return needsCluster(
+      "DURABLE_COMMIT is sent between the nodes of a replicating cluster; this node is in none",
     );
   }
 
@@ -161,4 +152,9 @@ export class LocalControlPlane implements ControlPlane {
   close(): Promise<void> {
     return this.#here.flushOffsets();
   }
+}
+
+/** The answer to a request only a replicating cluster serves: INVALID_REQUEST saying why. */
+function needsCluster<T>(why: string): Promise<T> {
+  return Promise.reject(new GregorError(ErrorCode.INVALID_REQUEST, why));
 }

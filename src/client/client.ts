@@ -4,7 +4,13 @@
 import type { Env } from "../io/types.ts";
 import { Admin } from "./admin.ts";
 import { ClientConnection, type ConnectOptions, DEFAULT_PORT } from "./connection.ts";
-import { Consumer, type From, type ReceivedMessage, type SubscribeOptions } from "./consumer.ts";
+import {
+  Consumer,
+  type From,
+  notLeaderPauseMs,
+  type ReceivedMessage,
+  type SubscribeOptions,
+} from "./consumer.ts";
 import { GroupConsumer, type GroupConsumerOptions } from "./group_consumer.ts";
 import { type Message, Producer, type ProducerOptions } from "./producer.ts";
 import { ConnectionPool, type NodeAddr } from "./pool.ts";
@@ -48,10 +54,6 @@ export interface ReadPartitionOptions {
 
 /** Default `messagesMax` of `client.readPartition()`. */
 const READ_PARTITION_MESSAGES_MAX = 100_000;
-/** A SUBSCRIBE refused with NOT_LEADER is asked again after this many ms times the attempt... */
-const SUBSCRIBE_RETRY_MS = 100;
-/** ...and at most this many ms. */
-const SUBSCRIBE_RETRY_MS_MAX = 1_000;
 
 /** A connection to one broker. */
 export class Client {
@@ -162,7 +164,7 @@ export class Client {
         const next = this.#pool.to(await this.#leaderOf(topic, opts.partition ?? 0));
         // Straight to a newly named leader; the same answer again waits a little first.
         if (next === conn || attempt > 1) {
-          await clock.sleep(Math.min(SUBSCRIBE_RETRY_MS * attempt, SUBSCRIBE_RETRY_MS_MAX));
+          await clock.sleep(notLeaderPauseMs(attempt));
         }
         conn = next;
       }

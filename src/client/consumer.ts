@@ -69,6 +69,15 @@ const RECORDS_BYTES_MAX = 64 * 1024 * 1024;
 const RESUBSCRIBE_NOT_LEADER_MS = 60_000;
 
 /**
+ * The pause before asking again after the `attempt`-th NOT_LEADER for a SUBSCRIBE: 100 ms more
+ * each time, at most 1 s (a leader is elected, or a replica catches up, within seconds).
+ * @internal
+ */
+export function notLeaderPauseMs(attempt: number): number {
+  return Math.min(100 * attempt, 1_000);
+}
+
+/**
  * A received message. A class rather than an object literal with closures: one allocation per
  * message on the consumer's hot path instead of three.
  */
@@ -356,7 +365,7 @@ export class Consumer implements AsyncIterable<ReceivedMessage>, PushListener {
           return;
         }
         if (err.code !== ErrorCode.NOT_LEADER || clock.now() >= deadline) throw err;
-        await clock.sleep(Math.min(100 * attempt, 1_000));
+        await clock.sleep(notLeaderPauseMs(attempt));
       }
     }
   }

@@ -94,23 +94,21 @@ export class ClusterBridge implements ControlPlane {
   }
 
   get #node(): ClusterNode {
-    if (this.#attached === null) {
-      throw new GregorError(
-        ErrorCode.NOT_LEADER,
-        "This node has not joined its cluster yet; retry",
-      );
-    }
-    return this.#attached.node;
+    return this.#joined().node;
   }
 
   get #forwarder(): Forwarder {
+    return this.#joined().forwarder;
+  }
+
+  #joined(): { node: ClusterNode; forwarder: Forwarder } {
     if (this.#attached === null) {
       throw new GregorError(
         ErrorCode.NOT_LEADER,
         "This node has not joined its cluster yet; retry",
       );
     }
-    return this.#attached.forwarder;
+    return this.#attached;
   }
 
   get #b(): PlaneHost {
