@@ -60,6 +60,13 @@ export const CONNECT_TIMEOUT_MS_DEFAULT = 5000;
 export const SYN_RTO_MS_FIRST = 1000;
 /** SYNs sent again at most per connection attempt (Linux's `tcp_syn_retries` default). */
 export const SYN_RETRIES_MAX = 6;
+/**
+ * An established connection whose segments go unacknowledged sends them again after this long,
+ * ms, then after twice as long each time (Linux's TCP_RTO_MIN on a fast network)...
+ */
+export const RTO_MS_MIN = 200;
+/** ...up to this long between two retransmissions, ms (Linux's TCP_RTO_MAX). */
+export const RTO_MS_MAX = 120_000;
 /** Segments a single write may be cut into. */
 const SPLIT_SEGMENTS_MAX = 4;
 /** First port handed out for port 0 and for the local side of connections. */
@@ -99,6 +106,10 @@ class Pipe {
   lastAt = 0;
   scheduled = false;
   held = false;
+  /** When the head segment was first held (a cut, or the receiving host down); -1: not held. */
+  heldSinceMs = -1;
+  /** Nothing is delivered before this: the sender's next retransmission after a hold ended. */
+  resumeAtMs = 0;
   finDelivered = false;
   reader: Waiter<number | null> & { buf: Uint8Array } | null = null;
   writer: { bytes: Uint8Array } & Waiter<number> | null = null;
@@ -491,7 +502,8 @@ export class SimNetwork {
     const head = pipe.inflight[0];
     if (head === undefined) return;
     pipe.scheduled = true;
-    this.#world.schedule(head.at - this.#world.now, () => this.#deliver(pipe), {
+    const at = Math.max(head.at, pipe.resumeAtMs);
+    this.#world.schedule(at - this.#world.now, () => this.#deliver(pipe), {
       tag: TAG_DELIVER,
     });
   }
@@ -510,6 +522,7 @@ export class SimNetwork {
           return;
         }
       }
+      pipe.heldSinceMs = -1;
       pipe.inflight.shift();
       if (seg.bytes !== null) pipe.inflightBytes -= seg.bytes.length;
       // Whatever the sender's kernel still held when it lost power never arrives.
@@ -520,6 +533,7 @@ export class SimNetwork {
 
   #hold(pipe: Pipe, partitioned: boolean): void {
     pipe.held = true;
+    if (pipe.heldSinceMs < 0) pipe.heldSinceMs = this.#world.now;
     this.#held.add(pipe);
     if (!partitioned) return;
     for (const seg of pipe.inflight) {
@@ -534,6 +548,7 @@ export class SimNetwork {
       if (!which(pipe)) continue;
       this.#held.delete(pipe);
       pipe.held = false;
+      pipe.resumeAtMs = nextRetransmission(pipe.heldSinceMs, this.#world.now);
       if (!pipe.scheduled) this.#scheduleDelivery(pipe);
     }
   }
@@ -869,4 +884,17 @@ export class SimListener implements Listener {
     this.#net.closeListener(this);
     w?.(null);
   }
+}
+
+/**
+ * When a sender whose segments went unanswered since `sinceMs` next sends them again, at or after
+ * `nowMs`: its retransmission timer doubles from RTO_MS_MIN up to RTO_MS_MAX, so after a long cut
+ * a connection resumes only seconds after the network healed (a sender that sent nothing during
+ * the cut has nothing to resend and resumes at once).
+ */
+export function nextRetransmission(sinceMs: number, nowMs: number): number {
+  if (sinceMs < 0) return nowMs;
+  let at = sinceMs;
+  for (let rto = RTO_MS_MIN; at < nowMs; rto = Math.min(rto * 2, RTO_MS_MAX)) at += rto;
+  return at;
 }
