@@ -35,7 +35,7 @@ export const TRANSPORT_DEFAULTS = {
   connectTimeoutMs: 2_000,
   writeTimeoutMs: 10_000,
   reconnectBackoffMsMin: 50,
-  reconnectBackoffMsMax: 2_000,
+  reconnectBackoffMsMax: 500,
   ackSilenceMsMax: 1_500,
 } as const;
 
@@ -131,6 +131,11 @@ interface Peer {
   backoffMs: number;
   /** No connection attempt before this time. */
   retryAtMs: number;
+  /**
+   * Ends the wait for the next connection attempt, or abandons the attempt in progress, once the
+   * peer connected to this node: the network between the two works again (null: neither runs).
+   */
+  heard: (() => void) | null;
   /** Wakes the peer's loop when it waits for messages. */
   wake: (() => void) | null;
 }
@@ -299,6 +304,7 @@ export class Transport {
       peer.head = 0;
       peer.bytes = 0;
       peer.conn?.close();
+      peer.heard?.();
       const wake = peer.wake;
       peer.wake = null;
       wake?.();
@@ -336,6 +342,7 @@ export class Transport {
     }
     if (me.from === null) {
       me.from = m.fromId;
+      this.#heardFrom(m.fromId);
       // A sender keeps one connection; a newer one means it reconnected (or restarted), and what
       // the old one still carries would arrive out of order.
       for (const other of this.#inbound) {
@@ -414,6 +421,7 @@ export class Transport {
       unackedSinceMs: null,
       backoffMs: this.#opts.reconnectBackoffMsMin,
       retryAtMs: 0,
+      heard: null,
       wake: null,
     };
     this.#peers.set(id, peer);
@@ -456,17 +464,38 @@ export class Transport {
     }
   }
 
-  /** Waits until the peer's next connection attempt is due; false if the transport closed. */
+  /**
+   * Waits until the peer's next connection attempt is due, or until the peer is heard from;
+   * false if the transport closed.
+   */
   async #waitRetry(peer: Peer): Promise<boolean> {
     const waitMs = peer.retryAtMs - this.#env.clock.now();
-    if (waitMs > 0) {
+    if (waitMs > 0 && !this.#closed) {
+      const wait = new AbortController();
+      peer.heard = () => wait.abort(GUARD_DONE);
       try {
-        await this.#env.clock.sleep(waitMs, this.#stop.signal);
+        await this.#env.clock.sleep(waitMs, wait.signal);
       } catch {
-        return false;
+        // Heard from the peer, or closed (close() ends every wait).
+      } finally {
+        peer.heard = null;
       }
     }
     return !this.#closed;
+  }
+
+  /**
+   * The peer connected to this node. If this node's own connection to it is down, the cut that
+   * downed it has healed: connect now rather than after the backoff, and abandon an attempt whose
+   * SYN went into the cut (the kernel would send it again only up to a second later). After a long
+   * cut each side's backoff ran long, and a vote needs both directions.
+   */
+  #heardFrom(id: string): void {
+    const peer = this.#peers.get(id);
+    if (peer === undefined || peer.conn !== null) return;
+    peer.backoffMs = this.#opts.reconnectBackoffMsMin;
+    peer.retryAtMs = 0;
+    peer.heard?.();
   }
 
   /** Schedules the next attempt after a backoff, and doubles the backoff. */
@@ -477,11 +506,22 @@ export class Transport {
   }
 
   async #connect(peer: Peer, addr: Addr): Promise<boolean> {
-    let conn: Conn;
+    let conn: Conn | null;
+    const attempt = this.#env.net.connect(addr, { timeoutMs: this.#opts.connectTimeoutMs });
     try {
-      conn = await this.#env.net.connect(addr, { timeoutMs: this.#opts.connectTimeoutMs });
+      conn = await Promise.race([
+        attempt,
+        new Promise<null>((resolve) => (peer.heard = () => resolve(null))),
+      ]);
     } catch {
       this.#failed(peer);
+      return false;
+    } finally {
+      peer.heard = null;
+    }
+    if (conn === null) {
+      // Heard from the peer while this attempt waited: a new one goes out at once.
+      attempt.then((late) => late.close(), () => {});
       return false;
     }
     if (this.#closed) {

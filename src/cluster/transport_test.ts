@@ -302,6 +302,37 @@ Deno.test("Transport: a dial begun during a one-way partition connects once it h
   assert.equal(c.t("n1").stats.connects, 1);
 });
 
+Deno.test("Transport: a node in a long reconnect backoff dials at once when the peer connects to it", async () => {
+  // The flipping-minority cut (issue [R]): after a long cut both sides of a link sat in their
+  // backoff, and a vote needs both directions; the first side through must bring the other.
+  const c = new Cluster(23);
+  c.add("n1", {
+    reconnectBackoffMsMin: 8_000,
+    reconnectBackoffMsMax: 8_000,
+    connectTimeoutMs: 500,
+  });
+  c.add("n2", { reconnectBackoffMsMax: 200, connectTimeoutMs: 500 });
+  await c.until(
+    "the two know each other",
+    10_000,
+    () =>
+      ["n1", "n2"].every((v) =>
+        c.gossip.has(v) && ["n1", "n2"].every((o) => c.g(v).member(o)?.state === "alive")
+      ),
+  );
+  c.sim.net.partition([["n1"], ["n2"]]);
+  c.t("n1").send("n2", "g", message(1));
+  c.t("n2").send("n1", "g", message(1));
+  // n1 tried once, failed after its connect timeout, and now waits 8 s.
+  await c.runFor(1_000);
+  c.sim.net.heal();
+  const healedAt = c.sim.world.now;
+  await c.until("n2's message reaches n1", 2_000, () => c.seqs("n1", "n2").length === 1);
+  await c.until("n1's message reaches n2", 2_000, () => c.seqs("n2", "n1").length === 1);
+  const tookMs = c.sim.world.now - healedAt;
+  assert.ok(tookMs < 1_500, `n1 reached n2 ${tookMs} ms after the heal; its backoff is 8000 ms`);
+});
+
 Deno.test("Transport: a reset connection is replaced and messages flow again", async () => {
   const c = new Cluster(15);
   await c.start(["n1", "n2"]);
