@@ -37,8 +37,8 @@ export const FORWARDER_DEFAULTS = {
   inFlightBytesMax: 64 * 1024 * 1024,
   waitingMax: 4096,
   requestTimeoutMs: 10_000,
-  connectTimeoutMs: 2_000,
-  silenceMsMax: 1_500,
+  connectTimeoutMs: 500,
+  silenceMsMax: 1_000,
   keepaliveMs: 250,
 } as const;
 
@@ -76,12 +76,17 @@ export interface ForwarderOptions {
   waitingMax?: number;
   /** How long a forwarded request may take, slot wait included, ms. 10,000. */
   requestTimeoutMs?: number;
-  /** How long connecting to a peer may take, ms; past it the request is NOT_LEADER. 2000. */
+  /**
+   * How long connecting to a peer may take, ms; past it the request is NOT_LEADER. The peer's
+   * kernel answers a SYN in a round trip however busy the broker is, so a connect still pending
+   * after this long lost its SYN to a cut network (the kernel would send it again only after a
+   * second): the client asks again, by then likely of a new leader. 500.
+   */
   connectTimeoutMs?: number;
   /**
    * How long a connection with requests waiting may stay silent, ms, before it counts as lost
    * (they fail as TIMEOUT): a peer cut off by the network answers nothing, not even an error, and
-   * its TCP connection looks open for minutes. 1500.
+   * its TCP connection looks open for minutes. 1000.
    */
   silenceMsMax?: number;
   /**
