@@ -29,6 +29,13 @@ import {
 
 /** The broker's default client port. */
 export const DEFAULT_PORT = 7070;
+/**
+ * With several servers, one attempt to connect to one of them (TLS handshake included) gives up
+ * after this long, ms, and the client tries the next: a server whose machine is gone, or cut off,
+ * answers nothing at all, and waiting out the whole connectTimeoutMs on it would never reach the
+ * others (as NATS clients, which wait 2 s per server).
+ */
+export const CONNECT_ATTEMPT_MS_MAX = 2_000;
 
 /** The connection is down or was closed; the request may be retried once it is back. */
 export class ConnectionError extends Error {
@@ -76,7 +83,11 @@ export interface ConnectOptions {
   /** Wait between reconnection attempts: doubles from min to max, with jitter. */
   reconnectBackoffMsMin?: number;
   reconnectBackoffMsMax?: number;
-  /** Give up connecting (first connect and reconnects) after this long. Default 30 000 ms. */
+  /**
+   * Give up connecting (first connect and reconnects) after this long. Default 30 000 ms. With
+   * several `servers`, one attempt at one of them gives up after CONNECT_ATTEMPT_MS_MAX (2 s) and
+   * the next is tried.
+   */
   connectTimeoutMs?: number;
   /** Requests in flight at most; more wait. Default 4096. */
   requestsInFlightMax?: number;
@@ -234,8 +245,12 @@ export class ClientConnection {
     while (!this.#closed && this.#env.clock.now() < deadline) {
       const { host, port } = addresses[this.#nextAddress % addresses.length]!;
       try {
+        const leftMs = deadline - this.#env.clock.now();
         const conn = await this.#env.net.connect({ host, port }, {
-          timeoutMs: Math.max(1, deadline - this.#env.clock.now()),
+          timeoutMs: Math.max(
+            1,
+            addresses.length > 1 ? Math.min(leftMs, CONNECT_ATTEMPT_MS_MAX) : leftMs,
+          ),
           ...(this.opts.tls === null ? {} : { tls: seamTls(this.opts.tls) }),
         });
         this.#conn = conn;

@@ -10,6 +10,13 @@ import type { NodeAddr } from "./pool.ts";
 /** How long a topic's partition count is used before it is asked again (in the background), ms. */
 export const METADATA_MAX_AGE_MS = 60_000;
 /**
+ * A topic whose last answer named no leader for some partition is asked again (in the background)
+ * once the answer is this old, ms. Meanwhile that partition's requests go through the bootstrap
+ * node, which forwards them: a hop more, and one that fails with the leader when a network cut
+ * isolates it, while the client would learn the new leader from the next answer.
+ */
+export const LEADER_UNKNOWN_MAX_AGE_MS = 500;
+/**
  * Answers in a row in which the bootstrap node named no leader for some partition of a topic before
  * the client moves to its next server: a node cut off from the rest of its cluster can name none,
  * while the others elected new leaders long ago.
@@ -22,6 +29,8 @@ interface Entry {
   partitions: number;
   /** Per partition, where its leader takes requests (null: unknown, ask the bootstrap node). */
   leaders: (NodeAddr | null)[];
+  /** Some partition's leader is unknown. */
+  leaderless: boolean;
   fetchedMs: number;
 }
 
@@ -49,7 +58,8 @@ export class PartitionCounts {
     if (e === undefined) return this.#fetch(topic);
     this.#entries.delete(topic);
     this.#entries.set(topic, e);
-    if (this.#clock.now() - e.fetchedMs >= METADATA_MAX_AGE_MS) {
+    const ageMs = this.#clock.now() - e.fetchedMs;
+    if (ageMs >= (e.leaderless ? LEADER_UNKNOWN_MAX_AGE_MS : METADATA_MAX_AGE_MS)) {
       this.#fetch(topic).catch(() => {});
     }
     return e.partitions;
@@ -96,6 +106,7 @@ export class PartitionCounts {
       this.#entries.set(topic, {
         partitions: t.partitions.length,
         leaders,
+        leaderless: leaders.includes(null),
         fetchedMs: this.#clock.now(),
       });
       this.#noteLeaders(topic, leaders);

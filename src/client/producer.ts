@@ -435,7 +435,6 @@ export class Producer {
     else this.#sendOnce(acc);
   }
 
-  /** Without idempotence: one attempt; a lost connection fails the batch. */
   /**
    * Where a partition's produces go: its leader's node when the metadata names one (in a cluster),
    * else the bootstrap connection (which forwards to the leader if it is not the leader itself).
@@ -445,6 +444,7 @@ export class Producer {
     return this.#pool.to(this.#counts.leader(topic, partition));
   }
 
+  /** Without idempotence: one attempt; a lost connection fails the batch. */
   #sendOnce(acc: Accumulator): void {
     const pending = acc.pending;
     let batch: Uint8Array;
