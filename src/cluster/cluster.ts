@@ -335,6 +335,15 @@ export class ClusterNode {
     return n;
   }
 
+  /** Partitions whose replicas are moving, as this node's copy of the metadata says. */
+  partitionsMoving(): number {
+    let n = 0;
+    for (const t of this.meta.topics.values()) {
+      for (let p = 0; p < t.replicas.length; p++) if (isMoving(t, p)) n++;
+    }
+    return n;
+  }
+
   /** The Raft group of a partition replica on this node, if it holds one. */
   replica(topic: string, partition: number): RaftGroup | null {
     return this.#replicas.get(partitionGroup(topic, partition))?.group ?? null;

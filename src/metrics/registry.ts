@@ -70,6 +70,7 @@ export const METRIC_NAMES = {
   raftAppliedIndex: "gregormq_raft_applied_index",
   raftLeaderChanges: "gregormq_raft_leader_changes_total",
   underReplicated: "gregormq_under_replicated_partitions",
+  partitionsMoving: "gregormq_partitions_moving",
   replicaRepairs: "gregormq_replica_repairs_total",
   metaVoters: "gregormq_meta_voters",
   metaVotersAlive: "gregormq_meta_voters_alive",
@@ -510,6 +511,15 @@ export class BrokerMetrics {
       collect(this: Gauge) {
         const c = cluster();
         if (c !== null) this.set(c.underReplicated());
+      },
+    });
+    new Gauge({
+      name: METRIC_NAMES.partitionsMoving,
+      help: "Partitions whose replicas the cluster is moving (every node reports the same count).",
+      registers,
+      collect(this: Gauge) {
+        const c = cluster();
+        if (c !== null) this.set(c.partitionsMoving());
       },
     });
   }
