@@ -494,11 +494,13 @@ multihostTest(
 /** How long each minority is cut off while the cut flips from node to node, ms. */
 const FLIP_WINDOW_MS = 8_000;
 /**
- * Time the majority of each flipped window gets to acknowledge a produce on every partition, ms: an
- * election timeout (1 to 2 s) and the client's retries, with room for a loaded CI machine (measured
- * 1.1 to 4.3 s; before the Raft transport's acknowledgements a window passed 6 s with none).
+ * Time the majority of each flipped window gets to acknowledge a produce on every partition, ms:
+ * issue [R]'s 3 s, with room for a loaded CI machine (measured 1.0 to 2.0 s; before the Raft
+ * transport dialed back at once after a cut, 3.1 to 4.3 s in the third window; before its
+ * acknowledgements a window passed 6 s with none). tests/sim_availability_test.ts holds the
+ * simulated cluster to the 3 s itself.
  */
-const FLIP_RESUME_MS_MAX = 8_000;
+const FLIP_RESUME_MS_MAX = 5_000;
 
 multihostTest(
   "multi-host: the minority flips from node to node every 8 s; each majority produces again within seconds; no ack lost",
