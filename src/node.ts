@@ -428,9 +428,8 @@ async function startReplication(
         log.setRetention({ bytes: retentionBytes, ms: retentionMs });
         await log.enforceRetention();
       },
-      removeLog: async (dir) => {
-        if (await emptyDir(env, dir)) await env.disk.remove(dir);
-      },
+      removeLog: (dir) => removeDir(env, dir),
+      removeStore: (dir) => removeDir(env, dir),
       onReport: (msg) => hooks.onReport(msg, "warn"),
       readFounder: async (dir) => {
         try {
@@ -500,6 +499,16 @@ async function startForwarding(
 }
 
 /** Removes every file in `dir`; false if there is no such directory. */
+/**
+ * Removes `dir` and the files in it (nothing if it does not exist), durably: a power loss must not
+ * bring back a store that a later replica of the same partition would open as its own.
+ */
+async function removeDir(env: Env, dir: string): Promise<void> {
+  if (!(await emptyDir(env, dir))) return;
+  await env.disk.remove(dir);
+  await env.disk.syncDir(dir.slice(0, Math.max(0, dir.lastIndexOf("/"))) || ".");
+}
+
 async function emptyDir(env: Env, dir: string): Promise<boolean> {
   let names: string[];
   try {

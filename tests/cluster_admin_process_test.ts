@@ -80,9 +80,8 @@ async function readBack(c: Client, topic: string): Promise<string[]> {
 }
 
 /**
- * True if the node with data directory `dir` still holds data of partition 0 of `topic`: its
- * segment log, or anything in its Raft store (a replica moved away leaves at most the empty store
- * directory).
+ * True if the node with data directory `dir` still holds anything of partition 0 of `topic`: its
+ * segment log or its Raft store's directory (a replica moved away leaves neither).
  */
 async function holdsOnDisk(dir: string, topic: string): Promise<boolean> {
   const names = async (path: string): Promise<string[]> => {
@@ -98,9 +97,7 @@ async function holdsOnDisk(dir: string, topic: string): Promise<boolean> {
     if (!incarnation.startsWith(`${topic}@`)) continue;
     const path = `${replicasDir(dir)}/${incarnation}`;
     const held = await names(path);
-    if (held.includes("0.log") || (held.includes("0") && (await names(`${path}/0`)).length > 0)) {
-      return true;
-    }
+    if (held.includes("0.log") || held.includes("0")) return true;
   }
   return false;
 }

@@ -143,6 +143,8 @@ export interface ClusterOptions {
   reconfigureLog(log: Log, configs: Record<string, string>): Promise<void>;
   /** Removes a replica's log directory (closed before), once its topic is gone. */
   removeLog(dir: string): Promise<void>;
+  /** Removes a group's store directory (the group stopped before): its replica moved away. */
+  removeStore(dir: string): Promise<void>;
   /** True if a group's store in `dir` holds state (this node was a member of the group). */
   hasStore(dir: string): Promise<boolean>;
   /**
@@ -1115,7 +1117,7 @@ export class ClusterNode {
       if (!key.startsWith(`${name}/`) || r.incarnation === incarnation) continue;
       this.#replicas.delete(key);
       await this.#stopReplica(r);
-      await this.#o.resetStore(r.dir).catch(() => {});
+      await this.#o.removeStore(r.dir).catch(() => {});
       await this.#o.removeLog(replicaLogDir(r.dir)).catch(() => {});
       dropped = true;
     }
@@ -1152,7 +1154,7 @@ export class ClusterNode {
         // Moved away, and the move is done: the new replicas hold every batch.
         this.#replicas.delete(key);
         await this.#stopReplica(r);
-        await this.#o.resetStore(r.dir).catch(() => {});
+        await this.#o.removeStore(r.dir).catch(() => {});
         await this.#o.removeLog(replicaLogDir(r.dir)).catch(() => {});
         this.#o.onRaftGroupDropped?.(r.group);
         this.#o.onReport?.(
