@@ -32,6 +32,8 @@ const MESSAGES_MAX = 20_000;
  * partition elects another within a few seconds, and the slowest machines get room beside it.
  */
 const ACK_GAP_MS_MAX = 15_000;
+/** A broker refuses a bad configuration well within this, ms. */
+const START_REFUSAL_MS_MAX = 20_000;
 
 interface Node extends ClusterProc {
   /** Every log line since it started. */
@@ -230,4 +232,32 @@ Deno.test({
       await Deno.remove(root, { recursive: true }).catch(() => {});
     }
   },
+});
+
+Deno.test("a previous cluster secret without a cluster secret refuses to start in one line", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "gregormq-rotation-" });
+  try {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: [
+        ...["run", "-A", new URL("../cli/broker.ts", import.meta.url).pathname],
+        ...["--data-dir", dir, "--port", "0", "--cluster-port", "0", "--no-metrics-enabled"],
+      ],
+      env: { GREGOR_CLUSTER_SECRET_PREVIOUS: OLD },
+      // A broker that does start would run until killed.
+      signal: AbortSignal.timeout(START_REFUSAL_MS_MAX),
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const stderr = new TextDecoder().decode(out.stderr).trimEnd();
+    assert.equal(out.code, 2, stderr);
+    assert.equal(stderr.split("\n").length, 1, stderr);
+    assert.match(
+      stderr,
+      /^Invalid config: a previous cluster secret \(cluster\.secretPrevious or cluster\.secretPreviousFile\) is set but no cluster secret/,
+    );
+    assert.doesNotMatch(stderr, new RegExp(OLD));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
