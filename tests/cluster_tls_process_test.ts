@@ -3,7 +3,8 @@
 // leader over the TLS cluster port (src/cluster/forward.ts, through the bridge), the leader
 // replicates it over TLS, and a third node serves it from its own replica. A node that holds a
 // certificate from another CA (and trusts the cluster's) is refused at the handshake and never
-// becomes a member, while the cluster keeps taking produces.
+// becomes a member, while the cluster keeps taking produces. And the cluster CA rotates by SIGHUP in
+// the three steps docs/security.md gives, with the cluster serving throughout.
 
 import assert from "node:assert/strict";
 import { encodeBatch } from "../src/protocol/batch.ts";
@@ -17,17 +18,20 @@ import {
 import {
   cleanUp,
   clusterFormed,
+  type ClusterProc,
   connectTo,
   createTopicRetrying,
   freePort,
+  killAll,
   readAll,
   retry,
   sleep,
+  spawnBroker,
   startCluster,
   startClusterNode,
 } from "./_broker_process.ts";
 import { haveOpenssl, makeTestCerts } from "./_tls_certs.ts";
-import type { Client } from "../src/client/mod.ts";
+import { type Client, connect } from "../src/client/mod.ts";
 
 const OPENSSL = await haveOpenssl();
 if (!OPENSSL) console.log("cluster_tls_process_test: skipped, openssl is not installed");
@@ -185,6 +189,193 @@ Deno.test({
       assert.deepEqual(values, Array.from({ length: PRODUCES }, (_, i) => `m${i}`));
     } finally {
       await cleanUp(root, procs, clients);
+      await Deno.remove(certs.dir, { recursive: true }).catch(() => {});
+    }
+  },
+});
+
+/** A replicating node whose every log line is kept, for counting its reloads. */
+interface LoggingNode extends ClusterProc {
+  all: string[];
+}
+
+async function startLogging(
+  dataDir: string,
+  ports: { client: number; cluster: number },
+  seeds: string[],
+  tls: { cert: string; key: string; ca: string },
+): Promise<LoggingNode> {
+  const all: string[] = [];
+  const p = await spawnBroker([
+    ...["--port", String(ports.client), "--data-dir", dataDir],
+    ...["--cluster-port", String(ports.cluster), "--cluster-replicate", "--no-metrics-enabled"],
+    ...(seeds.length === 0 ? [] : ["--seeds", seeds.join(",")]),
+    ...["--cluster-tls-cert", tls.cert, "--cluster-tls-key", tls.key, "--cluster-tls-ca", tls.ca],
+  ], { onLine: (line) => all.push(line) });
+  all.unshift(...p.lines);
+  return {
+    child: p.child,
+    lines: p.lines,
+    all,
+    clientPort: ports.client,
+    clusterPort: ports.cluster,
+    nodeId: p.listen.nodeId!,
+  };
+}
+
+/** Longest time without an acknowledged produce while the CA rotates, ms. */
+const CA_ROTATION_ACK_GAP_MS_MAX = 15_000;
+
+Deno.test({
+  name:
+    "cluster TLS: the cluster CA rotates in three SIGHUP steps (trust both, new certificates, trust the new) with quorum produces acknowledged throughout; a restarted node rejoins on the new CA alone",
+  ignore: !OPENSSL,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const certs = await makeTestCerts();
+    const root = `${certs.dir}/rotation`;
+    const ports = [0, 1, 2].map(() => ({ client: freePort(), cluster: freePort() }));
+    const seedsFor = (i: number) =>
+      ports.filter((_, j) => j !== i).map((p) => `127.0.0.1:${p.cluster}`);
+    // Each node reads its own files, which the steps replace (written aside, then renamed).
+    const files = [0, 1, 2].map((i) => ({
+      cert: `${certs.dir}/n${i}.pem`,
+      key: `${certs.dir}/n${i}.key`,
+      ca: `${certs.dir}/n${i}-ca.pem`,
+    }));
+    const put = async (path: string, text: string) => {
+      await Deno.writeTextFile(`${path}.new`, text, { mode: 0o600 });
+      await Deno.rename(`${path}.new`, path);
+    };
+    const read = (path: string) => Deno.readTextFileSync(path);
+    for (const f of files) {
+      await put(f.cert, read(certs.server.cert));
+      await put(f.key, read(certs.server.key));
+      await put(f.ca, read(certs.ca));
+    }
+    await Deno.mkdir(root, { recursive: true });
+    const procs: LoggingNode[] = [];
+    const clients: Client[] = [];
+    let producing = false;
+    let producer: Promise<void> = Promise.resolve();
+    try {
+      procs.push(await startLogging(`${root}/n0`, ports[0]!, [], files[0]!));
+      procs.push(await startLogging(`${root}/n1`, ports[1]!, [seedsFor(1)[0]!], files[1]!));
+      procs.push(await startLogging(`${root}/n2`, ports[2]!, [seedsFor(2)[0]!], files[2]!));
+      for (const p of procs) clients.push(await connectTo(p));
+      const controller = clients[await clusterFormed(procs, clients)]!;
+      await createTopicRetrying(controller, "ca", {
+        partitions: 1,
+        configs: { "replication.factor": "3" },
+      });
+      const servers = ports.map((p) => `127.0.0.1:${p.client}`);
+      const client = await connect({ servers, connectTimeoutMs: 20_000, requestTimeoutMs: 30_000 });
+      clients.push(client);
+      const send = client.producer({ acks: "quorum", idempotent: true, lingerMs: 0 });
+      let acked = 0;
+      let longestGapMs = 0;
+      const failures: string[] = [];
+      producing = true;
+      producer = (async () => {
+        let last = Date.now();
+        for (let i = 0; producing && i < 20_000; i++) {
+          try {
+            await send.send("ca", { value: `m${i}` });
+            longestGapMs = Math.max(longestGapMs, Date.now() - last);
+            last = Date.now();
+            acked++;
+          } catch (err) {
+            if (failures.length < 10) failures.push(`m${i}: ${(err as Error).message}`);
+          }
+          await sleep(10);
+        }
+      })();
+
+      const reload = async (i: number) => {
+        const before = procs[i]!.all.filter((l) => l.includes("TLS certificates reloaded")).length;
+        procs[i]!.child.kill("SIGHUP");
+        await retry(
+          `n${i} reloads its certificates`,
+          () =>
+            procs[i]!.all.filter((l) => l.includes("TLS certificates reloaded")).length > before
+              ? Promise.resolve()
+              : Promise.reject(new Error(procs[i]!.all.slice(-3).join("\n"))),
+        );
+      };
+      const bundle = read(certs.ca) + read(certs.otherCa);
+      const steps: [string, (i: number) => Promise<void>][] = [
+        ["trust both CAs", (i) => put(files[i]!.ca, bundle)],
+        ["a certificate from the new CA", async (i) => {
+          await put(files[i]!.key, read(certs.otherServer.key));
+          await put(files[i]!.cert, read(certs.otherServer.cert));
+        }],
+        ["trust the new CA alone", (i) => put(files[i]!.ca, read(certs.otherCa))],
+      ];
+      for (const [what, change] of steps) {
+        for (let i = 0; i < 3; i++) {
+          await change(i);
+          await reload(i);
+        }
+        const now = acked;
+        await retry(
+          `produces acknowledged after "${what}"`,
+          () =>
+            acked > now ? Promise.resolve() : Promise.reject(new Error(`${acked} acknowledged`)),
+        );
+      }
+
+      // Open connections kept their sessions; a restarted node makes new ones every way, which
+      // only the new CA's certificates can pass now.
+      procs[0]!.child.kill("SIGTERM");
+      await procs[0]!.child.status;
+      clients[0]!.close();
+      procs[0] = await startLogging(`${root}/n0`, ports[0]!, seedsFor(0), files[0]!);
+      clients[0] = await connectTo(procs[0]!);
+      const ids = procs.map((p) => p.nodeId).sort();
+      await retry("n0 sees both others alive again", async () => {
+        const m = await clients[0]!.admin.clusterMembers();
+        const alive = m.members.filter((x) => x.state === "alive").map((x) => x.id).sort();
+        assert.deepEqual(alive, ids);
+      });
+      const target = acked + 1;
+      await retry(
+        "a produce acknowledged after n0 rejoined",
+        () => acked >= target ? Promise.resolve() : Promise.reject(new Error(`${acked}`)),
+      );
+      let subscriptionId = 1_000_000;
+      await retry("n0's replica catches up", async () => {
+        const r = await clients[0]!.connection.request<SubscribeResponse>("SUBSCRIBE", {
+          subscriptionId: subscriptionId++,
+          topic: "ca",
+          partition: 0,
+          start: Start.earliest,
+          startValue: 0,
+          durableName: "",
+          ackTimeoutMs: 0,
+          creditMessages: 0,
+          creditBytes: 0,
+        });
+        if (r.highWatermark < target) throw new Error(`high watermark ${r.highWatermark}`);
+      });
+      producing = false;
+      await producer;
+      console.log(
+        `  ${acked} acknowledged, ${failures.length} failed sends, longest gap ${longestGapMs} ms`,
+      );
+      assert.ok(
+        longestGapMs <= CA_ROTATION_ACK_GAP_MS_MAX,
+        `no produce was acknowledged for ${longestGapMs} ms (${failures.join("; ")})`,
+      );
+      assert.ok(
+        procs.every((p) => !p.all.some((l) => l.includes("TLS certificates not reloaded"))),
+        "every reload took",
+      );
+    } finally {
+      producing = false;
+      await producer.catch(() => {});
+      for (const c of clients) c.close();
+      await killAll(procs);
       await Deno.remove(certs.dir, { recursive: true }).catch(() => {});
     }
   },
