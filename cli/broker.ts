@@ -140,12 +140,33 @@ async function readClusterSecret(config: NodeSettings): Promise<string | undefin
   if (cluster === null) return undefined;
   if (cluster.secret !== null) return cluster.secret;
   const path = cluster.secretFile ?? clusterSecretFile(config.dataDir);
+  return await readSecretFile(path, "cluster secret", cluster.secretFile === null);
+}
+
+/**
+ * The secret the cluster is moving away from (a rolling change): as configured, else from
+ * cluster.secretPreviousFile; undefined for none. Throws saying what is wrong.
+ */
+async function readPreviousClusterSecret(config: NodeSettings): Promise<string | undefined> {
+  const cluster = config.cluster;
+  if (cluster === null) return undefined;
+  if (cluster.secretPrevious !== null) return cluster.secretPrevious;
+  if (cluster.secretPreviousFile === null) return undefined;
+  return await readSecretFile(cluster.secretPreviousFile, "previous cluster secret", false);
+}
+
+/** A secret from `path`, checked; undefined if it may be `missingOk` and is missing. */
+async function readSecretFile(
+  path: string,
+  what: string,
+  missingOk: boolean,
+): Promise<string | undefined> {
   let text: string;
   try {
     text = await Deno.readTextFile(path);
   } catch (err) {
-    if (cluster.secretFile === null && err instanceof Deno.errors.NotFound) return undefined;
-    throw new Error(`Cannot read the cluster secret file ${path}: ${(err as Error).message}`);
+    if (missingOk && err instanceof Deno.errors.NotFound) return undefined;
+    throw new Error(`Cannot read the ${what} file ${path}: ${(err as Error).message}`);
   }
   // The file usually ends in a newline (echo, openssl rand); the secret is what is between.
   const secret = text.trim();
@@ -157,7 +178,7 @@ async function readClusterSecret(config: NodeSettings): Promise<string | undefin
   const mode = (await Deno.stat(path)).mode;
   if (mode !== null && (mode & 0o077) !== 0) {
     loaded.warnings.push(
-      `The cluster secret file ${path} is readable by other users (mode ${
+      `The ${what} file ${path} is readable by other users (mode ${
         (mode & 0o777).toString(8)
       }); chmod 600 it`,
     );
@@ -166,10 +187,21 @@ async function readClusterSecret(config: NodeSettings): Promise<string | undefin
 }
 
 let clusterSecret: string | undefined;
+let previousClusterSecret: string | undefined;
 try {
   clusterSecret = await readClusterSecret(loaded.config);
+  previousClusterSecret = await readPreviousClusterSecret(loaded.config);
 } catch (err) {
   console.error(`Invalid config: ${(err as Error).message}`);
+  Deno.exit(2);
+}
+if (previousClusterSecret !== undefined && clusterSecret === undefined) {
+  console.error(
+    `Invalid config: a previous cluster secret (cluster.secretPrevious or ` +
+      `cluster.secretPreviousFile) is set but no cluster secret (GREGOR_CLUSTER_SECRET, ` +
+      `cluster.secretFile, or ${loaded.config.dataDir}/cluster.secret): the previous one is only ` +
+      `accepted beside the new one during a rolling change`,
+  );
   Deno.exit(2);
 }
 if (
@@ -241,6 +273,9 @@ const nodeConfig = toNodeConfig(settings, {
 });
 if (clusterSecret !== undefined && nodeConfig.cluster !== undefined) {
   nodeConfig.cluster.secret = clusterSecret;
+  if (previousClusterSecret !== undefined) {
+    nodeConfig.cluster.previousSecret = previousClusterSecret;
+  }
 }
 if (startTls.client !== undefined) nodeConfig.tls = startTls.client;
 if (startTls.cluster !== undefined && nodeConfig.cluster !== undefined) {

@@ -73,6 +73,11 @@ export interface ClusterConfig {
    * Omitted: the cluster port admits anyone who reaches it (unless cluster TLS checks them).
    */
   secret?: string;
+  /**
+   * The secret the cluster is moving away from, during a rolling change of secret: this node also
+   * proves it and accepts peers that prove only it. Needs `secret`.
+   */
+  previousSecret?: string;
   /** Replicate topics with Raft (metadata and one group per partition). Default false for now. */
   replicate?: boolean;
   /**
@@ -273,6 +278,9 @@ async function startServing(
     net: new (await loadClusterModules()).clusterAuth.ClusterAuthNetwork(tlsEnv, {
       nodeId: nodeId as string,
       secret,
+      ...(config.cluster?.previousSecret === undefined
+        ? {}
+        : { previousSecret: config.cluster.previousSecret }),
       onLog: (level, msg) => config.hooks?.onReport?.(msg, level),
     }),
   };

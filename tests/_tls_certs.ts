@@ -16,6 +16,8 @@ export interface TestCerts {
   /** A CA the broker and clients do not trust, and a client certificate it signed. */
   otherCa: string;
   otherClient: { cert: string; key: string };
+  /** A server (and node) certificate for 127.0.0.1 and localhost signed by `otherCa`. */
+  otherServer: { cert: string; key: string };
   /** A client certificate for CN=alice, signed by `ca`. */
   client: { cert: string; key: string };
 }
@@ -110,6 +112,7 @@ export async function makeTestCerts(): Promise<TestCerts> {
   await sign({ csr: "server", out: "server", ca: "ca", days: 2, san: here });
   await sign({ csr: "server", out: "wrong-name", ca: "ca", days: 2, san: "DNS:other.example" });
   await sign({ csr: "server", out: "expired", ca: "ca", days: -1, san: here });
+  await sign({ csr: "server", out: "other-server", ca: "other-ca", days: 2, san: here });
   await csr("client", "/CN=alice");
   await sign({ csr: "client", out: "client", ca: "ca", days: 2, san: "DNS:alice" });
   await csr("other-client", "/CN=mallory");
@@ -129,6 +132,7 @@ export async function makeTestCerts(): Promise<TestCerts> {
     expired: { cert: p("expired.pem"), key: p("server.key") },
     otherCa: p("other-ca.pem"),
     otherClient: { cert: p("other-client.pem"), key: p("other-client.key") },
+    otherServer: { cert: p("other-server.pem"), key: p("server.key") },
     client: { cert: p("client.pem"), key: p("client.key") },
   };
 }

@@ -3,8 +3,10 @@
 // sends a fresh nonce; each then answers with an HMAC-SHA-256, keyed by the secret, over both node
 // ids and both nonces. A captured proof is worth nothing on another connection (new nonces) or
 // for another node id (the ids are in it), and a process without the secret learns nothing from a
-// node (the node proves itself only after the dialer did). It is a Network wrapper, like
-// TlsNetwork, so gossip and the Raft transport listen and dial through it unchanged.
+// node (the node proves itself only after the dialer did). While the cluster moves to a new secret,
+// a node may also hold the previous one: it proves both and accepts either, so nodes restarted one
+// at a time with the new secret keep talking to those not yet restarted. It is a Network wrapper,
+// like TlsNetwork, so gossip and the Raft transport listen and dial through it unchanged.
 
 import type {
   Addr,
@@ -40,6 +42,11 @@ export const CLUSTER_SECRET_BYTES_MAX = 1024;
 export const CLUSTER_NONCE_BYTES = 32;
 /** Bytes of a proof: one HMAC-SHA-256. */
 const PROOF_BYTES = 32;
+/**
+ * Secrets a node holds at most (the current one and the previous one), and so HMACs a dialer's
+ * CLUSTER_PROOF carries at most, one after another.
+ */
+const SECRETS_MAX = 2;
 /** Largest handshake frame payload: an id, a nonce, their length prefixes. */
 const HANDSHAKE_PAYLOAD_BYTES_MAX = 256;
 /** Defaults of the optional `ClusterAuthOptions`. */
@@ -65,6 +72,11 @@ export interface ClusterAuthOptions {
   nodeId: string;
   /** The cluster secret every node holds: 16 to 1024 bytes of UTF-8. */
   secret: string;
+  /**
+   * The secret the cluster is moving away from, while it does (a rolling restart): this node also
+   * proves it when dialing and accepts peers that prove only it. Same length rules as `secret`.
+   */
+  previousSecret?: string;
   /** A handshake not finished within this long fails (both ways), ms. Default 5000. */
   handshakeTimeoutMs?: number;
   /** Inbound handshakes at once; a connection beyond it is closed at once. Default 64. */
@@ -96,7 +108,7 @@ export class ClusterAuthError extends Error {
   }
 }
 
-type Resolved = Required<Omit<ClusterAuthOptions, "onLog">>;
+type Resolved = Required<Omit<ClusterAuthOptions, "onLog" | "previousSecret">>;
 
 /**
  * Wraps a Network so that every listener it makes hands out only connections whose other end
@@ -113,7 +125,8 @@ export class ClusterAuthNetwork implements Network {
   readonly resolve?: (name: string) => Promise<string[]>;
   readonly #env: Env;
   readonly #opts: Resolved;
-  readonly #secret: Uint8Array;
+  /** The current secret first, then the previous one, if any. */
+  readonly #secrets: Uint8Array[];
   readonly #random: Random;
   readonly #onLog: (level: "warn" | "error", msg: string) => void;
   /** Per address and kind of refusal, when it was last logged. */
@@ -137,7 +150,10 @@ export class ClusterAuthNetwork implements Network {
     this.#onLog = opts.onLog ?? (() => {});
     const inner = env.net;
     if (inner.resolve !== undefined) this.resolve = (name) => inner.resolve!(name);
-    this.#secret = new TextEncoder().encode(opts.secret);
+    const held = opts.previousSecret === undefined
+      ? [opts.secret]
+      : [opts.secret, opts.previousSecret];
+    this.#secrets = held.map((s) => new TextEncoder().encode(s));
     // Its own stream: the handshakes' draws must not shift those of the node's other parts.
     this.#random = env.random.fork(`cluster-auth-${opts.nodeId}`);
   }
@@ -206,9 +222,13 @@ export class ClusterAuthNetwork implements Network {
       throw new ClusterAuthError(`it answered as node ${JSON.stringify(peer)}, not another node`);
     }
     const theirNonce = checkNonce(theirs.nonce);
-    const proof: ClusterProof = {
-      proof: await this.#sign(DIALER_LABEL, me, peer, myNonce, theirNonce),
-    };
+    // One HMAC per secret held: a peer that holds either (not yet restarted with the new one, or
+    // already) finds one it can check.
+    const proofs: Uint8Array[] = [];
+    for (const secret of this.#secrets) {
+      proofs.push(await this.#sign(secret, DIALER_LABEL, me, peer, myNonce, theirNonce));
+    }
+    const proof: ClusterProof = { proof: concat(proofs) };
     await writeAll(
       conn,
       encodeFrame(Op.CLUSTER_PROOF, correlationId, encode(SCHEMAS.CLUSTER_PROOF.request, proof)),
@@ -219,7 +239,7 @@ export class ClusterAuthNetwork implements Network {
       expectResponse(reply, Op.CLUSTER_PROOF, correlationId, peer),
       "CLUSTER_PROOF response",
     ).proof;
-    if (!await this.#verify(theirProof, LISTENER_LABEL, me, peer, myNonce, theirNonce)) {
+    if (await this.#verify(theirProof, LISTENER_LABEL, me, peer, myNonce, theirNonce) === null) {
       throw new ClusterAuthError(
         `it claims to be node ${peer} but its proof does not verify: it holds another cluster secret`,
       );
@@ -279,14 +299,16 @@ export class ClusterAuthNetwork implements Network {
         second.payload,
         "CLUSTER_PROOF",
       ).proof;
-      if (!await this.#verify(proof, DIALER_LABEL, peer, me, theirNonce, myNonce)) {
+      const shared = await this.#verify(proof, DIALER_LABEL, peer, me, theirNonce, myNonce);
+      if (shared === null) {
         throw new Refusal(
           "proof",
           `its proof as node ${peer} does not verify: it holds another cluster secret, or none`,
         );
       }
+      // Signed with the secret the dialer proved, the one both ends are sure to hold.
       const mine: ClusterProof = {
-        proof: await this.#sign(LISTENER_LABEL, peer, me, theirNonce, myNonce),
+        proof: await this.#sign(shared, LISTENER_LABEL, peer, me, theirNonce, myNonce),
       };
       await writeAll(
         conn,
@@ -335,8 +357,9 @@ export class ClusterAuthNetwork implements Network {
     }
   }
 
-  /** This end's proof: the HMAC of the transcript under the secret. */
+  /** This end's proof under `secret`: the HMAC of the transcript. */
   #sign(
+    secret: Uint8Array,
     label: string,
     dialer: string,
     listener: string,
@@ -344,12 +367,15 @@ export class ClusterAuthNetwork implements Network {
     listenerNonce: Uint8Array,
   ): Promise<Uint8Array> {
     return this.#env.crypto.hmacSha256(
-      this.#secret,
+      secret,
       transcript(label, dialer, listener, dialerNonce, listenerNonce),
     );
   }
 
-  /** True if `proof` is the other end's HMAC of the transcript. */
+  /**
+   * The secret under which one of the HMACs in `proof` (one to SECRETS_MAX of them, one after
+   * another) is the other end's HMAC of the transcript, or null if none is.
+   */
   async #verify(
     proof: Uint8Array | null,
     label: string,
@@ -357,9 +383,23 @@ export class ClusterAuthNetwork implements Network {
     listener: string,
     dialerNonce: Uint8Array,
     listenerNonce: Uint8Array,
-  ): Promise<boolean> {
-    if (proof === null || proof.length !== PROOF_BYTES) return false;
-    return sameBytes(proof, await this.#sign(label, dialer, listener, dialerNonce, listenerNonce));
+  ): Promise<Uint8Array | null> {
+    if (proof === null || proof.length === 0 || proof.length % PROOF_BYTES !== 0) return null;
+    if (proof.length / PROOF_BYTES > SECRETS_MAX) return null;
+    for (const secret of this.#secrets) {
+      const expected = await this.#sign(
+        secret,
+        label,
+        dialer,
+        listener,
+        dialerNonce,
+        listenerNonce,
+      );
+      for (let at = 0; at < proof.length; at += PROOF_BYTES) {
+        if (sameBytes(proof.subarray(at, at + PROOF_BYTES), expected)) return secret;
+      }
+    }
+    return null;
   }
 
   /** Logs a refusal unless one of the same kind from the same address was logged lately. */
@@ -589,6 +629,16 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   return diff === 0;
 }
 
+function concat(parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
 function key(a: Addr): string {
   return `${a.host}:${a.port}`;
 }
@@ -609,6 +659,7 @@ function resolveOptions(opts: ClusterAuthOptions): Resolved {
     throw new RangeError(`Invalid cluster auth option nodeId ${JSON.stringify(opts.nodeId)}`);
   }
   checkClusterSecret(opts.secret);
+  if (opts.previousSecret !== undefined) checkClusterSecret(opts.previousSecret);
   const o: Resolved = {
     nodeId: opts.nodeId,
     secret: opts.secret,

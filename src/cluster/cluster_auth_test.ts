@@ -167,6 +167,45 @@ Deno.test("ClusterAuthNetwork: a dialer with another secret is refused, and both
   assert.match(w.logs.get("rogue")![0]!, /^error: Cluster peer at a:7300 refused: node a refused/);
 });
 
+Deno.test("ClusterAuthNetwork: during a change of secret, a node holding the new and the previous one connects both ways with nodes holding either, and those two still refuse each other", async () => {
+  const w = new World(7);
+  const roles: Record<string, Partial<ClusterAuthOptions>> = {
+    old: { secret: SECRET },
+    both: { secret: OTHER_SECRET, previousSecret: SECRET },
+    new: { secret: OTHER_SECRET },
+  };
+  const outcomes = new Map<string, Promise<Record<string, string>>>();
+  for (const [name, opts] of Object.entries(roles)) {
+    outcomes.set(
+      name,
+      w.node(name, async (env) => {
+        const server = echoServer(w, env, name, opts);
+        await server.ready;
+        await env.clock.sleep(10);
+        const seen: Record<string, string> = {};
+        for (const peer of Object.keys(roles)) {
+          if (peer === name) continue;
+          seen[peer] = await server.net.connect({ host: peer, port: PORT }).then(async (conn) => {
+            const sent = new Uint8Array(300).map((_, i) => i & 0xff);
+            await writeAll(conn, sent);
+            const back = new Uint8Array(sent.length);
+            await readExactly(conn, back);
+            conn.close();
+            assert.deepEqual(back, sent);
+            return `ok as ${conn.peerNodeId}`;
+          }, (err) => (err instanceof ClusterAuthError ? "refused" : String(err)));
+        }
+        return seen;
+      }),
+    );
+  }
+  await w.settle();
+  assert.deepEqual(await outcomes.get("old"), { both: "ok as both", new: "refused" });
+  assert.deepEqual(await outcomes.get("both"), { old: "ok as old", new: "ok as new" });
+  assert.deepEqual(await outcomes.get("new"), { old: "refused", both: "ok as both" });
+  assert.deepEqual(w.logs.get("both"), [], "the node holding both refused nobody");
+});
+
 Deno.test("ClusterAuthNetwork: a process without the secret (plain gossip) gets AUTHENTICATION_FAILED for its first frame", async () => {
   const w = new World(3);
   let server: ReturnType<typeof echoServer> | null = null;
@@ -351,7 +390,8 @@ Deno.test("ClusterAuthNetwork: 20,000 hostile handshakes (flipped, cut, reordere
   const w = new World(7);
   let server: ReturnType<typeof echoServer> | null = null;
   void w.node("a", async (env) => {
-    server = echoServer(w, env, "a");
+    // Two secrets, so the proofs of every length go through the check of one HMAC per secret.
+    server = echoServer(w, env, "a", { previousSecret: OTHER_SECRET });
     await server.ready;
   });
   const r = new SeededRandom(7, "hostile");
@@ -413,7 +453,8 @@ function hostileHandshake(r: SeededRandom): [string, Uint8Array] {
   const proof = encodeFrame(
     Op.CLUSTER_PROOF,
     0,
-    encode(SCHEMAS.CLUSTER_PROOF.request, { proof: r.secureBytes(32) }),
+    // One, two or three HMACs' worth, or a length that is none.
+    encode(SCHEMAS.CLUSTER_PROOF.request, { proof: r.secureBytes(r.int(0, 97)) }),
   );
   const both = concat([hello, proof]);
   switch (r.int(0, 7)) {
@@ -465,6 +506,10 @@ Deno.test("ClusterAuthNetwork refuses a secret shorter than 16 bytes or a bad no
     /The cluster secret is 5 bytes: it must be 16 to 1024/,
   );
   assert.throws(() => new ClusterAuthNetwork(env, { nodeId: "a b", secret: SECRET }), /nodeId/);
+  assert.throws(
+    () => new ClusterAuthNetwork(env, { nodeId: "a", secret: SECRET, previousSecret: "short" }),
+    /The cluster secret is 5 bytes/,
+  );
 });
 
 function concat(parts: readonly Uint8Array[]): Uint8Array {

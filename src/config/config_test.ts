@@ -100,6 +100,8 @@ Deno.test("loadConfig() reads JSON files, by extension or by content, with dotte
       replicaMoveAfterMs: 600_000,
       secret: null,
       secretFile: null,
+      secretPrevious: null,
+      secretPreviousFile: null,
     });
     assert.equal(config.metrics.enabled, false);
     assert.equal(config.broker.autoCreateTopics, false);
@@ -142,6 +144,8 @@ Deno.test("loadConfig() keeps every flag cli/broker.ts accepted before, with the
     replicaMoveAfterMs: 600_000,
     secret: null,
     secretFile: null,
+    secretPrevious: null,
+    secretPreviousFile: null,
   });
   assert.equal(load({ args: ["--seeds", "x:7072"] }).config.cluster?.port, 7072);
   assert.equal(
@@ -307,7 +311,7 @@ Deno.test("every schema key can be set from a file, a variable and a flag", () =
       ? "never"
       : spec.kind === "list"
       ? ["h:1", "alice"].find((v) => spec.entry?.pattern.test(v))!
-      : spec.key === "cluster.secret"
+      : spec.key === "cluster.secret" || spec.key === "cluster.secretPrevious"
       ? "x".repeat(16)
       : "x";
     const typed = spec.kind === "int" ? Number(raw) : spec.kind === "bool" ? raw === "true" : raw;
@@ -361,4 +365,41 @@ Deno.test("cluster.secret: too short is refused without showing it, given twice 
     /--cluster-secret: any user of this machine can read it/,
   );
   assert.equal(toNodeConfig(fromFlag.config).cluster?.secret, "a".repeat(20));
+});
+
+Deno.test("cluster.secretPrevious: from the variable it reaches the node beside the secret; too short, given twice, or as a flag, it is told", () => {
+  const env = {
+    GREGOR_CLUSTER_SECRET: "a".repeat(20),
+    GREGOR_CLUSTER_SECRET_PREVIOUS: "b".repeat(20),
+  };
+  const both = load({ env, args: ["--seeds=h:1"] });
+  assert.deepEqual(both.warnings, []);
+  const node = toNodeConfig(both.config).cluster;
+  assert.equal(node?.secret, "a".repeat(20));
+  assert.equal(node?.previousSecret, "b".repeat(20));
+  const short = fails({
+    env: { GREGOR_CLUSTER_SECRET_PREVIOUS: "hunter2" },
+    args: ["--cluster-port=7072"],
+  });
+  assert.equal(short.key, "cluster.secretPrevious");
+  assert.equal(short.origin, "GREGOR_CLUSTER_SECRET_PREVIOUS");
+  assert.doesNotMatch(short.message, /hunter2/);
+  const twice = fails({
+    env,
+    args: ["--cluster-port=7072", "--cluster-secret-previous-file=/etc/gregor/old"],
+  });
+  assert.equal(twice.key, "cluster.secretPreviousFile");
+  const fromFlag = load({
+    env: { GREGOR_CLUSTER_SECRET: "a".repeat(20) },
+    args: ["--seeds=h:1", `--cluster-secret-previous=${"b".repeat(20)}`],
+  });
+  assert.match(
+    fromFlag.warnings.join("\n"),
+    /--cluster-secret-previous: any user of this machine can read it in the process list; use GREGOR_CLUSTER_SECRET_PREVIOUS or cluster.secretPreviousFile/,
+  );
+  const unclustered = load({ env });
+  assert.match(
+    unclustered.warnings.join("\n"),
+    /cluster.secret and cluster.secretPrevious are set but clustering is off/,
+  );
 });

@@ -73,6 +73,10 @@ export interface NodeSettings {
     secret: string | null;
     /** A file holding it (read by the caller), or null: then `<dataDir>/cluster.secret`, if any. */
     secretFile: string | null;
+    /** The secret the cluster is moving away from (a rolling change), as given, or null. */
+    secretPrevious: string | null;
+    /** A file holding that one (read by the caller), or null. */
+    secretPreviousFile: string | null;
   } | null;
   log: { format: "json" | "text" };
   /** Certificate files (paths, read by the caller) and the insecure-public override. */
@@ -216,37 +220,46 @@ export function loadConfig(input: ConfigInput): LoadedConfig {
       ...partitions,
     });
   }
-  const secret = origins.get("cluster.secret");
-  if (secret !== undefined) {
-    const value = values.get("cluster.secret") as string;
+  const secrets = [
+    ["cluster.secret", "cluster.secretFile", "GREGOR_CLUSTER_SECRET"],
+    ["cluster.secretPrevious", "cluster.secretPreviousFile", "GREGOR_CLUSTER_SECRET_PREVIOUS"],
+  ] as const;
+  for (const [secretKey, fileKey, variable] of secrets) {
+    const secret = origins.get(secretKey);
+    if (secret === undefined) continue;
+    const value = values.get(secretKey) as string;
     const bytes = new TextEncoder().encode(value).length;
     if (bytes < CLUSTER_SECRET_BYTES_MIN || bytes > CLUSTER_SECRET_BYTES_MAX) {
       throw new ConfigError({
-        key: "cluster.secret",
+        key: secretKey,
         value: `(${bytes} bytes, not shown)`,
         allowed:
           `${CLUSTER_SECRET_BYTES_MIN} to ${CLUSTER_SECRET_BYTES_MAX} bytes (make one with: openssl rand -base64 32)`,
         ...secret,
       });
     }
-    if (origins.has("cluster.secretFile")) {
+    if (origins.has(fileKey)) {
       throw new ConfigError({
-        key: "cluster.secretFile",
-        value: JSON.stringify(values.get("cluster.secretFile")),
-        allowed: "unset when cluster.secret is set (give the secret one way)",
-        ...(origins.get("cluster.secretFile") as { source: ConfigSource; origin: string }),
+        key: fileKey,
+        value: JSON.stringify(values.get(fileKey)),
+        allowed: `unset when ${secretKey} is set (give the secret one way)`,
+        ...(origins.get(fileKey) as { source: ConfigSource; origin: string }),
       });
     }
     if (secret.source === "flag") {
       warnings.push(
-        `cluster.secret is given as ${secret.origin}: any user of this machine can read it in the ` +
-          "process list; use GREGOR_CLUSTER_SECRET or cluster.secretFile instead",
+        `${secretKey} is given as ${secret.origin}: any user of this machine can read it in the ` +
+          `process list; use ${variable} or ${fileKey} instead`,
       );
     }
   }
-  if (config.cluster === null && (secret !== undefined || origins.has("cluster.secretFile"))) {
+  const secretKeys = secrets.flatMap(([secretKey, fileKey]) => [secretKey, fileKey]);
+  const secretsGiven = secretKeys.filter((k) => origins.has(k));
+  if (config.cluster === null && secretsGiven.length > 0) {
     warnings.push(
-      "cluster.secret or cluster.secretFile is set but clustering is off (set cluster.port or cluster.seeds)",
+      `${secretsGiven.join(" and ")} ${
+        secretsGiven.length === 1 ? "is" : "are"
+      } set but clustering is off (set cluster.port or cluster.seeds)`,
     );
   }
   if (config.cluster === null && origins.has("cluster.advertiseHost")) {
@@ -282,6 +295,9 @@ export function toNodeConfig(
       replicate: settings.cluster.replicate,
       replicationFactor: settings.cluster.replicationFactor,
       ...(settings.cluster.secret === null ? {} : { secret: settings.cluster.secret }),
+      ...(settings.cluster.secretPrevious === null
+        ? {}
+        : { previousSecret: settings.cluster.secretPrevious }),
       ...(settings.cluster.bootstrapExpect > 0
         ? { bootstrapExpect: settings.cluster.bootstrapExpect }
         : {}),
@@ -349,6 +365,8 @@ function assemble(v: ReadonlyMap<string, Value>): NodeSettings {
         replicaMoveAfterMs: num("cluster.replicaMoveAfterMs"),
         secret: v.get("cluster.secret") as string | null,
         secretFile: v.get("cluster.secretFile") as string | null,
+        secretPrevious: v.get("cluster.secretPrevious") as string | null,
+        secretPreviousFile: v.get("cluster.secretPreviousFile") as string | null,
       }
       : null,
     log: { format: str("log.format") as "json" | "text" },

@@ -218,6 +218,22 @@ export const CONFIG_SCHEMA: readonly KeySpec[] = [
       "the cluster secret itself, 16+ bytes (a flag shows in the process list: prefer the variable)",
   },
   {
+    key: "cluster.secretPreviousFile",
+    kind: "string",
+    default: null,
+    defaultText: "none",
+    description:
+      "file holding the previous cluster secret, also proved and accepted during a rolling change",
+  },
+  {
+    key: "cluster.secretPrevious",
+    kind: "string",
+    default: null,
+    defaultText: "none",
+    description:
+      "the previous cluster secret itself, during a rolling change (prefer the variable or the file)",
+  },
+  {
     key: "metrics.tlsCert",
     kind: "string",
     default: null,
