@@ -1458,7 +1458,7 @@ async function users(ctx: Ctx): Promise<void> {
       if (dir === undefined) {
         await withClient(ctx, (c) => c.admin.putUser(name, pw, { salt, iterations }));
       } else {
-        const cred = await deriveCredential(pw, salt, iterations);
+        const cred = await deriveCredential(denoEnv().crypto, pw, salt, iterations);
         await offline(dir, (s) => s.putUser(name, cred).catch(rangeToUsage));
       }
       print(

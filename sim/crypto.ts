@@ -85,11 +85,51 @@ const H0 = [
   0x5be0cd19,
 ];
 
-/** HMAC-SHA-256 in plain code, settled at once. */
+/** The hashes in plain code, settled at once. */
 export class SimCrypto implements Crypto {
   hmacSha256(key: Uint8Array, data: Uint8Array): Promise<Uint8Array> {
     return Promise.resolve(hmacSha256(key, data));
   }
+
+  sha256(data: Uint8Array): Promise<Uint8Array> {
+    return Promise.resolve(sha256(data));
+  }
+
+  pbkdf2Sha256(
+    password: Uint8Array,
+    salt: Uint8Array,
+    iterations: number,
+    bytes: number,
+  ): Promise<Uint8Array> {
+    return Promise.resolve(pbkdf2Sha256(password, salt, iterations, bytes));
+  }
+}
+
+/**
+ * PBKDF2-HMAC-SHA-256 (RFC 8018 §5.2): block i is U1 ^ U2 ^ ... ^ Uc, where U1 = HMAC(P, S ||
+ * INT(i)) and each next U is the HMAC of the one before; the blocks are concatenated and cut to
+ * `bytes`.
+ */
+export function pbkdf2Sha256(
+  password: Uint8Array,
+  salt: Uint8Array,
+  iterations: number,
+  bytes: number,
+): Uint8Array {
+  const out = new Uint8Array(bytes);
+  const first = new Uint8Array(salt.length + 4);
+  first.set(salt);
+  for (let block = 1, at = 0; at < bytes; block++, at += 32) {
+    new DataView(first.buffer).setUint32(salt.length, block);
+    let u = hmacSha256(password, first);
+    const t = u.slice();
+    for (let i = 1; i < iterations; i++) {
+      u = hmacSha256(password, u);
+      for (let j = 0; j < 32; j++) t[j]! ^= u[j]!;
+    }
+    out.set(t.subarray(0, Math.min(32, bytes - at)), at);
+  }
+  return out;
 }
 
 /** HMAC-SHA-256 (RFC 2104): H((K ^ opad) || H((K ^ ipad) || data)). */

@@ -8,6 +8,10 @@ import { ScramClient } from "../src/auth/scram.ts";
 import { ErrorCode } from "../src/protocol/errors.ts";
 import { killAll, spawnBroker } from "./_broker_process.ts";
 import { HELLO_BODY, RawSession } from "./_raw_session.ts";
+import { DenoCrypto } from "../src/io/deno/crypto.ts";
+
+/** The hashes SCRAM runs on in these tests: the real node's. */
+const CRYPTO = new DenoCrypto();
 
 const GREGORCTL = new URL("../cli/gregorctl.ts", import.meta.url).pathname;
 const TIMEOUT_MS = 10_000;
@@ -75,7 +79,7 @@ async function exchange(
   replay?: Uint8Array,
 ) {
   assert.equal((await s.call("HELLO", HELLO_BODY)).kind, "ok");
-  const scram = new ScramClient(user, password, nonce);
+  const scram = new ScramClient(CRYPTO, user, password, nonce);
   const first = await s.call("AUTH_START", { mechanism: "SCRAM-SHA-256", message: scram.first() });
   assert.equal(first.kind, "ok", JSON.stringify(first));
   const serverFirst = (first as { body: Record<string, unknown> }).body.message as Uint8Array;

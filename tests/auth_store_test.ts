@@ -9,6 +9,10 @@ import { SecurityFileError, SecurityStore } from "../src/auth/store.ts";
 import { aclsFile, usersFile } from "../src/storage/layout.ts";
 import { denoEnv } from "../src/io/deno/mod.ts";
 import { writeChecked } from "../src/storage/checked_file.ts";
+import { DenoCrypto } from "../src/io/deno/crypto.ts";
+
+/** The hashes SCRAM runs on in these tests: the real node's. */
+const CRYPTO = new DenoCrypto();
 
 const SALT = new TextEncoder().encode("0123456789abcdef");
 
@@ -25,8 +29,8 @@ Deno.test("SecurityStore keeps users and ACLs across a reopen, and never the pas
   await withDir(async (dir) => {
     const disk = denoEnv().disk;
     const s = await SecurityStore.open(disk, dir);
-    await s.putUser("alice", await deriveCredential("hunter2-password", SALT, 4096));
-    await s.putUser("bob", await deriveCredential("other", SALT, 5000));
+    await s.putUser("alice", await deriveCredential(CRYPTO, "hunter2-password", SALT, 4096));
+    await s.putUser("bob", await deriveCredential(CRYPTO, "other", SALT, 5000));
     assert.equal(await s.removeUser("bob"), true);
     assert.equal(await s.removeUser("bob"), false);
     const e = {
@@ -56,7 +60,7 @@ Deno.test("SecurityStore ignores a temporary file a crash left, and refuses dama
   await withDir(async (dir) => {
     const disk = denoEnv().disk;
     const s = await SecurityStore.open(disk, dir);
-    await s.putUser("alice", await deriveCredential("pw", SALT, 4096));
+    await s.putUser("alice", await deriveCredential(CRYPTO, "pw", SALT, 4096));
     // A write torn before its rename: the committed file is what counts.
     await Deno.writeTextFile(`${usersFile(dir)}.tmp`, "{ torn");
     assert.equal((await SecurityStore.open(disk, dir)).users().length, 1);
@@ -99,7 +103,7 @@ Deno.test("SecurityStore ignores a temporary file a crash left, and refuses dama
 Deno.test("SecurityStore.putUser refuses weak or malformed credentials", async () => {
   await withDir(async (dir) => {
     const s = await SecurityStore.open(denoEnv().disk, dir);
-    const cred = await deriveCredential("pw", SALT, 4096);
+    const cred = await deriveCredential(CRYPTO, "pw", SALT, 4096);
     await assert.rejects(s.putUser("al ice", cred), /user name "al ice" is not allowed/);
     await assert.rejects(
       s.putUser("alice", { ...cred, iterations: 1000 }),
@@ -121,6 +125,7 @@ Deno.test("Auth.allowed() follows ACL changes at once, though it remembers its d
       mechanism: "scram",
       superUsers: ["root"],
       random: new SeededRandom([1, 2, 3, 4]),
+      crypto: denoEnv().crypto,
     });
     const e = {
       principal: "alice",
@@ -142,8 +147,8 @@ Deno.test("SecurityStore adds the cluster's users and ACLs to its own: the clust
   await withDir(async (dir) => {
     const disk = denoEnv().disk;
     const s = await SecurityStore.open(disk, dir);
-    const local = await deriveCredential("local-pw", SALT, 4096);
-    const replicated = await deriveCredential("cluster-pw", SALT, 5000);
+    const local = await deriveCredential(CRYPTO, "local-pw", SALT, 4096);
+    const replicated = await deriveCredential(CRYPTO, "cluster-pw", SALT, 5000);
     await s.putUser("admin", local);
     const own = {
       principal: "admin",

@@ -16,6 +16,10 @@ import { ErrorCode } from "../src/protocol/errors.ts";
 import { encodeFrame } from "../src/protocol/frame.ts";
 import { decode, encode, Op, type OpName, SCHEMAS } from "../src/protocol/messages.ts";
 import { type Answer, HELLO_BODY, RawSession } from "./_raw_session.ts";
+import { DenoCrypto } from "../src/io/deno/crypto.ts";
+
+/** The hashes SCRAM runs on in these tests: the real node's. */
+const CRYPTO = new DenoCrypto();
 
 /** Hostile authentication cases, one connection each. */
 const CASES = 20_000;
@@ -207,7 +211,7 @@ async function start(
   user: string,
   nonce: string,
 ): Promise<{ answer: Answer; scram: ScramClient }> {
-  const scram = new ScramClient(user, PASSWORD, nonce);
+  const scram = new ScramClient(CRYPTO, user, PASSWORD, nonce);
   return {
     answer: await s.call("AUTH_START", { mechanism: SCRAM, message: scram.first() }),
     scram,
@@ -368,7 +372,7 @@ Deno.test(`${CASES} hostile SCRAM exchanges each get their answer and cost only 
   const store = await SecurityStore.open(env.disk, dataDir);
   await store.putUser(
     USER,
-    await deriveCredential(PASSWORD, enc.encode("sixteen byte salt"), 4096),
+    await deriveCredential(CRYPTO, PASSWORD, enc.encode("sixteen byte salt"), 4096),
   );
   let node: RunningNode | null = null;
   let stopped = false;

@@ -770,6 +770,21 @@ export function defineIoContractTests(
     );
   });
 
+  test("Crypto.sha256 and Crypto.pbkdf2Sha256 give the published answers", async (t) => {
+    const hex = (b: Uint8Array): string =>
+      Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+    const text = (s: string): Uint8Array => new TextEncoder().encode(s);
+    // FIPS 180-4's "abc", and the PBKDF2-HMAC-SHA-256 vector for "password", "salt", 1 round.
+    assert.equal(
+      hex(await t.env.crypto.sha256(text("abc"))),
+      "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+    );
+    assert.equal(
+      hex(await t.env.crypto.pbkdf2Sha256(text("password"), text("salt"), 1, 32)),
+      "120fb6cffcf8b32c43e7225256c4f837a86548c92ccc35480805987cb70be17b",
+    );
+  });
+
   test("Random.fork depends on the label only, not on values drawn before", (t) => {
     const parent = t.env.random;
     const early = parent.fork("workload");

@@ -2,7 +2,7 @@
 // a user (a decoy for an unknown one), and may this principal do this operation on this resource.
 // It counts failures and denials for the metrics; the broker logs them.
 
-import type { Random } from "../io/types.ts";
+import type { Crypto, Random } from "../io/types.ts";
 import { type Operation, permitted, type ResourceType } from "./acl.ts";
 import {
   ITERATIONS_DEFAULT,
@@ -29,6 +29,7 @@ export class Auth {
   readonly #random: Random;
   /** Per-broker secret from which decoy salts for unknown users are made. */
   readonly #secret: Uint8Array;
+  readonly #crypto: Crypto;
   /** ACL decisions by principal, operation and resource, valid for one ACL generation. */
   readonly #decisions = new Map<string, boolean>();
   #decisionsGeneration = -1;
@@ -39,9 +40,15 @@ export class Auth {
 
   constructor(
     store: SecurityStore,
-    opts: { mechanism: AuthMechanism; superUsers: readonly string[]; random: Random },
+    opts: {
+      mechanism: AuthMechanism;
+      superUsers: readonly string[];
+      random: Random;
+      crypto: Crypto;
+    },
   ) {
     this.store = store;
+    this.#crypto = opts.crypto;
     this.mechanism = opts.mechanism;
     this.#superUsers = new Set(opts.superUsers);
     this.#random = opts.random.fork("auth");
@@ -65,19 +72,7 @@ export class Auth {
    */
   async credentialFor(user: string): Promise<ScramCredential> {
     // The decoy is made for every user, known or not, so the time taken does not tell them apart.
-    const key = await crypto.subtle.importKey(
-      "raw",
-      this.#secret as BufferSource,
-      {
-        name: "HMAC",
-        hash: "SHA-256",
-      },
-      false,
-      ["sign"],
-    );
-    const mac = new Uint8Array(
-      await crypto.subtle.sign("HMAC", key, new TextEncoder().encode(user)),
-    );
+    const mac = await this.#crypto.hmacSha256(this.#secret, new TextEncoder().encode(user));
     return this.store.credential(user) ?? {
       salt: mac.slice(0, SALT_BYTES),
       iterations: ITERATIONS_DEFAULT,

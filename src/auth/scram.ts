@@ -1,6 +1,9 @@
 // SCRAM-SHA-256 (RFC 5802, RFC 7677) without channel binding: the key derivation, the client's and
 // the server's side of the exchange, and the strict parsing of its three text messages. The hashes
-// come from WebCrypto (pure functions); nonces are given by the caller, who draws them from its Env.
+// come from the caller's Env (WebCrypto on a real node, plain code in the simulator, so a seed
+// replays), and so do the nonces.
+
+import type { Crypto } from "../io/types.ts";
 
 /** The one mechanism this broker speaks. */
 export const SCRAM_SHA_256 = "SCRAM-SHA-256";
@@ -64,24 +67,6 @@ export function nonceFrom(bytes: Uint8Array): string {
   return toBase64(bytes);
 }
 
-async function hmac(key: Uint8Array, data: Uint8Array): Promise<Uint8Array> {
-  const k = await crypto.subtle.importKey(
-    "raw",
-    key as BufferSource,
-    {
-      name: "HMAC",
-      hash: "SHA-256",
-    },
-    false,
-    ["sign"],
-  );
-  return new Uint8Array(await crypto.subtle.sign("HMAC", k, data as BufferSource));
-}
-
-async function sha256(data: Uint8Array): Promise<Uint8Array> {
-  return new Uint8Array(await crypto.subtle.digest("SHA-256", data as BufferSource));
-}
-
 function xor(a: Uint8Array, b: Uint8Array): Uint8Array {
   const out = new Uint8Array(a.length);
   for (let i = 0; i < a.length; i++) out[i] = a[i]! ^ b[i]!;
@@ -97,39 +82,29 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
 }
 
 /** SaltedPassword = Hi(password, salt, i): PBKDF2-HMAC-SHA-256. */
-export async function saltedPassword(
+export function saltedPassword(
+  crypto: Crypto,
   password: string,
   salt: Uint8Array,
   iterations: number,
 ): Promise<Uint8Array> {
-  const base = await crypto.subtle.importKey(
-    "raw",
-    encoder.encode(password),
-    "PBKDF2",
-    false,
-    ["deriveBits"],
-  );
-  const bits = await crypto.subtle.deriveBits(
-    { name: "PBKDF2", hash: "SHA-256", salt: salt as BufferSource, iterations },
-    base,
-    KEY_BYTES * 8,
-  );
-  return new Uint8Array(bits);
+  return crypto.pbkdf2Sha256(encoder.encode(password), salt, iterations, KEY_BYTES);
 }
 
 /** The stored credential of `password` with `salt` and `iterations`. */
 export async function deriveCredential(
+  crypto: Crypto,
   password: string,
   salt: Uint8Array,
   iterations: number = ITERATIONS_DEFAULT,
 ): Promise<ScramCredential> {
-  const salted = await saltedPassword(password, salt, iterations);
-  const clientKey = await hmac(salted, encoder.encode("Client Key"));
+  const salted = await saltedPassword(crypto, password, salt, iterations);
+  const clientKey = await crypto.hmacSha256(salted, encoder.encode("Client Key"));
   return {
     salt,
     iterations,
-    storedKey: await sha256(clientKey),
-    serverKey: await hmac(salted, encoder.encode("Server Key")),
+    storedKey: await crypto.sha256(clientKey),
+    serverKey: await crypto.hmacSha256(salted, encoder.encode("Server Key")),
   };
 }
 
@@ -184,11 +159,16 @@ export function parseClientFirst(bytes: Uint8Array): ClientFirst {
  * exchange once: a second `finish` (a replay on the same connection) fails.
  */
 export class ScramServer {
+  readonly #crypto: Crypto;
   #first: ClientFirst | null = null;
   #serverFirst = "";
   #nonce = "";
   #credential: ScramCredential | null = null;
   #done = false;
+
+  constructor(crypto: Crypto) {
+    this.#crypto = crypto;
+  }
 
   /**
    * Answers `clientFirst`. `credential` is the user's, or for an unknown user a decoy made by the
@@ -227,12 +207,12 @@ export class ScramServer {
     if (proof.length !== KEY_BYTES) throw new ScramError("proof has the wrong length");
     const withoutProof = text.slice(0, text.lastIndexOf(",p="));
     const authMessage = encoder.encode(`${first.bare},${this.#serverFirst},${withoutProof}`);
-    const clientSignature = await hmac(cred.storedKey, authMessage);
+    const clientSignature = await this.#crypto.hmacSha256(cred.storedKey, authMessage);
     const clientKey = xor(proof, clientSignature);
-    if (!sameBytes(await sha256(clientKey), cred.storedKey)) {
+    if (!sameBytes(await this.#crypto.sha256(clientKey), cred.storedKey)) {
       throw new ScramError("proof does not verify");
     }
-    const serverSignature = await hmac(cred.serverKey, authMessage);
+    const serverSignature = await this.#crypto.hmacSha256(cred.serverKey, authMessage);
     return encoder.encode(`v=${toBase64(serverSignature)}`);
   }
 
@@ -244,18 +224,20 @@ export class ScramServer {
 
 /** The client's side of one exchange. */
 export class ScramClient {
+  readonly #crypto: Crypto;
   readonly #user: string;
   readonly #password: string;
   readonly #bare: string;
   readonly #clientNonce: string;
   #serverSignature: Uint8Array | null = null;
 
-  constructor(user: string, password: string, clientNonce: string) {
+  constructor(crypto: Crypto, user: string, password: string, clientNonce: string) {
     if (!USER_NAME_PATTERN.test(user)) {
       throw new ScramError(
         `User name ${JSON.stringify(user)} is not allowed: use 1 to 128 letters, digits or ._@-`,
       );
     }
+    this.#crypto = crypto;
     this.#user = user;
     this.#password = password;
     this.#clientNonce = clientNonce;
@@ -285,14 +267,15 @@ export class ScramClient {
       throw new ScramError(`the server asks for ${iterText} iterations`);
     }
     const salt = fromBase64(saltText);
-    const salted = await saltedPassword(this.#password, salt, iterations);
-    const clientKey = await hmac(salted, encoder.encode("Client Key"));
-    const storedKey = await sha256(clientKey);
+    const c = this.#crypto;
+    const salted = await saltedPassword(c, this.#password, salt, iterations);
+    const clientKey = await c.hmacSha256(salted, encoder.encode("Client Key"));
+    const storedKey = await c.sha256(clientKey);
     const withoutProof = `c=biws,r=${nonce}`;
     const authMessage = encoder.encode(`${this.#bare},${serverFirst},${withoutProof}`);
-    const proof = xor(clientKey, await hmac(storedKey, authMessage));
-    const serverKey = await hmac(salted, encoder.encode("Server Key"));
-    this.#serverSignature = await hmac(serverKey, authMessage);
+    const proof = xor(clientKey, await c.hmacSha256(storedKey, authMessage));
+    const serverKey = await c.hmacSha256(salted, encoder.encode("Server Key"));
+    this.#serverSignature = await c.hmacSha256(serverKey, authMessage);
     return encoder.encode(`${withoutProof},p=${toBase64(proof)}`);
   }
 

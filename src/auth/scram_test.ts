@@ -7,6 +7,10 @@ import {
   ScramError,
   ScramServer,
 } from "./scram.ts";
+import { DenoCrypto } from "../io/deno/crypto.ts";
+
+/** The hashes SCRAM runs on in these tests: the real node's. */
+const CRYPTO = new DenoCrypto();
 
 // RFC 7677 section 3: user "user", password "pencil", these nonces and this salt.
 const CLIENT_NONCE = "rOprNGfwEbeRWgbNEkqO";
@@ -23,7 +27,7 @@ const enc = new TextEncoder();
 const dec = new TextDecoder();
 
 Deno.test("ScramClient reproduces the RFC 7677 exchange and verifies its server-final", async () => {
-  const client = new ScramClient("user", "pencil", CLIENT_NONCE);
+  const client = new ScramClient(CRYPTO, "user", "pencil", CLIENT_NONCE);
   assert.equal(dec.decode(client.first()), CLIENT_FIRST);
   assert.equal(dec.decode(await client.final(enc.encode(SERVER_FIRST))), CLIENT_FINAL);
   client.verify(enc.encode(SERVER_FINAL));
@@ -34,8 +38,8 @@ Deno.test("ScramClient reproduces the RFC 7677 exchange and verifies its server-
 });
 
 Deno.test("ScramServer answers the RFC 7677 exchange from the stored keys alone", async () => {
-  const cred = await deriveCredential("pencil", fromBase64(SALT), 4096);
-  const server = new ScramServer();
+  const cred = await deriveCredential(CRYPTO, "pencil", fromBase64(SALT), 4096);
+  const server = new ScramServer(CRYPTO);
   const first = parseClientFirst(enc.encode(CLIENT_FIRST));
   assert.equal(dec.decode(server.start(first, cred, SERVER_NONCE)), SERVER_FIRST);
   assert.equal(dec.decode(await server.finish(enc.encode(CLIENT_FINAL))), SERVER_FINAL);
@@ -44,13 +48,13 @@ Deno.test("ScramServer answers the RFC 7677 exchange from the stored keys alone"
 });
 
 Deno.test("ScramServer refuses a wrong password, and a client-final from another exchange", async () => {
-  const cred = await deriveCredential("pencil", fromBase64(SALT), 4096);
-  const wrong = new ScramClient("user", "pencil2", CLIENT_NONCE);
-  const s1 = new ScramServer();
+  const cred = await deriveCredential(CRYPTO, "pencil", fromBase64(SALT), 4096);
+  const wrong = new ScramClient(CRYPTO, "user", "pencil2", CLIENT_NONCE);
+  const s1 = new ScramServer(CRYPTO);
   const f1 = s1.start(parseClientFirst(wrong.first()), cred, SERVER_NONCE);
   await assert.rejects(s1.finish(await wrong.final(f1)), /proof does not verify/);
   // The RFC's client-final replayed against an exchange with another server nonce.
-  const s2 = new ScramServer();
+  const s2 = new ScramServer(CRYPTO);
   s2.start(parseClientFirst(enc.encode(CLIENT_FIRST)), cred, "another-server-nonce-0123");
   await assert.rejects(s2.finish(enc.encode(CLIENT_FINAL)), /nonce does not match/);
 });

@@ -223,6 +223,7 @@ export class Broker implements PlaneHost {
       mechanism: b.opts.auth,
       superUsers: b.opts.superUsers,
       random: env.random,
+      crypto: env.crypto,
     });
     const loaded = await b.#store.loadAll();
     for (const t of loaded.topics) b.#topics.set(t.name, t);

@@ -420,7 +420,7 @@ export class Connection implements DeliverySink, RequestContext {
       );
     }
     if (this.#scram !== null) this.#authFailed("", "a second AUTH_START on one connection");
-    const scram = new ScramServer();
+    const scram = new ScramServer(this.#broker.env.crypto);
     this.#scram = scram;
     if (req.mechanism !== SCRAM_SHA_256) {
       throw new GregorError(

@@ -290,7 +290,12 @@ export class Admin {
     opts: { iterations?: number; salt?: Uint8Array } = {},
   ): Promise<void> {
     const salt = opts.salt ?? this.#conn.opts.env.random.secureBytes(SALT_BYTES);
-    const cred = await deriveCredential(password, salt, opts.iterations ?? ITERATIONS_DEFAULT);
+    const cred = await deriveCredential(
+      this.#conn.opts.env.crypto,
+      password,
+      salt,
+      opts.iterations ?? ITERATIONS_DEFAULT,
+    );
     await this.#request("USER_PUT", { name, ...cred });
   }
 

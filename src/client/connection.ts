@@ -390,6 +390,7 @@ export class ClientConnection {
    */
   async #authenticate(conn: Conn, who: { username: string; password: string }): Promise<void> {
     const scram = new ScramClient(
+      this.#env.crypto,
       who.username,
       who.password,
       nonceFrom(this.#env.random.secureBytes(NONCE_BYTES)),

@@ -266,6 +266,18 @@ export interface FaultPoints {
 export interface Crypto {
   /** HMAC-SHA-256 of `data` under `key` (any length): 32 bytes. */
   hmacSha256(key: Uint8Array, data: Uint8Array): Promise<Uint8Array>;
+  /** SHA-256 of `data`: 32 bytes. */
+  sha256(data: Uint8Array): Promise<Uint8Array>;
+  /**
+   * PBKDF2 with HMAC-SHA-256 (RFC 8018): `bytes` bytes derived from `password` and `salt` over
+   * `iterations` rounds (SCRAM's Hi()).
+   */
+  pbkdf2Sha256(
+    password: Uint8Array,
+    salt: Uint8Array,
+    iterations: number,
+    bytes: number,
+  ): Promise<Uint8Array>;
 }
 
 /** Everything a node needs from the outside world. */
