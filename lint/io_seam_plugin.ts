@@ -14,6 +14,8 @@ const WHERE = "is not allowed under src/ (outside src/io/deno/ and src/io/node/)
 const CLOCK = "read time through env.clock so the simulator controls it";
 const TIMER = "wait with env.clock.sleep so the simulator controls time";
 const RANDOM = "draw randomness from env.random so a seed reproduces the run";
+const CRYPTO = "draw randomness from env.random and hash with env.crypto: WebCrypto's promises " +
+  "settle on a thread pool, outside the simulation, so a seed would not reproduce the run";
 const OS = "reach the operating system only through the Env passed in (env.clock, env.random, " +
   "env.net, env.disk) so the simulator can stand in for it";
 const GC = "garbage-collection timing is nondeterministic, so a seed would not reproduce the run";
@@ -25,7 +27,7 @@ const FORBIDDEN_GLOBALS: ReadonlyMap<string, string> = new Map([
   ["setInterval", TIMER],
   ["Date", CLOCK],
   ["performance", CLOCK],
-  ["crypto", RANDOM],
+  ["crypto", CRYPTO],
   ["WeakRef", GC],
   ["FinalizationRegistry", GC],
   ["process", OS],
@@ -42,16 +44,6 @@ const FORBIDDEN_MEMBERS: ReadonlyMap<string, ReadonlyMap<string, string>> = new 
  * STYLE.md puts `*_test.ts` next to the module it tests. Every other Deno API stays forbidden.
  */
 const DENO_MEMBERS_IN_TESTS: ReadonlySet<string> = new Set(["test", "TestContext"]);
-
-/**
- * WebCrypto's digests, HMACs and key derivations (`crypto.subtle`) are pure functions of their
- * inputs, which SCRAM needs; only `crypto`'s randomness (`getRandomValues`, `randomUUID`) is I/O.
- */
-function isCryptoSubtle(id: Identifier): boolean {
-  if (id.name !== "crypto") return false;
-  const p = id.parent;
-  return p.type === "MemberExpression" && sameNode(p.object, id) && memberName(p) === "subtle";
-}
 
 /** Names through which code can reach the global object (`globalThis.Date`). */
 const GLOBAL_OBJECTS: ReadonlySet<string> = new Set(["globalThis", "self", "window"]);
@@ -467,7 +459,6 @@ const IO_SEAM: Deno.lint.Rule = {
         const why = FORBIDDEN_GLOBALS.get(node.name);
         if (why === undefined || !isReference(node) || isShadowed(node)) return;
         if (testFile && isDenoTestApi(node)) return;
-        if (isCryptoSubtle(node)) return;
         report(node, node.name, why);
       },
       MemberExpression(node) {
