@@ -1,6 +1,7 @@
-// One SDK against the TypeScript client on Deno, in the same run against one broker process: produce
-// of `size`-byte messages, and produce→consume, each with at most `window` unconfirmed messages, to
-// memory topics, both producers lingering 2 ms. Every run of both is printed, then the medians.
+// One SDK against the TypeScript client on Deno and on Node (where `node` and `npm` are on PATH), in
+// the same run against one broker process: produce of `size`-byte messages, and produce→consume,
+// each with at most `window` unconfirmed messages, to memory topics, every producer lingering 2 ms.
+// Every run of each is printed, then the medians.
 // bench/go_sdk.ts, python_sdk.ts and java_sdk.ts each give the SDK's side: how to build it and the
 // command of one run, which prints one JSON line per scenario: {"scenario": …, "msgsPerSec": …}.
 
@@ -33,6 +34,44 @@ export interface SdkSide {
 /** Both producers wait this long for a batch to fill, as bench/throughput.ts does. */
 const LINGER_MS = 2;
 const SCENARIOS = ["produce", "produce-consume"] as const;
+const NPM_DIR = new URL("../npm/", import.meta.url).pathname;
+
+/**
+ * The TypeScript client on Node (bench/node/ts_client_side.ts, built by npm/build.mjs), or null
+ * where node or npm is missing.
+ */
+async function nodeSide(): Promise<SdkSide | null> {
+  const ran = async (cmd: string, args: string[]) => {
+    try {
+      const out = await new Deno.Command(cmd, { args, cwd: NPM_DIR }).output();
+      if (out.code !== 0) throw new Error(new TextDecoder().decode(out.stderr));
+      return true;
+    } catch (err) {
+      if (err instanceof Deno.errors.NotFound) return false;
+      throw err;
+    }
+  };
+  if (!(await ran("node", ["--version"])) || !(await ran("npm", ["--version"]))) {
+    console.log("ts (node) skipped: node or npm is not on PATH");
+    return null;
+  }
+  return {
+    name: "ts (node)",
+    countDefault: 0,
+    async prepare() {
+      await ran("npm", ["ci", "--no-audit", "--no-fund", "--prefer-offline"]);
+      await ran("node", ["build.mjs"]);
+    },
+    command: (s, prefix) => ({
+      cmd: "node",
+      args: [
+        `${NPM_DIR}build/ts_client_bench.mjs`,
+        ...["--server", s.server, "--topic", prefix, "--count", `${s.count}`],
+        ...["--window", `${s.window}`, "--size", `${s.size}`, "--linger", `${s.lingerMs}`],
+      ],
+    }),
+  };
+}
 
 /** Runs the comparison from the command line's `--count`, `--runs`, `--window` and `--size`. */
 export async function compareWithTs(side: SdkSide): Promise<void> {
@@ -46,6 +85,8 @@ export async function compareWithTs(side: SdkSide): Promise<void> {
   });
   const runs = Number(values.runs);
   await side.prepare();
+  const node = await nodeSide();
+  await node?.prepare();
   const dir = await Deno.makeTempDir({ prefix: `gregor-bench-${side.name}-` });
   const broker = await spawnBroker([
     "--port",
@@ -62,12 +103,13 @@ export async function compareWithTs(side: SdkSide): Promise<void> {
     lingerMs: LINGER_MS,
   };
   const figures = Object.fromEntries(
-    SCENARIOS.map((k) => [k, { sdk: [] as number[], ts: [] as number[] }]),
+    SCENARIOS.map((k) => [k, { sdk: [] as number[], ts: [] as number[], node: [] as number[] }]),
   );
   const show = (x: number) => Math.round(x).toLocaleString("en");
   try {
     for (let r = 0; r < runs; r++) {
       const sdk = await sdkRun(side, s, `bench-${side.name}-${r}`);
+      const onNode = node === null ? null : await sdkRun(node, s, `bench-node-${r}`);
       for (const k of SCENARIOS) {
         const ts = await tsClientRun({
           ...s,
@@ -76,10 +118,12 @@ export async function compareWithTs(side: SdkSide): Promise<void> {
         });
         figures[k]!.sdk.push(sdk[k]!);
         figures[k]!.ts.push(ts);
+        if (onNode !== null) figures[k]!.node.push(onNode[k]!);
+        const nodeText = onNode === null ? "" : `   ts (node) ${show(onNode[k]!)} msg/s`;
         console.log(
           `run ${r + 1} ${k.padEnd(16)} ${side.name} ${show(sdk[k]!)} msg/s   ts (deno) ${
             show(ts)
-          } msg/s`,
+          } msg/s${nodeText}`,
         );
       }
     }
@@ -93,9 +137,13 @@ export async function compareWithTs(side: SdkSide): Promise<void> {
   for (const k of SCENARIOS) {
     const sdk = median(figures[k]!.sdk);
     const ts = median(figures[k]!.ts);
+    const onNode = figures[k]!.node.length === 0 ? null : median(figures[k]!.node);
+    const nodeText = onNode === null
+      ? ""
+      : `   ts (node) ${show(onNode)} msg/s   ${side.name}/ts (node) ${(sdk / onNode).toFixed(2)}x`;
     console.log(
       `${k.padEnd(16)} ${side.name} ${show(sdk)} msg/s   ts (deno) ${show(ts)} msg/s   ` +
-        `${side.name}/ts ${(sdk / ts).toFixed(2)}x`,
+        `${side.name}/ts (deno) ${(sdk / ts).toFixed(2)}x${nodeText}`,
     );
   }
 }

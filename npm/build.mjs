@@ -1,6 +1,7 @@
 // Builds the client for Node: dist/index.js (one ES module, dependencies and lz4's WebAssembly
 // inlined, so the package has no dependencies), dist/types/ (declarations from tsc), and the Node
-// test programs under build/ that tests/client_node_test.ts runs. Run from npm/ after `npm ci`.
+// test programs under build/ that tests/client_node_test.ts runs (and the SDK benchmarks' Node side).
+// Run from npm/ after `npm ci`.
 
 import { execFileSync } from "node:child_process";
 import { copyFileSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
@@ -76,6 +77,7 @@ rmSync(join(here, "build"), { recursive: true, force: true });
 await bundle("npm/index.ts", "dist/index.js");
 await bundle("tests/node/io_contract_node.ts", "build/io_contract.test.mjs");
 await bundle("tests/node/conformance_driver.ts", "build/conformance_driver.mjs");
+await bundle("bench/node/ts_client_side.ts", "build/ts_client_bench.mjs");
 execFileSync(process.execPath, [join(here, "node_modules/typescript/bin/tsc"), "-p", here], {
   stdio: "inherit",
 });
