@@ -16,7 +16,7 @@ import {
 import { hostEnv } from "../src/io/node/host.ts";
 import type { Conn, Listener, Network } from "../src/io/types.ts";
 import { writeAll } from "../src/io/util.ts";
-import { errorName } from "../src/protocol/errors.ts";
+import { ErrorCode, errorName } from "../src/protocol/errors.ts";
 import { CompressionError } from "../src/protocol/codecs.ts";
 
 /** One step of a scenario; conformance/README.md describes each op. */
@@ -28,6 +28,8 @@ export interface Scenario {
   name: string;
   description: string;
   brokers?: number;
+  /** The brokers form one replicating cluster. */
+  cluster?: boolean;
   steps: Step[];
 }
 
@@ -50,6 +52,12 @@ const RECEIVE_TIMEOUT_MS = 10_000;
 const ASSIGNMENT_TIMEOUT_MS = 10_000;
 /** How often an awaitAssignment step looks at the members' assignments, ms. */
 const ASSIGNMENT_POLL_MS = 20;
+/** How long an awaitCluster step waits for the nodes and a controller, ms. */
+const CLUSTER_TIMEOUT_MS = 30_000;
+/** How long an awaitLeaders step waits for the partitions' leaders, ms. */
+const LEADERS_TIMEOUT_MS = 10_000;
+/** How often awaitCluster, awaitLeaders and a createTopic with retryMs ask again, ms. */
+const SETTLE_POLL_MS = 100;
 
 const text = (b: Uint8Array | null): string | null =>
   b === null ? null : new TextDecoder().decode(b);
@@ -215,12 +223,55 @@ export async function runScenario(s: Scenario, brokers: ScenarioBrokers): Promis
       case "stopBroker":
         await brokers.stop(step.broker);
         return;
-      case "createTopic":
-        await client.admin.createTopic(step.topic, {
-          partitions: step.partitions,
-          configs: step.configs ?? {},
-        });
-        return;
+      case "createTopic": {
+        const deadline = Date.now() + (step.retryMs ?? 0);
+        for (let failed = false;; failed = true) {
+          try {
+            await client.admin.createTopic(step.topic, {
+              partitions: step.partitions,
+              configs: step.configs ?? {},
+            });
+            return;
+          } catch (err) {
+            // An attempt that failed (a TIMEOUT, say) may have created the topic.
+            if (failed && err instanceof GregorError && err.code === ErrorCode.TOPIC_EXISTS) return;
+            if (!(err instanceof GregorError && err.retriable) || Date.now() >= deadline) throw err;
+          }
+          await sleep(SETTLE_POLL_MS);
+        }
+      }
+      case "awaitCluster": {
+        const deadline = Date.now() + CLUSTER_TIMEOUT_MS;
+        for (;;) {
+          const m = await client.admin.metadata([]).catch((err) => ({ err }));
+          if ("nodes" in m && m.nodes.length === step.nodes && m.controller !== "") return;
+          assert.ok(
+            Date.now() < deadline,
+            `the cluster did not form in ${CLUSTER_TIMEOUT_MS} ms: ${JSON.stringify(m)}`,
+          );
+          await sleep(SETTLE_POLL_MS);
+        }
+      }
+      case "awaitLeaders": {
+        const deadline = Date.now() + LEADERS_TIMEOUT_MS;
+        for (;;) {
+          const d = await client.admin.describeTopic(step.topic);
+          const leaders = d.partitions.map((p) => p.leader);
+          const settled = leaders.every((l) => l !== "") &&
+            new Set(leaders).size === leaders.length &&
+            d.partitions.every((p) =>
+              p.replicas.length === step.replicas && p.replicas.some((r) => r.id === p.leader) &&
+              !p.moving
+            );
+          if (settled) return;
+          assert.ok(
+            Date.now() < deadline,
+            `${step.topic}'s partitions did not each get a leader of their own in ` +
+              `${LEADERS_TIMEOUT_MS} ms: ${JSON.stringify(d.partitions)}`,
+          );
+          await sleep(SETTLE_POLL_MS);
+        }
+      }
       case "deleteTopic":
         await client.admin.deleteTopic(step.topic);
         return;
@@ -468,6 +519,10 @@ export async function runScenario(s: Scenario, brokers: ScenarioBrokers): Promis
     }
     return holding;
   }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
 }
 
 async function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {

@@ -186,7 +186,9 @@ Deno.test({
     try {
       for (const s of SCENARIOS) {
         await t.step(s.name, async () => {
-          const own = (s.brokers ?? 1) === 1 ? null : await startBrokers(s.brokers!);
+          const own = (s.brokers ?? 1) === 1
+            ? null
+            : await startBrokers(s.brokers!, s.cluster === true);
           const procs = own?.procs ?? shared.procs;
           try {
             const brokers = procs.map((p) => ({ listen: p.listen.listen, pid: p.child.pid }));
