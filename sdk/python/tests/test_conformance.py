@@ -26,6 +26,11 @@ SCENARIO_TIMEOUT_S = 90
 # How long an awaitAssignment step waits for the group to settle, and how often it looks.
 ASSIGNMENT_TIMEOUT_S = 10
 ASSIGNMENT_POLL_S = 0.02
+# How long an awaitCluster step waits for the nodes and a controller, an awaitLeaders step for the
+# partitions' leaders, and how often they (and a createTopic with retryMs) ask again.
+CLUSTER_TIMEOUT_S = 30
+LEADERS_TIMEOUT_S = 10
+SETTLE_POLL_S = 0.1
 
 
 def test_there_are_scenarios() -> None:
@@ -102,7 +107,59 @@ class Driver:
         self.brokers[st["broker"]].stop()
 
     async def op_createTopic(self, st: dict[str, Any]) -> None:
-        await self.client.create_topic(st["topic"], st["partitions"], st.get("configs"))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + st.get("retryMs", 0) / 1000
+        failed = False
+        while True:
+            try:
+                await self.client.create_topic(st["topic"], st["partitions"], st.get("configs"))
+                return
+            except BrokerError as e:
+                # An attempt that failed (a TIMEOUT, say) may have created the topic.
+                if failed and e.code_name == "TOPIC_EXISTS":
+                    return
+                if not e.retriable or loop.time() >= deadline:
+                    raise
+            failed = True
+            await asyncio.sleep(SETTLE_POLL_S)
+
+    async def op_awaitCluster(self, st: dict[str, Any]) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CLUSTER_TIMEOUT_S
+        while True:
+            got: Any
+            try:
+                m = await self.client.call("METADATA", {"topics": [], "autoCreate": 0})
+                if len(m["nodes"]) == st["nodes"] and m["controller"]:
+                    return
+                got = m
+            except gregormq.GregorError as e:
+                got = e
+            if loop.time() >= deadline:
+                raise AssertionError(f"the cluster did not form in {CLUSTER_TIMEOUT_S} s: {got}")
+            await asyncio.sleep(SETTLE_POLL_S)
+
+    async def op_awaitLeaders(self, st: dict[str, Any]) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LEADERS_TIMEOUT_S
+        while True:
+            d = await self.client.describe_topic(st["topic"])
+            leaders = [p.leader for p in d.partitions]
+            if (
+                all(leaders)
+                and len(set(leaders)) == len(leaders)
+                and all(
+                    len(p.replicas) == st["replicas"] and p.leader in p.replicas and not p.moving
+                    for p in d.partitions
+                )
+            ):
+                return
+            if loop.time() >= deadline:
+                raise AssertionError(
+                    f"{st['topic']}'s partitions did not each get a leader of their own in "
+                    f"{LEADERS_TIMEOUT_S} s: {d.partitions}"
+                )
+            await asyncio.sleep(SETTLE_POLL_S)
 
     async def op_deleteTopic(self, st: dict[str, Any]) -> None:
         await self.client.delete_topic(st["topic"])
@@ -325,7 +382,9 @@ async def run_scenario(scenario: dict[str, Any], brokers: list[Broker]) -> None:
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=[s["name"] for s in SCENARIOS])
 def test_scenario(scenario: dict[str, Any], brokers: Brokers, shared_broker: Broker) -> None:
-    if scenario.get("brokers", 1) > 1:
+    if scenario.get("cluster"):
+        bs = brokers.start_cluster(scenario["brokers"])
+    elif scenario.get("brokers", 1) > 1:
         bs = [brokers.start() for _ in range(scenario["brokers"])]
     else:
         bs = [shared_broker]
