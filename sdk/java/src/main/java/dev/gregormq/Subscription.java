@@ -11,7 +11,9 @@ import java.util.concurrent.TimeUnit;
  * A subscription to one partition with credit-based flow control: the broker pushes at most the
  * window; each message taken with {@link #next} earns its credit back, returned in one CREDIT
  * frame once half the window is owed. After a lost connection it subscribes again on the next
- * connection from the first unacknowledged offset (or, with noAcks, the next unread one).
+ * connection from the first unacknowledged offset (or, with noAcks, the next unread one). In a
+ * cluster it subscribes where the partition is served: a node that answers NOT_LEADER is left
+ * for the partition's leader.
  */
 public final class Subscription implements AutoCloseable {
   private final Client client;
@@ -37,14 +39,56 @@ public final class Subscription implements AutoCloseable {
     this.client = client;
     this.topic = topic;
     this.cfg = cfg;
-    start(cfg.start(), cfg.startValue());
+    open(cfg.start(), cfg.startValue(), System.currentTimeMillis() + client.cfg.requestTimeoutMs());
     synchronized (this) {
       this.startOffset = next;
     }
   }
 
-  private void start(int from, long value) {
+  /**
+   * How long a subscription resuming after a lost connection keeps asking while the nodes answer
+   * NOT_LEADER (a leader being elected, a replica catching up after a restart), at most.
+   */
+  static final long RESUBSCRIBE_NOT_LEADER_MS = 60_000;
+
+  /**
+   * The pause before asking again after the attempt-th NOT_LEADER: 100 ms more each time, at most
+   * 1 s (a leader is elected, or a replica catches up, within seconds).
+   */
+  static long notLeaderPauseMs(int attempt) {
+    return Math.min(100L * attempt, 1_000L);
+  }
+
+  /**
+   * Subscribes where the partition is served. In a cluster only the partition's leader, or a
+   * replica keeping up with it, serves reads; another node answers NOT_LEADER (docs/protocol.md
+   * §8.2). Then the subscription goes to the leader the cluster's metadata names, asking again
+   * with a growing pause while none is known or it refuses too, until deadline (epoch ms).
+   */
+  private void open(int from, long value, long deadline) {
     Connection c = client.connection();
+    for (int attempt = 1; ; attempt++) {
+      try {
+        start(c, from, value);
+        return;
+      } catch (GregorException e) {
+        if (e.errorCode() != ErrorCode.NOT_LEADER || System.currentTimeMillis() >= deadline) {
+          throw e;
+        }
+      }
+      Connection next = client.leaderConnection(topic, cfg.partition());
+      if (next == null) {
+        next = client.connection();
+      }
+      // Straight to a newly named leader; the same node again waits a little first.
+      if (next == c || attempt > 1) {
+        Client.sleep(notLeaderPauseMs(attempt));
+      }
+      c = next;
+    }
+  }
+
+  private void start(Connection c, int from, long value) {
     long sid = client.nextSubscriptionId.incrementAndGet();
     synchronized (this) {
       conn = c;
@@ -215,9 +259,10 @@ public final class Subscription implements AutoCloseable {
       old = conn;
     }
     old.removeSubscription(id);
+    long notLeaderDeadline = Math.min(deadline, System.currentTimeMillis() + RESUBSCRIBE_NOT_LEADER_MS);
     while (true) {
       try {
-        start(SubscribeConfig.OFFSET, from);
+        open(SubscribeConfig.OFFSET, from, notLeaderDeadline);
         return;
       } catch (ConnectionLostException e) {
         if (System.currentTimeMillis() > deadline) {
