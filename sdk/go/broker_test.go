@@ -18,6 +18,8 @@ type broker struct {
 	addr string
 	// cluster is its cluster address, for a broker started with a cluster port.
 	cluster string
+	// nodeID is its node id as its first line says ("" outside a cluster).
+	nodeID string
 }
 
 // brokerStartTimeout bounds how long a broker may take to print its listen address.
@@ -88,11 +90,11 @@ func startBrokerWith(t testing.TB, extra ...string) *broker {
 		if !ok {
 			t.Fatal("the broker exited before listening")
 		}
-		var listen struct{ Listen, Cluster string }
+		var listen struct{ Listen, Cluster, NodeID string }
 		if err := json.Unmarshal([]byte(line), &listen); err != nil || listen.Listen == "" {
 			t.Fatalf("the broker's first line is not its listen address: %q", line)
 		}
-		b.addr, b.cluster = listen.Listen, listen.Cluster
+		b.addr, b.cluster, b.nodeID = listen.Listen, listen.Cluster, listen.NodeID
 	case <-time.After(brokerStartTimeout):
 		t.Fatalf("the broker did not listen within %v", brokerStartTimeout)
 	}

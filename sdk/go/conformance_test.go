@@ -117,7 +117,10 @@ type driver struct {
 	client  *gregormq.Client
 	clients []*gregormq.Client
 	subs    map[string]*gregormq.Subscription
-	proxies []*cuttingProxy
+	// subTopics and subPartitions are what each subscription reads.
+	subTopics     map[string]string
+	subPartitions map[string]int
+	proxies       []*cuttingProxy
 	// pending is a Next left waiting by expectNone, which the following receive takes over.
 	pending map[string]chan nextResult
 	// members are group members by step name, each on its own client, and memberPending their
@@ -135,6 +138,7 @@ func runScenario(t *testing.T, s scenario, brokers []*broker) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	d := &driver{t: t, brokers: brokers, subs: map[string]*gregormq.Subscription{},
+		subTopics: map[string]string{}, subPartitions: map[string]int{},
 		pending: map[string]chan nextResult{}, members: map[string]*gregormq.GroupConsumer{},
 		memberPending: map[string]chan nextResult{}}
 	defer func() {
@@ -168,6 +172,20 @@ func (d *driver) open(ctx context.Context, servers []string) *gregormq.Client {
 	}
 	d.clients = append(d.clients, c)
 	return c
+}
+
+// partitionAwayFrom is the lowest partition of topic none of whose replicas is the node.
+func (d *driver) partitionAwayFrom(ctx context.Context, topic, node string) (int, error) {
+	desc, err := d.client.DescribeTopic(ctx, topic)
+	if err != nil {
+		return 0, err
+	}
+	for _, p := range desc.Partitions {
+		if !slices.Contains(p.Replicas, node) {
+			return p.Partition, nil
+		}
+	}
+	return 0, fmt.Errorf("every partition of %s has a replica on %s", topic, node)
 }
 
 // leadersSettled: every partition names a leader, a different node each, has `replicas` replicas
@@ -248,7 +266,23 @@ func (d *driver) run(ctx context.Context, st step) error {
 		}
 		d.client = d.open(ctx, servers)
 	case "stopBroker":
-		d.brokers[num(st["broker"])].stop()
+		if _, ok := st["leaderOf"]; !ok {
+			d.brokers[num(st["broker"])].stop()
+			return nil
+		}
+		sub := str(st["leaderOf"])
+		desc, err := d.client.DescribeTopic(ctx, d.subTopics[sub])
+		if err != nil {
+			return err
+		}
+		leader := desc.Partitions[d.subPartitions[sub]].Leader
+		for _, b := range d.brokers {
+			if b.nodeID == leader {
+				b.stop()
+				return nil
+			}
+		}
+		return fmt.Errorf("the leader %q of %s/%d is no broker", leader, desc.Name, d.subPartitions[sub])
 	case "createTopic":
 		configs := map[string]string{}
 		if c, ok := st["configs"].(map[string]any); ok {
@@ -405,11 +439,19 @@ func (d *driver) run(ctx context.Context, st step) error {
 				cfg.From = gregormq.FromTimestamp(time.UnixMilli(num(f["timestamp"])))
 			}
 		}
+		if away, ok := st["awayFrom"]; ok {
+			p, err := d.partitionAwayFrom(ctx, str(st["topic"]), d.brokers[num(away)].nodeID)
+			if err != nil {
+				return err
+			}
+			cfg.Partition = p
+		}
 		sub, err := c.Subscribe(ctx, str(st["topic"]), cfg)
 		if err != nil {
 			return err
 		}
 		d.subs[str(st["sub"])] = sub
+		d.subTopics[str(st["sub"])], d.subPartitions[str(st["sub"])] = str(st["topic"]), cfg.Partition
 		if want, ok := st["expectStartOffset"]; ok && sub.StartOffset != num(want) {
 			return fmt.Errorf("start offset %d, want %v", sub.StartOffset, want)
 		}

@@ -62,6 +62,8 @@ class Broker:
         self.addr: str = first["listen"]
         # Its cluster address, for a broker started with a cluster port.
         self.cluster: str = first.get("cluster", "")
+        # Its node id ("" outside a cluster).
+        self.node_id: str = first.get("nodeId", "")
 
     def stop(self) -> None:
         """Kills the broker and waits for it; stopping twice is harmless."""

@@ -55,6 +55,8 @@ class Driver:
         self.clients: list[Client] = []
         self.client: Client
         self.subs: dict[str, Subscription] = {}
+        # What each subscription reads: (topic, partition).
+        self.sub_partitions: dict[str, tuple[str, int]] = {}
         self.proxies: list[CuttingProxy] = []
         # A next() left waiting by expectNone, which the following receive takes over.
         self.pending: dict[str, asyncio.Task[Message]] = {}
@@ -104,7 +106,14 @@ class Driver:
         self.client = await self.open(servers)
 
     async def op_stopBroker(self, st: dict[str, Any]) -> None:
-        self.brokers[st["broker"]].stop()
+        if "leaderOf" not in st:
+            self.brokers[st["broker"]].stop()
+            return
+        topic, partition = self.sub_partitions[st["leaderOf"]]
+        leader = (await self.client.describe_topic(topic)).partitions[partition].leader
+        b = next((b for b in self.brokers if b.node_id == leader), None)
+        assert b is not None, f"the leader {leader!r} of {topic}/{partition} is no broker"
+        b.stop()
 
     async def op_createTopic(self, st: dict[str, Any]) -> None:
         loop = asyncio.get_running_loop()
@@ -228,9 +237,16 @@ class Driver:
         start: gregormq.Start = f
         if isinstance(f, dict):
             start = FromOffset(f["offset"]) if "offset" in f else FromTimestamp(f["timestamp"])
+        partition = st.get("partition", 0)
+        if "awayFrom" in st:
+            away = self.brokers[st["awayFrom"]].node_id
+            d = await self.client.describe_topic(st["topic"])
+            p = next((p for p in d.partitions if away not in p.replicas), None)
+            assert p is not None, f"every partition of {st['topic']} has a replica on {away}"
+            partition = p.partition
         sub = await c.subscribe(
             st["topic"],
-            partition=st.get("partition", 0),
+            partition=partition,
             start=start,
             durable=st.get("durable", ""),
             ack_timeout_ms=st.get("ackTimeoutMs", 30_000),
@@ -238,6 +254,7 @@ class Driver:
             window_messages=st.get("windowMessages", 1000),
         )
         self.subs[st["sub"]] = sub
+        self.sub_partitions[st["sub"]] = (st["topic"], partition)
         if "expectStartOffset" in st:
             assert sub.start_offset == st["expectStartOffset"]
 

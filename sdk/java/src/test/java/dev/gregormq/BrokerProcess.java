@@ -26,12 +26,15 @@ final class BrokerProcess implements AutoCloseable {
   final String addr;
   /** Its cluster address, for a broker started with a cluster port; else "". */
   final String cluster;
+  /** Its node id; "" outside a cluster. */
+  final String nodeId;
   private final Path dataDir;
 
-  private BrokerProcess(Process process, String addr, String cluster, Path dataDir) {
+  private BrokerProcess(Process process, String addr, String cluster, String nodeId, Path dataDir) {
     this.process = process;
     this.addr = addr;
     this.cluster = cluster;
+    this.nodeId = nodeId;
     this.dataDir = dataDir;
   }
 
@@ -110,7 +113,8 @@ final class BrokerProcess implements AutoCloseable {
       p.destroyForcibly();
       throw new IllegalStateException("the broker's first line is not its listen address: " + line);
     }
-    return new BrokerProcess(p, listen.asText(), said.path("cluster").asText(""), dir);
+    return new BrokerProcess(p, listen.asText(), said.path("cluster").asText(""),
+        said.path("nodeId").asText(""), dir);
   }
 
   /** Kills the broker and removes its data dir. */

@@ -116,6 +116,8 @@ class ConformanceTest {
     final List<Client> clients = new ArrayList<>();
     final List<CuttingProxy> proxies = new ArrayList<>();
     final Map<String, Subscription> subs = new HashMap<>();
+    /** What each subscription reads. */
+    final Map<String, TopicPartition> subPartitions = new HashMap<>();
     /** Group members by step name, each on its own client. */
     final Map<String, GroupConsumer> members = new HashMap<>();
     Client client;
@@ -193,7 +195,8 @@ class ConformanceTest {
           client = open(servers);
         }
         case "stopBroker" -> {
-          BrokerProcess b = brokers.get(st.get("broker").asInt());
+          BrokerProcess b = st.has("leaderOf") ? leaderOf(st.get("leaderOf").asText())
+              : brokers.get(st.get("broker").asInt());
           b.process.destroyForcibly();
           b.process.waitFor(10, TimeUnit.SECONDS);
         }
@@ -255,7 +258,15 @@ class ConformanceTest {
         }
         case "subscribe" -> {
           Client c = st.path("newClient").asBoolean() ? open(List.of(brokers.get(0).addr)) : client;
-          SubscribeConfig sc = SubscribeConfig.defaults().withPartition(st.path("partition").asInt())
+          int partition = st.path("partition").asInt();
+          if (st.has("awayFrom")) {
+            String away = brokers.get(st.get("awayFrom").asInt()).nodeId;
+            partition = await(client.describeTopic(topic)).partitions().stream()
+                .filter(p -> !p.replicas().contains(away)).mapToInt(Client.PartitionInfo::partition)
+                .findFirst().orElseThrow(() -> new AssertionError(
+                    "every partition of " + topic + " has a replica on " + away));
+          }
+          SubscribeConfig sc = SubscribeConfig.defaults().withPartition(partition)
               .withDurable(st.path("durable").asText("")).withNoAcks(st.path("noAcks").asBoolean());
           if (st.has("ackTimeoutMs")) {
             sc = sc.withAckTimeoutMs(st.get("ackTimeoutMs").asInt());
@@ -273,6 +284,7 @@ class ConformanceTest {
           }
           Subscription sub = await(c.subscribe(topic, sc));
           subs.put(st.get("sub").asText(), sub);
+          subPartitions.put(st.get("sub").asText(), new TopicPartition(topic, partition));
           if (st.has("expectStartOffset")) {
             assertEquals(st.get("expectStartOffset").asLong(), sub.startOffset, "start offset");
           }
@@ -345,6 +357,14 @@ class ConformanceTest {
         case "leaveGroup" -> members.remove(st.get("member").asText()).close();
         default -> fail("unknown step op " + st.get("op"));
       }
+    }
+
+    /** The broker leading the partition a subscription reads, now. */
+    BrokerProcess leaderOf(String sub) throws Exception {
+      TopicPartition tp = subPartitions.get(sub);
+      String leader = await(client.describeTopic(tp.topic())).partitions().get(tp.partition()).leader();
+      return brokers.stream().filter(b -> b.nodeId.equals(leader)).findFirst()
+          .orElseThrow(() -> new AssertionError("the leader " + leader + " of " + tp + " is no broker"));
     }
 
     void createTopic(JsonNode st) throws Exception {
