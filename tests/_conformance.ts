@@ -57,6 +57,7 @@ export async function stopBrokers(b: { procs: BrokerProcess[]; dirs: string[] })
 export function runScenario(s: Scenario, procs: BrokerProcess[]): Promise<void> {
   return runScenarioOn(s, {
     addrs: procs.map((p) => p.listen.listen),
+    nodeIds: procs.map((p) => p.listen.nodeId ?? ""),
     stop: (i) => killAll([procs[i]!]),
   });
 }

@@ -37,6 +37,8 @@ export interface Scenario {
 export interface ScenarioBrokers {
   /** Their listen addresses ("host:port"), the first the default. */
   addrs: string[];
+  /** Their node ids, as each printed in its first line ("" outside a cluster). */
+  nodeIds: string[];
   /** Kills broker `i` (a `stopBroker` step). */
   stop(i: number): Promise<void>;
   /**
@@ -160,6 +162,8 @@ export async function runScenario(s: Scenario, brokers: ScenarioBrokers): Promis
   let client = await open([addrs[0]!]);
   const proxies: CuttingProxy[] = [];
   const subs = new Map<string, Consumer>();
+  /** The partition each subscription reads. */
+  const subPartitions = new Map<string, number>();
   /** A next() an expectNone step left waiting, which the following receive takes over. */
   const pending = new Map<string, Promise<ReceivedMessage | null>>();
   const nextOf = (name: string): Promise<ReceivedMessage | null> => {
@@ -220,9 +224,16 @@ export async function runScenario(s: Scenario, brokers: ScenarioBrokers): Promis
         client = await open(servers);
         return;
       }
-      case "stopBroker":
-        await brokers.stop(step.broker);
-        return;
+      case "stopBroker": {
+        if (step.leaderOf === undefined) return await brokers.stop(step.broker);
+        const sub = subs.get(step.leaderOf)!;
+        const p = (await client.admin.describeTopic(sub.topic)).partitions[
+          subPartitions.get(step.leaderOf)!
+        ]!;
+        const i = brokers.nodeIds.indexOf(p.leader);
+        assert.ok(i >= 0, `the leader "${p.leader}" of ${sub.topic}/${p.partition} is no broker`);
+        return await brokers.stop(i);
+      }
       case "createTopic": {
         const deadline = Date.now() + (step.retryMs ?? 0);
         for (let failed = false;; failed = true) {
@@ -367,8 +378,16 @@ export async function runScenario(s: Scenario, brokers: ScenarioBrokers): Promis
         return;
       case "subscribe": {
         const c = step.newClient ? await open([addrs[0]!]) : client;
+        let partition = step.partition ?? 0;
+        if (step.awayFrom !== undefined) {
+          const away = brokers.nodeIds[step.awayFrom];
+          const d = await client.admin.describeTopic(step.topic);
+          const p = d.partitions.find((p) => !p.replicas.some((r) => r.id === away));
+          assert.ok(p !== undefined, `every partition of ${step.topic} has a replica on ${away}`);
+          partition = p.partition;
+        }
         const sub = await c.subscribe(step.topic, {
-          partition: step.partition ?? 0,
+          partition,
           from: step.from ?? "latest",
           ...(step.durable === undefined ? {} : { durable: step.durable }),
           ...(step.ackTimeoutMs === undefined ? {} : { ackTimeoutMs: step.ackTimeoutMs }),
@@ -376,6 +395,7 @@ export async function runScenario(s: Scenario, brokers: ScenarioBrokers): Promis
           autoAck: step.noAcks === true,
         });
         subs.set(step.sub, sub);
+        subPartitions.set(step.sub, partition);
         if (step.expectStartOffset !== undefined) {
           assert.equal(sub.startOffset, step.expectStartOffset);
         }

@@ -191,7 +191,11 @@ Deno.test({
             : await startBrokers(s.brokers!, s.cluster === true);
           const procs = own?.procs ?? shared.procs;
           try {
-            const brokers = procs.map((p) => ({ listen: p.listen.listen, pid: p.child.pid }));
+            const brokers = procs.map((p) => ({
+              listen: p.listen.listen,
+              pid: p.child.pid,
+              nodeId: p.listen.nodeId ?? "",
+            }));
             const r = await run("node", [driver, SCENARIOS_PATH, s.name, JSON.stringify(brokers)]);
             assert.equal(r.code, 0, `${s.name} failed on Node:\n${r.out}\n${r.err}`);
             assert.equal(JSON.parse(r.out).ok, true);
