@@ -33,6 +33,8 @@ public final class Subscription implements AutoCloseable {
   private long recvNext;
   private long acked = -1;
   private RuntimeException lost;
+  /** When a resubscription meeting NOT_LEADER gives up (epoch ms); 0 while none is under way. */
+  private long resumeGivesUpAt;
   private boolean closed;
 
   Subscription(Client client, String topic, SubscribeConfig cfg) {
@@ -235,7 +237,9 @@ public final class Subscription implements AutoCloseable {
       if (!(why instanceof ConnectionLostException)) {
         throw why;
       }
-      resume(deadline);
+      if (!resume(deadline)) {
+        return null;
+      }
     }
   }
 
@@ -251,30 +255,54 @@ public final class Subscription implements AutoCloseable {
     }, client.executor);
   }
 
-  private void resume(long deadline) {
+  /**
+   * Subscribes again after a lost connection, wherever the partition is served now. False when
+   * {@code deadline} (the caller's) passed while the nodes answered NOT_LEADER: the next call goes
+   * on, until RESUBSCRIBE_NOT_LEADER_MS after the loss. A failure is kept, so that later calls
+   * resume again (a lost connection) or throw it too (anything else).
+   */
+  private boolean resume(long deadline) {
     long from;
     Connection old;
     synchronized (this) {
       from = cfg.noAcks() ? next : acked >= 0 ? acked + 1 : startOffset;
       old = conn;
+      if (resumeGivesUpAt == 0) {
+        resumeGivesUpAt = System.currentTimeMillis() + RESUBSCRIBE_NOT_LEADER_MS;
+      }
     }
     old.removeSubscription(id);
-    long notLeaderDeadline = Math.min(deadline, System.currentTimeMillis() + RESUBSCRIBE_NOT_LEADER_MS);
     while (true) {
       try {
-        open(SubscribeConfig.OFFSET, from, notLeaderDeadline);
-        return;
+        open(SubscribeConfig.OFFSET, from, Math.min(deadline, resumeGivesUpAt));
+        synchronized (this) {
+          resumeGivesUpAt = 0;
+        }
+        return true;
       } catch (ConnectionLostException e) {
         if (System.currentTimeMillis() > deadline) {
+          keep(e);
           throw e;
         }
       } catch (GregorException e) {
-        if (e.errorCode() != ErrorCode.SUBSCRIPTION_IN_USE || System.currentTimeMillis() > deadline) {
+        long now = System.currentTimeMillis();
+        if (e.errorCode() == ErrorCode.NOT_LEADER && now < resumeGivesUpAt) {
+          keep(new ConnectionLostException("resubscribing to " + topic + "/" + cfg.partition()
+              + ": no node serves it yet (" + e.getMessage() + ")", e));
+          return false;
+        }
+        if (e.errorCode() != ErrorCode.SUBSCRIPTION_IN_USE || now > deadline) {
+          keep(e);
           throw e;
         }
       }
       Client.sleep(client.cfg.reconnectBackoffMs());
     }
+  }
+
+  /** Remembers why the subscription is not subscribed now, for the next call of next. */
+  private synchronized void keep(RuntimeException why) {
+    lost = why;
   }
 
   /** Acknowledges every offset up to and including this one. */
