@@ -87,8 +87,11 @@ type Subscription struct {
 	recvNext  int64 // the offset the next new delivered record must have
 	acked     int64
 	lostErr   error
-	closed    bool
-	wake      chan struct{}
+	// resumeGivesUp is when a resubscription meeting NOT_LEADER gives up; zero while none is under
+	// way. It outlives a Next whose context ends first.
+	resumeGivesUp time.Time
+	closed        bool
+	wake          chan struct{}
 }
 
 type delivered struct {
@@ -337,23 +340,45 @@ func (s *Subscription) resume(ctx context.Context) error {
 		}
 	}
 	old := s.c
+	if s.resumeGivesUp.IsZero() {
+		s.resumeGivesUp = time.Now().Add(resubscribeNotLeaderWait)
+	}
+	deadline := s.resumeGivesUp
 	s.mu.Unlock()
 	old.removeSub(s.id)
-	deadline := time.Now().Add(resubscribeNotLeaderWait)
 	for {
 		err := s.open(ctx, from, deadline)
 		if err == nil {
+			s.mu.Lock()
+			s.resumeGivesUp = time.Time{}
+			s.mu.Unlock()
 			return nil
 		}
+		if ctx.Err() != nil {
+			// The caller's context ended first: the next call of Next resumes again.
+			s.keep(fmt.Errorf("%w: resubscribing to %s/%d: %v", ErrConnectionLost, s.topic, s.cfg.Partition, err))
+			return ctx.Err()
+		}
 		if !errors.Is(err, ErrConnectionLost) && !errors.Is(err, ErrSubscriptionInUse) {
+			s.keep(err)
 			return err
 		}
 		select {
 		case <-ctx.Done():
+			s.keep(fmt.Errorf("%w: resubscribing to %s/%d: %v", ErrConnectionLost, s.topic, s.cfg.Partition, err))
 			return ctx.Err()
 		case <-time.After(s.cl.cfg.ReconnectBackoff):
 		}
 	}
+}
+
+// keep remembers why the subscription is not subscribed now, for the next call of Next: a lost
+// connection is resumed again, anything else is returned.
+func (s *Subscription) keep(err error) {
+	s.mu.Lock()
+	s.lostErr = err
+	s.mu.Unlock()
+	s.signal()
 }
 
 // Ack acknowledges every offset up to and including offset (acknowledgements are cumulative).
