@@ -111,6 +111,9 @@ class Subscription:
         self._recv_next = 0
         self._acked = -1
         self._lost: Optional[BaseException] = None
+        # When a resubscription meeting NOT_LEADER gives up (the event loop's time); None while
+        # none is under way. It outlives a next() whose timeout comes first.
+        self._resume_gives_up_at: Optional[float] = None
         self._closed = False
         self._wake = asyncio.Event()
 
@@ -293,17 +296,31 @@ class Subscription:
         old = self._conn
         if old is not None:
             old.subs.pop(self._id, None)
-        deadline = asyncio.get_running_loop().time() + _RESUBSCRIBE_NOT_LEADER_S
-        while True:
-            try:
-                await self._open(start, deadline)
-                return
-            except ConnectionLost:
-                pass
-            except BrokerError as e:
-                if e.code != ERROR_CODES["SUBSCRIPTION_IN_USE"]:
-                    raise
-            await asyncio.sleep(self.client.reconnect_backoff_s)
+        if self._resume_gives_up_at is None:
+            self._resume_gives_up_at = asyncio.get_running_loop().time() + _RESUBSCRIBE_NOT_LEADER_S
+        gives_up_at = self._resume_gives_up_at
+        try:
+            while True:
+                try:
+                    await self._open(start, gives_up_at)
+                    self._resume_gives_up_at = None
+                    return
+                except ConnectionLost:
+                    pass
+                except BrokerError as e:
+                    if e.code != ERROR_CODES["SUBSCRIPTION_IN_USE"]:
+                        raise
+                await asyncio.sleep(self.client.reconnect_backoff_s)
+        except asyncio.CancelledError:
+            # The caller's timeout (next(timeout_s)) came first: the next call resumes again.
+            self._lost = ConnectionLost(
+                f"resubscribing to {self.topic}/{self.partition} was cut short by a timeout"
+            )
+            raise
+        except BaseException as e:
+            # Kept, so the next call raises it too rather than waiting for nothing.
+            self._lost = e
+            raise
 
     def ack(self, offset: int) -> None:
         """Acknowledges every offset up to and including `offset`."""
