@@ -100,6 +100,10 @@ public final class Subscription implements AutoCloseable {
       owedMessages = 0;
       owedBytes = 0;
       lost = null;
+      // The reader may hand over this subscription's first deliveries before the SUBSCRIBE answer
+      // is read: they must not be judged against the last subscription's position (a resumed
+      // subscription would drop them all, and the credit they took would never come back).
+      recvNext = 0;
     }
     c.addSubscription(sid, m -> onDeliver(sid, m), () -> onLost(c));
     Map<String, Object> m = new LinkedHashMap<>();
@@ -124,7 +128,7 @@ public final class Subscription implements AutoCloseable {
     }
     synchronized (this) {
       next = (Long) resp.get("startOffset");
-      recvNext = next;
+      recvNext = Math.max(recvNext, next);
     }
   }
 
@@ -257,9 +261,10 @@ public final class Subscription implements AutoCloseable {
 
   /**
    * Subscribes again after a lost connection, wherever the partition is served now. False when
-   * {@code deadline} (the caller's) passed while the nodes answered NOT_LEADER: the next call goes
-   * on, until RESUBSCRIBE_NOT_LEADER_MS after the loss. A failure is kept, so that later calls
-   * resume again (a lost connection) or throw it too (anything else).
+   * {@code deadline} (the caller's) passed first (the broker gone, the durable name held by
+   * another subscriber, NOT_LEADER while a leader is elected): the next call goes on, NOT_LEADER
+   * until RESUBSCRIBE_NOT_LEADER_MS after the loss. Any other failure is kept and thrown by later
+   * calls too.
    */
   private boolean resume(long deadline) {
     long from;
@@ -282,18 +287,21 @@ public final class Subscription implements AutoCloseable {
       } catch (ConnectionLostException e) {
         if (System.currentTimeMillis() > deadline) {
           keep(e);
-          throw e;
+          return false;
         }
       } catch (GregorException e) {
         long now = System.currentTimeMillis();
-        if (e.errorCode() == ErrorCode.NOT_LEADER && now < resumeGivesUpAt) {
-          keep(new ConnectionLostException("resubscribing to " + topic + "/" + cfg.partition()
-              + ": no node serves it yet (" + e.getMessage() + ")", e));
-          return false;
-        }
-        if (e.errorCode() != ErrorCode.SUBSCRIPTION_IN_USE || now > deadline) {
+        // Worth waiting for: the durable name's other holder letting go, a leader being elected.
+        boolean passing = e.errorCode() == ErrorCode.SUBSCRIPTION_IN_USE
+            || e.errorCode() == ErrorCode.NOT_LEADER && now < resumeGivesUpAt;
+        if (!passing) {
           keep(e);
           throw e;
+        }
+        if (now > deadline) {
+          keep(new ConnectionLostException("resubscribing to " + topic + "/" + cfg.partition()
+              + " did not finish in time: " + e.getMessage(), e));
+          return false;
         }
       }
       Client.sleep(client.cfg.reconnectBackoffMs());
