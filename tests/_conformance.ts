@@ -12,24 +12,37 @@ export const SCENARIOS = JSON.parse(
   await Deno.readTextFile(new URL("../conformance/scenarios.json", import.meta.url)),
 ).scenarios as Scenario[];
 
-/** Starts `n` brokers on free ports, each with its own data directory. */
-export async function startBrokers(n: number): Promise<{ procs: BrokerProcess[]; dirs: string[] }> {
+/**
+ * Starts `n` brokers on free ports, each with its own data directory; with `cluster`, they form
+ * one replicating cluster as conformance/README.md says: the first founds it, the others join it
+ * through its cluster address, each started once the one before listens.
+ */
+export async function startBrokers(
+  n: number,
+  cluster = false,
+): Promise<{ procs: BrokerProcess[]; dirs: string[] }> {
   const procs: BrokerProcess[] = [];
   const dirs: string[] = [];
-  for (let i = 0; i < n; i++) {
-    const dir = await Deno.makeTempDir({ prefix: "gregor-conformance-" });
-    dirs.push(dir);
-    procs.push(
-      await spawnBroker([
-        "--port",
-        "0",
-        "--data-dir",
-        dir,
-        "--no-metrics-enabled",
-        "--fsync",
-        "never",
-      ]),
-    );
+  try {
+    for (let i = 0; i < n; i++) {
+      const dir = await Deno.makeTempDir({ prefix: "gregor-conformance-" });
+      dirs.push(dir);
+      const args = ["--port", "0", "--data-dir", dir, "--no-metrics-enabled", "--fsync", "never"];
+      if (cluster) {
+        args.push(
+          "--cluster-port",
+          "0",
+          "--cluster-replicate",
+          "--cluster-bootstrap-expect",
+          String(n),
+        );
+        if (i > 0) args.push("--seeds", procs[0]!.listen.cluster!);
+      }
+      procs.push(await spawnBroker(args));
+    }
+  } catch (err) {
+    await stopBrokers({ procs, dirs });
+    throw err;
   }
   return { procs, dirs };
 }
@@ -44,6 +57,7 @@ export async function stopBrokers(b: { procs: BrokerProcess[]; dirs: string[] })
 export function runScenario(s: Scenario, procs: BrokerProcess[]): Promise<void> {
   return runScenarioOn(s, {
     addrs: procs.map((p) => p.listen.listen),
+    nodeIds: procs.map((p) => p.listen.nodeId ?? ""),
     stop: (i) => killAll([procs[i]!]),
   });
 }

@@ -16,7 +16,7 @@ import {
 import { hostEnv } from "../src/io/node/host.ts";
 import type { Conn, Listener, Network } from "../src/io/types.ts";
 import { writeAll } from "../src/io/util.ts";
-import { errorName } from "../src/protocol/errors.ts";
+import { ErrorCode, errorName } from "../src/protocol/errors.ts";
 import { CompressionError } from "../src/protocol/codecs.ts";
 
 /** One step of a scenario; conformance/README.md describes each op. */
@@ -28,6 +28,8 @@ export interface Scenario {
   name: string;
   description: string;
   brokers?: number;
+  /** The brokers form one replicating cluster. */
+  cluster?: boolean;
   steps: Step[];
 }
 
@@ -35,6 +37,8 @@ export interface Scenario {
 export interface ScenarioBrokers {
   /** Their listen addresses ("host:port"), the first the default. */
   addrs: string[];
+  /** Their node ids, as each printed in its first line ("" outside a cluster). */
+  nodeIds: string[];
   /** Kills broker `i` (a `stopBroker` step). */
   stop(i: number): Promise<void>;
   /**
@@ -50,6 +54,12 @@ const RECEIVE_TIMEOUT_MS = 10_000;
 const ASSIGNMENT_TIMEOUT_MS = 10_000;
 /** How often an awaitAssignment step looks at the members' assignments, ms. */
 const ASSIGNMENT_POLL_MS = 20;
+/** How long an awaitCluster step waits for the nodes and a controller, ms. */
+const CLUSTER_TIMEOUT_MS = 30_000;
+/** How long an awaitLeaders step waits for the partitions' leaders, ms. */
+const LEADERS_TIMEOUT_MS = 10_000;
+/** How often awaitCluster, awaitLeaders and a createTopic with retryMs ask again, ms. */
+const SETTLE_POLL_MS = 100;
 
 const text = (b: Uint8Array | null): string | null =>
   b === null ? null : new TextDecoder().decode(b);
@@ -152,6 +162,8 @@ export async function runScenario(s: Scenario, brokers: ScenarioBrokers): Promis
   let client = await open([addrs[0]!]);
   const proxies: CuttingProxy[] = [];
   const subs = new Map<string, Consumer>();
+  /** The partition each subscription reads. */
+  const subPartitions = new Map<string, number>();
   /** A next() an expectNone step left waiting, which the following receive takes over. */
   const pending = new Map<string, Promise<ReceivedMessage | null>>();
   const nextOf = (name: string): Promise<ReceivedMessage | null> => {
@@ -212,15 +224,65 @@ export async function runScenario(s: Scenario, brokers: ScenarioBrokers): Promis
         client = await open(servers);
         return;
       }
-      case "stopBroker":
-        await brokers.stop(step.broker);
-        return;
-      case "createTopic":
-        await client.admin.createTopic(step.topic, {
-          partitions: step.partitions,
-          configs: step.configs ?? {},
-        });
-        return;
+      case "stopBroker": {
+        if (step.leaderOf === undefined) return await brokers.stop(step.broker);
+        const sub = subs.get(step.leaderOf)!;
+        const p = (await client.admin.describeTopic(sub.topic)).partitions[
+          subPartitions.get(step.leaderOf)!
+        ]!;
+        const i = brokers.nodeIds.indexOf(p.leader);
+        assert.ok(i >= 0, `the leader "${p.leader}" of ${sub.topic}/${p.partition} is no broker`);
+        return await brokers.stop(i);
+      }
+      case "createTopic": {
+        const deadline = Date.now() + (step.retryMs ?? 0);
+        for (let failed = false;; failed = true) {
+          try {
+            await client.admin.createTopic(step.topic, {
+              partitions: step.partitions,
+              configs: step.configs ?? {},
+            });
+            return;
+          } catch (err) {
+            // An attempt that failed (a TIMEOUT, say) may have created the topic.
+            if (failed && err instanceof GregorError && err.code === ErrorCode.TOPIC_EXISTS) return;
+            if (!(err instanceof GregorError && err.retriable) || Date.now() >= deadline) throw err;
+          }
+          await sleep(SETTLE_POLL_MS);
+        }
+      }
+      case "awaitCluster": {
+        const deadline = Date.now() + CLUSTER_TIMEOUT_MS;
+        for (;;) {
+          const m = await client.admin.metadata([]).catch((err) => ({ err }));
+          if ("nodes" in m && m.nodes.length === step.nodes && m.controller !== "") return;
+          assert.ok(
+            Date.now() < deadline,
+            `the cluster did not form in ${CLUSTER_TIMEOUT_MS} ms: ${JSON.stringify(m)}`,
+          );
+          await sleep(SETTLE_POLL_MS);
+        }
+      }
+      case "awaitLeaders": {
+        const deadline = Date.now() + LEADERS_TIMEOUT_MS;
+        for (;;) {
+          const d = await client.admin.describeTopic(step.topic);
+          const leaders = d.partitions.map((p) => p.leader);
+          const settled = leaders.every((l) => l !== "") &&
+            new Set(leaders).size === leaders.length &&
+            d.partitions.every((p) =>
+              p.replicas.length === step.replicas && p.replicas.some((r) => r.id === p.leader) &&
+              !p.moving
+            );
+          if (settled) return;
+          assert.ok(
+            Date.now() < deadline,
+            `${step.topic}'s partitions did not each get a leader of their own in ` +
+              `${LEADERS_TIMEOUT_MS} ms: ${JSON.stringify(d.partitions)}`,
+          );
+          await sleep(SETTLE_POLL_MS);
+        }
+      }
       case "deleteTopic":
         await client.admin.deleteTopic(step.topic);
         return;
@@ -316,8 +378,16 @@ export async function runScenario(s: Scenario, brokers: ScenarioBrokers): Promis
         return;
       case "subscribe": {
         const c = step.newClient ? await open([addrs[0]!]) : client;
+        let partition = step.partition ?? 0;
+        if (step.awayFrom !== undefined) {
+          const away = brokers.nodeIds[step.awayFrom];
+          const d = await client.admin.describeTopic(step.topic);
+          const p = d.partitions.find((p) => !p.replicas.some((r) => r.id === away));
+          assert.ok(p !== undefined, `every partition of ${step.topic} has a replica on ${away}`);
+          partition = p.partition;
+        }
         const sub = await c.subscribe(step.topic, {
-          partition: step.partition ?? 0,
+          partition,
           from: step.from ?? "latest",
           ...(step.durable === undefined ? {} : { durable: step.durable }),
           ...(step.ackTimeoutMs === undefined ? {} : { ackTimeoutMs: step.ackTimeoutMs }),
@@ -325,6 +395,7 @@ export async function runScenario(s: Scenario, brokers: ScenarioBrokers): Promis
           autoAck: step.noAcks === true,
         });
         subs.set(step.sub, sub);
+        subPartitions.set(step.sub, partition);
         if (step.expectStartOffset !== undefined) {
           assert.equal(sub.startOffset, step.expectStartOffset);
         }
@@ -468,6 +539,10 @@ export async function runScenario(s: Scenario, brokers: ScenarioBrokers): Promis
     }
     return holding;
   }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
 }
 
 async function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {

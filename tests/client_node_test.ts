@@ -186,10 +186,16 @@ Deno.test({
     try {
       for (const s of SCENARIOS) {
         await t.step(s.name, async () => {
-          const own = (s.brokers ?? 1) === 1 ? null : await startBrokers(s.brokers!);
+          const own = (s.brokers ?? 1) === 1
+            ? null
+            : await startBrokers(s.brokers!, s.cluster === true);
           const procs = own?.procs ?? shared.procs;
           try {
-            const brokers = procs.map((p) => ({ listen: p.listen.listen, pid: p.child.pid }));
+            const brokers = procs.map((p) => ({
+              listen: p.listen.listen,
+              pid: p.child.pid,
+              nodeId: p.listen.nodeId ?? "",
+            }));
             const r = await run("node", [driver, SCENARIOS_PATH, s.name, JSON.stringify(brokers)]);
             assert.equal(r.code, 0, `${s.name} failed on Node:\n${r.out}\n${r.err}`);
             assert.equal(JSON.parse(r.out).ok, true);

@@ -30,7 +30,7 @@ Deno.test("conformance: every scenario passes with the TypeScript client", async
           await runScenario(s, shared.procs);
           return;
         }
-        const own = await startBrokers(s.brokers!);
+        const own = await startBrokers(s.brokers!, s.cluster === true);
         try {
           await runScenario(s, own.procs);
         } finally {

@@ -16,7 +16,15 @@ type PartitionInfo struct {
 	SizeBytes         int64
 	Subscribers       int
 	DamagedFromOffset int64
-	Leader            string
+	// Leader is the node leading the partition; "" if none is known, and outside a cluster.
+	Leader string
+	// Replicas are the nodes holding a replica (a single node: itself).
+	Replicas []string
+	// ISR are the replicas in sync with the leader, the leader included; empty unless the node
+	// asked leads the partition.
+	ISR []string
+	// Moving is true while the partition's replicas move to Replicas.
+	Moving bool
 }
 
 // TopicDescription is the answer of DescribeTopic.
@@ -68,10 +76,19 @@ func (cl *Client) DescribeTopic(ctx context.Context, name string) (*TopicDescrip
 			Partition: int(p["partition"].(int64)), LogStartOffset: p["logStartOffset"].(int64),
 			HighWatermark: p["highWatermark"].(int64), SizeBytes: p["sizeBytes"].(int64),
 			Subscribers: int(p["subscribers"].(int64)), DamagedFromOffset: p["damagedFromOffset"].(int64),
-			Leader: p["leader"].(string),
+			Leader: p["leader"].(string), Replicas: nodeIDs(p["replicas"].([]Msg)),
+			ISR: nodeIDs(p["isr"].([]Msg)), Moving: p["moving"].(int64) == 1,
 		})
 	}
 	return d, nil
+}
+
+func nodeIDs(list []Msg) []string {
+	out := make([]string, len(list))
+	for i, n := range list {
+		out[i] = n["id"].(string)
+	}
+	return out
 }
 
 // GroupSummary is one entry of ListGroups.

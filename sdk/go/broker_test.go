@@ -3,6 +3,7 @@ package gregormq_test
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -15,6 +16,10 @@ import (
 type broker struct {
 	cmd  *exec.Cmd
 	addr string
+	// cluster is its cluster address, for a broker started with a cluster port.
+	cluster string
+	// nodeID is its node id as its first line says ("" outside a cluster).
+	nodeID string
 }
 
 // brokerStartTimeout bounds how long a broker may take to print its listen address.
@@ -23,6 +28,25 @@ const brokerStartTimeout = 60 * time.Second
 // startBroker runs cli/broker.ts of this repository on a free port with its own data directory,
 // and stops it when the test ends. It skips the test when deno is not installed.
 func startBroker(t testing.TB) *broker {
+	t.Helper()
+	return startBrokerWith(t)
+}
+
+// startCluster starts n brokers that form one replicating cluster, as conformance/README.md
+// says: the first founds it, the others join it through its cluster address.
+func startCluster(t testing.TB, n int) []*broker {
+	t.Helper()
+	expect := fmt.Sprint(n)
+	flags := []string{"--cluster-port", "0", "--cluster-replicate", "--cluster-bootstrap-expect", expect}
+	brokers := []*broker{startBrokerWith(t, flags...)}
+	for i := 1; i < n; i++ {
+		brokers = append(brokers, startBrokerWith(t, append(flags, "--seeds", brokers[0].cluster)...))
+	}
+	return brokers
+}
+
+// startBrokerWith is startBroker with extra flags.
+func startBrokerWith(t testing.TB, extra ...string) *broker {
 	t.Helper()
 	// GREGORMQ_DENO names the Deno binary when it is not on PATH (the repository's test runner
 	// passes its own).
@@ -37,8 +61,9 @@ func startBroker(t testing.TB) *broker {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(deno, "run", "-A", script, "--port", "0", "--data-dir", t.TempDir(),
-		"--no-metrics-enabled", "--fsync", "never")
+	args := []string{"run", "-A", script, "--port", "0", "--data-dir", t.TempDir(),
+		"--no-metrics-enabled", "--fsync", "never"}
+	cmd := exec.Command(deno, append(args, extra...)...)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -65,11 +90,11 @@ func startBroker(t testing.TB) *broker {
 		if !ok {
 			t.Fatal("the broker exited before listening")
 		}
-		var listen struct{ Listen string }
+		var listen struct{ Listen, Cluster, NodeID string }
 		if err := json.Unmarshal([]byte(line), &listen); err != nil || listen.Listen == "" {
 			t.Fatalf("the broker's first line is not its listen address: %q", line)
 		}
-		b.addr = listen.Listen
+		b.addr, b.cluster, b.nodeID = listen.Listen, listen.Cluster, listen.NodeID
 	case <-time.After(brokerStartTimeout):
 		t.Fatalf("the broker did not listen within %v", brokerStartTimeout)
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"strconv"
 	"sync"
 	"time"
 )
@@ -32,7 +34,8 @@ type Client struct {
 
 	mu              sync.Mutex
 	cur             *conn
-	next            int // index in cfg.Servers to try first on the next connect
+	leaders         map[string]*conn // connections to other nodes, by address, for subscriptions
+	next            int              // index in cfg.Servers to try first on the next connect
 	closed          bool
 	nextSub         uint32
 	subs            map[*Subscription]struct{}
@@ -61,7 +64,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		cfg.PingInterval = 5 * time.Second
 	}
 	cl := &Client{cfg: cfg, subs: map[*Subscription]struct{}{}, prods: map[*Producer]struct{}{},
-		groups: map[*GroupConsumer]struct{}{}, counts: map[string]int{}}
+		groups: map[*GroupConsumer]struct{}{}, counts: map[string]int{}, leaders: map[string]*conn{}}
 	if _, err := cl.conn(ctx); err != nil {
 		return nil, err
 	}
@@ -196,11 +199,75 @@ func (cl *Client) Close() error {
 	cl.mu.Lock()
 	cl.closed = true
 	c := cl.cur
+	leaders := cl.leaders
+	cl.leaders = map[string]*conn{}
 	cl.mu.Unlock()
 	if c != nil {
 		c.close(ErrClosed)
 	}
+	for _, lc := range leaders {
+		lc.close(ErrClosed)
+	}
 	return nil
+}
+
+// leaderConn is a connection to the node that leads the partition as the cluster's metadata
+// names it now: the client's own connection if that is the node, else one opened for
+// subscriptions and kept. It answers nil when no leader is known (none elected yet, a single
+// node, or one that cannot be reached now).
+func (cl *Client) leaderConn(ctx context.Context, topic string, partition int) *conn {
+	resp, err := cl.call(ctx, OpMetadata, Msg{"topics": []Msg{{"name": topic}}, "autoCreate": 0})
+	if err != nil {
+		return nil
+	}
+	topics := resp["topics"].([]Msg)
+	if len(topics) != 1 {
+		return nil
+	}
+	leader := ""
+	for _, p := range topics[0]["partitions"].([]Msg) {
+		if int(p["partition"].(int64)) == partition {
+			leader = p["leader"].(string)
+		}
+	}
+	addr := ""
+	for _, n := range resp["nodes"].([]Msg) {
+		if leader != "" && n["id"].(string) == leader {
+			addr = net.JoinHostPort(n["host"].(string), strconv.FormatInt(n["clientPort"].(int64), 10))
+		}
+	}
+	if addr == "" {
+		return nil
+	}
+	cl.mu.Lock()
+	if cl.closed {
+		cl.mu.Unlock()
+		return nil
+	}
+	for _, c := range []*conn{cl.cur, cl.leaders[addr]} {
+		if c != nil && c.addr == addr && c.closed() == nil {
+			cl.mu.Unlock()
+			return c
+		}
+	}
+	cl.mu.Unlock()
+	c, err := dialConn(ctx, addr, &cl.cfg)
+	if err != nil {
+		return nil
+	}
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	if old := cl.leaders[addr]; cl.closed || (old != nil && old.closed() == nil) {
+		// Closed meanwhile, or another subscription opened one first: use that one.
+		c.close(ErrClosed)
+		if cl.closed {
+			return nil
+		}
+		return old
+	}
+	cl.leaders[addr] = c
+	go c.pingEvery(cl.cfg.PingInterval)
+	return c
 }
 
 // partitions is the topic's partition count, asked of the broker once (creating the topic if the

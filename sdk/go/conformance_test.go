@@ -24,6 +24,7 @@ type step map[string]any
 type scenario struct {
 	Name    string
 	Brokers int
+	Cluster bool
 	Steps   []step
 }
 
@@ -34,6 +35,14 @@ const receiveTimeout = 10 * time.Second
 const (
 	assignmentTimeout = 10 * time.Second
 	assignmentPoll    = 20 * time.Millisecond
+)
+
+// clusterTimeout bounds an awaitCluster step, leadersTimeout an awaitLeaders step; settlePoll is
+// how often they (and a createTopic with retryMs) ask again.
+const (
+	clusterTimeout = 30 * time.Second
+	leadersTimeout = 10 * time.Second
+	settlePoll     = 100 * time.Millisecond
 )
 
 func loadScenarios(t *testing.T) []scenario {
@@ -89,7 +98,9 @@ func TestConformanceScenarios(t *testing.T) {
 	for _, s := range scenarios {
 		t.Run(s.Name, func(t *testing.T) {
 			brokers := shared
-			if s.Brokers > 1 {
+			if s.Cluster {
+				brokers = startCluster(t, s.Brokers)
+			} else if s.Brokers > 1 {
 				brokers = nil
 				for i := 0; i < s.Brokers; i++ {
 					brokers = append(brokers, startBroker(t))
@@ -106,7 +117,10 @@ type driver struct {
 	client  *gregormq.Client
 	clients []*gregormq.Client
 	subs    map[string]*gregormq.Subscription
-	proxies []*cuttingProxy
+	// subTopics and subPartitions are what each subscription reads.
+	subTopics     map[string]string
+	subPartitions map[string]int
+	proxies       []*cuttingProxy
 	// pending is a Next left waiting by expectNone, which the following receive takes over.
 	pending map[string]chan nextResult
 	// members are group members by step name, each on its own client, and memberPending their
@@ -124,6 +138,7 @@ func runScenario(t *testing.T, s scenario, brokers []*broker) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	d := &driver{t: t, brokers: brokers, subs: map[string]*gregormq.Subscription{},
+		subTopics: map[string]string{}, subPartitions: map[string]int{},
 		pending: map[string]chan nextResult{}, members: map[string]*gregormq.GroupConsumer{},
 		memberPending: map[string]chan nextResult{}}
 	defer func() {
@@ -157,6 +172,34 @@ func (d *driver) open(ctx context.Context, servers []string) *gregormq.Client {
 	}
 	d.clients = append(d.clients, c)
 	return c
+}
+
+// partitionAwayFrom is the lowest partition of topic none of whose replicas is the node.
+func (d *driver) partitionAwayFrom(ctx context.Context, topic, node string) (int, error) {
+	desc, err := d.client.DescribeTopic(ctx, topic)
+	if err != nil {
+		return 0, err
+	}
+	for _, p := range desc.Partitions {
+		if !slices.Contains(p.Replicas, node) {
+			return p.Partition, nil
+		}
+	}
+	return 0, fmt.Errorf("every partition of %s has a replica on %s", topic, node)
+}
+
+// leadersSettled: every partition names a leader, a different node each, has `replicas` replicas
+// with the leader among them, and is not moving.
+func leadersSettled(desc *gregormq.TopicDescription, replicas int) bool {
+	seen := map[string]bool{}
+	for _, p := range desc.Partitions {
+		if p.Leader == "" || seen[p.Leader] || len(p.Replicas) != replicas ||
+			!slices.Contains(p.Replicas, p.Leader) || p.Moving {
+			return false
+		}
+		seen[p.Leader] = true
+	}
+	return true
 }
 
 func str(v any) string { s, _ := v.(string); return s }
@@ -223,7 +266,23 @@ func (d *driver) run(ctx context.Context, st step) error {
 		}
 		d.client = d.open(ctx, servers)
 	case "stopBroker":
-		d.brokers[num(st["broker"])].stop()
+		if _, ok := st["leaderOf"]; !ok {
+			d.brokers[num(st["broker"])].stop()
+			return nil
+		}
+		sub := str(st["leaderOf"])
+		desc, err := d.client.DescribeTopic(ctx, d.subTopics[sub])
+		if err != nil {
+			return err
+		}
+		leader := desc.Partitions[d.subPartitions[sub]].Leader
+		for _, b := range d.brokers {
+			if b.nodeID == leader {
+				b.stop()
+				return nil
+			}
+		}
+		return fmt.Errorf("the leader %q of %s/%d is no broker", leader, desc.Name, d.subPartitions[sub])
 	case "createTopic":
 		configs := map[string]string{}
 		if c, ok := st["configs"].(map[string]any); ok {
@@ -231,7 +290,49 @@ func (d *driver) run(ctx context.Context, st step) error {
 				configs[k] = v.(string)
 			}
 		}
-		return d.client.CreateTopic(ctx, str(st["topic"]), int(num(st["partitions"])), configs)
+		deadline := time.Now().Add(time.Duration(num(st["retryMs"])) * time.Millisecond)
+		for failed := false; ; failed = true {
+			err := d.client.CreateTopic(ctx, str(st["topic"]), int(num(st["partitions"])), configs)
+			var ge *gregormq.Error
+			switch {
+			case err == nil:
+				return nil
+			case failed && errors.Is(err, gregormq.ErrTopicExists):
+				return nil // an attempt that failed (a TIMEOUT, say) created it
+			case !errors.As(err, &ge) || !ge.Code.Retriable() || !time.Now().Before(deadline):
+				return err
+			}
+			time.Sleep(settlePoll)
+		}
+	case "awaitCluster":
+		deadline := time.Now().Add(clusterTimeout)
+		for {
+			nodes, controller, err := gregormq.ClusterNodes(ctx, d.client)
+			if err == nil && int64(nodes) == num(st["nodes"]) && controller != "" {
+				return nil
+			}
+			if !time.Now().Before(deadline) {
+				return fmt.Errorf("the cluster did not form in %v: %d nodes, controller %q, %v",
+					clusterTimeout, nodes, controller, err)
+			}
+			time.Sleep(settlePoll)
+		}
+	case "awaitLeaders":
+		deadline := time.Now().Add(leadersTimeout)
+		for {
+			desc, err := d.client.DescribeTopic(ctx, str(st["topic"]))
+			if err != nil {
+				return err
+			}
+			if leadersSettled(desc, int(num(st["replicas"]))) {
+				return nil
+			}
+			if !time.Now().Before(deadline) {
+				return fmt.Errorf("%s's partitions did not each get a leader of their own in %v: %+v",
+					desc.Name, leadersTimeout, desc.Partitions)
+			}
+			time.Sleep(settlePoll)
+		}
 	case "deleteTopic":
 		return d.client.DeleteTopic(ctx, str(st["topic"]))
 	case "listTopics":
@@ -338,11 +439,19 @@ func (d *driver) run(ctx context.Context, st step) error {
 				cfg.From = gregormq.FromTimestamp(time.UnixMilli(num(f["timestamp"])))
 			}
 		}
+		if away, ok := st["awayFrom"]; ok {
+			p, err := d.partitionAwayFrom(ctx, str(st["topic"]), d.brokers[num(away)].nodeID)
+			if err != nil {
+				return err
+			}
+			cfg.Partition = p
+		}
 		sub, err := c.Subscribe(ctx, str(st["topic"]), cfg)
 		if err != nil {
 			return err
 		}
 		d.subs[str(st["sub"])] = sub
+		d.subTopics[str(st["sub"])], d.subPartitions[str(st["sub"])] = str(st["topic"]), cfg.Partition
 		if want, ok := st["expectStartOffset"]; ok && sub.StartOffset != num(want) {
 			return fmt.Errorf("start offset %d, want %v", sub.StartOffset, want)
 		}

@@ -87,8 +87,11 @@ type Subscription struct {
 	recvNext  int64 // the offset the next new delivered record must have
 	acked     int64
 	lostErr   error
-	closed    bool
-	wake      chan struct{}
+	// resumeGivesUp is when a resubscription meeting NOT_LEADER gives up; zero while none is under
+	// way. It outlives a Next whose context ends first.
+	resumeGivesUp time.Time
+	closed        bool
+	wake          chan struct{}
 }
 
 type delivered struct {
@@ -112,7 +115,7 @@ func (cl *Client) Subscribe(ctx context.Context, topic string, cfg SubscribeConf
 	s := &Subscription{cl: cl, topic: topic, cfg: cfg, wake: make(chan struct{}, 1), acked: -1, handedOut: -1}
 	ctx, cancel := cl.withTimeout(ctx)
 	defer cancel()
-	if err := s.start(ctx, cfg.From); err != nil {
+	if err := s.open(ctx, cfg.From, time.Now().Add(cl.cfg.RequestTimeout)); err != nil {
 		return nil, err
 	}
 	s.StartOffset = s.next
@@ -122,11 +125,51 @@ func (cl *Client) Subscribe(ctx context.Context, topic string, cfg SubscribeConf
 	return s, nil
 }
 
-func (s *Subscription) start(ctx context.Context, from From) error {
+// resubscribeNotLeaderWait is how long a subscription resuming after a lost connection keeps
+// asking while the nodes answer NOT_LEADER (a leader being elected, a replica catching up after
+// a restart).
+const resubscribeNotLeaderWait = 60 * time.Second
+
+// notLeaderPause is the pause before asking again after the attempt-th NOT_LEADER: 100 ms more
+// each time, at most 1 s (a leader is elected, or a replica catches up, within seconds).
+func notLeaderPause(attempt int) time.Duration {
+	return min(time.Duration(attempt)*100*time.Millisecond, time.Second)
+}
+
+// open subscribes where the partition is served. In a cluster only the partition's leader, or a
+// replica keeping up with it, serves reads; another node answers NOT_LEADER (docs/protocol.md
+// §8.2). Then the subscription goes to the leader the cluster's metadata names, asking again with
+// a growing pause while none is known or it refuses too, until deadline.
+func (s *Subscription) open(ctx context.Context, from From, deadline time.Time) error {
 	c, err := s.cl.conn(ctx)
 	if err != nil {
 		return err
 	}
+	for attempt := 1; ; attempt++ {
+		err := s.start(ctx, c, from)
+		if !errors.Is(err, ErrNotLeader) || !time.Now().Before(deadline) {
+			return err
+		}
+		next := s.cl.leaderConn(ctx, s.topic, s.cfg.Partition)
+		if next == nil {
+			if next, err = s.cl.conn(ctx); err != nil {
+				return err
+			}
+		}
+		// Straight to a newly named leader; the same node again waits a little first.
+		if next == c || attempt > 1 {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(notLeaderPause(attempt)):
+			}
+		}
+		c = next
+	}
+}
+
+// start sends SUBSCRIBE on c.
+func (s *Subscription) start(ctx context.Context, c *conn, from From) error {
 	s.cl.mu.Lock()
 	s.cl.nextSub++
 	id := s.cl.nextSub
@@ -285,7 +328,8 @@ func (s *Subscription) Next(ctx context.Context) (*ReceivedMessage, error) {
 // acknowledged offset (or where the subscription started), so what was handed out but not
 // acknowledged comes again, marked Redelivered, as the broker would redeliver it; without, from
 // after the last message handed out. A durable subscription resumes where its acknowledgements
-// left it whatever it asks.
+// left it whatever it asks. In a cluster it resumes wherever the partition is served now,
+// following NOT_LEADER for up to a minute.
 func (s *Subscription) resume(ctx context.Context) error {
 	s.mu.Lock()
 	from := FromOffset(s.next)
@@ -296,22 +340,45 @@ func (s *Subscription) resume(ctx context.Context) error {
 		}
 	}
 	old := s.c
+	if s.resumeGivesUp.IsZero() {
+		s.resumeGivesUp = time.Now().Add(resubscribeNotLeaderWait)
+	}
+	deadline := s.resumeGivesUp
 	s.mu.Unlock()
 	old.removeSub(s.id)
 	for {
-		err := s.start(ctx, from)
+		err := s.open(ctx, from, deadline)
 		if err == nil {
+			s.mu.Lock()
+			s.resumeGivesUp = time.Time{}
+			s.mu.Unlock()
 			return nil
 		}
+		if ctx.Err() != nil {
+			// The caller's context ended first: the next call of Next resumes again.
+			s.keep(fmt.Errorf("%w: resubscribing to %s/%d: %v", ErrConnectionLost, s.topic, s.cfg.Partition, err))
+			return ctx.Err()
+		}
 		if !errors.Is(err, ErrConnectionLost) && !errors.Is(err, ErrSubscriptionInUse) {
+			s.keep(err)
 			return err
 		}
 		select {
 		case <-ctx.Done():
+			s.keep(fmt.Errorf("%w: resubscribing to %s/%d: %v", ErrConnectionLost, s.topic, s.cfg.Partition, err))
 			return ctx.Err()
 		case <-time.After(s.cl.cfg.ReconnectBackoff):
 		}
 	}
+}
+
+// keep remembers why the subscription is not subscribed now, for the next call of Next: a lost
+// connection is resumed again, anything else is returned.
+func (s *Subscription) keep(err error) {
+	s.mu.Lock()
+	s.lostErr = err
+	s.mu.Unlock()
+	s.signal()
 }
 
 // Ack acknowledges every offset up to and including offset (acknowledgements are cumulative).

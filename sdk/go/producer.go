@@ -228,15 +228,28 @@ func (p *Producer) batchSent(topic string) {
 	p.mu.Unlock()
 }
 
+// producerIDRetryPause is the pause before asking for a producer id again after a retriable error.
+const producerIDRetryPause = 100 * time.Millisecond
+
 func (p *Producer) ids(ctx context.Context) (int64, int16, error) {
 	p.idOnce.Lock()
 	defer p.idOnce.Unlock()
-	if p.producerID < 0 {
+	for p.producerID < 0 {
 		resp, err := p.cl.call(ctx, OpInitProducerID, Msg{})
-		if err != nil {
+		if err == nil {
+			p.producerID, p.epoch = resp["producerId"].(int64), resp["producerEpoch"].(int64)
+			break
+		}
+		// The controller hands out producer ids: while a cluster elects a new one the node asked
+		// answers NOT_LEADER (or TIMEOUT); ask again within the delivery timeout.
+		if !retriable(err) {
 			return 0, 0, err
 		}
-		p.producerID, p.epoch = resp["producerId"].(int64), resp["producerEpoch"].(int64)
+		select {
+		case <-ctx.Done():
+			return 0, 0, err
+		case <-time.After(producerIDRetryPause):
+		}
 	}
 	return p.producerID, int16(p.epoch), nil
 }

@@ -18,6 +18,18 @@ type cuttingProxy struct {
 	cuts       atomic.Int32
 	cut        atomic.Int32 // connections cut so far
 	wg         sync.WaitGroup
+	mu         sync.Mutex
+	open       []net.Conn // the client sides of the connections, for cutAll
+}
+
+// cutAll closes every connection the proxy has accepted so far.
+func (p *cuttingProxy) cutAll() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.open {
+		c.Close()
+	}
+	p.open = nil
 }
 
 func startCuttingProxy(t testing.TB, target string, cuts int32, afterBytes int64) *cuttingProxy {
@@ -45,6 +57,9 @@ func (p *cuttingProxy) accept() {
 			c.Close()
 			continue
 		}
+		p.mu.Lock()
+		p.open = append(p.open, c)
+		p.mu.Unlock()
 		cut := p.cuts.Add(-1) >= 0
 		p.wg.Add(2)
 		go func() { defer p.wg.Done(); _, _ = io.Copy(b, c); b.Close() }()

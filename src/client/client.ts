@@ -150,7 +150,14 @@ export class Client {
     const deadline = clock.now() + this.connection.opts.requestTimeoutMs;
     let conn = this.connection;
     for (let attempt = 1;; attempt++) {
-      const c = new Consumer(conn, this.#nextSubscriptionId++, topic, opts);
+      const partition = opts.partition ?? 0;
+      const c = new Consumer(
+        conn,
+        this.#nextSubscriptionId++,
+        topic,
+        opts,
+        async () => this.#pool.to(await this.#leaderOf(topic, partition)),
+      );
       try {
         await c.start();
         this.#consumers.add(c);

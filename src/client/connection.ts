@@ -574,7 +574,8 @@ export class ClientConnection {
   /**
    * Reconnects for the subscriptions, until it succeeds or the client is closed: each round is a
    * dial of up to connectTimeoutMs with its backoff, and another follows while the brokers are
-   * gone. Only a broker's refusal that retrying cannot change ends it.
+   * gone. Only a broker's refusal that retrying cannot change ends it, or, on a connection to one
+   * node (`refusalEndsDial`), a dial that finds the node down.
    */
   async #reconnect(): Promise<void> {
     this.#setState("reconnecting", "");
@@ -583,7 +584,11 @@ export class ClientConnection {
         await this.connect();
         break;
       } catch (err) {
-        if (this.#closed || (err instanceof GregorError && !err.retriable)) {
+        // A connection to one node (a leader's, from the pool) that finds the node down tells its
+        // subscriptions, which then go where their partitions are served now.
+        const final = this.#closed || (err instanceof GregorError && !err.retriable) ||
+          this.opts.refusalEndsDial === true;
+        if (final) {
           for (const l of [...this.#listeners.values()]) l.onLost(err);
           this.#listeners.clear();
           return;

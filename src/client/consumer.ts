@@ -6,7 +6,7 @@ import { batchCodec, readBatchHeader, type RecordHeader, visitBatch } from "../p
 import { codecsLoaded, loadCodecs } from "../protocol/codecs.ts";
 import { ErrorCode, GregorError } from "../protocol/errors.ts";
 import { type DeliverPush, Start, type SubscribeResponse } from "../protocol/messages.ts";
-import type { ClientConnection, PushListener } from "./connection.ts";
+import { type ClientConnection, ConnectionError, type PushListener } from "./connection.ts";
 
 /** Where a subscription starts. */
 export type From = "earliest" | "latest" | { offset: number } | { timestamp: number };
@@ -154,7 +154,9 @@ function headerRecord(headers: readonly RecordHeader[]): Record<string, Uint8Arr
 export class Consumer implements AsyncIterable<ReceivedMessage>, PushListener {
   readonly topic: string;
   readonly partition: number;
-  readonly #conn: ClientConnection;
+  #conn: ClientConnection;
+  /** The connection to the node serving the partition now, as the cluster's metadata says. */
+  readonly #locate: (() => Promise<ClientConnection>) | null;
   readonly #id: number;
   readonly #opts: Required<Omit<SubscribeOptions, "durable" | "partition" | "until">> & {
     durable: string;
@@ -184,9 +186,19 @@ export class Consumer implements AsyncIterable<ReceivedMessage>, PushListener {
   #handedOut = -1;
   #startOffset = -1;
 
-  /** @internal Use `client.subscribe()`. */
-  constructor(conn: ClientConnection, id: number, topic: string, opts: SubscribeOptions) {
+  /**
+   * @internal Use `client.subscribe()`. `locate` finds the connection to the node serving the
+   * partition now; without it a resubscription stays on `conn`.
+   */
+  constructor(
+    conn: ClientConnection,
+    id: number,
+    topic: string,
+    opts: SubscribeOptions,
+    locate: (() => Promise<ClientConnection>) | null = null,
+  ) {
     this.#conn = conn;
+    this.#locate = locate;
     this.#id = id;
     this.topic = topic;
     this.partition = opts.partition ?? 0;
@@ -337,40 +349,68 @@ export class Consumer implements AsyncIterable<ReceivedMessage>, PushListener {
   }
 
   onReconnect(): void {
+    this.#resume(false);
+  }
+
+  /** Subscribes again after a lost connection; with `move`, wherever the partition is served. */
+  #resume(move: boolean): void {
     if (this.#closed) return;
     // Resume after the last acknowledgement: what was delivered but not acknowledged comes again.
     const from = this.#brokerAcks ? this.#nextOffset : this.#acked + 1;
     this.#dropQueuedFrom(from);
     // Expect `from` next already, so a bounded iteration can't see the end before the resubscription.
     this.#nextOffset = Math.min(this.#nextOffset, from);
-    this.#resubscribe(from).catch((err) => this.#fail(err));
+    this.#resubscribe(from, move).catch((err) => this.#fail(err));
   }
 
   /**
-   * Subscribes again from `from` after a reconnect. A node whose replica is not caught up yet (it
-   * restarted too) says NOT_LEADER: asked again, with a growing pause, for up to
-   * RESUBSCRIBE_NOT_LEADER_MS while it catches up.
+   * Subscribes again from `from` after a reconnect (with `move`, after losing the node). A node
+   * that does not serve the partition, or whose replica is not caught up yet (it restarted too),
+   * says NOT_LEADER: the subscription moves to the leader the metadata names, or asks again,
+   * with a growing pause, for up to RESUBSCRIBE_NOT_LEADER_MS while a leader is elected or the
+   * replica catches up.
    */
-  async #resubscribe(from: number): Promise<void> {
+  async #resubscribe(from: number, move: boolean): Promise<void> {
     const clock = this.#conn.opts.env.clock;
     const deadline = clock.now() + RESUBSCRIBE_NOT_LEADER_MS;
     for (let attempt = 1; !this.#closed; attempt++) {
+      if (move && this.#locate !== null) this.#moveTo(await this.#locate());
       try {
         await this.#subscribe({ offset: from });
         return;
       } catch (err) {
-        if (!(err instanceof GregorError)) throw err;
-        if (err.code === ErrorCode.OFFSET_OUT_OF_RANGE) {
+        if (err instanceof GregorError && err.code === ErrorCode.OFFSET_OUT_OF_RANGE) {
           await this.#subscribe("earliest");
           return;
         }
-        if (err.code !== ErrorCode.NOT_LEADER || clock.now() >= deadline) throw err;
+        // A leader the metadata still names after it died refuses the connection.
+        const again = (err instanceof GregorError && err.code === ErrorCode.NOT_LEADER) ||
+          (err instanceof ConnectionError && move);
+        if (!again || clock.now() >= deadline) throw err;
+        move = true;
         await clock.sleep(notLeaderPauseMs(attempt));
       }
     }
   }
 
+  /**
+   * Moves the subscription's pushes (and its requests) to `conn`; listens there again even if it
+   * is the same connection, which forgot its listeners when it stopped reconnecting.
+   */
+  #moveTo(conn: ClientConnection): void {
+    if (this.#closed) return;
+    if (conn !== this.#conn) this.#conn.unlisten(this.#id);
+    this.#conn = conn;
+    conn.listen(this.#id, this);
+  }
+
   onLost(err: unknown): void {
+    // The node this subscription read from is down for good (a connection to one node, which
+    // stopped reconnecting): subscribe where the partition is served now, e.g. at its new leader.
+    if (this.#locate !== null && err instanceof ConnectionError && !this.#conn.closed) {
+      this.#resume(true);
+      return;
+    }
     this.#fail(err);
   }
 

@@ -1,8 +1,8 @@
 // The conformance suite's driver as a Node program: npm/build.mjs compiles it, and
 // tests/client_node_test.ts runs it once per scenario against brokers it started:
 //   node conformance_driver.mjs <scenarios.json> <scenario name> <brokers JSON>
-// where <brokers JSON> is [{"listen": "host:port", "pid": 1234}, ...]. Exits 0 when the scenario
-// passed; otherwise prints what failed and exits 1.
+// where <brokers JSON> is [{"listen": "host:port", "pid": 1234, "nodeId": "…"}, ...]. Exits 0 when
+// the scenario passed; otherwise prints what failed and exits 1.
 
 import { readFile } from "node:fs/promises";
 import * as zlib from "node:zlib";
@@ -24,13 +24,14 @@ if (scenario === undefined) {
 /** Connection attempts, 20 ms apart, waiting for a killed broker's port to refuse. */
 const STOP_POLLS_MAX = 250;
 const net = nodeEnv().net;
-const brokers = JSON.parse(brokersJson) as { listen: string; pid: number }[];
+const brokers = JSON.parse(brokersJson) as { listen: string; pid: number; nodeId: string }[];
 // Node 20's node:zlib has no zstd (22.15 added it): the client must say so when asked for it.
 const codecsMissing: CodecName[] = "zstdCompressSync" in zlib ? [] : ["zstd"];
 
 try {
   await runScenario(scenario, {
     addrs: brokers.map((b) => b.listen),
+    nodeIds: brokers.map((b) => b.nodeId),
     async stop(i) {
       process.kill(brokers[i]!.pid, "SIGKILL");
       // Gone once its port refuses; the Deno side reaps the process.

@@ -15,6 +15,7 @@ class CuttingProxy:
         self.server: asyncio.Server | None = None
         self.addr = ""
         self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: list[asyncio.StreamWriter] = []
 
     async def start(self) -> CuttingProxy:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -29,6 +30,7 @@ class CuttingProxy:
         except OSError:
             cw.close()
             return
+        self._writers += [cw, bw]
         cut = self.cuts_left > 0
         self.cuts_left -= 1
 
@@ -62,6 +64,12 @@ class CuttingProxy:
             t = asyncio.get_running_loop().create_task(coro)
             self._tasks.add(t)
             t.add_done_callback(self._tasks.discard)
+
+    def cut_all(self) -> None:
+        """Closes every connection accepted so far."""
+        for w in self._writers:
+            w.close()
+        self._writers.clear()
 
     async def close(self) -> None:
         if self.server is not None:

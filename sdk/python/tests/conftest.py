@@ -58,7 +58,12 @@ class Broker:
         if not got.wait(BROKER_START_TIMEOUT_S) or not line[0]:
             self.stop()
             raise RuntimeError("the broker did not print its listen address")
-        self.addr: str = json.loads(line[0])["listen"]
+        first = json.loads(line[0])
+        self.addr: str = first["listen"]
+        # Its cluster address, for a broker started with a cluster port.
+        self.cluster: str = first.get("cluster", "")
+        # Its node id ("" outside a cluster).
+        self.node_id: str = first.get("nodeId", "")
 
     def stop(self) -> None:
         """Kills the broker and waits for it; stopping twice is harmless."""
@@ -85,6 +90,13 @@ class Brokers:
         b = Broker(self.deno, extra_args, data_dir)
         self.started.append(b)
         return b
+
+    def start_cluster(self, n: int) -> list[Broker]:
+        """n brokers that form one replicating cluster, as conformance/README.md says: the
+        first founds it, the others join it through its cluster address."""
+        flags = ("--cluster-port", "0", "--cluster-replicate", "--cluster-bootstrap-expect", str(n))
+        first = self.start(flags)
+        return [first, *(self.start((*flags, "--seeds", first.cluster)) for _ in range(n - 1))]
 
     def stop_all(self) -> None:
         for b in self.started:

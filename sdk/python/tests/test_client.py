@@ -6,6 +6,7 @@ import asyncio
 import socket
 
 import pytest
+from _proxy import CuttingProxy
 from conftest import Broker
 
 import gregormq
@@ -121,6 +122,50 @@ def test_an_acknowledging_subscription_resumes_after_a_cut(shared_broker: Broker
                     assert (m.offset, m.value) == (n, b"v%d" % n)
                     sub.ack(m.offset)
             assert proxy.cut == 1
+        finally:
+            await proxy.close()
+
+    run(main())
+
+
+def test_a_resumption_cut_short_by_a_timeout_goes_on_in_the_next_call(
+    shared_broker: Broker,
+) -> None:
+    """A resumption that cannot finish within next()'s timeout (the durable name is held by
+    another subscriber meanwhile) is taken up again by the next call, instead of leaving the
+    subscription waiting for deliveries that never come."""
+
+    async def main() -> None:
+        proxy = await CuttingProxy(shared_broker.addr, 0, 0).start()
+        try:
+            async with gregormq.connect(servers=[shared_broker.addr]) as other, gregormq.connect(
+                servers=[proxy.addr]
+            ) as c:
+                p = other.producer()
+                for i in range(20):
+                    await p.send("py-resume-short", b"%d" % i)
+                await p.close()
+                sub = await c.subscribe("py-resume-short", start="earliest", durable="d")
+                await sub.next(10)
+                # Nothing resumes before the next next(): the other subscriber takes the durable
+                # name first, once the broker has seen the connection closed.
+                proxy.cut_all()
+                while True:
+                    try:
+                        held = await other.subscribe("py-resume-short", durable="d")
+                        break
+                    except BrokerError as e:
+                        assert e.code_name == "SUBSCRIPTION_IN_USE", e
+                        await asyncio.sleep(0.01)
+                # What is queued comes first; then the resumption meets SUBSCRIPTION_IN_USE
+                # until the timeout.
+                while True:
+                    try:
+                        await sub.next(0.5)
+                    except asyncio.TimeoutError:
+                        break
+                await held.close()
+                await sub.next(10)
         finally:
             await proxy.close()
 

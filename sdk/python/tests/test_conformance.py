@@ -26,6 +26,11 @@ SCENARIO_TIMEOUT_S = 90
 # How long an awaitAssignment step waits for the group to settle, and how often it looks.
 ASSIGNMENT_TIMEOUT_S = 10
 ASSIGNMENT_POLL_S = 0.02
+# How long an awaitCluster step waits for the nodes and a controller, an awaitLeaders step for the
+# partitions' leaders, and how often they (and a createTopic with retryMs) ask again.
+CLUSTER_TIMEOUT_S = 30
+LEADERS_TIMEOUT_S = 10
+SETTLE_POLL_S = 0.1
 
 
 def test_there_are_scenarios() -> None:
@@ -50,6 +55,8 @@ class Driver:
         self.clients: list[Client] = []
         self.client: Client
         self.subs: dict[str, Subscription] = {}
+        # What each subscription reads: (topic, partition).
+        self.sub_partitions: dict[str, tuple[str, int]] = {}
         self.proxies: list[CuttingProxy] = []
         # A next() left waiting by expectNone, which the following receive takes over.
         self.pending: dict[str, asyncio.Task[Message]] = {}
@@ -99,10 +106,69 @@ class Driver:
         self.client = await self.open(servers)
 
     async def op_stopBroker(self, st: dict[str, Any]) -> None:
-        self.brokers[st["broker"]].stop()
+        if "leaderOf" not in st:
+            self.brokers[st["broker"]].stop()
+            return
+        topic, partition = self.sub_partitions[st["leaderOf"]]
+        leader = (await self.client.describe_topic(topic)).partitions[partition].leader
+        b = next((b for b in self.brokers if b.node_id == leader), None)
+        assert b is not None, f"the leader {leader!r} of {topic}/{partition} is no broker"
+        b.stop()
 
     async def op_createTopic(self, st: dict[str, Any]) -> None:
-        await self.client.create_topic(st["topic"], st["partitions"], st.get("configs"))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + st.get("retryMs", 0) / 1000
+        failed = False
+        while True:
+            try:
+                await self.client.create_topic(st["topic"], st["partitions"], st.get("configs"))
+                return
+            except BrokerError as e:
+                # An attempt that failed (a TIMEOUT, say) may have created the topic.
+                if failed and e.code_name == "TOPIC_EXISTS":
+                    return
+                if not e.retriable or loop.time() >= deadline:
+                    raise
+            failed = True
+            await asyncio.sleep(SETTLE_POLL_S)
+
+    async def op_awaitCluster(self, st: dict[str, Any]) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CLUSTER_TIMEOUT_S
+        while True:
+            got: Any
+            try:
+                m = await self.client.call("METADATA", {"topics": [], "autoCreate": 0})
+                if len(m["nodes"]) == st["nodes"] and m["controller"]:
+                    return
+                got = m
+            except gregormq.GregorError as e:
+                got = e
+            if loop.time() >= deadline:
+                raise AssertionError(f"the cluster did not form in {CLUSTER_TIMEOUT_S} s: {got}")
+            await asyncio.sleep(SETTLE_POLL_S)
+
+    async def op_awaitLeaders(self, st: dict[str, Any]) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LEADERS_TIMEOUT_S
+        while True:
+            d = await self.client.describe_topic(st["topic"])
+            leaders = [p.leader for p in d.partitions]
+            if (
+                all(leaders)
+                and len(set(leaders)) == len(leaders)
+                and all(
+                    len(p.replicas) == st["replicas"] and p.leader in p.replicas and not p.moving
+                    for p in d.partitions
+                )
+            ):
+                return
+            if loop.time() >= deadline:
+                raise AssertionError(
+                    f"{st['topic']}'s partitions did not each get a leader of their own in "
+                    f"{LEADERS_TIMEOUT_S} s: {d.partitions}"
+                )
+            await asyncio.sleep(SETTLE_POLL_S)
 
     async def op_deleteTopic(self, st: dict[str, Any]) -> None:
         await self.client.delete_topic(st["topic"])
@@ -171,9 +237,16 @@ class Driver:
         start: gregormq.Start = f
         if isinstance(f, dict):
             start = FromOffset(f["offset"]) if "offset" in f else FromTimestamp(f["timestamp"])
+        partition = st.get("partition", 0)
+        if "awayFrom" in st:
+            away = self.brokers[st["awayFrom"]].node_id
+            d = await self.client.describe_topic(st["topic"])
+            p = next((p for p in d.partitions if away not in p.replicas), None)
+            assert p is not None, f"every partition of {st['topic']} has a replica on {away}"
+            partition = p.partition
         sub = await c.subscribe(
             st["topic"],
-            partition=st.get("partition", 0),
+            partition=partition,
             start=start,
             durable=st.get("durable", ""),
             ack_timeout_ms=st.get("ackTimeoutMs", 30_000),
@@ -181,6 +254,7 @@ class Driver:
             window_messages=st.get("windowMessages", 1000),
         )
         self.subs[st["sub"]] = sub
+        self.sub_partitions[st["sub"]] = (st["topic"], partition)
         if "expectStartOffset" in st:
             assert sub.start_offset == st["expectStartOffset"]
 
@@ -325,7 +399,9 @@ async def run_scenario(scenario: dict[str, Any], brokers: list[Broker]) -> None:
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=[s["name"] for s in SCENARIOS])
 def test_scenario(scenario: dict[str, Any], brokers: Brokers, shared_broker: Broker) -> None:
-    if scenario.get("brokers", 1) > 1:
+    if scenario.get("cluster"):
+        bs = brokers.start_cluster(scenario["brokers"])
+    elif scenario.get("brokers", 1) > 1:
         bs = [brokers.start() for _ in range(scenario["brokers"])]
     else:
         bs = [shared_broker]

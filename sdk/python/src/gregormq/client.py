@@ -8,7 +8,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 
 from .connection import Connection
-from .errors import ERROR_CODES, BrokerError, ClientClosed, ConnectionLost
+from .errors import ERROR_CODES, BrokerError, ClientClosed, ConnectionLost, GregorError
 from .protocol import Msg
 
 if TYPE_CHECKING:
@@ -38,6 +38,8 @@ class PartitionInfo:
     leader: str
     replicas: list[str]
     isr: list[str]
+    # True while the partition's replicas move to `replicas` (a reassignment, a dead node's).
+    moving: bool = False
 
 
 @dataclass
@@ -74,6 +76,9 @@ class Client:
         self.ping_interval_s = ping_interval_s
         self._login = None if username is None else (username, password or "")
         self._conn: Optional[Connection] = None
+        # Connections to other nodes of a cluster, by address, for subscriptions to the
+        # partitions they lead.
+        self._leaders: dict[str, Connection] = {}
         self._next_server = 0
         self._closed = False
         self._dial_lock = asyncio.Lock()
@@ -157,15 +162,60 @@ class Client:
         """Checks an idle connection, so a broker that stopped answering is noticed."""
         while not self._closed:
             await asyncio.sleep(self.ping_interval_s)
-            c = self._conn
-            if c is None or c.closed:
-                continue
-            try:
-                await asyncio.wait_for(c.request("PING", {}), 2 * self.ping_interval_s)
-            except asyncio.TimeoutError:
-                c.close(ConnectionLost(f"{c.addr} did not answer PING"))
-            except Exception:
-                pass
+            for c in [self._conn, *self._leaders.values()]:
+                if c is None or c.closed:
+                    continue
+                try:
+                    await asyncio.wait_for(c.request("PING", {}), 2 * self.ping_interval_s)
+                except asyncio.TimeoutError:
+                    c.close(ConnectionLost(f"{c.addr} did not answer PING"))
+                except Exception:
+                    pass
+
+    async def _leader_connection(self, topic: str, partition: int) -> Optional[Connection]:
+        """A connection to the node that leads the partition as the cluster's metadata names it
+        now: the client's own if that is the node, else one opened for subscriptions and kept.
+        None when no leader is known (none elected yet, a single node, or one that cannot be
+        reached now)."""
+        try:
+            resp = await self.call("METADATA", {"topics": [{"name": topic}], "autoCreate": 0})
+        except (GregorError, OSError, asyncio.TimeoutError):
+            return None
+        leader = next(
+            (
+                p["leader"]
+                for t in resp["topics"]
+                for p in t["partitions"]
+                if t["name"] == topic and p["partition"] == partition
+            ),
+            "",
+        )
+        addr = next(
+            (
+                f"{n['host']}:{n['clientPort']}"
+                for n in resp["nodes"]
+                if leader and n["id"] == leader
+            ),
+            "",
+        )
+        if not addr or self._closed:
+            return None
+        for c in (self._conn, self._leaders.get(addr)):
+            if c is not None and c.addr == addr and not c.closed:
+                return c
+        try:
+            c = await Connection.open(
+                addr, self.client_id, self.credential, self.request_timeout_s, self._login
+            )
+        except (GregorError, OSError, asyncio.TimeoutError):
+            return None
+        old = self._leaders.get(addr)
+        if self._closed or (old is not None and not old.closed):
+            # Closed meanwhile, or another subscription opened one first: use that one.
+            c.close(ClientClosed("the client is closed"))
+            return None if self._closed else old
+        self._leaders[addr] = c
+        return c
 
     async def call(self, op: str, m: Msg) -> Msg:
         """Sends a request that is safe to repeat, reconnecting and sending it again (3 times at
@@ -218,6 +268,7 @@ class Client:
                     p["leader"],
                     [x["id"] for x in p["replicas"]],
                     [x["id"] for x in p["isr"]],
+                    p["moving"] == 1,
                 )
                 for p in r["partitions"]
             ],
@@ -297,7 +348,8 @@ class Client:
             window_messages,
             window_bytes,
         )
-        await sub._start(start)
+        loop = asyncio.get_running_loop()
+        await sub._open(start, loop.time() + self.request_timeout_s)
         sub.start_offset = sub._next
         self._subs.add(sub)
         return sub
@@ -331,10 +383,11 @@ class Client:
         self._closed = True
         if self._ping_task is not None:
             self._ping_task.cancel()
-        c = self._conn
-        if c is not None:
-            c.close(ClientClosed("the client is closed"))
-            await c.wait_closed()
+        for c in [self._conn, *self._leaders.values()]:
+            if c is not None:
+                c.close(ClientClosed("the client is closed"))
+                await c.wait_closed()
+        self._leaders.clear()
 
 
 def connect(

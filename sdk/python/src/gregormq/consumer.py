@@ -19,6 +19,15 @@ if TYPE_CHECKING:
 _START_EARLIEST, _START_LATEST, _START_OFFSET, _START_TIMESTAMP = 0, 1, 2, 3
 # Decompressed records a delivered batch may hold (the broker's recordsBytesMax).
 _RECORDS_BYTES_MAX = 64 * 1024 * 1024
+# How long a subscription resuming after a lost connection keeps asking while the nodes answer
+# NOT_LEADER (a leader being elected, a replica catching up after a restart), s.
+_RESUBSCRIBE_NOT_LEADER_S = 60.0
+
+
+def not_leader_pause_s(attempt: int) -> float:
+    """The pause before asking again after the attempt-th NOT_LEADER: 0.1 s more each time, at
+    most 1 s (a leader is elected, or a replica catches up, within seconds)."""
+    return min(0.1 * attempt, 1.0)
 
 
 @dataclass(frozen=True)
@@ -102,12 +111,39 @@ class Subscription:
         self._recv_next = 0
         self._acked = -1
         self._lost: Optional[BaseException] = None
+        # When a resubscription meeting NOT_LEADER gives up (the event loop's time); None while
+        # none is under way. It outlives a next() whose timeout comes first.
+        self._resume_gives_up_at: Optional[float] = None
         self._closed = False
         self._wake = asyncio.Event()
 
-    async def _start(self, start: Start) -> None:
-        kind, value = _start_fields(start)
+    async def _open(self, start: Start, deadline: float) -> None:
+        """Subscribes where the partition is served. In a cluster only the partition's leader, or
+        a replica keeping up with it, serves reads; another node answers NOT_LEADER
+        (docs/protocol.md §8.2). Then the subscription goes to the leader the cluster's metadata
+        names, asking again with a growing pause while none is known or it refuses too, until
+        `deadline` (the event loop's time)."""
+        loop = asyncio.get_running_loop()
         c = await self.client.connection()
+        attempt = 1
+        while True:
+            try:
+                await self._start(c, start)
+                return
+            except BrokerError as e:
+                if e.code != ERROR_CODES["NOT_LEADER"] or loop.time() >= deadline:
+                    raise
+            nxt = await self.client._leader_connection(self.topic, self.partition)
+            if nxt is None:
+                nxt = await self.client.connection()
+            # Straight to a newly named leader; the same node again waits a little first.
+            if nxt is c or attempt > 1:
+                await asyncio.sleep(not_leader_pause_s(attempt))
+            c = nxt
+            attempt += 1
+
+    async def _start(self, c: Connection, start: Start) -> None:
+        kind, value = _start_fields(start)
         sid = self.client._new_subscription_id()
         self._conn, self._id = c, sid
         self._queue.clear()
@@ -252,23 +288,39 @@ class Subscription:
     async def _resume(self) -> None:
         """Subscribes again after a lost connection: with acknowledgements, after the last
         acknowledged offset (what was handed out unacknowledged comes again, as the broker would
-        redeliver it); without, after the last message handed out."""
+        redeliver it); without, after the last message handed out. In a cluster it resumes
+        wherever the partition is served now, following NOT_LEADER for up to a minute."""
         start = FromOffset(self._next)
         if self.ack_timeout_ms > 0:
             start = FromOffset(self._acked + 1 if self._acked >= 0 else self.start_offset)
         old = self._conn
         if old is not None:
             old.subs.pop(self._id, None)
-        while True:
-            try:
-                await self._start(start)
-                return
-            except ConnectionLost:
-                pass
-            except BrokerError as e:
-                if e.code != ERROR_CODES["SUBSCRIPTION_IN_USE"]:
-                    raise
-            await asyncio.sleep(self.client.reconnect_backoff_s)
+        if self._resume_gives_up_at is None:
+            self._resume_gives_up_at = asyncio.get_running_loop().time() + _RESUBSCRIBE_NOT_LEADER_S
+        gives_up_at = self._resume_gives_up_at
+        try:
+            while True:
+                try:
+                    await self._open(start, gives_up_at)
+                    self._resume_gives_up_at = None
+                    return
+                except ConnectionLost:
+                    pass
+                except BrokerError as e:
+                    if e.code != ERROR_CODES["SUBSCRIPTION_IN_USE"]:
+                        raise
+                await asyncio.sleep(self.client.reconnect_backoff_s)
+        except asyncio.CancelledError:
+            # The caller's timeout (next(timeout_s)) came first: the next call resumes again.
+            self._lost = ConnectionLost(
+                f"resubscribing to {self.topic}/{self.partition} was cut short by a timeout"
+            )
+            raise
+        except BaseException as e:
+            # Kept, so the next call raises it too rather than waiting for nothing.
+            self._lost = e
+            raise
 
     def ack(self, offset: int) -> None:
         """Acknowledges every offset up to and including `offset`."""

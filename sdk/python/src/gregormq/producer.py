@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 # original: never more in flight than that.
 BATCHES_IN_FLIGHT_PER_PARTITION_MAX = 5
 _SEQUENCE_MODULO = 1 << 31
+# The pause before asking for a producer id again after a retriable error, s.
+_PRODUCER_ID_RETRY_PAUSE_S = 0.1
 # Codes the broker answers before it looks at a batch's sequence: the batch leaves a gap.
 _REFUSED_BEFORE_SEQUENCE = frozenset(
     ERROR_CODES[n]
@@ -313,8 +315,19 @@ class Producer:
 
     async def _ids(self) -> tuple[int, int]:
         async with self._ids_lock:
-            if self._producer_id < 0:
-                r = await self.client.call("INIT_PRODUCER_ID", {})
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.delivery_timeout_s
+            while self._producer_id < 0:
+                try:
+                    r = await self.client.call("INIT_PRODUCER_ID", {})
+                except BrokerError as e:
+                    # The controller hands out producer ids: while a cluster elects a new one the
+                    # node asked answers NOT_LEADER (or TIMEOUT); ask again within the delivery
+                    # timeout.
+                    if not e.retriable or loop.time() >= deadline:
+                        raise
+                    await asyncio.sleep(_PRODUCER_ID_RETRY_PAUSE_S)
+                    continue
                 self._producer_id, self._epoch = r["producerId"], r["producerEpoch"]
         return self._producer_id, self._epoch
 

@@ -29,6 +29,8 @@ public final class Client implements AutoCloseable {
   });
   private final Object dialLock = new Object();
   private volatile Connection current;
+  /** Connections to other nodes of a cluster, by address, for subscriptions to what they lead. */
+  private final Map<String, Connection> leaders = new ConcurrentHashMap<>();
   private int nextServer;
   private volatile boolean closed;
   private final Map<String, Integer> partitionCounts = new ConcurrentHashMap<>();
@@ -174,9 +176,14 @@ public final class Client implements AutoCloseable {
   /** A topic's name and partition count. */
   public record TopicSummary(String name, int partitions) {}
 
-  /** One partition as DESCRIBE_TOPIC reports it. */
+  /**
+   * One partition as DESCRIBE_TOPIC reports it: {@code leader} is "" if none is known (and outside
+   * a cluster), {@code isr} is empty unless the node asked leads the partition, and {@code moving}
+   * is true while its replicas move to {@code replicas}.
+   */
   public record PartitionInfo(int partition, long logStartOffset, long highWatermark, long sizeBytes,
-      int subscribers, long damagedFromOffset, String leader) {}
+      int subscribers, long damagedFromOffset, String leader, List<String> replicas, List<String> isr,
+      boolean moving) {}
 
   /** A topic's effective configs and partitions. */
   public record TopicDescription(String name, Map<String, String> configs, List<PartitionInfo> partitions) {}
@@ -206,11 +213,74 @@ public final class Client implements AutoCloseable {
       parts.add(new PartitionInfo(((Long) p.get("partition")).intValue(), (Long) p.get("logStartOffset"),
           (Long) p.get("highWatermark"), (Long) p.get("sizeBytes"),
           ((Long) p.get("subscribers")).intValue(), (Long) p.get("damagedFromOffset"),
-          (String) p.get("leader")));
+          (String) p.get("leader"), nodeIds(p.get("replicas")), nodeIds(p.get("isr")),
+          (Long) p.get("moving") == 1));
     }
     String name = (String) r.get("name");
     partitionCounts.put(name, parts.size());
     return new TopicDescription(name, (Map<String, String>) r.get("configs"), parts);
+  }
+
+  @SuppressWarnings("unchecked")
+  private static List<String> nodeIds(Object list) {
+    return ((List<Map<String, Object>>) list).stream().map(n -> (String) n.get("id")).toList();
+  }
+
+  /**
+   * A connection to the node that leads the partition as the cluster's metadata names it now
+   * (blocking): the client's own if that is the node, else one opened for subscriptions and kept.
+   * Null when no leader is known (none elected yet, a single node, or one that cannot be reached
+   * now).
+   */
+  @SuppressWarnings("unchecked")
+  Connection leaderConnection(String topic, int partition) {
+    Map<String, Object> resp;
+    try {
+      Map<String, Object> m = new LinkedHashMap<>();
+      m.put("topics", List.of(Map.of("name", topic)));
+      m.put("autoCreate", 0L);
+      resp = call(Protocol.METADATA, m);
+    } catch (RuntimeException e) {
+      return null;
+    }
+    String leader = "";
+    for (Map<String, Object> t : (List<Map<String, Object>>) resp.get("topics")) {
+      for (Map<String, Object> p : (List<Map<String, Object>>) t.get("partitions")) {
+        if (topic.equals(t.get("name")) && (Long) p.get("partition") == partition) {
+          leader = (String) p.get("leader");
+        }
+      }
+    }
+    String addr = null;
+    for (Map<String, Object> n : (List<Map<String, Object>>) resp.get("nodes")) {
+      if (!leader.isEmpty() && leader.equals(n.get("id"))) {
+        addr = n.get("host") + ":" + n.get("clientPort");
+      }
+    }
+    if (addr == null || closed) {
+      return null;
+    }
+    for (Connection c : new Connection[] {current, leaders.get(addr)}) {
+      if (c != null && c.addr.equals(addr) && !c.isClosed()) {
+        return c;
+      }
+    }
+    Connection c;
+    try {
+      c = Connection.open(addr, cfg.clientId(), cfg.credential(), cfg.connectTimeoutMs());
+    } catch (IOException | RuntimeException e) {
+      return null;
+    }
+    synchronized (leaders) {
+      Connection old = leaders.get(addr);
+      if (closed || old != null && !old.isClosed()) {
+        // Closed meanwhile, or another subscription opened one first: use that one.
+        c.close(new ConnectionLostException("not needed: " + addr + " has a connection", null));
+        return closed ? null : old;
+      }
+      leaders.put(addr, c);
+      return c;
+    }
   }
 
   /** The topic's partition count, asked once and remembered (blocking). */
@@ -400,8 +470,14 @@ public final class Client implements AutoCloseable {
         // Closing goes on for the rest: one producer's failure must not leak the others.
       }
     }
-    closed = true;
     Connection c = current;
+    synchronized (leaders) {
+      closed = true;
+      for (Connection lc : leaders.values()) {
+        lc.close(new ConnectionLostException("the client was closed", null));
+      }
+      leaders.clear();
+    }
     if (c != null) {
       c.close(new ConnectionLostException("the client was closed", null));
     }

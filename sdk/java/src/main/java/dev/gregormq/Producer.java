@@ -22,6 +22,9 @@ public final class Producer implements AutoCloseable {
   /** The offset a message was stored at. */
   public record Result(String topic, int partition, long offset) {}
 
+  /** The pause before asking for a producer id again after a retriable error. */
+  private static final long PRODUCER_ID_RETRY_PAUSE_MS = 100;
+
   /** Errors the broker raises before it looks at a batch's sequence: that sequence is unused. */
   private static final Set<ErrorCode> REFUSED_BEFORE_SEQUENCE = EnumSet.of(
       ErrorCode.MALFORMED_REQUEST, ErrorCode.INVALID_REQUEST, ErrorCode.UNKNOWN_TOPIC,
@@ -176,8 +179,19 @@ public final class Producer implements AutoCloseable {
       int seq = -1;
       if (cfg.idempotent()) {
         synchronized (this) {
-          if (producerId < 0) {
-            Map<String, Object> r = client.call(Protocol.INIT_PRODUCER_ID, Map.of());
+          while (producerId < 0) {
+            Map<String, Object> r;
+            try {
+              r = client.call(Protocol.INIT_PRODUCER_ID, Map.of());
+            } catch (GregorException e) {
+              // The controller hands out producer ids: while a cluster elects a new one the node
+              // asked answers NOT_LEADER (or TIMEOUT); ask again within the delivery timeout.
+              if (!e.retriable() || System.currentTimeMillis() - started >= cfg.deliveryTimeoutMs()) {
+                throw e;
+              }
+              Client.sleep(PRODUCER_ID_RETRY_PAUSE_MS);
+              continue;
+            }
             producerId = (Long) r.get("producerId");
             epoch = (short) (long) (Long) r.get("producerEpoch");
           }

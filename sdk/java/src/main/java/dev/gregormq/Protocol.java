@@ -31,6 +31,7 @@ public final class Protocol {
   public static final int LIST_GROUPS = 0x0405;
   public static final int DESCRIBE_GROUP = 0x0406;
   public static final int RESET_OFFSETS = 0x0407;
+  public static final int METADATA = 0x0502;
 
   /** Opcode by name. */
   public static final Map<String, Integer> OPCODES;

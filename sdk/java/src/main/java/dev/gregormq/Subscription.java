@@ -11,7 +11,9 @@ import java.util.concurrent.TimeUnit;
  * A subscription to one partition with credit-based flow control: the broker pushes at most the
  * window; each message taken with {@link #next} earns its credit back, returned in one CREDIT
  * frame once half the window is owed. After a lost connection it subscribes again on the next
- * connection from the first unacknowledged offset (or, with noAcks, the next unread one).
+ * connection from the first unacknowledged offset (or, with noAcks, the next unread one). In a
+ * cluster it subscribes where the partition is served: a node that answers NOT_LEADER is left
+ * for the partition's leader.
  */
 public final class Subscription implements AutoCloseable {
   private final Client client;
@@ -31,20 +33,64 @@ public final class Subscription implements AutoCloseable {
   private long recvNext;
   private long acked = -1;
   private RuntimeException lost;
+  /** When a resubscription meeting NOT_LEADER gives up (epoch ms); 0 while none is under way. */
+  private long resumeGivesUpAt;
   private boolean closed;
 
   Subscription(Client client, String topic, SubscribeConfig cfg) {
     this.client = client;
     this.topic = topic;
     this.cfg = cfg;
-    start(cfg.start(), cfg.startValue());
+    open(cfg.start(), cfg.startValue(), System.currentTimeMillis() + client.cfg.requestTimeoutMs());
     synchronized (this) {
       this.startOffset = next;
     }
   }
 
-  private void start(int from, long value) {
+  /**
+   * How long a subscription resuming after a lost connection keeps asking while the nodes answer
+   * NOT_LEADER (a leader being elected, a replica catching up after a restart), at most.
+   */
+  static final long RESUBSCRIBE_NOT_LEADER_MS = 60_000;
+
+  /**
+   * The pause before asking again after the attempt-th NOT_LEADER: 100 ms more each time, at most
+   * 1 s (a leader is elected, or a replica catches up, within seconds).
+   */
+  static long notLeaderPauseMs(int attempt) {
+    return Math.min(100L * attempt, 1_000L);
+  }
+
+  /**
+   * Subscribes where the partition is served. In a cluster only the partition's leader, or a
+   * replica keeping up with it, serves reads; another node answers NOT_LEADER (docs/protocol.md
+   * §8.2). Then the subscription goes to the leader the cluster's metadata names, asking again
+   * with a growing pause while none is known or it refuses too, until deadline (epoch ms).
+   */
+  private void open(int from, long value, long deadline) {
     Connection c = client.connection();
+    for (int attempt = 1; ; attempt++) {
+      try {
+        start(c, from, value);
+        return;
+      } catch (GregorException e) {
+        if (e.errorCode() != ErrorCode.NOT_LEADER || System.currentTimeMillis() >= deadline) {
+          throw e;
+        }
+      }
+      Connection next = client.leaderConnection(topic, cfg.partition());
+      if (next == null) {
+        next = client.connection();
+      }
+      // Straight to a newly named leader; the same node again waits a little first.
+      if (next == c || attempt > 1) {
+        Client.sleep(notLeaderPauseMs(attempt));
+      }
+      c = next;
+    }
+  }
+
+  private void start(Connection c, int from, long value) {
     long sid = client.nextSubscriptionId.incrementAndGet();
     synchronized (this) {
       conn = c;
@@ -54,6 +100,10 @@ public final class Subscription implements AutoCloseable {
       owedMessages = 0;
       owedBytes = 0;
       lost = null;
+      // The reader may hand over this subscription's first deliveries before the SUBSCRIBE answer
+      // is read: they must not be judged against the last subscription's position (a resumed
+      // subscription would drop them all, and the credit they took would never come back).
+      recvNext = 0;
     }
     c.addSubscription(sid, m -> onDeliver(sid, m), () -> onLost(c));
     Map<String, Object> m = new LinkedHashMap<>();
@@ -78,7 +128,7 @@ public final class Subscription implements AutoCloseable {
     }
     synchronized (this) {
       next = (Long) resp.get("startOffset");
-      recvNext = next;
+      recvNext = Math.max(recvNext, next);
     }
   }
 
@@ -191,7 +241,9 @@ public final class Subscription implements AutoCloseable {
       if (!(why instanceof ConnectionLostException)) {
         throw why;
       }
-      resume(deadline);
+      if (!resume(deadline)) {
+        return null;
+      }
     }
   }
 
@@ -207,29 +259,58 @@ public final class Subscription implements AutoCloseable {
     }, client.executor);
   }
 
-  private void resume(long deadline) {
+  /**
+   * Subscribes again after a lost connection, wherever the partition is served now. False when
+   * {@code deadline} (the caller's) passed first (the broker gone, the durable name held by
+   * another subscriber, NOT_LEADER while a leader is elected): the next call goes on, NOT_LEADER
+   * until RESUBSCRIBE_NOT_LEADER_MS after the loss. Any other failure is kept and thrown by later
+   * calls too.
+   */
+  private boolean resume(long deadline) {
     long from;
     Connection old;
     synchronized (this) {
       from = cfg.noAcks() ? next : acked >= 0 ? acked + 1 : startOffset;
       old = conn;
+      if (resumeGivesUpAt == 0) {
+        resumeGivesUpAt = System.currentTimeMillis() + RESUBSCRIBE_NOT_LEADER_MS;
+      }
     }
     old.removeSubscription(id);
     while (true) {
       try {
-        start(SubscribeConfig.OFFSET, from);
-        return;
+        open(SubscribeConfig.OFFSET, from, Math.min(deadline, resumeGivesUpAt));
+        synchronized (this) {
+          resumeGivesUpAt = 0;
+        }
+        return true;
       } catch (ConnectionLostException e) {
         if (System.currentTimeMillis() > deadline) {
-          throw e;
+          keep(e);
+          return false;
         }
       } catch (GregorException e) {
-        if (e.errorCode() != ErrorCode.SUBSCRIPTION_IN_USE || System.currentTimeMillis() > deadline) {
+        long now = System.currentTimeMillis();
+        // Worth waiting for: the durable name's other holder letting go, a leader being elected.
+        boolean passing = e.errorCode() == ErrorCode.SUBSCRIPTION_IN_USE
+            || e.errorCode() == ErrorCode.NOT_LEADER && now < resumeGivesUpAt;
+        if (!passing) {
+          keep(e);
           throw e;
+        }
+        if (now > deadline) {
+          keep(new ConnectionLostException("resubscribing to " + topic + "/" + cfg.partition()
+              + " did not finish in time: " + e.getMessage(), e));
+          return false;
         }
       }
       Client.sleep(client.cfg.reconnectBackoffMs());
     }
+  }
+
+  /** Remembers why the subscription is not subscribed now, for the next call of next. */
+  private synchronized void keep(RuntimeException why) {
+    lost = why;
   }
 
   /** Acknowledges every offset up to and including this one. */

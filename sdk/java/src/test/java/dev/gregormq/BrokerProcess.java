@@ -7,6 +7,7 @@ import java.io.InputStreamReader;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.ArrayList;
 import java.util.Comparator;
 import java.util.List;
 import java.util.concurrent.CompletableFuture;
@@ -23,11 +24,17 @@ final class BrokerProcess implements AutoCloseable {
 
   final Process process;
   final String addr;
+  /** Its cluster address, for a broker started with a cluster port; else "". */
+  final String cluster;
+  /** Its node id; "" outside a cluster. */
+  final String nodeId;
   private final Path dataDir;
 
-  private BrokerProcess(Process process, String addr, Path dataDir) {
+  private BrokerProcess(Process process, String addr, String cluster, String nodeId, Path dataDir) {
     this.process = process;
     this.addr = addr;
+    this.cluster = cluster;
+    this.nodeId = nodeId;
     this.dataDir = dataDir;
   }
 
@@ -36,11 +43,38 @@ final class BrokerProcess implements AutoCloseable {
     return d == null || d.isEmpty() ? "deno" : d;
   }
 
-  static BrokerProcess start() throws Exception {
+  /**
+   * Brokers that form one replicating cluster, as conformance/README.md says: the first founds it,
+   * the others join it through its cluster address.
+   */
+  static List<BrokerProcess> startCluster(int n) throws Exception {
+    List<String> flags = List.of("--cluster-port", "0", "--cluster-replicate",
+        "--cluster-bootstrap-expect", String.valueOf(n));
+    List<BrokerProcess> out = new ArrayList<>();
+    try {
+      out.add(start(flags.toArray(String[]::new)));
+      for (int i = 1; i < n; i++) {
+        List<String> join = new ArrayList<>(flags);
+        join.addAll(List.of("--seeds", out.get(0).cluster));
+        out.add(start(join.toArray(String[]::new)));
+      }
+    } catch (Exception e) {
+      for (BrokerProcess b : out) {
+        b.close();
+      }
+      throw e;
+    }
+    return out;
+  }
+
+  static BrokerProcess start(String... extra) throws Exception {
     Path repo = Path.of(System.getProperty("gregormq.repo", "../..")).toAbsolutePath().normalize();
     Path dir = Files.createTempDirectory("gregormq-java-broker");
-    ProcessBuilder pb = new ProcessBuilder(deno(), "run", "-A", repo.resolve("cli/broker.ts").toString(),
-        "--port", "0", "--data-dir", dir.toString(), "--no-metrics-enabled", "--fsync", "never");
+    List<String> command = new ArrayList<>(List.of(deno(), "run", "-A",
+        repo.resolve("cli/broker.ts").toString(), "--port", "0", "--data-dir", dir.toString(),
+        "--no-metrics-enabled", "--fsync", "never"));
+    command.addAll(List.of(extra));
+    ProcessBuilder pb = new ProcessBuilder(command);
     pb.redirectError(ProcessBuilder.Redirect.INHERIT);
     Process p = pb.start();
     BufferedReader r = new BufferedReader(new InputStreamReader(p.getInputStream(), StandardCharsets.UTF_8));
@@ -73,12 +107,14 @@ final class BrokerProcess implements AutoCloseable {
     if (line == null) {
       throw new IllegalStateException("the broker exited before listening");
     }
-    JsonNode listen = GoldenTest.JSON.readTree(line).get("listen");
+    JsonNode said = GoldenTest.JSON.readTree(line);
+    JsonNode listen = said.get("listen");
     if (listen == null) {
       p.destroyForcibly();
       throw new IllegalStateException("the broker's first line is not its listen address: " + line);
     }
-    return new BrokerProcess(p, listen.asText(), dir);
+    return new BrokerProcess(p, listen.asText(), said.path("cluster").asText(""),
+        said.path("nodeId").asText(""), dir);
   }
 
   /** Kills the broker and removes its data dir. */

@@ -34,6 +34,13 @@ class ConformanceTest {
   /** Longest wait of an awaitAssignment step for the group to settle, and how often it looks. */
   static final long ASSIGNMENT_TIMEOUT_MS = 10_000;
   static final long ASSIGNMENT_POLL_MS = 20;
+  /**
+   * Longest wait of an awaitCluster step for the nodes and a controller, of an awaitLeaders step
+   * for the partitions' leaders, and how often they (and a createTopic with retryMs) ask again.
+   */
+  static final long CLUSTER_TIMEOUT_MS = 30_000;
+  static final long LEADERS_TIMEOUT_MS = 10_000;
+  static final long SETTLE_POLL_MS = 100;
 
   private static BrokerProcess shared;
 
@@ -57,7 +64,10 @@ class ConformanceTest {
     int n = s.has("brokers") ? s.get("brokers").asInt() : 1;
     List<BrokerProcess> brokers = new ArrayList<>();
     List<BrokerProcess> fresh = new ArrayList<>();
-    if (n > 1) {
+    if (s.path("cluster").asBoolean()) {
+      fresh.addAll(BrokerProcess.startCluster(n));
+      brokers.addAll(fresh);
+    } else if (n > 1) {
       for (int i = 0; i < n; i++) {
         BrokerProcess b = BrokerProcess.start();
         fresh.add(b);
@@ -106,6 +116,8 @@ class ConformanceTest {
     final List<Client> clients = new ArrayList<>();
     final List<CuttingProxy> proxies = new ArrayList<>();
     final Map<String, Subscription> subs = new HashMap<>();
+    /** What each subscription reads. */
+    final Map<String, TopicPartition> subPartitions = new HashMap<>();
     /** Group members by step name, each on its own client. */
     final Map<String, GroupConsumer> members = new HashMap<>();
     Client client;
@@ -183,12 +195,14 @@ class ConformanceTest {
           client = open(servers);
         }
         case "stopBroker" -> {
-          BrokerProcess b = brokers.get(st.get("broker").asInt());
+          BrokerProcess b = st.has("leaderOf") ? leaderOf(st.get("leaderOf").asText())
+              : brokers.get(st.get("broker").asInt());
           b.process.destroyForcibly();
           b.process.waitFor(10, TimeUnit.SECONDS);
         }
-        case "createTopic" -> await(client.createTopic(topic, st.get("partitions").asInt(),
-            strings(st.get("configs"))));
+        case "createTopic" -> createTopic(st);
+        case "awaitCluster" -> awaitCluster(st);
+        case "awaitLeaders" -> awaitLeaders(st);
         case "deleteTopic" -> await(client.deleteTopic(topic));
         case "listTopics" -> {
           Map<String, Integer> byName = new HashMap<>();
@@ -244,7 +258,15 @@ class ConformanceTest {
         }
         case "subscribe" -> {
           Client c = st.path("newClient").asBoolean() ? open(List.of(brokers.get(0).addr)) : client;
-          SubscribeConfig sc = SubscribeConfig.defaults().withPartition(st.path("partition").asInt())
+          int partition = st.path("partition").asInt();
+          if (st.has("awayFrom")) {
+            String away = brokers.get(st.get("awayFrom").asInt()).nodeId;
+            partition = await(client.describeTopic(topic)).partitions().stream()
+                .filter(p -> !p.replicas().contains(away)).mapToInt(Client.PartitionInfo::partition)
+                .findFirst().orElseThrow(() -> new AssertionError(
+                    "every partition of " + topic + " has a replica on " + away));
+          }
+          SubscribeConfig sc = SubscribeConfig.defaults().withPartition(partition)
               .withDurable(st.path("durable").asText("")).withNoAcks(st.path("noAcks").asBoolean());
           if (st.has("ackTimeoutMs")) {
             sc = sc.withAckTimeoutMs(st.get("ackTimeoutMs").asInt());
@@ -262,6 +284,7 @@ class ConformanceTest {
           }
           Subscription sub = await(c.subscribe(topic, sc));
           subs.put(st.get("sub").asText(), sub);
+          subPartitions.put(st.get("sub").asText(), new TopicPartition(topic, partition));
           if (st.has("expectStartOffset")) {
             assertEquals(st.get("expectStartOffset").asLong(), sub.startOffset, "start offset");
           }
@@ -333,6 +356,81 @@ class ConformanceTest {
         }
         case "leaveGroup" -> members.remove(st.get("member").asText()).close();
         default -> fail("unknown step op " + st.get("op"));
+      }
+    }
+
+    /** The broker leading the partition a subscription reads, now. */
+    BrokerProcess leaderOf(String sub) throws Exception {
+      TopicPartition tp = subPartitions.get(sub);
+      String leader = await(client.describeTopic(tp.topic())).partitions().get(tp.partition()).leader();
+      return brokers.stream().filter(b -> b.nodeId.equals(leader)).findFirst()
+          .orElseThrow(() -> new AssertionError("the leader " + leader + " of " + tp + " is no broker"));
+    }
+
+    void createTopic(JsonNode st) throws Exception {
+      long deadline = System.currentTimeMillis() + st.path("retryMs").asLong(0);
+      for (boolean failed = false; ; failed = true) {
+        try {
+          await(client.createTopic(st.get("topic").asText(), st.get("partitions").asInt(),
+              strings(st.get("configs"))));
+          return;
+        } catch (Exception e) {
+          RuntimeException cause = Client.unwrap(e);
+          if (!(cause instanceof GregorException ge)) {
+            throw cause;
+          }
+          // An attempt that failed (a TIMEOUT, say) may have created the topic.
+          if (failed && ge.errorCode() == ErrorCode.TOPIC_EXISTS) {
+            return;
+          }
+          if (!ge.retriable() || System.currentTimeMillis() >= deadline) {
+            throw ge;
+          }
+        }
+        Thread.sleep(SETTLE_POLL_MS);
+      }
+    }
+
+    @SuppressWarnings("unchecked")
+    void awaitCluster(JsonNode st) throws Exception {
+      long deadline = System.currentTimeMillis() + CLUSTER_TIMEOUT_MS;
+      while (true) {
+        Object got;
+        try {
+          Map<String, Object> m = client.call(Protocol.METADATA, Map.of("topics", List.of(), "autoCreate", 0L));
+          if (((List<Object>) m.get("nodes")).size() == st.get("nodes").asInt()
+              && !((String) m.get("controller")).isEmpty()) {
+            return;
+          }
+          got = m;
+        } catch (RuntimeException e) {
+          got = e;
+        }
+        if (System.currentTimeMillis() >= deadline) {
+          fail("the cluster did not form in " + CLUSTER_TIMEOUT_MS + " ms: " + got);
+        }
+        Thread.sleep(SETTLE_POLL_MS);
+      }
+    }
+
+    void awaitLeaders(JsonNode st) throws Exception {
+      long deadline = System.currentTimeMillis() + LEADERS_TIMEOUT_MS;
+      int replicas = st.get("replicas").asInt();
+      while (true) {
+        Client.TopicDescription d = await(client.describeTopic(st.get("topic").asText()));
+        List<String> leaders = d.partitions().stream().map(Client.PartitionInfo::leader).toList();
+        boolean settled = leaders.stream().noneMatch(String::isEmpty)
+            && leaders.stream().distinct().count() == leaders.size()
+            && d.partitions().stream().allMatch(p ->
+                p.replicas().size() == replicas && p.replicas().contains(p.leader()) && !p.moving());
+        if (settled) {
+          return;
+        }
+        if (System.currentTimeMillis() >= deadline) {
+          fail(d.name() + "'s partitions did not each get a leader of their own in "
+              + LEADERS_TIMEOUT_MS + " ms: " + d.partitions());
+        }
+        Thread.sleep(SETTLE_POLL_MS);
       }
     }
 

@@ -7,6 +7,8 @@ import java.net.InetAddress;
 import java.net.InetSocketAddress;
 import java.net.ServerSocket;
 import java.net.Socket;
+import java.util.ArrayList;
+import java.util.List;
 import java.util.concurrent.atomic.AtomicInteger;
 
 /**
@@ -19,6 +21,7 @@ final class CuttingProxy implements AutoCloseable {
   private final AtomicInteger cutsLeft;
   private final String target;
   private final long afterBytes;
+  private final List<Socket> open = new ArrayList<>();
 
   CuttingProxy(String target, int cuts, long afterBytes) throws IOException {
     this.server = new ServerSocket(0, 50, InetAddress.getLoopbackAddress());
@@ -50,6 +53,10 @@ final class CuttingProxy implements AutoCloseable {
       } catch (IOException e) {
         closeQuietly(c);
         continue;
+      }
+      synchronized (open) {
+        open.add(c);
+        open.add(b);
       }
       boolean cutThis = cutsLeft.getAndDecrement() > 0;
       pump(c, b, -1);
@@ -83,6 +90,16 @@ final class CuttingProxy implements AutoCloseable {
     }, "cutting-proxy-pump");
     t.setDaemon(true);
     t.start();
+  }
+
+  /** Closes every connection accepted so far. */
+  void cutAll() {
+    synchronized (open) {
+      for (Socket s : open) {
+        closeQuietly(s);
+      }
+      open.clear();
+    }
   }
 
   private static void closeQuietly(Socket s) {
