@@ -1,32 +1,35 @@
-// The Go SDK against the TypeScript client on Deno (bench/_sdk_compare.ts says what runs and what
-// is printed). `deno run -A bench/go_sdk.ts [--count N] [--runs N] [--window N] [--size N]`. The Go
+// The Go SDK beside the TypeScript client (bench/_sdk_compare.ts says what runs and what is
+// printed). `deno run -A bench/go_sdk.ts [--count N] [--runs N] [--window N] [--size N]`. The Go
 // side is sdk/go/cmd/gregormq-bench, built before timing.
 
-import { compareWithTs } from "./_sdk_compare.ts";
+import { compareSdks, type SdkSide } from "./_sdk_compare.ts";
 
 const SDK = new URL("../sdk/go/", import.meta.url).pathname;
-const binDir = await Deno.makeTempDir({ prefix: "gregor-bench-go-bin-" });
-const bin = `${binDir}/gregormq-bench`;
+let binDir = "";
 
-try {
-  await compareWithTs({
-    name: "go",
-    countDefault: 200_000,
-    async prepare() {
-      const build = await new Deno.Command("go", {
-        args: ["build", "-o", bin, "./cmd/gregormq-bench"],
-        cwd: SDK,
-      }).output();
-      if (build.code !== 0) throw new Error(new TextDecoder().decode(build.stderr));
-    },
-    command: (s, prefix) => ({
-      cmd: bin,
-      args: [
-        ...["-server", s.server, "-topic", prefix, "-count", `${s.count}`],
-        ...["-window", `${s.window}`, "-size", `${s.size}`],
-      ],
-    }),
-  });
-} finally {
-  await Deno.remove(binDir, { recursive: true });
-}
+/** The Go SDK's side of the SDK benchmarks. */
+export const goSide: SdkSide = {
+  name: "go",
+  id: "go",
+  countDefault: 200_000,
+  async prepare() {
+    binDir = await Deno.makeTempDir({ prefix: "gregor-bench-go-bin-" });
+    const build = await new Deno.Command("go", {
+      args: ["build", "-o", `${binDir}/gregormq-bench`, "./cmd/gregormq-bench"],
+      cwd: SDK,
+    }).output();
+    if (build.code !== 0) throw new Error(new TextDecoder().decode(build.stderr));
+  },
+  command: (s, prefix) => ({
+    cmd: `${binDir}/gregormq-bench`,
+    args: [
+      ...["-server", s.server, "-topic", prefix, "-count", `${s.count}`],
+      ...["-window", `${s.window}`, "-size", `${s.size}`],
+    ],
+  }),
+  async cleanup() {
+    if (binDir !== "") await Deno.remove(binDir, { recursive: true });
+  },
+};
+
+if (import.meta.main) await compareSdks([goSide]);

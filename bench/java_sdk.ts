@@ -1,14 +1,16 @@
-// The Java SDK against the TypeScript client on Deno (bench/_sdk_compare.ts says what runs and what
-// is printed). `deno run -A bench/java_sdk.ts [--count N] [--runs N] [--window N] [--size N]`. The
+// The Java SDK beside the TypeScript client (bench/_sdk_compare.ts says what runs and what is
+// printed). `deno run -A bench/java_sdk.ts [--count N] [--runs N] [--window N] [--size N]`. The
 // Java side is sdk/java/src/test/java/dev/gregormq/Bench.java, compiled by Maven before timing.
 
-import { compareWithTs } from "./_sdk_compare.ts";
+import { compareSdks, type SdkSide } from "./_sdk_compare.ts";
 
 const SDK = new URL("../sdk/java/", import.meta.url).pathname;
 let classpath = "";
 
-await compareWithTs({
+/** The Java SDK's side of the SDK benchmarks. */
+export const javaSide: SdkSide = {
   name: "java",
+  id: "java",
   countDefault: 200_000,
   async prepare() {
     const build = await new Deno.Command("mvn", {
@@ -31,4 +33,6 @@ await compareWithTs({
     ],
     cwd: SDK,
   }),
-});
+};
+
+if (import.meta.main) await compareSdks([javaSide]);
