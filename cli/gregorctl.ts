@@ -9,15 +9,18 @@ import {
   type CodecName,
   connect,
   ConnectionError,
+  type ConnectOptions,
   ErrorCode,
   type From,
   GregorError,
   type GroupConsumer,
   type GroupOffset,
   type Message,
+  type MetadataNode,
   type PartitionInfo,
   type ReceivedMessage,
   TlsHandshakeFailed,
+  type TopicDescription,
   type TopicPartition,
 } from "../src/client/mod.ts";
 import { nearestOf } from "../src/config/mod.ts";
@@ -287,8 +290,8 @@ function positional(ctx: Ctx, i: number, what: string): string {
 /** Aligned columns, a header row first. */
 /**
  * A partition's LEADER, REPLICAS and ISR columns. A single node's id is "" (it names itself
- * "self"); in a cluster a leader of "" is not known, and an empty ISR means the node asked does not
- * lead the partition (only a leader knows its followers' progress).
+ * "self"); in a cluster a leader of "" is not known, and an empty ISR means neither the node asked
+ * nor the leader could tell (only a leader knows its followers' progress).
  */
 function replicationColumns(p: PartitionInfo): string[] {
   const name = (id: string) => (id === "" ? "self" : id);
@@ -297,8 +300,54 @@ function replicationColumns(p: PartitionInfo): string[] {
   return [
     p.leader === "" && !single ? "none" : name(p.leader),
     ids(p.replicas),
-    p.isr.length === 0 ? "unknown (ask the leader)" : ids(p.isr),
+    p.isr.length === 0 ? "unknown (the leader did not answer)" : ids(p.isr),
   ];
+}
+
+/**
+ * The persistence a replicated topic really has: its `persistence` config is not applied, as every
+ * replica keeps the partition in segment files under `<data-dir>/raft/p/`.
+ */
+function replicatedPersistence(configured: string): string {
+  const ignored = configured === "disk" ? "" : ` (persistence=${configured} does not apply)`;
+  return `replicated: on disk on every replica, under <data-dir>/raft/p/${ignored}`;
+}
+
+/**
+ * Fills in the ISR of the partitions the node asked does not lead, from their leaders: only a
+ * leader knows its followers' progress. A leader that cannot be reached leaves its ISR empty.
+ */
+async function isrFromLeaders(
+  ctx: Ctx,
+  asked: Client,
+  d: TopicDescription,
+  nodes: MetadataNode[],
+): Promise<void> {
+  const self = asked.connection.hello?.brokerId;
+  const leaders = new Set(
+    d.partitions.filter((p) => p.isr.length === 0 && p.leader !== "" && p.leader !== self)
+      .map((p) => p.leader),
+  );
+  for (const id of leaders) {
+    const node = nodes.find((n) => n.id === id);
+    if (node === undefined || node.host === "" || node.clientPort === 0) continue;
+    let there: TopicDescription;
+    try {
+      const client = await connect(clientOptions(ctx, [`${node.host}:${node.clientPort}`]));
+      try {
+        there = await client.admin.describeTopic(d.name);
+      } finally {
+        await client.close();
+      }
+    } catch (err) {
+      if (err instanceof GregorError || err instanceof ConnectionError) continue;
+      throw err;
+    }
+    for (const p of d.partitions) {
+      const theirs = there.partitions.find((q) => q.partition === p.partition);
+      if (p.leader === id && p.isr.length === 0 && theirs?.leader === id) p.isr = theirs.isr;
+    }
+  }
 }
 
 /** A partition's STATE column: ok, damaged, moving (to the REPLICAS shown), or both. */
@@ -346,6 +395,18 @@ async function probe(addr: { host: string; port: number }, timeoutMs: number) {
   }
 }
 
+/** How gregorctl connects to `servers`: as itself, with the --timeout, login and TLS given. */
+function clientOptions(ctx: Ctx, servers: string[]): ConnectOptions {
+  return {
+    servers,
+    clientId: "gregorctl",
+    ...(ctx.login ?? {}),
+    connectTimeoutMs: ctx.timeoutMs,
+    requestTimeoutMs: ctx.timeoutMs,
+    ...(ctx.tls === null ? {} : { tls: ctx.tls }),
+  };
+}
+
 /**
  * Connects to the first of `ctx.servers` that answers. Each is tried once first, so a refused
  * connection or a name that does not resolve is reported at once, not after the client has
@@ -368,14 +429,7 @@ async function withClient<T>(ctx: Ctx, fn: (client: Client) => Promise<T>): Prom
   }
   let client: Client;
   try {
-    client = await connect({
-      servers: ctx.servers,
-      clientId: "gregorctl",
-      ...(ctx.login ?? {}),
-      connectTimeoutMs: ctx.timeoutMs,
-      requestTimeoutMs: ctx.timeoutMs,
-      ...(ctx.tls === null ? {} : { tls: ctx.tls }),
-    });
+    client = await connect(clientOptions(ctx, ctx.servers));
   } catch (err) {
     if (err instanceof TlsHandshakeFailed) {
       throw new UnreachableError(`error: TLS ${err.reason}: ${err.message}`);
@@ -429,8 +483,15 @@ async function topic(ctx: Ctx): Promise<void> {
     }
     case "describe": {
       const name = positional(ctx, 2, "topic name");
-      const d = await withClient(ctx, (c) => c.admin.describeTopic(name));
-      const configs = Object.entries(d.configs).sort(([a], [b]) => (a < b ? -1 : 1));
+      const { d, replicated } = await withClient(ctx, async (c) => {
+        const d = await c.admin.describeTopic(name);
+        const meta = await c.admin.metadata([name]);
+        await isrFromLeaders(ctx, c, d, meta.nodes);
+        // Only a replicating node lists its peers or knows a metadata leader (the controller).
+        return { d, replicated: meta.controller !== "" || meta.nodes.length > 1 };
+      });
+      const configs = Object.entries(d.configs).sort(([a], [b]) => (a < b ? -1 : 1))
+        .map(([k, v]) => [k, k === "persistence" && replicated ? replicatedPersistence(v) : v]);
       print(
         ctx,
         d,
@@ -1268,7 +1329,14 @@ async function cluster(ctx: Ctx): Promise<void> {
  * not carry the group's voters): "yes: ..." or "NO: ...", or why it is unknown.
  */
 async function metaFaultTolerance(ctx: Ctx): Promise<string> {
-  const url = ctx.values["metrics-url"] ?? `http://${ctx.host}:${METRICS_PORT}/metrics`;
+  // Off the default port the metrics address cannot be guessed: 7071 there may be another node's.
+  let url: string;
+  try {
+    url = metricsUrl(ctx).url;
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err;
+    return `unknown: ${err.message}`;
+  }
   let body: string;
   try {
     const res = await fetch(url, { signal: AbortSignal.timeout(ctx.timeoutMs) });
