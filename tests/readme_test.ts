@@ -162,3 +162,68 @@ function firstRun(form: "npx" | "deno") {
 
 Deno.test("the README's first run works as written with only Node and npm (npx)", firstRun("npx"));
 Deno.test("the README's first run works as written with Deno installed", firstRun("deno"));
+
+Deno.test("the README's simulator commands run as written and print what it says", async () => {
+  const commands = shBlock("task sim --seed 42");
+  assert.equal(commands.length, 4, commands.join("\n"));
+  for (const c of commands) {
+    const r = await sh(c);
+    if (c.includes("--bug")) {
+      // A planted bug is caught, with the one line that reproduces it.
+      assert.equal(r.code, 1, `${c}: ${r.stdout}${r.stderr}`);
+      assert.match(r.stdout, /^violation {2}/m);
+      const again = /^reproduce: (deno task sim .*)$/m.exec(r.stdout);
+      assert.ok(again, `${c} printed no reproduction line`);
+    } else if (c.includes("--seeds")) {
+      const [, from, to] = /--seeds (\d+)\.\.(\d+)/.exec(c)!;
+      const n = Number(to) - Number(from) + 1;
+      assert.equal(r.code, 0, `${c}: ${r.stderr}`);
+      assert.equal(r.stdout.split("\n").filter((l) => /^seed \d+ pass trace /.test(l)).length, n);
+      assert.match(r.stdout, new RegExp(`^${n} passed, 0 failed`, "m"));
+    } else {
+      assert.equal(r.code, 0, `${c}: ${r.stderr}`);
+      assert.match(r.stdout, /^trace {6}[0-9a-f]{16}$/m);
+      assert.match(r.stdout, /^outcome {4}PASS$/m);
+    }
+  }
+});
+
+/** How long the README's two nodes get to find each other by gossip, ms. */
+const GOSSIP_MS_MAX = 20_000;
+
+Deno.test({
+  name: "the README's cluster example runs as written: two nodes, two names, one cluster",
+  // The second node's data directory is the README's ./data-b: one a user left there is theirs.
+  ignore: await Deno.stat(`${root}data-b`).then(() => true, () => false),
+  async fn() {
+    const [first, second, members, ...rest] = shBlock("--cluster-port 7072");
+    assert.deepEqual(rest, []);
+    assert.match(first!, /^deno task start /);
+    assert.match(second!, /^deno task start .*--data-dir \.\/data-b /);
+    const dataDir = await Deno.makeTempDir({ prefix: "gregormq-readme-cluster-" });
+    const nodes: Awaited<ReturnType<typeof startBroker>>[] = [];
+    try {
+      nodes.push(await startBroker(first!, dataDir));
+      nodes.push(await startBroker(second!, dataDir));
+      const ids = nodes.map((n) =>
+        JSON.parse(n.listen.split("\n").find((l) => l.includes('"listen"'))!).brokerId
+      );
+      assert.notEqual(ids[0], ids[1], "each node goes by its own name");
+      assert.ok(!ids.includes("gregormq-0"), ids.join());
+      const end = Date.now() + GOSSIP_MS_MAX;
+      let out = "";
+      for (;;) {
+        const r = await sh(members!);
+        assert.equal(r.code, 0, `${members}: ${r.stderr}`);
+        out = r.stdout;
+        if (ids.every((id) => new RegExp(`^${id}\\s.*\\salive\\s`, "m").test(out))) break;
+        assert.ok(Date.now() < end, `the two nodes did not find each other:\n${out}`);
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    } finally {
+      for (const n of nodes.reverse()) await n.stop();
+      await Deno.remove(dataDir, { recursive: true });
+      await Deno.remove(`${root}data-b`, { recursive: true }).catch(() => {});
+    }
+  },
+});
