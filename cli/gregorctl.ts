@@ -30,6 +30,7 @@ import { SecurityStore } from "../src/auth/store.ts";
 import { denoEnv } from "../src/io/deno/mod.ts";
 import { claimDataDir, DataDirError } from "../src/storage/data_dir.ts";
 import denoJson from "../deno.json" with { type: "json" };
+import { knownEndProgress } from "./progress_text.ts";
 
 /** Exit codes: stable, documented in USAGE and docs/gregorctl.md. */
 const Exit = { ok: 0, refused: 1, usage: 2, unreachable: 3 } as const;
@@ -670,6 +671,8 @@ async function* lines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string
   if (last !== "") yield last;
 }
 
+const utf8 = new TextEncoder();
+
 async function* fromArray(values: string[]): AsyncGenerator<string> {
   for (const v of values) yield v;
 }
@@ -692,6 +695,8 @@ async function produce(ctx: Ctx): Promise<void> {
   }
   let source: AsyncGenerator<string>;
   let bulk = false;
+  /** The --file's size in bytes when it is a regular file: then the end is known. */
+  let fileBytes = 0;
   if (given.length > 0) {
     source = fromArray(given);
   } else {
@@ -699,7 +704,10 @@ async function produce(ctx: Ctx): Promise<void> {
     let stream: ReadableStream<Uint8Array>;
     if (v.file !== undefined) {
       try {
-        stream = (await Deno.open(v.file)).readable;
+        const file = await Deno.open(v.file);
+        const stat = await file.stat();
+        if (stat.isFile) fileBytes = stat.size;
+        stream = file.readable;
       } catch (err) {
         throw new UsageError(`cannot open --file ${v.file}: ${(err as Error).message}`);
       }
@@ -720,8 +728,15 @@ async function produce(ctx: Ctx): Promise<void> {
     let stoppedEarly = false;
     const startMs = performance.now();
     const perS = () => Math.round(acked / Math.max((performance.now() - startMs) / 1000, 0.001));
+    /** Bytes of the --file sent so far (each line and its line end), for the bar. */
+    let bytesSent = 0;
     const progress = bulk
-      ? Progress.start(() => `sent ${sent}, acknowledged ${acked} (${perS()} msg/s)`)
+      ? Progress.start(() =>
+        `sent ${sent}, acknowledged ${acked} (${perS()} msg/s)` +
+        (fileBytes > 0
+          ? `, file ${knownEndProgress(bytesSent / fileBytes, performance.now() - startMs)}`
+          : "")
+      )
       : null;
     try {
       for await (const value of source) {
@@ -737,6 +752,7 @@ async function produce(ctx: Ctx): Promise<void> {
         }
         const msg: Message = { value, partition, headers };
         if (v.key !== undefined) msg.key = v.key;
+        if (fileBytes > 0) bytesSent += utf8.encode(value).byteLength + 1;
         const i = sent++;
         inFlight.push(
           producer.send(topicName, msg).then((offset) => {
@@ -925,9 +941,9 @@ function consumeProgress(done: () => number, total: number): Progress | null {
     const n = done();
     const perS = n / Math.max((performance.now() - startMs) / 1000, 0.001);
     if (!Number.isFinite(total)) return `consumed ${n} (${Math.round(perS)} msg/s)`;
-    const percent = Math.floor((100 * n) / Math.max(total, 1));
-    const eta = perS > 0 ? `, ETA ${Math.ceil((total - n) / perS)} s` : "";
-    return `consumed ${n} of ${total} (${percent}%, ${Math.round(perS)} msg/s${eta})`;
+    const elapsedMs = performance.now() - startMs;
+    return `consumed ${n} of ${total} (${Math.round(perS)} msg/s) ` +
+      knownEndProgress(n / Math.max(total, 1), elapsedMs);
   });
 }
 

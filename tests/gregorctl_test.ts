@@ -699,7 +699,11 @@ Deno.test("gregorctl produce and consume end with a summary on stderr; stdout ke
           out,
         );
         assert.equal(await Deno.readTextFile(out), "", "stdout had no progress");
-        assert.match(shown, /\r<clear>sent \d+, acknowledged \d+ \(\d+ msg\/s\)/);
+        // The file's size is known: how much of it is sent, as a bar, a percentage and an ETA.
+        assert.match(
+          shown,
+          /\r<clear>sent \d+, acknowledged \d+ \(\d+ msg\/s\), file \[[#.]{20}\] \d+%, ETA \d+ s/,
+        );
         assert.match(shown, /\r<clear>produced 1500 messages to slow partition 0 in .*, 0 failed/);
         // Interrupted after 4 s, a following consume clears its progress line and summarises.
         const followed = await onTerminal(
