@@ -126,7 +126,7 @@ global options:
   --tls-server-name N   the name the broker's certificate must carry (default: the host)
   --json               machine-readable output
   --timeout MS         connect and request timeout (default ${TIMEOUT_MS_DEFAULT})
-  -h, --help           this text
+  -h, --help, help     this text
   --version            the version of gregorctl
 
 exit codes:
@@ -1714,7 +1714,8 @@ async function run(argv: string[]): Promise<number> {
     console.log(`gregorctl ${denoJson.version} (deno ${Deno.version.deno})`);
     return Exit.ok;
   }
-  if (values.help) {
+  // `help` is what a newcomer types first: it is --help, not an unknown command.
+  if (values.help || positionals[0] === "help") {
     console.log(USAGE);
     return Exit.ok;
   }

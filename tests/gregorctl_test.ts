@@ -317,6 +317,17 @@ Deno.test("gregorctl reports a refused connection at once, with how to start a b
   assert.ok(elapsedMs < 3_000, `reported after ${Math.round(elapsedMs)} ms`);
 });
 
+Deno.test("gregorctl help prints the usage, as --help does, exit 0", async () => {
+  const help = await gregorctl(["--help"]);
+  assert.equal(help.code, 0, help.stderr);
+  assert.match(help.stdout, /^usage: deno task gregorctl /);
+  for (const args of [["help"], ["help", "topic"]]) {
+    const r = await gregorctl(args);
+    assert.equal(r.code, 0, `gregorctl ${args.join(" ")}: ${r.stderr}`);
+    assert.equal(r.stdout, help.stdout);
+  }
+});
+
 Deno.test("gregorctl says a broker's host name does not resolve, apart from a refusal", async () => {
   const r = await gregorctl(["--broker", "no-such-broker.invalid:7070", "topic", "list"]);
   assert.equal(r.code, 3);
