@@ -9,15 +9,18 @@ import {
   type CodecName,
   connect,
   ConnectionError,
+  type ConnectOptions,
   ErrorCode,
   type From,
   GregorError,
   type GroupConsumer,
   type GroupOffset,
   type Message,
+  type MetadataNode,
   type PartitionInfo,
   type ReceivedMessage,
   TlsHandshakeFailed,
+  type TopicDescription,
   type TopicPartition,
 } from "../src/client/mod.ts";
 import { nearestOf } from "../src/config/mod.ts";
@@ -27,6 +30,7 @@ import { SecurityStore } from "../src/auth/store.ts";
 import { denoEnv } from "../src/io/deno/mod.ts";
 import { claimDataDir, DataDirError } from "../src/storage/data_dir.ts";
 import denoJson from "../deno.json" with { type: "json" };
+import { knownEndProgress } from "./progress_text.ts";
 
 /** Exit codes: stable, documented in USAGE and docs/gregorctl.md. */
 const Exit = { ok: 0, refused: 1, usage: 2, unreachable: 3 } as const;
@@ -122,7 +126,7 @@ global options:
   --tls-server-name N   the name the broker's certificate must carry (default: the host)
   --json               machine-readable output
   --timeout MS         connect and request timeout (default ${TIMEOUT_MS_DEFAULT})
-  -h, --help           this text
+  -h, --help, help     this text
   --version            the version of gregorctl
 
 exit codes:
@@ -287,8 +291,8 @@ function positional(ctx: Ctx, i: number, what: string): string {
 /** Aligned columns, a header row first. */
 /**
  * A partition's LEADER, REPLICAS and ISR columns. A single node's id is "" (it names itself
- * "self"); in a cluster a leader of "" is not known, and an empty ISR means the node asked does not
- * lead the partition (only a leader knows its followers' progress).
+ * "self"); in a cluster a leader of "" is not known, and an empty ISR means neither the node asked
+ * nor the leader could tell (only a leader knows its followers' progress).
  */
 function replicationColumns(p: PartitionInfo): string[] {
   const name = (id: string) => (id === "" ? "self" : id);
@@ -297,8 +301,54 @@ function replicationColumns(p: PartitionInfo): string[] {
   return [
     p.leader === "" && !single ? "none" : name(p.leader),
     ids(p.replicas),
-    p.isr.length === 0 ? "unknown (ask the leader)" : ids(p.isr),
+    p.isr.length === 0 ? "unknown (the leader did not answer)" : ids(p.isr),
   ];
+}
+
+/**
+ * The persistence a replicated topic really has: its `persistence` config is not applied, as every
+ * replica keeps the partition in segment files under `<data-dir>/raft/p/`.
+ */
+function replicatedPersistence(configured: string): string {
+  const ignored = configured === "disk" ? "" : ` (persistence=${configured} does not apply)`;
+  return `replicated: on disk on every replica, under <data-dir>/raft/p/${ignored}`;
+}
+
+/**
+ * Fills in the ISR of the partitions the node asked does not lead, from their leaders: only a
+ * leader knows its followers' progress. A leader that cannot be reached leaves its ISR empty.
+ */
+async function isrFromLeaders(
+  ctx: Ctx,
+  asked: Client,
+  d: TopicDescription,
+  nodes: MetadataNode[],
+): Promise<void> {
+  const self = asked.connection.hello?.brokerId;
+  const leaders = new Set(
+    d.partitions.filter((p) => p.isr.length === 0 && p.leader !== "" && p.leader !== self)
+      .map((p) => p.leader),
+  );
+  for (const id of leaders) {
+    const node = nodes.find((n) => n.id === id);
+    if (node === undefined || node.host === "" || node.clientPort === 0) continue;
+    let there: TopicDescription;
+    try {
+      const client = await connect(clientOptions(ctx, [`${node.host}:${node.clientPort}`]));
+      try {
+        there = await client.admin.describeTopic(d.name);
+      } finally {
+        await client.close();
+      }
+    } catch (err) {
+      if (err instanceof GregorError || err instanceof ConnectionError) continue;
+      throw err;
+    }
+    for (const p of d.partitions) {
+      const theirs = there.partitions.find((q) => q.partition === p.partition);
+      if (p.leader === id && p.isr.length === 0 && theirs?.leader === id) p.isr = theirs.isr;
+    }
+  }
 }
 
 /** A partition's STATE column: ok, damaged, moving (to the REPLICAS shown), or both. */
@@ -346,6 +396,18 @@ async function probe(addr: { host: string; port: number }, timeoutMs: number) {
   }
 }
 
+/** How gregorctl connects to `servers`: as itself, with the --timeout, login and TLS given. */
+function clientOptions(ctx: Ctx, servers: string[]): ConnectOptions {
+  return {
+    servers,
+    clientId: "gregorctl",
+    ...(ctx.login ?? {}),
+    connectTimeoutMs: ctx.timeoutMs,
+    requestTimeoutMs: ctx.timeoutMs,
+    ...(ctx.tls === null ? {} : { tls: ctx.tls }),
+  };
+}
+
 /**
  * Connects to the first of `ctx.servers` that answers. Each is tried once first, so a refused
  * connection or a name that does not resolve is reported at once, not after the client has
@@ -368,14 +430,7 @@ async function withClient<T>(ctx: Ctx, fn: (client: Client) => Promise<T>): Prom
   }
   let client: Client;
   try {
-    client = await connect({
-      servers: ctx.servers,
-      clientId: "gregorctl",
-      ...(ctx.login ?? {}),
-      connectTimeoutMs: ctx.timeoutMs,
-      requestTimeoutMs: ctx.timeoutMs,
-      ...(ctx.tls === null ? {} : { tls: ctx.tls }),
-    });
+    client = await connect(clientOptions(ctx, ctx.servers));
   } catch (err) {
     if (err instanceof TlsHandshakeFailed) {
       throw new UnreachableError(`error: TLS ${err.reason}: ${err.message}`);
@@ -429,8 +484,15 @@ async function topic(ctx: Ctx): Promise<void> {
     }
     case "describe": {
       const name = positional(ctx, 2, "topic name");
-      const d = await withClient(ctx, (c) => c.admin.describeTopic(name));
-      const configs = Object.entries(d.configs).sort(([a], [b]) => (a < b ? -1 : 1));
+      const { d, replicated } = await withClient(ctx, async (c) => {
+        const d = await c.admin.describeTopic(name);
+        const meta = await c.admin.metadata([name]);
+        await isrFromLeaders(ctx, c, d, meta.nodes);
+        // Only a replicating node lists its peers or knows a metadata leader (the controller).
+        return { d, replicated: meta.controller !== "" || meta.nodes.length > 1 };
+      });
+      const configs = Object.entries(d.configs).sort(([a], [b]) => (a < b ? -1 : 1))
+        .map(([k, v]) => [k, k === "persistence" && replicated ? replicatedPersistence(v) : v]);
       print(
         ctx,
         d,
@@ -609,6 +671,8 @@ async function* lines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string
   if (last !== "") yield last;
 }
 
+const utf8 = new TextEncoder();
+
 async function* fromArray(values: string[]): AsyncGenerator<string> {
   for (const v of values) yield v;
 }
@@ -631,6 +695,8 @@ async function produce(ctx: Ctx): Promise<void> {
   }
   let source: AsyncGenerator<string>;
   let bulk = false;
+  /** The --file's size in bytes when it is a regular file: then the end is known. */
+  let fileBytes = 0;
   if (given.length > 0) {
     source = fromArray(given);
   } else {
@@ -638,7 +704,10 @@ async function produce(ctx: Ctx): Promise<void> {
     let stream: ReadableStream<Uint8Array>;
     if (v.file !== undefined) {
       try {
-        stream = (await Deno.open(v.file)).readable;
+        const file = await Deno.open(v.file);
+        const stat = await file.stat();
+        if (stat.isFile) fileBytes = stat.size;
+        stream = file.readable;
       } catch (err) {
         throw new UsageError(`cannot open --file ${v.file}: ${(err as Error).message}`);
       }
@@ -659,8 +728,15 @@ async function produce(ctx: Ctx): Promise<void> {
     let stoppedEarly = false;
     const startMs = performance.now();
     const perS = () => Math.round(acked / Math.max((performance.now() - startMs) / 1000, 0.001));
+    /** Bytes of the --file sent so far (each line and its line end), for the bar. */
+    let bytesSent = 0;
     const progress = bulk
-      ? Progress.start(() => `sent ${sent}, acknowledged ${acked} (${perS()} msg/s)`)
+      ? Progress.start(() =>
+        `sent ${sent}, acknowledged ${acked} (${perS()} msg/s)` +
+        (fileBytes > 0
+          ? `, file ${knownEndProgress(bytesSent / fileBytes, performance.now() - startMs)}`
+          : "")
+      )
       : null;
     try {
       for await (const value of source) {
@@ -676,6 +752,7 @@ async function produce(ctx: Ctx): Promise<void> {
         }
         const msg: Message = { value, partition, headers };
         if (v.key !== undefined) msg.key = v.key;
+        if (fileBytes > 0) bytesSent += utf8.encode(value).byteLength + 1;
         const i = sent++;
         inFlight.push(
           producer.send(topicName, msg).then((offset) => {
@@ -864,9 +941,9 @@ function consumeProgress(done: () => number, total: number): Progress | null {
     const n = done();
     const perS = n / Math.max((performance.now() - startMs) / 1000, 0.001);
     if (!Number.isFinite(total)) return `consumed ${n} (${Math.round(perS)} msg/s)`;
-    const percent = Math.floor((100 * n) / Math.max(total, 1));
-    const eta = perS > 0 ? `, ETA ${Math.ceil((total - n) / perS)} s` : "";
-    return `consumed ${n} of ${total} (${percent}%, ${Math.round(perS)} msg/s${eta})`;
+    const elapsedMs = performance.now() - startMs;
+    return `consumed ${n} of ${total} (${Math.round(perS)} msg/s) ` +
+      knownEndProgress(n / Math.max(total, 1), elapsedMs);
   });
 }
 
@@ -1268,7 +1345,14 @@ async function cluster(ctx: Ctx): Promise<void> {
  * not carry the group's voters): "yes: ..." or "NO: ...", or why it is unknown.
  */
 async function metaFaultTolerance(ctx: Ctx): Promise<string> {
-  const url = ctx.values["metrics-url"] ?? `http://${ctx.host}:${METRICS_PORT}/metrics`;
+  // Off the default port the metrics address cannot be guessed: 7071 there may be another node's.
+  let url: string;
+  try {
+    url = metricsUrl(ctx).url;
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err;
+    return `unknown: ${err.message}`;
+  }
   let body: string;
   try {
     const res = await fetch(url, { signal: AbortSignal.timeout(ctx.timeoutMs) });
@@ -1630,7 +1714,8 @@ async function run(argv: string[]): Promise<number> {
     console.log(`gregorctl ${denoJson.version} (deno ${Deno.version.deno})`);
     return Exit.ok;
   }
-  if (values.help) {
+  // `help` is what a newcomer types first: it is --help, not an unknown command.
+  if (values.help || positionals[0] === "help") {
     console.log(USAGE);
     return Exit.ok;
   }

@@ -317,6 +317,17 @@ Deno.test("gregorctl reports a refused connection at once, with how to start a b
   assert.ok(elapsedMs < 3_000, `reported after ${Math.round(elapsedMs)} ms`);
 });
 
+Deno.test("gregorctl help prints the usage, as --help does, exit 0", async () => {
+  const help = await gregorctl(["--help"]);
+  assert.equal(help.code, 0, help.stderr);
+  assert.match(help.stdout, /^usage: deno task gregorctl /);
+  for (const args of [["help"], ["help", "topic"]]) {
+    const r = await gregorctl(args);
+    assert.equal(r.code, 0, `gregorctl ${args.join(" ")}: ${r.stderr}`);
+    assert.equal(r.stdout, help.stdout);
+  }
+});
+
 Deno.test("gregorctl says a broker's host name does not resolve, apart from a refusal", async () => {
   const r = await gregorctl(["--broker", "no-such-broker.invalid:7070", "topic", "list"]);
   assert.equal(r.code, 3);
@@ -699,7 +710,11 @@ Deno.test("gregorctl produce and consume end with a summary on stderr; stdout ke
           out,
         );
         assert.equal(await Deno.readTextFile(out), "", "stdout had no progress");
-        assert.match(shown, /\r<clear>sent \d+, acknowledged \d+ \(\d+ msg\/s\)/);
+        // The file's size is known: how much of it is sent, as a bar, a percentage and an ETA.
+        assert.match(
+          shown,
+          /\r<clear>sent \d+, acknowledged \d+ \(\d+ msg\/s\), file \[[#.]{20}\] \d+%, ETA \d+ s/,
+        );
         assert.match(shown, /\r<clear>produced 1500 messages to slow partition 0 in .*, 0 failed/);
         // Interrupted after 4 s, a following consume clears its progress line and summarises.
         const followed = await onTerminal(

@@ -61,6 +61,16 @@ Deno.test("the README's data directories are ignored by git", async () => {
   }
 });
 
+Deno.test("the tarball the README's On Node build writes in npm/ is ignored by git", async () => {
+  const tarball = /npm pack +# writes (\S+)\n/.exec(readme)?.[1];
+  assert.ok(tarball !== undefined, "README names the tarball npm pack writes");
+  const r = await new Deno.Command("git", {
+    args: ["check-ignore", "-q", `npm/${tarball}`],
+    cwd: root,
+  }).output();
+  assert.equal(r.code, 0, `git does not ignore npm/${tarball}`);
+});
+
 interface Shell {
   code: number;
   stdout: string;
@@ -162,3 +172,128 @@ function firstRun(form: "npx" | "deno") {
 
 Deno.test("the README's first run works as written with only Node and npm (npx)", firstRun("npx"));
 Deno.test("the README's first run works as written with Deno installed", firstRun("deno"));
+
+Deno.test("the README's simulator commands run as written and print what it says", async () => {
+  const commands = shBlock("task sim --seed 42");
+  assert.equal(commands.length, 4, commands.join("\n"));
+  for (const c of commands) {
+    const r = await sh(c);
+    if (c.includes("--bug")) {
+      // A planted bug is caught, with the one line that reproduces it.
+      assert.equal(r.code, 1, `${c}: ${r.stdout}${r.stderr}`);
+      assert.match(r.stdout, /^violation {2}/m);
+      const again = /^reproduce: (deno task sim .*)$/m.exec(r.stdout);
+      assert.ok(again, `${c} printed no reproduction line`);
+    } else if (c.includes("--seeds")) {
+      const [, from, to] = /--seeds (\d+)\.\.(\d+)/.exec(c)!;
+      const n = Number(to) - Number(from) + 1;
+      assert.equal(r.code, 0, `${c}: ${r.stderr}`);
+      assert.equal(r.stdout.split("\n").filter((l) => /^seed \d+ pass trace /.test(l)).length, n);
+      assert.match(r.stdout, new RegExp(`^${n} passed, 0 failed`, "m"));
+    } else {
+      assert.equal(r.code, 0, `${c}: ${r.stderr}`);
+      assert.match(r.stdout, /^trace {6}[0-9a-f]{16}$/m);
+      assert.match(r.stdout, /^outcome {4}PASS$/m);
+    }
+  }
+});
+
+/** How long the README's two nodes get to find each other by gossip, ms. */
+const GOSSIP_MS_MAX = 20_000;
+
+Deno.test({
+  name: "the README's cluster example runs as written: two nodes, two names, one cluster",
+  // The second node's data directory is the README's ./data-b: one a user left there is theirs.
+  ignore: await Deno.stat(`${root}data-b`).then(() => true, () => false),
+  async fn() {
+    const [first, second, members, ...rest] = shBlock("--cluster-port 7072");
+    assert.deepEqual(rest, []);
+    assert.match(first!, /^deno task start /);
+    assert.match(second!, /^deno task start .*--data-dir \.\/data-b /);
+    const dataDir = await Deno.makeTempDir({ prefix: "gregormq-readme-cluster-" });
+    const nodes: Awaited<ReturnType<typeof startBroker>>[] = [];
+    try {
+      nodes.push(await startBroker(first!, dataDir));
+      nodes.push(await startBroker(second!, dataDir));
+      const ids = nodes.map((n) =>
+        JSON.parse(n.listen.split("\n").find((l) => l.includes('"listen"'))!).brokerId
+      );
+      assert.notEqual(ids[0], ids[1], "each node goes by its own name");
+      assert.ok(!ids.includes("gregormq-0"), ids.join());
+      const end = Date.now() + GOSSIP_MS_MAX;
+      let out = "";
+      for (;;) {
+        const r = await sh(members!);
+        assert.equal(r.code, 0, `${members}: ${r.stderr}`);
+        out = r.stdout;
+        if (ids.every((id) => new RegExp(`^${id}\\s.*\\salive\\s`, "m").test(out))) break;
+        assert.ok(Date.now() < end, `the two nodes did not find each other:\n${out}`);
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    } finally {
+      for (const n of nodes.reverse()) await n.stop();
+      await Deno.remove(dataDir, { recursive: true });
+      await Deno.remove(`${root}data-b`, { recursive: true }).catch(() => {});
+    }
+  },
+});
+
+/** Whether `tool --version` runs here. */
+async function has(tool: string): Promise<boolean> {
+  try {
+    return (await new Deno.Command(tool, { args: ["--version"], stdout: "null", stderr: "null" })
+      .output()).success;
+  } catch {
+    return false;
+  }
+}
+
+const NODE = (await has("node")) && (await has("npm"));
+if (!NODE) {
+  console.log("readme_test: the On Node steps skip: `node` or `npm` is missing (CI has both)");
+}
+
+Deno.test({
+  name: "the README's On Node steps build the tarball it names, which a project installs and runs",
+  ignore: !NODE,
+  async fn() {
+    const [build, install, ...rest] = shBlock("cd npm && npm ci");
+    assert.deepEqual(rest, []);
+    const tarball = /npm pack +# writes (\S+)\n/.exec(readme)?.[1];
+    assert.ok(tarball !== undefined, "README names the tarball npm pack writes");
+    const snippet = /```sh\ncd npm [^`]*```\s*```ts\n([\s\S]*?)```/.exec(readme)?.[1];
+    assert.ok(snippet !== undefined, "README shows the Node snippet after the build");
+    // A copy of the repository, so this `npm ci` does not race client_node_test's in npm/.
+    const copy = await Deno.makeTempDir({ prefix: "gregormq-readme-npm-" });
+    const app = await Deno.makeTempDir({ prefix: "gregormq-readme-app-" });
+    const dataDir = await Deno.makeTempDir({ prefix: "gregormq-readme-node-" });
+    try {
+      const files = await sh(`git ls-files -z | xargs -0 cp --parents -t '${copy}'`);
+      assert.equal(files.code, 0, files.stderr);
+      const built = await new Deno.Command("sh", { args: ["-c", build!], cwd: copy }).output();
+      assert.equal(built.code, 0, new TextDecoder().decode(built.stderr));
+      await Deno.stat(`${copy}/npm/${tarball}`);
+      // The install line with its two placeholders filled in: the project and this copy.
+      assert.match(install!, /^cd ~\/my-service && npm install \/path\/to\/gregormq\/npm\/\S+$/);
+      await Deno.writeTextFile(`${app}/package.json`, '{ "name": "my-service", "type": "module" }');
+      const installed = await sh(
+        install!.replace("~/my-service", app).replace("/path/to/gregormq", copy) +
+          " --no-audit --no-fund --offline",
+      );
+      assert.equal(installed.code, 0, installed.stderr);
+      // The snippet is plain JavaScript as well: Node runs it against the README's broker.
+      await Deno.writeTextFile(`${app}/main.js`, snippet);
+      const broker = await startBroker("deno task start", dataDir);
+      try {
+        const ran = await new Deno.Command("node", { args: ["main.js"], cwd: app }).output();
+        assert.equal(ran.code, 0, new TextDecoder().decode(ran.stderr));
+        const r = await sh("deno task -q gregorctl consume greetings --from earliest");
+        assert.equal(r.stdout, "0\t\thello from Node\n", r.stderr);
+      } finally {
+        await broker.stop();
+      }
+    } finally {
+      for (const dir of [copy, app, dataDir]) await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
