@@ -71,22 +71,44 @@ func PlainBatch(c Codec) BatchOptions {
 
 // EncodeBatch encodes records as one batch. Timestamps are taken as given.
 func EncodeBatch(records []Record, o BatchOptions) ([]byte, error) {
-	if len(records) == 0 {
+	var b batchBuilder
+	for _, r := range records {
+		b.add(r)
+	}
+	return b.seal(o)
+}
+
+// batchBuilder encodes records into a batch's body one at a time, as a producer queues them, so a
+// message's bytes are copied once and nothing per message is kept until the batch is sent.
+type batchBuilder struct {
+	// body holds the header's room and the records encoded so far, uncompressed.
+	body    []byte
+	records int
+	firstTs int64
+	maxTs   int64
+}
+
+// add encodes one more record; timestamps are taken as given.
+func (b *batchBuilder) add(r Record) {
+	if b.records == 0 {
+		b.firstTs, b.maxTs = r.Timestamp, r.Timestamp
+		if b.body == nil {
+			b.body = make([]byte, BatchHeaderBytes, BatchHeaderBytes+64+recordBytesMax(r))
+		}
+	}
+	b.maxTs = max(b.maxTs, r.Timestamp)
+	b.body = appendRecord(b.body, r, r.Timestamp-b.firstTs, int64(b.records))
+	b.records++
+}
+
+// seal compresses the body if the codec asks and writes the header: the finished batch.
+func (b *batchBuilder) seal(o BatchOptions) ([]byte, error) {
+	if b.records == 0 {
 		return nil, &Error{Code: CodeInvalidRequest, Message: "a batch needs at least one record"}
 	}
-	first := records[0].Timestamp
-	maxTs := first
-	var body []byte
-	if o.Codec == CodecNone {
-		body = make([]byte, BatchHeaderBytes, BatchHeaderBytes+64+len(records)*32)
-	}
-	for i, r := range records {
-		maxTs = max(maxTs, r.Timestamp)
-		body = appendRecord(body, r, r.Timestamp-first, int64(i))
-	}
-	out := body
+	out := b.body
 	if o.Codec != CodecNone {
-		packed, err := compress(o.Codec, body)
+		packed, err := compress(o.Codec, b.body[BatchHeaderBytes:])
 		if err != nil {
 			return nil, err
 		}
@@ -99,15 +121,27 @@ func EncodeBatch(records []Record, o BatchOptions) ([]byte, error) {
 	be.PutUint32(out[12:], 0xffffffff) // partition leader epoch -1
 	out[16] = batchMagic
 	be.PutUint16(out[offAttributes:], uint16(o.Codec))
-	be.PutUint32(out[23:], uint32(len(records)-1))
-	be.PutUint64(out[27:], uint64(first))
-	be.PutUint64(out[35:], uint64(maxTs))
+	be.PutUint32(out[23:], uint32(b.records-1))
+	be.PutUint64(out[27:], uint64(b.firstTs))
+	be.PutUint64(out[35:], uint64(b.maxTs))
 	be.PutUint64(out[43:], uint64(o.ProducerID))
 	be.PutUint16(out[51:], uint16(o.ProducerEpoch))
 	be.PutUint32(out[53:], uint32(o.BaseSequence))
-	be.PutUint32(out[57:], uint32(len(records)))
+	be.PutUint32(out[57:], uint32(b.records))
 	be.PutUint32(out[offCRC:], CRC32C(out[offAttributes:]))
 	return out, nil
+}
+
+// varintBytesMax is the most bytes a zig-zag varint of an int64 takes.
+const varintBytesMax = binary.MaxVarintLen64
+
+// recordBytesMax bounds the bytes appendRecord writes for r, its length prefix included.
+func recordBytesMax(r Record) int {
+	n := 1 + 5*varintBytesMax + len(r.Key) + len(r.Value)
+	for _, h := range r.Headers {
+		n += 2*varintBytesMax + len(h.Key) + len(h.Value)
+	}
+	return varintBytesMax + n
 }
 
 func appendVarBytes(dst, b []byte) []byte {
@@ -117,20 +151,47 @@ func appendVarBytes(dst, b []byte) []byte {
 	return append(binary.AppendVarint(dst, int64(len(b))), b...)
 }
 
-func appendRecord(dst []byte, r Record, tsDelta, offDelta int64) []byte {
-	var rec []byte
-	rec = append(rec, 0)
-	rec = binary.AppendVarint(rec, tsDelta)
-	rec = binary.AppendVarint(rec, offDelta)
-	rec = appendVarBytes(rec, r.Key)
-	rec = appendVarBytes(rec, r.Value)
-	rec = binary.AppendVarint(rec, int64(len(r.Headers)))
-	for _, h := range r.Headers {
-		rec = appendVarBytes(rec, []byte(h.Key))
-		rec = appendVarBytes(rec, h.Value)
+func varBytesLen(b []byte) int {
+	if b == nil {
+		return 1
 	}
-	dst = binary.AppendVarint(dst, int64(len(rec)))
-	return append(dst, rec...)
+	return varintLen(int64(len(b))) + len(b)
+}
+
+// varintLen is how many bytes binary.AppendVarint writes for v.
+func varintLen(v int64) int {
+	u := uint64(v) << 1
+	if v < 0 {
+		u = ^u
+	}
+	n := 1
+	for u >= 0x80 {
+		u >>= 7
+		n++
+	}
+	return n
+}
+
+// appendRecord appends one record, its length first: the length is worked out before the fields
+// are written, so the record goes straight into dst with no buffer of its own.
+func appendRecord(dst []byte, r Record, tsDelta, offDelta int64) []byte {
+	length := 1 + varintLen(tsDelta) + varintLen(offDelta) + varBytesLen(r.Key) + varBytesLen(r.Value) +
+		varintLen(int64(len(r.Headers)))
+	for _, h := range r.Headers {
+		length += varintLen(int64(len(h.Key))) + len(h.Key) + varBytesLen(h.Value)
+	}
+	dst = binary.AppendVarint(dst, int64(length))
+	dst = append(dst, 0)
+	dst = binary.AppendVarint(dst, tsDelta)
+	dst = binary.AppendVarint(dst, offDelta)
+	dst = appendVarBytes(dst, r.Key)
+	dst = appendVarBytes(dst, r.Value)
+	dst = binary.AppendVarint(dst, int64(len(r.Headers)))
+	for _, h := range r.Headers {
+		dst = append(binary.AppendVarint(dst, int64(len(h.Key))), h.Key...)
+		dst = appendVarBytes(dst, h.Value)
+	}
+	return dst
 }
 
 // ReadBatchHeader decodes the header of the batch at the start of b, checking that its length fits b.

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log"
 	"os"
+	"runtime/pprof"
 	"time"
 
 	gregormq "gregormq.dev/sdk/go"
@@ -22,7 +23,18 @@ func main() {
 	size := flag.Int("size", 100, "payload bytes per message")
 	window := flag.Int("window", 10_000, "unconfirmed messages at most")
 	linger := flag.Duration("linger", 2*time.Millisecond, "how long a batch waits to fill")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of both scenarios to this file (for go tool pprof)")
 	flag.Parse()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			log.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			log.Fatal(err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	client, err := gregormq.Dial(ctx, gregormq.Config{Servers: []string{*server}, ClientID: "gregormq-bench"})
