@@ -144,7 +144,15 @@ func (c *conn) closed() error {
 // opcode, whose only possible answer is an error the broker reports on the connection).
 func (c *conn) send(op uint16, m Msg, oneWay bool) (uint32, chan result, error) {
 	s := OpSchemas[OpNames[op]][0]
-	frame, err := AppendPayload(make([]byte, HeaderBytes, 256), s, m)
+	// Room for the byte fields (a PRODUCE's batch) up front, so the frame is built in one buffer
+	// without copying as it grows.
+	frameBytes := 256
+	for _, v := range m {
+		if b, ok := v.([]byte); ok {
+			frameBytes += len(b)
+		}
+	}
+	frame, err := AppendPayload(make([]byte, HeaderBytes, frameBytes), s, m)
 	if err != nil {
 		return 0, nil, err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 )
@@ -78,7 +79,7 @@ type Subscription struct {
 
 	mu        sync.Mutex
 	c         *conn
-	queue     []ReceivedMessage
+	queue     []*ReceivedMessage
 	credits   []delivered // per delivery: how many messages of it are still queued, and its bytes
 	owedMsgs  int
 	owedB     int
@@ -233,24 +234,34 @@ func (s *Subscription) onDeliver(m Msg) {
 				s.owedMsgs++
 			}
 		}
+		clear(s.queue[len(keep):])
 		s.queue = keep
 		for i := range s.credits {
 			s.credits[i].left = 0
 		}
 		s.recvNext = min(s.recvNext, first)
 	}
-	n := 0
+	records := 0
+	for _, b := range batches {
+		records += len(b.Records)
+	}
+	// One allocation holds every message of the delivery: Next hands out pointers into it.
+	msgs := make([]ReceivedMessage, 0, records)
 	for _, b := range batches {
 		for _, r := range b.Records {
 			if r.Offset < first || r.Offset < s.recvNext {
 				continue
 			}
 			s.recvNext = r.Offset + 1
-			s.queue = append(s.queue, ReceivedMessage{Topic: s.topic, Partition: s.cfg.Partition,
+			msgs = append(msgs, ReceivedMessage{Topic: s.topic, Partition: s.cfg.Partition,
 				Offset: r.Offset, Timestamp: time.UnixMilli(r.Timestamp), Key: r.Key, Value: r.Value,
 				Headers: r.Headers, Redelivered: r.Offset <= s.handedOut})
-			n++
 		}
+	}
+	n := len(msgs)
+	s.queue = slices.Grow(s.queue, n)
+	for i := range msgs {
+		s.queue = append(s.queue, &msgs[i])
 	}
 	s.credits = append(s.credits, delivered{left: n, bytes: len(raw)})
 	if n == 0 {
@@ -291,6 +302,7 @@ func (s *Subscription) Next(ctx context.Context) (*ReceivedMessage, error) {
 		}
 		if len(s.queue) > 0 {
 			m := s.queue[0]
+			s.queue[0] = nil
 			s.queue = s.queue[1:]
 			s.next = m.Offset + 1
 			s.handedOut = max(s.handedOut, m.Offset)
@@ -303,7 +315,7 @@ func (s *Subscription) Next(ctx context.Context) (*ReceivedMessage, error) {
 			}
 			s.payBack()
 			s.mu.Unlock()
-			return &m, nil
+			return m, nil
 		}
 		lost := s.lostErr
 		s.mu.Unlock()

@@ -24,6 +24,7 @@ func main() {
 	window := flag.Int("window", 10_000, "unconfirmed messages at most")
 	linger := flag.Duration("linger", 2*time.Millisecond, "how long a batch waits to fill")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of both scenarios to this file (for go tool pprof)")
+	memProfile := flag.String("memprofile", "", "write a profile of the allocations of both scenarios to this file")
 	flag.Parse()
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
@@ -45,6 +46,9 @@ func main() {
 	value := make([]byte, *size)
 	for i := range value {
 		value[i] = byte('a' + i%26)
+	}
+	if *memProfile != "" {
+		defer writeAllocs(*memProfile)
 	}
 	enc := json.NewEncoder(os.Stdout)
 	for _, scenario := range []string{"produce", "produce-consume"} {
@@ -125,4 +129,16 @@ func run(ctx context.Context, client *gregormq.Client, topic string, consume boo
 		}
 	}
 	return time.Since(start), nil
+}
+
+// writeAllocs writes the allocation profile to path.
+func writeAllocs(path string) {
+	f, err := os.Create(path)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer f.Close()
+	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+		log.Fatal(err)
+	}
 }
