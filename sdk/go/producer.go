@@ -134,7 +134,9 @@ type partQueue struct {
 	// copying as it grows.
 	lastBodyBytes int
 	// sending is set while the sender has taken a batch that is not yet in flight.
-	sending  bool
+	sending bool
+	// flushes counts the Flush calls waiting for this partition: its batches do not linger.
+	flushes  int
 	inflight []*inflight
 	sequence int32
 	closing  bool
@@ -182,9 +184,10 @@ func (p *Producer) Send(ctx context.Context, topic string, m Message) (Result, e
 }
 
 // SendAsync queues one message; done is called once, from another goroutine, with where it was
-// stored or why it was not. Messages to one partition are stored in the order queued. It returns
-// an error only if the message cannot be queued (no partition count for the topic, a closed
-// producer).
+// stored or why it was not. Messages to one partition are stored in the order queued. The message
+// is copied into its batch before SendAsync returns, so its Key, Value and Headers may be reused at
+// once. It returns an error only if the message cannot be queued (no partition count for the
+// topic, a closed producer).
 func (p *Producer) SendAsync(ctx context.Context, topic string, m Message, done func(Result, error)) error {
 	partition, err := p.partitionFor(ctx, topic, m)
 	if err != nil {
@@ -350,7 +353,8 @@ func (q *partQueue) sendLoop() {
 					q.sending = true
 					break
 				}
-				if len(q.open.dones) > 0 && (q.p.cfg.Linger <= 0 || q.closing || !time.Now().Before(q.lingerUntil)) {
+				if len(q.open.dones) > 0 && (q.p.cfg.Linger <= 0 || q.closing || q.flushes > 0 ||
+					!time.Now().Before(q.lingerUntil)) {
 					next = q.takeOpen()
 					q.sending = true
 					break
@@ -589,7 +593,8 @@ func (q *partQueue) complete(f *inflight, res result) {
 	}
 }
 
-// Flush waits until every message queued so far has its answer.
+// Flush sends the batches still lingering at once and waits until every message queued so far has
+// its answer.
 func (p *Producer) Flush(ctx context.Context) error {
 	p.mu.Lock()
 	qs := make([]*partQueue, 0, len(p.parts))
@@ -597,23 +602,30 @@ func (p *Producer) Flush(ctx context.Context) error {
 		qs = append(qs, q)
 	}
 	p.mu.Unlock()
+	var wg sync.WaitGroup
 	for _, q := range qs {
-		done := make(chan struct{})
-		go func() {
+		wg.Go(func() {
 			q.mu.Lock()
+			q.flushes++
+			q.cond.Broadcast()
 			for q.queued() || len(q.inflight) > 0 || q.recovering {
 				q.cond.Wait()
 			}
+			q.flushes--
 			q.mu.Unlock()
-			close(done)
-		}()
-		select {
-		case <-done:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+		})
 	}
-	return nil
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // Close sends what is queued, waits for the answers and stops the producer.
