@@ -10,12 +10,11 @@ import (
 // lingerLong is a linger no test waits out: a batch these tests see stored was sent early.
 const lingerLong = 30 * time.Second
 
-// sendAll queues count messages made by value and returns a channel that gets each one's result
-// in the order their callbacks run.
-func sendAll(ctx context.Context, t *testing.T, p *Producer, topic string, count int, value func(int) []byte) chan Result {
+// sendAll queues messages from to to-1, made by value; results gets each one's result in the order
+// their callbacks run.
+func sendAll(ctx context.Context, t *testing.T, p *Producer, topic string, from, to int, value func(int) []byte, results chan Result) {
 	t.Helper()
-	results := make(chan Result, count)
-	for i := range count {
+	for i := from; i < to; i++ {
 		err := p.SendAsync(ctx, topic, Message{Value: value(i)}, func(r Result, err error) {
 			if err != nil {
 				t.Errorf("message %d: %v", i, err)
@@ -26,7 +25,6 @@ func sendAll(ctx context.Context, t *testing.T, p *Producer, topic string, count
 			t.Fatal(err)
 		}
 	}
-	return results
 }
 
 // A batch that reaches BatchRecordsMax or BatchBytesMax is sent at once: it does not wait out
@@ -49,6 +47,8 @@ func TestFullBatchIsSentWithoutWaitingOutLinger(t *testing.T) {
 		{"bytes", ProducerConfig{Linger: lingerLong, BatchBytesMax: 1000}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
 			topic := "full-" + c.name
 			if err := cl.CreateTopic(ctx, topic, 1, nil); err != nil {
 				t.Fatal(err)
@@ -59,12 +59,17 @@ func TestFullBatchIsSentWithoutWaitingOutLinger(t *testing.T) {
 				defer cancel()
 				_ = p.Close(closeCtx)
 			}()
-			// Four full batches and one more message, which lingers.
+			// Four full batches and one more message, which lingers. The first message goes alone,
+			// so the batch is open and lingering when the rest arrive.
 			full := 4 * 10
 			if c.name == "bytes" {
 				full = 4 * 8
 			}
-			results := sendAll(ctx, t, p, topic, full+1, func(int) []byte { return make([]byte, 100) })
+			results := make(chan Result, full+1)
+			value := func(int) []byte { return make([]byte, 100) }
+			sendAll(ctx, t, p, topic, 0, 1, value, results)
+			time.Sleep(100 * time.Millisecond)
+			sendAll(ctx, t, p, topic, 1, full+1, value, results)
 			wait, cancelWait := context.WithTimeout(ctx, 10*time.Second)
 			defer cancelWait()
 			for i := range full {
@@ -145,10 +150,11 @@ func TestSendAsyncCopiesTheMessage(t *testing.T) {
 	const count = 20
 	p := cl.NewProducer(ProducerConfig{Linger: 300 * time.Millisecond})
 	buf := make([]byte, 8)
-	results := sendAll(ctx, t, p, "reuse", count, func(i int) []byte {
+	results := make(chan Result, count)
+	sendAll(ctx, t, p, "reuse", 0, count, func(i int) []byte {
 		copy(buf, fmt.Sprintf("msg-%04d", i))
 		return buf
-	})
+	}, results)
 	copy(buf, "reused!!")
 	if err := p.Close(ctx); err != nil {
 		t.Fatal(err)
