@@ -10,6 +10,14 @@ import (
 	"time"
 )
 
+// A connection's frame buffer starts at frameBufferBytesInitial and is kept while it is at most
+// frameBufferBytesKeptMax: a default producer's batches (256 KiB) reuse it, and a rare bigger
+// frame does not pin its memory for the connection's life.
+const (
+	frameBufferBytesInitial = 4 * 1024
+	frameBufferBytesKeptMax = 1 << 20
+)
+
 // result is the answer to one request: a response payload or an error.
 type result struct {
 	payload []byte
@@ -25,6 +33,8 @@ type conn struct {
 
 	wmu sync.Mutex // serialises writes, so frames never interleave
 	bw  *bufio.Writer
+	// wbuf is where send builds each frame, kept between frames up to frameBufferBytesKeptMax.
+	wbuf []byte
 
 	mu      sync.Mutex
 	nextID  uint32
@@ -41,7 +51,7 @@ func dialConn(ctx context.Context, addr string, cfg *Config) (*conn, error) {
 		return nil, err
 	}
 	c := &conn{nc: nc, addr: addr, payloadBytesMax: FramePayloadBytesMaxDefault,
-		bw: bufio.NewWriterSize(nc, 64*1024), pending: map[uint32]chan result{},
+		bw: bufio.NewWriterSize(nc, 64*1024), wbuf: make([]byte, 0, frameBufferBytesInitial), pending: map[uint32]chan result{},
 		subs: map[uint32]*Subscription{}, done: make(chan struct{})}
 	go c.readLoop()
 	hello := Msg{"versionMin": 1, "versionMax": 1, "clientId": cfg.ClientID, "credential": cfg.Credential}
@@ -144,26 +154,28 @@ func (c *conn) closed() error {
 // opcode, whose only possible answer is an error the broker reports on the connection).
 func (c *conn) send(op uint16, m Msg, oneWay bool) (uint32, chan result, error) {
 	s := OpSchemas[OpNames[op]][0]
-	// Room for the byte fields (a PRODUCE's batch) up front, so the frame is built in one buffer
-	// without copying as it grows.
-	frameBytes := 256
-	for _, v := range m {
-		if b, ok := v.([]byte); ok {
-			frameBytes += len(b)
-		}
-	}
-	frame, err := AppendPayload(make([]byte, HeaderBytes, frameBytes), s, m)
+	// The frame is built in the connection's write buffer, which a PRODUCE's batch grows once and
+	// later frames reuse, under wmu so it is written before anyone builds the next.
+	c.wmu.Lock()
+	frame, err := AppendPayload(c.wbuf[:HeaderBytes], s, m)
 	if err != nil {
+		c.wmu.Unlock()
 		return 0, nil, err
+	}
+	c.wbuf = frame[:0]
+	if cap(c.wbuf) > frameBufferBytesKeptMax {
+		c.wbuf = make([]byte, 0, frameBufferBytesInitial)
 	}
 	c.mu.Lock()
 	if c.err != nil {
 		err := c.err
 		c.mu.Unlock()
+		c.wmu.Unlock()
 		return 0, nil, err
 	}
 	if len(frame)-HeaderBytes > c.payloadBytesMax {
 		c.mu.Unlock()
+		c.wmu.Unlock()
 		return 0, nil, &Error{Code: CodeFrameTooLarge, Message: fmt.Sprintf(
 			"a payload of %d bytes is over the broker's limit of %d", len(frame)-HeaderBytes, c.payloadBytesMax)}
 	}
@@ -179,7 +191,6 @@ func (c *conn) send(op uint16, m Msg, oneWay bool) (uint32, chan result, error) 
 	}
 	c.mu.Unlock()
 	putHeader(frame, op, id, 0, len(frame)-HeaderBytes)
-	c.wmu.Lock()
 	_, err = c.bw.Write(frame)
 	if err == nil {
 		err = c.bw.Flush()
