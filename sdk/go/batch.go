@@ -235,19 +235,34 @@ func ReadBatchHeader(b []byte) (BatchHeader, error) {
 // records section. Errors match ErrCorruptBatch.
 func DecodeBatches(b []byte, recordsBytesMax int) ([]Batch, error) {
 	var out []Batch
+	err := eachRecord(b, recordsBytesMax, func(h BatchHeader) {
+		out = append(out, Batch{h, make([]Record, 0, h.RecordCount)})
+	}, func(r Record) {
+		last := &out[len(out)-1]
+		last.Records = append(last.Records, r)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// eachRecord decodes batches back to back, checked as DecodeBatches checks them, with no slice of
+// its own: batch is called with each batch's header once its record count is known to fit the
+// batch, then record with each of its records. After an error, what was passed on is to be
+// dropped.
+func eachRecord(b []byte, recordsBytesMax int, batch func(BatchHeader), record func(Record)) error {
 	for len(b) > 0 {
 		h, err := ReadBatchHeader(b)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		recs, err := decodeRecords(b[:h.SizeBytes], h, recordsBytesMax)
-		if err != nil {
-			return nil, err
+		if err := decodeRecords(b[:h.SizeBytes], h, recordsBytesMax, batch, record); err != nil {
+			return err
 		}
-		out = append(out, Batch{h, recs})
 		b = b[h.SizeBytes:]
 	}
-	return out, nil
+	return nil
 }
 
 type varReader struct {
@@ -277,74 +292,74 @@ func (r *varReader) varBytes() ([]byte, bool, bool) {
 	return out, false, true
 }
 
-func decodeRecords(batch []byte, h BatchHeader, recordsBytesMax int) ([]Record, error) {
+func decodeRecords(batch []byte, h BatchHeader, recordsBytesMax int, onBatch func(BatchHeader), onRecord func(Record)) error {
 	if CRC32C(batch[offAttributes:]) != h.CRC {
-		return nil, corrupt("batch at offset %d failed its CRC-32C check", h.BaseOffset)
+		return corrupt("batch at offset %d failed its CRC-32C check", h.BaseOffset)
 	}
 	if h.RecordCount < 1 || h.LastOffsetDelta != h.RecordCount-1 {
-		return nil, corrupt("batch claims %d records with last offset delta %d", h.RecordCount, h.LastOffsetDelta)
+		return corrupt("batch claims %d records with last offset delta %d", h.RecordCount, h.LastOffsetDelta)
 	}
 	body, err := decompress(h.Codec, batch[BatchHeaderBytes:], recordsBytesMax)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	r := &varReader{b: body}
 	// Each record takes at least 7 bytes, so a count the body cannot hold is refused up front.
 	if int64(h.RecordCount) > int64(len(body)) {
-		return nil, corrupt("batch claims %d records in %d bytes", h.RecordCount, len(body))
+		return corrupt("batch claims %d records in %d bytes", h.RecordCount, len(body))
 	}
-	recs := make([]Record, 0, h.RecordCount)
+	onBatch(h)
 	for i := int64(0); i < int64(h.RecordCount); i++ {
 		length, ok := r.varint()
 		if !ok || length < 0 || length > int64(len(body)-r.pos) {
-			return nil, corrupt("record %d length is wrong", i)
+			return corrupt("record %d length is wrong", i)
 		}
 		end := r.pos + int(length)
 		rr := &varReader{b: body[:end], pos: r.pos}
 		if rr.pos >= end {
-			return nil, corrupt("record %d is empty", i)
+			return corrupt("record %d is empty", i)
 		}
 		rr.pos++ // attributes
 		tsDelta, ok1 := rr.varint()
 		offDelta, ok2 := rr.varint()
 		if !ok1 || !ok2 {
-			return nil, corrupt("record %d is cut off", i)
+			return corrupt("record %d is cut off", i)
 		}
 		if offDelta != i {
-			return nil, corrupt("record %d has offset delta %d", i, offDelta)
+			return corrupt("record %d has offset delta %d", i, offDelta)
 		}
 		key, _, ok3 := rr.varBytes()
 		value, _, ok4 := rr.varBytes()
 		nh, ok5 := rr.varint()
 		if !ok3 || !ok4 || !ok5 || nh < 0 || nh > int64(end-rr.pos) {
-			return nil, corrupt("record %d fields are wrong", i)
+			return corrupt("record %d fields are wrong", i)
 		}
 		var headers []Header
 		for k := int64(0); k < nh; k++ {
 			hk, null, ok := rr.varBytes()
 			if !ok || null {
-				return nil, corrupt("record %d header %d key is wrong", i, k)
+				return corrupt("record %d header %d key is wrong", i, k)
 			}
 			if !utf8.Valid(hk) {
-				return nil, corrupt("a header key is not valid UTF-8")
+				return corrupt("a header key is not valid UTF-8")
 			}
 			hv, _, ok := rr.varBytes()
 			if !ok {
-				return nil, corrupt("record %d header %d value is wrong", i, k)
+				return corrupt("record %d header %d value is wrong", i, k)
 			}
 			headers = append(headers, Header{Key: string(hk), Value: hv})
 		}
 		if rr.pos != end {
-			return nil, corrupt("record %d is %d bytes long but its fields take %d", i, length, int(length)-(end-rr.pos))
+			return corrupt("record %d is %d bytes long but its fields take %d", i, length, int(length)-(end-rr.pos))
 		}
 		r.pos = end
-		recs = append(recs, Record{Offset: h.BaseOffset + i, Timestamp: h.FirstTimestamp + tsDelta,
+		onRecord(Record{Offset: h.BaseOffset + i, Timestamp: h.FirstTimestamp + tsDelta,
 			Key: key, Value: value, Headers: headers})
 	}
 	if r.pos != len(body) {
-		return nil, corrupt("%d unexpected bytes after the batch's records", len(body)-r.pos)
+		return corrupt("%d unexpected bytes after the batch's records", len(body)-r.pos)
 	}
-	return recs, nil
+	return nil
 }
 
 // Murmur2 is Kafka's murmur2 hash (seed 0x9747b28c), so keys land on the partitions a Kafka client

@@ -215,7 +215,15 @@ func (s *Subscription) onDeliver(m Msg) {
 	first := m["firstOffset"].(int64)
 	redelivery := m["redelivery"].(int64) == 1
 	raw, _ := m["records"].([]byte)
-	batches, err := DecodeBatches(raw, 64<<20)
+	// The delivery's messages share one allocation, grown batch by batch: Next hands out
+	// pointers into it.
+	var msgs []ReceivedMessage
+	err := eachRecord(raw, 64<<20, func(h BatchHeader) {
+		msgs = slices.Grow(msgs, int(h.RecordCount))
+	}, func(r Record) {
+		msgs = append(msgs, ReceivedMessage{Topic: s.topic, Partition: s.cfg.Partition, Offset: r.Offset,
+			Timestamp: time.UnixMilli(r.Timestamp), Key: r.Key, Value: r.Value, Headers: r.Headers})
+	})
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	defer s.signal()
@@ -241,27 +249,17 @@ func (s *Subscription) onDeliver(m Msg) {
 		}
 		s.recvNext = min(s.recvNext, first)
 	}
-	records := 0
-	for _, b := range batches {
-		records += len(b.Records)
-	}
-	// One allocation holds every message of the delivery: Next hands out pointers into it.
-	msgs := make([]ReceivedMessage, 0, records)
-	for _, b := range batches {
-		for _, r := range b.Records {
-			if r.Offset < first || r.Offset < s.recvNext {
-				continue
-			}
-			s.recvNext = r.Offset + 1
-			msgs = append(msgs, ReceivedMessage{Topic: s.topic, Partition: s.cfg.Partition,
-				Offset: r.Offset, Timestamp: time.UnixMilli(r.Timestamp), Key: r.Key, Value: r.Value,
-				Headers: r.Headers, Redelivered: r.Offset <= s.handedOut})
-		}
-	}
-	n := len(msgs)
-	s.queue = slices.Grow(s.queue, n)
+	s.queue = slices.Grow(s.queue, len(msgs))
+	n := 0
 	for i := range msgs {
-		s.queue = append(s.queue, &msgs[i])
+		rm := &msgs[i]
+		if rm.Offset < first || rm.Offset < s.recvNext {
+			continue
+		}
+		s.recvNext = rm.Offset + 1
+		rm.Redelivered = rm.Offset <= s.handedOut
+		s.queue = append(s.queue, rm)
+		n++
 	}
 	s.credits = append(s.credits, delivered{left: n, bytes: len(raw)})
 	if n == 0 {

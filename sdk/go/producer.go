@@ -91,6 +91,17 @@ type Producer struct {
 	producerID int64
 	epoch      int64
 	idOnce     sync.Mutex
+	// bodies holds the buffers of stored uncompressed batches (*[]byte), for new batches.
+	bodies sync.Pool
+}
+
+// body returns a buffer of at least bytes for a batch, with the header's room taken.
+func (p *Producer) body(bytes int) []byte {
+	if b, ok := p.bodies.Get().(*[]byte); ok && cap(*b) >= bytes {
+		return (*b)[:BatchHeaderBytes]
+	}
+	// An eighth more, so batches of about the same size go on reusing it.
+	return make([]byte, BatchHeaderBytes, bytes+bytes/8)
 }
 
 type partKey struct {
@@ -237,7 +248,7 @@ func (q *partQueue) add(rec Record, size int, done func(Result, error)) {
 	}
 	if len(q.open.dones) == 0 {
 		if q.open.b.body == nil && q.lastBodyBytes > 0 {
-			q.open.b.body = make([]byte, BatchHeaderBytes, q.lastBodyBytes+recordBytesMax(rec))
+			q.open.b.body = q.p.body(q.lastBodyBytes + recordBytesMax(rec))
 		}
 		if cfg.Linger > 0 {
 			q.lingerUntil = time.Now().Add(cfg.Linger)
@@ -590,6 +601,13 @@ func (q *partQueue) complete(f *inflight, res result) {
 			off = base + int64(i)
 		}
 		done(Result{Topic: q.topic, Partition: q.partition, Offset: off}, nil)
+	}
+	if q.p.cfg.Codec == CodecNone {
+		// Uncompressed, the batch is the buffer its records were encoded into: stored, it is
+		// referenced nowhere else, and a later batch is encoded into it.
+		body := f.batch
+		f.batch = nil
+		q.p.bodies.Put(&body)
 	}
 }
 
