@@ -147,10 +147,13 @@ type partQueue struct {
 	// sending is set while the sender has taken a batch that is not yet in flight.
 	sending bool
 	// flushes counts the Flush calls waiting for this partition: its batches do not linger.
-	flushes  int
-	inflight []*inflight
-	sequence int32
-	closing  bool
+	flushes int
+	// answering is set while the batch just out of flight has its callbacks called: Flush waits
+	// for them too.
+	answering bool
+	inflight  []*inflight
+	sequence  int32
+	closing   bool
 	// recovering holds new batches back while closeGap renumbers the ones in flight.
 	recovering bool
 }
@@ -500,6 +503,7 @@ func (q *partQueue) completeLoop() {
 		backoff = 50 * time.Millisecond
 		q.mu.Lock()
 		q.inflight = q.inflight[1:]
+		q.answering = true
 		q.cond.Broadcast()
 		q.mu.Unlock()
 		if res.err != nil {
@@ -507,9 +511,13 @@ func (q *partQueue) completeLoop() {
 			if !q.p.cfg.NotIdempotent && refusedBeforeSequence(res.err) {
 				q.closeGap(len(f.dones))
 			}
-			continue
+		} else {
+			q.complete(f, res)
 		}
-		q.complete(f, res)
+		q.mu.Lock()
+		q.answering = false
+		q.cond.Broadcast()
+		q.mu.Unlock()
 	}
 }
 
@@ -626,7 +634,7 @@ func (p *Producer) Flush(ctx context.Context) error {
 			q.mu.Lock()
 			q.flushes++
 			q.cond.Broadcast()
-			for q.queued() || len(q.inflight) > 0 || q.recovering {
+			for q.queued() || len(q.inflight) > 0 || q.recovering || q.answering {
 				q.cond.Wait()
 			}
 			q.flushes--

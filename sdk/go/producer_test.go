@@ -3,6 +3,7 @@ package gregormq
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -175,5 +176,43 @@ func TestSendAsyncCopiesTheMessage(t *testing.T) {
 		if want := fmt.Sprintf("msg-%04d", i); string(m.Value) != want {
 			t.Fatalf("offset %d holds %q, want %q", m.Offset, m.Value, want)
 		}
+	}
+}
+
+// Flush returns once every callback of the messages queued before it has returned, the last
+// batch's included, not as soon as the broker has answered.
+func TestFlushWaitsForEveryCallback(t *testing.T) {
+	addr := startTestBroker(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cl, err := Dial(ctx, Config{Servers: []string{addr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if err := cl.CreateTopic(ctx, "callbacks", 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	p := cl.NewProducer(ProducerConfig{})
+	defer p.Close(ctx)
+	const count = 50
+	var answered atomic.Int32
+	for i := range count {
+		if err := p.SendAsync(ctx, "callbacks", Message{Value: []byte(fmt.Sprint(i))}, func(_ Result, err error) {
+			if err != nil {
+				t.Errorf("message %d: %v", i, err)
+			}
+			// A slow callback: Flush must wait for it.
+			time.Sleep(2 * time.Millisecond)
+			answered.Add(1)
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := answered.Load(); n != count {
+		t.Fatalf("Flush returned with %d of %d callbacks done", n, count)
 	}
 }
