@@ -71,22 +71,44 @@ func PlainBatch(c Codec) BatchOptions {
 
 // EncodeBatch encodes records as one batch. Timestamps are taken as given.
 func EncodeBatch(records []Record, o BatchOptions) ([]byte, error) {
-	if len(records) == 0 {
+	var b batchBuilder
+	for _, r := range records {
+		b.add(r)
+	}
+	return b.seal(o)
+}
+
+// batchBuilder encodes records into a batch's body one at a time, as a producer queues them, so a
+// message's bytes are copied once and nothing per message is kept until the batch is sent.
+type batchBuilder struct {
+	// body holds the header's room and the records encoded so far, uncompressed.
+	body    []byte
+	records int
+	firstTs int64
+	maxTs   int64
+}
+
+// add encodes one more record; timestamps are taken as given.
+func (b *batchBuilder) add(r Record) {
+	if b.records == 0 {
+		b.firstTs, b.maxTs = r.Timestamp, r.Timestamp
+		if b.body == nil {
+			b.body = make([]byte, BatchHeaderBytes, BatchHeaderBytes+64+recordBytesMax(r))
+		}
+	}
+	b.maxTs = max(b.maxTs, r.Timestamp)
+	b.body = appendRecord(b.body, r, r.Timestamp-b.firstTs, int64(b.records))
+	b.records++
+}
+
+// seal compresses the body if the codec asks and writes the header: the finished batch.
+func (b *batchBuilder) seal(o BatchOptions) ([]byte, error) {
+	if b.records == 0 {
 		return nil, &Error{Code: CodeInvalidRequest, Message: "a batch needs at least one record"}
 	}
-	first := records[0].Timestamp
-	maxTs := first
-	var body []byte
-	if o.Codec == CodecNone {
-		body = make([]byte, BatchHeaderBytes, BatchHeaderBytes+64+len(records)*32)
-	}
-	for i, r := range records {
-		maxTs = max(maxTs, r.Timestamp)
-		body = appendRecord(body, r, r.Timestamp-first, int64(i))
-	}
-	out := body
+	out := b.body
 	if o.Codec != CodecNone {
-		packed, err := compress(o.Codec, body)
+		packed, err := compress(o.Codec, b.body[BatchHeaderBytes:])
 		if err != nil {
 			return nil, err
 		}
@@ -99,15 +121,27 @@ func EncodeBatch(records []Record, o BatchOptions) ([]byte, error) {
 	be.PutUint32(out[12:], 0xffffffff) // partition leader epoch -1
 	out[16] = batchMagic
 	be.PutUint16(out[offAttributes:], uint16(o.Codec))
-	be.PutUint32(out[23:], uint32(len(records)-1))
-	be.PutUint64(out[27:], uint64(first))
-	be.PutUint64(out[35:], uint64(maxTs))
+	be.PutUint32(out[23:], uint32(b.records-1))
+	be.PutUint64(out[27:], uint64(b.firstTs))
+	be.PutUint64(out[35:], uint64(b.maxTs))
 	be.PutUint64(out[43:], uint64(o.ProducerID))
 	be.PutUint16(out[51:], uint16(o.ProducerEpoch))
 	be.PutUint32(out[53:], uint32(o.BaseSequence))
-	be.PutUint32(out[57:], uint32(len(records)))
+	be.PutUint32(out[57:], uint32(b.records))
 	be.PutUint32(out[offCRC:], CRC32C(out[offAttributes:]))
 	return out, nil
+}
+
+// varintBytesMax is the most bytes a zig-zag varint of an int64 takes.
+const varintBytesMax = binary.MaxVarintLen64
+
+// recordBytesMax bounds the bytes appendRecord writes for r, its length prefix included.
+func recordBytesMax(r Record) int {
+	n := 1 + 5*varintBytesMax + len(r.Key) + len(r.Value)
+	for _, h := range r.Headers {
+		n += 2*varintBytesMax + len(h.Key) + len(h.Value)
+	}
+	return varintBytesMax + n
 }
 
 func appendVarBytes(dst, b []byte) []byte {
@@ -117,20 +151,47 @@ func appendVarBytes(dst, b []byte) []byte {
 	return append(binary.AppendVarint(dst, int64(len(b))), b...)
 }
 
-func appendRecord(dst []byte, r Record, tsDelta, offDelta int64) []byte {
-	var rec []byte
-	rec = append(rec, 0)
-	rec = binary.AppendVarint(rec, tsDelta)
-	rec = binary.AppendVarint(rec, offDelta)
-	rec = appendVarBytes(rec, r.Key)
-	rec = appendVarBytes(rec, r.Value)
-	rec = binary.AppendVarint(rec, int64(len(r.Headers)))
-	for _, h := range r.Headers {
-		rec = appendVarBytes(rec, []byte(h.Key))
-		rec = appendVarBytes(rec, h.Value)
+func varBytesLen(b []byte) int {
+	if b == nil {
+		return 1
 	}
-	dst = binary.AppendVarint(dst, int64(len(rec)))
-	return append(dst, rec...)
+	return varintLen(int64(len(b))) + len(b)
+}
+
+// varintLen is how many bytes binary.AppendVarint writes for v.
+func varintLen(v int64) int {
+	u := uint64(v) << 1
+	if v < 0 {
+		u = ^u
+	}
+	n := 1
+	for u >= 0x80 {
+		u >>= 7
+		n++
+	}
+	return n
+}
+
+// appendRecord appends one record, its length first: the length is worked out before the fields
+// are written, so the record goes straight into dst with no buffer of its own.
+func appendRecord(dst []byte, r Record, tsDelta, offDelta int64) []byte {
+	length := 1 + varintLen(tsDelta) + varintLen(offDelta) + varBytesLen(r.Key) + varBytesLen(r.Value) +
+		varintLen(int64(len(r.Headers)))
+	for _, h := range r.Headers {
+		length += varintLen(int64(len(h.Key))) + len(h.Key) + varBytesLen(h.Value)
+	}
+	dst = binary.AppendVarint(dst, int64(length))
+	dst = append(dst, 0)
+	dst = binary.AppendVarint(dst, tsDelta)
+	dst = binary.AppendVarint(dst, offDelta)
+	dst = appendVarBytes(dst, r.Key)
+	dst = appendVarBytes(dst, r.Value)
+	dst = binary.AppendVarint(dst, int64(len(r.Headers)))
+	for _, h := range r.Headers {
+		dst = append(binary.AppendVarint(dst, int64(len(h.Key))), h.Key...)
+		dst = appendVarBytes(dst, h.Value)
+	}
+	return dst
 }
 
 // ReadBatchHeader decodes the header of the batch at the start of b, checking that its length fits b.
@@ -174,19 +235,34 @@ func ReadBatchHeader(b []byte) (BatchHeader, error) {
 // records section. Errors match ErrCorruptBatch.
 func DecodeBatches(b []byte, recordsBytesMax int) ([]Batch, error) {
 	var out []Batch
+	err := eachRecord(b, recordsBytesMax, func(h BatchHeader) {
+		out = append(out, Batch{h, make([]Record, 0, h.RecordCount)})
+	}, func(r Record) {
+		last := &out[len(out)-1]
+		last.Records = append(last.Records, r)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// eachRecord decodes batches back to back, checked as DecodeBatches checks them, with no slice of
+// its own: batch is called with each batch's header once its record count is known to fit the
+// batch, then record with each of its records. After an error, what was passed on is to be
+// dropped.
+func eachRecord(b []byte, recordsBytesMax int, batch func(BatchHeader), record func(Record)) error {
 	for len(b) > 0 {
 		h, err := ReadBatchHeader(b)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		recs, err := decodeRecords(b[:h.SizeBytes], h, recordsBytesMax)
-		if err != nil {
-			return nil, err
+		if err := decodeRecords(b[:h.SizeBytes], h, recordsBytesMax, batch, record); err != nil {
+			return err
 		}
-		out = append(out, Batch{h, recs})
 		b = b[h.SizeBytes:]
 	}
-	return out, nil
+	return nil
 }
 
 type varReader struct {
@@ -216,74 +292,74 @@ func (r *varReader) varBytes() ([]byte, bool, bool) {
 	return out, false, true
 }
 
-func decodeRecords(batch []byte, h BatchHeader, recordsBytesMax int) ([]Record, error) {
+func decodeRecords(batch []byte, h BatchHeader, recordsBytesMax int, onBatch func(BatchHeader), onRecord func(Record)) error {
 	if CRC32C(batch[offAttributes:]) != h.CRC {
-		return nil, corrupt("batch at offset %d failed its CRC-32C check", h.BaseOffset)
+		return corrupt("batch at offset %d failed its CRC-32C check", h.BaseOffset)
 	}
 	if h.RecordCount < 1 || h.LastOffsetDelta != h.RecordCount-1 {
-		return nil, corrupt("batch claims %d records with last offset delta %d", h.RecordCount, h.LastOffsetDelta)
+		return corrupt("batch claims %d records with last offset delta %d", h.RecordCount, h.LastOffsetDelta)
 	}
 	body, err := decompress(h.Codec, batch[BatchHeaderBytes:], recordsBytesMax)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	r := &varReader{b: body}
 	// Each record takes at least 7 bytes, so a count the body cannot hold is refused up front.
 	if int64(h.RecordCount) > int64(len(body)) {
-		return nil, corrupt("batch claims %d records in %d bytes", h.RecordCount, len(body))
+		return corrupt("batch claims %d records in %d bytes", h.RecordCount, len(body))
 	}
-	recs := make([]Record, 0, h.RecordCount)
+	onBatch(h)
 	for i := int64(0); i < int64(h.RecordCount); i++ {
 		length, ok := r.varint()
 		if !ok || length < 0 || length > int64(len(body)-r.pos) {
-			return nil, corrupt("record %d length is wrong", i)
+			return corrupt("record %d length is wrong", i)
 		}
 		end := r.pos + int(length)
 		rr := &varReader{b: body[:end], pos: r.pos}
 		if rr.pos >= end {
-			return nil, corrupt("record %d is empty", i)
+			return corrupt("record %d is empty", i)
 		}
 		rr.pos++ // attributes
 		tsDelta, ok1 := rr.varint()
 		offDelta, ok2 := rr.varint()
 		if !ok1 || !ok2 {
-			return nil, corrupt("record %d is cut off", i)
+			return corrupt("record %d is cut off", i)
 		}
 		if offDelta != i {
-			return nil, corrupt("record %d has offset delta %d", i, offDelta)
+			return corrupt("record %d has offset delta %d", i, offDelta)
 		}
 		key, _, ok3 := rr.varBytes()
 		value, _, ok4 := rr.varBytes()
 		nh, ok5 := rr.varint()
 		if !ok3 || !ok4 || !ok5 || nh < 0 || nh > int64(end-rr.pos) {
-			return nil, corrupt("record %d fields are wrong", i)
+			return corrupt("record %d fields are wrong", i)
 		}
 		var headers []Header
 		for k := int64(0); k < nh; k++ {
 			hk, null, ok := rr.varBytes()
 			if !ok || null {
-				return nil, corrupt("record %d header %d key is wrong", i, k)
+				return corrupt("record %d header %d key is wrong", i, k)
 			}
 			if !utf8.Valid(hk) {
-				return nil, corrupt("a header key is not valid UTF-8")
+				return corrupt("a header key is not valid UTF-8")
 			}
 			hv, _, ok := rr.varBytes()
 			if !ok {
-				return nil, corrupt("record %d header %d value is wrong", i, k)
+				return corrupt("record %d header %d value is wrong", i, k)
 			}
 			headers = append(headers, Header{Key: string(hk), Value: hv})
 		}
 		if rr.pos != end {
-			return nil, corrupt("record %d is %d bytes long but its fields take %d", i, length, int(length)-(end-rr.pos))
+			return corrupt("record %d is %d bytes long but its fields take %d", i, length, int(length)-(end-rr.pos))
 		}
 		r.pos = end
-		recs = append(recs, Record{Offset: h.BaseOffset + i, Timestamp: h.FirstTimestamp + tsDelta,
+		onRecord(Record{Offset: h.BaseOffset + i, Timestamp: h.FirstTimestamp + tsDelta,
 			Key: key, Value: value, Headers: headers})
 	}
 	if r.pos != len(body) {
-		return nil, corrupt("%d unexpected bytes after the batch's records", len(body)-r.pos)
+		return corrupt("%d unexpected bytes after the batch's records", len(body)-r.pos)
 	}
-	return recs, nil
+	return nil
 }
 
 // Murmur2 is Kafka's murmur2 hash (seed 0x9747b28c), so keys land on the partitions a Kafka client

@@ -10,6 +10,15 @@ import (
 	"time"
 )
 
+// Frames wait for the connection's writer in one buffer: a sender waits while writeQueueBytesMax
+// bytes are waiting, and the writer keeps a written buffer for reuse while it is at most
+// writeBufferBytesKeptMax, so a default producer's batches (256 KiB) reuse it and a rare bigger
+// frame does not pin its memory for the connection's life.
+const (
+	writeQueueBytesMax      = 4 << 20
+	writeBufferBytesKeptMax = 1 << 20
+)
+
 // result is the answer to one request: a response payload or an error.
 type result struct {
 	payload []byte
@@ -17,14 +26,21 @@ type result struct {
 }
 
 // conn is one handshaken connection to a broker. A reader goroutine matches responses to requests
-// by correlation id and hands DELIVER pushes to the subscription they name.
+// by correlation id and hands DELIVER pushes to the subscription they name; a writer goroutine
+// writes the frames send queues, so a sender holding a lock (a producer's partition) is not held
+// up by the socket, and frames queued together leave in one write.
 type conn struct {
 	nc              net.Conn
 	addr            string
 	payloadBytesMax int
 
-	wmu sync.Mutex // serialises writes, so frames never interleave
-	bw  *bufio.Writer
+	wmu sync.Mutex
+	// out holds the frames queued for the writer, back to back in the order queued.
+	out []byte
+	// wcond wakes the writer when out has frames or the connection closes, and senders waiting
+	// for out to go under writeQueueBytesMax.
+	wcond   *sync.Cond
+	wclosed bool
 
 	mu      sync.Mutex
 	nextID  uint32
@@ -41,9 +57,10 @@ func dialConn(ctx context.Context, addr string, cfg *Config) (*conn, error) {
 		return nil, err
 	}
 	c := &conn{nc: nc, addr: addr, payloadBytesMax: FramePayloadBytesMaxDefault,
-		bw: bufio.NewWriterSize(nc, 64*1024), pending: map[uint32]chan result{},
-		subs: map[uint32]*Subscription{}, done: make(chan struct{})}
+		pending: map[uint32]chan result{}, subs: map[uint32]*Subscription{}, done: make(chan struct{})}
+	c.wcond = sync.NewCond(&c.wmu)
 	go c.readLoop()
+	go c.writeLoop()
 	hello := Msg{"versionMin": 1, "versionMax": 1, "clientId": cfg.ClientID, "credential": cfg.Credential}
 	resp, err := c.request(ctx, OpHello, hello)
 	if err != nil {
@@ -125,6 +142,11 @@ func (c *conn) close(err error) {
 	}
 	c.mu.Unlock()
 	c.nc.Close()
+	c.wmu.Lock()
+	c.wclosed = true
+	c.out = nil
+	c.wcond.Broadcast()
+	c.wmu.Unlock()
 	close(c.done)
 	for _, ch := range pending {
 		ch <- result{err: err}
@@ -140,22 +162,61 @@ func (c *conn) closed() error {
 	return c.err
 }
 
-// send writes one request and returns the channel its answer arrives on (nil for a one-way
-// opcode, whose only possible answer is an error the broker reports on the connection).
+// writeLoop writes the queued frames until the connection closes; a failed write closes it.
+func (c *conn) writeLoop() {
+	var spare []byte
+	for {
+		c.wmu.Lock()
+		for len(c.out) == 0 && !c.wclosed {
+			c.wcond.Wait()
+		}
+		if c.wclosed {
+			c.wmu.Unlock()
+			return
+		}
+		buf := c.out
+		c.out = spare[:0]
+		c.wcond.Broadcast()
+		c.wmu.Unlock()
+		if _, err := c.nc.Write(buf); err != nil {
+			c.close(fmt.Errorf("%w: %s: %v", ErrConnectionLost, c.addr, err))
+			return
+		}
+		spare = nil
+		if cap(buf) <= writeBufferBytesKeptMax {
+			spare = buf
+		}
+	}
+}
+
+// send queues one request for the writer and returns the channel its answer arrives on (nil for a
+// one-way opcode, whose only possible answer is an error the broker reports on the connection).
+// Requests leave in the order send is called.
 func (c *conn) send(op uint16, m Msg, oneWay bool) (uint32, chan result, error) {
 	s := OpSchemas[OpNames[op]][0]
-	frame, err := AppendPayload(make([]byte, HeaderBytes, 256), s, m)
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	for len(c.out) >= writeQueueBytesMax && !c.wclosed {
+		c.wcond.Wait()
+	}
+	start := len(c.out)
+	var header [HeaderBytes]byte
+	out, err := AppendPayload(append(c.out, header[:]...), s, m)
 	if err != nil {
+		c.out = c.out[:start]
 		return 0, nil, err
 	}
+	frame := out[start:]
 	c.mu.Lock()
 	if c.err != nil {
 		err := c.err
 		c.mu.Unlock()
+		c.out = out[:start]
 		return 0, nil, err
 	}
 	if len(frame)-HeaderBytes > c.payloadBytesMax {
 		c.mu.Unlock()
+		c.out = out[:start]
 		return 0, nil, &Error{Code: CodeFrameTooLarge, Message: fmt.Sprintf(
 			"a payload of %d bytes is over the broker's limit of %d", len(frame)-HeaderBytes, c.payloadBytesMax)}
 	}
@@ -171,15 +232,8 @@ func (c *conn) send(op uint16, m Msg, oneWay bool) (uint32, chan result, error) 
 	}
 	c.mu.Unlock()
 	putHeader(frame, op, id, 0, len(frame)-HeaderBytes)
-	c.wmu.Lock()
-	_, err = c.bw.Write(frame)
-	if err == nil {
-		err = c.bw.Flush()
-	}
-	c.wmu.Unlock()
-	if err != nil {
-		c.close(fmt.Errorf("%w: %s: %v", ErrConnectionLost, c.addr, err))
-	}
+	c.out = out
+	c.wcond.Broadcast()
 	return id, ch, nil
 }
 

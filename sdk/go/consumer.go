@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 )
@@ -78,7 +79,7 @@ type Subscription struct {
 
 	mu        sync.Mutex
 	c         *conn
-	queue     []ReceivedMessage
+	queue     []*ReceivedMessage
 	credits   []delivered // per delivery: how many messages of it are still queued, and its bytes
 	owedMsgs  int
 	owedB     int
@@ -214,7 +215,15 @@ func (s *Subscription) onDeliver(m Msg) {
 	first := m["firstOffset"].(int64)
 	redelivery := m["redelivery"].(int64) == 1
 	raw, _ := m["records"].([]byte)
-	batches, err := DecodeBatches(raw, 64<<20)
+	// The delivery's messages share one allocation, grown batch by batch: Next hands out
+	// pointers into it.
+	var msgs []ReceivedMessage
+	err := eachRecord(raw, 64<<20, func(h BatchHeader) {
+		msgs = slices.Grow(msgs, int(h.RecordCount))
+	}, func(r Record) {
+		msgs = append(msgs, ReceivedMessage{Topic: s.topic, Partition: s.cfg.Partition, Offset: r.Offset,
+			Timestamp: time.UnixMilli(r.Timestamp), Key: r.Key, Value: r.Value, Headers: r.Headers})
+	})
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	defer s.signal()
@@ -233,24 +242,24 @@ func (s *Subscription) onDeliver(m Msg) {
 				s.owedMsgs++
 			}
 		}
+		clear(s.queue[len(keep):])
 		s.queue = keep
 		for i := range s.credits {
 			s.credits[i].left = 0
 		}
 		s.recvNext = min(s.recvNext, first)
 	}
+	s.queue = slices.Grow(s.queue, len(msgs))
 	n := 0
-	for _, b := range batches {
-		for _, r := range b.Records {
-			if r.Offset < first || r.Offset < s.recvNext {
-				continue
-			}
-			s.recvNext = r.Offset + 1
-			s.queue = append(s.queue, ReceivedMessage{Topic: s.topic, Partition: s.cfg.Partition,
-				Offset: r.Offset, Timestamp: time.UnixMilli(r.Timestamp), Key: r.Key, Value: r.Value,
-				Headers: r.Headers, Redelivered: r.Offset <= s.handedOut})
-			n++
+	for i := range msgs {
+		rm := &msgs[i]
+		if rm.Offset < first || rm.Offset < s.recvNext {
+			continue
 		}
+		s.recvNext = rm.Offset + 1
+		rm.Redelivered = rm.Offset <= s.handedOut
+		s.queue = append(s.queue, rm)
+		n++
 	}
 	s.credits = append(s.credits, delivered{left: n, bytes: len(raw)})
 	if n == 0 {
@@ -291,6 +300,7 @@ func (s *Subscription) Next(ctx context.Context) (*ReceivedMessage, error) {
 		}
 		if len(s.queue) > 0 {
 			m := s.queue[0]
+			s.queue[0] = nil
 			s.queue = s.queue[1:]
 			s.next = m.Offset + 1
 			s.handedOut = max(s.handedOut, m.Offset)
@@ -303,7 +313,7 @@ func (s *Subscription) Next(ctx context.Context) (*ReceivedMessage, error) {
 			}
 			s.payBack()
 			s.mu.Unlock()
-			return &m, nil
+			return m, nil
 		}
 		lost := s.lostErr
 		s.mu.Unlock()

@@ -84,23 +84,41 @@ type Producer struct {
 	cfg ProducerConfig
 
 	mu         sync.Mutex
-	parts      map[string]*partQueue // by "topic\x00partition"
+	parts      map[partKey]*partQueue
 	sticky     map[string]int
 	closed     bool
 	wg         sync.WaitGroup
 	producerID int64
 	epoch      int64
 	idOnce     sync.Mutex
+	// bodies holds the buffers of stored uncompressed batches (*[]byte), for new batches.
+	bodies sync.Pool
 }
 
-type pendingMsg struct {
-	rec  Record
-	size int
-	done func(Result, error)
+// body returns a buffer of at least bytes for a batch, with the header's room taken.
+func (p *Producer) body(bytes int) []byte {
+	if b, ok := p.bodies.Get().(*[]byte); ok && cap(*b) >= bytes {
+		return (*b)[:BatchHeaderBytes]
+	}
+	// An eighth more, so batches of about the same size go on reusing it.
+	return make([]byte, BatchHeaderBytes, bytes+bytes/8)
+}
+
+type partKey struct {
+	topic     string
+	partition int
+}
+
+// openBatch is the batch a partition's messages join until it is full or has lingered enough.
+type openBatch struct {
+	b     batchBuilder
+	dones []func(Result, error)
+	// bytes is the estimate of the records' size that BatchBytesMax bounds.
+	bytes int
 }
 
 type inflight struct {
-	msgs    []pendingMsg
+	dones   []func(Result, error)
 	batch   []byte
 	ch      chan result
 	first   time.Time
@@ -114,12 +132,28 @@ type partQueue struct {
 	topic     string
 	partition int
 
-	mu       sync.Mutex
-	cond     *sync.Cond
-	queue    []pendingMsg
-	inflight []*inflight
-	sequence int32
-	closing  bool
+	mu   sync.Mutex
+	cond *sync.Cond
+	// open takes new messages; full batches wait in ready for room in flight, oldest first.
+	open  openBatch
+	ready []openBatch
+	// lingerUntil is when the open batch is sent even if not full; lingerTimer wakes the sender
+	// then.
+	lingerUntil time.Time
+	lingerTimer *time.Timer
+	// lastBodyBytes sizes the next batch's buffer, so a batch of the same size is encoded with no
+	// copying as it grows.
+	lastBodyBytes int
+	// sending is set while the sender has taken a batch that is not yet in flight.
+	sending bool
+	// flushes counts the Flush calls waiting for this partition: its batches do not linger.
+	flushes int
+	// answering is set while the batch just out of flight has its callbacks called: Flush waits
+	// for them too.
+	answering bool
+	inflight  []*inflight
+	sequence  int32
+	closing   bool
 	// recovering holds new batches back while closeGap renumbers the ones in flight.
 	recovering bool
 }
@@ -138,7 +172,7 @@ func (cl *Client) NewProducer(cfg ProducerConfig) *Producer {
 	if cfg.Acks == AcksNone {
 		cfg.NotIdempotent = true
 	}
-	p := &Producer{cl: cl, cfg: cfg, parts: map[string]*partQueue{}, sticky: map[string]int{}, producerID: -1}
+	p := &Producer{cl: cl, cfg: cfg, parts: map[partKey]*partQueue{}, sticky: map[string]int{}, producerID: -1}
 	cl.mu.Lock()
 	cl.prods[p] = struct{}{}
 	cl.mu.Unlock()
@@ -164,9 +198,10 @@ func (p *Producer) Send(ctx context.Context, topic string, m Message) (Result, e
 }
 
 // SendAsync queues one message; done is called once, from another goroutine, with where it was
-// stored or why it was not. Messages to one partition are stored in the order queued. It returns
-// an error only if the message cannot be queued (no partition count for the topic, a closed
-// producer).
+// stored or why it was not. Messages to one partition are stored in the order queued. The message
+// is copied into its batch before SendAsync returns, so its Key, Value and Headers may be reused at
+// once. It returns an error only if the message cannot be queued (no partition count for the
+// topic, a closed producer).
 func (p *Producer) SendAsync(ctx context.Context, topic string, m Message, done func(Result, error)) error {
 	partition, err := p.partitionFor(ctx, topic, m)
 	if err != nil {
@@ -186,22 +221,79 @@ func (p *Producer) SendAsync(ctx context.Context, topic string, m Message, done 
 		p.mu.Unlock()
 		return ErrClosed
 	}
-	key := fmt.Sprintf("%s\x00%d", topic, partition)
+	key := partKey{topic, partition}
 	q := p.parts[key]
 	if q == nil {
 		q = &partQueue{p: p, topic: topic, partition: partition}
 		q.cond = sync.NewCond(&q.mu)
+		if p.cfg.Linger > 0 {
+			q.lingerTimer = time.AfterFunc(p.cfg.Linger, q.wake)
+		}
 		p.parts[key] = q
 		p.wg.Add(2)
 		go q.sendLoop()
 		go q.completeLoop()
 	}
 	p.mu.Unlock()
+	q.add(rec, size, done)
+	return nil
+}
+
+// add encodes a message into the open batch, first closing that batch if the message would take
+// it over BatchBytesMax. The sender is woken only when there is something new for it to do: a
+// batch became full, or (without linger) the open batch got its first message.
+func (q *partQueue) add(rec Record, size int, done func(Result, error)) {
+	cfg := &q.p.cfg
 	q.mu.Lock()
-	q.queue = append(q.queue, pendingMsg{rec: rec, size: size, done: done})
+	defer q.mu.Unlock()
+	if len(q.open.dones) > 0 && q.open.bytes+size > cfg.BatchBytesMax {
+		q.closeOpen()
+	}
+	if len(q.open.dones) == 0 {
+		if q.open.b.body == nil && q.lastBodyBytes > 0 {
+			q.open.b.body = q.p.body(q.lastBodyBytes + recordBytesMax(rec))
+		}
+		if cfg.Linger > 0 {
+			q.lingerUntil = time.Now().Add(cfg.Linger)
+			q.lingerTimer.Reset(cfg.Linger)
+		} else {
+			q.cond.Broadcast()
+		}
+	}
+	q.open.b.add(rec)
+	q.open.dones = append(q.open.dones, done)
+	q.open.bytes += size
+	if len(q.open.dones) >= cfg.BatchRecordsMax {
+		q.closeOpen()
+	}
+}
+
+// closeOpen moves the open batch to the ready ones and wakes the sender; q.mu held.
+func (q *partQueue) closeOpen() {
+	q.ready = append(q.ready, q.takeOpen())
+	q.cond.Broadcast()
+}
+
+// takeOpen returns the open batch and opens an empty one; q.mu held.
+func (q *partQueue) takeOpen() openBatch {
+	b := q.open
+	q.lastBodyBytes = len(b.b.body)
+	q.open = openBatch{dones: make([]func(Result, error), 0, len(b.dones))}
+	return b
+}
+
+// wake is the linger timer's callback: the sender looks at the open batch again. A timer that
+// fires late, for a batch already sent, finds the next one's lingerUntil ahead and changes nothing.
+func (q *partQueue) wake() {
+	q.mu.Lock()
 	q.cond.Broadcast()
 	q.mu.Unlock()
-	return nil
+}
+
+// queued reports whether messages wait to be sent, or are between the queue and the batches in
+// flight; q.mu held.
+func (q *partQueue) queued() bool {
+	return len(q.ready) > 0 || len(q.open.dones) > 0 || q.sending
 }
 
 func (p *Producer) partitionFor(ctx context.Context, topic string, m Message) (int, error) {
@@ -256,45 +348,48 @@ func (p *Producer) ids(ctx context.Context) (int64, int16, error) {
 
 func (q *partQueue) sendLoop() {
 	defer q.p.wg.Done()
-	cfg := &q.p.cfg
 	for {
 		q.mu.Lock()
-		for len(q.queue) == 0 && !q.closing || len(q.inflight) >= BatchesInFlightPerPartitionMax {
+		var next openBatch
+		for {
+			if !q.queued() && q.closing {
+				q.mu.Unlock()
+				if q.lingerTimer != nil {
+					q.lingerTimer.Stop()
+				}
+				return
+			}
+			if len(q.inflight) < BatchesInFlightPerPartitionMax {
+				if len(q.ready) > 0 {
+					next = q.ready[0]
+					q.ready[0] = openBatch{}
+					q.ready = q.ready[1:]
+					q.sending = true
+					break
+				}
+				if len(q.open.dones) > 0 && (q.p.cfg.Linger <= 0 || q.closing || q.flushes > 0 ||
+					!time.Now().Before(q.lingerUntil)) {
+					next = q.takeOpen()
+					q.sending = true
+					break
+				}
+			}
 			q.cond.Wait()
 		}
-		if len(q.queue) == 0 && q.closing {
-			q.mu.Unlock()
-			return
-		}
-		if cfg.Linger > 0 && len(q.queue) < cfg.BatchRecordsMax && !q.closing {
-			q.mu.Unlock()
-			time.Sleep(cfg.Linger)
-			q.mu.Lock()
-		}
-		n, bytes := 0, 0
-		for n < len(q.queue) && n < cfg.BatchRecordsMax && (n == 0 || bytes+q.queue[n].size <= cfg.BatchBytesMax) {
-			bytes += q.queue[n].size
-			n++
-		}
-		msgs := append([]pendingMsg(nil), q.queue[:n]...)
-		q.queue = q.queue[n:]
 		q.mu.Unlock()
-		q.sendBatch(msgs)
+		q.sendBatch(next)
 	}
 }
 
-func fail(msgs []pendingMsg, err error) {
-	for _, m := range msgs {
-		m.done(Result{}, err)
+func fail(dones []func(Result, error), err error) {
+	for _, done := range dones {
+		done(Result{}, err)
 	}
 }
 
-func (q *partQueue) sendBatch(msgs []pendingMsg) {
+func (q *partQueue) sendBatch(next openBatch) {
 	cfg := &q.p.cfg
-	recs := make([]Record, len(msgs))
-	for i, m := range msgs {
-		recs[i] = m.rec
-	}
+	msgs := next.dones
 	opts := PlainBatch(cfg.Codec)
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.DeliveryTimeout)
 	defer cancel()
@@ -302,6 +397,7 @@ func (q *partQueue) sendBatch(msgs []pendingMsg) {
 		id, epoch, err := q.p.ids(ctx)
 		if err != nil {
 			fail(msgs, fmt.Errorf("gregormq: cannot get a producer id: %w", err))
+			q.sent()
 			return
 		}
 		opts.ProducerID, opts.ProducerEpoch = id, epoch
@@ -315,21 +411,31 @@ func (q *partQueue) sendBatch(msgs []pendingMsg) {
 	if !cfg.NotIdempotent {
 		opts.BaseSequence = q.sequence
 	}
-	batch, err := EncodeBatch(recs, opts)
+	batch, err := next.b.seal(opts)
 	if err != nil {
 		q.mu.Unlock()
 		fail(msgs, err)
+		q.sent()
 		return
 	}
 	if !cfg.NotIdempotent {
 		q.sequence = addSequence(q.sequence, len(msgs))
 	}
-	f := &inflight{msgs: msgs, batch: batch, first: time.Now(), oneWay: cfg.Acks == AcksNone}
+	f := &inflight{dones: msgs, batch: batch, first: time.Now(), oneWay: cfg.Acks == AcksNone}
 	q.transmit(ctx, f)
 	q.inflight = append(q.inflight, f)
+	q.sending = false
 	q.cond.Broadcast()
 	q.mu.Unlock()
 	q.p.batchSent(q.topic)
+}
+
+// sent records that the batch the sender took has its answer, so Flush stops waiting for it.
+func (q *partQueue) sent() {
+	q.mu.Lock()
+	q.sending = false
+	q.cond.Broadcast()
+	q.mu.Unlock()
 }
 
 // addSequence adds n to a batch sequence number, which wraps from 2^31-1 to 0 (§8.1).
@@ -365,7 +471,7 @@ func (q *partQueue) completeLoop() {
 	backoff := 50 * time.Millisecond
 	for {
 		q.mu.Lock()
-		for len(q.inflight) == 0 && !(q.closing && len(q.queue) == 0) {
+		for len(q.inflight) == 0 && !(q.closing && !q.queued()) {
 			q.cond.Wait()
 		}
 		if len(q.inflight) == 0 {
@@ -397,16 +503,21 @@ func (q *partQueue) completeLoop() {
 		backoff = 50 * time.Millisecond
 		q.mu.Lock()
 		q.inflight = q.inflight[1:]
+		q.answering = true
 		q.cond.Broadcast()
 		q.mu.Unlock()
 		if res.err != nil {
-			fail(f.msgs, res.err)
+			fail(f.dones, res.err)
 			if !q.p.cfg.NotIdempotent && refusedBeforeSequence(res.err) {
-				q.closeGap(len(f.msgs))
+				q.closeGap(len(f.dones))
 			}
-			continue
+		} else {
+			q.complete(f, res)
 		}
-		q.complete(f, res)
+		q.mu.Lock()
+		q.answering = false
+		q.cond.Broadcast()
+		q.mu.Unlock()
 	}
 }
 
@@ -453,19 +564,19 @@ func (q *partQueue) closeGap(n int) {
 		case res.err == nil:
 			q.complete(g, res)
 		case refusedBeforeSequence(res.err):
-			fail(g.msgs, res.err)
-			shift += len(g.msgs)
+			fail(g.dones, res.err)
+			shift += len(g.dones)
 		case retriable(res.err) && time.Since(g.first) < q.p.cfg.DeliveryTimeout:
 			h, err := ReadBatchHeader(g.batch)
 			if err != nil {
-				fail(g.msgs, err)
+				fail(g.dones, err)
 				continue
 			}
 			binary.BigEndian.PutUint32(g.batch[53:], uint32(addSequence(h.BaseSequence, -shift)))
 			binary.BigEndian.PutUint32(g.batch[offCRC:], CRC32C(g.batch[offAttributes:]))
 			kept = append(kept, g)
 		default:
-			fail(g.msgs, res.err)
+			fail(g.dones, res.err)
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), q.p.cfg.DeliveryTimeout)
@@ -487,21 +598,29 @@ func (q *partQueue) complete(f *inflight, res result) {
 	if !f.oneWay {
 		m, err := DecodePayload(OpSchemas["PRODUCE"][1], res.payload)
 		if err != nil {
-			fail(f.msgs, err)
+			fail(f.dones, err)
 			return
 		}
 		base = m["baseOffset"].(int64)
 	}
-	for i, m := range f.msgs {
+	for i, done := range f.dones {
 		off := base
 		if base >= 0 {
 			off = base + int64(i)
 		}
-		m.done(Result{Topic: q.topic, Partition: q.partition, Offset: off}, nil)
+		done(Result{Topic: q.topic, Partition: q.partition, Offset: off}, nil)
+	}
+	if q.p.cfg.Codec == CodecNone {
+		// Uncompressed, the batch is the buffer its records were encoded into: stored, it is
+		// referenced nowhere else, and a later batch is encoded into it.
+		body := f.batch
+		f.batch = nil
+		q.p.bodies.Put(&body)
 	}
 }
 
-// Flush waits until every message queued so far has its answer.
+// Flush sends the batches still lingering at once and waits until every message queued so far has
+// its answer.
 func (p *Producer) Flush(ctx context.Context) error {
 	p.mu.Lock()
 	qs := make([]*partQueue, 0, len(p.parts))
@@ -509,23 +628,30 @@ func (p *Producer) Flush(ctx context.Context) error {
 		qs = append(qs, q)
 	}
 	p.mu.Unlock()
+	var wg sync.WaitGroup
 	for _, q := range qs {
-		done := make(chan struct{})
-		go func() {
+		wg.Go(func() {
 			q.mu.Lock()
-			for len(q.queue) > 0 || len(q.inflight) > 0 || q.recovering {
+			q.flushes++
+			q.cond.Broadcast()
+			for q.queued() || len(q.inflight) > 0 || q.recovering || q.answering {
 				q.cond.Wait()
 			}
+			q.flushes--
 			q.mu.Unlock()
-			close(done)
-		}()
-		select {
-		case <-done:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+		})
 	}
-	return nil
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // Close sends what is queued, waits for the answers and stops the producer.

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log"
 	"os"
+	"runtime/pprof"
 	"time"
 
 	gregormq "gregormq.dev/sdk/go"
@@ -22,7 +23,19 @@ func main() {
 	size := flag.Int("size", 100, "payload bytes per message")
 	window := flag.Int("window", 10_000, "unconfirmed messages at most")
 	linger := flag.Duration("linger", 2*time.Millisecond, "how long a batch waits to fill")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of both scenarios to this file (for go tool pprof)")
+	memProfile := flag.String("memprofile", "", "write a profile of the allocations of both scenarios to this file")
 	flag.Parse()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			log.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			log.Fatal(err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	client, err := gregormq.Dial(ctx, gregormq.Config{Servers: []string{*server}, ClientID: "gregormq-bench"})
@@ -33,6 +46,9 @@ func main() {
 	value := make([]byte, *size)
 	for i := range value {
 		value[i] = byte('a' + i%26)
+	}
+	if *memProfile != "" {
+		defer writeAllocs(*memProfile)
 	}
 	enc := json.NewEncoder(os.Stdout)
 	for _, scenario := range []string{"produce", "produce-consume"} {
@@ -113,4 +129,16 @@ func run(ctx context.Context, client *gregormq.Client, topic string, consume boo
 		}
 	}
 	return time.Since(start), nil
+}
+
+// writeAllocs writes the allocation profile to path.
+func writeAllocs(path string) {
+	f, err := os.Create(path)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer f.Close()
+	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+		log.Fatal(err)
+	}
 }
