@@ -410,7 +410,13 @@ export class Consumer implements AsyncIterable<ReceivedMessage>, PushListener {
       if (this.#closed) return null;
       if (this.#queueHead < this.#queue.length) {
         const m = this.#queue[this.#queueHead++]!;
-        if (this.#queueHead > 1024 && this.#queueHead * 2 > this.#queue.length) {
+        // A message handed out is the application's: the queue lets go of it at once. Kept until
+        // 1,024 had gone by, each pinned its whole read buffer, and a process with 10,000
+        // subscriptions spent a third of its time in the garbage collector.
+        if (this.#queueHead === this.#queue.length) {
+          this.#queue.length = 0;
+          this.#queueHead = 0;
+        } else if (this.#queueHead > 1024 && this.#queueHead * 2 > this.#queue.length) {
           this.#queue.splice(0, this.#queueHead);
           this.#queueHead = 0;
         }
