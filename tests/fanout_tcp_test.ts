@@ -108,7 +108,7 @@ for (const persistence of ["disk", "memory"]) {
   );
 }
 
-Deno.test("a consumer keeps no message it has handed out", async () => {
+Deno.test("a consumer that has handed out every message it received holds none of them", async () => {
   setFlagsFromString("--expose-gc");
   const gc = runInNewContext("gc") as () => void;
   await withBroker(async (node) => {
