@@ -2,7 +2,7 @@
 // credit as the application consumes (so its buffer is bounded), acknowledges cumulatively, skips
 // what it already saw, and resubscribes after a reconnect from its last acknowledged offset.
 
-import { batchCodec, readBatchHeader, type RecordHeader, visitBatch } from "../protocol/batch.ts";
+import { anyBatchCompressed, type RecordHeader, visitBatch } from "../protocol/batch.ts";
 import { codecsLoaded, loadCodecs } from "../protocol/codecs.ts";
 import { ErrorCode, GregorError } from "../protocol/errors.ts";
 import { type DeliverPush, Start, type SubscribeResponse } from "../protocol/messages.ts";
@@ -132,18 +132,6 @@ class Received implements ReceivedMessage {
   }
 }
 
-/** True if a batch in `records` is compressed (a malformed push is left for decoding to refuse). */
-function compressed(records: Uint8Array): boolean {
-  try {
-    for (let off = 0; off < records.length; off += readBatchHeader(records, off).sizeBytes) {
-      if (batchCodec(records.subarray(off)) !== 0) return true;
-    }
-  } catch {
-    return false;
-  }
-  return false;
-}
-
 function headerRecord(headers: readonly RecordHeader[]): Record<string, Uint8Array | null> {
   const out: Record<string, Uint8Array | null> = {};
   for (const h of headers) out[h.key] = h.value;
@@ -270,7 +258,7 @@ export class Consumer implements AsyncIterable<ReceivedMessage>, PushListener {
 
   onDeliver(push: DeliverPush): void {
     if (this.#closed || push.records === null) return;
-    if (this.#awaitingCodecs.length > 0 || (!codecsLoaded() && compressed(push.records))) {
+    if (this.#awaitingCodecs.length > 0 || (!codecsLoaded() && anyBatchCompressed(push.records))) {
       // The codec libraries load on the first compressed batch; pushes wait for them in order
       // (at most the credit window's worth).
       this.#awaitingCodecs.push(push);
@@ -395,9 +383,8 @@ export class Consumer implements AsyncIterable<ReceivedMessage>, PushListener {
     const offset = this.#ackToSend;
     if (offset <= this.#acked || this.#closed) return;
     this.#acked = offset;
-    this.#conn.send("ACK", { subscriptionId: this.#id, offset }).catch(() => {
-      // Lost with the connection; the resubscription resumes from the last ack that got through.
-    });
+    // Lost with the connection, the resubscription resumes from the last ack that got through.
+    this.#conn.post("ACK", { subscriptionId: this.#id, offset });
   }
 
   /**
@@ -446,9 +433,8 @@ export class Consumer implements AsyncIterable<ReceivedMessage>, PushListener {
       const grantBytes = Math.ceil(this.#consumedBytes);
       this.#consumedMessages = 0;
       this.#consumedBytes = 0;
-      this.#conn.send("CREDIT", { subscriptionId: this.#id, messages, bytes: grantBytes }).catch(
-        () => {},
-      );
+      // Lost with the connection, the resubscription grants a whole window again.
+      this.#conn.post("CREDIT", { subscriptionId: this.#id, messages, bytes: grantBytes });
     }
   }
 
