@@ -80,11 +80,13 @@ const READ_BYTES_MAX = 64 * 1024;
 /** Bytes of a DELIVER payload before its records: subscription id, first offset, flag, length. */
 const DELIVER_FIELDS_BYTES = 17;
 /**
- * Bytes of the buffer small deliveries are packed into, back to back, until the next write: one
- * allocation per write instead of one per delivery. A push with more records than fit (with its
- * header) goes out as its own buffer.
+ * Small deliveries are packed back to back into one buffer until the next write: one allocation
+ * per write instead of one per delivery. A push with more records than the most a buffer holds
+ * goes out as its own buffer. A buffer holds twice what the last one was used for, within these
+ * bounds, so a connection sent one message at a time does not pay for a big one each time.
  */
-const STAGED_BYTES = 16 * 1024;
+const STAGED_BYTES_MIN = 512;
+const STAGED_BYTES_MAX = 16 * 1024;
 /** Time a closing connection gets to send what is queued (a fatal error) before it is cut. */
 const CLOSE_FLUSH_MS = 1000;
 /** Requests that need no response unless they fail. */
@@ -116,12 +118,14 @@ export class Connection implements DeliverySink, RequestContext {
   #outbound: Uint8Array[] = [];
   #outboundBytes = 0;
   #writing = false;
-  /** Where small deliveries are packed (see STAGED_BYTES); null between bursts of writes. */
+  /** Where small deliveries are packed (see STAGED_BYTES_MAX); null between bursts of writes. */
   #staged: Uint8Array | null = null;
   #stagedView: DataView | null = null;
   /** The packed bytes from `#stagedFrom` to `#stagedAt` are not in `#outbound` yet. */
   #stagedFrom = 0;
   #stagedAt = 0;
+  /** Bytes packed since the last buffer was made: what the next one is sized by. */
+  #stagedUsed = 0;
   /** The frame header of the last packed DELIVER, for a payload of `#deliverHeaderPayload`. */
   readonly #deliverHeader = new Uint8Array(HEADER_BYTES);
   #deliverHeaderPayload = -1;
@@ -615,7 +619,7 @@ export class Connection implements DeliverySink, RequestContext {
       this.#send(frame);
       return;
     }
-    const packed = prefix + records.length <= STAGED_BYTES;
+    const packed = prefix + records.length <= STAGED_BYTES_MAX;
     const at = this.#stage(packed ? prefix + records.length : prefix);
     const staged = this.#staged as Uint8Array;
     if (this.#deliverHeaderPayload !== payloadBytes) {
@@ -652,13 +656,16 @@ export class Connection implements DeliverySink, RequestContext {
   #stage(n: number): number {
     if (this.#staged === null || this.#staged.length - this.#stagedAt < n) {
       this.#seal();
-      this.#staged = new Uint8Array(Math.max(STAGED_BYTES, n));
+      const want = Math.min(STAGED_BYTES_MAX, Math.max(STAGED_BYTES_MIN, 2 * this.#stagedUsed));
+      this.#stagedUsed = 0;
+      this.#staged = new Uint8Array(Math.max(want, n));
       this.#stagedView = new DataView(this.#staged.buffer);
       this.#stagedFrom = 0;
       this.#stagedAt = 0;
     }
     const at = this.#stagedAt;
     this.#stagedAt += n;
+    this.#stagedUsed += n;
     this.#outboundBytes += n;
     return at;
   }

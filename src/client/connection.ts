@@ -164,11 +164,13 @@ export interface PushListener {
 
 const READ_BYTES = 64 * 1024;
 /**
- * First size of the buffer requests are packed into until the next write: one buffer per write
+ * Requests are packed back to back into one buffer until the next write: one buffer per write
  * rather than one per request, as a consumer acknowledging each message of a hundred
- * subscriptions sends a hundred ACKs at once. It grows for a bigger request.
+ * subscriptions sends a hundred ACKs at once. A buffer starts at twice what the last one held,
+ * within these bounds (so one request at a time stays cheap), and grows for more.
  */
-const PACKING_BYTES_INITIAL = 4 * 1024;
+const PACKING_BYTES_MIN = 256;
+const PACKING_BYTES_MAX = 16 * 1024;
 const TIMEOUT_SWEEP_MS = 100;
 
 /** A TLS record header (alert or handshake, version 3.x), which no GregorMQ frame starts with. */
@@ -205,8 +207,10 @@ export class ClientConnection {
   readonly #stop = new AbortController();
   #queue: Queued[] = [];
   #outbound: Uint8Array[] = [];
-  /** Requests encoded since the last write, back to back (see PACKING_BYTES_INITIAL). */
+  /** Requests encoded since the last write, back to back (see PACKING_BYTES_MAX). */
   #packing: Writer | null = null;
+  /** Bytes the last packing buffer held. */
+  #packedLast = 0;
   #writing = false;
 
   constructor(opts: ConnectionOptions) {
@@ -378,7 +382,9 @@ export class ClientConnection {
 
   #issue(conn: Conn, q: Queued): void {
     const id = this.#id();
-    this.#packing ??= new Writer(PACKING_BYTES_INITIAL);
+    this.#packing ??= new Writer(
+      Math.min(PACKING_BYTES_MAX, Math.max(PACKING_BYTES_MIN, 2 * this.#packedLast)),
+    );
     encodeFramedInto(this.#packing, SCHEMAS[q.op].request, q.body, {
       opcode: Op[q.op],
       correlationId: id,
@@ -452,6 +458,7 @@ export class ClientConnection {
   /** Queues the requests packed so far, ahead of whatever is queued next. */
   #seal(): void {
     if (this.#packing === null || this.#packing.length === 0) return;
+    this.#packedLast = this.#packing.length;
     this.#outbound.push(this.#packing.finish());
     this.#packing = null;
   }
