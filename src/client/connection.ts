@@ -506,6 +506,8 @@ export class ClientConnection {
           );
         }
         first = false;
+        // Heard from once per read, not per frame: a read may hold a hundred deliveries.
+        this.#lastHeardMs = this.#env.clock.now();
         // The parser keeps views into what it is given: hand it a copy of the bytes read.
         if (target !== null) parser.filled(n);
         else parser.push(buf.slice(0, n));
@@ -540,7 +542,6 @@ export class ClientConnection {
   }
 
   #onFrame(opcode: number, flags: number, correlationId: number, payload: Uint8Array): void {
-    this.#lastHeardMs = this.#env.clock.now();
     if ((flags & Flag.PUSH) !== 0) {
       if (opcode !== Op.DELIVER) return;
       const push = decodeDeliver(payload);
