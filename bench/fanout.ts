@@ -6,8 +6,8 @@
 // printed, then the median and the worst of each; a round that does not reach everyone in time is
 // a stall and fails the run.
 //
-// Each round also publishes to an unrelated topic once the fan-out has arrived, so the cost of a
-// publish beside 10,000 idle subscribers is measured too, against the same publish before any
+// Each round also publishes to an unrelated topic once the fan-out has arrived and settled, so the
+// cost of a publish beside 10,000 idle subscribers is measured too, against the same publish before any
 // subscriber existed (issue [N]: that cost should not depend on how many subscribers are idle).
 //
 //   deno task bench:fanout [--rounds N] [--subscribers N] [--broker-cpu-prof DIR]
@@ -29,6 +29,8 @@ const ALL_MS_GOAL = 100;
 /** A round not delivered to everyone by then is a stall, ms. */
 const ROUND_MS_MAX = 10_000;
 const TOPIC = "fanout";
+/** Wait after a round before the publish beside idle subscribers, ms. */
+const SETTLE_MS = 200;
 /** A topic nobody subscribes to: its publishes time the cost of a publish beside idle subscribers. */
 const UNRELATED = "unrelated";
 
@@ -250,6 +252,9 @@ async function measure(
         return null;
       }
       const allMs = Number(line.split(" ")[2]) - t0;
+      // The subscribers' acknowledgements are still coming in when the last delivery arrives:
+      // once they are done, the subscribers are idle.
+      await new Promise((r) => setTimeout(r, SETTLE_MS));
       const unrelatedMs = await timed(pub, UNRELATED, String(round));
       if (round >= 0) {
         results.push({ ackMs, allMs, unrelatedMs });
