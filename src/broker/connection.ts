@@ -24,7 +24,6 @@ import {
   writeHeader,
 } from "../protocol/frame.ts";
 import {
-  type AckRequest,
   Acks,
   type AclWire,
   type AlterTopicRequest,
@@ -34,6 +33,7 @@ import {
   type CreateTopicRequest,
   type CreditRequest,
   decode,
+  decodeAck,
   type DurableCommitRequest,
   type DurableFetchRequest,
   encodeFramed,
@@ -1061,7 +1061,7 @@ const HANDLERS: Partial<Record<OpName, Handler>> = {
     return null;
   },
   ACK: (c, p) => {
-    const r = req<AckRequest>("ACK", p);
+    const r = decodeAck(p);
     const problem = c.subscription(r.subscriptionId).ack(r.offset);
     if (problem !== null) throw new GregorError(ErrorCode.INVALID_REQUEST, problem);
     return null;

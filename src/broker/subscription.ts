@@ -193,8 +193,11 @@ export class Subscription {
     this.pump();
   }
 
-  /** Sends whatever the log has and the credit allows. Safe to call at any time, any number of times. */
-  pump(): void {
+  /**
+   * Sends whatever the log has and the credit allows. Safe to call at any time, any number of
+   * times. `nowMs`, if given, is the time now (read once by a caller waking many subscriptions).
+   */
+  pump(nowMs?: number): void {
     if (this.#held) return;
     if (this.#pumping) {
       this.#again = true;
@@ -208,7 +211,7 @@ export class Subscription {
     this.#again = false;
     let done = false;
     try {
-      done = this.#deliverCached();
+      done = this.#deliverCached(nowMs);
     } catch {
       // Left to the loop, as said.
     }
@@ -237,7 +240,7 @@ export class Subscription {
    * Delivers from the log's memory only; true if that left nothing to send (all sent, or no
    * credit), false if a read from storage is needed.
    */
-  #deliverCached(): boolean {
+  #deliverCached(nowMs: number | undefined): boolean {
     const log = this.partition.log;
     if (log.readCached === undefined) return false;
     while (this.#sendable()) {
@@ -246,13 +249,14 @@ export class Subscription {
       const from = this.nextOffset;
       const got = log.readCached(from, this.#limits());
       if (got === null || got.records === 0) return false;
-      this.#handOut(from, got);
+      nowMs ??= this.#clock.now();
+      this.#handOut(from, got, nowMs);
     }
     return true;
   }
 
-  /** Sends what a read from `from` returned and moves past it. */
-  #handOut(from: number, got: ReadResult): void {
+  /** Sends what a read from `from` returned at `nowMs` and moves past it. */
+  #handOut(from: number, got: ReadResult, nowMs: number): void {
     this.nextOffset = got.nextOffset;
     this.creditMessages -= got.records;
     this.creditBytes -= got.bytes.length;
@@ -263,7 +267,7 @@ export class Subscription {
     if (this.#ackTimeoutMs === 0) {
       this.ack(got.nextOffset - 1);
     } else {
-      this.#track(got.nextOffset - 1);
+      this.#track(got.nextOffset - 1, nowMs);
     }
   }
 
@@ -302,18 +306,18 @@ export class Subscription {
         const from = this.nextOffset;
         const got = await log.read(from, this.#limits());
         if (this.#closed || got.records === 0 || this.nextOffset !== from) break;
-        this.#handOut(from, got);
+        this.#handOut(from, got, this.#clock.now());
       }
     } while (this.#again && !this.#closed);
   }
 
-  #track(lastOffset: number): void {
+  #track(lastOffset: number, nowMs: number): void {
     if (this.#delivered.length >= DELIVERIES_TRACKED_MAX) {
       // Merge the two newest: the merged entry keeps the older time, so timeouts only get earlier.
       const last = this.#delivered.pop() as Delivered;
       const prev = this.#delivered[this.#delivered.length - 1] as Delivered;
       prev.lastOffset = last.lastOffset;
     }
-    this.#delivered.push({ lastOffset, atMs: this.#clock.now() });
+    this.#delivered.push({ lastOffset, atMs: nowMs });
   }
 }

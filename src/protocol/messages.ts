@@ -946,6 +946,21 @@ export function decodeDeliver(payload: Uint8Array): DeliverPush {
   return decode<DeliverPush>(SCHEMAS.DELIVER.request, payload, "DELIVER");
 }
 
+/** Bytes of an ACK payload: u32 subscription id, i64 offset. */
+const ACK_BYTES = 12;
+
+/**
+ * Decodes an ACK, as `decode(SCHEMAS.ACK.request, payload, "ACK")` does, without its per-field
+ * bookkeeping: a broker gets one per message per subscription. Anything else goes to `decode`.
+ */
+export function decodeAck(payload: Uint8Array): AckRequest {
+  if (payload.length === ACK_BYTES) {
+    const offset = (u32At(payload, 4) | 0) * 0x1_0000_0000 + u32At(payload, 8);
+    if (Number.isSafeInteger(offset)) return { subscriptionId: u32At(payload, 0), offset };
+  }
+  return decode<AckRequest>(SCHEMAS.ACK.request, payload, "ACK");
+}
+
 /** The big-endian u32 at `at` of `b` (which must hold it). */
 function u32At(b: Uint8Array, at: number): number {
   return ((b[at]! << 24) | (b[at + 1]! << 16) | (b[at + 2]! << 8) | b[at + 3]!) >>> 0;

@@ -4,6 +4,7 @@ import { MalformedError } from "./errors.ts";
 import { encodeFrame, Flag } from "./frame.ts";
 import {
   decode,
+  decodeAck,
   decodeDeliver,
   encode,
   encodeFramed,
@@ -295,27 +296,34 @@ Deno.test("encodeFramed() writes the same bytes as encodeFrame() of encode()", (
   }
 });
 
-Deno.test("decodeDeliver() decodes what decode() does, and refuses with its error what it refuses", () => {
-  const schema = SCHEMAS.DELIVER.request;
-  fc.assert(
-    fc.property(valueArb(schema), (v) => {
-      const payload = encode(schema, v);
-      assert.deepEqual(decodeDeliver(payload), decode(schema, payload, "DELIVER"));
-    }),
-  );
-  fc.assert(
-    fc.property(fc.uint8Array({ maxLength: 40 }), (payload) => {
-      let want: unknown;
-      try {
-        want = decode(schema, payload, "DELIVER");
-      } catch (err) {
-        assert.throws(() => decodeDeliver(payload), { message: (err as Error).message });
-        return;
-      }
-      assert.deepEqual(decodeDeliver(payload), want);
-    }),
-  );
-});
+for (
+  const [op, fast] of [["DELIVER", decodeDeliver], ["ACK", decodeAck]] as [
+    OpName,
+    (p: Uint8Array) => unknown,
+  ][]
+) {
+  Deno.test(`${fast.name}() decodes what decode() does, and refuses with its error what it refuses`, () => {
+    const schema = SCHEMAS[op].request;
+    fc.assert(
+      fc.property(valueArb(schema), (v) => {
+        const payload = encode(schema, v);
+        assert.deepEqual(fast(payload), decode(schema, payload, op));
+      }),
+    );
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 40 }), (payload) => {
+        let want: unknown;
+        try {
+          want = decode(schema, payload, op);
+        } catch (err) {
+          assert.throws(() => fast(payload), { message: (err as Error).message });
+          return;
+        }
+        assert.deepEqual(fast(payload), want);
+      }),
+    );
+  });
+}
 
 Deno.test("encodeFramedInto() appends the frame encodeFramed() makes, and leaves the writer as it was when the value does not fit", () => {
   const w = new Writer(8);
