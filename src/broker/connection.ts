@@ -608,14 +608,12 @@ export class Connection implements DeliverySink, RequestContext {
         correlationId: 0,
         payloadLength: payloadBytes,
       });
-      writeDeliverFields(
-        new DataView(frame.buffer, frame.byteOffset, prefix),
-        HEADER_BYTES,
-        sub.id,
+      writeDeliverFields(new DataView(frame.buffer, frame.byteOffset, prefix), HEADER_BYTES, {
+        subscriptionId: sub.id,
         firstOffset,
         redelivery,
-        records.length,
-      );
+        recordsBytes: records.length,
+      });
       this.#send(frame);
       return;
     }
@@ -633,14 +631,12 @@ export class Connection implements DeliverySink, RequestContext {
       this.#deliverHeaderPayload = payloadBytes;
     }
     staged.set(this.#deliverHeader, at);
-    writeDeliverFields(
-      this.#stagedView as DataView,
-      at + HEADER_BYTES,
-      sub.id,
+    writeDeliverFields(this.#stagedView as DataView, at + HEADER_BYTES, {
+      subscriptionId: sub.id,
       firstOffset,
       redelivery,
-      records.length,
-    );
+      recordsBytes: records.length,
+    });
     if (packed) staged.set(records, at + prefix);
     else {
       this.#seal();
@@ -733,20 +729,21 @@ export class Connection implements DeliverySink, RequestContext {
   }
 }
 
-/** Writes a DELIVER push's fields (before its records) at `at` of `dv`. */
-function writeDeliverFields(
-  dv: DataView,
-  at: number,
-  subscriptionId: number,
-  firstOffset: number,
-  redelivery: boolean,
-  recordsBytes: number,
-): void {
-  dv.setUint32(at, subscriptionId);
-  dv.setInt32(at + 4, Math.floor(firstOffset / 0x1_0000_0000));
-  dv.setUint32(at + 8, firstOffset >>> 0);
-  dv.setUint8(at + 12, redelivery ? 1 : 0);
-  dv.setUint32(at + 13, recordsBytes);
+/** A DELIVER push's fields before its records. */
+interface DeliverFields {
+  subscriptionId: number;
+  firstOffset: number;
+  redelivery: boolean;
+  recordsBytes: number;
+}
+
+/** Writes a DELIVER push's fields at `at` of `dv`. */
+function writeDeliverFields(dv: DataView, at: number, f: DeliverFields): void {
+  dv.setUint32(at, f.subscriptionId);
+  dv.setInt32(at + 4, Math.floor(f.firstOffset / 0x1_0000_0000));
+  dv.setUint32(at + 8, f.firstOffset >>> 0);
+  dv.setUint8(at + 12, f.redelivery ? 1 : 0);
+  dv.setUint32(at + 13, f.recordsBytes);
 }
 
 /** The answer another node sent to a request forwarded there: a whole frame, or none. */
