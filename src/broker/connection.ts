@@ -591,16 +591,29 @@ export class Connection implements DeliverySink, RequestContext {
     // The hot path: header, DELIVER fields and the stored batches, the layout SCHEMAS.DELIVER
     // describes (u32 id, i64 first offset, u8 flag, bytes). When the log left room in front of the
     // batches they are not copied at all. Else they are shared (every subscriber of a partition
-    // gets the same bytes), so the header goes in the packing buffer, and small batches are copied
-    // right after it: a fan-out to a connection's subscriptions becomes one buffer and one write.
+    // gets the same bytes): small ones are packed after their header into the packing buffer, so a
+    // fan-out to a connection's subscriptions becomes one buffer and one write; a batch too big to
+    // pack is copied once into a frame of its own (one write, where header and batch apart took two).
     const prefix = this.deliverHeadroomBytes;
     const payloadBytes = DELIVER_FIELDS_BYTES + records.length;
-    if (headroomBytes >= prefix) {
-      const frame = new Uint8Array(
-        records.buffer,
-        records.byteOffset - prefix,
-        prefix + records.length,
-      );
+    const fields = {
+      subscriptionId: sub.id,
+      firstOffset,
+      redelivery,
+      recordsBytes: records.length,
+    };
+    if (headroomBytes >= prefix || prefix + records.length > STAGED_BYTES_MAX) {
+      let frame: Uint8Array;
+      if (headroomBytes >= prefix) {
+        frame = new Uint8Array(
+          records.buffer,
+          records.byteOffset - prefix,
+          prefix + records.length,
+        );
+      } else {
+        frame = new Uint8Array(prefix + records.length);
+        frame.set(records, prefix);
+      }
       writeHeader(frame, {
         version: PROTOCOL_VERSION,
         flags: Flag.PUSH,
@@ -608,17 +621,15 @@ export class Connection implements DeliverySink, RequestContext {
         correlationId: 0,
         payloadLength: payloadBytes,
       });
-      writeDeliverFields(new DataView(frame.buffer, frame.byteOffset, prefix), HEADER_BYTES, {
-        subscriptionId: sub.id,
-        firstOffset,
-        redelivery,
-        recordsBytes: records.length,
-      });
+      writeDeliverFields(
+        new DataView(frame.buffer, frame.byteOffset, prefix),
+        HEADER_BYTES,
+        fields,
+      );
       this.#send(frame);
       return;
     }
-    const packed = prefix + records.length <= STAGED_BYTES_MAX;
-    const at = this.#stage(packed ? prefix + records.length : prefix);
+    const at = this.#stage(prefix + records.length);
     const staged = this.#staged as Uint8Array;
     if (this.#deliverHeaderPayload !== payloadBytes) {
       writeHeader(this.#deliverHeader, {
@@ -631,18 +642,8 @@ export class Connection implements DeliverySink, RequestContext {
       this.#deliverHeaderPayload = payloadBytes;
     }
     staged.set(this.#deliverHeader, at);
-    writeDeliverFields(this.#stagedView as DataView, at + HEADER_BYTES, {
-      subscriptionId: sub.id,
-      firstOffset,
-      redelivery,
-      recordsBytes: records.length,
-    });
-    if (packed) staged.set(records, at + prefix);
-    else {
-      this.#seal();
-      this.#outbound.push(records);
-      this.#outboundBytes += records.length;
-    }
+    writeDeliverFields(this.#stagedView as DataView, at + HEADER_BYTES, fields);
+    staged.set(records, at + prefix);
     if (!this.#writing) void this.#writeLoop();
   }
 

@@ -103,8 +103,7 @@ export async function writeAllOf(conn: Conn, buffers: readonly Uint8Array[]): Pr
       j++;
     }
     if (j <= i + 1) {
-      // A big buffer, or a small one with no small neighbour (a packed header before a big
-      // batch): written as it is, no copy.
+      // A big buffer, or a small one with no small neighbour: written as it is, no copy.
       const b = buffers[i] as Uint8Array;
       await writeAll(conn, b);
       written += b.length;
