@@ -6,7 +6,12 @@
 // printed, then the median and the worst of each; a round that does not reach everyone in time is
 // a stall and fails the run.
 //
-//   deno task bench:fanout [--rounds N] [--subscribers N]
+// Each round also publishes to an unrelated topic once the fan-out has arrived and settled, so the
+// cost of a publish beside 10,000 idle subscribers is measured too, against the same publish before any
+// subscriber existed (issue [N]: that cost should not depend on how many subscribers are idle).
+//
+//   deno task bench:fanout [--rounds N] [--subscribers N] [--broker-cpu-prof DIR]
+//                          [--subscribers-cpu-prof DIR]
 
 import { connect as natsConnect } from "nats";
 import { connect } from "../src/client/mod.ts";
@@ -24,22 +29,44 @@ const ALL_MS_GOAL = 100;
 /** A round not delivered to everyone by then is a stall, ms. */
 const ROUND_MS_MAX = 10_000;
 const TOPIC = "fanout";
+/** Wait after a round before the publish beside idle subscribers, ms. */
+const SETTLE_MS = 200;
+/** A topic nobody subscribes to: its publishes time the cost of a publish beside idle subscribers. */
+const UNRELATED = "unrelated";
 
 /** Wall-clock milliseconds comparable between processes on this machine. */
 function nowMs(): number {
   return performance.timeOrigin + performance.now();
 }
 
+const USAGE = "usage: deno task bench:fanout [--rounds N] [--subscribers N] " +
+  "[--broker-cpu-prof DIR] [--subscribers-cpu-prof DIR]";
+
 function intArg(name: string, fallback: number, max: number): number {
   const i = Deno.args.indexOf(name);
   const n = i < 0 ? fallback : Number(Deno.args[i + 1]);
   if (!Number.isInteger(n) || n < 1 || n > max) {
-    console.error(
-      `usage: deno task bench:fanout [--rounds N] [--subscribers N] (${name} 1..${max})`,
-    );
+    console.error(`${USAGE} (${name} 1..${max})`);
     Deno.exit(2);
   }
   return n;
+}
+
+/** The directory given after `name`, or null without the flag. */
+function dirArg(name: string): string | null {
+  const i = Deno.args.indexOf(name);
+  if (i < 0) return null;
+  const dir = Deno.args[i + 1];
+  if (dir === undefined || dir.startsWith("--")) {
+    console.error(`${USAGE} (${name} needs a directory)`);
+    Deno.exit(2);
+  }
+  return dir;
+}
+
+/** V8's profiler flags for a child process that writes its profile into `dir`. */
+function profFlags(dir: string | null): string[] {
+  return dir === null ? [] : ["--cpu-prof", `--cpu-prof-dir=${dir}`];
 }
 
 /**
@@ -87,11 +114,15 @@ class SubscriberProcess {
   readonly #waiting = new Map<string, (line: string) => void>();
   readonly #early = new Map<string, string>();
 
-  constructor(target: string, port: number, count: number) {
+  readonly #profiled: boolean;
+
+  constructor(target: string, port: number, count: number, profDir: string | null) {
+    this.#profiled = profDir !== null;
     this.#child = new Deno.Command(Deno.execPath(), {
       args: [
         "run",
         "-A",
+        ...profFlags(profDir),
         new URL(import.meta.url).pathname,
         "--role",
         "subscribers",
@@ -133,16 +164,58 @@ class SubscriberProcess {
     });
   }
 
-  stop(): void {
+  /** Ends the process; a profiled one gets SIGTERM so V8 writes its profile first. */
+  async stop(): Promise<void> {
     try {
-      this.#child.kill("SIGKILL");
+      this.#child.kill(this.#profiled ? "SIGTERM" : "SIGKILL");
     } catch { /* already gone */ }
+    await this.#child.status.catch(() => {});
   }
 }
 
 interface Round {
   ackMs: number;
   allMs: number;
+  /** A publish to the unrelated topic once the round's fan-out had arrived, acknowledged in ms. */
+  unrelatedMs: number;
+}
+
+/** One side's publisher: GregorMQ's client or a NATS connection. */
+interface Publisher {
+  /** Publishes `value` to `topic`; resolves once acknowledged (NATS: flushed). */
+  publish(topic: string, value: string): Promise<void>;
+  close(): Promise<void>;
+}
+
+async function publisher(target: "gregormq" | "nats", port: number): Promise<Publisher> {
+  if (target === "gregormq") {
+    const c = await connect({ port });
+    return {
+      publish: async (topic, value) => void await c.publish(topic, { value }),
+      close: () => c.close(),
+    };
+  }
+  const nc = await natsConnect({ servers: `127.0.0.1:${port}` });
+  return {
+    publish: (topic, value) => {
+      nc.publish(topic, new TextEncoder().encode(value));
+      return nc.flush();
+    },
+    close: () => nc.close(),
+  };
+}
+
+/** Ms until `pub` has `value` acknowledged on `topic`. */
+async function timed(pub: Publisher, topic: string, value: string): Promise<number> {
+  const t0 = nowMs();
+  await pub.publish(topic, value);
+  return nowMs() - t0;
+}
+
+/** One side's results: the unrelated publishes before any subscriber, then every round. */
+interface Side {
+  unrelatedBeforeMs: number[];
+  rounds: Round[];
 }
 
 /** Runs the rounds against one target; every round, or null on a stall. */
@@ -151,23 +224,27 @@ async function measure(
   port: number,
   rounds: number,
   count: number,
-): Promise<Round[] | null> {
-  const subs = new SubscriberProcess(target, port, count);
+  profDir: string | null,
+): Promise<Side | null> {
+  const pub = await publisher(target, port);
+  const unrelatedBeforeMs: number[] = [];
+  // The warm-up publish is not counted, as below.
+  for (let round = -1; round < rounds; round++) {
+    const ms = await timed(pub, UNRELATED, String(round));
+    if (round < 0) continue;
+    unrelatedBeforeMs.push(ms);
+    console.log(`${target} unrelated ${round}, no subscribers: acknowledged ${ms.toFixed(2)} ms`);
+  }
+  const subs = new SubscriberProcess(target, port, count, profDir);
   try {
     if (await subs.wait("ready", 120_000) === null) {
       throw new Error(`${target}: subscribers not ready`);
     }
     const results: Round[] = [];
-    const gregor = target === "gregormq" ? await connect({ port }) : null;
-    const nats = target === "nats" ? await natsConnect({ servers: `127.0.0.1:${port}` }) : null;
     // A warm-up message each side sees before timing starts.
     for (let round = -1; round < rounds; round++) {
       const t0 = nowMs();
-      if (gregor !== null) await gregor.publish(TOPIC, { value: String(round) });
-      else {
-        nats!.publish(TOPIC, new TextEncoder().encode(String(round)));
-        await nats!.flush();
-      }
+      await pub.publish(TOPIC, String(round));
       const ackMs = nowMs() - t0;
       const line = await subs.wait(String(round), ROUND_MS_MAX);
       if (line === null) {
@@ -175,20 +252,23 @@ async function measure(
         return null;
       }
       const allMs = Number(line.split(" ")[2]) - t0;
+      // The subscribers' acknowledgements are still coming in when the last delivery arrives:
+      // once they are done, the subscribers are idle.
+      await new Promise((r) => setTimeout(r, SETTLE_MS));
+      const unrelatedMs = await timed(pub, UNRELATED, String(round));
       if (round >= 0) {
-        results.push({ ackMs, allMs });
+        results.push({ ackMs, allMs, unrelatedMs });
         console.log(
           `${target} round ${round}: acknowledged ${ackMs.toFixed(2)} ms, all ${
             allMs.toFixed(1)
-          } ms`,
+          } ms; unrelated topic acknowledged ${unrelatedMs.toFixed(2)} ms`,
         );
       }
     }
-    await gregor?.close();
-    await nats?.close();
-    return results;
+    return { unrelatedBeforeMs, rounds: results };
   } finally {
-    subs.stop();
+    await pub.close();
+    await subs.stop();
   }
 }
 
@@ -197,48 +277,66 @@ function median(xs: number[]): number {
   return s[Math.floor(s.length / 2)]!;
 }
 
+/** "median M ms (worst W)" of `xs`. */
+function summary(xs: number[], digits: number): string {
+  return `median ${median(xs).toFixed(digits)} ms (worst ${Math.max(...xs).toFixed(digits)})`;
+}
+
 async function main(): Promise<number> {
   const rounds = intArg("--rounds", ROUNDS_DEFAULT, 1_000);
   const count = intArg("--subscribers", SUBSCRIBERS_DEFAULT, 100_000);
+  const brokerProf = dirArg("--broker-cpu-prof");
+  const subscribersProf = dirArg("--subscribers-cpu-prof");
   const dataDir = await Deno.makeTempDir({ prefix: "gregormq-fanout-" });
-  const broker = await spawnBroker(["--port", "0", "--no-metrics-enabled", "--data-dir", dataDir]);
+  const broker = await spawnBroker(
+    ["--port", "0", "--no-metrics-enabled", "--data-dir", dataDir],
+    { denoFlags: profFlags(brokerProf) },
+  );
   const nats = new Child("nats-server", "nats-server", ["-a", "127.0.0.1", "-p", "-1"]);
   try {
     const port = Number(broker.listen.listen.split(":").pop());
     const admin = await connect({ port });
     await admin.admin.createTopic(TOPIC, { partitions: 1 });
+    await admin.admin.createTopic(UNRELATED, { partitions: 1 });
     await admin.close();
     const natsPort = await nats.ready(natsListenPort);
-    const g = await measure("gregormq", port, rounds, count);
-    const n = await measure("nats", natsPort, rounds, count);
+    const g = await measure("gregormq", port, rounds, count, subscribersProf);
+    const n = await measure("nats", natsPort, rounds, count, null);
     if (g === null || n === null) {
       console.log("fan-out: a round stalled");
       return 1;
     }
-    const row = (name: string, rs: Round[]) =>
-      `${name}: acknowledged median ${median(rs.map((r) => r.ackMs)).toFixed(2)} ms (worst ${
-        Math.max(...rs.map((r) => r.ackMs)).toFixed(2)
-      }), all ${count} median ${median(rs.map((r) => r.allMs)).toFixed(1)} ms (worst ${
-        Math.max(...rs.map((r) => r.allMs)).toFixed(1)
-      })`;
+    const row = (name: string, side: Side) =>
+      `${name}: acknowledged ${summary(side.rounds.map((r) => r.ackMs), 2)}, all ${count} ${
+        summary(side.rounds.map((r) => r.allMs), 1)
+      }; unrelated topic with no subscribers ${
+        summary(side.unrelatedBeforeMs, 2)
+      }, beside ${count} idle ${summary(side.rounds.map((r) => r.unrelatedMs), 2)}`;
     console.log(row("GregorMQ", g));
     console.log(row("NATS core (flush)", n));
-    const ackMed = median(g.map((r) => r.ackMs));
-    const allMed = median(g.map((r) => r.allMs));
+    const ackMed = median(g.rounds.map((r) => r.ackMs));
+    const allMed = median(g.rounds.map((r) => r.allMs));
     console.log(
       `goals: acknowledged <= ${ACK_MS_GOAL} ms ${ackMed <= ACK_MS_GOAL ? "met" : "NOT met"}; ` +
         `all within ${ALL_MS_GOAL} ms ${allMed <= ALL_MS_GOAL ? "met" : "NOT met"}; ` +
-        `delivery ${(allMed / median(n.map((r) => r.allMs))).toFixed(2)}x NATS`,
+        `delivery ${(allMed / median(n.rounds.map((r) => r.allMs))).toFixed(2)}x NATS`,
     );
+    console.log(`load average: ${Deno.loadavg().map((l) => l.toFixed(2)).join(" ")}`);
     return 0;
   } finally {
-    await killAll([broker]);
+    if (brokerProf === null) await killAll([broker]);
+    else {
+      broker.child.kill("SIGTERM");
+      await broker.child.status;
+    }
     await nats.stop();
     await Deno.remove(dataDir, { recursive: true }).catch(() => {});
   }
 }
 
 if (Deno.args[0] === "--role") {
+  // A profiled subscriber process is stopped by SIGTERM and must exit normally to write its profile.
+  Deno.addSignalListener("SIGTERM", () => Deno.exit(0));
   await subscribers(Deno.args[2]!, Number(Deno.args[3]), Number(Deno.args[4]));
 } else {
   Deno.exit(await main());

@@ -23,6 +23,8 @@ export interface SpawnOptions {
   openFilesMax?: number;
   /** A command the broker runs under, e.g. `ip netns exec NS` (it must exec the broker). */
   prefix?: string[];
+  /** Flags for `deno run` itself (before the script), e.g. `--cpu-prof`. */
+  denoFlags?: string[];
   /** Environment variables it gets besides this process's own. */
   env?: Record<string, string>;
   /** Told of every log line (after the listen line), as `lines` keeps only the last ones. */
@@ -34,7 +36,15 @@ export async function spawnBroker(
   args: string[],
   opts: SpawnOptions = {},
 ): Promise<BrokerProcess> {
-  const deno = [...(opts.prefix ?? []), Deno.execPath(), "run", "-A", BROKER, ...args];
+  const deno = [
+    ...(opts.prefix ?? []),
+    Deno.execPath(),
+    "run",
+    "-A",
+    ...(opts.denoFlags ?? []),
+    BROKER,
+    ...args,
+  ];
   const [command, ...rest] = opts.openFilesMax === undefined
     ? deno
     : ["bash", "-c", `ulimit -n ${opts.openFilesMax} && exec "$@"`, "bash", ...deno];

@@ -292,6 +292,43 @@ export function defineLogContractTests(twin: LogTwin): void {
     await log.close();
   });
 
+  test("readCached() answers null or what read() does, never throws, and follows appends and cuts", async (w) => {
+    const log = await w.open({ segmentBytes: 4096 });
+    const m = new LogModel();
+    const limitsAll = [ALL, { bytesMax: 1, recordsMax: 1 }, { bytesMax: 1 << 30, recordsMax: 4 }];
+    let answered = 0;
+    const same = async (offset: number) => {
+      for (const limits of limitsAll) {
+        const c = log.readCached?.(offset, limits) ?? null;
+        if (c === null) continue;
+        answered++;
+        const r = await log.read(offset, limits);
+        assert.deepEqual(
+          [c.bytes, c.nextOffset, c.records],
+          [r.bytes, r.nextOffset, r.records],
+          `offset ${offset}`,
+        );
+      }
+    };
+    for (let i = 0; i < 12; i++) {
+      await appendChecked(log, m, { records: 1 + (i % 3), padBytes: 100 });
+      // What subscribers woken by the append ask for: from the batch before, and the new one.
+      for (const b of m.batches.slice(-2)) await same(b.base);
+    }
+    for (let offset = 0; offset <= m.next; offset++) await same(offset);
+    for (const outside of [-1, m.next + 1]) {
+      assert.equal(log.readCached?.(outside, ALL) ?? null, null);
+    }
+    const cut = (m.batches.at(-3) as ModelBatch).base;
+    await log.truncateFrom(cut);
+    m.truncate(cut);
+    for (let offset = 0; offset <= cut; offset++) await same(offset);
+    await appendChecked(log, m, { records: 2 });
+    await same(cut);
+    if (log.readCached !== undefined) assert.ok(answered > 0, "the newest batches were in memory");
+    await log.close();
+  });
+
   test("read() at nextOffset is empty; outside [logStartOffset, nextOffset] throws OffsetOutOfRange", async (w) => {
     const log = await w.open({ segmentBytes: 1 });
     const m = new LogModel();

@@ -1096,7 +1096,7 @@ export class Broker implements PlaneHost {
     this.#wakeSoon.add(partition);
     void this.env.clock.sleep(0).then(() => {
       this.#wakeSoon.delete(partition);
-      partition.notify();
+      partition.notify(this.env.clock.now());
     });
   }
 

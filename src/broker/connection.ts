@@ -24,7 +24,6 @@ import {
   writeHeader,
 } from "../protocol/frame.ts";
 import {
-  type AckRequest,
   Acks,
   type AclWire,
   type AlterTopicRequest,
@@ -34,6 +33,7 @@ import {
   type CreateTopicRequest,
   type CreditRequest,
   decode,
+  decodeAck,
   type DurableCommitRequest,
   type DurableFetchRequest,
   encodeFramed,
@@ -79,6 +79,14 @@ const READ_BYTES_MIN = 4 * 1024;
 const READ_BYTES_MAX = 64 * 1024;
 /** Bytes of a DELIVER payload before its records: subscription id, first offset, flag, length. */
 const DELIVER_FIELDS_BYTES = 17;
+/**
+ * Small deliveries are packed back to back into one buffer until the next write: one allocation
+ * per write instead of one per delivery. A push with more records than the most a buffer holds
+ * goes out as its own buffer. A buffer holds twice what the last one was used for, within these
+ * bounds, so a connection sent one message at a time does not pay for a big one each time.
+ */
+const STAGED_BYTES_MIN = 512;
+const STAGED_BYTES_MAX = 16 * 1024;
 /** Time a closing connection gets to send what is queued (a fatal error) before it is cut. */
 const CLOSE_FLUSH_MS = 1000;
 /** Requests that need no response unless they fail. */
@@ -110,6 +118,17 @@ export class Connection implements DeliverySink, RequestContext {
   #outbound: Uint8Array[] = [];
   #outboundBytes = 0;
   #writing = false;
+  /** Where small deliveries are packed (see STAGED_BYTES_MAX); null between bursts of writes. */
+  #staged: Uint8Array | null = null;
+  #stagedView: DataView | null = null;
+  /** The packed bytes from `#stagedFrom` to `#stagedAt` are not in `#outbound` yet. */
+  #stagedFrom = 0;
+  #stagedAt = 0;
+  /** Bytes packed since the last buffer was made: what the next one is sized by. */
+  #stagedUsed = 0;
+  /** The frame header of the last packed DELIVER, for a payload of `#deliverHeaderPayload`. */
+  readonly #deliverHeader = new Uint8Array(HEADER_BYTES);
+  #deliverHeaderPayload = -1;
   /** Resolves when the read loop may go on (queues drained below their limits). */
   #resume: (() => void) | null = null;
 
@@ -569,37 +588,94 @@ export class Connection implements DeliverySink, RequestContext {
     redelivery: boolean,
     headroomBytes: number,
   ): void {
-    // The hot path: header, DELIVER fields and the stored batches in one buffer (the layout
-    // SCHEMAS.DELIVER describes: u32 id, i64 first offset, u8 flag, bytes). When the log left room
-    // in front of the batches they are not copied at all; else they are copied once.
+    // The hot path: header, DELIVER fields and the stored batches, the layout SCHEMAS.DELIVER
+    // describes (u32 id, i64 first offset, u8 flag, bytes). When the log left room in front of the
+    // batches they are not copied at all. Else they are shared (every subscriber of a partition
+    // gets the same bytes): small ones are packed after their header into the packing buffer, so a
+    // fan-out to a connection's subscriptions becomes one buffer and one write; a batch too big to
+    // pack is copied once into a frame of its own (one write, where header and batch apart took two).
     const prefix = this.deliverHeadroomBytes;
     const payloadBytes = DELIVER_FIELDS_BYTES + records.length;
-    let frame: Uint8Array;
-    if (headroomBytes >= prefix) {
-      frame = new Uint8Array(records.buffer, records.byteOffset - prefix, prefix + records.length);
-    } else {
-      frame = new Uint8Array(prefix + records.length);
-      frame.set(records, prefix);
+    const fields = {
+      subscriptionId: sub.id,
+      firstOffset,
+      redelivery,
+      recordsBytes: records.length,
+    };
+    if (headroomBytes >= prefix || prefix + records.length > STAGED_BYTES_MAX) {
+      let frame: Uint8Array;
+      if (headroomBytes >= prefix) {
+        frame = new Uint8Array(
+          records.buffer,
+          records.byteOffset - prefix,
+          prefix + records.length,
+        );
+      } else {
+        frame = new Uint8Array(prefix + records.length);
+        frame.set(records, prefix);
+      }
+      writeHeader(frame, {
+        version: PROTOCOL_VERSION,
+        flags: Flag.PUSH,
+        opcode: Op.DELIVER,
+        correlationId: 0,
+        payloadLength: payloadBytes,
+      });
+      writeDeliverFields(
+        new DataView(frame.buffer, frame.byteOffset, prefix),
+        HEADER_BYTES,
+        fields,
+      );
+      this.#send(frame);
+      return;
     }
-    writeHeader(frame, {
-      version: PROTOCOL_VERSION,
-      flags: Flag.PUSH,
-      opcode: Op.DELIVER,
-      correlationId: 0,
-      payloadLength: payloadBytes,
-    });
-    const dv = new DataView(frame.buffer, frame.byteOffset + HEADER_BYTES, DELIVER_FIELDS_BYTES);
-    dv.setUint32(0, sub.id);
-    dv.setInt32(4, Math.floor(firstOffset / 0x1_0000_0000));
-    dv.setUint32(8, firstOffset >>> 0);
-    dv.setUint8(12, redelivery ? 1 : 0);
-    dv.setUint32(13, records.length);
-    this.#send(frame);
+    const at = this.#stage(prefix + records.length);
+    const staged = this.#staged as Uint8Array;
+    if (this.#deliverHeaderPayload !== payloadBytes) {
+      writeHeader(this.#deliverHeader, {
+        version: PROTOCOL_VERSION,
+        flags: Flag.PUSH,
+        opcode: Op.DELIVER,
+        correlationId: 0,
+        payloadLength: payloadBytes,
+      });
+      this.#deliverHeaderPayload = payloadBytes;
+    }
+    staged.set(this.#deliverHeader, at);
+    writeDeliverFields(this.#stagedView as DataView, at + HEADER_BYTES, fields);
+    staged.set(records, at + prefix);
+    if (!this.#writing) void this.#writeLoop();
   }
 
   // --- Output --------------------------------------------------------------------------------
 
+  /** Room for `n` bytes in the packing buffer: where they go (counted as queued already). */
+  #stage(n: number): number {
+    if (this.#staged === null || this.#staged.length - this.#stagedAt < n) {
+      this.#seal();
+      const want = Math.min(STAGED_BYTES_MAX, Math.max(STAGED_BYTES_MIN, 2 * this.#stagedUsed));
+      this.#stagedUsed = 0;
+      this.#staged = new Uint8Array(Math.max(want, n));
+      this.#stagedView = new DataView(this.#staged.buffer);
+      this.#stagedFrom = 0;
+      this.#stagedAt = 0;
+    }
+    const at = this.#stagedAt;
+    this.#stagedAt += n;
+    this.#stagedUsed += n;
+    this.#outboundBytes += n;
+    return at;
+  }
+
+  /** Queues what was packed since the last call, ahead of whatever is queued next. */
+  #seal(): void {
+    if (this.#stagedAt === this.#stagedFrom) return;
+    this.#outbound.push((this.#staged as Uint8Array).subarray(this.#stagedFrom, this.#stagedAt));
+    this.#stagedFrom = this.#stagedAt;
+  }
+
   #send(frame: Uint8Array): void {
+    this.#seal();
     this.#outbound.push(frame);
     this.#outboundBytes += frame.length;
     if (!this.#writing) void this.#writeLoop();
@@ -608,7 +684,7 @@ export class Connection implements DeliverySink, RequestContext {
   async #writeLoop(): Promise<void> {
     this.#writing = true;
     try {
-      while (this.#outbound.length > 0) {
+      for (this.#seal(); this.#outbound.length > 0; this.#seal()) {
         const frames = this.#outbound;
         this.#outbound = [];
         this.#outboundBytes -= await writeAllOf(this.#conn, frames);
@@ -618,13 +694,18 @@ export class Connection implements DeliverySink, RequestContext {
       this.close();
     } finally {
       this.#writing = false;
+      // All written: an idle connection holds no packing buffer.
+      this.#staged = null;
+      this.#stagedView = null;
+      this.#stagedFrom = 0;
+      this.#stagedAt = 0;
       this.#wake();
     }
   }
 
   /** Resolves once everything queued so far is written (or the write failed). */
   async #flushed(): Promise<void> {
-    while (this.#writing || this.#outbound.length > 0) {
+    while (this.#writing || this.#outbound.length > 0 || this.#stagedAt > this.#stagedFrom) {
       await new Promise<void>((r) => (this.#resume = chain(this.#resume, r)));
     }
   }
@@ -647,6 +728,23 @@ export class Connection implements DeliverySink, RequestContext {
     for (const s of this.#subs.values()) if (s !== PENDING) this.#broker.unsubscribe(s);
     this.#subs.clear();
   }
+}
+
+/** A DELIVER push's fields before its records. */
+interface DeliverFields {
+  subscriptionId: number;
+  firstOffset: number;
+  redelivery: boolean;
+  recordsBytes: number;
+}
+
+/** Writes a DELIVER push's fields at `at` of `dv`. */
+function writeDeliverFields(dv: DataView, at: number, f: DeliverFields): void {
+  dv.setUint32(at, f.subscriptionId);
+  dv.setInt32(at + 4, Math.floor(f.firstOffset / 0x1_0000_0000));
+  dv.setUint32(at + 8, f.firstOffset >>> 0);
+  dv.setUint8(at + 12, f.redelivery ? 1 : 0);
+  dv.setUint32(at + 13, f.recordsBytes);
 }
 
 /** The answer another node sent to a request forwarded there: a whole frame, or none. */
@@ -961,7 +1059,7 @@ const HANDLERS: Partial<Record<OpName, Handler>> = {
     return null;
   },
   ACK: (c, p) => {
-    const r = req<AckRequest>("ACK", p);
+    const r = decodeAck(p);
     const problem = c.subscription(r.subscriptionId).ack(r.offset);
     if (problem !== null) throw new GregorError(ErrorCode.INVALID_REQUEST, problem);
     return null;

@@ -37,9 +37,12 @@ export class Partition {
     this.log = log;
   }
 
-  /** Wakes every subscription after an append. */
-  notify(): void {
-    for (const s of this.subscriptions) s.pump();
+  /**
+   * Wakes every subscription after an append. `nowMs`, if given, is the time their deliveries are
+   * counted from (one clock read for thousands of subscriptions delivering in one go).
+   */
+  notify(nowMs?: number): void {
+    for (const s of this.subscriptions) s.pump(nowMs);
   }
 }
 

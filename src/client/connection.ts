@@ -17,8 +17,9 @@ import {
 import {
   type AuthMessage,
   decode,
+  decodeDeliver,
   type DeliverPush,
-  encodeFramed,
+  encodeFramedInto,
   ERROR_SCHEMA,
   type ErrorPayload,
   type HelloResponse,
@@ -26,6 +27,10 @@ import {
   type OpName,
   SCHEMAS,
 } from "../protocol/messages.ts";
+import { Writer } from "../protocol/wire.ts";
+
+/** What `post` does with a one-way request's outcome: nothing. */
+function ignore(): void {}
 
 /** The broker's default client port. */
 export const DEFAULT_PORT = 7070;
@@ -169,6 +174,14 @@ export interface PushListener {
 }
 
 const READ_BYTES = 64 * 1024;
+/**
+ * Requests are packed back to back into one buffer until the next write: one buffer per write
+ * rather than one per request, as a consumer acknowledging each message of a hundred
+ * subscriptions sends a hundred ACKs at once. A buffer starts at twice what the last one held,
+ * within these bounds (so one request at a time stays cheap), and grows for more.
+ */
+const PACKING_BYTES_MIN = 256;
+const PACKING_BYTES_MAX = 16 * 1024;
 const TIMEOUT_SWEEP_MS = 100;
 
 /** A TLS record header (alert or handshake, version 3.x), which no GregorMQ frame starts with. */
@@ -205,6 +218,10 @@ export class ClientConnection {
   readonly #stop = new AbortController();
   #queue: Queued[] = [];
   #outbound: Uint8Array[] = [];
+  /** Requests encoded since the last write, back to back (see PACKING_BYTES_MAX). */
+  #packing: Writer | null = null;
+  /** Bytes the last packing buffer held. */
+  #packedLast = 0;
   #writing = false;
 
   constructor(opts: ConnectionOptions) {
@@ -327,6 +344,22 @@ export class ClientConnection {
     }).then((payload) => decode<T>(SCHEMAS[op].response, payload, `${op} response`));
   }
 
+  /**
+   * Sends a request that has no response and whose loss with the connection nobody awaits (CREDIT,
+   * ACK: what they say is said again after a reconnect): `send` without its promise, as a consumer
+   * sends one per message.
+   */
+  post(op: OpName, body: object): void {
+    this.#enqueue({
+      op,
+      body,
+      oneWay: true,
+      resolve: ignore,
+      reject: ignore,
+      deadline: this.#deadline(),
+    });
+  }
+
   /** Sends a request that has no response (CREDIT, ACK, produce with acks none). */
   send(op: OpName, body: object): Promise<void> {
     return new Promise<Uint8Array>((resolve, reject) => {
@@ -364,7 +397,10 @@ export class ClientConnection {
 
   #issue(conn: Conn, q: Queued): void {
     const id = this.#id();
-    const frame = encodeFramed(SCHEMAS[q.op].request, q.body, {
+    this.#packing ??= new Writer(
+      Math.min(PACKING_BYTES_MAX, Math.max(PACKING_BYTES_MIN, 2 * this.#packedLast)),
+    );
+    encodeFramedInto(this.#packing, SCHEMAS[q.op].request, q.body, {
       opcode: Op[q.op],
       correlationId: id,
     });
@@ -375,7 +411,7 @@ export class ClientConnection {
         reject: q.reject,
         deadline: q.deadline,
       });}
-    this.#write(conn, frame);
+    if (!this.#writing) void this.#writeLoop(conn);
   }
 
   #failQueue(err: unknown): void {
@@ -430,14 +466,23 @@ export class ClientConnection {
   }
 
   #write(conn: Conn, frame: Uint8Array): void {
+    this.#seal();
     this.#outbound.push(frame);
     if (!this.#writing) void this.#writeLoop(conn);
+  }
+
+  /** Queues the requests packed so far, ahead of whatever is queued next. */
+  #seal(): void {
+    if (this.#packing === null || this.#packing.length === 0) return;
+    this.#packedLast = this.#packing.length;
+    this.#outbound.push(this.#packing.finish());
+    this.#packing = null;
   }
 
   async #writeLoop(conn: Conn): Promise<void> {
     this.#writing = true;
     try {
-      while (this.#outbound.length > 0 && this.#conn === conn) {
+      for (this.#seal(); this.#outbound.length > 0 && this.#conn === conn; this.#seal()) {
         const frames = this.#outbound;
         this.#outbound = [];
         await writeAllOf(conn, frames);
@@ -477,6 +522,8 @@ export class ClientConnection {
           );
         }
         first = false;
+        // Heard from once per read, not per frame: a read may hold a hundred deliveries.
+        this.#lastHeardMs = this.#env.clock.now();
         // The parser keeps views into what it is given: hand it a copy of the bytes read.
         if (target !== null) parser.filled(n);
         else parser.push(buf.slice(0, n));
@@ -511,10 +558,9 @@ export class ClientConnection {
   }
 
   #onFrame(opcode: number, flags: number, correlationId: number, payload: Uint8Array): void {
-    this.#lastHeardMs = this.#env.clock.now();
     if ((flags & Flag.PUSH) !== 0) {
       if (opcode !== Op.DELIVER) return;
-      const push = decode<DeliverPush>(SCHEMAS.DELIVER.request, payload, "DELIVER");
+      const push = decodeDeliver(payload);
       this.#listeners.get(push.subscriptionId)?.onDeliver(push);
       return;
     }
@@ -553,6 +599,7 @@ export class ClientConnection {
     this.#nextAddress++;
     this.#handshaken = false;
     this.#outbound = [];
+    this.#packing = null;
     conn.close();
     const reason = err instanceof Error ? err.message : String(err);
     if (!this.#closed && this.#state === "connected") {

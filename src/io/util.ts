@@ -96,18 +96,19 @@ export async function writeAllOf(conn: Conn, buffers: readonly Uint8Array[]): Pr
   let written = 0;
   let i = 0;
   while (i < buffers.length) {
-    const b = buffers[i] as Uint8Array;
-    if (b.length >= MERGE_BYTES_MAX || i + 1 === buffers.length) {
-      await writeAll(conn, b);
-      written += b.length;
-      i++;
-      continue;
-    }
     let j = i;
     let n = 0;
     while (j < buffers.length && (buffers[j] as Uint8Array).length < MERGE_BYTES_MAX) {
       n += (buffers[j] as Uint8Array).length;
       j++;
+    }
+    if (j <= i + 1) {
+      // A big buffer, or a small one with no small neighbour: written as it is, no copy.
+      const b = buffers[i] as Uint8Array;
+      await writeAll(conn, b);
+      written += b.length;
+      i++;
+      continue;
     }
     const merged = new Uint8Array(n);
     let off = 0;

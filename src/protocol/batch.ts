@@ -206,7 +206,7 @@ function varBytes(w: Writer, b: Uint8Array | null): void {
 export function readBatchHeader(
   bytes: Uint8Array,
   off = 0,
-  opts: { headerOnly?: boolean } = {},
+  opts?: { headerOnly?: boolean },
 ): BatchHeader {
   if (bytes.length - off < BATCH_HEADER_BYTES) {
     throw new CorruptBatchError(`Batch of ${bytes.length - off} bytes is shorter than its header`);
@@ -214,7 +214,7 @@ export function readBatchHeader(
   const dv = new DataView(bytes.buffer, bytes.byteOffset + off, BATCH_HEADER_BYTES);
   const batchLength = dv.getInt32(OFF_BATCH_LENGTH);
   const sizeBytes = batchLength + BATCH_LENGTH_PREFIX_BYTES;
-  const available = opts.headerOnly ? Infinity : bytes.length - off;
+  const available = opts?.headerOnly ? Infinity : bytes.length - off;
   if (sizeBytes < BATCH_HEADER_BYTES || sizeBytes > available) {
     throw new CorruptBatchError(
       `Batch length ${batchLength} does not fit the ${bytes.length - off} bytes given`,
@@ -227,26 +227,28 @@ export function readBatchHeader(
   const attributes = dv.getInt16(OFF_ATTRIBUTES);
   const codec = attributes & CODEC_MASK;
   if (codecName(codec) === null) throw new CorruptBatchError(`Unknown compression codec ${codec}`);
-  const i64 = (at: number, what: string): number => {
-    const v = dv.getInt32(at) * 0x1_0000_0000 + dv.getUint32(at + 4);
-    if (!Number.isSafeInteger(v)) throw new CorruptBatchError(`Batch ${what} ${v} is out of range`);
-    return v;
-  };
   return {
-    baseOffset: i64(0, "base offset"),
+    baseOffset: i64(dv, 0, "base offset"),
     sizeBytes,
     partitionLeaderEpoch: dv.getInt32(OFF_LEADER_EPOCH),
     crc: dv.getUint32(OFF_CRC),
     attributes,
     codec: codec as CodecId,
     lastOffsetDelta: dv.getInt32(OFF_LAST_OFFSET_DELTA),
-    firstTimestamp: i64(OFF_FIRST_TIMESTAMP, "first timestamp"),
-    maxTimestamp: i64(OFF_MAX_TIMESTAMP, "max timestamp"),
-    producerId: i64(OFF_PRODUCER_ID, "producer id"),
+    firstTimestamp: i64(dv, OFF_FIRST_TIMESTAMP, "first timestamp"),
+    maxTimestamp: i64(dv, OFF_MAX_TIMESTAMP, "max timestamp"),
+    producerId: i64(dv, OFF_PRODUCER_ID, "producer id"),
     producerEpoch: dv.getInt16(OFF_PRODUCER_EPOCH),
     baseSequence: dv.getInt32(OFF_BASE_SEQUENCE),
     recordCount: dv.getInt32(OFF_RECORD_COUNT),
   };
+}
+
+/** The header's i64 at `at` (not a closure: every batch a consumer or subscriber reads comes here). */
+function i64(dv: DataView, at: number, what: string): number {
+  const v = dv.getInt32(at) * 0x1_0000_0000 + dv.getUint32(at + 4);
+  if (!Number.isSafeInteger(v)) throw new CorruptBatchError(`Batch ${what} ${v} is out of range`);
+  return v;
 }
 
 /** Limits for `validateBatch` and `decodeBatch`. */
@@ -275,6 +277,23 @@ export function validateBatch(bytes: Uint8Array, limits: BatchLimits): BatchHead
  */
 export function batchCodec(bytes: Uint8Array): number {
   return bytes.length < BATCH_HEADER_BYTES ? 0 : bytes[OFF_ATTRIBUTES + 1]! & CODEC_MASK;
+}
+
+/**
+ * True if a batch among `bytes` (whole batches back to back) is compressed. Reads only each
+ * batch's length and attributes, no header object: a consumer asks it of every push until the
+ * codecs are loaded. Bytes that cannot be batches are left for decoding to refuse.
+ */
+export function anyBatchCompressed(bytes: Uint8Array): boolean {
+  for (let off = 0; bytes.length - off >= BATCH_HEADER_BYTES;) {
+    if ((bytes[off + OFF_ATTRIBUTES + 1]! & CODEC_MASK) !== 0) return true;
+    const at = off + OFF_BATCH_LENGTH;
+    const length = (bytes[at]! << 24) | (bytes[at + 1]! << 16) | (bytes[at + 2]! << 8) |
+      bytes[at + 3]!;
+    if (length + BATCH_LENGTH_PREFIX_BYTES < BATCH_HEADER_BYTES) return false;
+    off += length + BATCH_LENGTH_PREFIX_BYTES;
+  }
+  return false;
 }
 
 /** Writes the offset the broker assigned into the batch, in place. The checksum stays valid. */

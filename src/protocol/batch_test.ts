@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import {
+  anyBatchCompressed,
   BATCH_HEADER_BYTES,
   BATCH_MAGIC,
   batchesIn,
@@ -463,4 +464,18 @@ Deno.test("batchesIn() walks batches back to back and fails on a cut-off last ba
   assert.deepEqual([...batchesIn(both)].map((x) => x.off), [0, a.length]);
   assert.deepEqual([...batchesIn(new Uint8Array(0))], []);
   assertCorrupt(() => [...batchesIn(both.subarray(0, both.length - 1))], "cut-off");
+});
+
+Deno.test("anyBatchCompressed() finds a compressed batch among plain ones", () => {
+  const records = [{ key: null, value: new TextEncoder().encode("v"), timestamp: 1, headers: [] }];
+  const plain = encodeBatch(records);
+  const lz4 = encodeBatch(records, { codec: Codec.lz4 });
+  assert.equal(anyBatchCompressed(new Uint8Array([...plain, ...plain])), false);
+  assert.equal(anyBatchCompressed(new Uint8Array([...plain, ...lz4])), true);
+  assert.equal(anyBatchCompressed(lz4), true);
+  assert.equal(anyBatchCompressed(new Uint8Array(0)), false);
+  // A length too short to be a batch ends the search rather than looping.
+  const bad = plain.slice();
+  new DataView(bad.buffer).setInt32(8, 0);
+  assert.equal(anyBatchCompressed(new Uint8Array([...bad, ...lz4])), false);
 });

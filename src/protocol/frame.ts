@@ -103,6 +103,8 @@ const DIRECT_BUFFER_BYTES_INITIAL = 256 * 1024;
 export class FrameParser {
   #payloadBytesMax: number;
   #chunks: Uint8Array[] = [];
+  /** Bytes of `#chunks[0]` already taken (a position rather than a new view per frame taken). */
+  #head = 0;
   #buffered = 0;
   #header: FrameHeader | null = null;
   #failed: ParseResult | null = null;
@@ -180,7 +182,7 @@ export class FrameParser {
       this.#direct = null;
       this.#directFilled = 0;
       this.#header = null;
-      return { kind: "frame", frame: { ...header, payload } };
+      return { kind: "frame", frame: withPayload(header, payload) };
     }
     if (this.#header === null) {
       if (this.#buffered < HEADER_BYTES) return NEED;
@@ -192,7 +194,10 @@ export class FrameParser {
     const header = this.#header;
     if (this.#buffered < header.payloadLength) return NEED;
     this.#header = null;
-    return { kind: "frame", frame: { ...header, payload: this.#take(header.payloadLength) } };
+    return {
+      kind: "frame",
+      frame: withPayload(header, this.#take(header.payloadLength)),
+    };
   }
 
   #decodeHeader(
@@ -203,8 +208,7 @@ export class FrameParser {
     message: string;
     correlationId: number;
   } {
-    const dv = new DataView(raw.buffer, raw.byteOffset, HEADER_BYTES);
-    const magic = dv.getUint16(0);
+    const magic = u16At(raw, 0);
     if (magic !== MAGIC) {
       return bad(
         ErrorCode.MALFORMED_FRAME,
@@ -212,15 +216,15 @@ export class FrameParser {
         0,
       );
     }
-    if (dv.getUint32(16) !== crc32c(raw.subarray(0, HEADER_CHECKED_BYTES))) {
+    if (u32At(raw, 16) !== crc32c(raw.subarray(0, HEADER_CHECKED_BYTES))) {
       return bad(ErrorCode.MALFORMED_FRAME, "Frame header checksum mismatch", 0);
     }
     const header: FrameHeader = {
-      version: dv.getUint8(2),
-      flags: dv.getUint8(3),
-      opcode: dv.getUint16(4),
-      correlationId: dv.getUint32(8),
-      payloadLength: dv.getUint32(12),
+      version: raw[2]!,
+      flags: raw[3]!,
+      opcode: u16At(raw, 4),
+      correlationId: u32At(raw, 8),
+      payloadLength: u32At(raw, 12),
     };
     if (header.version !== PROTOCOL_VERSION) {
       return bad(
@@ -229,7 +233,7 @@ export class FrameParser {
         header.correlationId,
       );
     }
-    if (dv.getUint16(6) !== 0) {
+    if (u16At(raw, 6) !== 0) {
       return bad(
         ErrorCode.MALFORMED_FRAME,
         "Reserved header bytes are not zero",
@@ -250,23 +254,53 @@ export class FrameParser {
   #take(n: number): Uint8Array {
     this.#buffered -= n;
     const first = this.#chunks[0];
-    if (first !== undefined && first.length >= n) {
-      if (first.length === n) this.#chunks.shift();
-      else this.#chunks[0] = first.subarray(n);
-      return first.subarray(0, n);
+    if (first !== undefined && first.length - this.#head >= n) {
+      const out = first.subarray(this.#head, this.#head + n);
+      this.#skip(first, n);
+      return out;
     }
     const out = new Uint8Array(n);
     let off = 0;
     while (off < n) {
       const c = this.#chunks[0] as Uint8Array;
-      const k = Math.min(c.length, n - off);
-      out.set(c.subarray(0, k), off);
+      const k = Math.min(c.length - this.#head, n - off);
+      out.set(c.subarray(this.#head, this.#head + k), off);
       off += k;
-      if (k === c.length) this.#chunks.shift();
-      else this.#chunks[0] = c.subarray(k);
+      this.#skip(c, k);
     }
     return out;
   }
+
+  /** Marks `k` more bytes of `first` (the first chunk) taken. */
+  #skip(first: Uint8Array, k: number): void {
+    this.#head += k;
+    if (this.#head === first.length) {
+      this.#chunks.shift();
+      this.#head = 0;
+    }
+  }
+}
+
+/** A frame of `header` and `payload`: a literal of one shape, not a spread, on every frame read. */
+function withPayload(header: FrameHeader, payload: Uint8Array): Frame {
+  return {
+    version: header.version,
+    flags: header.flags,
+    opcode: header.opcode,
+    correlationId: header.correlationId,
+    payloadLength: header.payloadLength,
+    payload,
+  };
+}
+
+/** The big-endian u16 at `at` of `b`. */
+function u16At(b: Uint8Array, at: number): number {
+  return (b[at]! << 8) | b[at + 1]!;
+}
+
+/** The big-endian u32 at `at` of `b`. */
+function u32At(b: Uint8Array, at: number): number {
+  return ((b[at]! << 24) | (b[at + 1]! << 16) | (b[at + 2]! << 8) | b[at + 3]!) >>> 0;
 }
 
 const NEED: ParseResult = { kind: "need" };

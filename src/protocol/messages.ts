@@ -850,9 +850,29 @@ export interface FramedOptions {
  */
 export function encodeFramed(schema: Schema, value: object, opts: FramedOptions): Uint8Array {
   const w = new Writer();
-  w.skip(HEADER_BYTES);
-  write(w, schema, value as Record<string, unknown>);
-  const frame = w.finish();
+  encodeFramedInto(w, schema, value, opts);
+  return w.finish();
+}
+
+/**
+ * Appends the frame `encodeFramed` makes to `w`, so frames sent together share one buffer. If
+ * `value` does not fit `schema` it throws and leaves `w` as it was.
+ */
+export function encodeFramedInto(
+  w: Writer,
+  schema: Schema,
+  value: object,
+  opts: FramedOptions,
+): void {
+  const start = w.length;
+  try {
+    w.skip(HEADER_BYTES);
+    write(w, schema, value as Record<string, unknown>);
+  } catch (err) {
+    w.rewind(start);
+    throw err;
+  }
+  const frame = w.finish().subarray(start);
   writeHeader(frame, {
     version: PROTOCOL_VERSION,
     flags: opts.flags ?? 0,
@@ -860,7 +880,6 @@ export function encodeFramed(schema: Schema, value: object, opts: FramedOptions)
     correlationId: opts.correlationId,
     payloadLength: frame.length - HEADER_BYTES,
   });
-  return frame;
 }
 
 function write(w: Writer, schema: Schema, v: Record<string, unknown>): void {
@@ -897,6 +916,54 @@ function write(w: Writer, schema: Schema, v: Record<string, unknown>): void {
         }
     }
   }
+}
+
+/** Bytes of a DELIVER payload before its records: u32 id, i64 first offset, u8 flag, u32 length. */
+const DELIVER_FIELDS_BYTES = 17;
+
+/**
+ * Decodes a DELIVER push, as `decode(SCHEMAS.DELIVER.request, payload, "DELIVER")` does, without
+ * its per-field bookkeeping: a consumer of many subscriptions decodes one per message. Anything
+ * that is not a well-formed push goes to `decode`, which says what is wrong with it.
+ */
+export function decodeDeliver(payload: Uint8Array): DeliverPush {
+  const n = payload.length;
+  if (n >= DELIVER_FIELDS_BYTES) {
+    const length = u32At(payload, 13);
+    const firstOffset = (u32At(payload, 4) | 0) * 0x1_0000_0000 + u32At(payload, 8);
+    if (
+      length !== 0xffffffff && DELIVER_FIELDS_BYTES + length === n &&
+      Number.isSafeInteger(firstOffset)
+    ) {
+      return {
+        subscriptionId: u32At(payload, 0),
+        firstOffset,
+        redelivery: payload[12]!,
+        records: payload.subarray(DELIVER_FIELDS_BYTES),
+      };
+    }
+  }
+  return decode<DeliverPush>(SCHEMAS.DELIVER.request, payload, "DELIVER");
+}
+
+/** Bytes of an ACK payload: u32 subscription id, i64 offset. */
+const ACK_BYTES = 12;
+
+/**
+ * Decodes an ACK, as `decode(SCHEMAS.ACK.request, payload, "ACK")` does, without its per-field
+ * bookkeeping: a broker gets one per message per subscription. Anything else goes to `decode`.
+ */
+export function decodeAck(payload: Uint8Array): AckRequest {
+  if (payload.length === ACK_BYTES) {
+    const offset = (u32At(payload, 4) | 0) * 0x1_0000_0000 + u32At(payload, 8);
+    if (Number.isSafeInteger(offset)) return { subscriptionId: u32At(payload, 0), offset };
+  }
+  return decode<AckRequest>(SCHEMAS.ACK.request, payload, "ACK");
+}
+
+/** The big-endian u32 at `at` of `b` (which must hold it). */
+function u32At(b: Uint8Array, at: number): number {
+  return ((b[at]! << 24) | (b[at + 1]! << 16) | (b[at + 2]! << 8) | b[at + 3]!) >>> 0;
 }
 
 /** Decodes a whole payload by `schema`; throws MalformedError on any mismatch or leftover byte. */

@@ -4,8 +4,11 @@ import { MalformedError } from "./errors.ts";
 import { encodeFrame, Flag } from "./frame.ts";
 import {
   decode,
+  decodeAck,
+  decodeDeliver,
   encode,
   encodeFramed,
+  encodeFramedInto,
   ERROR_SCHEMA,
   type FieldType,
   LIST_ITEMS_MAX,
@@ -291,4 +294,64 @@ Deno.test("encodeFramed() writes the same bytes as encodeFrame() of encode()", (
       encodeFrame(Op[op], 77, encode(schema, body), Flag.RESPONSE),
     );
   }
+});
+
+for (
+  const [op, fast] of [["DELIVER", decodeDeliver], ["ACK", decodeAck]] as [
+    OpName,
+    (p: Uint8Array) => unknown,
+  ][]
+) {
+  Deno.test(`${fast.name}() decodes what decode() does, and refuses with its error what it refuses`, () => {
+    const schema = SCHEMAS[op].request;
+    fc.assert(
+      fc.property(valueArb(schema), (v) => {
+        const payload = encode(schema, v);
+        assert.deepEqual(fast(payload), decode(schema, payload, op));
+      }),
+    );
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 40 }), (payload) => {
+        let want: unknown;
+        try {
+          want = decode(schema, payload, op);
+        } catch (err) {
+          assert.throws(() => fast(payload), { message: (err as Error).message });
+          return;
+        }
+        assert.deepEqual(fast(payload), want);
+      }),
+    );
+  });
+}
+
+Deno.test("encodeFramedInto() appends the frame encodeFramed() makes, and leaves the writer as it was when the value does not fit", () => {
+  const w = new Writer(8);
+  encodeFramedInto(w, SCHEMAS.ACK.request, { subscriptionId: 7, offset: 42 }, {
+    opcode: Op.ACK,
+    correlationId: 1,
+  });
+  const first = w.length;
+  assert.throws(() =>
+    encodeFramedInto(w, SCHEMAS.ACK.request, { subscriptionId: 8, offset: 2 ** 64 }, {
+      opcode: Op.ACK,
+      correlationId: 2,
+    })
+  );
+  assert.equal(w.length, first, "nothing of the failed frame is left");
+  encodeFramedInto(w, SCHEMAS.CREDIT.request, { subscriptionId: 7, messages: 3, bytes: 9 }, {
+    opcode: Op.CREDIT,
+    correlationId: 3,
+  });
+  const want = [
+    encodeFramed(SCHEMAS.ACK.request, { subscriptionId: 7, offset: 42 }, {
+      opcode: Op.ACK,
+      correlationId: 1,
+    }),
+    encodeFramed(SCHEMAS.CREDIT.request, { subscriptionId: 7, messages: 3, bytes: 9 }, {
+      opcode: Op.CREDIT,
+      correlationId: 3,
+    }),
+  ];
+  assert.deepEqual(w.finish(), new Uint8Array([...want[0]!, ...want[1]!]));
 });

@@ -193,6 +193,14 @@ export class Writer {
     this.#view.setInt32(pos, v);
   }
 
+  /** Drops every byte written after the first `length` (what a failed encoding left behind). */
+  rewind(length: number): void {
+    if (length < 0 || length > this.#pos) {
+      throw new RangeError(`Cannot rewind a writer of ${this.#pos} bytes to ${length}`);
+    }
+    this.#pos = length;
+  }
+
   /** The bytes written, as a view (no copy). */
   finish(): Uint8Array {
     return this.#buf.subarray(0, this.#pos);

@@ -202,6 +202,11 @@ export class FileLog implements Log {
   #tail: { seg: Segment; base: number; next: number; bytes: Uint8Array }[] = [];
   #tailBytes = 0;
   /**
+   * The last shared read from the tail that ran to its end, while the tail is unchanged: every
+   * subscriber of a partition woken by an append asks for the same new batches.
+   */
+  #tailShared: { offset: number; result: ReadResult; oneBatch: boolean } | null = null;
+  /**
    * Where the log first fails its checks, found at open or by a read: offsets before it are
    * served, reads from it and appends are refused (an append after a hole would be acknowledged
    * at an offset no reader can reach, or renumber the records behind it) until `repair()`.
@@ -858,6 +863,15 @@ export class FileLog implements Log {
     return { bytes: bytes.subarray(0, off), nextOffset: expected, records, headroomBytes };
   }
 
+  readCached(offset: number, limits: ReadLimits): ReadResult | null {
+    if (offset < this.logStartOffset || offset > this.#visible) return null;
+    if (this.#damage !== null && offset >= this.#damage.offset) return null;
+    if (offset === this.#visible) {
+      return { bytes: new Uint8Array(0), nextOffset: offset, records: 0 };
+    }
+    return this.#fromTail(offset, limits);
+  }
+
   /** Keeps a write group just made visible for readers at the end; the oldest go past the cap. */
   #keepTail(seg: Segment, base: number, next: number, bytes: Uint8Array): void {
     const cap = this.#opts.tailCacheBytes ?? TAIL_CACHE_BYTES_DEFAULT;
@@ -868,6 +882,7 @@ export class FileLog implements Log {
     // Only a run that follows on from the last group: reads walk the groups in order.
     if ((this.#tail.at(-1)?.next ?? base) !== base) this.#dropTail();
     this.#tail.push({ seg, base, next, bytes });
+    this.#tailShared = null;
     this.#tailBytes += bytes.length;
     while (this.#tailBytes > cap) this.#tailBytes -= this.#tail.shift()!.bytes.length;
   }
@@ -875,15 +890,29 @@ export class FileLog implements Log {
   #dropTail(): void {
     this.#tail = [];
     this.#tailBytes = 0;
+    this.#tailShared = null;
   }
 
   /**
    * A read served from the newest batches kept in memory, or null if `offset` is not among them.
    * They were checked when appended and are what the file holds, so they are not checked again.
+   * Batches of one write group are handed out as a view of it, shared by every reader (a group is
+   * never written to once kept); only a read across groups is copied.
    */
   #fromTail(offset: number, limits: ReadLimits): ReadResult | null {
     const tail = this.#tail;
     if (tail.length === 0 || offset < tail[0]!.base || offset < this.logStartOffset) return null;
+    const shared = this.#tailShared;
+    if (shared !== null && shared.offset === offset) {
+      // What this read would find: all of it if the limits allow, and one batch always.
+      const r = shared.result;
+      if (
+        shared.oneBatch || (r.bytes.length <= limits.bytesMax && r.records <= limits.recordsMax)
+      ) {
+        this.stats.tailReads++;
+        return r;
+      }
+    }
     let i = tail.length - 1;
     while (tail[i]!.base > offset) i--;
     const parts: Uint8Array[] = [];
@@ -891,6 +920,12 @@ export class FileLog implements Log {
     let records = 0;
     let nextOffset = offset;
     let first = true;
+    // Where the batches start in the first group they come from, and whether they all do.
+    let firstGroup: Uint8Array | null = null;
+    let firstAt = 0;
+    let oneGroup = true;
+    // False if the limits cut the read short: a read with other limits may find more.
+    let ranToEnd = true;
     // A read ends at its segment's end, as one from the file does.
     const seg = tail[i]!.seg;
     for (; i < tail.length && tail[i]!.seg === seg; i++) {
@@ -903,9 +938,14 @@ export class FileLog implements Log {
           if (
             !first && (total + h.sizeBytes > limits.bytesMax || records + n > limits.recordsMax)
           ) {
+            ranToEnd = false;
             i = tail.length;
             break;
           }
+          if (firstGroup === null) {
+            firstGroup = group;
+            firstAt = off;
+          } else if (group !== firstGroup) oneGroup = false;
           parts.push(group.subarray(off, off + h.sizeBytes));
           total += h.sizeBytes;
           records += n;
@@ -915,7 +955,13 @@ export class FileLog implements Log {
         off += h.sizeBytes;
       }
     }
-    if (parts.length === 0) return null;
+    if (firstGroup === null) return null;
+    this.stats.tailReads++;
+    if (oneGroup) {
+      const result = { bytes: firstGroup.subarray(firstAt, firstAt + total), nextOffset, records };
+      if (ranToEnd) this.#tailShared = { offset, result, oneBatch: parts.length === 1 };
+      return result;
+    }
     const headroomBytes = limits.headroomBytes ?? 0;
     const bytes = new Uint8Array(headroomBytes + total).subarray(headroomBytes);
     let at = 0;
@@ -923,7 +969,6 @@ export class FileLog implements Log {
       bytes.set(part, at);
       at += part.length;
     }
-    this.stats.tailReads++;
     return { bytes, nextOffset, records, headroomBytes };
   }
 

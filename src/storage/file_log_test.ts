@@ -1625,3 +1625,64 @@ Deno.test("The tail cache serves the newest batches as the file holds them and f
     await log.close();
   });
 });
+
+Deno.test("FileLog.readCached() answers from the tail as read() does, one answer shared by all readers until the tail changes", async () => {
+  await onSim(22, async (env) => {
+    const s = sink();
+    const model = new Model();
+    const size = model.batch({ padBytes: 40 }).length;
+    model.dropLast();
+    const log = await FileLog.open(
+      env,
+      options(s, { segmentBytes: 64 * size, tailCacheBytes: 12 * size }),
+    );
+    // Batches appended three at a time share a write group (one buffer); the rest have their own.
+    for (let i = 0; i < 8; i++) {
+      const batches = [0, 1, 2].map((j) =>
+        model.batch({ records: 1 + ((i + j) % 3), padBytes: 40 })
+      );
+      await Promise.all(batches.map((b) => append(log, b)));
+      await appendChecked(log, model, { padBytes: 40 });
+    }
+    let cached = 0;
+    for (
+      const limits of [{ bytesMax: 1, recordsMax: 1 }, { bytesMax: 3 * size, recordsMax: 5 }, ALL]
+    ) {
+      for (let offset = 0; offset <= log.nextOffset; offset++) {
+        const c = log.readCached(offset, limits);
+        if (c === null) continue;
+        cached++;
+        const r = await log.read(offset, limits);
+        assert.deepEqual(c.bytes, r.bytes, `offset ${offset}: the same batches`);
+        assert.equal(c.nextOffset, r.nextOffset);
+        assert.equal(c.records, r.records);
+        if (offset < log.nextOffset) checkRead(c, offset, model);
+      }
+    }
+    assert.ok(cached > 20, `the tail answered ${cached} reads`);
+    assert.equal(log.readCached(0, ALL), null, "the oldest batches are no longer in memory");
+    // Every subscriber of the partition asks for the newest batch: they all get one answer.
+    const last = model.batches[model.batches.length - 1]!.base;
+    const first = log.readCached(last, ALL);
+    assert.ok(first !== null);
+    assert.equal(log.readCached(last, { bytesMax: 1, recordsMax: 1 }), first);
+    // A reader with room for less than two batches gets less than the shared answer.
+    const two = model.batches[model.batches.length - 2]!.base;
+    const both = log.readCached(two, ALL)!;
+    const one = log.readCached(two, { bytesMax: size, recordsMax: 100 })!;
+    assert.ok(one.nextOffset < both.nextOffset);
+    checkRead(one, two, model);
+    // An append changes the answer: the batch after it is included from then on.
+    await appendChecked(log, model, { padBytes: 40 });
+    const after = log.readCached(last, ALL)!;
+    assert.notEqual(after, first);
+    assert.equal(after.nextOffset, log.nextOffset);
+    checkRead(after, last, model);
+    // So does a cut: nothing past it is served again.
+    await log.truncateFrom(last);
+    model.cut(last);
+    assert.deepEqual(log.readCached(last, ALL)?.records, 0);
+    assert.deepEqual(s.fatal, []);
+    await log.close();
+  });
+});

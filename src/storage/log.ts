@@ -85,6 +85,13 @@ export interface Log {
    * Empty at `nextOffset`. Throws OffsetOutOfRange outside [logStartOffset, nextOffset].
    */
   read(offset: number, limits: ReadLimits): Promise<ReadResult>;
+  /**
+   * What `read` would return, when the log has it in memory; otherwise null (then call `read`,
+   * which also reports errors: this never throws). Synchronous, so the thousands of subscribers
+   * of one partition woken by an append each take the new batch without a promise of their own.
+   * The bytes may be shared between readers: nobody may write into them.
+   */
+  readCached?(offset: number, limits: ReadLimits): ReadResult | null;
   /** The first offset whose batch has a timestamp at or after `timestampMs`, or `nextOffset`. */
   offsetForTimestamp(timestampMs: number): Promise<number>;
   /**

@@ -117,9 +117,17 @@ export class MemoryLog implements Log {
     if (offset < this.#start || offset > this.#next) {
       return Promise.reject(new OffsetOutOfRange(offset, this.#start, this.#next));
     }
-    if (offset === this.#next) {
-      return Promise.resolve({ bytes: new Uint8Array(0), nextOffset: offset, records: 0 });
-    }
+    return Promise.resolve(this.#read(offset, limits));
+  }
+
+  readCached(offset: number, limits: ReadLimits): ReadResult | null {
+    if (offset < this.#start || offset > this.#next) return null;
+    return this.#read(offset, limits);
+  }
+
+  /** `read` of an offset in range. */
+  #read(offset: number, limits: ReadLimits): ReadResult {
+    if (offset === this.#next) return { bytes: new Uint8Array(0), nextOffset: offset, records: 0 };
     let i = this.#find(offset);
     const parts: Uint8Array[] = [];
     let bytes = 0;
@@ -140,12 +148,10 @@ export class MemoryLog implements Log {
       nextOffset = b.lastOffset + 1;
       i++;
     }
-    if (parts.length === 1) {
-      return Promise.resolve({ bytes: parts[0] as Uint8Array, nextOffset, records });
-    }
+    if (parts.length === 1) return { bytes: parts[0] as Uint8Array, nextOffset, records };
     const headroomBytes = limits.headroomBytes ?? 0;
     const joined = concat(parts, bytes, headroomBytes);
-    return Promise.resolve({ bytes: joined, nextOffset, records, headroomBytes });
+    return { bytes: joined, nextOffset, records, headroomBytes };
   }
 
   /** Index of the batch holding `offset` (which must be stored). */

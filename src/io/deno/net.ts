@@ -107,17 +107,21 @@ export class DenoConn implements Conn {
   }
 
   async write(bytes: Uint8Array): Promise<number> {
-    const what = `Cannot write to ${formatAddr(this.remote)}`;
-    if (this.#closed) throw new Closed(`${what}: connection closed`);
+    if (this.#closed) throw new Closed(`${this.#cannotWrite()}: connection closed`);
     if (bytes.length === 0) return 0;
     try {
       return await this.#conn.write(bytes);
     } catch (err) {
       if (this.#closed && isClosedUnderneath(err)) {
-        throw new Closed(`${what}: connection closed`, { cause: err });
+        throw new Closed(`${this.#cannotWrite()}: connection closed`, { cause: err });
       }
-      throw mapDenoError(err, what);
+      throw mapDenoError(err, this.#cannotWrite());
     }
+  }
+
+  /** The start of a failed write's message, made only then: writes are many, failures few. */
+  #cannotWrite(): string {
+    return `Cannot write to ${formatAddr(this.remote)}`;
   }
 
   close(): void {
