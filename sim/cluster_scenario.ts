@@ -260,8 +260,13 @@ export async function runCluster(opts: ClusterOptions): Promise<RunResult> {
                 g.faults = buggify;
               },
               // A replica moved away: the checker verifies it left the group's committed
-              // configuration before forgetting what it promised there.
-              onRaftGroupDropped: (g) => raft.forget(g),
+              // configuration before forgetting what it promised there. What it served goes
+              // too: a replica added back later is a new one, which starts empty (cluster seed
+              // 5783 counted that as the old replica's high-water mark going back).
+              onRaftGroupDropped: (g) => {
+                raft.forget(g);
+                served.delete(`${name}:${partitionOfGroup(g.group)}`);
+              },
               ...(opts.bugVoteWithoutLogCheck === 1
                 ? { plantedBugs: { voteWithoutLogCheck: true } }
                 : {}),
@@ -595,6 +600,11 @@ async function inWorld<T>(sim: Simulation, work: () => Promise<T>): Promise<T> {
   await sim.world.run({ untilMs: sim.world.now + VERIFY_MS_MAX, stop: () => done });
   if (!done) throw new Error(`Reading the replicas took over ${VERIFY_MS_MAX} ms of virtual time`);
   return await p;
+}
+
+/** The partition of a replica's group name, `<topic>/<partition>@<incarnation>`. */
+function partitionOfGroup(group: string): number {
+  return Number(group.slice(group.lastIndexOf("/") + 1, group.lastIndexOf("@")));
 }
 
 function leaderOf(running: Map<string, RunningNode>, p: number): string | null {
