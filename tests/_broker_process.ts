@@ -115,6 +115,7 @@ export async function startClusterNode(
   ports: { client: number; cluster: number },
   seeds: string[],
   extra: string[] = [],
+  spawn: SpawnOptions = {},
 ): Promise<ClusterProc> {
   const args = [
     "--port",
@@ -127,7 +128,7 @@ export async function startClusterNode(
     "--no-metrics-enabled",
   ];
   if (seeds.length > 0) args.push("--seeds", seeds.join(","));
-  const { child, listen, lines } = await spawnBroker([...args, ...extra]);
+  const { child, listen, lines } = await spawnBroker([...args, ...extra], spawn);
   return {
     child,
     lines,

@@ -9,7 +9,6 @@ import assert from "node:assert/strict";
 import { type Client, connect } from "../src/client/mod.ts";
 import { Start, type SubscribeResponse } from "../src/protocol/messages.ts";
 import {
-  type BrokerProcess,
   clusterFormed,
   type ClusterProc,
   freePort,
@@ -17,7 +16,7 @@ import {
   readAll,
   retry,
   sleep,
-  spawnBroker,
+  startClusterNode,
 } from "./_broker_process.ts";
 
 const OLD = "old-secret-0123456789abcdef";
@@ -47,20 +46,12 @@ async function start(
   env: Record<string, string>,
 ): Promise<Node> {
   const all: string[] = [];
-  const p: BrokerProcess = await spawnBroker([
-    ...["--port", String(ports.client), "--data-dir", dataDir],
-    ...["--cluster-port", String(ports.cluster), "--cluster-replicate", "--no-metrics-enabled"],
-    ...(seeds.length === 0 ? [] : ["--seeds", seeds.join(",")]),
-  ], { env, onLine: (line) => all.push(line) });
+  const p = await startClusterNode(dataDir, ports, seeds, [], {
+    env,
+    onLine: (line) => all.push(line),
+  });
   all.unshift(...p.lines);
-  return {
-    child: p.child,
-    lines: p.lines,
-    all,
-    clientPort: ports.client,
-    clusterPort: ports.cluster,
-    nodeId: p.listen.nodeId!,
-  };
+  return { ...p, all };
 }
 
 Deno.test({

@@ -26,7 +26,6 @@ import {
   readAll,
   retry,
   sleep,
-  spawnBroker,
   startCluster,
   startClusterNode,
 } from "./_broker_process.ts";
@@ -206,21 +205,11 @@ async function startLogging(
   tls: { cert: string; key: string; ca: string },
 ): Promise<LoggingNode> {
   const all: string[] = [];
-  const p = await spawnBroker([
-    ...["--port", String(ports.client), "--data-dir", dataDir],
-    ...["--cluster-port", String(ports.cluster), "--cluster-replicate", "--no-metrics-enabled"],
-    ...(seeds.length === 0 ? [] : ["--seeds", seeds.join(",")]),
+  const p = await startClusterNode(dataDir, ports, seeds, [
     ...["--cluster-tls-cert", tls.cert, "--cluster-tls-key", tls.key, "--cluster-tls-ca", tls.ca],
   ], { onLine: (line) => all.push(line) });
   all.unshift(...p.lines);
-  return {
-    child: p.child,
-    lines: p.lines,
-    all,
-    clientPort: ports.client,
-    clusterPort: ports.cluster,
-    nodeId: p.listen.nodeId!,
-  };
+  return { ...p, all };
 }
 
 /** Longest time without an acknowledged produce while the CA rotates, ms. */
