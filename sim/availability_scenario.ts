@@ -22,6 +22,7 @@ import { type Client, connectWith } from "../src/client/client.ts";
 import { loadClusterModules, type RunningNode, startNode } from "../src/node.ts";
 import { META_GROUP } from "../src/cluster/cluster.ts";
 import { brokerHooks, brokerSimulation, firstLine } from "./faults.ts";
+import { untilJoined } from "./cluster_scenario.ts";
 import type { Simulation } from "./simulation.ts";
 
 /** What decides an availability run. */
@@ -215,11 +216,7 @@ async function formCluster(env: Env, names: string[]): Promise<Client> {
     }).catch(() => null);
     if (client === null) await env.clock.sleep(200);
   }
-  for (;;) {
-    const m = await client.admin.metadata([]).catch(() => null);
-    if (m !== null && m.nodes.length >= names.length) break;
-    await env.clock.sleep(200);
-  }
+  await untilJoined(env, client, names.length);
   for (;;) {
     const made = await client.admin.createTopic(TOPIC, {
       partitions: PARTITIONS,

@@ -615,6 +615,15 @@ function leaderOf(running: Map<string, RunningNode>, p: number): string | null {
   return null;
 }
 
+/** Waits until `client`'s metadata names at least `nodes` live nodes, asking every 200 ms. */
+export async function untilJoined(env: Env, client: Client, nodes: number): Promise<void> {
+  for (;;) {
+    const m = await client.admin.metadata([]).catch(() => null);
+    if (m !== null && m.nodes.length >= nodes) return;
+    await env.clock.sleep(200);
+  }
+}
+
 async function connectTo(env: Env, host: string): Promise<Client | null> {
   try {
     return await connectWith(env, {
@@ -648,11 +657,7 @@ async function produce(
   }
   // Like an operator, wait until every node has joined before creating the topic (the replication
   // factor is capped at the cluster's size when the topic is created).
-  for (;;) {
-    const m = await client.admin.metadata([]).catch(() => null);
-    if (m !== null && m.nodes.length >= opts.nodes) break;
-    await env.clock.sleep(200);
-  }
+  await untilJoined(env, client, opts.nodes);
   for (;;) {
     try {
       await client.admin.createTopic(TOPIC, {
