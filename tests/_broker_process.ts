@@ -146,7 +146,11 @@ const CLUSTER_START_ATTEMPTS = 5;
  * port chosen free may be taken by a parallel test before the broker binds it ("in use", exit 2):
  * then all three start again on other ports.
  */
-export async function startCluster(root: string, extra: string[] = []): Promise<{
+export async function startCluster(
+  root: string,
+  extra: string[] = [],
+  spawn: (node: number) => SpawnOptions = () => ({}),
+): Promise<{
   procs: ClusterProc[];
   ports: { client: number; cluster: number }[];
   seeds: string[];
@@ -156,9 +160,9 @@ export async function startCluster(root: string, extra: string[] = []): Promise<
     const seeds = [`127.0.0.1:${ports[0]!.cluster}`];
     const procs: ClusterProc[] = [];
     try {
-      procs.push(await startClusterNode(`${root}/n0`, ports[0]!, [], extra));
-      procs.push(await startClusterNode(`${root}/n1`, ports[1]!, seeds, extra));
-      procs.push(await startClusterNode(`${root}/n2`, ports[2]!, seeds, extra));
+      procs.push(await startClusterNode(`${root}/n0`, ports[0]!, [], extra, spawn(0)));
+      procs.push(await startClusterNode(`${root}/n1`, ports[1]!, seeds, extra, spawn(1)));
+      procs.push(await startClusterNode(`${root}/n2`, ports[2]!, seeds, extra, spawn(2)));
       return { procs, ports, seeds };
     } catch (err) {
       await killAll(procs);

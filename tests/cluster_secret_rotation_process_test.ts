@@ -16,6 +16,7 @@ import {
   readAll,
   retry,
   sleep,
+  startCluster,
   startClusterNode,
 } from "./_broker_process.ts";
 
@@ -61,19 +62,26 @@ Deno.test({
   sanitizeResources: false,
   async fn() {
     const root = await Deno.makeTempDir({ prefix: "gregormq-rotation-" });
-    const ports = [0, 1, 2].map(() => ({ client: freePort(), cluster: freePort() }));
-    const seedsFor = (i: number) =>
-      ports.filter((_, j) => j !== i).map((p) => `127.0.0.1:${p.cluster}`);
-    const servers = ports.map((p) => `127.0.0.1:${p.client}`);
     const procs: Node[] = [];
     const clients: Client[] = [];
     let producing = false;
     let producer: Promise<void> = Promise.resolve();
     try {
+      // On fresh ports, again if a parallel test took one first.
       const oldOnly = { GREGOR_CLUSTER_SECRET: OLD };
-      procs.push(await start(`${root}/n0`, ports[0]!, [], oldOnly));
-      procs.push(await start(`${root}/n1`, ports[1]!, [seedsFor(1)[0]!], oldOnly));
-      procs.push(await start(`${root}/n2`, ports[2]!, [seedsFor(2)[0]!], oldOnly));
+      const logs: string[][] = [];
+      const formed = await startCluster(root, [], (i) => {
+        const all: string[] = logs[i] = [];
+        return { env: oldOnly, onLine: (line) => all.push(line) };
+      });
+      formed.procs.forEach((p, i) => {
+        logs[i]!.unshift(...p.lines);
+        procs.push({ ...p, all: logs[i]! });
+      });
+      const ports = formed.ports;
+      const seedsFor = (i: number) =>
+        ports.filter((_, j) => j !== i).map((p) => `127.0.0.1:${p.cluster}`);
+      const servers = ports.map((p) => `127.0.0.1:${p.client}`);
       const admin = await connect({ servers, connectTimeoutMs: 20_000 });
       clients.push(admin);
       const perNode: Client[] = [];
