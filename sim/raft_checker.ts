@@ -51,6 +51,13 @@ interface View {
    * leave after the node moved on and replaced those entries (a delayed message, which is legal).
    */
   durableHigh: Map<number, number>;
+  /**
+   * Per term, the lowest index at which an entry of that term was saved in this incarnation. An
+   * answer acknowledging entries of an earlier term that were still only in memory may leave once
+   * a later term's leader has overwritten them durably: the node then holds a log a correct node
+   * could hold after accepting those entries and then being told to replace them (raft seed 7308).
+   */
+  durableLow: Map<number, number>;
   /** Since when (virtual ms) this node leads although another leads a later term; else null. */
   supersededSinceMs: number | null;
   /** The term this node was last seen leading (0: not leading then), and its commit then. */
@@ -188,6 +195,7 @@ export class RaftChecker {
       durableVote: n.vote,
       durableLast: n.lastIndex,
       durableHigh: new Map([[n.term, n.lastIndex]]),
+      durableLow: new Map(),
       supersededSinceMs: null,
       ledTerm: 0,
       ledCommit: 0,
@@ -239,6 +247,13 @@ export class RaftChecker {
     }
     const first = ready.entries[0];
     if (first !== undefined) view.durableLast = ready.entries.at(-1)!.index;
+    let termSeen = -1;
+    for (const e of ready.entries) {
+      if (e.term === termSeen) continue;
+      termSeen = e.term;
+      const low = view.durableLow.get(e.term);
+      if (low === undefined || e.index < low) view.durableLow.set(e.term, e.index);
+    }
     const high = view.durableHigh.get(view.durableTerm) ?? 0;
     view.durableHigh.set(view.durableTerm, Math.max(high, view.durableLast));
   }
@@ -284,7 +299,7 @@ export class RaftChecker {
       const durable = m.term < view.durableTerm
         ? Math.max(view.durableLast, view.durableHigh.get(m.term) ?? 0)
         : view.durableLast;
-      if (m.index > durable) {
+      if (m.index > durable && !overwrittenLater(view, m.term, m.index)) {
         this.#violate(
           `${key} acknowledged entries through ${m.index} while only ${durable} were durable`,
         );
@@ -614,4 +629,12 @@ function hashOf(data: Uint8Array): number {
   let h = 0x811c9dc5;
   for (let i = 0; i < data.length; i++) h = Math.imul(h ^ data[i]!, 0x01000193);
   return (h >>> 0) + data.length * 2 ** 32;
+}
+
+/** True if an entry of a term after `term` was saved at or below `index` (see View.durableLow). */
+function overwrittenLater(view: View, term: number, index: number): boolean {
+  for (const [t, low] of view.durableLow) {
+    if (t > term && low <= index) return true;
+  }
+  return false;
 }

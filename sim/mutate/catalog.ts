@@ -40,6 +40,16 @@ export const MUTANTS: readonly Mutant[] = [
     slip: "vote grants go out before the vote is durable, so a crash can vote twice in a term",
   },
   {
+    id: "raft-ack-before-persist",
+    area: "raft",
+    file: NODE,
+    find: 'const early = this.#role === "leader" && m.term === this.#term &&',
+    replace:
+      'const early = m.type === "AppendEntriesResp" || this.#role === "leader" && m.term === this.#term &&',
+    slip:
+      "a follower acknowledges appended entries before they are durable, so a crash loses entries a leader counted as replicated",
+  },
+  {
     id: "raft-no-prev-term-check",
     area: "raft",
     file: NODE,
