@@ -71,6 +71,15 @@ Deno.test("groups: without the commit fence (a planted bug) the checkers fail", 
   assert.ok(caught > 0, "no seed caught a broker accepting commits from non-owners");
 });
 
+Deno.test("groups: a gap batch left unanswered is not sent past, so it can never be stored (seeds 2893, 3212)", async () => {
+  // The rogue producer's batch past a gap was held up by the network and reached the broker after
+  // the producer had filled the gap: it was then next in sequence, and stored.
+  for (const seed of [2893, 3212]) {
+    const r = await runGroups(groupOptions(seed));
+    assert.deepEqual(r.violations, [], `seed ${seed}`);
+  }
+});
+
 Deno.test("groups: a seed gives the same trace twice, different seeds different traces", async () => {
   const hashes = new Set<string>();
   for (let seed = 3000; seed < 3010; seed++) {
