@@ -331,7 +331,7 @@ export class ClusterNode {
   underReplicated(): number {
     let n = 0;
     for (const r of this.#replicas.values()) {
-      const isr = r.group.node.inSyncVoters();
+      const isr = r.group.inSyncVoters();
       if (isr !== null && isr.length < r.group.node.voters.length) n++;
     }
     return n;
@@ -573,7 +573,7 @@ export class ClusterNode {
    */
   servesReads(topic: string, partition: number): boolean {
     if (!this.holds(topic, partition)) return false;
-    return this.#replicas.get(partitionGroup(topic, partition))!.group.node.keepsUp();
+    return this.#replicas.get(partitionGroup(topic, partition))!.group.keepsUp();
   }
 
   /**
@@ -584,7 +584,7 @@ export class ClusterNode {
   replication(topic: string, partition: number): PartitionReplication {
     const t = this.meta.topics.get(topic);
     const ids = t?.replicas[partition] ?? [];
-    const isr = this.#replicas.get(partitionGroup(topic, partition))?.group.node.inSyncVoters();
+    const isr = this.#replicas.get(partitionGroup(topic, partition))?.group.inSyncVoters();
     return {
       leader: this.#leaderOf(topic, partition),
       replicas: ids.map((id) => ({ id })),

@@ -293,6 +293,33 @@ export class RaftNode {
 
   // ---- inputs --------------------------------------------------------------------------------
 
+  /**
+   * Moves the node's clock on to `nowMs` (monotonic) without firing a timeout: a shell that ticks
+   * only when `nextTickDueMs` says so calls this before each input and read, so what the node
+   * stamps and compares (leader contact, progress, the in-sync rule) uses the time now.
+   */
+  advanceClock(nowMs: number): void {
+    if (nowMs > this.#nowMs) this.#nowMs = nowMs;
+  }
+
+  /**
+   * When `tick` next has work (monotonic ms, on the clock `tick` is fed): a leader's heartbeat,
+   * quorum check or the end of a leadership transfer; otherwise the election timeout, and a
+   * campaigning node's next vote request. Until then a tick does nothing, so a shell may sleep
+   * until this time instead of ticking at a fixed rate. An input may move it earlier (by making
+   * the node a candidate or a leader): the shell asks again after each.
+   */
+  nextTickDueMs(): number {
+    if (this.#role === "leader") {
+      const transferEnds = this.#transfer?.deadlineMs ?? Infinity;
+      return Math.min(this.#heartbeatDueMs, this.#quorumCheckDueMs, transferEnds);
+    }
+    if (this.#role !== "follower" && this.#voteAsks < VOTE_ASKS_PER_CAMPAIGN_MAX) {
+      return Math.min(this.#electionDeadlineMs, this.#voteResendDueMs);
+    }
+    return this.#electionDeadlineMs;
+  }
+
   /** Advances the node's clock to `nowMs` (monotonic) and fires any due timeout. */
   tick(nowMs: number): void {
     assert(nowMs >= this.#nowMs, () => `tick(${nowMs}) is before ${this.#nowMs}`);

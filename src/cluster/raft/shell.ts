@@ -4,6 +4,7 @@
 // The node stays a pure state machine (node.ts); everything that waits lives here.
 
 import type { Clock, FaultPoints, Random } from "../../io/types.ts";
+import { GUARD_DONE } from "../../io/errors.ts";
 import { ErrorCode, GregorError } from "../../protocol/errors.ts";
 import { AssertionFailed } from "../../util/assert.ts";
 import { decodeMessage, encodeMessage } from "./codec.ts";
@@ -93,8 +94,13 @@ export interface RaftGroupOptions {
 
 /** Proposals waiting to be applied, per group, at most. */
 export const PROPOSALS_PENDING_MAX = 100_000;
-/** Default tick, ms. */
+/**
+ * Default tick, ms: how often a fault point's held-back messages count down, and the unit of a
+ * slowed save. Raft's own timeouts fire when due (see RaftGroup's tick loop).
+ */
 export const RAFT_TICK_MS = 20;
+/** The tick loop sleeps at least this long, ms, so a due time that did not move cannot spin. */
+const TICK_WAIT_MS_MIN = 1;
 /** Messages a fault point holds back at once, at most (more are delivered at once). */
 export const HELD_MESSAGES_MAX = 16;
 /** Ticks a held-back message waits at most before it is delivered. */
@@ -135,6 +141,10 @@ export class RaftGroup {
   faults: FaultPoints | null = null;
   /** Messages a fault point holds back, with the ticks each still waits. */
   readonly #held: { m: Message; ticks: number }[] = [];
+  /** Ends the tick loop's sleep early (the node needs a tick sooner, or the group stops). */
+  #wake: AbortController | null = null;
+  /** When the tick loop's sleep ends (on the group's clock); Infinity while it runs. */
+  #wakeAtMs = Infinity;
 
   constructor(opts: RaftGroupOptions) {
     this.#o = opts;
@@ -203,6 +213,7 @@ export class RaftGroup {
       return;
     }
     if (m.to !== this.#o.nodeId) return;
+    this.node.advanceClock(this.#o.clock.now());
     const faults = this.faults;
     if (faults !== null) {
       if (faults.fires("raft.receive.drop")) return;
@@ -243,6 +254,7 @@ export class RaftGroup {
    * it may still commit under the next leader (retry idempotently).
    */
   propose(data: Uint8Array): Promise<unknown> {
+    this.node.advanceClock(this.#o.clock.now());
     return this.#await(this.node.propose(data));
   }
 
@@ -253,6 +265,7 @@ export class RaftGroup {
   campaign(): boolean {
     if (this.stopped) return false;
     let started = false;
+    this.node.advanceClock(this.#o.clock.now());
     this.#guard(() => (started = this.node.campaign()));
     this.#kick();
     return started;
@@ -265,23 +278,42 @@ export class RaftGroup {
   transferLeadership(target: string): boolean {
     if (this.stopped) return false;
     let started = false;
+    this.node.advanceClock(this.#o.clock.now());
     this.#guard(() => (started = this.node.transferLeadership(target)));
     this.#kick();
     return started;
   }
 
+  /**
+   * The in-sync rule seen from this replica, at the time now (see RaftNode.keepsUp): read it here
+   * rather than on the node, whose clock moves only with inputs and ticks.
+   */
+  keepsUp(): boolean {
+    this.node.advanceClock(this.#o.clock.now());
+    return this.node.keepsUp();
+  }
+
+  /** On a leader, the voters in sync with it at the time now (see RaftNode.inSyncVoters). */
+  inSyncVoters(): string[] | null {
+    this.node.advanceClock(this.#o.clock.now());
+    return this.node.inSyncVoters();
+  }
+
   /** Proposes adding a voter, or promoting a learner (one change at a time). */
   addServer(id: string): Promise<unknown> {
+    this.node.advanceClock(this.#o.clock.now());
     return this.#await(this.node.addServer(id));
   }
 
   /** Proposes adding a learner (it receives the log, never votes in a quorum). */
   addLearner(id: string): Promise<unknown> {
+    this.node.advanceClock(this.#o.clock.now());
     return this.#await(this.node.addLearner(id));
   }
 
   /** Proposes removing a voter or a learner. */
   removeServer(id: string): Promise<unknown> {
+    this.node.advanceClock(this.#o.clock.now());
     return this.#await(this.node.removeServer(id));
   }
 
@@ -317,22 +349,45 @@ export class RaftGroup {
   /** Stops ticking and processing; pending proposals fail. */
   async stop(): Promise<void> {
     this.#stop.abort();
+    this.#wake?.abort(GUARD_DONE);
     this.#failAll(new GregorError(ErrorCode.SHUTTING_DOWN, `Group ${this.group} stopped`));
     await this.#loop;
   }
 
+  /**
+   * Ticks the node when it has something due (`nextTickDueMs`), not at a fixed rate: an idle
+   * follower wakes about once per election timeout and a leader once per heartbeat, where a
+   * tick every RAFT_TICK_MS woke every group 50 times a second. Held-back messages still count
+   * down one tick each. `#kick` cuts the sleep short when an input brought the due time closer.
+   */
   async #tickLoop(): Promise<void> {
-    const tickMs = this.#o.tickMs ?? RAFT_TICK_MS;
+    const clock = this.#o.clock;
     while (!this.stopped) {
+      const waitMs = Math.max(TICK_WAIT_MS_MIN, this.#tickDueMs() - clock.now());
+      const wake = new AbortController();
+      this.#wake = wake;
+      this.#wakeAtMs = clock.now() + waitMs;
       try {
-        await this.#o.clock.sleep(tickMs, this.#stop.signal);
+        await clock.sleep(waitMs, wake.signal);
       } catch {
-        return;
+        continue; // woken early: work out the due time again (or stop)
+      } finally {
+        if (this.#wake === wake) {
+          this.#wake = null;
+          this.#wakeAtMs = Infinity;
+        }
       }
-      this.#guard(() => this.node.tick(this.#o.clock.now()));
+      this.#guard(() => this.node.tick(clock.now()));
       if (this.#held.length > 0) this.#releaseHeld();
       this.#kick();
     }
+  }
+
+  /** When the tick loop must next run: the node's next timeout, or a tick for held messages. */
+  #tickDueMs(): number {
+    const due = this.node.nextTickDueMs();
+    if (this.#held.length === 0) return due;
+    return Math.min(due, this.#o.clock.now() + (this.#o.tickMs ?? RAFT_TICK_MS));
   }
 
   /**
@@ -350,6 +405,11 @@ export class RaftGroup {
   /** Runs the Ready loop unless it is running; then it runs once more. */
   #kick(): void {
     if (this.stopped) return;
+    if (this.#wake !== null && this.#tickDueMs() < this.#wakeAtMs) {
+      this.#wake.abort(GUARD_DONE);
+      this.#wake = null;
+      this.#wakeAtMs = Infinity;
+    }
     if (this.#looping) {
       this.#again = true;
       return;
@@ -458,7 +518,7 @@ export class RaftGroup {
    */
   #compactionLimit(): number {
     let limit = this.node.appliedIndex;
-    for (const id of this.node.inSyncVoters() ?? []) {
+    for (const id of this.inSyncVoters() ?? []) {
       if (id !== this.node.id) limit = Math.min(limit, this.node.matchOf(id) ?? limit);
     }
     return limit;
