@@ -28,6 +28,8 @@ export interface RogueStats {
   rogueStaleHeartbeatsKeptOwnership: number;
   rogueReplaysAnswered: number;
   rogueGapsRefused: number;
+  rogueEpochBumps: number;
+  rogueFencedRefused: number;
 }
 
 /** Fresh counters. */
@@ -39,6 +41,8 @@ export function rogueStats(): RogueStats {
     rogueStaleHeartbeatsKeptOwnership: 0,
     rogueReplaysAnswered: 0,
     rogueGapsRefused: 0,
+    rogueEpochBumps: 0,
+    rogueFencedRefused: 0,
   };
 }
 
@@ -57,6 +61,8 @@ export interface RogueContext {
 
 /** The rogue member's pause between two steps, ms at most. */
 const ROGUE_STEP_MS_MAX = 250;
+/** Epochs the rogue producer moves through at most. */
+const ROGUE_EPOCHS_MAX = 3;
 /** Batches the rogue producer sends at most. */
 const ROGUE_BATCHES_MAX = 40;
 
@@ -302,21 +308,31 @@ export interface RogueProduced {
  * with its first offset (or -1, stored before) and not stored again — or sends one past a gap in
  * its sequence, which must be refused with OUT_OF_ORDER_SEQUENCE and never stored. Values of the
  * out-of-order batches are not in `sent`: the final read-back fails if one was stored.
+ *
+ * It also moves to a new epoch now and then (every partition's sequence starts again at 0, as a
+ * Kafka producer does after a sequence error) and then sends a batch of the old epoch to a
+ * partition the new epoch has written to: that batch is fenced, refused with PRODUCER_FENCED, and
+ * must never be stored, whenever it arrives.
  */
 export async function rogueProducer(env: Env, ctx: RogueContext, out: RogueProduced) {
   const client = await ctx.connect(env, "rogue-producer");
   await topicCreated(env, client, ctx.topic);
   const init = await ask<InitProducerIdResponse>(client, "INIT_PRODUCER_ID", {});
   if (!("ok" in init)) return;
-  const { producerId, producerEpoch } = init.ok;
-  const nextSeq = new Map<number, number>();
-  const batch = (value: string, baseSequence: number) =>
+  const { producerId } = init.ok;
+  let producerEpoch = init.ok.producerEpoch;
+  let nextSeq = new Map<number, number>();
+  /** The epoch before the last bump, and where it stood on each partition; null before a bump. */
+  let stale: { epoch: number; nextSeq: Map<number, number> } | null = null;
+  /** Partitions the current epoch has a batch acknowledged on. */
+  const written = new Set<number>();
+  const batch = (value: string, baseSequence: number, epoch = producerEpoch) =>
     encodeBatch([{
       value: new TextEncoder().encode(value),
       timestamp: Math.floor(env.clock.wallMs()),
     }], {
       producerId,
-      producerEpoch,
+      producerEpoch: epoch,
       baseSequence,
     });
   const produce = (partition: number, bytes: Uint8Array) =>
@@ -331,6 +347,23 @@ export async function rogueProducer(env: Env, ctx: RogueContext, out: RogueProdu
     await env.clock.sleep(env.random.int(20, 200));
     const partition = env.random.int(0, ctx.partitions);
     const seq = nextSeq.get(partition) ?? 0;
+    if (written.size > 0 && producerEpoch < ROGUE_EPOCHS_MAX && env.random.float() < 0.06) {
+      stale = { epoch: producerEpoch, nextSeq };
+      producerEpoch++;
+      nextSeq = new Map();
+      written.clear();
+      ctx.stats.rogueEpochBumps++;
+      continue;
+    }
+    if (stale !== null && written.has(partition) && env.random.float() < 0.2) {
+      const value = `fenced-${i}`;
+      const staleSeq = stale.nextSeq.get(partition) ?? 0;
+      const a = await produce(partition, batch(value, staleSeq, stale.epoch));
+      const what = `a batch of producer ${producerId} epoch ${stale.epoch} (sequence ` +
+        `${staleSeq}) after epoch ${producerEpoch} wrote to partition ${partition}`;
+      if (demandRefused(ctx, what, a, ErrorCode.PRODUCER_FENCED)) ctx.stats.rogueFencedRefused++;
+      continue;
+    }
     if (env.random.float() < 0.25) {
       const value = `gap-${i}`;
       const skip = env.random.int(1, 4);
@@ -360,6 +393,7 @@ export async function rogueProducer(env: Env, ctx: RogueContext, out: RogueProdu
     }
     if (first === null) return; // its sequence state is unknown now: stop misbehaving
     nextSeq.set(partition, seq + 1);
+    written.add(partition);
     if (first < 0) out.ackedDuplicates.add(value);
     else {
       out.acked.set(value, { partition, offset: first });

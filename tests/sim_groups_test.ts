@@ -55,6 +55,8 @@ Deno.test(`groups: ${CI_SEEDS} swarm seeds keep ownership exclusive, commits fen
       ...ROGUE_MEMBER_PATHS,
       "rogueReplaysAnswered",
       "rogueGapsRefused",
+      "rogueEpochBumps",
+      "rogueFencedRefused",
     ]
   ) {
     assert.ok((totals[k] ?? 0) > 0, `path "${k}" never taken in ${CI_SEEDS} seeds`);

@@ -233,6 +233,15 @@ export const MUTANTS: readonly Mutant[] = [
     slip: "a batch whose append failed stays remembered, so its retry is judged a duplicate",
   },
   {
+    id: "idem-fence-off-by-one",
+    area: "idempotent",
+    file: "src/broker/producer_state.ts",
+    find: "if (h.producerEpoch < e.epoch) {",
+    replace: "if (h.producerEpoch < e.epoch - 1) {",
+    slip:
+      "the epoch fence lets the previous epoch through, so a zombie producer's batches are judged by the new epoch's sequences",
+  },
+  {
     id: "client-gap-taken-as-duplicate",
     area: "idempotent",
     file: "src/client/producer.ts",
