@@ -101,6 +101,9 @@ async function batchesOnDisk(env: Env, node: SimNode): Promise<Written[]> {
   return out;
 }
 
+/** Timestamps looked up each time the scenario asks the log for offsets by time. */
+const TIME_LOOKUPS = 12;
+
 /** Runs the storage scenario and checks it. */
 export async function runStorage(opts: StorageOptions): Promise<RunResult> {
   const sim = new Simulation(opts.seed, {
@@ -114,23 +117,34 @@ export async function runStorage(opts: StorageOptions): Promise<RunResult> {
   const violate = (msg: string) => {
     if (violations.length < VIOLATIONS_MAX) violations.push(msg);
   };
-  const stats = { served: 0, refused: 0, damagedBatches: 0, servedBeforeDamage: 0 };
+  const stats = {
+    served: 0,
+    refused: 0,
+    damagedBatches: 0,
+    servedBeforeDamage: 0,
+    timeLookups: 0,
+    reopens: 0,
+  };
   const values: string[] = [];
 
   await runOnNode(sim, "disk", async (env, node) => {
-    const log = await FileLog.open(env, {
-      dir: DIR,
-      fsync: { kind: "always" },
-      segmentBytes: opts.segmentBytes,
-      // Reads go to the file, whose faults this scenario is about (the broker scenarios keep the
-      // newest batches in memory, the default).
-      tailCacheBytes: 0,
-      segmentMs: 365 * 24 * 3_600_000,
-      indexIntervalBytes: opts.indexIntervalBytes,
-      retentionBytes: -1,
-      retentionMs: -1,
-      onFatal: (reason) => violate(`the log failed: ${reason}`),
-    });
+    const open = () =>
+      FileLog.open(env, {
+        dir: DIR,
+        fsync: { kind: "always" },
+        segmentBytes: opts.segmentBytes,
+        // Reads go to the file, whose faults this scenario is about (the broker scenarios keep the
+        // newest batches in memory, the default).
+        tailCacheBytes: 0,
+        segmentMs: 365 * 24 * 3_600_000,
+        indexIntervalBytes: opts.indexIntervalBytes,
+        retentionBytes: -1,
+        retentionMs: -1,
+        onFatal: (reason) => violate(`the log failed: ${reason}`),
+      });
+    let log = await open();
+    /** Each batch written: its base offset and its largest record timestamp. */
+    const batchTimes: { base: number; maxTs: number }[] = [];
     for (let i = 0; i < opts.batches; i++) {
       const n = r.int(1, 6);
       const pad = ".".repeat(r.int(0, 80));
@@ -140,8 +154,30 @@ export async function runStorage(opts: StorageOptions): Promise<RunResult> {
         return { value: enc.encode(value + pad), timestamp: 1_000 + values.length };
       });
       const batch = encodeBatch(records);
+      batchTimes.push({ base: values.length - n, maxTs: 1_000 + values.length });
       await log.append(batch, readBatchHeader(batch));
     }
+    // Replay by time: the first batch whose largest timestamp is at or after the one asked for,
+    // else the end. Asked of the log as written, and again after it is closed and opened, which
+    // rebuilds the last segment's indexes from the file.
+    const lookUpTimes = async (when: string) => {
+      for (let k = 0; k < TIME_LOOKUPS && violations.length === 0; k++) {
+        const ts = 1_000 + r.int(0, values.length + 3);
+        const want = batchTimes.find((b) => b.maxTs >= ts)?.base ?? values.length;
+        const got = await log.offsetForTimestamp(ts);
+        stats.timeLookups++;
+        if (got !== want) {
+          violate(
+            `${when}, the offset for timestamp ${ts} is ${got}; the first batch at or after it starts at ${want}`,
+          );
+        }
+      }
+    };
+    await lookUpTimes("as written");
+    await log.close();
+    log = await open();
+    stats.reopens++;
+    await lookUpTimes("after reopening");
     const written = await batchesOnDisk(env, node);
     // Flip a byte of distinct batches, anywhere in them, in what is on the disk.
     const damaged = new Set<number>();

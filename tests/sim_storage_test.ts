@@ -28,6 +28,8 @@ Deno.test(`storage: ${CI_SEEDS} seeds of damage at rest never serve a wrong byte
       "refused",
       "damagedBatches",
       "servedBeforeDamage",
+      "timeLookups",
+      "reopens",
       "buggify:storage.read.forget-resume",
       "buggify:storage.append.before-sync",
       "buggify:storage.roll.before-create",

@@ -192,6 +192,15 @@ export const MUTANTS: readonly Mutant[] = [
     slip: "the read path serves batches without verifying their checksums",
   },
   {
+    id: "storage-time-lookup-strict",
+    area: "storage",
+    file: "src/storage/segment.ts",
+    find: "if ((this.times[mid] as number) >= ts) {",
+    replace: "if ((this.times[mid] as number) > ts) {",
+    slip:
+      "replay by time skips the batch whose largest timestamp equals the time asked for, so a subscriber from that time misses it",
+  },
+  {
     id: "storage-index-past-batch",
     area: "storage",
     file: "src/storage/segment.ts",
