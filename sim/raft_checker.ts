@@ -90,6 +90,8 @@ export class RaftChecker {
   /** Checks done, for the run's stats. */
   readonly stats = { raftPolls: 0, raftRestartsChecked: 0, raftEntriesMatched: 0 };
   readonly #views = new WeakMap<RaftGroup, View>();
+  /** group → node id → the node's latest incarnation of the group (what its disk holds). */
+  readonly #current = new Map<string, Map<string, RaftGroup>>();
   readonly #promised = new Map<string, Promised>();
   /** `group@term` → the node seen leading it. */
   readonly #leaders = new Map<string, string>();
@@ -156,6 +158,8 @@ export class RaftChecker {
       );
     }
     this.#promised.delete(key);
+    const nodes = this.#current.get(g.group);
+    if (nodes?.get(g.node.id) === g) nodes.delete(g.node.id);
   }
 
   /** Starts watching a group just created (a node started, or opened a partition replica). */
@@ -201,6 +205,9 @@ export class RaftChecker {
       ledCommit: 0,
     };
     this.#views.set(g, view);
+    let nodes = this.#current.get(g.group);
+    if (nodes === undefined) this.#current.set(g.group, nodes = new Map());
+    nodes.set(n.id, g);
     g.observer = {
       saving: (ready) => this.#saving(g, promised, ready),
       saved: (ready) => this.#saved(view, promised, ready),
@@ -377,7 +384,37 @@ export class RaftChecker {
           "entries of its own term (Raft Figure 8)",
       );
     }
+    this.#commitDurable(g, key, term);
     view.ledCommit = n.commitIndex;
+  }
+
+  /**
+   * What a leader commits is on the disks of a majority of its voters, its own counted only once
+   * its write is durable: a leader that counts a copy still in memory (its own, or one a
+   * follower acknowledged too early) can lose a committed entry to a crash.
+   */
+  #commitDurable(g: RaftGroup, key: string, term: number | null): void {
+    const n = g.node;
+    const index = n.commitIndex;
+    const voters = n.voters;
+    const nodes = this.#current.get(g.group);
+    const holding: string[] = [];
+    for (const id of voters) {
+      const other = nodes?.get(id);
+      const view = other === undefined ? undefined : this.#views.get(other);
+      if (other === undefined || view === undefined) continue;
+      const on = other.node;
+      const holds = index <= on.snapshot.index ||
+        (view.durableLast >= index && on.termAt(index) === term);
+      if (holds) holding.push(id);
+    }
+    if (holding.length < Math.floor(voters.length / 2) + 1) {
+      this.#violate(
+        `${key} leads term ${n.term} and moved its commit index to ${index}, which only ` +
+          `${holding.length === 0 ? "no voter" : holding.join(",")} of ${voters.join(",")} ` +
+          "held on disk: a commit needs a majority of durable copies",
+      );
+    }
   }
 
   /** A granted (pre-)vote: some request it answers showed a log at least as up to date. */

@@ -50,6 +50,16 @@ export const MUTANTS: readonly Mutant[] = [
       "a follower acknowledges appended entries before they are durable, so a crash loses entries a leader counted as replicated",
   },
   {
+    id: "raft-leader-counts-unsaved",
+    area: "raft",
+    file: NODE,
+    find: "matches.push(v === this.id ? this.#stable : (this.#progress.get(v)?.match ?? 0));",
+    replace:
+      "matches.push(v === this.id ? this.#log.lastIndex : (this.#progress.get(v)?.match ?? 0));",
+    slip:
+      "a leader counts its own entries towards a commit while its write is still under way, so a crash can lose a committed entry",
+  },
+  {
     id: "raft-no-prev-term-check",
     area: "raft",
     file: NODE,
