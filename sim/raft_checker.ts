@@ -311,6 +311,7 @@ export class RaftChecker {
           `${key} acknowledged entries through ${m.index} while only ${durable} were durable`,
         );
       }
+      this.#ackMatchesLeader(key, g, m.to, m.term, m.index);
       const term = g.node.termAt(m.index);
       if (term !== null && m.index >= p.ackedTo && m.term === g.node.term) {
         p.ackedTo = m.index;
@@ -386,6 +387,25 @@ export class RaftChecker {
     }
     this.#commitDurable(g, key, term);
     view.ledCommit = n.commitIndex;
+  }
+
+  /**
+   * A follower that acknowledges an append through `index` holds there the entry its leader
+   * holds (Log Matching, as the answer claims it): an answer that reaches past what the append
+   * checked — an old suffix the follower never compared — would let the leader count a copy
+   * that is not one. Judged while both are still in the answer's term.
+   */
+  #ackMatchesLeader(key: string, g: RaftGroup, leaderId: string, term: number, index: number) {
+    if (g.node.term !== term) return;
+    const leader = this.#current.get(g.group)?.get(leaderId)?.node;
+    if (leader === undefined || leader.term !== term || leader.role !== "leader") return;
+    const mine = g.node.termAt(index);
+    const theirs = leader.termAt(index);
+    if (mine === null || theirs === null || mine === theirs) return;
+    this.#violate(
+      `${key} acknowledged ${leaderId}'s append through ${index} in term ${term}, holding an ` +
+        `entry of term ${mine} there where its leader holds one of term ${theirs}`,
+    );
   }
 
   /**

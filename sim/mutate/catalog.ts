@@ -60,6 +60,16 @@ export const MUTANTS: readonly Mutant[] = [
       "a leader counts its own entries towards a commit while its write is still under way, so a crash can lose a committed entry",
   },
   {
+    id: "raft-ack-own-last",
+    area: "raft",
+    file: NODE,
+    find: "    this.#commitTo(Math.min(m.commit, lastNew));\n    reply(true, lastNew);",
+    replace:
+      "    this.#commitTo(Math.min(m.commit, lastNew));\n    reply(true, this.#log.lastIndex);",
+    slip:
+      "a follower acknowledges an append through its own last index, past what the append matched, so an old suffix counts as a copy",
+  },
+  {
     id: "raft-no-prev-term-check",
     area: "raft",
     file: NODE,
