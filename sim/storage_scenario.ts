@@ -101,6 +101,8 @@ async function batchesOnDisk(env: Env, node: SimNode): Promise<Written[]> {
   return out;
 }
 
+/** Virtual ms between two reads of a batch whose append is under way. */
+const EARLY_READ_GAP_MS = 0.5;
 /** Timestamps looked up each time the scenario asks the log for offsets by time. */
 const TIME_LOOKUPS = 12;
 
@@ -123,6 +125,7 @@ export async function runStorage(opts: StorageOptions): Promise<RunResult> {
     damagedBatches: 0,
     servedBeforeDamage: 0,
     timeLookups: 0,
+    earlyReads: 0,
     reopens: 0,
   };
   const values: string[] = [];
@@ -154,8 +157,25 @@ export async function runStorage(opts: StorageOptions): Promise<RunResult> {
         return { value: enc.encode(value + pad), timestamp: 1_000 + values.length };
       });
       const batch = encodeBatch(records);
-      batchTimes.push({ base: values.length - n, maxTs: 1_000 + values.length });
-      await log.append(batch, readBatchHeader(batch));
+      const base = values.length - n;
+      batchTimes.push({ base, maxTs: 1_000 + values.length });
+      const appending = log.append(batch, readBatchHeader(batch));
+      // Under fsync "always" a reader sees a batch only once it is durable, which is when its
+      // append resolves: a reader polling meanwhile must find nothing at its offset.
+      if (r.float() < 0.3) {
+        let settled = false;
+        appending.then(() => (settled = true), () => (settled = true));
+        while (!settled) {
+          const res = await log.read(base, { bytesMax: 1 << 16, recordsMax: 10 }).catch(() => null);
+          stats.earlyReads++;
+          if (res !== null && res.bytes.length > 0 && !settled) {
+            violate(`a read served offset ${base} before its append was durable (fsync "always")`);
+            break;
+          }
+          await env.clock.sleep(EARLY_READ_GAP_MS);
+        }
+      }
+      await appending;
     }
     // Replay by time: the first batch whose largest timestamp is at or after the one asked for,
     // else the end. Asked of the log as written, and again after it is closed and opened, which

@@ -29,6 +29,7 @@ Deno.test(`storage: ${CI_SEEDS} seeds of damage at rest never serve a wrong byte
       "damagedBatches",
       "servedBeforeDamage",
       "timeLookups",
+      "earlyReads",
       "reopens",
       "buggify:storage.read.forget-resume",
       "buggify:storage.append.before-sync",

@@ -195,6 +195,16 @@ export const MUTANTS: readonly Mutant[] = [
     slip: 'under fsync "always" an append is acknowledged before its fsync completes',
   },
   {
+    id: "storage-visible-before-sync",
+    area: "storage",
+    file: "src/storage/file_log.ts",
+    find: "    seg.nextOffset = next;\n    this.#writtenBatches += group.length;",
+    replace:
+      "    seg.nextOffset = next;\n    this.#visible = next;\n    this.#visibleBytes = seg.sizeBytes;\n    this.#writtenBatches += group.length;",
+    slip:
+      'under fsync "always" readers see batches before their fsync, so a subscriber can get a message a power cut then loses',
+  },
+  {
     id: "storage-torn-tail-kept",
     area: "storage",
     file: "src/storage/segment.ts",
