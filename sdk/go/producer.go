@@ -75,6 +75,10 @@ type ProducerConfig struct {
 	NotIdempotent bool
 	// DeliveryTimeout is how long after its first send a batch is retried; default 2 minutes.
 	DeliveryTimeout time.Duration
+	// BufferBytesMax bounds the bytes of messages queued and not yet answered (as BatchBytesMax
+	// counts them); default 64 MiB. SendAsync and Send wait for room, up to their context's
+	// deadline. A message larger than the bound is taken when nothing else is queued.
+	BufferBytesMax int
 }
 
 // Producer publishes messages in batches, pipelining up to 5 batches per partition. It is safe for
@@ -93,6 +97,54 @@ type Producer struct {
 	idOnce     sync.Mutex
 	// bodies holds the buffers of stored uncompressed batches (*[]byte), for new batches.
 	bodies sync.Pool
+	budget byteBudget
+}
+
+// byteBudget bounds the bytes of messages queued and not yet answered.
+type byteBudget struct {
+	mu      sync.Mutex
+	max     int
+	used    int
+	waiters int
+	// room is closed (and replaced) when bytes are released while someone waits.
+	room chan struct{}
+}
+
+// acquire takes n bytes, waiting for room until ctx ends; with nothing taken it always succeeds.
+func (b *byteBudget) acquire(ctx context.Context, n int) error {
+	b.mu.Lock()
+	for b.used > 0 && b.used+n > b.max {
+		if b.room == nil {
+			b.room = make(chan struct{})
+		}
+		room := b.room
+		b.waiters++
+		b.mu.Unlock()
+		select {
+		case <-room:
+		case <-ctx.Done():
+			b.mu.Lock()
+			b.waiters--
+			b.mu.Unlock()
+			return ctx.Err()
+		}
+		b.mu.Lock()
+		b.waiters--
+	}
+	b.used += n
+	b.mu.Unlock()
+	return nil
+}
+
+// release gives n bytes back and wakes whoever waits for room.
+func (b *byteBudget) release(n int) {
+	b.mu.Lock()
+	b.used -= n
+	if b.waiters > 0 && b.room != nil {
+		close(b.room)
+		b.room = nil
+	}
+	b.mu.Unlock()
 }
 
 // body returns a buffer of at least bytes for a batch, with the header's room taken.
@@ -169,10 +221,14 @@ func (cl *Client) NewProducer(cfg ProducerConfig) *Producer {
 	if cfg.DeliveryTimeout <= 0 {
 		cfg.DeliveryTimeout = 2 * time.Minute
 	}
+	if cfg.BufferBytesMax <= 0 {
+		cfg.BufferBytesMax = 64 * 1024 * 1024
+	}
 	if cfg.Acks == AcksNone {
 		cfg.NotIdempotent = true
 	}
 	p := &Producer{cl: cl, cfg: cfg, parts: map[partKey]*partQueue{}, sticky: map[string]int{}, producerID: -1}
+	p.budget.max = cfg.BufferBytesMax
 	cl.mu.Lock()
 	cl.prods[p] = struct{}{}
 	cl.mu.Unlock()
@@ -200,8 +256,9 @@ func (p *Producer) Send(ctx context.Context, topic string, m Message) (Result, e
 // SendAsync queues one message; done is called once, from another goroutine, with where it was
 // stored or why it was not. Messages to one partition are stored in the order queued. The message
 // is copied into its batch before SendAsync returns, so its Key, Value and Headers may be reused at
-// once. It returns an error only if the message cannot be queued (no partition count for the
-// topic, a closed producer).
+// once. It waits while BufferBytesMax bytes of messages are queued and not yet answered, and
+// returns ctx's error if that outlasts ctx. Otherwise it returns an error only if the message
+// cannot be queued (no partition count for the topic, a closed producer).
 func (p *Producer) SendAsync(ctx context.Context, topic string, m Message, done func(Result, error)) error {
 	partition, err := p.partitionFor(ctx, topic, m)
 	if err != nil {
@@ -216,9 +273,18 @@ func (p *Producer) SendAsync(ctx context.Context, topic string, m Message, done 
 	for _, h := range m.Headers {
 		size += len(h.Key) + len(h.Value) + 4
 	}
+	if err := p.budget.acquire(ctx, size); err != nil {
+		return err
+	}
+	answered := done
+	done = func(r Result, err error) {
+		p.budget.release(size)
+		answered(r, err)
+	}
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
+		p.budget.release(size)
 		return ErrClosed
 	}
 	key := partKey{topic, partition}
