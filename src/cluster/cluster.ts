@@ -37,11 +37,13 @@ import {
 import type { PartitionReplication } from "../broker/control_plane.ts";
 import { RAFT_DEFAULTS } from "./raft/limits.ts";
 import {
+  RAFT_TICK_MS,
   RaftGroup,
   type RaftGroupOptions,
   type RaftStore,
   type StateMachine,
 } from "./raft/shell.ts";
+import { RaftTicker } from "./raft/ticker.ts";
 
 /** The metadata group's name on the wire. */
 export const META_GROUP = "__meta";
@@ -240,6 +242,8 @@ export class ClusterNode {
   readonly #o: ClusterOptions;
   readonly #gossip: Gossip;
   readonly #transport: ClusterTransport;
+  /** Ticks every Raft group of this node from one timer (see RaftTicker). */
+  readonly #ticker: RaftTicker;
   readonly #broker: ClusterBroker;
   readonly #replicas = new Map<string, Replica>();
   /**
@@ -278,6 +282,7 @@ export class ClusterNode {
     this.#o = opts;
     this.#gossip = gossip;
     this.#transport = transport;
+    this.#ticker = new RaftTicker(env.clock, opts.tickMs ?? RAFT_TICK_MS);
     this.#broker = broker;
     transport.onMessage = (from, group, data) => this.#receive(from, group, data);
     this.meta.onChange = (c) => this.#changed(c);
@@ -993,6 +998,7 @@ export class ClusterNode {
       machine,
       send: (to, bytes) => this.#transport.send(to, name, bytes),
       clock: this.#env.clock,
+      ticker: this.#ticker,
       random: this.#env.random.fork(`raft-${name}`),
       ...(this.#o.tickMs === undefined ? {} : { tickMs: this.#o.tickMs }),
       ...(this.#o.electionTimeoutMs === undefined

@@ -4,11 +4,11 @@
 // The node stays a pure state machine (node.ts); everything that waits lives here.
 
 import type { Clock, FaultPoints, Random } from "../../io/types.ts";
-import { GUARD_DONE } from "../../io/errors.ts";
 import { ErrorCode, GregorError } from "../../protocol/errors.ts";
 import { AssertionFailed } from "../../util/assert.ts";
 import { decodeMessage, encodeMessage } from "./codec.ts";
 import { RaftNode, type RaftNodeOptions } from "./node.ts";
+import { RaftTicker } from "./ticker.ts";
 import type {
   Entry,
   Message,
@@ -70,8 +70,16 @@ export interface RaftGroupOptions {
   send(to: string, bytes: Uint8Array): void;
   clock: Clock;
   random: Pick<Random, "float">;
-  /** How often the node's clock advances, ms. */
+  /**
+   * The tick grid, ms: Raft's timeouts fire on it (when due), and held-back messages count down
+   * one tick each.
+   */
   tickMs?: number;
+  /**
+   * The node's ticker, shared by its groups so their timeouts due together run together; without
+   * one the group has its own.
+   */
+  ticker?: RaftTicker;
   electionTimeoutMs?: number;
   heartbeatIntervalMs?: number;
   /** Index through which the state machine already holds the entries (after a restart). */
@@ -99,8 +107,7 @@ export const PROPOSALS_PENDING_MAX = 100_000;
  * slowed save. Raft's own timeouts fire when due (see RaftGroup's tick loop).
  */
 export const RAFT_TICK_MS = 20;
-/** The tick loop sleeps at least this long, ms, so a due time that did not move cannot spin. */
-const TICK_WAIT_MS_MIN = 1;
+
 /** Messages a fault point holds back at once, at most (more are delivered at once). */
 export const HELD_MESSAGES_MAX = 16;
 /** Ticks a held-back message waits at most before it is delivered. */
@@ -141,10 +148,7 @@ export class RaftGroup {
   faults: FaultPoints | null = null;
   /** Messages a fault point holds back, with the ticks each still waits. */
   readonly #held: { m: Message; ticks: number }[] = [];
-  /** Ends the tick loop's sleep early (the node needs a tick sooner, or the group stops). */
-  #wake: AbortController | null = null;
-  /** When the tick loop's sleep ends (on the group's clock); Infinity while it runs. */
-  #wakeAtMs = Infinity;
+  readonly #ticker: RaftTicker;
 
   constructor(opts: RaftGroupOptions) {
     this.#o = opts;
@@ -169,7 +173,8 @@ export class RaftGroup {
       ...(opts.plantedBugs === undefined ? {} : { plantedBugs: opts.plantedBugs }),
       ...opts.flow,
     });
-    void this.#tickLoop();
+    this.#ticker = opts.ticker ?? new RaftTicker(opts.clock, opts.tickMs ?? RAFT_TICK_MS);
+    this.#ticker.add(this);
     this.#kick();
   }
 
@@ -349,42 +354,25 @@ export class RaftGroup {
   /** Stops ticking and processing; pending proposals fail. */
   async stop(): Promise<void> {
     this.#stop.abort();
-    this.#wake?.abort(GUARD_DONE);
+    this.#ticker.remove(this);
     this.#failAll(new GregorError(ErrorCode.SHUTTING_DOWN, `Group ${this.group} stopped`));
     await this.#loop;
   }
 
-  /**
-   * Ticks the node when it has something due (`nextTickDueMs`), not at a fixed rate: an idle
-   * follower wakes about once per election timeout and a leader once per heartbeat, where a
-   * tick every RAFT_TICK_MS woke every group 50 times a second. Held-back messages still count
-   * down one tick each. `#kick` cuts the sleep short when an input brought the due time closer.
-   */
-  async #tickLoop(): Promise<void> {
-    const clock = this.#o.clock;
-    while (!this.stopped) {
-      const waitMs = Math.max(TICK_WAIT_MS_MIN, this.#tickDueMs() - clock.now());
-      const wake = new AbortController();
-      this.#wake = wake;
-      this.#wakeAtMs = clock.now() + waitMs;
-      try {
-        await clock.sleep(waitMs, wake.signal);
-      } catch {
-        continue; // woken early: work out the due time again (or stop)
-      } finally {
-        if (this.#wake === wake) {
-          this.#wake = null;
-          this.#wakeAtMs = Infinity;
-        }
-      }
-      this.#guard(() => this.node.tick(clock.now()));
-      if (this.#held.length > 0) this.#releaseHeld();
-      this.#kick();
-    }
+  /** For the ticker: runs the node's due timeouts and counts held-back messages down a tick. */
+  tickNow(): void {
+    if (this.stopped) return;
+    this.#guard(() => this.node.tick(this.#o.clock.now()));
+    if (this.#held.length > 0) this.#releaseHeld();
+    this.#kick();
   }
 
-  /** When the tick loop must next run: the node's next timeout, or a tick for held messages. */
-  #tickDueMs(): number {
+  /**
+   * For the ticker: when this group next needs a tick (the node's next timeout, or the next tick
+   * while messages are held back); Infinity once stopped.
+   */
+  tickDueMs(): number {
+    if (this.stopped) return Infinity;
     const due = this.node.nextTickDueMs();
     if (this.#held.length === 0) return due;
     return Math.min(due, this.#o.clock.now() + (this.#o.tickMs ?? RAFT_TICK_MS));
@@ -405,11 +393,7 @@ export class RaftGroup {
   /** Runs the Ready loop unless it is running; then it runs once more. */
   #kick(): void {
     if (this.stopped) return;
-    if (this.#wake !== null && this.#tickDueMs() < this.#wakeAtMs) {
-      this.#wake.abort(GUARD_DONE);
-      this.#wake = null;
-      this.#wakeAtMs = Infinity;
-    }
+    this.#ticker.poke(this.tickDueMs());
     if (this.#looping) {
       this.#again = true;
       return;
@@ -586,6 +570,7 @@ export class RaftGroup {
     // A step cut short by the group's own stop (a restore whose fetch was aborted) is no failure.
     if (this.#failed !== null || this.stopped) return;
     this.#failed = reason;
+    this.#ticker.remove(this);
     this.#failAll(new GregorError(ErrorCode.STORAGE_ERROR, reason));
     this.#o.onFatal(reason);
   }
