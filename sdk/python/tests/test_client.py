@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
 
 import pytest
 from _proxy import CuttingProxy
-from conftest import Broker
+from conftest import Broker, Brokers
 
 import gregormq
 from gregormq import BrokerError, ClientClosed, ConnectionLost, FromOffset, Header, sync
@@ -168,5 +169,36 @@ def test_a_resumption_cut_short_by_a_timeout_goes_on_in_the_next_call(
                 await sub.next(10)
         finally:
             await proxy.close()
+
+    run(main())
+
+
+def test_send_waits_for_room_while_the_buffer_is_full(brokers: Brokers) -> None:
+    """With the broker stopped (SIGSTOP), a producer takes messages until buffer_bytes_max bytes
+    wait for an answer; the next send waits. Once the broker runs again every queued message is
+    stored and sends go on."""
+    b = brokers.start()
+
+    async def main() -> None:
+        async with gregormq.connect(servers=[b.addr]) as c:
+            await c.create_topic("py-buffer", 1)
+            p = c.producer(buffer_bytes_max=64 * 1024)
+            await p.send_and_wait("py-buffer", b"first")
+            b.proc.send_signal(signal.SIGSTOP)
+            futs = []
+            try:
+                value = bytes(1000)  # counted as 1016 bytes
+                while True:
+                    try:
+                        futs.append(await asyncio.wait_for(p.send("py-buffer", value), 0.3))
+                    except asyncio.TimeoutError:
+                        break
+                    assert len(futs) <= 640, "send took ten times what the buffer holds"
+                assert len(futs) == 64 * 1024 // 1016
+            finally:
+                b.proc.send_signal(signal.SIGCONT)
+            results = await asyncio.gather(*futs)
+            assert len({r.offset for r in results}) == len(futs)
+            await p.send_and_wait("py-buffer", b"after")
 
     run(main())

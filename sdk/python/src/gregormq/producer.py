@@ -281,7 +281,9 @@ class Producer:
     Options: codec ("none", "gzip", "snappy", "lz4", "zstd"), linger_ms (how long a batch may
     wait for more messages; default 0), batch_records_max (10 000), batch_bytes_max (256 KiB),
     acks (0 none, 1 leader, 2 quorum; default 1), idempotent (default True; off with acks=0),
-    delivery_timeout_s (how long a batch is retried; default 120)."""
+    delivery_timeout_s (how long a batch is retried; default 120), buffer_bytes_max (the bytes of
+    messages queued and not yet answered, counted as batch_bytes_max counts them; default 64 MiB:
+    past it `send` waits for room, which `asyncio.wait_for` can bound)."""
 
     def __init__(
         self,
@@ -293,6 +295,7 @@ class Producer:
         acks: int = 1,
         idempotent: bool = True,
         delivery_timeout_s: float = 120.0,
+        buffer_bytes_max: int = 64 * 1024 * 1024,
     ) -> None:
         if codec not in CODEC_IDS:
             raise ValueError(f"codec {codec!r} is not one of {', '.join(CODEC_IDS)}")
@@ -306,6 +309,10 @@ class Producer:
         self.acks = acks
         self.idempotent = idempotent and acks != 0
         self.delivery_timeout_s = delivery_timeout_s
+        self.buffer_bytes_max = max(1, buffer_bytes_max)
+        # Bytes of messages queued and not yet answered; `_room` is set whenever some are answered.
+        self._buffered = 0
+        self._room = asyncio.Event()
         self._parts: dict[tuple[str, int], _PartitionQueue] = {}
         self._sticky: dict[str, int] = {}
         self._closed = False
@@ -361,14 +368,26 @@ class Producer:
         size = len(key or b"") + len(value or b"") + 16 + sum(
             len(h.key) + len(h.value or b"") + 4 for h in hs
         )
+        # A message larger than the whole buffer is taken when nothing else waits for an answer.
+        while self._buffered > 0 and self._buffered + size > self.buffer_bytes_max:
+            self._room.clear()
+            await self._room.wait()
+        if self._closed:
+            raise ClientClosed("the producer is closed")
         q = self._parts.get((topic, partition))
         if q is None:
             q = _PartitionQueue(self, topic, partition)
             self._parts[(topic, partition)] = q
         fut: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self._buffered += size
+        fut.add_done_callback(lambda _: self._answered(size))
         q.queue.append(_Pending(rec, size, fut))
         await q.notify()
         return fut
+
+    def _answered(self, size: int) -> None:
+        self._buffered -= size
+        self._room.set()
 
     async def send_and_wait(
         self,
