@@ -40,6 +40,9 @@ public final class Producer implements AutoCloseable {
   private boolean closed;
   private final ArrayDeque<Runnable> incoming = new ArrayDeque<>();
   private boolean dispatching;
+  /** Bytes of messages queued and not yet answered; guarded by {@code room}. */
+  private long buffered;
+  private final Object room = new Object();
 
   Producer(Client client, ProducerConfig cfg) {
     this.client = client;
@@ -62,9 +65,24 @@ public final class Producer implements AutoCloseable {
     }
   }
 
-  /** Queues a message; the future completes with its offset or fails with the reason. */
+  /**
+   * Queues a message; the future completes with its offset or fails with the reason. While
+   * {@code bufferBytesMax} bytes of messages wait for an answer, it waits for room, up to
+   * {@code maxBlockMs}; then the future fails with a TimeoutException.
+   */
   public CompletableFuture<Result> send(String topic, Message m) {
     CompletableFuture<Result> done = new CompletableFuture<>();
+    int size = sizeOf(m);
+    try {
+      takeRoom(size);
+    } catch (TimeoutException | InterruptedException e) {
+      if (e instanceof InterruptedException) {
+        Thread.currentThread().interrupt();
+      }
+      done.completeExceptionally(e);
+      return done;
+    }
+    done.whenComplete((r, e) -> giveRoom(size));
     boolean start;
     synchronized (incoming) {
       incoming.add(() -> {
@@ -81,6 +99,34 @@ public final class Producer implements AutoCloseable {
       client.executor.execute(this::dispatch);
     }
     return done;
+  }
+
+  /** A message's bytes as batchBytesMax and bufferBytesMax count them. */
+  private static int sizeOf(Message m) {
+    return 16 + (m.key() == null ? 0 : m.key().length) + (m.value() == null ? 0 : m.value().length);
+  }
+
+  /** Waits until {@code size} more bytes fit (or nothing is buffered), then takes them. */
+  private void takeRoom(int size) throws TimeoutException, InterruptedException {
+    synchronized (room) {
+      long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(cfg.maxBlockMs());
+      while (buffered > 0 && buffered + size > cfg.bufferBytesMax()) {
+        long leftNs = deadline - System.nanoTime();
+        if (leftNs <= 0) {
+          throw new TimeoutException("the producer's buffer of " + cfg.bufferBytesMax()
+              + " bytes stayed full for " + cfg.maxBlockMs() + " ms");
+        }
+        TimeUnit.NANOSECONDS.timedWait(room, leftNs);
+      }
+      buffered += size;
+    }
+  }
+
+  private void giveRoom(int size) {
+    synchronized (room) {
+      buffered -= size;
+      room.notifyAll();
+    }
   }
 
   /**
@@ -117,7 +163,7 @@ public final class Producer implements AutoCloseable {
     }
     long ts = m.timestampMs() != 0 ? m.timestampMs() : System.currentTimeMillis();
     Batch.Record rec = new Batch.Record(0, ts, m.key(), m.value(), m.headers());
-    int size = 16 + (m.key() == null ? 0 : m.key().length) + (m.value() == null ? 0 : m.value().length);
+    int size = sizeOf(m);
     PartitionQueue q;
     boolean start;
     synchronized (this) {
