@@ -24,6 +24,7 @@ import { replicaDir, replicaLogDir, segmentName } from "../src/storage/layout.ts
 import type { Env } from "../src/io/types.ts";
 import { type Client, connectWith } from "../src/client/client.ts";
 import { ErrorCode, GregorError } from "../src/protocol/errors.ts";
+import type { InitProducerIdResponse } from "../src/protocol/messages.ts";
 import { loadClusterModules, type RunningNode, startNode } from "../src/node.ts";
 import { type ClusterNode, META_GROUP } from "../src/cluster/cluster.ts";
 import { isMoving } from "../src/cluster/controller.ts";
@@ -210,6 +211,8 @@ export async function runCluster(opts: ClusterOptions): Promise<RunResult> {
     retriedSends: 0,
     unknownOutcomes: 0,
     followerCatchUps: 0,
+    /** Producer ids handed out to the id asker (each must be new). */
+    producerIds: 0,
   };
   const raft = new RaftChecker(partitionEntrySkip);
   raft.watchLeases({
@@ -381,6 +384,15 @@ export async function runCluster(opts: ClusterOptions): Promise<RunResult> {
       main: (env) => consume(env, names, p, reads, violations),
     });
   }
+
+  // Asks any node for producer ids now and then, across failovers of the controller that hands
+  // them out: an id handed out twice would let two producers' batches be taken for each other's
+  // duplicates.
+  const producerIds = new Map<number, number>();
+  sim.addNode({
+    name: "id-asker",
+    main: (env) => askProducerIds(env, names, opts.safetyMs, producerIds, stats, violations),
+  });
 
   const nemesis = new Nemesis(sim, plan, nodes);
   nemesis.start();
@@ -699,6 +711,51 @@ async function produce(
  * Reads one partition from the earliest offset, through whichever node answers, again after every
  * failure from where it got to; offsets must only grow within a subscription.
  */
+/** The id asker's pause between two INIT_PRODUCER_ID requests, ms at most. */
+const ID_ASK_PAUSE_MS_MAX = 400;
+/** INIT_PRODUCER_ID requests the id asker sends at once, at most. */
+const ID_ASKS_AT_ONCE_MAX = 4;
+/** How long the id asker goes on after the faults' phase, ms (while the run lasts). */
+const ID_ASK_AFTER_SAFETY_MS = 5_000;
+
+async function askProducerIds(
+  env: Env,
+  names: string[],
+  untilMs: number,
+  seen: Map<number, number>,
+  stats: { producerIds: number },
+  violations: string[],
+): Promise<void> {
+  // The node's clock starts anywhere; the asker starts with the run.
+  const deadline = env.clock.now() + untilMs + ID_ASK_AFTER_SAFETY_MS;
+  const record = (id: number) => {
+    const now = Math.round(env.clock.now());
+    const before = seen.get(id);
+    if (before !== undefined) {
+      violations.push(`producer id ${id} was handed out twice (at ${before} and ${now} ms)`);
+    }
+    seen.set(id, now);
+    stats.producerIds++;
+  };
+  while (env.clock.now() < deadline) {
+    await env.clock.sleep(env.random.int(50, ID_ASK_PAUSE_MS_MAX));
+    const client = await connectTo(env, names[env.random.int(0, names.length)]!);
+    if (client === null) continue;
+    // Several at once, as producers starting together ask: a controller just elected serves
+    // them from one block it must reserve once.
+    const asks = Array.from(
+      { length: env.random.int(1, ID_ASKS_AT_ONCE_MAX + 1) },
+      () =>
+        client.connection.request<InitProducerIdResponse>("INIT_PRODUCER_ID", {}).then(
+          (r) => record(r.producerId),
+          () => {}, // no controller reachable now (an election, a cut): ask again later
+        ),
+    );
+    await Promise.all(asks);
+    await client.close().catch(() => {});
+  }
+}
+
 async function consume(
   env: Env,
   names: string[],

@@ -40,6 +40,7 @@ Deno.test(`cluster: ${CI_SEEDS} swarm seeds keep every acknowledged write, one l
       "consumerReads", // live consumers read (committed data only) while faults went on
       "proposalsLost", // a leader lost leadership with produces in flight
       "followerCatchUps", // a follower far behind caught up after a partition or crash
+      "producerIds", // the id asker got ids, across controller failovers
       "walRepairs", // a torn WAL tail truncated, then refilled from a replica
       "metaCompactions", // the metadata log compacted into a snapshot
       "metaRestores", // a node restored the metadata from a snapshot (restart or install)

@@ -281,6 +281,15 @@ export const MUTANTS: readonly Mutant[] = [
       "the epoch fence lets the previous epoch through, so a zombie producer's batches are judged by the new epoch's sequences",
   },
   {
+    id: "idem-id-block-installed-twice",
+    area: "idempotent",
+    file: "src/cluster/bridge.ts",
+    find: "      if (first !== this.#lastBlock) {",
+    replace: "      if (true) {",
+    slip:
+      "each caller awaiting a producer-id block installs it again, so the controller hands the same ids out twice",
+  },
+  {
     id: "client-gap-taken-as-duplicate",
     area: "idempotent",
     file: "src/client/producer.ts",
