@@ -106,6 +106,25 @@ const EARLY_READ_GAP_MS = 0.5;
 /** Timestamps looked up each time the scenario asks the log for offsets by time. */
 const TIME_LOOKUPS = 12;
 
+/** The segments on disk, oldest first: base offset, bytes, and largest record timestamp. */
+function segmentsOf(
+  written: readonly Written[],
+  batches: readonly { base: number; maxTs: number }[],
+): { base: number; bytes: number; maxTs: number }[] {
+  const maxTsAt = new Map(batches.map((b) => [b.base, b.maxTs]));
+  const byPath = new Map<string, { base: number; bytes: number; maxTs: number }>();
+  for (const w of written) {
+    const seg = byPath.get(w.path);
+    const ts = maxTsAt.get(w.base) ?? -1;
+    if (seg === undefined) byPath.set(w.path, { base: w.base, bytes: w.size, maxTs: ts });
+    else {
+      seg.bytes += w.size;
+      seg.maxTs = Math.max(seg.maxTs, ts);
+    }
+  }
+  return [...byPath.values()].sort((a, b) => a.base - b.base);
+}
+
 /** Runs the storage scenario and checks it. */
 export async function runStorage(opts: StorageOptions): Promise<RunResult> {
   const sim = new Simulation(opts.seed, {
@@ -126,6 +145,7 @@ export async function runStorage(opts: StorageOptions): Promise<RunResult> {
     servedBeforeDamage: 0,
     timeLookups: 0,
     earlyReads: 0,
+    retentionChecks: 0,
     reopens: 0,
   };
   const values: string[] = [];
@@ -278,6 +298,34 @@ export async function runStorage(opts: StorageOptions): Promise<RunResult> {
     // A subscriber from the start: every read resumes where the one before ended.
     for (let offset = 0; offset >= 0 && offset < values.length && violations.length === 0;) {
       offset = await readAt(offset, r.int(1, 3 * opts.segmentBytes), r.int(1, 40));
+    }
+    // Retention, by size or by time, deletes the oldest segments while the log is over its limit,
+    // never the active one, and not one more than that.
+    if (violations.length === 0) {
+      const segments = segmentsOf(written, batchTimes);
+      const bySize = r.float() < 0.5;
+      const limitBytes = r.int(0, Math.max(1, log.sizeBytes) + 1);
+      const cutTs = 1_000 + r.int(0, values.length + 2);
+      let keepFrom = 0;
+      let size = segments.reduce((n, seg) => n + seg.bytes, 0);
+      while (keepFrom < segments.length - 1) {
+        const oldest = segments[keepFrom]!;
+        if (bySize ? size <= limitBytes : oldest.maxTs >= cutTs) break;
+        size -= oldest.bytes;
+        keepFrom++;
+      }
+      const want = segments[keepFrom]?.base ?? 0;
+      log.setRetention(
+        bySize ? { bytes: limitBytes, ms: -1 } : { bytes: -1, ms: env.clock.wallMs() - cutTs },
+      );
+      await log.enforceRetention();
+      stats.retentionChecks++;
+      if (log.logStartOffset !== want) {
+        violate(
+          `retention ${bySize ? `of ${limitBytes} bytes` : `before timestamp ${cutTs}`} left the ` +
+            `log starting at ${log.logStartOffset}; the oldest segment it must keep starts at ${want}`,
+        );
+      }
     }
     await log.close();
   });

@@ -30,6 +30,7 @@ Deno.test(`storage: ${CI_SEEDS} seeds of damage at rest never serve a wrong byte
       "servedBeforeDamage",
       "timeLookups",
       "earlyReads",
+      "retentionChecks",
       "reopens",
       "buggify:storage.read.forget-resume",
       "buggify:storage.append.before-sync",

@@ -231,6 +231,24 @@ export const MUTANTS: readonly Mutant[] = [
       "replay by time skips the batch whose largest timestamp equals the time asked for, so a subscriber from that time misses it",
   },
   {
+    id: "storage-retention-over-eager",
+    area: "storage",
+    file: "src/storage/file_log.ts",
+    find: "this.sizeBytes > this.#opts.retentionBytes;",
+    replace: "this.sizeBytes > this.#opts.retentionBytes / 4;",
+    slip:
+      "size retention compares against a quarter of the limit, deleting segments the limit keeps",
+  },
+  {
+    id: "storage-retention-newest-time",
+    area: "storage",
+    file: "src/storage/file_log.ts",
+    find: "oldest.maxTimestamp < now - this.#opts.retentionMs;",
+    replace: "(this.#segments[1] ?? oldest).maxTimestamp < now - this.#opts.retentionMs;",
+    slip:
+      "time retention judges the oldest segment by the next one's timestamps, deleting one that is still within the limit",
+  },
+  {
     id: "storage-index-past-batch",
     area: "storage",
     file: "src/storage/segment.ts",
