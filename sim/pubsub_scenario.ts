@@ -422,6 +422,8 @@ async function durableResumeAll(
   if (!done) resumes.violations.push("after the final restart the durable names could not resume");
 }
 
+/** How long a durable subscriber waits at most before it acknowledges a message, ms. */
+const ACK_DELAY_MS_MAX = 150;
 /** How long a durable subscriber's client tries to reconnect before its subscription ends, ms. */
 const DURABLE_CONNECT_TIMEOUT_MS = 200;
 
@@ -453,6 +455,11 @@ async function subscribe(
   const until = opts.until ?? (() => false);
   const durable = opts.durable ?? null;
   let next = 0;
+  /** The first offset this subscriber has not acknowledged. */
+  let ackedNext = 0;
+  // A durable subscriber acknowledges a while after it got a message, as one that processes it
+  // first would: the broker must resume it from what it acknowledged, not from what it sent.
+  const ackDelayMs = durable === null ? 0 : env.random.int(0, ACK_DELAY_MS_MAX + 1);
   while (!until()) {
     // A durable subscriber closes its client when the connection is lost (a client would go on
     // reconnecting), so a broker crash ends its subscription and it resumes by its durable name,
@@ -475,22 +482,28 @@ async function subscribe(
       const key = `${TOPIC}\u0000${0}\u0000${name}`;
       const saved = durable?.saved(key) ?? -1;
       const sub = await client.subscribe(TOPIC, {
-        from: { offset: next },
+        from: { offset: durable === null ? next : ackedNext },
         ackTimeoutMs: 1_000,
         ...(durable === null ? {} : { durable: name }),
       });
       if (durable !== null) {
-        durable.resumed(name, sub.startOffset, next, saved);
+        durable.resumed(name, sub.startOffset, ackedNext, saved);
         if (opts.session !== undefined) opts.session.acked = sub.startOffset - 1;
         sim.history.add(name, "ok", "resume", { offset: sub.startOffset, next, saved });
       }
       for await (const m of sub) {
         got.push({ offset: m.offset, value: m.text() });
         sim.history.add(name, "ok", "deliver", { offset: m.offset });
-        m.ack();
-        if (opts.session !== undefined) {
-          opts.session.acked = Math.max(opts.session.acked, m.offset);
-        }
+        const ack = () => {
+          if (lost || over) return; // the subscription is gone: this ack never leaves
+          m.ack();
+          ackedNext = Math.max(ackedNext, m.offset + 1);
+          if (opts.session !== undefined) {
+            opts.session.acked = Math.max(opts.session.acked, m.offset);
+          }
+        };
+        if (ackDelayMs === 0) ack();
+        else void env.clock.sleep(env.random.int(0, ackDelayMs)).then(ack);
         next = Math.max(next, m.offset + 1);
         if (until()) break;
       }

@@ -368,6 +368,15 @@ export const MUTANTS: readonly Mutant[] = [
     slip: "a durable subscription's ack moves its offset in memory but never marks it for saving",
   },
   {
+    id: "durable-acks-what-was-sent",
+    area: "durable",
+    file: "src/broker/subscription.ts",
+    find: "      this.durable.ackedOffset = offset;\n",
+    replace: "      this.durable.ackedOffset = this.nextOffset - 1;\n",
+    slip:
+      "a durable subscription's ack records everything sent so far, so a resume skips messages delivered but not yet acknowledged",
+  },
+  {
     id: "durable-resume-at-acked",
     area: "durable",
     file: "src/broker/broker.ts",
