@@ -82,6 +82,14 @@ Deno.test("groups: a gap batch left unanswered is not sent past, so it can never
   }
 });
 
+Deno.test("groups: a batch taken while a held-back log's producer state is rebuilt is not forgotten (seed 8795)", async () => {
+  // After a crash on a full disk the log took appends again before the producers' state was
+  // rebuilt from it; the rebuilt state replaced one that held a new epoch's first batch, and a
+  // batch of the older epoch was then stored instead of fenced.
+  const r = await runGroups(groupOptions(8795));
+  assert.deepEqual(r.violations, []);
+});
+
 Deno.test("groups: a seed gives the same trace twice, different seeds different traces", async () => {
   const hashes = new Set<string>();
   for (let seed = 3000; seed < 3010; seed++) {
