@@ -62,6 +62,14 @@ Deno.test("pubsub: a retry after the producers' state was rebuilt is not stored 
   assert.deepEqual(r.violations, []);
 });
 
+Deno.test("pubsub: a producer state that could not be rebuilt is rebuilt before the next append (seed 9436)", async () => {
+  // A failed fsync made the broker exit; after the restart the rebuild of the producers' state
+  // failed on a read, the append went on with the empty state, refused the retry as coming from
+  // an unknown producer, and the client resent it under a new producer id: stored twice.
+  const r = await runPubSub(pubsubOptions(9436));
+  assert.deepEqual(r.violations, []);
+});
+
 Deno.test("pubsub: a seed gives the same trace twice, different seeds different traces", async () => {
   const hashes = new Set<string>();
   for (let seed = 2000; seed < 2010; seed++) {

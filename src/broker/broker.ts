@@ -157,6 +157,14 @@ export class Broker implements PlaneHost {
    * longer fenced). Groups seed 8795, pubsub seed 3517.
    */
   readonly #rebuilding = new Map<Partition, Promise<void>>();
+  /**
+   * Partitions whose producers' state could not be rebuilt (a read of the log failed): the state
+   * they have is not to be trusted, so an append first tries the rebuild again, and fails if it
+   * fails. Taking it on the old state would treat a producer as unknown, and its retry of a batch
+   * already stored would then come back under a new producer id and be stored again (pubsub
+   * seed 9436).
+   */
+  readonly #stale = new WeakSet<Partition>();
   readonly #producerIds: ProducerIds;
   /** Produces waiting for the codec libraries to load; later ones queue behind them. */
   #producesAwaitingCodecs = 0;
@@ -948,9 +956,11 @@ export class Broker implements PlaneHost {
 
   /** Rebuilds a partition's producers' state from its log, in place of the one it had. */
   async #rebuildProducers(p: Partition): Promise<void> {
+    this.#stale.add(p); // until this rebuild succeeds
     const state = new PartitionProducers();
     await rebuildProducers(p.log, state);
     this.#producerStates.set(p, state);
+    this.#stale.delete(p);
   }
 
   /**
@@ -1042,6 +1052,13 @@ export class Broker implements PlaneHost {
       const partition = topic.partition(req.partition);
       const rebuilding = this.#rebuilding.get(partition);
       if (rebuilding !== undefined) return rebuilding.then(() => append(topic));
+      if (this.#stale.has(partition)) {
+        const again = this.#rebuildProducers(partition);
+        this.#holdAppends(partition, again);
+        return again.then(() => append(topic), (err) => {
+          throw this.#storageFailure(`Cannot append to ${req.topic}/${req.partition}`, err);
+        });
+      }
       if (partition.log instanceof FileLog && partition.log.heldBack) {
         // Judged only once the log and its producers' state hold the held-back batches again.
         return this.#durableAgain(partition).then((durable) => {
