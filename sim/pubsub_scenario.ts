@@ -124,6 +124,10 @@ export async function runPubSub(opts: PubSubOptions): Promise<RunResult> {
   });
   const subscribers: SimNode[] = [];
   const sessions: Session[] = [];
+  // The last subscriber, if it is not durable, fails to process a message now and then (see
+  // Stalls): it must get that message again once its ack timeout passes.
+  const stalls: Stalls = { at: null, skipped: 0, redelivered: 0 };
+  const flaky = opts.subscribers - 1 >= opts.durableSubscribers ? opts.subscribers - 1 : -1;
   for (let i = 0; i < opts.subscribers; i++) {
     const got: Delivery[] = [];
     deliveries.push(got);
@@ -136,6 +140,7 @@ export async function runPubSub(opts: PubSubOptions): Promise<RunResult> {
         subscribe(env, sim, name, got, corrupt, {
           durable: i < opts.durableSubscribers ? resumes : null,
           session,
+          ...(i === flaky ? { stalls } : {}),
         }),
     }));
   }
@@ -146,7 +151,7 @@ export async function runPubSub(opts: PubSubOptions): Promise<RunResult> {
   await sim.world.run({ untilMs: opts.safetyMs });
   calm(sim, nemesis);
   const everyoneHasAll = () =>
-    publisherDone &&
+    publisherDone && stalls.at === null &&
     deliveries.every((got) => {
       const seen = new Set(got.map((d) => d.offset));
       return acked.every((o) => seen.has(o));
@@ -157,7 +162,12 @@ export async function runPubSub(opts: PubSubOptions): Promise<RunResult> {
   });
 
   const violations: string[] = [];
-  if (!everyoneHasAll()) {
+  if (stalls.at !== null) {
+    violations.push(
+      `subscriber-${flaky} did not acknowledge offset ${stalls.at} and waited for it to be ` +
+        `delivered again once its ack timeout passed; it never was (at-least-once delivery)`,
+    );
+  } else if (!everyoneHasAll()) {
     violations.push(
       stop === "idle"
         ? "deadlock: no event left while subscribers still wait"
@@ -244,6 +254,8 @@ export async function runPubSub(opts: PubSubOptions): Promise<RunResult> {
       storageReports: reports.length,
       verifiedOffsets: new Set(verified.map((d) => d.offset)).size,
       durableResumesAfterCrash: resumes.resumedAfterCrash,
+      messagesNotProcessed: stalls.skipped,
+      messagesRedelivered: stalls.redelivered,
       damageRepairs,
     },
     notes: [
@@ -422,6 +434,8 @@ async function durableResumeAll(
   if (!done) resumes.violations.push("after the final restart the durable names could not resume");
 }
 
+/** How often the flaky subscriber fails to process a message. */
+const NOT_PROCESSED_PROB = 0.03;
 /** How long a durable subscriber waits at most before it acknowledges a message, ms. */
 const ACK_DELAY_MS_MAX = 150;
 /** How long a durable subscriber's client tries to reconnect before its subscription ends, ms. */
@@ -432,11 +446,24 @@ interface Session {
   acked: number;
 }
 
+/**
+ * A subscriber that now and then fails to process a message, as one whose handler threw: it
+ * acknowledges nothing from then on until the broker delivers that message again, which it must
+ * once the ack timeout passes (at-least-once). The run cannot end while it waits.
+ */
+interface Stalls {
+  /** The offset it failed to process and waits to get again; null when none. */
+  at: number | null;
+  skipped: number;
+  redelivered: number;
+}
+
 /** How a subscriber runs: until when, and whether it resumes by a durable name. */
 interface SubscribeOptions {
   until?: () => boolean;
   durable?: DurableResumeChecker | null;
   session?: Session;
+  stalls?: Stalls;
 }
 
 /**
@@ -482,7 +509,8 @@ async function subscribe(
       const key = `${TOPIC}\u0000${0}\u0000${name}`;
       const saved = durable?.saved(key) ?? -1;
       const sub = await client.subscribe(TOPIC, {
-        from: { offset: durable === null ? next : ackedNext },
+        // After a reconnect, from the message it still has to process, if it failed one.
+        from: { offset: durable === null ? (opts.stalls?.at ?? next) : ackedNext },
         ackTimeoutMs: 1_000,
         ...(durable === null ? {} : { durable: name }),
       });
@@ -494,6 +522,20 @@ async function subscribe(
       for await (const m of sub) {
         got.push({ offset: m.offset, value: m.text() });
         sim.history.add(name, "ok", "deliver", { offset: m.offset });
+        const stalls = opts.stalls;
+        if (stalls !== undefined) {
+          if (stalls.at === null && env.random.float() < NOT_PROCESSED_PROB) {
+            stalls.at = m.offset;
+            stalls.skipped++;
+          } else if (stalls.at === m.offset) {
+            stalls.at = null;
+            stalls.redelivered++;
+          }
+          if (stalls.at !== null) {
+            next = Math.max(next, m.offset + 1);
+            continue; // nothing is acknowledged while a message waits to be processed
+          }
+        }
         const ack = () => {
           if (lost || over) return; // the subscription is gone: this ack never leaves
           m.ack();

@@ -26,6 +26,8 @@ Deno.test(`pubsub: ${CI_SEEDS} swarm seeds keep every acknowledged message, and 
       "publishesAcked",
       "publishesUnknown",
       "redeliveries",
+      "messagesNotProcessed",
+      "messagesRedelivered",
       "partitions",
       "oneWays",
       "pauses",

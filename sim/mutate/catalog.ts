@@ -385,6 +385,25 @@ export const MUTANTS: readonly Mutant[] = [
     slip: "a durable subscription resumes at its last acknowledged offset instead of after it",
   },
   {
+    id: "broker-no-redelivery",
+    area: "broker",
+    file: "src/broker/subscription.ts",
+    find: "    if (this.#ackTimeoutMs === 0 || this.#closed) return;\n    const oldest",
+    replace: "    if (this.#ackTimeoutMs >= 0 || this.#closed) return;\n    const oldest",
+    slip: "deliveries whose ack timeout passed are never sent again (at-least-once lost)",
+  },
+  {
+    id: "broker-redelivery-skips-first",
+    area: "broker",
+    file: "src/broker/subscription.ts",
+    find:
+      "    this.nextOffset = Math.max(this.ackedOffset + 1, this.partition.log.logStartOffset);\n    this.#redeliver = true;",
+    replace:
+      "    this.nextOffset = Math.max(this.ackedOffset + 2, this.partition.log.logStartOffset);\n    this.#redeliver = true;",
+    slip:
+      "a redelivery starts one past the first unacknowledged offset, so that message is never sent again",
+  },
+  {
     id: "broker-ack-before-append",
     area: "broker",
     file: "src/broker/broker.ts",
