@@ -151,10 +151,11 @@ export class Broker implements PlaneHost {
   /** Partitions held back after a crash on a full disk, being made durable now. */
   readonly #savingHeldBack = new Map<Partition, Promise<boolean>>();
   /**
-   * Partitions whose producers' state is being rebuilt from the log (after a repair, or once a
-   * held-back log is durable again): appends to them wait, as one taken meanwhile by the state
+   * Partitions whose producers' state is being rebuilt from the log after a repair (or tried
+   * again after a rebuild failed): appends to them wait, as one taken meanwhile by the state
    * being replaced would be unknown to the new one (its retry stored again, an older epoch no
-   * longer fenced). Groups seed 8795, pubsub seed 3517.
+   * longer fenced). A held-back log's appends wait on its attempt in #savingHeldBack instead.
+   * Groups seed 8795, pubsub seed 3517.
    */
   readonly #rebuilding = new Map<Partition, Promise<void>>();
   /**
@@ -1059,7 +1060,8 @@ export class Broker implements PlaneHost {
           throw this.#storageFailure(`Cannot append to ${req.topic}/${req.partition}`, err);
         });
       }
-      if (partition.log instanceof FileLog && partition.log.heldBack) {
+      const heldBack = partition.log instanceof FileLog && partition.log.heldBack;
+      if (heldBack || this.#savingHeldBack.has(partition)) {
         // Judged only once the log and its producers' state hold the held-back batches again.
         return this.#durableAgain(partition).then((durable) => {
           if (durable) return append(topic);
@@ -1106,20 +1108,19 @@ export class Broker implements PlaneHost {
    * partition; false while there is still no room.
    */
   #durableAgain(partition: Partition): Promise<boolean> {
+    // An attempt under way is awaited even once the log stopped holding back: the producers'
+    // state is rebuilt after that, and appends must wait for it too.
+    const running = this.#savingHeldBack.get(partition);
+    if (running !== undefined) return running;
     const log = partition.log;
     if (!(log instanceof FileLog) || !log.heldBack) return Promise.resolve(true);
-    let attempt = this.#savingHeldBack.get(partition);
-    if (attempt === undefined) {
-      attempt = log.makeDurable().then(async (durable) => {
-        if (!durable) return false;
-        await this.#rebuildProducers(partition);
-        partition.notify();
-        return true;
-      }).finally(() => this.#savingHeldBack.delete(partition));
-      this.#savingHeldBack.set(partition, attempt);
-      // The log takes appends once it is durable again, before its producers' state is rebuilt.
-      this.#holdAppends(partition, attempt);
-    }
+    const attempt = log.makeDurable().then(async (durable) => {
+      if (!durable) return false;
+      await this.#rebuildProducers(partition);
+      partition.notify();
+      return true;
+    }).finally(() => this.#savingHeldBack.delete(partition));
+    this.#savingHeldBack.set(partition, attempt);
     return attempt;
   }
 
