@@ -199,6 +199,9 @@ export async function runGroups(opts: GroupOptions): Promise<RunResult> {
     return sim.addNode({
       name,
       main: async (env, ctl) => {
+        // Until this incarnation's node runs, the previous one's (frozen) state must not count:
+        // a broker that dies while starting would otherwise leave its last Raft groups checked.
+        running.delete(name);
         const node = await startNode(env, {
           host: "0.0.0.0",
           port: PORT,
