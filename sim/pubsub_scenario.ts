@@ -447,9 +447,10 @@ interface Session {
 }
 
 /**
- * A subscriber that now and then fails to process a message, as one whose handler threw: it
- * acknowledges nothing from then on until the broker delivers that message again, which it must
- * once the ack timeout passes (at-least-once). The run cannot end while it waits.
+ * A subscriber that now and then fails to process a message it has not acknowledged before, as one
+ * whose handler threw: it acknowledges nothing from then on until the broker delivers that message
+ * again, which it must once the ack timeout passes (at-least-once). The run cannot end while it
+ * waits.
  */
 interface Stalls {
   /** The offset it failed to process and waits to get again; null when none. */
@@ -524,7 +525,11 @@ async function subscribe(
         sim.history.add(name, "ok", "deliver", { offset: m.offset });
         const stalls = opts.stalls;
         if (stalls !== undefined) {
-          if (stalls.at === null && env.random.float() < NOT_PROCESSED_PROB) {
+          // Only a message never acknowledged is owed again: a copy of one acknowledged before
+          // (delivered again after a broker crash rewound the subscription) is not.
+          if (
+            stalls.at === null && m.offset >= ackedNext && env.random.float() < NOT_PROCESSED_PROB
+          ) {
             stalls.at = m.offset;
             stalls.skipped++;
           } else if (stalls.at === m.offset) {
