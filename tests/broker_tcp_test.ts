@@ -119,6 +119,31 @@ Deno.test("acknowledged messages are not redelivered; unacknowledged ones are, a
   }, { redeliveryTickMs: 20 });
 });
 
+Deno.test("redeliveries of messages still queued in the client do not drain its window", async () => {
+  // Each redelivery makes the client drop the copies it still queues; the broker charged the
+  // window for them. Their credit must come back, or after a few ack timeouts the broker has no
+  // credit left and the subscription stops for good (pubsub sim seeds 1513, 3432, 6091, ...).
+  await withBroker(async (_node, client) => {
+    for (let i = 0; i < 8; i++) await client.publish("slow", { value: `job ${i}` });
+    const c = await client.subscribe("slow", {
+      from: "earliest",
+      ackTimeoutMs: 100,
+      windowMessages: 10,
+    });
+    // Not read for a while: the broker redelivers to the client's queue a few times over.
+    await denoEnv().clock.sleep(600);
+    // Copies may still come (at-least-once), but every offset must, and none may stall.
+    const seen = new Set<number>();
+    for (let taken = 0; seen.size < 8 && taken < 200; taken++) {
+      const m = await nextWithin(c, 3_000);
+      assert.notEqual(m, null, `stalled with only offsets ${[...seen].join(",")}`);
+      m!.ack();
+      seen.add(m!.offset);
+    }
+    assert.deepEqual([...seen].sort(), [0, 1, 2, 3, 4, 5, 6, 7]);
+  }, { redeliveryTickMs: 20 });
+});
+
 Deno.test("a durable subscription resumes after its last acknowledged offset", async () => {
   await withBroker(async (node, client) => {
     for (let i = 0; i < 6; i++) await client.publish("audit", { value: `${i}` });

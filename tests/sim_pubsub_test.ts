@@ -82,6 +82,15 @@ Deno.test("pubsub: a subscriber failing a copy of a message it acknowledged befo
   }
 });
 
+Deno.test("pubsub: redeliveries to a subscriber that stopped acknowledging never drain its window (seeds 1513, 3432, 6091, 6873, 7760)", async () => {
+  // The client dropped copies it still held, or already had, without giving their credit back;
+  // after a few ack timeouts the broker had no credit left for the subscription, which stalled.
+  for (const seed of [1513, 3432, 6091, 6873, 7760]) {
+    const r = await runPubSub(pubsubOptions(seed));
+    assert.deepEqual(r.violations, [], `seed ${seed}`);
+  }
+});
+
 Deno.test("pubsub: a seed gives the same trace twice, different seeds different traces", async () => {
   const hashes = new Set<string>();
   for (let seed = 2000; seed < 2010; seed++) {

@@ -250,10 +250,13 @@ func (s *Subscription) onDeliver(m Msg) {
 		s.recvNext = min(s.recvNext, first)
 	}
 	s.queue = slices.Grow(s.queue, len(msgs))
-	n := 0
+	n, skipped := 0, 0
 	for i := range msgs {
 		rm := &msgs[i]
 		if rm.Offset < first || rm.Offset < s.recvNext {
+			// Seen already: never handed out, but the broker charged the window for it, so its
+			// credit goes back (otherwise redeliveries drain the window and the subscription stalls).
+			skipped++
 			continue
 		}
 		s.recvNext = rm.Offset + 1
@@ -262,7 +265,8 @@ func (s *Subscription) onDeliver(m Msg) {
 		n++
 	}
 	s.credits = append(s.credits, delivered{left: n, bytes: len(raw)})
-	if n == 0 {
+	s.owedMsgs += skipped
+	if n == 0 || skipped > 0 {
 		s.payBack()
 	}
 }

@@ -298,11 +298,16 @@ export class Consumer implements AsyncIterable<ReceivedMessage>, PushListener {
     this.#pushesTaken++;
     if (push.redelivery === 1) {
       // The broker rewound to its first unacknowledged offset: forget what we hold from there on.
-      this.#dropQueuedFrom(push.firstOffset);
+      // What is dropped was charged to the window when it came, and will never be handed out:
+      // its credit goes back now, or redeliveries would drain the window for good.
+      const dropped = this.#dropQueuedFrom(push.firstOffset);
+      for (const m of dropped) this.#consumed(m.creditBytes);
       this.#nextOffset = Math.min(this.#nextOffset, push.firstOffset);
     }
     const records = push.records;
     const fresh: Received[] = [];
+    let visited = 0;
+    let skipped = 0;
     const visit = (
       offset: number,
       timestamp: number,
@@ -310,10 +315,17 @@ export class Consumer implements AsyncIterable<ReceivedMessage>, PushListener {
       value: Uint8Array | null,
       headers: readonly RecordHeader[],
     ): void => {
-      if (offset < push.firstOffset || offset < this.#nextOffset) return;
+      visited++;
+      if (offset < push.firstOffset || offset < this.#nextOffset) {
+        skipped++;
+        return;
+      }
       this.#nextOffset = offset + 1;
       // Past the end: never handed out, so never acknowledged; it only marks the end as reached.
-      if (offset >= this.#end) return;
+      if (offset >= this.#end) {
+        skipped++;
+        return;
+      }
       fresh.push(
         new Received(this, {
           offset,
@@ -333,8 +345,11 @@ export class Consumer implements AsyncIterable<ReceivedMessage>, PushListener {
       this.#fail(err);
       return;
     }
-    // Each message's share of the push's bytes: the credit given back once it is consumed.
-    const creditBytes = fresh.length === 0 ? 0 : records.length / fresh.length;
+    // Each record's share of the push's bytes: the credit given back once it is consumed. The
+    // broker charged every record it sent, so records skipped here (seen already, or past the
+    // end) give theirs back at once; a consumer that only ever got copies would otherwise stall.
+    const creditBytes = visited === 0 ? 0 : records.length / visited;
+    for (let i = 0; i < skipped; i++) this.#consumed(creditBytes);
     for (const m of fresh) {
       m.creditBytes = creditBytes;
       this.#queue.push(m);
@@ -408,10 +423,11 @@ export class Consumer implements AsyncIterable<ReceivedMessage>, PushListener {
     this.#fail(err);
   }
 
-  #dropQueuedFrom(offset: number): void {
+  /** Drops the queued messages at and after `offset`; returns them. */
+  #dropQueuedFrom(offset: number): Received[] {
     let keep = this.#queueHead;
     while (keep < this.#queue.length && this.#queue[keep]!.offset < offset) keep++;
-    this.#queue.length = keep;
+    return this.#queue.splice(keep);
   }
 
   /**

@@ -198,9 +198,13 @@ class Subscription:
                 c[0] = 0
             self._recv_next = min(self._recv_next, first)
         n = 0
+        skipped = 0
         for b in batches:
             for r in b.records:
                 if r.offset < first or r.offset < self._recv_next:
+                    # Seen already: never handed out, but the broker charged the window for it,
+                    # so its credit goes back (or redeliveries drain the window for good).
+                    skipped += 1
                     continue
                 self._recv_next = r.offset + 1
                 self._queue.append(
@@ -217,7 +221,8 @@ class Subscription:
                 )
                 n += 1
         self._credits.append([n, len(raw)])
-        if n == 0:
+        self._owed_messages += skipped
+        if n == 0 or skipped > 0:
             self._pay_back()
 
     def _on_lost(self, conn: Connection, err: BaseException) -> None:

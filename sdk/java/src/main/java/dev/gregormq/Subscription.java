@@ -158,9 +158,13 @@ public final class Subscription implements AutoCloseable {
       recvNext = Math.min(recvNext, first);
     }
     int n = 0;
+    int skipped = 0;
     for (Batch b : batches) {
       for (Batch.Record r : b.records()) {
         if (r.offset() < first || r.offset() < recvNext) {
+          // Seen already: never handed out, but the broker charged the window for it, so its
+          // credit goes back (or redeliveries drain the window and the subscription stalls).
+          skipped++;
           continue;
         }
         recvNext = r.offset() + 1;
@@ -170,7 +174,8 @@ public final class Subscription implements AutoCloseable {
       }
     }
     credits.add(new int[] {n, raw == null ? 0 : raw.length});
-    if (n == 0) {
+    owedMessages += skipped;
+    if (n == 0 || skipped > 0) {
       payBack();
     }
     notifyAll();
