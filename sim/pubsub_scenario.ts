@@ -42,6 +42,12 @@ export interface PubSubOptions {
    * damaged partition up to the damage, refuse appends there, and take them after a repair.
    */
   damageAtRest: boolean;
+  /**
+   * Messages a subscriber's window holds (0: the client's default, 1,000). Small windows run the
+   * credit dry within a few deliveries, so credit lost anywhere (a redelivery, a copy skipped)
+   * stalls the subscription within the run instead of after thousands of messages.
+   */
+  windowMessages: number;
 }
 
 const PORT = 7070;
@@ -62,6 +68,7 @@ export function pubsubOptions(seed: number, overrides: Partial<PubSubOptions> = 
     segmentBytes: r.int(2_000, 64_000),
     durableSubscribers: r.int(0, 3),
     damageAtRest: r.chance(0.5),
+    windowMessages: r.chance(0.4) ? r.int(4, 65) : 0,
     ...overrides,
   };
 }
@@ -141,6 +148,7 @@ export async function runPubSub(opts: PubSubOptions): Promise<RunResult> {
           durable: i < opts.durableSubscribers ? resumes : null,
           session,
           ...(i === flaky ? { stalls } : {}),
+          ...(opts.windowMessages > 0 ? { windowMessages: opts.windowMessages } : {}),
         }),
     }));
   }
@@ -465,6 +473,8 @@ interface SubscribeOptions {
   durable?: DurableResumeChecker | null;
   session?: Session;
   stalls?: Stalls;
+  /** The subscription's window in messages (absent: the client's default). */
+  windowMessages?: number;
 }
 
 /**
@@ -513,6 +523,7 @@ async function subscribe(
         // After a reconnect, from the message it still has to process, if it failed one.
         from: { offset: durable === null ? (opts.stalls?.at ?? next) : ackedNext },
         ackTimeoutMs: 1_000,
+        ...(opts.windowMessages === undefined ? {} : { windowMessages: opts.windowMessages }),
         ...(durable === null ? {} : { durable: name }),
       });
       if (durable !== null) {

@@ -94,6 +94,7 @@ const PUBSUB_NUMBERS = [
   "livenessMs",
   "segmentBytes",
   "durableSubscribers",
+  "windowMessages",
 ];
 
 const GOSSIP_NUMBERS = [

@@ -253,7 +253,10 @@ func (s *Subscription) onDeliver(m Msg) {
 	n, skipped := 0, 0
 	for i := range msgs {
 		rm := &msgs[i]
-		if rm.Offset < first || rm.Offset < s.recvNext {
+		if rm.Offset < first {
+			continue // before the offset asked for: in the batch, not charged to the window
+		}
+		if rm.Offset < s.recvNext {
 			// Seen already: never handed out, but the broker charged the window for it, so its
 			// credit goes back (otherwise redeliveries drain the window and the subscription stalls).
 			skipped++

@@ -385,6 +385,15 @@ export const MUTANTS: readonly Mutant[] = [
     slip: "a durable subscription resumes at its last acknowledged offset instead of after it",
   },
   {
+    id: "client-dropped-credit-kept",
+    area: "broker",
+    file: "src/client/consumer.ts",
+    find: "      for (const m of dropped) this.#consumed(m.creditBytes);\n",
+    replace: "",
+    slip:
+      "queued copies a redelivery replaces are dropped without giving their window credit back (the subscription stalls)",
+  },
+  {
     id: "broker-no-redelivery",
     area: "broker",
     file: "src/broker/subscription.ts",

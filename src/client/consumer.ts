@@ -306,7 +306,10 @@ export class Consumer implements AsyncIterable<ReceivedMessage>, PushListener {
     }
     const records = push.records;
     const fresh: Received[] = [];
-    let visited = 0;
+    // Records at or after the push's first offset are those the broker charged to the window
+    // (a batch may begin before it); of those, copies already seen and records past the end are
+    // never handed out.
+    let charged = 0;
     let skipped = 0;
     const visit = (
       offset: number,
@@ -315,8 +318,9 @@ export class Consumer implements AsyncIterable<ReceivedMessage>, PushListener {
       value: Uint8Array | null,
       headers: readonly RecordHeader[],
     ): void => {
-      visited++;
-      if (offset < push.firstOffset || offset < this.#nextOffset) {
+      if (offset < push.firstOffset) return;
+      charged++;
+      if (offset < this.#nextOffset) {
         skipped++;
         return;
       }
@@ -345,11 +349,11 @@ export class Consumer implements AsyncIterable<ReceivedMessage>, PushListener {
       this.#fail(err);
       return;
     }
-    // Each record's share of the push's bytes: the credit given back once it is consumed. The
-    // broker charged every record it sent, so records skipped here (seen already, or past the
-    // end) give theirs back at once; a consumer that only ever got copies would otherwise stall.
-    const creditBytes = visited === 0 ? 0 : records.length / visited;
-    for (let i = 0; i < skipped; i++) this.#consumed(creditBytes);
+    // Each charged record's share of the push's bytes: the credit given back once it is consumed.
+    // Skipped ones give theirs back at once: redeliveries of copies would otherwise drain the
+    // window for good.
+    const creditBytes = charged === 0 ? 0 : records.length / charged;
+    if (skipped > 0) this.#consumed(skipped * creditBytes, skipped);
     for (const m of fresh) {
       m.creditBytes = creditBytes;
       this.#queue.push(m);
@@ -484,8 +488,8 @@ export class Consumer implements AsyncIterable<ReceivedMessage>, PushListener {
   }
 
   /** Gives the broker credit back as messages are consumed, half a window at a time. */
-  #consumed(bytes: number): void {
-    this.#consumedMessages++;
+  #consumed(bytes: number, messages = 1): void {
+    this.#consumedMessages += messages;
     this.#consumedBytes += bytes;
     if (
       this.#consumedMessages * 2 >= this.#opts.windowMessages ||

@@ -201,7 +201,9 @@ class Subscription:
         skipped = 0
         for b in batches:
             for r in b.records:
-                if r.offset < first or r.offset < self._recv_next:
+                if r.offset < first:
+                    continue  # before the offset asked for: in the batch, not charged
+                if r.offset < self._recv_next:
                     # Seen already: never handed out, but the broker charged the window for it,
                     # so its credit goes back (or redeliveries drain the window for good).
                     skipped += 1

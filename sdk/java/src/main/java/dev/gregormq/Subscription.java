@@ -161,7 +161,10 @@ public final class Subscription implements AutoCloseable {
     int skipped = 0;
     for (Batch b : batches) {
       for (Batch.Record r : b.records()) {
-        if (r.offset() < first || r.offset() < recvNext) {
+        if (r.offset() < first) {
+          continue; // before the offset asked for: in the batch, not charged to the window
+        }
+        if (r.offset() < recvNext) {
           // Seen already: never handed out, but the broker charged the window for it, so its
           // credit goes back (or redeliveries drain the window and the subscription stalls).
           skipped++;
