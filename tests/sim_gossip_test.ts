@@ -28,50 +28,7 @@ import {
 } from "../sim/gossip_scenario.ts";
 import { calmNet } from "../sim/net.ts";
 import { never } from "../sim/node.ts";
-import { reproLine } from "../sim/runner.ts";
 import { Simulation } from "../sim/simulation.ts";
-
-/** About 0.15 s a seed on a 2-core machine: the whole file runs in under a minute. */
-const CI_SEEDS = 300;
-
-Deno.test(`gossip: ${CI_SEEDS} swarm seeds converge within their bounds, and every fault path fires`, async () => {
-  const totals: Record<string, number> = {};
-  const failures: string[] = [];
-  for (let seed = 1; seed <= CI_SEEDS; seed++) {
-    const r = await runGossip(gossipOptions(seed));
-    if (r.outcome === "fail") {
-      failures.push(`${reproLine("gossip", seed, {})}\n  ${r.violations.slice(0, 3).join("\n  ")}`);
-    }
-    for (const [k, v] of Object.entries(r.stats)) totals[k] = (totals[k] ?? 0) + v;
-  }
-  assert.deepEqual(failures, []);
-  // A fault path that never fired proves nothing. Refutations need an impostor or a clock that
-  // went back: the impostor test below has them.
-  for (
-    const k of [
-      "powerCrashes",
-      "processCrashes",
-      "restarts",
-      "partitions",
-      "oneWays",
-      "pauses",
-      "resets",
-      "netHeldSegments",
-      "lateJoiners",
-      "suspectMarks",
-      "deadMarks",
-      "failedExchanges",
-      "victimKnown",
-      "victimMarkedDead",
-      "joinKnownInBound",
-    ]
-  ) {
-    assert.ok((totals[k] ?? 0) > 0, `path "${k}" never fired in ${CI_SEEDS} seeds`);
-  }
-  // Every seed got its fresh joiner known to all within the bound, and its crashed node dead.
-  assert.equal(totals.joinKnownInBound, CI_SEEDS);
-  assert.equal(totals.victimMarkedDead, totals.victimKnown);
-});
 
 Deno.test("gossip: a seed gives the same trace twice, different seeds different traces", async () => {
   const hashes = new Set<string>();

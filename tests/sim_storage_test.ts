@@ -5,41 +5,6 @@
 
 import assert from "node:assert/strict";
 import { runStorage, storageOptions } from "../sim/storage_scenario.ts";
-import { reproLine } from "../sim/runner.ts";
-
-const CI_SEEDS = 300;
-
-Deno.test(`storage: ${CI_SEEDS} seeds of damage at rest never serve a wrong byte`, async () => {
-  const totals: Record<string, number> = {};
-  const failures: string[] = [];
-  for (let seed = 1; seed <= CI_SEEDS; seed++) {
-    const r = await runStorage(storageOptions(seed));
-    if (r.outcome === "fail") {
-      failures.push(
-        `${reproLine("storage", seed, {})}\n  ${r.violations.slice(0, 3).join("\n  ")}`,
-      );
-    }
-    for (const [k, v] of Object.entries(r.stats)) totals[k] = (totals[k] ?? 0) + v;
-  }
-  assert.deepEqual(failures, []);
-  for (
-    const k of [
-      "served",
-      "refused",
-      "damagedBatches",
-      "servedBeforeDamage",
-      "timeLookups",
-      "earlyReads",
-      "retentionChecks",
-      "reopens",
-      "buggify:storage.read.forget-resume",
-      "buggify:storage.append.before-sync",
-      "buggify:storage.roll.before-create",
-    ]
-  ) {
-    assert.ok((totals[k] ?? 0) > 0, `path "${k}" never taken in ${CI_SEEDS} seeds`);
-  }
-});
 
 Deno.test("storage: a seed gives the same trace twice", async () => {
   for (let seed = 900; seed < 905; seed++) {

@@ -1,4 +1,4 @@
-// The seeded sweeps CI runs (tests/sim_*_test.ts), as plain loops the mutation tool can run in a
+// The seeded sweeps CI runs (sim/sweeps_test.ts), as plain loops the mutation tool can run in a
 // scratch copy of the repository: each stops at its first failing seed.
 
 import { clusterOptions, runCluster } from "../cluster_scenario.ts";
@@ -11,7 +11,7 @@ import type { RunResult } from "../result.ts";
 /** A sweep: a scenario over seeds 1..ciSeeds. */
 export interface Sweep {
   name: SweepName;
-  /** Seeds CI runs (tests/sim_*_test.ts). */
+  /** Seeds CI runs (sim/sweeps_test.ts): twice what issue [M] found CI running. */
   ciSeeds: number;
   /** Rough real time of one seed, ms: budgets the tool's timeout. */
   seedMs: number;
@@ -25,37 +25,37 @@ export type SweepName = "cluster" | "groups" | "groups3" | "pubsub" | "storage" 
 export const SWEEPS: Readonly<Record<SweepName, Sweep>> = {
   cluster: {
     name: "cluster",
-    ciSeeds: 340,
+    ciSeeds: 600,
     seedMs: 400,
     run: (seed) => runCluster(clusterOptions(seed)),
   },
   groups: {
     name: "groups",
-    ciSeeds: 300,
+    ciSeeds: 600,
     seedMs: 120,
     run: (seed) => runGroups(groupOptions(seed)),
   },
   groups3: {
     name: "groups3",
-    ciSeeds: 150,
+    ciSeeds: 200,
     seedMs: 400,
     run: (seed) => runGroups(groupOptions(seed, { nodes: 3 })),
   },
   pubsub: {
     name: "pubsub",
-    ciSeeds: 500,
+    ciSeeds: 1000,
     seedMs: 100,
     run: (seed) => runPubSub(pubsubOptions(seed)),
   },
   storage: {
     name: "storage",
-    ciSeeds: 300,
+    ciSeeds: 600,
     seedMs: 60,
     run: (seed) => runStorage(storageOptions(seed)),
   },
   raft: {
     name: "raft",
-    ciSeeds: 300,
+    ciSeeds: 600,
     seedMs: 150,
     run: (seed) => runRaft(raftOptions(seed)),
   },
