@@ -193,3 +193,21 @@ export class Child {
     }
   }
 }
+
+/** A process's resident set, MiB, from /proc/<pid>/status; null where there is no /proc. */
+export async function rssMiB(pid: number): Promise<number | null> {
+  try {
+    const status = await Deno.readTextFile(`/proc/${pid}/status`);
+    const kb = /^VmRSS:\s*(\d+)\s*kB/m.exec(status)?.[1];
+    return kb === undefined ? null : Number(kb) / 1024;
+  } catch {
+    return null;
+  }
+}
+
+/** `rssMiB`, or an error where it cannot be read. */
+export async function mustRss(pid: number): Promise<number> {
+  const r = await rssMiB(pid);
+  if (r === null) throw new Error(`Cannot read VmRSS of pid ${pid} from /proc`);
+  return r;
+}

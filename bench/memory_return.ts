@@ -14,7 +14,7 @@
 //
 //   deno task bench:memory [--runs N] [--clients N] [--burst-s S] [--watch-s S] [--only gregormq|nats]
 
-import { Child, readLines, runHarness } from "./_harness.ts";
+import { Child, mustRss, readLines, runHarness } from "./_harness.ts";
 import {
   children,
   cleanUp,
@@ -93,13 +93,6 @@ function parse(argv: string[]): Options {
   return o;
 }
 
-async function rssMiB(pid: number): Promise<number> {
-  const status = await Deno.readTextFile(`/proc/${pid}/status`);
-  const kb = /^VmRSS:\s*(\d+)\s*kB/m.exec(status)?.[1];
-  if (kb === undefined) throw new Error(`no VmRSS for pid ${pid}`);
-  return Number(kb) / 1024;
-}
-
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
@@ -131,9 +124,9 @@ async function runLoad(
   ]);
   let done = false;
   const status = proc.status.finally(() => (done = true));
-  let peak = await rssMiB(serverPid);
+  let peak = await mustRss(serverPid);
   while (!done) {
-    peak = Math.max(peak, await rssMiB(serverPid));
+    peak = Math.max(peak, await mustRss(serverPid));
     await Promise.race([status, sleep(LOAD_SAMPLE_MS)]);
   }
   const s = await status;
@@ -144,7 +137,7 @@ async function runLoad(
       `${system} ${load} load failed (exit ${s.code}):\n${lines.slice(-20).join("\n")}`,
     );
   }
-  return { peakMiB: Math.max(peak, await rssMiB(serverPid)), what };
+  return { peakMiB: Math.max(peak, await mustRss(serverPid)), what };
 }
 
 /** Samples every second for `watchS` seconds after a load. */
@@ -154,11 +147,11 @@ async function watch(
   watchS: number,
 ): Promise<{ backAfterS: number | null; endMiB: number }> {
   let backAfterS: number | null = null;
-  let now = await rssMiB(pid);
+  let now = await mustRss(pid);
   if (now <= idleMiB * (1 + WITHIN)) backAfterS = 0;
   for (let s = 1; s <= watchS; s++) {
     await sleep(1_000);
-    now = await rssMiB(pid);
+    now = await mustRss(pid);
     if (backAfterS === null && now <= idleMiB * (1 + WITHIN)) backAfterS = s;
   }
   return { backAfterS, endMiB: now };
@@ -182,7 +175,7 @@ async function oneRun(
     await sleep(SETTLE_MS);
     const idle: number[] = [];
     for (let i = 0; i < IDLE_SAMPLES; i++) {
-      idle.push(await rssMiB(server.child.pid));
+      idle.push(await mustRss(server.child.pid));
       await sleep(IDLE_SAMPLE_MS);
     }
     const idleMiB = median(idle);

@@ -11,7 +11,9 @@ import {
   Child,
   fmtInt,
   listenPort,
+  mustRss,
   payload,
+  rssMiB,
   runHarness,
   sleep,
   STARTUP_MS_MAX,
@@ -1047,23 +1049,6 @@ async function clusterSection(ctx: Context): Promise<void> {
 }
 
 // --- 5: resident memory ------------------------------------------------------------------------
-
-/** A process's resident set, MiB, from /proc/<pid>/status; null where there is no /proc. */
-async function rssMiB(pid: number): Promise<number | null> {
-  try {
-    const status = await Deno.readTextFile(`/proc/${pid}/status`);
-    const kb = /^VmRSS:\s*(\d+)\s*kB/m.exec(status)?.[1];
-    return kb === undefined ? null : Number(kb) / 1024;
-  } catch {
-    return null;
-  }
-}
-
-async function mustRss(pid: number): Promise<number> {
-  const r = await rssMiB(pid);
-  if (r === null) throw new Error(`Cannot read VmRSS of pid ${pid} from /proc`);
-  return r;
-}
 
 /** The highest RSS of `pid` sampled every `everyMs` while `work` runs. */
 async function peakRssDuring(

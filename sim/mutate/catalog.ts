@@ -388,8 +388,8 @@ export const MUTANTS: readonly Mutant[] = [
     id: "client-dropped-credit-kept",
     area: "broker",
     file: "src/client/consumer.ts",
-    find: "      for (const m of dropped) this.#consumed(m.creditBytes);\n",
-    replace: "",
+    find: "      if (dropped.length > 0) {\n        this.#consumed(",
+    replace: "      if (dropped.length < 0) {\n        this.#consumed(",
     slip:
       "queued copies a redelivery replaces are dropped without giving their window credit back (the subscription stalls)",
   },

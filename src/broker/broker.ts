@@ -1053,13 +1053,6 @@ export class Broker implements PlaneHost {
       const partition = topic.partition(req.partition);
       const rebuilding = this.#rebuilding.get(partition);
       if (rebuilding !== undefined) return rebuilding.then(() => append(topic));
-      if (this.#stale.has(partition)) {
-        const again = this.#rebuildProducers(partition);
-        this.#holdAppends(partition, again);
-        return again.then(() => append(topic), (err) => {
-          throw this.#storageFailure(`Cannot append to ${req.topic}/${req.partition}`, err);
-        });
-      }
       const heldBack = partition.log instanceof FileLog && partition.log.heldBack;
       if (heldBack || this.#savingHeldBack.has(partition)) {
         // Judged only once the log and its producers' state hold the held-back batches again.
@@ -1073,6 +1066,15 @@ export class Broker implements PlaneHost {
                 `durable; they are held back, and appends refused, until there is room`,
             ),
           );
+        });
+      }
+      // After the held-back wait, which rebuilds the state itself: a rebuild still marked as
+      // failed is tried again here, not beside one under way.
+      if (this.#stale.has(partition)) {
+        const again = this.#rebuildProducers(partition);
+        this.#holdAppends(partition, again);
+        return again.then(() => append(topic), (err) => {
+          throw this.#storageFailure(`Cannot append to ${req.topic}/${req.partition}`, err);
         });
       }
       const store = () => partition.log.append(batch, header).then((r) => r.baseOffset);

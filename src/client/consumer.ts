@@ -301,7 +301,9 @@ export class Consumer implements AsyncIterable<ReceivedMessage>, PushListener {
       // What is dropped was charged to the window when it came, and will never be handed out:
       // its credit goes back now, or redeliveries would drain the window for good.
       const dropped = this.#dropQueuedFrom(push.firstOffset);
-      for (const m of dropped) this.#consumed(m.creditBytes);
+      if (dropped.length > 0) {
+        this.#consumed(dropped.reduce((sum, m) => sum + m.creditBytes, 0), dropped.length);
+      }
       this.#nextOffset = Math.min(this.#nextOffset, push.firstOffset);
     }
     const records = push.records;
