@@ -2,6 +2,7 @@
 // answered by correlation id), and writes responses and pushes through one bounded queue. A broken
 // or hostile peer costs only its own connection.
 
+import { GUARD_DONE } from "../io/errors.ts";
 import { type AclEntry, aclProblem, type Operation, type ResourceType } from "../auth/acl.ts";
 import { credentialProblem } from "../auth/store.ts";
 import {
@@ -245,7 +246,7 @@ export class Connection implements DeliverySink, RequestContext {
       this.#flushed(),
       this.#broker.env.clock.sleep(CLOSE_FLUSH_MS, timer.signal).catch(() => {}),
     ]);
-    timer.abort();
+    timer.abort(GUARD_DONE);
     this.close();
   }
 

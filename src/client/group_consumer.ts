@@ -4,6 +4,7 @@
 // partitions that move. Offsets follow Kafka's convention: the committed offset is the next one
 // to process.
 
+import { GUARD_DONE } from "../io/errors.ts";
 import type { Clock } from "../io/types.ts";
 import { ErrorCode, GregorError } from "../protocol/errors.ts";
 import type {
@@ -246,7 +247,7 @@ export class GroupConsumer implements AsyncIterable<ReceivedMessage> {
     const timer = new AbortController();
     const woken = new Promise<void>((r) => (this.#wakeLoop = r));
     await Promise.race([this.#clock.sleep(ms, timer.signal).catch(() => {}), woken]);
-    timer.abort();
+    timer.abort(GUARD_DONE);
     this.#wakeLoop = null;
   }
 

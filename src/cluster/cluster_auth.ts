@@ -8,6 +8,7 @@
 // at a time with the new secret keep talking to those not yet restarted. It is a Network wrapper,
 // like TlsNetwork, so gossip and the Raft transport listen and dial through it unchanged.
 
+import { GUARD_DONE } from "../io/errors.ts";
 import type {
   Addr,
   Conn,
@@ -197,7 +198,7 @@ export class ClusterAuthNetwork implements Network {
         ? err
         : new ClusterAuthError(`Cluster handshake with ${key(addr)} failed: ${why}`);
     } finally {
-      guard.abort();
+      guard.abort(GUARD_DONE);
     }
   }
 
@@ -508,7 +509,7 @@ class AuthListener implements Listener {
     try {
       authed = await this.#handshake(conn, () => timedOut);
     } finally {
-      guard.abort();
+      guard.abort(GUARD_DONE);
       this.#pending.delete(conn);
     }
     if (authed === null) return;

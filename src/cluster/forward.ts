@@ -6,6 +6,7 @@
 // where it is connected. The envelope marks the request as forwarded: its receiver serves it or
 // answers NOT_LEADER, never forwards it again, so a stale view costs one retry, not a loop.
 
+import { GUARD_DONE } from "../io/errors.ts";
 import type { Addr, Conn, Env } from "../io/types.ts";
 import { writeAllOf } from "../io/util.ts";
 import { ErrorCode, GregorError, MalformedError } from "../protocol/errors.ts";
@@ -398,7 +399,7 @@ export class Forwarder {
         }
       }
     } finally {
-      timer.abort();
+      timer.abort(GUARD_DONE);
       if (me !== null) peer.waiting.splice(peer.waiting.indexOf(me), 1);
     }
   }
@@ -513,7 +514,7 @@ export class Forwarder {
     try {
       return await Promise.race([answered, late]);
     } finally {
-      timer.abort();
+      timer.abort(GUARD_DONE);
     }
   }
 

@@ -3,6 +3,7 @@
 // and writing the answer. A bad request gets 400 and costs only its own connection; slow clients
 // cannot crowd out a health check (see `CONNECTIONS_MAX`).
 
+import { GUARD_DONE } from "../io/errors.ts";
 import type { Addr, Conn, Env, Listener } from "../io/types.ts";
 import { writeAll } from "../io/util.ts";
 
@@ -139,7 +140,7 @@ export class HttpServer {
         this.#env.clock.sleep(ms, timer.signal).then(() => null, () => null),
       ]);
     } finally {
-      timer.abort();
+      timer.abort(GUARD_DONE);
     }
   }
 
