@@ -93,3 +93,44 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "bench/pingpong.ts prints every run's round trips for both servers and a verdict",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        new URL("../bench/pingpong.ts", import.meta.url).pathname,
+        "--runs",
+        "2",
+        "--rounds",
+        "200",
+      ],
+      cwd: REPO,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+      signal: AbortSignal.timeout(RUN_MS_MAX),
+    }).output();
+    const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+    assert.equal(out.code, 0, `bench/pingpong.ts exited with ${out.code}:\n${text}`);
+    for (const target of ["gregormq", "nats"]) {
+      for (const run of [1, 2]) {
+        assert.match(
+          text,
+          new RegExp(
+            `${target} +run ${run}: 200 round trips, µs p50 \\d+ / p99 \\d+ / p99\\.9 \\d+ / worst \\d+`,
+          ),
+          text,
+        );
+      }
+    }
+    assert.match(
+      text,
+      /ping-pong round trip, median of the runs' p50: GregorMQ \d+ µs, NATS core \d+ µs/,
+    );
+  },
+});
