@@ -7,12 +7,14 @@ import { parseArgs } from "node:util";
 import type { NatsConnection } from "nats";
 import { type Client, connect as connectGregor } from "../src/client/mod.ts";
 import { haveOpenssl, makeTestCerts } from "../tests/_tls_certs.ts";
+import { type LatencyReport, StallWatch, wallMs } from "./_latency_consumer.ts";
 import {
   Child,
   fmtInt,
   listenPort,
   mustRss,
   payload,
+  REPO_DIR,
   rssMiB,
   runHarness,
   sleep,
@@ -127,6 +129,8 @@ const QUICK: SuiteSettings = {
 
 /** Payload of the latency messages: a float64 send time first, then filler, bytes. */
 const LATENCY_PAYLOAD_BYTES = 100;
+/** The latency section's consumer, a process of its own. */
+const LATENCY_CONSUMER = new URL("./_latency_consumer.ts", import.meta.url).pathname;
 /** A fixed-rate sender that falls this far behind its schedule stops, ms. */
 const LATENCY_LATE_MS_MAX = 5_000;
 /** Section 6: the recovery log is written in messages of this size and batches of this size. */
@@ -682,15 +686,28 @@ interface Latency {
   p99Ms: number;
   p999Ms: number;
   maxMs: number;
+  /** Of the messages at or above the p99: whose process stalled while each was under way. */
+  tail: TailBlame;
+}
+
+/** The tail's messages by the process that stalled while each was under way (see blameTail). */
+interface TailBlame {
+  messages: number;
+  producer: number;
+  consumer: number;
+  both: number;
+  /** Neither client stalled: the server's work, or the network's. */
+  server: number;
 }
 
 /**
- * Calls `send(now)` `rate` times a second for `ms` (catching up on a late timer by sending what is
- * due); stops early if it falls LATENCY_LATE_MS_MAX behind. Resolves with the messages sent.
+ * Calls `send()` `rate` times a second for `ms` (catching up on a late timer by sending what is
+ * due); stops early if it falls LATENCY_LATE_MS_MAX behind. Resolves with the messages sent. Its
+ * 1 ms loop is also the producer process's stall watch.
  */
 async function fixedRate(
   rate: number,
-  opts: { ms: number; send: (now: number) => void; failed: () => boolean },
+  opts: { ms: number; send: () => void; failed: () => boolean; watch: StallWatch },
 ): Promise<number> {
   const total = Math.round(rate * opts.ms / 1000);
   const start = performance.now();
@@ -700,41 +717,113 @@ async function fixedRate(
     if (elapsedMs > opts.ms + LATENCY_LATE_MS_MAX) break;
     const due = Math.min(total, Math.floor(elapsedMs * rate / 1000) + 1);
     while (sent < due) {
-      opts.send(performance.now());
+      opts.send();
       sent++;
     }
     await new Promise((r) => setTimeout(r, 1));
+    opts.watch.note();
   }
   return sent;
 }
 
-function stamped(now: number): Uint8Array {
+/** A latency message: its send time (wall-clock ms, see wallMs) first, then filler. */
+function stamped(): Uint8Array {
   const v = new Uint8Array(LATENCY_PAYLOAD_BYTES);
-  new DataView(v.buffer).setFloat64(0, now, true);
+  new DataView(v.buffer).setFloat64(0, wallMs(), true);
   return v;
 }
 
-function stampOf(v: Uint8Array): number {
-  return new DataView(v.buffer, v.byteOffset, v.byteLength).getFloat64(0, true);
+/** The consumer process of one latency run (bench/_latency_consumer.ts). */
+class LatencyConsumer {
+  readonly #child: Deno.ChildProcess;
+  readonly #lines: ReadableStreamDefaultReader<string>;
+  #text = "";
+
+  constructor(target: "gregormq" | "nats", port: number, topic: string, drainMs: number) {
+    this.#child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", LATENCY_CONSUMER, target, String(port), topic, String(drainMs)],
+      cwd: REPO_DIR,
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "inherit",
+    }).spawn();
+    this.#lines = this.#child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  }
+
+  async #line(): Promise<string> {
+    while (!this.#text.includes("\n")) {
+      const { value, done } = await this.#lines.read();
+      if (done) throw new Error("the latency consumer ended early");
+      this.#text += value;
+    }
+    const nl = this.#text.indexOf("\n");
+    const line = this.#text.slice(0, nl);
+    this.#text = this.#text.slice(nl + 1);
+    return line;
+  }
+
+  /** Resolves once the consumer is subscribed. */
+  async ready(ms: number): Promise<void> {
+    const line = await withTimeout(this.#line(), ms);
+    if (line !== "ready") throw new Error(`latency consumer: ${line}`);
+  }
+
+  /** Tells it how many were sent; its report once it has them or its drain time is over. */
+  async report(sent: number, ms: number): Promise<LatencyReport> {
+    const w = this.#child.stdin.getWriter();
+    await w.write(new TextEncoder().encode(`sent ${sent}\n`));
+    await w.close();
+    return JSON.parse(await withTimeout(this.#line(), ms)) as LatencyReport;
+  }
+
+  async stop(): Promise<void> {
+    try {
+      this.#child.kill("SIGKILL");
+    } catch { /* already gone */ }
+    await this.#child.status;
+    await this.#child.stdout.cancel().catch(() => {});
+  }
 }
 
-/** Waits until `done()` or `ms` passed. */
-async function until(done: () => boolean, ms: number): Promise<void> {
-  const deadline = performance.now() + ms;
-  while (!done() && performance.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+/**
+ * Sorts the tail's messages by whose process stalled while each was under way, between its send
+ * and its receipt: the producer's (this process), the consumer's, both, or neither (the server).
+ */
+function blameTail(
+  tail: [number, number][],
+  producerStalls: [number, number][],
+  consumerStalls: [number, number][],
+): TailBlame {
+  const overlaps = (stalls: [number, number][], from: number, to: number) =>
+    stalls.some(([a, b]) => a < to && b > from);
+  const blame: TailBlame = { messages: tail.length, producer: 0, consumer: 0, both: 0, server: 0 };
+  for (const [from, to] of tail) {
+    const p = overlaps(producerStalls, from, to);
+    const c = overlaps(consumerStalls, from, to);
+    if (p && c) blame.both++;
+    else if (p) blame.producer++;
+    else if (c) blame.consumer++;
+    else blame.server++;
+  }
+  return blame;
 }
 
-function latencyOf(rate: number, sent: number, samples: Float64Array, received: number): Latency {
-  if (received === 0) throw new Error(`None of ${sent} messages at ${rate} msg/s arrived`);
-  const sorted = samples.slice(0, received).sort();
+function latencyOf(
+  rate: number,
+  sent: number,
+  r: LatencyReport,
+  producerStalls: [number, number][],
+): Latency {
+  if (r.received === 0) throw new Error(`None of ${sent} messages at ${rate} msg/s arrived`);
   return {
     rate,
     sent,
-    received,
-    p50Ms: percentile(sorted, 0.5),
-    p99Ms: percentile(sorted, 0.99),
-    p999Ms: percentile(sorted, 0.999),
-    maxMs: sorted[sorted.length - 1]!,
+    received: r.received,
+    p50Ms: r.p50Ms,
+    p99Ms: r.p99Ms,
+    p999Ms: r.p999Ms,
+    maxMs: r.maxMs,
+    tail: blameTail(r.tail, producerStalls, r.stalls),
   };
 }
 
@@ -746,41 +835,28 @@ async function gregorLatency(
   const timeoutMs = settings.throughput.drainMsMax;
   const topic = `bench-latency-${opts.id}`;
   const producing = await gregorClient(port, "bench-latency-producer", timeoutMs);
-  const consuming = await gregorClient(port, "bench-latency-consumer", timeoutMs);
+  const consumer = new LatencyConsumer("gregormq", port, topic, settings.latencyDrainMs);
   try {
     await producing.admin.createTopic(topic, { configs: opts.configs });
-    const consumer = await consuming.subscribe(topic, {
-      from: "latest",
-      autoAck: true,
-      windowMessages: 10_000,
-    });
-    const total = Math.round(rate * settings.latencyMs / 1000);
-    const samples = new Float64Array(total);
-    let received = 0;
-    const receiving = (async () => {
-      while (received < total) {
-        const m = await consumer.next();
-        if (m === null) return;
-        samples[received++] = performance.now() - stampOf(m.value!);
-      }
-    })();
+    await consumer.ready(STARTUP_MS_MAX);
     // lingerMs 0: a batch leaves at the end of the task that filled it, as a latency-minded
     // application would configure it.
     const producer = producing.producer({ lingerMs: 0 });
     let failure: unknown = null;
+    const watch = new StallWatch();
     const sent = await fixedRate(rate, {
       ms: settings.latencyMs,
-      send: (now) => void producer.send(topic, { value: stamped(now) }).catch((e) => failure ??= e),
+      send: () => void producer.send(topic, { value: stamped() }).catch((e) => failure ??= e),
       failed: () => failure !== null,
+      watch,
     });
     if (failure !== null) throw failure;
-    await until(() => received >= sent, settings.latencyDrainMs);
-    await consumer.close();
-    await receiving;
-    return latencyOf(rate, sent, samples, received);
+    const report = await consumer.report(sent, settings.latencyDrainMs + STARTUP_MS_MAX);
+    return latencyOf(rate, sent, report, watch.stalls);
   } finally {
+    await consumer.stop();
     await producing.admin.deleteTopic(topic).catch(() => {});
-    await Promise.all([producing.close(), consuming.close()]).catch(() => {});
+    await producing.close().catch(() => {});
   }
 }
 
@@ -792,32 +868,31 @@ async function natsLatency(
   const { rate, settings } = opts;
   const subject = `bench.latency.${opts.id}`;
   const pub = await natsAt(connect, port, "bench-latency-publisher");
-  const subNc = await natsAt(connect, port, "bench-latency-subscriber");
+  const consumer = new LatencyConsumer("nats", port, subject, settings.latencyDrainMs);
   try {
-    const sub = subNc.subscribe(subject);
-    await subNc.flush();
-    const total = Math.round(rate * settings.latencyMs / 1000);
-    const samples = new Float64Array(total);
-    let received = 0;
-    const receiving = (async () => {
-      for await (const m of sub) {
-        samples[received++] = performance.now() - stampOf(m.data);
-        if (received >= total) break;
-      }
-    })();
+    await consumer.ready(STARTUP_MS_MAX);
+    const watch = new StallWatch();
     const sent = await fixedRate(rate, {
       ms: settings.latencyMs,
-      send: (now) => pub.publish(subject, stamped(now)),
+      send: () => pub.publish(subject, stamped()),
       failed: () => false,
+      watch,
     });
     await withTimeout(pub.flush(), settings.throughput.drainMsMax);
-    await until(() => received >= sent, settings.latencyDrainMs);
-    sub.unsubscribe();
-    await receiving;
-    return latencyOf(rate, sent, samples, received);
+    const report = await consumer.report(sent, settings.latencyDrainMs + STARTUP_MS_MAX);
+    return latencyOf(rate, sent, report, watch.stalls);
   } finally {
-    await Promise.all([pub.close(), subNc.close()]).catch(() => {});
+    await consumer.stop();
+    await pub.close().catch(() => {});
   }
+}
+
+/** "tail (≥ p99, N messages): producer stalled x %, consumer y %, both z %, neither (server) w %". */
+function showBlame(label: string, t: TailBlame): string {
+  const pct = (n: number) => `${t.messages === 0 ? 0 : Math.round(100 * n / t.messages)} %`;
+  return `${label} tail (messages at or above its p99: ${t.messages}) under way while the producer ` +
+    `process stalled ${pct(t.producer)}, the consumer process ${pct(t.consumer)}, both ` +
+    `${pct(t.both)}, neither (the server) ${pct(t.server)}`;
 }
 
 function showLatency(l: Latency | null): string {
@@ -868,6 +943,7 @@ async function latencySection(
           }),
       );
       for (const [label, l] of [["GregorMQ", g], ["NATS", n]] as const) {
+        if (l !== null) notes.push(showBlame(label, l.tail));
         if (l !== null && l.received < l.sent) {
           notes.push(`${label}: only ${l.received} of ${l.sent} messages arrived in time`);
         }
