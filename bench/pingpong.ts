@@ -12,7 +12,7 @@
 
 import { connect as natsConnect, type NatsConnection } from "nats";
 import { connect } from "../src/client/mod.ts";
-import { killAll, spawnBroker } from "../tests/_broker_process.ts";
+import { spawnBroker, stopBroker } from "../tests/_broker_process.ts";
 import { Child } from "./_harness.ts";
 import { natsListenPort } from "./_nats.ts";
 
@@ -239,11 +239,7 @@ async function main(): Promise<number> {
     console.log(`load average: ${Deno.loadavg().map((l) => l.toFixed(2)).join(" ")}`);
     return 0;
   } finally {
-    if (profDir === null) await killAll([broker]);
-    else {
-      broker.child.kill("SIGTERM");
-      await broker.child.status;
-    }
+    await stopBroker(broker, profDir !== null);
     await nats.stop();
     await Deno.remove(dataDir, { recursive: true }).catch(() => {});
   }

@@ -77,6 +77,16 @@ export async function spawnBroker(
 }
 
 /** SIGKILLs every process (those already gone are skipped) and waits for them. */
+/**
+ * Stops a broker a benchmark started: SIGKILL, or with `profiled` SIGTERM, so that V8 writes the
+ * CPU profile it was started with (`--cpu-prof`) before it exits.
+ */
+export async function stopBroker(broker: BrokerProcess, profiled: boolean): Promise<void> {
+  if (!profiled) return await killAll([broker]);
+  broker.child.kill("SIGTERM");
+  await broker.child.status;
+}
+
 export async function killAll(procs: readonly { child: Deno.ChildProcess }[]): Promise<void> {
   for (const p of procs) {
     try {
