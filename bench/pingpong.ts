@@ -199,8 +199,9 @@ async function main(): Promise<number> {
     ["--port", "0", "--no-metrics-enabled", "--data-dir", dataDir],
     { denoFlags: profDir === null ? [] : ["--cpu-prof", `--cpu-prof-dir=${profDir}`] },
   );
-  const nats = new Child("nats-server", "nats-server", ["-a", "127.0.0.1", "-p", "-1"]);
+  let nats: Child | null = null;
   try {
+    nats = new Child("nats-server", "nats-server", ["-a", "127.0.0.1", "-p", "-1"]);
     const port = Number(broker.listen.listen.split(":").pop());
     const admin = await connect({ port });
     for (const topic of [PING, PONG]) {
@@ -240,7 +241,7 @@ async function main(): Promise<number> {
     return 0;
   } finally {
     await stopBroker(broker, profDir !== null);
-    await nats.stop();
+    await nats?.stop();
     await Deno.remove(dataDir, { recursive: true }).catch(() => {});
   }
 }

@@ -189,7 +189,11 @@ const GOALS = {
     text: "≥ 500,000 msg/s and ≥ 10× JetStream file",
     met: (g, n) => (g < 500_000 ? false : n === null ? null : g >= 10 * n),
   },
-  p99Memory: { text: "p99 ≤ 2 ms", met: (g) => g <= 2 },
+  // Issue 9's p99 ≤ 2 ms, and issue [N]'s ≤ 1.5× core NATS's in the same run.
+  p99Memory: {
+    text: "p99 ≤ 2 ms and ≤ 1.5× NATS core",
+    met: (g, n) => (g > 2 ? false : n === null ? null : g <= 1.5 * n),
+  },
   p99Always: { text: "p99 ≤ 5 ms", met: (g) => g <= 5 },
   cluster: {
     text: "≥ 200,000 msg/s and ≥ 5× JetStream R3, every run",
@@ -781,7 +785,9 @@ class LatencyConsumer {
       this.#child.kill("SIGKILL");
     } catch { /* already gone */ }
     await this.#child.status;
-    await this.#child.stdout.cancel().catch(() => {});
+    await this.#lines.cancel().catch(() => {});
+    // Still open if the run failed before its report.
+    await this.#child.stdin.close().catch(() => {});
   }
 }
 
@@ -814,7 +820,10 @@ function latencyOf(
   r: LatencyReport,
   producerStalls: [number, number][],
 ): Latency {
-  if (r.received === 0) throw new Error(`None of ${sent} messages at ${rate} msg/s arrived`);
+  // Quantiles of what arrived would hide the slowest, the ones that did not: a failure instead.
+  if (r.received < sent) {
+    throw new Error(`Only ${r.received} of ${sent} messages at ${rate} msg/s arrived in time`);
+  }
   return {
     rate,
     sent,
@@ -835,9 +844,13 @@ async function gregorLatency(
   const timeoutMs = settings.throughput.drainMsMax;
   const topic = `bench-latency-${opts.id}`;
   const producing = await gregorClient(port, "bench-latency-producer", timeoutMs);
+  // The topic first: a consumer subscribing to a missing topic would create it with defaults.
+  await producing.admin.createTopic(topic, { configs: opts.configs }).catch(async (err) => {
+    await producing.close().catch(() => {});
+    throw err;
+  });
   const consumer = new LatencyConsumer("gregormq", port, topic, settings.latencyDrainMs);
   try {
-    await producing.admin.createTopic(topic, { configs: opts.configs });
     await consumer.ready(STARTUP_MS_MAX);
     // lingerMs 0: a batch leaves at the end of the task that filled it, as a latency-minded
     // application would configure it.
@@ -944,9 +957,6 @@ async function latencySection(
       );
       for (const [label, l] of [["GregorMQ", g], ["NATS", n]] as const) {
         if (l !== null) notes.push(showBlame(label, l.tail));
-        if (l !== null && l.received < l.sent) {
-          notes.push(`${label}: only ${l.received} of ${l.sent} messages arrived in time`);
-        }
         if (l !== null && l.sent < rate * ctx.settings.latencyMs / 1000) {
           notes.push(`${label}: the sender fell behind and sent only ${l.sent}`);
         }

@@ -19,4 +19,15 @@ const child = new Deno.Command(Deno.execPath(), {
   stdout: "inherit",
   stderr: "inherit",
 }).spawn();
+// A terminal's Ctrl-C reaches the whole process group, `deno test` included: nothing to pass on.
+// A SIGTERM or SIGHUP sent to this process alone (a supervisor, an editor's stop button) is passed
+// on, or `deno test` and the brokers it started would outlive it.
+Deno.addSignalListener("SIGINT", () => {});
+for (const signal of ["SIGTERM", "SIGHUP"] as const) {
+  Deno.addSignalListener(signal, () => {
+    try {
+      child.kill(signal);
+    } catch { /* already gone */ }
+  });
+}
 Deno.exit((await child.status).code);

@@ -76,17 +76,19 @@ export async function spawnBroker(
   return { child, listen: JSON.parse(lines[0]!), lines };
 }
 
-/** SIGKILLs every process (those already gone are skipped) and waits for them. */
 /**
  * Stops a broker a benchmark started: SIGKILL, or with `profiled` SIGTERM, so that V8 writes the
- * CPU profile it was started with (`--cpu-prof`) before it exits.
+ * CPU profile it was started with (`--cpu-prof`) before it exits. One already gone is skipped.
  */
 export async function stopBroker(broker: BrokerProcess, profiled: boolean): Promise<void> {
   if (!profiled) return await killAll([broker]);
-  broker.child.kill("SIGTERM");
+  try {
+    broker.child.kill("SIGTERM");
+  } catch { /* already gone */ }
   await broker.child.status;
 }
 
+/** SIGKILLs every process (those already gone are skipped) and waits for them. */
 export async function killAll(procs: readonly { child: Deno.ChildProcess }[]): Promise<void> {
   for (const p of procs) {
     try {
