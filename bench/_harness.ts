@@ -211,3 +211,23 @@ export async function mustRss(pid: number): Promise<number> {
   if (r === null) throw new Error(`Cannot read VmRSS of pid ${pid} from /proc`);
   return r;
 }
+
+/**
+ * The whole number after `name` in `args`, or `fallback` without the flag. Anything but 1..max
+ * prints `usage` with the range and exits 2.
+ */
+export function countArg(
+  args: readonly string[],
+  name: string,
+  fallback: number,
+  max: number,
+  usage: string,
+): number {
+  const i = args.indexOf(name);
+  const n = i < 0 ? fallback : Number(args[i + 1]);
+  if (!Number.isInteger(n) || n < 1 || n > max) {
+    console.error(`${usage} (${name} 1..${max})`);
+    Deno.exit(2);
+  }
+  return n;
+}

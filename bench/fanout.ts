@@ -16,7 +16,7 @@
 import { connect as natsConnect } from "nats";
 import { connect } from "../src/client/mod.ts";
 import { spawnBroker, stopBroker } from "../tests/_broker_process.ts";
-import { Child } from "./_harness.ts";
+import { Child, countArg } from "./_harness.ts";
 import { natsListenPort } from "./_nats.ts";
 
 const ROUNDS_DEFAULT = 20;
@@ -42,14 +42,9 @@ function nowMs(): number {
 const USAGE = "usage: deno task bench:fanout [--rounds N] [--subscribers N] " +
   "[--broker-cpu-prof DIR] [--subscribers-cpu-prof DIR]";
 
+/** The whole number after `name` on the command line, 1..max; `fallback` without the flag. */
 function intArg(name: string, fallback: number, max: number): number {
-  const i = Deno.args.indexOf(name);
-  const n = i < 0 ? fallback : Number(Deno.args[i + 1]);
-  if (!Number.isInteger(n) || n < 1 || n > max) {
-    console.error(`${USAGE} (${name} 1..${max})`);
-    Deno.exit(2);
-  }
-  return n;
+  return countArg(Deno.args, name, fallback, max, USAGE);
 }
 
 /** The directory given after `name`, or null without the flag. */

@@ -13,7 +13,7 @@
 import { connect as natsConnect, type NatsConnection } from "nats";
 import { connect } from "../src/client/mod.ts";
 import { spawnBroker, stopBroker } from "../tests/_broker_process.ts";
-import { Child } from "./_harness.ts";
+import { Child, countArg } from "./_harness.ts";
 import { natsListenPort } from "./_nats.ts";
 
 const RUNS_DEFAULT = 3;
@@ -28,14 +28,9 @@ const USAGE = "usage: deno task bench:pingpong [--runs N] [--rounds N] [--broker
 
 type Target = "gregormq" | "nats";
 
+/** The whole number after `name` on the command line, 1..max; `fallback` without the flag. */
 function intArg(name: string, fallback: number, max: number): number {
-  const i = Deno.args.indexOf(name);
-  const n = i < 0 ? fallback : Number(Deno.args[i + 1]);
-  if (!Number.isInteger(n) || n < 1 || n > max) {
-    console.error(`${USAGE} (${name} 1..${max})`);
-    Deno.exit(2);
-  }
-  return n;
+  return countArg(Deno.args, name, fallback, max, USAGE);
 }
 
 /** The echo process: every ping it receives goes back as a pong with the same payload. */
