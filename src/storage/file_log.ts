@@ -543,10 +543,6 @@ export class FileLog implements Log {
     }
   }
 
-  /**
-   * fsync of `seg`, making every batch written so far durable; a failure is fatal, since the dirty
-   * data may be gone for good. Syncs run one at a time, so two never count the same batches.
-   */
   /** A fault point that slows a step down (a seeded simulation's; a real node has none). */
   async #slowStep(point: string): Promise<void> {
     const faults = this.#env.faults;
@@ -554,6 +550,10 @@ export class FileLog implements Log {
     await this.#env.clock.sleep(1 + faults.pick(SLOW_STEP_MS_MAX));
   }
 
+  /**
+   * fsync of `seg`, making every batch written so far durable; a failure is fatal, since the dirty
+   * data may be gone for good. Syncs run one at a time, so two never count the same batches.
+   */
   #sync(seg: Segment): Promise<boolean> {
     const run = async (): Promise<boolean> => {
       const target = this.#writtenBatches;
