@@ -231,3 +231,19 @@ export function countArg(
   }
   return n;
 }
+
+/** Wall-clock milliseconds comparable between processes on this machine (sub-millisecond). */
+export function wallMs(): number {
+  return performance.timeOrigin + performance.now();
+}
+
+/** The value at quantile `q` (0..1) of ascending `sorted`: the floor(q·n)-th; NaN when empty. */
+export function percentile(sorted: Float64Array | readonly number[], q: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
+}
+
+/** The median of `xs` (the upper one of an even count), leaving `xs` as it is. */
+export function median(xs: readonly number[]): number {
+  return percentile([...xs].sort((a, b) => a - b), 0.5);
+}

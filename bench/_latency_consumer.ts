@@ -10,6 +10,7 @@
 
 import { connect as natsConnect } from "nats";
 import { connect } from "../src/client/mod.ts";
+import { percentile, wallMs } from "./_harness.ts";
 
 /** A timer this late means the process stalled (a garbage collection, a long task), ms. */
 export const STALL_MS = 3;
@@ -29,11 +30,6 @@ export interface LatencyReport {
   tail: [number, number][];
   /** [from, to] of each of this process's stalls. */
   stalls: [number, number][];
-}
-
-/** Wall-clock milliseconds comparable between processes on this machine. */
-export function wallMs(): number {
-  return performance.timeOrigin + performance.now();
 }
 
 /** The send time a latency message carries in its first 8 bytes. */
@@ -71,10 +67,6 @@ export class StallWatch {
   stop(): void {
     if (this.#timer !== null) clearTimeout(this.#timer);
   }
-}
-
-function quantile(sorted: Float64Array, q: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? NaN;
 }
 
 async function main(): Promise<void> {
@@ -138,7 +130,7 @@ async function main(): Promise<void> {
   const lat = new Float64Array(n);
   for (let i = 0; i < n; i++) lat[i] = receivedAt[i]! - sentAt[i]!;
   const sorted = lat.slice().sort();
-  const p99 = quantile(sorted, 0.99);
+  const p99 = percentile(sorted, 0.99);
   const tail: [number, number][] = [];
   for (let i = 0; i < n; i++) if (lat[i]! >= p99) tail.push([sentAt[i]!, receivedAt[i]!]);
   tail.sort((a, b) => (b[1] - b[0]) - (a[1] - a[0]));
@@ -146,9 +138,9 @@ async function main(): Promise<void> {
   receivedAt = [];
   const report: LatencyReport = {
     received: n,
-    p50Ms: quantile(sorted, 0.5),
+    p50Ms: percentile(sorted, 0.5),
     p99Ms: p99,
-    p999Ms: quantile(sorted, 0.999),
+    p999Ms: percentile(sorted, 0.999),
     maxMs: sorted[n - 1] ?? NaN,
     tail: tail.slice(0, TAIL_MAX),
     stalls: watch.stalls,

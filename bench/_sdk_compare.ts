@@ -7,6 +7,7 @@
 // and run it alone beside the TypeScript client; bench/sdks.ts runs them all together.
 
 import { parseArgs } from "node:util";
+import { median } from "./_harness.ts";
 import { tsClientRun } from "./_ts_client_run.ts";
 import { killAll, spawnBroker } from "../tests/_broker_process.ts";
 
@@ -173,8 +174,4 @@ async function sdkRun(side: SdkSide, s: Settings, prefix: string): Promise<Recor
   }
   const rows = new TextDecoder().decode(out.stdout).trim().split("\n").map((l) => JSON.parse(l));
   return Object.fromEntries(rows.map((r) => [r.scenario, r.msgsPerSec]));
-}
-
-function median(xs: number[]): number {
-  return [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 }

@@ -16,7 +16,7 @@
 import { connect as natsConnect } from "nats";
 import { connect } from "../src/client/mod.ts";
 import { spawnBroker, stopBroker } from "../tests/_broker_process.ts";
-import { Child, countArg } from "./_harness.ts";
+import { Child, countArg, median, wallMs } from "./_harness.ts";
 import { natsListenPort } from "./_nats.ts";
 
 const ROUNDS_DEFAULT = 20;
@@ -33,11 +33,6 @@ const TOPIC = "fanout";
 const SETTLE_MS = 200;
 /** A topic nobody subscribes to: its publishes time the cost of a publish beside idle subscribers. */
 const UNRELATED = "unrelated";
-
-/** Wall-clock milliseconds comparable between processes on this machine. */
-function nowMs(): number {
-  return performance.timeOrigin + performance.now();
-}
 
 const USAGE = "usage: deno task bench:fanout [--rounds N] [--subscribers N] " +
   "[--broker-cpu-prof DIR] [--subscribers-cpu-prof DIR]";
@@ -73,7 +68,7 @@ async function subscribers(target: string, port: number, count: number): Promise
   const got = (round: number) => {
     const n = (seen.get(round) ?? 0) + 1;
     seen.set(round, n);
-    if (n === count) console.log(`all ${round} ${nowMs()}`);
+    if (n === count) console.log(`all ${round} ${wallMs()}`);
   };
   const connections = Math.ceil(count / PER_CONNECTION);
   for (let c = 0; c < connections; c++) {
@@ -202,9 +197,9 @@ async function publisher(target: "gregormq" | "nats", port: number): Promise<Pub
 
 /** Ms until `pub` has `value` acknowledged on `topic`. */
 async function timed(pub: Publisher, topic: string, value: string): Promise<number> {
-  const t0 = nowMs();
+  const t0 = wallMs();
   await pub.publish(topic, value);
-  return nowMs() - t0;
+  return wallMs() - t0;
 }
 
 /** One side's results: the unrelated publishes before any subscriber, then every round. */
@@ -238,9 +233,9 @@ async function measure(
     const results: Round[] = [];
     // A warm-up message each side sees before timing starts.
     for (let round = -1; round < rounds; round++) {
-      const t0 = nowMs();
+      const t0 = wallMs();
       await pub.publish(TOPIC, String(round));
-      const ackMs = nowMs() - t0;
+      const ackMs = wallMs() - t0;
       const line = await subs.wait(String(round), ROUND_MS_MAX);
       if (line === null) {
         console.log(`${target} round ${round}: not delivered to all within ${ROUND_MS_MAX} ms`);
@@ -265,11 +260,6 @@ async function measure(
     await pub.close();
     await subs.stop();
   }
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)]!;
 }
 
 /** "median M ms (worst W)" of `xs`. */

@@ -14,7 +14,7 @@
 //
 //   deno task bench:memory [--runs N] [--clients N] [--burst-s S] [--watch-s S] [--only gregormq|nats]
 
-import { Child, mustRss, readLines, runHarness } from "./_harness.ts";
+import { Child, median, mustRss, readLines, runHarness } from "./_harness.ts";
 import {
   children,
   cleanUp,
@@ -95,11 +95,6 @@ function parse(argv: string[]): Options {
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)]!;
 }
 
 /** Runs the load process to its end, sampling the server's RSS meanwhile; the peak and its line. */

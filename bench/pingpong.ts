@@ -13,7 +13,7 @@
 import { connect as natsConnect, type NatsConnection } from "nats";
 import { connect } from "../src/client/mod.ts";
 import { spawnBroker, stopBroker } from "../tests/_broker_process.ts";
-import { Child, countArg } from "./_harness.ts";
+import { Child, countArg, median, percentile } from "./_harness.ts";
 import { natsListenPort } from "./_nats.ts";
 
 const RUNS_DEFAULT = 3;
@@ -175,15 +175,6 @@ async function run(target: Target, port: number, rounds: number): Promise<number
   }
 }
 
-function quantile(sorted: number[], q: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)]!;
-}
-
 async function main(): Promise<number> {
   const runs = intArg("--runs", RUNS_DEFAULT, 100);
   const rounds = intArg("--rounds", ROUNDS_DEFAULT, 1_000_000);
@@ -214,12 +205,12 @@ async function main(): Promise<number> {
         const rtts = await run(target, ports[target], rounds);
         if (rtts === null) return 1;
         const s = rtts.sort((a, b) => a - b);
-        p50s[target].push(quantile(s, 0.5));
+        p50s[target].push(percentile(s, 0.5));
         console.log(
           `${target.padEnd(8)} run ${r}: ${rounds} round trips, µs p50 ${
-            quantile(s, 0.5).toFixed(0)
+            percentile(s, 0.5).toFixed(0)
           }` +
-            ` / p99 ${quantile(s, 0.99).toFixed(0)} / p99.9 ${quantile(s, 0.999).toFixed(0)}` +
+            ` / p99 ${percentile(s, 0.99).toFixed(0)} / p99.9 ${percentile(s, 0.999).toFixed(0)}` +
             ` / worst ${s[s.length - 1]!.toFixed(0)}`,
         );
       }

@@ -7,18 +7,21 @@ import { parseArgs } from "node:util";
 import type { NatsConnection } from "nats";
 import { type Client, connect as connectGregor } from "../src/client/mod.ts";
 import { haveOpenssl, makeTestCerts } from "../tests/_tls_certs.ts";
-import { type LatencyReport, StallWatch, wallMs } from "./_latency_consumer.ts";
+import { type LatencyReport, StallWatch } from "./_latency_consumer.ts";
 import {
   Child,
   fmtInt,
   listenPort,
+  median as medianOf,
   mustRss,
   payload,
+  percentile,
   REPO_DIR,
   rssMiB,
   runHarness,
   sleep,
   STARTUP_MS_MAX,
+  wallMs,
   withTimeout,
 } from "./_harness.ts";
 import {
@@ -275,11 +278,6 @@ async function attempt<T>(
     if (opts.gregormq) ctx.failures.push(msg);
     return null;
   }
-}
-
-function percentile(sorted: Float64Array | number[], q: number): number {
-  if (sorted.length === 0) return NaN;
-  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
 }
 
 function fmtMs(ms: number): string {
@@ -1378,11 +1376,6 @@ async function natsStartMs(nats: NonNullable<Context["nats"]>): Promise<number> 
   } finally {
     await stopChild(child);
   }
-}
-
-function medianOf(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)]!;
 }
 
 async function startSection(ctx: Context): Promise<void> {

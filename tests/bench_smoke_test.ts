@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 
 const SUITE = new URL("../bench/suite.ts", import.meta.url).pathname;
+const PINGPONG = new URL("../bench/pingpong.ts", import.meta.url).pathname;
 const REPO = new URL("..", import.meta.url).pathname;
 /** The quick suite takes about half a minute on 2 cores; this leaves room for a slow machine. */
 const RUN_MS_MAX = 110_000;
@@ -30,6 +31,22 @@ interface Row {
   notes: string[];
 }
 
+/** Runs a bench script from the repository root; its output, once it has exited 0. */
+async function runBench(script: string, args: string[]): Promise<string> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", script, ...args],
+    cwd: REPO,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(RUN_MS_MAX),
+  }).output();
+  const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+  const name = script.slice(REPO.length);
+  assert.equal(out.code, 0, `${name} ${args.join(" ")} exited with ${out.code}:\n${text}`);
+  return text;
+}
+
 Deno.test({
   name: "bench/suite.ts --quick reports a GregorMQ figure for every scenario and exits 0",
   sanitizeOps: false,
@@ -38,16 +55,7 @@ Deno.test({
     const dir = await Deno.makeTempDir({ prefix: "gregormq-bench-smoke-" });
     try {
       const json = `${dir}/suite.json`;
-      const out = await new Deno.Command(Deno.execPath(), {
-        args: ["run", "-A", SUITE, "--quick", "--json", json],
-        cwd: REPO,
-        stdin: "null",
-        stdout: "piped",
-        stderr: "piped",
-        signal: AbortSignal.timeout(RUN_MS_MAX),
-      }).output();
-      const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
-      assert.equal(out.code, 0, `bench/suite.ts --quick exited with ${out.code}:\n${text}`);
+      await runBench(SUITE, ["--quick", "--json", json]);
 
       const report = JSON.parse(await Deno.readTextFile(json)) as {
         machine: { natsServer: string | null };
@@ -109,24 +117,7 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   async fn() {
-    const out = await new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "-A",
-        new URL("../bench/pingpong.ts", import.meta.url).pathname,
-        "--runs",
-        "2",
-        "--rounds",
-        "200",
-      ],
-      cwd: REPO,
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-      signal: AbortSignal.timeout(RUN_MS_MAX),
-    }).output();
-    const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
-    assert.equal(out.code, 0, `bench/pingpong.ts exited with ${out.code}:\n${text}`);
+    const text = await runBench(PINGPONG, ["--runs", "2", "--rounds", "200"]);
     for (const target of ["gregormq", "nats"]) {
       for (const run of [1, 2]) {
         assert.match(
