@@ -286,12 +286,21 @@ async function startServing(
   };
   let gossip: Gossip | null = null;
   if (config.cluster !== undefined) {
-    const { Gossip, nextIncarnation } = (await loadClusterModules()).gossip;
+    const { Gossip, loadClusterId, nextIncarnation, saveClusterId } =
+      (await loadClusterModules()).gossip;
     const host = config.host ?? "127.0.0.1";
     broker.nodeId = nodeId as string;
     const clusterAt = { host, port: config.cluster.port };
-    const incarnation = await nextIncarnation(env, broker.opts.dataDir);
+    const dataDir = broker.opts.dataDir;
+    const incarnation = await nextIncarnation(env, dataDir);
     const clusterConfig = config.cluster;
+    // A node without seeds founds a cluster, named by its id; one with seeds joins theirs, and
+    // keeps it from then on.
+    let clusterId = await loadClusterId(env, dataDir);
+    if (clusterId === "" && clusterConfig.seeds.length === 0) {
+      clusterId = broker.nodeId;
+      await saveClusterId(env, dataDir, clusterId);
+    }
     gossip = await listenOn("cluster.port", clusterAt, () =>
       Gossip.start(clusterEnv, {
         nodeId: broker.nodeId,
@@ -302,6 +311,15 @@ async function startServing(
         clientPort: listener.addr.port,
         seeds: clusterConfig.seeds,
         intervalMs: clusterConfig.intervalMs,
+        clusterId,
+        onClusterId: (id) =>
+          void saveClusterId(env, dataDir, id).catch((err) =>
+            config.hooks?.onReport?.(
+              `Cannot keep cluster id ${id} in ${dataDir}: ${(err as Error).message}; ` +
+                "the next start joins the cluster of its seeds again",
+              "error",
+            )
+          ),
         onLog: (level, msg) => config.hooks?.onReport?.(msg, level),
       }));
     broker.membership = () => (gossip as Gossip).members();

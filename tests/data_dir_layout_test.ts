@@ -175,6 +175,7 @@ Deno.test("a replicating cluster node writes today's data dir layout, and a rest
       tree,
       [
         ".lock",
+        "cluster-id",
         "node-id",
         "node-incarnation",
         "raft/",
@@ -190,6 +191,10 @@ Deno.test("a replicating cluster node writes today's data dir layout, and a rest
         "raft/p/orders@N/0/00000000000000000000.wal",
       ].sort(),
     );
+
+    // A node without seeds founded the cluster: its own id names it.
+    const read = async (name: string) => (await Deno.readTextFile(`${dataDir}/${name}`)).trim();
+    assert.equal(await read("cluster-id"), await read("node-id"));
 
     node = await start();
     client = await connect({ port: node.addr.port, clientId: "layout" });

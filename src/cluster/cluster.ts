@@ -15,6 +15,7 @@ import { type Log, MemoryLog } from "../storage/mod.ts";
 import { metaGroupDir, replicaDir, replicaLogDir } from "../storage/layout.ts";
 import { Partition, Topic } from "../broker/topic.ts";
 import type { Gossip } from "./gossip/mod.ts";
+import { KEY_CLUSTER } from "./gossip/limits.ts";
 import {
   encodeCommand,
   foundersOf,
@@ -656,6 +657,8 @@ export class ClusterNode {
     if (this.#stop.signal.aborted) return;
     const store = await this.#o.openStore(dir, voters);
     if (founder === null) await this.#o.writeFounder(dir, voters.join(","));
+    // Nodes that all had seeds found a cluster that has no name yet: its founder's id names it.
+    if (this.#gossip.clusterId === "") this.#gossip.joinCluster(voters[0] ?? this.#o.nodeId);
     this.#metaGroup = this.#group(
       META_GROUP,
       store,
@@ -683,7 +686,13 @@ export class ClusterNode {
     let warnedOverExpect = false;
     while (!this.#stop.signal.aborted) {
       const alive = this.#gossip.members().filter((m) => m.state === "alive");
-      const named = alive.find((m) => m.kv[GOSSIP_META_KEY] !== undefined);
+      // Until this node knows its cluster it may hold nodes of another (one that reached it on an
+      // address once used by its own): it takes founders only from a node of a cluster it joined,
+      // or from one that names no cluster (a version without them).
+      const named = alive.find((m) =>
+        m.kv[GOSSIP_META_KEY] !== undefined &&
+        (m.kv[KEY_CLUSTER] === undefined || m.kv[KEY_CLUSTER] === this.#gossip.clusterId)
+      );
       if (named !== undefined) {
         const founders = named.kv[GOSSIP_META_VOTERS_KEY]?.split(",") ?? [];
         const founder = named.kv[GOSSIP_META_KEY]!;

@@ -41,6 +41,11 @@ export function nodeIdFile(dataDir: string): string {
   return joinPath(dataDir, "node-id");
 }
 
+/** The cluster the node belongs to, kept once it founded or joined one. */
+export function clusterIdFile(dataDir: string): string {
+  return joinPath(dataDir, "cluster-id");
+}
+
 /** The node's incarnation, raised at every start of a cluster node. */
 export function incarnationFile(dataDir: string): string {
   return joinPath(dataDir, "node-incarnation");
@@ -234,6 +239,7 @@ export function layoutEntries(): LayoutEntry[] {
     [lockFile(d), "held while the node runs; names its process"],
     [probeFile(d), "made and removed at start: the directory takes writes"],
     [nodeIdFile(d), "this node's id in a cluster"],
+    [clusterIdFile(d), "the cluster it founded or joined (its founder's id)"],
     [incarnationFile(d), "raised at every start of a cluster node"],
     [clusterSecretFile(d), "the cluster secret, if put there (the node only reads it)"],
     [usersFile(d), "users and their SCRAM credentials"],

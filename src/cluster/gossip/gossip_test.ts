@@ -515,3 +515,74 @@ Deno.test("gossip: the same seed gives the same trace", async () => {
   }
   assert.equal(hashes[0], hashes[1]);
 });
+
+Deno.test("gossip: two clusters never merge when a node of one reuses the address of a dead node of the other", async () => {
+  // Cluster A: a1 founds it (its id names the cluster), a2 and x join through a1. x dies, and a
+  // node of cluster B starts on x's address with a new identity: A's nodes still gossip to it.
+  const c = new Cluster(11);
+  const xLives: string[] = [];
+  c.sim.addNode({
+    name: "x",
+    main: async (env: Env) => {
+      const life = xLives.length === 0 ? "a" : "b";
+      const nodeId = await loadOrCreateNodeId(env, `data-${life}`);
+      const g = await Gossip.start(env, {
+        nodeId,
+        host: "x",
+        bindHost: "0.0.0.0",
+        clusterPort: PORT,
+        clientPort: 7070,
+        seeds: [`${life}1:${PORT}`],
+        deadForgetMs: 60_000,
+      });
+      c.gossip.set("x", g);
+      xLives.push(nodeId);
+      await new Promise<void>(() => {});
+    },
+  });
+  for (const name of ["a1", "b1"]) {
+    c.add(name, { seeds: [], clusterId: name, deadForgetMs: 60_000 });
+  }
+  c.add("a2", { seeds: [`a1:${PORT}`], deadForgetMs: 60_000 });
+  const up = (names: string[]) => names.every((n) => c.gossip.has(n));
+  await c.until("A and b1 started", 1_000, () => up(["a1", "a2", "b1"]) && xLives.length === 1);
+  await c.until(
+    "a1, a2 and x converged",
+    10_000,
+    () => c.converged(["a1", "a2", "x"], ["a1", "a2", "x"]),
+  );
+  c.sim.crash(c.sim.node("x"), "power");
+  await c.until("x dead in A", 30_000, () => c.stateOf("a1", "x") === "dead");
+  c.add("b2", { seeds: [`b1:${PORT}`], deadForgetMs: 60_000 });
+  c.sim.node("x").start();
+  await c.until(
+    "B converged",
+    10_000,
+    () => xLives.length === 2 && c.converged(["b1", "b2", "x"], ["b1", "b2", "x"]),
+  );
+  await c.runFor(20_000);
+  const ids = (names: string[]) => names.map((n) => c.id(n));
+  const a = [...ids(["a1", "a2"]), xLives[0]!].sort();
+  const b = ids(["b1", "b2", "x"]).sort();
+  for (const v of ["a1", "a2"]) {
+    const seen = c.g(v).members().map((m) => m.id);
+    assert.deepEqual(seen.filter((id) => !a.includes(id)), [], `${v} holds no node of B`);
+    assert.equal(c.g(v).clusterId, "a1", `${v} took A's cluster id`);
+  }
+  for (const v of ["b1", "b2", "x"]) {
+    assert.deepEqual(c.g(v).members().map((m) => m.id), b, `${v} holds exactly B`);
+    assert.equal(c.g(v).clusterId, "b1", `${v} took B's cluster id`);
+  }
+  // No node of either cluster ever announced a node of the other as joining.
+  for (const v of ["a1", "a2", "b1", "b2"]) {
+    const other = v.startsWith("a") ? b : a.filter((id) => id !== xLives[0]);
+    const joined = (c.events.get(v) ?? []).filter((e) =>
+      e.kind === "join" && other.includes(e.member.id)
+    );
+    assert.deepEqual(
+      joined.map((e) => e.member.id),
+      [],
+      `${v} heard no join from the other cluster`,
+    );
+  }
+});

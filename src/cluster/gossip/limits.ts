@@ -26,7 +26,13 @@ export const KEY_CLIENT_PORT = "clientPort";
 export const KEY_HEARTBEAT = "heartbeat";
 /** Present (value "1") once the node announced that it leaves. */
 export const KEY_LEFT = "left";
+/**
+ * The cluster the node belongs to (a token shaped like a node id: its founder's, as a rule),
+ * absent while it joins one. Gossip about a node of another cluster is dropped.
+ */
+export const KEY_CLUSTER = "cluster";
 export const RESERVED_KEYS: ReadonlySet<string> = new Set([
+  KEY_CLUSTER,
   KEY_HOST,
   KEY_CLUSTER_PORT,
   KEY_CLIENT_PORT,
@@ -115,6 +121,10 @@ export function entryProblem(key: string, value: string): string | null {
         : `heartbeat ${JSON.stringify(value)} is not a count`;
     case KEY_LEFT:
       return value === "1" ? null : `left must be "1", got ${JSON.stringify(value)}`;
+    case KEY_CLUSTER:
+      return isNodeId(value)
+        ? null
+        : `cluster ${JSON.stringify(value)} is not 1 to 64 of [A-Za-z0-9_-]`;
     default:
       return null;
   }

@@ -3,6 +3,6 @@
 // to. Gossip decides who exists, never who leads.
 
 export { Gossip, GOSSIP_DEFAULTS } from "./service.ts";
-export { loadOrCreateNodeId, nextIncarnation } from "./node_id.ts";
+export { loadClusterId, loadOrCreateNodeId, nextIncarnation, saveClusterId } from "./node_id.ts";
 export { ENTRIES_PER_NODE_MAX, MEMBERS_MAX, VALUE_BYTES_MAX } from "./limits.ts";
 export type { GossipOptions, GossipStats, Member, MembershipEvent, MemberState } from "./types.ts";

@@ -3,7 +3,7 @@
 import { NotFound } from "../../io/errors.ts";
 import type { Env } from "../../io/types.ts";
 import { mkdirDurable, readFile, writeFileAtomic } from "../../io/util.ts";
-import { incarnationFile, nodeIdFile } from "../../storage/layout.ts";
+import { clusterIdFile, incarnationFile, nodeIdFile } from "../../storage/layout.ts";
 import { INCARNATION_MAX, isNodeId } from "./limits.ts";
 
 const encoder = new TextEncoder();
@@ -19,31 +19,59 @@ const decoder = new TextDecoder("utf-8", { fatal: true });
  */
 export async function loadOrCreateNodeId(env: Env, dataDir: string): Promise<string> {
   const path = nodeIdFile(dataDir);
+  const kept = await readId(env, path, "node id");
+  if (kept !== null) return kept;
+  const random = env.random.fork("node-id");
+  const id = hex8(random.u32()) + hex8(random.u32());
+  await mkdirDurable(env.disk, dataDir);
+  await writeFileAtomic(env.disk, path, encoder.encode(`${id}\n`));
+  return id;
+}
+
+/**
+ * The cluster this node belongs to, from `${dataDir}/cluster-id`, or "" if it has joined none yet
+ * (a node that founds or joins one keeps it there with `saveClusterId`).
+ *
+ * @throws Error if the file exists but does not hold a valid cluster id: a node must not silently
+ * join another cluster.
+ */
+export async function loadClusterId(env: Env, dataDir: string): Promise<string> {
+  return await readId(env, clusterIdFile(dataDir), "cluster id") ?? "";
+}
+
+/**
+ * The id (1 to 64 of [A-Za-z0-9_-], surrounding whitespace ignored) in the file at `path`, or null
+ * if there is none; throws an Error naming `what` if the file holds anything else.
+ */
+async function readId(env: Env, path: string, what: string): Promise<string | null> {
   let bytes: Uint8Array;
   try {
     bytes = await readStable(env.disk, path);
   } catch (err) {
-    if (!(err instanceof NotFound)) throw err;
-    const random = env.random.fork("node-id");
-    const id = hex8(random.u32()) + hex8(random.u32());
-    await mkdirDurable(env.disk, dataDir);
-    await writeFileAtomic(env.disk, path, encoder.encode(`${id}\n`));
-    return id;
+    if (err instanceof NotFound) return null;
+    throw err;
   }
   let text: string;
   try {
     text = decoder.decode(bytes).trim();
   } catch {
-    throw new Error(`Cannot use the node id in ${path}: it is not UTF-8 text`);
+    throw new Error(`Cannot use the ${what} in ${path}: it is not UTF-8 text`);
   }
   if (!isNodeId(text)) {
     throw new Error(
-      `Cannot use the node id in ${path}: ${
+      `Cannot use the ${what} in ${path}: ${
         JSON.stringify(text.slice(0, 80))
       } is not 1 to 64 characters of [A-Za-z0-9_-]`,
     );
   }
   return text;
+}
+
+/** Keeps the cluster this node belongs to in `${dataDir}/cluster-id` (written atomically, synced). */
+export async function saveClusterId(env: Env, dataDir: string, clusterId: string): Promise<void> {
+  if (!isNodeId(clusterId)) throw new RangeError(`Invalid cluster id ${JSON.stringify(clusterId)}`);
+  await mkdirDurable(env.disk, dataDir);
+  await writeFileAtomic(env.disk, clusterIdFile(dataDir), encoder.encode(`${clusterId}\n`));
 }
 
 /** Reads of a small identity file at most, looking for two that agree. */

@@ -2,8 +2,8 @@ import assert from "node:assert/strict";
 import { runOnNode } from "../../../sim/harness.ts";
 import { Simulation } from "../../../sim/simulation.ts";
 import { readFile, writeFileAtomic } from "../../io/util.ts";
-import { nodeIdFile } from "../../storage/layout.ts";
-import { loadOrCreateNodeId, nextIncarnation } from "./node_id.ts";
+import { clusterIdFile, nodeIdFile } from "../../storage/layout.ts";
+import { loadClusterId, loadOrCreateNodeId, nextIncarnation, saveClusterId } from "./node_id.ts";
 
 Deno.test("loadOrCreateNodeId() creates 16 hex characters once and reads them back after", async () => {
   const sim = new Simulation(1);
@@ -66,4 +66,19 @@ Deno.test("nextIncarnation() always rises, even when the wall clock went back", 
     return out;
   });
   assert.ok(seen[1]! > seen[0]! && seen[2]! > seen[1]!, `incarnations ${seen}`);
+});
+
+Deno.test("loadClusterId() is empty until saveClusterId(), then gives it back; a bad file is refused", async () => {
+  const sim = new Simulation(4);
+  const out = await runOnNode(sim, "n1", async (env) => {
+    const before = await loadClusterId(env, "data");
+    await saveClusterId(env, "data", "3a7d0c11e5f0b2a9");
+    const after = await loadClusterId(env, "data");
+    await writeFileAtomic(env.disk, clusterIdFile("data"), new TextEncoder().encode("a b\n"));
+    const refused = await loadClusterId(env, "data").then(() => "", (e: Error) => e.message);
+    return { before, after, refused };
+  });
+  assert.equal(out.before, "");
+  assert.equal(out.after, "3a7d0c11e5f0b2a9");
+  assert.match(out.refused, /Cannot use the cluster id in data\/cluster-id: "a b" is not/);
 });

@@ -7,7 +7,14 @@ import { writeAll } from "../../io/util.ts";
 import { ErrorCode, GregorError, MalformedError } from "../../protocol/errors.ts";
 import { GUARD_DONE } from "../../io/errors.ts";
 import { encodeFrame, Flag, type Frame, FrameParser, readFrame } from "../../protocol/frame.ts";
-import { decode, encode, ERROR_SCHEMA, type ErrorPayload, Op } from "../../protocol/messages.ts";
+import {
+  decode,
+  encode,
+  ERROR_SCHEMA,
+  type ErrorPayload,
+  type GossipDigestEntry,
+  Op,
+} from "../../protocol/messages.ts";
 import {
   decodeAck2,
   decodeSyn,
@@ -51,6 +58,8 @@ export const LEAVE_FANOUT = 3;
 export const RESOLVE_TIMEOUT_MS = 5_000;
 /** Peers whose refusal of this node is remembered (so logged once) at most. */
 const REFUSED_PEERS_MAX = 1024;
+/** Other clusters whose nodes were dropped remembered (so reported once each) at most. */
+const FOREIGN_CLUSTERS_MAX = 64;
 /** Each round starts after the interval times a factor in [1 - this, 1 + this). */
 const INTERVAL_JITTER = 0.1;
 const READ_BYTES = 16 * 1024;
@@ -73,6 +82,10 @@ export interface ClusterHandlerOptions {
 }
 
 type Resolved = Required<Omit<GossipOptions, "incarnation">> & { incarnation?: number };
+
+/** Why a node of another cluster reached this one, in the report of it. */
+const FOREIGN_WHY = "an address this cluster used now serves a node of the other (a node " +
+  "replaced on a reused address), or a node was given seeds of both clusters";
 
 /**
  * Scuttlebutt gossip membership with phi-accrual failure detection, on the Env's network.
@@ -118,7 +131,10 @@ export class Gossip {
     bytesSent: 0,
     bytesReceived: 0,
     malformed: 0,
+    foreign: 0,
   };
+  /** Other clusters already reported. */
+  readonly #foreignClusters = new Set<string>();
   readonly #stop = new AbortController();
   readonly #conns = new Set<Conn>();
   readonly #tasks = new Set<Promise<unknown>>();
@@ -167,6 +183,8 @@ export class Gossip {
       phiSuspect: opts.phiSuspect,
       phiDead: opts.phiDead,
       deadForgetMs: opts.deadForgetMs,
+      clusterId: opts.clusterId,
+      onForeign: (nodeId, clusterId) => this.#foreign(nodeId, clusterId),
     });
     this.#self = [{ host: opts.host, port: listener.addr.port }, listener.addr];
     this.#seedSpecs = opts.seeds.map(parseSeed);
@@ -174,6 +192,26 @@ export class Gossip {
     this.#resolveAtMs = now;
     this.#track(this.#acceptLoop());
     this.#track(this.#roundLoop());
+  }
+
+  /** The cluster this node belongs to, or "" while it joins the cluster of its seeds. */
+  get clusterId(): string {
+    return this.#state.clusterId;
+  }
+
+  /**
+   * Makes this node a member of cluster `id` (a node that founds one, or learns it otherwise):
+   * from now on gossip about nodes of any other cluster is dropped, and those held are forgotten
+   * (with "leave" events). Reports `id` through `onClusterId`. Does nothing if it is the cluster.
+   *
+   * @throws RangeError if `id` is not 1 to 64 of [A-Za-z0-9_-], or this node belongs to another
+   * cluster.
+   */
+  joinCluster(id: string): void {
+    if (id === this.#state.clusterId) return;
+    this.#emit(this.#state.joinCluster(id));
+    this.#opts.onLog("info", `This node belongs to cluster ${id}`);
+    this.#opts.onClusterId(id);
   }
 
   /** Counters since start. */
@@ -401,6 +439,36 @@ export class Gossip {
     );
   }
 
+  /** Counts a delta about a node of another cluster, and reports each such cluster once. */
+  #foreign(nodeId: string, clusterId: string): void {
+    this.#counters.foreign++;
+    if (
+      this.#foreignClusters.has(clusterId) || this.#foreignClusters.size >= FOREIGN_CLUSTERS_MAX
+    ) return;
+    this.#foreignClusters.add(clusterId);
+    this.#opts.onLog(
+      "warn",
+      `Ignoring node ${nodeId} of cluster ${clusterId}: this node belongs to cluster ` +
+        `${this.#state.clusterId}. Likely ${FOREIGN_WHY}`,
+    );
+  }
+
+  /**
+   * A node joining a cluster takes its seeds': that of every node a seed holds that names one
+   * (nodes joining too name none). A seed whose nodes name two clusters teaches nothing.
+   */
+  #learnCluster(peer: Addr, theirs: readonly GossipDigestEntry[]): void {
+    const key = addrKey(peer);
+    if (!this.#seeds.some((s) => addrKey(s) === key)) return;
+    const named = new Set<string>();
+    for (const d of theirs) {
+      if (d.id === this.id) continue;
+      const c = this.#state.clusterOf(d.id);
+      if (c !== undefined && c !== "") named.add(c);
+    }
+    if (named.size === 1) this.joinCluster([...named][0]!);
+  }
+
   /** Closes `conn` once `ms` have passed, unless `signal` aborts first. */
   #closeAfter(conn: Conn, ms: number, signal: AbortSignal): void {
     this.#env.clock.sleep(Math.max(0, ms), signal).then(() => conn.close(), () => {});
@@ -446,6 +514,7 @@ export class Gossip {
       const answer = decodeSynResponse(f.payload);
       this.#state.observeDigest(answer.digest);
       this.#emit(this.#state.apply(answer.deltas, this.#env.clock.now()));
+      if (this.#state.clusterId === "") this.#learnCluster(peer, answer.digest);
       const ack2 = encodeAck2({
         fromId: this.id,
         deltas: this.#state.deltasFor(answer.digest, this.#opts.messageBytesMax),
@@ -577,6 +646,8 @@ function resolveOptions(opts: GossipOptions): Resolved {
   const o: Resolved = {
     ...GOSSIP_DEFAULTS,
     onLog: () => {},
+    clusterId: "",
+    onClusterId: () => {},
     bindHost: opts.host,
     ...withoutUndefined(opts),
   } as Resolved;
@@ -590,6 +661,9 @@ function resolveOptions(opts: GossipOptions): Resolved {
     bad(`clusterPort ${o.clusterPort}: not 0..65535`);
   }
   if (!isPort(o.clientPort)) bad(`clientPort ${o.clientPort}: not 1..65535`);
+  if (o.clusterId !== "" && !isNodeId(o.clusterId)) {
+    bad(`clusterId ${JSON.stringify(o.clusterId)}: not 1 to 64 of [A-Za-z0-9_-]`);
+  }
   if (!Array.isArray(o.seeds) || o.seeds.length > SEEDS_MAX) bad(`seeds: at most ${SEEDS_MAX}`);
   for (const s of o.seeds) {
     try {

@@ -11,6 +11,7 @@ import {
   INCARNATION_MAX,
   isNodeId,
   KEY_CLIENT_PORT,
+  KEY_CLUSTER,
   KEY_CLUSTER_PORT,
   KEY_HEARTBEAT,
   KEY_HOST,
@@ -57,6 +58,10 @@ export interface GossipStateOptions {
   phiSuspect: number;
   phiDead: number;
   deadForgetMs: number;
+  /** The cluster this node belongs to; omitted or "" while it joins one (see `joinCluster`). */
+  clusterId?: string;
+  /** Hears of each delta dropped because its node belongs to another cluster. */
+  onForeign?: (nodeId: string, clusterId: string) => void;
 }
 
 interface Entry {
@@ -111,6 +116,7 @@ export class GossipState {
   readonly #phiSuspect: number;
   readonly #phiDead: number;
   readonly #deadForgetMs: number;
+  readonly #onForeign: (nodeId: string, clusterId: string) => void;
   #lastTickMs: number | null = null;
   #refutations = 0;
 
@@ -132,8 +138,17 @@ export class GossipState {
     this.#phiSuspect = opts.phiSuspect;
     this.#phiDead = opts.phiDead;
     this.#deadForgetMs = opts.deadForgetMs;
+    this.#onForeign = opts.onForeign ?? (() => {});
     this.#self = this.#newRecord(opts.selfId, opts.incarnation, opts.nowMs);
     this.#self.visible = true;
+    const clusterId = opts.clusterId ?? "";
+    if (clusterId !== "") {
+      const problem = entryProblem(KEY_CLUSTER, clusterId);
+      if (problem !== null) throw new RangeError(`Cannot start gossip: ${problem}`);
+      // First, so no peer ever holds this node's address without its cluster: deltas carry a
+      // node's entries as a prefix by version.
+      this.#setSelf(KEY_CLUSTER, clusterId);
+    }
     this.#setSelf(KEY_HOST, opts.host);
     this.#setSelf(KEY_CLUSTER_PORT, String(opts.clusterPort));
     this.#setSelf(KEY_CLIENT_PORT, String(opts.clientPort));
@@ -157,6 +172,47 @@ export class GossipState {
   /** Times this node raised its incarnation to refute a claim on its id. */
   get refutations(): number {
     return this.#refutations;
+  }
+
+  /** The cluster this node belongs to, or "" while it joins one. */
+  get clusterId(): string {
+    return this.#self.entries.get(KEY_CLUSTER)?.value ?? "";
+  }
+
+  /**
+   * The cluster node `id` says it belongs to: "" if it says none (it is joining one, or runs a
+   * version without clusters), undefined if this node holds nothing of it.
+   */
+  clusterOf(id: string): string | undefined {
+    const r = id === this.#self.id ? this.#self : this.#others.get(id);
+    return r === undefined ? undefined : r.entries.get(KEY_CLUSTER)?.value ?? "";
+  }
+
+  /**
+   * Makes this node a member of cluster `id`: it says so in its state, and from now on holds no
+   * node of another cluster — those it held are dropped, each visible one with a "leave" event.
+   *
+   * @throws RangeError if `id` is not shaped like a node id, or this node belongs to another
+   * cluster already: a node never changes cluster.
+   */
+  joinCluster(id: string): MembershipEvent[] {
+    const problem = entryProblem(KEY_CLUSTER, id);
+    if (problem !== null) throw new RangeError(`Cannot join cluster: ${problem}`);
+    const current = this.clusterId;
+    if (current === id) return [];
+    if (current !== "") {
+      throw new RangeError(`Cannot join cluster ${id}: this node belongs to cluster ${current}`);
+    }
+    this.#setSelf(KEY_CLUSTER, id);
+    const events: MembershipEvent[] = [];
+    for (const r of [...this.#others.values()]) {
+      const theirs = r.entries.get(KEY_CLUSTER)?.value;
+      if (theirs === undefined || theirs === id) continue;
+      this.#onForeign(r.id, theirs);
+      const event = this.#drop(r);
+      if (event !== null) events.push(event);
+    }
+    return events;
   }
 
   /** Other nodes held, shown or not yet complete. */
@@ -400,6 +456,17 @@ export class GossipState {
     const tomb = this.#tombstones.get(d.id);
     if (tomb !== undefined && !outlived(tomb, d)) return null;
     let r = this.#others.get(d.id);
+    // A node of another cluster, here because an address once of this cluster now belongs to it
+    // (or a node of this one still holds it): it is no member, and never relayed on.
+    const ours = this.clusterId;
+    const theirs = d.entries.find((e) => e.key === KEY_CLUSTER)?.value ??
+      (r !== undefined && r.incarnation === d.incarnation
+        ? r.entries.get(KEY_CLUSTER)?.value
+        : undefined);
+    if (ours !== "" && theirs !== undefined && theirs !== ours) {
+      this.#onForeign(d.id, theirs);
+      return r === undefined ? null : this.#drop(r);
+    }
     if (r === undefined) {
       if (this.#others.size >= MEMBERS_MAX) return null;
       r = this.#newRecord(d.id, d.incarnation, nowMs);
@@ -466,6 +533,12 @@ export class GossipState {
     if (r.state === state) return;
     r.state = state;
     r.sinceMs = nowMs;
+  }
+
+  /** Drops a node of another cluster without a tombstone: its cluster keeps it out. */
+  #drop(r: NodeRecord): MembershipEvent | null {
+    this.#others.delete(r.id);
+    return r.visible ? { kind: "leave", member: snapshot(r, false), previous: r.state } : null;
   }
 
   #forget(r: NodeRecord, nowMs: number): void {

@@ -589,3 +589,46 @@ Deno.test("A member this node suspects is not introduced to a newcomer", () => {
   exchange(c, a, t);
   assert.equal(c.member("b"), null, "c hears of b only once b is alive again");
 });
+
+Deno.test("GossipState holds no node of another cluster, and drops those it held on joining one", () => {
+  const foreign: string[] = [];
+  const a1 = node("a1", { clusterId: "A", onForeign: (id, c) => foreign.push(`${id}@${c}`) });
+  const b1 = node("b1", { clusterId: "B" });
+  const old = node("old"); // A version without clusters, or a node still joining: it names none.
+  assert.equal(a1.clusterId, "A");
+  assert.equal(old.clusterId, "");
+  exchange(a1, b1, 100);
+  exchange(b1, a1, 200);
+  assert.deepEqual(a1.members().map((m) => m.id), ["a1"]);
+  assert.deepEqual(b1.members().map((m) => m.id), ["b1"]);
+  assert.ok(foreign.includes("b1@B"), foreign.join());
+  // A node that names no cluster is held (and relays what it holds: A's node keeps B's out).
+  exchange(old, a1, 300);
+  exchange(old, b1, 400);
+  assert.deepEqual(old.members().map((m) => m.id), ["a1", "b1", "old"]);
+  exchange(a1, old, 500);
+  assert.deepEqual(a1.members().map((m) => m.id), ["a1", "old"]);
+  // Joining B: A's node goes, with a leave event; B's stay; the cluster is in its state.
+  const events = old.joinCluster("B");
+  assert.deepEqual(events.map((e) => `${e.kind}:${e.member.id}`), ["leave:a1"]);
+  assert.deepEqual(old.members().map((m) => m.id), ["b1", "old"]);
+  assert.equal(old.clusterOf("old"), "B");
+  assert.equal(old.clusterOf("b1"), "B");
+  assert.equal(old.clusterOf("a1"), undefined);
+  assert.deepEqual(old.joinCluster("B"), []);
+  assert.throws(() => old.joinCluster("A"), /belongs to cluster B/);
+  assert.throws(() => old.joinCluster("no spaces"), RangeError);
+  // Now A's node drops it too, at once: its cluster travels with it.
+  exchange(a1, old, 600);
+  assert.deepEqual(a1.members().map((m) => m.id), ["a1"]);
+  assert.ok(foreign.includes("old@B"), foreign.join());
+});
+
+Deno.test("GossipState sends its cluster before its address, so none holds one without the other", () => {
+  const a1 = node("a1", { clusterId: "A" });
+  const d = a1.deltasFor([], BIG).find((x) => x.id === "a1")!;
+  assert.equal(d.entries[0]?.key, "cluster");
+  assert.equal(d.entries[0]?.value, "A");
+  assert.throws(() => node("x", { clusterId: "A B" }), /cluster "A B"/);
+  assert.throws(() => a1.setLocal("cluster", "B"), /reserved/);
+});

@@ -44,6 +44,15 @@ export interface GossipOptions {
    * `nextIncarnation`, which persists it). Default: the wall clock in ms.
    */
   incarnation?: number;
+  /**
+   * The cluster this node belongs to (1 to 64 of [A-Za-z0-9_-]; by convention its founder's
+   * node id), as `onClusterId` last reported it. Omitted or "": the node joins the cluster of its
+   * seeds, and reports it. Gossip about a node of another cluster is dropped, so two clusters never
+   * merge, even when an address of one comes to serve a node of the other.
+   */
+  clusterId?: string;
+  /** Hears the cluster this node joined, once, to keep for the next start. Default: nothing. */
+  onClusterId?: (clusterId: string) => void;
 }
 
 /**
@@ -96,4 +105,6 @@ export interface GossipStats {
   malformed: number;
   /** Times this node raised its incarnation because another claimed its id with a newer one. */
   refutations: number;
+  /** Deltas dropped because their node belongs to another cluster. */
+  foreign: number;
 }
