@@ -387,10 +387,23 @@ Deno.test({
         broker.lines.some((l) => l.includes("No free space to make") && l.includes("durable")),
         broker.lines.join("\n"),
       );
+      // A subscriber that had the last acknowledged record before the crash resumes after it: the
+      // held-back offsets exist, so it waits for them (it is not told they are out of range, which
+      // sends a client back to the earliest offset).
+      const last = FULL_FS_RECORDS - 1;
+      const resumed = await client.subscribe("full", { from: { offset: last } });
+      // A one-off read there finds nothing to read yet, not an offset out of range.
+      assert.deepEqual(await client.readPartition("full", 0, { from: { offset: last } }), []);
+      const next = resumed[Symbol.asyncIterator]().next();
       // Room again: the next produce makes the segment durable, then is stored after it.
       await Deno.remove(`${dir}/filler`);
       const at = await client.publish("full", { value: "after room" });
       assert.ok(at >= FULL_FS_RECORDS, `stored at ${at}, after every acknowledged record`);
+      const first = await next;
+      assert.equal(first.done, false);
+      assert.equal(first.value.offset, last, "the resumed subscriber gets the offset it asked for");
+      assert.equal(first.value.text(), value(last));
+      await resumed.close();
       const got = await collect(client, "full", FULL_FS_RECORDS);
       assert.equal(got.length, FULL_FS_RECORDS);
       assert.ok(got.every((v, i) => v === value(i)), "every acknowledged record, at its offset");

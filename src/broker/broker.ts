@@ -38,7 +38,7 @@ import {
   type SubscribeRequest,
 } from "../protocol/messages.ts";
 import { Connection } from "./connection.ts";
-import { MemoryLog, OffsetOutOfRange } from "../storage/mod.ts";
+import { type Log, MemoryLog, OffsetOutOfRange } from "../storage/mod.ts";
 import { type BrokerObserver, NO_OBSERVER } from "./observer.ts";
 import { type BrokerOptions, DEFAULT_BROKER_OPTIONS } from "./options.ts";
 import { type DeliverySink, durableKey, type DurableState, Subscription } from "./subscription.ts";
@@ -1180,6 +1180,14 @@ export class Broker implements PlaneHost {
     this.#plane.checkReadable(req.topic, req.partition);
     const log = this.#existing(req.topic).partition(req.partition).log;
     const bytesMax = Math.min(req.maxBytes, this.opts.deliverBytesMax);
+    if (req.offset > log.nextOffset && req.offset <= knownEnd(log)) {
+      // Held back after a crash on a full disk: there, but nothing to serve yet.
+      return {
+        logStartOffset: log.logStartOffset,
+        highWatermark: log.nextOffset,
+        records: new Uint8Array(0),
+      };
+    }
     const got = await this.#read(() => log.read(req.offset, { bytesMax, recordsMax: Infinity }));
     return {
       logStartOffset: log.logStartOffset,
@@ -1275,14 +1283,19 @@ export class Broker implements PlaneHost {
         return log.logStartOffset;
       case Start.latest:
         return log.nextOffset;
-      case Start.offset:
-        if (req.startValue < log.logStartOffset || req.startValue > log.nextOffset) {
+      case Start.offset: {
+        // Offsets held back after a crash on a full disk exist: a subscriber that had some
+        // resumes after them, and waits until they are served (out of range would send its
+        // client back to the earliest offset).
+        const end = knownEnd(log);
+        if (req.startValue < log.logStartOffset || req.startValue > end) {
           throw new GregorError(
             ErrorCode.OFFSET_OUT_OF_RANGE,
-            `Offset ${req.startValue} is outside ${req.topic}/${req.partition}'s range [${log.logStartOffset}, ${log.nextOffset}]`,
+            `Offset ${req.startValue} is outside ${req.topic}/${req.partition}'s range [${log.logStartOffset}, ${end}]`,
           );
         }
         return req.startValue;
+      }
       case Start.timestamp:
         return await log.offsetForTimestamp(req.startValue);
       default:
@@ -1311,4 +1324,12 @@ export class Broker implements PlaneHost {
 function isStorageFailure(err: unknown): boolean {
   return err instanceof NoSpace || err instanceof IoFailure ||
     (err instanceof GregorError && err.code === ErrorCode.STORAGE_ERROR);
+}
+
+/**
+ * One past the last offset `log` holds: its next offset, or past the offsets it holds back after a
+ * crash on a full disk (they exist, and are served once it is durable again).
+ */
+function knownEnd(log: Log): number {
+  return Math.max(log.nextOffset, log instanceof FileLog ? log.heldBackNextOffset ?? 0 : 0);
 }

@@ -297,6 +297,15 @@ export class FileLog implements Log {
   }
 
   /**
+   * One past the last offset held back after a crash on a full disk, or null if nothing is: those
+   * offsets exist (subscribers may have had them before the crash) and are served once the log is
+   * durable again, unless another crash loses what no fsync had reached.
+   */
+  get heldBackNextOffset(): number | null {
+    return this.#unsaved === null ? null : this.#unsaved.nextOffset;
+  }
+
+  /**
    * Makes a held-back segment durable if the disk now has room: true once it is (its records are
    * then served, and appends go on after them), false while there is still no room. The owner of
    * the log's producer state must rebuild it after this turns true: the held-back batches were not
