@@ -262,6 +262,11 @@ const nodeConfig = toNodeConfig(settings, {
       log("fatal", `Storage failed; stopping so a restart can recover: ${reason}`);
       Deno.exit(1);
     },
+    onSetupError(reason) {
+      // Exit status 2, as for a bad config: a supervisor must not restart it as it is.
+      log("fatal", `Stopping; fix the setup before starting it again: ${reason}`);
+      Deno.exit(2);
+    },
     onReport(msg, level) {
       if (early === null) log(level ?? "warn", msg);
       else early.push([level ?? "warn", msg]);

@@ -320,6 +320,7 @@ async function startServing(
               "error",
             )
           ),
+        onDuplicate: (message) => (config.hooks?.onSetupError ?? config.hooks?.onFatal)?.(message),
         onLog: (level, msg) => config.hooks?.onReport?.(msg, level),
       }));
     broker.membership = () => (gossip as Gossip).members();

@@ -92,3 +92,54 @@ Deno.test("a node on an address a dead node of another cluster had joins its own
     await cleanUp(rootA, a, clients);
   }
 });
+
+Deno.test("a copy of a running node's data directory started as another process stops, and the node stays itself", async () => {
+  const root = await Deno.makeTempDir({ prefix: "cluster-identity-copy-" });
+  let procs: ClusterProc[] = [];
+  const clients: Client[] = [];
+  const logged: string[] = [];
+  let copy: ClusterProc | null = null;
+  try {
+    const started = await startCluster(root);
+    procs = started.procs;
+    clients.push(await connectTo(procs[0]!));
+    await clusterFormed(procs, clients);
+    // The original must be well ahead in gossip rounds (one per 200 ms) for the copy to be told
+    // apart as the later start.
+    await sleep(6_000);
+    await Deno.mkdir(`${root}/copy`);
+    for (const f of ["node-id", "cluster-id"]) {
+      await Deno.copyFile(`${root}/n2/${f}`, `${root}/copy/${f}`);
+    }
+    copy = await startClusterNode(
+      `${root}/copy`,
+      { client: freePort(), cluster: freePort() },
+      started.seeds,
+      [],
+      { onLine: (line) => void logged.push(line) },
+    );
+    assert.equal(copy.nodeId, procs[2]!.nodeId);
+    const timer = setTimeout(() => copy?.child.kill("SIGKILL"), 30_000);
+    const status = await copy.child.status.finally(() => clearTimeout(timer));
+    assert.equal(status.code, 2, `the copy exits as for a setup mistake:\n${logged.join("\n")}`);
+    assert.match(
+      logged.join("\n"),
+      /Stopping; fix the setup before starting it again: Another process at 127\.0\.0\.1:\d+ \(started [^)]+\) runs as node \w+/,
+    );
+    // The original goes on as itself, everywhere.
+    const n2 = procs[2]!;
+    await retry("n2 is alive at its own address on n0", async () => {
+      const m = (await clients[0]!.admin.clusterMembers()).members.find((x) => x.id === n2.nodeId);
+      if (m?.state !== "alive" || m.clusterPort !== n2.clusterPort) {
+        throw new Error(JSON.stringify(m));
+      }
+    });
+    const stillRunning = await Promise.race([
+      procs[2]!.child.status.then(() => false),
+      sleep(500).then(() => true),
+    ]);
+    assert.ok(stillRunning, "the original was not told to stop");
+  } finally {
+    await cleanUp(root, copy === null ? procs : [...procs, copy], clients);
+  }
+});

@@ -75,6 +75,12 @@ export interface BrokerHooks {
    * failure nobody mapped to a protocol error): the message carries the cause and its stack.
    */
   onInternalError(msg: string): void;
+  /**
+   * The node was set up wrongly in a way found only while it runs (another live process runs as
+   * this node, from a copy of its data directory): stop the process, and do not restart it as it
+   * is. Omitted: `onFatal`.
+   */
+  onSetupError?(reason: string): void;
 }
 
 const DEFAULT_HOOKS: BrokerHooks = {

@@ -362,7 +362,8 @@ Deno.test("gossip: a large state crosses in bounded messages over several rounds
   await c.until(
     "n1 and n3 hold all 50 keys",
     10_000,
-    () => ["n1", "n3"].every((v) => Object.keys(c.g(v).member(big.id)?.kv ?? {}).length === 53),
+    // Besides them: host, clusterPort, clientPort and started.
+    () => ["n1", "n3"].every((v) => Object.keys(c.g(v).member(big.id)?.kv ?? {}).length === 54),
   );
   assert.deepEqual(c.g("n1").member(big.id)?.kv, big.member(big.id)?.kv);
 });
@@ -585,4 +586,36 @@ Deno.test("gossip: two clusters never merge when a node of one reuses the addres
       `${v} heard no join from the other cluster`,
     );
   }
+});
+
+Deno.test("gossip: of two live processes with one node id, the one started later is told to stop; a restart is not", async () => {
+  const c = await startFive(12);
+  await c.runFor(10_000);
+  const n2 = c.id("n2");
+  const told: string[] = [];
+  c.add("copy", {
+    nodeId: n2,
+    onDuplicate: (m) => {
+      told.push(`copy: ${m}`);
+      void c.g("copy").close();
+    },
+  });
+  // n2 itself only logs: it started first.
+  await c.until("the copy is told to stop", 20_000, () => told.length > 0);
+  assert.equal(told.length, 1);
+  assert.match(
+    told[0]!,
+    /^copy: Another process at n2:7100 \(started [^)]+\) runs as node \w+, as this one at copy:7100/,
+  );
+  assert.match(told[0]!, /this one started later, so it stops/);
+  await c.runFor(15_000);
+  assert.ok(c.converged(NAMES, NAMES), "n2 is itself again everywhere");
+  for (const v of NAMES) assert.equal(c.g(v).member(n2)?.host, "n2", v);
+
+  // A restart of n2 (same address, a new process) is no impostor, however often it happens.
+  for (let i = 0; i < 3; i++) {
+    c.sim.crash(c.sim.node("n2"), "power", 1_000);
+    await c.until("n2 back", 20_000, () => c.converged(NAMES, NAMES));
+  }
+  assert.equal(told.length, 1);
 });

@@ -31,8 +31,14 @@ export const KEY_LEFT = "left";
  * absent while it joins one. Gossip about a node of another cluster is dropped.
  */
 export const KEY_CLUSTER = "cluster";
+/**
+ * When the node's process started, wall-clock ms: of two live processes claiming one node id (a
+ * copied data directory), the one that started later stops.
+ */
+export const KEY_STARTED = "started";
 export const RESERVED_KEYS: ReadonlySet<string> = new Set([
   KEY_CLUSTER,
+  KEY_STARTED,
   KEY_HOST,
   KEY_CLUSTER_PORT,
   KEY_CLIENT_PORT,
@@ -116,9 +122,8 @@ export function entryProblem(key: string, value: string): string | null {
     case KEY_CLIENT_PORT:
       return parsePort(value) !== null ? null : `${key} ${JSON.stringify(value)} is not a port`;
     case KEY_HEARTBEAT:
-      return parseCount(value) !== null
-        ? null
-        : `heartbeat ${JSON.stringify(value)} is not a count`;
+    case KEY_STARTED:
+      return parseCount(value) !== null ? null : `${key} ${JSON.stringify(value)} is not a count`;
     case KEY_LEFT:
       return value === "1" ? null : `left must be "1", got ${JSON.stringify(value)}`;
     case KEY_CLUSTER:

@@ -33,7 +33,7 @@ import {
   MESSAGE_BYTES_MIN,
 } from "./limits.ts";
 import { addrKey, choosePeers, isIpLiteral, parseSeed, sample, SEEDS_MAX } from "./peers.ts";
-import { GossipState } from "./state.ts";
+import { GossipState, type ImpostorClaim } from "./state.ts";
 import type { GossipOptions, GossipStats, Member, MembershipEvent } from "./types.ts";
 
 /** Defaults of the optional `GossipOptions`. */
@@ -60,6 +60,16 @@ export const RESOLVE_TIMEOUT_MS = 5_000;
 const REFUSED_PEERS_MAX = 1024;
 /** Other clusters whose nodes were dropped remembered (so reported once each) at most. */
 const FOREIGN_CLUSTERS_MAX = 64;
+/**
+ * Claims on this node's id by another process before it is judged a live copy: a predecessor that
+ * is gone (its state still circulating) makes one, a live copy one per refutation.
+ */
+export const IMPOSTOR_CLAIMS_MAX = 3;
+/**
+ * Heartbeats two processes claiming one node id must be apart for the one with fewer to be taken
+ * as the later start (a claim's heartbeat may be a few rounds old when it arrives).
+ */
+export const IMPOSTOR_BEATS_APART = 25;
 /** Each round starts after the interval times a factor in [1 - this, 1 + this). */
 const INTERVAL_JITTER = 0.1;
 const READ_BYTES = 16 * 1024;
@@ -135,6 +145,9 @@ export class Gossip {
   };
   /** Other clusters already reported. */
   readonly #foreignClusters = new Set<string>();
+  /** Claims on this node's id by other processes so far; past IMPOSTOR_CLAIMS_MAX, judged once. */
+  #impostorClaims = 0;
+  readonly #startedMs: number;
   readonly #stop = new AbortController();
   readonly #conns = new Set<Conn>();
   readonly #tasks = new Set<Promise<unknown>>();
@@ -169,6 +182,7 @@ export class Gossip {
     this.id = opts.nodeId;
     this.addr = listener.addr;
     const now = env.clock.now();
+    this.#startedMs = Math.max(0, Math.floor(env.clock.wallMs()));
     this.#state = new GossipState({
       selfId: opts.nodeId,
       // A persisted incarnation outranks every earlier start even if the wall clock went back;
@@ -185,6 +199,8 @@ export class Gossip {
       deadForgetMs: opts.deadForgetMs,
       clusterId: opts.clusterId,
       onForeign: (nodeId, clusterId) => this.#foreign(nodeId, clusterId),
+      startedMs: this.#startedMs,
+      onImpostor: (claim) => this.#impostor(claim),
     });
     this.#self = [{ host: opts.host, port: listener.addr.port }, listener.addr];
     this.#seedSpecs = opts.seeds.map(parseSeed);
@@ -454,6 +470,43 @@ export class Gossip {
   }
 
   /**
+   * Another process claims this node's id. Once it has kept doing so through IMPOSTOR_CLAIMS_MAX
+   * refutations it is live, not a predecessor's state still circulating. The one that has run fewer
+   * gossip rounds (heartbeats; no clock is compared) started later and must stop; where the two are
+   * within IMPOSTOR_BEATS_APART of each other neither can tell, and both stop.
+   */
+  #impostor(claim: ImpostorClaim): void {
+    if (++this.#impostorClaims !== IMPOSTOR_CLAIMS_MAX) return;
+    const where = claim.host === null
+      ? "another address"
+      : `${claim.host}:${claim.clusterPort ?? "?"}`;
+    const here = `${this.#opts.host}:${this.addr.port}`;
+    const ours = this.#state.heartbeat;
+    const theirs = claim.heartbeat ?? ours;
+    const started = (ms: number | null) =>
+      ms === null ? "" : ` (started ${new Date(ms).toISOString()})`;
+    const what =
+      `Another process at ${where}${started(claim.startedMs)} runs as node ${this.id}, ` +
+      `as this one at ${here}${started(this.#startedMs)} does: a copy of this node's data ` +
+      "directory? Two processes acting as one node can vote twice in one Raft election";
+    if (theirs + IMPOSTOR_BEATS_APART <= ours) {
+      this.#opts.onLog(
+        "error",
+        `${what}. It has run ${theirs} gossip rounds, this one ${ours}: it started later and ` +
+          "must stop, or be started on a data directory of its own",
+      );
+      return;
+    }
+    const message = `${what}. It has run ${theirs} gossip rounds, this one ${ours}: ${
+      ours + IMPOSTOR_BEATS_APART <= theirs
+        ? "this one started later, so it stops"
+        : "they started too close together to tell which came first, so this one stops too"
+    }; start a new node on a data directory of its own (a new node id)`;
+    this.#opts.onLog("error", message);
+    this.#opts.onDuplicate(message);
+  }
+
+  /**
    * A node joining a cluster takes its seeds': that of every node a seed holds that names one
    * (nodes joining too name none). A seed whose nodes name two clusters teaches nothing.
    */
@@ -512,8 +565,10 @@ export class Gossip {
         throw new MalformedError(`${addrKey(peer)} answered GOSSIP_SYN with an unexpected frame`);
       }
       const answer = decodeSynResponse(f.payload);
-      this.#state.observeDigest(answer.digest);
+      // Deltas first: a newer claim on this node's id there says who makes it (the digest only
+      // that it is newer), and either refutes it.
       this.#emit(this.#state.apply(answer.deltas, this.#env.clock.now()));
+      this.#state.observeDigest(answer.digest);
       if (this.#state.clusterId === "") this.#learnCluster(peer, answer.digest);
       const ack2 = encodeAck2({
         fromId: this.id,
@@ -602,7 +657,9 @@ export class Gossip {
           `GOSSIP_SYN from ${syn.fromId} on a connection authenticated as ${conn.peerNodeId}`,
         );
       }
-      this.#state.observeDigest(syn.digest);
+      // The digest is judged once the exchange is over: a newer claim on this node's id in it
+      // then comes with the claim's entries in the ACK2 (this node's digest still shows it
+      // lacks them), which say who makes it.
       const answer = encodeSynResponse({
         digest: this.#state.digest(),
         deltas: this.#state.deltasFor(syn.digest, this.#opts.messageBytesMax),
@@ -621,6 +678,7 @@ export class Gossip {
         throw new MalformedError(`GOSSIP_ACK2 from ${m.fromId} in an exchange with ${syn.fromId}`);
       }
       this.#emit(this.#state.apply(m.deltas, this.#env.clock.now()));
+      this.#state.observeDigest(syn.digest);
     } catch (err) {
       if (err instanceof MalformedError) {
         this.#counters.malformed++;
@@ -648,6 +706,7 @@ function resolveOptions(opts: GossipOptions): Resolved {
     onLog: () => {},
     clusterId: "",
     onClusterId: () => {},
+    onDuplicate: () => {},
     bindHost: opts.host,
     ...withoutUndefined(opts),
   } as Resolved;

@@ -16,6 +16,7 @@ import {
   KEY_HEARTBEAT,
   KEY_HOST,
   KEY_LEFT,
+  KEY_STARTED,
   MEMBERS_MAX,
   parseCount,
   parsePort,
@@ -62,6 +63,23 @@ export interface GossipStateOptions {
   clusterId?: string;
   /** Hears of each delta dropped because its node belongs to another cluster. */
   onForeign?: (nodeId: string, clusterId: string) => void;
+  /** When this process started, wall-clock ms (published as "started"); omitted: not published. */
+  startedMs?: number;
+  /**
+   * Hears of each claim on this node's id, newer than its own state, made by another process: one
+   * at another address, or started at another time. A predecessor that is gone makes one at most
+   * (this node outbids it); a live copy of this node answers every refutation with another.
+   */
+  onImpostor?: (claim: ImpostorClaim) => void;
+}
+
+/** What a claim on this node's id by another process says of it (null: the claim lacks it). */
+export interface ImpostorClaim {
+  host: string | null;
+  clusterPort: number | null;
+  startedMs: number | null;
+  /** Its heartbeat: the gossip rounds it has run since it started. */
+  heartbeat: number | null;
 }
 
 interface Entry {
@@ -117,6 +135,7 @@ export class GossipState {
   readonly #phiDead: number;
   readonly #deadForgetMs: number;
   readonly #onForeign: (nodeId: string, clusterId: string) => void;
+  readonly #onImpostor: (claim: ImpostorClaim) => void;
   #lastTickMs: number | null = null;
   #refutations = 0;
 
@@ -139,6 +158,7 @@ export class GossipState {
     this.#phiDead = opts.phiDead;
     this.#deadForgetMs = opts.deadForgetMs;
     this.#onForeign = opts.onForeign ?? (() => {});
+    this.#onImpostor = opts.onImpostor ?? (() => {});
     this.#self = this.#newRecord(opts.selfId, opts.incarnation, opts.nowMs);
     this.#self.visible = true;
     const clusterId = opts.clusterId ?? "";
@@ -153,7 +173,8 @@ export class GossipState {
     this.#setSelf(KEY_CLUSTER_PORT, String(opts.clusterPort));
     this.#setSelf(KEY_CLIENT_PORT, String(opts.clientPort));
     this.#setSelf(KEY_HEARTBEAT, "0");
-    for (const key of ADDRESS_KEYS) {
+    if (opts.startedMs !== undefined) this.#setSelf(KEY_STARTED, String(opts.startedMs));
+    for (const key of [...ADDRESS_KEYS, ...(opts.startedMs === undefined ? [] : [KEY_STARTED])]) {
       const problem = entryProblem(key, this.#self.entries.get(key)?.value ?? "");
       if (problem !== null) throw new RangeError(`Cannot start gossip: ${problem}`);
     }
@@ -162,6 +183,11 @@ export class GossipState {
   /** This node's id. */
   get selfId(): string {
     return this.#self.id;
+  }
+
+  /** This node's heartbeat: the gossip rounds it has run since it started. */
+  get heartbeat(): number {
+    return this.#self.heartbeat;
   }
 
   /** This node's current incarnation (raised by refutations). */
@@ -329,6 +355,7 @@ export class GossipState {
       if (d.id === this.#self.id) {
         let maxVersion = 0;
         for (const e of d.entries) maxVersion = Math.max(maxVersion, e.version);
+        if (this.#newerThanSelf(d.incarnation, maxVersion)) this.#checkClaim(d);
         this.#guardSelf(d.incarnation, maxVersion);
         continue;
       }
@@ -440,11 +467,37 @@ export class GossipState {
     self.entries.set(key, { value, version: self.maxVersion });
   }
 
+  #newerThanSelf(incarnation: number, maxVersion: number): boolean {
+    const self = this.#self;
+    return incarnation > self.incarnation ||
+      (incarnation === self.incarnation && maxVersion > self.maxVersion);
+  }
+
+  /** Tells `onImpostor` of a newer claim on this node's id that names another process. */
+  #checkClaim(d: GossipDelta): void {
+    const theirs = (key: string) => d.entries.find((e) => e.key === key)?.value;
+    const ours = (key: string) => this.#self.entries.get(key)?.value;
+    const differs = [KEY_HOST, KEY_CLUSTER_PORT, KEY_STARTED].some((key) => {
+      const v = theirs(key);
+      return v !== undefined && ours(key) !== undefined && v !== ours(key);
+    });
+    if (!differs) return;
+    const host = theirs(KEY_HOST);
+    const port = theirs(KEY_CLUSTER_PORT);
+    const started = theirs(KEY_STARTED);
+    const heartbeat = theirs(KEY_HEARTBEAT);
+    this.#onImpostor({
+      host: host ?? null,
+      clusterPort: port === undefined ? null : parsePort(port),
+      startedMs: started === undefined ? null : parseCount(started),
+      heartbeat: heartbeat === undefined ? null : parseCount(heartbeat),
+    });
+  }
+
   /** Refutes a claim on this node's id that is newer than what this node holds of itself. */
   #guardSelf(incarnation: number, maxVersion: number): void {
     const self = this.#self;
-    const newer = incarnation > self.incarnation ||
-      (incarnation === self.incarnation && maxVersion > self.maxVersion);
+    const newer = this.#newerThanSelf(incarnation, maxVersion);
     // Outbid claims only within a bounded step: one forged huge number must not push this node
     // near INCARNATION_MAX, or after its next restart nobody could ever take it back.
     if (!newer || incarnation > self.incarnation + REFUTE_STEP_MAX) return;

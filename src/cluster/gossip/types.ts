@@ -53,6 +53,13 @@ export interface GossipOptions {
   clusterId?: string;
   /** Hears the cluster this node joined, once, to keep for the next start. Default: nothing. */
   onClusterId?: (clusterId: string) => void;
+  /**
+   * Hears, once, that another live process runs as this node (a copy of its data directory) and
+   * started before this one: this process must stop, or two processes act as one node (in Raft,
+   * one voter voting twice). The message says where the other runs. Default: nothing (the error
+   * is logged through `onLog` in any case).
+   */
+  onDuplicate?: (message: string) => void;
 }
 
 /**
