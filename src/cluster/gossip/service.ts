@@ -483,12 +483,9 @@ export class Gossip {
     const here = `${this.#opts.host}:${this.addr.port}`;
     const ours = this.#state.heartbeat;
     const theirs = claim.heartbeat ?? ours;
-    const started = (ms: number | null) =>
-      ms === null ? "" : ` (started ${new Date(ms).toISOString()})`;
-    const what =
-      `Another process at ${where}${started(claim.startedMs)} runs as node ${this.id}, ` +
-      `as this one at ${here}${started(this.#startedMs)} does: a copy of this node's data ` +
-      "directory? Two processes acting as one node can vote twice in one Raft election";
+    const what = `Another process at ${where} runs as node ${this.id}, as this one at ${here} ` +
+      "does: a copy of this node's data directory? Two processes acting as one node can vote " +
+      "twice in one Raft election";
     if (theirs + IMPOSTOR_BEATS_APART <= ours) {
       this.#opts.onLog(
         "error",

@@ -77,7 +77,6 @@ export interface GossipStateOptions {
 export interface ImpostorClaim {
   host: string | null;
   clusterPort: number | null;
-  startedMs: number | null;
   /** Its heartbeat: the gossip rounds it has run since it started. */
   heartbeat: number | null;
 }
@@ -484,12 +483,10 @@ export class GossipState {
     if (!differs) return;
     const host = theirs(KEY_HOST);
     const port = theirs(KEY_CLUSTER_PORT);
-    const started = theirs(KEY_STARTED);
     const heartbeat = theirs(KEY_HEARTBEAT);
     this.#onImpostor({
       host: host ?? null,
       clusterPort: port === undefined ? null : parsePort(port),
-      startedMs: started === undefined ? null : parseCount(started),
       heartbeat: heartbeat === undefined ? null : parseCount(heartbeat),
     });
   }
