@@ -62,4 +62,4 @@ VOLUME ["/data"]
 EXPOSE 7070 7071 7072
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
   CMD ["/usr/local/bin/deno", "run", "--cached-only", "--allow-net", "--allow-env", "/app/cli/healthcheck.ts"]
-ENTRYPOINT ["/usr/local/bin/deno", "run", "--cached-only", "--allow-net", "--allow-read", "--allow-write", "--allow-env", "/app/cli/broker.ts"]
+ENTRYPOINT ["/usr/local/bin/deno", "run", "--cached-only", "--allow-net", "--allow-read", "--allow-write", "--allow-env", "--allow-ffi=/lib/x86_64-linux-gnu/libc.so.6,/lib/aarch64-linux-gnu/libc.so.6", "/app/cli/broker.ts"]

@@ -3,6 +3,7 @@
 // down gracefully (connections closed, then exit 0).
 
 import { denoEnv } from "../src/io/deno/mod.ts";
+import { memoryTrimmer, trimPeriodically } from "../src/io/deno/memory.ts";
 import { TlsConfigError } from "../src/io/errors.ts";
 import { PortInUseError, startNode, type TlsReload } from "../src/node.ts";
 import { fitToOpenFiles, parseOpenFilesLimit } from "../src/broker/open_files.ts";
@@ -360,5 +361,11 @@ node.gossip?.onEvent((e) =>
     previous: e.previous,
   })
 );
+// Memory a load freed goes back to the OS, where FFI for the C library was granted (issue [N]).
+const trimmer = memoryTrimmer();
+if (trimmer !== null) {
+  trimPeriodically(trimmer);
+  log("info", `Freed memory is returned to the OS (malloc_trim, ${trimmer.library})`);
+}
 
 await node.done;
