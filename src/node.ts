@@ -16,7 +16,7 @@ import { readChecked, writeChecked } from "./storage/checked_file.ts";
 import { Op } from "./protocol/messages.ts";
 import { type BrokerOptions, DEFAULT_BROKER_OPTIONS } from "./broker/options.ts";
 import { claimDataDir } from "./storage/data_dir.ts";
-import { founderFile } from "./storage/layout.ts";
+import { founderFile, metaGroupDir } from "./storage/layout.ts";
 import { FileLog, type Log } from "./storage/mod.ts";
 import { BrokerMetrics, HttpServer } from "./metrics/mod.ts";
 import { fromBase64, type ScramCredential } from "./auth/scram.ts";
@@ -286,7 +286,7 @@ async function startServing(
   };
   let gossip: Gossip | null = null;
   if (config.cluster !== undefined) {
-    const { Gossip, loadClusterId, nextIncarnation, saveClusterId } =
+    const { Gossip, isNodeId, loadClusterId, nextIncarnation, saveClusterId } =
       (await loadClusterModules()).gossip;
     const host = config.host ?? "127.0.0.1";
     broker.nodeId = nodeId as string;
@@ -297,9 +297,13 @@ async function startServing(
     // A node without seeds founds a cluster, named by its id; one with seeds joins theirs, and
     // keeps it from then on.
     let clusterId = await loadClusterId(env, dataDir);
-    if (clusterId === "" && clusterConfig.seeds.length === 0) {
-      clusterId = broker.nodeId;
-      await saveClusterId(env, dataDir, clusterId);
+    if (clusterId === "") {
+      // A node of a cluster founded before nodes kept their cluster takes the name every node of
+      // it takes: the founder its metadata group records (as a new cluster is named, below).
+      const founder = (await readFounder(env, metaGroupDir(dataDir)))?.split(",")[0] ?? "";
+      if (isNodeId(founder)) clusterId = founder;
+      else if (clusterConfig.seeds.length === 0) clusterId = broker.nodeId;
+      if (clusterId !== "") await saveClusterId(env, dataDir, clusterId);
     }
     gossip = await listenOn("cluster.port", clusterAt, () =>
       Gossip.start(clusterEnv, {
@@ -458,14 +462,7 @@ async function startReplication(
       removeLog: (dir) => removeDir(env, dir),
       removeStore: (dir) => removeDir(env, dir),
       onReport: (msg) => hooks.onReport(msg, "warn"),
-      readFounder: async (dir) => {
-        try {
-          return (await readChecked(env.disk, founderFile(dir))).trim();
-        } catch (err) {
-          if (err instanceof NotFound) return null;
-          throw err;
-        }
-      },
+      readFounder: (dir) => readFounder(env, dir),
       writeFounder: (dir, founder) => writeChecked(env.disk, founderFile(dir), founder),
       hasStore: async (dir) => {
         try {
@@ -572,4 +569,14 @@ async function importClusterModules() {
       import("./cluster/forward.ts"),
     ]);
   return { gossip, cluster, bridge, groupOffsets, transport, wal, clusterAuth, forward };
+}
+
+/** The founding voters a metadata group in `groupDir` recorded ("a,b,c"), or null if none. */
+async function readFounder(env: Env, groupDir: string): Promise<string | null> {
+  try {
+    return (await readChecked(env.disk, founderFile(groupDir))).trim();
+  } catch (err) {
+    if (err instanceof NotFound) return null;
+    throw err;
+  }
 }

@@ -10,7 +10,7 @@ import { denoEnv } from "../src/io/deno/mod.ts";
 import { startNode } from "../src/node.ts";
 import { encodeBatch, setBaseOffset } from "../src/protocol/batch.ts";
 import { writeChecked } from "../src/storage/checked_file.ts";
-import { layoutTree } from "../src/storage/layout.ts";
+import { founderFile, layoutTree, metaGroupDir } from "../src/storage/layout.ts";
 
 const env = denoEnv();
 
@@ -124,20 +124,24 @@ Deno.test("a single node writes today's data dir layout, and a restart on it ser
   }
 });
 
+/** A replicating node that founds its own cluster (no seeds), on `dataDir`, with quick Raft. */
+function startFounder(dataDir: string): ReturnType<typeof startNode> {
+  return startNode(env, {
+    port: 0,
+    broker: { dataDir },
+    cluster: {
+      port: 0,
+      seeds: [],
+      replicate: true,
+      replicationFactor: 1,
+      raft: { tickMs: 10, electionTimeoutMs: 200, heartbeatIntervalMs: 50 },
+    },
+  });
+}
+
 Deno.test("a replicating cluster node writes today's data dir layout, and a restart on it serves what it held", async () => {
   const dataDir = await Deno.makeTempDir({ prefix: "gregormq-layout-" });
-  const start = () =>
-    startNode(env, {
-      port: 0,
-      broker: { dataDir },
-      cluster: {
-        port: 0,
-        seeds: [],
-        replicate: true,
-        replicationFactor: 1,
-        raft: { tickMs: 10, electionTimeoutMs: 200, heartbeatIntervalMs: 50 },
-      },
-    });
+  const start = () => startFounder(dataDir);
   const publishOnce = async (client: Client, value: string): Promise<number> => {
     let offset = -1;
     await until("the replicated topic takes a publish", CLUSTER_READY_MS, async () => {
@@ -270,4 +274,25 @@ Deno.test("docs/architecture.md shows the data dir layout the module declares", 
     layoutTree(),
     "regenerate the block in docs/architecture.md from layoutTree() in src/storage/layout.ts",
   );
+});
+
+Deno.test("a node of a cluster founded before nodes kept their cluster is named after the founder its metadata group recorded", async () => {
+  const dataDir = await Deno.makeTempDir({ prefix: "gregormq-cluster-id-" });
+  const start = () => startFounder(dataDir);
+  const read = async (name: string) => (await Deno.readTextFile(`${dataDir}/${name}`)).trim();
+  try {
+    await (await start()).close();
+    // As an older version left it: no cluster-id, and (founded with bootstrapExpect 2 or more) a
+    // founder other than this node, which every other node of the cluster also records.
+    await Deno.remove(`${dataDir}/cluster-id`);
+    await writeChecked(
+      env.disk,
+      founderFile(metaGroupDir(dataDir)),
+      `a0founder,${await read("node-id")}`,
+    );
+    await (await start()).close();
+    assert.equal(await read("cluster-id"), "a0founder", "not its own id, which no other node has");
+  } finally {
+    await Deno.remove(dataDir, { recursive: true });
+  }
 });

@@ -15,7 +15,7 @@ import { type Log, MemoryLog } from "../storage/mod.ts";
 import { metaGroupDir, replicaDir, replicaLogDir } from "../storage/layout.ts";
 import { Partition, Topic } from "../broker/topic.ts";
 import type { Gossip } from "./gossip/mod.ts";
-import { KEY_CLUSTER } from "./gossip/limits.ts";
+import { isNodeId, KEY_CLUSTER } from "./gossip/limits.ts";
 import {
   encodeCommand,
   foundersOf,
@@ -658,7 +658,8 @@ export class ClusterNode {
     const store = await this.#o.openStore(dir, voters);
     if (founder === null) await this.#o.writeFounder(dir, voters.join(","));
     // Nodes that all had seeds found a cluster that has no name yet: its founder's id names it.
-    if (this.#gossip.clusterId === "") this.#gossip.joinCluster(voters[0] ?? this.#o.nodeId);
+    const named = voters[0] ?? this.#o.nodeId;
+    if (this.#gossip.clusterId === "" && isNodeId(named)) this.#gossip.joinCluster(named);
     this.#metaGroup = this.#group(
       META_GROUP,
       store,
@@ -704,7 +705,9 @@ export class ClusterNode {
       // FOUND_STABLE_CHECKS checks in a row, so a partial gossip view at start does not found a
       // second cluster.
       if (this.#o.seedless && this.#o.bootstrapExpect <= 1) return [this.#o.nodeId];
-      const ids = alive.map((m) => m.id).sort();
+      // A node of another cluster is no candidate founder, nor counted toward bootstrapExpect.
+      const ids = alive.filter((m) => (m.kv[KEY_CLUSTER] ?? "") === this.#gossip.clusterId)
+        .map((m) => m.id).sort();
       const need = Math.max(2, this.#o.bootstrapExpect);
       if (this.#o.bootstrapExpect >= 2 && ids.length > need && !warnedOverExpect) {
         // Two nodes can each see themselves lowest of `need` only if more than `need` start.

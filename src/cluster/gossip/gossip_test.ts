@@ -619,3 +619,17 @@ Deno.test("gossip: of two live processes with one node id, the one started later
   }
   assert.equal(told.length, 1);
 });
+
+Deno.test("gossip: with one config for every node (each seeded with n1, n1 too), all take the named node's cluster", async () => {
+  const c = new Cluster(13);
+  c.add("n1");
+  c.add("n2", { clusterId: "founded-by-n2" });
+  c.add("n3");
+  await c.until("started", 1_000, () => c.gossip.size === 3);
+  await c.until(
+    "every node names n2's cluster",
+    10_000,
+    () => ["n1", "n2", "n3"].every((n) => c.g(n).clusterId === "founded-by-n2"),
+  );
+  assert.ok(c.converged(["n1", "n2", "n3"], ["n1", "n2", "n3"]));
+});

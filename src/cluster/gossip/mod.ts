@@ -4,5 +4,5 @@
 
 export { Gossip, GOSSIP_DEFAULTS } from "./service.ts";
 export { loadClusterId, loadOrCreateNodeId, nextIncarnation, saveClusterId } from "./node_id.ts";
-export { ENTRIES_PER_NODE_MAX, MEMBERS_MAX, VALUE_BYTES_MAX } from "./limits.ts";
+export { ENTRIES_PER_NODE_MAX, isNodeId, MEMBERS_MAX, VALUE_BYTES_MAX } from "./limits.ts";
 export type { GossipOptions, GossipStats, Member, MembershipEvent, MemberState } from "./types.ts";

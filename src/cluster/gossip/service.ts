@@ -476,13 +476,15 @@ export class Gossip {
    * within IMPOSTOR_BEATS_APART of each other neither can tell, and both stop.
    */
   #impostor(claim: ImpostorClaim): void {
+    // A claim whose heartbeat did not fit in its message says nothing of how long it has run.
+    if (claim.heartbeat === null) return;
     if (++this.#impostorClaims !== IMPOSTOR_CLAIMS_MAX) return;
     const where = claim.host === null
       ? "another address"
       : `${claim.host}:${claim.clusterPort ?? "?"}`;
     const here = `${this.#opts.host}:${this.addr.port}`;
     const ours = this.#state.heartbeat;
-    const theirs = claim.heartbeat ?? ours;
+    const theirs = claim.heartbeat;
     const what = `Another process at ${where} runs as node ${this.id}, as this one at ${here} ` +
       "does: a copy of this node's data directory? Two processes acting as one node can vote " +
       "twice in one Raft election";
@@ -509,7 +511,11 @@ export class Gossip {
    */
   #learnCluster(peer: Addr, theirs: readonly GossipDigestEntry[]): void {
     const key = addrKey(peer);
-    if (!this.#seeds.some((s) => addrKey(s) === key)) return;
+    if (this.#seeds.some((s) => addrKey(s) === key)) this.#learnFrom(theirs);
+  }
+
+  /** Joins the one cluster that every node in `theirs` this node holds and that names one names. */
+  #learnFrom(theirs: readonly GossipDigestEntry[]): void {
     const named = new Set<string>();
     for (const d of theirs) {
       if (d.id === this.id) continue;
@@ -676,6 +682,11 @@ export class Gossip {
       }
       this.#emit(this.#state.apply(m.deltas, this.#env.clock.now()));
       this.#state.observeDigest(syn.digest);
+      // A node whose only seed is itself (one config for every node) is never the one to call:
+      // it learns its cluster from those that call it.
+      if (this.#state.clusterId === "" && this.#seeds.every((a) => this.#isSelf(a))) {
+        this.#learnFrom(syn.digest);
+      }
     } catch (err) {
       if (err instanceof MalformedError) {
         this.#counters.malformed++;

@@ -35,15 +35,10 @@ export function memoryTrimmer(paths: readonly string[] = LIBC_PATHS): MemoryTrim
   for (const path of paths) {
     if (Deno.permissions.querySync({ name: "ffi", path }).state !== "granted") continue;
     try {
-      Deno.statSync(path);
-    } catch {
-      continue;
-    }
-    try {
       const lib = Deno.dlopen(path, { malloc_trim: { parameters: ["usize"], result: "i32" } });
       return { library: path, trim: () => lib.symbols.malloc_trim(0n) === 1 };
     } catch {
-      // Not glibc (no malloc_trim), or not loadable: try the next, else do without.
+      // Not there, not glibc (no malloc_trim), or not loadable: try the next, else do without.
     }
   }
   return null;
