@@ -294,15 +294,18 @@ async function startServing(
     const dataDir = broker.opts.dataDir;
     const incarnation = await nextIncarnation(env, dataDir);
     const clusterConfig = config.cluster;
-    // A node without seeds founds a cluster, named by its id; one with seeds joins theirs, and
-    // keeps it from then on.
+    // A cluster is named by the node that founds its metadata group, the first of the founding
+    // voters: at once by a node without seeds that founds it alone; otherwise once the group is
+    // founded (cluster.ts). A node with seeds joins its seeds' cluster. Each keeps it from then on.
     let clusterId = await loadClusterId(env, dataDir);
     if (clusterId === "") {
-      // A node of a cluster founded before nodes kept their cluster takes the name every node of
-      // it takes: the founder its metadata group records (as a new cluster is named, below).
+      // The cluster-id may not have been saved (a full disk), or an older version ran here: the
+      // founder the metadata group recorded is the name every node of the cluster has.
       const founder = (await readFounder(env, metaGroupDir(dataDir)))?.split(",")[0] ?? "";
       if (isNodeId(founder)) clusterId = founder;
-      else if (clusterConfig.seeds.length === 0) clusterId = broker.nodeId;
+      else if (clusterConfig.seeds.length === 0 && (clusterConfig.bootstrapExpect ?? 1) <= 1) {
+        clusterId = broker.nodeId;
+      }
       if (clusterId !== "") await saveClusterId(env, dataDir, clusterId);
     }
     gossip = await listenOn("cluster.port", clusterAt, () =>

@@ -154,27 +154,33 @@ export async function startClusterNode(
 const CLUSTER_START_ATTEMPTS = 5;
 
 /**
- * Three replicating brokers on fresh ports: the first founds the cluster, the others join it. A
- * port chosen free may be taken by a parallel test before the broker binds it ("in use", exit 2):
- * then all three start again on other ports.
+ * `nodes` (3) replicating brokers on fresh ports: the first founds the cluster, the others join it.
+ * A port chosen free may be taken by a parallel test before the broker binds it ("in use", exit
+ * 2): then all of them start again on other ports.
  */
 export async function startCluster(
   root: string,
   extra: string[] = [],
   spawn: (node: number) => SpawnOptions = () => ({}),
+  nodes = 3,
 ): Promise<{
   procs: ClusterProc[];
   ports: { client: number; cluster: number }[];
   seeds: string[];
 }> {
   for (let attempt = 1;; attempt++) {
-    const ports = [0, 1, 2].map(() => ({ client: freePort(), cluster: freePort() }));
+    const ports = Array.from(
+      { length: nodes },
+      () => ({ client: freePort(), cluster: freePort() }),
+    );
     const seeds = [`127.0.0.1:${ports[0]!.cluster}`];
     const procs: ClusterProc[] = [];
     try {
-      procs.push(await startClusterNode(`${root}/n0`, ports[0]!, [], extra, spawn(0)));
-      procs.push(await startClusterNode(`${root}/n1`, ports[1]!, seeds, extra, spawn(1)));
-      procs.push(await startClusterNode(`${root}/n2`, ports[2]!, seeds, extra, spawn(2)));
+      for (const [i, p] of ports.entries()) {
+        procs.push(
+          await startClusterNode(`${root}/n${i}`, p, i === 0 ? [] : seeds, extra, spawn(i)),
+        );
+      }
       return { procs, ports, seeds };
     } catch (err) {
       await killAll(procs);

@@ -7,14 +7,12 @@
 import assert from "node:assert/strict";
 import type { Client } from "../src/client/mod.ts";
 import {
-  type ClusterProc,
   connectTo,
   createTopicRetrying,
-  freePort,
   killAll,
   retry,
   sleep,
-  startClusterNode,
+  startCluster,
 } from "./_broker_process.ts";
 
 const TOPIC = "moving";
@@ -31,17 +29,14 @@ Deno.test({
   sanitizeResources: false,
   async fn() {
     const root = await Deno.makeTempDir({ prefix: "gregormq-move-" });
-    const ports = [0, 1, 2, 3].map(() => ({ client: freePort(), cluster: freePort() }));
-    const seeds = [`127.0.0.1:${ports[0]!.cluster}`];
     const extra = [
       "--cluster-bootstrap-expect",
       "3",
       "--cluster-replica-move-after-ms",
       String(MOVE_AFTER_MS),
     ];
-    const procs: ClusterProc[] = await Promise.all(
-      ports.map((p, i) => startClusterNode(`${root}/n${i}`, p, i === 0 ? [] : seeds, extra)),
-    );
+    // Started one by one, again on other ports if a parallel test takes one first.
+    const { procs } = await startCluster(root, extra, () => ({}), 4);
     const clients: Client[] = [];
     try {
       for (const p of procs) clients.push(await connectTo(p));
