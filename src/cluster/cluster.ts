@@ -705,9 +705,10 @@ export class ClusterNode {
       // FOUND_STABLE_CHECKS checks in a row, so a partial gossip view at start does not found a
       // second cluster.
       if (this.#o.seedless && this.#o.bootstrapExpect <= 1) return [this.#o.nodeId];
-      // A node of another cluster is no candidate founder, nor counted toward bootstrapExpect.
-      const ids = alive.filter((m) => (m.kv[KEY_CLUSTER] ?? "") === this.#gossip.clusterId)
-        .map((m) => m.id).sort();
+      // Every live node counts, named or not: a node not yet in the cluster that a founder just
+      // named must still see that founder as the lowest, or with more nodes than bootstrapExpect
+      // it could found a second metadata group.
+      const ids = alive.map((m) => m.id).sort();
       const need = Math.max(2, this.#o.bootstrapExpect);
       if (this.#o.bootstrapExpect >= 2 && ids.length > need && !warnedOverExpect) {
         // Two nodes can each see themselves lowest of `need` only if more than `need` start.
