@@ -147,7 +147,6 @@ export class Gossip {
   readonly #foreignClusters = new Set<string>();
   /** Claims on this node's id by other processes so far; past IMPOSTOR_CLAIMS_MAX, judged once. */
   #impostorClaims = 0;
-  readonly #startedMs: number;
   readonly #stop = new AbortController();
   readonly #conns = new Set<Conn>();
   readonly #tasks = new Set<Promise<unknown>>();
@@ -182,7 +181,6 @@ export class Gossip {
     this.id = opts.nodeId;
     this.addr = listener.addr;
     const now = env.clock.now();
-    this.#startedMs = Math.max(0, Math.floor(env.clock.wallMs()));
     this.#state = new GossipState({
       selfId: opts.nodeId,
       // A persisted incarnation outranks every earlier start even if the wall clock went back;
@@ -199,7 +197,7 @@ export class Gossip {
       deadForgetMs: opts.deadForgetMs,
       clusterId: opts.clusterId,
       onForeign: (nodeId, clusterId) => this.#foreign(nodeId, clusterId),
-      startedMs: this.#startedMs,
+      startedMs: Math.max(0, Math.floor(env.clock.wallMs())),
       onImpostor: (claim) => this.#impostor(claim),
     });
     this.#self = [{ host: opts.host, port: listener.addr.port }, listener.addr];

@@ -173,7 +173,8 @@ export class GossipState {
     this.#setSelf(KEY_CLIENT_PORT, String(opts.clientPort));
     this.#setSelf(KEY_HEARTBEAT, "0");
     if (opts.startedMs !== undefined) this.#setSelf(KEY_STARTED, String(opts.startedMs));
-    for (const key of [...ADDRESS_KEYS, ...(opts.startedMs === undefined ? [] : [KEY_STARTED])]) {
+    const given = opts.startedMs === undefined ? ADDRESS_KEYS : [...ADDRESS_KEYS, KEY_STARTED];
+    for (const key of given) {
       const problem = entryProblem(key, this.#self.entries.get(key)?.value ?? "");
       if (problem !== null) throw new RangeError(`Cannot start gossip: ${problem}`);
     }
